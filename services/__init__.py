@@ -1,0 +1,1 @@
+"""idmesh services: operator_registry, notifier, messenger_gateway, and what they share (common)."""

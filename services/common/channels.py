@@ -1,0 +1,68 @@
+"""Outbound gRPC channels: keepalive options and the metadata every hop carries.
+
+Every call sends the current request id (or a new one) and this process's identity. Deadlines
+are not propagated by gRPC Python: callers pass `timeout=` themselves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import grpc
+
+from services.common.context import REQUEST_ID_METADATA_KEY, current_request_id, new_request_id
+from services.common.identity import IDENTITY_METADATA_KEY, Caller
+
+KEEPALIVE_OPTIONS: Sequence[tuple[str, int]] = (
+    ("grpc.keepalive_time_ms", 20_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+)
+# The server side: accept the clients' pings above.
+SERVER_KEEPALIVE_OPTIONS: Sequence[tuple[str, int]] = (
+    ("grpc.keepalive_time_ms", 20_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+    ("grpc.http2.max_pings_without_data", 0),
+)
+
+
+def _with_metadata(details: Any, identity: Caller | None) -> Any:
+    metadata = grpc.aio.Metadata(*(details.metadata or ()))
+    if REQUEST_ID_METADATA_KEY not in metadata:
+        metadata.add(REQUEST_ID_METADATA_KEY, current_request_id() or new_request_id())
+    if identity is not None and IDENTITY_METADATA_KEY not in metadata:
+        metadata.add(IDENTITY_METADATA_KEY, identity.uri)
+    return details._replace(metadata=metadata)
+
+
+class _MetadataInterceptor(
+    grpc.aio.UnaryUnaryClientInterceptor,
+    grpc.aio.UnaryStreamClientInterceptor,
+    grpc.aio.StreamUnaryClientInterceptor,
+):
+    def __init__(self, identity: Caller | None) -> None:
+        self._identity = identity
+
+    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await continuation(_with_metadata(details, self._identity), request)
+
+    async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await continuation(_with_metadata(details, self._identity), request)
+
+    async def intercept_stream_unary(
+        self, continuation: Any, details: Any, request_iterator: Any
+    ) -> Any:
+        return await continuation(_with_metadata(details, self._identity), request_iterator)
+
+
+def open_channel(target: str, *, identity: Caller | None) -> grpc.aio.Channel:
+    """A channel to target ("host:port") that sends identity and the request id on every call."""
+    return grpc.aio.insecure_channel(
+        target,
+        options=list(KEEPALIVE_OPTIONS),
+        interceptors=[_MetadataInterceptor(identity)],
+    )

@@ -1,0 +1,129 @@
+"""Configuration from environment variables, failing fast with a message that names the variable.
+
+    env = Env()                       # reads os.environ, names prefixed with IDMESH_
+    port = env.int("PORT", default=50051, minimum=0, maximum=65535)
+
+Every getter raises ConfigError("IDMESH_PORT: expected an integer, got 'x'") on a bad value and
+("IDMESH_DB_PATH: required, not set") on a missing required one.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Final
+
+PREFIX: Final = "IDMESH_"
+
+
+class ConfigError(Exception):
+    """A missing or bad configuration value; the message names the variable."""
+
+
+class _Missing:
+    pass
+
+
+_MISSING: Final = _Missing()
+
+
+class Env:
+    def __init__(self, environ: Mapping[str, str] | None = None, prefix: str = PREFIX) -> None:
+        self._environ = os.environ if environ is None else environ
+        self._prefix = prefix
+
+    def name(self, key: str) -> str:
+        return f"{self._prefix}{key}"
+
+    def _raw(self, key: str, default: object) -> str | None:
+        value = self._environ.get(self.name(key))
+        if value is None or value.strip() == "":
+            if isinstance(default, _Missing):
+                raise ConfigError(f"{self.name(key)}: required, not set")
+            return None
+        return value.strip()
+
+    def str(self, key: str, default: str | _Missing = _MISSING) -> str:
+        raw = self._raw(key, default)
+        return default if raw is None else raw  # type: ignore[return-value]
+
+    def int(
+        self,
+        key: str,
+        default: int | _Missing = _MISSING,
+        *,
+        minimum: int | None = None,
+        maximum: int | None = None,
+    ) -> int:
+        raw = self._raw(key, default)
+        if raw is None:
+            return default  # type: ignore[return-value]
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ConfigError(f"{self.name(key)}: expected an integer, got {raw!r}") from None
+        self._check_range(key, value, minimum, maximum)
+        return value
+
+    def float(
+        self,
+        key: str,
+        default: float | _Missing = _MISSING,
+        *,
+        minimum: float | None = None,
+        maximum: float | None = None,
+    ) -> float:
+        """A number, for example seconds: "1200" or "0.5"."""
+        raw = self._raw(key, default)
+        if raw is None:
+            return default  # type: ignore[return-value]
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ConfigError(f"{self.name(key)}: expected a number, got {raw!r}") from None
+        self._check_range(key, value, minimum, maximum)
+        return value
+
+    def bool(self, key: str, default: bool | _Missing = _MISSING) -> bool:
+        raw = self._raw(key, default)
+        if raw is None:
+            return default  # type: ignore[return-value]
+        lowered = raw.lower()
+        if lowered in {"1", "true", "yes", "on"}:
+            return True
+        if lowered in {"0", "false", "no", "off"}:
+            return False
+        raise ConfigError(f"{self.name(key)}: expected true or false, got {raw!r}")
+
+    def path(self, key: str, default: Path | _Missing = _MISSING) -> Path:
+        raw = self._raw(key, default)
+        return default if raw is None else Path(raw)  # type: ignore[return-value]
+
+    def mapping(self, key: str, default: dict[str, str] | _Missing = _MISSING) -> dict[str, str]:
+        """Comma-separated key=value pairs: "beeline=127.0.0.1:50051,megafon=127.0.0.1:50052"."""
+        raw = self._raw(key, default)
+        if raw is None:
+            return dict(default)  # type: ignore[arg-type]
+        result: dict[str, str] = {}
+        for item in raw.split(","):
+            item = item.strip()
+            if not item:
+                continue
+            k, sep, v = item.partition("=")
+            if not sep or not k.strip() or not v.strip():
+                raise ConfigError(
+                    f"{self.name(key)}: expected comma-separated key=value pairs, got {item!r}"
+                )
+            if k.strip() in result:
+                raise ConfigError(f"{self.name(key)}: key {k.strip()!r} given twice")
+            result[k.strip()] = v.strip()
+        return result
+
+    def _check_range(
+        self, key: str, value: float, minimum: float | None, maximum: float | None
+    ) -> None:
+        if minimum is not None and value < minimum:
+            raise ConfigError(f"{self.name(key)}: must be at least {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            raise ConfigError(f"{self.name(key)}: must be at most {maximum}, got {value}")

@@ -1,0 +1,207 @@
+"""The one server interceptor every service installs.
+
+Per RPC it:
+- accepts or creates the request id and binds it, with the method and caller, into
+  structlog.contextvars (so every log line of the RPC carries them);
+- resolves the caller's identity (IdentityResolver) and hands it to handlers via
+  services.common.identity.current_caller();
+- maps domain errors to status codes through the service's ErrorTable, in this one place; an
+  unexpected exception is logged and answered INTERNAL with the request id, never UNKNOWN;
+- writes one canonical log line: method, status code, duration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any
+
+import grpc
+import structlog
+
+from services.common.context import (
+    REQUEST_ID_METADATA_KEY,
+    accept_request_id,
+    set_request_id,
+)
+from services.common.errors import DomainError, Forbidden, InvalidInput, Unauthenticated
+from services.common.identity import (
+    IDENTITY_METADATA_KEY,
+    Caller,
+    parse_identity,
+    set_current_caller,
+)
+
+log = structlog.get_logger("idmesh.rpc")
+
+IdentityResolver = Callable[[grpc.aio.ServicerContext[Any, Any]], Caller | None]
+
+_COMMON_ERRORS: dict[type[BaseException], grpc.StatusCode] = {
+    InvalidInput: grpc.StatusCode.INVALID_ARGUMENT,
+    Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    Forbidden: grpc.StatusCode.PERMISSION_DENIED,
+}
+
+
+class ErrorTable:
+    """A service's domain error types -> gRPC status codes (the most specific class wins)."""
+
+    def __init__(self, table: Mapping[type[BaseException], grpc.StatusCode]) -> None:
+        self._table = {**_COMMON_ERRORS, **table}
+
+    def code_for(self, exc: BaseException) -> grpc.StatusCode | None:
+        for klass in type(exc).__mro__:
+            code = self._table.get(klass)
+            if code is not None:
+                return code
+        return None
+
+
+def metadata_identity(context: grpc.aio.ServicerContext[Any, Any]) -> Caller | None:
+    """The development identity resolver: the caller names itself in request metadata."""
+    for key, value in context.invocation_metadata() or ():
+        if key == IDENTITY_METADATA_KEY:
+            return parse_identity(str(value))
+    return None
+
+
+def _metadata_value(details: grpc.HandlerCallDetails, key: str) -> str | None:
+    for k, v in details.invocation_metadata or ():
+        if k == key:
+            return str(v)
+    return None
+
+
+class ServerInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(
+        self, errors: ErrorTable, identity: IdentityResolver = metadata_identity
+    ) -> None:
+        self._errors = errors
+        self._identity = identity
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        method = handler_call_details.method
+        request_id = accept_request_id(
+            _metadata_value(handler_call_details, REQUEST_ID_METADATA_KEY)
+        )
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(
+                self._wrap_unary(handler.unary_unary, method, request_id),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.stream_unary:
+            return grpc.stream_unary_rpc_method_handler(
+                self._wrap_unary(handler.stream_unary, method, request_id),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(
+                self._wrap_stream(handler.unary_stream, method, request_id),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler  # bidirectional streams: none in idmesh's APIs
+
+    def _enter(
+        self, context: grpc.aio.ServicerContext[Any, Any], method: str, request_id: str
+    ) -> None:
+        set_request_id(request_id)
+        structlog.contextvars.bind_contextvars(request_id=request_id, method=method)
+        context.set_trailing_metadata(((REQUEST_ID_METADATA_KEY, request_id),))
+        caller = self._identity(context)
+        set_current_caller(caller)
+        if caller is not None:
+            structlog.contextvars.bind_contextvars(caller=caller.uri)
+
+    async def _fail(
+        self, exc: BaseException, context: grpc.aio.ServicerContext[Any, Any], request_id: str
+    ) -> grpc.StatusCode:
+        """Abort the RPC for exc (raises grpc's abort exception)."""
+        code = self._errors.code_for(exc)
+        if isinstance(exc, DomainError) and code is not None:
+            trailers = [(REQUEST_ID_METADATA_KEY, request_id), *exc.trailers.items()]
+            context.set_trailing_metadata(tuple(trailers))
+            await context.abort(code, exc.message)
+        log.error("rpc.unexpected_error", exc_info=exc)
+        await context.abort(
+            grpc.StatusCode.INTERNAL, f"internal error; quote request id {request_id}"
+        )
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _finish(self, started: float, code: grpc.StatusCode) -> None:
+        log.info(
+            "rpc",
+            code=code.name,
+            duration_ms=round((time.perf_counter() - started) * 1000, 3),
+        )
+        structlog.contextvars.unbind_contextvars("request_id", "method", "caller")
+
+    def _wrap_unary(
+        self, behavior: Callable[..., Awaitable[Any]], method: str, request_id: str
+    ) -> Callable[..., Awaitable[Any]]:
+        async def wrapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            started = time.perf_counter()
+            code = grpc.StatusCode.OK
+            try:
+                self._enter(context, method, request_id)
+                return await behavior(request, context)
+            except asyncio.CancelledError:
+                code = grpc.StatusCode.CANCELLED
+                raise
+            except Exception as exc:
+                if _is_abort(exc):
+                    code = _context_code(context)
+                    raise
+                code = self._errors.code_for(exc) or grpc.StatusCode.INTERNAL
+                await self._fail(exc, context, request_id)
+            finally:
+                self._finish(started, code)
+
+        return wrapped
+
+    def _wrap_stream(
+        self, behavior: Callable[..., AsyncIterator[Any]], method: str, request_id: str
+    ) -> Callable[..., AsyncIterator[Any]]:
+        async def wrapped(
+            request: Any, context: grpc.aio.ServicerContext[Any, Any]
+        ) -> AsyncIterator[Any]:
+            started = time.perf_counter()
+            code = grpc.StatusCode.OK
+            try:
+                self._enter(context, method, request_id)
+                async for item in behavior(request, context):
+                    yield item
+            except (asyncio.CancelledError, GeneratorExit):
+                code = grpc.StatusCode.CANCELLED
+                raise
+            except Exception as exc:
+                if _is_abort(exc):
+                    code = _context_code(context)
+                    raise
+                code = self._errors.code_for(exc) or grpc.StatusCode.INTERNAL
+                await self._fail(exc, context, request_id)
+            finally:
+                self._finish(started, code)
+
+        return wrapped
+
+
+def _is_abort(exc: BaseException) -> bool:
+    return isinstance(exc, grpc.aio.AbortError)
+
+
+def _context_code(context: grpc.aio.ServicerContext[Any, Any]) -> grpc.StatusCode:
+    code = context.code()
+    if isinstance(code, grpc.StatusCode):
+        return code
+    return grpc.StatusCode.UNKNOWN

@@ -1,0 +1,68 @@
+"""Phone numbers: normalisation to E.164 with phonenumbers, and masking for logs."""
+
+from __future__ import annotations
+
+import re
+
+import phonenumbers
+from phonenumbers import PhoneNumberType
+
+from services.common.errors import InvalidInput
+
+DEFAULT_REGION = "RU"
+_MOBILE_TYPES = {PhoneNumberType.MOBILE, PhoneNumberType.FIXED_LINE_OR_MOBILE}
+_E164 = re.compile(r"^\+[1-9]\d{6,14}$")
+
+
+class InvalidPhoneNumber(InvalidInput):
+    """The number cannot be used; the message says why."""
+
+
+def parse_e164(raw: str, *, region: str = DEFAULT_REGION) -> str:
+    """Normalise any form phonenumbers accepts to E.164; the number must be valid."""
+    text = (raw or "").strip()
+    if not text:
+        raise InvalidPhoneNumber("phone_number is empty: give a number such as +79031234567")
+    try:
+        parsed = phonenumbers.parse(text, region)
+    except phonenumbers.NumberParseException:
+        raise InvalidPhoneNumber(
+            f"phone_number {mask(text)!r} is not a phone number: give it in E.164 form, "
+            "such as +79031234567"
+        ) from None
+    if not phonenumbers.is_valid_number(parsed):
+        raise InvalidPhoneNumber(
+            f"phone_number {mask(text)!r} is not a valid number in any numbering plan: "
+            "check the digits and the country code"
+        )
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+def parse_mobile(raw: str, *, region: str = DEFAULT_REGION) -> str:
+    """Normalise to E.164 and require a mobile number (identification is by mobile number)."""
+    e164 = parse_e164(raw, region=region)
+    if phonenumbers.number_type(phonenumbers.parse(e164)) not in _MOBILE_TYPES:
+        raise InvalidPhoneNumber(
+            f"phone_number {mask(e164)} is not a mobile number: identification needs the "
+            "number of a mobile subscription"
+        )
+    return e164
+
+
+def require_e164(raw: str) -> str:
+    """Accept only an already-normalised E.164 number (the wire form between services)."""
+    if not _E164.match(raw or ""):
+        raise InvalidPhoneNumber(
+            f"phone_number {mask(raw or '')!r} is not in E.164 form (+ and 7 to 15 digits), "
+            "such as +79031234567"
+        )
+    return parse_e164(raw)
+
+
+def mask(number: str) -> str:
+    """Keep the country/range prefix and the last two digits: +79031234567 -> +7903*****67."""
+    digits = number.strip()
+    if len(digits) <= 6:
+        return "*" * len(digits)
+    keep_head = 5 if digits.startswith("+") else 4
+    return digits[:keep_head] + "*" * (len(digits) - keep_head - 2) + digits[-2:]
