@@ -1,0 +1,133 @@
+"""The shared server bootstrap: error table, caller identity, request id, health, reflection."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from idmesh.registry.v1 import registry_pb2, registry_pb2_grpc
+
+from services.common.channels import open_channel
+from services.common.context import REQUEST_ID_METADATA_KEY, current_request_id
+from services.common.errors import DomainError
+from services.common.identity import Caller, Kind, Role, current_caller, require_caller
+from services.common.interceptors import ErrorTable
+from services.common.server import GrpcServer, service_name
+
+
+class NumberUnknown(DomainError):
+    pass
+
+
+class Boom(Exception):
+    pass
+
+
+class FakeRegistry(registry_pb2_grpc.RegistryServiceServicer):
+    def __init__(self) -> None:
+        self.seen: list[tuple[Caller | None, str | None]] = []
+
+    async def VerifySubscriber(
+        self, request: registry_pb2.VerifySubscriberRequest, context: Any
+    ) -> registry_pb2.VerifySubscriberResponse:
+        self.seen.append((current_caller(), current_request_id()))
+        if request.phone_number == "unknown":
+            raise NumberUnknown("no such number", trailers={"idmesh-hint": "x"})
+        if request.phone_number == "boom":
+            raise Boom("secret detail")
+        caller = require_caller(Kind.MESSENGER)
+        return registry_pb2.VerifySubscriberResponse(operator_id=caller.id)
+
+
+@pytest.fixture
+async def server_and_fake() -> AsyncIterator[tuple[GrpcServer, FakeRegistry]]:
+    server = GrpcServer(
+        name="test",
+        bind="127.0.0.1:0",
+        errors=ErrorTable({NumberUnknown: grpc.StatusCode.NOT_FOUND}),
+    )
+    fake = FakeRegistry()
+    server.add(
+        registry_pb2_grpc.add_RegistryServiceServicer_to_server,
+        fake,
+        service_name(registry_pb2.DESCRIPTOR, "RegistryService"),
+    )
+    await server.start()
+    yield server, fake
+    await server.stop(None)
+
+
+async def test_domain_error_maps_to_its_status_with_trailers(server_and_fake: Any) -> None:
+    server, _ = server_and_fake
+    async with open_channel(f"127.0.0.1:{server.port}", identity=None) as channel:
+        stub = registry_pb2_grpc.RegistryServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as e:
+            await stub.VerifySubscriber(registry_pb2.VerifySubscriberRequest(phone_number="unknown"))
+    assert e.value.code() == grpc.StatusCode.NOT_FOUND
+    assert e.value.details() == "no such number"
+    trailers = dict(e.value.trailing_metadata() or ())
+    assert trailers["idmesh-hint"] == "x"
+    assert REQUEST_ID_METADATA_KEY in trailers
+
+
+async def test_unexpected_error_is_internal_without_details(server_and_fake: Any) -> None:
+    server, _ = server_and_fake
+    async with open_channel(f"127.0.0.1:{server.port}", identity=None) as channel:
+        stub = registry_pb2_grpc.RegistryServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as e:
+            await stub.VerifySubscriber(registry_pb2.VerifySubscriberRequest(phone_number="boom"))
+    assert e.value.code() == grpc.StatusCode.INTERNAL
+    assert "secret detail" not in (e.value.details() or "")
+    assert "request id" in (e.value.details() or "")
+
+
+async def test_caller_identity_and_request_id_reach_the_handler(server_and_fake: Any) -> None:
+    server, fake = server_and_fake
+    identity = Caller(Kind.MESSENGER, "alpha")
+    async with open_channel(f"127.0.0.1:{server.port}", identity=identity) as channel:
+        stub = registry_pb2_grpc.RegistryServiceStub(channel)
+        reply = await stub.VerifySubscriber(
+            registry_pb2.VerifySubscriberRequest(phone_number="+79031234567"),
+            metadata=((REQUEST_ID_METADATA_KEY, "req-123"),),
+        )
+    assert reply.operator_id == "alpha"
+    assert fake.seen[-1] == (identity, "req-123")
+
+
+async def test_missing_or_wrong_identity_is_refused(server_and_fake: Any) -> None:
+    server, _ = server_and_fake
+    async with open_channel(f"127.0.0.1:{server.port}", identity=None) as channel:
+        stub = registry_pb2_grpc.RegistryServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as e:
+            await stub.VerifySubscriber(registry_pb2.VerifySubscriberRequest(phone_number="+7"))
+        assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    operator = Caller(Kind.OPERATOR, "beeline", Role.ADMIN)
+    async with open_channel(f"127.0.0.1:{server.port}", identity=operator) as channel:
+        stub = registry_pb2_grpc.RegistryServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as e:
+            await stub.VerifySubscriber(registry_pb2.VerifySubscriberRequest(phone_number="+7"))
+        assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_health_is_not_serving_until_set_serving_and_after_stop() -> None:
+    server = GrpcServer(name="test", bind="127.0.0.1:0", errors=ErrorTable({}))
+    server.add(
+        registry_pb2_grpc.add_RegistryServiceServicer_to_server,
+        FakeRegistry(),
+        service_name(registry_pb2.DESCRIPTOR, "RegistryService"),
+    )
+    port = await server.start()
+    try:
+        async with open_channel(f"127.0.0.1:{port}", identity=None) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            check = health_pb2.HealthCheckRequest(service="idmesh.registry.v1.RegistryService")
+            assert (await stub.Check(check)).status == health_pb2.HealthCheckResponse.NOT_SERVING
+            await server.set_serving()
+            assert (await stub.Check(check)).status == health_pb2.HealthCheckResponse.SERVING
+            await server.health.enter_graceful_shutdown()
+            assert (await stub.Check(check)).status == health_pb2.HealthCheckResponse.NOT_SERVING
+    finally:
+        await server.stop(None)
