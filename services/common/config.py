@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
@@ -127,3 +128,36 @@ class Env:
             raise ConfigError(f"{self.name(key)}: must be at least {minimum}, got {value}")
         if maximum is not None and value > maximum:
             raise ConfigError(f"{self.name(key)}: must be at most {maximum}, got {value}")
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSettings:
+    """What every service reads the same way: where it listens, how it logs, how it stops."""
+
+    bind: str
+    log_level: str
+    log_format: str  # "json", "console" or "auto" (console on a terminal)
+    shutdown_grace: float
+
+    @classmethod
+    def from_env(cls, env: Env, *, default_bind: str) -> ServerSettings:
+        bind = env.str("BIND", default_bind)
+        host, sep, port = bind.rpartition(":")
+        if not sep or not host or not port.isdigit() or int(port) > 65535:
+            raise ConfigError(f"{env.name('BIND')}: expected host:port, got {bind!r}")
+        log_format = env.str("LOG_FORMAT", "auto").lower()
+        if log_format not in {"json", "console", "auto"}:
+            raise ConfigError(
+                f"{env.name('LOG_FORMAT')}: expected json, console or auto, got {log_format!r}"
+            )
+        log_level = env.str("LOG_LEVEL", "info").lower()
+        if log_level not in {"debug", "info", "warning", "error"}:
+            raise ConfigError(
+                f"{env.name('LOG_LEVEL')}: expected debug, info, warning or error, got {log_level!r}"
+            )
+        return cls(
+            bind=bind,
+            log_level=log_level,
+            log_format=log_format,
+            shutdown_grace=env.float("SHUTDOWN_GRACE_SECONDS", 5.0, minimum=0),
+        )

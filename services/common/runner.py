@@ -1,0 +1,58 @@
+"""The life of a service process, written once:
+
+    def main() -> None:
+        run_main("notifier", RegistryConfig.from_env, wiring, ERRORS)
+
+load(Env()) builds the config (a ConfigError exits with status 2 and the message); logging is
+configured; then `wiring(config, server)`, an async context manager, opens stores, adds servicers
+to the server and starts background work, and undoes all of it on exit. The server starts
+(health NOT_SERVING), goes SERVING, and on SIGTERM/SIGINT goes NOT_SERVING, drains for the
+grace period, and stops; then the wiring closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Protocol, TypeVar
+
+from services.common.config import ConfigError, Env, ServerSettings
+from services.common.interceptors import ErrorTable
+from services.common.logging import configure_logging, get_logger
+from services.common.server import GrpcServer
+
+
+class HasServerSettings(Protocol):
+    @property
+    def server(self) -> ServerSettings: ...
+
+
+C = TypeVar("C", bound=HasServerSettings)
+Wiring = Callable[[C, GrpcServer], AbstractAsyncContextManager[None]]
+
+
+async def serve(name: str, config: C, wiring: Wiring[C], errors: ErrorTable) -> None:
+    server = GrpcServer(name=name, bind=config.server.bind, errors=errors)
+    async with wiring(config, server):
+        await server.start()
+        try:
+            await server.set_serving()
+            await server.wait_for_signal()
+        finally:
+            await server.stop(config.server.shutdown_grace)
+
+
+def run_main(
+    name: str, load: Callable[[Env], C], wiring: Wiring[C], errors: ErrorTable
+) -> None:
+    try:
+        config = load(Env())
+    except ConfigError as exc:
+        print(f"{name}: configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    fmt = config.server.log_format
+    configure_logging(name, level=config.server.log_level, json=None if fmt == "auto" else fmt == "json")
+    get_logger("idmesh.main").info("service.starting", bind=config.server.bind)
+    asyncio.run(serve(name, config, wiring, errors))
