@@ -1,0 +1,455 @@
+"""`idmesh`: run the local mesh and drive every service through its gRPC API.
+
+Addresses come from the running mesh (DATA/mesh.json, DATA from --data-dir or IDMESH_DATA_DIR,
+default ./data) unless --address is given. The CLI presents the identity of the role it acts
+in: a messenger's front end for identification, an operator's admin for the registry, a
+messenger for the notifier. A refused call prints one line, `error: CODE: message`, and exits 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+from google.protobuf.json_format import MessageToDict
+from google.protobuf.message import Message
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from idmesh.events.v1 import events_pb2
+from idmesh.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from idmesh.notifier.v1 import notifier_pb2, notifier_pb2_grpc
+from idmesh.registry.v1 import registry_pb2, registry_pb2_grpc
+
+from services.cli import mesh as meshlib
+from services.cli import sms
+from services.common.channels import open_channel
+from services.common.identity import Caller, Kind, Role
+
+Handler = Callable[[argparse.Namespace], Awaitable[Any]]
+
+
+class CliError(Exception):
+    pass
+
+
+# -- addressing ------------------------------------------------------------------------------
+
+
+def _data_dir(args: argparse.Namespace) -> Path:
+    return Path(args.data_dir or os.environ.get("IDMESH_DATA_DIR") or "data")
+
+
+def _address(args: argparse.Namespace, kind: str, key: str | None, value: str | None) -> str:
+    if args.address:
+        return str(args.address)
+    try:
+        layout = meshlib.load_layout(_data_dir(args))
+    except meshlib.MeshError as exc:
+        raise CliError(str(exc)) from None
+    for info in layout.values():
+        if info["kind"] == kind and (key is None or info.get(key) == value):
+            return str(info["address"])
+    raise CliError(f"the mesh at {_data_dir(args)} has no {kind}" + (f" {value}" if value else ""))
+
+
+def _gateway(args: argparse.Namespace) -> tuple[grpc.aio.Channel, Any]:
+    address = _address(args, "messenger_gateway", "messenger_id", args.messenger)
+    channel = open_channel(address, identity=Caller(Kind.MESSENGER, args.messenger, Role.FRONTEND))
+    return channel, gateway_pb2_grpc.GatewayServiceStub(channel)
+
+
+def _registry_admin(args: argparse.Namespace) -> tuple[grpc.aio.Channel, Any]:
+    address = _address(args, "operator_registry", "operator_id", args.operator)
+    channel = open_channel(address, identity=Caller(Kind.OPERATOR, args.operator, Role.ADMIN))
+    return channel, registry_pb2_grpc.RegistryAdminServiceStub(channel)
+
+
+def _notifier(args: argparse.Namespace) -> tuple[grpc.aio.Channel, Any]:
+    address = _address(args, "notifier", None, None)
+    channel = open_channel(address, identity=Caller(Kind.MESSENGER, args.messenger))
+    return channel, notifier_pb2_grpc.NotifierServiceStub(channel)
+
+
+# -- output ----------------------------------------------------------------------------------
+
+
+def _as_dict(message: Message) -> dict[str, Any]:
+    return MessageToDict(message, preserving_proto_field_name=True)
+
+
+def _print(args: argparse.Namespace, message: Message) -> None:
+    data = _as_dict(message)
+    if args.json:
+        print(json.dumps(data, ensure_ascii=False), flush=True)
+        return
+    _print_human(data)
+
+
+def _print_human(data: Any, indent: int = 0) -> None:
+    pad = "  " * indent
+    if isinstance(data, dict):
+        for key, value in data.items():
+            if isinstance(value, dict | list):
+                print(f"{pad}{key}:")
+                _print_human(value, indent + 1)
+            else:
+                print(f"{pad}{key}: {value}")
+    elif isinstance(data, list):
+        for item in data:
+            if isinstance(item, dict):
+                print(f"{pad}-")
+                _print_human(item, indent + 1)
+            else:
+                print(f"{pad}- {item}")
+    else:
+        print(f"{pad}{data}")
+
+
+# -- commands --------------------------------------------------------------------------------
+
+
+async def cmd_status(args: argparse.Namespace) -> int:
+    try:
+        layout = meshlib.load_layout(_data_dir(args))
+    except meshlib.MeshError as exc:
+        raise CliError(str(exc)) from None
+    rows = []
+    for name, info in layout.items():
+        async with grpc.aio.insecure_channel(info["address"]) as channel:
+            try:
+                reply = await health_pb2_grpc.HealthStub(channel).Check(
+                    health_pb2.HealthCheckRequest(), timeout=2.0
+                )
+                status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+            except grpc.aio.AioRpcError as exc:
+                status = f"DOWN ({exc.code().name})"
+        rows.append({"service": name, "kind": info["kind"], "address": info["address"], "health": status})
+    if args.json:
+        print(json.dumps(rows))
+    else:
+        headers = ["service", "kind", "address", "health"]
+        widths = [max(len(h), *(len(r[h]) for r in rows)) for h in headers]
+        print("  ".join(h.upper().ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip())
+        for r in rows:
+            print("  ".join(r[h].ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip())
+    return 0 if all(r["health"] == "SERVING" for r in rows) else 1
+
+
+async def cmd_identify_start(args: argparse.Namespace) -> int:
+    channel, stub = _gateway(args)
+    async with channel:
+        reply = await stub.StartIdentification(
+            gateway_pb2.StartIdentificationRequest(user_id=args.user, phone_number=args.phone)
+        )
+    _print(args, reply)
+    return 0
+
+
+async def cmd_identify_confirm(args: argparse.Namespace) -> int:
+    code = args.code
+    if code is None:
+        outbox = _sms_outbox(args)
+        found = sms.latest_code(outbox, identification_id=args.identification_id)
+        if found is None:
+            raise CliError(
+                f"no one-time code for {args.identification_id} in {outbox}; pass --code"
+            )
+        code = found
+    channel, stub = _gateway(args)
+    async with channel:
+        reply = await stub.ConfirmPossession(
+            gateway_pb2.ConfirmPossessionRequest(
+                identification_id=args.identification_id, code=code
+            ),
+            timeout=args.wait,
+        )
+    _print(args, reply)
+    return 0
+
+
+async def cmd_identify_show(args: argparse.Namespace) -> int:
+    channel, stub = _gateway(args)
+    async with channel:
+        reply = await stub.GetIdentification(gateway_pb2.GetIdentificationRequest(user_id=args.user))
+    _print(args, reply)
+    return 0
+
+
+async def cmd_identify_change_number(args: argparse.Namespace) -> int:
+    channel, stub = _gateway(args)
+    async with channel:
+        reply = await stub.ChangePhoneNumber(
+            gateway_pb2.ChangePhoneNumberRequest(user_id=args.user, phone_number=args.phone)
+        )
+    _print(args, reply)
+    return 0
+
+
+async def cmd_access(args: argparse.Namespace) -> int:
+    channel, stub = _gateway(args)
+    async with channel:
+        reply = await stub.CheckAccess(gateway_pb2.CheckAccessRequest(user_id=args.user))
+    _print(args, reply)
+    return 0 if reply.allowed else 3
+
+
+def _sms_outbox(args: argparse.Namespace) -> Path:
+    if args.sms_outbox:
+        return Path(args.sms_outbox)
+    try:
+        layout = meshlib.load_layout(_data_dir(args))
+    except meshlib.MeshError as exc:
+        raise CliError(str(exc)) from None
+    for info in layout.values():
+        if info["kind"] == "messenger_gateway" and info.get("messenger_id") == args.messenger:
+            return Path(info["sms_outbox"])
+    raise CliError(f"the mesh has no gateway for messenger {args.messenger}")
+
+
+async def cmd_sms(args: argparse.Namespace) -> int:
+    messages = sms.read_outbox(_sms_outbox(args))
+    if args.phone:
+        messages = [m for m in messages if m.get("phone_number") == args.phone]
+    messages = messages[-args.last :]
+    if args.json:
+        print(json.dumps(messages, ensure_ascii=False))
+    else:
+        for m in messages:
+            print(f"{m['sent_at']}  to {m['phone_number']}  id {m['identification_id']}: {m['text']}")
+    return 0
+
+
+async def cmd_registry_create(args: argparse.Namespace) -> int:
+    request = registry_pb2.CreateSubscriberRequest(
+        phone_number=args.phone, contract_id=args.contract
+    )
+    if args.activated_at:
+        request.activated_at.FromJsonString(args.activated_at)
+    channel, stub = _registry_admin(args)
+    async with channel:
+        _print(args, await stub.CreateSubscriber(request))
+    return 0
+
+
+async def cmd_registry_get(args: argparse.Namespace) -> int:
+    channel, stub = _registry_admin(args)
+    async with channel:
+        _print(args, await stub.GetSubscriber(registry_pb2.GetSubscriberRequest(phone_number=args.phone)))
+    return 0
+
+
+REASONS = {
+    "contract-ended": events_pb2.TERMINATION_REASON_CONTRACT_ENDED,
+    "ported-out": events_pb2.TERMINATION_REASON_PORTED_OUT,
+}
+
+
+async def cmd_registry_terminate(args: argparse.Namespace) -> int:
+    channel, stub = _registry_admin(args)
+    async with channel:
+        reply = await stub.TerminateContract(
+            registry_pb2.TerminateContractRequest(
+                phone_number=args.phone, reason=REASONS[args.reason]
+            )
+        )
+    _print(args, reply)
+    return 0
+
+
+async def cmd_registry_register(args: argparse.Namespace) -> int:
+    channel, stub = _registry_admin(args)
+    async with channel:
+        reply = await stub.RegisterMessenger(
+            registry_pb2.RegisterMessengerRequest(
+                messenger_id=args.messenger_id, display_name=args.name or ""
+            )
+        )
+    _print(args, reply)
+    return 0
+
+
+async def cmd_registry_suspend(args: argparse.Namespace) -> int:
+    channel, stub = _registry_admin(args)
+    async with channel:
+        reply = await stub.SuspendMessenger(
+            registry_pb2.SuspendMessengerRequest(messenger_id=args.messenger_id)
+        )
+    _print(args, reply)
+    return 0
+
+
+async def cmd_registry_list(args: argparse.Namespace) -> int:
+    channel, stub = _registry_admin(args)
+    async with channel:
+        _print(args, await stub.ListMessengers(registry_pb2.ListMessengersRequest()))
+    return 0
+
+
+async def cmd_notifier_status(args: argparse.Namespace) -> int:
+    channel, stub = _notifier(args)
+    async with channel:
+        reply = await stub.GetDeliveryStatus(
+            notifier_pb2.GetDeliveryStatusRequest(messenger_id=args.messenger)
+        )
+    _print(args, reply)
+    return 0
+
+
+async def cmd_notifier_watch(args: argparse.Namespace) -> int:
+    """Print the messenger's events as they come (read-only: it does not ack)."""
+    channel, stub = _notifier(args)
+    async with channel:
+        call = stub.Subscribe(
+            notifier_pb2.SubscribeRequest(messenger_id=args.messenger, after_seq=args.after)
+        )
+        count = 0
+        async for item in call:
+            if item.HasField("progress") and not args.progress:
+                continue
+            _print(args, item)
+            if not args.json:
+                print("---", flush=True)
+            count += 1
+            if args.limit and count >= args.limit:
+                call.cancel()
+                break
+    return 0
+
+
+# -- parser ----------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", help="print JSON for scripts")
+    common.add_argument(
+        "--data-dir", help="the mesh's data folder (env IDMESH_DATA_DIR, default ./data)"
+    )
+    common.add_argument("--address", help="host:port of the service, instead of the mesh's")
+
+    parser = argparse.ArgumentParser(prog="idmesh", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="run the local mesh until Ctrl-C")
+    up.add_argument("--data-dir", default=None)
+
+    sub.add_parser("status", parents=[common], help="health of every service of the mesh").set_defaults(
+        func=cmd_status
+    )
+
+    def messenger(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--messenger", "-m", required=True, help="messenger id, e.g. alpha")
+
+    ident = sub.add_parser("identify", help="identify a messenger user").add_subparsers(
+        dest="action", required=True
+    )
+    p = ident.add_parser("start", parents=[common], help="send a one-time code to the number")
+    messenger(p)
+    p.add_argument("--user", "-u", required=True)
+    p.add_argument("--phone", "-p", required=True)
+    p.set_defaults(func=cmd_identify_start)
+    p = ident.add_parser(
+        "confirm", parents=[common], help="confirm the one-time code, then the operator is asked"
+    )
+    messenger(p)
+    p.add_argument("identification_id")
+    p.add_argument("--code", help="the one-time code (default: read from the dev SMS outbox)")
+    p.add_argument("--sms-outbox", help="the dev SMS outbox file (default: from the mesh)")
+    p.add_argument("--wait", type=float, default=30.0, help="seconds to wait for the outcome")
+    p.set_defaults(func=cmd_identify_confirm)
+    p = ident.add_parser("show", parents=[common], help="the user's current identification")
+    messenger(p)
+    p.add_argument("--user", "-u", required=True)
+    p.set_defaults(func=cmd_identify_show)
+    p = ident.add_parser("change-number", parents=[common], help="the user changed number")
+    messenger(p)
+    p.add_argument("--user", "-u", required=True)
+    p.add_argument("--phone", "-p", required=True)
+    p.set_defaults(func=cmd_identify_change_number)
+
+    p = sub.add_parser("access", parents=[common], help="may this user send messages?")
+    messenger(p)
+    p.add_argument("--user", "-u", required=True)
+    p.set_defaults(func=cmd_access)
+
+    p = sub.add_parser("sms", parents=[common], help="read the development SMS outbox")
+    messenger(p)
+    p.add_argument("--phone", "-p")
+    p.add_argument("--last", type=int, default=10)
+    p.add_argument("--sms-outbox")
+    p.set_defaults(func=cmd_sms)
+
+    reg_parser = sub.add_parser("registry", help="an operator's registry (admin)")
+    reg = reg_parser.add_subparsers(dest="action", required=True)
+
+    def operator(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--operator", "-o", required=True, help="operator id, e.g. beeline")
+
+    p = reg.add_parser("create", parents=[common], help="create a subscriber contract")
+    operator(p)
+    p.add_argument("--phone", "-p", required=True)
+    p.add_argument("--contract", "-c", required=True)
+    p.add_argument("--activated-at", help="RFC 3339 time, default now")
+    p.set_defaults(func=cmd_registry_create)
+    p = reg.add_parser("get", parents=[common], help="a subscriber and the messengers it uses")
+    operator(p)
+    p.add_argument("--phone", "-p", required=True)
+    p.set_defaults(func=cmd_registry_get)
+    p = reg.add_parser("terminate", parents=[common], help="end a subscriber's contract")
+    operator(p)
+    p.add_argument("--phone", "-p", required=True)
+    p.add_argument("--reason", choices=sorted(REASONS), default="contract-ended")
+    p.set_defaults(func=cmd_registry_terminate)
+    p = reg.add_parser("register", parents=[common], help="register a messenger agreement")
+    operator(p)
+    p.add_argument("messenger_id")
+    p.add_argument("--name")
+    p.set_defaults(func=cmd_registry_register)
+    p = reg.add_parser("suspend", parents=[common], help="suspend a messenger agreement")
+    operator(p)
+    p.add_argument("messenger_id")
+    p.set_defaults(func=cmd_registry_suspend)
+    p = reg.add_parser("messengers", parents=[common], help="list messenger agreements")
+    operator(p)
+    p.set_defaults(func=cmd_registry_list)
+
+    notif = sub.add_parser("notifier", help="a messenger's notices").add_subparsers(
+        dest="action", required=True
+    )
+    p = notif.add_parser("status", parents=[common], help="delivery status (24-hour limit)")
+    messenger(p)
+    p.set_defaults(func=cmd_notifier_status)
+    p = notif.add_parser("watch", parents=[common], help="print the messenger's events")
+    messenger(p)
+    p.add_argument("--after", type=int, default=0, help="cursor: show events after this seq")
+    p.add_argument("--limit", type=int, default=0, help="stop after this many items")
+    p.add_argument("--progress", action="store_true", help="also print progress marks")
+    p.set_defaults(func=cmd_notifier_watch)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    if args.command == "up":
+        raise SystemExit(meshlib.run_up(Path(args.data_dir or os.environ.get("IDMESH_DATA_DIR") or "data")))
+    try:
+        code = asyncio.run(args.func(args))
+    except grpc.aio.AioRpcError as exc:
+        print(f"error: {exc.code().name}: {exc.details()}", file=sys.stderr)
+        raise SystemExit(1) from None
+    except CliError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+    except KeyboardInterrupt:
+        code = 130
+    raise SystemExit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,381 @@
+"""The local mesh: every service as its own process, on its own port, with its own SQLite file.
+
+`idmesh up` (and so `make up`) runs the demo topology; the integration tests build their own
+topologies with the same class. Each process is configured only through IDMESH_* environment
+variables, exactly as in a deployment. mesh.json in the data folder records where each service
+listens, for the CLI.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+MESH_FILE = "mesh.json"
+
+
+@dataclass(frozen=True)
+class OperatorSpec:
+    operator_id: str
+    carrier_name: str  # the operator's name in the numbering plan and in phonenumbers' data
+    seed_file: Path | None = None
+    port: int = 0
+
+
+@dataclass(frozen=True)
+class MessengerSpec:
+    messenger_id: str
+    port: int = 0
+    verification_window_seconds: float = 1200.0
+    replicas: int = 1
+    # Operators reachable at addresses outside the mesh (tests: an operator that never answers).
+    extra_operators: Mapping[str, str] = field(default_factory=dict)
+    extra_carriers: Mapping[str, str] = field(default_factory=dict)
+    env: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MeshSpec:
+    operators: tuple[OperatorSpec, ...]
+    messengers: tuple[MessengerSpec, ...]
+    notifier_port: int = 0
+    numbering_plan: Path | None = DEPLOY / "numbering-plan.csv"
+    log_format: str = "json"
+    common_env: Mapping[str, str] = field(default_factory=dict)
+
+
+def demo_spec() -> MeshSpec:
+    """`make up`'s topology: two operators, the notifier, two messengers, on fixed ports."""
+    return MeshSpec(
+        operators=(
+            OperatorSpec("beeline", "Beeline", DEPLOY / "demo" / "beeline.json", 50051),
+            OperatorSpec("megafon", "MegaFon", DEPLOY / "demo" / "megafon.json", 50052),
+        ),
+        messengers=(MessengerSpec("alpha", 50071), MessengerSpec("beta", 50072)),
+        notifier_port=50060,
+    )
+
+
+@dataclass
+class ServiceProcess:
+    name: str  # e.g. "registry-beeline", "notifier", "gateway-alpha" (replicas: "gateway-alpha-2")
+    module: str
+    address: str
+    env: dict[str, str]
+    log_path: Path
+    info: dict[str, Any]
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            raise RuntimeError(f"{self.name} is already running")
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", self.module],
+                env={**os.environ, **self.env},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=ROOT,
+                start_new_session=True,  # Ctrl-C in a terminal reaches only `idmesh up`
+            )
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def signal(self, signum: int) -> None:
+        if self.running:
+            assert self.process is not None
+            self.process.send_signal(signum)
+
+    def wait(self, timeout: float) -> int | None:
+        if self.process is None:
+            return None
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+
+class MeshError(RuntimeError):
+    pass
+
+
+class Mesh:
+    """Start, stop, kill and restart the processes of a MeshSpec under data_dir."""
+
+    def __init__(self, spec: MeshSpec, data_dir: Path) -> None:
+        self.spec = spec
+        self.data_dir = data_dir.resolve()
+        self.services: dict[str, ServiceProcess] = {}
+        self._build()
+
+    # -- topology ---------------------------------------------------------------------------
+
+    def _build(self) -> None:
+        spec = self.spec
+        reserved: set[int] = set()
+
+        def port(wanted: int) -> int:
+            chosen = wanted or _free_port(reserved)
+            reserved.add(chosen)
+            return chosen
+
+        notifier_address = f"127.0.0.1:{port(spec.notifier_port)}"
+        base = {"IDMESH_LOG_FORMAT": spec.log_format, **spec.common_env}
+        self._add(
+            "notifier",
+            "services.notifier",
+            notifier_address,
+            {**base, "IDMESH_DB_PATH": str(self.data_dir / "notifier" / "notifier.db")},
+            {"kind": "notifier"},
+        )
+        operators: dict[str, str] = {}
+        for op in spec.operators:
+            address = f"127.0.0.1:{port(op.port)}"
+            operators[op.operator_id] = address
+            env = {
+                **base,
+                "IDMESH_OPERATOR_ID": op.operator_id,
+                "IDMESH_DB_PATH": str(self.data_dir / f"registry-{op.operator_id}" / "registry.db"),
+                "IDMESH_NOTIFIER_ADDRESS": notifier_address,
+            }
+            if op.seed_file is not None:
+                env["IDMESH_SEED_FILE"] = str(op.seed_file)
+            self._add(
+                f"registry-{op.operator_id}",
+                "services.operator_registry",
+                address,
+                env,
+                {"kind": "operator_registry", "operator_id": op.operator_id},
+            )
+        carriers = {op.carrier_name: op.operator_id for op in spec.operators}
+        for m in spec.messengers:
+            folder = self.data_dir / f"gateway-{m.messenger_id}"
+            routes = {**operators, **m.extra_operators}
+            env = {
+                **base,
+                "IDMESH_MESSENGER_ID": m.messenger_id,
+                "IDMESH_DB_PATH": str(folder / "gateway.db"),
+                "IDMESH_SMS_OUTBOX": str(folder / "sms-outbox.jsonl"),
+                "IDMESH_NOTIFIER_ADDRESS": notifier_address,
+                "IDMESH_OPERATORS": ",".join(f"{k}={v}" for k, v in routes.items()),
+                "IDMESH_CARRIERS": ",".join(
+                    f"{k}={v}" for k, v in {**carriers, **m.extra_carriers}.items()
+                ),
+                "IDMESH_VERIFICATION_WINDOW_SECONDS": str(m.verification_window_seconds),
+                **m.env,
+            }
+            if spec.numbering_plan is not None:
+                env["IDMESH_NUMBERING_PLAN"] = str(spec.numbering_plan)
+            for replica in range(1, m.replicas + 1):
+                name = f"gateway-{m.messenger_id}" + ("" if replica == 1 else f"-{replica}")
+                address = f"127.0.0.1:{port(m.port if replica == 1 else 0)}"
+                self._add(
+                    name,
+                    "services.messenger_gateway",
+                    address,
+                    env,
+                    {
+                        "kind": "messenger_gateway",
+                        "messenger_id": m.messenger_id,
+                        "sms_outbox": env["IDMESH_SMS_OUTBOX"],
+                    },
+                )
+
+    def _add(
+        self, name: str, module: str, address: str, env: dict[str, str], info: dict[str, Any]
+    ) -> None:
+        self.services[name] = ServiceProcess(
+            name=name,
+            module=module,
+            address=address,
+            env={**env, "IDMESH_BIND": address},
+            log_path=self.data_dir / "logs" / f"{name}.log",
+            info=info,
+        )
+
+    def address(self, name: str) -> str:
+        return self.services[name].address
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def start(self, timeout: float = 30.0) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        for name, svc in self.services.items():
+            if not _port_free(svc.address):
+                raise MeshError(f"{name}: {svc.address} is already in use (is a mesh running?)")
+        for svc in self.services.values():
+            svc.start()
+        try:
+            for name in self.services:
+                self.wait_serving(name, timeout)
+        except BaseException:
+            self.stop()
+            raise
+        self.write_mesh_file()
+
+    def wait_serving(self, name: str, timeout: float = 30.0) -> None:
+        svc = self.services[name]
+        deadline = time.monotonic() + timeout
+        with grpc.insecure_channel(svc.address) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            while True:
+                if not svc.running:
+                    raise MeshError(
+                        f"{name} exited with status {svc.process and svc.process.returncode}; "
+                        f"see {svc.log_path}:\n{_tail(svc.log_path)}"
+                    )
+                try:
+                    reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
+                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                        return
+                except grpc.RpcError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise MeshError(
+                        f"{name} did not become SERVING within {timeout:.0f}s; see {svc.log_path}"
+                    )
+                time.sleep(0.05)
+
+    def stop(self, timeout: float = 15.0) -> dict[str, int | None]:
+        """SIGTERM every process (gateways first, notifier last) and wait; SIGKILL stragglers."""
+        order = sorted(self.services, key=lambda n: ("gateway" not in n, n == "notifier"))
+        for name in order:
+            self.services[name].signal(signal.SIGTERM)
+        codes: dict[str, int | None] = {}
+        deadline = time.monotonic() + timeout
+        for name in order:
+            svc = self.services[name]
+            code = svc.wait(max(0.0, deadline - time.monotonic()))
+            if code is None and svc.running:
+                svc.signal(signal.SIGKILL)
+                code = svc.wait(5.0)
+            codes[name] = code
+        return codes
+
+    def terminate(self, name: str, timeout: float = 15.0) -> int | None:
+        """Graceful stop of one service (SIGTERM)."""
+        svc = self.services[name]
+        svc.signal(signal.SIGTERM)
+        return svc.wait(timeout)
+
+    def kill(self, name: str) -> None:
+        """kill -9: the process gets no chance to clean up."""
+        svc = self.services[name]
+        svc.signal(signal.SIGKILL)
+        svc.wait(10.0)
+
+    def restart(self, name: str, timeout: float = 30.0) -> None:
+        svc = self.services[name]
+        if svc.running:
+            self.terminate(name)
+        svc.start()
+        self.wait_serving(name, timeout)
+
+    def write_mesh_file(self) -> None:
+        layout = {
+            name: {"address": svc.address, "log": str(svc.log_path), **svc.info}
+            for name, svc in self.services.items()
+        }
+        path = self.data_dir / MESH_FILE
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"services": layout}, indent=2))
+        tmp.replace(path)
+
+    def table(self) -> str:
+        rows = [("service", "address", "log")]
+        rows += [(n, s.address, str(s.log_path)) for n, s in self.services.items()]
+        widths = [max(len(r[i]) for r in rows) for i in range(3)]
+        return "\n".join(
+            "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in rows
+        )
+
+
+def _free_port(reserved: set[int]) -> int:
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in reserved:
+            return port
+
+
+def _port_free(address: str) -> bool:
+    host, _, port = address.rpartition(":")
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, int(port)))
+        except OSError:
+            return False
+    return True
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def load_layout(data_dir: Path) -> dict[str, dict[str, Any]]:
+    """The services of a running mesh, from data_dir/mesh.json."""
+    path = data_dir / MESH_FILE
+    try:
+        services: dict[str, dict[str, Any]] = json.loads(path.read_text())["services"]
+    except FileNotFoundError:
+        raise MeshError(f"no mesh found at {path}: start one with `make up`") from None
+    return services
+
+
+def run_up(data_dir: Path) -> int:
+    """`idmesh up`: start the demo mesh, print where each service listens, stop on Ctrl-C."""
+    mesh = Mesh(demo_spec(), data_dir)
+    stopping = False
+
+    def on_signal(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        if stopping:
+            return
+        stopping = True
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_signal)
+    print(f"starting the idmesh mesh under {mesh.data_dir} ...", flush=True)
+    try:
+        mesh.start()
+    except MeshError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(mesh.table())
+    print("\nall services SERVING. Try: idmesh status | idmesh identify --help. Ctrl-C stops.")
+    try:
+        while True:
+            for name, svc in mesh.services.items():
+                if not svc.running:
+                    print(f"error: {name} exited; see {svc.log_path}", file=sys.stderr)
+                    raise KeyboardInterrupt
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        print("\nstopping ...", flush=True)
+        codes = mesh.stop()
+        for name, code in codes.items():
+            print(f"  {name}: exit {code}")
+        (mesh.data_dir / MESH_FILE).unlink(missing_ok=True)
+    return 0

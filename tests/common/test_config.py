@@ -1,0 +1,45 @@
+"""Configuration fails fast with a message that names the variable."""
+
+import pytest
+
+from services.common.config import ConfigError, Env, ServerSettings
+
+
+def test_missing_required_value_names_the_variable() -> None:
+    with pytest.raises(ConfigError, match="IDMESH_DB_PATH: required, not set"):
+        Env({}).path("DB_PATH")
+
+
+def test_bad_integer_names_the_variable_and_value() -> None:
+    with pytest.raises(ConfigError, match=r"IDMESH_PORT: expected an integer, got 'x'"):
+        Env({"IDMESH_PORT": "x"}).int("PORT")
+
+
+def test_out_of_range_number_is_refused() -> None:
+    with pytest.raises(ConfigError, match="at least 1"):
+        Env({"IDMESH_WINDOW": "0"}).float("WINDOW", minimum=1)
+
+
+def test_mapping_parses_pairs_and_refuses_malformed_items() -> None:
+    env = Env({"IDMESH_OPS": "beeline=127.0.0.1:1, megafon=127.0.0.1:2"})
+    assert env.mapping("OPS") == {"beeline": "127.0.0.1:1", "megafon": "127.0.0.1:2"}
+    with pytest.raises(ConfigError, match="key=value"):
+        Env({"IDMESH_OPS": "beeline"}).mapping("OPS")
+    with pytest.raises(ConfigError, match="given twice"):
+        Env({"IDMESH_OPS": "a=1,a=2"}).mapping("OPS")
+
+
+def test_bool_accepts_common_spellings_only() -> None:
+    assert Env({"IDMESH_X": "yes"}).bool("X") is True
+    assert Env({"IDMESH_X": "off"}).bool("X") is False
+    with pytest.raises(ConfigError, match="true or false"):
+        Env({"IDMESH_X": "maybe"}).bool("X")
+
+
+def test_server_settings_validate_bind_and_log_settings() -> None:
+    settings = ServerSettings.from_env(Env({}), default_bind="127.0.0.1:1")
+    assert settings.bind == "127.0.0.1:1"
+    with pytest.raises(ConfigError, match="IDMESH_BIND: expected host:port"):
+        ServerSettings.from_env(Env({"IDMESH_BIND": "nope"}), default_bind="127.0.0.1:1")
+    with pytest.raises(ConfigError, match="IDMESH_LOG_FORMAT"):
+        ServerSettings.from_env(Env({"IDMESH_LOG_FORMAT": "xml"}), default_bind="127.0.0.1:1")
