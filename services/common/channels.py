@@ -14,14 +14,18 @@ import grpc
 from services.common.context import REQUEST_ID_METADATA_KEY, current_request_id, new_request_id
 from services.common.identity import IDENTITY_METADATA_KEY, Caller
 
-KEEPALIVE_OPTIONS: Sequence[tuple[str, int]] = (
+KEEPALIVE_OPTIONS: Sequence[tuple[str, int | str]] = (
     ("grpc.keepalive_time_ms", 20_000),
     ("grpc.keepalive_timeout_ms", 10_000),
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.max_pings_without_data", 0),
+    # Callers retry with their own backoff; the channel's reconnect backoff (up to 120 s by
+    # default) must not add to it after a peer comes back.
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 5_000),
 )
 # The server side: accept the clients' pings above.
-SERVER_KEEPALIVE_OPTIONS: Sequence[tuple[str, int]] = (
+SERVER_KEEPALIVE_OPTIONS: Sequence[tuple[str, int | str]] = (
     ("grpc.keepalive_time_ms", 20_000),
     ("grpc.keepalive_timeout_ms", 10_000),
     ("grpc.keepalive_permit_without_calls", 1),
@@ -59,10 +63,18 @@ class _MetadataInterceptor(
         return await continuation(_with_metadata(details, self._identity), request_iterator)
 
 
-def open_channel(target: str, *, identity: Caller | None) -> grpc.aio.Channel:
-    """A channel to target ("host:port") that sends identity and the request id on every call."""
+def open_channel(
+    target: str,
+    *,
+    identity: Caller | None,
+    options: Sequence[tuple[str, int | str]] = (),
+) -> grpc.aio.Channel:
+    """A channel to target ("host:port") that sends identity and the request id on every call.
+    `options` are added to (and override) the keepalive and reconnect defaults."""
+    merged = dict(KEEPALIVE_OPTIONS)
+    merged.update(options)
     return grpc.aio.insecure_channel(
         target,
-        options=list(KEEPALIVE_OPTIONS),
+        options=list(merged.items()),
         interceptors=[_MetadataInterceptor(identity)],
     )

@@ -9,6 +9,7 @@ Every getter raises ConfigError("IDMESH_PORT: expected an integer, got 'x'") on 
 
 from __future__ import annotations
 
+import builtins
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -30,14 +31,16 @@ _MISSING: Final = _Missing()
 
 
 class Env:
-    def __init__(self, environ: Mapping[str, str] | None = None, prefix: str = PREFIX) -> None:
+    def __init__(
+        self, environ: Mapping[str, builtins.str] | None = None, prefix: builtins.str = PREFIX
+    ) -> None:
         self._environ = os.environ if environ is None else environ
         self._prefix = prefix
 
-    def name(self, key: str) -> str:
+    def name(self, key: builtins.str) -> builtins.str:
         return f"{self._prefix}{key}"
 
-    def _raw(self, key: str, default: object) -> str | None:
+    def _raw(self, key: builtins.str, default: object) -> builtins.str | None:
         value = self._environ.get(self.name(key))
         if value is None or value.strip() == "":
             if isinstance(default, _Missing):
@@ -45,18 +48,18 @@ class Env:
             return None
         return value.strip()
 
-    def str(self, key: str, default: str | _Missing = _MISSING) -> str:
+    def str(self, key: builtins.str, default: builtins.str | _Missing = _MISSING) -> builtins.str:
         raw = self._raw(key, default)
         return default if raw is None else raw  # type: ignore[return-value]
 
     def int(
         self,
-        key: str,
-        default: int | _Missing = _MISSING,
+        key: builtins.str,
+        default: builtins.int | _Missing = _MISSING,
         *,
-        minimum: int | None = None,
-        maximum: int | None = None,
-    ) -> int:
+        minimum: builtins.int | None = None,
+        maximum: builtins.int | None = None,
+    ) -> builtins.int:
         raw = self._raw(key, default)
         if raw is None:
             return default  # type: ignore[return-value]
@@ -69,12 +72,12 @@ class Env:
 
     def float(
         self,
-        key: str,
-        default: float | _Missing = _MISSING,
+        key: builtins.str,
+        default: builtins.float | _Missing = _MISSING,
         *,
-        minimum: float | None = None,
-        maximum: float | None = None,
-    ) -> float:
+        minimum: builtins.float | None = None,
+        maximum: builtins.float | None = None,
+    ) -> builtins.float:
         """A number, for example seconds: "1200" or "0.5"."""
         raw = self._raw(key, default)
         if raw is None:
@@ -86,7 +89,9 @@ class Env:
         self._check_range(key, value, minimum, maximum)
         return value
 
-    def bool(self, key: str, default: bool | _Missing = _MISSING) -> bool:
+    def bool(
+        self, key: builtins.str, default: builtins.bool | _Missing = _MISSING
+    ) -> builtins.bool:
         raw = self._raw(key, default)
         if raw is None:
             return default  # type: ignore[return-value]
@@ -97,16 +102,18 @@ class Env:
             return False
         raise ConfigError(f"{self.name(key)}: expected true or false, got {raw!r}")
 
-    def path(self, key: str, default: Path | _Missing = _MISSING) -> Path:
+    def path(self, key: builtins.str, default: Path | _Missing = _MISSING) -> Path:
         raw = self._raw(key, default)
         return default if raw is None else Path(raw)  # type: ignore[return-value]
 
-    def mapping(self, key: str, default: dict[str, str] | _Missing = _MISSING) -> dict[str, str]:
+    def mapping(
+        self, key: builtins.str, default: dict[builtins.str, builtins.str] | _Missing = _MISSING
+    ) -> dict[builtins.str, builtins.str]:
         """Comma-separated key=value pairs: "beeline=127.0.0.1:50051,megafon=127.0.0.1:50052"."""
         raw = self._raw(key, default)
         if raw is None:
             return dict(default)  # type: ignore[arg-type]
-        result: dict[str, str] = {}
+        result: dict[builtins.str, builtins.str] = {}
         for item in raw.split(","):
             item = item.strip()
             if not item:
@@ -122,7 +129,11 @@ class Env:
         return result
 
     def _check_range(
-        self, key: str, value: float, minimum: float | None, maximum: float | None
+        self,
+        key: builtins.str,
+        value: builtins.float,
+        minimum: builtins.float | None,
+        maximum: builtins.float | None,
     ) -> None:
         if minimum is not None and value < minimum:
             raise ConfigError(f"{self.name(key)}: must be at least {minimum}, got {value}")
@@ -153,7 +164,8 @@ class ServerSettings:
         log_level = env.str("LOG_LEVEL", "info").lower()
         if log_level not in {"debug", "info", "warning", "error"}:
             raise ConfigError(
-                f"{env.name('LOG_LEVEL')}: expected debug, info, warning or error, got {log_level!r}"
+                f"{env.name('LOG_LEVEL')}: expected debug, info, warning or error, "
+                f"got {log_level!r}"
             )
         return cls(
             bind=bind,

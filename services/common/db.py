@@ -50,12 +50,12 @@ class Database:
             await asyncio.shield(self._writer.commit())
 
     async def fetchone(self, sql: str, params: Iterable[Any] = ()) -> aiosqlite.Row | None:
-        async with self._reader.execute(sql, tuple(params)) as cursor:
-            return await cursor.fetchone()
+        rows = await self._reader.execute_fetchall(sql, tuple(params))
+        return next(iter(rows), None)
 
     async def fetchall(self, sql: str, params: Iterable[Any] = ()) -> list[aiosqlite.Row]:
-        async with self._reader.execute(sql, tuple(params)) as cursor:
-            return list(await cursor.fetchall())
+        """One thread hop: execute and fetch together."""
+        return list(await self._reader.execute_fetchall(sql, tuple(params)))
 
     async def close(self) -> None:
         await self._reader.close()
@@ -84,4 +84,6 @@ async def _migrate(conn: aiosqlite.Connection, migrations: Sequence[str]) -> Non
             f"database schema version {version} is newer than this code knows ({len(migrations)})"
         )
     for number, script in enumerate(migrations[version:], start=version + 1):
-        await conn.executescript(f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version={number};\nCOMMIT;")
+        await conn.executescript(
+            f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version={number};\nCOMMIT;"
+        )

@@ -74,9 +74,7 @@ def _metadata_value(details: grpc.HandlerCallDetails, key: str) -> str | None:
 
 
 class ServerInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(
-        self, errors: ErrorTable, identity: IdentityResolver = metadata_identity
-    ) -> None:
+    def __init__(self, errors: ErrorTable, identity: IdentityResolver = metadata_identity) -> None:
         self._errors = errors
         self._identity = identity
 
@@ -141,7 +139,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
     def _finish(self, started: float, code: grpc.StatusCode) -> None:
         log.info(
             "rpc",
-            code=code.name,
+            status=code.name,
             duration_ms=round((time.perf_counter() - started) * 1000, 3),
         )
         structlog.contextvars.unbind_contextvars("request_id", "method", "caller")

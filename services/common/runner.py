@@ -44,15 +44,15 @@ async def serve(name: str, config: C, wiring: Wiring[C], errors: ErrorTable) -> 
             await server.stop(config.server.shutdown_grace)
 
 
-def run_main(
-    name: str, load: Callable[[Env], C], wiring: Wiring[C], errors: ErrorTable
-) -> None:
+def run_main(name: str, load: Callable[[Env], C], wiring: Wiring[C], errors: ErrorTable) -> None:
     try:
         config = load(Env())
     except ConfigError as exc:
         print(f"{name}: configuration error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     fmt = config.server.log_format
-    configure_logging(name, level=config.server.log_level, json=None if fmt == "auto" else fmt == "json")
+    configure_logging(
+        name, level=config.server.log_level, json=None if fmt == "auto" else fmt == "json"
+    )
     get_logger("idmesh.main").info("service.starting", bind=config.server.bind)
     asyncio.run(serve(name, config, wiring, errors))

@@ -55,7 +55,9 @@ class GrpcServer:
         self._service_names: list[str] = []
         self.port: int | None = None
 
-    def add(self, register: Callable[[Any, grpc.aio.Server], None], servicer: Any, full_name: str) -> None:
+    def add(
+        self, register: Callable[[Any, grpc.aio.Server], None], servicer: Any, full_name: str
+    ) -> None:
         register(servicer, self._server)
         self._service_names.append(full_name)
 

@@ -58,8 +58,8 @@ class RegistryServiceServicer:
         and returns the identification code of the pair (contract, messenger); asking again returns
         the same code. The answer is committed only while the caller's deadline has not passed;
         past it the call fails with DEADLINE_EXCEEDED and records nothing.
-        Errors: INVALID_ARGUMENT (malformed number or request id), PERMISSION_DENIED (no active
-        agreement), DEADLINE_EXCEEDED.
+        Errors: INVALID_ARGUMENT (malformed number or request id, or a request id already used
+        for another number), PERMISSION_DENIED (no active agreement), DEADLINE_EXCEEDED.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

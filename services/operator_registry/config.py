@@ -1,0 +1,71 @@
+"""The registry's configuration, from IDMESH_* environment variables (fail fast).
+
+IDMESH_OPERATOR_ID          required: this registry's operator (lowercase letters, digits, '-')
+IDMESH_DB_PATH              required: the SQLite file
+IDMESH_NOTIFIER_ADDRESS     required: the notifier, host:port
+IDMESH_SEED_FILE            optional: JSON seed applied at start (see seed.py)
+IDMESH_RELAY_BATCH_SIZE     notices per Publish call, 1..1000 (default 100)
+IDMESH_RELAY_POLL_SECONDS   outbox poll interval when idle (default 1.0)
+IDMESH_DB_SYNCHRONOUS       SQLite synchronous: OFF, NORMAL, FULL or EXTRA (default NORMAL)
+plus the common IDMESH_BIND (default 127.0.0.1:50051), IDMESH_LOG_LEVEL, IDMESH_LOG_FORMAT,
+IDMESH_SHUTDOWN_GRACE_SECONDS (services.common.config.ServerSettings).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from services.common.config import ConfigError, Env, ServerSettings
+from services.common.errors import InvalidInput
+from services.common.identity import validate_id
+
+DEFAULT_BIND = "127.0.0.1:50051"
+_SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
+
+
+@dataclass(frozen=True, slots=True)
+class RegistryConfig:
+    server: ServerSettings
+    operator_id: str
+    db_path: Path
+    notifier_address: str
+    seed_file: Path | None
+    relay_batch_size: int
+    relay_poll_seconds: float
+    db_synchronous: str
+
+    @classmethod
+    def from_env(cls, env: Env) -> RegistryConfig:
+        server = ServerSettings.from_env(env, default_bind=DEFAULT_BIND)
+        operator_id = env.str("OPERATOR_ID")
+        try:
+            validate_id(operator_id, "operator id")
+        except InvalidInput as exc:
+            raise ConfigError(f"{env.name('OPERATOR_ID')}: {exc.message}") from None
+        notifier_address = env.str("NOTIFIER_ADDRESS")
+        host, sep, port = notifier_address.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) <= 65535:
+            raise ConfigError(
+                f"{env.name('NOTIFIER_ADDRESS')}: expected host:port, got {notifier_address!r}"
+            )
+        seed_raw = env.str("SEED_FILE", "")
+        seed_file = Path(seed_raw) if seed_raw else None
+        if seed_file is not None and not seed_file.is_file():
+            raise ConfigError(f"{env.name('SEED_FILE')}: {str(seed_file)!r} is not a file")
+        synchronous = env.str("DB_SYNCHRONOUS", "NORMAL").upper()
+        if synchronous not in _SYNCHRONOUS:
+            raise ConfigError(
+                f"{env.name('DB_SYNCHRONOUS')}: expected one of {', '.join(_SYNCHRONOUS)}, "
+                f"got {synchronous!r}"
+            )
+        return cls(
+            server=server,
+            operator_id=operator_id,
+            db_path=env.path("DB_PATH"),
+            notifier_address=notifier_address,
+            seed_file=seed_file,
+            relay_batch_size=env.int("RELAY_BATCH_SIZE", 100, minimum=1, maximum=1000),
+            relay_poll_seconds=env.float("RELAY_POLL_SECONDS", 1.0, minimum=0.01, maximum=3600),
+            db_synchronous=synchronous,
+        )

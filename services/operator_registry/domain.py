@@ -1,0 +1,185 @@
+"""The registry's domain: contracts, agreements, bindings, verification answers, notices.
+
+Rules that need no storage live here (input checks, code generation); the use cases that combine
+them with the store live in service.py. Imports neither grpc nor generated code.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+from services.common.errors import DomainError, InvalidInput
+
+REQUEST_ID_MAX = 64
+CONTRACT_ID_MAX = 64
+DISPLAY_NAME_MAX = 200
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_CONTRACT_ID = re.compile(r"^[^\s\x00-\x1f\x7f]{1,64}$")
+
+
+class ContractState(StrEnum):
+    ACTIVE = "active"
+    TERMINATED = "terminated"
+
+
+class AgreementState(StrEnum):
+    ACTIVE = "active"
+    SUSPENDED = "suspended"
+
+
+class VerificationResult(StrEnum):
+    IDENTIFIED = "identified"
+    NO_SUBSCRIBER = "no_subscriber"
+
+
+class TerminationReason(StrEnum):
+    CONTRACT_ENDED = "contract_ended"
+    PORTED_OUT = "ported_out"
+
+
+@dataclass(frozen=True, slots=True)
+class Binding:
+    """The subscriber under contract_id uses messenger_id; the messenger's code for the pair."""
+
+    contract_id: str
+    messenger_id: str
+    identification_code: str
+    bound_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Contract:
+    contract_id: str
+    phone_number: str
+    state: ContractState
+    activated_at: datetime
+    terminated_at: datetime | None = None
+    termination_reason: TerminationReason | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Subscriber:
+    """One contract with the messengers bound under it."""
+
+    contract: Contract
+    bindings: tuple[Binding, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Agreement:
+    messenger_id: str
+    display_name: str
+    state: AgreementState
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Verification:
+    """The stored answer to one verification request (replayed for a repeated request id)."""
+
+    messenger_id: str
+    request_id: str
+    phone_number: str
+    result: VerificationResult
+    answered_at: datetime
+    contract_id: str | None = None
+    identification_code: str | None = None
+    identified_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TerminationNotice:
+    """One outbox row: a ContractTerminated event for one bound messenger."""
+
+    event_id: str
+    operator_id: str
+    messenger_id: str
+    phone_number: str
+    identification_code: str
+    reason: TerminationReason
+    occurred_at: datetime
+    recipient_operator_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Termination:
+    subscriber: Subscriber
+    notices_queued: int
+
+
+# --- errors -------------------------------------------------------------------------------------
+
+
+class RegistryError(DomainError):
+    """Base of the registry's own refusals."""
+
+
+class AgreementRequired(RegistryError):
+    """The calling messenger has no active identification agreement (PERMISSION_DENIED)."""
+
+
+class RequestIdReused(InvalidInput):
+    """A request id already answered for another number (INVALID_ARGUMENT)."""
+
+
+class DeadlinePassed(RegistryError):
+    """The caller's deadline passed before the answer could be committed (DEADLINE_EXCEEDED)."""
+
+
+class SubscriberExists(RegistryError):
+    """The number already has an active contract, or the contract id is taken (ALREADY_EXISTS)."""
+
+
+class SubscriberNotFound(RegistryError):
+    """The number never had a contract here (NOT_FOUND)."""
+
+
+class MessengerNotFound(RegistryError):
+    """No agreement with that messenger was ever registered (NOT_FOUND)."""
+
+
+class ContractNotActive(RegistryError):
+    """The number's contract has already ended (FAILED_PRECONDITION)."""
+
+
+# --- rules --------------------------------------------------------------------------------------
+
+
+def validate_request_id(value: str) -> str:
+    if not _REQUEST_ID.match(value or ""):
+        raise InvalidInput(
+            f"request_id {value[:80]!r} is not valid: use 1 to {REQUEST_ID_MAX} letters, "
+            "digits, '-' and '_', one per verification attempt"
+        )
+    return value
+
+
+def validate_contract_id(value: str) -> str:
+    if not _CONTRACT_ID.match(value or ""):
+        raise InvalidInput(
+            f"contract_id {value[:80]!r} is not valid: use 1 to {CONTRACT_ID_MAX} characters "
+            "without spaces or control characters"
+        )
+    return value
+
+
+def normalise_display_name(value: str) -> str | None:
+    """The given display name, stripped; None when empty (keep the current name, or use the
+    messenger id for a new agreement)."""
+    name = (value or "").strip()
+    if not name:
+        return None
+    if len(name) > DISPLAY_NAME_MAX or any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in name):
+        raise InvalidInput(
+            f"display_name is not valid: use at most {DISPLAY_NAME_MAX} printable characters"
+        )
+    return name
+
+
+def new_identification_code() -> str:
+    """128 random bits, hex: unguessable, and independent between messengers by construction."""
+    return secrets.token_hex(16)

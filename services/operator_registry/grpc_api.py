@@ -1,0 +1,207 @@
+"""Thin servicers: check the caller, call the service layer, map results to pb2.
+
+ERRORS is the one table from the registry's domain errors to gRPC status codes (InvalidInput,
+Unauthenticated and Forbidden are mapped by services.common.interceptors already).
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeAlias
+
+import grpc
+from idmesh.events.v1 import events_pb2
+from idmesh.registry.v1 import registry_pb2, registry_pb2_grpc
+
+from services.common.errors import Forbidden, InvalidInput
+from services.common.identity import Caller, Kind, Role, require_caller
+from services.common.interceptors import ErrorTable
+from services.common.timeutil import from_timestamp, to_timestamp
+from services.operator_registry.domain import (
+    Agreement,
+    AgreementRequired,
+    AgreementState,
+    ContractNotActive,
+    ContractState,
+    DeadlinePassed,
+    MessengerNotFound,
+    Subscriber,
+    SubscriberExists,
+    SubscriberNotFound,
+    TerminationReason,
+    Verification,
+    VerificationResult,
+)
+from services.operator_registry.service import RegistryService
+
+ERRORS = ErrorTable(
+    {
+        AgreementRequired: grpc.StatusCode.PERMISSION_DENIED,
+        DeadlinePassed: grpc.StatusCode.DEADLINE_EXCEEDED,
+        SubscriberExists: grpc.StatusCode.ALREADY_EXISTS,
+        SubscriberNotFound: grpc.StatusCode.NOT_FOUND,
+        MessengerNotFound: grpc.StatusCode.NOT_FOUND,
+        ContractNotActive: grpc.StatusCode.FAILED_PRECONDITION,
+    }
+)
+
+_RESULTS = {
+    VerificationResult.IDENTIFIED: registry_pb2.VERIFICATION_RESULT_IDENTIFIED,
+    VerificationResult.NO_SUBSCRIBER: registry_pb2.VERIFICATION_RESULT_NO_SUBSCRIBER,
+}
+_CONTRACT_STATES = {
+    ContractState.ACTIVE: registry_pb2.CONTRACT_STATE_ACTIVE,
+    ContractState.TERMINATED: registry_pb2.CONTRACT_STATE_TERMINATED,
+}
+_AGREEMENT_STATES = {
+    AgreementState.ACTIVE: registry_pb2.AGREEMENT_STATE_ACTIVE,
+    AgreementState.SUSPENDED: registry_pb2.AGREEMENT_STATE_SUSPENDED,
+}
+_REASONS_TO_PB = {
+    TerminationReason.CONTRACT_ENDED: events_pb2.TERMINATION_REASON_CONTRACT_ENDED,
+    TerminationReason.PORTED_OUT: events_pb2.TERMINATION_REASON_PORTED_OUT,
+}
+_REASONS_FROM_PB = {pb: reason for reason, pb in _REASONS_TO_PB.items()}
+
+Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
+
+
+class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
+    """Asked by messengers: the messenger is the caller's identity."""
+
+    def __init__(self, service: RegistryService) -> None:
+        self._service = service
+
+    async def VerifySubscriber(
+        self, request: registry_pb2.VerifySubscriberRequest, context: Context
+    ) -> registry_pb2.VerifySubscriberResponse:
+        caller = require_caller(Kind.MESSENGER)
+        answer = await self._service.verify_subscriber(
+            caller.id,
+            request.request_id,
+            request.phone_number,
+            time_remaining=context.time_remaining(),
+        )
+        return verification_to_pb(answer, self._service.operator_id)
+
+
+class RegistryAdminServicer(registry_pb2_grpc.RegistryAdminServiceServicer):
+    """For the operator's own systems: the caller must be this operator's admin identity."""
+
+    def __init__(self, service: RegistryService) -> None:
+        self._service = service
+
+    def _require_admin(self) -> Caller:
+        caller = require_caller(Kind.OPERATOR, Role.ADMIN)
+        if caller.id != self._service.operator_id:
+            raise Forbidden(
+                f"{caller.uri} may not administer the registry of operator "
+                f"{self._service.operator_id}"
+            )
+        return caller
+
+    async def CreateSubscriber(
+        self, request: registry_pb2.CreateSubscriberRequest, context: Context
+    ) -> registry_pb2.CreateSubscriberResponse:
+        self._require_admin()
+        activated_at = (
+            from_timestamp(request.activated_at) if request.HasField("activated_at") else None
+        )
+        subscriber = await self._service.create_subscriber(
+            request.phone_number, request.contract_id, activated_at
+        )
+        return registry_pb2.CreateSubscriberResponse(subscriber=subscriber_to_pb(subscriber))
+
+    async def GetSubscriber(
+        self, request: registry_pb2.GetSubscriberRequest, context: Context
+    ) -> registry_pb2.GetSubscriberResponse:
+        self._require_admin()
+        subscriber = await self._service.get_subscriber(request.phone_number)
+        return registry_pb2.GetSubscriberResponse(subscriber=subscriber_to_pb(subscriber))
+
+    async def TerminateContract(
+        self, request: registry_pb2.TerminateContractRequest, context: Context
+    ) -> registry_pb2.TerminateContractResponse:
+        self._require_admin()
+        if request.reason == events_pb2.TERMINATION_REASON_UNSPECIFIED:
+            reason = TerminationReason.CONTRACT_ENDED
+        elif request.reason in _REASONS_FROM_PB:
+            reason = _REASONS_FROM_PB[request.reason]
+        else:
+            raise InvalidInput(
+                f"reason {request.reason} is not a known TerminationReason: use "
+                "TERMINATION_REASON_CONTRACT_ENDED or TERMINATION_REASON_PORTED_OUT"
+            )
+        termination = await self._service.terminate_contract(request.phone_number, reason)
+        return registry_pb2.TerminateContractResponse(
+            subscriber=subscriber_to_pb(termination.subscriber),
+            notices_queued=termination.notices_queued,
+        )
+
+    async def RegisterMessenger(
+        self, request: registry_pb2.RegisterMessengerRequest, context: Context
+    ) -> registry_pb2.RegisterMessengerResponse:
+        self._require_admin()
+        agreement = await self._service.register_messenger(
+            request.messenger_id, request.display_name
+        )
+        return registry_pb2.RegisterMessengerResponse(agreement=agreement_to_pb(agreement))
+
+    async def SuspendMessenger(
+        self, request: registry_pb2.SuspendMessengerRequest, context: Context
+    ) -> registry_pb2.SuspendMessengerResponse:
+        self._require_admin()
+        agreement = await self._service.suspend_messenger(request.messenger_id)
+        return registry_pb2.SuspendMessengerResponse(agreement=agreement_to_pb(agreement))
+
+    async def ListMessengers(
+        self, request: registry_pb2.ListMessengersRequest, context: Context
+    ) -> registry_pb2.ListMessengersResponse:
+        self._require_admin()
+        agreements = await self._service.list_messengers()
+        return registry_pb2.ListMessengersResponse(
+            agreements=[agreement_to_pb(a) for a in agreements]
+        )
+
+
+def verification_to_pb(
+    answer: Verification, operator_id: str
+) -> registry_pb2.VerifySubscriberResponse:
+    return registry_pb2.VerifySubscriberResponse(
+        result=_RESULTS[answer.result],
+        identification_code=answer.identification_code or "",
+        operator_id=operator_id,
+        identified_at=to_timestamp(answer.identified_at),
+    )
+
+
+def subscriber_to_pb(subscriber: Subscriber) -> registry_pb2.Subscriber:
+    contract = subscriber.contract
+    return registry_pb2.Subscriber(
+        phone_number=contract.phone_number,
+        contract_id=contract.contract_id,
+        state=_CONTRACT_STATES[contract.state],
+        activated_at=to_timestamp(contract.activated_at),
+        terminated_at=to_timestamp(contract.terminated_at),
+        termination_reason=(
+            _REASONS_TO_PB[contract.termination_reason]
+            if contract.termination_reason
+            else events_pb2.TERMINATION_REASON_UNSPECIFIED
+        ),
+        bindings=[
+            registry_pb2.MessengerBinding(
+                messenger_id=b.messenger_id,
+                identification_code=b.identification_code,
+                bound_at=to_timestamp(b.bound_at),
+            )
+            for b in subscriber.bindings
+        ],
+    )
+
+
+def agreement_to_pb(agreement: Agreement) -> registry_pb2.Agreement:
+    return registry_pb2.Agreement(
+        messenger_id=agreement.messenger_id,
+        display_name=agreement.display_name,
+        state=_AGREEMENT_STATES[agreement.state],
+        updated_at=to_timestamp(agreement.updated_at),
+    )

@@ -1,0 +1,85 @@
+"""Bootstrap: config -> logging -> store -> service -> GrpcServer (+ outbox relay) -> serve."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from idmesh.registry.v1 import registry_pb2, registry_pb2_grpc
+
+from services.common.db import Database
+from services.common.logging import get_logger
+from services.common.runner import run_main, serve
+from services.common.server import GrpcServer, service_name
+from services.common.timeutil import SystemClock
+from services.operator_registry.config import RegistryConfig
+from services.operator_registry.grpc_api import ERRORS, RegistryAdminServicer, RegistryServicer
+from services.operator_registry.relay import OutboxRelay
+from services.operator_registry.seed import SeedError, apply_seed, load_seed
+from services.operator_registry.service import RegistryService
+from services.operator_registry.store import MIGRATIONS, RegistryStore
+
+NAME = "operator_registry"
+log = get_logger("idmesh.operator_registry.main")
+
+
+@asynccontextmanager
+async def wiring(config: RegistryConfig, server: GrpcServer) -> AsyncIterator[None]:
+    """Open the store, apply the seed, add the servicers and start the relay; undo on exit."""
+    clock = SystemClock()
+    try:
+        seed = load_seed(config.seed_file) if config.seed_file else None
+    except SeedError as exc:
+        log.error("seed.invalid", error=str(exc))
+        raise SystemExit(2) from None
+    db = await Database.open(config.db_path, MIGRATIONS, synchronous=config.db_synchronous)
+    try:
+        service = RegistryService(RegistryStore(db), operator_id=config.operator_id, clock=clock)
+        if seed is not None:
+            try:
+                outcome = await apply_seed(service, seed, clock.now())
+            except SeedError as exc:
+                log.error("seed.invalid", error=str(exc))
+                raise SystemExit(2) from None
+            log.info(
+                "seed.applied",
+                file=str(seed.path),
+                messengers_added=outcome.messengers_added,
+                subscribers_added=outcome.subscribers_added,
+                subscribers_skipped=outcome.subscribers_skipped,
+            )
+        server.add(
+            registry_pb2_grpc.add_RegistryServiceServicer_to_server,
+            RegistryServicer(service),
+            service_name(registry_pb2.DESCRIPTOR, "RegistryService"),
+        )
+        server.add(
+            registry_pb2_grpc.add_RegistryAdminServiceServicer_to_server,
+            RegistryAdminServicer(service),
+            service_name(registry_pb2.DESCRIPTOR, "RegistryAdminService"),
+        )
+        relay = OutboxRelay(
+            service,
+            notifier_address=config.notifier_address,
+            batch_size=config.relay_batch_size,
+            poll_seconds=config.relay_poll_seconds,
+        )
+        relay_task = asyncio.create_task(relay.run(), name="outbox-relay")
+        try:
+            yield
+        finally:
+            relay_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await relay_task
+    finally:
+        await db.close()
+
+
+async def run(config: RegistryConfig) -> None:
+    await serve(NAME, config, wiring, ERRORS)
+
+
+def main() -> None:
+    run_main(NAME, RegistryConfig.from_env, wiring, ERRORS)

@@ -1,0 +1,118 @@
+"""The outbox relay: publishes queued ContractTerminated notices to the notifier until acked.
+
+Loop: read up to batch_size unpublished notices (oldest first), Publish them in one call, mark
+them published once the notifier acked; on failure log a warning and retry after a backoff
+delay; with nothing pending wait for a termination (service.wait_for_notices) or the poll
+interval. Delivery is at least once: a batch whose ack was lost, or that was in flight when
+either side restarted, is sent again, and the notifier drops it by event_id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator, Sequence
+
+import grpc
+from idmesh.events.v1 import events_pb2
+from idmesh.notifier.v1 import notifier_pb2, notifier_pb2_grpc
+
+from services.common.backoff import Backoff
+from services.common.channels import open_channel
+from services.common.identity import Caller, Kind
+from services.common.logging import get_logger
+from services.common.timeutil import to_timestamp
+from services.operator_registry.domain import TerminationNotice, TerminationReason
+from services.operator_registry.service import RegistryService
+
+log = get_logger("idmesh.operator_registry.relay")
+
+PUBLISH_TIMEOUT_SECONDS = 10.0
+DEFAULT_BACKOFF = Backoff(initial=0.5, maximum=30.0)
+
+_REASONS = {
+    TerminationReason.CONTRACT_ENDED: events_pb2.TERMINATION_REASON_CONTRACT_ENDED,
+    TerminationReason.PORTED_OUT: events_pb2.TERMINATION_REASON_PORTED_OUT,
+}
+
+
+def to_event(notice: TerminationNotice) -> events_pb2.ContractTerminated:
+    return events_pb2.ContractTerminated(
+        event_id=notice.event_id,
+        operator_id=notice.operator_id,
+        messenger_id=notice.messenger_id,
+        phone_number=notice.phone_number,
+        identification_code=notice.identification_code,
+        reason=_REASONS[notice.reason],
+        occurred_at=to_timestamp(notice.occurred_at),
+        recipient_operator_id=notice.recipient_operator_id,
+    )
+
+
+class OutboxRelay:
+    def __init__(
+        self,
+        service: RegistryService,
+        *,
+        notifier_address: str,
+        batch_size: int = 100,
+        poll_seconds: float = 1.0,
+        publish_timeout: float = PUBLISH_TIMEOUT_SECONDS,
+        backoff: Backoff = DEFAULT_BACKOFF,
+    ) -> None:
+        self._service = service
+        self._address = notifier_address
+        self._identity = Caller(Kind.OPERATOR, service.operator_id)
+        self._batch_size = batch_size
+        self._poll_seconds = poll_seconds
+        self._timeout = publish_timeout
+        self._backoff = backoff
+
+    async def run(self) -> None:
+        """Relay until cancelled (cancellation leaves unacked notices queued for next time)."""
+        log.info("relay.started", notifier=self._address)
+        try:
+            async with open_channel(self._address, identity=self._identity) as channel:
+                stub = notifier_pb2_grpc.NotifierServiceStub(channel)
+                await self._loop(stub)
+        finally:
+            log.info("relay.stopped")
+
+    async def _loop(self, stub: notifier_pb2_grpc.NotifierServiceStub) -> None:
+        delays: Iterator[float] | None = None
+        while True:
+            batch: list[TerminationNotice] = []
+            try:
+                batch = await self._service.pending_notices(self._batch_size)
+                if not batch:
+                    delays = None
+                    await self._service.wait_for_notices(self._poll_seconds)
+                    continue
+                reply = await self._publish(stub, batch)
+                await self._service.mark_published([n.event_id for n in batch])
+            except grpc.aio.AioRpcError as exc:
+                log.warning(
+                    "relay.publish_failed",
+                    status=exc.code().name,
+                    details=exc.details(),
+                    batch=len(batch),
+                )
+            except Exception as exc:
+                log.error("relay.failed", error=type(exc).__name__, exc_info=exc)
+            else:
+                delays = None
+                log.info(
+                    "relay.published",
+                    count=len(batch),
+                    accepted=reply.accepted,
+                    duplicates=reply.duplicates,
+                )
+                continue
+            delays = delays or self._backoff.delays()
+            await asyncio.sleep(next(delays))
+
+    async def _publish(
+        self, stub: notifier_pb2_grpc.NotifierServiceStub, batch: Sequence[TerminationNotice]
+    ) -> notifier_pb2.PublishResponse:
+        request = notifier_pb2.PublishRequest(events=[to_event(n) for n in batch])
+        reply: notifier_pb2.PublishResponse = await stub.Publish(request, timeout=self._timeout)
+        return reply

@@ -1,0 +1,332 @@
+"""The registry's use cases, over the store: no grpc, no generated code.
+
+Identity is resolved by the caller of these methods (grpc_api.py) and passed in as plain ids.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from services.common.errors import InvalidInput
+from services.common.identity import validate_id
+from services.common.logging import get_logger
+from services.common.phone import mask, parse_e164, parse_mobile, require_e164
+from services.common.timeutil import Clock, SystemClock
+from services.operator_registry.domain import (
+    Agreement,
+    AgreementRequired,
+    AgreementState,
+    Binding,
+    Contract,
+    ContractNotActive,
+    ContractState,
+    DeadlinePassed,
+    MessengerNotFound,
+    RegistryError,
+    RequestIdReused,
+    Subscriber,
+    SubscriberExists,
+    SubscriberNotFound,
+    Termination,
+    TerminationNotice,
+    TerminationReason,
+    Verification,
+    VerificationResult,
+    new_identification_code,
+    normalise_display_name,
+    validate_contract_id,
+    validate_request_id,
+)
+from services.operator_registry.store import RegistryStore
+
+log = get_logger("idmesh.operator_registry")
+
+
+class SeedConflict(RegistryError):
+    """Seed contracts whose contract_id already belongs to another number."""
+
+    def __init__(self, message: str, contract_ids: Sequence[str]) -> None:
+        super().__init__(message)
+        self.contract_ids = tuple(contract_ids)
+
+
+@dataclass(frozen=True, slots=True)
+class SeedOutcome:
+    messengers_added: int
+    subscribers_added: int
+    subscribers_skipped: int
+
+
+class RegistryService:
+    def __init__(
+        self,
+        store: RegistryStore,
+        *,
+        operator_id: str,
+        clock: Clock | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+        new_code: Callable[[], str] = new_identification_code,
+    ) -> None:
+        self._store = store
+        self.operator_id = operator_id
+        self._clock = clock or SystemClock()
+        self._monotonic = monotonic
+        self._new_code = new_code
+        self._notices_queued = asyncio.Event()
+
+    # --- RegistryService --------------------------------------------------------------------
+
+    async def verify_subscriber(
+        self,
+        messenger_id: str,
+        request_id: str,
+        phone_number: str,
+        *,
+        time_remaining: float | None,
+    ) -> Verification:
+        """Answer one verification request of messenger_id.
+
+        time_remaining is the caller's remaining deadline in seconds (None: no deadline); the
+        answer is committed only if the deadline has not passed right before the commit.
+        """
+        deadline = None if time_remaining is None else self._monotonic() + time_remaining
+        try:
+            request_id = validate_request_id(request_id)
+            phone = require_e164(phone_number)
+        except InvalidInput:
+            # A messenger without an agreement is refused whatever it sends.
+            await self._require_agreement(messenger_id)
+            raise
+        self._check_deadline(deadline)  # already passed: do not even take the writer lock
+        now = self._clock.now()
+        new_binding = False
+        async with self._store.transaction() as tx:
+            snap = await tx.verification_snapshot(messenger_id, request_id, phone)
+            if snap.agreement_state is not AgreementState.ACTIVE:
+                raise self._no_agreement(messenger_id)
+            if snap.previous is not None:
+                if snap.previous.phone_number != phone:
+                    raise RequestIdReused(
+                        f"request_id {request_id!r} was already used for another number: "
+                        "use a new request_id for every verification"
+                    )
+                log.info(
+                    "verification.replayed",
+                    messenger_id=messenger_id,
+                    phone=mask(phone),
+                    result=snap.previous.result.value,
+                )
+                return snap.previous
+            if snap.active_contract_id is None:
+                answer = Verification(
+                    messenger_id=messenger_id,
+                    request_id=request_id,
+                    phone_number=phone,
+                    result=VerificationResult.NO_SUBSCRIBER,
+                    answered_at=now,
+                )
+            else:
+                binding = snap.binding
+                if binding is None:
+                    binding = Binding(
+                        contract_id=snap.active_contract_id,
+                        messenger_id=messenger_id,
+                        identification_code=self._new_code(),
+                        bound_at=now,
+                    )
+                    await tx.add_binding(binding)
+                    new_binding = True
+                answer = Verification(
+                    messenger_id=messenger_id,
+                    request_id=request_id,
+                    phone_number=phone,
+                    result=VerificationResult.IDENTIFIED,
+                    answered_at=now,
+                    contract_id=binding.contract_id,
+                    identification_code=binding.identification_code,
+                    identified_at=binding.bound_at,
+                )
+            await tx.add_verification(answer)
+            self._check_deadline(deadline)
+        log.info(
+            "verification.answered",
+            messenger_id=messenger_id,
+            phone=mask(phone),
+            result=answer.result.value,
+            new_binding=new_binding,
+        )
+        return answer
+
+    def _check_deadline(self, deadline: float | None) -> None:
+        if deadline is not None and self._monotonic() >= deadline:
+            raise DeadlinePassed(
+                "the deadline passed before the answer could be recorded, so nothing was "
+                "recorded: retry with the same request_id and a longer deadline"
+            )
+
+    def _no_agreement(self, messenger_id: str) -> AgreementRequired:
+        return AgreementRequired(
+            f"messenger {messenger_id} has no active identification agreement with operator "
+            f"{self.operator_id}: ask the operator to register it"
+        )
+
+    async def _require_agreement(self, messenger_id: str) -> None:
+        agreement = await self._store.get_agreement(messenger_id)
+        if agreement is None or agreement.state is not AgreementState.ACTIVE:
+            raise self._no_agreement(messenger_id)
+
+    # --- RegistryAdminService: contracts ----------------------------------------------------
+
+    async def create_subscriber(
+        self, phone_number: str, contract_id: str, activated_at: datetime | None = None
+    ) -> Subscriber:
+        phone = parse_mobile(phone_number)
+        contract_id = validate_contract_id(contract_id)
+        contract = Contract(
+            contract_id=contract_id,
+            phone_number=phone,
+            state=ContractState.ACTIVE,
+            activated_at=activated_at or self._clock.now(),
+        )
+        async with self._store.transaction() as tx:
+            active_id, holder = await tx.contract_conflicts(phone, contract_id)
+            if active_id is not None:
+                raise SubscriberExists(
+                    f"{mask(phone)} already has an active contract ({active_id}): "
+                    "terminate it before creating another"
+                )
+            if holder is not None:
+                raise SubscriberExists(
+                    f"contract_id {contract_id!r} is already taken: choose another contract_id"
+                )
+            await tx.add_contracts([contract])
+        log.info("subscriber.created", phone=mask(phone), contract_id=contract_id)
+        return Subscriber(contract)
+
+    async def get_subscriber(self, phone_number: str) -> Subscriber:
+        phone = parse_e164(phone_number)
+        subscriber = await self._store.get_subscriber(phone)
+        if subscriber is None:
+            raise SubscriberNotFound(f"{mask(phone)} has no contract with this operator")
+        return subscriber
+
+    async def terminate_contract(
+        self, phone_number: str, reason: TerminationReason = TerminationReason.CONTRACT_ENDED
+    ) -> Termination:
+        """End the number's active contract and queue one notice per bound messenger, in one
+        transaction; then wake the outbox relay."""
+        phone = parse_e164(phone_number)
+        now = self._clock.now()
+        async with self._store.transaction() as tx:
+            subscriber = await tx.subscriber(phone)
+            if subscriber is None:
+                raise SubscriberNotFound(f"{mask(phone)} has no contract with this operator")
+            contract = subscriber.contract
+            if contract.state is not ContractState.ACTIVE:
+                ended = contract.terminated_at.date().isoformat() if contract.terminated_at else "?"
+                raise ContractNotActive(
+                    f"the contract {contract.contract_id} of {mask(phone)} was already "
+                    f"terminated on {ended}: there is no active contract to terminate"
+                )
+            await tx.terminate(contract.contract_id, now, reason)
+            notices = [
+                TerminationNotice(
+                    event_id=str(uuid.uuid4()),
+                    operator_id=self.operator_id,
+                    messenger_id=binding.messenger_id,
+                    phone_number=phone,
+                    identification_code=binding.identification_code,
+                    reason=reason,
+                    occurred_at=now,
+                )
+                for binding in subscriber.bindings
+            ]
+            await tx.add_notices(notices, now)
+        self._notices_queued.set()
+        log.info(
+            "contract.terminated",
+            phone=mask(phone),
+            contract_id=contract.contract_id,
+            reason=reason.value,
+            notices_queued=len(notices),
+        )
+        terminated = replace(
+            contract,
+            state=ContractState.TERMINATED,
+            terminated_at=now,
+            termination_reason=reason,
+        )
+        return Termination(replace(subscriber, contract=terminated), len(notices))
+
+    # --- RegistryAdminService: agreements ---------------------------------------------------
+
+    async def register_messenger(self, messenger_id: str, display_name: str = "") -> Agreement:
+        messenger_id = validate_id(messenger_id, "messenger_id")
+        name = normalise_display_name(display_name)
+        async with self._store.transaction() as tx:
+            agreement = await tx.register_agreement(messenger_id, name, self._clock.now())
+        log.info("agreement.registered", messenger_id=messenger_id)
+        return agreement
+
+    async def suspend_messenger(self, messenger_id: str) -> Agreement:
+        messenger_id = validate_id(messenger_id, "messenger_id")
+        async with self._store.transaction() as tx:
+            agreement = await tx.suspend_agreement(messenger_id, self._clock.now())
+        if agreement is None:
+            raise MessengerNotFound(
+                f"messenger {messenger_id} has no agreement with operator {self.operator_id}: "
+                "check the id (ListMessengers lists them)"
+            )
+        log.info("agreement.suspended", messenger_id=messenger_id)
+        return agreement
+
+    async def list_messengers(self) -> list[Agreement]:
+        return await self._store.list_agreements()
+
+    # --- seed -------------------------------------------------------------------------------
+
+    async def apply_seed(
+        self, agreements: Sequence[Agreement], contracts: Sequence[Contract]
+    ) -> SeedOutcome:
+        """Add missing agreements (existing ones, suspended included, are left alone) and the
+        contracts of numbers that never had one, in one transaction."""
+        async with self._store.transaction() as tx:
+            messengers_added = await tx.add_missing_agreements(agreements)
+            known = await tx.numbers_with_contracts(c.phone_number for c in contracts)
+            missing = [c for c in contracts if c.phone_number not in known]
+            taken = await tx.contract_holders(c.contract_id for c in missing)
+            if taken:
+                raise SeedConflict(
+                    "contract_id already belongs to another number", contract_ids=list(taken)
+                )
+            await tx.add_contracts(missing)
+        return SeedOutcome(messengers_added, len(missing), len(contracts) - len(missing))
+
+    # --- outbox (for the relay) -------------------------------------------------------------
+
+    async def pending_notices(self, limit: int) -> list[TerminationNotice]:
+        """Up to limit unpublished notices, oldest first."""
+        return await self._store.pending_notices(limit)
+
+    async def count_pending_notices(self) -> int:
+        return await self._store.count_pending_notices()
+
+    async def mark_published(self, event_ids: Sequence[str]) -> int:
+        return await self._store.mark_published(event_ids, self._clock.now())
+
+    async def wait_for_notices(self, max_wait: float) -> None:
+        """Return when a termination queued notices (since the last return), or after max_wait
+        seconds."""
+        # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a cancellation
+        # that arrives as the event is set, and the relay would then never stop.
+        try:
+            async with asyncio.timeout(max_wait):
+                await self._notices_queued.wait()
+        except TimeoutError:
+            pass
+        self._notices_queued.clear()

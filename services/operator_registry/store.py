@@ -1,0 +1,461 @@
+"""The registry's SQLite adapter: schema (MIGRATIONS) and the queries the use cases need.
+
+Times are stored as ISO text in UTC (services.common.timeutil.to_iso), enums as their values.
+Writes happen inside `RegistryStore.transaction()` (BEGIN IMMEDIATE on the one writer
+connection); every aiosqlite call is a thread hop, so each use case keeps its statements few:
+VerifySubscriber is one SELECT and at most two INSERTs.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import aiosqlite
+
+from services.common.db import Database
+from services.common.timeutil import from_iso, to_iso
+from services.operator_registry.domain import (
+    Agreement,
+    AgreementState,
+    Binding,
+    Contract,
+    ContractState,
+    Subscriber,
+    TerminationNotice,
+    TerminationReason,
+    Verification,
+    VerificationResult,
+)
+
+MIGRATIONS: list[str] = [
+    # 1: contracts, agreements, bindings, verification answers, outbox.
+    """
+    CREATE TABLE contracts (
+        id                 INTEGER PRIMARY KEY,  -- creation order: "most recent" contract
+        contract_id        TEXT NOT NULL UNIQUE,
+        phone_number       TEXT NOT NULL,        -- E.164
+        state              TEXT NOT NULL CHECK (state IN ('active', 'terminated')),
+        activated_at       TEXT NOT NULL,
+        terminated_at      TEXT,
+        termination_reason TEXT CHECK (termination_reason IN ('contract_ended', 'ported_out')),
+        CHECK ((state = 'active') = (terminated_at IS NULL))
+    );
+    -- At most one active contract per number.
+    CREATE UNIQUE INDEX contracts_one_active ON contracts (phone_number) WHERE state = 'active';
+    CREATE INDEX contracts_by_number ON contracts (phone_number, id);
+
+    CREATE TABLE agreements (
+        messenger_id TEXT PRIMARY KEY,
+        display_name TEXT NOT NULL,
+        state        TEXT NOT NULL CHECK (state IN ('active', 'suspended')),
+        updated_at   TEXT NOT NULL
+    );
+
+    CREATE TABLE bindings (
+        contract_id         TEXT NOT NULL REFERENCES contracts (contract_id),
+        messenger_id        TEXT NOT NULL REFERENCES agreements (messenger_id),
+        identification_code TEXT NOT NULL UNIQUE,
+        bound_at            TEXT NOT NULL,
+        PRIMARY KEY (contract_id, messenger_id)
+    );
+
+    -- One stored answer per (messenger, request id): a repeated request gets it again.
+    CREATE TABLE verifications (
+        messenger_id        TEXT NOT NULL,
+        request_id          TEXT NOT NULL,
+        phone_number        TEXT NOT NULL,
+        result              TEXT NOT NULL CHECK (result IN ('identified', 'no_subscriber')),
+        contract_id         TEXT,
+        identification_code TEXT,
+        identified_at       TEXT,
+        answered_at         TEXT NOT NULL,
+        PRIMARY KEY (messenger_id, request_id)
+    );
+
+    -- Transactional outbox: ContractTerminated events, published_at set once the notifier acked.
+    CREATE TABLE outbox (
+        seq                   INTEGER PRIMARY KEY,  -- created order
+        event_id              TEXT NOT NULL UNIQUE,
+        created_at            TEXT NOT NULL,
+        operator_id           TEXT NOT NULL,
+        messenger_id          TEXT NOT NULL,
+        phone_number          TEXT NOT NULL,
+        identification_code   TEXT NOT NULL,
+        reason                TEXT NOT NULL,
+        occurred_at           TEXT NOT NULL,
+        recipient_operator_id TEXT NOT NULL DEFAULT '',
+        published_at          TEXT
+    );
+    CREATE INDEX outbox_pending ON outbox (seq) WHERE published_at IS NULL;
+    """,
+]
+
+_CONTRACT_COLUMNS = (
+    "c.contract_id, c.phone_number, c.state, c.activated_at, c.terminated_at, c.termination_reason"
+)
+_BINDING_COLUMNS = "b.messenger_id AS b_messenger_id, b.identification_code, b.bound_at"
+# The number's active contract if any, else its most recent one, with its bindings.
+_SUBSCRIBER_SQL = f"""
+    SELECT {_CONTRACT_COLUMNS}, {_BINDING_COLUMNS}
+    FROM (
+        SELECT * FROM contracts WHERE phone_number = ?
+        ORDER BY state = 'active' DESC, id DESC LIMIT 1
+    ) AS c
+    LEFT JOIN bindings AS b ON b.contract_id = c.contract_id
+    ORDER BY b.bound_at, b.messenger_id
+"""
+_NOTICE_COLUMNS = (
+    "event_id, operator_id, messenger_id, phone_number, identification_code, reason, "
+    "occurred_at, recipient_operator_id"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class VerificationSnapshot:
+    """What VerifySubscriber needs to decide, read in one statement."""
+
+    agreement_state: AgreementState | None
+    previous: Verification | None
+    active_contract_id: str | None
+    binding: Binding | None
+
+
+class RegistryStore:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[RegistryTx]:
+        """One write transaction: commits on normal exit, rolls back on any exception."""
+        async with self._db.transaction() as conn:
+            yield RegistryTx(conn)
+
+    # --- reads (the reader connection: committed data only) ---------------------------------
+
+    async def get_subscriber(self, phone_number: str) -> Subscriber | None:
+        rows = await self._db.fetchall(_SUBSCRIBER_SQL, (phone_number,))
+        return _subscriber(rows)
+
+    async def get_agreement(self, messenger_id: str) -> Agreement | None:
+        row = await self._db.fetchone(
+            "SELECT * FROM agreements WHERE messenger_id = ?", (messenger_id,)
+        )
+        return _agreement(row) if row else None
+
+    async def list_agreements(self) -> list[Agreement]:
+        rows = await self._db.fetchall("SELECT * FROM agreements ORDER BY messenger_id")
+        return [_agreement(row) for row in rows]
+
+    async def pending_notices(self, limit: int) -> list[TerminationNotice]:
+        rows = await self._db.fetchall(
+            f"SELECT {_NOTICE_COLUMNS} FROM outbox WHERE published_at IS NULL ORDER BY seq LIMIT ?",
+            (limit,),
+        )
+        return [_notice(row) for row in rows]
+
+    async def count_pending_notices(self) -> int:
+        row = await self._db.fetchone("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+        return int(row[0]) if row else 0
+
+    async def count_bindings(self) -> int:
+        row = await self._db.fetchone("SELECT count(*) FROM bindings")
+        return int(row[0]) if row else 0
+
+    async def count_verifications(self) -> int:
+        row = await self._db.fetchone("SELECT count(*) FROM verifications")
+        return int(row[0]) if row else 0
+
+    # --- single-statement writes ------------------------------------------------------------
+
+    async def mark_published(self, event_ids: Sequence[str], at: datetime) -> int:
+        if not event_ids:
+            return 0
+        marks = ",".join("?" * len(event_ids))
+        async with self._db.transaction() as conn:
+            cursor = await conn.execute(
+                f"UPDATE outbox SET published_at = ? "
+                f"WHERE published_at IS NULL AND event_id IN ({marks})",
+                (to_iso(at), *event_ids),
+            )
+            return cursor.rowcount
+
+
+class RegistryTx:
+    """Statements inside one write transaction (see RegistryStore.transaction)."""
+
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self._conn = conn
+
+    async def _rows(self, sql: str, params: Any = ()) -> list[sqlite3.Row]:
+        return list(await self._conn.execute_fetchall(sql, params))
+
+    # --- verification -----------------------------------------------------------------------
+
+    async def verification_snapshot(
+        self, messenger_id: str, request_id: str, phone_number: str
+    ) -> VerificationSnapshot:
+        rows = await self._rows(
+            """
+            SELECT
+                (SELECT state FROM agreements WHERE messenger_id = :m) AS agreement_state,
+                v.phone_number AS v_phone_number, v.result AS v_result,
+                v.contract_id AS v_contract_id, v.identification_code AS v_code,
+                v.identified_at AS v_identified_at, v.answered_at AS v_answered_at,
+                c.contract_id AS c_contract_id,
+                b.identification_code AS b_code, b.bound_at AS b_bound_at
+            FROM (SELECT 1) AS one
+            LEFT JOIN verifications AS v ON v.messenger_id = :m AND v.request_id = :r
+            LEFT JOIN contracts AS c ON c.phone_number = :p AND c.state = 'active'
+            LEFT JOIN bindings AS b ON b.contract_id = c.contract_id AND b.messenger_id = :m
+            """,
+            {"m": messenger_id, "r": request_id, "p": phone_number},
+        )
+        row = rows[0]
+        previous = None
+        if row["v_result"] is not None:
+            previous = Verification(
+                messenger_id=messenger_id,
+                request_id=request_id,
+                phone_number=row["v_phone_number"],
+                result=VerificationResult(row["v_result"]),
+                answered_at=from_iso(row["v_answered_at"]),
+                contract_id=row["v_contract_id"],
+                identification_code=row["v_code"],
+                identified_at=_maybe_time(row["v_identified_at"]),
+            )
+        binding = None
+        if row["b_code"] is not None:
+            binding = Binding(
+                contract_id=row["c_contract_id"],
+                messenger_id=messenger_id,
+                identification_code=row["b_code"],
+                bound_at=from_iso(row["b_bound_at"]),
+            )
+        state = row["agreement_state"]
+        return VerificationSnapshot(
+            agreement_state=AgreementState(state) if state else None,
+            previous=previous,
+            active_contract_id=row["c_contract_id"],
+            binding=binding,
+        )
+
+    async def add_binding(self, binding: Binding) -> None:
+        await self._conn.execute(
+            "INSERT INTO bindings (contract_id, messenger_id, identification_code, bound_at) "
+            "VALUES (?, ?, ?, ?)",
+            (
+                binding.contract_id,
+                binding.messenger_id,
+                binding.identification_code,
+                to_iso(binding.bound_at),
+            ),
+        )
+
+    async def add_verification(self, answer: Verification) -> None:
+        await self._conn.execute(
+            "INSERT INTO verifications (messenger_id, request_id, phone_number, result, "
+            "contract_id, identification_code, identified_at, answered_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                answer.messenger_id,
+                answer.request_id,
+                answer.phone_number,
+                answer.result.value,
+                answer.contract_id,
+                answer.identification_code,
+                to_iso(answer.identified_at) if answer.identified_at else None,
+                to_iso(answer.answered_at),
+            ),
+        )
+
+    # --- contracts --------------------------------------------------------------------------
+
+    async def subscriber(self, phone_number: str) -> Subscriber | None:
+        """The number's active (else most recent) contract with its bindings."""
+        return _subscriber(await self._rows(_SUBSCRIBER_SQL, (phone_number,)))
+
+    async def contract_conflicts(
+        self, phone_number: str, contract_id: str
+    ) -> tuple[str | None, str | None]:
+        """(the number's active contract id, the number holding contract_id), either None."""
+        rows = await self._rows(
+            """
+            SELECT
+                (SELECT contract_id FROM contracts
+                 WHERE phone_number = ? AND state = 'active') AS active_contract_id,
+                (SELECT phone_number FROM contracts WHERE contract_id = ?) AS holder
+            """,
+            (phone_number, contract_id),
+        )
+        return rows[0]["active_contract_id"], rows[0]["holder"]
+
+    async def numbers_with_contracts(self, phone_numbers: Iterable[str]) -> set[str]:
+        numbers = list(phone_numbers)
+        if not numbers:
+            return set()
+        marks = ",".join("?" * len(numbers))
+        rows = await self._rows(
+            f"SELECT DISTINCT phone_number FROM contracts WHERE phone_number IN ({marks})",
+            numbers,
+        )
+        return {row[0] for row in rows}
+
+    async def contract_holders(self, contract_ids: Iterable[str]) -> dict[str, str]:
+        """contract_id -> phone number, for those of contract_ids that exist."""
+        ids = list(contract_ids)
+        if not ids:
+            return {}
+        marks = ",".join("?" * len(ids))
+        rows = await self._rows(
+            f"SELECT contract_id, phone_number FROM contracts WHERE contract_id IN ({marks})",
+            ids,
+        )
+        return {row[0]: row[1] for row in rows}
+
+    async def add_contracts(self, contracts: Sequence[Contract]) -> None:
+        await self._conn.executemany(
+            "INSERT INTO contracts (contract_id, phone_number, state, activated_at) "
+            "VALUES (?, ?, ?, ?)",
+            [
+                (c.contract_id, c.phone_number, c.state.value, to_iso(c.activated_at))
+                for c in contracts
+            ],
+        )
+
+    async def terminate(self, contract_id: str, at: datetime, reason: TerminationReason) -> None:
+        await self._conn.execute(
+            "UPDATE contracts SET state = 'terminated', terminated_at = ?, "
+            "termination_reason = ? WHERE contract_id = ? AND state = 'active'",
+            (to_iso(at), reason.value, contract_id),
+        )
+
+    async def add_notices(self, notices: Sequence[TerminationNotice], created_at: datetime) -> None:
+        if not notices:
+            return
+        await self._conn.executemany(
+            f"INSERT INTO outbox (created_at, {_NOTICE_COLUMNS}) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    to_iso(created_at),
+                    n.event_id,
+                    n.operator_id,
+                    n.messenger_id,
+                    n.phone_number,
+                    n.identification_code,
+                    n.reason.value,
+                    to_iso(n.occurred_at),
+                    n.recipient_operator_id,
+                )
+                for n in notices
+            ],
+        )
+
+    # --- agreements -------------------------------------------------------------------------
+
+    async def register_agreement(
+        self, messenger_id: str, display_name: str | None, at: datetime
+    ) -> Agreement:
+        """Create the agreement active, or reactivate it; display_name None keeps the old name."""
+        rows = await self._rows(
+            """
+            INSERT INTO agreements (messenger_id, display_name, state, updated_at)
+            VALUES (:m, coalesce(:name, :m), 'active', :at)
+            ON CONFLICT (messenger_id) DO UPDATE SET
+                display_name = coalesce(:name, agreements.display_name),
+                updated_at = CASE WHEN agreements.state = 'active'
+                                  THEN agreements.updated_at ELSE :at END,
+                state = 'active'
+            RETURNING *
+            """,
+            {"m": messenger_id, "name": display_name, "at": to_iso(at)},
+        )
+        return _agreement(rows[0])
+
+    async def add_missing_agreements(self, agreements: Sequence[Agreement]) -> int:
+        before = self._conn.total_changes
+        await self._conn.executemany(
+            "INSERT INTO agreements (messenger_id, display_name, state, updated_at) "
+            "VALUES (?, ?, ?, ?) ON CONFLICT (messenger_id) DO NOTHING",
+            [
+                (a.messenger_id, a.display_name, a.state.value, to_iso(a.updated_at))
+                for a in agreements
+            ],
+        )
+        return self._conn.total_changes - before
+
+    async def suspend_agreement(self, messenger_id: str, at: datetime) -> Agreement | None:
+        rows = await self._rows(
+            """
+            UPDATE agreements SET
+                updated_at = CASE WHEN state = 'suspended' THEN updated_at ELSE ? END,
+                state = 'suspended'
+            WHERE messenger_id = ?
+            RETURNING *
+            """,
+            (to_iso(at), messenger_id),
+        )
+        return _agreement(rows[0]) if rows else None
+
+
+# --- row mapping ----------------------------------------------------------------------------
+
+
+def _maybe_time(value: str | None) -> datetime | None:
+    return from_iso(value) if value else None
+
+
+def _contract(row: sqlite3.Row) -> Contract:
+    reason = row["termination_reason"]
+    return Contract(
+        contract_id=row["contract_id"],
+        phone_number=row["phone_number"],
+        state=ContractState(row["state"]),
+        activated_at=from_iso(row["activated_at"]),
+        terminated_at=_maybe_time(row["terminated_at"]),
+        termination_reason=TerminationReason(reason) if reason else None,
+    )
+
+
+def _subscriber(rows: Sequence[sqlite3.Row]) -> Subscriber | None:
+    if not rows:
+        return None
+    contract = _contract(rows[0])
+    bindings = tuple(
+        Binding(
+            contract_id=contract.contract_id,
+            messenger_id=row["b_messenger_id"],
+            identification_code=row["identification_code"],
+            bound_at=from_iso(row["bound_at"]),
+        )
+        for row in rows
+        if row["b_messenger_id"] is not None
+    )
+    return Subscriber(contract, bindings)
+
+
+def _agreement(row: sqlite3.Row) -> Agreement:
+    return Agreement(
+        messenger_id=row["messenger_id"],
+        display_name=row["display_name"],
+        state=AgreementState(row["state"]),
+        updated_at=from_iso(row["updated_at"]),
+    )
+
+
+def _notice(row: sqlite3.Row) -> TerminationNotice:
+    return TerminationNotice(
+        event_id=row["event_id"],
+        operator_id=row["operator_id"],
+        messenger_id=row["messenger_id"],
+        phone_number=row["phone_number"],
+        identification_code=row["identification_code"],
+        reason=TerminationReason(row["reason"]),
+        occurred_at=from_iso(row["occurred_at"]),
+        recipient_operator_id=row["recipient_operator_id"],
+    )

@@ -1,0 +1,103 @@
+"""The whole mesh as real processes on free ports, reused by every integration test module."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from services.cli.mesh import Mesh, MeshSpec, MessengerSpec, OperatorSpec, demo_spec
+from tests.integration.mesh_client import MeshClient, mesh_client
+
+DEMO = demo_spec()
+
+
+class Blackhole:
+    """A TCP listener that accepts connections and never answers: an operator that hangs."""
+
+    def __init__(self) -> None:
+        self._sock = socket.socket()
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(64)
+        self.address = f"127.0.0.1:{self._sock.getsockname()[1]}"
+        self._held: list[socket.socket] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        self._sock.settimeout(0.2)
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+                self._held.append(conn)
+            except OSError:
+                continue
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        for conn in self._held:
+            conn.close()
+        self._sock.close()
+
+
+@pytest.fixture(scope="session")
+def blackhole() -> Iterator[Blackhole]:
+    hole = Blackhole()
+    yield hole
+    hole.close()
+
+
+def mesh_spec(blackhole: Blackhole, **overrides: object) -> MeshSpec:
+    """The demo topology on free ports, plus messenger gamma with a short window whose T2 numbers
+    route to an operator that never answers."""
+    operators = tuple(
+        OperatorSpec(o.operator_id, o.carrier_name, o.seed_file) for o in DEMO.operators
+    )
+    messengers = (
+        MessengerSpec("alpha", verification_window_seconds=30),
+        MessengerSpec("beta", verification_window_seconds=30),
+        MessengerSpec(
+            "gamma",
+            verification_window_seconds=2,
+            extra_operators={"t2": blackhole.address},
+            extra_carriers={"T2": "t2"},
+        ),
+    )
+    spec = MeshSpec(operators=operators, messengers=messengers)
+    for key, value in overrides.items():
+        object.__setattr__(spec, key, value)
+    return spec
+
+
+@pytest.fixture(scope="module")
+def mesh(tmp_path_factory: pytest.TempPathFactory, blackhole: Blackhole) -> Iterator[Mesh]:
+    the_mesh = Mesh(mesh_spec(blackhole), tmp_path_factory.mktemp("mesh"))
+    the_mesh.start()
+    yield the_mesh
+    codes = the_mesh.stop()
+    assert all(code == 0 for code in codes.values()), f"unclean shutdown: {codes}"
+
+
+@pytest.fixture
+async def client(mesh: Mesh) -> AsyncIterator[MeshClient]:
+    async with mesh_client(mesh) as c:
+        yield c
+
+
+async def wait_for(predicate: object, timeout: float = 10.0) -> None:
+    """Wait for a condition with a bound."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():  # type: ignore[operator]
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.05)
+
+
+def data_dir(mesh: Mesh) -> Path:
+    return mesh.data_dir

@@ -1,0 +1,122 @@
+"""Drive a running Mesh through its public gRPC APIs, as a messenger front end and an operator."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from idmesh.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from idmesh.notifier.v1 import notifier_pb2_grpc
+from idmesh.registry.v1 import registry_pb2, registry_pb2_grpc
+
+from services.cli import sms
+from services.cli.mesh import Mesh
+from services.common.channels import open_channel
+from services.common.identity import Caller, Kind, Role
+
+State = gateway_pb2.IdentificationState
+
+
+class MeshClient:
+    def __init__(self, mesh: Mesh) -> None:
+        self.mesh = mesh
+        self._channels: list[Any] = []
+
+    def _channel(self, service: str, identity: Caller) -> Any:
+        channel = open_channel(self.mesh.address(service), identity=identity)
+        self._channels.append(channel)
+        return channel
+
+    def gateway(self, messenger: str, replica: str = "") -> gateway_pb2_grpc.GatewayServiceStub:
+        identity = Caller(Kind.MESSENGER, messenger, Role.FRONTEND)
+        return gateway_pb2_grpc.GatewayServiceStub(
+            self._channel(f"gateway-{messenger}{replica}", identity)
+        )
+
+    def registry_admin(self, operator: str) -> registry_pb2_grpc.RegistryAdminServiceStub:
+        identity = Caller(Kind.OPERATOR, operator, Role.ADMIN)
+        return registry_pb2_grpc.RegistryAdminServiceStub(
+            self._channel(f"registry-{operator}", identity)
+        )
+
+    def registry_as_messenger(
+        self, operator: str, messenger: str
+    ) -> registry_pb2_grpc.RegistryServiceStub:
+        identity = Caller(Kind.MESSENGER, messenger)
+        return registry_pb2_grpc.RegistryServiceStub(
+            self._channel(f"registry-{operator}", identity)
+        )
+
+    def notifier_as(self, messenger: str) -> notifier_pb2_grpc.NotifierServiceStub:
+        return notifier_pb2_grpc.NotifierServiceStub(
+            self._channel("notifier", Caller(Kind.MESSENGER, messenger))
+        )
+
+    async def close(self) -> None:
+        for channel in self._channels:
+            await channel.close()
+
+    def sms_code(self, messenger: str, identification_id: str) -> str:
+        outbox = Path(self.mesh.services[f"gateway-{messenger}"].info["sms_outbox"])
+        code = sms.latest_code(outbox, identification_id=identification_id)
+        assert code is not None, f"no SMS for {identification_id} in {outbox}"
+        return code
+
+    async def start(self, messenger: str, user: str, phone: str) -> gateway_pb2.Identification:
+        reply = await self.gateway(messenger).StartIdentification(
+            gateway_pb2.StartIdentificationRequest(user_id=user, phone_number=phone), timeout=10
+        )
+        return reply.identification
+
+    async def confirm(
+        self, messenger: str, identification: gateway_pb2.Identification, *, timeout: float = 20
+    ) -> gateway_pb2.Identification:
+        code = self.sms_code(messenger, identification.identification_id)
+        reply = await self.gateway(messenger).ConfirmPossession(
+            gateway_pb2.ConfirmPossessionRequest(
+                identification_id=identification.identification_id, code=code
+            ),
+            timeout=timeout,
+        )
+        return reply.identification
+
+    async def identify(self, messenger: str, user: str, phone: str) -> gateway_pb2.Identification:
+        started = await self.start(messenger, user, phone)
+        return await self.confirm(messenger, started)
+
+    async def wait_state(
+        self, messenger: str, user: str, states: set[int], *, timeout: float = 20, replica: str = ""
+    ) -> gateway_pb2.Identification:
+        """Poll GetIdentification until the state is one of `states` (bounded)."""
+        deadline = time.monotonic() + timeout
+        stub = self.gateway(messenger, replica)
+        while True:
+            reply = await stub.GetIdentification(
+                gateway_pb2.GetIdentificationRequest(user_id=user), timeout=5
+            )
+            if reply.identification.state in states:
+                return reply.identification
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"{user} still {State.Name(reply.identification.state)} after {timeout}s"
+                )
+            await asyncio.sleep(0.05)
+
+    async def bindings(self, operator: str, phone: str) -> dict[str, str]:
+        reply = await self.registry_admin(operator).GetSubscriber(
+            registry_pb2.GetSubscriberRequest(phone_number=phone), timeout=5
+        )
+        return {b.messenger_id: b.identification_code for b in reply.subscriber.bindings}
+
+
+@asynccontextmanager
+async def mesh_client(mesh: Mesh) -> AsyncIterator[MeshClient]:
+    client = MeshClient(mesh)
+    try:
+        yield client
+    finally:
+        await client.close()

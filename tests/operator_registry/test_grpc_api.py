@@ -1,0 +1,353 @@
+"""The registry over gRPC: a real GrpcServer on port 0, stubs with caller identities."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
+from idmesh.events.v1 import events_pb2
+from idmesh.registry.v1 import registry_pb2, registry_pb2_grpc
+
+from services.common.channels import open_channel
+from services.common.identity import Caller, Kind, Role
+from services.common.server import GrpcServer, service_name
+from services.common.timeutil import from_timestamp
+from services.operator_registry.grpc_api import ERRORS, RegistryAdminServicer, RegistryServicer
+from services.operator_registry.service import RegistryService
+from services.operator_registry.store import RegistryStore, RegistryTx
+
+from .conftest import NUMBER, OPERATOR, OTHER_NUMBER, START, FakeClock
+
+ALPHA = Caller(Kind.MESSENGER, "alpha")
+BETA = Caller(Kind.MESSENGER, "beta")
+ADMIN = Caller(Kind.OPERATOR, OPERATOR, Role.ADMIN)
+
+Stubs = Callable[[Caller | None], Awaitable[Any]]
+
+
+async def start_server(service: RegistryService) -> GrpcServer:
+    server = GrpcServer(name="operator_registry", bind="127.0.0.1:0", errors=ERRORS)
+    server.add(
+        registry_pb2_grpc.add_RegistryServiceServicer_to_server,
+        RegistryServicer(service),
+        service_name(registry_pb2.DESCRIPTOR, "RegistryService"),
+    )
+    server.add(
+        registry_pb2_grpc.add_RegistryAdminServiceServicer_to_server,
+        RegistryAdminServicer(service),
+        service_name(registry_pb2.DESCRIPTOR, "RegistryAdminService"),
+    )
+    await server.start()
+    return server
+
+
+class Client:
+    """Stubs per identity, over channels closed at the end of the test."""
+
+    def __init__(self, port: int) -> None:
+        self._port = port
+        self._channels: list[grpc.aio.Channel] = []
+
+    def _channel(self, identity: Caller | None) -> grpc.aio.Channel:
+        channel = open_channel(f"127.0.0.1:{self._port}", identity=identity)
+        self._channels.append(channel)
+        return channel
+
+    def registry(self, identity: Caller | None) -> registry_pb2_grpc.RegistryServiceStub:
+        return registry_pb2_grpc.RegistryServiceStub(self._channel(identity))
+
+    def admin(self, identity: Caller | None = ADMIN) -> registry_pb2_grpc.RegistryAdminServiceStub:
+        return registry_pb2_grpc.RegistryAdminServiceStub(self._channel(identity))
+
+    async def close(self) -> None:
+        for channel in self._channels:
+            await channel.close()
+
+
+@pytest.fixture
+async def client(service: RegistryService) -> AsyncIterator[Client]:
+    server = await start_server(service)
+    assert server.port is not None
+    client = Client(server.port)
+    admin = client.admin()
+    await admin.RegisterMessenger(registry_pb2.RegisterMessengerRequest(messenger_id="alpha"))
+    await admin.RegisterMessenger(registry_pb2.RegisterMessengerRequest(messenger_id="beta"))
+    await admin.CreateSubscriber(
+        registry_pb2.CreateSubscriberRequest(phone_number=NUMBER, contract_id="BEE-1")
+    )
+    yield client
+    await client.close()
+    await server.stop(None)
+
+
+_request_ids = (f"req-{n}" for n in itertools.count())
+
+
+async def verify(
+    client: Client, identity: Caller | None = ALPHA, number: str = NUMBER, request_id: str = ""
+) -> registry_pb2.VerifySubscriberResponse:
+    return await client.registry(identity).VerifySubscriber(
+        registry_pb2.VerifySubscriberRequest(
+            request_id=request_id or next(_request_ids), phone_number=number
+        ),
+        timeout=10,
+    )
+
+
+async def status_of(call: Awaitable[Any]) -> grpc.aio.AioRpcError:
+    with pytest.raises(grpc.aio.AioRpcError) as failed:
+        await call
+    return failed.value
+
+
+# --- RegistryService --------------------------------------------------------------------------
+
+
+async def test_verify_identifies_the_subscriber_with_a_code(client: Client) -> None:
+    reply = await verify(client, request_id="r1")
+    assert reply.result == registry_pb2.VERIFICATION_RESULT_IDENTIFIED
+    assert len(reply.identification_code) == 32
+    assert reply.operator_id == OPERATOR
+    assert from_timestamp(reply.identified_at) == START
+    assert reply.recipient_operator_id == ""
+    assert await verify(client, request_id="r1") == reply
+    again = await verify(client, request_id="r2")
+    assert again.identification_code == reply.identification_code
+    other = await verify(client, identity=BETA)
+    assert other.identification_code != reply.identification_code
+
+
+async def test_verify_answers_no_subscriber_without_a_code(client: Client) -> None:
+    reply = await verify(client, number=OTHER_NUMBER)
+    assert reply.result == registry_pb2.VERIFICATION_RESULT_NO_SUBSCRIBER
+    assert reply.identification_code == ""
+    assert not reply.HasField("identified_at")
+    assert reply.operator_id == OPERATOR
+
+
+async def test_verify_by_a_messenger_without_agreement_is_permission_denied(
+    client: Client, store: RegistryStore
+) -> None:
+    stranger = Caller(Kind.MESSENGER, "stranger")
+    error = await status_of(verify(client, identity=stranger))
+    assert error.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert error.details() == (
+        "messenger stranger has no active identification agreement with operator beeline: "
+        "ask the operator to register it"
+    )
+    await client.admin().SuspendMessenger(registry_pb2.SuspendMessengerRequest(messenger_id="beta"))
+    error = await status_of(verify(client, identity=BETA))
+    assert error.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "+7" not in (error.details() or "")
+    assert await store.count_bindings() == 0
+
+
+@pytest.mark.parametrize(
+    ("identity", "code"),
+    [
+        (None, grpc.StatusCode.UNAUTHENTICATED),
+        (Caller(Kind.MESSENGER, "alpha", Role.FRONTEND), grpc.StatusCode.PERMISSION_DENIED),
+        (Caller(Kind.OPERATOR, OPERATOR), grpc.StatusCode.PERMISSION_DENIED),
+        (ADMIN, grpc.StatusCode.PERMISSION_DENIED),
+    ],
+)
+async def test_verify_requires_a_messenger_service_identity(
+    client: Client, identity: Caller | None, code: grpc.StatusCode
+) -> None:
+    assert (await status_of(verify(client, identity=identity))).code() == code
+
+
+@pytest.mark.parametrize(
+    ("request_id", "number"),
+    [("bad id", NUMBER), ("x" * 65, NUMBER), ("ok", "89031234567"), ("ok", "+7903")],
+)
+async def test_verify_with_malformed_input_is_invalid_argument_and_records_nothing(
+    client: Client, store: RegistryStore, request_id: str, number: str
+) -> None:
+    error = await status_of(verify(client, request_id=request_id, number=number))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert await store.count_verifications() == 0
+
+
+async def test_verify_past_the_deadline_is_deadline_exceeded_and_records_nothing(
+    store: RegistryStore, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The server's clock jumps past the caller's deadline while the answer is prepared.
+    monotonic = [0.0]
+    service = RegistryService(
+        store, operator_id=OPERATOR, clock=clock, monotonic=lambda: monotonic[0]
+    )
+    written = RegistryTx.add_verification
+
+    async def slow(self: RegistryTx, answer: Any) -> None:
+        await written(self, answer)
+        monotonic[0] += 1_000.0
+
+    monkeypatch.setattr(RegistryTx, "add_verification", slow)
+    await service.register_messenger("alpha")
+    await service.create_subscriber(NUMBER, "BEE-1")
+    server = await start_server(service)
+    assert server.port is not None
+    client = Client(server.port)
+    try:
+        error = await status_of(verify(client))
+        assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert await store.count_bindings() == 0
+        assert await store.count_verifications() == 0
+    finally:
+        await client.close()
+        await server.stop(None)
+
+
+# --- RegistryAdminService ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("identity", "code"),
+    [
+        (None, grpc.StatusCode.UNAUTHENTICATED),
+        (Caller(Kind.OPERATOR, "megafon", Role.ADMIN), grpc.StatusCode.PERMISSION_DENIED),
+        (Caller(Kind.OPERATOR, OPERATOR), grpc.StatusCode.PERMISSION_DENIED),
+        (Caller(Kind.MESSENGER, "alpha", Role.ADMIN), grpc.StatusCode.PERMISSION_DENIED),
+    ],
+)
+async def test_admin_calls_require_this_operators_admin_identity(
+    client: Client, identity: Caller | None, code: grpc.StatusCode
+) -> None:
+    admin = client.admin(identity)
+    calls = [
+        admin.ListMessengers(registry_pb2.ListMessengersRequest()),
+        admin.GetSubscriber(registry_pb2.GetSubscriberRequest(phone_number=NUMBER)),
+        admin.TerminateContract(registry_pb2.TerminateContractRequest(phone_number=NUMBER)),
+    ]
+    for call in calls:
+        assert (await status_of(call)).code() == code
+    reply = await client.admin().GetSubscriber(
+        registry_pb2.GetSubscriberRequest(phone_number=NUMBER)
+    )
+    assert reply.subscriber.state == registry_pb2.CONTRACT_STATE_ACTIVE
+
+
+async def test_create_and_get_subscriber(client: Client) -> None:
+    admin = client.admin()
+    activated = Timestamp(seconds=1_705_276_800)  # 2024-01-15T00:00:00Z
+    created = await admin.CreateSubscriber(
+        registry_pb2.CreateSubscriberRequest(
+            phone_number="8 905 111-22-33", contract_id="BEE-2", activated_at=activated
+        )
+    )
+    assert created.subscriber.phone_number == OTHER_NUMBER
+    assert created.subscriber.activated_at == activated
+    assert not created.subscriber.HasField("terminated_at")
+    assert created.subscriber.termination_reason == events_pb2.TERMINATION_REASON_UNSPECIFIED
+
+    code = (await verify(client, number=OTHER_NUMBER)).identification_code
+    got = await admin.GetSubscriber(registry_pb2.GetSubscriberRequest(phone_number=OTHER_NUMBER))
+    assert got.subscriber.contract_id == "BEE-2"
+    assert [(b.messenger_id, b.identification_code) for b in got.subscriber.bindings] == [
+        ("alpha", code)
+    ]
+
+
+async def test_create_subscriber_conflicts_are_already_exists(client: Client) -> None:
+    admin = client.admin()
+    for number, contract_id in [(NUMBER, "BEE-9"), (OTHER_NUMBER, "BEE-1")]:
+        error = await status_of(
+            admin.CreateSubscriber(
+                registry_pb2.CreateSubscriberRequest(phone_number=number, contract_id=contract_id)
+            )
+        )
+        assert error.code() == grpc.StatusCode.ALREADY_EXISTS
+
+
+async def test_admin_bad_input_is_invalid_argument(client: Client) -> None:
+    admin = client.admin()
+    calls = [
+        admin.CreateSubscriber(
+            registry_pb2.CreateSubscriberRequest(phone_number="+74951234567", contract_id="X")
+        ),
+        admin.CreateSubscriber(
+            registry_pb2.CreateSubscriberRequest(phone_number=OTHER_NUMBER, contract_id="")
+        ),
+        admin.RegisterMessenger(registry_pb2.RegisterMessengerRequest(messenger_id="")),
+        admin.GetSubscriber(registry_pb2.GetSubscriberRequest(phone_number="nope")),
+        admin.TerminateContract(
+            registry_pb2.TerminateContractRequest(phone_number=NUMBER, reason=99)  # type: ignore[arg-type]
+        ),
+    ]
+    for call in calls:
+        assert (await status_of(call)).code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_unknown_number_and_messenger_are_not_found(client: Client) -> None:
+    admin = client.admin()
+    calls = [
+        admin.GetSubscriber(registry_pb2.GetSubscriberRequest(phone_number=OTHER_NUMBER)),
+        admin.TerminateContract(registry_pb2.TerminateContractRequest(phone_number=OTHER_NUMBER)),
+        admin.SuspendMessenger(registry_pb2.SuspendMessengerRequest(messenger_id="nobody")),
+    ]
+    for call in calls:
+        assert (await status_of(call)).code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_terminate_queues_notices_and_a_second_terminate_fails(
+    client: Client, service: RegistryService
+) -> None:
+    await verify(client, identity=ALPHA)
+    await verify(client, identity=BETA)
+    admin = client.admin()
+    reply = await admin.TerminateContract(
+        registry_pb2.TerminateContractRequest(
+            phone_number=NUMBER, reason=events_pb2.TERMINATION_REASON_PORTED_OUT
+        )
+    )
+    assert reply.notices_queued == 2
+    assert reply.subscriber.state == registry_pb2.CONTRACT_STATE_TERMINATED
+    assert reply.subscriber.termination_reason == events_pb2.TERMINATION_REASON_PORTED_OUT
+    assert len(reply.subscriber.bindings) == 2
+    assert await service.count_pending_notices() == 2
+
+    error = await status_of(
+        admin.TerminateContract(registry_pb2.TerminateContractRequest(phone_number=NUMBER))
+    )
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "already terminated on" in (error.details() or "")
+    after = await verify(client)
+    assert after.result == registry_pb2.VERIFICATION_RESULT_NO_SUBSCRIBER
+
+
+async def test_terminate_defaults_to_contract_ended(client: Client) -> None:
+    reply = await client.admin().TerminateContract(
+        registry_pb2.TerminateContractRequest(phone_number=NUMBER)
+    )
+    assert reply.subscriber.termination_reason == events_pb2.TERMINATION_REASON_CONTRACT_ENDED
+    assert reply.notices_queued == 0
+
+
+async def test_register_suspend_and_list_messengers(client: Client) -> None:
+    admin = client.admin()
+    registered = await admin.RegisterMessenger(
+        registry_pb2.RegisterMessengerRequest(messenger_id="gamma", display_name="Gamma")
+    )
+    assert registered.agreement.state == registry_pb2.AGREEMENT_STATE_ACTIVE
+    suspended = await admin.SuspendMessenger(
+        registry_pb2.SuspendMessengerRequest(messenger_id="gamma")
+    )
+    assert suspended.agreement.state == registry_pb2.AGREEMENT_STATE_SUSPENDED
+    listed = await admin.ListMessengers(registry_pb2.ListMessengersRequest())
+    assert [(a.messenger_id, a.display_name, a.state) for a in listed.agreements] == [
+        ("alpha", "alpha", registry_pb2.AGREEMENT_STATE_ACTIVE),
+        ("beta", "beta", registry_pb2.AGREEMENT_STATE_ACTIVE),
+        ("gamma", "Gamma", registry_pb2.AGREEMENT_STATE_SUSPENDED),
+    ]
+
+
+async def test_verify_without_a_deadline_is_answered(client: Client) -> None:
+    reply = await client.registry(ALPHA).VerifySubscriber(
+        registry_pb2.VerifySubscriberRequest(request_id="no-deadline", phone_number=NUMBER)
+    )
+    assert reply.result == registry_pb2.VERIFICATION_RESULT_IDENTIFIED
