@@ -43,19 +43,25 @@ def _with_metadata(details: Any, identity: Caller | None) -> Any:
     return details._replace(metadata=metadata)
 
 
-class _MetadataInterceptor(
-    grpc.aio.UnaryUnaryClientInterceptor,
-    grpc.aio.UnaryStreamClientInterceptor,
-    grpc.aio.StreamUnaryClientInterceptor,
-):
+class _UnaryUnary(grpc.aio.UnaryUnaryClientInterceptor):
     def __init__(self, identity: Caller | None) -> None:
         self._identity = identity
 
     async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
         return await continuation(_with_metadata(details, self._identity), request)
 
+
+class _UnaryStream(grpc.aio.UnaryStreamClientInterceptor):
+    def __init__(self, identity: Caller | None) -> None:
+        self._identity = identity
+
     async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
         return await continuation(_with_metadata(details, self._identity), request)
+
+
+class _StreamUnary(grpc.aio.StreamUnaryClientInterceptor):
+    def __init__(self, identity: Caller | None) -> None:
+        self._identity = identity
 
     async def intercept_stream_unary(
         self, continuation: Any, details: Any, request_iterator: Any
@@ -76,5 +82,7 @@ def open_channel(
     return grpc.aio.insecure_channel(
         target,
         options=list(merged.items()),
-        interceptors=[_MetadataInterceptor(identity)],
+        # grpc.aio files each interceptor under the first call kind it implements only, so each
+        # kind needs its own object.
+        interceptors=[_UnaryUnary(identity), _UnaryStream(identity), _StreamUnary(identity)],
     )

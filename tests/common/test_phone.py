@@ -26,7 +26,7 @@ def test_unusable_numbers_are_refused_with_the_problem_named(raw: str, problem: 
 
 def test_wire_form_must_already_be_e164() -> None:
     assert require_e164("+79031234567") == "+79031234567"
-    with pytest.raises(InvalidPhoneNumber, match="E.164"):
+    with pytest.raises(InvalidPhoneNumber, match=r"E\.164"):
         require_e164("89031234567")
 
 

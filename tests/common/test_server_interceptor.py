@@ -8,6 +8,7 @@ from typing import Any
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from idmesh.notifier.v1 import notifier_pb2, notifier_pb2_grpc
 from idmesh.registry.v1 import registry_pb2, registry_pb2_grpc
 
 from services.common.channels import open_channel
@@ -65,7 +66,9 @@ async def test_domain_error_maps_to_its_status_with_trailers(server_and_fake: An
     async with open_channel(f"127.0.0.1:{server.port}", identity=None) as channel:
         stub = registry_pb2_grpc.RegistryServiceStub(channel)
         with pytest.raises(grpc.aio.AioRpcError) as e:
-            await stub.VerifySubscriber(registry_pb2.VerifySubscriberRequest(phone_number="unknown"))
+            await stub.VerifySubscriber(
+                registry_pb2.VerifySubscriberRequest(phone_number="unknown")
+            )
     assert e.value.code() == grpc.StatusCode.NOT_FOUND
     assert e.value.details() == "no such number"
     trailers = dict(e.value.trailing_metadata() or ())
@@ -131,3 +134,32 @@ async def test_health_is_not_serving_until_set_serving_and_after_stop() -> None:
             assert (await stub.Check(check)).status == health_pb2.HealthCheckResponse.NOT_SERVING
     finally:
         await server.stop(None)
+
+
+async def test_streaming_calls_carry_identity_and_request_id() -> None:
+    """grpc.aio applies a client interceptor to one call kind only: each kind must get ours."""
+    seen: list[Caller | None] = []
+
+    class Notifier(notifier_pb2_grpc.NotifierServiceServicer):
+        async def Subscribe(self, request: Any, context: Any) -> AsyncIterator[Any]:
+            seen.append(current_caller())
+            yield notifier_pb2.SubscribeResponse(
+                progress=notifier_pb2.ProgressMark(head_seq=len(current_request_id() or ""))
+            )
+
+    server = GrpcServer(name="test", bind="127.0.0.1:0", errors=ErrorTable({}))
+    server.add(
+        notifier_pb2_grpc.add_NotifierServiceServicer_to_server,
+        Notifier(),
+        service_name(notifier_pb2.DESCRIPTOR, "NotifierService"),
+    )
+    port = await server.start()
+    try:
+        identity = Caller(Kind.MESSENGER, "alpha")
+        async with open_channel(f"127.0.0.1:{port}", identity=identity) as channel:
+            stub = notifier_pb2_grpc.NotifierServiceStub(channel)
+            items = [i async for i in stub.Subscribe(notifier_pb2.SubscribeRequest())]
+    finally:
+        await server.stop(None)
+    assert seen == [identity]
+    assert items[0].progress.head_seq > 0  # a request id reached the handler

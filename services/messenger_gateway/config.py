@@ -1,0 +1,137 @@
+"""The gateway's configuration, from IDMESH_* environment variables (fail fast, name the variable).
+
+IDMESH_MESSENGER_ID                  this messenger's id (required)
+IDMESH_DB_PATH                       the SQLite file (required)
+IDMESH_OPERATORS                     operator id -> registry address (required):
+                                     "beeline=127.0.0.1:50051,megafon=127.0.0.1:50052"
+IDMESH_CARRIERS                      carrier name -> operator id: "Beeline=beeline"
+                                     (default none)
+IDMESH_NUMBERING_PLAN                Rossvyaz range table (optional; loaded at start)
+IDMESH_NOTIFIER_ADDRESS              the notifier (required)
+IDMESH_SMS_OUTBOX                    dev SMS channel file (default <DB dir>/sms-outbox.jsonl)
+IDMESH_VERIFICATION_WINDOW_SECONDS   the operator's answer is due within (default 1200)
+IDMESH_OTP_TTL_SECONDS               one-time code lifetime (default 300)
+IDMESH_OTP_MAX_ATTEMPTS              wrong codes allowed (default 5)
+IDMESH_VERIFY_RETRY_INITIAL_SECONDS  retry of an unavailable operator (default 0.2)
+IDMESH_VERIFY_RETRY_MAX_SECONDS      ... capped at (default 10)
+IDMESH_NOTIFIER_RETRY_INITIAL_SECONDS  reconnect to the notifier (default 0.5)
+IDMESH_NOTIFIER_RETRY_MAX_SECONDS      ... capped at (default 30)
+IDMESH_DB_SYNCHRONOUS                SQLite synchronous: NORMAL (default) or FULL, ...
+plus ServerSettings: IDMESH_BIND (default 127.0.0.1:50070), IDMESH_LOG_LEVEL, ...
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from services.common.config import ConfigError, Env, ServerSettings
+from services.common.errors import InvalidInput
+from services.common.identity import validate_id
+from services.messenger_gateway.routing import NumberingPlan, NumberingPlanError
+
+DEFAULT_BIND = "127.0.0.1:50070"
+SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayConfig:
+    server: ServerSettings
+    messenger_id: str
+    db_path: Path
+    operators: Mapping[str, str]  # operator id -> registry address
+    carriers: Mapping[str, str]  # carrier name -> operator id
+    notifier_address: str
+    sms_outbox: Path
+    numbering_plan: NumberingPlan | None = field(default=None, repr=False)
+    numbering_plan_path: Path | None = None
+    verification_window_seconds: float = 1200.0
+    otp_ttl_seconds: float = 300.0
+    otp_max_attempts: int = 5
+    verify_retry_initial_seconds: float = 0.2
+    verify_retry_max_seconds: float = 10.0
+    notifier_retry_initial_seconds: float = 0.5
+    notifier_retry_max_seconds: float = 30.0
+    db_synchronous: str = "NORMAL"
+
+    @classmethod
+    def from_env(cls, env: Env) -> GatewayConfig:
+        server = ServerSettings.from_env(env, default_bind=DEFAULT_BIND)
+        messenger_id = env.str("MESSENGER_ID")
+        try:
+            validate_id(messenger_id, env.name("MESSENGER_ID"))
+        except InvalidInput as exc:
+            raise ConfigError(exc.message) from None
+        db_path = env.path("DB_PATH")
+        operators: dict[str, str] = env.mapping("OPERATORS")
+        for operator_id, address in operators.items():
+            try:
+                validate_id(operator_id, "operator id")
+            except InvalidInput as exc:
+                raise ConfigError(f"{env.name('OPERATORS')}: {exc.message}") from None
+            _require_address(env, "OPERATORS", address, f" (operator {operator_id})")
+        carriers: dict[str, str] = env.mapping("CARRIERS", {})
+        seen: dict[str, str] = {}
+        for name, operator_id in carriers.items():
+            if operator_id not in operators:
+                raise ConfigError(
+                    f"{env.name('CARRIERS')}: {name}={operator_id} names operator "
+                    f"{operator_id!r}, which is not in {env.name('OPERATORS')} "
+                    f"({', '.join(sorted(operators))})"
+                )
+            key = " ".join(name.split()).casefold()
+            if key in seen:
+                raise ConfigError(
+                    f"{env.name('CARRIERS')}: carrier names {seen[key]!r} and {name!r} are the "
+                    "same ignoring case"
+                )
+            seen[key] = name
+        notifier_address = env.str("NOTIFIER_ADDRESS")
+        _require_address(env, "NOTIFIER_ADDRESS", notifier_address)
+        plan_path: Path | None = None
+        plan: NumberingPlan | None = None
+        raw_plan = env.str("NUMBERING_PLAN", "")
+        if raw_plan:
+            plan_path = Path(raw_plan)
+            try:
+                plan = NumberingPlan.load(plan_path)
+            except NumberingPlanError as exc:
+                raise ConfigError(f"{env.name('NUMBERING_PLAN')}: {exc}") from None
+        synchronous = env.str("DB_SYNCHRONOUS", "NORMAL").upper()
+        if synchronous not in SYNCHRONOUS_MODES:
+            raise ConfigError(
+                f"{env.name('DB_SYNCHRONOUS')}: expected one of {', '.join(SYNCHRONOUS_MODES)}, "
+                f"got {synchronous!r}"
+            )
+        retry_initial = env.float("VERIFY_RETRY_INITIAL_SECONDS", 0.2, minimum=0.001)
+        retry_max = env.float("VERIFY_RETRY_MAX_SECONDS", 10.0, minimum=retry_initial)
+        notifier_initial = env.float("NOTIFIER_RETRY_INITIAL_SECONDS", 0.5, minimum=0.001)
+        notifier_max = env.float("NOTIFIER_RETRY_MAX_SECONDS", 30.0, minimum=notifier_initial)
+        return cls(
+            server=server,
+            messenger_id=messenger_id,
+            db_path=db_path,
+            operators=operators,
+            carriers=carriers,
+            notifier_address=notifier_address,
+            sms_outbox=env.path("SMS_OUTBOX", db_path.parent / "sms-outbox.jsonl"),
+            numbering_plan=plan,
+            numbering_plan_path=plan_path,
+            verification_window_seconds=env.float(
+                "VERIFICATION_WINDOW_SECONDS", 1200.0, minimum=0.1
+            ),
+            otp_ttl_seconds=env.float("OTP_TTL_SECONDS", 300.0, minimum=1),
+            otp_max_attempts=env.int("OTP_MAX_ATTEMPTS", 5, minimum=1, maximum=100),
+            verify_retry_initial_seconds=retry_initial,
+            verify_retry_max_seconds=retry_max,
+            notifier_retry_initial_seconds=notifier_initial,
+            notifier_retry_max_seconds=notifier_max,
+            db_synchronous=synchronous,
+        )
+
+
+def _require_address(env: Env, key: str, address: str, what: str = "") -> None:
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) <= 65535:
+        raise ConfigError(f"{env.name(key)}: expected host:port{what}, got {address!r}")

@@ -1,0 +1,297 @@
+"""The gateway's domain: identification states and reasons, the one-time code, domain errors.
+
+An identification moves
+
+    AWAITING_CODE --right code--> VERIFYING --operator: identified--> IDENTIFIED --notice--> REVOKED
+          |                           |
+          +-- expired / too many ---->+-- no subscriber / refused / timeout / no operator
+                                      v
+                                NOT_COMPLETED
+
+and any unfinished or IDENTIFIED identification ends (NUMBER_CHANGED) when the user starts a
+new one. Only IDENTIFIED lets the user send messages.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+from services.common.errors import DomainError, InvalidInput
+
+USER_ID_MAX_LENGTH = 128
+CODE_DIGITS = 6
+
+
+class State(StrEnum):
+    AWAITING_CODE = "AWAITING_CODE"
+    VERIFYING = "VERIFYING"
+    IDENTIFIED = "IDENTIFIED"
+    NOT_COMPLETED = "NOT_COMPLETED"
+    REVOKED = "REVOKED"
+
+    @property
+    def in_progress(self) -> bool:
+        return self in (State.AWAITING_CODE, State.VERIFYING)
+
+
+class Reason(StrEnum):
+    UNSPECIFIED = "UNSPECIFIED"
+    NO_SUBSCRIBER = "NO_SUBSCRIBER"
+    OPERATOR_TIMEOUT = "OPERATOR_TIMEOUT"
+    NO_OPERATOR = "NO_OPERATOR"
+    AGREEMENT_REFUSED = "AGREEMENT_REFUSED"
+    CODE_EXPIRED = "CODE_EXPIRED"
+    TOO_MANY_ATTEMPTS = "TOO_MANY_ATTEMPTS"
+    CONTRACT_TERMINATED = "CONTRACT_TERMINATED"
+    PORTED_OUT = "PORTED_OUT"
+    NOT_IDENTIFIED = "NOT_IDENTIFIED"
+    NUMBER_CHANGED = "NUMBER_CHANGED"
+
+
+REASON_TEXT: dict[Reason, str] = {
+    Reason.UNSPECIFIED: "no reason recorded",
+    Reason.NO_SUBSCRIBER: "the mobile operator has no subscriber under a contract for the number",
+    Reason.OPERATOR_TIMEOUT: "the mobile operator did not answer within the verification window",
+    Reason.NO_OPERATOR: "no mobile operator this messenger works with serves the number",
+    Reason.AGREEMENT_REFUSED: "the mobile operator has no identification agreement with "
+    "this messenger",
+    Reason.CODE_EXPIRED: "the one-time code expired before it was confirmed",
+    Reason.TOO_MANY_ATTEMPTS: "the one-time code was entered wrongly too many times",
+    Reason.CONTRACT_TERMINATED: "the mobile operator reported that the subscriber's contract ended",
+    Reason.PORTED_OUT: "the mobile operator reported that the number moved to another operator",
+    Reason.NOT_IDENTIFIED: "the user is not identified",
+    Reason.NUMBER_CHANGED: "the user changed number or started a new identification",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Identification:
+    """One identification attempt of a user; the user's current one is the latest."""
+
+    identification_id: str
+    user_id: str
+    phone_number: str  # E.164
+    state: State
+    reason: Reason
+    operator_id: str  # the routed operator, then the answering one; "" when none serves it
+    started_at: datetime
+    code_expires_at: datetime
+    attempts_left: int
+    verification_deadline: datetime | None = None
+    completed_at: datetime | None = None
+    request_id: str | None = None  # the VerifySubscriber request id, fixed once VERIFYING
+    identification_code: str | None = field(default=None, repr=False)
+    code_hash: str = field(default="", repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Access:
+    """The answer to "may this user send messages?"."""
+
+    allowed: bool
+    reason: Reason
+    message: str
+    state: State | None
+
+
+def decide_access(user_id: str, current: Identification | None) -> Access:
+    if current is None:
+        return Access(
+            False,
+            Reason.NOT_IDENTIFIED,
+            f"user {user_id!r} has no identification: start one with StartIdentification",
+            None,
+        )
+    if current.state is State.IDENTIFIED:
+        return Access(True, Reason.UNSPECIFIED, f"user {user_id!r} is identified", current.state)
+    if current.state.in_progress:
+        step = (
+            "confirm the one-time code sent by SMS"
+            if current.state is State.AWAITING_CODE
+            else "the mobile operator is being asked; try again shortly"
+        )
+        return Access(
+            False,
+            Reason.NOT_IDENTIFIED,
+            f"user {user_id!r} is not identified yet: {step}",
+            current.state,
+        )
+    what = (
+        "identification was not completed"
+        if current.state is State.NOT_COMPLETED
+        else ("identification was revoked")
+    )
+    return Access(
+        False,
+        current.reason,
+        f"user {user_id!r}'s {what}: {REASON_TEXT[current.reason]}; identify again",
+        current.state,
+    )
+
+
+# --- the operator's answer -------------------------------------------------------------------
+
+
+class Verdict(StrEnum):
+    IDENTIFIED = "IDENTIFIED"
+    NO_SUBSCRIBER = "NO_SUBSCRIBER"
+    REFUSED = "REFUSED"  # no active identification agreement (PERMISSION_DENIED)
+    TIMED_OUT = "TIMED_OUT"  # the operator's deadline passed (DEADLINE_EXCEEDED)
+
+
+@dataclass(frozen=True, slots=True)
+class OperatorAnswer:
+    verdict: Verdict
+    operator_id: str = ""
+    identification_code: str = field(default="", repr=False)
+
+
+class OperatorUnavailable(Exception):
+    """The operator could not be asked this time (down, overloaded, ...); worth retrying."""
+
+
+# --- notices from the notifier ---------------------------------------------------------------
+
+
+class TerminationKind(StrEnum):
+    CONTRACT_ENDED = "CONTRACT_ENDED"
+    PORTED_OUT = "PORTED_OUT"
+
+
+@dataclass(frozen=True, slots=True)
+class TerminationNotice:
+    seq: int
+    event_id: str
+    operator_id: str
+    messenger_id: str
+    identification_code: str = field(repr=False)
+    kind: TerminationKind
+
+    @property
+    def revocation_reason(self) -> Reason:
+        if self.kind is TerminationKind.PORTED_OUT:
+            return Reason.PORTED_OUT
+        return Reason.CONTRACT_TERMINATED
+
+
+@dataclass(frozen=True, slots=True)
+class NoticeResult:
+    applied: bool  # False: the event id was already in the inbox
+    revoked: int  # identifications revoked by it
+    cursor: int  # the persisted cursor afterwards
+
+
+# --- one-time codes --------------------------------------------------------------------------
+
+
+def new_code() -> str:
+    """A uniformly random six-digit one-time code."""
+    return f"{secrets.randbelow(10**CODE_DIGITS):0{CODE_DIGITS}d}"
+
+
+@dataclass(frozen=True, slots=True)
+class CodeHasher:
+    """Stores one-time codes only as salted scrypt hashes: "scrypt$n$r$p$salt$hash" (hex).
+
+    A six-digit code has little entropy, so the hash is slow on purpose; the parameters travel
+    with each hash, so a changed cost still verifies old rows."""
+
+    n: int = 2**14
+    r: int = 8
+    p: int = 1
+
+    def hash(self, code: str) -> str:
+        salt = secrets.token_bytes(16)
+        digest = _scrypt(code, salt, self.n, self.r, self.p)
+        return f"scrypt${self.n}${self.r}${self.p}${salt.hex()}${digest.hex()}"
+
+    @staticmethod
+    def matches(code: str, stored: str) -> bool:
+        try:
+            scheme, n, r, p, salt, digest = stored.split("$")
+            if scheme != "scrypt":
+                return False
+            actual = _scrypt(code, bytes.fromhex(salt), int(n), int(r), int(p))
+        except ValueError:
+            return False
+        return hmac.compare_digest(actual, bytes.fromhex(digest))
+
+
+def _scrypt(code: str, salt: bytes, n: int, r: int, p: int) -> bytes:
+    return hashlib.scrypt(
+        code.encode(), salt=salt, n=n, r=r, p=p, dklen=32, maxmem=256 * n * r + 1024 * 1024
+    )
+
+
+# --- input rules -----------------------------------------------------------------------------
+
+
+def validate_user_id(user_id: str) -> str:
+    if not user_id or len(user_id) > USER_ID_MAX_LENGTH:
+        raise InvalidInput(
+            f"user_id must be 1 to {USER_ID_MAX_LENGTH} characters, got {len(user_id or '')}: "
+            "give the messenger's identifier of the user"
+        )
+    if not user_id.isprintable() or user_id.strip() == "":
+        raise InvalidInput(
+            "user_id must be printable characters (no control characters, not only spaces)"
+        )
+    return user_id
+
+
+def validate_code_format(code: str) -> str:
+    if len(code) != CODE_DIGITS or not code.isascii() or not code.isdigit():
+        raise InvalidInput(
+            f"code must be the {CODE_DIGITS} digits sent by SMS, got {len(code)} characters"
+        )
+    return code
+
+
+# --- domain errors ---------------------------------------------------------------------------
+
+
+class IdentificationNotFound(DomainError):
+    """No such identification, or the user has none."""
+
+
+class PreconditionFailed(DomainError):
+    """The identification is not in a state that allows this."""
+
+
+class WrongState(PreconditionFailed):
+    pass
+
+
+class CodeExpired(PreconditionFailed):
+    pass
+
+
+class WrongCode(PreconditionFailed):
+    pass
+
+
+class SameNumber(InvalidInput):
+    pass
+
+
+class SmsNotSent(DomainError):
+    """The one-time code could not be sent; the caller may start again."""
+
+
+def wrong_state_error(ident: Identification) -> WrongState:
+    match ident.state:
+        case State.VERIFYING:
+            todo = "the code was already accepted and the operator is being asked; poll "
+            todo += "GetIdentification"
+        case State.IDENTIFIED:
+            todo = "the user is already identified; nothing to confirm"
+        case _:
+            todo = f"it ended ({REASON_TEXT[ident.reason]}); start a new identification"
+    return WrongState(
+        f"identification {ident.identification_id} is {ident.state}, not AWAITING_CODE: {todo}"
+    )

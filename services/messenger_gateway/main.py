@@ -1,0 +1,142 @@
+"""Bootstrap: config -> logging -> store -> routing, SMS, registries -> service -> server.
+
+`python -m services.messenger_gateway` (see config.py for the environment variables).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+
+from idmesh.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+
+from services.common.backoff import Backoff
+from services.common.channels import open_channel
+from services.common.db import Database
+from services.common.identity import Caller, Kind
+from services.common.logging import get_logger
+from services.common.runner import run_main, serve
+from services.common.server import GrpcServer, service_name
+from services.common.timeutil import Clock, SystemClock
+from services.messenger_gateway.config import GatewayConfig
+from services.messenger_gateway.grpc_api import ERRORS, GatewayServicer
+from services.messenger_gateway.notices import NoticeConsumer
+from services.messenger_gateway.registry_client import RegistryClients
+from services.messenger_gateway.routing import build_router
+from services.messenger_gateway.service import GatewayService, GatewaySettings
+from services.messenger_gateway.sms import FileSmsSender
+from services.messenger_gateway.store import MIGRATIONS, GatewayStore
+
+NAME = "messenger_gateway"
+log = get_logger("idmesh.gateway.main")
+
+
+@dataclass
+class Gateway:
+    """The running parts, for tests and for the wiring below."""
+
+    config: GatewayConfig
+    store: GatewayStore
+    service: GatewayService
+    consumer: NoticeConsumer
+    consumer_task: asyncio.Task[None]
+
+
+@asynccontextmanager
+async def open_gateway(
+    config: GatewayConfig, server: GrpcServer, *, clock: Clock | None = None
+) -> AsyncIterator[Gateway]:
+    """Open the store, build the service, add the servicer to server, resume pending
+    verifications and start the notice consumer; undo it all on exit."""
+    identity = Caller(Kind.MESSENGER, config.messenger_id)
+    async with AsyncExitStack() as stack:
+        db = await Database.open(config.db_path, MIGRATIONS, synchronous=config.db_synchronous)
+        stack.push_async_callback(db.close)
+        store = GatewayStore(db)
+        router = build_router(
+            config.numbering_plan, carriers=config.carriers, operators=config.operators
+        )
+        registries = RegistryClients(config.operators, identity=identity)
+        stack.push_async_callback(registries.close)
+        service = GatewayService(
+            GatewaySettings(
+                messenger_id=config.messenger_id,
+                verification_window=timedelta(seconds=config.verification_window_seconds),
+                otp_ttl=timedelta(seconds=config.otp_ttl_seconds),
+                otp_max_attempts=config.otp_max_attempts,
+                verify_retry=Backoff(
+                    initial=config.verify_retry_initial_seconds,
+                    maximum=config.verify_retry_max_seconds,
+                ),
+            ),
+            store=store,
+            router=router,
+            sms=FileSmsSender(config.sms_outbox, clock=clock),
+            operators=registries,
+            clock=clock or SystemClock(),
+        )
+        stack.push_async_callback(service.close)
+        server.add(
+            gateway_pb2_grpc.add_GatewayServiceServicer_to_server,
+            GatewayServicer(service),
+            service_name(gateway_pb2.DESCRIPTOR, "GatewayService"),
+        )
+        log.info(
+            "gateway.configured",
+            messenger_id=config.messenger_id,
+            operators=sorted(config.operators),
+            carriers=dict(config.carriers),
+            routing_sources=router.sources,
+            numbering_plan=str(config.numbering_plan_path) if config.numbering_plan_path else None,
+            numbering_plan_ranges=len(config.numbering_plan) if config.numbering_plan else 0,
+            sms_outbox=str(config.sms_outbox),
+            verification_window_seconds=config.verification_window_seconds,
+        )
+        await service.resume_pending()
+        watchdog = asyncio.create_task(
+            service.run_watchdog(watchdog_interval(config.verification_window_seconds)),
+            name="verification-watchdog",
+        )
+        stack.push_async_callback(_cancel, watchdog)
+        notifier = open_channel(config.notifier_address, identity=identity)
+        stack.push_async_callback(notifier.close)
+        consumer = NoticeConsumer(
+            service,
+            notifier,
+            backoff=Backoff(
+                initial=config.notifier_retry_initial_seconds,
+                maximum=config.notifier_retry_max_seconds,
+            ),
+        )
+        consumer_task = asyncio.create_task(consumer.run(), name="notice-consumer")
+        stack.push_async_callback(_cancel, consumer_task)
+        yield Gateway(config, store, service, consumer, consumer_task)
+
+
+def watchdog_interval(window_seconds: float) -> float:
+    """How often the sweep for overdue verifications runs (each task is its own timer too)."""
+    return min(30.0, max(0.5, window_seconds / 4))
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+@asynccontextmanager
+async def wiring(config: GatewayConfig, server: GrpcServer) -> AsyncIterator[None]:
+    async with open_gateway(config, server):
+        yield
+
+
+async def run(config: GatewayConfig) -> None:
+    await serve(NAME, config, wiring, ERRORS)
+
+
+def main() -> None:
+    run_main(NAME, GatewayConfig.from_env, wiring, ERRORS)

@@ -1,0 +1,203 @@
+"""The notice consumer: the notifier's stream of ContractTerminated events for this messenger.
+
+One task per process. It subscribes after the persisted cursor, checks that sequence numbers
+follow on (seq = cursor + 1; anything else aborts the stream and resubscribes from the cursor),
+applies each notice exactly once (the service's inbox keyed by event id, the revocations and the
+cursor in one transaction), and acknowledges the cursor to the notifier (acks are batched: one in
+flight at a time covers everything applied meanwhile; a failed ack is retried). On any end or
+error of the stream it reconnects with jittered backoff. OUT_OF_RANGE (our cursor is below the
+notifier's retained floor or beyond its head) is logged as an error and retried, never skipped:
+skipping would lose revocations. Several gateway processes of one messenger may share the
+database and each subscribe; the inbox keeps the effect single.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Protocol
+
+import grpc
+from idmesh.events.v1 import events_pb2
+from idmesh.notifier.v1 import notifier_pb2, notifier_pb2_grpc
+
+from services.common.backoff import Backoff
+from services.common.logging import get_logger
+from services.messenger_gateway.domain import NoticeResult, TerminationKind, TerminationNotice
+
+log = get_logger("idmesh.gateway.notices")
+
+FLOOR_TRAILER = "idmesh-floor-seq"
+HEAD_TRAILER = "idmesh-head-seq"
+
+
+class NoticeHandler(Protocol):
+    @property
+    def messenger_id(self) -> str: ...
+
+    async def notice_cursor(self) -> int: ...
+
+    async def apply_notice(self, notice: TerminationNotice) -> NoticeResult: ...
+
+
+class SequenceGap(Exception):
+    def __init__(self, expected: int, got: int) -> None:
+        super().__init__(f"expected notice seq {expected}, got {got}")
+        self.expected = expected
+        self.got = got
+
+
+def to_notice(notice: notifier_pb2.Notice) -> TerminationNotice:
+    event = notice.event
+    kind = (
+        TerminationKind.PORTED_OUT
+        if event.reason == events_pb2.TERMINATION_REASON_PORTED_OUT
+        else TerminationKind.CONTRACT_ENDED
+    )
+    event_id = event.event_id
+    if not event_id:
+        log.error("notices.event_without_id", seq=notice.seq)
+        event_id = f"no-event-id:seq-{notice.seq}"
+    return TerminationNotice(
+        seq=notice.seq,
+        event_id=event_id,
+        operator_id=event.operator_id,
+        messenger_id=event.messenger_id,
+        identification_code=event.identification_code,
+        kind=kind,
+    )
+
+
+class NoticeConsumer:
+    def __init__(
+        self,
+        handler: NoticeHandler,
+        channel: grpc.aio.Channel,
+        *,
+        backoff: Backoff | None = None,
+        call_timeout: float = 10.0,
+    ) -> None:
+        self._handler = handler
+        self._stub = notifier_pb2_grpc.NotifierServiceStub(channel)
+        self._backoff = backoff or Backoff(initial=0.5, maximum=30.0)
+        self._call_timeout = call_timeout
+        self._ack_wanted = 0
+        self._ack_signal = asyncio.Event()
+        self.acked = 0  # the highest position the notifier confirmed
+        self.subscriptions = 0  # how many times Subscribe was called (for tests and metrics)
+        self._progressed = False
+
+    @property
+    def _messenger_id(self) -> str:
+        return self._handler.messenger_id
+
+    async def run(self) -> None:
+        """Consume until cancelled."""
+        acker = asyncio.create_task(self._ack_loop(), name="notice-acker")
+        try:
+            await self._subscribe_loop()
+        finally:
+            acker.cancel()
+            await asyncio.gather(acker, return_exceptions=True)
+
+    # --- the stream --------------------------------------------------------------------------
+
+    async def _subscribe_loop(self) -> None:
+        delays = self._backoff.delays()
+        while True:
+            self._progressed = False
+            try:
+                await self._stream_once()
+                log.info("notices.stream_ended")
+            except SequenceGap as gap:
+                log.warning(
+                    "notices.sequence_gap", expected=gap.expected, got=gap.got, action="resubscribe"
+                )
+            except grpc.aio.AioRpcError as exc:
+                self._log_rpc_error(exc)
+            except Exception:
+                log.exception("notices.stream_error")
+            if self._progressed:
+                delays = self._backoff.delays()
+            await asyncio.sleep(next(delays))
+
+    async def _stream_once(self) -> None:
+        cursor = await self._handler.notice_cursor()
+        self._want_ack(cursor)  # an ack lost before a reconnect is sent again
+        self.subscriptions += 1
+        log.info("notices.subscribing", after_seq=cursor)
+        call = self._stub.Subscribe(
+            notifier_pb2.SubscribeRequest(messenger_id=self._messenger_id, after_seq=cursor)
+        )
+        try:
+            async for item in call:
+                kind = item.WhichOneof("kind")
+                if kind == "notice":
+                    if item.notice.seq != cursor + 1:
+                        raise SequenceGap(cursor + 1, item.notice.seq)
+                    result = await self._handler.apply_notice(to_notice(item.notice))
+                    cursor = item.notice.seq
+                    self._progressed = True
+                    self._want_ack(result.cursor)
+                elif kind == "progress":
+                    head = item.progress.head_seq
+                    self._progressed = True
+                    if head < cursor:
+                        log.warning("notices.head_behind_cursor", head_seq=head, cursor=cursor)
+                    else:
+                        (log.info if head > cursor else log.debug)(
+                            "notices.progress", head_seq=head, cursor=cursor, lag=head - cursor
+                        )
+        finally:
+            call.cancel()
+
+    def _log_rpc_error(self, exc: grpc.aio.AioRpcError) -> None:
+        code = exc.code()
+        if code == grpc.StatusCode.OUT_OF_RANGE:
+            trailers = dict(exc.trailing_metadata() or ())
+            log.error(
+                "notices.cursor_out_of_range",
+                floor_seq=trailers.get(FLOOR_TRAILER),
+                head_seq=trailers.get(HEAD_TRAILER),
+                details=exc.details(),
+                action="retrying later; events are never skipped",
+            )
+        else:
+            log.warning("notices.stream_failed", status=code.name, details=exc.details())
+
+    # --- acks --------------------------------------------------------------------------------
+
+    def _want_ack(self, seq: int) -> None:
+        if seq > self._ack_wanted:
+            self._ack_wanted = seq
+        if self._ack_wanted > self.acked:
+            self._ack_signal.set()
+
+    async def _ack_loop(self) -> None:
+        delays = self._backoff.delays()
+        while True:
+            await self._ack_signal.wait()
+            self._ack_signal.clear()
+            target = self._ack_wanted
+            if target <= self.acked:
+                continue
+            try:
+                reply = await self._stub.Ack(
+                    notifier_pb2.AckRequest(messenger_id=self._messenger_id, up_to_seq=target),
+                    timeout=self._call_timeout,
+                )
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() == grpc.StatusCode.OUT_OF_RANGE:
+                    log.error("notices.ack_out_of_range", up_to_seq=target, details=exc.details())
+                    continue  # tried again with the next notice or reconnect
+                log.warning(
+                    "notices.ack_failed",
+                    up_to_seq=target,
+                    status=exc.code().name,
+                    details=exc.details(),
+                )
+                await asyncio.sleep(next(delays))
+                self._ack_signal.set()
+                continue
+            delays = self._backoff.delays()
+            self.acked = max(self.acked, target, reply.acked_seq)
+            log.debug("notices.acked", up_to_seq=target, acked_seq=reply.acked_seq)

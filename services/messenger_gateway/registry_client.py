@@ -1,0 +1,98 @@
+"""The operators' registries over gRPC: one cached channel per operator, closed at shutdown.
+
+Status codes become the service layer's terms:
+    OK                 -> OperatorAnswer(IDENTIFIED | NO_SUBSCRIBER)
+    PERMISSION_DENIED  -> OperatorAnswer(REFUSED): no identification agreement with us
+    DEADLINE_EXCEEDED  -> OperatorAnswer(TIMED_OUT): the window ended
+    anything else      -> OperatorUnavailable (retried while the window lasts)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import grpc
+from idmesh.registry.v1 import registry_pb2, registry_pb2_grpc
+
+from services.common.channels import open_channel
+from services.common.identity import Caller
+from services.common.logging import get_logger
+from services.messenger_gateway.domain import OperatorAnswer, OperatorUnavailable, Verdict
+
+log = get_logger("idmesh.gateway.registry")
+
+_EXPECTED_TRANSIENT = {
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+    grpc.StatusCode.ABORTED,
+    grpc.StatusCode.CANCELLED,
+}
+
+
+class RegistryClients:
+    def __init__(self, addresses: Mapping[str, str], *, identity: Caller) -> None:
+        self._addresses = dict(addresses)
+        self._identity = identity
+        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._stubs: dict[str, registry_pb2_grpc.RegistryServiceStub] = {}
+
+    def knows(self, operator_id: str) -> bool:
+        return operator_id in self._addresses
+
+    def _stub(self, operator_id: str) -> registry_pb2_grpc.RegistryServiceStub:
+        stub = self._stubs.get(operator_id)
+        if stub is None:
+            channel = open_channel(self._addresses[operator_id], identity=self._identity)
+            self._channels[operator_id] = channel
+            stub = self._stubs[operator_id] = registry_pb2_grpc.RegistryServiceStub(channel)
+        return stub
+
+    async def verify(
+        self, operator_id: str, *, request_id: str, phone_number: str, time_limit: float
+    ) -> OperatorAnswer:
+        stub = self._stub(operator_id)
+        try:
+            reply = await stub.VerifySubscriber(
+                registry_pb2.VerifySubscriberRequest(
+                    request_id=request_id, phone_number=phone_number
+                ),
+                timeout=time_limit,
+            )
+        except grpc.aio.AioRpcError as exc:
+            code = exc.code()
+            if code == grpc.StatusCode.PERMISSION_DENIED:
+                return OperatorAnswer(Verdict.REFUSED, operator_id)
+            if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+                return OperatorAnswer(Verdict.TIMED_OUT, operator_id)
+            if code not in _EXPECTED_TRANSIENT:
+                # INVALID_ARGUMENT, UNAUTHENTICATED, UNIMPLEMENTED, INTERNAL...: a bug or a
+                # misconfiguration on one side; retried, since it may be fixed within the window
+                log.error(
+                    "registry.unexpected_status",
+                    operator_id=operator_id,
+                    status=code.name,
+                    details=exc.details(),
+                )
+            raise OperatorUnavailable(f"{operator_id}: {code.name}: {exc.details()}") from None
+        if reply.result == registry_pb2.VERIFICATION_RESULT_IDENTIFIED:
+            if not reply.identification_code:
+                raise OperatorUnavailable(f"{operator_id}: IDENTIFIED without identification code")
+            return OperatorAnswer(
+                Verdict.IDENTIFIED, reply.operator_id or operator_id, reply.identification_code
+            )
+        if reply.result == registry_pb2.VERIFICATION_RESULT_NO_SUBSCRIBER:
+            if reply.recipient_operator_id:
+                log.info(
+                    "registry.number_ported",
+                    operator_id=operator_id,
+                    recipient_operator_id=reply.recipient_operator_id,
+                )
+            return OperatorAnswer(Verdict.NO_SUBSCRIBER, reply.operator_id or operator_id)
+        raise OperatorUnavailable(f"{operator_id}: unknown verification result {reply.result}")
+
+    async def close(self) -> None:
+        channels = list(self._channels.values())
+        self._channels.clear()
+        self._stubs.clear()
+        for channel in channels:
+            await channel.close()

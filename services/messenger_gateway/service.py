@@ -1,0 +1,566 @@
+"""The gateway's use cases: start, confirm possession, verify with the operator, access, notices.
+
+Verification runs as a background task owned by the service (not by the RPC that started it), so
+a cancelled RPC does not cancel it. Its state is stored before the operator is asked; a restart
+resumes it (resume_pending) with the same request id, and each task is its own watchdog: when the
+window ends it fails the identification OPERATOR_TIMEOUT, whatever the operator is doing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from services.common.backoff import Backoff
+from services.common.errors import InvalidInput
+from services.common.logging import get_logger
+from services.common.phone import mask, parse_mobile
+from services.common.timeutil import Clock, SystemClock
+from services.messenger_gateway.domain import (
+    Access,
+    CodeExpired,
+    CodeHasher,
+    Identification,
+    IdentificationNotFound,
+    NoticeResult,
+    OperatorAnswer,
+    OperatorUnavailable,
+    Reason,
+    SameNumber,
+    SmsNotSent,
+    State,
+    TerminationNotice,
+    Verdict,
+    WrongCode,
+    decide_access,
+    new_code,
+    validate_code_format,
+    validate_user_id,
+    wrong_state_error,
+)
+from services.messenger_gateway.routing import Route
+from services.messenger_gateway.store import GatewayStore
+
+log = get_logger("idmesh.gateway")
+
+
+# --- ports -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SmsMessage:
+    messenger_id: str
+    identification_id: str
+    phone_number: str
+    code: str = field(repr=False)
+    text: str = field(repr=False)
+
+
+class SmsSender(Protocol):
+    async def send(self, message: SmsMessage) -> None: ...
+
+
+class NumberRouter(Protocol):
+    def route(self, e164: str) -> Route: ...
+
+
+class OperatorDirectory(Protocol):
+    """The operators' registries. verify() returns the operator's answer or raises
+    OperatorUnavailable when asking again may help."""
+
+    def knows(self, operator_id: str) -> bool: ...
+
+    async def verify(
+        self, operator_id: str, *, request_id: str, phone_number: str, time_limit: float
+    ) -> OperatorAnswer: ...
+
+
+@dataclass(frozen=True, slots=True)
+class GatewaySettings:
+    messenger_id: str
+    verification_window: timedelta = timedelta(minutes=20)
+    otp_ttl: timedelta = timedelta(minutes=5)
+    otp_max_attempts: int = 5
+    verify_retry: Backoff = field(default_factory=lambda: Backoff(initial=0.2, maximum=10.0))
+
+
+# --- the service -----------------------------------------------------------------------------
+
+
+class GatewayService:
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        *,
+        store: GatewayStore,
+        router: NumberRouter,
+        sms: SmsSender,
+        operators: OperatorDirectory,
+        clock: Clock | None = None,
+        code_hasher: CodeHasher | None = None,
+    ) -> None:
+        self.settings = settings
+        self._store = store
+        self._router = router
+        self._sms = sms
+        self._operators = operators
+        self._clock = clock or SystemClock()
+        self._hasher = code_hasher or CodeHasher()
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._closed = False
+
+    @property
+    def messenger_id(self) -> str:
+        return self.settings.messenger_id
+
+    # --- starting ----------------------------------------------------------------------------
+
+    async def start_identification(self, user_id: str, phone_number: str) -> Identification:
+        validate_user_id(user_id)
+        phone = parse_mobile(phone_number)
+        new, _ = await self._start(user_id, phone, change_number=False)
+        return new
+
+    async def change_phone_number(
+        self, user_id: str, phone_number: str
+    ) -> tuple[Identification, Identification]:
+        """The current identification ends (NUMBER_CHANGED) and a new one starts for the new
+        number. Returns (new, previous)."""
+        validate_user_id(user_id)
+        phone = parse_mobile(phone_number)
+        new, previous = await self._start(user_id, phone, change_number=True)
+        assert previous is not None  # replace_current(change_number=True) guarantees it
+        return new, previous
+
+    async def _start(
+        self, user_id: str, phone: str, *, change_number: bool
+    ) -> tuple[Identification, Identification | None]:
+        if change_number:  # refuse early, before a code is made; the transaction checks again
+            current = await self._store.current(user_id)
+            if current is None:
+                raise IdentificationNotFound(
+                    f"user {user_id!r} has no identification: use StartIdentification"
+                )
+            if current.phone_number == phone:
+                raise SameNumber(
+                    "phone_number is the user's current number: give the new number, or use "
+                    "StartIdentification to identify the same number again"
+                )
+        route = self._router.route(phone)
+        code = new_code()
+        code_hash = await asyncio.to_thread(self._hasher.hash, code)
+        now = self._clock.now()
+        new = Identification(
+            identification_id=str(uuid.uuid4()),
+            user_id=user_id,
+            phone_number=phone,
+            state=State.AWAITING_CODE,
+            reason=Reason.UNSPECIFIED,
+            operator_id=route.operator_id or "",
+            started_at=now,
+            code_expires_at=now + self.settings.otp_ttl,
+            attempts_left=self.settings.otp_max_attempts,
+            code_hash=code_hash,
+        )
+        previous = await self._store.replace_current(new, now=now, change_number=change_number)
+        if previous is not None:
+            self._cancel(previous.identification_id)
+        log.info(
+            "identification.started",
+            identification_id=new.identification_id,
+            user_id=user_id,
+            phone=mask(phone),
+            operator_id=new.operator_id or None,
+            carrier=route.carrier,
+            route_source=route.source,
+            replaced=previous.identification_id if previous else None,
+            replaced_state=previous.state if previous else None,
+        )
+        if route.operator_id is None:
+            log.warning(
+                "identification.no_operator",
+                identification_id=new.identification_id,
+                phone=mask(phone),
+                carrier=route.carrier,
+                route_source=route.source,
+            )
+        minutes = max(1, round(self.settings.otp_ttl.total_seconds() / 60))
+        message = SmsMessage(
+            messenger_id=self.messenger_id,
+            identification_id=new.identification_id,
+            phone_number=phone,
+            code=code,
+            text=f"{code} is your {self.messenger_id} identification code. It expires in "
+            f"{minutes} min. Do not tell it to anyone.",
+        )
+        try:
+            await self._sms.send(message)
+        except Exception as exc:
+            log.error(
+                "sms.send_failed",
+                identification_id=new.identification_id,
+                phone=mask(phone),
+                error=type(exc).__name__,
+            )
+            raise SmsNotSent(
+                f"the one-time code could not be sent to {mask(phone)}: start the "
+                "identification again in a moment"
+            ) from None
+        return new, previous
+
+    # --- possession --------------------------------------------------------------------------
+
+    async def confirm_possession(
+        self, identification_id: str, code: str, *, wait: float
+    ) -> Identification:
+        """Check the code; on the right one, start the verification and wait for its outcome
+        at most `wait` seconds. Returns the identification as it then stands."""
+        if not identification_id:
+            raise InvalidInput(
+                "identification_id is empty: give the id StartIdentification returned"
+            )
+        validate_code_format(code)
+        ident = await self._get(identification_id)
+        if ident.state is not State.AWAITING_CODE:
+            raise wrong_state_error(ident)
+        now = self._clock.now()
+        if now >= ident.code_expires_at:
+            await self._store.expire_code(identification_id, now)
+            log.info("identification.code_expired", identification_id=identification_id)
+            raise CodeExpired("code expired; start again: call StartIdentification for a new code")
+        if not await asyncio.to_thread(CodeHasher.matches, code, ident.code_hash):
+            after = await self._store.record_wrong_code(identification_id, now)
+            if after is None:
+                raise wrong_state_error(await self._get(identification_id))
+            log.info(
+                "identification.wrong_code",
+                identification_id=identification_id,
+                attempts_left=after.attempts_left,
+            )
+            if after.state is State.NOT_COMPLETED:
+                raise WrongCode(
+                    "wrong code and no attempts left: the identification is NOT_COMPLETED; "
+                    "start again with StartIdentification",
+                    trailers={"idmesh-attempts-left": "0"},
+                )
+            left = after.attempts_left
+            raise WrongCode(
+                f"wrong code; {left} attempt{'' if left == 1 else 's'} left: check the SMS and "
+                "try again",
+                trailers={"idmesh-attempts-left": str(after.attempts_left)},
+            )
+        # shielded: once VERIFYING is stored its task must start, even if this RPC is cancelled
+        if not await asyncio.shield(self._begin_verification(ident, now)):
+            current = await self._get(identification_id)
+            if current.state is not State.VERIFYING:  # a concurrent confirm won: share its wait
+                raise wrong_state_error(current)
+        return await self._await_outcome(identification_id, wait)
+
+    async def _begin_verification(self, ident: Identification, now: datetime) -> bool:
+        """AWAITING_CODE -> VERIFYING (stored first), then the verification task. False if a
+        concurrent call changed the state first."""
+        request_id = uuid.uuid4().hex
+        deadline = now + self.settings.verification_window
+        if not await self._store.begin_verification(
+            ident.identification_id, request_id=request_id, deadline=deadline, now=now
+        ):
+            return False
+        log.info(
+            "identification.possession_confirmed",
+            identification_id=ident.identification_id,
+            operator_id=ident.operator_id or None,
+            verification_deadline=deadline.isoformat(),
+        )
+        self._spawn(
+            replace(
+                ident,
+                state=State.VERIFYING,
+                request_id=request_id,
+                verification_deadline=deadline,
+                code_hash="",
+            )
+        )
+        return True
+
+    async def _await_outcome(self, identification_id: str, wait: float) -> Identification:
+        task = self._tasks.get(identification_id)
+        if task is not None and wait > 0:
+            await asyncio.wait({task}, timeout=wait)  # never cancels the task
+        return await self._get(identification_id)
+
+    # --- verification ------------------------------------------------------------------------
+
+    async def resume_pending(self) -> tuple[int, int]:
+        """At start: resume each VERIFYING identification within its window (same request id,
+        so the registry answers idempotently); fail those whose window has passed.
+        Returns (resumed, failed)."""
+        resumed = failed = 0
+        now = self._clock.now()
+        for ident in await self._store.verifying():
+            if ident.identification_id in self._tasks or ident.request_id is None:
+                continue
+            deadline = ident.verification_deadline
+            if deadline is None or deadline <= now:
+                if await self._store.finish_verification(
+                    ident.identification_id,
+                    ident.request_id,
+                    state=State.NOT_COMPLETED,
+                    reason=Reason.OPERATOR_TIMEOUT,
+                    now=now,
+                    within_window=False,
+                ):
+                    failed += 1
+                    log.info(
+                        "identification.finished",
+                        identification_id=ident.identification_id,
+                        state=State.NOT_COMPLETED,
+                        reason=Reason.OPERATOR_TIMEOUT,
+                        on="resume",
+                    )
+            else:
+                self._spawn(ident)
+                resumed += 1
+        log.info("verification.resumed", resumed=resumed, failed=failed)
+        return resumed, failed
+
+    async def expire_overdue(self) -> int:
+        """Fail every VERIFYING identification whose window has passed, whoever owns it (a
+        gateway process sharing the database may have died mid-verification)."""
+        expired = await self._store.expire_overdue(self._clock.now())
+        for identification_id in expired:
+            self._cancel(identification_id)
+            log.info(
+                "identification.finished",
+                identification_id=identification_id,
+                state=State.NOT_COMPLETED,
+                reason=Reason.OPERATOR_TIMEOUT,
+                on="watchdog",
+            )
+        return len(expired)
+
+    async def run_watchdog(self, interval: float) -> None:
+        """expire_overdue() every interval seconds, until cancelled."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.expire_overdue()
+            except Exception:
+                log.exception("verification.watchdog_failed")
+
+    def _spawn(self, ident: Identification) -> None:
+        if self._closed:  # shutting down: the row stays VERIFYING for the next start
+            return
+        identification_id = ident.identification_id
+        task = asyncio.create_task(self._verify(ident), name=f"verify-{identification_id}")
+        self._tasks[identification_id] = task
+
+        def forget(done: asyncio.Task[None]) -> None:
+            if self._tasks.get(identification_id) is done:
+                del self._tasks[identification_id]
+            if not done.cancelled() and done.exception() is not None:
+                log.error(
+                    "verification.task_failed",
+                    identification_id=identification_id,
+                    exc_info=done.exception(),
+                )
+
+        task.add_done_callback(forget)
+
+    def _cancel(self, identification_id: str) -> None:
+        task = self._tasks.get(identification_id)
+        if task is not None:
+            task.cancel()
+
+    def _remaining(self, ident: Identification) -> float:
+        assert ident.verification_deadline is not None
+        return (ident.verification_deadline - self._clock.now()).total_seconds()
+
+    async def _verify(self, ident: Identification) -> None:
+        """Ask the operator until it answers or the window ends; then make sure the
+        identification is not left VERIFYING. Cancellation (shutdown, replacement) leaves the
+        row for resume_pending or for whoever replaced it."""
+        if not ident.operator_id or not self._operators.knows(ident.operator_id):
+            await self._finish_for_sure(ident, Reason.NO_OPERATOR)
+            return
+        try:
+            async with asyncio.timeout(max(self._remaining(ident), 0.0)):
+                await self._ask_operator(ident)
+        except TimeoutError:
+            pass
+        await self._finish_for_sure(ident, Reason.OPERATOR_TIMEOUT)
+
+    async def _ask_operator(self, ident: Identification) -> None:
+        assert ident.request_id is not None
+        delays = self.settings.verify_retry.delays()
+        attempt = 0
+        while (remaining := self._remaining(ident)) > 0:
+            attempt += 1
+            try:
+                answer = await self._operators.verify(
+                    ident.operator_id,
+                    request_id=ident.request_id,
+                    phone_number=ident.phone_number,
+                    time_limit=remaining,
+                )
+                await self._record(ident, answer)
+                return
+            except OperatorUnavailable as exc:
+                log.warning(
+                    "verification.operator_unavailable",
+                    identification_id=ident.identification_id,
+                    operator_id=ident.operator_id,
+                    attempt=attempt,
+                    error=str(exc),
+                )
+            except Exception:
+                log.exception(
+                    "verification.attempt_failed",
+                    identification_id=ident.identification_id,
+                    attempt=attempt,
+                )
+            current = await self._store.get(ident.identification_id)
+            if current is None or current.state is not State.VERIFYING:
+                return  # ended elsewhere (replaced, another gateway process)
+            await asyncio.sleep(min(next(delays), max(self._remaining(ident), 0.0)))
+
+    async def _record(self, ident: Identification, answer: OperatorAnswer) -> None:
+        assert ident.request_id is not None
+        if answer.verdict is Verdict.TIMED_OUT:
+            return  # the caller fails it OPERATOR_TIMEOUT
+        if answer.verdict is Verdict.IDENTIFIED:
+            operator_id = answer.operator_id or ident.operator_id
+            if operator_id != ident.operator_id:
+                log.warning(
+                    "verification.operator_id_differs",
+                    identification_id=ident.identification_id,
+                    routed=ident.operator_id,
+                    answered=operator_id,
+                )
+            state, reason = State.IDENTIFIED, Reason.UNSPECIFIED
+            code: str | None = answer.identification_code
+        else:
+            operator_id, code = ident.operator_id, None
+            state = State.NOT_COMPLETED
+            reason = (
+                Reason.NO_SUBSCRIBER
+                if answer.verdict is Verdict.NO_SUBSCRIBER
+                else Reason.AGREEMENT_REFUSED
+            )
+        recorded = await self._store.finish_verification(
+            ident.identification_id,
+            ident.request_id,
+            state=state,
+            reason=reason,
+            now=self._clock.now(),
+            operator_id=operator_id,
+            identification_code=code,
+            within_window=True,
+        )
+        if recorded:
+            log.info(
+                "identification.finished",
+                identification_id=ident.identification_id,
+                state=state,
+                reason=reason,
+                operator_id=operator_id,
+            )
+        else:
+            log.warning(
+                "verification.answer_ignored",
+                identification_id=ident.identification_id,
+                verdict=answer.verdict,
+                why="the window had passed or the identification had already ended",
+            )
+
+    async def _finish_for_sure(self, ident: Identification, reason: Reason) -> None:
+        """VERIFYING -> NOT_COMPLETED(reason) if still VERIFYING, retrying a failed write."""
+        assert ident.request_id is not None
+        delays = self.settings.verify_retry.delays()
+        while True:
+            try:
+                if await self._store.finish_verification(
+                    ident.identification_id,
+                    ident.request_id,
+                    state=State.NOT_COMPLETED,
+                    reason=reason,
+                    now=self._clock.now(),
+                    within_window=False,
+                ):
+                    log.info(
+                        "identification.finished",
+                        identification_id=ident.identification_id,
+                        state=State.NOT_COMPLETED,
+                        reason=reason,
+                        operator_id=ident.operator_id or None,
+                    )
+                return
+            except Exception:
+                log.exception(
+                    "verification.finish_failed", identification_id=ident.identification_id
+                )
+                await asyncio.sleep(next(delays))
+
+    async def close(self) -> None:
+        """Cancel the verification tasks; their rows stay VERIFYING for the next start."""
+        self._closed = True
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    # --- reading -----------------------------------------------------------------------------
+
+    async def get_identification(self, user_id: str) -> Identification:
+        validate_user_id(user_id)
+        current = await self._store.current(user_id)
+        if current is None:
+            raise IdentificationNotFound(
+                f"user {user_id!r} has no identification: start one with StartIdentification"
+            )
+        return current
+
+    async def check_access(self, user_id: str) -> Access:
+        validate_user_id(user_id)
+        return decide_access(user_id, await self._store.current(user_id))
+
+    async def _get(self, identification_id: str) -> Identification:
+        ident = await self._store.get(identification_id)
+        if ident is None:
+            raise IdentificationNotFound(
+                f"identification {identification_id!r} does not exist: use the id "
+                "StartIdentification returned"
+            )
+        return ident
+
+    # --- notices -----------------------------------------------------------------------------
+
+    async def notice_cursor(self) -> int:
+        return await self._store.notice_cursor(self.messenger_id)
+
+    async def apply_notice(self, notice: TerminationNotice) -> NoticeResult:
+        """Apply a termination notice once (the inbox keeps event ids): revoke the IDENTIFIED
+        identifications with its operator and identification code; advance the cursor."""
+        ours = notice.messenger_id == self.messenger_id
+        if not ours:
+            log.error(
+                "notice.other_messenger",
+                seq=notice.seq,
+                event_id=notice.event_id,
+                notice_messenger_id=notice.messenger_id,
+            )
+        result = await self._store.apply_notice(
+            self.messenger_id, notice, now=self._clock.now(), revoke=ours
+        )
+        log.info(
+            "notice.applied" if result.applied else "notice.duplicate",
+            seq=notice.seq,
+            event_id=notice.event_id,
+            operator_id=notice.operator_id,
+            kind=notice.kind,
+            revoked=result.revoked,
+            cursor=result.cursor,
+        )
+        return result

@@ -1,0 +1,369 @@
+"""The gateway's SQLite store: identifications (history kept, the latest per user is current),
+the notice inbox (event ids applied) and the notice cursor.
+
+Every state change is a conditional UPDATE on the state it leaves, so concurrent actors (an RPC,
+a verification task, the watchdog, another gateway process on the same file) cannot both win,
+and an operator's late answer changes nothing.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import aiosqlite
+
+from services.common.db import Database
+from services.common.timeutil import from_iso, to_iso
+from services.messenger_gateway.domain import (
+    Identification,
+    IdentificationNotFound,
+    NoticeResult,
+    Reason,
+    SameNumber,
+    State,
+    TerminationNotice,
+)
+
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE identifications (
+        seq                   INTEGER PRIMARY KEY AUTOINCREMENT,  -- order: latest is current
+        identification_id     TEXT NOT NULL UNIQUE,
+        user_id               TEXT NOT NULL,
+        phone_number          TEXT NOT NULL,
+        state                 TEXT NOT NULL CHECK (state IN
+                                  ('AWAITING_CODE', 'VERIFYING', 'IDENTIFIED', 'NOT_COMPLETED',
+                                   'REVOKED')),
+        reason                TEXT NOT NULL DEFAULT 'UNSPECIFIED',
+        operator_id           TEXT NOT NULL DEFAULT '',
+        started_at            TEXT NOT NULL,
+        code_hash             TEXT NOT NULL DEFAULT '',  -- cleared once the code is used up
+        code_expires_at       TEXT NOT NULL,
+        attempts_left         INTEGER NOT NULL CHECK (attempts_left >= 0),
+        request_id            TEXT UNIQUE,               -- VerifySubscriber's, once VERIFYING
+        verification_deadline TEXT,
+        identification_code   TEXT,
+        completed_at          TEXT
+    );
+    CREATE INDEX identifications_by_user ON identifications (user_id, seq);
+    CREATE INDEX identifications_verifying ON identifications (state)
+        WHERE state = 'VERIFYING';
+    CREATE INDEX identifications_by_code ON identifications (operator_id, identification_code)
+        WHERE state = 'IDENTIFIED';
+
+    CREATE TABLE notice_inbox (
+        event_id    TEXT PRIMARY KEY,
+        seq         INTEGER NOT NULL,
+        operator_id TEXT NOT NULL,
+        reason      TEXT NOT NULL,
+        revoked     INTEGER NOT NULL,
+        applied_at  TEXT NOT NULL
+    );
+
+    CREATE TABLE notice_cursor (
+        messenger_id TEXT PRIMARY KEY,
+        seq          INTEGER NOT NULL CHECK (seq >= 0)
+    );
+    """,
+]
+
+
+def _opt_iso(value: datetime | None) -> str | None:
+    return None if value is None else to_iso(value)
+
+
+def _opt_dt(value: str | None) -> datetime | None:
+    return None if value is None else from_iso(value)
+
+
+def _row(row: Any) -> Identification:
+    return Identification(
+        identification_id=row["identification_id"],
+        user_id=row["user_id"],
+        phone_number=row["phone_number"],
+        state=State(row["state"]),
+        reason=Reason(row["reason"]),
+        operator_id=row["operator_id"],
+        started_at=from_iso(row["started_at"]),
+        code_expires_at=from_iso(row["code_expires_at"]),
+        attempts_left=row["attempts_left"],
+        verification_deadline=_opt_dt(row["verification_deadline"]),
+        completed_at=_opt_dt(row["completed_at"]),
+        request_id=row["request_id"],
+        identification_code=row["identification_code"],
+        code_hash=row["code_hash"],
+    )
+
+
+class GatewayStore:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    # --- reads -------------------------------------------------------------------------------
+
+    async def get(self, identification_id: str) -> Identification | None:
+        row = await self._db.fetchone(
+            "SELECT * FROM identifications WHERE identification_id = ?", (identification_id,)
+        )
+        return None if row is None else _row(row)
+
+    async def current(self, user_id: str) -> Identification | None:
+        row = await self._db.fetchone(
+            "SELECT * FROM identifications WHERE user_id = ? ORDER BY seq DESC LIMIT 1",
+            (user_id,),
+        )
+        return None if row is None else _row(row)
+
+    async def history(self, user_id: str) -> list[Identification]:
+        rows = await self._db.fetchall(
+            "SELECT * FROM identifications WHERE user_id = ? ORDER BY seq", (user_id,)
+        )
+        return [_row(r) for r in rows]
+
+    async def verifying(self) -> list[Identification]:
+        rows = await self._db.fetchall(
+            "SELECT * FROM identifications WHERE state = 'VERIFYING' ORDER BY seq"
+        )
+        return [_row(r) for r in rows]
+
+    async def notice_cursor(self, messenger_id: str) -> int:
+        row = await self._db.fetchone(
+            "SELECT seq FROM notice_cursor WHERE messenger_id = ?", (messenger_id,)
+        )
+        return 0 if row is None else int(row["seq"])
+
+    async def inbox_has(self, event_id: str) -> bool:
+        row = await self._db.fetchone("SELECT 1 FROM notice_inbox WHERE event_id = ?", (event_id,))
+        return row is not None
+
+    # --- starting --------------------------------------------------------------------------
+
+    async def replace_current(
+        self, new: Identification, *, now: datetime, change_number: bool
+    ) -> Identification | None:
+        """Insert `new` as the user's current identification, ending the previous one
+        (NUMBER_CHANGED: NOT_COMPLETED if unfinished, REVOKED if IDENTIFIED), in one transaction.
+        Returns the previous identification as it is afterwards, or None.
+
+        change_number: the user must have an identification (IdentificationNotFound) and the
+        number must differ from its number (SameNumber)."""
+        async with self._db.transaction() as conn:
+            previous = await _fetch(
+                conn,
+                "SELECT * FROM identifications WHERE user_id = ? ORDER BY seq DESC LIMIT 1",
+                (new.user_id,),
+            )
+            if change_number:
+                if previous is None:
+                    raise IdentificationNotFound(
+                        f"user {new.user_id!r} has no identification: use StartIdentification"
+                    )
+                if previous.phone_number == new.phone_number:
+                    raise SameNumber(
+                        "phone_number is the user's current number: give the new number, or "
+                        "use StartIdentification to identify the same number again"
+                    )
+            if previous is not None:
+                await conn.execute(
+                    """UPDATE identifications
+                        SET state = CASE state WHEN 'IDENTIFIED' THEN 'REVOKED'
+                                               ELSE 'NOT_COMPLETED' END,
+                            reason = 'NUMBER_CHANGED', completed_at = ?, code_hash = ''
+                        WHERE identification_id = ?
+                          AND state IN ('IDENTIFIED', 'AWAITING_CODE', 'VERIFYING')""",
+                    (to_iso(now), previous.identification_id),
+                )
+            await conn.execute(
+                """INSERT INTO identifications
+                   (identification_id, user_id, phone_number, state, reason, operator_id,
+                    started_at, code_hash, code_expires_at, attempts_left)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                (
+                    new.identification_id,
+                    new.user_id,
+                    new.phone_number,
+                    new.state,
+                    new.reason,
+                    new.operator_id,
+                    to_iso(new.started_at),
+                    new.code_hash,
+                    to_iso(new.code_expires_at),
+                    new.attempts_left,
+                ),
+            )
+            if previous is None:
+                return None
+            return await _fetch(
+                conn,
+                "SELECT * FROM identifications WHERE identification_id = ?",
+                (previous.identification_id,),
+            )
+
+    # --- the one-time code -------------------------------------------------------------------
+
+    async def expire_code(self, identification_id: str, now: datetime) -> bool:
+        return await self._update(
+            f"""UPDATE identifications
+                SET state = 'NOT_COMPLETED', reason = '{Reason.CODE_EXPIRED}',
+                    completed_at = ?, code_hash = ''
+                WHERE identification_id = ? AND state = 'AWAITING_CODE'""",
+            (to_iso(now), identification_id),
+        )
+
+    async def record_wrong_code(
+        self, identification_id: str, now: datetime
+    ) -> Identification | None:
+        """One attempt used; at zero the identification ends TOO_MANY_ATTEMPTS. None if the
+        identification was no longer AWAITING_CODE."""
+        async with self._db.transaction() as conn:
+            cursor = await conn.execute(
+                f"""UPDATE identifications
+                    SET attempts_left = attempts_left - 1,
+                        state = CASE WHEN attempts_left <= 1 THEN 'NOT_COMPLETED' ELSE state END,
+                        reason = CASE WHEN attempts_left <= 1 THEN '{Reason.TOO_MANY_ATTEMPTS}'
+                                      ELSE reason END,
+                        completed_at = CASE WHEN attempts_left <= 1 THEN ? ELSE completed_at END,
+                        code_hash = CASE WHEN attempts_left <= 1 THEN '' ELSE code_hash END
+                    WHERE identification_id = ? AND state = 'AWAITING_CODE'
+                      AND attempts_left > 0""",
+                (to_iso(now), identification_id),
+            )
+            if cursor.rowcount != 1:
+                return None
+            return await _fetch(
+                conn,
+                "SELECT * FROM identifications WHERE identification_id = ?",
+                (identification_id,),
+            )
+
+    # --- verification ------------------------------------------------------------------------
+
+    async def begin_verification(
+        self,
+        identification_id: str,
+        *,
+        request_id: str,
+        deadline: datetime,
+        now: datetime,
+    ) -> bool:
+        """AWAITING_CODE -> VERIFYING (only while the code is still valid); stored before the
+        operator is asked, so a restart resumes it with the same request id."""
+        return await self._update(
+            """UPDATE identifications
+               SET state = 'VERIFYING', request_id = ?, verification_deadline = ?,
+                   code_hash = ''
+               WHERE identification_id = ? AND state = 'AWAITING_CODE'
+                 AND code_expires_at > ?""",
+            (request_id, to_iso(deadline), identification_id, to_iso(now)),
+        )
+
+    async def finish_verification(
+        self,
+        identification_id: str,
+        request_id: str,
+        *,
+        state: State,
+        reason: Reason,
+        now: datetime,
+        operator_id: str | None = None,
+        identification_code: str | None = None,
+        within_window: bool,
+    ) -> bool:
+        """VERIFYING -> state, only if still VERIFYING under request_id; with within_window, only
+        while the verification deadline has not passed at `now` (an operator's late answer
+        changes nothing)."""
+        sql = """UPDATE identifications
+                 SET state = ?, reason = ?, completed_at = ?,
+                     operator_id = COALESCE(?, operator_id),
+                     identification_code = COALESCE(?, identification_code)
+                 WHERE identification_id = ? AND request_id = ? AND state = 'VERIFYING'"""
+        params: list[Any] = [
+            state,
+            reason,
+            to_iso(now),
+            operator_id,
+            identification_code,
+            identification_id,
+            request_id,
+        ]
+        if within_window:
+            sql += " AND verification_deadline > ?"
+            params.append(to_iso(now))
+        return await self._update(sql, params)
+
+    async def expire_overdue(self, now: datetime) -> list[str]:
+        """VERIFYING past its deadline -> NOT_COMPLETED OPERATOR_TIMEOUT; returns their ids."""
+        async with self._db.transaction() as conn:
+            cursor = await conn.execute(
+                f"""UPDATE identifications
+                    SET state = 'NOT_COMPLETED', reason = '{Reason.OPERATOR_TIMEOUT}',
+                        completed_at = ?
+                    WHERE state = 'VERIFYING' AND verification_deadline <= ?
+                    RETURNING identification_id""",
+                (to_iso(now), to_iso(now)),
+            )
+            return [row[0] for row in await cursor.fetchall()]
+
+    # --- notices -----------------------------------------------------------------------------
+
+    async def apply_notice(
+        self, messenger_id: str, notice: TerminationNotice, *, now: datetime, revoke: bool
+    ) -> NoticeResult:
+        """In one transaction: record the event id in the inbox (a repeat changes nothing),
+        revoke the IDENTIFIED identifications the event names, and advance the cursor."""
+        async with self._db.transaction() as conn:
+            revoked = 0
+            cursor = await conn.execute(
+                """INSERT INTO notice_inbox (event_id, seq, operator_id, reason, revoked,
+                                             applied_at)
+                   VALUES (?, ?, ?, ?, 0, ?) ON CONFLICT (event_id) DO NOTHING""",
+                (notice.event_id, notice.seq, notice.operator_id, notice.kind, to_iso(now)),
+            )
+            applied = cursor.rowcount == 1
+            if applied and revoke:
+                cursor = await conn.execute(
+                    """UPDATE identifications
+                       SET state = 'REVOKED', reason = ?, completed_at = ?
+                       WHERE state = 'IDENTIFIED' AND operator_id = ?
+                         AND identification_code = ?""",
+                    (
+                        notice.revocation_reason,
+                        to_iso(now),
+                        notice.operator_id,
+                        notice.identification_code,
+                    ),
+                )
+                revoked = cursor.rowcount
+                await conn.execute(
+                    "UPDATE notice_inbox SET revoked = ? WHERE event_id = ?",
+                    (revoked, notice.event_id),
+                )
+            await conn.execute(
+                """INSERT INTO notice_cursor (messenger_id, seq) VALUES (?, ?)
+                   ON CONFLICT (messenger_id) DO UPDATE SET seq = max(seq, excluded.seq)""",
+                (messenger_id, notice.seq),
+            )
+            row = await _fetch_raw(
+                conn, "SELECT seq FROM notice_cursor WHERE messenger_id = ?", (messenger_id,)
+            )
+            return NoticeResult(applied=applied, revoked=revoked, cursor=int(row["seq"]))
+
+    # --- helpers -----------------------------------------------------------------------------
+
+    async def _update(self, sql: str, params: Any) -> bool:
+        async with self._db.transaction() as conn:
+            cursor = await conn.execute(sql, tuple(params))
+            return cursor.rowcount == 1
+
+
+async def _fetch_raw(conn: aiosqlite.Connection, sql: str, params: tuple[Any, ...]) -> Any:
+    async with conn.execute(sql, params) as cursor:
+        return await cursor.fetchone()
+
+
+async def _fetch(
+    conn: aiosqlite.Connection, sql: str, params: tuple[Any, ...]
+) -> Identification | None:
+    row = await _fetch_raw(conn, sql, params)
+    return None if row is None else _row(row)

@@ -1,0 +1,367 @@
+"""Test doubles for the gateway: a clock, the service's ports, and in-process fake
+RegistryService / NotifierService servicers for the gRPC tests."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import socket
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import grpc
+from idmesh.events.v1 import events_pb2
+from idmesh.notifier.v1 import notifier_pb2, notifier_pb2_grpc
+from idmesh.registry.v1 import registry_pb2, registry_pb2_grpc
+
+from services.common.backoff import Backoff
+from services.common.db import Database
+from services.common.errors import DomainError, Forbidden
+from services.common.identity import Kind, require_caller
+from services.common.interceptors import ErrorTable
+from services.common.server import GrpcServer, service_name
+from services.messenger_gateway.domain import (
+    CodeHasher,
+    OperatorAnswer,
+    OperatorUnavailable,
+    State,
+    Verdict,
+)
+from services.messenger_gateway.routing import Route
+from services.messenger_gateway.service import GatewayService, GatewaySettings, SmsMessage
+from services.messenger_gateway.store import MIGRATIONS, GatewayStore
+
+FAST_HASHER = CodeHasher(n=2**4, r=1, p=1)  # the production cost is pointless in unit tests
+FAST_RETRY = Backoff(initial=0.01, maximum=0.05)
+
+
+async def eventually(
+    predicate: Callable[[], Any], *, within: float = 5.0, what: str = "condition"
+) -> None:
+    """Wait until predicate() (sync or async) is true, at most `within` seconds."""
+    deadline = time.monotonic() + within
+    while True:
+        result = predicate()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {within}s waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+class FakeClock:
+    """Starts at the real time and moves with it; advance() jumps ahead."""
+
+    def __init__(self) -> None:
+        self._offset = timedelta(0)
+
+    def now(self) -> datetime:
+        return datetime.now(UTC) + self._offset
+
+    def advance(self, seconds: float) -> None:
+        self._offset += timedelta(seconds=seconds)
+
+
+class RecordingSms:
+    def __init__(self) -> None:
+        self.sent: list[SmsMessage] = []
+
+    async def send(self, message: SmsMessage) -> None:
+        self.sent.append(message)
+
+    def code_for(self, identification_id: str) -> str:
+        for message in reversed(self.sent):
+            if message.identification_id == identification_id:
+                return message.code
+        raise AssertionError(f"no SMS for {identification_id}")
+
+
+class StaticRouter:
+    def __init__(self, routes: dict[str, str]) -> None:
+        self.routes = routes  # phone number -> operator id
+
+    def route(self, e164: str) -> Route:
+        operator_id = self.routes.get(e164)
+        return Route(operator_id, operator_id, "static") if operator_id else Route(None)
+
+
+Behaviour = Callable[[str, float], Awaitable[OperatorAnswer]]
+
+
+@dataclass
+class FakeOperators:
+    """The OperatorDirectory port. answers: phone -> an answer, an exception to raise, or an
+    async behaviour(request_id, time_limit). calls records (operator, request_id, phone)."""
+
+    known: set[str] = field(default_factory=lambda: {"beeline", "megafon"})
+    answers: dict[str, Any] = field(default_factory=dict)
+    calls: list[tuple[str, str, str]] = field(default_factory=list)
+    on_call: Callable[[str, str], Awaitable[None]] | None = None
+
+    def knows(self, operator_id: str) -> bool:
+        return operator_id in self.known
+
+    async def verify(
+        self, operator_id: str, *, request_id: str, phone_number: str, time_limit: float
+    ) -> OperatorAnswer:
+        self.calls.append((operator_id, request_id, phone_number))
+        if self.on_call is not None:
+            await self.on_call(request_id, phone_number)
+        answer = self.answers.get(phone_number, identified(operator_id, phone_number))
+        if isinstance(answer, list):
+            answer = answer.pop(0) if len(answer) > 1 else answer[0]
+        if isinstance(answer, BaseException):
+            raise answer
+        if callable(answer):
+            result: OperatorAnswer = await answer(request_id, time_limit)
+            return result
+        assert isinstance(answer, OperatorAnswer)
+        return answer
+
+
+def identified(operator_id: str, phone: str) -> OperatorAnswer:
+    return OperatorAnswer(Verdict.IDENTIFIED, operator_id, f"IC-{operator_id}-{phone[-4:]}")
+
+
+async def hang(request_id: str, time_limit: float) -> OperatorAnswer:
+    await asyncio.Event().wait()
+    raise AssertionError("unreachable")
+
+
+UNAVAILABLE = OperatorUnavailable("beeline: UNAVAILABLE: connection refused")
+
+BEELINE_PHONE = "+79031234567"
+MEGAFON_PHONE = "+79261234567"
+UNROUTED_PHONE = "+79161234567"
+
+
+async def open_store(path: Path) -> tuple[Database, GatewayStore]:
+    db = await Database.open(path, MIGRATIONS)
+    return db, GatewayStore(db)
+
+
+def make_service(
+    store: GatewayStore,
+    *,
+    operators: FakeOperators | None = None,
+    sms: RecordingSms | None = None,
+    clock: FakeClock | None = None,
+    window: float = 5.0,
+    otp_ttl: float = 300.0,
+    attempts: int = 3,
+    routes: dict[str, str] | None = None,
+) -> GatewayService:
+    return GatewayService(
+        GatewaySettings(
+            messenger_id="alpha",
+            verification_window=timedelta(seconds=window),
+            otp_ttl=timedelta(seconds=otp_ttl),
+            otp_max_attempts=attempts,
+            verify_retry=FAST_RETRY,
+        ),
+        store=store,
+        router=StaticRouter(
+            routes
+            if routes is not None
+            else {BEELINE_PHONE: "beeline", MEGAFON_PHONE: "megafon", "+79037654321": "beeline"}
+        ),
+        sms=sms or RecordingSms(),
+        operators=operators or FakeOperators(),
+        clock=clock or FakeClock(),
+        code_hasher=FAST_HASHER,
+    )
+
+
+async def identify(
+    service: GatewayService, sms: RecordingSms, user_id: str, phone: str = BEELINE_PHONE
+) -> str:
+    """Run a user through to IDENTIFIED; returns the identification id."""
+    started = await service.start_identification(user_id, phone)
+    done = await service.confirm_possession(
+        started.identification_id, sms.code_for(started.identification_id), wait=5.0
+    )
+    assert done.state is State.IDENTIFIED, done
+    return started.identification_id
+
+
+# --- gRPC fakes ------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    """A port nothing listens on now (for a server started later in the test)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class FakeRegistry(registry_pb2_grpc.RegistryServiceServicer):
+    """RegistryService of operator `operator_id`. Behaviour by number: `identified` (default),
+    `no_subscriber`, `refused` (PERMISSION_DENIED) or `hang` (never answers)."""
+
+    def __init__(self, operator_id: str) -> None:
+        self.operator_id = operator_id
+        self.behaviour: dict[str, str] = {}
+        self.requests: list[tuple[str, str, str]] = []  # (caller uri, request_id, phone)
+
+    async def VerifySubscriber(
+        self, request: registry_pb2.VerifySubscriberRequest, context: Any
+    ) -> registry_pb2.VerifySubscriberResponse:
+        caller = require_caller(Kind.MESSENGER)
+        self.requests.append((caller.uri, request.request_id, request.phone_number))
+        match self.behaviour.get(request.phone_number, "identified"):
+            case "refused":
+                raise Forbidden(f"messenger {caller.id} has no agreement with {self.operator_id}")
+            case "no_subscriber":
+                return registry_pb2.VerifySubscriberResponse(
+                    result=registry_pb2.VERIFICATION_RESULT_NO_SUBSCRIBER,
+                    operator_id=self.operator_id,
+                )
+            case "hang":
+                await asyncio.Event().wait()
+        return registry_pb2.VerifySubscriberResponse(
+            result=registry_pb2.VERIFICATION_RESULT_IDENTIFIED,
+            identification_code=registration_code(self.operator_id, request.phone_number),
+            operator_id=self.operator_id,
+        )
+
+
+def registration_code(operator_id: str, phone: str) -> str:
+    return f"IC-{operator_id}-{phone[-4:]}"
+
+
+async def start_registry(operator_id: str, port: int = 0) -> tuple[GrpcServer, FakeRegistry]:
+    server = GrpcServer(name=f"fake-{operator_id}", bind=f"127.0.0.1:{port}", errors=ErrorTable({}))
+    fake = FakeRegistry(operator_id)
+    server.add(
+        registry_pb2_grpc.add_RegistryServiceServicer_to_server,
+        fake,
+        service_name(registry_pb2.DESCRIPTOR, "RegistryService"),
+    )
+    await server.start()
+    return server, fake
+
+
+class CursorOutOfRange(DomainError):
+    pass
+
+
+Script = Callable[[notifier_pb2.SubscribeRequest], AsyncIterator[notifier_pb2.SubscribeResponse]]
+
+
+class FakeNotifier(notifier_pb2_grpc.NotifierServiceServicer):
+    """The messenger's event log (seq = position) streamed like the real notifier, unless a
+    script (popped per Subscribe call, in order) says otherwise."""
+
+    def __init__(self, messenger_id: str = "alpha") -> None:
+        self.messenger_id = messenger_id
+        self.log: list[notifier_pb2.Notice] = []
+        self.changed = asyncio.Condition()
+        self.subscribes: list[int] = []  # after_seq of each Subscribe
+        self.acks: list[int] = []
+        self.scripts: list[Script] = []
+
+    async def append(
+        self,
+        *,
+        event_id: str,
+        identification_code: str,
+        operator_id: str = "beeline",
+        reason: int = events_pb2.TERMINATION_REASON_CONTRACT_ENDED,
+    ) -> notifier_pb2.Notice:
+        notice = notice_pb(
+            len(self.log) + 1,
+            event_id=event_id,
+            identification_code=identification_code,
+            operator_id=operator_id,
+            reason=reason,
+            messenger_id=self.messenger_id,
+        )
+        async with self.changed:
+            self.log.append(notice)
+            self.changed.notify_all()
+        return notice
+
+    def _check(self, messenger_id: str) -> None:
+        caller = require_caller(Kind.MESSENGER)
+        if caller.id != messenger_id or messenger_id != self.messenger_id:
+            raise Forbidden("not your stream")
+
+    async def Subscribe(
+        self, request: notifier_pb2.SubscribeRequest, context: Any
+    ) -> AsyncIterator[notifier_pb2.SubscribeResponse]:
+        self._check(request.messenger_id)
+        self.subscribes.append(request.after_seq)
+        if self.scripts:
+            async for item in self.scripts.pop(0)(request):
+                yield item
+            return
+        next_seq = request.after_seq + 1
+        while True:
+            async with self.changed:
+                await self.changed.wait_for(lambda n=next_seq: len(self.log) >= n)  # type: ignore[misc]
+            while next_seq <= len(self.log):
+                yield notifier_pb2.SubscribeResponse(notice=self.log[next_seq - 1])
+                next_seq += 1
+
+    async def Ack(self, request: notifier_pb2.AckRequest, context: Any) -> notifier_pb2.AckResponse:
+        self._check(request.messenger_id)
+        self.acks.append(request.up_to_seq)
+        return notifier_pb2.AckResponse(acked_seq=max(self.acks))
+
+
+def notice_pb(
+    seq: int,
+    *,
+    event_id: str,
+    identification_code: str,
+    operator_id: str = "beeline",
+    reason: int = events_pb2.TERMINATION_REASON_CONTRACT_ENDED,
+    messenger_id: str = "alpha",
+) -> notifier_pb2.Notice:
+    return notifier_pb2.Notice(
+        seq=seq,
+        event=events_pb2.ContractTerminated(
+            event_id=event_id,
+            operator_id=operator_id,
+            messenger_id=messenger_id,
+            phone_number=BEELINE_PHONE,
+            identification_code=identification_code,
+            reason=reason,  # type: ignore[arg-type]
+        ),
+    )
+
+
+async def start_notifier(messenger_id: str = "alpha") -> tuple[GrpcServer, FakeNotifier]:
+    server = GrpcServer(
+        name="fake-notifier",
+        bind="127.0.0.1:0",
+        errors=ErrorTable({CursorOutOfRange: grpc.StatusCode.OUT_OF_RANGE}),
+    )
+    fake = FakeNotifier(messenger_id)
+    server.add(
+        notifier_pb2_grpc.add_NotifierServiceServicer_to_server,
+        fake,
+        service_name(notifier_pb2.DESCRIPTOR, "NotifierService"),
+    )
+    await server.start()
+    return server, fake
+
+
+def read_outbox(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def outbox_code(path: Path, identification_id: str) -> str:
+    for message in reversed(read_outbox(path)):
+        if message["identification_id"] == identification_id:
+            return str(message["code"])
+    raise AssertionError(f"no SMS for {identification_id} in {path}")

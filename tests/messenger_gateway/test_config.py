@@ -1,0 +1,67 @@
+"""The gateway's configuration from IDMESH_* variables: defaults, and failing fast."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from services.common.config import ConfigError, Env
+from services.messenger_gateway.config import GatewayConfig
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _env(**overrides: str) -> Env:
+    base = {
+        "IDMESH_MESSENGER_ID": "alpha",
+        "IDMESH_DB_PATH": "/tmp/gw/gateway.db",
+        "IDMESH_OPERATORS": "beeline=127.0.0.1:50051,megafon=127.0.0.1:50052",
+        "IDMESH_CARRIERS": "Beeline=beeline,MegaFon=megafon",
+        "IDMESH_NOTIFIER_ADDRESS": "127.0.0.1:50060",
+    }
+    base.update({f"IDMESH_{k}": v for k, v in overrides.items()})
+    return Env(base)
+
+
+def test_defaults() -> None:
+    config = GatewayConfig.from_env(_env())
+    assert config.server.bind == "127.0.0.1:50070"
+    assert config.operators == {"beeline": "127.0.0.1:50051", "megafon": "127.0.0.1:50052"}
+    assert config.carriers == {"Beeline": "beeline", "MegaFon": "megafon"}
+    assert config.sms_outbox == Path("/tmp/gw/sms-outbox.jsonl")
+    assert config.numbering_plan is None
+    assert (config.verification_window_seconds, config.otp_ttl_seconds) == (1200.0, 300.0)
+    assert config.otp_max_attempts == 5
+    assert (config.verify_retry_initial_seconds, config.verify_retry_max_seconds) == (0.2, 10.0)
+    assert config.db_synchronous == "NORMAL"
+
+
+def test_the_numbering_plan_is_loaded_at_start() -> None:
+    config = GatewayConfig.from_env(
+        _env(NUMBERING_PLAN=str(REPO / "deploy" / "numbering-plan.csv"))
+    )
+    assert config.numbering_plan is not None
+    assert config.numbering_plan.carrier_for("+79161234567") == "MTS"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "problem"),
+    [
+        ({"MESSENGER_ID": ""}, "IDMESH_MESSENGER_ID: required"),
+        ({"MESSENGER_ID": "Alpha!"}, "IDMESH_MESSENGER_ID"),
+        ({"DB_PATH": ""}, "IDMESH_DB_PATH: required"),
+        ({"OPERATORS": ""}, "IDMESH_OPERATORS: required"),
+        ({"OPERATORS": "beeline=nowhere"}, "IDMESH_OPERATORS: expected host:port"),
+        ({"CARRIERS": "Beeline=beeline,T2=tele2"}, "IDMESH_CARRIERS: T2=tele2"),
+        ({"CARRIERS": "Beeline=beeline,BEELINE=beeline"}, "same ignoring case"),
+        ({"NOTIFIER_ADDRESS": ""}, "IDMESH_NOTIFIER_ADDRESS: required"),
+        ({"NUMBERING_PLAN": "/nonexistent/plan.csv"}, "IDMESH_NUMBERING_PLAN: .*cannot read"),
+        ({"VERIFICATION_WINDOW_SECONDS": "0"}, "IDMESH_VERIFICATION_WINDOW_SECONDS"),
+        ({"OTP_MAX_ATTEMPTS": "0"}, "IDMESH_OTP_MAX_ATTEMPTS"),
+        ({"DB_SYNCHRONOUS": "sometimes"}, "IDMESH_DB_SYNCHRONOUS"),
+    ],
+)
+def test_bad_configuration_names_the_variable(overrides: dict[str, str], problem: str) -> None:
+    with pytest.raises(ConfigError, match=problem):
+        GatewayConfig.from_env(_env(**overrides))

@@ -1,0 +1,235 @@
+"""The notice consumer against a fake NotifierService over gRPC: exactly-once application,
+cursor, acks, reconnects, gaps and OUT_OF_RANGE."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+from idmesh.notifier.v1 import notifier_pb2
+
+from services.common.backoff import Backoff
+from services.common.channels import open_channel
+from services.common.db import Database
+from services.common.identity import Caller, Kind
+from services.common.server import GrpcServer
+from services.messenger_gateway.domain import Reason, State
+from services.messenger_gateway.notices import NoticeConsumer
+from services.messenger_gateway.service import GatewayService
+from services.messenger_gateway.store import GatewayStore
+from tests.messenger_gateway.fakes import (
+    CursorOutOfRange,
+    FakeNotifier,
+    RecordingSms,
+    eventually,
+    identify,
+    make_service,
+    open_store,
+    start_notifier,
+)
+
+CODE = "IC-beeline-4567"  # what the fake operators give +79031234567
+
+
+@dataclass
+class Rig:
+    notifier: FakeNotifier
+    server: GrpcServer
+    db: Database
+    store: GatewayStore
+    service: GatewayService
+    sms: RecordingSms
+    tasks: list[asyncio.Task[None]]
+    consumers: list[NoticeConsumer]
+    channels: list[grpc.aio.Channel]
+
+    def start_consumer(self, service: GatewayService | None = None) -> NoticeConsumer:
+        channel = open_channel(
+            f"127.0.0.1:{self.server.port}", identity=Caller(Kind.MESSENGER, "alpha")
+        )
+        consumer = NoticeConsumer(
+            service or self.service, channel, backoff=Backoff(initial=0.01, maximum=0.05)
+        )
+        self.channels.append(channel)
+        self.consumers.append(consumer)
+        self.tasks.append(asyncio.create_task(consumer.run()))
+        return consumer
+
+    async def cursor(self) -> int:
+        return await self.store.notice_cursor("alpha")
+
+    async def wait_cursor(self, seq: int) -> None:
+        async def reached() -> bool:
+            return await self.cursor() >= seq
+
+        await eventually(reached, what=f"cursor {seq}")
+
+    async def state(self, identification_id: str) -> tuple[State, Reason]:
+        ident = await self.store.get(identification_id)
+        assert ident is not None
+        return ident.state, ident.reason
+
+
+@pytest.fixture
+async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
+    server, notifier = await start_notifier()
+    db, store = await open_store(tmp_path / "gw.db")
+    sms = RecordingSms()
+    rig = Rig(notifier, server, db, store, make_service(store, sms=sms), sms, [], [], [])
+    try:
+        yield rig
+    finally:
+        for task in rig.tasks:
+            task.cancel()
+        for task in rig.tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for channel in rig.channels:
+            await channel.close()
+        await rig.service.close()
+        await server.stop(None)
+        await db.close()
+
+
+def _hold_open() -> asyncio.Event:
+    return asyncio.Event()  # never set: the script keeps the stream open until cancelled
+
+
+async def test_a_notice_revokes_advances_the_cursor_and_is_acked(rig: Rig) -> None:
+    ident = await identify(rig.service, rig.sms, "u1")
+    other = await identify(rig.service, rig.sms, "u2", "+79037654321")
+    consumer = rig.start_consumer()
+    await rig.notifier.append(event_id="ev-1", identification_code=CODE)
+    await rig.wait_cursor(1)
+    assert await rig.state(ident) == (State.REVOKED, Reason.CONTRACT_TERMINATED)
+    assert (await rig.state(other))[0] is State.IDENTIFIED
+    await eventually(lambda: consumer.acked == 1, what="ack")
+    assert rig.notifier.acks[-1] == 1
+    assert rig.notifier.subscribes == [0]
+
+
+async def test_the_same_event_delivered_twice_is_applied_once(rig: Rig) -> None:
+    first = await identify(rig.service, rig.sms, "u1")
+    consumer = rig.start_consumer()
+    await rig.notifier.append(event_id="ev-1", identification_code=CODE)
+    await rig.wait_cursor(1)
+    assert (await rig.state(first))[0] is State.REVOKED
+    # the user identifies again and (for the test) gets the same code; the same event, delivered
+    # again under a new seq, must not revoke the new identification
+    again = await identify(rig.service, rig.sms, "u1")
+    await rig.notifier.append(event_id="ev-1", identification_code=CODE)
+    await rig.wait_cursor(2)
+    assert (await rig.state(again))[0] is State.IDENTIFIED
+    assert await rig.store.inbox_has("ev-1")
+    await eventually(lambda: consumer.acked == 2, what="ack of the duplicate")
+
+
+async def test_a_reconnect_resumes_from_the_cursor_and_loses_nothing(rig: Rig) -> None:
+    ident = await identify(rig.service, rig.sms, "u1")
+    await rig.notifier.append(event_id="ev-1", identification_code="someone-else")
+    await rig.notifier.append(event_id="ev-2", identification_code=CODE)
+
+    async def one_then_end(
+        request: notifier_pb2.SubscribeRequest,
+    ) -> AsyncIterator[notifier_pb2.SubscribeResponse]:
+        yield notifier_pb2.SubscribeResponse(notice=rig.notifier.log[0])
+
+    rig.notifier.scripts.append(one_then_end)
+    rig.start_consumer()
+    await rig.wait_cursor(2)
+    assert rig.notifier.subscribes[:2] == [0, 1]
+    assert await rig.state(ident) == (State.REVOKED, Reason.CONTRACT_TERMINATED)
+    assert await rig.store.inbox_has("ev-1") and await rig.store.inbox_has("ev-2")
+
+
+async def test_a_gap_aborts_the_stream_and_resubscribes_from_the_cursor(rig: Rig) -> None:
+    for n in (1, 2, 3):
+        await rig.notifier.append(event_id=f"ev-{n}", identification_code=f"code-{n}")
+    cancelled = asyncio.Event()
+
+    async def skip_two(
+        request: notifier_pb2.SubscribeRequest,
+    ) -> AsyncIterator[notifier_pb2.SubscribeResponse]:
+        yield notifier_pb2.SubscribeResponse(notice=rig.notifier.log[0])
+        yield notifier_pb2.SubscribeResponse(notice=rig.notifier.log[2])  # seq 3 after 1
+        try:
+            await _hold_open().wait()
+        finally:
+            cancelled.set()
+
+    rig.notifier.scripts.append(skip_two)
+    rig.start_consumer()
+    await rig.wait_cursor(3)
+    assert rig.notifier.subscribes[:2] == [0, 1]
+    await asyncio.wait_for(cancelled.wait(), timeout=5)  # the gapped stream was cancelled
+    for n in (1, 2, 3):
+        assert await rig.store.inbox_has(f"ev-{n}")
+
+
+async def test_out_of_range_is_retried_and_never_skipped(rig: Rig) -> None:
+    await rig.notifier.append(event_id="ev-1", identification_code="x")
+
+    async def out_of_range(
+        request: notifier_pb2.SubscribeRequest,
+    ) -> AsyncIterator[notifier_pb2.SubscribeResponse]:
+        raise CursorOutOfRange(
+            "after_seq 0 is below the retained floor",
+            trailers={"idmesh-floor-seq": "5", "idmesh-head-seq": "9"},
+        )
+        yield notifier_pb2.SubscribeResponse()  # pragma: no cover (makes this a generator)
+
+    rig.notifier.scripts.extend([out_of_range, out_of_range])
+    rig.start_consumer()
+    await rig.wait_cursor(1)
+    assert rig.notifier.subscribes[:3] == [0, 0, 0]
+
+
+async def test_progress_marks_change_nothing(rig: Rig) -> None:
+    await rig.notifier.append(event_id="ev-1", identification_code="x")
+
+    async def mark_then_notice(
+        request: notifier_pb2.SubscribeRequest,
+    ) -> AsyncIterator[notifier_pb2.SubscribeResponse]:
+        yield notifier_pb2.SubscribeResponse(progress=notifier_pb2.ProgressMark(head_seq=1))
+        yield notifier_pb2.SubscribeResponse(notice=rig.notifier.log[0])
+        await _hold_open().wait()
+
+    rig.notifier.scripts.append(mark_then_notice)
+    rig.start_consumer()
+    await rig.wait_cursor(1)
+    assert rig.notifier.subscribes == [0]
+
+
+async def test_two_gateway_processes_on_one_database_apply_a_notice_once(
+    rig: Rig, tmp_path: Path
+) -> None:
+    ident = await identify(rig.service, rig.sms, "u1")
+    db2, store2 = await open_store(tmp_path / "gw.db")  # a second process's connections
+    service2 = make_service(store2)
+    try:
+        first, second = rig.start_consumer(), rig.start_consumer(service2)
+        await eventually(lambda: len(rig.notifier.subscribes) == 2, what="both subscribed")
+        await rig.notifier.append(event_id="ev-1", identification_code=CODE)
+        await eventually(lambda: first.acked == 1 and second.acked == 1, what="both acked")
+        assert await rig.state(ident) == (State.REVOKED, Reason.CONTRACT_TERMINATED)
+        row = await rig.db.fetchall("SELECT revoked FROM notice_inbox")
+        assert [r["revoked"] for r in row] == [1]
+    finally:
+        for task in rig.tasks:
+            task.cancel()
+        await asyncio.gather(*rig.tasks, return_exceptions=True)
+        await service2.close()
+        await db2.close()
+
+
+async def test_cancelling_the_consumer_ends_its_stream(rig: Rig) -> None:
+    rig.start_consumer()
+    await eventually(lambda: rig.notifier.subscribes == [0], what="subscribed")
+    rig.tasks[0].cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(rig.tasks[0], timeout=5)
