@@ -11,7 +11,11 @@ import gen_protos  # noqa: E402
 
 
 def _files(folder: Path) -> set[Path]:
-    return {p.relative_to(folder) for p in folder.rglob("*") if p.is_file() and "__pycache__" not in p.parts}
+    return {
+        p.relative_to(folder)
+        for p in folder.rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts
+    }
 
 
 def test_generated_code_matches_the_protos(tmp_path: Path) -> None:
@@ -19,5 +23,7 @@ def test_generated_code_matches_the_protos(tmp_path: Path) -> None:
     gen_protos.generate(tmp_path)
     fresh = _files(tmp_path)
     assert fresh == _files(committed), "run `make proto`: generated files differ from protos/"
-    stale = [str(p) for p in sorted(fresh) if not filecmp.cmp(tmp_path / p, committed / p, shallow=False)]
+    stale = [
+        str(p) for p in sorted(fresh) if not filecmp.cmp(tmp_path / p, committed / p, shallow=False)
+    ]
     assert not stale, f"run `make proto`: stale generated files {stale}"

@@ -79,12 +79,16 @@ def _notifier(args: argparse.Namespace) -> tuple[grpc.aio.Channel, Any]:
 # -- output ----------------------------------------------------------------------------------
 
 
-def _as_dict(message: Message) -> dict[str, Any]:
-    return MessageToDict(message, preserving_proto_field_name=True)
+def _as_dict(message: Message, *, with_defaults: bool = False) -> dict[str, Any]:
+    return MessageToDict(
+        message,
+        preserving_proto_field_name=True,
+        always_print_fields_with_no_presence=with_defaults,
+    )
 
 
-def _print(args: argparse.Namespace, message: Message) -> None:
-    data = _as_dict(message)
+def _print(args: argparse.Namespace, message: Message, *, with_defaults: bool = False) -> None:
+    data = _as_dict(message, with_defaults=with_defaults)
     if args.json:
         print(json.dumps(data, ensure_ascii=False), flush=True)
         return
@@ -129,7 +133,9 @@ async def cmd_status(args: argparse.Namespace) -> int:
                 status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
             except grpc.aio.AioRpcError as exc:
                 status = f"DOWN ({exc.code().name})"
-        rows.append({"service": name, "kind": info["kind"], "address": info["address"], "health": status})
+        rows.append(
+            {"service": name, "kind": info["kind"], "address": info["address"], "health": status}
+        )
     if args.json:
         print(json.dumps(rows))
     else:
@@ -176,7 +182,9 @@ async def cmd_identify_confirm(args: argparse.Namespace) -> int:
 async def cmd_identify_show(args: argparse.Namespace) -> int:
     channel, stub = _gateway(args)
     async with channel:
-        reply = await stub.GetIdentification(gateway_pb2.GetIdentificationRequest(user_id=args.user))
+        reply = await stub.GetIdentification(
+            gateway_pb2.GetIdentificationRequest(user_id=args.user)
+        )
     _print(args, reply)
     return 0
 
@@ -195,7 +203,7 @@ async def cmd_access(args: argparse.Namespace) -> int:
     channel, stub = _gateway(args)
     async with channel:
         reply = await stub.CheckAccess(gateway_pb2.CheckAccessRequest(user_id=args.user))
-    _print(args, reply)
+    _print(args, reply, with_defaults=True)
     return 0 if reply.allowed else 3
 
 
@@ -221,7 +229,9 @@ async def cmd_sms(args: argparse.Namespace) -> int:
         print(json.dumps(messages, ensure_ascii=False))
     else:
         for m in messages:
-            print(f"{m['sent_at']}  to {m['phone_number']}  id {m['identification_id']}: {m['text']}")
+            print(
+                f"{m['sent_at']}  to {m['phone_number']}  id {m['identification_id']}: {m['text']}"
+            )
     return 0
 
 
@@ -240,7 +250,10 @@ async def cmd_registry_create(args: argparse.Namespace) -> int:
 async def cmd_registry_get(args: argparse.Namespace) -> int:
     channel, stub = _registry_admin(args)
     async with channel:
-        _print(args, await stub.GetSubscriber(registry_pb2.GetSubscriberRequest(phone_number=args.phone)))
+        _print(
+            args,
+            await stub.GetSubscriber(registry_pb2.GetSubscriberRequest(phone_number=args.phone)),
+        )
     return 0
 
 
@@ -339,9 +352,9 @@ def build_parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="run the local mesh until Ctrl-C")
     up.add_argument("--data-dir", default=None)
 
-    sub.add_parser("status", parents=[common], help="health of every service of the mesh").set_defaults(
-        func=cmd_status
-    )
+    sub.add_parser(
+        "status", parents=[common], help="health of every service of the mesh"
+    ).set_defaults(func=cmd_status)
 
     def messenger(p: argparse.ArgumentParser) -> None:
         p.add_argument("--messenger", "-m", required=True, help="messenger id, e.g. alpha")
@@ -437,7 +450,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     if args.command == "up":
-        raise SystemExit(meshlib.run_up(Path(args.data_dir or os.environ.get("IDMESH_DATA_DIR") or "data")))
+        raise SystemExit(
+            meshlib.run_up(Path(args.data_dir or os.environ.get("IDMESH_DATA_DIR") or "data"))
+        )
     try:
         code = asyncio.run(args.func(args))
     except grpc.aio.AioRpcError as exc:
