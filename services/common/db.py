@@ -9,6 +9,8 @@ set synchronous=FULL (IDMESH_DB_SYNCHRONOUS) to be durable across power loss too
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import os
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -30,7 +32,7 @@ class Database:
         path.parent.mkdir(parents=True, exist_ok=True)
         writer = await _connect(path, synchronous)
         try:
-            await _migrate(writer, migrations)
+            await _migrate(writer, migrations, path)
             reader = await _connect(path, synchronous)
         except BaseException:
             await writer.close()
@@ -74,16 +76,25 @@ async def _connect(path: Path, synchronous: str) -> aiosqlite.Connection:
     return conn
 
 
-async def _migrate(conn: aiosqlite.Connection, migrations: Sequence[str]) -> None:
-    """Apply migrations[version:] in one transaction each; user_version counts those applied."""
-    async with conn.execute("PRAGMA user_version") as cursor:
-        row = await cursor.fetchone()
-    version = int(row[0]) if row else 0
-    if version > len(migrations):
-        raise RuntimeError(
-            f"database schema version {version} is newer than this code knows ({len(migrations)})"
-        )
-    for number, script in enumerate(migrations[version:], start=version + 1):
-        await conn.executescript(
-            f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version={number};\nCOMMIT;"
-        )
+async def _migrate(conn: aiosqlite.Connection, migrations: Sequence[str], path: Path) -> None:
+    """Apply migrations[user_version:], each in one transaction. Processes opening one file
+    together (replicas sharing a store) take turns on an advisory lock file, so none applies a
+    migration twice. (Python 3.11's executescript commits any open transaction first, so a
+    BEGIN IMMEDIATE around the version check would not hold.)"""
+    fd = os.open(path.with_name(path.name + ".migrate-lock"), os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        await asyncio.to_thread(fcntl.flock, fd, fcntl.LOCK_EX)
+        async with conn.execute("PRAGMA user_version") as cursor:
+            row = await cursor.fetchone()
+        version = int(row[0]) if row else 0
+        if version > len(migrations):
+            raise RuntimeError(
+                f"database schema version {version} is newer than this code knows "
+                f"({len(migrations)})"
+            )
+        for number, script in enumerate(migrations[version:], start=version + 1):
+            await conn.executescript(
+                f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version={number};\nCOMMIT;"
+            )
+    finally:
+        os.close(fd)  # releases the lock

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -53,7 +53,13 @@ class GrpcServer:
         )
         self.health = health.aio.HealthServicer()
         self._service_names: list[str] = []
+        self._on_shutdown: list[Callable[[], Awaitable[None]]] = []
         self.port: int | None = None
+
+    def on_shutdown(self, hook: Callable[[], Awaitable[None]]) -> None:
+        """Run hook once health is NOT_SERVING and before the drain: for example to end
+        long-lived streams at once, so that they do not hold shutdown for the whole grace."""
+        self._on_shutdown.append(hook)
 
     def add(
         self, register: Callable[[Any, grpc.aio.Server], None], servicer: Any, full_name: str
@@ -83,6 +89,12 @@ class GrpcServer:
 
     async def stop(self, grace: float | None) -> None:
         await self.health.enter_graceful_shutdown()
+        hooks, self._on_shutdown = self._on_shutdown, []
+        for hook in hooks:
+            try:
+                await hook()
+            except Exception:
+                log.exception("server.shutdown_hook_failed")
         await self._server.stop(grace)
         log.info("server.stopped")
 

@@ -1,0 +1,5 @@
+"""`python -m services.notifier`."""
+
+from services.notifier.main import main
+
+main()

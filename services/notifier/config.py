@@ -1,0 +1,75 @@
+"""The notifier's configuration, from IDMESH_* environment variables (fail fast, name the variable).
+
+IDMESH_DB_PATH                     required: the SQLite file
+IDMESH_DB_SYNCHRONOUS              NORMAL (default), FULL, EXTRA or OFF
+IDMESH_BIND                        127.0.0.1:50060 (and the other ServerSettings variables)
+IDMESH_PROGRESS_INTERVAL_SECONDS   5: a progress mark after this long idle on a stream
+IDMESH_STREAM_BUFFER               256: notices buffered per stream
+IDMESH_SLOW_CONSUMER_SECONDS       10: a full buffer for this long ends the stream
+IDMESH_SLA_CHECK_SECONDS           60: how often the delivery SLA is checked
+IDMESH_SLA_WARNING_SECONDS         43200 (12 h): warn when the oldest unacked event is older
+IDMESH_SLA_LIMIT_SECONDS           86400 (24 h): the legal limit; logged as an error past it
+IDMESH_RETENTION_DAYS              7 (the minimum): acknowledged events are kept this long
+IDMESH_PRUNE_INTERVAL_SECONDS      3600: how often acknowledged old events are pruned
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+from services.common.config import ConfigError, Env, ServerSettings
+from services.notifier.domain import MIN_RETENTION_DAYS, DeliveryPolicy, StreamPolicy
+
+DEFAULT_BIND = "127.0.0.1:50060"
+_SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
+
+
+@dataclass(frozen=True, slots=True)
+class NotifierConfig:
+    server: ServerSettings
+    db_path: Path
+    db_synchronous: str
+    streams: StreamPolicy
+    delivery: DeliveryPolicy
+    sla_check_seconds: float
+    prune_interval_seconds: float
+
+    @classmethod
+    def from_env(cls, env: Env) -> NotifierConfig:
+        synchronous = env.str("DB_SYNCHRONOUS", "NORMAL").upper()
+        if synchronous not in _SYNCHRONOUS:
+            raise ConfigError(
+                f"{env.name('DB_SYNCHRONOUS')}: expected one of {', '.join(_SYNCHRONOUS)}, "
+                f"got {synchronous!r}"
+            )
+        warning = env.float("SLA_WARNING_SECONDS", 43_200.0, minimum=1)
+        limit = env.float("SLA_LIMIT_SECONDS", 86_400.0, minimum=1)
+        if warning > limit:
+            raise ConfigError(
+                f"{env.name('SLA_WARNING_SECONDS')}: must not exceed "
+                f"{env.name('SLA_LIMIT_SECONDS')} ({limit:g}), got {warning:g}: "
+                "the warning has to come before the limit"
+            )
+        return cls(
+            server=ServerSettings.from_env(env, default_bind=DEFAULT_BIND),
+            db_path=env.path("DB_PATH"),
+            db_synchronous=synchronous,
+            streams=StreamPolicy(
+                buffer=env.int("STREAM_BUFFER", 256, minimum=1, maximum=100_000),
+                slow_consumer_seconds=env.float("SLOW_CONSUMER_SECONDS", 10.0, minimum=0.001),
+                progress_interval_seconds=env.float(
+                    "PROGRESS_INTERVAL_SECONDS", 5.0, minimum=0.001
+                ),
+            ),
+            delivery=DeliveryPolicy(
+                sla_warning=timedelta(seconds=warning),
+                sla_limit=timedelta(seconds=limit),
+                retention=timedelta(
+                    days=env.int("RETENTION_DAYS", MIN_RETENTION_DAYS, minimum=MIN_RETENTION_DAYS)
+                ),
+            ),
+            sla_check_seconds=env.float("SLA_CHECK_SECONDS", 60.0, minimum=0.001),
+            prune_interval_seconds=env.float("PRUNE_INTERVAL_SECONDS", 3600.0, minimum=0.001),
+        )

@@ -1,0 +1,336 @@
+"""The notifier's SQLite store: events (the per-messenger log) and sequences (head/acked/floor).
+
+Sequence numbers are assigned inside the write transaction (Database.transaction is BEGIN
+IMMEDIATE and one writer at a time), so seq N+1 is never committed before N and a reader
+(which sees only committed data) never observes a gap. The `sequences` row of a messenger
+outlives pruning, so head, acked position, floor and the late-delivery count are never lost.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any, Final
+
+import aiosqlite
+
+from services.common.db import Database
+from services.common.failpoints import failpoint
+from services.common.timeutil import from_iso, to_iso
+from services.notifier.domain import (
+    ContractTerminated,
+    EventIdConflict,
+    OldestUnacked,
+    PublishResult,
+    SequenceState,
+    StoredEvent,
+)
+
+MIGRATIONS: Final[list[str]] = [
+    """
+    CREATE TABLE sequences (
+        messenger_id    TEXT PRIMARY KEY,
+        head_seq        INTEGER NOT NULL CHECK (head_seq >= 0),
+        acked_seq       INTEGER NOT NULL DEFAULT 0 CHECK (acked_seq BETWEEN 0 AND head_seq),
+        floor_seq       INTEGER NOT NULL DEFAULT 1 CHECK (floor_seq BETWEEN 1 AND acked_seq + 1),
+        late_deliveries INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE events (
+        messenger_id          TEXT NOT NULL REFERENCES sequences (messenger_id),
+        seq                   INTEGER NOT NULL CHECK (seq >= 1),
+        event_id              TEXT NOT NULL UNIQUE,
+        operator_id           TEXT NOT NULL,
+        phone_number          TEXT NOT NULL,
+        identification_code   TEXT NOT NULL,
+        reason                INTEGER NOT NULL,
+        occurred_at           TEXT NOT NULL,
+        recipient_operator_id TEXT NOT NULL,
+        published_at          TEXT NOT NULL,
+        acked_at              TEXT,
+        PRIMARY KEY (messenger_id, seq)
+    ) WITHOUT ROWID;
+    CREATE INDEX events_by_published_at ON events (messenger_id, published_at);
+    """,
+]
+
+_EVENT_COLUMNS: Final = (
+    "messenger_id, seq, event_id, operator_id, phone_number, identification_code, reason, "
+    "occurred_at, recipient_operator_id, published_at"
+)
+
+
+def _identity(event: ContractTerminated) -> tuple[Any, ...]:
+    """What makes two publications of one event_id the same event."""
+    assert event.occurred_at is not None
+    return (
+        event.event_id,
+        event.operator_id,
+        event.messenger_id,
+        event.phone_number,
+        event.identification_code,
+        int(event.reason),
+        to_iso(event.occurred_at),
+        event.recipient_operator_id,
+    )
+
+
+def _row_identity(row: aiosqlite.Row) -> tuple[Any, ...]:
+    return (
+        row["event_id"],
+        row["operator_id"],
+        row["messenger_id"],
+        row["phone_number"],
+        row["identification_code"],
+        int(row["reason"]),
+        row["occurred_at"],
+        row["recipient_operator_id"],
+    )
+
+
+def _stored_event(row: aiosqlite.Row) -> StoredEvent:
+    return StoredEvent(
+        seq=int(row["seq"]),
+        event=ContractTerminated(
+            event_id=row["event_id"],
+            operator_id=row["operator_id"],
+            messenger_id=row["messenger_id"],
+            phone_number=row["phone_number"],
+            identification_code=row["identification_code"],
+            reason=int(row["reason"]),
+            occurred_at=from_iso(row["occurred_at"]),
+            recipient_operator_id=row["recipient_operator_id"],
+        ),
+        published_at=from_iso(row["published_at"]),
+    )
+
+
+def _state(messenger_id: str, row: aiosqlite.Row | None) -> SequenceState:
+    if row is None:
+        return SequenceState(messenger_id)
+    return SequenceState(
+        messenger_id=messenger_id,
+        head_seq=int(row["head_seq"]),
+        acked_seq=int(row["acked_seq"]),
+        floor_seq=int(row["floor_seq"]),
+        late_deliveries=int(row["late_deliveries"]),
+    )
+
+
+def _placeholders(count: int) -> str:
+    return ",".join("?" * count)
+
+
+async def _fetchall(
+    conn: aiosqlite.Connection, sql: str, params: Iterable[Any] = ()
+) -> list[aiosqlite.Row]:
+    async with conn.execute(sql, tuple(params)) as cursor:
+        return list(await cursor.fetchall())
+
+
+_STATE_SQL: Final = (
+    "SELECT head_seq, acked_seq, floor_seq, late_deliveries FROM sequences WHERE messenger_id = ?"
+)
+
+
+class NotifierStore:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def publish(
+        self, events: Sequence[ContractTerminated], published_at: datetime
+    ) -> tuple[PublishResult, set[str]]:
+        """Store the new events of a batch in one transaction; the messengers that got events.
+
+        Four statements whatever the batch size: look up known ids, read the heads, move the
+        heads, insert the events. An id already stored for the same event is a duplicate; an
+        id stored for a different event is refused (EventIdConflict) and nothing is stored.
+        """
+        async with self._db.transaction() as conn:
+            ids = sorted({e.event_id for e in events})
+            known = {
+                row["event_id"]: _row_identity(row)
+                for row in await _fetchall(
+                    conn,
+                    "SELECT event_id, operator_id, messenger_id, phone_number, "
+                    "identification_code, reason, occurred_at, recipient_operator_id "
+                    f"FROM events WHERE event_id IN ({_placeholders(len(ids))})",
+                    ids,
+                )
+            }
+            fresh: list[ContractTerminated] = []
+            duplicates = 0
+            for index, event in enumerate(events):
+                identity = _identity(event)
+                seen = known.get(event.event_id)
+                if seen is None:
+                    known[event.event_id] = identity
+                    fresh.append(event)
+                elif seen == identity:
+                    duplicates += 1
+                else:
+                    raise EventIdConflict(
+                        f"events[{index}].event_id {event.event_id!r} is already stored for a "
+                        "different event: an event id names exactly one event; give this "
+                        "event a new id"
+                    )
+            messengers = sorted({e.messenger_id for e in fresh})
+            if not fresh:
+                return PublishResult(accepted=0, duplicates=duplicates), set()
+            heads = {
+                row["messenger_id"]: int(row["head_seq"])
+                for row in await _fetchall(
+                    conn,
+                    "SELECT messenger_id, head_seq FROM sequences "
+                    f"WHERE messenger_id IN ({_placeholders(len(messengers))})",
+                    messengers,
+                )
+            }
+            published = to_iso(published_at)
+            rows: list[tuple[Any, ...]] = []
+            for event in fresh:
+                seq = heads.get(event.messenger_id, 0) + 1
+                heads[event.messenger_id] = seq
+                assert event.occurred_at is not None
+                rows.append(
+                    (
+                        event.messenger_id,
+                        seq,
+                        event.event_id,
+                        event.operator_id,
+                        event.phone_number,
+                        event.identification_code,
+                        int(event.reason),
+                        to_iso(event.occurred_at),
+                        event.recipient_operator_id,
+                        published,
+                    )
+                )
+            await conn.executemany(
+                "INSERT INTO sequences (messenger_id, head_seq) VALUES (?, ?) "
+                "ON CONFLICT (messenger_id) DO UPDATE SET head_seq = excluded.head_seq",
+                [(m, heads[m]) for m in messengers],
+            )
+            await conn.executemany(
+                f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES ({_placeholders(10)})", rows
+            )
+            failpoint("notifier.publish.before_commit")
+        return PublishResult(accepted=len(fresh), duplicates=duplicates), set(messengers)
+
+    async def state(self, messenger_id: str) -> SequenceState:
+        return _state(messenger_id, await self._db.fetchone(_STATE_SQL, (messenger_id,)))
+
+    async def read_after(self, messenger_id: str, after_seq: int, limit: int) -> list[StoredEvent]:
+        rows = await self._db.fetchall(
+            f"SELECT {_EVENT_COLUMNS} FROM events WHERE messenger_id = ? AND seq > ? "
+            "ORDER BY seq LIMIT ?",
+            (messenger_id, after_seq, limit),
+        )
+        return [_stored_event(row) for row in rows]
+
+    async def ack(
+        self,
+        messenger_id: str,
+        up_to_seq: int,
+        acked_at: datetime,
+        late_if_published_before: datetime,
+    ) -> tuple[SequenceState, int]:
+        """Move the acked position to up_to_seq if that is higher; record when each newly
+        acknowledged event was delivered and count those published before the given time.
+        The state after the ack, and how many of the newly acknowledged events were late."""
+        async with self._db.transaction() as conn:
+            async with conn.execute(_STATE_SQL, (messenger_id,)) as cursor:
+                state = _state(messenger_id, await cursor.fetchone())
+            state.check_ack(up_to_seq)
+            if up_to_seq <= state.acked_seq:
+                return state, 0
+            span = (messenger_id, state.acked_seq, up_to_seq)
+            async with conn.execute(
+                "SELECT COUNT(*) FROM events WHERE messenger_id = ? AND seq > ? AND seq <= ? "
+                "AND published_at < ?",
+                (*span, to_iso(late_if_published_before)),
+            ) as cursor:
+                row = await cursor.fetchone()
+            late = int(row[0]) if row else 0
+            await conn.execute(
+                "UPDATE events SET acked_at = ? WHERE messenger_id = ? AND seq > ? AND seq <= ?",
+                (to_iso(acked_at), *span),
+            )
+            await conn.execute(
+                "UPDATE sequences SET acked_seq = ?, late_deliveries = late_deliveries + ? "
+                "WHERE messenger_id = ?",
+                (up_to_seq, late, messenger_id),
+            )
+            failpoint("notifier.ack.before_commit")
+        after = SequenceState(
+            messenger_id=messenger_id,
+            head_seq=state.head_seq,
+            acked_seq=up_to_seq,
+            floor_seq=state.floor_seq,
+            late_deliveries=state.late_deliveries + late,
+        )
+        return after, late
+
+    async def published_at(self, messenger_id: str, seq: int) -> datetime | None:
+        row = await self._db.fetchone(
+            "SELECT published_at FROM events WHERE messenger_id = ? AND seq = ?",
+            (messenger_id, seq),
+        )
+        return None if row is None else from_iso(row["published_at"])
+
+    async def oldest_unacked(self) -> list[OldestUnacked]:
+        """Every messenger with unacknowledged events, with its oldest one's publication time."""
+        rows = await self._db.fetchall(
+            "SELECT s.messenger_id, s.head_seq, s.acked_seq, e.published_at "
+            "FROM sequences s JOIN events e "
+            "ON e.messenger_id = s.messenger_id AND e.seq = s.acked_seq + 1 "
+            "WHERE s.acked_seq < s.head_seq ORDER BY s.messenger_id"
+        )
+        return [
+            OldestUnacked(
+                messenger_id=row["messenger_id"],
+                head_seq=int(row["head_seq"]),
+                acked_seq=int(row["acked_seq"]),
+                published_at=from_iso(row["published_at"]),
+            )
+            for row in rows
+        ]
+
+    async def prune(self, published_before: datetime, max_rows: int) -> dict[str, int]:
+        """Delete, per messenger, the longest prefix of its retained events that are all
+        acknowledged and published before the cutoff; at most max_rows events per messenger
+        and transaction. Unacknowledged events are never deleted, and the retained events stay
+        one contiguous range (the floor rises, no hole opens). Returns the new floors."""
+        cutoff = to_iso(published_before)
+        candidates = await self._db.fetchall(
+            "SELECT messenger_id FROM sequences WHERE floor_seq <= acked_seq ORDER BY messenger_id"
+        )
+        floors: dict[str, int] = {}
+        for candidate in candidates:
+            messenger_id = candidate["messenger_id"]
+            while (floor := await self._prune_chunk(messenger_id, cutoff, max_rows)) is not None:
+                floors[messenger_id] = floor
+        return floors
+
+    async def _prune_chunk(self, messenger_id: str, cutoff: str, max_rows: int) -> int | None:
+        async with self._db.transaction() as conn:
+            async with conn.execute(_STATE_SQL, (messenger_id,)) as cursor:
+                state = _state(messenger_id, await cursor.fetchone())
+            async with conn.execute(
+                "SELECT MIN(seq) FROM events WHERE messenger_id = ? AND published_at >= ?",
+                (messenger_id, cutoff),
+            ) as cursor:
+                row = await cursor.fetchone()
+            last = state.acked_seq
+            if row is not None and row[0] is not None:
+                last = min(last, int(row[0]) - 1)
+            last = min(last, state.floor_seq + max_rows - 1)
+            if last < state.floor_seq:
+                return None
+            await conn.execute(
+                "DELETE FROM events WHERE messenger_id = ? AND seq <= ?", (messenger_id, last)
+            )
+            await conn.execute(
+                "UPDATE sequences SET floor_seq = ? WHERE messenger_id = ?",
+                (last + 1, messenger_id),
+            )
+        return last + 1

@@ -1,0 +1,271 @@
+"""Contract-termination notices end to end: registry outbox -> notifier -> gateway revocation,
+with processes killed (-9) at the worst moments, losing nothing and applying nothing twice."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+
+import grpc
+import pytest
+from idmesh.events.v1 import events_pb2
+from idmesh.gateway.v1 import gateway_pb2
+from idmesh.notifier.v1 import notifier_pb2
+from idmesh.registry.v1 import registry_pb2
+
+from services.cli.mesh import Mesh, MeshSpec, MessengerSpec, demo_spec
+from services.common.failpoints import ENV as FAILPOINTS
+from tests.integration.mesh_client import MeshClient, mesh_client
+from tests.integration.test_identification import new_subscriber, user
+
+pytestmark = pytest.mark.mesh
+
+State = gateway_pb2.IdentificationState
+Reason = gateway_pb2.Reason
+REVOKED = {State.IDENTIFICATION_STATE_REVOKED}
+
+
+@pytest.fixture(scope="module")
+def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
+    """The demo topology on free ports, with two gateway processes for alpha sharing one store."""
+    demo = demo_spec()
+    spec = MeshSpec(
+        operators=tuple(
+            type(o)(o.operator_id, o.carrier_name, o.seed_file) for o in demo.operators
+        ),
+        messengers=(
+            MessengerSpec("alpha", verification_window_seconds=30, replicas=2),
+            MessengerSpec("beta", verification_window_seconds=30),
+        ),
+        common_env={"IDMESH_PROGRESS_INTERVAL_SECONDS": "1"},
+    )
+    the_mesh = Mesh(spec, tmp_path_factory.mktemp("mesh"))
+    the_mesh.start()
+    yield the_mesh
+    the_mesh.stop()
+
+
+@pytest.fixture
+async def client(mesh: Mesh) -> MeshClient:  # type: ignore[misc]
+    async with mesh_client(mesh) as c:
+        yield c
+
+
+async def identified(client: MeshClient, messenger: str, phone: str) -> str:
+    u = user()
+    done = await client.identify(messenger, u, phone)
+    assert done.state == State.IDENTIFICATION_STATE_IDENTIFIED, done
+    return u
+
+
+async def terminate(client: MeshClient, operator: str, phone: str, reason: int = 0) -> int:
+    reply = await client.registry_admin(operator).TerminateContract(
+        registry_pb2.TerminateContractRequest(phone_number=phone, reason=reason), timeout=5
+    )
+    return reply.notices_queued
+
+
+async def status(client: MeshClient, messenger: str) -> notifier_pb2.GetDeliveryStatusResponse:
+    return await client.notifier_as(messenger).GetDeliveryStatus(
+        notifier_pb2.GetDeliveryStatusRequest(messenger_id=messenger), timeout=5
+    )
+
+
+async def wait_acked(client: MeshClient, messenger: str, timeout: float = 20) -> None:
+    """Until the messenger's gateways have acked everything the notifier holds for it."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        s = await status(client, messenger)
+        if s.acked_seq == s.head_seq:
+            return
+        assert loop.time() < deadline, f"{messenger} not acked: {s}"
+        await asyncio.sleep(0.05)
+
+
+async def test_termination_revokes_every_bound_messenger_and_only_that_user(
+    client: MeshClient,
+) -> None:
+    phone = await new_subscriber(client, "beeline", "+7903")
+    other = await new_subscriber(client, "beeline", "+7903")
+    a, b = await identified(client, "alpha", phone), await identified(client, "beta", phone)
+    bystander = await identified(client, "alpha", other)
+
+    assert await terminate(client, "beeline", phone) == 2
+
+    for messenger, u in (("alpha", a), ("beta", b)):
+        revoked = await client.wait_state(messenger, u, REVOKED, timeout=15)
+        assert revoked.reason == Reason.REASON_CONTRACT_TERMINATED
+        access = await client.gateway(messenger).CheckAccess(
+            gateway_pb2.CheckAccessRequest(user_id=u)
+        )
+        assert not access.allowed
+        assert access.reason == Reason.REASON_CONTRACT_TERMINATED
+    still = await client.gateway("alpha").CheckAccess(
+        gateway_pb2.CheckAccessRequest(user_id=bystander)
+    )
+    assert still.allowed
+
+
+async def test_revoked_user_identifies_again_under_a_new_contract_with_a_new_code(
+    client: MeshClient,
+) -> None:
+    phone = await new_subscriber(client, "megafon", "+7926")
+    u = await identified(client, "alpha", phone)
+    old_code = (await client.bindings("megafon", phone))["alpha"]
+    await terminate(client, "megafon", phone)
+    await client.wait_state("alpha", u, REVOKED, timeout=15)
+
+    again = await client.identify("alpha", u, phone)
+    assert again.state == State.IDENTIFICATION_STATE_NOT_COMPLETED
+    assert again.reason == Reason.REASON_NO_SUBSCRIBER
+
+    await client.registry_admin("megafon").CreateSubscriber(
+        registry_pb2.CreateSubscriberRequest(phone_number=phone, contract_id=uuid.uuid4().hex[:12]),
+        timeout=5,
+    )
+    again = await client.identify("alpha", u, phone)
+    assert again.state == State.IDENTIFICATION_STATE_IDENTIFIED
+    assert (await client.bindings("megafon", phone))["alpha"] != old_code
+
+
+async def test_port_out_reason_reaches_the_gateway(client: MeshClient) -> None:
+    phone = await new_subscriber(client, "beeline", "+7905")
+    u = await identified(client, "beta", phone)
+    await terminate(client, "beeline", phone, events_pb2.TERMINATION_REASON_PORTED_OUT)
+    revoked = await client.wait_state("beta", u, REVOKED, timeout=15)
+    assert revoked.reason == Reason.REASON_PORTED_OUT
+
+
+async def test_both_gateway_processes_of_a_messenger_see_the_revocation_once(
+    client: MeshClient,
+) -> None:
+    phone = await new_subscriber(client, "beeline", "+7903")
+    u = await identified(client, "alpha", phone)
+    await terminate(client, "beeline", phone)
+    for replica in ("", "-2"):
+        revoked = await client.wait_state("alpha", u, REVOKED, timeout=15, replica=replica)
+        assert revoked.reason == Reason.REASON_CONTRACT_TERMINATED
+    await wait_acked(client, "alpha")
+
+
+async def test_gateway_down_for_a_burst_catches_up_in_order(client: MeshClient, mesh: Mesh) -> None:
+    phones = [await new_subscriber(client, "beeline", "+7964") for _ in range(8)]
+    users = [await identified(client, "beta", p) for p in phones]
+    await wait_acked(client, "beta")
+    before = await status(client, "beta")
+    mesh.kill("gateway-beta")
+    try:
+        for p in phones:
+            await terminate(client, "beeline", p)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 15
+        while (await status(client, "beta")).head_seq < before.head_seq + len(phones):
+            assert loop.time() < deadline, "the notifier never received the burst"
+            await asyncio.sleep(0.05)
+    finally:
+        mesh.restart("gateway-beta")
+    for u in users:
+        await client.wait_state("beta", u, REVOKED, timeout=15)
+    await wait_acked(client, "beta")
+    # In order: the notices streamed after the cursor are the burst, with consecutive seqs.
+    call = client.notifier_as("beta").Subscribe(
+        notifier_pb2.SubscribeRequest(messenger_id="beta", after_seq=before.head_seq)
+    )
+    seqs, numbers = [], []
+    async for item in call:
+        if item.HasField("notice"):
+            seqs.append(item.notice.seq)
+            numbers.append(item.notice.event.phone_number)
+            if len(seqs) == len(phones):
+                break
+    call.cancel()
+    assert seqs == list(range(before.head_seq + 1, before.head_seq + 1 + len(phones)))
+    assert numbers == phones
+
+
+async def test_registry_killed_after_terminate_commits_publishes_after_restart(
+    client: MeshClient, mesh: Mesh
+) -> None:
+    phone = await new_subscriber(client, "megafon", "+7921")
+    u = await identified(client, "alpha", phone)
+    mesh.kill("notifier")  # the relay cannot publish ...
+    try:
+        await terminate(client, "megafon", phone)
+        mesh.kill("registry-megafon")  # ... and the registry dies with the notice in its outbox
+    finally:
+        mesh.restart("notifier")
+        mesh.restart("registry-megafon")
+    revoked = await client.wait_state("alpha", u, REVOKED, timeout=20)
+    assert revoked.reason == Reason.REASON_CONTRACT_TERMINATED
+    await wait_acked(client, "alpha")
+
+
+@pytest.mark.parametrize(
+    "failpoint", ["notifier.publish.before_commit", "notifier.publish.after_commit"]
+)
+async def test_notifier_killed_while_taking_a_publish_loses_nothing_and_duplicates_nothing(
+    client: MeshClient, mesh: Mesh, failpoint: str
+) -> None:
+    phone = await new_subscriber(client, "beeline", "+7903")
+    u = await identified(client, "beta", phone)
+    await wait_acked(client, "beta")
+    head = (await status(client, "beta")).head_seq
+    notifier = mesh.services["notifier"]
+    notifier.env[FAILPOINTS] = failpoint
+    mesh.restart("notifier")
+    try:
+        await terminate(client, "beeline", phone)
+        assert notifier.wait(15) == 137, "the failpoint did not fire"
+    finally:
+        del notifier.env[FAILPOINTS]
+        mesh.restart("notifier")
+    await client.wait_state("beta", u, REVOKED, timeout=20)
+    await wait_acked(client, "beta")
+    assert (await status(client, "beta")).head_seq == head + 1  # exactly one event, no duplicate
+
+
+async def test_notifier_killed_between_streaming_and_the_ack_redelivers_and_applies_once(
+    client: MeshClient, mesh: Mesh
+) -> None:
+    phone = await new_subscriber(client, "beeline", "+7903")
+    u = await identified(client, "beta", phone)
+    await wait_acked(client, "beta")
+    head = (await status(client, "beta")).head_seq
+    notifier = mesh.services["notifier"]
+    notifier.env[FAILPOINTS] = "notifier.ack.before_commit"
+    mesh.restart("notifier")
+    try:
+        await terminate(client, "beeline", phone)
+        assert notifier.wait(15) == 137, "the failpoint did not fire"
+    finally:
+        del notifier.env[FAILPOINTS]
+        mesh.restart("notifier")
+    revoked = await client.wait_state("beta", u, REVOKED, timeout=20)
+    await wait_acked(client, "beta")
+    s = await status(client, "beta")
+    assert s.head_seq == s.acked_seq == head + 1
+    # Identify again under a new contract: a redelivered old notice must not revoke it.
+    await client.registry_admin("beeline").CreateSubscriber(
+        registry_pb2.CreateSubscriberRequest(phone_number=phone, contract_id=uuid.uuid4().hex[:12]),
+        timeout=5,
+    )
+    assert revoked.reason == Reason.REASON_CONTRACT_TERMINATED
+    again = await client.identify("beta", u, phone)
+    assert again.state == State.IDENTIFICATION_STATE_IDENTIFIED
+    mesh.restart("gateway-beta")
+    await wait_acked(client, "beta")
+    access = await client.gateway("beta").CheckAccess(gateway_pb2.CheckAccessRequest(user_id=u))
+    assert access.allowed
+
+
+async def test_a_messenger_cannot_read_another_messengers_stream(client: MeshClient) -> None:
+    call = client.notifier_as("beta").Subscribe(
+        notifier_pb2.SubscribeRequest(messenger_id="alpha", after_seq=0)
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        async for _ in call:
+            pass
+    assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "alpha" not in dict(e.value.trailing_metadata() or ()).get("idmesh-head-seq", "")

@@ -1,0 +1,45 @@
+"""Fixtures for the notifier: a real server on port 0 over a temporary SQLite file."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from services.common.server import GrpcServer
+from services.notifier.grpc_api import ERRORS
+from services.notifier.main import open_notifier
+from tests.notifier.support import FakeClock, Notifier, config
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+async def start_notifier(tmp_path: Path, clock: FakeClock) -> AsyncIterator[Callable[..., Any]]:
+    """start_notifier(**env) -> Notifier; everything started is stopped at teardown."""
+    stack = contextlib.AsyncExitStack()
+
+    async def start(**overrides: str) -> Notifier:
+        cfg = config(tmp_path, **overrides)
+        server = GrpcServer(name="notifier", bind=cfg.server.bind, errors=ERRORS)
+        service = await stack.enter_async_context(open_notifier(cfg, server, clock))
+        port = await server.start()
+        stack.push_async_callback(server.stop, None)
+        notifier = Notifier(service=service, port=port, clock=clock, config=cfg)
+        stack.push_async_callback(notifier.close_channels)
+        return notifier
+
+    async with stack:
+        yield start
+
+
+@pytest.fixture
+async def notifier(start_notifier: Callable[..., Any]) -> Notifier:
+    result: Notifier = await start_notifier()
+    return result
