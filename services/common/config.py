@@ -149,6 +149,7 @@ class ServerSettings:
     log_level: str
     log_format: str  # "json", "console" or "auto" (console on a terminal)
     shutdown_grace: float
+    metrics_bind: str | None = None  # host:port of the Prometheus /metrics endpoint; None: off
 
     @classmethod
     def from_env(cls, env: Env, *, default_bind: str) -> ServerSettings:
@@ -167,7 +168,15 @@ class ServerSettings:
                 f"{env.name('LOG_LEVEL')}: expected debug, info, warning or error, "
                 f"got {log_level!r}"
             )
+        metrics_bind = env.str("METRICS_BIND", "") or None
+        if metrics_bind is not None:
+            m_host, m_sep, m_port = metrics_bind.rpartition(":")
+            if not m_sep or not m_host or not m_port.isdigit() or int(m_port) > 65535:
+                raise ConfigError(
+                    f"{env.name('METRICS_BIND')}: expected host:port, got {metrics_bind!r}"
+                )
         return cls(
+            metrics_bind=metrics_bind,
             bind=bind,
             log_level=log_level,
             log_format=log_format,

@@ -32,6 +32,7 @@ from services.common.identity import (
     parse_identity,
     set_current_caller,
 )
+from services.common.metrics import observe_rpc
 
 log = structlog.get_logger("idmesh.rpc")
 
@@ -136,12 +137,10 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         )
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _finish(self, started: float, code: grpc.StatusCode) -> None:
-        log.info(
-            "rpc",
-            status=code.name,
-            duration_ms=round((time.perf_counter() - started) * 1000, 3),
-        )
+    def _finish(self, method: str, started: float, code: grpc.StatusCode) -> None:
+        elapsed = time.perf_counter() - started
+        observe_rpc(method, code.name, elapsed)
+        log.info("rpc", status=code.name, duration_ms=round(elapsed * 1000, 3))
         structlog.contextvars.unbind_contextvars("request_id", "method", "caller")
 
     def _wrap_unary(
@@ -163,7 +162,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                 code = self._errors.code_for(exc) or grpc.StatusCode.INTERNAL
                 await self._fail(exc, context, request_id)
             finally:
-                self._finish(started, code)
+                self._finish(method, started, code)
 
         return wrapped
 
@@ -189,7 +188,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                 code = self._errors.code_for(exc) or grpc.StatusCode.INTERNAL
                 await self._fail(exc, context, request_id)
             finally:
-                self._finish(started, code)
+                self._finish(method, started, code)
 
         return wrapped
 

@@ -21,6 +21,7 @@ from typing import Protocol, TypeVar
 from services.common.config import ConfigError, Env, ServerSettings
 from services.common.interceptors import ErrorTable
 from services.common.logging import configure_logging, get_logger
+from services.common.metrics import serve_metrics
 from services.common.server import GrpcServer
 
 
@@ -34,6 +35,9 @@ Wiring = Callable[[C, GrpcServer], AbstractAsyncContextManager[None]]
 
 
 async def serve(name: str, config: C, wiring: Wiring[C], errors: ErrorTable) -> None:
+    if config.server.metrics_bind is not None:
+        port = serve_metrics(config.server.metrics_bind)
+        get_logger("idmesh.main").info("metrics.listening", port=port)
     server = GrpcServer(name=name, bind=config.server.bind, errors=errors)
     async with wiring(config, server):
         await server.start()

@@ -1,10 +1,11 @@
 import datetime
 
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Mapping as _Mapping
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
@@ -31,6 +32,21 @@ class Reason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     REASON_PORTED_OUT: _ClassVar[Reason]
     REASON_NOT_IDENTIFIED: _ClassVar[Reason]
     REASON_NUMBER_CHANGED: _ClassVar[Reason]
+
+class NumberReassignment(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    NUMBER_REASSIGNMENT_UNSPECIFIED: _ClassVar[NumberReassignment]
+    NUMBER_REASSIGNMENT_REASSIGNED: _ClassVar[NumberReassignment]
+    NUMBER_REASSIGNMENT_NOT_REASSIGNED: _ClassVar[NumberReassignment]
+    NUMBER_REASSIGNMENT_NO_DATA: _ClassVar[NumberReassignment]
+
+class RouteSource(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ROUTE_SOURCE_UNSPECIFIED: _ClassVar[RouteSource]
+    ROUTE_SOURCE_PORTED_NUMBERS: _ClassVar[RouteSource]
+    ROUTE_SOURCE_NUMBERING_PLAN: _ClassVar[RouteSource]
+    ROUTE_SOURCE_CARRIER_DATA: _ClassVar[RouteSource]
+    ROUTE_SOURCE_OPERATOR_HINT: _ClassVar[RouteSource]
 IDENTIFICATION_STATE_UNSPECIFIED: IdentificationState
 IDENTIFICATION_STATE_AWAITING_CODE: IdentificationState
 IDENTIFICATION_STATE_VERIFYING: IdentificationState
@@ -48,6 +64,15 @@ REASON_CONTRACT_TERMINATED: Reason
 REASON_PORTED_OUT: Reason
 REASON_NOT_IDENTIFIED: Reason
 REASON_NUMBER_CHANGED: Reason
+NUMBER_REASSIGNMENT_UNSPECIFIED: NumberReassignment
+NUMBER_REASSIGNMENT_REASSIGNED: NumberReassignment
+NUMBER_REASSIGNMENT_NOT_REASSIGNED: NumberReassignment
+NUMBER_REASSIGNMENT_NO_DATA: NumberReassignment
+ROUTE_SOURCE_UNSPECIFIED: RouteSource
+ROUTE_SOURCE_PORTED_NUMBERS: RouteSource
+ROUTE_SOURCE_NUMBERING_PLAN: RouteSource
+ROUTE_SOURCE_CARRIER_DATA: RouteSource
+ROUTE_SOURCE_OPERATOR_HINT: RouteSource
 
 class Identification(_message.Message):
     __slots__ = ("identification_id", "user_id", "phone_number", "state", "reason", "operator_id", "started_at", "code_expires_at", "verification_deadline", "completed_at", "attempts_left")
@@ -148,3 +173,79 @@ class ChangePhoneNumberResponse(_message.Message):
     identification: Identification
     previous: Identification
     def __init__(self, identification: _Optional[_Union[Identification, _Mapping]] = ..., previous: _Optional[_Union[Identification, _Mapping]] = ...) -> None: ...
+
+class CheckNumberReassignedRequest(_message.Message):
+    __slots__ = ("user_id",)
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    def __init__(self, user_id: _Optional[str] = ...) -> None: ...
+
+class CheckNumberReassignedResponse(_message.Message):
+    __slots__ = ("reassignment", "since", "operator_id", "phone_number")
+    REASSIGNMENT_FIELD_NUMBER: _ClassVar[int]
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    OPERATOR_ID_FIELD_NUMBER: _ClassVar[int]
+    PHONE_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    reassignment: NumberReassignment
+    since: _timestamp_pb2.Timestamp
+    operator_id: str
+    phone_number: str
+    def __init__(self, reassignment: _Optional[_Union[NumberReassignment, str]] = ..., since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., operator_id: _Optional[str] = ..., phone_number: _Optional[str] = ...) -> None: ...
+
+class PortedNumber(_message.Message):
+    __slots__ = ("line", "phone_number", "recipient_operator_id", "ported_at")
+    LINE_FIELD_NUMBER: _ClassVar[int]
+    PHONE_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    RECIPIENT_OPERATOR_ID_FIELD_NUMBER: _ClassVar[int]
+    PORTED_AT_FIELD_NUMBER: _ClassVar[int]
+    line: int
+    phone_number: str
+    recipient_operator_id: str
+    ported_at: _timestamp_pb2.Timestamp
+    def __init__(self, line: _Optional[int] = ..., phone_number: _Optional[str] = ..., recipient_operator_id: _Optional[str] = ..., ported_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ImportPortedNumbersRequest(_message.Message):
+    __slots__ = ("all_or_nothing", "rows")
+    ALL_OR_NOTHING_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    all_or_nothing: bool
+    rows: _containers.RepeatedCompositeFieldContainer[PortedNumber]
+    def __init__(self, all_or_nothing: _Optional[bool] = ..., rows: _Optional[_Iterable[_Union[PortedNumber, _Mapping]]] = ...) -> None: ...
+
+class RowError(_message.Message):
+    __slots__ = ("line", "message")
+    LINE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    line: int
+    message: str
+    def __init__(self, line: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
+
+class ImportPortedNumbersResponse(_message.Message):
+    __slots__ = ("imported", "rejected", "errors", "committed")
+    IMPORTED_FIELD_NUMBER: _ClassVar[int]
+    REJECTED_FIELD_NUMBER: _ClassVar[int]
+    ERRORS_FIELD_NUMBER: _ClassVar[int]
+    COMMITTED_FIELD_NUMBER: _ClassVar[int]
+    imported: int
+    rejected: int
+    errors: _containers.RepeatedCompositeFieldContainer[RowError]
+    committed: bool
+    def __init__(self, imported: _Optional[int] = ..., rejected: _Optional[int] = ..., errors: _Optional[_Iterable[_Union[RowError, _Mapping]]] = ..., committed: _Optional[bool] = ...) -> None: ...
+
+class ResolveOperatorRequest(_message.Message):
+    __slots__ = ("phone_number",)
+    PHONE_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    phone_number: str
+    def __init__(self, phone_number: _Optional[str] = ...) -> None: ...
+
+class ResolveOperatorResponse(_message.Message):
+    __slots__ = ("phone_number", "operator_id", "source", "configured")
+    PHONE_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    OPERATOR_ID_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    CONFIGURED_FIELD_NUMBER: _ClassVar[int]
+    phone_number: str
+    operator_id: str
+    source: RouteSource
+    configured: bool
+    def __init__(self, phone_number: _Optional[str] = ..., operator_id: _Optional[str] = ..., source: _Optional[_Union[RouteSource, str]] = ..., configured: _Optional[bool] = ...) -> None: ...

@@ -62,6 +62,11 @@ class GatewayServiceStub:
                 request_serializer=idmesh_dot_gateway_dot_v1_dot_gateway__pb2.ChangePhoneNumberRequest.SerializeToString,
                 response_deserializer=idmesh_dot_gateway_dot_v1_dot_gateway__pb2.ChangePhoneNumberResponse.FromString,
                 _registered_method=True)
+        self.CheckNumberReassigned = channel.unary_unary(
+                '/idmesh.gateway.v1.GatewayService/CheckNumberReassigned',
+                request_serializer=idmesh_dot_gateway_dot_v1_dot_gateway__pb2.CheckNumberReassignedRequest.SerializeToString,
+                response_deserializer=idmesh_dot_gateway_dot_v1_dot_gateway__pb2.CheckNumberReassignedResponse.FromString,
+                _registered_method=True)
 
 
 class GatewayServiceServicer:
@@ -116,6 +121,16 @@ class GatewayServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CheckNumberReassigned(self, request, context):
+        """CheckNumberReassigned asks the operator of the user's identified number whether the number
+        has changed hands since the user's identification (for dormant accounts). NOT_FOUND if the
+        user has no identification; FAILED_PRECONDITION if it was never IDENTIFIED; UNAVAILABLE if
+        the operator cannot be reached.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GatewayServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -143,6 +158,11 @@ def add_GatewayServiceServicer_to_server(servicer, server):
                     servicer.ChangePhoneNumber,
                     request_deserializer=idmesh_dot_gateway_dot_v1_dot_gateway__pb2.ChangePhoneNumberRequest.FromString,
                     response_serializer=idmesh_dot_gateway_dot_v1_dot_gateway__pb2.ChangePhoneNumberResponse.SerializeToString,
+            ),
+            'CheckNumberReassigned': grpc.unary_unary_rpc_method_handler(
+                    servicer.CheckNumberReassigned,
+                    request_deserializer=idmesh_dot_gateway_dot_v1_dot_gateway__pb2.CheckNumberReassignedRequest.FromString,
+                    response_serializer=idmesh_dot_gateway_dot_v1_dot_gateway__pb2.CheckNumberReassignedResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -283,6 +303,156 @@ class GatewayService:
             '/idmesh.gateway.v1.GatewayService/ChangePhoneNumber',
             idmesh_dot_gateway_dot_v1_dot_gateway__pb2.ChangePhoneNumberRequest.SerializeToString,
             idmesh_dot_gateway_dot_v1_dot_gateway__pb2.ChangePhoneNumberResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CheckNumberReassigned(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/idmesh.gateway.v1.GatewayService/CheckNumberReassigned',
+            idmesh_dot_gateway_dot_v1_dot_gateway__pb2.CheckNumberReassignedRequest.SerializeToString,
+            idmesh_dot_gateway_dot_v1_dot_gateway__pb2.CheckNumberReassignedResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class GatewayAdminServiceStub:
+    """GatewayAdminService is for the messenger's operations staff.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.ImportPortedNumbers = channel.stream_unary(
+                '/idmesh.gateway.v1.GatewayAdminService/ImportPortedNumbers',
+                request_serializer=idmesh_dot_gateway_dot_v1_dot_gateway__pb2.ImportPortedNumbersRequest.SerializeToString,
+                response_deserializer=idmesh_dot_gateway_dot_v1_dot_gateway__pb2.ImportPortedNumbersResponse.FromString,
+                _registered_method=True)
+        self.ResolveOperator = channel.unary_unary(
+                '/idmesh.gateway.v1.GatewayAdminService/ResolveOperator',
+                request_serializer=idmesh_dot_gateway_dot_v1_dot_gateway__pb2.ResolveOperatorRequest.SerializeToString,
+                response_deserializer=idmesh_dot_gateway_dot_v1_dot_gateway__pb2.ResolveOperatorResponse.FromString,
+                _registered_method=True)
+
+
+class GatewayAdminServiceServicer:
+    """GatewayAdminService is for the messenger's operations staff.
+    """
+
+    def ImportPortedNumbers(self, request_iterator, context):
+        """ImportPortedNumbers loads the messenger's copy of the central database of ported numbers
+        (number, recipient operator, porting date). A number already present is replaced when the
+        new porting date is later. Invalid rows are reported by line; with all_or_nothing set, one
+        invalid row commits nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResolveOperator(self, request, context):
+        """ResolveOperator says which operator the gateway would ask about a number, and why.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_GatewayAdminServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'ImportPortedNumbers': grpc.stream_unary_rpc_method_handler(
+                    servicer.ImportPortedNumbers,
+                    request_deserializer=idmesh_dot_gateway_dot_v1_dot_gateway__pb2.ImportPortedNumbersRequest.FromString,
+                    response_serializer=idmesh_dot_gateway_dot_v1_dot_gateway__pb2.ImportPortedNumbersResponse.SerializeToString,
+            ),
+            'ResolveOperator': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResolveOperator,
+                    request_deserializer=idmesh_dot_gateway_dot_v1_dot_gateway__pb2.ResolveOperatorRequest.FromString,
+                    response_serializer=idmesh_dot_gateway_dot_v1_dot_gateway__pb2.ResolveOperatorResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'idmesh.gateway.v1.GatewayAdminService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('idmesh.gateway.v1.GatewayAdminService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class GatewayAdminService:
+    """GatewayAdminService is for the messenger's operations staff.
+    """
+
+    @staticmethod
+    def ImportPortedNumbers(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/idmesh.gateway.v1.GatewayAdminService/ImportPortedNumbers',
+            idmesh_dot_gateway_dot_v1_dot_gateway__pb2.ImportPortedNumbersRequest.SerializeToString,
+            idmesh_dot_gateway_dot_v1_dot_gateway__pb2.ImportPortedNumbersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResolveOperator(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/idmesh.gateway.v1.GatewayAdminService/ResolveOperator',
+            idmesh_dot_gateway_dot_v1_dot_gateway__pb2.ResolveOperatorRequest.SerializeToString,
+            idmesh_dot_gateway_dot_v1_dot_gateway__pb2.ResolveOperatorResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -17,6 +17,19 @@ class VerificationResult(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     VERIFICATION_RESULT_IDENTIFIED: _ClassVar[VerificationResult]
     VERIFICATION_RESULT_NO_SUBSCRIBER: _ClassVar[VerificationResult]
 
+class ReassignmentStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    REASSIGNMENT_STATUS_UNSPECIFIED: _ClassVar[ReassignmentStatus]
+    REASSIGNMENT_STATUS_REASSIGNED: _ClassVar[ReassignmentStatus]
+    REASSIGNMENT_STATUS_NOT_REASSIGNED: _ClassVar[ReassignmentStatus]
+    REASSIGNMENT_STATUS_NO_DATA: _ClassVar[ReassignmentStatus]
+
+class ImportMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    IMPORT_MODE_UNSPECIFIED: _ClassVar[ImportMode]
+    IMPORT_MODE_ALL_OR_NOTHING: _ClassVar[ImportMode]
+    IMPORT_MODE_VALID_ROWS: _ClassVar[ImportMode]
+
 class ContractState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     CONTRACT_STATE_UNSPECIFIED: _ClassVar[ContractState]
@@ -31,6 +44,13 @@ class AgreementState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
 VERIFICATION_RESULT_UNSPECIFIED: VerificationResult
 VERIFICATION_RESULT_IDENTIFIED: VerificationResult
 VERIFICATION_RESULT_NO_SUBSCRIBER: VerificationResult
+REASSIGNMENT_STATUS_UNSPECIFIED: ReassignmentStatus
+REASSIGNMENT_STATUS_REASSIGNED: ReassignmentStatus
+REASSIGNMENT_STATUS_NOT_REASSIGNED: ReassignmentStatus
+REASSIGNMENT_STATUS_NO_DATA: ReassignmentStatus
+IMPORT_MODE_UNSPECIFIED: ImportMode
+IMPORT_MODE_ALL_OR_NOTHING: ImportMode
+IMPORT_MODE_VALID_ROWS: ImportMode
 CONTRACT_STATE_UNSPECIFIED: ContractState
 CONTRACT_STATE_ACTIVE: ContractState
 CONTRACT_STATE_TERMINATED: ContractState
@@ -71,7 +91,7 @@ class MessengerBinding(_message.Message):
     def __init__(self, messenger_id: _Optional[str] = ..., identification_code: _Optional[str] = ..., bound_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Subscriber(_message.Message):
-    __slots__ = ("phone_number", "contract_id", "state", "activated_at", "terminated_at", "termination_reason", "bindings")
+    __slots__ = ("phone_number", "contract_id", "state", "activated_at", "terminated_at", "termination_reason", "bindings", "recipient_operator_id")
     PHONE_NUMBER_FIELD_NUMBER: _ClassVar[int]
     CONTRACT_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -79,6 +99,7 @@ class Subscriber(_message.Message):
     TERMINATED_AT_FIELD_NUMBER: _ClassVar[int]
     TERMINATION_REASON_FIELD_NUMBER: _ClassVar[int]
     BINDINGS_FIELD_NUMBER: _ClassVar[int]
+    RECIPIENT_OPERATOR_ID_FIELD_NUMBER: _ClassVar[int]
     phone_number: str
     contract_id: str
     state: ContractState
@@ -86,7 +107,8 @@ class Subscriber(_message.Message):
     terminated_at: _timestamp_pb2.Timestamp
     termination_reason: _events_pb2.TerminationReason
     bindings: _containers.RepeatedCompositeFieldContainer[MessengerBinding]
-    def __init__(self, phone_number: _Optional[str] = ..., contract_id: _Optional[str] = ..., state: _Optional[_Union[ContractState, str]] = ..., activated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., terminated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., termination_reason: _Optional[_Union[_events_pb2.TerminationReason, str]] = ..., bindings: _Optional[_Iterable[_Union[MessengerBinding, _Mapping]]] = ...) -> None: ...
+    recipient_operator_id: str
+    def __init__(self, phone_number: _Optional[str] = ..., contract_id: _Optional[str] = ..., state: _Optional[_Union[ContractState, str]] = ..., activated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., terminated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., termination_reason: _Optional[_Union[_events_pb2.TerminationReason, str]] = ..., bindings: _Optional[_Iterable[_Union[MessengerBinding, _Mapping]]] = ..., recipient_operator_id: _Optional[str] = ...) -> None: ...
 
 class Agreement(_message.Message):
     __slots__ = ("messenger_id", "display_name", "state", "updated_at")
@@ -179,3 +201,113 @@ class ListMessengersResponse(_message.Message):
     AGREEMENTS_FIELD_NUMBER: _ClassVar[int]
     agreements: _containers.RepeatedCompositeFieldContainer[Agreement]
     def __init__(self, agreements: _Optional[_Iterable[_Union[Agreement, _Mapping]]] = ...) -> None: ...
+
+class CheckNumberReassignedRequest(_message.Message):
+    __slots__ = ("phone_number", "since")
+    PHONE_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    phone_number: str
+    since: _timestamp_pb2.Timestamp
+    def __init__(self, phone_number: _Optional[str] = ..., since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class CheckNumberReassignedResponse(_message.Message):
+    __slots__ = ("status", "records_begin_at")
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_BEGIN_AT_FIELD_NUMBER: _ClassVar[int]
+    status: ReassignmentStatus
+    records_begin_at: _timestamp_pb2.Timestamp
+    def __init__(self, status: _Optional[_Union[ReassignmentStatus, str]] = ..., records_begin_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class PortOutRequest(_message.Message):
+    __slots__ = ("phone_number", "recipient_operator_id")
+    PHONE_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    RECIPIENT_OPERATOR_ID_FIELD_NUMBER: _ClassVar[int]
+    phone_number: str
+    recipient_operator_id: str
+    def __init__(self, phone_number: _Optional[str] = ..., recipient_operator_id: _Optional[str] = ...) -> None: ...
+
+class PortOutResponse(_message.Message):
+    __slots__ = ("subscriber", "notices_queued")
+    SUBSCRIBER_FIELD_NUMBER: _ClassVar[int]
+    NOTICES_QUEUED_FIELD_NUMBER: _ClassVar[int]
+    subscriber: Subscriber
+    notices_queued: int
+    def __init__(self, subscriber: _Optional[_Union[Subscriber, _Mapping]] = ..., notices_queued: _Optional[int] = ...) -> None: ...
+
+class SubscriberRow(_message.Message):
+    __slots__ = ("line", "phone_number", "contract_id", "activated_at")
+    LINE_FIELD_NUMBER: _ClassVar[int]
+    PHONE_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    CONTRACT_ID_FIELD_NUMBER: _ClassVar[int]
+    ACTIVATED_AT_FIELD_NUMBER: _ClassVar[int]
+    line: int
+    phone_number: str
+    contract_id: str
+    activated_at: _timestamp_pb2.Timestamp
+    def __init__(self, line: _Optional[int] = ..., phone_number: _Optional[str] = ..., contract_id: _Optional[str] = ..., activated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ImportSubscribersRequest(_message.Message):
+    __slots__ = ("mode", "rows")
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    mode: ImportMode
+    rows: _containers.RepeatedCompositeFieldContainer[SubscriberRow]
+    def __init__(self, mode: _Optional[_Union[ImportMode, str]] = ..., rows: _Optional[_Iterable[_Union[SubscriberRow, _Mapping]]] = ...) -> None: ...
+
+class RowError(_message.Message):
+    __slots__ = ("line", "message")
+    LINE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    line: int
+    message: str
+    def __init__(self, line: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
+
+class ImportSubscribersResponse(_message.Message):
+    __slots__ = ("imported", "rejected", "errors", "committed")
+    IMPORTED_FIELD_NUMBER: _ClassVar[int]
+    REJECTED_FIELD_NUMBER: _ClassVar[int]
+    ERRORS_FIELD_NUMBER: _ClassVar[int]
+    COMMITTED_FIELD_NUMBER: _ClassVar[int]
+    imported: int
+    rejected: int
+    errors: _containers.RepeatedCompositeFieldContainer[RowError]
+    committed: bool
+    def __init__(self, imported: _Optional[int] = ..., rejected: _Optional[int] = ..., errors: _Optional[_Iterable[_Union[RowError, _Mapping]]] = ..., committed: _Optional[bool] = ...) -> None: ...
+
+class AuditRecord(_message.Message):
+    __slots__ = ("recorded_at", "messenger_id", "masked_phone_number", "request_id", "outcome")
+    RECORDED_AT_FIELD_NUMBER: _ClassVar[int]
+    MESSENGER_ID_FIELD_NUMBER: _ClassVar[int]
+    MASKED_PHONE_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    recorded_at: _timestamp_pb2.Timestamp
+    messenger_id: str
+    masked_phone_number: str
+    request_id: str
+    outcome: str
+    def __init__(self, recorded_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., messenger_id: _Optional[str] = ..., masked_phone_number: _Optional[str] = ..., request_id: _Optional[str] = ..., outcome: _Optional[str] = ...) -> None: ...
+
+class ListAuditRecordsRequest(_message.Message):
+    __slots__ = ("messenger_id", "outcome", "since", "until", "page_size", "page_token")
+    MESSENGER_ID_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    UNTIL_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    messenger_id: str
+    outcome: str
+    since: _timestamp_pb2.Timestamp
+    until: _timestamp_pb2.Timestamp
+    page_size: int
+    page_token: str
+    def __init__(self, messenger_id: _Optional[str] = ..., outcome: _Optional[str] = ..., since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListAuditRecordsResponse(_message.Message):
+    __slots__ = ("records", "next_page_token")
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    records: _containers.RepeatedCompositeFieldContainer[AuditRecord]
+    next_page_token: str
+    def __init__(self, records: _Optional[_Iterable[_Union[AuditRecord, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...

@@ -43,6 +43,11 @@ class RegistryServiceStub:
                 request_serializer=idmesh_dot_registry_dot_v1_dot_registry__pb2.VerifySubscriberRequest.SerializeToString,
                 response_deserializer=idmesh_dot_registry_dot_v1_dot_registry__pb2.VerifySubscriberResponse.FromString,
                 _registered_method=True)
+        self.CheckNumberReassigned = channel.unary_unary(
+                '/idmesh.registry.v1.RegistryService/CheckNumberReassigned',
+                request_serializer=idmesh_dot_registry_dot_v1_dot_registry__pb2.CheckNumberReassignedRequest.SerializeToString,
+                response_deserializer=idmesh_dot_registry_dot_v1_dot_registry__pb2.CheckNumberReassignedResponse.FromString,
+                _registered_method=True)
 
 
 class RegistryServiceServicer:
@@ -65,6 +70,17 @@ class RegistryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CheckNumberReassigned(self, request, context):
+        """CheckNumberReassigned answers "has the number changed hands since `since`?" with the FCC
+        Reassigned Numbers Database's three answers: REASSIGNED if the contract holding the number
+        changed after `since` (terminated, ported out, or a new contract began), NOT_REASSIGNED,
+        or NO_DATA if `since` is before this registry's record keeping began. Same agreement rule as
+        VerifySubscriber. INVALID_ARGUMENT for a malformed number or a missing or future `since`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RegistryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -72,6 +88,11 @@ def add_RegistryServiceServicer_to_server(servicer, server):
                     servicer.VerifySubscriber,
                     request_deserializer=idmesh_dot_registry_dot_v1_dot_registry__pb2.VerifySubscriberRequest.FromString,
                     response_serializer=idmesh_dot_registry_dot_v1_dot_registry__pb2.VerifySubscriberResponse.SerializeToString,
+            ),
+            'CheckNumberReassigned': grpc.unary_unary_rpc_method_handler(
+                    servicer.CheckNumberReassigned,
+                    request_deserializer=idmesh_dot_registry_dot_v1_dot_registry__pb2.CheckNumberReassignedRequest.FromString,
+                    response_serializer=idmesh_dot_registry_dot_v1_dot_registry__pb2.CheckNumberReassignedResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -105,6 +126,33 @@ class RegistryService:
             '/idmesh.registry.v1.RegistryService/VerifySubscriber',
             idmesh_dot_registry_dot_v1_dot_registry__pb2.VerifySubscriberRequest.SerializeToString,
             idmesh_dot_registry_dot_v1_dot_registry__pb2.VerifySubscriberResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CheckNumberReassigned(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/idmesh.registry.v1.RegistryService/CheckNumberReassigned',
+            idmesh_dot_registry_dot_v1_dot_registry__pb2.CheckNumberReassignedRequest.SerializeToString,
+            idmesh_dot_registry_dot_v1_dot_registry__pb2.CheckNumberReassignedResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -155,6 +203,21 @@ class RegistryAdminServiceStub:
                 '/idmesh.registry.v1.RegistryAdminService/ListMessengers',
                 request_serializer=idmesh_dot_registry_dot_v1_dot_registry__pb2.ListMessengersRequest.SerializeToString,
                 response_deserializer=idmesh_dot_registry_dot_v1_dot_registry__pb2.ListMessengersResponse.FromString,
+                _registered_method=True)
+        self.PortOut = channel.unary_unary(
+                '/idmesh.registry.v1.RegistryAdminService/PortOut',
+                request_serializer=idmesh_dot_registry_dot_v1_dot_registry__pb2.PortOutRequest.SerializeToString,
+                response_deserializer=idmesh_dot_registry_dot_v1_dot_registry__pb2.PortOutResponse.FromString,
+                _registered_method=True)
+        self.ImportSubscribers = channel.stream_unary(
+                '/idmesh.registry.v1.RegistryAdminService/ImportSubscribers',
+                request_serializer=idmesh_dot_registry_dot_v1_dot_registry__pb2.ImportSubscribersRequest.SerializeToString,
+                response_deserializer=idmesh_dot_registry_dot_v1_dot_registry__pb2.ImportSubscribersResponse.FromString,
+                _registered_method=True)
+        self.ListAuditRecords = channel.unary_unary(
+                '/idmesh.registry.v1.RegistryAdminService/ListAuditRecords',
+                request_serializer=idmesh_dot_registry_dot_v1_dot_registry__pb2.ListAuditRecordsRequest.SerializeToString,
+                response_deserializer=idmesh_dot_registry_dot_v1_dot_registry__pb2.ListAuditRecordsResponse.FromString,
                 _registered_method=True)
 
 
@@ -209,6 +272,35 @@ class RegistryAdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PortOut(self, request, context):
+        """PortOut records that the number moved to recipient_operator_id: the active contract ends
+        with reason TERMINATION_REASON_PORTED_OUT, notices go to every bound messenger (as with
+        TerminateContract), and later VerifySubscriber answers for the number carry the recipient as
+        a hint. NOT_FOUND / FAILED_PRECONDITION as for TerminateContract; INVALID_ARGUMENT if the
+        recipient is this operator or not a valid operator id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ImportSubscribers(self, request_iterator, context):
+        """ImportSubscribers loads contracts in bulk from a stream of row batches. Every row is
+        validated (E.164 mobile number, contract id, activation time); invalid rows are reported
+        with their line numbers. With IMPORT_MODE_ALL_OR_NOTHING one invalid row (or a conflict with
+        an existing contract) commits nothing; with IMPORT_MODE_VALID_ROWS the valid rows commit.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAuditRecords(self, request, context):
+        """ListAuditRecords lists the append-only audit trail of verification requests, newest
+        first, filtered and paged.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RegistryAdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -241,6 +333,21 @@ def add_RegistryAdminServiceServicer_to_server(servicer, server):
                     servicer.ListMessengers,
                     request_deserializer=idmesh_dot_registry_dot_v1_dot_registry__pb2.ListMessengersRequest.FromString,
                     response_serializer=idmesh_dot_registry_dot_v1_dot_registry__pb2.ListMessengersResponse.SerializeToString,
+            ),
+            'PortOut': grpc.unary_unary_rpc_method_handler(
+                    servicer.PortOut,
+                    request_deserializer=idmesh_dot_registry_dot_v1_dot_registry__pb2.PortOutRequest.FromString,
+                    response_serializer=idmesh_dot_registry_dot_v1_dot_registry__pb2.PortOutResponse.SerializeToString,
+            ),
+            'ImportSubscribers': grpc.stream_unary_rpc_method_handler(
+                    servicer.ImportSubscribers,
+                    request_deserializer=idmesh_dot_registry_dot_v1_dot_registry__pb2.ImportSubscribersRequest.FromString,
+                    response_serializer=idmesh_dot_registry_dot_v1_dot_registry__pb2.ImportSubscribersResponse.SerializeToString,
+            ),
+            'ListAuditRecords': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAuditRecords,
+                    request_deserializer=idmesh_dot_registry_dot_v1_dot_registry__pb2.ListAuditRecordsRequest.FromString,
+                    response_serializer=idmesh_dot_registry_dot_v1_dot_registry__pb2.ListAuditRecordsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -406,6 +513,87 @@ class RegistryAdminService:
             '/idmesh.registry.v1.RegistryAdminService/ListMessengers',
             idmesh_dot_registry_dot_v1_dot_registry__pb2.ListMessengersRequest.SerializeToString,
             idmesh_dot_registry_dot_v1_dot_registry__pb2.ListMessengersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PortOut(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/idmesh.registry.v1.RegistryAdminService/PortOut',
+            idmesh_dot_registry_dot_v1_dot_registry__pb2.PortOutRequest.SerializeToString,
+            idmesh_dot_registry_dot_v1_dot_registry__pb2.PortOutResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ImportSubscribers(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/idmesh.registry.v1.RegistryAdminService/ImportSubscribers',
+            idmesh_dot_registry_dot_v1_dot_registry__pb2.ImportSubscribersRequest.SerializeToString,
+            idmesh_dot_registry_dot_v1_dot_registry__pb2.ImportSubscribersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAuditRecords(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/idmesh.registry.v1.RegistryAdminService/ListAuditRecords',
+            idmesh_dot_registry_dot_v1_dot_registry__pb2.ListAuditRecordsRequest.SerializeToString,
+            idmesh_dot_registry_dot_v1_dot_registry__pb2.ListAuditRecordsResponse.FromString,
             options,
             channel_credentials,
             insecure,
