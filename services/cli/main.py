@@ -28,8 +28,10 @@ from idmesh.registry.v1 import registry_pb2, registry_pb2_grpc
 
 from services.cli import mesh as meshlib
 from services.cli import sms
+from services.common import pki
 from services.common.channels import open_channel
-from services.common.identity import Caller, Kind, Role
+from services.common.identity import Caller, Kind, Role, parse_identity
+from services.common.tls import CredentialsError, TlsFiles
 
 Handler = Callable[[argparse.Namespace], Awaitable[Any]]
 
@@ -58,21 +60,55 @@ def _address(args: argparse.Namespace, kind: str, key: str | None, value: str | 
     raise CliError(f"the mesh at {_data_dir(args)} has no {kind}" + (f" {value}" if value else ""))
 
 
+def _credentials(args: argparse.Namespace, identity: Caller) -> TlsFiles | None:
+    """The TLS files to act as identity: --ca/--cert/--key (or IDMESH_TLS_*), else the running
+    mesh's PKI; None with --insecure or on a plaintext mesh. Checked before use, so an expired
+    or foreign certificate is reported here rather than as a closed connection."""
+    if args.insecure:
+        return None
+    given = [
+        args.ca or os.environ.get("IDMESH_TLS_CA"),
+        args.cert or os.environ.get("IDMESH_TLS_CERT"),
+        args.key or os.environ.get("IDMESH_TLS_KEY"),
+    ]
+    if any(given):
+        if not all(given):
+            raise CliError("give all of --ca, --cert and --key (or IDMESH_TLS_CA/CERT/KEY)")
+        files = TlsFiles(Path(given[0]), Path(given[1]), Path(given[2]))  # type: ignore[arg-type]
+    else:
+        try:
+            pki_dir = meshlib.load_pki_dir(_data_dir(args))
+        except meshlib.MeshError as exc:
+            raise CliError(f"{exc}; or pass --ca/--cert/--key, or --insecure") from None
+        if pki_dir is None:
+            return None
+        files = pki.files_for(pki_dir, identity)
+    try:
+        files.check()
+    except (CredentialsError, OSError) as exc:
+        raise CliError(f"cannot act as {identity}: {exc}") from None
+    return files
+
+
+def _open(args: argparse.Namespace, address: str, identity: Caller) -> grpc.aio.Channel:
+    return open_channel(address, identity=identity, tls=_credentials(args, identity))
+
+
 def _gateway(args: argparse.Namespace) -> tuple[grpc.aio.Channel, Any]:
     address = _address(args, "messenger_gateway", "messenger_id", args.messenger)
-    channel = open_channel(address, identity=Caller(Kind.MESSENGER, args.messenger, Role.FRONTEND))
+    channel = _open(args, address, Caller(Kind.MESSENGER, args.messenger, Role.FRONTEND))
     return channel, gateway_pb2_grpc.GatewayServiceStub(channel)
 
 
 def _registry_admin(args: argparse.Namespace) -> tuple[grpc.aio.Channel, Any]:
     address = _address(args, "operator_registry", "operator_id", args.operator)
-    channel = open_channel(address, identity=Caller(Kind.OPERATOR, args.operator, Role.ADMIN))
+    channel = _open(args, address, Caller(Kind.OPERATOR, args.operator, Role.ADMIN))
     return channel, registry_pb2_grpc.RegistryAdminServiceStub(channel)
 
 
 def _notifier(args: argparse.Namespace) -> tuple[grpc.aio.Channel, Any]:
     address = _address(args, "notifier", None, None)
-    channel = open_channel(address, identity=Caller(Kind.MESSENGER, args.messenger))
+    channel = _open(args, address, Caller(Kind.MESSENGER, args.messenger))
     return channel, notifier_pb2_grpc.NotifierServiceStub(channel)
 
 
@@ -125,7 +161,8 @@ async def cmd_status(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from None
     rows = []
     for name, info in layout.items():
-        async with grpc.aio.insecure_channel(info["address"]) as channel:
+        identity = parse_identity(info["identity"])
+        async with _open(args, info["address"], identity) as channel:
             try:
                 reply = await health_pb2_grpc.HealthStub(channel).Check(
                     health_pb2.HealthCheckRequest(), timeout=2.0
@@ -345,6 +382,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--data-dir", help="the mesh's data folder (env IDMESH_DATA_DIR, default ./data)"
     )
     common.add_argument("--address", help="host:port of the service, instead of the mesh's")
+    common.add_argument("--ca", help="CA certificate (env IDMESH_TLS_CA; default: the mesh's)")
+    common.add_argument("--cert", help="client certificate (env IDMESH_TLS_CERT)")
+    common.add_argument("--key", help="client key (env IDMESH_TLS_KEY)")
+    common.add_argument(
+        "--insecure", action="store_true", help="plaintext, for a mesh in development mode"
+    )
 
     parser = argparse.ArgumentParser(prog="idmesh", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)

@@ -23,6 +23,10 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from services.common import pki
+from services.common.identity import Caller, Kind, Role
+from services.common.tls import TlsFiles
+
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 MESH_FILE = "mesh.json"
@@ -55,6 +59,7 @@ class MeshSpec:
     notifier_port: int = 0
     numbering_plan: Path | None = DEPLOY / "numbering-plan.csv"
     log_format: str = "json"
+    tls: bool = True  # mutual TLS with a development PKI under data_dir/pki; False: plaintext
     common_env: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -78,6 +83,8 @@ class ServiceProcess:
     env: dict[str, str]
     log_path: Path
     info: dict[str, Any]
+    identity: Caller
+    tls: TlsFiles | None = None
     process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -122,8 +129,23 @@ class Mesh:
     def __init__(self, spec: MeshSpec, data_dir: Path) -> None:
         self.spec = spec
         self.data_dir = data_dir.resolve()
+        self.pki_dir = self.data_dir / "pki"
         self.services: dict[str, ServiceProcess] = {}
         self._build()
+
+    def identities(self) -> list[Caller]:
+        """Every identity of the mesh: its services, and the roles people and tools act in."""
+        result = [svc.identity for svc in self.services.values()]
+        for op in self.spec.operators:
+            result.append(Caller(Kind.OPERATOR, op.operator_id, Role.ADMIN))
+        for m in self.spec.messengers:
+            result.append(Caller(Kind.MESSENGER, m.messenger_id, Role.FRONTEND))
+            result.append(Caller(Kind.MESSENGER, m.messenger_id, Role.ADMIN))
+        return list(dict.fromkeys(result))
+
+    def credentials(self, identity: Caller) -> TlsFiles | None:
+        """The TLS files to act as identity (None on a plaintext mesh)."""
+        return pki.files_for(self.pki_dir, identity) if self.spec.tls else None
 
     # -- topology ---------------------------------------------------------------------------
 
@@ -144,6 +166,7 @@ class Mesh:
             notifier_address,
             {**base, "IDMESH_DB_PATH": str(self.data_dir / "notifier" / "notifier.db")},
             {"kind": "notifier"},
+            Caller(Kind.NOTIFIER, "notifier"),
         )
         operators: dict[str, str] = {}
         for op in spec.operators:
@@ -163,6 +186,7 @@ class Mesh:
                 address,
                 env,
                 {"kind": "operator_registry", "operator_id": op.operator_id},
+                Caller(Kind.OPERATOR, op.operator_id),
             )
         carriers = {op.carrier_name: op.operator_id for op in spec.operators}
         for m in spec.messengers:
@@ -196,18 +220,36 @@ class Mesh:
                         "messenger_id": m.messenger_id,
                         "sms_outbox": env["IDMESH_SMS_OUTBOX"],
                     },
+                    Caller(Kind.MESSENGER, m.messenger_id),
                 )
 
     def _add(
-        self, name: str, module: str, address: str, env: dict[str, str], info: dict[str, Any]
+        self,
+        name: str,
+        module: str,
+        address: str,
+        env: dict[str, str],
+        info: dict[str, Any],
+        identity: Caller,
     ) -> None:
+        tls = self.credentials(identity)
+        if tls is None:
+            security = {"IDMESH_INSECURE_DEV_MODE": "true"}
+        else:
+            security = {
+                "IDMESH_TLS_CA": str(tls.ca),
+                "IDMESH_TLS_CERT": str(tls.cert),
+                "IDMESH_TLS_KEY": str(tls.key),
+            }
         self.services[name] = ServiceProcess(
             name=name,
             module=module,
             address=address,
-            env={**env, "IDMESH_BIND": address},
+            env={**env, **security, "IDMESH_BIND": address},
             log_path=self.data_dir / "logs" / f"{name}.log",
             info=info,
+            identity=identity,
+            tls=tls,
         )
 
     def address(self, name: str) -> str:
@@ -217,6 +259,8 @@ class Mesh:
 
     def start(self, timeout: float = 30.0) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self.spec.tls:
+            pki.ensure_pki(self.pki_dir, self.identities())
         for name, svc in self.services.items():
             if not _port_free(svc.address):
                 raise MeshError(f"{name}: {svc.address} is already in use (is a mesh running?)")
@@ -233,7 +277,11 @@ class Mesh:
     def wait_serving(self, name: str, timeout: float = 30.0) -> None:
         svc = self.services[name]
         deadline = time.monotonic() + timeout
-        with grpc.insecure_channel(svc.address) as channel:
+        if svc.tls is not None:
+            channel = grpc.secure_channel(svc.address, svc.tls.channel_credentials())
+        else:
+            channel = grpc.insecure_channel(svc.address)
+        with channel:
             stub = health_pb2_grpc.HealthStub(channel)
             while True:
                 if not svc.running:
@@ -290,12 +338,18 @@ class Mesh:
 
     def write_mesh_file(self) -> None:
         layout = {
-            name: {"address": svc.address, "log": str(svc.log_path), **svc.info}
+            name: {
+                "address": svc.address,
+                "identity": svc.identity.uri,
+                "log": str(svc.log_path),
+                **svc.info,
+            }
             for name, svc in self.services.items()
         }
         path = self.data_dir / MESH_FILE
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"services": layout}, indent=2))
+        pki_dir = str(self.pki_dir) if self.spec.tls else None
+        tmp.write_text(json.dumps({"services": layout, "pki": pki_dir}, indent=2))
         tmp.replace(path)
 
     def table(self) -> str:
@@ -334,14 +388,25 @@ def _tail(path: Path, lines: int = 15) -> str:
         return "(no log)"
 
 
-def load_layout(data_dir: Path) -> dict[str, dict[str, Any]]:
-    """The services of a running mesh, from data_dir/mesh.json."""
+def _read_mesh_file(data_dir: Path) -> dict[str, Any]:
     path = data_dir / MESH_FILE
     try:
-        services: dict[str, dict[str, Any]] = json.loads(path.read_text())["services"]
+        data: dict[str, Any] = json.loads(path.read_text())
     except FileNotFoundError:
         raise MeshError(f"no mesh found at {path}: start one with `make up`") from None
+    return data
+
+
+def load_layout(data_dir: Path) -> dict[str, dict[str, Any]]:
+    """The services of a running mesh, from data_dir/mesh.json."""
+    services: dict[str, dict[str, Any]] = _read_mesh_file(data_dir)["services"]
     return services
+
+
+def load_pki_dir(data_dir: Path) -> Path | None:
+    """The running mesh's PKI folder, or None for a plaintext mesh."""
+    folder = _read_mesh_file(data_dir).get("pki")
+    return Path(folder) if folder else None
 
 
 def run_up(data_dir: Path) -> int:

@@ -13,6 +13,7 @@ import grpc
 
 from services.common.context import REQUEST_ID_METADATA_KEY, current_request_id, new_request_id
 from services.common.identity import IDENTITY_METADATA_KEY, Caller
+from services.common.tls import TlsFiles
 
 KEEPALIVE_OPTIONS: Sequence[tuple[str, int | str]] = (
     ("grpc.keepalive_time_ms", 20_000),
@@ -73,12 +74,24 @@ def open_channel(
     target: str,
     *,
     identity: Caller | None,
+    tls: TlsFiles | None = None,
     options: Sequence[tuple[str, int | str]] = (),
 ) -> grpc.aio.Channel:
-    """A channel to target ("host:port") that sends identity and the request id on every call.
-    `options` are added to (and override) the keepalive and reconnect defaults."""
+    """A channel to target ("host:port") that sends the request id on every call.
+
+    With tls, the channel is mutual TLS and the certificate is the caller's identity (identity
+    is then only what this process expects to be, and is not sent). Without it (development
+    only), identity travels in metadata. `options` add to (and override) the keepalive and
+    reconnect defaults."""
     merged = dict(KEEPALIVE_OPTIONS)
     merged.update(options)
+    if tls is not None:
+        return grpc.aio.secure_channel(
+            target,
+            tls.channel_credentials(),
+            options=list(merged.items()),
+            interceptors=[_UnaryUnary(None), _UnaryStream(None), _StreamUnary(None)],
+        )
     return grpc.aio.insecure_channel(
         target,
         options=list(merged.items()),

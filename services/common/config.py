@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from services.common.tls import CredentialsError, TlsFiles
+
 PREFIX: Final = "IDMESH_"
 
 
@@ -106,6 +108,15 @@ class Env:
         raw = self._raw(key, default)
         return default if raw is None else Path(raw)  # type: ignore[return-value]
 
+    def address(
+        self, key: builtins.str, default: builtins.str | _Missing = _MISSING
+    ) -> builtins.str:
+        """A "host:port" address (the empty default means: not set)."""
+        value = self.str(key, default)
+        if value:
+            check_address(self.name(key), value)
+        return value
+
     def mapping(
         self, key: builtins.str, default: dict[builtins.str, builtins.str] | _Missing = _MISSING
     ) -> dict[builtins.str, builtins.str]:
@@ -141,22 +152,31 @@ class Env:
             raise ConfigError(f"{self.name(key)}: must be at most {maximum}, got {value}")
 
 
+def check_address(name: str, value: str) -> None:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"{name}: expected host:port, got {value!r}")
+
+
+INSECURE_SWITCH = "INSECURE_DEV_MODE"
+
+
 @dataclass(frozen=True, slots=True)
 class ServerSettings:
-    """What every service reads the same way: where it listens, how it logs, how it stops."""
+    """What every service reads the same way: where it listens, how it logs, how it stops, and
+    its mutual-TLS credentials (None only behind the explicit development switch)."""
 
     bind: str
     log_level: str
     log_format: str  # "json", "console" or "auto" (console on a terminal)
     shutdown_grace: float
     metrics_bind: str | None = None  # host:port of the Prometheus /metrics endpoint; None: off
+    health_bind: str | None = None  # host:port of a plaintext health-only port (probes); None: off
+    tls: TlsFiles | None = None  # None: plaintext (IDMESH_INSECURE_DEV_MODE=true)
 
     @classmethod
     def from_env(cls, env: Env, *, default_bind: str) -> ServerSettings:
-        bind = env.str("BIND", default_bind)
-        host, sep, port = bind.rpartition(":")
-        if not sep or not host or not port.isdigit() or int(port) > 65535:
-            raise ConfigError(f"{env.name('BIND')}: expected host:port, got {bind!r}")
+        bind = env.address("BIND", default_bind)
         log_format = env.str("LOG_FORMAT", "auto").lower()
         if log_format not in {"json", "console", "auto"}:
             raise ConfigError(
@@ -168,17 +188,43 @@ class ServerSettings:
                 f"{env.name('LOG_LEVEL')}: expected debug, info, warning or error, "
                 f"got {log_level!r}"
             )
-        metrics_bind = env.str("METRICS_BIND", "") or None
-        if metrics_bind is not None:
-            m_host, m_sep, m_port = metrics_bind.rpartition(":")
-            if not m_sep or not m_host or not m_port.isdigit() or int(m_port) > 65535:
-                raise ConfigError(
-                    f"{env.name('METRICS_BIND')}: expected host:port, got {metrics_bind!r}"
-                )
         return cls(
-            metrics_bind=metrics_bind,
             bind=bind,
             log_level=log_level,
             log_format=log_format,
             shutdown_grace=env.float("SHUTDOWN_GRACE_SECONDS", 5.0, minimum=0),
+            metrics_bind=env.address("METRICS_BIND", "") or None,
+            health_bind=env.address("HEALTH_BIND", "") or None,
+            tls=tls_from_env(env),
         )
+
+
+def tls_from_env(env: Env) -> TlsFiles | None:
+    """IDMESH_TLS_CA/CERT/KEY, all three; or None with IDMESH_INSECURE_DEV_MODE=true."""
+    names = ("TLS_CA", "TLS_CERT", "TLS_KEY")
+    given = {n: env.str(n, "") for n in names}
+    insecure = env.bool(INSECURE_SWITCH, False)
+    if insecure:
+        if any(given.values()):
+            raise ConfigError(
+                f"{env.name(INSECURE_SWITCH)} and {env.name('TLS_CERT')} are both set: "
+                "choose mutual TLS or the plaintext development mode"
+            )
+        return None
+    missing = [env.name(n) for n, v in given.items() if not v]
+    if missing:
+        raise ConfigError(
+            f"{', '.join(missing)}: required for mutual TLS (or set "
+            f"{env.name(INSECURE_SWITCH)}=true for plaintext, development only)"
+        )
+    files = TlsFiles(
+        ca=Path(given["TLS_CA"]), cert=Path(given["TLS_CERT"]), key=Path(given["TLS_KEY"])
+    )
+    for name, path in zip(names, (files.ca, files.cert, files.key), strict=True):
+        if not path.is_file():
+            raise ConfigError(f"{env.name(name)}: no such file {str(path)!r}")
+    try:
+        files.check()
+    except CredentialsError as exc:
+        raise ConfigError(f"{env.name('TLS_CERT')}: {exc}") from None
+    return files

@@ -38,7 +38,14 @@ async def serve(name: str, config: C, wiring: Wiring[C], errors: ErrorTable) -> 
     if config.server.metrics_bind is not None:
         port = serve_metrics(config.server.metrics_bind)
         get_logger("idmesh.main").info("metrics.listening", port=port)
-    server = GrpcServer(name=name, bind=config.server.bind, errors=errors)
+    settings = config.server
+    server = GrpcServer(
+        name=name,
+        bind=settings.bind,
+        errors=errors,
+        tls=settings.tls,
+        health_bind=settings.health_bind,
+    )
     async with wiring(config, server):
         await server.start()
         try:

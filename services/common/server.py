@@ -32,6 +32,7 @@ from services.common.interceptors import (
     ServerInterceptor,
     metadata_identity,
 )
+from services.common.tls import TlsFiles, tls_identity
 
 log = structlog.get_logger("idmesh.server")
 
@@ -43,15 +44,26 @@ class GrpcServer:
         name: str,
         bind: str,
         errors: ErrorTable,
-        identity: IdentityResolver = metadata_identity,
+        tls: TlsFiles | None = None,
+        health_bind: str | None = None,
+        identity: IdentityResolver | None = None,
     ) -> None:
+        """tls: mutual TLS, the caller's identity from its certificate; None: plaintext, the
+        caller's identity from request metadata (development only). health_bind: an extra
+        plaintext port serving only grpc.health.v1, for probes that cannot present a client
+        certificate (Kubernetes gRPC probes)."""
         self.name = name
         self._bind = bind
+        self._tls = tls
+        resolver = identity or (tls_identity if tls is not None else metadata_identity)
         self._server = grpc.aio.server(
-            interceptors=[ServerInterceptor(errors, identity)],
+            interceptors=[ServerInterceptor(errors, resolver)],
             options=list(SERVER_KEEPALIVE_OPTIONS),
         )
         self.health = health.aio.HealthServicer()
+        self._health_bind = health_bind
+        self._health_server: grpc.aio.Server | None = None
+        self.health_port: int | None = None
         self._service_names: list[str] = []
         self._on_shutdown: list[Callable[[], Awaitable[None]]] = []
         self.port: int | None = None
@@ -74,12 +86,31 @@ class GrpcServer:
         )
         for service in ("", *self._service_names):
             await self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
-        port = self._server.add_insecure_port(self._bind)
+        if self._tls is not None:
+            port = self._server.add_secure_port(self._bind, self._tls.server_credentials())
+        else:
+            log.warning(
+                "server.plaintext",
+                detail="mutual TLS is off (IDMESH_INSECURE_DEV_MODE): callers name themselves "
+                "in metadata; development only",
+            )
+            port = self._server.add_insecure_port(self._bind)
         if port == 0:
             raise RuntimeError(f"{self.name}: cannot listen on {self._bind}")
+        if self._health_bind is not None:
+            self._health_server = grpc.aio.server()
+            health_pb2_grpc.add_HealthServicer_to_server(self.health, self._health_server)
+            self.health_port = self._health_server.add_insecure_port(self._health_bind)
+            await self._health_server.start()
         await self._server.start()
         self.port = port
-        log.info("server.listening", address=self._bind.rsplit(":", 1)[0], port=port)
+        log.info(
+            "server.listening",
+            address=self._bind.rsplit(":", 1)[0],
+            port=port,
+            tls=self._tls is not None,
+            health_port=self.health_port,
+        )
         return port
 
     async def set_serving(self) -> None:
@@ -96,6 +127,8 @@ class GrpcServer:
             except Exception:
                 log.exception("server.shutdown_hook_failed")
         await self._server.stop(grace)
+        if self._health_server is not None:
+            await self._health_server.stop(None)
         log.info("server.stopped")
 
     async def wait_for_signal(self) -> None:

@@ -60,7 +60,7 @@ async def open_gateway(
         router = build_router(
             config.numbering_plan, carriers=config.carriers, operators=config.operators
         )
-        registries = RegistryClients(config.operators, identity=identity)
+        registries = RegistryClients(config.operators, identity=identity, tls=config.server.tls)
         stack.push_async_callback(registries.close)
         service = GatewayService(
             GatewaySettings(
@@ -102,7 +102,7 @@ async def open_gateway(
             name="verification-watchdog",
         )
         stack.push_async_callback(_cancel, watchdog)
-        notifier = open_channel(config.notifier_address, identity=identity)
+        notifier = open_channel(config.notifier_address, identity=identity, tls=config.server.tls)
         stack.push_async_callback(notifier.close)
         consumer = NoticeConsumer(
             service,

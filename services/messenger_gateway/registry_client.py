@@ -17,6 +17,7 @@ from idmesh.registry.v1 import registry_pb2, registry_pb2_grpc
 from services.common.channels import open_channel
 from services.common.identity import Caller
 from services.common.logging import get_logger
+from services.common.tls import TlsFiles
 from services.messenger_gateway.domain import OperatorAnswer, OperatorUnavailable, Verdict
 
 log = get_logger("idmesh.gateway.registry")
@@ -30,9 +31,12 @@ _EXPECTED_TRANSIENT = {
 
 
 class RegistryClients:
-    def __init__(self, addresses: Mapping[str, str], *, identity: Caller) -> None:
+    def __init__(
+        self, addresses: Mapping[str, str], *, identity: Caller, tls: TlsFiles | None = None
+    ) -> None:
         self._addresses = dict(addresses)
         self._identity = identity
+        self._tls = tls
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._stubs: dict[str, registry_pb2_grpc.RegistryServiceStub] = {}
 
@@ -42,7 +46,9 @@ class RegistryClients:
     def _stub(self, operator_id: str) -> registry_pb2_grpc.RegistryServiceStub:
         stub = self._stubs.get(operator_id)
         if stub is None:
-            channel = open_channel(self._addresses[operator_id], identity=self._identity)
+            channel = open_channel(
+                self._addresses[operator_id], identity=self._identity, tls=self._tls
+            )
             self._channels[operator_id] = channel
             stub = self._stubs[operator_id] = registry_pb2_grpc.RegistryServiceStub(channel)
         return stub

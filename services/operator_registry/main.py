@@ -63,6 +63,7 @@ async def wiring(config: RegistryConfig, server: GrpcServer) -> AsyncIterator[No
         relay = OutboxRelay(
             service,
             notifier_address=config.notifier_address,
+            tls=config.server.tls,
             batch_size=config.relay_batch_size,
             poll_seconds=config.relay_poll_seconds,
         )

@@ -21,6 +21,7 @@ from services.common.channels import open_channel
 from services.common.identity import Caller, Kind
 from services.common.logging import get_logger
 from services.common.timeutil import to_timestamp
+from services.common.tls import TlsFiles
 from services.operator_registry.domain import TerminationNotice, TerminationReason
 from services.operator_registry.service import RegistryService
 
@@ -54,6 +55,7 @@ class OutboxRelay:
         service: RegistryService,
         *,
         notifier_address: str,
+        tls: TlsFiles | None = None,
         batch_size: int = 100,
         poll_seconds: float = 1.0,
         publish_timeout: float = PUBLISH_TIMEOUT_SECONDS,
@@ -62,6 +64,7 @@ class OutboxRelay:
         self._service = service
         self._address = notifier_address
         self._identity = Caller(Kind.OPERATOR, service.operator_id)
+        self._tls = tls
         self._batch_size = batch_size
         self._poll_seconds = poll_seconds
         self._timeout = publish_timeout
@@ -71,7 +74,9 @@ class OutboxRelay:
         """Relay until cancelled (cancellation leaves unacked notices queued for next time)."""
         log.info("relay.started", notifier=self._address)
         try:
-            async with open_channel(self._address, identity=self._identity) as channel:
+            async with open_channel(
+                self._address, identity=self._identity, tls=self._tls
+            ) as channel:
                 stub = notifier_pb2_grpc.NotifierServiceStub(channel)
                 await self._loop(stub)
         finally:

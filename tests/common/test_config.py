@@ -37,9 +37,27 @@ def test_bool_accepts_common_spellings_only() -> None:
 
 
 def test_server_settings_validate_bind_and_log_settings() -> None:
-    settings = ServerSettings.from_env(Env({}), default_bind="127.0.0.1:1")
+    dev = {"IDMESH_INSECURE_DEV_MODE": "true"}
+    settings = ServerSettings.from_env(Env(dev), default_bind="127.0.0.1:1")
     assert settings.bind == "127.0.0.1:1"
     with pytest.raises(ConfigError, match="IDMESH_BIND: expected host:port"):
-        ServerSettings.from_env(Env({"IDMESH_BIND": "nope"}), default_bind="127.0.0.1:1")
+        ServerSettings.from_env(Env({**dev, "IDMESH_BIND": "nope"}), default_bind="127.0.0.1:1")
     with pytest.raises(ConfigError, match="IDMESH_LOG_FORMAT"):
-        ServerSettings.from_env(Env({"IDMESH_LOG_FORMAT": "xml"}), default_bind="127.0.0.1:1")
+        ServerSettings.from_env(
+            Env({**dev, "IDMESH_LOG_FORMAT": "xml"}), default_bind="127.0.0.1:1"
+        )
+
+
+def test_mutual_tls_is_required_unless_the_development_switch_is_on() -> None:
+    with pytest.raises(ConfigError, match="IDMESH_TLS_CA, IDMESH_TLS_CERT, IDMESH_TLS_KEY"):
+        ServerSettings.from_env(Env({}), default_bind="127.0.0.1:1")
+    with pytest.raises(ConfigError, match="choose mutual TLS or the plaintext"):
+        ServerSettings.from_env(
+            Env({"IDMESH_INSECURE_DEV_MODE": "true", "IDMESH_TLS_CERT": "x"}),
+            default_bind="127.0.0.1:1",
+        )
+    with pytest.raises(ConfigError, match="IDMESH_TLS_CA: no such file"):
+        ServerSettings.from_env(
+            Env({"IDMESH_TLS_CA": "/no/ca", "IDMESH_TLS_CERT": "/no/c", "IDMESH_TLS_KEY": "/no/k"}),
+            default_bind="127.0.0.1:1",
+        )

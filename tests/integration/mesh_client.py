@@ -27,7 +27,9 @@ class MeshClient:
         self._channels: list[Any] = []
 
     def _channel(self, service: str, identity: Caller) -> Any:
-        channel = open_channel(self.mesh.address(service), identity=identity)
+        channel = open_channel(
+            self.mesh.address(service), identity=identity, tls=self.mesh.credentials(identity)
+        )
         self._channels.append(channel)
         return channel
 

@@ -19,6 +19,7 @@ def _env(**overrides: str) -> Env:
         "IDMESH_OPERATORS": "beeline=127.0.0.1:50051,megafon=127.0.0.1:50052",
         "IDMESH_CARRIERS": "Beeline=beeline,MegaFon=megafon",
         "IDMESH_NOTIFIER_ADDRESS": "127.0.0.1:50060",
+        "IDMESH_INSECURE_DEV_MODE": "true",
     }
     base.update({f"IDMESH_{k}": v for k, v in overrides.items()})
     return Env(base)

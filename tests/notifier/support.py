@@ -59,6 +59,7 @@ def config(tmp_path: Path, **overrides: str) -> NotifierConfig:
     environ = {
         "IDMESH_DB_PATH": str(tmp_path / "notifier.db"),
         "IDMESH_BIND": "127.0.0.1:0",
+        "IDMESH_INSECURE_DEV_MODE": "true",
         "IDMESH_PROGRESS_INTERVAL_SECONDS": "30",
         **{f"IDMESH_{key}": value for key, value in overrides.items()},
     }

@@ -26,7 +26,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_defaults_follow_the_documented_values() -> None:
-    cfg = NotifierConfig.from_env(Env({"IDMESH_DB_PATH": "/tmp/x.db"}))
+    cfg = NotifierConfig.from_env(
+        Env({"IDMESH_DB_PATH": "/tmp/x.db", "IDMESH_INSECURE_DEV_MODE": "true"})
+    )
     assert cfg.server.bind == "127.0.0.1:50060"
     assert cfg.db_synchronous == "NORMAL"
     assert cfg.streams.buffer == 256
@@ -49,7 +51,9 @@ def test_defaults_follow_the_documented_values() -> None:
     ],
 )
 def test_bad_configuration_names_the_variable(environ: dict[str, str], message: str) -> None:
-    base = {} if not environ else {"IDMESH_DB_PATH": "/tmp/x.db"}
+    base = {"IDMESH_INSECURE_DEV_MODE": "true"}
+    if environ:
+        base["IDMESH_DB_PATH"] = "/tmp/x.db"
     with pytest.raises(ConfigError, match=message):
         NotifierConfig.from_env(Env({**base, **environ}))
 
@@ -67,6 +71,7 @@ class Process:
             **os.environ,
             "IDMESH_DB_PATH": str(tmp_path / "notifier.db"),
             "IDMESH_BIND": "127.0.0.1:0",
+            "IDMESH_INSECURE_DEV_MODE": "true",
             "IDMESH_LOG_FORMAT": "json",
             "IDMESH_SHUTDOWN_GRACE_SECONDS": "1",
             **{f"IDMESH_{key}": value for key, value in env.items()},

@@ -40,6 +40,7 @@ def base_env(tmp_path: Path, port: int) -> dict[str, str]:
         "IDMESH_DB_PATH": str(tmp_path / "reg.db"),
         "IDMESH_NOTIFIER_ADDRESS": "127.0.0.1:1",  # nothing listens: the relay keeps retrying
         "IDMESH_BIND": f"127.0.0.1:{port}",
+        "IDMESH_INSECURE_DEV_MODE": "true",
     }
 
 
