@@ -33,12 +33,14 @@ from services.common.identity import (
     set_current_caller,
 )
 from services.common.metrics import observe_rpc
+from services.common.ratelimit import RateLimited
 
 log = structlog.get_logger("idmesh.rpc")
 
 IdentityResolver = Callable[[grpc.aio.ServicerContext[Any, Any]], Caller | None]
 
 _COMMON_ERRORS: dict[type[BaseException], grpc.StatusCode] = {
+    RateLimited: grpc.StatusCode.RESOURCE_EXHAUSTED,
     InvalidInput: grpc.StatusCode.INVALID_ARGUMENT,
     Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
     Forbidden: grpc.StatusCode.PERMISSION_DENIED,
