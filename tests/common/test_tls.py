@@ -10,6 +10,7 @@ from typing import Any
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from idmesh.registry.v1 import registry_pb2, registry_pb2_grpc
 
 from services.common.channels import open_channel
@@ -147,3 +148,33 @@ def test_a_new_ca_does_not_trust_old_certificates(tmp_path: Path) -> None:
     create_ca(folder)  # the CA is replaced: the old certificate no longer checks
     with pytest.raises(CredentialsError):
         files.check()
+
+
+async def test_probes_get_health_in_plaintext_on_a_separate_port_and_nothing_else(
+    pki: Path,
+) -> None:
+    files = ensure_pki(pki, [SERVER])[SERVER]
+    server = GrpcServer(
+        name="t", bind="127.0.0.1:0", errors=ErrorTable({}), tls=files, health_bind="127.0.0.1:0"
+    )
+    server.add(
+        registry_pb2_grpc.add_RegistryServiceServicer_to_server,
+        WhoAmI(),
+        service_name(registry_pb2.DESCRIPTOR, "RegistryService"),
+    )
+    await server.start()
+    await server.set_serving()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.health_port}") as channel:
+            reply = await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service="idmesh.registry.v1.RegistryService"),
+                timeout=5,
+            )
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+            with pytest.raises(grpc.aio.AioRpcError) as e:
+                await registry_pb2_grpc.RegistryServiceStub(channel).VerifySubscriber(
+                    registry_pb2.VerifySubscriberRequest(), timeout=5
+                )
+            assert e.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    finally:
+        await server.stop(None)
