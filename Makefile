@@ -10,6 +10,7 @@ BUF    := node_modules/.bin/buf
 
 .DEFAULT_GOAL := help
 .PHONY: help venv up test proto proto-check lint fmt clean
+.PHONY: bench
 
 help:
 	@echo "make up     run the local mesh (2 operators, notifier, 2 messengers) under ./$(DATA)"
@@ -24,6 +25,18 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 venv: $(STAMP)
+
+# `make bench`: the benchmarks (not part of `make test`; under 10 minutes on 2 cores). Writes
+# bench/results/latest.json, docs/benchmarks.md and docs/benchmarks.png. BENCH_ARGS=--full for
+# the issue's full counts, BENCH_ARGS="--only verify --profile" for one scenario under py-spy.
+BENCH_STAMP := $(VENV)/.bench-installed-stamp
+
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
+	@touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(PY) -m bench --docs $(BENCH_ARGS)
 
 up: $(STAMP)
 	$(VENV)/bin/idmesh up --data-dir $(DATA)

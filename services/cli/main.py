@@ -10,28 +10,41 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import sys
-from collections.abc import Awaitable, Callable
+import urllib.request
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import grpc
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from idmesh.events.v1 import events_pb2
 from idmesh.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from idmesh.notifier.v1 import notifier_pb2, notifier_pb2_grpc
 from idmesh.registry.v1 import registry_pb2, registry_pb2_grpc
+from prometheus_client.parser import text_string_to_metric_families
 
+from services.cli import bulk_import, sms
 from services.cli import mesh as meshlib
-from services.cli import sms
 from services.common import pki
 from services.common.channels import open_channel
+from services.common.errors import InvalidInput
 from services.common.identity import Caller, Kind, Role, parse_identity
 from services.common.tls import CredentialsError, TlsFiles
+from services.messenger_gateway.ported import (
+    MAX_ROWS_PER_BATCH,
+    CsvRow,
+    PortedCsvError,
+    parse_ported_at,
+    read_ported_csv,
+)
 
 Handler = Callable[[argparse.Namespace], Awaitable[Any]]
 
@@ -171,12 +184,18 @@ async def cmd_status(args: argparse.Namespace) -> int:
             except grpc.aio.AioRpcError as exc:
                 status = f"DOWN ({exc.code().name})"
         rows.append(
-            {"service": name, "kind": info["kind"], "address": info["address"], "health": status}
+            {
+                "service": name,
+                "kind": info["kind"],
+                "address": info["address"],
+                "health": status,
+                "metrics": info.get("metrics") or "-",
+            }
         )
     if args.json:
         print(json.dumps(rows))
     else:
-        headers = ["service", "kind", "address", "health"]
+        headers = ["service", "kind", "address", "health", "metrics"]
         widths = [max(len(h), *(len(r[h]) for r in rows)) for h in headers]
         print("  ".join(h.upper().ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip())
         for r in rows:
@@ -372,6 +391,366 @@ async def cmd_notifier_watch(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- ported numbers (issue 5) ------------------------------------------------------------------
+
+
+def _gateway_admin(args: argparse.Namespace) -> tuple[grpc.aio.Channel, Any]:
+    address = _address(args, "messenger_gateway", "messenger_id", args.messenger)
+    channel = _open(args, address, Caller(Kind.MESSENGER, args.messenger, Role.ADMIN))
+    return channel, gateway_pb2_grpc.GatewayAdminServiceStub(channel)
+
+
+def _registry_as_messenger(args: argparse.Namespace) -> tuple[grpc.aio.Channel, Any]:
+    address = _address(args, "operator_registry", "operator_id", args.operator)
+    channel = _open(args, address, Caller(Kind.MESSENGER, args.as_messenger))
+    return channel, registry_pb2_grpc.RegistryServiceStub(channel)
+
+
+def _time_arg(text: str) -> Timestamp:
+    """RFC 3339 with a time zone, or YYYY-MM-DD (midnight UTC)."""
+    try:
+        value = parse_ported_at(text)
+    except InvalidInput as exc:
+        raise CliError(exc.message.replace("ported_at", "time", 1)) from None
+    ts = Timestamp()
+    ts.FromDatetime(value)
+    return ts
+
+
+async def cmd_registry_port_out(args: argparse.Namespace) -> int:
+    channel, stub = _registry_admin(args)
+    async with channel:
+        reply = await stub.PortOut(
+            registry_pb2.PortOutRequest(phone_number=args.phone, recipient_operator_id=args.to)
+        )
+    _print(args, reply)
+    return 0
+
+
+async def cmd_registry_reassigned(args: argparse.Namespace) -> int:
+    """Ask a registry, as a messenger, whether the number changed hands since --since."""
+    request = registry_pb2.CheckNumberReassignedRequest(
+        phone_number=args.phone, since=_time_arg(args.since)
+    )
+    channel, stub = _registry_as_messenger(args)
+    async with channel:
+        reply = await stub.CheckNumberReassigned(request)
+    _print(args, reply)
+    return 0
+
+
+async def cmd_identify_reassigned(args: argparse.Namespace) -> int:
+    channel, stub = _gateway(args)
+    async with channel:
+        reply = await stub.CheckNumberReassigned(
+            gateway_pb2.CheckNumberReassignedRequest(user_id=args.user), timeout=30
+        )
+    _print(args, reply)
+    return 0
+
+
+async def cmd_gateway_route(args: argparse.Namespace) -> int:
+    channel, stub = _gateway_admin(args)
+    async with channel:
+        reply = await stub.ResolveOperator(
+            gateway_pb2.ResolveOperatorRequest(phone_number=args.phone)
+        )
+    _print(args, reply, with_defaults=True)
+    return 0
+
+
+async def cmd_gateway_import_ported(args: argparse.Namespace) -> int:
+    """Stream a ported-numbers CSV (services/messenger_gateway/ported.py) in batches. Rows the
+    CLI cannot read go without ported_at, so that the gateway rejects them too (and an
+    all-or-nothing import commits nothing); their errors carry the CLI's explanation."""
+    path = Path(args.file)
+    with _open_text(path) as handle:
+        rows = read_ported_csv(handle)
+        try:
+            first = next(rows, None)
+        except PortedCsvError as exc:
+            raise CliError(f"{path}: {exc}") from None
+        problems: dict[int, str] = {}
+        sent = 0
+
+        def to_pb(row: CsvRow) -> gateway_pb2.PortedNumber:
+            nonlocal sent
+            sent += 1
+            if row.problem:
+                problems[row.row.line] = row.problem
+            item = row.row
+            pb = gateway_pb2.PortedNumber(
+                line=item.line,
+                phone_number=item.phone_number,
+                recipient_operator_id=item.recipient_operator_id,
+            )
+            if item.ported_at is not None:
+                pb.ported_at.FromDatetime(item.ported_at)
+            return pb
+
+        async def requests() -> AsyncIterator[gateway_pb2.ImportPortedNumbersRequest]:
+            batch: list[gateway_pb2.PortedNumber] = []
+            for row in itertools.chain([first] if first else [], rows):
+                batch.append(to_pb(row))
+                if len(batch) >= args.batch_size:
+                    yield gateway_pb2.ImportPortedNumbersRequest(
+                        all_or_nothing=args.all_or_nothing, rows=batch
+                    )
+                    batch = []
+            if batch or sent == 0:
+                yield gateway_pb2.ImportPortedNumbersRequest(
+                    all_or_nothing=args.all_or_nothing, rows=batch
+                )
+
+        channel, stub = _gateway_admin(args)
+        async with channel:
+            reply = await stub.ImportPortedNumbers(requests())
+    errors = []
+    for error in reply.errors:
+        message = error.message
+        local = problems.get(error.line)
+        if local:
+            message = local if message.startswith("ported_at is missing") else f"{message}; {local}"
+        errors.append({"line": error.line, "message": message})
+    result = {
+        "rows": sent,
+        "imported": reply.imported,
+        "unchanged": sent - reply.imported - reply.rejected if reply.committed else 0,
+        "rejected": reply.rejected,
+        "committed": reply.committed,
+        "errors": errors,
+    }
+    if args.json:
+        print(json.dumps(result, ensure_ascii=False), flush=True)
+    else:
+        for key in ("rows", "imported", "unchanged", "rejected", "committed"):
+            print(f"{key}: {result[key]}")
+        for e in errors:
+            print(f"  line {e['line']}: {e['message']}")
+        if reply.rejected > len(errors):
+            print(f"  ... and {reply.rejected - len(errors)} more")
+    return 0 if reply.committed and reply.rejected == 0 else 1
+
+
+def _open_text(path: Path) -> TextIO:
+    """The file, opened for reading once the whole of it has been checked to be UTF-8 (a bad
+    byte found half-way through the upload would leave a partial import)."""
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as f:
+            for _ in f:
+                pass
+        return path.open(encoding="utf-8-sig", newline="")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CliError(f"cannot read {path}: {exc}") from None
+
+
+def _add_porting_commands(sub: Any, ident: Any, reg: Any, common: argparse.ArgumentParser) -> None:
+    p = reg.add_parser(
+        "port-out", parents=[common], help="the number moved to another operator: end its contract"
+    )
+    p.add_argument("--operator", "-o", required=True, help="the donor operator, e.g. beeline")
+    p.add_argument("--phone", "-p", required=True)
+    p.add_argument("--to", required=True, help="the recipient operator id, e.g. megafon")
+    p.set_defaults(func=cmd_registry_port_out)
+    p = reg.add_parser(
+        "reassigned",
+        parents=[common],
+        help="has the number changed hands since a date? (asked as a messenger)",
+    )
+    p.add_argument("--operator", "-o", required=True, help="operator id, e.g. beeline")
+    p.add_argument("--phone", "-p", required=True)
+    p.add_argument("--since", required=True, help="RFC 3339 time, or YYYY-MM-DD (00:00 UTC)")
+    p.add_argument("--as-messenger", default="alpha", help="the asking messenger (default alpha)")
+    p.set_defaults(func=cmd_registry_reassigned)
+
+    p = ident.add_parser(
+        "reassigned",
+        parents=[common],
+        help="has the user's number changed hands since the identification?",
+    )
+    p.add_argument("--messenger", "-m", required=True, help="messenger id, e.g. alpha")
+    p.add_argument("--user", "-u", required=True)
+    p.set_defaults(func=cmd_identify_reassigned)
+
+    gw = sub.add_parser("gateway", help="a messenger's gateway (admin)").add_subparsers(
+        dest="action", required=True
+    )
+    p = gw.add_parser(
+        "import-ported", parents=[common], help="load a ported-numbers CSV into the gateway"
+    )
+    p.add_argument("--messenger", "-m", required=True, help="messenger id, e.g. alpha")
+    p.add_argument("file", help="CSV: phone_number,recipient_operator_id,ported_at")
+    p.add_argument(
+        "--all-or-nothing", action="store_true", help="one invalid row and nothing is stored"
+    )
+    p.add_argument(
+        "--batch-size", type=_batch_size, default=1000, help="rows per message (1..10000)"
+    )
+    p.set_defaults(func=cmd_gateway_import_ported)
+    p = gw.add_parser("route", parents=[common], help="which operator the gateway would ask")
+    p.add_argument("--messenger", "-m", required=True, help="messenger id, e.g. alpha")
+    p.add_argument("--phone", "-p", required=True)
+    p.set_defaults(func=cmd_gateway_route)
+
+
+def _batch_size(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= MAX_ROWS_PER_BATCH:
+        raise argparse.ArgumentTypeError(f"must be 1 to {MAX_ROWS_PER_BATCH}")
+    return value
+
+
+# -- operations (issue 7): bulk import, verify as a messenger, health, metrics ---------------
+
+
+async def cmd_registry_import(args: argparse.Namespace) -> int:
+    channel, stub = _registry_admin(args)
+    async with channel:
+        try:
+            report = await bulk_import.run_import(
+                stub,
+                Path(args.file),
+                valid_rows=args.valid_rows,
+                batch=args.batch,
+                quiet=args.json,
+            )
+        except bulk_import.CsvError as exc:
+            raise CliError(str(exc)) from None
+    if args.json:
+        print(json.dumps(report, ensure_ascii=False), flush=True)
+    else:
+        bulk_import.print_report(report)
+    return 0 if report["committed"] and report["rejected"] == 0 else 1
+
+
+async def cmd_registry_verify(args: argparse.Namespace) -> int:
+    """VerifySubscriber as a messenger's gateway would ask it (binds the subscriber to it)."""
+    channel, stub = _registry_as_messenger(args)
+    async with channel:
+        reply = await stub.VerifySubscriber(
+            registry_pb2.VerifySubscriberRequest(
+                request_id=args.request_id or uuid.uuid4().hex, phone_number=args.phone
+            ),
+            timeout=args.wait,
+        )
+    _print(args, reply, with_defaults=True)
+    return 0
+
+
+def _service_info(args: argparse.Namespace, service: str) -> dict[str, Any]:
+    try:
+        layout = meshlib.load_layout(_data_dir(args))
+    except meshlib.MeshError as exc:
+        raise CliError(str(exc)) from None
+    if service not in layout:
+        raise CliError(f"the mesh has no service {service!r}: one of {', '.join(layout)}")
+    return layout[service]
+
+
+async def cmd_health(args: argparse.Namespace) -> int:
+    """gRPC health of one service (a mesh service name, or --address): exit 0 when SERVING."""
+    if args.address:
+        address = str(args.address)
+        identity = Caller(Kind.NOTIFIER, "notifier")  # only used to pick mesh credentials
+    else:
+        if not args.service:
+            raise CliError("name a service of the mesh (see idmesh status), or give --address")
+        info = _service_info(args, args.service)
+        address, identity = str(info["address"]), parse_identity(info["identity"])
+    async with _open(args, address, identity) as channel:
+        reply = await health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service=args.grpc_service), timeout=args.timeout
+        )
+    status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+    if args.json:
+        print(json.dumps({"address": address, "health": status}))
+    else:
+        print(f"{address}: {status}")
+    return 0 if reply.status == health_pb2.HealthCheckResponse.SERVING else 1
+
+
+async def cmd_metrics(args: argparse.Namespace) -> int:
+    """The Prometheus metrics of a service: idmesh_* samples (all with --all)."""
+    if args.url:
+        url = str(args.url)
+    else:
+        info = _service_info(args, args.service or "")
+        if not info.get("metrics"):
+            raise CliError(f"{args.service} has no metrics address in the mesh file")
+        url = f"http://{info['metrics']}/metrics"
+    try:
+        text = await asyncio.to_thread(_fetch, url)
+    except OSError as exc:
+        raise CliError(f"cannot read {url}: {exc}") from None
+    samples = [
+        (s.name, s.labels, s.value)
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if (args.all or s.name.startswith("idmesh_")) and (not args.grep or args.grep in s.name)
+    ]
+    if args.json:
+        print(json.dumps([{"name": n, "labels": lb, "value": v} for n, lb, v in samples]))
+    else:
+        for name, labels, value in samples:
+            shown = ",".join(f'{k}="{v}"' for k, v in labels.items())
+            print(f"{name}{{{shown}}} {value:g}" if shown else f"{name} {value:g}")
+    return 0
+
+
+def _fetch(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return str(response.read().decode("utf-8"))
+
+
+def _import_batch(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= bulk_import.MAX_BATCH:
+        raise argparse.ArgumentTypeError(f"must be 1 to {bulk_import.MAX_BATCH}")
+    return value
+
+
+def _add_operations_commands(sub: Any, reg: Any, common: argparse.ArgumentParser) -> None:
+    p = reg.add_parser(
+        "import",
+        parents=[common],
+        help="bulk-load contracts from a CSV (phone_number,contract_id,activated_at)",
+    )
+    p.add_argument("--operator", "-o", required=True, help="operator id, e.g. beeline")
+    p.add_argument("file", help="CSV with the header phone_number,contract_id,activated_at")
+    p.add_argument(
+        "--valid-rows",
+        action="store_true",
+        help="commit the valid rows and report the others (default: all or nothing)",
+    )
+    p.add_argument("--batch", type=_import_batch, default=5000, help="rows per message (1..10000)")
+    p.set_defaults(func=cmd_registry_import)
+    p = reg.add_parser(
+        "verify",
+        parents=[common],
+        help="VerifySubscriber as a messenger (binds the subscriber to it, as a gateway would)",
+    )
+    p.add_argument("--operator", "-o", required=True, help="operator id, e.g. beeline")
+    p.add_argument("--phone", "-p", required=True)
+    p.add_argument("--as-messenger", default="alpha", help="the asking messenger (default alpha)")
+    p.add_argument("--request-id", help="the request id (default: a new one)")
+    p.add_argument("--wait", type=float, default=10.0, help="the call's deadline in seconds")
+    p.set_defaults(func=cmd_registry_verify)
+
+    p = sub.add_parser(
+        "health", parents=[common], help="gRPC health of one service; exit 0 when SERVING"
+    )
+    p.add_argument("service", nargs="?", help="a service of the mesh, e.g. registry-beeline")
+    p.add_argument("--grpc-service", default="", help="the health service name (default: all)")
+    p.add_argument("--timeout", type=float, default=2.0)
+    p.set_defaults(func=cmd_health)
+    p = sub.add_parser("metrics", parents=[common], help="a service's Prometheus metrics")
+    p.add_argument("service", nargs="?", help="a service of the mesh, e.g. notifier")
+    p.add_argument("--url", help="the /metrics URL, instead of the mesh's")
+    p.add_argument("--grep", help="only metrics whose name contains this")
+    p.add_argument("--all", action="store_true", help="also the runtime's own metrics")
+    p.set_defaults(func=cmd_metrics)
+
+
 # -- parser ----------------------------------------------------------------------------------
 
 
@@ -487,6 +866,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=0, help="stop after this many items")
     p.add_argument("--progress", action="store_true", help="also print progress marks")
     p.set_defaults(func=cmd_notifier_watch)
+    _add_porting_commands(sub, ident, reg, common)
+    _add_operations_commands(sub, reg, common)
     return parser
 
 

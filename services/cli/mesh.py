@@ -38,12 +38,14 @@ class OperatorSpec:
     carrier_name: str  # the operator's name in the numbering plan and in phonenumbers' data
     seed_file: Path | None = None
     port: int = 0
+    metrics_port: int = 0  # its Prometheus /metrics; 0: a free port
 
 
 @dataclass(frozen=True)
 class MessengerSpec:
     messenger_id: str
     port: int = 0
+    metrics_port: int = 0  # the first replica's /metrics; 0 (and other replicas): a free port
     verification_window_seconds: float = 1200.0
     replicas: int = 1
     # Operators reachable at addresses outside the mesh (tests: an operator that never answers).
@@ -61,17 +63,19 @@ class MeshSpec:
     log_format: str = "json"
     tls: bool = True  # mutual TLS with a development PKI under data_dir/pki; False: plaintext
     common_env: Mapping[str, str] = field(default_factory=dict)
+    notifier_metrics_port: int = 0
 
 
 def demo_spec() -> MeshSpec:
     """`make up`'s topology: two operators, the notifier, two messengers, on fixed ports."""
     return MeshSpec(
         operators=(
-            OperatorSpec("beeline", "Beeline", DEPLOY / "demo" / "beeline.json", 50051),
-            OperatorSpec("megafon", "MegaFon", DEPLOY / "demo" / "megafon.json", 50052),
+            OperatorSpec("beeline", "Beeline", DEPLOY / "demo" / "beeline.json", 50051, 9101),
+            OperatorSpec("megafon", "MegaFon", DEPLOY / "demo" / "megafon.json", 50052, 9102),
         ),
-        messengers=(MessengerSpec("alpha", 50071), MessengerSpec("beta", 50072)),
+        messengers=(MessengerSpec("alpha", 50071, 9104), MessengerSpec("beta", 50072, 9105)),
         notifier_port=50060,
+        notifier_metrics_port=9103,
     )
 
 
@@ -132,6 +136,7 @@ class Mesh:
         self.pki_dir = self.data_dir / "pki"
         self.services: dict[str, ServiceProcess] = {}
         self._build()
+        self._add_metrics_ports()
 
     def identities(self) -> list[Caller]:
         """Every identity of the mesh: its services, and the roles people and tools act in."""
@@ -252,8 +257,24 @@ class Mesh:
             tls=tls,
         )
 
+    def _add_metrics_ports(self) -> None:
+        """Every process serves /metrics (IDMESH_METRICS_BIND) on its own port; mesh.json
+        records it under `metrics`."""
+        wanted = {"notifier": self.spec.notifier_metrics_port}
+        wanted |= {f"registry-{op.operator_id}": op.metrics_port for op in self.spec.operators}
+        wanted |= {f"gateway-{m.messenger_id}": m.metrics_port for m in self.spec.messengers}
+        reserved = {int(svc.address.rpartition(":")[2]) for svc in self.services.values()}
+        reserved |= {port for port in wanted.values() if port}
+        for name, svc in self.services.items():
+            port = wanted.get(name) or _free_port(reserved)
+            reserved.add(port)
+            svc.env["IDMESH_METRICS_BIND"] = svc.info["metrics"] = f"127.0.0.1:{port}"
+
     def address(self, name: str) -> str:
         return self.services[name].address
+
+    def metrics_address(self, name: str) -> str:
+        return str(self.services[name].info["metrics"])
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -262,8 +283,9 @@ class Mesh:
         if self.spec.tls:
             pki.ensure_pki(self.pki_dir, self.identities())
         for name, svc in self.services.items():
-            if not _port_free(svc.address):
-                raise MeshError(f"{name}: {svc.address} is already in use (is a mesh running?)")
+            for address in (svc.address, svc.info["metrics"]):
+                if not _port_free(address):
+                    raise MeshError(f"{name}: {address} is already in use (is a mesh running?)")
         for svc in self.services.values():
             svc.start()
         try:
@@ -353,9 +375,12 @@ class Mesh:
         tmp.replace(path)
 
     def table(self) -> str:
-        rows = [("service", "address", "log")]
-        rows += [(n, s.address, str(s.log_path)) for n, s in self.services.items()]
-        widths = [max(len(r[i]) for r in rows) for i in range(3)]
+        rows = [("service", "address", "metrics", "log")]
+        rows += [
+            (n, s.address, str(s.info["metrics"]), str(s.log_path))
+            for n, s in self.services.items()
+        ]
+        widths = [max(len(r[i]) for r in rows) for i in range(4)]
         return "\n".join(
             "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in rows
         )

@@ -20,10 +20,19 @@ import aiosqlite
 
 
 class Database:
-    def __init__(self, writer: aiosqlite.Connection, reader: aiosqlite.Connection) -> None:
+    def __init__(
+        self,
+        writer: aiosqlite.Connection,
+        reader: aiosqlite.Connection,
+        *,
+        path: Path | None = None,
+        synchronous: str = "NORMAL",
+    ) -> None:
         self._writer = writer
         self._reader = reader
         self._lock = asyncio.Lock()
+        self.path = path  # the file, for work on a connection of its own (bulk import)
+        self.synchronous = synchronous
 
     @classmethod
     async def open(
@@ -37,7 +46,7 @@ class Database:
         except BaseException:
             await writer.close()
             raise
-        return cls(writer, reader)
+        return cls(writer, reader, path=path, synchronous=synchronous.upper())
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
@@ -50,6 +59,14 @@ class Database:
                 await asyncio.shield(self._writer.rollback())
                 raise
             await asyncio.shield(self._writer.commit())
+
+    @asynccontextmanager
+    async def write_lock(self) -> AsyncIterator[None]:
+        """This process's writer turn, without the writer connection: for a transaction on
+        another connection to the same file (a bulk import's merge) that this process's own
+        transactions must wait for rather than fail on SQLITE_BUSY."""
+        async with self._lock:
+            yield
 
     async def fetchone(self, sql: str, params: Iterable[Any] = ()) -> aiosqlite.Row | None:
         rows = await self._reader.execute_fetchall(sql, tuple(params))

@@ -87,6 +87,10 @@ class Identification:
     request_id: str | None = None  # the VerifySubscriber request id, fixed once VERIFYING
     identification_code: str | None = field(default=None, repr=False)
     code_hash: str = field(default="", repr=False)
+    # The donor operator whose hint ("ported to X") this verification followed; once set, the
+    # request id is the derived one (hint_request_id) and no further hint is followed.
+    hinted_by: str | None = None
+    identified_at: datetime | None = None  # when it became IDENTIFIED (kept when REVOKED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,10 +153,76 @@ class OperatorAnswer:
     verdict: Verdict
     operator_id: str = ""
     identification_code: str = field(default="", repr=False)
+    # With NO_SUBSCRIBER: the operator the number was ported to, when the asked one knows it.
+    recipient_operator_id: str = ""
 
 
 class OperatorUnavailable(Exception):
     """The operator could not be asked this time (down, overloaded, ...); worth retrying."""
+
+
+class OperatorRefused(Exception):
+    """The operator refused us: no active identification agreement (PERMISSION_DENIED)."""
+
+
+HINT_REQUEST_SUFFIX = "-hint"
+
+
+def hint_request_id(request_id: str) -> str:
+    """The request id for asking the recipient a donor named: derived from the original, so a
+    gateway restarted mid-hint asks again with the same id and the recipient answers
+    idempotently. (A uuid hex of 32 characters plus the suffix fits the registry's 64.)"""
+    return request_id + HINT_REQUEST_SUFFIX
+
+
+# --- "has the number changed hands?" ---------------------------------------------------------
+
+
+class Reassignment(StrEnum):
+    REASSIGNED = "REASSIGNED"
+    NOT_REASSIGNED = "NOT_REASSIGNED"
+    NO_DATA = "NO_DATA"
+
+
+@dataclass(frozen=True, slots=True)
+class ReassignmentCheck:
+    reassignment: Reassignment
+    since: datetime  # the identification time asked about
+    operator_id: str
+    phone_number: str
+
+
+# --- the ported-numbers table ----------------------------------------------------------------
+
+
+class RouteOrigin(StrEnum):
+    """Where a ported-numbers row came from."""
+
+    IMPORT = "import"  # the messenger's copy of the central database of ported numbers
+    HINT = "hint"  # a donor operator's hint, remembered
+
+
+@dataclass(frozen=True, slots=True)
+class PortedNumber:
+    phone_number: str  # E.164
+    operator_id: str  # the recipient, now serving the number
+    ported_at: datetime
+    origin: RouteOrigin = RouteOrigin.IMPORT
+
+
+@dataclass(frozen=True, slots=True)
+class RowError:
+    line: int
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class ImportOutcome:
+    imported: int  # rows stored (new numbers, or a later porting date than the stored one)
+    rejected: int  # invalid rows
+    errors: tuple[RowError, ...]  # the first MAX_ROW_ERRORS of them, by line
+    committed: bool  # False: all-or-nothing and a row was invalid, so nothing was stored
+    unchanged: int = 0  # valid rows not stored: the table already had a later porting date
 
 
 # --- notices from the notifier ---------------------------------------------------------------
@@ -281,6 +351,18 @@ class SameNumber(InvalidInput):
 
 class SmsNotSent(DomainError):
     """The one-time code could not be sent; the caller may start again."""
+
+
+class NeverIdentified(PreconditionFailed):
+    """The user's current identification was never IDENTIFIED (FAILED_PRECONDITION)."""
+
+
+class AgreementMissing(PreconditionFailed):
+    """The operator refused this messenger: no active agreement (FAILED_PRECONDITION)."""
+
+
+class OperatorUnreachable(DomainError):
+    """The operator could not be asked now (UNAVAILABLE); try again later."""
 
 
 def wrong_state_error(ident: Identification) -> WrongState:

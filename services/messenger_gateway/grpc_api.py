@@ -1,11 +1,13 @@
-"""The GatewayService servicer: checks the caller, calls the service layer, maps to pb2.
+"""The gateway's servicers: check the caller, call the service layer, map to pb2.
 
-Every RPC is for this messenger's own front end only (Kind.MESSENGER, Role.FRONTEND, and the
-caller's messenger id must be the configured one).
+GatewayService is for this messenger's own front end only (Kind.MESSENGER, Role.FRONTEND, and
+the caller's messenger id must be the configured one); GatewayAdminService for its operations
+staff only (Kind.MESSENGER, Role.ADMIN, the configured messenger id).
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -14,22 +16,32 @@ from idmesh.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from services.common.errors import Forbidden
 from services.common.identity import Kind, Role, require_caller
 from services.common.interceptors import ErrorTable
-from services.common.timeutil import to_timestamp
+from services.common.timeutil import from_timestamp, to_timestamp
 from services.messenger_gateway.domain import (
     Identification,
     IdentificationNotFound,
+    OperatorUnreachable,
     PreconditionFailed,
     Reason,
+    Reassignment,
     SmsNotSent,
     State,
 )
-from services.messenger_gateway.service import GatewayService
+from services.messenger_gateway.ported import PortedRowInput
+from services.messenger_gateway.routing import (
+    ROUTE_OPERATOR_HINT,
+    ROUTE_PORTED_NUMBERS,
+    CarrierData,
+    NumberingPlan,
+)
+from services.messenger_gateway.service import GatewayService, PortedBatch
 
 ERRORS = ErrorTable(
     {
         IdentificationNotFound: grpc.StatusCode.NOT_FOUND,
         PreconditionFailed: grpc.StatusCode.FAILED_PRECONDITION,
         SmsNotSent: grpc.StatusCode.UNAVAILABLE,
+        OperatorUnreachable: grpc.StatusCode.UNAVAILABLE,
     }
 )
 
@@ -59,6 +71,23 @@ REASON_PB: dict[Reason, gateway_pb2.Reason] = {
     Reason.NOT_IDENTIFIED: gateway_pb2.REASON_NOT_IDENTIFIED,
     Reason.NUMBER_CHANGED: gateway_pb2.REASON_NUMBER_CHANGED,
 }
+
+
+REASSIGNMENT_PB: dict[Reassignment, gateway_pb2.NumberReassignment] = {
+    Reassignment.REASSIGNED: gateway_pb2.NUMBER_REASSIGNMENT_REASSIGNED,
+    Reassignment.NOT_REASSIGNED: gateway_pb2.NUMBER_REASSIGNMENT_NOT_REASSIGNED,
+    Reassignment.NO_DATA: gateway_pb2.NUMBER_REASSIGNMENT_NO_DATA,
+}
+
+ROUTE_SOURCE_PB: dict[str, gateway_pb2.RouteSource] = {
+    ROUTE_PORTED_NUMBERS: gateway_pb2.ROUTE_SOURCE_PORTED_NUMBERS,
+    ROUTE_OPERATOR_HINT: gateway_pb2.ROUTE_SOURCE_OPERATOR_HINT,
+    NumberingPlan.name: gateway_pb2.ROUTE_SOURCE_NUMBERING_PLAN,
+    CarrierData.name: gateway_pb2.ROUTE_SOURCE_CARRIER_DATA,
+}
+
+# CheckNumberReassigned asks the operator within the caller's deadline less a margin, or this.
+REASSIGNED_TIME_LIMIT = 10.0
 
 
 def identification_pb(ident: Identification) -> gateway_pb2.Identification:
@@ -143,4 +172,78 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         )
         return gateway_pb2.ChangePhoneNumberResponse(
             identification=identification_pb(new), previous=identification_pb(previous)
+        )
+
+    async def CheckNumberReassigned(
+        self, request: gateway_pb2.CheckNumberReassignedRequest, context: Any
+    ) -> gateway_pb2.CheckNumberReassignedResponse:
+        self._authorize()
+        remaining = context.time_remaining()
+        limit = REASSIGNED_TIME_LIMIT if remaining is None else wait_budget(remaining)
+        check = await self._service.check_number_reassigned(
+            request.user_id, time_limit=max(0.1, min(limit, REASSIGNED_TIME_LIMIT))
+        )
+        return gateway_pb2.CheckNumberReassignedResponse(
+            reassignment=REASSIGNMENT_PB[check.reassignment],
+            since=to_timestamp(check.since),
+            operator_id=check.operator_id,
+            phone_number=check.phone_number,
+        )
+
+
+class GatewayAdminServicer(gateway_pb2_grpc.GatewayAdminServiceServicer):
+    """For the messenger's operations staff: the ported-numbers table and routing."""
+
+    def __init__(self, service: GatewayService) -> None:
+        self._service = service
+
+    def _authorize(self) -> None:
+        caller = require_caller(Kind.MESSENGER, Role.ADMIN)
+        if caller.id != self._service.messenger_id:
+            raise Forbidden(
+                f"{caller.uri} administers messenger {caller.id!r}; this gateway serves "
+                f"messenger {self._service.messenger_id!r} only"
+            )
+
+    async def ImportPortedNumbers(
+        self, request_iterator: AsyncIterator[gateway_pb2.ImportPortedNumbersRequest], context: Any
+    ) -> gateway_pb2.ImportPortedNumbersResponse:
+        self._authorize()
+        outcome = await self._service.import_ported_numbers(_batches(request_iterator))
+        return gateway_pb2.ImportPortedNumbersResponse(
+            imported=outcome.imported,
+            rejected=outcome.rejected,
+            errors=[gateway_pb2.RowError(line=e.line, message=e.message) for e in outcome.errors],
+            committed=outcome.committed,
+        )
+
+    async def ResolveOperator(
+        self, request: gateway_pb2.ResolveOperatorRequest, context: Any
+    ) -> gateway_pb2.ResolveOperatorResponse:
+        self._authorize()
+        resolved = await self._service.resolve_operator(request.phone_number)
+        route = resolved.route
+        return gateway_pb2.ResolveOperatorResponse(
+            phone_number=resolved.phone_number,
+            operator_id=route.operator_id or "",
+            source=ROUTE_SOURCE_PB.get(route.source or "", gateway_pb2.ROUTE_SOURCE_UNSPECIFIED),
+            configured=resolved.configured,
+        )
+
+
+async def _batches(
+    requests: AsyncIterator[gateway_pb2.ImportPortedNumbersRequest],
+) -> AsyncIterator[PortedBatch]:
+    async for request in requests:
+        yield PortedBatch(
+            all_or_nothing=request.all_or_nothing,
+            rows=[
+                PortedRowInput(
+                    line=row.line,
+                    phone_number=row.phone_number,
+                    recipient_operator_id=row.recipient_operator_id,
+                    ported_at=from_timestamp(row.ported_at) if row.HasField("ported_at") else None,
+                )
+                for row in request.rows
+            ],
         )

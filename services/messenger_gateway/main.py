@@ -23,10 +23,10 @@ from services.common.runner import run_main, serve
 from services.common.server import GrpcServer, service_name
 from services.common.timeutil import Clock, SystemClock
 from services.messenger_gateway.config import GatewayConfig
-from services.messenger_gateway.grpc_api import ERRORS, GatewayServicer
+from services.messenger_gateway.grpc_api import ERRORS, GatewayAdminServicer, GatewayServicer
 from services.messenger_gateway.notices import NoticeConsumer
 from services.messenger_gateway.registry_client import RegistryClients
-from services.messenger_gateway.routing import build_router
+from services.messenger_gateway.routing import PortedNumbersTable, build_router
 from services.messenger_gateway.service import GatewayService, GatewaySettings
 from services.messenger_gateway.sms import FileSmsSender
 from services.messenger_gateway.store import MIGRATIONS, GatewayStore
@@ -58,7 +58,10 @@ async def open_gateway(
         stack.push_async_callback(db.close)
         store = GatewayStore(db)
         router = build_router(
-            config.numbering_plan, carriers=config.carriers, operators=config.operators
+            config.numbering_plan,
+            carriers=config.carriers,
+            operators=config.operators,
+            ported=PortedNumbersTable(store),
         )
         registries = RegistryClients(config.operators, identity=identity, tls=config.server.tls)
         stack.push_async_callback(registries.close)
@@ -84,6 +87,11 @@ async def open_gateway(
             gateway_pb2_grpc.add_GatewayServiceServicer_to_server,
             GatewayServicer(service),
             service_name(gateway_pb2.DESCRIPTOR, "GatewayService"),
+        )
+        server.add(
+            gateway_pb2_grpc.add_GatewayAdminServiceServicer_to_server,
+            GatewayAdminServicer(service),
+            service_name(gateway_pb2.DESCRIPTOR, "GatewayAdminService"),
         )
         log.info(
             "gateway.configured",

@@ -19,12 +19,36 @@ from typing import Protocol
 import grpc
 from idmesh.events.v1 import events_pb2
 from idmesh.notifier.v1 import notifier_pb2, notifier_pb2_grpc
+from prometheus_client import Counter, Gauge
 
 from services.common.backoff import Backoff
 from services.common.logging import get_logger
 from services.messenger_gateway.domain import NoticeResult, TerminationKind, TerminationNotice
 
 log = get_logger("idmesh.gateway.notices")
+
+STREAM_LAG = Gauge(
+    "idmesh_gateway_notice_stream_lag",
+    "The notifier's head (from progress marks and notices) less this gateway's applied "
+    "cursor: notices not yet applied.",
+)
+STREAM_HEAD = Gauge(
+    "idmesh_gateway_notice_head_seq", "The notifier's last seq for this messenger, as last seen."
+)
+STREAM_CURSOR = Gauge(
+    "idmesh_gateway_notice_cursor", "The seq of the last notice this gateway applied."
+)
+SUBSCRIPTIONS = Counter(
+    "idmesh_gateway_notice_subscriptions",
+    "Subscribe calls to the notifier (the first, and every reconnect).",
+)
+
+
+def _track(head: int, cursor: int) -> None:
+    STREAM_HEAD.set(head)
+    STREAM_CURSOR.set(cursor)
+    STREAM_LAG.set(max(0, head - cursor))
+
 
 FLOOR_TRAILER = "idmesh-floor-seq"
 HEAD_TRAILER = "idmesh-head-seq"
@@ -124,6 +148,9 @@ class NoticeConsumer:
         cursor = await self._handler.notice_cursor()
         self._want_ack(cursor)  # an ack lost before a reconnect is sent again
         self.subscriptions += 1
+        SUBSCRIPTIONS.inc()
+        head = cursor
+        _track(head, cursor)
         log.info("notices.subscribing", after_seq=cursor)
         call = self._stub.Subscribe(
             notifier_pb2.SubscribeRequest(messenger_id=self._messenger_id, after_seq=cursor)
@@ -138,9 +165,12 @@ class NoticeConsumer:
                     cursor = item.notice.seq
                     self._progressed = True
                     self._want_ack(result.cursor)
+                    head = max(head, cursor)
+                    _track(head, cursor)
                 elif kind == "progress":
                     head = item.progress.head_seq
                     self._progressed = True
+                    _track(head, cursor)
                     if head < cursor:
                         log.warning("notices.head_behind_cursor", head_seq=head, cursor=cursor)
                     else:

@@ -5,11 +5,15 @@ Status codes become the service layer's terms:
     PERMISSION_DENIED  -> OperatorAnswer(REFUSED): no identification agreement with us
     DEADLINE_EXCEEDED  -> OperatorAnswer(TIMED_OUT): the window ended
     anything else      -> OperatorUnavailable (retried while the window lasts)
+A NO_SUBSCRIBER answer carries the donor's hint (recipient_operator_id) when the number was
+ported out. CheckNumberReassigned: PERMISSION_DENIED -> OperatorRefused, other failures ->
+OperatorUnavailable.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 
 import grpc
 from idmesh.registry.v1 import registry_pb2, registry_pb2_grpc
@@ -17,11 +21,23 @@ from idmesh.registry.v1 import registry_pb2, registry_pb2_grpc
 from services.common.channels import open_channel
 from services.common.identity import Caller
 from services.common.logging import get_logger
+from services.common.timeutil import to_timestamp
 from services.common.tls import TlsFiles
-from services.messenger_gateway.domain import OperatorAnswer, OperatorUnavailable, Verdict
+from services.messenger_gateway.domain import (
+    OperatorAnswer,
+    OperatorRefused,
+    OperatorUnavailable,
+    Reassignment,
+    Verdict,
+)
 
 log = get_logger("idmesh.gateway.registry")
 
+_REASSIGNMENT = {
+    registry_pb2.REASSIGNMENT_STATUS_REASSIGNED: Reassignment.REASSIGNED,
+    registry_pb2.REASSIGNMENT_STATUS_NOT_REASSIGNED: Reassignment.NOT_REASSIGNED,
+    registry_pb2.REASSIGNMENT_STATUS_NO_DATA: Reassignment.NO_DATA,
+}
 _EXPECTED_TRANSIENT = {
     grpc.StatusCode.UNAVAILABLE,
     grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -93,8 +109,42 @@ class RegistryClients:
                     operator_id=operator_id,
                     recipient_operator_id=reply.recipient_operator_id,
                 )
-            return OperatorAnswer(Verdict.NO_SUBSCRIBER, reply.operator_id or operator_id)
+            return OperatorAnswer(
+                Verdict.NO_SUBSCRIBER,
+                reply.operator_id or operator_id,
+                recipient_operator_id=reply.recipient_operator_id,
+            )
         raise OperatorUnavailable(f"{operator_id}: unknown verification result {reply.result}")
+
+    async def check_reassigned(
+        self, operator_id: str, *, phone_number: str, since: datetime, time_limit: float
+    ) -> Reassignment:
+        """CheckNumberReassigned at the operator. PERMISSION_DENIED -> OperatorRefused; any
+        other failure (down, deadline, a refused request) -> OperatorUnavailable."""
+        stub = self._stub(operator_id)
+        try:
+            reply = await stub.CheckNumberReassigned(
+                registry_pb2.CheckNumberReassignedRequest(
+                    phone_number=phone_number, since=to_timestamp(since)
+                ),
+                timeout=time_limit,
+            )
+        except grpc.aio.AioRpcError as exc:
+            code = exc.code()
+            if code == grpc.StatusCode.PERMISSION_DENIED:
+                raise OperatorRefused(f"{operator_id}: {exc.details()}") from None
+            if code not in _EXPECTED_TRANSIENT and code != grpc.StatusCode.DEADLINE_EXCEEDED:
+                log.error(
+                    "registry.unexpected_status",
+                    operator_id=operator_id,
+                    status=code.name,
+                    details=exc.details(),
+                )
+            raise OperatorUnavailable(f"{operator_id}: {code.name}: {exc.details()}") from None
+        answer = _REASSIGNMENT.get(reply.status)
+        if answer is None:
+            raise OperatorUnavailable(f"{operator_id}: unknown reassignment status {reply.status}")
+        return answer
 
     async def close(self) -> None:
         channels = list(self._channels.values())

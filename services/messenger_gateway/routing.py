@@ -1,15 +1,21 @@
 """Which operator serves a number: lookup sources tried in order, then carrier name -> operator id.
 
-    Router([ported_numbers, numbering_plan, CarrierData()], carriers={"Beeline": "beeline"}, ...)
+    Router([PortedNumbersTable(store), numbering_plan, CarrierData()],
+           carriers={"Beeline": "beeline"}, ...)
+    route = await router.resolve("+79031234567")
 
 Each source names the carrier of a number or says it does not know (None). The first source that
 knows decides, even when its carrier is not one this messenger works with: a later source would
 only give an older answer (phonenumbers' carrier data names a range's ORIGINAL carrier and
 knows nothing of porting). Sources, most authoritative first:
-- a ported-numbers table (not yet wired in: add a CarrierSource in front of the others);
+- the ported-numbers table (PortedNumbersTable, store-backed, so asked with `await`): the
+  messenger's copy of the central database of ported numbers, and the donors' hints it
+  remembered; it names the recipient's operator id directly (route source "ported_numbers" or
+  "operator_hint"), which need not be a configured operator;
 - the numbering plan: Rossvyaz's open-data range table (NumberingPlan), IDMESH_NUMBERING_PLAN;
 - phonenumbers' carrier data (CarrierData), the fallback; it has holes (+7 916... gives "").
 Carrier names map to operator ids through IDMESH_CARRIERS, matched ignoring case and spacing.
+`route()` is the synchronous lookup for routers whose sources are all carrier sources.
 """
 
 from __future__ import annotations
@@ -19,10 +25,12 @@ import itertools
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeGuard
 
 import phonenumbers
 from phonenumbers import carrier as pn_carrier
+
+from services.messenger_gateway.domain import PortedNumber, RouteOrigin
 
 NUMBERING_PLAN_HEADER = ("code", "from", "to", "capacity", "operator", "region")
 
@@ -34,6 +42,48 @@ class CarrierSource(Protocol):
     def name(self) -> str: ...
 
     def carrier_for(self, e164: str) -> str | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class OperatorHit:
+    """An operator source's answer: the operator id, and the route source to report."""
+
+    operator_id: str
+    source: str
+
+
+class OperatorSource(Protocol):
+    """Names the operator id that serves a number (asynchronously: store-backed), or None."""
+
+    @property
+    def name(self) -> str: ...
+
+    async def operator_for(self, e164: str) -> OperatorHit | None: ...
+
+
+class PortedStore(Protocol):
+    async def ported_number(self, phone_number: str) -> PortedNumber | None: ...
+
+
+ROUTE_PORTED_NUMBERS = "ported_numbers"
+ROUTE_OPERATOR_HINT = "operator_hint"
+
+
+class PortedNumbersTable:
+    """The gateway's ported-numbers table: imported rows ("ported_numbers") and remembered
+    donor hints ("operator_hint")."""
+
+    name = ROUTE_PORTED_NUMBERS
+
+    def __init__(self, store: PortedStore) -> None:
+        self._store = store
+
+    async def operator_for(self, e164: str) -> OperatorHit | None:
+        entry = await self._store.ported_number(e164)
+        if entry is None:
+            return None
+        source = ROUTE_OPERATOR_HINT if entry.origin is RouteOrigin.HINT else ROUTE_PORTED_NUMBERS
+        return OperatorHit(entry.operator_id, source)
 
 
 class NumberingPlanError(ValueError):
@@ -164,7 +214,8 @@ class CarrierData:
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    """Where a number goes: operator_id None when no configured operator serves it."""
+    """Where a number goes: operator_id None when no configured operator serves it. (From the
+    ported-numbers table operator_id is the recipient, configured or not; carrier is None.)"""
 
     operator_id: str | None
     carrier: str | None = None  # the carrier name the deciding source gave
@@ -178,7 +229,7 @@ def _normalise(name: str) -> str:
 class Router:
     def __init__(
         self,
-        sources: Sequence[CarrierSource],
+        sources: Sequence[CarrierSource | OperatorSource],
         *,
         carriers: Mapping[str, str],
         operators: Collection[str],
@@ -193,12 +244,38 @@ class Router:
     def sources(self) -> list[str]:
         return [s.name for s in self._sources]
 
-    def route(self, e164: str) -> Route:
+    async def resolve(self, e164: str) -> Route:
+        """The route of a number, asking every kind of source in order."""
         for source in self._sources:
-            carrier = source.carrier_for(e164)
-            if carrier:
-                return Route(self._carriers.get(_normalise(carrier)), carrier, source.name)
+            if _is_operator_source(source):
+                hit = await source.operator_for(e164)
+                if hit is not None:
+                    return Route(hit.operator_id, None, hit.source)
+                continue
+            route = self._from_carrier(source, e164)  # type: ignore[arg-type]
+            if route is not None:
+                return route
         return Route(None)
+
+    def route(self, e164: str) -> Route:
+        """The route of a number, for a router of carrier sources only (use resolve())."""
+        for source in self._sources:
+            if _is_operator_source(source):
+                raise TypeError(f"source {source.name} is asynchronous: use Router.resolve()")
+            route = self._from_carrier(source, e164)  # type: ignore[arg-type]
+            if route is not None:
+                return route
+        return Route(None)
+
+    def _from_carrier(self, source: CarrierSource, e164: str) -> Route | None:
+        carrier = source.carrier_for(e164)
+        if not carrier:
+            return None
+        return Route(self._carriers.get(_normalise(carrier)), carrier, source.name)
+
+
+def _is_operator_source(source: object) -> TypeGuard[OperatorSource]:
+    return hasattr(source, "operator_for")
 
 
 def build_router(
@@ -206,8 +283,12 @@ def build_router(
     *,
     carriers: Mapping[str, str],
     operators: Collection[str],
+    ported: OperatorSource | None = None,
 ) -> Router:
-    sources: list[CarrierSource] = []
+    """ported (the ported-numbers table) first, then the numbering plan, then carrier data."""
+    sources: list[CarrierSource | OperatorSource] = []
+    if ported is not None:
+        sources.append(ported)
     if numbering_plan is not None:
         sources.append(numbering_plan)
     sources.append(CarrierData())

@@ -10,41 +10,100 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Protocol
 
+from prometheus_client import Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+
 from services.common.backoff import Backoff
 from services.common.errors import InvalidInput
 from services.common.logging import get_logger
+from services.common.metrics import ScrapeCollector, registered
 from services.common.phone import mask, parse_mobile
 from services.common.timeutil import Clock, SystemClock
 from services.messenger_gateway.domain import (
     Access,
+    AgreementMissing,
     CodeExpired,
     CodeHasher,
     Identification,
     IdentificationNotFound,
+    ImportOutcome,
+    NeverIdentified,
     NoticeResult,
     OperatorAnswer,
+    OperatorRefused,
     OperatorUnavailable,
+    OperatorUnreachable,
+    PortedNumber,
     Reason,
+    Reassignment,
+    ReassignmentCheck,
+    RowError,
     SameNumber,
     SmsNotSent,
     State,
+    TerminationKind,
     TerminationNotice,
     Verdict,
     WrongCode,
     decide_access,
+    hint_request_id,
     new_code,
     validate_code_format,
     validate_user_id,
     wrong_state_error,
 )
+from services.messenger_gateway.ported import (
+    MAX_ROW_ERRORS,
+    MAX_ROWS_PER_BATCH,
+    PortedRowInput,
+    validate_row,
+)
 from services.messenger_gateway.routing import Route
 from services.messenger_gateway.store import GatewayStore
 
 log = get_logger("idmesh.gateway")
+
+IDENTIFICATIONS_STARTED = Counter(
+    "idmesh_gateway_identifications_started",
+    "Identifications started (a one-time code sent), by the operator the number routes to "
+    "(none: no configured operator).",
+    ["operator_id"],
+)
+IDENTIFICATIONS_COMPLETED = Counter(
+    "idmesh_gateway_identifications_completed",
+    "Identifications ended, by outcome (identified, not_completed) and reason (none for "
+    "identified; no_subscriber, operator_timeout, no_operator, agreement_refused, code_expired, "
+    "too_many_attempts).",
+    ["outcome", "reason"],
+)
+VERIFICATION_SECONDS = Histogram(
+    "idmesh_gateway_verification_duration_seconds",
+    "From possession confirmed (VERIFYING) to the verification's outcome; the window is "
+    "idmesh_gateway_verification_window_seconds (20 minutes by law).",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 900, 1200),
+)
+IDENTIFICATIONS_REVOKED = Counter(
+    "idmesh_gateway_identifications_revoked",
+    "Identifications revoked by termination notices, by reason (contract_terminated, ported_out).",
+    ["reason"],
+)
+NOTICES = Counter(
+    "idmesh_gateway_notices",
+    "Termination notices taken from the notifier, by result (applied, duplicate).",
+    ["result"],
+)
+
+
+def _completed(state: State, reason: Reason) -> None:
+    outcome = "identified" if state is State.IDENTIFIED else "not_completed"
+    label = "none" if reason is Reason.UNSPECIFIED else reason.value.lower()
+    IDENTIFICATIONS_COMPLETED.labels(outcome=outcome, reason=label).inc()
 
 
 # --- ports -----------------------------------------------------------------------------------
@@ -64,18 +123,39 @@ class SmsSender(Protocol):
 
 
 class NumberRouter(Protocol):
-    def route(self, e164: str) -> Route: ...
+    async def resolve(self, e164: str) -> Route: ...
 
 
 class OperatorDirectory(Protocol):
     """The operators' registries. verify() returns the operator's answer or raises
-    OperatorUnavailable when asking again may help."""
+    OperatorUnavailable when asking again may help. check_reassigned() raises
+    OperatorUnavailable when the operator could not be asked, OperatorRefused when it has no
+    agreement with this messenger."""
 
     def knows(self, operator_id: str) -> bool: ...
 
     async def verify(
         self, operator_id: str, *, request_id: str, phone_number: str, time_limit: float
     ) -> OperatorAnswer: ...
+
+    async def check_reassigned(
+        self, operator_id: str, *, phone_number: str, since: datetime, time_limit: float
+    ) -> Reassignment: ...
+
+
+@dataclass(frozen=True, slots=True)
+class PortedBatch:
+    """One message of a ported-numbers import stream."""
+
+    all_or_nothing: bool
+    rows: Sequence[PortedRowInput]
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedRoute:
+    phone_number: str
+    route: Route
+    configured: bool  # the gateway has the operator's registry address
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,7 +229,7 @@ class GatewayService:
                     "phone_number is the user's current number: give the new number, or use "
                     "StartIdentification to identify the same number again"
                 )
-        route = self._router.route(phone)
+        route = await self._router.resolve(phone)
         code = new_code()
         code_hash = await asyncio.to_thread(self._hasher.hash, code)
         now = self._clock.now()
@@ -168,6 +248,7 @@ class GatewayService:
         previous = await self._store.replace_current(new, now=now, change_number=change_number)
         if previous is not None:
             self._cancel(previous.identification_id)
+        IDENTIFICATIONS_STARTED.labels(operator_id=route.operator_id or "none").inc()
         log.info(
             "identification.started",
             identification_id=new.identification_id,
@@ -228,7 +309,8 @@ class GatewayService:
             raise wrong_state_error(ident)
         now = self._clock.now()
         if now >= ident.code_expires_at:
-            await self._store.expire_code(identification_id, now)
+            if await self._store.expire_code(identification_id, now):
+                _completed(State.NOT_COMPLETED, Reason.CODE_EXPIRED)
             log.info("identification.code_expired", identification_id=identification_id)
             raise CodeExpired("code expired; start again: call StartIdentification for a new code")
         if not await asyncio.to_thread(CodeHasher.matches, code, ident.code_hash):
@@ -241,6 +323,7 @@ class GatewayService:
                 attempts_left=after.attempts_left,
             )
             if after.state is State.NOT_COMPLETED:
+                _completed(State.NOT_COMPLETED, after.reason)
                 raise WrongCode(
                     "wrong code and no attempts left: the identification is NOT_COMPLETED; "
                     "start again with StartIdentification",
@@ -313,6 +396,7 @@ class GatewayService:
                     within_window=False,
                 ):
                     failed += 1
+                    _completed(State.NOT_COMPLETED, Reason.OPERATOR_TIMEOUT)
                     log.info(
                         "identification.finished",
                         identification_id=ident.identification_id,
@@ -332,6 +416,7 @@ class GatewayService:
         expired = await self._store.expire_overdue(self._clock.now())
         for identification_id in expired:
             self._cancel(identification_id)
+            _completed(State.NOT_COMPLETED, Reason.OPERATOR_TIMEOUT)
             log.info(
                 "identification.finished",
                 identification_id=identification_id,
@@ -342,13 +427,45 @@ class GatewayService:
         return len(expired)
 
     async def run_watchdog(self, interval: float) -> None:
-        """expire_overdue() every interval seconds, until cancelled."""
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await self.expire_overdue()
-            except Exception:
-                log.exception("verification.watchdog_failed")
+        """expire_overdue() every interval seconds, until cancelled; meanwhile the pending
+        verifications are metrics (read from the store at scrape time)."""
+        with registered(ScrapeCollector("gateway_verifications", self.verification_metrics)):
+            while True:
+                await asyncio.sleep(interval)
+                try:
+                    await self.expire_overdue()
+                except Exception:
+                    log.exception("verification.watchdog_failed")
+
+    async def verification_metrics(self) -> list[Metric]:
+        pending, first_deadline = await self._store.verifying_summary()
+        window = self.settings.verification_window
+        age = 0.0
+        if first_deadline is not None:
+            age = max(0.0, (self._clock.now() - (first_deadline - window)).total_seconds())
+        return [
+            GaugeMetricFamily(
+                "idmesh_gateway_pending_verifications",
+                "Identifications VERIFYING: possession confirmed, the operator's answer awaited.",
+                value=pending,
+            ),
+            GaugeMetricFamily(
+                "idmesh_gateway_oldest_pending_verification_age_seconds",
+                "How long the oldest pending verification has waited (0 when none); it ends "
+                "OPERATOR_TIMEOUT at idmesh_gateway_verification_window_seconds.",
+                value=age,
+            ),
+            GaugeMetricFamily(
+                "idmesh_gateway_verification_window_seconds",
+                "The verification window (IDMESH_VERIFICATION_WINDOW_SECONDS; 20 minutes by law).",
+                value=window.total_seconds(),
+            ),
+        ]
+
+    def _observe_verification(self, ident: Identification) -> None:
+        if ident.verification_deadline is not None:
+            began = ident.verification_deadline - self.settings.verification_window
+            VERIFICATION_SECONDS.observe(max(0.0, (self._clock.now() - began).total_seconds()))
 
     def _spawn(self, ident: Identification) -> None:
         if self._closed:  # shutting down: the row stays VERIFYING for the next start
@@ -380,19 +497,39 @@ class GatewayService:
 
     async def _verify(self, ident: Identification) -> None:
         """Ask the operator until it answers or the window ends; then make sure the
-        identification is not left VERIFYING. Cancellation (shutdown, replacement) leaves the
-        row for resume_pending or for whoever replaced it."""
+        identification is not left VERIFYING. A donor's "ported to X" hint is followed once,
+        within the same window (see _follow_hint). Cancellation (shutdown, replacement) leaves
+        the row for resume_pending or for whoever replaced it."""
         if not ident.operator_id or not self._operators.knows(ident.operator_id):
             await self._finish_for_sure(ident, Reason.NO_OPERATOR)
             return
+        current: Identification | None = ident
         try:
             async with asyncio.timeout(max(self._remaining(ident), 0.0)):
-                await self._ask_operator(ident)
+                while current is not None:
+                    ident = current
+                    current = await self._ask_operator(ident)
         except TimeoutError:
-            pass
+            ident = await self._latest_hop(ident)
         await self._finish_for_sure(ident, Reason.OPERATOR_TIMEOUT)
 
-    async def _ask_operator(self, ident: Identification) -> None:
+    async def _latest_hop(self, ident: Identification) -> Identification:
+        """The window ended, maybe just as a hint's move to the recipient was committed: finish
+        the identification under the request id it now has."""
+        if ident.hinted_by is not None:
+            return ident
+        try:
+            stored = await self._store.get(ident.identification_id)
+        except Exception:
+            log.exception("verification.reread_failed", identification_id=ident.identification_id)
+            return ident
+        if stored is not None and stored.state is State.VERIFYING and stored.hinted_by:
+            return stored
+        return ident
+
+    async def _ask_operator(self, ident: Identification) -> Identification | None:
+        """Ask ident's operator until it answers (recorded) or the window ends. Returns the
+        identification moved to a recipient operator when the answer was a hint to follow."""
         assert ident.request_id is not None
         delays = self.settings.verify_retry.delays()
         attempt = 0
@@ -405,8 +542,10 @@ class GatewayService:
                     phone_number=ident.phone_number,
                     time_limit=remaining,
                 )
+                if self._hint_to_follow(ident, answer):
+                    return await self._follow_hint(ident, answer.recipient_operator_id)
                 await self._record(ident, answer)
-                return
+                return None
             except OperatorUnavailable as exc:
                 log.warning(
                     "verification.operator_unavailable",
@@ -423,8 +562,85 @@ class GatewayService:
                 )
             current = await self._store.get(ident.identification_id)
             if current is None or current.state is not State.VERIFYING:
-                return  # ended elsewhere (replaced, another gateway process)
+                return None  # ended elsewhere (replaced, another gateway process)
             await asyncio.sleep(min(next(delays), max(self._remaining(ident), 0.0)))
+        return None
+
+    def _hint_to_follow(self, ident: Identification, answer: OperatorAnswer) -> bool:
+        """A NO_SUBSCRIBER naming a recipient is followed once per verification: a second hint
+        (from the recipient) is not, so two operators naming each other cannot loop."""
+        recipient = answer.recipient_operator_id
+        if answer.verdict is not Verdict.NO_SUBSCRIBER or not recipient:
+            return False
+        if ident.hinted_by is not None or recipient == ident.operator_id:
+            log.info(
+                "verification.hint_not_followed",
+                identification_id=ident.identification_id,
+                operator_id=ident.operator_id,
+                recipient_operator_id=recipient,
+                why="a hint was already followed" if ident.hinted_by else "names itself",
+            )
+            return False
+        return True
+
+    async def _follow_hint(self, ident: Identification, recipient: str) -> Identification | None:
+        """The donor says the number was ported to `recipient`: remember the route and move the
+        verification there (stored first: a restart resumes at the recipient with the derived
+        request id), or end it NO_OPERATOR when this messenger has no registry for the
+        recipient. Returns the moved identification to ask, or None when it has ended."""
+        assert ident.request_id is not None
+        now = self._clock.now()
+        if not self._operators.knows(recipient):
+            await self._store.remember_hint(ident.phone_number, recipient, now)
+            log.info(
+                "verification.hint_to_unconfigured_operator",
+                identification_id=ident.identification_id,
+                operator_id=ident.operator_id,
+                recipient_operator_id=recipient,
+            )
+            if await self._store.finish_verification(
+                ident.identification_id,
+                ident.request_id,
+                state=State.NOT_COMPLETED,
+                reason=Reason.NO_OPERATOR,
+                now=now,
+                operator_id=recipient,
+                within_window=True,
+            ):
+                _completed(State.NOT_COMPLETED, Reason.NO_OPERATOR)
+                log.info(
+                    "identification.finished",
+                    identification_id=ident.identification_id,
+                    state=State.NOT_COMPLETED,
+                    reason=Reason.NO_OPERATOR,
+                    operator_id=recipient,
+                )
+            return None
+        if not await self._store.follow_hint(
+            ident.identification_id,
+            ident.request_id,
+            recipient=recipient,
+            donor=ident.operator_id,
+            now=now,
+        ):
+            # Another task (a second gateway process resuming it) may have moved it already.
+            current = await self._store.get(ident.identification_id)
+            if current is not None and current.state is State.VERIFYING and current.hinted_by:
+                return current
+            return None
+        log.info(
+            "verification.following_hint",
+            identification_id=ident.identification_id,
+            donor_operator_id=ident.operator_id,
+            recipient_operator_id=recipient,
+            phone=mask(ident.phone_number),
+        )
+        return replace(
+            ident,
+            operator_id=recipient,
+            request_id=hint_request_id(ident.request_id),
+            hinted_by=ident.operator_id,
+        )
 
     async def _record(self, ident: Identification, answer: OperatorAnswer) -> None:
         assert ident.request_id is not None
@@ -460,6 +676,8 @@ class GatewayService:
             within_window=True,
         )
         if recorded:
+            _completed(state, reason)
+            self._observe_verification(ident)
             log.info(
                 "identification.finished",
                 identification_id=ident.identification_id,
@@ -489,6 +707,8 @@ class GatewayService:
                     now=self._clock.now(),
                     within_window=False,
                 ):
+                    _completed(State.NOT_COMPLETED, reason)
+                    self._observe_verification(ident)
                     log.info(
                         "identification.finished",
                         identification_id=ident.identification_id,
@@ -526,6 +746,110 @@ class GatewayService:
         validate_user_id(user_id)
         return decide_access(user_id, await self._store.current(user_id))
 
+    async def check_number_reassigned(
+        self, user_id: str, *, time_limit: float = 10.0
+    ) -> ReassignmentCheck:
+        """Ask the operator that identified the user's current identification whether the
+        number changed hands after the identification (for dormant accounts)."""
+        validate_user_id(user_id)
+        current = await self._store.current(user_id)
+        if current is None:
+            raise IdentificationNotFound(
+                f"user {user_id!r} has no identification: start one with StartIdentification"
+            )
+        since = current.identified_at
+        if current.state not in (State.IDENTIFIED, State.REVOKED) or since is None:
+            raise NeverIdentified(
+                f"user {user_id!r}'s current identification {current.identification_id} is "
+                f"{current.state} and was never IDENTIFIED: there is no identification to ask "
+                "about; finish identifying the user first"
+            )
+        operator_id = current.operator_id
+        if not self._operators.knows(operator_id):
+            raise OperatorUnreachable(
+                f"operator {operator_id!r}, which identified user {user_id!r}, is not "
+                "configured at this gateway (IDMESH_OPERATORS): it cannot be asked"
+            )
+        try:
+            answer = await self._operators.check_reassigned(
+                operator_id, phone_number=current.phone_number, since=since, time_limit=time_limit
+            )
+        except OperatorUnavailable as exc:
+            raise OperatorUnreachable(
+                f"operator {operator_id} could not be asked whether {mask(current.phone_number)} "
+                f"changed hands ({exc}): try again later"
+            ) from None
+        except OperatorRefused:
+            raise AgreementMissing(
+                f"operator {operator_id} refused: it has no active identification agreement "
+                "with this messenger"
+            ) from None
+        log.info(
+            "reassignment.checked",
+            user_id=user_id,
+            operator_id=operator_id,
+            phone=mask(current.phone_number),
+            since=since.isoformat(),
+            reassignment=answer,
+        )
+        return ReassignmentCheck(answer, since, operator_id, current.phone_number)
+
+    # --- routing and the ported-numbers table ------------------------------------------------
+
+    async def resolve_operator(self, phone_number: str) -> ResolvedRoute:
+        phone = parse_mobile(phone_number)
+        route = await self._router.resolve(phone)
+        configured = bool(route.operator_id) and self._operators.knows(route.operator_id or "")
+        return ResolvedRoute(phone, route, configured)
+
+    async def import_ported_numbers(self, batches: AsyncIterable[PortedBatch]) -> ImportOutcome:
+        """Check every row; stage the valid ones; when the stream ends store them (a number
+        already in the table only with a later porting date), unless all_or_nothing (the first
+        batch's) and a row was invalid. Nothing is stored if the stream fails."""
+        import_id = uuid.uuid4().hex
+        all_or_nothing: bool | None = None
+        rejected = valid = 0
+        errors: list[RowError] = []
+        try:
+            async for batch in batches:
+                if all_or_nothing is None:
+                    all_or_nothing = batch.all_or_nothing
+                if len(batch.rows) > MAX_ROWS_PER_BATCH:
+                    raise InvalidInput(
+                        f"a batch has {len(batch.rows)} rows: send at most {MAX_ROWS_PER_BATCH} "
+                        "rows per message"
+                    )
+                now = self._clock.now()
+                good: list[tuple[int, PortedNumber]] = []
+                for row in batch.rows:
+                    try:
+                        good.append((row.line, validate_row(row, now=now)))
+                    except InvalidInput as exc:
+                        rejected += 1
+                        if len(errors) < MAX_ROW_ERRORS:
+                            errors.append(RowError(row.line, exc.message))
+                if good and not (all_or_nothing and rejected):
+                    await self._store.stage_ported(import_id, good)
+                valid += len(good)
+            if all_or_nothing and rejected:
+                outcome = ImportOutcome(0, rejected, tuple(errors), committed=False)
+            else:
+                imported = await self._store.commit_ported(import_id, self._clock.now())
+                outcome = ImportOutcome(
+                    imported, rejected, tuple(errors), committed=True, unchanged=valid - imported
+                )
+        finally:
+            await asyncio.shield(self._store.discard_ported(import_id))
+        log.info(
+            "ported_numbers.imported",
+            imported=outcome.imported,
+            unchanged=outcome.unchanged,
+            rejected=outcome.rejected,
+            committed=outcome.committed,
+            all_or_nothing=bool(all_or_nothing),
+        )
+        return outcome
+
     async def _get(self, identification_id: str) -> Identification:
         ident = await self._store.get(identification_id)
         if ident is None:
@@ -554,6 +878,11 @@ class GatewayService:
         result = await self._store.apply_notice(
             self.messenger_id, notice, now=self._clock.now(), revoke=ours
         )
+        NOTICES.labels(result="applied" if result.applied else "duplicate").inc()
+        if result.revoked:
+            ported = notice.kind is TerminationKind.PORTED_OUT
+            reason = "ported_out" if ported else "contract_terminated"
+            IDENTIFICATIONS_REVOKED.labels(reason=reason).inc(result.revoked)
         log.info(
             "notice.applied" if result.applied else "notice.duplicate",
             seq=notice.seq,

@@ -8,6 +8,7 @@ and an operator's late answer changes nothing.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -19,10 +20,13 @@ from services.messenger_gateway.domain import (
     Identification,
     IdentificationNotFound,
     NoticeResult,
+    PortedNumber,
     Reason,
+    RouteOrigin,
     SameNumber,
     State,
     TerminationNotice,
+    hint_request_id,
 )
 
 MIGRATIONS: list[str] = [
@@ -66,7 +70,44 @@ MIGRATIONS: list[str] = [
         seq          INTEGER NOT NULL CHECK (seq >= 0)
     );
     """,
+    # 2 (ported numbers): the donor hint a verification followed, when an identification became
+    # IDENTIFIED (kept when it is REVOKED, for CheckNumberReassigned), and the ported-numbers
+    # table (imported rows and remembered hints), consulted before the numbering plan.
+    """
+    ALTER TABLE identifications ADD COLUMN hinted_by TEXT;
+    ALTER TABLE identifications ADD COLUMN identified_at TEXT;
+    UPDATE identifications SET identified_at = completed_at WHERE state = 'IDENTIFIED';
+    -- revoked before this column existed: the start is the best lower bound left
+    UPDATE identifications SET identified_at = started_at WHERE state = 'REVOKED';
+
+    CREATE TABLE ported_numbers (
+        phone_number TEXT PRIMARY KEY,      -- E.164
+        operator_id  TEXT NOT NULL,         -- the recipient, now serving the number
+        ported_at    TEXT NOT NULL,         -- a row is replaced only by a later ported_at
+        origin       TEXT NOT NULL CHECK (origin IN ('import', 'hint')),
+        updated_at   TEXT NOT NULL
+    );
+    """,
 ]
+
+# An import's valid rows wait here (a temporary table: private to the writer connection, gone
+# with the process) until the stream ends, then go into ported_numbers in one transaction.
+_STAGING = """
+    CREATE TEMP TABLE IF NOT EXISTS ported_import_staging (
+        import_id    TEXT NOT NULL,
+        line         INTEGER NOT NULL,
+        phone_number TEXT NOT NULL,
+        operator_id  TEXT NOT NULL,
+        ported_at    TEXT NOT NULL
+    )
+"""
+# Insert or replace by a strictly later porting date (ties keep the stored row).
+_UPSERT_PORTED = """
+    ON CONFLICT (phone_number) DO UPDATE SET
+        operator_id = excluded.operator_id, ported_at = excluded.ported_at,
+        origin = excluded.origin, updated_at = excluded.updated_at
+    WHERE excluded.ported_at > ported_numbers.ported_at
+"""
 
 
 def _opt_iso(value: datetime | None) -> str | None:
@@ -93,6 +134,8 @@ def _row(row: Any) -> Identification:
         request_id=row["request_id"],
         identification_code=row["identification_code"],
         code_hash=row["code_hash"],
+        hinted_by=row["hinted_by"],
+        identified_at=_opt_dt(row["identified_at"]),
     )
 
 
@@ -120,6 +163,16 @@ class GatewayStore:
             "SELECT * FROM identifications WHERE user_id = ? ORDER BY seq", (user_id,)
         )
         return [_row(r) for r in rows]
+
+    async def verifying_summary(self) -> tuple[int, datetime | None]:
+        """(identifications VERIFYING, the earliest verification deadline among them)."""
+        row = await self._db.fetchone(
+            "SELECT count(*), min(verification_deadline) FROM identifications "
+            "WHERE state = 'VERIFYING'"
+        )
+        if row is None or not row[0]:
+            return 0, None
+        return int(row[0]), _opt_dt(row[1])
 
     async def verifying(self) -> list[Identification]:
         rows = await self._db.fetchall(
@@ -275,12 +328,15 @@ class GatewayStore:
         changes nothing)."""
         sql = """UPDATE identifications
                  SET state = ?, reason = ?, completed_at = ?,
+                     identified_at = CASE WHEN ? = 'IDENTIFIED' THEN ? ELSE identified_at END,
                      operator_id = COALESCE(?, operator_id),
                      identification_code = COALESCE(?, identification_code)
                  WHERE identification_id = ? AND request_id = ? AND state = 'VERIFYING'"""
         params: list[Any] = [
             state,
             reason,
+            to_iso(now),
+            state,
             to_iso(now),
             operator_id,
             identification_code,
@@ -291,6 +347,51 @@ class GatewayStore:
             sql += " AND verification_deadline > ?"
             params.append(to_iso(now))
         return await self._update(sql, params)
+
+    async def follow_hint(
+        self,
+        identification_id: str,
+        request_id: str,
+        *,
+        recipient: str,
+        donor: str,
+        now: datetime,
+    ) -> bool:
+        """A donor answered "ported to recipient": in one transaction, remember the route
+        (ported_numbers, origin hint, ported_at now) and move the verification to the recipient
+        under the derived request id; only if still VERIFYING under request_id, within its
+        window, and no hint was followed yet. Stored before the recipient is asked, so a
+        restart resumes at the recipient."""
+        async with self._db.transaction() as conn:
+            cursor = await conn.execute(
+                """UPDATE identifications
+                   SET operator_id = ?, request_id = ?, hinted_by = ?
+                   WHERE identification_id = ? AND request_id = ? AND state = 'VERIFYING'
+                     AND hinted_by IS NULL AND verification_deadline > ?
+                   RETURNING phone_number""",
+                (
+                    recipient,
+                    hint_request_id(request_id),
+                    donor,
+                    identification_id,
+                    request_id,
+                    to_iso(now),
+                ),
+            )
+            row = await cursor.fetchone()
+            if row is None:
+                return False
+            await _upsert_ported(
+                conn, [PortedNumber(row[0], recipient, now, RouteOrigin.HINT)], now
+            )
+            return True
+
+    async def remember_hint(self, phone_number: str, recipient: str, now: datetime) -> bool:
+        """Remember a donor's hint as a route (origin hint, ported_at now); False if the table
+        already has a later porting date for the number."""
+        async with self._db.transaction() as conn:
+            entry = PortedNumber(phone_number, recipient, now, RouteOrigin.HINT)
+            return await _upsert_ported(conn, [entry], now) == 1
 
     async def expire_overdue(self, now: datetime) -> list[str]:
         """VERIFYING past its deadline -> NOT_COMPLETED OPERATOR_TIMEOUT; returns their ids."""
@@ -349,12 +450,79 @@ class GatewayStore:
             )
             return NoticeResult(applied=applied, revoked=revoked, cursor=int(row["seq"]))
 
+    # --- the ported-numbers table ---------------------------------------------------------------
+
+    async def ported_number(self, phone_number: str) -> PortedNumber | None:
+        row = await self._db.fetchone(
+            "SELECT * FROM ported_numbers WHERE phone_number = ?", (phone_number,)
+        )
+        if row is None:
+            return None
+        return PortedNumber(
+            phone_number=row["phone_number"],
+            operator_id=row["operator_id"],
+            ported_at=from_iso(row["ported_at"]),
+            origin=RouteOrigin(row["origin"]),
+        )
+
+    async def stage_ported(self, import_id: str, rows: Sequence[tuple[int, PortedNumber]]) -> None:
+        """Hold (line, row) pairs of an import until commit_ported or discard_ported."""
+        async with self._db.transaction() as conn:
+            await conn.execute(_STAGING)
+            await conn.executemany(
+                "INSERT INTO temp.ported_import_staging "
+                "(import_id, line, phone_number, operator_id, ported_at) VALUES (?, ?, ?, ?, ?)",
+                [
+                    (import_id, line, r.phone_number, r.operator_id, to_iso(r.ported_at))
+                    for line, r in rows
+                ],
+            )
+
+    async def commit_ported(self, import_id: str, now: datetime) -> int:
+        """Move an import's staged rows into the table, in line order, in one transaction;
+        returns how many were stored."""
+        async with self._db.transaction() as conn:
+            await conn.execute(_STAGING)
+            before = conn.total_changes
+            await conn.execute(
+                "INSERT INTO ported_numbers "
+                "(phone_number, operator_id, ported_at, origin, updated_at) "
+                "SELECT phone_number, operator_id, ported_at, 'import', ? "
+                "FROM temp.ported_import_staging WHERE import_id = ? ORDER BY line"
+                + _UPSERT_PORTED,
+                (to_iso(now), import_id),
+            )
+            stored = conn.total_changes - before
+            await conn.execute(
+                "DELETE FROM temp.ported_import_staging WHERE import_id = ?", (import_id,)
+            )
+            return stored
+
+    async def discard_ported(self, import_id: str) -> None:
+        async with self._db.transaction() as conn:
+            await conn.execute(_STAGING)
+            await conn.execute(
+                "DELETE FROM temp.ported_import_staging WHERE import_id = ?", (import_id,)
+            )
+
     # --- helpers -----------------------------------------------------------------------------
 
     async def _update(self, sql: str, params: Any) -> bool:
         async with self._db.transaction() as conn:
             cursor = await conn.execute(sql, tuple(params))
             return cursor.rowcount == 1
+
+
+async def _upsert_ported(
+    conn: aiosqlite.Connection, rows: Sequence[PortedNumber], now: datetime
+) -> int:
+    before = conn.total_changes
+    await conn.executemany(
+        "INSERT INTO ported_numbers (phone_number, operator_id, ported_at, origin, updated_at) "
+        "VALUES (?, ?, ?, ?, ?)" + _UPSERT_PORTED,
+        [(r.phone_number, r.operator_id, to_iso(r.ported_at), r.origin, to_iso(now)) for r in rows],
+    )
+    return conn.total_changes - before
 
 
 async def _fetch_raw(conn: aiosqlite.Connection, sql: str, params: tuple[Any, ...]) -> Any:

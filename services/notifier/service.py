@@ -18,8 +18,13 @@ from datetime import timedelta
 from types import TracebackType
 from typing import Final
 
+from prometheus_client import Counter
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+
 from services.common.failpoints import failpoint
 from services.common.logging import get_logger
+from services.common.metrics import ScrapeCollector
 from services.common.timeutil import Clock
 from services.notifier.domain import (
     ConsumerTooSlow,
@@ -40,6 +45,13 @@ from services.notifier.store import NotifierStore
 log = get_logger("idmesh.notifier")
 
 PRUNE_CHUNK: Final = 10_000
+
+PUBLISHED_EVENTS = Counter(
+    "idmesh_notifier_published_events",
+    "Events taken from registries, by result: accepted (stored, given a seq) or duplicate "
+    "(an event id already stored: a relay's resend).",
+    ["result"],
+)
 
 
 class Hub:
@@ -293,6 +305,8 @@ class NotifierService:
             # wake-up costs one read, a lost one would delay delivery to the progress timer.
             self.hub.notify({event.messenger_id for event in batch})
         failpoint("notifier.publish.after_commit")
+        PUBLISHED_EVENTS.labels(result="accepted").inc(result.accepted)
+        PUBLISHED_EVENTS.labels(result="duplicate").inc(result.duplicates)
         log.info(
             "events.published",
             operator_id=operator_id,
@@ -337,6 +351,69 @@ class NotifierService:
             state=state, oldest_unacked_published_at=published_at, oldest_unacked_age=age
         )
 
+    async def delivery_metric_families(self) -> list[Metric]:
+        label = ["messenger_id"]
+        head = GaugeMetricFamily(
+            "idmesh_notifier_head_seq", "The messenger's last assigned seq.", labels=label
+        )
+        acked = GaugeMetricFamily(
+            "idmesh_notifier_acked_seq",
+            "The messenger's acknowledged position (its gateways applied every event up to it).",
+            labels=label,
+        )
+        unacked = GaugeMetricFamily(
+            "idmesh_notifier_unacked_events",
+            "Events published for the messenger and not yet acknowledged.",
+            labels=label,
+        )
+        age = GaugeMetricFamily(
+            "idmesh_notifier_oldest_unacked_age_seconds",
+            "Age of the messenger's oldest unacknowledged event (0 when none); the law allows "
+            "idmesh_notifier_sla_limit_seconds (24 hours).",
+            labels=label,
+        )
+        late = CounterMetricFamily(
+            "idmesh_notifier_late_deliveries",
+            "Events the messenger acknowledged after the SLA limit (stored: survives restarts).",
+            labels=label,
+        )
+        now = self._clock.now()
+        for state, published_at in await self._store.delivery_overview():
+            values = [state.messenger_id]
+            head.add_metric(values, state.head_seq)
+            acked.add_metric(values, state.acked_seq)
+            unacked.add_metric(values, state.unacked_count)
+            oldest = 0.0 if published_at is None else (now - published_at).total_seconds()
+            age.add_metric(values, max(0.0, oldest))
+            late.add_metric(values, state.late_deliveries)
+        return [
+            head,
+            acked,
+            unacked,
+            age,
+            late,
+            GaugeMetricFamily(
+                "idmesh_notifier_sla_limit_seconds",
+                "The delivery limit (IDMESH_SLA_LIMIT_SECONDS; the law: 24 hours).",
+                value=self._delivery.sla_limit.total_seconds(),
+            ),
+            GaugeMetricFamily(
+                "idmesh_notifier_sla_warning_seconds",
+                "The age at which an unacknowledged event is warned about.",
+                value=self._delivery.sla_warning.total_seconds(),
+            ),
+            GaugeMetricFamily(
+                "idmesh_notifier_open_streams",
+                "Subscribe streams open on this process.",
+                value=self.stream_stats.active,
+            ),
+            CounterMetricFamily(
+                "idmesh_notifier_slow_consumer_disconnects",
+                "Streams ended because the consumer left the buffer full too long.",
+                value=self.stream_stats.too_slow,
+            ),
+        ]
+
     async def check_sla(self) -> list[SlaFinding]:
         """Log every messenger whose oldest unacknowledged event is past the warning age
         (a warning) or the legal limit (an error)."""
@@ -371,6 +448,12 @@ class NotifierService:
         self.hub.close()
         for subscription in list(self.stream_stats.open_streams):
             await subscription.close(_shutting_down())
+
+
+def delivery_metrics(service: NotifierService) -> ScrapeCollector:
+    """Per messenger, the delivery position against the 24-hour limit, read from the store at
+    scrape time (so right after a restart too); and the streams of this process."""
+    return ScrapeCollector("notifier_delivery", service.delivery_metric_families)
 
 
 async def run_every(seconds: float, job: Callable[[], Awaitable[object]], name: str) -> None:

@@ -277,6 +277,23 @@ class NotifierStore:
         )
         return None if row is None else from_iso(row["published_at"])
 
+    async def delivery_overview(self) -> list[tuple[SequenceState, datetime | None]]:
+        """Every messenger's position, with its oldest unacknowledged event's publication time
+        (None when everything is acknowledged)."""
+        rows = await self._db.fetchall(
+            "SELECT s.messenger_id, s.head_seq, s.acked_seq, s.floor_seq, s.late_deliveries, "
+            "e.published_at FROM sequences s LEFT JOIN events e "
+            "ON e.messenger_id = s.messenger_id AND e.seq = s.acked_seq + 1 "
+            "AND s.acked_seq < s.head_seq ORDER BY s.messenger_id"
+        )
+        return [
+            (
+                _state(row["messenger_id"], row),
+                from_iso(row["published_at"]) if row["published_at"] else None,
+            )
+            for row in rows
+        ]
+
     async def oldest_unacked(self) -> list[OldestUnacked]:
         """Every messenger with unacknowledged events, with its oldest one's publication time."""
         rows = await self._db.fetchall(

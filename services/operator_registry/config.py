@@ -7,6 +7,9 @@ IDMESH_SEED_FILE            optional: JSON seed applied at start (see seed.py)
 IDMESH_RELAY_BATCH_SIZE     notices per Publish call, 1..1000 (default 100)
 IDMESH_RELAY_POLL_SECONDS   outbox poll interval when idle (default 1.0)
 IDMESH_DB_SYNCHRONOUS       SQLite synchronous: OFF, NORMAL, FULL or EXTRA (default NORMAL)
+IDMESH_RECORDS_BEGIN_AT     optional, RFC 3339: when this registry's record keeping began, for
+                            CheckNumberReassigned's NO_DATA (default: the earlier of the
+                            database's creation time and the earliest contract activation)
 plus the common IDMESH_BIND (default 127.0.0.1:50051), IDMESH_LOG_LEVEL, IDMESH_LOG_FORMAT,
 IDMESH_SHUTDOWN_GRACE_SECONDS (services.common.config.ServerSettings).
 """
@@ -14,6 +17,7 @@ IDMESH_SHUTDOWN_GRACE_SECONDS (services.common.config.ServerSettings).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from services.common.config import ConfigError, Env, ServerSettings
@@ -34,6 +38,7 @@ class RegistryConfig:
     relay_batch_size: int
     relay_poll_seconds: float
     db_synchronous: str
+    records_begin_at: datetime | None = None
 
     @classmethod
     def from_env(cls, env: Env) -> RegistryConfig:
@@ -68,4 +73,23 @@ class RegistryConfig:
             relay_batch_size=env.int("RELAY_BATCH_SIZE", 100, minimum=1, maximum=1000),
             relay_poll_seconds=env.float("RELAY_POLL_SECONDS", 1.0, minimum=0.01, maximum=3600),
             db_synchronous=synchronous,
+            records_begin_at=_records_begin_at(env),
         )
+
+
+def _records_begin_at(env: Env) -> datetime | None:
+    raw = env.str("RECORDS_BEGIN_AT", "")
+    if not raw:
+        return None
+    try:
+        value = datetime.fromisoformat(raw)
+    except ValueError:
+        raise ConfigError(
+            f"{env.name('RECORDS_BEGIN_AT')}: expected an RFC 3339 time such as "
+            f"2019-05-05T00:00:00Z, got {raw!r}"
+        ) from None
+    if value.tzinfo is None:
+        raise ConfigError(
+            f"{env.name('RECORDS_BEGIN_AT')}: {raw!r} has no time zone: add one, such as Z for UTC"
+        )
+    return value.astimezone(UTC)

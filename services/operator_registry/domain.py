@@ -13,6 +13,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from services.common.errors import DomainError, InvalidInput
+from services.common.identity import validate_id
 
 REQUEST_ID_MAX = 64
 CONTRACT_ID_MAX = 64
@@ -59,6 +60,7 @@ class Contract:
     activated_at: datetime
     terminated_at: datetime | None = None
     termination_reason: TerminationReason | None = None
+    recipient_operator_id: str | None = None  # set when the contract ended by porting out
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +91,8 @@ class Verification:
     contract_id: str | None = None
     identification_code: str | None = None
     identified_at: datetime | None = None
+    # NO_SUBSCRIBER for a number whose most recent contract was ported out: where it went.
+    recipient_operator_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +113,48 @@ class TerminationNotice:
 class Termination:
     subscriber: Subscriber
     notices_queued: int
+
+
+class ReassignmentStatus(StrEnum):
+    REASSIGNED = "reassigned"
+    NOT_REASSIGNED = "not_reassigned"
+    NO_DATA = "no_data"
+
+
+@dataclass(frozen=True, slots=True)
+class NumberHistory:
+    """What "has the number changed hands since D?" needs: the latest contract change times of
+    the number (None: it never had a contract here)."""
+
+    last_activated_at: datetime | None
+    last_terminated_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class ReassignmentAnswer:
+    status: ReassignmentStatus
+    records_begin_at: datetime
+
+
+def decide_reassignment(
+    history: NumberHistory, since: datetime, records_begin_at: datetime
+) -> ReassignmentStatus:
+    """The FCC Reassigned Numbers Database's three answers, with these boundaries:
+
+    - REASSIGNED if a contract of the number began or ended strictly after `since` (a change
+      at exactly `since` is not after it). A known change is reported even when `since` is
+      before the records begin: "yes" needs only the change, not the whole history.
+    - otherwise NO_DATA if `since` is strictly before records_begin_at (at records_begin_at
+      itself the records cover it);
+    - otherwise NOT_REASSIGNED (a number that never had a contract here has not changed hands
+      here either).
+    """
+    for changed_at in (history.last_activated_at, history.last_terminated_at):
+        if changed_at is not None and changed_at > since:
+            return ReassignmentStatus.REASSIGNED
+    if since < records_begin_at:
+        return ReassignmentStatus.NO_DATA
+    return ReassignmentStatus.NOT_REASSIGNED
 
 
 # --- errors -------------------------------------------------------------------------------------
@@ -144,6 +190,21 @@ class MessengerNotFound(RegistryError):
 
 class ContractNotActive(RegistryError):
     """The number's contract has already ended (FAILED_PRECONDITION)."""
+
+
+def validate_recipient(recipient_operator_id: str, operator_id: str) -> str:
+    """The operator a number is ported to: a valid operator id, and not this operator."""
+    if not recipient_operator_id:
+        raise InvalidInput(
+            "recipient_operator_id is empty: name the operator the number moved to, e.g. megafon"
+        )
+    validate_id(recipient_operator_id, "recipient_operator_id")
+    if recipient_operator_id == operator_id:
+        raise InvalidInput(
+            f"recipient_operator_id {recipient_operator_id!r} is this operator: a number is "
+            "ported out to another operator"
+        )
+    return recipient_operator_id
 
 
 # --- rules --------------------------------------------------------------------------------------

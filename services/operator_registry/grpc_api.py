@@ -6,6 +6,7 @@ Unauthenticated and Forbidden are mapped by services.common.interceptors already
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any, TypeAlias
 
 import grpc
@@ -16,6 +17,7 @@ from services.common.errors import Forbidden, InvalidInput
 from services.common.identity import Caller, Kind, Role, require_caller
 from services.common.interceptors import ErrorTable
 from services.common.timeutil import from_timestamp, to_timestamp
+from services.operator_registry.bulk import ImportBatch, ImportMode
 from services.operator_registry.domain import (
     Agreement,
     AgreementRequired,
@@ -24,6 +26,7 @@ from services.operator_registry.domain import (
     ContractState,
     DeadlinePassed,
     MessengerNotFound,
+    ReassignmentStatus,
     Subscriber,
     SubscriberExists,
     SubscriberNotFound,
@@ -61,6 +64,11 @@ _REASONS_TO_PB = {
     TerminationReason.PORTED_OUT: events_pb2.TERMINATION_REASON_PORTED_OUT,
 }
 _REASONS_FROM_PB = {pb: reason for reason, pb in _REASONS_TO_PB.items()}
+_REASSIGNMENT = {
+    ReassignmentStatus.REASSIGNED: registry_pb2.REASSIGNMENT_STATUS_REASSIGNED,
+    ReassignmentStatus.NOT_REASSIGNED: registry_pb2.REASSIGNMENT_STATUS_NOT_REASSIGNED,
+    ReassignmentStatus.NO_DATA: registry_pb2.REASSIGNMENT_STATUS_NO_DATA,
+}
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 
@@ -82,6 +90,17 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
             time_remaining=context.time_remaining(),
         )
         return verification_to_pb(answer, self._service.operator_id)
+
+    async def CheckNumberReassigned(
+        self, request: registry_pb2.CheckNumberReassignedRequest, context: Context
+    ) -> registry_pb2.CheckNumberReassignedResponse:
+        caller = require_caller(Kind.MESSENGER)
+        since = from_timestamp(request.since) if request.HasField("since") else None
+        answer = await self._service.check_number_reassigned(caller.id, request.phone_number, since)
+        return registry_pb2.CheckNumberReassignedResponse(
+            status=_REASSIGNMENT[answer.status],
+            records_begin_at=to_timestamp(answer.records_begin_at),
+        )
 
 
 class RegistryAdminServicer(registry_pb2_grpc.RegistryAdminServiceServicer):
@@ -137,6 +156,18 @@ class RegistryAdminServicer(registry_pb2_grpc.RegistryAdminServiceServicer):
             notices_queued=termination.notices_queued,
         )
 
+    async def PortOut(
+        self, request: registry_pb2.PortOutRequest, context: Context
+    ) -> registry_pb2.PortOutResponse:
+        self._require_admin()
+        termination = await self._service.port_out(
+            request.phone_number, request.recipient_operator_id
+        )
+        return registry_pb2.PortOutResponse(
+            subscriber=subscriber_to_pb(termination.subscriber),
+            notices_queued=termination.notices_queued,
+        )
+
     async def RegisterMessenger(
         self, request: registry_pb2.RegisterMessengerRequest, context: Context
     ) -> registry_pb2.RegisterMessengerResponse:
@@ -162,6 +193,51 @@ class RegistryAdminServicer(registry_pb2_grpc.RegistryAdminServiceServicer):
             agreements=[agreement_to_pb(a) for a in agreements]
         )
 
+    async def ImportSubscribers(
+        self,
+        request_iterator: AsyncIterator[registry_pb2.ImportSubscribersRequest],
+        context: Context,
+    ) -> registry_pb2.ImportSubscribersResponse:
+        self._require_admin()
+        outcome = await self._service.import_subscribers(_import_batches(request_iterator))
+        return registry_pb2.ImportSubscribersResponse(
+            imported=outcome.imported,
+            rejected=outcome.rejected,
+            errors=[registry_pb2.RowError(line=e.line, message=e.message) for e in outcome.errors],
+            committed=outcome.committed,
+        )
+
+
+_IMPORT_MODES = {
+    registry_pb2.IMPORT_MODE_UNSPECIFIED: None,
+    registry_pb2.IMPORT_MODE_ALL_OR_NOTHING: ImportMode.ALL_OR_NOTHING,
+    registry_pb2.IMPORT_MODE_VALID_ROWS: ImportMode.VALID_ROWS,
+}
+
+
+async def _import_batches(
+    requests: AsyncIterator[registry_pb2.ImportSubscribersRequest],
+) -> AsyncIterator[ImportBatch]:
+    async for request in requests:
+        if request.mode not in _IMPORT_MODES:
+            raise InvalidInput(
+                f"mode {request.mode} is not a known ImportMode: use "
+                "IMPORT_MODE_ALL_OR_NOTHING or IMPORT_MODE_VALID_ROWS"
+            )
+        yield ImportBatch(
+            mode=_IMPORT_MODES[request.mode],
+            rows=[
+                (
+                    row.line,
+                    row.phone_number,
+                    row.contract_id,
+                    row.activated_at.seconds if row.HasField("activated_at") else None,
+                    row.activated_at.nanos,
+                )
+                for row in request.rows
+            ],
+        )
+
 
 def verification_to_pb(
     answer: Verification, operator_id: str
@@ -171,6 +247,7 @@ def verification_to_pb(
         identification_code=answer.identification_code or "",
         operator_id=operator_id,
         identified_at=to_timestamp(answer.identified_at),
+        recipient_operator_id=answer.recipient_operator_id or "",
     )
 
 
@@ -195,6 +272,7 @@ def subscriber_to_pb(subscriber: Subscriber) -> registry_pb2.Subscriber:
             )
             for b in subscriber.bindings
         ],
+        recipient_operator_id=contract.recipient_operator_id or "",
     )
 
 

@@ -36,7 +36,12 @@ async def wiring(config: RegistryConfig, server: GrpcServer) -> AsyncIterator[No
         raise SystemExit(2) from None
     db = await Database.open(config.db_path, MIGRATIONS, synchronous=config.db_synchronous)
     try:
-        service = RegistryService(RegistryStore(db), operator_id=config.operator_id, clock=clock)
+        service = RegistryService(
+            RegistryStore(db),
+            operator_id=config.operator_id,
+            clock=clock,
+            records_begin_at=config.records_begin_at,
+        )
         if seed is not None:
             try:
                 outcome = await apply_seed(service, seed, clock.now())

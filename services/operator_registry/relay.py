@@ -15,17 +15,55 @@ from collections.abc import Iterator, Sequence
 import grpc
 from idmesh.events.v1 import events_pb2
 from idmesh.notifier.v1 import notifier_pb2, notifier_pb2_grpc
+from prometheus_client import Counter
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
 
 from services.common.backoff import Backoff
 from services.common.channels import open_channel
 from services.common.identity import Caller, Kind
 from services.common.logging import get_logger
+from services.common.metrics import ScrapeCollector, registered
 from services.common.timeutil import to_timestamp
 from services.common.tls import TlsFiles
 from services.operator_registry.domain import TerminationNotice, TerminationReason
 from services.operator_registry.service import RegistryService
 
 log = get_logger("idmesh.operator_registry.relay")
+
+RELAY_FAILURES = Counter(
+    "idmesh_registry_relay_failures",
+    "Failed outbox relay rounds, by reason (the Publish status code, or the error type).",
+    ["reason"],
+)
+RELAY_PUBLISHED = Counter(
+    "idmesh_registry_relay_published_events",
+    "Termination notices the notifier acknowledged (at least once: a resend counts again).",
+)
+
+
+def outbox_metrics(service: RegistryService) -> ScrapeCollector:
+    """The outbox backlog, read from the store at scrape time (right after a restart too)."""
+
+    async def collect() -> list[Metric]:
+        pending, age = await service.outbox_backlog()
+        return [
+            GaugeMetricFamily(
+                "idmesh_registry_outbox_pending",
+                "Termination notices queued in the outbox and not yet acknowledged by the "
+                "notifier.",
+                value=pending,
+            ),
+            GaugeMetricFamily(
+                "idmesh_registry_outbox_oldest_pending_age_seconds",
+                "Age of the oldest unpublished notice (0 when none): part of the 24-hour "
+                "delivery limit is spent here.",
+                value=age,
+            ),
+        ]
+
+    return ScrapeCollector("registry_outbox", collect)
+
 
 PUBLISH_TIMEOUT_SECONDS = 10.0
 DEFAULT_BACKOFF = Backoff(initial=0.5, maximum=30.0)
@@ -74,11 +112,12 @@ class OutboxRelay:
         """Relay until cancelled (cancellation leaves unacked notices queued for next time)."""
         log.info("relay.started", notifier=self._address)
         try:
-            async with open_channel(
-                self._address, identity=self._identity, tls=self._tls
-            ) as channel:
-                stub = notifier_pb2_grpc.NotifierServiceStub(channel)
-                await self._loop(stub)
+            with registered(outbox_metrics(self._service)):
+                async with open_channel(
+                    self._address, identity=self._identity, tls=self._tls
+                ) as channel:
+                    stub = notifier_pb2_grpc.NotifierServiceStub(channel)
+                    await self._loop(stub)
         finally:
             log.info("relay.stopped")
 
@@ -95,6 +134,7 @@ class OutboxRelay:
                 reply = await self._publish(stub, batch)
                 await self._service.mark_published([n.event_id for n in batch])
             except grpc.aio.AioRpcError as exc:
+                RELAY_FAILURES.labels(reason=exc.code().name).inc()
                 log.warning(
                     "relay.publish_failed",
                     status=exc.code().name,
@@ -102,9 +142,11 @@ class OutboxRelay:
                     batch=len(batch),
                 )
             except Exception as exc:
+                RELAY_FAILURES.labels(reason=type(exc).__name__).inc()
                 log.error("relay.failed", error=type(exc).__name__, exc_info=exc)
             else:
                 delays = None
+                RELAY_PUBLISHED.inc(len(batch))
                 log.info(
                     "relay.published",
                     count=len(batch),

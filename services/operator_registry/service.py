@@ -8,15 +8,18 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
+
+from prometheus_client import Counter
 
 from services.common.errors import InvalidInput
 from services.common.identity import validate_id
 from services.common.logging import get_logger
 from services.common.phone import mask, parse_e164, parse_mobile, require_e164
 from services.common.timeutil import Clock, SystemClock
+from services.operator_registry.bulk import ImportBatch, ImportOutcome, SubscriberImport
 from services.operator_registry.domain import (
     Agreement,
     AgreementRequired,
@@ -27,6 +30,7 @@ from services.operator_registry.domain import (
     ContractState,
     DeadlinePassed,
     MessengerNotFound,
+    ReassignmentAnswer,
     RegistryError,
     RequestIdReused,
     Subscriber,
@@ -37,14 +41,23 @@ from services.operator_registry.domain import (
     TerminationReason,
     Verification,
     VerificationResult,
+    decide_reassignment,
     new_identification_code,
     normalise_display_name,
     validate_contract_id,
+    validate_recipient,
     validate_request_id,
 )
 from services.operator_registry.store import RegistryStore
 
 log = get_logger("idmesh.operator_registry")
+
+VERIFICATIONS = Counter(
+    "idmesh_registry_verifications",
+    "VerifySubscriber answers committed (replays of a request id not counted), by messenger "
+    "and result (identified, no_subscriber).",
+    ["messenger_id", "result"],
+)
 
 
 class SeedConflict(RegistryError):
@@ -71,9 +84,11 @@ class RegistryService:
         clock: Clock | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         new_code: Callable[[], str] = new_identification_code,
+        records_begin_at: datetime | None = None,
     ) -> None:
         self._store = store
         self.operator_id = operator_id
+        self._records_begin_at = records_begin_at
         self._clock = clock or SystemClock()
         self._monotonic = monotonic
         self._new_code = new_code
@@ -129,6 +144,7 @@ class RegistryService:
                     phone_number=phone,
                     result=VerificationResult.NO_SUBSCRIBER,
                     answered_at=now,
+                    recipient_operator_id=snap.ported_to,
                 )
             else:
                 binding = snap.binding
@@ -159,8 +175,46 @@ class RegistryService:
             phone=mask(phone),
             result=answer.result.value,
             new_binding=new_binding,
+            recipient_operator_id=answer.recipient_operator_id,
         )
+        VERIFICATIONS.labels(messenger_id=messenger_id, result=answer.result.value).inc()
         return answer
+
+    async def check_number_reassigned(
+        self, messenger_id: str, phone_number: str, since: datetime | None
+    ) -> ReassignmentAnswer:
+        """Has the number changed hands after `since`? (see domain.decide_reassignment for the
+        boundaries). Asked by messengers with an active agreement, like VerifySubscriber; a
+        messenger without one is refused whatever it sends."""
+        await self._require_agreement(messenger_id)
+        phone = require_e164(phone_number)
+        if since is None:
+            raise InvalidInput(
+                "since is missing: give the time to ask about, typically when the user was "
+                "identified"
+            )
+        now = self._clock.now()
+        if since > now:
+            raise InvalidInput(
+                f"since {since.isoformat()} is in the future (now is {now.isoformat()}): ask "
+                "about a past time"
+            )
+        begin = await self.records_begin_at()
+        history = await self._store.number_history(phone)
+        status = decide_reassignment(history, since, begin)
+        log.info(
+            "reassignment.checked",
+            messenger_id=messenger_id,
+            phone=mask(phone),
+            since=since.isoformat(),
+            status=status.value,
+        )
+        return ReassignmentAnswer(status, begin)
+
+    async def records_begin_at(self) -> datetime:
+        """IDMESH_RECORDS_BEGIN_AT if configured, else the earlier of the database's creation
+        time and the earliest contract activation."""
+        return self._records_begin_at or await self._store.records_begin_at()
 
     def _check_deadline(self, deadline: float | None) -> None:
         if deadline is not None and self._monotonic() >= deadline:
@@ -215,11 +269,26 @@ class RegistryService:
             raise SubscriberNotFound(f"{mask(phone)} has no contract with this operator")
         return subscriber
 
+    async def port_out(self, phone_number: str, recipient_operator_id: str) -> Termination:
+        """The number moved to recipient_operator_id: its active contract ends PORTED_OUT, with
+        the recipient kept on the contract and in every notice (the TerminateContract path)."""
+        recipient = validate_recipient(recipient_operator_id, self.operator_id)
+        return await self.terminate_contract(
+            phone_number, TerminationReason.PORTED_OUT, recipient_operator_id=recipient
+        )
+
     async def terminate_contract(
-        self, phone_number: str, reason: TerminationReason = TerminationReason.CONTRACT_ENDED
+        self,
+        phone_number: str,
+        reason: TerminationReason = TerminationReason.CONTRACT_ENDED,
+        *,
+        recipient_operator_id: str | None = None,
     ) -> Termination:
         """End the number's active contract and queue one notice per bound messenger, in one
-        transaction; then wake the outbox relay."""
+        transaction; then wake the outbox relay. recipient_operator_id (port-out only) is kept
+        on the contract and sent in the notices."""
+        if recipient_operator_id is not None and reason is not TerminationReason.PORTED_OUT:
+            raise ValueError("a recipient operator is only for TerminationReason.PORTED_OUT")
         phone = parse_e164(phone_number)
         now = self._clock.now()
         async with self._store.transaction() as tx:
@@ -233,7 +302,7 @@ class RegistryService:
                     f"the contract {contract.contract_id} of {mask(phone)} was already "
                     f"terminated on {ended}: there is no active contract to terminate"
                 )
-            await tx.terminate(contract.contract_id, now, reason)
+            await tx.terminate(contract.contract_id, now, reason, recipient_operator_id)
             notices = [
                 TerminationNotice(
                     event_id=str(uuid.uuid4()),
@@ -243,6 +312,7 @@ class RegistryService:
                     identification_code=binding.identification_code,
                     reason=reason,
                     occurred_at=now,
+                    recipient_operator_id=recipient_operator_id or "",
                 )
                 for binding in subscriber.bindings
             ]
@@ -253,6 +323,7 @@ class RegistryService:
             phone=mask(phone),
             contract_id=contract.contract_id,
             reason=reason.value,
+            recipient_operator_id=recipient_operator_id,
             notices_queued=len(notices),
         )
         terminated = replace(
@@ -260,6 +331,7 @@ class RegistryService:
             state=ContractState.TERMINATED,
             terminated_at=now,
             termination_reason=reason,
+            recipient_operator_id=recipient_operator_id,
         )
         return Termination(replace(subscriber, contract=terminated), len(notices))
 
@@ -288,6 +360,12 @@ class RegistryService:
     async def list_messengers(self) -> list[Agreement]:
         return await self._store.list_agreements()
 
+    # --- RegistryAdminService: bulk import ----------------------------------------------------
+
+    async def import_subscribers(self, batches: AsyncIterable[ImportBatch]) -> ImportOutcome:
+        """Load contracts from a stream of row batches (see bulk.py)."""
+        return await SubscriberImport(self._store.import_staging, clock=self._clock).run(batches)
+
     # --- seed -------------------------------------------------------------------------------
 
     async def apply_seed(
@@ -315,6 +393,12 @@ class RegistryService:
 
     async def count_pending_notices(self) -> int:
         return await self._store.count_pending_notices()
+
+    async def outbox_backlog(self) -> tuple[int, float]:
+        """(unpublished notices, the oldest one's age in seconds): for the metrics."""
+        pending, oldest = await self._store.outbox_backlog()
+        age = 0.0 if oldest is None else (self._clock.now() - oldest).total_seconds()
+        return pending, max(0.0, age)
 
     async def mark_published(self, event_ids: Sequence[str]) -> int:
         return await self._store.mark_published(event_ids, self._clock.now())

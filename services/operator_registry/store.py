@@ -25,12 +25,14 @@ from services.operator_registry.domain import (
     Binding,
     Contract,
     ContractState,
+    NumberHistory,
     Subscriber,
     TerminationNotice,
     TerminationReason,
     Verification,
     VerificationResult,
 )
+from services.operator_registry.import_store import ImportStaging
 
 MIGRATIONS: list[str] = [
     # 1: contracts, agreements, bindings, verification answers, outbox.
@@ -93,10 +95,25 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX outbox_pending ON outbox (seq) WHERE published_at IS NULL;
     """,
+    # 2 (ported numbers): where a ported-out number went, the hint in stored verification
+    # answers, and when this database's record keeping began (for CheckNumberReassigned).
+    """
+    ALTER TABLE contracts ADD COLUMN recipient_operator_id TEXT;
+    ALTER TABLE verifications ADD COLUMN recipient_operator_id TEXT;
+    CREATE TABLE registry_meta (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    -- created_at in the storage form of services.common.timeutil.to_iso (UTC, microseconds).
+    -- A database created before this migration records the time it was upgraded.
+    INSERT INTO registry_meta (key, value)
+        VALUES ('created_at', strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now'));
+    """,
 ]
 
 _CONTRACT_COLUMNS = (
-    "c.contract_id, c.phone_number, c.state, c.activated_at, c.terminated_at, c.termination_reason"
+    "c.contract_id, c.phone_number, c.state, c.activated_at, c.terminated_at, "
+    "c.termination_reason, c.recipient_operator_id"
 )
 _BINDING_COLUMNS = "b.messenger_id AS b_messenger_id, b.identification_code, b.bound_at"
 # The number's active contract if any, else its most recent one, with its bindings.
@@ -123,6 +140,8 @@ class VerificationSnapshot:
     previous: Verification | None
     active_contract_id: str | None
     binding: Binding | None
+    # The recipient of the number's most recent contract, if it ended by porting out.
+    ported_to: str | None = None
 
 
 class RegistryStore:
@@ -134,6 +153,10 @@ class RegistryStore:
         """One write transaction: commits on normal exit, rolls back on any exception."""
         async with self._db.transaction() as conn:
             yield RegistryTx(conn)
+
+    def import_staging(self) -> ImportStaging:
+        """A bulk import's staging area (import_store.py), on a connection of its own."""
+        return ImportStaging(self._db)
 
     # --- reads (the reader connection: committed data only) ---------------------------------
 
@@ -162,6 +185,15 @@ class RegistryStore:
         row = await self._db.fetchone("SELECT count(*) FROM outbox WHERE published_at IS NULL")
         return int(row[0]) if row else 0
 
+    async def outbox_backlog(self) -> tuple[int, datetime | None]:
+        """(unpublished notices, when the oldest of them was queued)."""
+        row = await self._db.fetchone(
+            "SELECT count(*), min(created_at) FROM outbox WHERE published_at IS NULL"
+        )
+        if row is None or not row[0]:
+            return 0, None
+        return int(row[0]), from_iso(row[1])
+
     async def count_bindings(self) -> int:
         row = await self._db.fetchone("SELECT count(*) FROM bindings")
         return int(row[0]) if row else 0
@@ -169,6 +201,29 @@ class RegistryStore:
     async def count_verifications(self) -> int:
         row = await self._db.fetchone("SELECT count(*) FROM verifications")
         return int(row[0]) if row else 0
+
+    async def number_history(self, phone_number: str) -> NumberHistory:
+        """When a contract of the number last began and last ended (None: never)."""
+        row = await self._db.fetchone(
+            "SELECT max(activated_at) AS activated, max(terminated_at) AS terminated "
+            "FROM contracts WHERE phone_number = ?",
+            (phone_number,),
+        )
+        return NumberHistory(
+            last_activated_at=_maybe_time(row["activated"] if row else None),
+            last_terminated_at=_maybe_time(row["terminated"] if row else None),
+        )
+
+    async def records_begin_at(self) -> datetime:
+        """The earlier of the database's creation time and the earliest contract activation."""
+        row = await self._db.fetchone(
+            "SELECT (SELECT value FROM registry_meta WHERE key = 'created_at') AS created_at, "
+            "(SELECT min(activated_at) FROM contracts) AS first_activation"
+        )
+        assert row is not None and row["created_at"] is not None  # written by migration 2
+        created_at = from_iso(row["created_at"])
+        first = _maybe_time(row["first_activation"])
+        return created_at if first is None else min(created_at, first)
 
     # --- single-statement writes ------------------------------------------------------------
 
@@ -206,8 +261,13 @@ class RegistryTx:
                 v.phone_number AS v_phone_number, v.result AS v_result,
                 v.contract_id AS v_contract_id, v.identification_code AS v_code,
                 v.identified_at AS v_identified_at, v.answered_at AS v_answered_at,
+                v.recipient_operator_id AS v_recipient,
                 c.contract_id AS c_contract_id,
-                b.identification_code AS b_code, b.bound_at AS b_bound_at
+                b.identification_code AS b_code, b.bound_at AS b_bound_at,
+                (SELECT CASE WHEN last.termination_reason = 'ported_out'
+                             THEN last.recipient_operator_id END
+                 FROM contracts AS last WHERE last.phone_number = :p
+                 ORDER BY last.id DESC LIMIT 1) AS ported_to
             FROM (SELECT 1) AS one
             LEFT JOIN verifications AS v ON v.messenger_id = :m AND v.request_id = :r
             LEFT JOIN contracts AS c ON c.phone_number = :p AND c.state = 'active'
@@ -227,6 +287,7 @@ class RegistryTx:
                 contract_id=row["v_contract_id"],
                 identification_code=row["v_code"],
                 identified_at=_maybe_time(row["v_identified_at"]),
+                recipient_operator_id=row["v_recipient"],
             )
         binding = None
         if row["b_code"] is not None:
@@ -242,6 +303,7 @@ class RegistryTx:
             previous=previous,
             active_contract_id=row["c_contract_id"],
             binding=binding,
+            ported_to=row["ported_to"],
         )
 
     async def add_binding(self, binding: Binding) -> None:
@@ -259,8 +321,9 @@ class RegistryTx:
     async def add_verification(self, answer: Verification) -> None:
         await self._conn.execute(
             "INSERT INTO verifications (messenger_id, request_id, phone_number, result, "
-            "contract_id, identification_code, identified_at, answered_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "contract_id, identification_code, identified_at, answered_at, "
+            "recipient_operator_id) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 answer.messenger_id,
                 answer.request_id,
@@ -270,6 +333,7 @@ class RegistryTx:
                 answer.identification_code,
                 to_iso(answer.identified_at) if answer.identified_at else None,
                 to_iso(answer.answered_at),
+                answer.recipient_operator_id,
             ),
         )
 
@@ -327,11 +391,18 @@ class RegistryTx:
             ],
         )
 
-    async def terminate(self, contract_id: str, at: datetime, reason: TerminationReason) -> None:
+    async def terminate(
+        self,
+        contract_id: str,
+        at: datetime,
+        reason: TerminationReason,
+        recipient_operator_id: str | None = None,
+    ) -> None:
         await self._conn.execute(
             "UPDATE contracts SET state = 'terminated', terminated_at = ?, "
-            "termination_reason = ? WHERE contract_id = ? AND state = 'active'",
-            (to_iso(at), reason.value, contract_id),
+            "termination_reason = ?, recipient_operator_id = ? "
+            "WHERE contract_id = ? AND state = 'active'",
+            (to_iso(at), reason.value, recipient_operator_id, contract_id),
         )
 
     async def add_notices(self, notices: Sequence[TerminationNotice], created_at: datetime) -> None:
@@ -419,6 +490,7 @@ def _contract(row: sqlite3.Row) -> Contract:
         activated_at=from_iso(row["activated_at"]),
         terminated_at=_maybe_time(row["terminated_at"]),
         termination_reason=TerminationReason(reason) if reason else None,
+        recipient_operator_id=row["recipient_operator_id"],
     )
 
 

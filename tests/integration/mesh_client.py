@@ -39,6 +39,12 @@ class MeshClient:
             self._channel(f"gateway-{messenger}{replica}", identity)
         )
 
+    def gateway_admin(self, messenger: str) -> gateway_pb2_grpc.GatewayAdminServiceStub:
+        identity = Caller(Kind.MESSENGER, messenger, Role.ADMIN)
+        return gateway_pb2_grpc.GatewayAdminServiceStub(
+            self._channel(f"gateway-{messenger}", identity)
+        )
+
     def registry_admin(self, operator: str) -> registry_pb2_grpc.RegistryAdminServiceStub:
         identity = Caller(Kind.OPERATOR, operator, Role.ADMIN)
         return registry_pb2_grpc.RegistryAdminServiceStub(

@@ -20,9 +20,7 @@ pytestmark = pytest.mark.mesh
 State = gateway_pb2.IdentificationState
 
 
-async def test_no_log_line_carries_a_number_a_code_or_a_key(
-    client: MeshClient, mesh: Mesh
-) -> None:
+async def test_no_log_line_carries_a_number_a_code_or_a_key(client: MeshClient, mesh: Mesh) -> None:
     phone = await new_subscriber(client, "beeline", "+7903")
     u = user()
     started = await client.start("alpha", u, phone)

@@ -91,6 +91,9 @@ class StaticRouter:
         operator_id = self.routes.get(e164)
         return Route(operator_id, operator_id, "static") if operator_id else Route(None)
 
+    async def resolve(self, e164: str) -> Route:
+        return self.route(e164)
+
 
 Behaviour = Callable[[str, float], Awaitable[OperatorAnswer]]
 
@@ -203,19 +206,39 @@ def free_port() -> int:
 
 class FakeRegistry(registry_pb2_grpc.RegistryServiceServicer):
     """RegistryService of operator `operator_id`. Behaviour by number: `identified` (default),
-    `no_subscriber`, `refused` (PERMISSION_DENIED) or `hang` (never answers)."""
+    `no_subscriber`, `refused` (PERMISSION_DENIED), `hang` (never answers) or `ported:<op>`
+    (NO_SUBSCRIBER with the hint <op>). CheckNumberReassigned answers `reassignment` (a
+    registry_pb2 ReassignmentStatus) or, when it is a grpc.StatusCode, fails with it."""
 
     def __init__(self, operator_id: str) -> None:
         self.operator_id = operator_id
         self.behaviour: dict[str, str] = {}
         self.requests: list[tuple[str, str, str]] = []  # (caller uri, request_id, phone)
+        self.reassignment: Any = registry_pb2.REASSIGNMENT_STATUS_NOT_REASSIGNED
+        self.reassigned_requests: list[registry_pb2.CheckNumberReassignedRequest] = []
+
+    async def CheckNumberReassigned(
+        self, request: registry_pb2.CheckNumberReassignedRequest, context: Any
+    ) -> registry_pb2.CheckNumberReassignedResponse:
+        require_caller(Kind.MESSENGER)
+        self.reassigned_requests.append(request)
+        if isinstance(self.reassignment, grpc.StatusCode):
+            await context.abort(self.reassignment, f"{self.operator_id} says no")
+        return registry_pb2.CheckNumberReassignedResponse(status=self.reassignment)
 
     async def VerifySubscriber(
         self, request: registry_pb2.VerifySubscriberRequest, context: Any
     ) -> registry_pb2.VerifySubscriberResponse:
         caller = require_caller(Kind.MESSENGER)
         self.requests.append((caller.uri, request.request_id, request.phone_number))
-        match self.behaviour.get(request.phone_number, "identified"):
+        behaviour = self.behaviour.get(request.phone_number, "identified")
+        if behaviour.startswith("ported:"):
+            return registry_pb2.VerifySubscriberResponse(
+                result=registry_pb2.VERIFICATION_RESULT_NO_SUBSCRIBER,
+                operator_id=self.operator_id,
+                recipient_operator_id=behaviour.removeprefix("ported:"),
+            )
+        match behaviour:
             case "refused":
                 raise Forbidden(f"messenger {caller.id} has no agreement with {self.operator_id}")
             case "no_subscriber":

@@ -1,0 +1,95 @@
+"""The sizes of a bench run. Three presets: `smoke` (the test suite: seconds), `default`
+(`make bench`: under 10 minutes on a 2-core machine) and `full` (--full: the issue's full
+counts, 100,000 terminations and 10,000,000 imported rows; well over 10 minutes)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+SCENARIOS: tuple[str, ...] = ("identification", "verify", "fanout", "import", "memory")
+
+
+@dataclass(frozen=True, slots=True)
+class BenchConfig:
+    preset: str
+    # the registry under test holds this many subscribers (seeded with sqlite3 before it starts)
+    subscribers: int = 1_000_000
+    # 1. identification: closed-loop concurrency levels, measured seconds per level
+    identification_levels: tuple[int, ...] = (1, 16, 64)
+    identification_seconds: float = 6.0
+    # 2. VerifySubscriber straight at the registry
+    verify_levels: tuple[int, ...] = (1, 16, 64)
+    verify_seconds: float = 5.0
+    warmup_seconds: float = 1.0
+    # 3. termination fan-out: a burst of `terminations` (each bound to two messengers), then a
+    # steady `steady_rate` terminations per second for `steady_seconds`
+    terminations: int = 20_000
+    termination_concurrency: int = 64
+    steady_rate: float = 1000.0
+    steady_seconds: float = 10.0
+    drain_timeout_seconds: float = 180.0
+    # 4. bulk import through ImportSubscribers, against sqlite3 executemany of the same rows
+    import_rows: int = 1_000_000
+    import_batch: int = 10_000
+    # 5. a gateway holding this many pending verifications (its operator never answers)
+    pending_verifications: int = 10_000
+    pending_settle_seconds: float = 8.0
+    scenarios: tuple[str, ...] = SCENARIOS
+    # run py-spy against the services during each scenario (bench/results/profiles/)
+    profile: bool = False
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def fanout_subscribers(self) -> int:
+        """Subscribers seeded with bindings to both messengers: the burst plus the steady run."""
+        return self.terminations + self.steady_terminations
+
+    @property
+    def steady_terminations(self) -> int:
+        return int(self.steady_rate * self.steady_seconds)
+
+    def with_overrides(self, **changes: Any) -> BenchConfig:
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def as_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+
+def default() -> BenchConfig:
+    return BenchConfig(
+        preset="default",
+        notes=(
+            "fan-out uses 20,000 terminations (40,000 events) to stay inside the 10-minute "
+            "budget; --full runs the issue's 100,000",
+        ),
+    )
+
+
+def full() -> BenchConfig:
+    return BenchConfig(preset="full", terminations=100_000, import_rows=10_000_000)
+
+
+def smoke() -> BenchConfig:
+    """Tiny counts: exercises every scenario and the report in seconds (tests/)."""
+    return BenchConfig(
+        preset="smoke",
+        subscribers=2_000,
+        identification_levels=(2,),
+        identification_seconds=0.3,
+        verify_levels=(4,),
+        verify_seconds=0.3,
+        warmup_seconds=0.1,
+        terminations=20,
+        termination_concurrency=4,
+        steady_rate=20.0,
+        steady_seconds=0.5,
+        drain_timeout_seconds=30.0,
+        import_rows=500,
+        import_batch=200,
+        pending_verifications=20,
+        pending_settle_seconds=0.2,
+    )
+
+
+PRESETS = {"default": default, "full": full, "smoke": smoke}

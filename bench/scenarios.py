@@ -1,0 +1,719 @@
+"""The five scenarios. Each returns a plain dict (JSON-ready) with its figures and baselines.
+
+Every baseline is measured in the same run, right next to the figure it normalises, because the
+machine is shared and noisy: only ratios carry from one run to the next.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import math
+import random
+import sqlite3
+import time
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+from idmesh.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from idmesh.registry.v1 import registry_pb2, registry_pb2_grpc
+
+from bench import procs, seed, topology
+from bench.config import BenchConfig
+from bench.load import Latencies, RunResult, closed_loop, open_loop, run_count
+from bench.topology import EchoMesh
+from services.cli.mesh import Mesh
+from services.common.channels import open_channel
+from services.common.identity import Caller, Kind, Role
+from services.common.timeutil import from_iso
+from services.operator_registry.store import MIGRATIONS as REGISTRY_MIGRATIONS
+
+IDENTIFIED = gateway_pb2.IDENTIFICATION_STATE_IDENTIFIED
+IMPORT_METHOD = "/idmesh.registry.v1.RegistryAdminService/ImportSubscribers"
+CALL_TIMEOUT = 60.0
+T = TypeVar("T")
+
+
+class BenchFailure(Exception):
+    """An operation did not end as it must (wrong state, wrong count): a bench bug or a
+    service bug, never a slow run."""
+
+
+@dataclass
+class Context:
+    """What the scenarios share: the config, the meshes, channels, the profile folder."""
+
+    config: BenchConfig
+    mesh: Mesh
+    echo: EchoMesh
+    work_dir: Path
+    profile_dir: Path
+    channels: list[grpc.aio.Channel] = field(default_factory=list)
+    profiles: dict[str, Any] = field(default_factory=dict)
+
+    def channel(self, address: str, identity: Caller) -> grpc.aio.Channel:
+        """A channel as the services open theirs (open_channel), acting as identity."""
+        channel = open_channel(address, identity=identity, tls=self.mesh.credentials(identity))
+        self.channels.append(channel)
+        return channel
+
+    def raw_channel(self, address: str, identity: Caller) -> grpc.aio.Channel:
+        """A bare grpc.aio channel: default options, no interceptors, the same transport."""
+        tls = self.mesh.credentials(identity)
+        channel = (
+            grpc.aio.secure_channel(address, tls.channel_credentials())
+            if tls is not None
+            else grpc.aio.insecure_channel(address)
+        )
+        self.channels.append(channel)
+        return channel
+
+    async def close(self) -> None:
+        for channel in self.channels:
+            await channel.close()
+
+    def mesh_pids(self) -> dict[str, int]:
+        return {**topology.pids(self.mesh.services), **topology.pids(self.echo.services)}
+
+    def profiling(self, label: str, names: Sequence[str]) -> AbstractContextManager[Any]:
+        """py-spy on the named services while the block runs, when profiling is on."""
+        if not self.config.profile:
+            return nullcontext()
+        pids = {n: p for n, p in self.mesh_pids().items() if n in names}
+        profiler = procs.Profiler(self.profile_dir, label, pids)
+        self.profiles[label] = profiler
+        return profiler
+
+
+def level_result(run: RunResult, cpu: dict[str, float], names: Sequence[str]) -> dict[str, Any]:
+    """A run's figures plus the CPU milliseconds each process spent per completed operation."""
+    result = run.as_dict()
+    ops = max(run.completed, 1)
+    result["cpu_ms_per_op"] = {n: round(cpu[n] * 1000 / ops, 3) for n in names if n in cpu}
+    return result
+
+
+async def measured(
+    ctx: Context, names: Sequence[str], work: Awaitable[T]
+) -> tuple[T, dict[str, float]]:
+    """Await work (not started before this call); return its result and the CPU seconds the
+    named processes spent meanwhile."""
+    pids = {n: p for n, p in ctx.mesh_pids().items() if n in names}
+    mark = procs.cpu_mark(pids)
+    result = await work
+    return result, procs.cpu_since(mark, pids)
+
+
+def ratio(value: float, baseline: float) -> float:
+    if not baseline or math.isnan(baseline) or math.isnan(value):
+        return math.nan
+    return round(value / baseline, 3)
+
+
+# --- 1. identification ---------------------------------------------------------------------
+
+
+class OutboxReader:
+    """The development SMS outbox (JSON lines), read incrementally: identification id -> code."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._offset = 0
+        self._partial = b""
+        self._codes: dict[str, str] = {}
+
+    def code(self, identification_id: str) -> str:
+        code = self._codes.pop(identification_id, None)
+        if code is None:
+            self._read()
+            code = self._codes.pop(identification_id, None)
+        if code is None:
+            raise BenchFailure(f"no SMS for identification {identification_id} in {self._path}")
+        return code
+
+    def _read(self) -> None:
+        try:
+            with self._path.open("rb") as outbox:
+                outbox.seek(self._offset)
+                data = outbox.read()
+        except FileNotFoundError:
+            return
+        self._offset += len(data)
+        lines = (self._partial + data).split(b"\n")
+        self._partial = lines.pop()
+        for line in lines:
+            if line.strip():
+                message = json.loads(line)
+                self._codes[message["identification_id"]] = message["code"]
+
+
+async def identification(ctx: Context) -> dict[str, Any]:
+    cfg = ctx.config
+    frontend = Caller(Kind.MESSENGER, "alpha", Role.FRONTEND)
+    real = gateway_pb2_grpc.GatewayServiceStub(
+        ctx.channel(ctx.mesh.address("gateway-alpha"), frontend)
+    )
+    echo = gateway_pb2_grpc.GatewayServiceStub(
+        ctx.channel(ctx.echo.address("echo-gateway"), frontend)
+    )
+    outbox = OutboxReader(Path(ctx.mesh.services["gateway-alpha"].info["sms_outbox"]))
+    numbers = itertools.count(cfg.fanout_subscribers)  # subscribers nobody has bound yet
+    users = itertools.count()
+
+    async def real_op(_: int) -> None:
+        index = next(numbers)
+        if index >= cfg.subscribers:
+            raise BenchFailure("ran out of seeded subscribers: raise --subscribers")
+        started = await real.StartIdentification(
+            gateway_pb2.StartIdentificationRequest(
+                user_id=f"id-{next(users)}", phone_number=seed.beeline_number(index)
+            ),
+            timeout=CALL_TIMEOUT,
+        )
+        ident_id = started.identification.identification_id
+        confirmed = await real.ConfirmPossession(
+            gateway_pb2.ConfirmPossessionRequest(
+                identification_id=ident_id, code=outbox.code(ident_id)
+            ),
+            timeout=CALL_TIMEOUT,
+        )
+        state = confirmed.identification.state
+        if state != IDENTIFIED:
+            raise BenchFailure(
+                f"identification ended {gateway_pb2.IdentificationState.Name(state)} "
+                f"({gateway_pb2.Reason.Name(confirmed.identification.reason)})"
+            )
+
+    async def echo_op(i: int) -> None:
+        started = await echo.StartIdentification(
+            gateway_pb2.StartIdentificationRequest(
+                user_id=f"echo-{i}", phone_number=seed.beeline_number(i)
+            ),
+            timeout=CALL_TIMEOUT,
+        )
+        confirmed = await echo.ConfirmPossession(
+            gateway_pb2.ConfirmPossessionRequest(
+                identification_id=started.identification.identification_id, code="000000"
+            ),
+            timeout=CALL_TIMEOUT,
+        )
+        if confirmed.identification.state != IDENTIFIED:
+            raise BenchFailure("echo identification not IDENTIFIED")
+
+    real_names = ("gateway-alpha", f"registry-{topology.SEEDED_OPERATOR}")
+    echo_names = ("echo-gateway", "echo-registry")
+    levels = []
+    for concurrency in cfg.identification_levels:
+        with ctx.profiling(f"identification-c{concurrency}", real_names):
+            mesh_run, mesh_cpu = await measured(
+                ctx,
+                real_names,
+                closed_loop(
+                    real_op,
+                    concurrency=concurrency,
+                    duration=cfg.identification_seconds,
+                    warmup=cfg.warmup_seconds,
+                ),
+            )
+        echo_run, echo_cpu = await measured(
+            ctx,
+            echo_names,
+            closed_loop(
+                echo_op,
+                concurrency=concurrency,
+                duration=cfg.identification_seconds,
+                warmup=cfg.warmup_seconds,
+            ),
+        )
+        levels.append(
+            {
+                "concurrency": concurrency,
+                "mesh": level_result(mesh_run, mesh_cpu, real_names),
+                "echo": level_result(echo_run, echo_cpu, echo_names),
+                "throughput_ratio": ratio(mesh_run.throughput, echo_run.throughput),
+                "p99_ratio": ratio(mesh_run.latency.p99_ms, echo_run.latency.p99_ms),
+            }
+        )
+        _progress(
+            f"identification c={concurrency}: mesh {mesh_run.throughput:.1f}/s "
+            f"p99 {mesh_run.latency.p99_ms:.0f} ms; echo {echo_run.throughput:.1f}/s "
+            f"p99 {echo_run.latency.p99_ms:.1f} ms"
+        )
+    return {"status": "ok", "unit": "identifications/s", "levels": levels}
+
+
+# --- 2. VerifySubscriber -------------------------------------------------------------------
+
+
+async def verify(ctx: Context) -> dict[str, Any]:
+    cfg = ctx.config
+    messenger = Caller(Kind.MESSENGER, "alpha")
+    registry_name = f"registry-{topology.SEEDED_OPERATOR}"
+    stubs = {
+        "mesh": registry_pb2_grpc.RegistryServiceStub(
+            ctx.channel(ctx.mesh.address(registry_name), messenger)
+        ),
+        "echo": registry_pb2_grpc.RegistryServiceStub(
+            ctx.channel(ctx.echo.address("echo-registry"), messenger)
+        ),
+        "raw": registry_pb2_grpc.RegistryServiceStub(
+            ctx.raw_channel(ctx.echo.address("echo-raw"), messenger)
+        ),
+    }
+    names = {"mesh": (registry_name,), "echo": ("echo-registry",), "raw": ("echo-raw",)}
+    rng = random.Random(1279)
+    low = min(cfg.fanout_subscribers, cfg.subscribers - 1)  # leave the fan-out's bindings be
+    requests = itertools.count()
+
+    def make_op(stub: registry_pb2_grpc.RegistryServiceStub) -> Callable[[int], Any]:
+        async def op(_: int) -> None:
+            reply = await stub.VerifySubscriber(
+                registry_pb2.VerifySubscriberRequest(
+                    request_id=f"bench-{next(requests)}",
+                    phone_number=seed.beeline_number(rng.randrange(low, cfg.subscribers)),
+                ),
+                timeout=CALL_TIMEOUT,
+            )
+            if reply.result != registry_pb2.VERIFICATION_RESULT_IDENTIFIED:
+                raise BenchFailure(f"VerifySubscriber answered {reply.result}")
+
+        return op
+
+    levels = []
+    for concurrency in cfg.verify_levels:
+        level: dict[str, Any] = {"concurrency": concurrency}
+        for kind in ("mesh", "echo", "raw"):
+            profile = (
+                ctx.profiling(f"verify-c{concurrency}", names[kind])
+                if kind == "mesh"
+                else nullcontext()
+            )
+            with profile:
+                run, cpu = await measured(
+                    ctx,
+                    names[kind],
+                    closed_loop(
+                        make_op(stubs[kind]),
+                        concurrency=concurrency,
+                        duration=cfg.verify_seconds,
+                        warmup=cfg.warmup_seconds,
+                    ),
+                )
+            level[kind] = level_result(run, cpu, names[kind])
+        level["throughput_ratio"] = ratio(level["mesh"]["throughput"], level["echo"]["throughput"])
+        level["p99_ratio"] = ratio(
+            level["mesh"]["latency"]["p99_ms"], level["echo"]["latency"]["p99_ms"]
+        )
+        levels.append(level)
+        _progress(
+            f"verify c={concurrency}: mesh {level['mesh']['throughput']:.0f}/s, "
+            f"echo {level['echo']['throughput']:.0f}/s, raw {level['raw']['throughput']:.0f}/s"
+        )
+    return {
+        "status": "ok",
+        "unit": "calls/s",
+        "subscribers": cfg.subscribers,
+        "levels": levels,
+    }
+
+
+# --- 3. termination fan-out ----------------------------------------------------------------
+
+
+@dataclass
+class FanoutProbe:
+    """Reads progress straight from the stores (read-only): the gateways' inboxes and
+    revocations and the notifier's acked positions."""
+
+    gateways: dict[str, Path]
+    notifier: Path
+
+    @staticmethod
+    def _query(path: Path, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+        try:
+            return conn.execute(sql, tuple(params)).fetchall()
+        finally:
+            conn.close()
+
+    def applied(self) -> dict[str, int]:
+        return {
+            m: int(self._query(p, "SELECT count(*) FROM notice_inbox")[0][0])
+            for m, p in self.gateways.items()
+        }
+
+    def acked(self) -> dict[str, tuple[int, int]]:
+        rows = self._query(self.notifier, "SELECT messenger_id, head_seq, acked_seq FROM sequences")
+        return {r[0]: (int(r[1]), int(r[2])) for r in rows}
+
+    def revoked_at(self, messenger_id: str, first: int, count: int) -> dict[int, datetime]:
+        """fan-<i> -> when its gateway revoked it, for i in [first, first + count)."""
+        rows = self._query(
+            self.gateways[messenger_id],
+            "SELECT user_id, completed_at FROM identifications "
+            "WHERE state = 'REVOKED' AND user_id LIKE 'fan-%'",
+        )
+        result = {}
+        for user_id, completed_at in rows:
+            i = int(user_id[4:])
+            if first <= i < first + count:
+                result[i] = from_iso(completed_at)
+        return result
+
+    async def wait_done(self, expected: int, timeout: float) -> dict[str, float | None]:
+        """Wait until every gateway applied `expected` notices and the notifier has them all
+        acked; wall-clock times (time.time()) at which each was first seen."""
+        seen: dict[str, float | None] = {"applied": None, "acked": None}
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            applied = await asyncio.to_thread(self.applied)
+            if seen["applied"] is None and all(n >= expected for n in applied.values()):
+                seen["applied"] = time.time()
+            acked = await asyncio.to_thread(self.acked)
+            if all(
+                acked.get(m, (0, 0))[1] >= expected and acked[m][0] == acked[m][1]
+                for m in self.gateways
+            ):
+                seen["acked"] = time.time()
+                if seen["applied"] is None:
+                    seen["applied"] = seen["acked"]
+                return seen
+            await asyncio.sleep(0.05)
+        return seen
+
+
+async def fanout(ctx: Context) -> dict[str, Any]:
+    cfg = ctx.config
+    registry_name = f"registry-{topology.SEEDED_OPERATOR}"
+    admin = registry_pb2_grpc.RegistryAdminServiceStub(
+        ctx.channel(
+            ctx.mesh.address(registry_name),
+            Caller(Kind.OPERATOR, topology.SEEDED_OPERATOR, Role.ADMIN),
+        )
+    )
+    probe = FanoutProbe(
+        gateways={m: topology.db_path(ctx.mesh, f"gateway-{m}") for m in topology.MESSENGERS},
+        notifier=topology.db_path(ctx.mesh, "notifier"),
+    )
+    names = (registry_name, "notifier", *(f"gateway-{m}" for m in topology.MESSENGERS))
+    send_times: dict[int, float] = {}
+
+    async def terminate(i: int) -> None:
+        send_times[i] = time.time()
+        reply = await admin.TerminateContract(
+            registry_pb2.TerminateContractRequest(phone_number=seed.beeline_number(i)),
+            timeout=CALL_TIMEOUT,
+        )
+        if reply.notices_queued != len(topology.MESSENGERS):
+            raise BenchFailure(f"termination queued {reply.notices_queued} notices, not 2")
+
+    # Burst: as fast as the registry takes them; events/s end to end (terminate -> revoked in
+    # both gateways -> acked at the notifier).
+    burst = cfg.terminations
+    events = burst * len(topology.MESSENGERS)
+    with ctx.profiling("fanout-burst", names):
+        pids = {n: p for n, p in ctx.mesh_pids().items() if n in names}
+        mark = procs.cpu_mark(pids)
+        wall_start, calls = await run_count(
+            terminate, count=burst, concurrency=cfg.termination_concurrency
+        )
+        calls_done = time.time()
+        seen = await probe.wait_done(burst, cfg.drain_timeout_seconds)
+        cpu = procs.cpu_since(mark, pids)
+    if seen["acked"] is None:
+        raise BenchFailure(
+            f"fan-out burst not drained within {cfg.drain_timeout_seconds:.0f}s: "
+            f"applied {probe.applied()}, notifier {probe.acked()}"
+        )
+    assert seen["applied"] is not None
+    burst_latency = _revocation_latency(probe, send_times, 0, burst)
+    burst_result = {
+        "terminations": burst,
+        "events": events,
+        "terminate_calls": calls.as_dict(),
+        "terminations_per_second": round(burst / (calls_done - wall_start), 1),
+        "seconds_to_revoked": round(seen["applied"] - wall_start, 3),
+        "seconds_to_acked": round(seen["acked"] - wall_start, 3),
+        "events_per_second": round(events / (seen["acked"] - wall_start), 1),
+        "terminate_to_revoked": burst_latency,
+        "cpu_ms_per_event": {n: round(cpu[n] * 1000 / events, 3) for n in cpu},
+    }
+    _progress(
+        f"fan-out burst: {burst} terminations, {burst_result['events_per_second']} events/s "
+        f"end to end; terminate calls {burst_result['terminations_per_second']}/s"
+    )
+
+    # Steady: an open loop at steady_rate terminations/s; terminate-to-revoked per event.
+    steady = cfg.steady_terminations
+    with ctx.profiling("fanout-steady", names):
+        run = await open_loop(terminate, rate=cfg.steady_rate, count=steady, first_index=burst)
+        seen = await probe.wait_done(burst + steady, cfg.drain_timeout_seconds)
+    if seen["acked"] is None:
+        raise BenchFailure(
+            f"fan-out steady run not drained within {cfg.drain_timeout_seconds:.0f}s: "
+            f"applied {probe.applied()}, notifier {probe.acked()}"
+        )
+    steady_latency = _revocation_latency(probe, send_times, burst, steady)
+    steady_result = {
+        "rate_terminations_per_second": cfg.steady_rate,
+        "rate_events_per_second": cfg.steady_rate * len(topology.MESSENGERS),
+        "terminations": steady,
+        "terminate_calls": {
+            "completed": run.completed,
+            "errors": run.errors,
+            "latency": run.call_latency,
+            "generator_lag_max_ms": round(run.lag_max_ms, 1),
+            "error_samples": run.error_samples,
+        },
+        "terminate_to_revoked": steady_latency,
+    }
+    _progress(
+        f"fan-out steady {cfg.steady_rate:.0f}/s: terminate->revoked "
+        f"p99 {steady_latency['p99_ms']:.0f} ms"
+    )
+    return {
+        "status": "ok",
+        "full": cfg.terminations >= 100_000,
+        "burst": burst_result,
+        "steady": steady_result,
+    }
+
+
+def _revocation_latency(
+    probe: FanoutProbe, send_times: dict[int, float], first: int, count: int
+) -> dict[str, Any]:
+    samples: list[float] = []
+    missing = 0
+    for messenger in topology.MESSENGERS:
+        revoked = probe.revoked_at(messenger, first, count)
+        for i in range(first, first + count):
+            at = revoked.get(i)
+            if at is None or i not in send_times:
+                missing += 1
+                continue
+            samples.append(max(0.0, at.timestamp() - send_times[i]))
+    latency = Latencies.of(samples)
+    return {**_latency_dict(latency), "missing": missing}
+
+
+def _latency_dict(latency: Latencies) -> dict[str, Any]:
+    return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in vars_of(latency).items()}
+
+
+def vars_of(obj: Any) -> dict[str, Any]:
+    return {name: getattr(obj, name) for name in obj.__slots__}
+
+
+# --- 4. bulk import ------------------------------------------------------------------------
+
+
+def _import_batches(rows: int, batch: int) -> Iterator[bytes]:
+    activated = Timestamp(seconds=1_700_000_000)
+    for first in range(0, rows, batch):
+        request = registry_pb2.ImportSubscribersRequest(
+            mode=registry_pb2.IMPORT_MODE_VALID_ROWS,
+            rows=[
+                registry_pb2.SubscriberRow(
+                    line=i + 1,
+                    phone_number=seed.import_number(i),
+                    contract_id=f"imp-{i:08d}",
+                    activated_at=activated,
+                )
+                for i in range(first, min(rows, first + batch))
+            ],
+        )
+        yield request.SerializeToString()
+
+
+def import_implemented() -> bool:
+    """Whether the registry's admin servicer implements ImportSubscribers (the generated base
+    class's method only answers UNIMPLEMENTED)."""
+    from services.operator_registry.grpc_api import RegistryAdminServicer
+
+    base = registry_pb2_grpc.RegistryAdminServiceServicer.ImportSubscribers
+    return getattr(RegistryAdminServicer, "ImportSubscribers", base) is not base
+
+
+def _sqlite_baseline(path: Path, rows: int, chunk: int = 100_000) -> float:
+    """Seconds for plain sqlite3 executemany of the same rows into the registry's schema, one
+    transaction, the registry's pragmas (WAL, synchronous=NORMAL); building the row tuples is
+    not timed."""
+    conn = seed.open_store(path, REGISTRY_MIGRATIONS)
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA cache_size=-2000")  # SQLite's default, as the registry has
+    activated = "2023-11-14T22:13:20.000000+00:00"
+    elapsed = 0.0
+    try:
+        started = time.perf_counter()
+        conn.execute("BEGIN")
+        elapsed += time.perf_counter() - started
+        for first in range(0, rows, chunk):
+            batch = [
+                (f"imp-{i:08d}", seed.import_number(i), "active", activated)
+                for i in range(first, min(rows, first + chunk))
+            ]
+            started = time.perf_counter()
+            conn.executemany(
+                "INSERT INTO contracts (contract_id, phone_number, state, activated_at) "
+                "VALUES (?, ?, ?, ?)",
+                batch,
+            )
+            elapsed += time.perf_counter() - started
+        started = time.perf_counter()
+        conn.execute("COMMIT")
+        elapsed += time.perf_counter() - started
+    finally:
+        conn.close()
+    return elapsed
+
+
+async def bulk_import(ctx: Context) -> dict[str, Any]:
+    cfg = ctx.config
+    name = f"registry-{topology.IMPORT_OPERATOR}"
+    channel = ctx.channel(
+        ctx.mesh.address(name), Caller(Kind.OPERATOR, topology.IMPORT_OPERATOR, Role.ADMIN)
+    )
+    call = channel.stream_unary(
+        IMPORT_METHOD,
+        request_serializer=None,  # the batches are serialised before the clock starts
+        response_deserializer=registry_pb2.ImportSubscribersResponse.FromString,
+    )
+    pending = {
+        "status": "pending",
+        "reason": "ImportSubscribers is not implemented in the registry yet (issue 7)",
+        "rows": cfg.import_rows,
+    }
+    if not import_implemented():
+        _progress("bulk import: ImportSubscribers is not implemented yet: pending")
+        return pending
+    empty = registry_pb2.ImportSubscribersRequest(mode=registry_pb2.IMPORT_MODE_VALID_ROWS)
+    try:
+        await call(iter([empty.SerializeToString()]), timeout=30)
+    except grpc.aio.AioRpcError as exc:
+        if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
+            _progress("bulk import: ImportSubscribers answers UNIMPLEMENTED: pending")
+            return pending
+        # Anything else: the real import below reports it.
+    batches = await asyncio.to_thread(
+        lambda: list(_import_batches(cfg.import_rows, cfg.import_batch))
+    )
+    pids = {n: p for n, p in ctx.mesh_pids().items() if n == name}
+    mark = procs.cpu_mark(pids)
+    with ctx.profiling("import", (name,)):
+        started = time.perf_counter()
+        reply = await call(iter(batches), timeout=3600)
+        elapsed = time.perf_counter() - started
+    cpu = procs.cpu_since(mark, pids)
+    del batches
+    if reply.imported != cfg.import_rows:
+        raise BenchFailure(
+            f"ImportSubscribers imported {reply.imported} of {cfg.import_rows} rows "
+            f"(rejected {reply.rejected}, first errors {list(reply.errors)[:3]})"
+        )
+    baseline_seconds = await asyncio.to_thread(
+        _sqlite_baseline, ctx.work_dir / "import-baseline" / "registry.db", cfg.import_rows
+    )
+    rows_per_second = cfg.import_rows / elapsed
+    baseline = cfg.import_rows / baseline_seconds
+    _progress(
+        f"bulk import: {rows_per_second:.0f} rows/s; sqlite3 executemany {baseline:.0f} rows/s"
+    )
+    return {
+        "status": "ok",
+        "rows": cfg.import_rows,
+        "batch": cfg.import_batch,
+        "seconds": round(elapsed, 3),
+        "rows_per_second": round(rows_per_second, 1),
+        "baseline_seconds": round(baseline_seconds, 3),
+        "baseline_rows_per_second": round(baseline, 1),
+        "ratio": ratio(rows_per_second, baseline),
+        "cpu_seconds": cpu,
+    }
+
+
+# --- 5. memory: a gateway holding pending verifications ------------------------------------
+
+
+async def pending_memory(config: BenchConfig, work_dir: Path) -> dict[str, Any]:
+    """gateway-gamma, started empty (the idle baseline), then restarted over `pending`
+    VERIFYING identifications seeded into its store: it resumes each one and asks an operator
+    that never answers, so all of them stay pending for the (hour-long) window."""
+    from datetime import timedelta
+
+    from services.messenger_gateway.store import MIGRATIONS as GATEWAY_MIGRATIONS
+
+    hole = topology.Blackhole()
+    window = 3600.0
+    mesh = Mesh(topology.pending_spec(hole.address, window), work_dir / "pending-mesh")
+    gateway = f"gateway-{topology.PENDING_MESSENGER}"
+    try:
+        await asyncio.to_thread(mesh.start)
+        await asyncio.sleep(config.pending_settle_seconds)
+        idle = procs.rss_mb(topology.pids(mesh.services)[gateway])
+        await asyncio.to_thread(mesh.terminate, gateway)
+        count = config.pending_verifications
+        await asyncio.to_thread(
+            seed.seed_gateway,
+            topology.db_path(mesh, gateway),
+            GATEWAY_MIGRATIONS,
+            seed.verifying_rows(
+                topology.PENDING_OPERATOR, count, seed.utcnow(), timedelta(seconds=window)
+            ),
+        )
+        started = time.perf_counter()
+        await asyncio.to_thread(mesh.restart, gateway, 120.0)
+        resumed_seconds = time.perf_counter() - started
+        pid = topology.pids(mesh.services)[gateway]
+        samples: list[float] = []
+        deadline = time.monotonic() + max(config.pending_settle_seconds, 0.5)
+        while time.monotonic() < deadline:
+            value = procs.rss_mb(pid)
+            if value is not None:
+                samples.append(value)
+            await asyncio.sleep(0.25)
+        still_pending = _count(
+            topology.db_path(mesh, gateway),
+            "SELECT count(*) FROM identifications WHERE state = 'VERIFYING'",
+        )
+        cpu = procs.cpu_seconds(pid)
+    finally:
+        await asyncio.to_thread(mesh.stop)
+        hole.close()
+    if still_pending != count:
+        raise BenchFailure(f"{count - still_pending} of {count} pending verifications ended")
+    final = samples[-1] if samples else math.nan
+    peak = max(samples) if samples else math.nan
+    _progress(
+        f"memory: gateway idle {idle or 0:.0f} MB, with {count} pending {final:.0f} MB "
+        f"(peak {peak:.0f})"
+    )
+    return {
+        "status": "ok",
+        "pending": count,
+        "window_seconds": window,
+        "idle_rss_mb": round(idle or math.nan, 1),
+        "pending_rss_mb": round(final, 1),
+        "pending_rss_peak_mb": round(peak, 1),
+        "seconds_to_serving_with_pending": round(resumed_seconds, 2),
+        "cpu_seconds_total": cpu,
+        "ratio": ratio(peak, idle or math.nan),
+    }
+
+
+def _count(path: Path, sql: str) -> int:
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+    try:
+        return int(conn.execute(sql).fetchone()[0])
+    finally:
+        conn.close()
+
+
+def _progress(message: str) -> None:
+    print(f"  {message}", flush=True)

@@ -1,0 +1,234 @@
+"""The meshes under test.
+
+- The real mesh (services.cli.mesh.Mesh, real processes): registry-beeline (the seeded
+  subscribers), registry-megafon (empty: the bulk import's target), the notifier, gateway-alpha
+  and gateway-beta.
+- The echo mesh (bench.echo): echo-gateway -> echo-registry, the identification path's processes
+  and hops with handlers that do nothing, plus echo-raw, a bare grpc.aio server.
+- The pending mesh: gateway-gamma, whose operator t2 is a Blackhole (accepts TCP, never
+  answers), with a long verification window, and the notifier it needs.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from services.cli.mesh import Mesh, MeshError, MeshSpec, MessengerSpec, OperatorSpec, ServiceProcess
+from services.common import pki
+from services.common.identity import Caller, Kind
+
+SEEDED_OPERATOR = "beeline"
+IMPORT_OPERATOR = "megafon"
+MESSENGERS = ("alpha", "beta")
+PENDING_MESSENGER = "gamma"
+PENDING_OPERATOR = "t2"
+
+
+def real_spec(window_seconds: float = 120.0) -> MeshSpec:
+    return MeshSpec(
+        operators=(
+            OperatorSpec(SEEDED_OPERATOR, "Beeline"),
+            OperatorSpec(IMPORT_OPERATOR, "MegaFon"),
+        ),
+        messengers=tuple(
+            MessengerSpec(m, verification_window_seconds=window_seconds) for m in MESSENGERS
+        ),
+        log_format="json",
+    )
+
+
+def pending_spec(blackhole: str, window_seconds: float = 3600.0) -> MeshSpec:
+    return MeshSpec(
+        operators=(),
+        messengers=(
+            MessengerSpec(
+                PENDING_MESSENGER,
+                verification_window_seconds=window_seconds,
+                extra_operators={PENDING_OPERATOR: blackhole},
+                extra_carriers={"T2": PENDING_OPERATOR},
+            ),
+        ),
+        log_format="json",
+    )
+
+
+def db_path(mesh: Mesh, service: str) -> Path:
+    return Path(mesh.services[service].env["IDMESH_DB_PATH"])
+
+
+def pids(services: Mapping[str, ServiceProcess]) -> dict[str, int]:
+    return {
+        name: svc.process.pid
+        for name, svc in services.items()
+        if svc.process is not None and svc.process.poll() is None
+    }
+
+
+class EchoMesh:
+    """echo-registry, echo-gateway (-> echo-registry) and echo-raw, each its own process, with
+    the real mesh's identities and certificates (mutual TLS exactly when the mesh has it)."""
+
+    def __init__(self, data_dir: Path, mesh: Mesh) -> None:
+        self.data_dir = data_dir.resolve()
+        taken = {int(svc.address.rsplit(":", 1)[1]) for svc in mesh.services.values()}
+        registry = f"127.0.0.1:{free_port(taken)}"
+        operator = Caller(Kind.OPERATOR, SEEDED_OPERATOR)
+        messenger = Caller(Kind.MESSENGER, MESSENGERS[0])
+        roles = {
+            "echo-registry": ("registry", registry, operator, {}),
+            "echo-gateway": (
+                "gateway",
+                f"127.0.0.1:{free_port(taken)}",
+                messenger,
+                {"IDMESH_ECHO_REGISTRY": registry},
+            ),
+            "echo-raw": ("raw", f"127.0.0.1:{free_port(taken)}", operator, {}),
+        }
+        self.services: dict[str, ServiceProcess] = {}
+        for name, (role, address, identity, extra) in roles.items():
+            tls = mesh.credentials(identity)
+            security = (
+                {"IDMESH_INSECURE_DEV_MODE": "true"}
+                if tls is None
+                else {
+                    "IDMESH_TLS_CA": str(tls.ca),
+                    "IDMESH_TLS_CERT": str(tls.cert),
+                    "IDMESH_TLS_KEY": str(tls.key),
+                }
+            )
+            self.services[name] = ServiceProcess(
+                name=name,
+                module="bench.echo",
+                address=address,
+                env={
+                    "IDMESH_ECHO_ROLE": role,
+                    "IDMESH_BIND": address,
+                    "IDMESH_LOG_FORMAT": mesh.spec.log_format,
+                    **dict(mesh.spec.common_env),
+                    **security,
+                    **extra,
+                },
+                log_path=self.data_dir / "logs" / f"{name}.log",
+                info={"role": role},
+                identity=identity,
+                tls=tls,
+            )
+
+    def address(self, name: str) -> str:
+        return self.services[name].address
+
+    def launch(self, mesh: Mesh) -> None:
+        """Start the processes without waiting (they boot while the real mesh does)."""
+        if mesh.spec.tls:
+            pki.ensure_pki(mesh.pki_dir, mesh.identities())
+        for svc in self.services.values():
+            svc.start()
+
+    def wait(self, timeout: float = 30.0) -> None:
+        for svc in self.services.values():
+            wait_serving(svc, timeout)
+
+    def stop(self) -> None:
+        for svc in self.services.values():
+            svc.signal(15)
+        for svc in self.services.values():
+            if svc.wait(10.0) is None:
+                svc.signal(9)
+                svc.wait(5.0)
+
+
+def wait_serving(svc: ServiceProcess, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    channel = (
+        grpc.secure_channel(svc.address, svc.tls.channel_credentials())
+        if svc.tls is not None
+        else grpc.insecure_channel(svc.address)
+    )
+    with channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while True:
+            if not svc.running:
+                raise MeshError(f"{svc.name} exited; see {svc.log_path}")
+            try:
+                reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            if time.monotonic() > deadline:
+                raise MeshError(f"{svc.name} did not become SERVING within {timeout:.0f}s")
+            time.sleep(0.05)
+
+
+def free_port(taken: set[int]) -> int:
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in taken:
+            taken.add(port)
+            return port
+
+
+class Blackhole:
+    """A TCP listener that accepts connections and never answers: an operator that hangs."""
+
+    def __init__(self) -> None:
+        self._sock = socket.socket()
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(128)
+        self._sock.settimeout(0.2)
+        self.address = f"127.0.0.1:{self._sock.getsockname()[1]}"
+        self._held: list[socket.socket] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._accept, name="blackhole", daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                continue
+            self._held.append(conn)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        for conn in self._held:
+            conn.close()
+        self._sock.close()
+
+
+def python_version() -> str:
+    return sys.version.split()[0]
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
+def describe_machine() -> dict[str, object]:
+    return {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "python": python_version(),
+        "grpcio": grpc.__version__,
+        "platform": sys.platform,
+    }

@@ -1,0 +1,95 @@
+"""The bench harness at its smallest (`python -m bench --smoke`): every scenario runs over real
+processes with tiny counts, so the bench code cannot rot unnoticed. No timing is asserted."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench import report
+from bench.config import SCENARIOS
+
+ROOT = Path(__file__).resolve().parents[1]
+RUN_KEYS = {"concurrency", "seconds", "completed", "errors", "throughput", "latency"}
+
+
+@pytest.fixture(scope="module")
+def smoke_result(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    folder = tmp_path_factory.mktemp("bench")
+    out = folder / "latest.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "--smoke",
+            "--out",
+            str(out),
+            "--work-dir",
+            str(folder / "work"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=100,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "figure" in proc.stdout  # the table of targets was printed
+    assert not (folder / "work").exists(), "the work folder is removed after the run"
+    result: dict[str, object] = json.loads(out.read_text())
+    return result
+
+
+@pytest.mark.mesh
+def test_smoke_run_reports_every_scenario(smoke_result: dict[str, object]) -> None:
+    scenarios = smoke_result["scenarios"]
+    assert isinstance(scenarios, dict)
+    assert set(scenarios) == set(SCENARIOS)
+    for name, scenario in scenarios.items():
+        assert scenario["status"] in {"ok", "pending"}, (name, scenario)
+    for level in scenarios["identification"]["levels"]:
+        assert RUN_KEYS <= set(level["mesh"]) and RUN_KEYS <= set(level["echo"])
+        assert level["mesh"]["completed"] > 0 and level["mesh"]["errors"] == 0
+    for level in scenarios["verify"]["levels"]:
+        for kind in ("mesh", "echo", "raw"):
+            assert RUN_KEYS <= set(level[kind])
+            assert level[kind]["errors"] == 0
+    fanout = scenarios["fanout"]
+    assert fanout["burst"]["terminate_to_revoked"]["missing"] == 0
+    assert fanout["steady"]["terminate_to_revoked"]["missing"] == 0
+    memory = scenarios["memory"]
+    assert memory["pending"] == 20
+    assert set(memory["rss_after_scenario_mb"]) == {
+        "start",
+        "identification",
+        "verify",
+        "fanout",
+        "import",
+    }
+
+
+@pytest.mark.mesh
+def test_smoke_run_has_a_target_row_per_figure(smoke_result: dict[str, object]) -> None:
+    targets = smoke_result["targets"]
+    assert isinstance(targets, list) and targets
+    for row in targets:
+        assert {"name", "value", "baseline", "ratio", "target", "met", "status"} <= set(row)
+    names = " ".join(row["name"] for row in targets)
+    for figure in ("identification", "VerifySubscriber", "fan-out", "bulk import", "gateway RSS"):
+        assert figure in names
+    assert "figure" in report.text_table(smoke_result)
+
+
+@pytest.mark.mesh
+def test_smoke_result_renders_the_docs(smoke_result: dict[str, object], tmp_path: Path) -> None:
+    text = report.markdown(smoke_result, "benchmarks.png")
+    assert text.startswith(report.BEGIN) and text.rstrip().endswith(report.END)
+    assert "| figure |" in text
+    pytest.importorskip("matplotlib")  # the plot needs the bench extra (make bench installs it)
+    md, png = report.write_docs(smoke_result, tmp_path)
+    assert png.stat().st_size > 0
+    assert report.BEGIN in md.read_text()
