@@ -271,13 +271,15 @@ def _met(row: dict[str, Any]) -> str:
 
 
 def _cells(row: dict[str, Any]) -> list[str]:
-    value = f"{_num(row['value'])} {row['unit']}".strip() if row["value"] is not None else "-"
+    value = f"{_num(row['value'])} {row['unit']}".strip() if _finite(row["value"]) else "n/a"
+    if row["value"] is None:
+        value = "-"
     baseline = (
         f"{_num(row['baseline'])} ({row['baseline_name']})"
         if row["baseline"] is not None
         else (row["baseline_name"] or "-")
     )
-    ratio = f"{_num(row['ratio'], 2)}x" if row["ratio"] is not None else "-"
+    ratio = f"{_num(row['ratio'], 2)}x" if _finite(row["ratio"]) else "-"
     return [row["name"], value, baseline, ratio, row["target"] or "-", _met(row)]
 
 

@@ -146,6 +146,12 @@ class Reader:
             if request.rows or self.rows == 0:
                 yield request
 
+    def check_header(self) -> None:
+        """Refuse a file without the header before anything is sent (an error raised while
+        the stream is being sent only cancels the call)."""
+        with self.path.open(encoding="utf-8-sig", newline="") as f:
+            self._header(next(csv.reader(f), None))
+
     def _header(self, header: list[str] | None) -> tuple[int, int, int]:
         if header is None:
             raise CsvError(f"{self.path} is empty: the first line is the header {_HEADER}")
@@ -199,6 +205,7 @@ async def run_import(
         else registry_pb2.IMPORT_MODE_ALL_OR_NOTHING
     )
     reader = Reader(path, batch=batch, mode=mode)
+    await asyncio.to_thread(reader.check_header)
     console = Console(stderr=True, quiet=quiet)
     started = time.monotonic()
     with progress_bar(console) as progress:

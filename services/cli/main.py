@@ -360,6 +360,38 @@ async def cmd_registry_list(args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_registry_audit(args: argparse.Namespace) -> int:
+    """The verification audit trail, newest first, following pages up to --limit records."""
+    request = registry_pb2.ListAuditRecordsRequest(
+        messenger_id=args.messenger_id or "",
+        outcome=(args.outcome or "").upper(),
+        page_size=min(args.limit, 1000),
+    )
+    if args.since:
+        request.since.FromJsonString(args.since)
+    if args.until:
+        request.until.FromJsonString(args.until)
+    records: list[registry_pb2.AuditRecord] = []
+    channel, stub = _registry_admin(args)
+    async with channel:
+        while len(records) < args.limit:
+            page = await stub.ListAuditRecords(request)
+            records.extend(page.records)
+            if not page.next_page_token:
+                break
+            request.page_token = page.next_page_token
+    reply = registry_pb2.ListAuditRecordsResponse(records=records[: args.limit])
+    if args.json:
+        _print(args, reply)
+    else:
+        for r in reply.records:
+            print(
+                f"{r.recorded_at.ToJsonString()}  {r.messenger_id:<12} {r.masked_phone_number:<14}"
+                f" {r.outcome:<18} {r.request_id}"
+            )
+    return 0
+
+
 async def cmd_notifier_status(args: argparse.Namespace) -> int:
     channel, stub = _notifier(args)
     async with channel:
@@ -693,7 +725,8 @@ async def cmd_metrics(args: argparse.Namespace) -> int:
     else:
         for name, labels, value in samples:
             shown = ",".join(f'{k}="{v}"' for k, v in labels.items())
-            print(f"{name}{{{shown}}} {value:g}" if shown else f"{name} {value:g}")
+            number = int(value) if float(value).is_integer() else value
+            print(f"{name}{{{shown}}} {number}" if shown else f"{name} {number}")
     return 0
 
 
@@ -853,6 +886,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = reg.add_parser("messengers", parents=[common], help="list messenger agreements")
     operator(p)
     p.set_defaults(func=cmd_registry_list)
+    p = reg.add_parser("audit", parents=[common], help="the verification audit trail")
+    operator(p)
+    p.add_argument("--messenger-id", help="only this messenger's requests")
+    p.add_argument("--outcome", help="only this outcome, e.g. IDENTIFIED, NO_AGREEMENT")
+    p.add_argument("--since", help="RFC 3339 time: records at or after it")
+    p.add_argument("--until", help="RFC 3339 time: records before it")
+    p.add_argument("--limit", type=int, default=50, help="at most this many records")
+    p.set_defaults(func=cmd_registry_audit)
 
     notif = sub.add_parser("notifier", help="a messenger's notices").add_subparsers(
         dest="action", required=True

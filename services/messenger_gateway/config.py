@@ -12,6 +12,8 @@ IDMESH_SMS_OUTBOX                    dev SMS channel file (default <DB dir>/sms-
 IDMESH_VERIFICATION_WINDOW_SECONDS   the operator's answer is due within (default 1200)
 IDMESH_OTP_TTL_SECONDS               one-time code lifetime (default 300)
 IDMESH_OTP_MAX_ATTEMPTS              wrong codes allowed (default 5)
+IDMESH_OTP_PHONE_PER_HOUR, _BURST    one-time codes per phone number (default 10 per hour, burst 5)
+IDMESH_OTP_USER_PER_HOUR, _BURST     one-time codes per user (default 20 per hour, burst 10)
 IDMESH_VERIFY_RETRY_INITIAL_SECONDS  retry of an unavailable operator (default 0.2)
 IDMESH_VERIFY_RETRY_MAX_SECONDS      ... capped at (default 10)
 IDMESH_NOTIFIER_RETRY_INITIAL_SECONDS  reconnect to the notifier (default 0.5)
@@ -29,6 +31,7 @@ from pathlib import Path
 from services.common.config import ConfigError, Env, ServerSettings
 from services.common.errors import InvalidInput
 from services.common.identity import validate_id
+from services.common.ratelimit import RateLimit
 from services.messenger_gateway.routing import NumberingPlan, NumberingPlanError
 
 DEFAULT_BIND = "127.0.0.1:50070"
@@ -54,6 +57,8 @@ class GatewayConfig:
     notifier_retry_initial_seconds: float = 0.5
     notifier_retry_max_seconds: float = 30.0
     db_synchronous: str = "NORMAL"
+    otp_phone_limit: RateLimit | None = None
+    otp_user_limit: RateLimit | None = None
 
     @classmethod
     def from_env(cls, env: Env) -> GatewayConfig:
@@ -128,6 +133,8 @@ class GatewayConfig:
             notifier_retry_initial_seconds=notifier_initial,
             notifier_retry_max_seconds=notifier_max,
             db_synchronous=synchronous,
+            otp_phone_limit=RateLimit.from_env(env, "OTP_PHONE", per_hour=10, burst=5),
+            otp_user_limit=RateLimit.from_env(env, "OTP_USER", per_hour=20, burst=10),
         )
 
 

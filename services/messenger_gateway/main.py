@@ -75,6 +75,8 @@ async def open_gateway(
                     initial=config.verify_retry_initial_seconds,
                     maximum=config.verify_retry_max_seconds,
                 ),
+                otp_phone_limit=config.otp_phone_limit,
+                otp_user_limit=config.otp_user_limit,
             ),
             store=store,
             router=router,

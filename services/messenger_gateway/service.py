@@ -24,6 +24,7 @@ from services.common.errors import InvalidInput
 from services.common.logging import get_logger
 from services.common.metrics import ScrapeCollector, registered
 from services.common.phone import mask, parse_mobile
+from services.common.ratelimit import KeyedTokenBucket, RateLimit
 from services.common.timeutil import Clock, SystemClock
 from services.messenger_gateway.domain import (
     Access,
@@ -165,6 +166,9 @@ class GatewaySettings:
     otp_ttl: timedelta = timedelta(minutes=5)
     otp_max_attempts: int = 5
     verify_retry: Backoff = field(default_factory=lambda: Backoff(initial=0.2, maximum=10.0))
+    # One-time codes per phone number and per user (code flooding, SMS pumping); None: no limit.
+    otp_phone_limit: RateLimit | None = None
+    otp_user_limit: RateLimit | None = None
 
 
 # --- the service -----------------------------------------------------------------------------
@@ -189,6 +193,14 @@ class GatewayService:
         self._operators = operators
         self._clock = clock or SystemClock()
         self._hasher = code_hasher or CodeHasher()
+        self._limits = [
+            (KeyedTokenBucket(limit), key, what)
+            for limit, key, what in (
+                (settings.otp_phone_limit, "phone", "one-time codes for this number"),
+                (settings.otp_user_limit, "user", "one-time codes for this user"),
+            )
+            if limit is not None
+        ]
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._closed = False
 
@@ -229,6 +241,8 @@ class GatewayService:
                     "phone_number is the user's current number: give the new number, or use "
                     "StartIdentification to identify the same number again"
                 )
+        for bucket, key, what in self._limits:
+            bucket.acquire(phone if key == "phone" else user_id, what)
         route = await self._router.resolve(phone)
         code = new_code()
         code_hash = await asyncio.to_thread(self._hasher.hash, code)

@@ -9,13 +9,14 @@ from contextlib import asynccontextmanager
 from idmesh.notifier.v1 import notifier_pb2, notifier_pb2_grpc
 
 from services.common.db import Database
+from services.common.jobs import run_every
 from services.common.metrics import registered
 from services.common.runner import run_main, serve
 from services.common.server import GrpcServer, service_name
 from services.common.timeutil import Clock, SystemClock
 from services.notifier.config import NotifierConfig
 from services.notifier.grpc_api import ERRORS, NotifierServicer
-from services.notifier.service import NotifierService, delivery_metrics, run_every
+from services.notifier.service import NotifierService, delivery_metrics
 from services.notifier.store import MIGRATIONS, NotifierStore
 
 NAME = "notifier"

@@ -11,7 +11,7 @@ its cursor. Nothing here polls: the only timers are the progress interval and th
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -454,13 +454,3 @@ def delivery_metrics(service: NotifierService) -> ScrapeCollector:
     """Per messenger, the delivery position against the 24-hour limit, read from the store at
     scrape time (so right after a restart too); and the streams of this process."""
     return ScrapeCollector("notifier_delivery", service.delivery_metric_families)
-
-
-async def run_every(seconds: float, job: Callable[[], Awaitable[object]], name: str) -> None:
-    """Run job now and then every `seconds`, until cancelled; a failed run is logged."""
-    while True:
-        try:
-            await job()
-        except Exception:
-            log.exception("background.job_failed", job=name)
-        await asyncio.sleep(seconds)

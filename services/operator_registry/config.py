@@ -7,6 +7,9 @@ IDMESH_SEED_FILE            optional: JSON seed applied at start (see seed.py)
 IDMESH_RELAY_BATCH_SIZE     notices per Publish call, 1..1000 (default 100)
 IDMESH_RELAY_POLL_SECONDS   outbox poll interval when idle (default 1.0)
 IDMESH_DB_SYNCHRONOUS       SQLite synchronous: OFF, NORMAL, FULL or EXTRA (default NORMAL)
+IDMESH_VERIFY_PER_HOUR      VerifySubscriber requests per messenger per hour (default 360000)
+IDMESH_VERIFY_BURST         ... and the burst above that rate (default 200)
+IDMESH_AUDIT_RETENTION_DAYS how long verification audit records are kept (default 365)
 IDMESH_RECORDS_BEGIN_AT     optional, RFC 3339: when this registry's record keeping began, for
                             CheckNumberReassigned's NO_DATA (default: the earlier of the
                             database's creation time and the earliest contract activation)
@@ -17,12 +20,13 @@ IDMESH_SHUTDOWN_GRACE_SECONDS (services.common.config.ServerSettings).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from services.common.config import ConfigError, Env, ServerSettings
 from services.common.errors import InvalidInput
 from services.common.identity import validate_id
+from services.common.ratelimit import RateLimit
 
 DEFAULT_BIND = "127.0.0.1:50051"
 _SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
@@ -39,6 +43,8 @@ class RegistryConfig:
     relay_poll_seconds: float
     db_synchronous: str
     records_begin_at: datetime | None = None
+    verify_limit: RateLimit | None = None
+    audit_retention: timedelta = timedelta(days=365)
 
     @classmethod
     def from_env(cls, env: Env) -> RegistryConfig:
@@ -74,6 +80,8 @@ class RegistryConfig:
             relay_poll_seconds=env.float("RELAY_POLL_SECONDS", 1.0, minimum=0.01, maximum=3600),
             db_synchronous=synchronous,
             records_begin_at=_records_begin_at(env),
+            verify_limit=RateLimit.from_env(env, "VERIFY", per_hour=360_000, burst=200),
+            audit_retention=timedelta(days=env.int("AUDIT_RETENTION_DAYS", 365, minimum=1)),
         )
 
 

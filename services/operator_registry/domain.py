@@ -14,6 +14,7 @@ from enum import StrEnum
 
 from services.common.errors import DomainError, InvalidInput
 from services.common.identity import validate_id
+from services.common.ratelimit import RateLimited
 
 REQUEST_ID_MAX = 64
 CONTRACT_ID_MAX = 64
@@ -244,3 +245,43 @@ def normalise_display_name(value: str) -> str | None:
 def new_identification_code() -> str:
     """128 random bits, hex: unguessable, and independent between messengers by construction."""
     return secrets.token_hex(16)
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    """One verification request as the registry saw it: never the full number."""
+
+    recorded_at: datetime
+    messenger_id: str
+    masked_phone_number: str
+    request_id: str
+    outcome: str  # IDENTIFIED, NO_SUBSCRIBER, or the refusal (see refusal_outcome)
+
+
+@dataclass(frozen=True, slots=True)
+class AuditQuery:
+    messenger_id: str = ""
+    outcome: str = ""
+    since: datetime | None = None
+    until: datetime | None = None
+    page_size: int = 100
+    before_id: int | None = None  # the page token: records older than this one
+
+
+AUDIT_PAGE_MAX = 1000
+
+
+def refusal_outcome(exc: BaseException) -> str:
+    """The audit outcome of a refused verification request: the refusal's kind, in words an
+    auditor reads (NO_AGREEMENT, INVALID_REQUEST, ...)."""
+    if isinstance(exc, AgreementRequired):
+        return "NO_AGREEMENT"
+    if isinstance(exc, RateLimited):
+        return "RATE_LIMITED"
+    if isinstance(exc, DeadlinePassed):
+        return "DEADLINE_PASSED"
+    if isinstance(exc, RequestIdReused):
+        return "REQUEST_ID_REUSED"
+    if isinstance(exc, InvalidInput):
+        return "INVALID_REQUEST"
+    return "REFUSED"

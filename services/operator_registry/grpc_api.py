@@ -22,6 +22,7 @@ from services.operator_registry.domain import (
     Agreement,
     AgreementRequired,
     AgreementState,
+    AuditQuery,
     ContractNotActive,
     ContractState,
     DeadlinePassed,
@@ -191,6 +192,41 @@ class RegistryAdminServicer(registry_pb2_grpc.RegistryAdminServiceServicer):
         agreements = await self._service.list_messengers()
         return registry_pb2.ListMessengersResponse(
             agreements=[agreement_to_pb(a) for a in agreements]
+        )
+
+    async def ListAuditRecords(
+        self, request: registry_pb2.ListAuditRecordsRequest, context: Context
+    ) -> registry_pb2.ListAuditRecordsResponse:
+        self._require_admin()
+        try:
+            before_id = int(request.page_token) if request.page_token else None
+        except ValueError:
+            raise InvalidInput(
+                f"page_token {request.page_token[:40]!r} is not one this registry gave: "
+                "pass next_page_token from the previous page"
+            ) from None
+        records, next_id = await self._service.list_audit(
+            AuditQuery(
+                messenger_id=request.messenger_id,
+                outcome=request.outcome,
+                since=from_timestamp(request.since) if request.HasField("since") else None,
+                until=from_timestamp(request.until) if request.HasField("until") else None,
+                page_size=request.page_size or 100,
+                before_id=before_id,
+            )
+        )
+        return registry_pb2.ListAuditRecordsResponse(
+            records=[
+                registry_pb2.AuditRecord(
+                    recorded_at=to_timestamp(r.recorded_at),
+                    messenger_id=r.messenger_id,
+                    masked_phone_number=r.masked_phone_number,
+                    request_id=r.request_id,
+                    outcome=r.outcome,
+                )
+                for r in records
+            ],
+            next_page_token="" if next_id is None else str(next_id),
         )
 
     async def ImportSubscribers(

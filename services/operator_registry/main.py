@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from idmesh.registry.v1 import registry_pb2, registry_pb2_grpc
 
 from services.common.db import Database
+from services.common.jobs import run_every
 from services.common.logging import get_logger
 from services.common.runner import run_main, serve
 from services.common.server import GrpcServer, service_name
@@ -23,6 +24,7 @@ from services.operator_registry.store import MIGRATIONS, RegistryStore
 
 NAME = "operator_registry"
 log = get_logger("idmesh.operator_registry.main")
+AUDIT_PRUNE_SECONDS = 3600.0
 
 
 @asynccontextmanager
@@ -41,6 +43,7 @@ async def wiring(config: RegistryConfig, server: GrpcServer) -> AsyncIterator[No
             operator_id=config.operator_id,
             clock=clock,
             records_begin_at=config.records_begin_at,
+            verify_limit=config.verify_limit,
         )
         if seed is not None:
             try:
@@ -72,13 +75,25 @@ async def wiring(config: RegistryConfig, server: GrpcServer) -> AsyncIterator[No
             batch_size=config.relay_batch_size,
             poll_seconds=config.relay_poll_seconds,
         )
-        relay_task = asyncio.create_task(relay.run(), name="outbox-relay")
+        tasks = [
+            asyncio.create_task(relay.run(), name="outbox-relay"),
+            asyncio.create_task(
+                run_every(
+                    AUDIT_PRUNE_SECONDS,
+                    lambda: service.prune_audit(config.audit_retention),
+                    "audit_retention",
+                ),
+                name="audit-retention",
+            ),
+        ]
         try:
             yield
         finally:
-            relay_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await relay_task
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
     finally:
         await db.close()
 

@@ -10,20 +10,24 @@ import time
 import uuid
 from collections.abc import AsyncIterable, Callable, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from prometheus_client import Counter
 
-from services.common.errors import InvalidInput
+from services.common.errors import DomainError, InvalidInput
 from services.common.identity import validate_id
 from services.common.logging import get_logger
 from services.common.phone import mask, parse_e164, parse_mobile, require_e164
+from services.common.ratelimit import KeyedTokenBucket, RateLimit
 from services.common.timeutil import Clock, SystemClock
 from services.operator_registry.bulk import ImportBatch, ImportOutcome, SubscriberImport
 from services.operator_registry.domain import (
+    AUDIT_PAGE_MAX,
     Agreement,
     AgreementRequired,
     AgreementState,
+    AuditQuery,
+    AuditRecord,
     Binding,
     Contract,
     ContractNotActive,
@@ -44,6 +48,7 @@ from services.operator_registry.domain import (
     decide_reassignment,
     new_identification_code,
     normalise_display_name,
+    refusal_outcome,
     validate_contract_id,
     validate_recipient,
     validate_request_id,
@@ -85,8 +90,10 @@ class RegistryService:
         monotonic: Callable[[], float] = time.monotonic,
         new_code: Callable[[], str] = new_identification_code,
         records_begin_at: datetime | None = None,
+        verify_limit: RateLimit | None = None,
     ) -> None:
         self._store = store
+        self._verify_limiter = KeyedTokenBucket(verify_limit) if verify_limit else None
         self.operator_id = operator_id
         self._records_begin_at = records_begin_at
         self._clock = clock or SystemClock()
@@ -104,11 +111,42 @@ class RegistryService:
         *,
         time_remaining: float | None,
     ) -> Verification:
-        """Answer one verification request of messenger_id.
+        """Answer one verification request of messenger_id, and audit it whatever the outcome:
+        an answer in its own transaction, a refusal in one of its own.
 
         time_remaining is the caller's remaining deadline in seconds (None: no deadline); the
         answer is committed only if the deadline has not passed right before the commit.
         """
+        try:
+            if self._verify_limiter is not None:
+                self._verify_limiter.acquire(
+                    messenger_id, f"verification requests from messenger {messenger_id}"
+                )
+            return await self._verify(messenger_id, request_id, phone_number, time_remaining)
+        except DomainError as exc:
+            await self._store.add_audit(
+                self._audit(messenger_id, request_id, phone_number, refusal_outcome(exc))
+            )
+            raise
+
+    def _audit(
+        self, messenger_id: str, request_id: str, phone_number: str, outcome: str
+    ) -> AuditRecord:
+        return AuditRecord(
+            recorded_at=self._clock.now(),
+            messenger_id=messenger_id,
+            masked_phone_number=mask((phone_number or "")[:20]),
+            request_id=(request_id or "")[:64],
+            outcome=outcome,
+        )
+
+    async def _verify(
+        self,
+        messenger_id: str,
+        request_id: str,
+        phone_number: str,
+        time_remaining: float | None,
+    ) -> Verification:
         deadline = None if time_remaining is None else self._monotonic() + time_remaining
         try:
             request_id = validate_request_id(request_id)
@@ -135,6 +173,9 @@ class RegistryService:
                     messenger_id=messenger_id,
                     phone=mask(phone),
                     result=snap.previous.result.value,
+                )
+                await tx.add_audit(
+                    self._audit(messenger_id, request_id, phone, snap.previous.result.value.upper())
                 )
                 return snap.previous
             if snap.active_contract_id is None:
@@ -168,6 +209,9 @@ class RegistryService:
                     identified_at=binding.bound_at,
                 )
             await tx.add_verification(answer)
+            await tx.add_audit(
+                self._audit(messenger_id, request_id, phone, answer.result.value.upper())
+            )
             self._check_deadline(deadline)
         log.info(
             "verification.answered",
@@ -179,6 +223,20 @@ class RegistryService:
         )
         VERIFICATIONS.labels(messenger_id=messenger_id, result=answer.result.value).inc()
         return answer
+
+    async def list_audit(self, query: AuditQuery) -> tuple[list[AuditRecord], int | None]:
+        """A page of the audit trail, newest first, and the next page's token (None: last)."""
+        if not 0 < query.page_size <= AUDIT_PAGE_MAX:
+            raise InvalidInput(f"page_size must be 1 to {AUDIT_PAGE_MAX}, got {query.page_size}")
+        rows = await self._store.list_audit(query)
+        next_token = rows[-1][0] if len(rows) == query.page_size else None
+        return [record for _, record in rows], next_token
+
+    async def prune_audit(self, retention: timedelta) -> int:
+        removed = await self._store.prune_audit(self._clock.now() - retention)
+        if removed:
+            log.info("audit.pruned", records=removed)
+        return removed
 
     async def check_number_reassigned(
         self, messenger_id: str, phone_number: str, since: datetime | None

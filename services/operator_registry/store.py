@@ -22,6 +22,8 @@ from services.common.timeutil import from_iso, to_iso
 from services.operator_registry.domain import (
     Agreement,
     AgreementState,
+    AuditQuery,
+    AuditRecord,
     Binding,
     Contract,
     ContractState,
@@ -109,7 +111,39 @@ MIGRATIONS: list[str] = [
     INSERT INTO registry_meta (key, value)
         VALUES ('created_at', strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now'));
     """,
+    # 3 (audit): every verification request, append-only (rows leave only by retention).
+    """
+    CREATE TABLE audit_log (
+        id                  INTEGER PRIMARY KEY AUTOINCREMENT,
+        recorded_at         TEXT NOT NULL,
+        messenger_id        TEXT NOT NULL,
+        masked_phone_number TEXT NOT NULL,
+        request_id          TEXT NOT NULL,
+        outcome             TEXT NOT NULL
+    );
+    CREATE INDEX audit_log_time ON audit_log (recorded_at);
+    CREATE TRIGGER audit_log_append_only BEFORE UPDATE ON audit_log
+    BEGIN
+        SELECT RAISE(ABORT, 'audit records are append-only');
+    END;
+    """,
 ]
+
+_AUDIT_INSERT = (
+    "INSERT INTO audit_log (recorded_at, messenger_id, masked_phone_number, request_id, outcome) "
+    "VALUES (?, ?, ?, ?, ?)"
+)
+
+
+def _audit_params(record: AuditRecord) -> tuple[str, str, str, str, str]:
+    return (
+        to_iso(record.recorded_at),
+        record.messenger_id,
+        record.masked_phone_number,
+        record.request_id,
+        record.outcome,
+    )
+
 
 _CONTRACT_COLUMNS = (
     "c.contract_id, c.phone_number, c.state, c.activated_at, c.terminated_at, "
@@ -147,6 +181,57 @@ class VerificationSnapshot:
 class RegistryStore:
     def __init__(self, db: Database) -> None:
         self._db = db
+
+    async def add_audit(self, record: AuditRecord) -> None:
+        async with self.transaction() as tx:
+            await tx.add_audit(record)
+
+    async def list_audit(self, query: AuditQuery) -> list[tuple[int, AuditRecord]]:
+        """Newest first, with each record's id (the next page's token)."""
+        where, params = [], []
+        if query.messenger_id:
+            where.append("messenger_id = ?")
+            params.append(query.messenger_id)
+        if query.outcome:
+            where.append("outcome = ?")
+            params.append(query.outcome)
+        if query.since is not None:
+            where.append("recorded_at >= ?")
+            params.append(to_iso(query.since))
+        if query.until is not None:
+            where.append("recorded_at < ?")
+            params.append(to_iso(query.until))
+        if query.before_id is not None:
+            where.append("id < ?")
+            params.append(str(query.before_id))
+        sql = (
+            "SELECT id, recorded_at, messenger_id, masked_phone_number, request_id, outcome "
+            "FROM audit_log"
+            + (" WHERE " + " AND ".join(where) if where else "")
+            + " ORDER BY id DESC LIMIT ?"
+        )
+        rows = await self._db.fetchall(sql, [*params, query.page_size])
+        return [
+            (
+                int(r["id"]),
+                AuditRecord(
+                    recorded_at=from_iso(r["recorded_at"]),
+                    messenger_id=r["messenger_id"],
+                    masked_phone_number=r["masked_phone_number"],
+                    request_id=r["request_id"],
+                    outcome=r["outcome"],
+                ),
+            )
+            for r in rows
+        ]
+
+    async def prune_audit(self, before: datetime) -> int:
+        """Retention: delete audit records older than `before`."""
+        async with self._db.transaction() as conn:
+            cursor = await conn.execute(
+                "DELETE FROM audit_log WHERE recorded_at < ?", (to_iso(before),)
+            )
+            return cursor.rowcount
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[RegistryTx]:
@@ -245,6 +330,9 @@ class RegistryTx:
 
     def __init__(self, conn: aiosqlite.Connection) -> None:
         self._conn = conn
+
+    async def add_audit(self, record: AuditRecord) -> None:
+        await self._conn.execute(_AUDIT_INSERT, _audit_params(record))
 
     async def _rows(self, sql: str, params: Any = ()) -> list[sqlite3.Row]:
         return list(await self._conn.execute_fetchall(sql, params))

@@ -14,7 +14,7 @@ from google.protobuf.descriptor import MethodDescriptor
 from idmesh.events.v1 import events_pb2
 from idmesh.gateway.v1 import gateway_pb2
 from idmesh.notifier.v1 import notifier_pb2
-from idmesh.registry.v1 import registry_pb2
+from idmesh.registry.v1 import registry_pb2, registry_pb2_grpc
 
 from services.cli.mesh import Mesh
 from services.common.channels import open_channel
@@ -141,3 +141,28 @@ async def test_authorization_cell(mesh: Mesh, process: str, service: Any, method
                     expected = "allowed" if identity in allowed else "refused"
                     outcomes[identity.uri] = f"{code.name} (expected {expected})"
     assert not outcomes, outcomes
+
+
+async def test_verification_requests_are_in_the_operators_audit_trail(mesh: Mesh) -> None:
+    """Refused and answered requests alike, masked, readable by the operator's admin only."""
+    registry = registry_pb2_grpc.RegistryServiceStub(
+        open_channel(mesh.address("registry-megafon"), identity=BETA, tls=mesh.credentials(BETA))
+    )
+    with pytest.raises(grpc.aio.AioRpcError):
+        await registry.VerifySubscriber(
+            registry_pb2.VerifySubscriberRequest(request_id="audit-1", phone_number="+79261112233"),
+            timeout=5,
+        )
+    admin = registry_pb2_grpc.RegistryAdminServiceStub(
+        open_channel(
+            mesh.address("registry-megafon"),
+            identity=MEGAFON_ADMIN,
+            tls=mesh.credentials(MEGAFON_ADMIN),
+        )
+    )
+    page = await admin.ListAuditRecords(
+        registry_pb2.ListAuditRecordsRequest(messenger_id="beta"), timeout=5
+    )
+    record = next(r for r in page.records if r.request_id == "audit-1")
+    assert record.outcome == "NO_AGREEMENT"
+    assert record.masked_phone_number == "+7926*****33"

@@ -243,3 +243,26 @@ async def test_gateway_restarted_after_the_window_fails_the_verification(
         "gamma", u, {State.IDENTIFICATION_STATE_NOT_COMPLETED}, timeout=5
     )
     assert done.reason == Reason.REASON_OPERATOR_TIMEOUT
+
+
+async def test_one_time_codes_are_rate_limited_per_number_and_per_user(
+    client: MeshClient,
+) -> None:
+    """Against code flooding and SMS pumping: the gateway's defaults are a burst of 5 codes
+    per number and 10 per user."""
+    phone = f"+7903{next(_serial):07d}"
+    for _ in range(5):
+        await client.start("alpha", user(), phone)
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await client.start("alpha", user(), phone)
+    assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "this number" in (e.value.details() or "")
+    assert int(dict(e.value.trailing_metadata() or ())["idmesh-retry-after-ms"]) > 0
+
+    u = user()
+    for _ in range(10):
+        await client.start("alpha", u, f"+7903{next(_serial):07d}")
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await client.start("alpha", u, f"+7903{next(_serial):07d}")
+    assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "this user" in (e.value.details() or "")

@@ -1,0 +1,112 @@
+"""The audit trail of verification requests (append-only, masked, every outcome) and the
+per-messenger rate limit on VerifySubscriber."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import timedelta
+
+import pytest
+
+from services.common.db import Database
+from services.common.ratelimit import RETRY_AFTER_KEY, RateLimit, RateLimited
+from services.operator_registry.domain import AgreementRequired, AuditQuery
+from services.operator_registry.service import RegistryService
+from services.operator_registry.store import RegistryStore
+from tests.operator_registry.conftest import NUMBER, OPERATOR, FakeClock
+
+
+@pytest.fixture
+async def ready(service: RegistryService) -> RegistryService:
+    await service.register_messenger("alpha", "Alpha")
+    await service.create_subscriber(NUMBER, "BEE-1")
+    return service
+
+
+async def outcomes(service: RegistryService, **filters: object) -> list[str]:
+    records, _ = await service.list_audit(AuditQuery(**filters))  # type: ignore[arg-type]
+    return [r.outcome for r in records]
+
+
+async def test_every_verification_request_is_audited_with_its_outcome(
+    ready: RegistryService,
+) -> None:
+    await ready.verify_subscriber("alpha", "r1", NUMBER, time_remaining=None)
+    await ready.verify_subscriber("alpha", "r1", NUMBER, time_remaining=None)  # a replay
+    await ready.verify_subscriber("alpha", "r2", "+79051112233", time_remaining=None)
+    with pytest.raises(AgreementRequired):
+        await ready.verify_subscriber("beta", "r3", NUMBER, time_remaining=None)
+    with pytest.raises(Exception, match="request_id"):
+        await ready.verify_subscriber("alpha", "bad id!", NUMBER, time_remaining=None)
+    assert await outcomes(ready) == [
+        "INVALID_REQUEST",
+        "NO_AGREEMENT",
+        "NO_SUBSCRIBER",
+        "IDENTIFIED",
+        "IDENTIFIED",
+    ]
+    records, _ = await ready.list_audit(AuditQuery())
+    assert {r.masked_phone_number for r in records} == {"+7903*****67", "+7905*****33"}
+    assert all(NUMBER not in str(r) for r in records)
+    assert [r.request_id for r in records][-2:] == ["r1", "r1"]
+
+
+async def test_audit_records_cannot_be_changed(ready: RegistryService, db: Database) -> None:
+    await ready.verify_subscriber("alpha", "r1", NUMBER, time_remaining=None)
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        async with db.transaction() as conn:
+            await conn.execute("UPDATE audit_log SET outcome = 'NO_SUBSCRIBER'")
+    assert await outcomes(ready) == ["IDENTIFIED"]
+
+
+async def test_audit_filters_and_pages(ready: RegistryService, clock: FakeClock) -> None:
+    for i in range(5):
+        await ready.verify_subscriber("alpha", f"r{i}", NUMBER, time_remaining=None)
+        clock.advance(60)
+    with pytest.raises(AgreementRequired):
+        await ready.verify_subscriber("beta", "x", NUMBER, time_remaining=None)
+    assert await outcomes(ready, messenger_id="beta") == ["NO_AGREEMENT"]
+    assert len(await outcomes(ready, outcome="IDENTIFIED")) == 5
+    start = clock.now() - timedelta(minutes=5)
+    assert len(await outcomes(ready, since=start + timedelta(seconds=1))) == 5
+    page, token = await ready.list_audit(AuditQuery(page_size=4))
+    assert token is not None and len(page) == 4
+    rest, last = await ready.list_audit(AuditQuery(page_size=4, before_id=token))
+    assert last is None and len(rest) == 2
+    assert [r.request_id for r in page + rest] == ["x", "r4", "r3", "r2", "r1", "r0"]
+
+
+async def test_retention_prunes_only_records_older_than_the_retention(
+    ready: RegistryService, clock: FakeClock
+) -> None:
+    await ready.verify_subscriber("alpha", "old", NUMBER, time_remaining=None)
+    clock.advance(86400 * 10)
+    await ready.verify_subscriber("alpha", "new", NUMBER, time_remaining=None)
+    assert await ready.prune_audit(timedelta(days=7)) == 1
+    records, _ = await ready.list_audit(AuditQuery())
+    assert [r.request_id for r in records] == ["new"]
+
+
+async def test_a_messenger_over_its_rate_is_refused_with_the_retry_delay_and_audited(
+    store: RegistryStore, clock: FakeClock
+) -> None:
+    service = RegistryService(
+        store,
+        operator_id=OPERATOR,
+        clock=clock,
+        verify_limit=RateLimit(per_second=1.0, burst=2),
+    )
+    await service.register_messenger("alpha", "Alpha")
+    await service.register_messenger("beta", "Beta")
+    await service.create_subscriber(NUMBER, "BEE-1")
+    for i in range(2):
+        await service.verify_subscriber("alpha", f"r{i}", NUMBER, time_remaining=None)
+    with pytest.raises(RateLimited) as e:
+        await service.verify_subscriber("alpha", "r9", NUMBER, time_remaining=None)
+    assert int(e.value.trailers[RETRY_AFTER_KEY]) > 0
+    await service.verify_subscriber("beta", "b1", NUMBER, time_remaining=None)  # its own bucket
+    assert await outcomes(service, messenger_id="alpha") == [
+        "RATE_LIMITED",
+        "IDENTIFIED",
+        "IDENTIFIED",
+    ]
