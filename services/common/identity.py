@@ -99,8 +99,9 @@ def current_caller() -> Caller | None:
     return _current_caller.get()
 
 
-def require_caller(kind: Kind, role: Role = Role.SERVICE) -> Caller:
-    """The caller of the current RPC, which must be of this kind and role."""
+def require_caller(kind: Kind, role: Role = Role.SERVICE, *, id: str | None = None) -> Caller:
+    """The caller of the current RPC, which must be of this kind and role (and, given `id`,
+    that very messenger or operator: a service answers only its own)."""
     caller = _current_caller.get()
     if caller is None:
         raise Unauthenticated(
@@ -109,4 +110,8 @@ def require_caller(kind: Kind, role: Role = Role.SERVICE) -> Caller:
         )
     if caller.kind is not kind or caller.role is not role:
         raise Forbidden(f"{caller.uri} may not call this: it is for a {kind} ({role} role)")
+    if id is not None and caller.id != id:
+        raise Forbidden(
+            f"{caller.uri} may not call this: it serves {kind} {id!r} ({role} role) only"
+        )
     return caller

@@ -13,7 +13,6 @@ from typing import Any
 import grpc
 from idmesh.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 
-from services.common.errors import Forbidden
 from services.common.identity import Kind, Role, require_caller
 from services.common.interceptors import ErrorTable
 from services.common.timeutil import from_timestamp, to_timestamp
@@ -117,12 +116,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         self._service = service
 
     def _authorize(self) -> None:
-        caller = require_caller(Kind.MESSENGER, Role.FRONTEND)
-        if caller.id != self._service.messenger_id:
-            raise Forbidden(
-                f"{caller.uri} is a front end of messenger {caller.id!r}; this gateway serves "
-                f"messenger {self._service.messenger_id!r} only: call your own gateway"
-            )
+        require_caller(Kind.MESSENGER, Role.FRONTEND, id=self._service.messenger_id)
 
     async def StartIdentification(
         self, request: gateway_pb2.StartIdentificationRequest, context: Any
@@ -198,12 +192,7 @@ class GatewayAdminServicer(gateway_pb2_grpc.GatewayAdminServiceServicer):
         self._service = service
 
     def _authorize(self) -> None:
-        caller = require_caller(Kind.MESSENGER, Role.ADMIN)
-        if caller.id != self._service.messenger_id:
-            raise Forbidden(
-                f"{caller.uri} administers messenger {caller.id!r}; this gateway serves "
-                f"messenger {self._service.messenger_id!r} only"
-            )
+        require_caller(Kind.MESSENGER, Role.ADMIN, id=self._service.messenger_id)
 
     async def ImportPortedNumbers(
         self, request_iterator: AsyncIterator[gateway_pb2.ImportPortedNumbersRequest], context: Any

@@ -13,7 +13,7 @@ import grpc
 from idmesh.events.v1 import events_pb2
 from idmesh.registry.v1 import registry_pb2, registry_pb2_grpc
 
-from services.common.errors import Forbidden, InvalidInput
+from services.common.errors import InvalidInput
 from services.common.identity import Caller, Kind, Role, require_caller
 from services.common.interceptors import ErrorTable
 from services.common.timeutil import from_timestamp, to_timestamp
@@ -111,13 +111,7 @@ class RegistryAdminServicer(registry_pb2_grpc.RegistryAdminServiceServicer):
         self._service = service
 
     def _require_admin(self) -> Caller:
-        caller = require_caller(Kind.OPERATOR, Role.ADMIN)
-        if caller.id != self._service.operator_id:
-            raise Forbidden(
-                f"{caller.uri} may not administer the registry of operator "
-                f"{self._service.operator_id}"
-            )
-        return caller
+        return require_caller(Kind.OPERATOR, Role.ADMIN, id=self._service.operator_id)
 
     async def CreateSubscriber(
         self, request: registry_pb2.CreateSubscriberRequest, context: Context
