@@ -52,13 +52,13 @@ $(BUF):
 
 lint: $(STAMP) $(BUF)
 	$(BUF) lint
-	$(VENV)/bin/ruff check services tests tools
-	$(VENV)/bin/ruff format --check services tests tools
+	$(VENV)/bin/ruff check services tests tools bench
+	$(VENV)/bin/ruff format --check services tests tools bench
 	$(VENV)/bin/mypy
 
 fmt: $(STAMP)
-	$(VENV)/bin/ruff format services tests tools
-	$(VENV)/bin/ruff check --fix services tests tools
+	$(VENV)/bin/ruff format services tests tools bench
+	$(VENV)/bin/ruff check --fix services tests tools bench
 
 clean:
 	rm -rf $(VENV) $(DATA) node_modules .pytest_cache .mypy_cache .ruff_cache

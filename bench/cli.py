@@ -4,6 +4,7 @@
     python -m bench --full          100,000 terminations and 10,000,000 imported rows
     python -m bench --smoke         tiny counts, seconds (what tests/test_bench_smoke.py runs)
     python -m bench --only verify,import --profile
+    python -m bench --docs-from bench/results/latest.json   (rewrite the docs only)
 
 Writes bench/results/latest.json (--out), prints the table of targets, and with --docs rewrites
 the generated part of docs/benchmarks.md and docs/benchmarks.png.
@@ -44,6 +45,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--docs", action="store_true", help="rewrite docs/benchmarks.md and docs/benchmarks.png"
     )
     parser.add_argument("--docs-dir", type=Path, default=DOCS)
+    parser.add_argument(
+        "--docs-from",
+        type=Path,
+        metavar="JSON",
+        help="only rewrite the docs from a stored result (no run)",
+    )
     parser.add_argument("--profile", action="store_true", help="py-spy the services")
     parser.add_argument("--subscribers", type=int)
     parser.add_argument("--terminations", type=int)
@@ -162,6 +169,12 @@ async def run(config: BenchConfig, work_dir: Path) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.docs_from is not None:
+        result = report.read_json(args.docs_from)
+        print(report.text_table(result))
+        md, png = report.write_docs(result, args.docs_dir)
+        print(f"docs: {md} {png}")
+        return 0
     config = build_config(args)
     result = asyncio.run(run(config, args.work_dir.resolve()))
     args.out.parent.mkdir(parents=True, exist_ok=True)

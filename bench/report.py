@@ -238,6 +238,11 @@ def _missing(name: str, scenario: dict[str, Any]) -> dict[str, Any]:
 # --- output --------------------------------------------------------------------------------
 
 
+def read_json(path: Path) -> dict[str, Any]:
+    result: dict[str, Any] = json.loads(path.read_text())
+    return result
+
+
 def write_json(result: dict[str, Any], path: Path) -> None:
     def default(obj: Any) -> Any:
         if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
@@ -483,15 +488,19 @@ def plot(result: dict[str, Any], path: Path) -> None:
                     "-" if kind == "mesh" else "--",
                 )
             )
+    ticks: set[int] = set()
     for label, xs, throughput, p99, style in series:
         left.plot(xs, throughput, style, marker="o", label=label)
         right.plot(xs, p99, style, marker="o", label=label)
+        ticks.update(xs)
     for ax, title, unit in (
         (left, "throughput", "operations/s"),
         (right, "p99 latency", "ms"),
     ):
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
+        if ticks:
+            ax.set_xticks(sorted(ticks), [str(x) for x in sorted(ticks)])
         ax.set_xlabel("concurrency (closed-loop clients)")
         ax.set_ylabel(unit)
         ax.set_title(title)

@@ -806,6 +806,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     up = sub.add_parser("up", help="run the local mesh until Ctrl-C")
     up.add_argument("--data-dir", default=None)
+    up.add_argument("--json", action="store_true", help="print the layout as JSON once serving")
 
     sub.add_parser(
         "status", parents=[common], help="health of every service of the mesh"
@@ -916,7 +917,10 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     if args.command == "up":
         raise SystemExit(
-            meshlib.run_up(Path(args.data_dir or os.environ.get("IDMESH_DATA_DIR") or "data"))
+            meshlib.run_up(
+                Path(args.data_dir or os.environ.get("IDMESH_DATA_DIR") or "data"),
+                as_json=args.json,
+            )
         )
     try:
         code = asyncio.run(args.func(args))

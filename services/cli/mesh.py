@@ -434,8 +434,9 @@ def load_pki_dir(data_dir: Path) -> Path | None:
     return Path(folder) if folder else None
 
 
-def run_up(data_dir: Path) -> int:
-    """`idmesh up`: start the demo mesh, print where each service listens, stop on Ctrl-C."""
+def run_up(data_dir: Path, *, as_json: bool = False) -> int:
+    """`idmesh up`: start the demo mesh, print where each service listens, stop on Ctrl-C.
+    as_json: print the layout (mesh.json's services) as one JSON line once all are serving."""
     mesh = Mesh(demo_spec(), data_dir)
     stopping = False
 
@@ -447,14 +448,18 @@ def run_up(data_dir: Path) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_signal)
-    print(f"starting the idmesh mesh under {mesh.data_dir} ...", flush=True)
+    if not as_json:
+        print(f"starting the idmesh mesh under {mesh.data_dir} ...", flush=True)
     try:
         mesh.start()
     except MeshError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(mesh.table())
-    print("\nall services SERVING. Try: idmesh status | idmesh identify --help. Ctrl-C stops.")
+    if as_json:
+        print(json.dumps(load_layout(mesh.data_dir)), flush=True)
+    else:
+        print(mesh.table())
+        print("\nall services SERVING. Try: idmesh status | idmesh identify --help. Ctrl-C stops.")
     try:
         while True:
             for name, svc in mesh.services.items():

@@ -1,0 +1,185 @@
+"""deploy/: the Kubernetes manifests against the Kubernetes schemas and the Compose file against
+the Compose specification's schema, offline (the schemas ship in kubernetes-validate and
+check-jsonschema); and both describe the topology and environment of `make up`."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+from importlib import resources
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+from services.cli.mesh import Mesh, demo_spec
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+K8S = DEPLOY / "k8s"
+KUBERNETES_VERSION = "1.33.0"  # the oldest release the manifests are checked against
+# What a process gets from services/cli/mesh.py that a container gets differently.
+SECURITY = {"IDMESH_TLS_CA", "IDMESH_TLS_CERT", "IDMESH_TLS_KEY", "IDMESH_INSECURE_DEV_MODE"}
+
+
+def _load_tool(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def k8s_documents() -> list[tuple[str, dict[str, Any]]]:
+    docs = []
+    for path in sorted(K8S.glob("*.yaml")):
+        if path.name == "kustomization.yaml":
+            continue
+        docs += [(path.name, doc) for doc in yaml.safe_load_all(path.read_text()) if doc]
+    return docs
+
+
+def by_kind(kind: str) -> dict[str, dict[str, Any]]:
+    return {d["metadata"]["name"]: d for _, d in k8s_documents() if d["kind"] == kind}
+
+
+def demo_env() -> dict[str, dict[str, str]]:
+    """The environment services/cli/mesh.py gives each process of `make up`."""
+    mesh = Mesh(demo_spec(), ROOT / "data")  # building it starts nothing
+    return {name: svc.env for name, svc in mesh.services.items()}
+
+
+def compose() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    return loaded
+
+
+# --- Kubernetes -----------------------------------------------------------------------------------
+
+
+def test_the_manifests_are_what_tools_gen_k8s_writes() -> None:
+    rendered = _load_tool("gen_k8s").render()
+    on_disk = {p.name: p.read_text() for p in K8S.glob("*.yaml")}
+    assert on_disk == rendered, "deploy/k8s is stale: run python tools/gen_k8s.py"
+
+
+@pytest.mark.parametrize(
+    "name,doc", k8s_documents(), ids=lambda v: v if isinstance(v, str) else v["kind"]
+)
+def test_every_manifest_is_valid_against_the_kubernetes_schema(
+    name: str, doc: dict[str, Any]
+) -> None:
+    try:
+        kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+    except kubernetes_validate.ValidationError as exc:
+        pytest.fail(f"{name}: {doc['kind']} {doc['metadata']['name']}: {exc.message}")
+
+
+def test_the_kustomization_lists_every_manifest_but_the_secrets_example() -> None:
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    expected = {p.name for p in K8S.glob("*.yaml") if p.name not in {"kustomization.yaml"}} - {
+        "tls-secrets.example.yaml"
+    }
+    assert set(kustomization["resources"]) == expected
+
+
+def test_each_service_is_one_hardened_replica_with_grpc_probes_and_tls() -> None:
+    deployments = by_kind("Deployment")
+    assert set(deployments) == set(demo_env())
+    secrets = by_kind("Secret")
+    for name, deployment in deployments.items():
+        spec = deployment["spec"]
+        assert spec["replicas"] == 1 and spec["strategy"]["type"] == "Recreate", name  # SQLite
+        pod = spec["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        (container,) = pod["containers"]
+        security = container["securityContext"]
+        assert security["readOnlyRootFilesystem"] is True
+        assert security["allowPrivilegeEscalation"] is False
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            assert container[probe]["grpc"] == {"port": 8086}, (name, probe)
+        assert container["resources"]["requests"]["cpu"]
+        assert container["resources"]["requests"]["memory"]
+        mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        assert "persistentVolumeClaim" in volumes[mounts["/data"]]
+        assert "emptyDir" in volumes[mounts["/tmp"]]
+        tls = volumes[mounts["/etc/idmesh/tls"]]["secret"]["secretName"]
+        assert tls in secrets and set(secrets[tls]["stringData"]) == {
+            "ca.crt",
+            "tls.crt",
+            "tls.key",
+        }
+
+
+def test_the_containers_get_the_environment_of_make_up_with_tls() -> None:
+    configs = by_kind("ConfigMap")
+    for name, env in demo_env().items():
+        data = configs[f"{name}-env"]["data"]
+        assert set(env) - SECURITY <= set(data), name
+        assert {"IDMESH_TLS_CA", "IDMESH_TLS_CERT", "IDMESH_TLS_KEY", "IDMESH_HEALTH_BIND"} <= set(
+            data
+        )
+        assert "IDMESH_INSECURE_DEV_MODE" not in data
+
+
+def test_the_numbering_plan_config_map_is_the_repositorys_file() -> None:
+    plan = by_kind("ConfigMap")["idmesh-numbering-plan"]["data"]["numbering-plan.csv"]
+    assert plan == (DEPLOY / "numbering-plan.csv").read_text()
+
+
+def test_gateways_have_a_disruption_budget_and_singletons_none() -> None:
+    budgets = by_kind("PodDisruptionBudget")
+    assert set(budgets) == {"gateway-alpha", "gateway-beta"}
+
+
+# --- Compose --------------------------------------------------------------------------------------
+
+
+def test_the_compose_file_is_valid_against_the_compose_specification() -> None:
+    vendor = resources.files("check_jsonschema.builtin_schemas.vendor")
+    schema = json.loads((vendor / "compose-spec.json").read_text())
+    validator_class = jsonschema.validators.validator_for(schema)
+    validator_class.check_schema(schema)
+    errors = sorted(validator_class(schema).iter_errors(compose()), key=lambda e: e.json_path)
+    assert not errors, [f"{e.json_path}: {e.message}" for e in errors]
+
+
+def test_compose_runs_the_topology_of_make_up() -> None:
+    services = compose()["services"]
+    mesh_env = demo_env()
+    assert set(services) == set(mesh_env)
+    demo = Mesh(demo_spec(), ROOT / "data")
+    for name, service in services.items():
+        published = {p.split(":")[1]: int(p.split(":")[0]) for p in service["ports"]}
+        assert published["50051"] == int(demo.address(name).rpartition(":")[2]), name
+        assert published["9100"] == int(demo.metrics_address(name).rpartition(":")[2]), name
+        env = service["environment"]
+        assert set(mesh_env[name]) - SECURITY <= set(env), name
+        assert env["IDMESH_INSECURE_DEV_MODE"] == "true"
+        assert any(v.endswith(":/data") for v in service["volumes"]), name
+        assert service["healthcheck"]["test"][1:5] == [
+            "idmesh-entrypoint",
+            "idmesh",
+            "health",
+            "--address",
+        ]
+        assert service["read_only"] is True and service["user"] == "10001:10001"
+
+
+# --- the image ------------------------------------------------------------------------------------
+
+
+def test_the_image_runs_as_a_non_root_user_through_the_entrypoint() -> None:
+    dockerfile = (DEPLOY / "Dockerfile").read_text()
+    assert "\nUSER 10001:10001\n" in dockerfile
+    assert '\nENTRYPOINT ["idmesh-entrypoint"]\n' in dockerfile
+    entrypoint = DEPLOY / "entrypoint.sh"
+    subprocess.run(["sh", "-n", str(entrypoint)], check=True)
+    usage = subprocess.run(["sh", str(entrypoint), "nothing"], capture_output=True, text=True)
+    assert usage.returncode == 2 and "operator_registry" in usage.stderr
