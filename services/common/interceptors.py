@@ -40,6 +40,7 @@ log = structlog.get_logger("idmesh.rpc")
 IdentityResolver = Callable[[grpc.aio.ServicerContext[Any, Any]], Caller | None]
 
 _COMMON_ERRORS: dict[type[BaseException], grpc.StatusCode] = {
+    NotImplementedError: grpc.StatusCode.UNIMPLEMENTED,
     RateLimited: grpc.StatusCode.RESOURCE_EXHAUSTED,
     InvalidInput: grpc.StatusCode.INVALID_ARGUMENT,
     Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
@@ -133,6 +134,10 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
             trailers = [(REQUEST_ID_METADATA_KEY, request_id), *exc.trailers.items()]
             context.set_trailing_metadata(tuple(trailers))
             await context.abort(code, exc.message)
+        if isinstance(exc, NotImplementedError):  # a generated servicer's method not overridden
+            await context.abort(
+                grpc.StatusCode.UNIMPLEMENTED, "this method is not implemented by this server"
+            )
         log.error("rpc.unexpected_error", exc_info=exc)
         await context.abort(
             grpc.StatusCode.INTERNAL, f"internal error; quote request id {request_id}"

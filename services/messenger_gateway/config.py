@@ -14,6 +14,8 @@ IDMESH_OTP_TTL_SECONDS               one-time code lifetime (default 300)
 IDMESH_OTP_MAX_ATTEMPTS              wrong codes allowed (default 5)
 IDMESH_OTP_PHONE_PER_HOUR, _BURST    one-time codes per phone number (default 10 per hour, burst 5)
 IDMESH_OTP_USER_PER_HOUR, _BURST     one-time codes per user (default 20 per hour, burst 10)
+IDMESH_OTP_KEY_FILE                  the secret key of one-time-code hashes, 0600, made if
+                                     missing (default <dir of DB_PATH>/otp-hmac.key)
 IDMESH_VERIFY_RETRY_INITIAL_SECONDS  retry of an unavailable operator (default 0.2)
 IDMESH_VERIFY_RETRY_MAX_SECONDS      ... capped at (default 10)
 IDMESH_NOTIFIER_RETRY_INITIAL_SECONDS  reconnect to the notifier (default 0.5)
@@ -59,6 +61,7 @@ class GatewayConfig:
     db_synchronous: str = "NORMAL"
     otp_phone_limit: RateLimit | None = None
     otp_user_limit: RateLimit | None = None
+    otp_key_file: Path | None = None  # None: <dir of DB_PATH>/otp-hmac.key
 
     @classmethod
     def from_env(cls, env: Env) -> GatewayConfig:
@@ -135,6 +138,7 @@ class GatewayConfig:
             db_synchronous=synchronous,
             otp_phone_limit=RateLimit.from_env(env, "OTP_PHONE", per_hour=10, burst=5),
             otp_user_limit=RateLimit.from_env(env, "OTP_USER", per_hour=20, burst=10),
+            otp_key_file=env.path("OTP_KEY_FILE", db_path.parent / "otp-hmac.key"),
         )
 
 

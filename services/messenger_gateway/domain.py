@@ -266,36 +266,36 @@ def new_code() -> str:
 
 @dataclass(frozen=True, slots=True)
 class CodeHasher:
-    """Stores one-time codes only as salted scrypt hashes: "scrypt$n$r$p$salt$hash" (hex).
+    """Stores one-time codes only as "hmac-sha256$salt$digest" (hex), keyed with a secret kept
+    outside the database (IDMESH_OTP_KEY_FILE), so a copy of the database reveals no code.
 
-    A six-digit code has little entropy, so the hash is slow on purpose; the parameters travel
-    with each hash, so a changed cost still verifies old rows."""
+    A six-digit code has 20 bits: what protects it in use is the attempt limit and the expiry,
+    not the hash's cost. A slow hash (scrypt, ~50 ms) bought nothing against an attacker without
+    the key and capped a gateway at ~10 identifications per second (docs/benchmarks.md)."""
 
-    n: int = 2**14
-    r: int = 8
-    p: int = 1
+    key: bytes = field(repr=False)
+
+    def __post_init__(self) -> None:
+        if len(self.key) < 16:
+            raise ValueError("the one-time-code key must be at least 16 bytes")
 
     def hash(self, code: str) -> str:
         salt = secrets.token_bytes(16)
-        digest = _scrypt(code, salt, self.n, self.r, self.p)
-        return f"scrypt${self.n}${self.r}${self.p}${salt.hex()}${digest.hex()}"
+        return f"hmac-sha256${salt.hex()}${self._digest(salt, code).hex()}"
 
-    @staticmethod
-    def matches(code: str, stored: str) -> bool:
+    def matches(self, code: str, stored: str) -> bool:
         try:
-            scheme, n, r, p, salt, digest = stored.split("$")
-            if scheme != "scrypt":
+            scheme, salt, digest = stored.split("$")
+            if scheme != "hmac-sha256":
                 return False
-            actual = _scrypt(code, bytes.fromhex(salt), int(n), int(r), int(p))
+            expected = bytes.fromhex(digest)
+            actual = self._digest(bytes.fromhex(salt), code)
         except ValueError:
             return False
-        return hmac.compare_digest(actual, bytes.fromhex(digest))
+        return hmac.compare_digest(actual, expected)
 
-
-def _scrypt(code: str, salt: bytes, n: int, r: int, p: int) -> bytes:
-    return hashlib.scrypt(
-        code.encode(), salt=salt, n=n, r=r, p=p, dklen=32, maxmem=256 * n * r + 1024 * 1024
-    )
+    def _digest(self, salt: bytes, code: str) -> bytes:
+        return hmac.new(self.key, salt + code.encode(), hashlib.sha256).digest()
 
 
 # --- input rules -----------------------------------------------------------------------------

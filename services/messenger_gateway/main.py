@@ -18,11 +18,13 @@ from services.common.backoff import Backoff
 from services.common.channels import open_channel
 from services.common.db import Database
 from services.common.identity import Caller, Kind
+from services.common.keyfile import load_or_create_key
 from services.common.logging import get_logger
 from services.common.runner import run_main, serve
 from services.common.server import GrpcServer, service_name
 from services.common.timeutil import Clock, SystemClock
 from services.messenger_gateway.config import GatewayConfig
+from services.messenger_gateway.domain import CodeHasher
 from services.messenger_gateway.grpc_api import ERRORS, GatewayAdminServicer, GatewayServicer
 from services.messenger_gateway.notices import NoticeConsumer
 from services.messenger_gateway.registry_client import RegistryClients
@@ -83,6 +85,9 @@ async def open_gateway(
             sms=FileSmsSender(config.sms_outbox, clock=clock),
             operators=registries,
             clock=clock or SystemClock(),
+            code_hasher=CodeHasher(
+                load_or_create_key(config.otp_key_file or config.db_path.parent / "otp-hmac.key")
+            ),
         )
         stack.push_async_callback(service.close)
         server.add(

@@ -184,7 +184,7 @@ class GatewayService:
         sms: SmsSender,
         operators: OperatorDirectory,
         clock: Clock | None = None,
-        code_hasher: CodeHasher | None = None,
+        code_hasher: CodeHasher,
     ) -> None:
         self.settings = settings
         self._store = store
@@ -192,7 +192,7 @@ class GatewayService:
         self._sms = sms
         self._operators = operators
         self._clock = clock or SystemClock()
-        self._hasher = code_hasher or CodeHasher()
+        self._hasher = code_hasher
         self._limits = [
             (KeyedTokenBucket(limit), key, what)
             for limit, key, what in (
@@ -245,7 +245,7 @@ class GatewayService:
             bucket.acquire(phone if key == "phone" else user_id, what)
         route = await self._router.resolve(phone)
         code = new_code()
-        code_hash = await asyncio.to_thread(self._hasher.hash, code)
+        code_hash = self._hasher.hash(code)
         now = self._clock.now()
         new = Identification(
             identification_id=str(uuid.uuid4()),
@@ -327,7 +327,7 @@ class GatewayService:
                 _completed(State.NOT_COMPLETED, Reason.CODE_EXPIRED)
             log.info("identification.code_expired", identification_id=identification_id)
             raise CodeExpired("code expired; start again: call StartIdentification for a new code")
-        if not await asyncio.to_thread(CodeHasher.matches, code, ident.code_hash):
+        if not self._hasher.matches(code, ident.code_hash):
             after = await self._store.record_wrong_code(identification_id, now)
             if after is None:
                 raise wrong_state_error(await self._get(identification_id))

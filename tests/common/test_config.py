@@ -1,8 +1,12 @@
 """Configuration fails fast with a message that names the variable."""
 
+import stat
+from pathlib import Path
+
 import pytest
 
 from services.common.config import ConfigError, Env, ServerSettings
+from services.common.keyfile import load_or_create_key
 
 
 def test_missing_required_value_names_the_variable() -> None:
@@ -61,3 +65,14 @@ def test_mutual_tls_is_required_unless_the_development_switch_is_on() -> None:
             Env({"IDMESH_TLS_CA": "/no/ca", "IDMESH_TLS_CERT": "/no/c", "IDMESH_TLS_KEY": "/no/k"}),
             default_bind="127.0.0.1:1",
         )
+
+
+def test_a_key_file_is_created_owner_only_once_and_then_reused(tmp_path: Path) -> None:
+    path = tmp_path / "keys" / "otp.key"
+    key = load_or_create_key(path)
+    assert len(key) == 32
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert load_or_create_key(path) == key
+    path.write_bytes(b"short")
+    with pytest.raises(ValueError, match="at least 16"):
+        load_or_create_key(path)

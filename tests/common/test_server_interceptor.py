@@ -163,3 +163,22 @@ async def test_streaming_calls_carry_identity_and_request_id() -> None:
         await server.stop(None)
     assert seen == [identity]
     assert items[0].progress.head_seq > 0  # a request id reached the handler
+
+
+async def test_a_method_the_servicer_does_not_implement_is_unimplemented() -> None:
+    server = GrpcServer(name="test", bind="127.0.0.1:0", errors=ErrorTable({}))
+    server.add(
+        registry_pb2_grpc.add_RegistryServiceServicer_to_server,
+        registry_pb2_grpc.RegistryServiceServicer(),  # the generated base: nothing overridden
+        service_name(registry_pb2.DESCRIPTOR, "RegistryService"),
+    )
+    port = await server.start()
+    try:
+        async with open_channel(f"127.0.0.1:{port}", identity=None) as channel:
+            with pytest.raises(grpc.aio.AioRpcError) as e:
+                await registry_pb2_grpc.RegistryServiceStub(channel).VerifySubscriber(
+                    registry_pb2.VerifySubscriberRequest()
+                )
+    finally:
+        await server.stop(None)
+    assert e.value.code() == grpc.StatusCode.UNIMPLEMENTED

@@ -36,7 +36,7 @@ from services.messenger_gateway.routing import Route
 from services.messenger_gateway.service import GatewayService, GatewaySettings, SmsMessage
 from services.messenger_gateway.store import MIGRATIONS, GatewayStore
 
-FAST_HASHER = CodeHasher(n=2**4, r=1, p=1)  # the production cost is pointless in unit tests
+FAST_HASHER = CodeHasher(key=b"unit-test-otp-key-32-bytes-long!")
 FAST_RETRY = Backoff(initial=0.01, maximum=0.05)
 
 

@@ -30,6 +30,7 @@ from services.messenger_gateway.domain import (
 from services.messenger_gateway.store import GatewayStore
 from tests.messenger_gateway.fakes import (
     BEELINE_PHONE,
+    FAST_HASHER,
     MEGAFON_PHONE,
     UNAVAILABLE,
     UNROUTED_PHONE,
@@ -59,14 +60,17 @@ def store(db_and_store: tuple[Database, GatewayStore]) -> GatewayStore:
 # --- one-time codes --------------------------------------------------------------------------
 
 
-def test_code_hash_matches_only_its_code_and_differs_per_salt() -> None:
-    hasher = CodeHasher(n=2**4, r=1, p=1)
+def test_code_hash_matches_only_its_code_and_key_and_differs_per_salt() -> None:
+    hasher = CodeHasher(key=b"k" * 32)
     first, second = hasher.hash("123456"), hasher.hash("123456")
     assert first != second
     assert "123456" not in first
-    assert CodeHasher.matches("123456", first)
-    assert not CodeHasher.matches("123457", first)
-    assert not CodeHasher.matches("123456", "garbage")
+    assert hasher.matches("123456", first)
+    assert not hasher.matches("123457", first)
+    assert not hasher.matches("123456", "garbage")
+    assert not CodeHasher(key=b"x" * 32).matches("123456", first)  # the key is needed
+    with pytest.raises(ValueError):
+        CodeHasher(key=b"short")
 
 
 async def test_start_sends_a_six_digit_code_and_stores_only_its_hash(
@@ -87,7 +91,7 @@ async def test_start_sends_a_six_digit_code_and_stores_only_its_hash(
     rows = await db.fetchall("SELECT * FROM identifications")
     assert len(rows) == 1
     assert all(code not in str(value) for value in tuple(rows[0]))
-    assert CodeHasher.matches(code, rows[0]["code_hash"])
+    assert FAST_HASHER.matches(code, rows[0]["code_hash"])
 
 
 @pytest.mark.parametrize(
