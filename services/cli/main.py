@@ -35,8 +35,8 @@ from services.cli import bulk_import, sms
 from services.cli import mesh as meshlib
 from services.common import pki
 from services.common.channels import open_channel
-from services.common.errors import InvalidInput
-from services.common.identity import Caller, Kind, Role, parse_identity
+from services.common.errors import DomainError, InvalidInput
+from services.common.identity import TRUST_DOMAIN, Caller, Kind, Role, parse_identity
 from services.common.tls import CredentialsError, TlsFiles
 from services.messenger_gateway.ported import (
     MAX_ROWS_PER_BATCH,
@@ -165,6 +165,29 @@ def _print_human(data: Any, indent: int = 0) -> None:
 
 
 # -- commands --------------------------------------------------------------------------------
+
+
+async def cmd_pki_init(args: argparse.Namespace) -> int:
+    """Create (or complete) a development PKI: a CA, and a key and certificate per identity.
+    Each SPEC is an identity path with optional extra DNS names, e.g. operator/beeline or
+    operator/beeline@registry-beeline (the host name peers dial it by)."""
+    identities: list[Caller] = []
+    dns: dict[Caller, list[str]] = {}
+    for spec in args.specs:
+        path, _, names = spec.partition("@")
+        try:
+            identity = parse_identity(f"spiffe://{TRUST_DOMAIN}/{path.strip('/')}")
+        except DomainError as exc:
+            raise CliError(f"{spec!r}: {exc.message}") from None
+        identities.append(identity)
+        dns[identity] = [n for n in names.split(",") if n]
+    files = pki.ensure_pki(Path(args.dir), identities, dns)
+    for identity, f in files.items():
+        if args.json:
+            print(json.dumps({"identity": identity.uri, "cert": str(f.cert), "key": str(f.key)}))
+        else:
+            print(f"{identity.uri}  {f.cert}  {f.key}")
+    return 0
 
 
 async def cmd_status(args: argparse.Namespace) -> int:
@@ -803,6 +826,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="idmesh", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
+
+    pki_parser = sub.add_parser("pki", help="development certificates").add_subparsers(
+        dest="action", required=True
+    )
+    p = pki_parser.add_parser(
+        "init", help="a CA and a certificate per identity (keeps what exists)"
+    )
+    p.add_argument("--dir", required=True, help="the PKI folder")
+    p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "specs",
+        nargs="+",
+        metavar="SPEC",
+        help="identity path [@dns,...], e.g. notifier@notifier operator/beeline/admin",
+    )
+    p.set_defaults(func=cmd_pki_init)
 
     up = sub.add_parser("up", help="run the local mesh until Ctrl-C")
     up.add_argument("--data-dir", default=None)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -108,8 +108,10 @@ def issue(
     days: int = 825,
     not_before: datetime | None = None,
     stem: str | None = None,
+    dns_names: Iterable[str] = (),
 ) -> TlsFiles:
-    """Issue a certificate for identity signed by ca, written under folder."""
+    """Issue a certificate for identity signed by ca, written under folder. Besides localhost
+    and 127.0.0.1 it names dns_names, the host names peers dial it by (Compose services)."""
     ca_cert, ca_key = ca
     key = ec.generate_private_key(ec.SECP256R1())
     start = not_before or datetime.now(UTC) - timedelta(minutes=5)
@@ -126,6 +128,7 @@ def issue(
                 [
                     x509.UniformResourceIdentifier(identity.uri),
                     x509.DNSName("localhost"),
+                    *(x509.DNSName(name) for name in dns_names),
                     x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
                 ]
             ),
@@ -147,7 +150,11 @@ def issue(
     return files
 
 
-def ensure_pki(folder: Path, identities: Iterable[Caller]) -> dict[Caller, TlsFiles]:
+def ensure_pki(
+    folder: Path,
+    identities: Iterable[Caller],
+    dns_names: Mapping[Caller, Sequence[str]] | None = None,
+) -> dict[Caller, TlsFiles]:
     """The CA and a certificate per identity under folder, creating only what is missing."""
     if (folder / CA_FILE).exists() and (folder / CA_KEY_FILE).exists():
         ca = load_ca(folder)
@@ -157,6 +164,6 @@ def ensure_pki(folder: Path, identities: Iterable[Caller]) -> dict[Caller, TlsFi
     for identity in identities:
         files = files_for(folder, identity)
         if not (files.cert.exists() and files.key.exists()):
-            files = issue(folder, identity, ca)
+            files = issue(folder, identity, ca, dns_names=(dns_names or {}).get(identity, ()))
         result[identity] = files
     return result

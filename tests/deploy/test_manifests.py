@@ -152,6 +152,7 @@ def test_the_compose_file_is_valid_against_the_compose_specification() -> None:
 
 def test_compose_runs_the_topology_of_make_up() -> None:
     services = compose()["services"]
+    pki_job = services.pop("pki")
     mesh_env = demo_env()
     assert set(services) == set(mesh_env)
     demo = Mesh(demo_spec(), ROOT / "data")
@@ -161,7 +162,14 @@ def test_compose_runs_the_topology_of_make_up() -> None:
         assert published["9100"] == int(demo.metrics_address(name).rpartition(":")[2]), name
         env = service["environment"]
         assert set(mesh_env[name]) - SECURITY <= set(env), name
-        assert env["IDMESH_INSECURE_DEV_MODE"] == "true"
+        # Mutual TLS: each service's certificate comes from the one-shot pki job, which
+        # names the service's host name, and the volume is mounted read-only.
+        assert "IDMESH_INSECURE_DEV_MODE" not in env
+        assert env["IDMESH_TLS_CA"] == "/pki/ca.pem"
+        stem = Path(env["IDMESH_TLS_CERT"]).stem
+        assert env["IDMESH_TLS_KEY"] == f"/pki/{stem}-key.pem"
+        assert f"{stem.replace('_', '/')}@{name}" in pki_job["command"], name
+        assert "pki:/pki:ro" in service["volumes"], name
         assert any(v.endswith(":/data") for v in service["volumes"]), name
         assert service["healthcheck"]["test"][1:5] == [
             "idmesh-entrypoint",
