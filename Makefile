@@ -9,14 +9,14 @@ DATA   ?= data
 BUF    := node_modules/.bin/buf
 
 .DEFAULT_GOAL := help
-.PHONY: help venv up test proto proto-check lint fmt clean
-.PHONY: bench
+.PHONY: help venv up test proto lint fmt bench clean
 
 help:
 	@echo "make up     run the local mesh (2 operators, notifier, 2 messengers) under ./$(DATA)"
 	@echo "make test   run the test suite (unit + integration over real processes)"
 	@echo "make proto  regenerate gen/python from protos/"
 	@echo "make lint   buf lint, ruff, mypy"
+	@echo "make bench  benchmarks against same-run baselines -> docs/benchmarks.md (~5 min)"
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
