@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import uuid
 from datetime import UTC, datetime
 
@@ -266,3 +267,26 @@ async def test_one_time_codes_are_rate_limited_per_number_and_per_user(
         await client.start("alpha", u, f"+7903{next(_serial):07d}")
     assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "this user" in (e.value.details() or "")
+
+
+async def test_the_request_id_crosses_hops_to_the_operator(client: MeshClient, mesh: Mesh) -> None:
+    phone = await new_subscriber(client, "beeline", "+7903")
+    started = await client.start("alpha", user(), phone)
+    request_id = f"trace-{uuid.uuid4().hex}"
+    await client.gateway("alpha").ConfirmPossession(
+        gateway_pb2.ConfirmPossessionRequest(
+            identification_id=started.identification_id,
+            code=client.sms_code("alpha", started.identification_id),
+        ),
+        metadata=(("x-request-id", request_id),),
+        timeout=20,
+    )
+    log = mesh.services["registry-beeline"].log_path
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10
+    while True:
+        lines = [json.loads(line) for line in log.read_text().splitlines() if request_id in line]
+        if any(line.get("method", "").endswith("/VerifySubscriber") for line in lines):
+            break
+        assert loop.time() < deadline, "the registry never logged the gateway's request id"
+        await asyncio.sleep(0.05)
