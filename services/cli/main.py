@@ -964,7 +964,15 @@ def main(argv: list[str] | None = None) -> None:
     try:
         code = asyncio.run(args.func(args))
     except grpc.aio.AioRpcError as exc:
-        print(f"error: {exc.code().name}: {exc.details()}", file=sys.stderr)
+        hint = ""
+        if exc.code() == grpc.StatusCode.UNAVAILABLE:
+            # A mutual-TLS refusal happens in the handshake, before any status message: the
+            # server's log says which (no certificate, unknown CA, expired).
+            hint = (
+                " (the service is down, or refused the connection in the TLS handshake: "
+                "check --insecure against a TLS mesh, or the certificate's CA and validity)"
+            )
+        print(f"error: {exc.code().name}: {exc.details()}{hint}", file=sys.stderr)
         raise SystemExit(1) from None
     except CliError as exc:
         print(f"error: {exc}", file=sys.stderr)
