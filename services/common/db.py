@@ -1,7 +1,13 @@
-"""SQLite through aiosqlite: WAL, schema migrations by PRAGMA user_version, and transactions.
+"""SQLite: WAL, schema migrations by PRAGMA user_version, and transactions.
 
-One writer connection, guarded by an asyncio.Lock so that concurrent requests never interleave
-statements inside one transaction; a separate reader connection sees only committed data.
+Writes take the process's writer turn, an asyncio.Lock, so that concurrent requests never
+interleave statements inside one transaction. A write transaction is either
+- `run(fn)`: the whole transaction as one synchronous function, executed on a plain sqlite3
+  connection owned by a one-thread executor (the writer thread): BEGIN IMMEDIATE, fn(conn),
+  COMMIT in ONE thread hop. The hot use cases are written this way; or
+- `transaction()`: an aiosqlite connection (its own thread) and an `async with` block, one
+  thread hop per statement. For the rest.
+A separate reader connection (aiosqlite) sees only committed data.
 WAL with synchronous=NORMAL is durable across a killed process (the fault idmesh guards against);
 set synchronous=FULL (IDMESH_DB_SYNCHRONOUS) to be durable across power loss too.
 """
@@ -11,12 +17,56 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import os
-from collections.abc import AsyncIterator, Iterable, Sequence
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
+
+T = TypeVar("T")
+
+_SYNCHRONOUS = {"OFF", "NORMAL", "FULL", "EXTRA"}
+
+
+class _Call:
+    """One run() call as its thread sees it: `cancelled` is set (on the event loop's thread)
+    when the awaiting task was cancelled; the writer thread reads it before COMMIT."""
+
+    __slots__ = ("cancelled",)
+
+    def __init__(self) -> None:
+        self.cancelled = False
+
+
+class _Abandoned(Exception):
+    """The transaction of a cancelled run() call was rolled back instead of committed."""
+
+
+class _Member:
+    """One run_grouped() call: its function, its pre-commit check, its outcome's future, and
+    `cancelled` (set on the loop's thread, read on the writer thread)."""
+
+    __slots__ = ("before_commit", "cancelled", "fn", "future")
+
+    def __init__(
+        self,
+        fn: Callable[[sqlite3.Connection], Any],
+        before_commit: Callable[[], None] | None,
+        future: asyncio.Future[Any],
+    ) -> None:
+        self.fn = fn
+        self.before_commit = before_commit
+        self.future = future
+        self.cancelled = False
+
+
+# A member's outcome: (True, fn's result) or (False, the exception to raise to its caller).
+_Outcome = tuple[bool, Any]
+
+GROUP_MAX = 128  # members per grouped transaction; more wait for the next one
 
 
 class Database:
@@ -27,10 +77,19 @@ class Database:
         *,
         path: Path | None = None,
         synchronous: str = "NORMAL",
+        sync_writer: sqlite3.Connection | None = None,
+        sync_executor: ThreadPoolExecutor | None = None,
     ) -> None:
+        """sync_writer and sync_executor: the writer thread of run() (Database.open makes
+        them); without them run() is unavailable."""
         self._writer = writer
         self._reader = reader
         self._lock = asyncio.Lock()
+        self._sync_writer = sync_writer
+        self._executor = sync_executor
+        self._group: list[_Member] = []  # run_grouped() calls waiting for their transaction
+        self._flush_scheduled = False  # a flush that has not yet taken its calls
+        self._flushers: set[asyncio.Task[None]] = set()  # strong references to flush tasks
         self.path = path  # the file, for work on a connection of its own (bulk import)
         self.synchronous = synchronous
 
@@ -40,13 +99,211 @@ class Database:
     ) -> Database:
         path.parent.mkdir(parents=True, exist_ok=True)
         writer = await _connect(path, synchronous)
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
+        reader: aiosqlite.Connection | None = None
         try:
             await _migrate(writer, migrations, path)
             reader = await _connect(path, synchronous)
+            loop = asyncio.get_running_loop()
+            sync_writer = await loop.run_in_executor(executor, _connect_sync, path, synchronous)
         except BaseException:
+            if reader is not None:
+                await reader.close()
             await writer.close()
+            executor.shutdown(wait=False)
             raise
-        return cls(writer, reader, path=path, synchronous=synchronous.upper())
+        return cls(
+            writer,
+            reader,
+            path=path,
+            synchronous=synchronous.upper(),
+            sync_writer=sync_writer,
+            sync_executor=executor,
+        )
+
+    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run fn(conn) as one write transaction on the writer thread, in one thread hop:
+        BEGIN IMMEDIATE, fn(conn), COMMIT; on any exception from fn (or from COMMIT), ROLLBACK
+        and the exception re-raised as it is (domain errors propagate unchanged). Holds the
+        same writer turn as transaction(), so the two never interleave.
+
+        fn runs on another thread: it must only use conn and its own arguments (no event loop,
+        no awaiting), and should be short (it holds the database's write lock).
+
+        Cancellation: fn cannot be interrupted. If the awaiting task is cancelled, the caller
+        gets CancelledError at once, and the transaction still ends cleanly on the writer
+        thread: it is rolled back if the cancellation arrived before COMMIT began (so a
+        cancelled call normally writes nothing, as with transaction()), else committed. The
+        writer turn is kept until then, so the next transaction of this process starts after
+        it has ended either way.
+        """
+        if self._executor is None or self._sync_writer is None:
+            raise RuntimeError("Database.run needs the writer thread (use Database.open)")
+        await self._lock.acquire()
+        call = _Call()
+        try:
+            loop = asyncio.get_running_loop()
+            future = loop.run_in_executor(self._executor, self._transact, call, fn)
+        except BaseException:
+            self._lock.release()
+            raise
+        # Released when the thread is done, not when the awaiting task stops waiting.
+        future.add_done_callback(lambda _: self._lock.release())
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            call.cancelled = True
+            raise
+
+    async def run_grouped(
+        self,
+        fn: Callable[[sqlite3.Connection], T],
+        *,
+        before_commit: Callable[[], None] | None = None,
+    ) -> T:
+        """Like run(fn), but concurrent calls share transactions (group commit): the calls that
+        arrive while the writer is busy run together in the next transaction, one COMMIT (and
+        one thread hop) for all of them, each with its own outcome:
+        - in arrival order, each fn in a SAVEPOINT of its own: it sees the writes of the calls
+          before it, as if they ran one after the other; when it raises, only its own writes
+          are rolled back and its exception is raised to its own caller, unchanged;
+        - then, right before the COMMIT, each successful call's before_commit() (on the
+          writer thread; it raises to refuse to be committed, e.g. a deadline that passed).
+          A call that refuses, or whose awaiting task was cancelled, is taken out: the
+          transaction is rolled back and run again without it (the others' functions run
+          again, so they must not have effects outside the database that matter twice), and
+          its caller gets the exception (a cancelled caller has gone already). So a call's
+          writes are committed only if its before_commit() passed right before that commit.
+        - if BEGIN or COMMIT fails, every call of the group gets that exception.
+        At most GROUP_MAX calls share a transaction. A lone call costs two statements more
+        than run() (its SAVEPOINT and RELEASE).
+        """
+        if self._executor is None or self._sync_writer is None:
+            raise RuntimeError("Database.run_grouped needs the writer thread (use Database.open)")
+        loop = asyncio.get_running_loop()
+        member = _Member(fn, before_commit, loop.create_future())
+        self._group.append(member)
+        if not self._flush_scheduled:
+            self._schedule_flush(loop)
+        try:
+            result: T = await asyncio.shield(member.future)
+        except asyncio.CancelledError:
+            member.cancelled = True
+            raise
+        return result
+
+    def _schedule_flush(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._flush_scheduled = True
+        task = loop.create_task(self._flush_group(), name="sqlite-group")
+        self._flushers.add(task)
+        task.add_done_callback(self._flushers.discard)
+
+    async def _flush_group(self) -> None:
+        """Take the writer turn, then run the waiting calls (up to GROUP_MAX) in one
+        transaction; calls arriving meanwhile schedule the next flush."""
+        await self._lock.acquire()
+        batch, self._group = self._group[:GROUP_MAX], self._group[GROUP_MAX:]
+        loop = asyncio.get_running_loop()
+        self._flush_scheduled = False
+        if self._group:
+            self._schedule_flush(loop)
+        try:
+            if self._executor is None:
+                raise RuntimeError("the database was closed")
+            future = loop.run_in_executor(self._executor, self._transact_group, batch)
+        except BaseException as exc:
+            self._lock.release()
+            outcomes: list[_Outcome] = [(False, exc)] * len(batch)
+        else:
+            future.add_done_callback(lambda _: self._lock.release())
+            try:
+                outcomes = await asyncio.shield(future)
+            except BaseException:  # this task cancelled (the loop is shutting down)
+                for member in batch:
+                    member.future.cancel()
+                raise
+        # One caller resumed per event-loop iteration, not the whole group in one: a gRPC aio
+        # server accepts one new call per turn of its accept loop (about two iterations), so a
+        # long iteration that resumes a hundred handlers would starve accepting, and calls left
+        # unaccepted for 30 s are cancelled by gRPC (grpc.server_max_unrequested_time_in_server).
+        for member, (ok, value) in zip(batch, outcomes, strict=True):
+            if member.future.done():
+                continue
+            if ok:
+                member.future.set_result(value)
+            else:
+                member.future.set_exception(value)
+            await asyncio.sleep(0)
+
+    def _transact_group(self, batch: list[_Member]) -> list[_Outcome]:
+        """On the writer thread: one transaction for the batch (see run_grouped)."""
+        conn = self._sync_writer
+        assert conn is not None
+        final: dict[int, _Outcome] = {}
+        todo = list(range(len(batch)))
+        try:
+            while todo:
+                for i in todo:
+                    if batch[i].cancelled:
+                        final[i] = (False, _Abandoned())
+                todo = [i for i in todo if i not in final]
+                if not todo:
+                    break
+                tentative: dict[int, _Outcome] = {}
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    for i in todo:
+                        conn.execute("SAVEPOINT grouped")
+                        try:
+                            tentative[i] = (True, batch[i].fn(conn))
+                        except Exception as exc:
+                            conn.execute("ROLLBACK TO grouped")
+                            tentative[i] = (False, exc)
+                        conn.execute("RELEASE grouped")
+                    refused: dict[int, _Outcome] = {}
+                    for i, (ok, _) in tentative.items():
+                        member = batch[i]
+                        if not ok:
+                            continue
+                        if member.cancelled:
+                            refused[i] = (False, _Abandoned())
+                        elif member.before_commit is not None:
+                            try:
+                                member.before_commit()
+                            except Exception as exc:
+                                refused[i] = (False, exc)
+                    if refused:
+                        conn.execute("ROLLBACK")
+                        final.update(refused)
+                        todo = [i for i in todo if i not in final]
+                        continue
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+                final.update(tentative)
+                todo = []
+        except Exception as exc:  # BEGIN, SAVEPOINT or COMMIT failed: the group failed
+            for i in range(len(batch)):
+                final.setdefault(i, (False, exc))
+        return [final[i] for i in range(len(batch))]
+
+    def _transact(self, call: _Call, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """On the writer thread."""
+        conn = self._sync_writer
+        assert conn is not None
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = fn(conn)
+            if call.cancelled:
+                raise _Abandoned
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return result
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
@@ -77,19 +334,48 @@ class Database:
         return list(await self._reader.execute_fetchall(sql, tuple(params)))
 
     async def close(self) -> None:
-        await self._reader.close()
-        await self._writer.close()
+        """Close the connections, after the transaction in progress (a cancelled run()'s
+        included) has ended."""
+        async with self._lock:
+            executor, self._executor = self._executor, None
+            sync_writer, self._sync_writer = self._sync_writer, None
+            if executor is not None:
+                if sync_writer is not None:
+                    await asyncio.get_running_loop().run_in_executor(executor, sync_writer.close)
+                executor.shutdown(wait=False)
+            await self._reader.close()
+            await self._writer.close()
+
+
+def _check_synchronous(synchronous: str) -> None:
+    if synchronous.upper() not in _SYNCHRONOUS:
+        raise ValueError(f"synchronous must be OFF, NORMAL, FULL or EXTRA, got {synchronous!r}")
+
+
+_PRAGMAS = ("PRAGMA journal_mode=WAL", "PRAGMA foreign_keys=ON", "PRAGMA busy_timeout=5000")
 
 
 async def _connect(path: Path, synchronous: str) -> aiosqlite.Connection:
-    if synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
-        raise ValueError(f"synchronous must be OFF, NORMAL, FULL or EXTRA, got {synchronous!r}")
+    _check_synchronous(synchronous)
     conn = await aiosqlite.connect(path, isolation_level=None)
     conn.row_factory = aiosqlite.Row
-    await conn.execute("PRAGMA journal_mode=WAL")
-    await conn.execute(f"PRAGMA synchronous={synchronous.upper()}")
-    await conn.execute("PRAGMA foreign_keys=ON")
-    await conn.execute("PRAGMA busy_timeout=5000")
+    for pragma in (*_PRAGMAS, f"PRAGMA synchronous={synchronous.upper()}"):
+        await conn.execute(pragma)
+    return conn
+
+
+def _connect_sync(path: Path, synchronous: str) -> sqlite3.Connection:
+    """The writer thread's connection: the same PRAGMAs as _connect, rows as sqlite3.Row
+    (aiosqlite.Row is sqlite3.Row), autocommit mode (run() issues BEGIN and COMMIT)."""
+    _check_synchronous(synchronous)
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        conn.row_factory = sqlite3.Row
+        for pragma in (*_PRAGMAS, f"PRAGMA synchronous={synchronous.upper()}"):
+            conn.execute(pragma)
+    except BaseException:
+        conn.close()
+        raise
     return conn
 
 

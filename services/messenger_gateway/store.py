@@ -4,15 +4,18 @@ the notice inbox (event ids applied) and the notice cursor.
 Every state change is a conditional UPDATE on the state it leaves, so concurrent actors (an RPC,
 a verification task, the watchdog, another gateway process on the same file) cannot both win,
 and an operator's late answer changes nothing.
+
+The identification and notice writes are each one function run on the database's writer thread
+(Database.run: the whole transaction in one thread hop); the ported-numbers import keeps its
+TEMP staging table on the aiosqlite writer connection (Database.transaction).
 """
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
-
-import aiosqlite
 
 from services.common.db import Database
 from services.common.timeutil import from_iso, to_iso
@@ -201,8 +204,9 @@ class GatewayStore:
 
         change_number: the user must have an identification (IdentificationNotFound) and the
         number must differ from its number (SameNumber)."""
-        async with self._db.transaction() as conn:
-            previous = await _fetch(
+
+        def replace(conn: sqlite3.Connection) -> Identification | None:
+            previous = _fetch(
                 conn,
                 "SELECT * FROM identifications WHERE user_id = ? ORDER BY seq DESC LIMIT 1",
                 (new.user_id,),
@@ -218,7 +222,7 @@ class GatewayStore:
                         "use StartIdentification to identify the same number again"
                     )
             if previous is not None:
-                await conn.execute(
+                conn.execute(
                     """UPDATE identifications
                         SET state = CASE state WHEN 'IDENTIFIED' THEN 'REVOKED'
                                                ELSE 'NOT_COMPLETED' END,
@@ -227,7 +231,7 @@ class GatewayStore:
                           AND state IN ('IDENTIFIED', 'AWAITING_CODE', 'VERIFYING')""",
                     (to_iso(now), previous.identification_id),
                 )
-            await conn.execute(
+            conn.execute(
                 """INSERT INTO identifications
                    (identification_id, user_id, phone_number, state, reason, operator_id,
                     started_at, code_hash, code_expires_at, attempts_left)
@@ -247,11 +251,13 @@ class GatewayStore:
             )
             if previous is None:
                 return None
-            return await _fetch(
+            return _fetch(
                 conn,
                 "SELECT * FROM identifications WHERE identification_id = ?",
                 (previous.identification_id,),
             )
+
+        return await self._db.run(replace)
 
     # --- the one-time code -------------------------------------------------------------------
 
@@ -269,8 +275,9 @@ class GatewayStore:
     ) -> Identification | None:
         """One attempt used; at zero the identification ends TOO_MANY_ATTEMPTS. None if the
         identification was no longer AWAITING_CODE."""
-        async with self._db.transaction() as conn:
-            cursor = await conn.execute(
+
+        def record(conn: sqlite3.Connection) -> Identification | None:
+            cursor = conn.execute(
                 f"""UPDATE identifications
                     SET attempts_left = attempts_left - 1,
                         state = CASE WHEN attempts_left <= 1 THEN 'NOT_COMPLETED' ELSE state END,
@@ -284,11 +291,13 @@ class GatewayStore:
             )
             if cursor.rowcount != 1:
                 return None
-            return await _fetch(
+            return _fetch(
                 conn,
                 "SELECT * FROM identifications WHERE identification_id = ?",
                 (identification_id,),
             )
+
+        return await self._db.run(record)
 
     # --- verification ------------------------------------------------------------------------
 
@@ -362,8 +371,9 @@ class GatewayStore:
         under the derived request id; only if still VERIFYING under request_id, within its
         window, and no hint was followed yet. Stored before the recipient is asked, so a
         restart resumes at the recipient."""
-        async with self._db.transaction() as conn:
-            cursor = await conn.execute(
+
+        def follow(conn: sqlite3.Connection) -> bool:
+            cursor = conn.execute(
                 """UPDATE identifications
                    SET operator_id = ?, request_id = ?, hinted_by = ?
                    WHERE identification_id = ? AND request_id = ? AND state = 'VERIFYING'
@@ -378,33 +388,29 @@ class GatewayStore:
                     to_iso(now),
                 ),
             )
-            row = await cursor.fetchone()
+            row = cursor.fetchone()
             if row is None:
                 return False
-            await _upsert_ported(
-                conn, [PortedNumber(row[0], recipient, now, RouteOrigin.HINT)], now
-            )
+            _upsert_ported(conn, [PortedNumber(row[0], recipient, now, RouteOrigin.HINT)], now)
             return True
+
+        return await self._db.run(follow)
 
     async def remember_hint(self, phone_number: str, recipient: str, now: datetime) -> bool:
         """Remember a donor's hint as a route (origin hint, ported_at now); False if the table
         already has a later porting date for the number."""
-        async with self._db.transaction() as conn:
-            entry = PortedNumber(phone_number, recipient, now, RouteOrigin.HINT)
-            return await _upsert_ported(conn, [entry], now) == 1
+        entry = PortedNumber(phone_number, recipient, now, RouteOrigin.HINT)
+        return await self._db.run(lambda conn: _upsert_ported(conn, [entry], now) == 1)
 
     async def expire_overdue(self, now: datetime) -> list[str]:
         """VERIFYING past its deadline -> NOT_COMPLETED OPERATOR_TIMEOUT; returns their ids."""
-        async with self._db.transaction() as conn:
-            cursor = await conn.execute(
-                f"""UPDATE identifications
-                    SET state = 'NOT_COMPLETED', reason = '{Reason.OPERATOR_TIMEOUT}',
-                        completed_at = ?
-                    WHERE state = 'VERIFYING' AND verification_deadline <= ?
-                    RETURNING identification_id""",
-                (to_iso(now), to_iso(now)),
-            )
-            return [row[0] for row in await cursor.fetchall()]
+        sql = f"""UPDATE identifications
+                  SET state = 'NOT_COMPLETED', reason = '{Reason.OPERATOR_TIMEOUT}',
+                      completed_at = ?
+                  WHERE state = 'VERIFYING' AND verification_deadline <= ?
+                  RETURNING identification_id"""
+        params = (to_iso(now), to_iso(now))
+        return await self._db.run(lambda conn: [row[0] for row in conn.execute(sql, params)])
 
     # --- notices -----------------------------------------------------------------------------
 
@@ -413,42 +419,9 @@ class GatewayStore:
     ) -> NoticeResult:
         """In one transaction: record the event id in the inbox (a repeat changes nothing),
         revoke the IDENTIFIED identifications the event names, and advance the cursor."""
-        async with self._db.transaction() as conn:
-            revoked = 0
-            cursor = await conn.execute(
-                """INSERT INTO notice_inbox (event_id, seq, operator_id, reason, revoked,
-                                             applied_at)
-                   VALUES (?, ?, ?, ?, 0, ?) ON CONFLICT (event_id) DO NOTHING""",
-                (notice.event_id, notice.seq, notice.operator_id, notice.kind, to_iso(now)),
-            )
-            applied = cursor.rowcount == 1
-            if applied and revoke:
-                cursor = await conn.execute(
-                    """UPDATE identifications
-                       SET state = 'REVOKED', reason = ?, completed_at = ?
-                       WHERE state = 'IDENTIFIED' AND operator_id = ?
-                         AND identification_code = ?""",
-                    (
-                        notice.revocation_reason,
-                        to_iso(now),
-                        notice.operator_id,
-                        notice.identification_code,
-                    ),
-                )
-                revoked = cursor.rowcount
-                await conn.execute(
-                    "UPDATE notice_inbox SET revoked = ? WHERE event_id = ?",
-                    (revoked, notice.event_id),
-                )
-            await conn.execute(
-                """INSERT INTO notice_cursor (messenger_id, seq) VALUES (?, ?)
-                   ON CONFLICT (messenger_id) DO UPDATE SET seq = max(seq, excluded.seq)""",
-                (messenger_id, notice.seq),
-            )
-            row = await _fetch_raw(
-                conn, "SELECT seq FROM notice_cursor WHERE messenger_id = ?", (messenger_id,)
-            )
-            return NoticeResult(applied=applied, revoked=revoked, cursor=int(row["seq"]))
+        return await self._db.run(
+            lambda conn: _apply_notice(conn, messenger_id, notice, now, revoke)
+        )
 
     # --- the ported-numbers table ---------------------------------------------------------------
 
@@ -508,16 +481,57 @@ class GatewayStore:
     # --- helpers -----------------------------------------------------------------------------
 
     async def _update(self, sql: str, params: Any) -> bool:
-        async with self._db.transaction() as conn:
-            cursor = await conn.execute(sql, tuple(params))
-            return cursor.rowcount == 1
+        """One conditional UPDATE in its own transaction: did it change exactly one row?"""
+        values = tuple(params)
+        return await self._db.run(lambda conn: conn.execute(sql, values).rowcount == 1)
 
 
-async def _upsert_ported(
-    conn: aiosqlite.Connection, rows: Sequence[PortedNumber], now: datetime
-) -> int:
+def _apply_notice(
+    conn: sqlite3.Connection,
+    messenger_id: str,
+    notice: TerminationNotice,
+    now: datetime,
+    revoke: bool,
+) -> NoticeResult:
+    """On the writer thread: inbox, revocations, cursor."""
+    revoked = 0
+    cursor = conn.execute(
+        """INSERT INTO notice_inbox (event_id, seq, operator_id, reason, revoked, applied_at)
+           VALUES (?, ?, ?, ?, 0, ?) ON CONFLICT (event_id) DO NOTHING""",
+        (notice.event_id, notice.seq, notice.operator_id, notice.kind, to_iso(now)),
+    )
+    applied = cursor.rowcount == 1
+    if applied and revoke:
+        cursor = conn.execute(
+            """UPDATE identifications
+               SET state = 'REVOKED', reason = ?, completed_at = ?
+               WHERE state = 'IDENTIFIED' AND operator_id = ?
+                 AND identification_code = ?""",
+            (
+                notice.revocation_reason,
+                to_iso(now),
+                notice.operator_id,
+                notice.identification_code,
+            ),
+        )
+        revoked = cursor.rowcount
+        conn.execute(
+            "UPDATE notice_inbox SET revoked = ? WHERE event_id = ?", (revoked, notice.event_id)
+        )
+    conn.execute(
+        """INSERT INTO notice_cursor (messenger_id, seq) VALUES (?, ?)
+           ON CONFLICT (messenger_id) DO UPDATE SET seq = max(seq, excluded.seq)""",
+        (messenger_id, notice.seq),
+    )
+    row = conn.execute(
+        "SELECT seq FROM notice_cursor WHERE messenger_id = ?", (messenger_id,)
+    ).fetchone()
+    return NoticeResult(applied=applied, revoked=revoked, cursor=int(row["seq"]))
+
+
+def _upsert_ported(conn: sqlite3.Connection, rows: Sequence[PortedNumber], now: datetime) -> int:
     before = conn.total_changes
-    await conn.executemany(
+    conn.executemany(
         "INSERT INTO ported_numbers (phone_number, operator_id, ported_at, origin, updated_at) "
         "VALUES (?, ?, ?, ?, ?)" + _UPSERT_PORTED,
         [(r.phone_number, r.operator_id, to_iso(r.ported_at), r.origin, to_iso(now)) for r in rows],
@@ -525,13 +539,6 @@ async def _upsert_ported(
     return conn.total_changes - before
 
 
-async def _fetch_raw(conn: aiosqlite.Connection, sql: str, params: tuple[Any, ...]) -> Any:
-    async with conn.execute(sql, params) as cursor:
-        return await cursor.fetchone()
-
-
-async def _fetch(
-    conn: aiosqlite.Connection, sql: str, params: tuple[Any, ...]
-) -> Identification | None:
-    row = await _fetch_raw(conn, sql, params)
+def _fetch(conn: sqlite3.Connection, sql: str, params: tuple[Any, ...]) -> Identification | None:
+    row = conn.execute(sql, params).fetchone()
     return None if row is None else _row(row)

@@ -1,18 +1,18 @@
 """The notifier's SQLite store: events (the per-messenger log) and sequences (head/acked/floor).
 
-Sequence numbers are assigned inside the write transaction (Database.transaction is BEGIN
-IMMEDIATE and one writer at a time), so seq N+1 is never committed before N and a reader
-(which sees only committed data) never observes a gap. The `sequences` row of a messenger
+Sequence numbers are assigned inside the write transaction (BEGIN IMMEDIATE and one writer at a
+time), so seq N+1 is never committed before N and a reader (which sees only committed data)
+never observes a gap. Publish and Ack are each one function run on the database's writer thread
+(Database.run: the whole transaction in one thread hop). The `sequences` row of a messenger
 outlives pruning, so head, acked position, floor and the late-delivery count are never lost.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import sqlite3
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Final
-
-import aiosqlite
 
 from services.common.db import Database
 from services.common.failpoints import failpoint
@@ -74,7 +74,7 @@ def _identity(event: ContractTerminated) -> tuple[Any, ...]:
     )
 
 
-def _row_identity(row: aiosqlite.Row) -> tuple[Any, ...]:
+def _row_identity(row: sqlite3.Row) -> tuple[Any, ...]:
     return (
         row["event_id"],
         row["operator_id"],
@@ -87,7 +87,7 @@ def _row_identity(row: aiosqlite.Row) -> tuple[Any, ...]:
     )
 
 
-def _stored_event(row: aiosqlite.Row) -> StoredEvent:
+def _stored_event(row: sqlite3.Row) -> StoredEvent:
     return StoredEvent(
         seq=int(row["seq"]),
         event=ContractTerminated(
@@ -104,7 +104,7 @@ def _stored_event(row: aiosqlite.Row) -> StoredEvent:
     )
 
 
-def _state(messenger_id: str, row: aiosqlite.Row | None) -> SequenceState:
+def _state(messenger_id: str, row: sqlite3.Row | None) -> SequenceState:
     if row is None:
         return SequenceState(messenger_id)
     return SequenceState(
@@ -118,13 +118,6 @@ def _state(messenger_id: str, row: aiosqlite.Row | None) -> SequenceState:
 
 def _placeholders(count: int) -> str:
     return ",".join("?" * count)
-
-
-async def _fetchall(
-    conn: aiosqlite.Connection, sql: str, params: Iterable[Any] = ()
-) -> list[aiosqlite.Row]:
-    async with conn.execute(sql, tuple(params)) as cursor:
-        return list(await cursor.fetchall())
 
 
 _STATE_SQL: Final = (
@@ -142,79 +135,11 @@ class NotifierStore:
         """Store the new events of a batch in one transaction; the messengers that got events.
 
         Four statements whatever the batch size: look up known ids, read the heads, move the
-        heads, insert the events. An id already stored for the same event is a duplicate; an
-        id stored for a different event is refused (EventIdConflict) and nothing is stored.
+        heads, insert the events; all in one thread hop (Database.run). An id already stored
+        for the same event is a duplicate; an id stored for a different event is refused
+        (EventIdConflict) and nothing is stored.
         """
-        async with self._db.transaction() as conn:
-            ids = sorted({e.event_id for e in events})
-            known = {
-                row["event_id"]: _row_identity(row)
-                for row in await _fetchall(
-                    conn,
-                    "SELECT event_id, operator_id, messenger_id, phone_number, "
-                    "identification_code, reason, occurred_at, recipient_operator_id "
-                    f"FROM events WHERE event_id IN ({_placeholders(len(ids))})",
-                    ids,
-                )
-            }
-            fresh: list[ContractTerminated] = []
-            duplicates = 0
-            for index, event in enumerate(events):
-                identity = _identity(event)
-                seen = known.get(event.event_id)
-                if seen is None:
-                    known[event.event_id] = identity
-                    fresh.append(event)
-                elif seen == identity:
-                    duplicates += 1
-                else:
-                    raise EventIdConflict(
-                        f"events[{index}].event_id {event.event_id!r} is already stored for a "
-                        "different event: an event id names exactly one event; give this "
-                        "event a new id"
-                    )
-            messengers = sorted({e.messenger_id for e in fresh})
-            if not fresh:
-                return PublishResult(accepted=0, duplicates=duplicates), set()
-            heads = {
-                row["messenger_id"]: int(row["head_seq"])
-                for row in await _fetchall(
-                    conn,
-                    "SELECT messenger_id, head_seq FROM sequences "
-                    f"WHERE messenger_id IN ({_placeholders(len(messengers))})",
-                    messengers,
-                )
-            }
-            published = to_iso(published_at)
-            rows: list[tuple[Any, ...]] = []
-            for event in fresh:
-                seq = heads.get(event.messenger_id, 0) + 1
-                heads[event.messenger_id] = seq
-                assert event.occurred_at is not None
-                rows.append(
-                    (
-                        event.messenger_id,
-                        seq,
-                        event.event_id,
-                        event.operator_id,
-                        event.phone_number,
-                        event.identification_code,
-                        int(event.reason),
-                        to_iso(event.occurred_at),
-                        event.recipient_operator_id,
-                        published,
-                    )
-                )
-            await conn.executemany(
-                "INSERT INTO sequences (messenger_id, head_seq) VALUES (?, ?) "
-                "ON CONFLICT (messenger_id) DO UPDATE SET head_seq = excluded.head_seq",
-                [(m, heads[m]) for m in messengers],
-            )
-            await conn.executemany(
-                f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES ({_placeholders(10)})", rows
-            )
-            failpoint("notifier.publish.before_commit")
-        return PublishResult(accepted=len(fresh), duplicates=duplicates), set(messengers)
+        return await self._db.run(lambda conn: _publish(conn, events, published_at))
 
     async def state(self, messenger_id: str) -> SequenceState:
         return _state(messenger_id, await self._db.fetchone(_STATE_SQL, (messenger_id,)))
@@ -236,39 +161,11 @@ class NotifierStore:
     ) -> tuple[SequenceState, int]:
         """Move the acked position to up_to_seq if that is higher; record when each newly
         acknowledged event was delivered and count those published before the given time.
-        The state after the ack, and how many of the newly acknowledged events were late."""
-        async with self._db.transaction() as conn:
-            async with conn.execute(_STATE_SQL, (messenger_id,)) as cursor:
-                state = _state(messenger_id, await cursor.fetchone())
-            state.check_ack(up_to_seq)
-            if up_to_seq <= state.acked_seq:
-                return state, 0
-            span = (messenger_id, state.acked_seq, up_to_seq)
-            async with conn.execute(
-                "SELECT COUNT(*) FROM events WHERE messenger_id = ? AND seq > ? AND seq <= ? "
-                "AND published_at < ?",
-                (*span, to_iso(late_if_published_before)),
-            ) as cursor:
-                row = await cursor.fetchone()
-            late = int(row[0]) if row else 0
-            await conn.execute(
-                "UPDATE events SET acked_at = ? WHERE messenger_id = ? AND seq > ? AND seq <= ?",
-                (to_iso(acked_at), *span),
-            )
-            await conn.execute(
-                "UPDATE sequences SET acked_seq = ?, late_deliveries = late_deliveries + ? "
-                "WHERE messenger_id = ?",
-                (up_to_seq, late, messenger_id),
-            )
-            failpoint("notifier.ack.before_commit")
-        after = SequenceState(
-            messenger_id=messenger_id,
-            head_seq=state.head_seq,
-            acked_seq=up_to_seq,
-            floor_seq=state.floor_seq,
-            late_deliveries=state.late_deliveries + late,
+        The state after the ack, and how many of the newly acknowledged events were late.
+        One transaction, one thread hop (Database.run)."""
+        return await self._db.run(
+            lambda conn: _ack(conn, messenger_id, up_to_seq, acked_at, late_if_published_before)
         )
-        return after, late
 
     async def published_at(self, messenger_id: str, seq: int) -> datetime | None:
         row = await self._db.fetchone(
@@ -351,3 +248,114 @@ class NotifierStore:
                 (last + 1, messenger_id),
             )
         return last + 1
+
+
+# --- transactions on the writer thread (Database.run) -------------------------------------------
+
+
+def _publish(
+    conn: sqlite3.Connection, events: Sequence[ContractTerminated], published_at: datetime
+) -> tuple[PublishResult, set[str]]:
+    ids = sorted({e.event_id for e in events})
+    known = {
+        row["event_id"]: _row_identity(row)
+        for row in conn.execute(
+            "SELECT event_id, operator_id, messenger_id, phone_number, "
+            "identification_code, reason, occurred_at, recipient_operator_id "
+            f"FROM events WHERE event_id IN ({_placeholders(len(ids))})",
+            ids,
+        )
+    }
+    fresh: list[ContractTerminated] = []
+    duplicates = 0
+    for index, event in enumerate(events):
+        identity = _identity(event)
+        seen = known.get(event.event_id)
+        if seen is None:
+            known[event.event_id] = identity
+            fresh.append(event)
+        elif seen == identity:
+            duplicates += 1
+        else:
+            raise EventIdConflict(
+                f"events[{index}].event_id {event.event_id!r} is already stored for a "
+                "different event: an event id names exactly one event; give this "
+                "event a new id"
+            )
+    messengers = sorted({e.messenger_id for e in fresh})
+    if not fresh:
+        return PublishResult(accepted=0, duplicates=duplicates), set()
+    heads = {
+        row["messenger_id"]: int(row["head_seq"])
+        for row in conn.execute(
+            "SELECT messenger_id, head_seq FROM sequences "
+            f"WHERE messenger_id IN ({_placeholders(len(messengers))})",
+            messengers,
+        )
+    }
+    published = to_iso(published_at)
+    rows: list[tuple[Any, ...]] = []
+    for event in fresh:
+        seq = heads.get(event.messenger_id, 0) + 1
+        heads[event.messenger_id] = seq
+        assert event.occurred_at is not None
+        rows.append(
+            (
+                event.messenger_id,
+                seq,
+                event.event_id,
+                event.operator_id,
+                event.phone_number,
+                event.identification_code,
+                int(event.reason),
+                to_iso(event.occurred_at),
+                event.recipient_operator_id,
+                published,
+            )
+        )
+    conn.executemany(
+        "INSERT INTO sequences (messenger_id, head_seq) VALUES (?, ?) "
+        "ON CONFLICT (messenger_id) DO UPDATE SET head_seq = excluded.head_seq",
+        [(m, heads[m]) for m in messengers],
+    )
+    conn.executemany(f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES ({_placeholders(10)})", rows)
+    failpoint("notifier.publish.before_commit")
+    return PublishResult(accepted=len(fresh), duplicates=duplicates), set(messengers)
+
+
+def _ack(
+    conn: sqlite3.Connection,
+    messenger_id: str,
+    up_to_seq: int,
+    acked_at: datetime,
+    late_if_published_before: datetime,
+) -> tuple[SequenceState, int]:
+    state = _state(messenger_id, conn.execute(_STATE_SQL, (messenger_id,)).fetchone())
+    state.check_ack(up_to_seq)
+    if up_to_seq <= state.acked_seq:
+        return state, 0
+    span = (messenger_id, state.acked_seq, up_to_seq)
+    row = conn.execute(
+        "SELECT COUNT(*) FROM events WHERE messenger_id = ? AND seq > ? AND seq <= ? "
+        "AND published_at < ?",
+        (*span, to_iso(late_if_published_before)),
+    ).fetchone()
+    late = int(row[0]) if row else 0
+    conn.execute(
+        "UPDATE events SET acked_at = ? WHERE messenger_id = ? AND seq > ? AND seq <= ?",
+        (to_iso(acked_at), *span),
+    )
+    conn.execute(
+        "UPDATE sequences SET acked_seq = ?, late_deliveries = late_deliveries + ? "
+        "WHERE messenger_id = ?",
+        (up_to_seq, late, messenger_id),
+    )
+    failpoint("notifier.ack.before_commit")
+    after = SequenceState(
+        messenger_id=messenger_id,
+        head_seq=state.head_seq,
+        acked_seq=up_to_seq,
+        floor_seq=state.floor_seq,
+        late_deliveries=state.late_deliveries + late,
+    )
+    return after, late

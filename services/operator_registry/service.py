@@ -6,6 +6,7 @@ Identity is resolved by the caller of these methods (grpc_api.py) and passed in 
 from __future__ import annotations
 
 import asyncio
+import enum
 import time
 import uuid
 from collections.abc import AsyncIterable, Callable, Sequence
@@ -53,7 +54,7 @@ from services.operator_registry.domain import (
     validate_recipient,
     validate_request_id,
 )
-from services.operator_registry.store import RegistryStore
+from services.operator_registry.store import RegistryStore, RegistryTx
 
 log = get_logger("idmesh.operator_registry")
 
@@ -71,6 +72,14 @@ class SeedConflict(RegistryError):
     def __init__(self, message: str, contract_ids: Sequence[str]) -> None:
         super().__init__(message)
         self.contract_ids = tuple(contract_ids)
+
+
+class _Answered(enum.Enum):
+    """How a verification transaction answered."""
+
+    NEW = "new"  # a new answer, the number's existing binding (or none: no subscriber)
+    NEW_BINDING = "new_binding"  # a new answer with a binding made for it
+    REPLAYED = "replayed"  # the stored answer to the same request id
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +121,9 @@ class RegistryService:
         time_remaining: float | None,
     ) -> Verification:
         """Answer one verification request of messenger_id, and audit it whatever the outcome:
-        an answer in its own transaction, a refusal in one of its own.
+        an answer with its audit record in one function on the writer thread (one thread hop;
+        concurrent requests share the transaction, each with its own outcome: group commit),
+        a refusal's audit record in a transaction of its own.
 
         time_remaining is the caller's remaining deadline in seconds (None: no deadline); the
         answer is committed only if the deadline has not passed right before the commit.
@@ -157,9 +168,13 @@ class RegistryService:
             raise
         self._check_deadline(deadline)  # already passed: do not even take the writer lock
         now = self._clock.now()
-        new_binding = False
-        async with self._store.transaction() as tx:
-            snap = await tx.verification_snapshot(messenger_id, request_id, phone)
+        replayed = False
+
+        def verify(tx: RegistryTx) -> tuple[Verification, _Answered]:
+            """The whole decision in one transaction on the writer thread (no awaiting)."""
+            nonlocal replayed
+            replayed = False  # it may run again (see Database.run_grouped)
+            snap = tx.verification_snapshot(messenger_id, request_id, phone)
             if snap.agreement_state is not AgreementState.ACTIVE:
                 raise self._no_agreement(messenger_id)
             if snap.previous is not None:
@@ -168,16 +183,12 @@ class RegistryService:
                         f"request_id {request_id!r} was already used for another number: "
                         "use a new request_id for every verification"
                     )
-                log.info(
-                    "verification.replayed",
-                    messenger_id=messenger_id,
-                    phone=mask(phone),
-                    result=snap.previous.result.value,
-                )
-                await tx.add_audit(
+                tx.add_audit(
                     self._audit(messenger_id, request_id, phone, snap.previous.result.value.upper())
                 )
-                return snap.previous
+                replayed = True
+                return snap.previous, _Answered.REPLAYED
+            how = _Answered.NEW
             if snap.active_contract_id is None:
                 answer = Verification(
                     messenger_id=messenger_id,
@@ -196,8 +207,8 @@ class RegistryService:
                         identification_code=self._new_code(),
                         bound_at=now,
                     )
-                    await tx.add_binding(binding)
-                    new_binding = True
+                    tx.add_binding(binding)
+                    how = _Answered.NEW_BINDING
                 answer = Verification(
                     messenger_id=messenger_id,
                     request_id=request_id,
@@ -208,11 +219,26 @@ class RegistryService:
                     identification_code=binding.identification_code,
                     identified_at=binding.bound_at,
                 )
-            await tx.add_verification(answer)
-            await tx.add_audit(
-                self._audit(messenger_id, request_id, phone, answer.result.value.upper())
+            tx.add_verification(answer)
+            tx.add_audit(self._audit(messenger_id, request_id, phone, answer.result.value.upper()))
+            return answer, how
+
+        def before_commit() -> None:
+            if not replayed:  # a new answer is stored only within the deadline
+                self._check_deadline(deadline)
+
+        # Concurrent verifications share transactions (group commit), each with its own
+        # outcome; the deadline is checked right before the commit that would store the answer.
+        answer, how = await self._store.run_grouped(verify, before_commit=before_commit)
+        if how is _Answered.REPLAYED:
+            log.info(
+                "verification.replayed",
+                messenger_id=messenger_id,
+                phone=mask(phone),
+                result=answer.result.value,
             )
-            self._check_deadline(deadline)
+            return answer
+        new_binding = how is _Answered.NEW_BINDING
         log.info(
             "verification.answered",
             messenger_id=messenger_id,
@@ -305,8 +331,9 @@ class RegistryService:
             state=ContractState.ACTIVE,
             activated_at=activated_at or self._clock.now(),
         )
-        async with self._store.transaction() as tx:
-            active_id, holder = await tx.contract_conflicts(phone, contract_id)
+
+        def create(tx: RegistryTx) -> None:
+            active_id, holder = tx.contract_conflicts(phone, contract_id)
             if active_id is not None:
                 raise SubscriberExists(
                     f"{mask(phone)} already has an active contract ({active_id}): "
@@ -316,7 +343,9 @@ class RegistryService:
                 raise SubscriberExists(
                     f"contract_id {contract_id!r} is already taken: choose another contract_id"
                 )
-            await tx.add_contracts([contract])
+            tx.add_contracts([contract])
+
+        await self._store.run(create)
         log.info("subscriber.created", phone=mask(phone), contract_id=contract_id)
         return Subscriber(contract)
 
@@ -349,8 +378,9 @@ class RegistryService:
             raise ValueError("a recipient operator is only for TerminationReason.PORTED_OUT")
         phone = parse_e164(phone_number)
         now = self._clock.now()
-        async with self._store.transaction() as tx:
-            subscriber = await tx.subscriber(phone)
+
+        def terminate(tx: RegistryTx) -> tuple[Subscriber, list[TerminationNotice]]:
+            subscriber = tx.subscriber(phone)
             if subscriber is None:
                 raise SubscriberNotFound(f"{mask(phone)} has no contract with this operator")
             contract = subscriber.contract
@@ -360,7 +390,7 @@ class RegistryService:
                     f"the contract {contract.contract_id} of {mask(phone)} was already "
                     f"terminated on {ended}: there is no active contract to terminate"
                 )
-            await tx.terminate(contract.contract_id, now, reason, recipient_operator_id)
+            tx.terminate(contract.contract_id, now, reason, recipient_operator_id)
             notices = [
                 TerminationNotice(
                     event_id=str(uuid.uuid4()),
@@ -374,7 +404,12 @@ class RegistryService:
                 )
                 for binding in subscriber.bindings
             ]
-            await tx.add_notices(notices, now)
+            tx.add_notices(notices, now)
+            return subscriber, notices
+
+        # Concurrent terminations share transactions (group commit), each with its own outcome.
+        subscriber, notices = await self._store.run_grouped(terminate)
+        contract = subscriber.contract
         self._notices_queued.set()
         log.info(
             "contract.terminated",
@@ -398,15 +433,15 @@ class RegistryService:
     async def register_messenger(self, messenger_id: str, display_name: str = "") -> Agreement:
         messenger_id = validate_id(messenger_id, "messenger_id")
         name = normalise_display_name(display_name)
-        async with self._store.transaction() as tx:
-            agreement = await tx.register_agreement(messenger_id, name, self._clock.now())
+        now = self._clock.now()
+        agreement = await self._store.run(lambda tx: tx.register_agreement(messenger_id, name, now))
         log.info("agreement.registered", messenger_id=messenger_id)
         return agreement
 
     async def suspend_messenger(self, messenger_id: str) -> Agreement:
         messenger_id = validate_id(messenger_id, "messenger_id")
-        async with self._store.transaction() as tx:
-            agreement = await tx.suspend_agreement(messenger_id, self._clock.now())
+        now = self._clock.now()
+        agreement = await self._store.run(lambda tx: tx.suspend_agreement(messenger_id, now))
         if agreement is None:
             raise MessengerNotFound(
                 f"messenger {messenger_id} has no agreement with operator {self.operator_id}: "
@@ -431,17 +466,20 @@ class RegistryService:
     ) -> SeedOutcome:
         """Add missing agreements (existing ones, suspended included, are left alone) and the
         contracts of numbers that never had one, in one transaction."""
-        async with self._store.transaction() as tx:
-            messengers_added = await tx.add_missing_agreements(agreements)
-            known = await tx.numbers_with_contracts(c.phone_number for c in contracts)
+
+        def seed(tx: RegistryTx) -> SeedOutcome:
+            messengers_added = tx.add_missing_agreements(agreements)
+            known = tx.numbers_with_contracts(c.phone_number for c in contracts)
             missing = [c for c in contracts if c.phone_number not in known]
-            taken = await tx.contract_holders(c.contract_id for c in missing)
+            taken = tx.contract_holders(c.contract_id for c in missing)
             if taken:
                 raise SeedConflict(
                     "contract_id already belongs to another number", contract_ids=list(taken)
                 )
-            await tx.add_contracts(missing)
-        return SeedOutcome(messengers_added, len(missing), len(contracts) - len(missing))
+            tx.add_contracts(missing)
+            return SeedOutcome(messengers_added, len(missing), len(contracts) - len(missing))
+
+        return await self._store.run(seed)
 
     # --- outbox (for the relay) -------------------------------------------------------------
 

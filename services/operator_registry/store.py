@@ -1,21 +1,19 @@
 """The registry's SQLite adapter: schema (MIGRATIONS) and the queries the use cases need.
 
 Times are stored as ISO text in UTC (services.common.timeutil.to_iso), enums as their values.
-Writes happen inside `RegistryStore.transaction()` (BEGIN IMMEDIATE on the one writer
-connection); every aiosqlite call is a thread hop, so each use case keeps its statements few:
-VerifySubscriber is one SELECT and at most two INSERTs.
+Writes happen in `RegistryStore.run(fn)`: fn(tx) is the whole transaction, a plain function over
+a `RegistryTx` run on the database's writer thread (Database.run: BEGIN IMMEDIATE, fn, COMMIT in
+one thread hop), so a use case pays one hop however many statements it makes. VerifySubscriber
+is one SELECT and at most three INSERTs.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator, Iterable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
-
-import aiosqlite
+from typing import Any, TypeVar
 
 from services.common.db import Database
 from services.common.timeutil import from_iso, to_iso
@@ -35,6 +33,8 @@ from services.operator_registry.domain import (
     VerificationResult,
 )
 from services.operator_registry.import_store import ImportStaging
+
+T = TypeVar("T")
 
 MIGRATIONS: list[str] = [
     # 1: contracts, agreements, bindings, verification answers, outbox.
@@ -182,9 +182,23 @@ class RegistryStore:
     def __init__(self, db: Database) -> None:
         self._db = db
 
+    async def run(self, fn: Callable[[RegistryTx], T]) -> T:
+        """fn(tx) as one write transaction on the writer thread: commits when fn returns, rolls
+        back when it raises (the exception propagates as it is). See Database.run."""
+        return await self._db.run(lambda conn: fn(RegistryTx(conn)))
+
+    async def run_grouped(
+        self, fn: Callable[[RegistryTx], T], *, before_commit: Callable[[], None] | None = None
+    ) -> T:
+        """Like run(fn), but sharing a transaction with concurrent calls (group commit; see
+        Database.run_grouped): fn in a savepoint of its own, before_commit() right before the
+        one COMMIT."""
+        return await self._db.run_grouped(
+            lambda conn: fn(RegistryTx(conn)), before_commit=before_commit
+        )
+
     async def add_audit(self, record: AuditRecord) -> None:
-        async with self.transaction() as tx:
-            await tx.add_audit(record)
+        await self.run(lambda tx: tx.add_audit(record))
 
     async def list_audit(self, query: AuditQuery) -> list[tuple[int, AuditRecord]]:
         """Newest first, with each record's id (the next page's token)."""
@@ -227,17 +241,12 @@ class RegistryStore:
 
     async def prune_audit(self, before: datetime) -> int:
         """Retention: delete audit records older than `before`."""
-        async with self._db.transaction() as conn:
-            cursor = await conn.execute(
-                "DELETE FROM audit_log WHERE recorded_at < ?", (to_iso(before),)
+        cutoff = to_iso(before)
+        return await self._db.run(
+            lambda conn: (
+                conn.execute("DELETE FROM audit_log WHERE recorded_at < ?", (cutoff,)).rowcount
             )
-            return cursor.rowcount
-
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[RegistryTx]:
-        """One write transaction: commits on normal exit, rolls back on any exception."""
-        async with self._db.transaction() as conn:
-            yield RegistryTx(conn)
+        )
 
     def import_staging(self) -> ImportStaging:
         """A bulk import's staging area (import_store.py), on a connection of its own."""
@@ -316,33 +325,33 @@ class RegistryStore:
         if not event_ids:
             return 0
         marks = ",".join("?" * len(event_ids))
-        async with self._db.transaction() as conn:
-            cursor = await conn.execute(
-                f"UPDATE outbox SET published_at = ? "
-                f"WHERE published_at IS NULL AND event_id IN ({marks})",
-                (to_iso(at), *event_ids),
-            )
-            return cursor.rowcount
+        sql = (
+            "UPDATE outbox SET published_at = ? "
+            f"WHERE published_at IS NULL AND event_id IN ({marks})"
+        )
+        params = (to_iso(at), *event_ids)
+        return await self._db.run(lambda conn: conn.execute(sql, params).rowcount)
 
 
 class RegistryTx:
-    """Statements inside one write transaction (see RegistryStore.transaction)."""
+    """Statements inside one write transaction, on the writer thread (see RegistryStore.run):
+    plain synchronous methods over the transaction's sqlite3 connection."""
 
-    def __init__(self, conn: aiosqlite.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
 
-    async def add_audit(self, record: AuditRecord) -> None:
-        await self._conn.execute(_AUDIT_INSERT, _audit_params(record))
+    def add_audit(self, record: AuditRecord) -> None:
+        self._conn.execute(_AUDIT_INSERT, _audit_params(record))
 
-    async def _rows(self, sql: str, params: Any = ()) -> list[sqlite3.Row]:
-        return list(await self._conn.execute_fetchall(sql, params))
+    def _rows(self, sql: str, params: Any = ()) -> list[sqlite3.Row]:
+        return self._conn.execute(sql, params).fetchall()
 
     # --- verification -----------------------------------------------------------------------
 
-    async def verification_snapshot(
+    def verification_snapshot(
         self, messenger_id: str, request_id: str, phone_number: str
     ) -> VerificationSnapshot:
-        rows = await self._rows(
+        rows = self._rows(
             """
             SELECT
                 (SELECT state FROM agreements WHERE messenger_id = :m) AS agreement_state,
@@ -394,8 +403,8 @@ class RegistryTx:
             ported_to=row["ported_to"],
         )
 
-    async def add_binding(self, binding: Binding) -> None:
-        await self._conn.execute(
+    def add_binding(self, binding: Binding) -> None:
+        self._conn.execute(
             "INSERT INTO bindings (contract_id, messenger_id, identification_code, bound_at) "
             "VALUES (?, ?, ?, ?)",
             (
@@ -406,8 +415,8 @@ class RegistryTx:
             ),
         )
 
-    async def add_verification(self, answer: Verification) -> None:
-        await self._conn.execute(
+    def add_verification(self, answer: Verification) -> None:
+        self._conn.execute(
             "INSERT INTO verifications (messenger_id, request_id, phone_number, result, "
             "contract_id, identification_code, identified_at, answered_at, "
             "recipient_operator_id) "
@@ -427,15 +436,15 @@ class RegistryTx:
 
     # --- contracts --------------------------------------------------------------------------
 
-    async def subscriber(self, phone_number: str) -> Subscriber | None:
+    def subscriber(self, phone_number: str) -> Subscriber | None:
         """The number's active (else most recent) contract with its bindings."""
-        return _subscriber(await self._rows(_SUBSCRIBER_SQL, (phone_number,)))
+        return _subscriber(self._rows(_SUBSCRIBER_SQL, (phone_number,)))
 
-    async def contract_conflicts(
+    def contract_conflicts(
         self, phone_number: str, contract_id: str
     ) -> tuple[str | None, str | None]:
         """(the number's active contract id, the number holding contract_id), either None."""
-        rows = await self._rows(
+        rows = self._rows(
             """
             SELECT
                 (SELECT contract_id FROM contracts
@@ -446,31 +455,31 @@ class RegistryTx:
         )
         return rows[0]["active_contract_id"], rows[0]["holder"]
 
-    async def numbers_with_contracts(self, phone_numbers: Iterable[str]) -> set[str]:
+    def numbers_with_contracts(self, phone_numbers: Iterable[str]) -> set[str]:
         numbers = list(phone_numbers)
         if not numbers:
             return set()
         marks = ",".join("?" * len(numbers))
-        rows = await self._rows(
+        rows = self._rows(
             f"SELECT DISTINCT phone_number FROM contracts WHERE phone_number IN ({marks})",
             numbers,
         )
         return {row[0] for row in rows}
 
-    async def contract_holders(self, contract_ids: Iterable[str]) -> dict[str, str]:
+    def contract_holders(self, contract_ids: Iterable[str]) -> dict[str, str]:
         """contract_id -> phone number, for those of contract_ids that exist."""
         ids = list(contract_ids)
         if not ids:
             return {}
         marks = ",".join("?" * len(ids))
-        rows = await self._rows(
+        rows = self._rows(
             f"SELECT contract_id, phone_number FROM contracts WHERE contract_id IN ({marks})",
             ids,
         )
         return {row[0]: row[1] for row in rows}
 
-    async def add_contracts(self, contracts: Sequence[Contract]) -> None:
-        await self._conn.executemany(
+    def add_contracts(self, contracts: Sequence[Contract]) -> None:
+        self._conn.executemany(
             "INSERT INTO contracts (contract_id, phone_number, state, activated_at) "
             "VALUES (?, ?, ?, ?)",
             [
@@ -479,24 +488,24 @@ class RegistryTx:
             ],
         )
 
-    async def terminate(
+    def terminate(
         self,
         contract_id: str,
         at: datetime,
         reason: TerminationReason,
         recipient_operator_id: str | None = None,
     ) -> None:
-        await self._conn.execute(
+        self._conn.execute(
             "UPDATE contracts SET state = 'terminated', terminated_at = ?, "
             "termination_reason = ?, recipient_operator_id = ? "
             "WHERE contract_id = ? AND state = 'active'",
             (to_iso(at), reason.value, recipient_operator_id, contract_id),
         )
 
-    async def add_notices(self, notices: Sequence[TerminationNotice], created_at: datetime) -> None:
+    def add_notices(self, notices: Sequence[TerminationNotice], created_at: datetime) -> None:
         if not notices:
             return
-        await self._conn.executemany(
+        self._conn.executemany(
             f"INSERT INTO outbox (created_at, {_NOTICE_COLUMNS}) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
@@ -517,11 +526,11 @@ class RegistryTx:
 
     # --- agreements -------------------------------------------------------------------------
 
-    async def register_agreement(
+    def register_agreement(
         self, messenger_id: str, display_name: str | None, at: datetime
     ) -> Agreement:
         """Create the agreement active, or reactivate it; display_name None keeps the old name."""
-        rows = await self._rows(
+        rows = self._rows(
             """
             INSERT INTO agreements (messenger_id, display_name, state, updated_at)
             VALUES (:m, coalesce(:name, :m), 'active', :at)
@@ -536,9 +545,9 @@ class RegistryTx:
         )
         return _agreement(rows[0])
 
-    async def add_missing_agreements(self, agreements: Sequence[Agreement]) -> int:
+    def add_missing_agreements(self, agreements: Sequence[Agreement]) -> int:
         before = self._conn.total_changes
-        await self._conn.executemany(
+        self._conn.executemany(
             "INSERT INTO agreements (messenger_id, display_name, state, updated_at) "
             "VALUES (?, ?, ?, ?) ON CONFLICT (messenger_id) DO NOTHING",
             [
@@ -548,8 +557,8 @@ class RegistryTx:
         )
         return self._conn.total_changes - before
 
-    async def suspend_agreement(self, messenger_id: str, at: datetime) -> Agreement | None:
-        rows = await self._rows(
+    def suspend_agreement(self, messenger_id: str, at: datetime) -> Agreement | None:
+        rows = self._rows(
             """
             UPDATE agreements SET
                 updated_at = CASE WHEN state = 'suspended' THEN updated_at ELSE ? END,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import Any
 
@@ -19,6 +20,7 @@ from services.operator_registry.domain import (
     SubscriberExists,
     SubscriberNotFound,
     TerminationReason,
+    Verification,
     VerificationResult,
 )
 from services.operator_registry.service import RegistryService
@@ -194,14 +196,63 @@ async def test_deadline_passing_during_the_transaction_rolls_it_back(
     await service.create_subscriber(NUMBER, "BEE-1")
     written = RegistryTx.add_verification
 
-    async def slow(self: RegistryTx, answer: Any) -> None:
-        await written(self, answer)  # the binding and the answer are written...
+    def slow(self: RegistryTx, answer: Any) -> None:  # on the writer thread
+        written(self, answer)  # the binding and the answer are written...
         monotonic[0] += 10.0  # ...but the caller's deadline passes before the commit
 
     monkeypatch.setattr(RegistryTx, "add_verification", slow)
     with pytest.raises(DeadlinePassed):
         await verify(service, time_remaining=5.0)
     assert await recorded(store) == (0, 0)
+
+
+async def test_concurrent_verifications_each_get_their_own_outcome(
+    ready: RegistryService, store: RegistryStore
+) -> None:
+    # Arriving together, they share transactions (group commit): one binding is made and every
+    # answer carries it; a refusal among them is refused alone; a replay gets the stored answer.
+    await verify(ready, request_id="first")
+    calls = [verify(ready, request_id=f"r{i}") for i in range(20)]
+    calls.insert(5, verify(ready, request_id="first", number=OTHER_NUMBER))  # reused id
+    calls.insert(9, verify(ready, messenger="gamma", request_id="g"))  # no agreement
+    calls.insert(12, verify(ready, request_id="first"))  # a replay
+    outcomes = await asyncio.gather(*calls, return_exceptions=True)
+    assert isinstance(outcomes.pop(12), Verification)
+    assert isinstance(outcomes.pop(9), AgreementRequired)
+    assert isinstance(outcomes.pop(5), RequestIdReused)
+    assert {a.result for a in outcomes} == {VerificationResult.IDENTIFIED}
+    assert len({a.identification_code for a in outcomes}) == 1
+    assert await recorded(store) == (1, 21)
+
+
+async def test_a_concurrent_verification_past_its_deadline_records_nothing_of_its_own(
+    store: RegistryStore, clock: FakeClock
+) -> None:
+    monotonic = [100.0]
+    service = RegistryService(
+        store, operator_id="beeline", clock=clock, monotonic=lambda: monotonic[0]
+    )
+    await service.register_messenger("alpha")
+    await service.create_subscriber(NUMBER, "BEE-1")
+    await service.create_subscriber(OTHER_NUMBER, "BEE-2")
+    written = RegistryTx.add_verification
+
+    def slow(self: RegistryTx, answer: Any) -> None:  # on the writer thread
+        written(self, answer)
+        if answer.request_id == "late":
+            monotonic[0] += 10.0  # its deadline (5 s) passes before the commit
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(RegistryTx, "add_verification", slow)
+        outcomes = await asyncio.gather(
+            verify(service, request_id="early", time_remaining=60.0),
+            verify(service, request_id="late", number=OTHER_NUMBER, time_remaining=5.0),
+            verify(service, request_id="other", time_remaining=None),
+            return_exceptions=True,
+        )
+    assert isinstance(outcomes[1], DeadlinePassed)
+    assert [a.result for a in (outcomes[0], outcomes[2])] == [VerificationResult.IDENTIFIED] * 2
+    assert await recorded(store) == (1, 2)  # NUMBER's binding and two answers; none of "late"
 
 
 # --- contracts --------------------------------------------------------------------------------
@@ -305,7 +356,7 @@ async def test_terminate_changes_nothing_when_the_outbox_write_fails(
 ) -> None:
     await verify(ready)
 
-    async def broken(self: RegistryTx, *args: Any) -> None:
+    def broken(self: RegistryTx, *args: Any) -> None:
         raise OSError("disk full")
 
     monkeypatch.setattr(RegistryTx, "add_notices", broken)
