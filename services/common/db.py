@@ -352,7 +352,9 @@ def _check_synchronous(synchronous: str) -> None:
         raise ValueError(f"synchronous must be OFF, NORMAL, FULL or EXTRA, got {synchronous!r}")
 
 
-_PRAGMAS = ("PRAGMA journal_mode=WAL", "PRAGMA foreign_keys=ON", "PRAGMA busy_timeout=5000")
+# busy_timeout first: switching a new file to WAL takes a lock that another process (or
+# connection) opening the same file may hold for a moment.
+_PRAGMAS = ("PRAGMA busy_timeout=5000", "PRAGMA journal_mode=WAL", "PRAGMA foreign_keys=ON")
 
 
 async def _connect(path: Path, synchronous: str) -> aiosqlite.Connection:
