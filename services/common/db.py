@@ -97,12 +97,27 @@ class Database:
     async def open(
         cls, path: Path, migrations: Sequence[str], *, synchronous: str = "NORMAL"
     ) -> Database:
+        _check_synchronous(synchronous)
         path.parent.mkdir(parents=True, exist_ok=True)
+        # Processes opening one file together (replicas sharing a store) take turns on an
+        # advisory lock file: switching a new file to WAL needs a lock that SQLite does not
+        # wait for (SQLITE_BUSY at once), and no migration may be applied twice.
+        fd = os.open(path.with_name(path.name + ".migrate-lock"), os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            await asyncio.to_thread(fcntl.flock, fd, fcntl.LOCK_EX)
+            return await cls._open_locked(path, migrations, synchronous)
+        finally:
+            os.close(fd)  # releases the lock
+
+    @classmethod
+    async def _open_locked(
+        cls, path: Path, migrations: Sequence[str], synchronous: str
+    ) -> Database:
         writer = await _connect(path, synchronous)
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
         reader: aiosqlite.Connection | None = None
         try:
-            await _migrate(writer, migrations, path)
+            await _migrate(writer, migrations)
             reader = await _connect(path, synchronous)
             loop = asyncio.get_running_loop()
             sync_writer = await loop.run_in_executor(executor, _connect_sync, path, synchronous)
@@ -381,25 +396,18 @@ def _connect_sync(path: Path, synchronous: str) -> sqlite3.Connection:
     return conn
 
 
-async def _migrate(conn: aiosqlite.Connection, migrations: Sequence[str], path: Path) -> None:
-    """Apply migrations[user_version:], each in one transaction. Processes opening one file
-    together (replicas sharing a store) take turns on an advisory lock file, so none applies a
-    migration twice. (Python 3.11's executescript commits any open transaction first, so a
-    BEGIN IMMEDIATE around the version check would not hold.)"""
-    fd = os.open(path.with_name(path.name + ".migrate-lock"), os.O_CREAT | os.O_RDWR, 0o600)
-    try:
-        await asyncio.to_thread(fcntl.flock, fd, fcntl.LOCK_EX)
-        async with conn.execute("PRAGMA user_version") as cursor:
-            row = await cursor.fetchone()
-        version = int(row[0]) if row else 0
-        if version > len(migrations):
-            raise RuntimeError(
-                f"database schema version {version} is newer than this code knows "
-                f"({len(migrations)})"
-            )
-        for number, script in enumerate(migrations[version:], start=version + 1):
-            await conn.executescript(
-                f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version={number};\nCOMMIT;"
-            )
-    finally:
-        os.close(fd)  # releases the lock
+async def _migrate(conn: aiosqlite.Connection, migrations: Sequence[str]) -> None:
+    """Apply migrations[user_version:], each in one transaction, under the advisory lock of
+    Database.open, so that no migration is applied twice. (Python 3.11's executescript commits
+    any open transaction first, so a BEGIN IMMEDIATE around the version check would not hold.)"""
+    async with conn.execute("PRAGMA user_version") as cursor:
+        row = await cursor.fetchone()
+    version = int(row[0]) if row else 0
+    if version > len(migrations):
+        raise RuntimeError(
+            f"database schema version {version} is newer than this code knows ({len(migrations)})"
+        )
+    for number, script in enumerate(migrations[version:], start=version + 1):
+        await conn.executescript(
+            f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version={number};\nCOMMIT;"
+        )
