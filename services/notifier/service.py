@@ -40,7 +40,7 @@ from services.notifier.domain import (
     StreamPolicy,
     validate_batch,
 )
-from services.notifier.store import NotifierStore
+from services.notifier.ports import NotifierStore
 
 log = get_logger("idmesh.notifier")
 
@@ -315,6 +315,10 @@ class NotifierService:
             messengers=len(messengers),
         )
         return result
+
+    def wake(self, messenger_ids: list[str]) -> None:
+        """Another process committed events for these messengers (none named: for any)."""
+        self.hub.notify(messenger_ids or self.hub.watched_messengers())
 
     def subscribe(self, messenger_id: str, after_seq: int) -> Subscription:
         return Subscription(

@@ -1,4 +1,5 @@
-"""Fixtures for the notifier: a real server on port 0 over a temporary SQLite file."""
+"""Fixtures for the notifier: a real server on port 0 over a temporary store (SQLite file or
+PostgreSQL database)."""
 
 from __future__ import annotations
 
@@ -21,12 +22,15 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-async def start_notifier(tmp_path: Path, clock: FakeClock) -> AsyncIterator[Callable[..., Any]]:
-    """start_notifier(**env) -> Notifier; everything started is stopped at teardown."""
+async def start_notifier(
+    tmp_path: Path, clock: FakeClock, store_env: dict[str, str]
+) -> AsyncIterator[Callable[..., Any]]:
+    """start_notifier(**env) -> Notifier, on each engine (see tests/conftest.py); every call
+    starts a replica over the same store; everything started is stopped at teardown."""
     stack = contextlib.AsyncExitStack()
 
     async def start(**overrides: str) -> Notifier:
-        cfg = config(tmp_path, **overrides)
+        cfg = config(tmp_path, **{**store_env, **overrides})
         server = GrpcServer(name="notifier", bind=cfg.server.bind, errors=ERRORS)
         service = await stack.enter_async_context(open_notifier(cfg, server, clock))
         port = await server.start()
