@@ -75,9 +75,7 @@ async def open_notifier(
 @asynccontextmanager
 async def open_store(settings: StoreSettings) -> AsyncIterator[NotifierStore]:
     """The notifier's store on the configured engine, migrated; closed on exit."""
-    async with open_database(
-        settings, SERVICE, sqlite=MIGRATIONS, postgresql=PG_MIGRATIONS
-    ) as db:
+    async with open_database(settings, SERVICE, sqlite=MIGRATIONS, postgresql=PG_MIGRATIONS) as db:
         yield SqliteNotifierStore(db) if isinstance(db, Database) else PgNotifierStore(db)
 
 
