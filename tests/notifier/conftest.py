@@ -25,8 +25,25 @@ def clock() -> FakeClock:
 async def start_notifier(
     tmp_path: Path, clock: FakeClock, store_env: dict[str, str]
 ) -> AsyncIterator[Callable[..., Any]]:
-    """start_notifier(**env) -> Notifier, on each engine (see tests/conftest.py); every call
-    starts a replica over the same store; everything started is stopped at teardown."""
+    """start_notifier(**env) -> Notifier, on each engine (see tests/conftest.py); everything
+    started is stopped at teardown."""
+    async with _starter(tmp_path, clock, store_env) as start:
+        yield start
+
+
+@pytest.fixture
+async def start_replica(
+    tmp_path: Path, clock: FakeClock, postgres_url: str
+) -> AsyncIterator[Callable[..., Any]]:
+    """start_replica(**env) -> Notifier: each call another replica over one PostgreSQL store."""
+    async with _starter(tmp_path, clock, {"DATABASE_URL": postgres_url}) as start:
+        yield start
+
+
+@contextlib.asynccontextmanager
+async def _starter(
+    tmp_path: Path, clock: FakeClock, store_env: dict[str, str]
+) -> AsyncIterator[Callable[..., Any]]:
     stack = contextlib.AsyncExitStack()
 
     async def start(**overrides: str) -> Notifier:
