@@ -7,13 +7,16 @@ top-level subparsers; services/cli/main.py lists the groups."""
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from services.cli.connection import Target, connect
 from services.cli.output import print_message
+from services.common.timeutil import parse_time
 
 Handler = Callable[[argparse.Namespace], Awaitable[int]]
 """A command: an async function of the parsed arguments, returning the exit status (a plain
@@ -35,7 +38,9 @@ def common_options() -> argparse.ArgumentParser:
         "--data-dir", help="the mesh's data folder (env IDMESH_DATA_DIR, default ./data)"
     )
     common.add_argument("--address", help="host:port of the service, instead of the mesh's")
-    common.add_argument("--ca", help="CA certificate (env IDMESH_TLS_CA; default: the mesh's)")
+    common.add_argument(
+        "--ca", help="CA certificate (env IDMESH_TLS_CA; default: the running mesh's CA)"
+    )
     common.add_argument("--cert", help="client certificate (env IDMESH_TLS_CERT)")
     common.add_argument("--key", help="client key (env IDMESH_TLS_KEY)")
     common.add_argument(
@@ -50,16 +55,19 @@ def unary(
     request: Callable[[argparse.Namespace], Message],
     *,
     timeout: Callable[[argparse.Namespace], float | None] = lambda _: None,
-    with_defaults: bool = False,
     exit_code: Callable[[Any], int] = lambda _: 0,
+    note: Callable[[Any], str | None] = lambda _: None,
 ) -> Handler:
-    """A command that sends one request to target's method and prints the reply."""
+    """A command that sends one request to target's method and prints the reply; note(reply),
+    when there is one, goes to stderr (what the call did besides answering)."""
 
     async def handler(args: argparse.Namespace) -> int:
         message = request(args)
         async with connect(args, target) as stub:
             reply = await getattr(stub, method)(message, timeout=timeout(args))
-        print_message(args, reply, with_defaults=with_defaults)
+        print_message(args, reply)
+        if (text := note(reply)) is not None:
+            print(f"note: {text}", file=sys.stderr, flush=True)
         return exit_code(reply)
 
     return handler
@@ -86,3 +94,17 @@ def bounded_int(low: int, high: int) -> Callable[[str], int]:
         return value
 
     return parse
+
+
+UINT64_MAX = 2**64 - 1
+
+
+def time_arg(text: str) -> Timestamp:
+    """An argparse type: an RFC 3339 time with a UTC offset, or YYYY-MM-DD (midnight UTC)."""
+    try:
+        value = parse_time(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    ts = Timestamp()
+    ts.FromDatetime(value)
+    return ts

@@ -64,15 +64,16 @@ def credentials(args: argparse.Namespace, identity: Caller) -> TlsFiles | None:
     or foreign certificate is reported here rather than as a closed connection."""
     if args.insecure:
         return None
-    given = [
-        args.ca or os.environ.get("IDMESH_TLS_CA"),
-        args.cert or os.environ.get("IDMESH_TLS_CERT"),
-        args.key or os.environ.get("IDMESH_TLS_KEY"),
-    ]
-    if any(given):
-        if not all(given):
-            raise CliError("give all of --ca, --cert and --key (or IDMESH_TLS_CA/CERT/KEY)")
-        files = TlsFiles(Path(given[0]), Path(given[1]), Path(given[2]))  # type: ignore[arg-type]
+    ca = args.ca or os.environ.get("IDMESH_TLS_CA")
+    cert = args.cert or os.environ.get("IDMESH_TLS_CERT")
+    key = args.key or os.environ.get("IDMESH_TLS_KEY")
+    if ca or cert or key:
+        if not (cert and key):
+            raise CliError(
+                "give both --cert and --key (or IDMESH_TLS_CERT/KEY); --ca defaults to the "
+                "running mesh's CA"
+            )
+        files = TlsFiles(Path(ca) if ca else _mesh_ca(args), Path(cert), Path(key))
     else:
         try:
             pki_dir = meshlib.load_pki_dir(data_dir(args))
@@ -86,6 +87,17 @@ def credentials(args: argparse.Namespace, identity: Caller) -> TlsFiles | None:
     except (CredentialsError, OSError) as exc:
         raise CliError(f"cannot act as {identity}: {exc}") from None
     return files
+
+
+def _mesh_ca(args: argparse.Namespace) -> Path:
+    """The running mesh's CA certificate, for --cert/--key given without --ca."""
+    try:
+        pki_dir = meshlib.load_pki_dir(data_dir(args))
+    except meshlib.MeshError as exc:
+        raise CliError(f"{exc}; or pass --ca (or IDMESH_TLS_CA)") from None
+    if pki_dir is None:
+        raise CliError(f"the mesh at {data_dir(args)} runs without TLS: pass --ca")
+    return pki_dir / pki.CA_FILE
 
 
 def open_to(args: argparse.Namespace, address: str, identity: Caller) -> grpc.aio.Channel:

@@ -57,6 +57,5 @@ def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
             GATEWAY_ADMIN,
             "ResolveOperator",
             lambda a: gateway_pb2.ResolveOperatorRequest(phone_number=a.phone),
-            with_defaults=True,
         )
     )

@@ -127,7 +127,6 @@ def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
             GATEWAY,
             "CheckAccess",
             lambda a: gateway_pb2.CheckAccessRequest(user_id=a.user),
-            with_defaults=True,
             exit_code=lambda reply: 0 if reply.allowed else 3,
         )
     )

@@ -1,5 +1,8 @@
 """What the CLI prints: a reply as indented `key: value` lines or, with --json, as one JSON
-document on stdout; a refused call as one `error: ...` line on stderr."""
+document on stdout; a refused call as one `error: ...` line on stderr.
+
+Every field is printed, zero values included (a count of 0, `allowed: False`, an enum's
+UNSPECIFIED value), so that a reader never has to guess whether a missing key means zero."""
 
 from __future__ import annotations
 
@@ -12,12 +15,12 @@ from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 
 
-def as_dict(message: Message, *, with_defaults: bool = False) -> dict[str, Any]:
-    """The message as JSON-ready data, with proto field names."""
+def as_dict(message: Message) -> dict[str, Any]:
+    """The message as JSON-ready data: proto field names, every field with its default."""
     return MessageToDict(
         message,
         preserving_proto_field_name=True,
-        always_print_fields_with_no_presence=with_defaults,
+        always_print_fields_with_no_presence=True,
     )
 
 
@@ -29,21 +32,19 @@ def emit(args: argparse.Namespace, data: Any) -> None:
         print_human(data)
 
 
-def print_message(
-    args: argparse.Namespace, message: Message, *, with_defaults: bool = False
-) -> None:
-    emit(args, as_dict(message, with_defaults=with_defaults))
+def print_message(args: argparse.Namespace, message: Message) -> None:
+    emit(args, as_dict(message))
 
 
 def print_human(data: Any, indent: int = 0) -> None:
     pad = "  " * indent
     if isinstance(data, dict):
         for key, value in data.items():
-            if isinstance(value, dict | list):
+            if isinstance(value, dict | list) and value:
                 print(f"{pad}{key}:")
                 print_human(value, indent + 1)
             else:
-                print(f"{pad}{key}: {value}")
+                print(f"{pad}{key}: {_scalar(value)}")
     elif isinstance(data, list):
         for item in data:
             if isinstance(item, dict):
@@ -53,6 +54,12 @@ def print_human(data: Any, indent: int = 0) -> None:
                 print(f"{pad}- {item}")
     else:
         print(f"{pad}{data}")
+
+
+def _scalar(value: Any) -> str:
+    if isinstance(value, dict | list):
+        return "{}" if isinstance(value, dict) else "[]"  # an empty message or list
+    return str(value)
 
 
 def rpc_error_line(exc: grpc.aio.AioRpcError) -> str:

@@ -8,15 +8,13 @@ from __future__ import annotations
 import argparse
 import uuid
 
-from google.protobuf.timestamp_pb2 import Timestamp
 from idmesh.events.v1 import events_pb2
 from idmesh.registry.v1 import registry_pb2
 
 from services.cli import csv_import
-from services.cli.command import Subparsers, bounded_int, operator_option, unary
-from services.cli.connection import REGISTRY_ADMIN, REGISTRY_AS_MESSENGER, CliError, connect
+from services.cli.command import Subparsers, bounded_int, operator_option, time_arg, unary
+from services.cli.connection import REGISTRY_ADMIN, REGISTRY_AS_MESSENGER, connect
 from services.cli.output import print_message
-from services.common.timeutil import parse_time
 
 REASONS = {
     "contract-ended": events_pb2.TERMINATION_REASON_CONTRACT_ENDED,
@@ -35,23 +33,12 @@ SUBSCRIBERS_CSV = csv_import.CsvFormat(
 )
 
 
-def time_arg(text: str) -> Timestamp:
-    """RFC 3339 with a time zone, or YYYY-MM-DD (midnight UTC)."""
-    try:
-        value = parse_time(text)
-    except ValueError as exc:
-        raise CliError(str(exc)) from None
-    ts = Timestamp()
-    ts.FromDatetime(value)
-    return ts
-
-
 def _create_request(args: argparse.Namespace) -> registry_pb2.CreateSubscriberRequest:
     request = registry_pb2.CreateSubscriberRequest(
         phone_number=args.phone, contract_id=args.contract
     )
     if args.activated_at:
-        request.activated_at.FromJsonString(args.activated_at)
+        request.activated_at.CopyFrom(args.activated_at)
     return request
 
 
@@ -63,9 +50,9 @@ async def cmd_audit(args: argparse.Namespace) -> int:
         page_size=min(args.limit, 1000),
     )
     if args.since:
-        request.since.FromJsonString(args.since)
+        request.since.CopyFrom(args.since)
     if args.until:
-        request.until.FromJsonString(args.until)
+        request.until.CopyFrom(args.until)
     records: list[registry_pb2.AuditRecord] = []
     async with connect(args, REGISTRY_ADMIN) as stub:
         while len(records) < args.limit:
@@ -86,6 +73,16 @@ async def cmd_audit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _verify_note(reply: registry_pb2.VerifySubscriberResponse) -> str | None:
+    if reply.result != registry_pb2.VERIFICATION_RESULT_IDENTIFIED:
+        return None
+    return (
+        f"the subscriber is now bound to this messenger at {reply.operator_id}, with the "
+        "identification code above (as a gateway's verification does); ending the contract "
+        "will notify the messenger"
+    )
+
+
 def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     reg = sub.add_parser("registry", help="an operator's registry (admin)").add_subparsers(
         dest="action", required=True
@@ -95,7 +92,9 @@ def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     operator_option(p)
     p.add_argument("--phone", "-p", required=True)
     p.add_argument("--contract", "-c", required=True)
-    p.add_argument("--activated-at", help="RFC 3339 time, default now")
+    p.add_argument(
+        "--activated-at", type=time_arg, help="RFC 3339 time, or YYYY-MM-DD; default now"
+    )
     p.set_defaults(func=unary(REGISTRY_ADMIN, "CreateSubscriber", _create_request))
 
     p = reg.add_parser("get", parents=[common], help="a subscriber and the messengers it uses")
@@ -200,15 +199,25 @@ def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     operator_option(p)
     p.add_argument("--messenger-id", help="only this messenger's requests")
     p.add_argument("--outcome", help="only this outcome, e.g. IDENTIFIED, NO_AGREEMENT")
-    p.add_argument("--since", help="RFC 3339 time: records at or after it")
-    p.add_argument("--until", help="RFC 3339 time: records before it")
-    p.add_argument("--limit", type=int, default=50, help="at most this many records")
+    p.add_argument(
+        "--since", type=time_arg, help="RFC 3339 time, or YYYY-MM-DD: records at or after it"
+    )
+    p.add_argument("--until", type=time_arg, help="RFC 3339 time, or YYYY-MM-DD: records before it")
+    p.add_argument(
+        "--limit", type=bounded_int(1, 1_000_000), default=50, help="at most this many records"
+    )
     p.set_defaults(func=cmd_audit)
 
     p = reg.add_parser(
         "verify",
         parents=[common],
-        help="VerifySubscriber as a messenger (binds the subscriber to it, as a gateway would)",
+        help="VerifySubscriber as a messenger, exactly as its gateway asks: not a dry run, an "
+        "identified subscriber is bound to the messenger and an identification code is minted",
+        description="Ask the registry VerifySubscriber as the messenger --as-messenger. Not a "
+        "dry run, the real request: when a subscriber holds the number, the registry binds "
+        "the subscriber to that messenger and mints (or returns) the pair's identification code; "
+        "`idmesh registry get` then lists the binding, and ending the contract notifies that "
+        "messenger.",
     )
     operator_option(p)
     p.add_argument("--phone", "-p", required=True)
@@ -223,7 +232,7 @@ def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
                 request_id=a.request_id or uuid.uuid4().hex, phone_number=a.phone
             ),
             timeout=lambda a: a.wait,
-            with_defaults=True,
+            note=_verify_note,
         )
     )
 
@@ -234,14 +243,16 @@ def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     )
     operator_option(p)
     p.add_argument("--phone", "-p", required=True)
-    p.add_argument("--since", required=True, help="RFC 3339 time, or YYYY-MM-DD (00:00 UTC)")
+    p.add_argument(
+        "--since", type=time_arg, required=True, help="RFC 3339 time, or YYYY-MM-DD (00:00 UTC)"
+    )
     p.add_argument("--as-messenger", default="alpha", help="the asking messenger (default alpha)")
     p.set_defaults(
         func=unary(
             REGISTRY_AS_MESSENGER,
             "CheckNumberReassigned",
             lambda a: registry_pb2.CheckNumberReassignedRequest(
-                phone_number=a.phone, since=time_arg(a.since)
+                phone_number=a.phone, since=a.since
             ),
         )
     )
