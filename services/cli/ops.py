@@ -13,14 +13,18 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 from services.cli import mesh as meshlib
-from services.cli.command import Subparsers
+from services.cli.command import Subparsers, bounded_int
 from services.cli.connection import CliError, data_dir, layout, open_to, service_info
 from services.common.identity import Caller, Kind, parse_identity
 
 
 def cmd_up(args: argparse.Namespace) -> int:
     """A plain function: the launcher supervises processes in the main thread (signals)."""
-    return meshlib.run_up(data_dir(args), as_json=args.json)
+    return meshlib.run_up(data_dir(args), as_json=args.json, base_port=args.base_port)
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    return meshlib.run_down(data_dir(args), timeout=args.timeout)
 
 
 async def cmd_status(args: argparse.Namespace) -> int:
@@ -112,10 +116,25 @@ def _fetch(url: str) -> str:
 
 
 def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("up", help="run the local mesh until Ctrl-C")
-    p.add_argument("--data-dir", default=None)
+    p = sub.add_parser("up", help="run the local mesh until Ctrl-C, SIGTERM or `idmesh down`")
+    p.add_argument(
+        "--data-dir", help="the mesh's data folder (env IDMESH_DATA_DIR, default ./data)"
+    )
+    p.add_argument(
+        "--base-port",
+        type=bounded_int(meshlib.BASE_PORT_RANGE.start, meshlib.BASE_PORT_RANGE.stop - 1),
+        help="gRPC on N+1, N+2 (registries), N+10 (notifier), N+21, N+22 (gateways), metrics "
+        "on N+91..N+95 (default: 50051.. and 9101..9105); meshes 100 apart run side by side",
+    )
     p.add_argument("--json", action="store_true", help="print the layout as JSON once serving")
     p.set_defaults(func=cmd_up)
+
+    p = sub.add_parser("down", help="stop the mesh of a data folder (the one `idmesh up` runs)")
+    p.add_argument(
+        "--data-dir", help="the mesh's data folder (env IDMESH_DATA_DIR, default ./data)"
+    )
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for it to stop")
+    p.set_defaults(func=cmd_down)
 
     sub.add_parser(
         "status", parents=[common], help="health of every service of the mesh"
