@@ -94,11 +94,14 @@ class SlowRegistry(registry_pb2_grpc.RegistryServiceServicer):
     def __init__(self) -> None:
         self.release = asyncio.Event()
         self.started = 0
+        self.both_started = asyncio.Event()
 
     async def VerifySubscriber(
         self, request: registry_pb2.VerifySubscriberRequest, context: Any
     ) -> registry_pb2.VerifySubscriberResponse:
         self.started += 1
+        if self.started == 2:
+            self.both_started.set()
         await self.release.wait()
         return registry_pb2.VerifySubscriberResponse(operator_id="op")
 
@@ -132,8 +135,7 @@ async def test_a_call_beyond_the_limit_is_refused_at_once_and_never_reaches_the_
         stub = registry_pb2_grpc.RegistryServiceStub(channel)
         request = registry_pb2.VerifySubscriberRequest(phone_number="+79031234567")
         held = [asyncio.ensure_future(stub.VerifySubscriber(request, timeout=30)) for _ in "ab"]
-        while fake.started < 2:
-            await asyncio.sleep(0.01)
+        await asyncio.wait_for(fake.both_started.wait(), 10)
 
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await stub.VerifySubscriber(request, timeout=5)
