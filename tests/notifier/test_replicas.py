@@ -12,7 +12,8 @@ import asyncpg
 from idmesh.notifier.v1 import notifier_pb2
 
 from services.notifier.store_pg import CHANNEL
-from tests.notifier.support import Notifier, event, eventually, read_notices
+from tests.eventually import eventually
+from tests.notifier.support import Notifier, event, read_notices
 
 
 async def test_concurrent_publishes_through_two_replicas_give_gap_free_ordered_seqs(
@@ -98,18 +99,15 @@ async def test_streams_wake_again_after_the_listening_connection_is_lost(
         for row in listeners:
             await admin.execute("SELECT pg_terminate_backend($1)", row["pid"])
 
-        async def listening_again() -> int:
-            return len(
-                await admin.fetch(
-                    "SELECT pid FROM pg_stat_activity WHERE query LIKE $1 AND pid <> ALL($2)",
-                    f"LISTEN%{CHANNEL}%",
-                    [row["pid"] for row in listeners],
-                )
+        async def both_listening_again() -> bool:
+            again = await admin.fetch(
+                "SELECT pid FROM pg_stat_activity WHERE query LIKE $1 AND pid <> ALL($2)",
+                f"LISTEN%{CHANNEL}%",
+                [row["pid"] for row in listeners],
             )
+            return len(again) == 2
 
-        async with asyncio.timeout(20):
-            while await listening_again() < 2:  # noqa: ASYNC110 - a server's state, no event
-                await asyncio.sleep(0.05)
+        await eventually(both_listening_again, within=20, what="both replicas listening again")
     finally:
         await admin.close()
 
