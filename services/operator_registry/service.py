@@ -54,7 +54,7 @@ from services.operator_registry.domain import (
     validate_recipient,
     validate_request_id,
 )
-from services.operator_registry.store import RegistryStore, RegistryTx
+from services.operator_registry.ports import RegistryStore, RegistryTx
 
 log = get_logger("idmesh.operator_registry")
 
@@ -170,11 +170,11 @@ class RegistryService:
         now = self._clock.now()
         replayed = False
 
-        def verify(tx: RegistryTx) -> tuple[Verification, _Answered]:
+        async def verify(tx: RegistryTx) -> tuple[Verification, _Answered]:
             """The whole decision in one transaction on the writer thread (no awaiting)."""
             nonlocal replayed
             replayed = False  # it may run again (see Database.run_grouped)
-            snap = tx.verification_snapshot(messenger_id, request_id, phone)
+            snap = await tx.verification_snapshot(messenger_id, request_id, phone)
             if snap.agreement_state is not AgreementState.ACTIVE:
                 raise self._no_agreement(messenger_id)
             if snap.previous is not None and snap.previous.phone_number != phone:
@@ -183,7 +183,7 @@ class RegistryService:
                     "use a new request_id for every verification"
                 )
             if snap.previous is not None and snap.previous.replayable(snap.active_contract_id):
-                tx.add_audit(
+                await tx.add_audit(
                     self._audit(messenger_id, request_id, phone, snap.previous.result.value.upper())
                 )
                 replayed = True
@@ -210,7 +210,7 @@ class RegistryService:
                         identification_code=self._new_code(),
                         bound_at=now,
                     )
-                    tx.add_binding(binding)
+                    await tx.add_binding(binding)
                     how = _Answered.NEW_BINDING
                 answer = Verification(
                     messenger_id=messenger_id,
@@ -222,8 +222,10 @@ class RegistryService:
                     identification_code=binding.identification_code,
                     identified_at=binding.bound_at,
                 )
-            tx.add_verification(answer)
-            tx.add_audit(self._audit(messenger_id, request_id, phone, answer.result.value.upper()))
+            await tx.add_verification(answer)
+            await tx.add_audit(
+                self._audit(messenger_id, request_id, phone, answer.result.value.upper())
+            )
             return answer, how
 
         def before_commit() -> None:
@@ -335,8 +337,8 @@ class RegistryService:
             activated_at=activated_at or self._clock.now(),
         )
 
-        def create(tx: RegistryTx) -> None:
-            active_id, holder = tx.contract_conflicts(phone, contract_id)
+        async def create(tx: RegistryTx) -> None:
+            active_id, holder = await tx.contract_conflicts(phone, contract_id)
             if active_id is not None:
                 raise SubscriberExists(
                     f"{mask(phone)} already has an active contract ({active_id}): "
@@ -346,7 +348,7 @@ class RegistryService:
                 raise SubscriberExists(
                     f"contract_id {contract_id!r} is already taken: choose another contract_id"
                 )
-            tx.add_contracts([contract])
+            await tx.add_contracts([contract])
 
         await self._store.run(create)
         log.info("subscriber.created", phone=mask(phone), contract_id=contract_id)
@@ -382,8 +384,8 @@ class RegistryService:
         phone = parse_e164(phone_number)
         now = self._clock.now()
 
-        def terminate(tx: RegistryTx) -> tuple[Subscriber, list[TerminationNotice]]:
-            subscriber = tx.subscriber(phone)
+        async def terminate(tx: RegistryTx) -> tuple[Subscriber, list[TerminationNotice]]:
+            subscriber = await tx.subscriber(phone)
             if subscriber is None:
                 raise SubscriberNotFound(f"{mask(phone)} has no contract with this operator")
             contract = subscriber.contract
@@ -393,7 +395,7 @@ class RegistryService:
                     f"the contract {contract.contract_id} of {mask(phone)} was already "
                     f"terminated on {ended}: there is no active contract to terminate"
                 )
-            tx.terminate(contract.contract_id, now, reason, recipient_operator_id)
+            await tx.terminate(contract.contract_id, now, reason, recipient_operator_id)
             notices = [
                 TerminationNotice(
                     event_id=str(uuid.uuid4()),
@@ -407,7 +409,7 @@ class RegistryService:
                 )
                 for binding in subscriber.bindings
             ]
-            tx.add_notices(notices, now)
+            await tx.add_notices(notices, now)
             return subscriber, notices
 
         # One transaction per termination (run, not run_grouped): grouping them was faster, but
@@ -474,16 +476,16 @@ class RegistryService:
         """Add missing agreements (existing ones, suspended included, are left alone) and the
         contracts of numbers that never had one, in one transaction."""
 
-        def seed(tx: RegistryTx) -> SeedOutcome:
-            messengers_added = tx.add_missing_agreements(agreements)
-            known = tx.numbers_with_contracts(c.phone_number for c in contracts)
+        async def seed(tx: RegistryTx) -> SeedOutcome:
+            messengers_added = await tx.add_missing_agreements(agreements)
+            known = await tx.numbers_with_contracts(c.phone_number for c in contracts)
             missing = [c for c in contracts if c.phone_number not in known]
-            taken = tx.contract_holders(c.contract_id for c in missing)
+            taken = await tx.contract_holders(c.contract_id for c in missing)
             if taken:
                 raise SeedConflict(
                     "contract_id already belongs to another number", contract_ids=list(taken)
                 )
-            tx.add_contracts(missing)
+            await tx.add_contracts(missing)
             return SeedOutcome(messengers_added, len(missing), len(contracts) - len(missing))
 
         return await self._store.run(seed)
