@@ -188,9 +188,10 @@ def _count(status: str) -> int:
 
 
 class PgRegistryStore:
-    def __init__(self, db: PgDatabase) -> None:
+    def __init__(self, db: PgDatabase, *, relay_lease_seconds: float = RELAY_LEASE_SECONDS) -> None:
         self._db = db
         self._relay_id = uuid.uuid4().hex  # this replica's name on its outbox claims
+        self._relay_lease_seconds = relay_lease_seconds
 
     async def run(self, fn: TxFunction[T]) -> T:
         return await self.run_grouped(fn)
@@ -300,7 +301,7 @@ class PgRegistryStore:
             """,
             limit,
             self._relay_id,
-            RELAY_LEASE_SECONDS,
+            self._relay_lease_seconds,
         )
         return [notice_from_row(row) for row in sorted(rows, key=lambda row: row["seq"])]
 
