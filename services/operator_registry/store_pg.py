@@ -50,8 +50,10 @@ T = TypeVar("T")
 SERVICE: Final = "operator_registry"
 # How long a relay's claim on outbox rows holds if it never marks them published (it died).
 RELAY_LEASE_SECONDS: Final = 30.0
-# A transaction that lost a unique-key race with another replica is run again this many times.
+# A transaction that lost a race with another replica's (a unique key taken first; a deadlock,
+# e.g. two bulk terminations locking contracts in different orders) is run again, this often.
 _ATTEMPTS: Final = 3
+_RETRIED: Final = (asyncpg.UniqueViolationError, asyncpg.DeadlockDetectedError)
 
 PG_MIGRATIONS: Final[list[str]] = [
     # 1: the schema of SQLite's migrations 1-3, and the relay's claims.
@@ -200,8 +202,8 @@ class PgRegistryStore:
         self, fn: TxFunction[T], *, before_commit: Callable[[], None] | None = None
     ) -> T:
         """fn(tx) in a transaction of its own (no grouping: replicas spread the load), run again
-        when it lost a unique-key race with another replica's transaction (it then sees the
-        winner's rows); before_commit() right before the commit."""
+        when it lost a race with another replica's transaction (it then sees the winner's
+        rows); before_commit() right before the commit."""
         for attempt in range(1, _ATTEMPTS + 1):
             try:
                 async with self._db.transaction() as conn:
@@ -209,7 +211,7 @@ class PgRegistryStore:
                     if before_commit is not None:
                         before_commit()
                     return result
-            except asyncpg.UniqueViolationError:
+            except _RETRIED:
                 if attempt == _ATTEMPTS:
                     raise
         raise AssertionError("unreachable")
