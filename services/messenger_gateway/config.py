@@ -1,7 +1,9 @@
 """The gateway's configuration, from IDMESH_* environment variables (fail fast, name the variable).
 
 IDMESH_MESSENGER_ID                  this messenger's id (required)
-IDMESH_DB_PATH                       the SQLite file (required)
+IDMESH_DB_PATH                       the SQLite file (required; IDMESH_DATABASE_URL, which puts
+                                     the registry and the notifier on PostgreSQL, is refused
+                                     here until the gateway's store is ported)
 IDMESH_OPERATORS                     operator id -> registry address (required):
                                      "beeline=127.0.0.1:50051,megafon=127.0.0.1:50052"
 IDMESH_CARRIERS                      carrier name -> operator id: "Beeline=beeline"
@@ -71,6 +73,12 @@ class GatewayConfig:
             validate_id(messenger_id, env.name("MESSENGER_ID"))
         except InvalidInput as exc:
             raise ConfigError(exc.message) from None
+        if env.str("DATABASE_URL", ""):
+            raise ConfigError(
+                f"{env.name('DATABASE_URL')}: the gateway's store runs on SQLite only so far "
+                f"(the registry and the notifier run on PostgreSQL): unset it and set "
+                f"{env.name('DB_PATH')}"
+            )
         db_path = env.path("DB_PATH")
         operators: dict[str, str] = env.mapping("OPERATORS")
         for operator_id, address in operators.items():

@@ -61,6 +61,7 @@ def test_the_numbering_plan_is_loaded_at_start() -> None:
         ({"VERIFICATION_WINDOW_SECONDS": "0"}, "IDMESH_VERIFICATION_WINDOW_SECONDS"),
         ({"OTP_MAX_ATTEMPTS": "0"}, "IDMESH_OTP_MAX_ATTEMPTS"),
         ({"DB_SYNCHRONOUS": "sometimes"}, "IDMESH_DB_SYNCHRONOUS"),
+        ({"DATABASE_URL": "postgresql://db/gw"}, "IDMESH_DATABASE_URL: .*SQLite only so far"),
     ],
 )
 def test_bad_configuration_names_the_variable(overrides: dict[str, str], problem: str) -> None:
