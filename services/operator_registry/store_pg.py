@@ -9,6 +9,7 @@ What one SQLite writer did alone, and how it stays right with replicas:
   contract FOR SHARE, the termination takes it FOR UPDATE before it reads the bindings, so a
   binding is either seen by the termination (and gets its notice) or made after it (and finds
   no active contract).
+- Bulk import streams rows in with COPY (import_store_pg.py).
 - The outbox relay runs on every replica: pending_notices claims rows (FOR UPDATE SKIP LOCKED)
   for a lease; a relay killed mid-way leaves its claim to expire, and the notifier takes a
   notice published twice once (idempotent by event id).
@@ -37,6 +38,7 @@ from services.operator_registry.domain import (
     TerminationReason,
     Verification,
 )
+from services.operator_registry.import_store_pg import PgImportStaging
 from services.operator_registry.ports import ImportStaging, TxFunction, VerificationSnapshot
 from services.operator_registry.store import (
     agreement_from_row,
@@ -265,10 +267,9 @@ class PgRegistryStore:
         )
 
     def import_staging(self) -> ImportStaging:
-        raise NotImplementedError(
-            "bulk import is not available on PostgreSQL yet: import into a SQLite registry, "
-            "or add subscribers one by one (CreateSubscriber)"
-        )
+        """A bulk import's staging area (import_store_pg.py: COPY into a TEMP table), on a
+        connection of its own."""
+        return PgImportStaging(self._db.url)
 
     # --- reads ------------------------------------------------------------------------------
 
