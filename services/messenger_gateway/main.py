@@ -27,11 +27,12 @@ from services.messenger_gateway.config import GatewayConfig
 from services.messenger_gateway.domain import CodeHasher
 from services.messenger_gateway.grpc_api import ERRORS, GatewayAdminServicer, GatewayServicer
 from services.messenger_gateway.notices import NoticeConsumer
+from services.messenger_gateway.ports import GatewayStore
 from services.messenger_gateway.registry_client import RegistryClients
 from services.messenger_gateway.routing import PortedNumbersTable, build_router
 from services.messenger_gateway.service import GatewayService, GatewaySettings
 from services.messenger_gateway.sms import FileSmsSender
-from services.messenger_gateway.store import MIGRATIONS, GatewayStore
+from services.messenger_gateway.store import MIGRATIONS, SqliteGatewayStore
 
 NAME = "messenger_gateway"
 log = get_logger("idmesh.gateway.main")
@@ -58,7 +59,7 @@ async def open_gateway(
     async with AsyncExitStack() as stack:
         db = await Database.open(config.db_path, MIGRATIONS, synchronous=config.db_synchronous)
         stack.push_async_callback(db.close)
-        store = GatewayStore(db)
+        store = SqliteGatewayStore(db)
         router = build_router(
             config.numbering_plan,
             carriers=config.carriers,

@@ -151,7 +151,9 @@ def _row(row: Any) -> Identification:
     )
 
 
-class GatewayStore:
+class SqliteGatewayStore:
+    """The GatewayStore port (ports.py) on SQLite."""
+
     def __init__(self, db: Database) -> None:
         self._db = db
 

@@ -38,6 +38,7 @@ from services.messenger_gateway.domain import (
 from services.messenger_gateway.ported import (
     PortedRowInput,
 )
+from services.messenger_gateway.ports import GatewayStore
 from services.messenger_gateway.routing import (
     NumberingPlan,
     PortedNumbersTable,
@@ -45,7 +46,6 @@ from services.messenger_gateway.routing import (
     build_router,
 )
 from services.messenger_gateway.service import GatewayService, GatewaySettings, PortedBatch
-from services.messenger_gateway.store import GatewayStore
 from tests.messenger_gateway.fakes import (
     FAST_HASHER,
     FAST_RETRY,

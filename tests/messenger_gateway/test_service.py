@@ -27,7 +27,7 @@ from services.messenger_gateway.domain import (
     WrongCode,
     WrongState,
 )
-from services.messenger_gateway.store import GatewayStore
+from services.messenger_gateway.ports import GatewayStore
 from tests.messenger_gateway.fakes import (
     BEELINE_PHONE,
     FAST_HASHER,
