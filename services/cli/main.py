@@ -3,7 +3,8 @@
 Addresses come from the running mesh (DATA/mesh.json, DATA from --data-dir or IDMESH_DATA_DIR,
 default ./data) unless --address is given. The CLI presents the identity of the role it acts
 in: a messenger's front end for identification, an operator's admin for the registry, a
-messenger for the notifier. A refused call prints one line, `error: CODE: message`, and exits 1.
+messenger for the notifier. A refused call prints one line, `error: CODE (REASON): message`, and
+exits 1.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from services.common import pki
 from services.common.channels import open_channel
 from services.common.errors import DomainError, InvalidInput
 from services.common.identity import TRUST_DOMAIN, Caller, Kind, Role, parse_identity
+from services.common.status import error_details
 from services.common.tls import CredentialsError, TlsFiles
 from services.messenger_gateway.ported import (
     MAX_ROWS_PER_BATCH,
@@ -972,7 +974,9 @@ def main(argv: list[str] | None = None) -> None:
                 " (the service is down, or refused the connection in the TLS handshake: "
                 "check --insecure against a TLS mesh, or the certificate's CA and validity)"
             )
-        print(f"error: {exc.code().name}: {exc.details()}{hint}", file=sys.stderr)
+        reason = error_details(exc).reason
+        code_name = f"{exc.code().name} ({reason})" if reason else exc.code().name
+        print(f"error: {code_name}: {exc.details()}{hint}", file=sys.stderr)
         raise SystemExit(1) from None
     except CliError as exc:
         print(f"error: {exc}", file=sys.stderr)

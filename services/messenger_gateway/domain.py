@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
-from services.common.errors import DomainError, InvalidInput
+from services.common.errors import DomainError, InvalidInput, quote
 
 USER_ID_MAX_LENGTH = 128
 CODE_DIGITS = 6
@@ -108,11 +108,13 @@ def decide_access(user_id: str, current: Identification | None) -> Access:
         return Access(
             False,
             Reason.NOT_IDENTIFIED,
-            f"user {user_id!r} has no identification: start one with StartIdentification",
+            f"user {quote(user_id)} has no identification: start one with StartIdentification",
             None,
         )
     if current.state is State.IDENTIFIED:
-        return Access(True, Reason.UNSPECIFIED, f"user {user_id!r} is identified", current.state)
+        return Access(
+            True, Reason.UNSPECIFIED, f"user {quote(user_id)} is identified", current.state
+        )
     if current.state.in_progress:
         step = (
             "confirm the one-time code sent by SMS"
@@ -122,7 +124,7 @@ def decide_access(user_id: str, current: Identification | None) -> Access:
         return Access(
             False,
             Reason.NOT_IDENTIFIED,
-            f"user {user_id!r} is not identified yet: {step}",
+            f"user {quote(user_id)} is not identified yet: {step}",
             current.state,
         )
     what = (
@@ -133,7 +135,7 @@ def decide_access(user_id: str, current: Identification | None) -> Access:
     return Access(
         False,
         current.reason,
-        f"user {user_id!r}'s {what}: {REASON_TEXT[current.reason]}; identify again",
+        f"user {quote(user_id)}'s {what}: {REASON_TEXT[current.reason]}; identify again",
         current.state,
     )
 
@@ -328,41 +330,61 @@ def validate_code_format(code: str) -> str:
 class IdentificationNotFound(DomainError):
     """No such identification, or the user has none."""
 
+    REASON = "IDENTIFICATION_NOT_FOUND"
+
 
 class PreconditionFailed(DomainError):
     """The identification is not in a state that allows this."""
 
+    REASON = "WRONG_STATE"
+
 
 class WrongState(PreconditionFailed):
-    pass
+    """The identification is not AWAITING_CODE."""
+
+    REASON = "WRONG_STATE"
 
 
 class CodeExpired(PreconditionFailed):
-    pass
+    """The one-time code expired; the identification is NOT_COMPLETED."""
+
+    REASON = "CODE_EXPIRED"
 
 
 class WrongCode(PreconditionFailed):
-    pass
+    """A wrong one-time code (TOO_MANY_ATTEMPTS when none are left)."""
+
+    REASON = "WRONG_CODE"
 
 
 class SameNumber(InvalidInput):
-    pass
+    """ChangePhoneNumber to the number the user already has."""
+
+    REASON = "SAME_NUMBER"
 
 
 class SmsNotSent(DomainError):
     """The one-time code could not be sent; the caller may start again."""
 
+    REASON = "SMS_NOT_SENT"
+
 
 class NeverIdentified(PreconditionFailed):
     """The user's current identification was never IDENTIFIED (FAILED_PRECONDITION)."""
+
+    REASON = "NEVER_IDENTIFIED"
 
 
 class AgreementMissing(PreconditionFailed):
     """The operator refused this messenger: no active agreement (FAILED_PRECONDITION)."""
 
+    REASON = "AGREEMENT_MISSING"
+
 
 class OperatorUnreachable(DomainError):
     """The operator could not be asked now (UNAVAILABLE); try again later."""
+
+    REASON = "OPERATOR_UNREACHABLE"
 
 
 def wrong_state_error(ident: Identification) -> WrongState:
@@ -375,5 +397,6 @@ def wrong_state_error(ident: Identification) -> WrongState:
         case _:
             todo = f"it ended ({REASON_TEXT[ident.reason]}); start a new identification"
     return WrongState(
-        f"identification {ident.identification_id} is {ident.state}, not AWAITING_CODE: {todo}"
+        f"identification {ident.identification_id} is {ident.state}, not AWAITING_CODE: {todo}",
+        metadata={"state": ident.state.value},
     )

@@ -24,7 +24,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 
-from services.common.errors import InvalidInput
+from services.common.errors import InvalidInput, quote
 from services.common.identity import validate_id
 from services.common.phone import parse_mobile
 from services.messenger_gateway.domain import PortedNumber, RouteOrigin
@@ -65,12 +65,12 @@ def parse_ported_at(text: str) -> datetime:
         parsed = datetime.fromisoformat(value)
     except ValueError:
         raise InvalidInput(
-            f"ported_at {value[:40]!r} is not a date: use YYYY-MM-DD or an RFC 3339 time "
+            f"ported_at {quote(value)} is not a date: use YYYY-MM-DD or an RFC 3339 time "
             "such as 2024-05-14T10:00:00+03:00"
         ) from None
     if parsed.tzinfo is None:
         raise InvalidInput(
-            f"ported_at {value[:40]!r} has no time zone: add one (such as Z or +03:00), or give "
+            f"ported_at {quote(value)} has no time zone: add one (such as Z or +03:00), or give "
             "only the date"
         )
     return parsed.astimezone(UTC)

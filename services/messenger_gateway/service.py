@@ -20,7 +20,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
 from services.common.backoff import Backoff
-from services.common.errors import InvalidInput
+from services.common.errors import InvalidInput, quote
 from services.common.logging import get_logger
 from services.common.metrics import ScrapeCollector, registered
 from services.common.phone import mask, parse_mobile
@@ -234,7 +234,7 @@ class GatewayService:
             current = await self._store.current(user_id)
             if current is None:
                 raise IdentificationNotFound(
-                    f"user {user_id!r} has no identification: use StartIdentification"
+                    f"user {quote(user_id)} has no identification: use StartIdentification"
                 )
             if current.phone_number == phone:
                 raise SameNumber(
@@ -341,13 +341,14 @@ class GatewayService:
                 raise WrongCode(
                     "wrong code and no attempts left: the identification is NOT_COMPLETED; "
                     "start again with StartIdentification",
-                    trailers={"idmesh-attempts-left": "0"},
+                    reason="TOO_MANY_ATTEMPTS",
+                    metadata={"attempts_left": 0},
                 )
             left = after.attempts_left
             raise WrongCode(
                 f"wrong code; {left} attempt{'' if left == 1 else 's'} left: check the SMS and "
                 "try again",
-                trailers={"idmesh-attempts-left": str(after.attempts_left)},
+                metadata={"attempts_left": after.attempts_left},
             )
         # shielded: once VERIFYING is stored its task must start, even if this RPC is cancelled
         if not await asyncio.shield(self._begin_verification(ident, now)):
@@ -752,7 +753,7 @@ class GatewayService:
         current = await self._store.current(user_id)
         if current is None:
             raise IdentificationNotFound(
-                f"user {user_id!r} has no identification: start one with StartIdentification"
+                f"user {quote(user_id)} has no identification: start one with StartIdentification"
             )
         return current
 
@@ -769,19 +770,19 @@ class GatewayService:
         current = await self._store.current(user_id)
         if current is None:
             raise IdentificationNotFound(
-                f"user {user_id!r} has no identification: start one with StartIdentification"
+                f"user {quote(user_id)} has no identification: start one with StartIdentification"
             )
         since = current.identified_at
         if current.state not in (State.IDENTIFIED, State.REVOKED) or since is None:
             raise NeverIdentified(
-                f"user {user_id!r}'s current identification {current.identification_id} is "
+                f"user {quote(user_id)}'s current identification {current.identification_id} is "
                 f"{current.state} and was never IDENTIFIED: there is no identification to ask "
                 "about; finish identifying the user first"
             )
         operator_id = current.operator_id
         if not self._operators.knows(operator_id):
             raise OperatorUnreachable(
-                f"operator {operator_id!r}, which identified user {user_id!r}, is not "
+                f"operator {operator_id!r}, which identified user {quote(user_id)}, is not "
                 "configured at this gateway (IDMESH_OPERATORS): it cannot be asked"
             )
         try:
@@ -831,7 +832,8 @@ class GatewayService:
                 if len(batch.rows) > MAX_ROWS_PER_BATCH:
                     raise InvalidInput(
                         f"a batch has {len(batch.rows)} rows: send at most {MAX_ROWS_PER_BATCH} "
-                        "rows per message"
+                        "rows per message",
+                        field="rows",
                     )
                 now = self._clock.now()
                 good: list[tuple[int, PortedNumber]] = []
@@ -868,7 +870,7 @@ class GatewayService:
         ident = await self._store.get(identification_id)
         if ident is None:
             raise IdentificationNotFound(
-                f"identification {identification_id!r} does not exist: use the id "
+                f"identification {quote(identification_id)} does not exist: use the id "
                 "StartIdentification returned"
             )
         return ident

@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from services.common.db import Database
+from services.common.errors import quote
 from services.common.timeutil import from_iso, to_iso
 from services.messenger_gateway.domain import (
     Identification,
@@ -214,7 +215,7 @@ class GatewayStore:
             if change_number:
                 if previous is None:
                     raise IdentificationNotFound(
-                        f"user {new.user_id!r} has no identification: use StartIdentification"
+                        f"user {quote(new.user_id)} has no identification: use StartIdentification"
                     )
                 if previous.phone_number == new.phone_number:
                     raise SameNumber(

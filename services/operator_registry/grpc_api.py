@@ -13,7 +13,7 @@ import grpc
 from idmesh.events.v1 import events_pb2
 from idmesh.registry.v1 import registry_pb2, registry_pb2_grpc
 
-from services.common.errors import InvalidInput
+from services.common.errors import InvalidInput, quote
 from services.common.identity import Caller, Kind, Role, require_caller
 from services.common.interceptors import ErrorTable
 from services.common.timeutil import from_timestamp, to_timestamp
@@ -196,7 +196,7 @@ class RegistryAdminServicer(registry_pb2_grpc.RegistryAdminServiceServicer):
             before_id = int(request.page_token) if request.page_token else None
         except ValueError:
             raise InvalidInput(
-                f"page_token {request.page_token[:40]!r} is not one this registry gave: "
+                f"page_token {quote(request.page_token)} is not one this registry gave: "
                 "pass next_page_token from the previous page"
             ) from None
         records, next_id = await self._service.list_audit(

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 
 from prometheus_client import Counter
 
-from services.common.errors import DomainError, InvalidInput
+from services.common.errors import DomainError, InvalidInput, quote
 from services.common.identity import validate_id
 from services.common.logging import get_logger
 from services.common.phone import mask, parse_e164, parse_mobile, require_e164
@@ -68,6 +68,8 @@ VERIFICATIONS = Counter(
 
 class SeedConflict(RegistryError):
     """Seed contracts whose contract_id already belongs to another number."""
+
+    REASON = "SUBSCRIBER_EXISTS"
 
     def __init__(self, message: str, contract_ids: Sequence[str]) -> None:
         super().__init__(message)
@@ -180,7 +182,7 @@ class RegistryService:
             if snap.previous is not None:
                 if snap.previous.phone_number != phone:
                     raise RequestIdReused(
-                        f"request_id {request_id!r} was already used for another number: "
+                        f"request_id {quote(request_id)} was already used for another number: "
                         "use a new request_id for every verification"
                     )
                 tx.add_audit(
@@ -341,7 +343,7 @@ class RegistryService:
                 )
             if holder is not None:
                 raise SubscriberExists(
-                    f"contract_id {contract_id!r} is already taken: choose another contract_id"
+                    f"contract_id {quote(contract_id)} is already taken: choose another contract_id"
                 )
             tx.add_contracts([contract])
 

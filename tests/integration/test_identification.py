@@ -14,6 +14,7 @@ from idmesh.gateway.v1 import gateway_pb2
 from idmesh.registry.v1 import registry_pb2
 
 from services.cli.mesh import Mesh
+from services.common.status import error_details
 from tests.integration.mesh_client import MeshClient
 
 pytestmark = pytest.mark.mesh
@@ -258,7 +259,9 @@ async def test_one_time_codes_are_rate_limited_per_number_and_per_user(
         await client.start("alpha", user(), phone)
     assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "this number" in (e.value.details() or "")
-    assert int(dict(e.value.trailing_metadata() or ())["idmesh-retry-after-ms"]) > 0
+    details = error_details(e.value)
+    assert details.reason == "RATE_LIMITED"
+    assert details.retry_delay is not None and details.retry_delay.total_seconds() > 0
 
     u = user()
     for _ in range(10):

@@ -17,6 +17,7 @@ from services.common.channels import open_channel
 from services.common.config import ServerSettings
 from services.common.identity import Caller, Kind, Role
 from services.common.server import GrpcServer
+from services.common.status import error_details
 from services.messenger_gateway.config import GatewayConfig
 from services.messenger_gateway.grpc_api import ERRORS
 from services.messenger_gateway.main import Gateway, open_gateway
@@ -244,10 +245,13 @@ async def test_wrong_codes_use_up_the_attempts(tmp_path: Path) -> None:
         first = await _status(gw.confirm(started.identification_id, wrong))
         assert first.code() == grpc.StatusCode.FAILED_PRECONDITION
         assert "1 attempt left" in (first.details() or "")
-        assert dict(first.trailing_metadata() or ())["idmesh-attempts-left"] == "1"
+        details = error_details(first)
+        assert (details.reason, details.domain) == ("WRONG_CODE", "idmesh")
+        assert details.metadata == {"attempts_left": "1"}
         second = await _status(gw.confirm(started.identification_id, wrong))
         assert second.code() == grpc.StatusCode.FAILED_PRECONDITION
         assert "no attempts left" in (second.details() or "")
+        assert error_details(second).reason == "TOO_MANY_ATTEMPTS"
         ended = await gw.get("u1")
         assert (ended.state, ended.reason, ended.attempts_left) == (
             NOT_COMPLETED,

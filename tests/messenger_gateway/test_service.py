@@ -148,7 +148,7 @@ async def test_wrong_codes_use_up_attempts_then_end_the_identification(
     wrong = f"{(int(right) + 1) % 1_000_000:06d}"
     with pytest.raises(WrongCode, match="2 attempts left") as first:
         await service.confirm_possession(ident.identification_id, wrong, wait=1)
-    assert first.value.trailers == {"idmesh-attempts-left": "2"}
+    assert (first.value.reason, first.value.metadata) == ("WRONG_CODE", {"attempts_left": "2"})
     with pytest.raises(WrongCode, match="1 attempt left"):
         await service.confirm_possession(ident.identification_id, wrong, wait=1)
     with pytest.raises(WrongCode, match="no attempts left"):
