@@ -9,6 +9,8 @@ Per RPC it:
   the google.rpc details of the refusal (ErrorInfo always; RetryInfo on RESOURCE_EXHAUSTED;
   BadRequest on INVALID_ARGUMENT: see services.common.errors); an unexpected exception is
   logged and answered INTERNAL with the request id, never UNKNOWN;
+- refuses a request (each message of a request stream) with a field over its size bound before
+  any work (services.common.bounds);
 - writes one canonical log line: method, status code, duration.
 """
 
@@ -24,6 +26,7 @@ import structlog
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 
+from services.common.bounds import check_bounds
 from services.common.context import (
     REQUEST_ID_METADATA_KEY,
     accept_request_id,
@@ -107,13 +110,13 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         )
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
-                self._wrap_unary(handler.unary_unary, method, request_id),
+                self._wrap_unary(handler.unary_unary, method, request_id, streaming=False),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.stream_unary:
             return grpc.stream_unary_rpc_method_handler(
-                self._wrap_unary(handler.stream_unary, method, request_id),
+                self._wrap_unary(handler.stream_unary, method, request_id, streaming=True),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
@@ -168,13 +171,24 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         structlog.contextvars.unbind_contextvars("request_id", "method", "caller")
 
     def _wrap_unary(
-        self, behavior: Callable[..., Awaitable[Any]], method: str, request_id: str
+        self,
+        behavior: Callable[..., Awaitable[Any]],
+        method: str,
+        request_id: str,
+        *,
+        streaming: bool,
     ) -> Callable[..., Awaitable[Any]]:
+        """A unary response; streaming: the request is a stream (each message is checked)."""
+
         async def wrapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             started = time.perf_counter()
             code = grpc.StatusCode.OK
             try:
                 self._enter(context, method, request_id)
+                if streaming:
+                    request = _bounded(request)
+                else:
+                    check_bounds(request)
                 return await behavior(request, context)
             except asyncio.CancelledError:
                 code = grpc.StatusCode.CANCELLED
@@ -200,6 +214,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
             code = grpc.StatusCode.OK
             try:
                 self._enter(context, method, request_id)
+                check_bounds(request)
                 async for item in behavior(request, context):
                     yield item
             except (asyncio.CancelledError, GeneratorExit):
@@ -252,6 +267,13 @@ async def _abort(
         (STATUS_DETAILS_KEY, status.SerializeToString()),
     )
     await context.abort(code, exc.message, trailing_metadata=trailers)
+
+
+async def _bounded(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    """A request stream whose every message is checked against the size bounds first."""
+    async for request in requests:
+        check_bounds(request)
+        yield request
 
 
 def _is_abort(exc: BaseException) -> bool:

@@ -363,6 +363,18 @@ class SameNumber(InvalidInput):
     REASON = "SAME_NUMBER"
 
 
+class NumberNotServed(PreconditionFailed):
+    """No configured operator serves the number: it cannot be identified here (no code sent)."""
+
+    REASON = "NUMBER_NOT_SERVED"
+
+
+class CountryNotAllowed(InvalidInput):
+    """The number is of a country outside the messenger's allowed countries (no code sent)."""
+
+    REASON = "COUNTRY_NOT_ALLOWED"
+
+
 class SmsNotSent(DomainError):
     """The one-time code could not be sent; the caller may start again."""
 

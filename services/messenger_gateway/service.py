@@ -23,7 +23,7 @@ from services.common.backoff import Backoff
 from services.common.errors import InvalidInput, quote
 from services.common.logging import get_logger
 from services.common.metrics import ScrapeCollector, registered
-from services.common.phone import mask, parse_mobile
+from services.common.phone import mask, parse_mobile, region_of
 from services.common.ratelimit import KeyedTokenBucket, RateLimit
 from services.common.timeutil import Clock, SystemClock
 from services.messenger_gateway.domain import (
@@ -31,11 +31,13 @@ from services.messenger_gateway.domain import (
     AgreementMissing,
     CodeExpired,
     CodeHasher,
+    CountryNotAllowed,
     Identification,
     IdentificationNotFound,
     ImportOutcome,
     NeverIdentified,
     NoticeResult,
+    NumberNotServed,
     OperatorAnswer,
     OperatorRefused,
     OperatorUnavailable,
@@ -169,6 +171,8 @@ class GatewaySettings:
     # One-time codes per phone number and per user (code flooding, SMS pumping); None: no limit.
     otp_phone_limit: RateLimit | None = None
     otp_user_limit: RateLimit | None = None
+    # ISO 3166 regions whose numbers may be identified (IDMESH_ALLOWED_COUNTRIES); empty: any.
+    allowed_countries: frozenset[str] = frozenset({"RU"})
 
 
 # --- the service -----------------------------------------------------------------------------
@@ -212,7 +216,7 @@ class GatewayService:
 
     async def start_identification(self, user_id: str, phone_number: str) -> Identification:
         validate_user_id(user_id)
-        phone = parse_mobile(phone_number)
+        phone = self._allowed_number(phone_number)
         new, _ = await self._start(user_id, phone, change_number=False)
         return new
 
@@ -222,10 +226,23 @@ class GatewayService:
         """The current identification ends (NUMBER_CHANGED) and a new one starts for the new
         number. Returns (new, previous)."""
         validate_user_id(user_id)
-        phone = parse_mobile(phone_number)
+        phone = self._allowed_number(phone_number)
         new, previous = await self._start(user_id, phone, change_number=True)
         assert previous is not None  # replace_current(change_number=True) guarantees it
         return new, previous
+
+    def _allowed_number(self, phone_number: str) -> str:
+        """The number in E.164: a valid mobile number of an allowed country."""
+        phone = parse_mobile(phone_number)
+        allowed = self.settings.allowed_countries
+        region = region_of(phone)
+        if allowed and region not in allowed:
+            raise CountryNotAllowed(
+                f"phone_number {mask(phone)} is a number of {region or 'no country'}: this "
+                f"messenger identifies numbers of {', '.join(sorted(allowed))} only",
+                metadata={"country": region},
+            )
+        return phone
 
     async def _start(
         self, user_id: str, phone: str, *, change_number: bool
@@ -244,6 +261,21 @@ class GatewayService:
         for bucket, key, what in self._limits:
             bucket.acquire(phone if key == "phone" else user_id, what)
         route = await self._router.resolve(phone)
+        if route.operator_id is None or not self._operators.knows(route.operator_id):
+            log.info(
+                "identification.number_not_served",
+                user_id=user_id,
+                phone=mask(phone),
+                operator_id=route.operator_id,
+                carrier=route.carrier,
+                route_source=route.source,
+            )
+            raise NumberNotServed(
+                f"phone_number {mask(phone)} is served by "
+                f"{route.operator_id or 'no known operator'}, which this messenger cannot ask: "
+                "it cannot be identified here; no code was sent",
+                metadata={"operator_id": route.operator_id or ""},
+            )
         code = new_code()
         code_hash = self._hasher.hash(code)
         now = self._clock.now()
@@ -274,14 +306,6 @@ class GatewayService:
             replaced=previous.identification_id if previous else None,
             replaced_state=previous.state if previous else None,
         )
-        if route.operator_id is None:
-            log.warning(
-                "identification.no_operator",
-                identification_id=new.identification_id,
-                phone=mask(phone),
-                carrier=route.carrier,
-                route_source=route.source,
-            )
         minutes = max(1, round(self.settings.otp_ttl.total_seconds() / 60))
         message = SmsMessage(
             messenger_id=self.messenger_id,

@@ -139,7 +139,10 @@ def test_the_console_script_refuses_with_one_line_and_status_1(cli_mesh: Mesh) -
     )
     assert done.returncode == 1
     assert done.stdout == ""
-    assert done.stderr.startswith("error: NOT_FOUND (SUBSCRIBER_NOT_FOUND): ") and done.stderr.count("\n") == 1
+    assert (
+        done.stderr.startswith("error: NOT_FOUND (SUBSCRIBER_NOT_FOUND): ")
+        and done.stderr.count("\n") == 1
+    )
 
 
 def test_without_a_mesh_the_cli_says_how_to_start_one(idmesh: Any, tmp_path: Path) -> None:

@@ -86,11 +86,25 @@ async def test_operator_that_does_not_answer_times_out_after_the_window(client: 
     assert done.reason == Reason.REASON_OPERATOR_TIMEOUT
 
 
-async def test_number_of_an_operator_not_configured_has_no_operator(client: MeshClient) -> None:
+async def test_number_of_an_operator_not_configured_is_refused_before_any_sms(
+    client: MeshClient,
+) -> None:
     # +7916 is MTS in the numbering plan, and no MTS registry is configured.
-    done = await client.identify("alpha", user(), "+79161234567")
-    assert done.state == State.IDENTIFICATION_STATE_NOT_COMPLETED
-    assert done.reason == Reason.REASON_NO_OPERATOR
+    u = user()
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await client.start("alpha", u, "+79161234567")
+    assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert error_details(e.value).reason == "NUMBER_NOT_SERVED"
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await client.start("alpha", u, "+1 202 555 0123")
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error_details(e.value).reason == "COUNTRY_NOT_ALLOWED"
+    missing = client.gateway("alpha").GetIdentification(
+        gateway_pb2.GetIdentificationRequest(user_id=u), timeout=10
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await missing
+    assert e.value.code() == grpc.StatusCode.NOT_FOUND
 
 
 async def test_messenger_without_agreement_is_refused(client: MeshClient) -> None:

@@ -229,12 +229,31 @@ async def test_an_operator_that_never_answers_times_out(tmp_path: Path) -> None:
         assert (access.allowed, access.reason) == (False, S.REASON_OPERATOR_TIMEOUT)
 
 
-async def test_a_number_no_configured_operator_serves_ends_no_operator(gw: Harness) -> None:
-    started = await gw.start("u1", MTS)
-    assert (started.state, started.operator_id) == (AWAITING, "")
-    done = await gw.confirm(started.identification_id)
-    assert (done.state, done.reason) == (NOT_COMPLETED, S.REASON_NO_OPERATOR)
+async def test_a_number_no_configured_operator_serves_is_refused_before_any_sms(
+    gw: Harness,
+) -> None:
+    refused = await _status(gw.start("u1", MTS))
+    assert refused.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert error_details(refused).reason == "NUMBER_NOT_SERVED"
+    assert read_outbox(gw.outbox) == []
     assert gw.registry.requests == []
+
+
+@pytest.mark.parametrize(
+    ("number", "code", "reason"),
+    [
+        ("+12025550123", grpc.StatusCode.INVALID_ARGUMENT, "COUNTRY_NOT_ALLOWED"),
+        ("+79031234567x", grpc.StatusCode.INVALID_ARGUMENT, "INVALID_PHONE_NUMBER"),
+    ],
+)
+async def test_foreign_and_garbled_numbers_are_refused_before_any_sms(
+    gw: Harness, number: str, code: grpc.StatusCode, reason: str
+) -> None:
+    refused = await _status(gw.start("u1", number))
+    assert refused.code() == code
+    assert error_details(refused).reason == reason
+    assert error_details(refused).field_violations[0][0] == "phone_number"
+    assert read_outbox(gw.outbox) == []
 
 
 async def test_wrong_codes_use_up_the_attempts(tmp_path: Path) -> None:

@@ -739,12 +739,10 @@ async def test_import_and_resolve_over_grpc(gw: Harness, admin: Any) -> None:
         gateway_pb2.ROUTE_SOURCE_PORTED_NUMBERS,
         False,
     )
-    done = await gw.confirm((await gw.start("u1", MTS_NUMBER)).identification_id)
-    assert (done.state, done.reason, done.operator_id) == (
-        gateway_pb2.IDENTIFICATION_STATE_NOT_COMPLETED,
-        gateway_pb2.REASON_NO_OPERATOR,
-        "mts",
-    )
+    with pytest.raises(grpc.aio.AioRpcError) as refused:  # mts is not configured: no SMS
+        await gw.start("u1", MTS_NUMBER)
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "served by mts" in (refused.value.details() or "")
 
 
 async def test_resolve_reports_plan_and_unknown_routes(admin: Any) -> None:

@@ -16,7 +16,9 @@ from services.common.phone import InvalidPhoneNumber
 from services.messenger_gateway.domain import (
     CodeExpired,
     CodeHasher,
+    CountryNotAllowed,
     IdentificationNotFound,
+    NumberNotServed,
     OperatorAnswer,
     Reason,
     SameNumber,
@@ -226,18 +228,26 @@ async def test_operator_refusals_end_not_completed(
     assert done.identification_code is None
 
 
-async def test_an_unroutable_number_checks_possession_then_ends_no_operator(
+async def test_an_unroutable_number_is_refused_before_a_code_is_sent(
     store: GatewayStore,
 ) -> None:
     sms, operators = RecordingSms(), FakeOperators()
     service = make_service(store, sms=sms, operators=operators)
-    ident = await service.start_identification("user-1", UNROUTED_PHONE)
-    assert ident.operator_id == ""
-    done = await service.confirm_possession(
-        ident.identification_id, sms.code_for(ident.identification_id), wait=5
-    )
-    assert (done.state, done.reason) == (State.NOT_COMPLETED, Reason.NO_OPERATOR)
-    assert operators.calls == []
+    with pytest.raises(NumberNotServed):
+        await service.start_identification("user-1", UNROUTED_PHONE)
+    assert sms.sent == [] and operators.calls == []
+    assert await store.current("user-1") is None
+
+
+async def test_a_number_of_a_country_not_allowed_is_refused_before_a_code_is_sent(
+    store: GatewayStore,
+) -> None:
+    sms = RecordingSms()
+    service = make_service(store, sms=sms)
+    with pytest.raises(CountryNotAllowed) as e:
+        await service.start_identification("user-1", "+1 202 555 0123")
+    assert (e.value.reason, e.value.metadata["country"]) == ("COUNTRY_NOT_ALLOWED", "US")
+    assert sms.sent == []
 
 
 async def test_an_unavailable_operator_is_retried_with_the_same_request_id(
