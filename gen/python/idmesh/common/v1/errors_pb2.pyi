@@ -16,6 +16,7 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ERROR_REASON_RATE_LIMITED: _ClassVar[ErrorReason]
     ERROR_REASON_UNIMPLEMENTED: _ClassVar[ErrorReason]
     ERROR_REASON_INTERNAL: _ClassVar[ErrorReason]
+    ERROR_REASON_OVERLOADED: _ClassVar[ErrorReason]
     ERROR_REASON_IDENTIFICATION_NOT_FOUND: _ClassVar[ErrorReason]
     ERROR_REASON_WRONG_STATE: _ClassVar[ErrorReason]
     ERROR_REASON_WRONG_CODE: _ClassVar[ErrorReason]
@@ -52,6 +53,7 @@ ERROR_REASON_CALLER_NOT_ALLOWED: ErrorReason
 ERROR_REASON_RATE_LIMITED: ErrorReason
 ERROR_REASON_UNIMPLEMENTED: ErrorReason
 ERROR_REASON_INTERNAL: ErrorReason
+ERROR_REASON_OVERLOADED: ErrorReason
 ERROR_REASON_IDENTIFICATION_NOT_FOUND: ErrorReason
 ERROR_REASON_WRONG_STATE: ErrorReason
 ERROR_REASON_WRONG_CODE: ErrorReason
