@@ -329,6 +329,28 @@ def validate_code_format(code: str) -> str:
     return code
 
 
+IDEMPOTENCY_KEY_MAX_LENGTH = 128
+
+
+def validate_idempotency_key(key: str) -> str | None:
+    """A client's idempotency key: empty for none, else 1 to 128 printable characters."""
+    if not key:
+        return None
+    if len(key) > IDEMPOTENCY_KEY_MAX_LENGTH or not key.isprintable() or not key.strip():
+        raise InvalidInput(
+            f"idempotency_key must be 1 to {IDEMPOTENCY_KEY_MAX_LENGTH} printable characters "
+            "(a UUID, for example), or empty for none"
+        )
+    return key
+
+
+def validate_max_wait(seconds: float) -> float:
+    """ConfirmPossession's max_wait: not negative."""
+    if seconds < 0:
+        raise InvalidInput(f"max_wait is negative ({seconds:g} s): give 0 or more")
+    return seconds
+
+
 # --- domain errors ---------------------------------------------------------------------------
 
 
@@ -378,6 +400,20 @@ class CountryNotAllowed(InvalidInput):
     """The number is of a country outside the messenger's allowed countries (no code sent)."""
 
     REASON = "COUNTRY_NOT_ALLOWED"
+
+
+class IdempotencyKeyReused(InvalidInput):
+    """The idempotency key was used by the same user for another number."""
+
+    REASON = "IDEMPOTENCY_KEY_REUSED"
+
+
+class IdempotentReplay(Exception):
+    """The user already started an identification with this idempotency key."""
+
+    def __init__(self, identification: Identification) -> None:
+        super().__init__(identification.identification_id)
+        self.identification = identification
 
 
 class SmsNotSent(DomainError):

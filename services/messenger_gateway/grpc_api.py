@@ -25,6 +25,7 @@ from services.messenger_gateway.domain import (
     Reassignment,
     SmsNotSent,
     State,
+    validate_max_wait,
 )
 from services.messenger_gateway.ported import PortedRowInput
 from services.messenger_gateway.routing import (
@@ -122,15 +123,21 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         self, request: gateway_pb2.StartIdentificationRequest, context: Any
     ) -> gateway_pb2.StartIdentificationResponse:
         self._authorize()
-        ident = await self._service.start_identification(request.user_id, request.phone_number)
+        ident = await self._service.start_identification(
+            request.user_id, request.phone_number, idempotency_key=request.idempotency_key
+        )
         return gateway_pb2.StartIdentificationResponse(identification=identification_pb(ident))
 
     async def ConfirmPossession(
         self, request: gateway_pb2.ConfirmPossessionRequest, context: Any
     ) -> gateway_pb2.ConfirmPossessionResponse:
         self._authorize()
+        wait = wait_budget(context.time_remaining())
+        if request.HasField("max_wait"):
+            asked = request.max_wait.seconds + request.max_wait.nanos / 1e9
+            wait = min(wait, validate_max_wait(asked))
         ident = await self._service.confirm_possession(
-            request.identification_id, request.code, wait=wait_budget(context.time_remaining())
+            request.identification_id, request.code, wait=wait
         )
         return gateway_pb2.ConfirmPossessionResponse(identification=identification_pb(ident))
 

@@ -33,6 +33,8 @@ from services.messenger_gateway.domain import (
     CodeExpired,
     CodeHasher,
     CountryNotAllowed,
+    IdempotencyKeyReused,
+    IdempotentReplay,
     Identification,
     IdentificationNotFound,
     ImportOutcome,
@@ -59,6 +61,7 @@ from services.messenger_gateway.domain import (
     hint_request_id,
     new_code,
     validate_code_format,
+    validate_idempotency_key,
     validate_user_id,
     wrong_state_error,
 )
@@ -215,11 +218,36 @@ class GatewayService:
 
     # --- starting ----------------------------------------------------------------------------
 
-    async def start_identification(self, user_id: str, phone_number: str) -> Identification:
+    async def start_identification(
+        self, user_id: str, phone_number: str, *, idempotency_key: str = ""
+    ) -> Identification:
+        """Start identifying user_id by phone_number. With an idempotency key, a retry of the
+        same call returns the identification the first one started (no second code)."""
         validate_user_id(user_id)
+        key = validate_idempotency_key(idempotency_key)
         phone = self._allowed_number(phone_number)
-        new, _ = await self._start(user_id, phone, change_number=False)
+        if key is not None:
+            earlier = await self._store.by_idempotency_key(user_id, key)
+            if earlier is not None:
+                return self._replayed(earlier, phone)
+        try:
+            new, _ = await self._start(user_id, phone, change_number=False, idempotency_key=key)
+        except IdempotentReplay as replay:  # a concurrent call with the same key won
+            return self._replayed(replay.identification, phone)
         return new
+
+    def _replayed(self, earlier: Identification, phone: str) -> Identification:
+        if earlier.phone_number != phone:
+            raise IdempotencyKeyReused(
+                "idempotency_key was already used by this user for another number: use a new "
+                "key for every new identification"
+            )
+        log.info(
+            "identification.replayed",
+            identification_id=earlier.identification_id,
+            state=earlier.state,
+        )
+        return earlier
 
     async def change_phone_number(
         self, user_id: str, phone_number: str
@@ -246,7 +274,12 @@ class GatewayService:
         return phone
 
     async def _start(
-        self, user_id: str, phone: str, *, change_number: bool
+        self,
+        user_id: str,
+        phone: str,
+        *,
+        change_number: bool,
+        idempotency_key: str | None = None,
     ) -> tuple[Identification, Identification | None]:
         if change_number:  # refuse early, before a code is made; the transaction checks again
             current = await self._store.current(user_id)
@@ -292,7 +325,9 @@ class GatewayService:
             attempts_left=self.settings.otp_max_attempts,
             code_hash=code_hash,
         )
-        previous = await self._store.replace_current(new, now=now, change_number=change_number)
+        previous = await self._store.replace_current(
+            new, now=now, change_number=change_number, idempotency_key=idempotency_key
+        )
         if previous is not None:
             self._cancel(previous.identification_id)
         IDENTIFICATIONS_STARTED.labels(operator_id=route.operator_id or "none").inc()
@@ -345,6 +380,8 @@ class GatewayService:
         validate_code_format(code)
         ident = await self._get(identification_id)
         if ident.state is not State.AWAITING_CODE:
+            if ident.verification_deadline is not None:  # a retry after the code was accepted
+                return await self._await_outcome(identification_id, wait)
             raise wrong_state_error(ident)
         now = self._clock.now()
         if now >= ident.code_expires_at:
@@ -378,8 +415,9 @@ class GatewayService:
         # shielded: once VERIFYING is stored its task must start, even if this RPC is cancelled
         if not await asyncio.shield(self._begin_verification(ident, now)):
             current = await self._get(identification_id)
-            if current.state is not State.VERIFYING:  # a concurrent confirm won: share its wait
+            if current.verification_deadline is None:  # not confirmed: the code ended first
                 raise wrong_state_error(current)
+            # else a concurrent confirm won: share its wait
         return await self._await_outcome(identification_id, wait)
 
     async def _begin_verification(self, ident: Identification, now: datetime) -> bool:

@@ -11,6 +11,7 @@ from typing import Any
 
 import grpc
 import pytest
+from google.protobuf import duration_pb2
 from idmesh.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 
 from services.common.channels import open_channel
@@ -443,3 +444,83 @@ async def test_a_restarted_gateway_resumes_the_verification_with_the_same_reques
 
         await eventually(identified, what="identified after the restart")
         assert gw.registry.requests[0][1] == first_request_id
+
+
+# --- retries -----------------------------------------------------------------------------------
+
+
+async def test_a_retried_start_with_the_same_key_returns_the_first_identification(
+    gw: Harness,
+) -> None:
+    request = gateway_pb2.StartIdentificationRequest(
+        user_id="u1", phone_number=BEELINE, idempotency_key="k-1"
+    )
+    first = (await gw.stub.StartIdentification(request)).identification
+    again = (await gw.stub.StartIdentification(request)).identification
+    assert again.identification_id == first.identification_id
+    assert len(read_outbox(gw.outbox)) == 1  # no second one-time code
+    other = await gw.stub.StartIdentification(
+        gateway_pb2.StartIdentificationRequest(
+            user_id="u1", phone_number=BEELINE, idempotency_key="k-2"
+        )
+    )
+    assert other.identification.identification_id != first.identification_id
+
+
+async def test_the_same_key_with_another_number_is_refused_and_changes_nothing(
+    gw: Harness,
+) -> None:
+    first = await gw.stub.StartIdentification(
+        gateway_pb2.StartIdentificationRequest(
+            user_id="u1", phone_number=BEELINE, idempotency_key="k-1"
+        )
+    )
+    refused = await _status(
+        gw.stub.StartIdentification(
+            gateway_pb2.StartIdentificationRequest(
+                user_id="u1", phone_number=MEGAFON, idempotency_key="k-1"
+            )
+        )
+    )
+    assert refused.code() == grpc.StatusCode.INVALID_ARGUMENT
+    details = error_details(refused)
+    assert (details.reason, details.metadata["field"]) == (
+        "IDEMPOTENCY_KEY_REUSED",
+        "idempotency_key",
+    )
+    current = await gw.get("u1")
+    assert current.identification_id == first.identification.identification_id
+
+
+async def test_a_retried_confirm_after_success_returns_the_identification(gw: Harness) -> None:
+    started = await gw.start("u1", BEELINE)
+    code = outbox_code(gw.outbox, started.identification_id)
+    done = await gw.confirm(started.identification_id, code)
+    assert done.state == IDENTIFIED
+    again = await gw.confirm(started.identification_id, code)
+    assert (again.identification_id, again.state) == (done.identification_id, IDENTIFIED)
+
+
+async def test_confirm_with_max_wait_zero_returns_verifying_at_once(gw: Harness) -> None:
+    gw.registry.behaviour[BEELINE] = "hang"
+    started = await gw.start("u1", BEELINE)
+    reply = await gw.stub.ConfirmPossession(
+        gateway_pb2.ConfirmPossessionRequest(
+            identification_id=started.identification_id,
+            code=outbox_code(gw.outbox, started.identification_id),
+            max_wait=duration_pb2.Duration(seconds=0),
+        ),
+        timeout=30,
+    )
+    assert reply.identification.state == VERIFYING
+    refused = await _status(
+        gw.stub.ConfirmPossession(
+            gateway_pb2.ConfirmPossessionRequest(
+                identification_id=started.identification_id,
+                code="000000",
+                max_wait=duration_pb2.Duration(seconds=-1),
+            )
+        )
+    )
+    assert refused.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error_details(refused).metadata["field"] == "max_wait"

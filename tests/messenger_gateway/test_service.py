@@ -686,3 +686,26 @@ async def test_an_identified_answer_with_another_code_is_recorded_after_a_notice
     await service.apply_notice(foreign)
     await identify(service, sms, "user-1")
     assert (await service.check_access("user-1")).allowed
+
+
+async def test_concurrent_starts_with_one_key_start_one_identification(
+    store: GatewayStore,
+) -> None:
+    sms = RecordingSms()
+    service = make_service(store, sms=sms)
+    first, second = await asyncio.gather(
+        *(
+            service.start_identification("user-1", BEELINE_PHONE, idempotency_key="k")
+            for _ in range(2)
+        )
+    )
+    assert first.identification_id == second.identification_id
+    assert len(sms.sent) == 1
+    assert len(await store.history("user-1")) == 1
+
+
+@pytest.mark.parametrize("key", ["x" * 129, "bad\nkey", "   "])
+async def test_malformed_idempotency_keys_are_refused(store: GatewayStore, key: str) -> None:
+    with pytest.raises(InvalidInput, match="idempotency_key") as e:
+        await make_service(store).start_identification("user-1", BEELINE_PHONE, idempotency_key=key)
+    assert e.value.field == "idempotency_key"

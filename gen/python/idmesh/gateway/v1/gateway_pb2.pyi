@@ -1,5 +1,6 @@
 import datetime
 
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -101,12 +102,14 @@ class Identification(_message.Message):
     def __init__(self, identification_id: _Optional[str] = ..., user_id: _Optional[str] = ..., phone_number: _Optional[str] = ..., state: _Optional[_Union[IdentificationState, str]] = ..., reason: _Optional[_Union[Reason, str]] = ..., operator_id: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., code_expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., verification_deadline: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., completed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., attempts_left: _Optional[int] = ...) -> None: ...
 
 class StartIdentificationRequest(_message.Message):
-    __slots__ = ("user_id", "phone_number")
+    __slots__ = ("user_id", "phone_number", "idempotency_key")
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     PHONE_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
     user_id: str
     phone_number: str
-    def __init__(self, user_id: _Optional[str] = ..., phone_number: _Optional[str] = ...) -> None: ...
+    idempotency_key: str
+    def __init__(self, user_id: _Optional[str] = ..., phone_number: _Optional[str] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
 
 class StartIdentificationResponse(_message.Message):
     __slots__ = ("identification",)
@@ -115,12 +118,14 @@ class StartIdentificationResponse(_message.Message):
     def __init__(self, identification: _Optional[_Union[Identification, _Mapping]] = ...) -> None: ...
 
 class ConfirmPossessionRequest(_message.Message):
-    __slots__ = ("identification_id", "code")
+    __slots__ = ("identification_id", "code", "max_wait")
     IDENTIFICATION_ID_FIELD_NUMBER: _ClassVar[int]
     CODE_FIELD_NUMBER: _ClassVar[int]
+    MAX_WAIT_FIELD_NUMBER: _ClassVar[int]
     identification_id: str
     code: str
-    def __init__(self, identification_id: _Optional[str] = ..., code: _Optional[str] = ...) -> None: ...
+    max_wait: _duration_pb2.Duration
+    def __init__(self, identification_id: _Optional[str] = ..., code: _Optional[str] = ..., max_wait: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class ConfirmPossessionResponse(_message.Message):
     __slots__ = ("identification",)
