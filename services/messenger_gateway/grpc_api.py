@@ -11,8 +11,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
+from idmesh.common.v1 import bulk_pb2
 from idmesh.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 
+from services.common.errors import InvalidInput
 from services.common.identity import Kind, Role, require_caller
 from services.common.interceptors import ErrorTable
 from services.common.timeutil import from_timestamp, to_timestamp
@@ -209,8 +211,9 @@ class GatewayAdminServicer(gateway_pb2_grpc.GatewayAdminServiceServicer):
         return gateway_pb2.ImportPortedNumbersResponse(
             imported=outcome.imported,
             rejected=outcome.rejected,
-            errors=[gateway_pb2.RowError(line=e.line, message=e.message) for e in outcome.errors],
+            errors=[bulk_pb2.RowError(line=e.line, message=e.message) for e in outcome.errors],
             committed=outcome.committed,
+            unchanged=outcome.unchanged,
         )
 
     async def ResolveOperator(
@@ -227,12 +230,25 @@ class GatewayAdminServicer(gateway_pb2_grpc.GatewayAdminServiceServicer):
         )
 
 
+# The shared ImportMode; unspecified means all or nothing, as for the registry's import.
+_ALL_OR_NOTHING = {
+    bulk_pb2.IMPORT_MODE_UNSPECIFIED: True,
+    bulk_pb2.IMPORT_MODE_ALL_OR_NOTHING: True,
+    bulk_pb2.IMPORT_MODE_VALID_ROWS: False,
+}
+
+
 async def _batches(
     requests: AsyncIterator[gateway_pb2.ImportPortedNumbersRequest],
 ) -> AsyncIterator[PortedBatch]:
     async for request in requests:
+        if request.mode not in _ALL_OR_NOTHING:
+            raise InvalidInput(
+                f"mode {request.mode} is not a known ImportMode: use "
+                "IMPORT_MODE_ALL_OR_NOTHING or IMPORT_MODE_VALID_ROWS"
+            )
         yield PortedBatch(
-            all_or_nothing=request.all_or_nothing,
+            all_or_nothing=_ALL_OR_NOTHING[request.mode],
             rows=[
                 PortedRowInput(
                     line=row.line,

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from typing import Any, TypeAlias
 
 import grpc
+from idmesh.common.v1 import bulk_pb2
 from idmesh.events.v1 import events_pb2
 from idmesh.registry.v1 import registry_pb2, registry_pb2_grpc
 
@@ -233,15 +234,15 @@ class RegistryAdminServicer(registry_pb2_grpc.RegistryAdminServiceServicer):
         return registry_pb2.ImportSubscribersResponse(
             imported=outcome.imported,
             rejected=outcome.rejected,
-            errors=[registry_pb2.RowError(line=e.line, message=e.message) for e in outcome.errors],
+            errors=[bulk_pb2.RowError(line=e.line, message=e.message) for e in outcome.errors],
             committed=outcome.committed,
         )
 
 
 _IMPORT_MODES = {
-    registry_pb2.IMPORT_MODE_UNSPECIFIED: None,
-    registry_pb2.IMPORT_MODE_ALL_OR_NOTHING: ImportMode.ALL_OR_NOTHING,
-    registry_pb2.IMPORT_MODE_VALID_ROWS: ImportMode.VALID_ROWS,
+    bulk_pb2.IMPORT_MODE_UNSPECIFIED: None,
+    bulk_pb2.IMPORT_MODE_ALL_OR_NOTHING: ImportMode.ALL_OR_NOTHING,
+    bulk_pb2.IMPORT_MODE_VALID_ROWS: ImportMode.VALID_ROWS,
 }
 
 

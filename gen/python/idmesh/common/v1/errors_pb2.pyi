@@ -1,7 +1,6 @@
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
-from google.protobuf import message as _message
-from typing import ClassVar as _ClassVar, Optional as _Optional
+from typing import ClassVar as _ClassVar
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
@@ -81,11 +80,3 @@ ERROR_REASON_CURSOR_OUT_OF_RANGE: ErrorReason
 ERROR_REASON_ACK_BEYOND_HEAD: ErrorReason
 ERROR_REASON_CONSUMER_TOO_SLOW: ErrorReason
 ERROR_REASON_SHUTTING_DOWN: ErrorReason
-
-class RowError(_message.Message):
-    __slots__ = ("line", "message")
-    LINE_FIELD_NUMBER: _ClassVar[int]
-    MESSAGE_FIELD_NUMBER: _ClassVar[int]
-    line: int
-    message: str
-    def __init__(self, line: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
