@@ -45,13 +45,23 @@ class GatewayStore(Protocol):
 
     async def ported_number(self, phone_number: str) -> PortedNumber | None: ...
 
+    async def by_idempotency_key(self, user_id: str, key: str) -> Identification | None:
+        """The identification the user started with this idempotency key, if any."""
+        ...
+
     # --- identification transitions -------------------------------------------------------------
 
     async def replace_current(
-        self, new: Identification, *, now: datetime, change_number: bool
+        self,
+        new: Identification,
+        *,
+        now: datetime,
+        change_number: bool,
+        idempotency_key: str | None = None,
     ) -> Identification | None:
         """Insert `new` as the user's current identification, ending the previous one, in one
-        transaction; the previous one as it is afterwards, or None."""
+        transaction; the previous one as it is afterwards, or None. With an idempotency key
+        the user already started an identification with: nothing changes, IdempotentReplay."""
         ...
 
     async def expire_code(self, identification_id: str, now: datetime) -> bool: ...
