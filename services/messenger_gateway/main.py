@@ -22,6 +22,7 @@ from services.common.keyfile import load_or_create_key
 from services.common.logging import get_logger
 from services.common.runner import run_main, serve
 from services.common.server import GrpcServer, service_name
+from services.common.storage import StoreSettings, open_database
 from services.common.timeutil import Clock, SystemClock
 from services.messenger_gateway.config import GatewayConfig
 from services.messenger_gateway.domain import CodeHasher
@@ -33,6 +34,7 @@ from services.messenger_gateway.routing import PortedNumbersTable, build_router
 from services.messenger_gateway.service import GatewayService, GatewaySettings
 from services.messenger_gateway.sms import FileSmsSender
 from services.messenger_gateway.store import MIGRATIONS, SqliteGatewayStore
+from services.messenger_gateway.store_pg import PG_MIGRATIONS, SERVICE, PgGatewayStore
 
 NAME = "messenger_gateway"
 log = get_logger("idmesh.gateway.main")
@@ -50,6 +52,13 @@ class Gateway:
 
 
 @asynccontextmanager
+async def open_store(settings: StoreSettings) -> AsyncIterator[GatewayStore]:
+    """The gateway's store on the configured engine, migrated; closed on exit."""
+    async with open_database(settings, SERVICE, sqlite=MIGRATIONS, postgresql=PG_MIGRATIONS) as db:
+        yield SqliteGatewayStore(db) if isinstance(db, Database) else PgGatewayStore(db)
+
+
+@asynccontextmanager
 async def open_gateway(
     config: GatewayConfig, server: GrpcServer, *, clock: Clock | None = None
 ) -> AsyncIterator[Gateway]:
@@ -57,9 +66,7 @@ async def open_gateway(
     verifications and start the notice consumer; undo it all on exit."""
     identity = Caller(Kind.MESSENGER, config.messenger_id)
     async with AsyncExitStack() as stack:
-        db = await Database.open(config.db_path, MIGRATIONS, synchronous=config.db_synchronous)
-        stack.push_async_callback(db.close)
-        store = SqliteGatewayStore(db)
+        store = await stack.enter_async_context(open_store(config.store))
         router = build_router(
             config.numbering_plan,
             carriers=config.carriers,

@@ -55,7 +55,6 @@ from tests.messenger_gateway.fakes import (
     RecordingSms,
     eventually,
     hang,
-    open_store,
     start_registry,
 )
 from tests.messenger_gateway.test_grpc import FRONTEND, Harness, running_gateway
@@ -163,13 +162,6 @@ async def batches(*groups: tuple[bool, list[PortedRowInput]]) -> AsyncIterator[P
 
 def row(line: int, phone: str, operator: str, ported_at: datetime | None) -> PortedRowInput:
     return PortedRowInput(line, phone, operator, ported_at)
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[GatewayStore]:
-    db, gateway_store = await open_store(tmp_path / "gw.db")
-    yield gateway_store
-    await db.close()
 
 
 @pytest.fixture

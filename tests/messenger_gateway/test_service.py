@@ -55,11 +55,6 @@ async def db_and_store(tmp_path: Path) -> AsyncIterator[tuple[Database, GatewayS
     await db.close()
 
 
-@pytest.fixture
-def store(db_and_store: tuple[Database, GatewayStore]) -> GatewayStore:
-    return db_and_store[1]
-
-
 # --- one-time codes --------------------------------------------------------------------------
 
 
