@@ -28,7 +28,14 @@ from idmesh.registry.v1 import registry_pb2, registry_pb2_grpc
 
 from bench import procs, seed, topology
 from bench.config import BenchConfig
-from bench.load import Latencies, RunResult, closed_loop, open_loop, run_count
+from bench.load import (
+    Latencies,
+    RunResult,
+    closed_loop,
+    honouring_shedding,
+    open_loop,
+    run_count,
+)
 from bench.topology import EchoMesh
 from services.cli.mesh import Mesh
 from services.common.channels import open_channel
@@ -172,18 +179,18 @@ async def identification(ctx: Context) -> dict[str, Any]:
         index = next(numbers)
         if index >= cfg.subscribers:
             raise BenchFailure("ran out of seeded subscribers: raise --subscribers")
-        started = await real.StartIdentification(
-            gateway_pb2.StartIdentificationRequest(
-                user_id=f"id-{next(users)}", phone_number=seed.beeline_number(index)
-            ),
-            timeout=CALL_TIMEOUT,
+        start = gateway_pb2.StartIdentificationRequest(
+            user_id=f"id-{next(users)}", phone_number=seed.beeline_number(index)
+        )
+        started = await honouring_shedding(
+            lambda: real.StartIdentification(start, timeout=CALL_TIMEOUT)
         )
         ident_id = started.identification.identification_id
-        confirmed = await real.ConfirmPossession(
-            gateway_pb2.ConfirmPossessionRequest(
-                identification_id=ident_id, code=outbox.code(ident_id)
-            ),
-            timeout=CALL_TIMEOUT,
+        confirm = gateway_pb2.ConfirmPossessionRequest(
+            identification_id=ident_id, code=outbox.code(ident_id)
+        )
+        confirmed = await honouring_shedding(
+            lambda: real.ConfirmPossession(confirm, timeout=CALL_TIMEOUT)
         )
         state = confirmed.identification.state
         if state != IDENTIFIED:
@@ -275,12 +282,12 @@ async def verify(ctx: Context) -> dict[str, Any]:
 
     def make_op(stub: registry_pb2_grpc.RegistryServiceStub) -> Callable[[int], Any]:
         async def op(_: int) -> None:
-            reply = await stub.VerifySubscriber(
-                registry_pb2.VerifySubscriberRequest(
-                    request_id=f"bench-{next(requests)}",
-                    phone_number=seed.beeline_number(rng.randrange(low, cfg.subscribers)),
-                ),
-                timeout=CALL_TIMEOUT,
+            request = registry_pb2.VerifySubscriberRequest(
+                request_id=f"bench-{next(requests)}",
+                phone_number=seed.beeline_number(rng.randrange(low, cfg.subscribers)),
+            )
+            reply = await honouring_shedding(
+                lambda: stub.VerifySubscriber(request, timeout=CALL_TIMEOUT)
             )
             if reply.result != registry_pb2.VERIFICATION_RESULT_IDENTIFIED:
                 raise BenchFailure(f"VerifySubscriber answered {reply.result}")
@@ -418,7 +425,7 @@ async def fanout(ctx: Context) -> dict[str, Any]:
     send_times: dict[int, float] = {}
 
     async def terminate(i: int) -> None:
-        send_times[i] = time.time()
+        send_times.setdefault(i, time.time())  # a retried call keeps its first send time
         reply = await admin.TerminateContract(
             registry_pb2.TerminateContractRequest(phone_number=seed.beeline_number(i)),
             timeout=CALL_TIMEOUT,
@@ -434,7 +441,9 @@ async def fanout(ctx: Context) -> dict[str, Any]:
         pids = {n: p for n, p in ctx.mesh_pids().items() if n in names}
         mark = procs.cpu_mark(pids)
         wall_start, calls = await run_count(
-            terminate, count=burst, concurrency=cfg.termination_concurrency
+            lambda i: honouring_shedding(lambda: terminate(i)),
+            count=burst,
+            concurrency=cfg.termination_concurrency,
         )
         calls_done = time.time()
         seen = await probe.wait_done(burst, cfg.drain_timeout_seconds)
