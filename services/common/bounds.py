@@ -47,6 +47,8 @@ MAX_CHARS: Mapping[str, int] = {
     "SubscriberRow.contract_id": 256,
     "PortedNumber.phone_number": 256,
     "PortedNumber.recipient_operator_id": 256,
+    "TerminationRow.phone_number": 256,
+    "TerminationRow.recipient_operator_id": 256,
 }
 
 # Repeated fields of requests: the most items per message.
