@@ -92,20 +92,9 @@ class Callers:
     async def call(self, method: MethodDescriptor, request: Message) -> Caught | None:
         """Call method with request; the refusal, or None if it succeeded."""
         stub = _STUBS[method.containing_service.full_name](self.channel(method))
-        rpc = getattr(stub, method.name)
         started = time.monotonic()
         try:
-            if method.client_streaming:
-                await rpc(_one(request), timeout=30)
-            elif method.server_streaming:
-                call = rpc(request, timeout=30)
-                try:
-                    async for _ in call:
-                        break
-                finally:
-                    call.cancel()
-            else:
-                await rpc(request, timeout=30)
+            await invoke(stub, method, request)
         except grpc.aio.AioRpcError as exc:
             return Caught(
                 exc.code(), error_details(exc), exc.details() or "", time.monotonic() - started
@@ -120,6 +109,23 @@ class Callers:
 
 async def _one(request: Message) -> AsyncIterator[Message]:
     yield request
+
+
+async def invoke(stub: Any, method: MethodDescriptor, request: Message) -> None:
+    """Call method on stub with request, whatever its kind (a stream gets one message; of a
+    reply stream only the first item is read)."""
+    rpc = getattr(stub, method.name)
+    if method.client_streaming:
+        await rpc(_one(request), timeout=30)
+    elif method.server_streaming:
+        call = rpc(request, timeout=30)
+        try:
+            async for _ in call:
+                break
+        finally:
+            call.cancel()
+    else:
+        await rpc(request, timeout=30)
 
 
 def _methods() -> Iterator[MethodDescriptor]:
@@ -399,20 +405,8 @@ def _wrong_caller(method: MethodDescriptor) -> Caller:
 
 
 async def _refuse(stub: Any, method: MethodDescriptor) -> tuple[str, str]:
-    request = GetMessageClass(method.input_type)()
-    rpc = getattr(stub, method.name)
     try:
-        if method.client_streaming:
-            await rpc(_one(request), timeout=30)
-        elif method.server_streaming:
-            call = rpc(request, timeout=30)
-            try:
-                async for _ in call:
-                    break
-            finally:
-                call.cancel()
-        else:
-            await rpc(request, timeout=30)
+        await invoke(stub, method, GetMessageClass(method.input_type)())
     except grpc.aio.AioRpcError as exc:
         return exc.code().name, error_details(exc).reason
     raise AssertionError(f"{method.full_name} accepted a caller it is not for")
