@@ -98,8 +98,9 @@ class NotifierServiceServicer:
     def Subscribe(self, request, context):
         """Subscribe streams every event of messenger_id with seq > after_seq, in order, then new
         events as they are published, with a progress mark on an idle stream. A cursor below the
-        retained floor or beyond the head fails at once with OUT_OF_RANGE; trailing metadata
-        "idmesh-floor-seq" and "idmesh-head-seq" carry the valid range. A consumer too slow for the
+        retained floor or beyond the head fails at once with OUT_OF_RANGE; the ErrorInfo metadata
+        "floor_seq" and "head_seq" (and, for older clients, the trailing metadata "idmesh-floor-seq"
+        and "idmesh-head-seq") carry the valid range. A consumer too slow for the
         stream's buffer is ended with RESOURCE_EXHAUSTED and resumes from its cursor.
         Errors: INVALID_ARGUMENT (INVALID_FIELD: messenger_id empty), PERMISSION_DENIED
         (MESSENGER_MISMATCH: another messenger's events), OUT_OF_RANGE (CURSOR_OUT_OF_RANGE, metadata
