@@ -15,8 +15,9 @@ from idmesh.registry.v1 import registry_pb2, registry_pb2_grpc
 
 from services.common.channels import open_channel
 from services.common.identity import Caller, Kind, Role
+from tests.eventually import eventually
 
-from .conftest import NUMBER, eventually
+from .conftest import NUMBER
 from .test_relay import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
