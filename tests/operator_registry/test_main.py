@@ -70,7 +70,7 @@ async def test_process_serves_the_seeded_registry_and_stops_on_sigterm(tmp_path:
                     return False
                 return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
 
-            await eventually(serving, within=10, what="health SERVING")
+            await eventually(serving, within=30, what="health SERVING")
         alpha = Caller(Kind.MESSENGER, "alpha")
         async with open_channel(f"127.0.0.1:{port}", identity=alpha) as channel:
             reply = await registry_pb2_grpc.RegistryServiceStub(channel).VerifySubscriber(
