@@ -17,7 +17,7 @@ help:
 	@echo "make down   stop the mesh of ./$(DATA)"
 	@echo "make test   run the test suite (unit + integration over real processes)"
 	@echo "make proto  regenerate gen/python from protos/"
-	@echo "make lint   buf lint, buf breaking (against main), ruff, mypy"
+	@echo "make lint   buf lint, buf breaking (against main), ruff check, ruff format --check, mypy (CI runs it with make test)"
 	@echo "make bench  benchmarks against same-run baselines -> docs/benchmarks.md (~5 min)"
 
 $(STAMP): pyproject.toml
@@ -46,7 +46,8 @@ up: $(STAMP)
 down: $(STAMP)
 	$(VENV)/bin/idmesh down --data-dir $(DATA)
 
-test: $(STAMP)
+# buf too: tests/test_protos_lint.py runs `buf lint` (no skipping in `make test`).
+test: $(STAMP) $(BUF)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 proto: $(STAMP)
