@@ -21,6 +21,7 @@ from prometheus_client.metrics_core import Metric
 
 from services.common.backoff import Backoff
 from services.common.errors import InvalidInput
+from services.common.failpoints import failpoint
 from services.common.logging import get_logger
 from services.common.metrics import ScrapeCollector, registered
 from services.common.phone import mask, parse_mobile
@@ -365,6 +366,7 @@ class GatewayService:
             ident.identification_id, request_id=request_id, deadline=deadline, now=now
         ):
             return False
+        failpoint("gateway.verify.after_begin")
         log.info(
             "identification.possession_confirmed",
             identification_id=ident.identification_id,

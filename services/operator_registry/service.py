@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from prometheus_client import Counter
 
 from services.common.errors import DomainError, InvalidInput
+from services.common.failpoints import failpoint
 from services.common.identity import validate_id
 from services.common.logging import get_logger
 from services.common.phone import mask, parse_e164, parse_mobile, require_e164
@@ -226,10 +227,12 @@ class RegistryService:
         def before_commit() -> None:
             if not replayed:  # a new answer is stored only within the deadline
                 self._check_deadline(deadline)
+            failpoint("registry.verify.before_commit")
 
         # Concurrent verifications share transactions (group commit), each with its own
         # outcome; the deadline is checked right before the commit that would store the answer.
         answer, how = await self._store.run_grouped(verify, before_commit=before_commit)
+        failpoint("registry.verify.after_commit")
         if how is _Answered.REPLAYED:
             log.info(
                 "verification.replayed",
@@ -413,6 +416,7 @@ class RegistryService:
         # (CANCELLED, grpc.server.max_pending_requests) instead of queueing them; an operator's
         # termination is not retried the way a gateway retries VerifySubscriber.
         subscriber, notices = await self._store.run(terminate)
+        failpoint("registry.terminate.after_commit")
         contract = subscriber.contract
         self._notices_queued.set()
         log.info(
