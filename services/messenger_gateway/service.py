@@ -558,6 +558,7 @@ class GatewayService:
                     phone_number=ident.phone_number,
                     time_limit=remaining,
                 )
+                failpoint("gateway.verify.after_answer")  # answered, not yet recorded
                 if self._hint_to_follow(ident, answer):
                     return await self._follow_hint(ident, answer.recipient_operator_id)
                 await self._record(ident, answer)
@@ -692,6 +693,7 @@ class GatewayService:
             within_window=True,
         )
         if recorded:
+            state, reason = recorded
             _completed(state, reason)
             self._observe_verification(ident)
             log.info(
@@ -700,6 +702,7 @@ class GatewayService:
                 state=state,
                 reason=reason,
                 operator_id=operator_id,
+                answered=answer.verdict,
             )
         else:
             log.warning(
