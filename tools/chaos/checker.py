@@ -62,7 +62,7 @@ def _codes(snap: Snapshot, report: Report) -> dict[str, Row]:
                 f"{other['operator']}/{other['contract_id']}/{other['messenger_id']} share code "
                 f"{_short(code)}",
             )
-        by_code[code] = b
+        by_code.setdefault(code, b)
     return by_code
 
 

@@ -43,6 +43,7 @@ def chaos_spec(window: float) -> MeshSpec:
         common_env={
             "IDMESH_PROGRESS_INTERVAL_SECONDS": "1",
             "IDMESH_RELAY_POLL_SECONDS": "0.5",
+            "IDMESH_RELAY_RETRY_MAX_SECONDS": "2",
             "IDMESH_VERIFY_RETRY_MAX_SECONDS": "1",
             "IDMESH_NOTIFIER_RETRY_MAX_SECONDS": "1",
             "IDMESH_OTP_PHONE_PER_HOUR": "1000000",

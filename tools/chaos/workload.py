@@ -2,7 +2,8 @@
 request (every attempt of it) in the history.
 
 A client retries a request whose outcome it could not read (UNAVAILABLE, DEADLINE_EXCEEDED)
-a few times, like a real operator's system or front end would; each attempt is its own record.
+or that was shed (RESOURCE_EXHAUSTED: refused before any work) a few times, like a real
+operator's system or front end would; each attempt is its own record.
 """
 
 from __future__ import annotations
@@ -72,7 +73,8 @@ class Workload:
             except Exception as exc:
                 ok, code = status_of(exc)
                 self.history.end(record, ok, code)
-                if ok is None and attempt + 1 < attempts:
+                shed = code == "RESOURCE_EXHAUSTED"  # refused before any work: safe to retry
+                if (ok is None or shed) and attempt + 1 < attempts:
                     await asyncio.sleep(min(0.5 * (attempt + 1), 2.0))
                     continue
                 return None
