@@ -11,7 +11,8 @@ Modelled on etcd's gofail. ``IDMESH_FAILPOINTS`` arms them, a comma-separated li
 An action is ``crash`` (the default) or ``sleep(MS)``, optionally prefixed by a probability
 ``P%`` (0 < P <= 100). A crash does not clean up, flush or reply: it calls ``os._exit(137)``,
 which is what ``kill -9`` at that instant would leave behind (it prints one JSON line
-``failpoint.crash`` on stderr first). A sleep blocks the calling thread: on the database's
+``failpoint.crash`` on stderr first). A sleep (after a ``failpoint.sleep`` line on stderr)
+blocks the calling thread: on the database's
 writer thread it holds the transaction open; in a coroutine it stalls the whole event loop at
 exactly that point, like a SIGSTOP landing there.
 
@@ -97,10 +98,16 @@ class Action:
         if self.probability < 1.0 and random.random() >= self.probability:
             return
         if self.sleep_ms is not None:
+            _say("failpoint.sleep", name)
             time.sleep(self.sleep_ms / 1000)
             return
-        print(f'{{"event": "failpoint.crash", "failpoint": "{name}"}}', file=sys.stderr, flush=True)
+        _say("failpoint.crash", name)
         os._exit(137)
+
+
+def _say(event: str, name: str) -> None:
+    """One JSON line on stderr (the service's log), whatever the logging setup."""
+    print(f'{{"event": "{event}", "failpoint": "{name}"}}', file=sys.stderr, flush=True)
 
 
 def parse(spec: str) -> dict[str, Action]:

@@ -10,6 +10,7 @@ import asyncio
 import signal
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from services.cli.mesh import Mesh, MeshError
 from services.common.failpoints import ENV as FAILPOINTS
@@ -25,6 +26,7 @@ class FaultStats:
     stalls: Counter[str] = field(default_factory=Counter)
     armed: Counter[str] = field(default_factory=Counter)  # by failpoint name
     fired: Counter[str] = field(default_factory=Counter)  # crashed (exit 137) while armed
+    hit: Counter[str] = field(default_factory=Counter)  # armings that were hit (crash or sleep)
 
 
 class Nemesis:
@@ -62,6 +64,7 @@ class Nemesis:
         name = fault.failpoint.split("=", 1)[0]
         svc = self.mesh.services[fault.service]
         await asyncio.to_thread(self.mesh.kill, fault.service)
+        log_from = svc.log_path.stat().st_size if svc.log_path.exists() else 0
         self.stats.kills[fault.service] += 1
         svc.env[FAILPOINTS] = fault.failpoint
         try:
@@ -82,7 +85,10 @@ class Nemesis:
             await asyncio.to_thread(self.mesh.kill, fault.service)
             self.stats.kills[fault.service] += 1
         await self._start(fault.service)
-        return {"fired": fired, "exit": code}
+        hits = await asyncio.to_thread(_hits, svc.log_path, log_from, name)
+        if hits:
+            self.stats.hit[name] += 1
+        return {"fired": fired, "exit": code, "hits": hits}
 
     async def _stall(self, fault: Fault) -> dict[str, object]:
         svc = self.mesh.services[fault.service]
@@ -113,3 +119,11 @@ class Nemesis:
                 restarted.append(name)
                 await self._start(name)
         self.history.note("heal", round_no, restarted=restarted)
+
+
+def _hits(log: Path, offset: int, name: str) -> int:
+    """How often the failpoint acted (crashed or slept) in the log written since offset."""
+    with log.open("rb") as f:
+        f.seek(offset)
+        text = f.read().decode(errors="replace")
+    return text.count(f'"failpoint": "{name}"')

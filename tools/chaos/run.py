@@ -68,6 +68,7 @@ class Run:
         self.faults = FaultStats()
         self.nemesis = Nemesis(mesh, history, self.faults)
         self.races = 0
+        self._scenarios = 0
         self.report = Report()
 
     async def setup(self) -> None:
@@ -112,6 +113,7 @@ class Run:
         faults = asyncio.create_task(self.nemesis.play(plan.round, plan.faults, began))
         load = [asyncio.create_task(workload.run(s, began)) for s in plan.scenarios]
         index = len(plan.scenarios)
+        self._scenarios = index
         while index < MAX_SCENARIOS:
             gap = filler_gap(self.options.seed, plan.round, index)
             await asyncio.wait({faults}, timeout=gap)
@@ -121,6 +123,7 @@ class Run:
             self.races += extra.kind == "race"
             load.append(asyncio.create_task(workload.run(extra, loop.time())))
             index += 1
+            self._scenarios = index
         await asyncio.gather(faults, *load)
 
     async def quiesce(self) -> tuple[float, list[str]]:
@@ -143,8 +146,9 @@ class Run:
             if r.kind != "fault":
                 continue
             if r.name == "failpoint":
-                fired = "fired" if r.result.get("fired") else "not fired"
-                faults.append(f"{r.args['failpoint']}@{r.args['service']} {fired}")
+                hits = r.result.get("hits", 0)
+                what = "fired" if r.result.get("fired") else f"hit {hits}x" if hits else "not hit"
+                faults.append(f"{r.args['failpoint']}@{r.args['service']} {what}")
             elif r.name == "stall":
                 faults.append(f"stall {r.args['service']} {r.args['seconds']:.1f}s")
             else:
@@ -153,7 +157,7 @@ class Run:
         return (
             f"round {plan.round}/{self.options.rounds} ({seconds:.0f}s): {len(ops)} requests "
             f"({outcome['ok']} ok, {outcome['refused']} refused, {outcome['unknown']} unknown); "
-            f"{len(plan.scenarios)} scenarios; faults: {', '.join(faults)}; {verdict}"
+            f"{self._scenarios} scenarios; faults: {', '.join(faults)}; {verdict}"
         )
 
     def totals(self) -> dict[str, object]:
@@ -172,6 +176,7 @@ class Run:
             "stalls_by_service": dict(self.faults.stalls),
             "failpoints_armed": dict(self.faults.armed),
             "failpoints_fired": dict(self.faults.fired),
+            "failpoints_hit": dict(self.faults.hit),
             "checked": dict(self.report.counts),
             "violations": self.report.violations,
         }
@@ -225,6 +230,7 @@ def _print_totals(totals: dict[str, object]) -> None:
         "stalls_by_service",
         "failpoints_armed",
         "failpoints_fired",
+        "failpoints_hit",
         "checked",
     ):
         print(f"  {key}: {totals[key]}")
