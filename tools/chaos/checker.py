@@ -77,7 +77,10 @@ def _terminations(
         (e["messenger_id"], e["operator_id"], e["identification_code"]): e["event_id"]
         for e in snap.events
     }
-    current = {m: snap.current(m) for m in MESSENGERS}
+    holders: dict[tuple[str, str, str], list[tuple[str, Row]]] = defaultdict(list)
+    for m in MESSENGERS:
+        for user, row in snap.current(m).items():
+            holders[(m, row["operator_id"], row["identification_code"])].append((user, row))
     for r in records:
         if r.kind != "op" or r.name not in ENDS or r.ok is not True:
             continue
@@ -104,10 +107,7 @@ def _terminations(
                     f"round {r.round}: {messenger} never applied the notice of "
                     f"{operator}/{contract_id} (event {event_ids[key]})",
                 )
-            for user, row in current.get(messenger, {}).items():
-                same = row["operator_id"] == operator and row["identification_code"] == code
-                if not same:
-                    continue
+            for user, row in holders.get(key, []):
                 allowed = snap.access.get((messenger, user))
                 if row["state"] == "IDENTIFIED" or allowed:
                     report.fail(
