@@ -9,10 +9,12 @@ DATA   ?= data
 BUF    := node_modules/.bin/buf
 
 .DEFAULT_GOAL := help
-.PHONY: help venv up test chaos proto lint fmt bench clean
+.PHONY: help venv up down test chaos proto lint fmt bench clean
 
 help:
 	@echo "make up     run the local mesh (2 operators, notifier, 2 messengers) under ./$(DATA)"
+	@echo "            (BASE_PORT=N: its ports from N, beside another mesh with DATA=other)"
+	@echo "make down   stop the mesh of ./$(DATA)"
 	@echo "make test   run the test suite (unit + integration over real processes)"
 	@echo "make chaos  seeded fault run of the mesh, checked (CHAOS_ARGS=\"--seed N --rounds N\")"
 	@echo "make proto  regenerate gen/python from protos/"
@@ -40,7 +42,10 @@ bench: $(BENCH_STAMP)
 	$(PY) -m bench --docs $(BENCH_ARGS)
 
 up: $(STAMP)
-	$(VENV)/bin/idmesh up --data-dir $(DATA)
+	$(VENV)/bin/idmesh up --data-dir $(DATA) $(if $(BASE_PORT),--base-port $(BASE_PORT))
+
+down: $(STAMP)
+	$(VENV)/bin/idmesh down --data-dir $(DATA)
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
