@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import traceback
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -183,7 +184,8 @@ class Run:
 
 
 async def run(options: Options) -> int:
-    """0: every round passed; 1: a violation (the seed to replay is printed)."""
+    """0: every round passed; 1: a violation (the seed to replay is printed); 2: the run
+    itself failed."""
     options.out.mkdir(parents=True, exist_ok=True)
     print(f"chaos: seed {options.seed}, {options.rounds} rounds, run folder {options.out}")
     mesh = Mesh(chaos_spec(options.window), options.out / "mesh")
@@ -198,6 +200,12 @@ async def run(options: Options) -> int:
             if not await chaos.round(round_no):
                 passed = False
                 break
+    except Exception:
+        # The run itself failed (a service that would not start, a tool error): not a
+        # verdict on the mesh, but the seed and the folder are what a person needs.
+        traceback.print_exc()
+        print(f"\nerror: the run stopped. seed {options.seed}; history: {history.path}")
+        return 2
     finally:
         await client.close()
         history.close()

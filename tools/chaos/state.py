@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections.abc import Awaitable, Callable
 from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import grpc
 from idmesh.gateway.v1 import gateway_pb2
 from idmesh.notifier.v1 import notifier_pb2
 
@@ -19,6 +21,7 @@ from tools.chaos.client import Client
 from tools.chaos.schedule import MESSENGERS, OPERATORS
 
 Row = dict[str, Any]
+T = TypeVar("T")
 
 
 @dataclass
@@ -94,19 +97,40 @@ def outstanding(snap: Snapshot) -> list[str]:
 
 
 async def read_apis(client: Client, snap: Snapshot, users: set[tuple[str, str]]) -> None:
-    """CheckAccess of every user the history knows, and each messenger's delivery status."""
-    for m in MESSENGERS:
-        status = await client.notifier(m).GetDeliveryStatus(
-            notifier_pb2.GetDeliveryStatusRequest(messenger_id=m), timeout=10
-        )
-        snap.delivery[m] = (status.head_seq, status.acked_seq)
+    """CheckAccess of every user the history knows, and each messenger's delivery status: a few
+    calls at a time (the services shed load beyond their concurrency limit), each retried while
+    shed or unavailable."""
+
+    async def status(messenger: str) -> None:
+        request = notifier_pb2.GetDeliveryStatusRequest(messenger_id=messenger)
+        stub = client.notifier(messenger)
+        reply = await _patiently(lambda: stub.GetDeliveryStatus(request, timeout=10))
+        snap.delivery[messenger] = (reply.head_seq, reply.acked_seq)
 
     async def check(messenger: str, user: str) -> None:
-        reply = await client.gateway(messenger).CheckAccess(
-            gateway_pb2.CheckAccessRequest(user_id=user), timeout=10
-        )
+        request = gateway_pb2.CheckAccessRequest(user_id=user)
+        reply = await _patiently(lambda: client.gateway(messenger).CheckAccess(request, timeout=10))
         snap.access[(messenger, user)] = reply.allowed
 
+    for m in MESSENGERS:
+        await status(m)
     pending = sorted(users)
-    for i in range(0, len(pending), 50):
-        await asyncio.gather(*(check(m, u) for m, u in pending[i : i + 50]))
+    for i in range(0, len(pending), READ_CONCURRENCY):
+        await asyncio.gather(*(check(m, u) for m, u in pending[i : i + READ_CONCURRENCY]))
+
+
+READ_CONCURRENCY = 8
+_TRANSIENT = {grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAVAILABLE}
+
+
+async def _patiently(call: Callable[[], Awaitable[T]], attempts: int = 50) -> T:
+    """call() until it is not refused for load or unavailability (the mesh is quiet: this is
+    the readers' own burst), at most `attempts` times."""
+    for attempt in range(attempts):
+        try:
+            return await call()
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() not in _TRANSIENT or attempt + 1 == attempts:
+                raise
+            await asyncio.sleep(0.1)
+    raise AssertionError("unreachable")
