@@ -6,11 +6,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-import pytest
-
 from tools.chaos.checker import check
 from tools.chaos.history import Record
-from tools.chaos.schedule import plan_round
 from tools.chaos.state import Snapshot, outstanding
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -198,17 +195,3 @@ def test_a_revocation_without_a_termination_is_found() -> None:
     snap.identifications["alpha"][0] |= {"state": "REVOKED", "reason": "CONTRACT_TERMINATED"}
     snap.access[("alpha", "u1")] = False
     assert invariants(records, snap) == {"revoked_without_termination"}
-
-
-@pytest.mark.parametrize("seed", [1, 77])
-def test_a_seed_gives_the_same_schedule_and_every_round_races_and_arms_a_failpoint(
-    seed: int,
-) -> None:
-    for round_no in (1, 2, 3):
-        plan = plan_round(seed, round_no, load_seconds=10, window=12)
-        assert plan == plan_round(seed, round_no, load_seconds=10, window=12)
-        assert plan.scenarios[0].kind == "race"
-        assert any(f.kind == "failpoint" for f in plan.faults)
-    assert plan_round(seed, 1, load_seconds=10, window=12) != plan_round(
-        seed + 1, 1, load_seconds=10, window=12
-    )

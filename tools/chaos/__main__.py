@@ -1,4 +1,5 @@
-"""python -m tools.chaos [--seed N] [--rounds N] [--window S] [--load-seconds S] [--out DIR]"""
+"""python -m tools.chaos [--seed N] [--rounds N] [--window S] [--load-seconds S]
+[--failpoints A,B] [--out DIR]"""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+from services.common.failpoints import CATALOGUE
 from tools.chaos.run import Options, run
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,11 +34,20 @@ def main(argv: list[str] | None = None) -> int:
         help="how long each round's load starts and faults strike (default 10)",
     )
     parser.add_argument(
+        "--failpoints",
+        default="",
+        help="comma-separated failpoint names: arm only these (default: all; docs/chaos.md)",
+    )
+    parser.add_argument(
         "--out", type=Path, help="the run folder (default data/chaos/<time>-seed<seed>)"
     )
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.window <= 0 or args.load_seconds <= 0:
         parser.error("--rounds, --window and --load-seconds must be positive")
+    failpoints = tuple(sorted({n.strip() for n in args.failpoints.split(",") if n.strip()}))
+    unknown = [n for n in failpoints if n not in CATALOGUE]
+    if unknown:
+        parser.error(f"--failpoints: unknown {', '.join(unknown)} (known: {', '.join(CATALOGUE)})")
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1, 10**6)
     out = args.out or ROOT / "data" / "chaos" / f"{time.strftime('%Y%m%d-%H%M%S')}-seed{seed}"
     options = Options(
@@ -45,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         out=out,
         window=args.window,
         load_seconds=args.load_seconds,
+        failpoints=failpoints,
     )
     return asyncio.run(run(options))
 

@@ -33,6 +33,7 @@ class Options:
     out: Path
     window: float = 12.0  # the gateways' verification window, seconds
     load_seconds: float = 10.0  # how long a round's scenarios keep starting and faults strike
+    failpoints: tuple[str, ...] = ()  # arm only these (default: the whole catalogue)
 
 
 def chaos_spec(window: float) -> MeshSpec:
@@ -57,7 +58,14 @@ def chaos_spec(window: float) -> MeshSpec:
 
 
 def replay_command(options: Options) -> str:
-    return f'make chaos CHAOS_ARGS="--seed {options.seed} --rounds {options.rounds}"'
+    args = f"--seed {options.seed} --rounds {options.rounds}"
+    if options.window != Options.window:
+        args += f" --window {options.window:g}"
+    if options.load_seconds != Options.load_seconds:
+        args += f" --load-seconds {options.load_seconds:g}"
+    if options.failpoints:
+        args += f" --failpoints {','.join(options.failpoints)}"
+    return f'make chaos CHAOS_ARGS="{args}"'
 
 
 class Run:
@@ -83,7 +91,13 @@ class Run:
 
     async def round(self, round_no: int) -> bool:
         o = self.options
-        plan = plan_round(o.seed, round_no, load_seconds=o.load_seconds, window=o.window)
+        plan = plan_round(
+            o.seed,
+            round_no,
+            load_seconds=o.load_seconds,
+            window=o.window,
+            failpoints=o.failpoints,
+        )
         self.history.note("plan", round_no, plan=asdict(plan))
         self.races += sum(1 for s in plan.scenarios if s.kind == "race")
         first = len(self.history.records)

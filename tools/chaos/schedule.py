@@ -53,20 +53,29 @@ class RoundPlan:
     faults: tuple[Fault, ...]
 
 
-def plan_round(seed: int, round_no: int, *, load_seconds: float, window: float) -> RoundPlan:
+def plan_round(
+    seed: int,
+    round_no: int,
+    *,
+    load_seconds: float,
+    window: float,
+    failpoints: tuple[str, ...] = (),
+) -> RoundPlan:
     """The round's scenarios (the first always a race) starting within the first part of
-    load_seconds, and its faults: one failpoint, then one or two more faults of any kind."""
+    load_seconds, and its faults: one failpoint, then one or two more faults of any kind.
+    failpoints: arm only these (default: any of the catalogue)."""
+    names = sorted(failpoints or CATALOGUE)
     rng = random.Random(f"{seed}/{round_no}")
     count = rng.randint(6, 9)
     scenarios = [
         scenario(rng, index, start=rng.uniform(0.0, load_seconds * 0.6), race=index == 0)
         for index in range(count)
     ]
-    faults = [_failpoint_fault(rng, load_seconds)]  # every round arms at least one failpoint
+    faults = [_failpoint_fault(rng, load_seconds, names)]  # every round arms at least one failpoint
     for _ in range(rng.randint(1, 2)):
         pick = rng.choices(["kill", "failpoint", "stall"], [3, 4, 2])[0]
         if pick == "failpoint":
-            faults.append(_failpoint_fault(rng, load_seconds))
+            faults.append(_failpoint_fault(rng, load_seconds, names))
         elif pick == "kill":
             faults.append(
                 Fault(
@@ -109,8 +118,8 @@ def scenario(rng: random.Random, index: int, *, start: float, race: bool = False
     )
 
 
-def _failpoint_fault(rng: random.Random, load_seconds: float) -> Fault:
-    name = rng.choice(sorted(CATALOGUE))
+def _failpoint_fault(rng: random.Random, load_seconds: float, names: list[str]) -> Fault:
+    name = rng.choice(names)
     prefix = name.split(".", 1)[0]
     service = {
         "registry": rng.choice(REGISTRIES),
