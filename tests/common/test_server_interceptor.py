@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
@@ -250,3 +252,23 @@ async def test_a_method_the_servicer_does_not_implement_is_unimplemented() -> No
     finally:
         await server.stop(None)
     assert e.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+async def test_the_server_stops_waiting_when_its_launcher_pipe_closes() -> None:
+    """IDMESH_LAUNCHER_FD: end-of-file on the launcher's pipe (the launcher died, kill -9
+    included) stops the service as SIGTERM does; health goes NOT_SERVING."""
+    server = GrpcServer(name="test", bind="127.0.0.1:0", errors=ErrorTable({}))
+    await server.start()
+    read_fd, write_fd = os.pipe()
+    try:
+        await server.set_serving()
+        waiting = asyncio.create_task(server.wait_for_signal(launcher_fd=read_fd))
+        await asyncio.sleep(0)  # the wait has begun: the pipe is open, nothing happens
+        assert not waiting.done()
+        os.close(write_fd)
+        await asyncio.wait_for(waiting, timeout=10)
+        status = await server.health.Check(health_pb2.HealthCheckRequest(), None)
+        assert status.status == health_pb2.HealthCheckResponse.NOT_SERVING
+    finally:
+        os.close(read_fd)
+        await server.stop(None)
