@@ -401,6 +401,8 @@ async def test_every_rpc_refuses_only_with_codes_and_reasons_its_comment_lists(
             got = (caught.code.name, caught.details.reason)
             assert got == (code, reason), f"{method.full_name}: {got}: {caught.message}"
             assert caught.details.domain == "idmesh"
+            if caught.code == grpc.StatusCode.INVALID_ARGUMENT:  # names the field at fault
+                assert caught.details.field_violations[0][0], (method.full_name, caught.message)
             assert got in allowed, f"{method.full_name} returned {got}, not in its comment"
         # every RPC checks the caller's identity: a caller it is not for is refused
         service, _ = _caller(method)
