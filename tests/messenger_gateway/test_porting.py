@@ -47,13 +47,13 @@ from services.messenger_gateway.routing import (
     build_router,
 )
 from services.messenger_gateway.service import GatewayService, GatewaySettings, PortedBatch
+from tests.eventually import eventually
 from tests.messenger_gateway.fakes import (
     FAST_HASHER,
     FAST_RETRY,
     UNAVAILABLE,
     FakeClock,
     RecordingSms,
-    eventually,
     hang,
     start_registry,
 )
