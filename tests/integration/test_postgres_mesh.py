@@ -2,7 +2,7 @@
 
 The identification, notification and porting flows run once more (the same test functions as on
 SQLite, over this module's mesh), then the kill test: under a load of identifications and
-terminations, one replica of the registry, the notifier and the gateway is killed (SIGKILL),
+terminations, one replica of every registry, the notifier and every gateway is killed (SIGKILL),
 and nothing acknowledged is lost, nothing is applied twice, and no user is left VERIFYING.
 
 One mesh for the module: 2 registries, the notifier and 3 gateways, two replicas each, every
@@ -33,7 +33,6 @@ from tests.integration.mesh_client import MeshClient, mesh_client
 from tests.integration.test_identification import (
     new_subscriber,
     test_operator_that_does_not_answer_times_out_after_the_window,  # noqa: F401
-    test_same_contract_and_messenger_keep_one_code,  # noqa: F401
     test_subscriber_is_identified_and_may_send,  # noqa: F401
     test_two_messengers_get_different_codes,  # noqa: F401
     test_wrong_code_counts_attempts_until_the_limit,  # noqa: F401
@@ -41,15 +40,11 @@ from tests.integration.test_identification import (
 )
 from tests.integration.test_notifications import (
     test_both_gateway_processes_of_a_messenger_see_the_revocation_once,  # noqa: F401
-    test_port_out_reason_reaches_the_gateway,  # noqa: F401
     test_registry_killed_after_terminate_commits_publishes_after_restart,  # noqa: F401
-    test_revoked_user_identifies_again_under_a_new_contract_with_a_new_code,  # noqa: F401
     test_termination_revokes_every_bound_messenger_and_only_that_user,  # noqa: F401
     wait_acked,
 )
 from tests.integration.test_porting import (
-    test_a_hint_is_followed_at_most_once,  # noqa: F401
-    test_port_out_and_the_ported_numbers_table_route_to_the_recipient,  # noqa: F401
     test_port_out_revokes_and_the_donors_hint_leads_to_the_recipient,  # noqa: F401
 )
 
@@ -58,7 +53,9 @@ pytestmark = pytest.mark.mesh
 State = gateway_pb2.IdentificationState
 IDENTIFIED = State.IDENTIFICATION_STATE_IDENTIFIED
 REVOKED = State.IDENTIFICATION_STATE_REVOKED
+PENDING = {State.IDENTIFICATION_STATE_AWAITING_CODE, State.IDENTIFICATION_STATE_VERIFYING}
 REPLICAS = ("", "-2")
+AGREEMENTS = {"beeline": ("alpha", "beta"), "megafon": ("alpha",)}  # deploy/demo's seeds
 S = TypeVar("S")
 T = TypeVar("T")
 
@@ -217,17 +214,17 @@ async def identify_anywhere(
         # the identification's, wherever it finishes.
         assert exc.code() in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND), exc
 
-    async def done() -> gateway_pb2.Identification | None:
+    async def finished() -> gateway_pb2.Identification | None:
         reply = await replicas.call(
             stubs,
             lambda s: s.GetIdentification(
                 gateway_pb2.GetIdentificationRequest(user_id=u), timeout=5
             ),
         )
-        state = reply.identification.state
-        return reply.identification if state == IDENTIFIED else None
+        return None if reply.identification.state in PENDING else reply.identification
 
-    await eventually(done, within=60, what=f"{messenger} to identify {u}")
+    final = await eventually(finished, within=60, what=f"{messenger}'s verification of {u}")
+    assert final.state == IDENTIFIED, final
     return u
 
 
@@ -236,8 +233,8 @@ async def round_of_load(
 ) -> None:
     phone = await new_subscriber(client, operator, prefix)
     users = [
-        ("alpha", await identify_anywhere(replicas, client, "alpha", phone, ledger)),
-        ("beta", await identify_anywhere(replicas, client, "beta", phone, ledger)),
+        (m, await identify_anywhere(replicas, client, m, phone, ledger))
+        for m in AGREEMENTS[operator]
     ]
     ledger.identified[phone] = users
     try:
@@ -249,7 +246,7 @@ async def round_of_load(
         )
     except grpc.aio.AioRpcError:
         return  # not acknowledged (maybe applied): nothing to hold the mesh to
-    assert reply.notices_queued == 2
+    assert reply.notices_queued == len(users)
     ledger.terminated.append(phone)
 
 
@@ -261,10 +258,13 @@ async def fetch(url: str, sql: str) -> list[asyncpg.Record]:
         await conn.close()
 
 
+@pytest.mark.timeout(360)  # the load, the kills and restarts, then the mesh's teardown
 async def test_killing_a_replica_of_each_service_under_load_loses_nothing_and_repeats_nothing(
     mesh: Mesh, client: MeshClient
 ) -> None:
-    victims = ("registry-beeline-2", "notifier-2", "gateway-alpha-2")
+    # The second replica of every service, as when the host they share dies: the first
+    # replicas, each calling the others' first replicas (the local mesh's lanes), carry on.
+    victims = [name for name in mesh.services if name.endswith("-2")]
     replicas = Replicas(mesh)
     ledger = Ledger()
     operators = (("beeline", "+7903"), ("megafon", "+7921"))
@@ -275,13 +275,17 @@ async def test_killing_a_replica_of_each_service_under_load_loses_nothing_and_re
             await round_of_load(replicas, client, operator, prefix, ledger)
 
     try:
-        load = asyncio.gather(*(worker(n, 4) for n in range(4)))
-        await eventually(lambda: len(ledger.terminated) >= 3, within=90, what="load running")
+        load = asyncio.ensure_future(asyncio.gather(*(worker(n, 3) for n in range(4))))
+        await eventually(
+            lambda: load.done() or len(ledger.terminated) >= 3, within=90, what="load running"
+        )
+        if load.done():
+            load.result()  # the load's own failure, if any
         for name in victims:  # mid-load: identifications and terminations in flight
             mesh.kill(name)
         await load
-        assert len(ledger.terminated) >= 12, f"too few terminations acknowledged: {ledger}"
-        # The orchestrator starts the killed replicas again (a lane's notifier among them).
+        assert len(ledger.terminated) >= 6, f"too few terminations acknowledged: {ledger}"
+        # The orchestrator starts the killed replicas again.
         for name in victims:
             await asyncio.to_thread(mesh.restart, name, 60)
 
