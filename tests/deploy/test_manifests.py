@@ -54,8 +54,8 @@ def demo_env() -> dict[str, dict[str, str]]:
     return {name: svc.env for name, svc in mesh.services.items()}
 
 
-def compose() -> dict[str, Any]:
-    loaded: dict[str, Any] = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+def compose(name: str = "compose.yaml") -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load((DEPLOY / name).read_text())
     return loaded
 
 
@@ -141,13 +141,36 @@ def test_gateways_have_a_disruption_budget_and_singletons_none() -> None:
 # --- Compose --------------------------------------------------------------------------------------
 
 
-def test_the_compose_file_is_valid_against_the_compose_specification() -> None:
+@pytest.mark.parametrize("name", ["compose.yaml", "compose.postgres.yaml"])
+def test_the_compose_file_is_valid_against_the_compose_specification(name: str) -> None:
     vendor = resources.files("check_jsonschema.builtin_schemas.vendor")
     schema = json.loads((vendor / "compose-spec.json").read_text())
     validator_class = jsonschema.validators.validator_for(schema)
     validator_class.check_schema(schema)
-    errors = sorted(validator_class(schema).iter_errors(compose()), key=lambda e: e.json_path)
+    errors = sorted(validator_class(schema).iter_errors(compose(name)), key=lambda e: e.json_path)
     assert not errors, [f"{e.json_path}: {e.message}" for e in errors]
+
+
+def test_compose_on_postgres_runs_two_replicas_of_each_service_on_a_database_each() -> None:
+    services = compose("compose.postgres.yaml")["services"]
+    sqlite = compose()["services"]
+    assert set(services) == set(sqlite) | {"postgres", "databases"}
+    databases = services["databases"]["command"][-1]
+    urls = set()
+    for name in set(sqlite) - {"pki"}:
+        service, twin = services[name], sqlite[name]
+        assert service["deploy"]["replicas"] == 2, name
+        assert "ports" not in service, name  # replicas cannot share a host port
+        env = service["environment"]
+        database = f"idmesh_{name.replace('-', '_')}"
+        assert env["IDMESH_DATABASE_URL"].endswith(f"@postgres:5432/{database}"), name
+        assert database.removeprefix("idmesh_") in databases, name
+        urls.add(env["IDMESH_DATABASE_URL"])
+        # the rest of the environment as on SQLite (the SQLite file aside)
+        assert set(twin["environment"]) - {"IDMESH_DB_PATH"} <= set(env), name
+        assert service["depends_on"]["databases"]["condition"] == "service_completed_successfully"
+        assert service["read_only"] is True and service["user"] == "10001:10001"
+    assert len(urls) == len(set(sqlite)) - 1  # one database per service deployment
 
 
 def test_compose_runs_the_topology_of_make_up() -> None:
