@@ -22,6 +22,8 @@ from services.cli.mesh import Mesh, demo_spec
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "k8s"
+K8S_POSTGRES = DEPLOY / "k8s-postgres"
+K8S_DIRS = {"sqlite": K8S, "postgresql": K8S_POSTGRES}
 KUBERNETES_VERSION = "1.33.0"  # the oldest release the manifests are checked against
 # What a process gets from services/cli/mesh.py that a container gets differently.
 SECURITY = {"IDMESH_TLS_CA", "IDMESH_TLS_CERT", "IDMESH_TLS_KEY", "IDMESH_INSECURE_DEV_MODE"}
@@ -35,17 +37,17 @@ def _load_tool(name: str) -> ModuleType:
     return module
 
 
-def k8s_documents() -> list[tuple[str, dict[str, Any]]]:
+def k8s_documents(folder: Path = K8S) -> list[tuple[str, dict[str, Any]]]:
     docs = []
-    for path in sorted(K8S.glob("*.yaml")):
+    for path in sorted(folder.glob("*.yaml")):
         if path.name == "kustomization.yaml":
             continue
         docs += [(path.name, doc) for doc in yaml.safe_load_all(path.read_text()) if doc]
     return docs
 
 
-def by_kind(kind: str) -> dict[str, dict[str, Any]]:
-    return {d["metadata"]["name"]: d for _, d in k8s_documents() if d["kind"] == kind}
+def by_kind(kind: str, folder: Path = K8S) -> dict[str, dict[str, Any]]:
+    return {d["metadata"]["name"]: d for _, d in k8s_documents(folder) if d["kind"] == kind}
 
 
 def demo_env() -> dict[str, dict[str, str]]:
@@ -62,14 +64,18 @@ def compose(name: str = "compose.yaml") -> dict[str, Any]:
 # --- Kubernetes -----------------------------------------------------------------------------------
 
 
-def test_the_manifests_are_what_tools_gen_k8s_writes() -> None:
-    rendered = _load_tool("gen_k8s").render()
-    on_disk = {p.name: p.read_text() for p in K8S.glob("*.yaml")}
-    assert on_disk == rendered, "deploy/k8s is stale: run python tools/gen_k8s.py"
+@pytest.mark.parametrize("store", list(K8S_DIRS))
+def test_the_manifests_are_what_tools_gen_k8s_writes(store: str) -> None:
+    rendered = _load_tool("gen_k8s").render(store)
+    folder = K8S_DIRS[store]
+    on_disk = {p.name: p.read_text() for p in folder.glob("*.yaml")}
+    assert on_disk == rendered, f"deploy/{folder.name} is stale: run python tools/gen_k8s.py"
 
 
 @pytest.mark.parametrize(
-    "name,doc", k8s_documents(), ids=lambda v: v if isinstance(v, str) else v["kind"]
+    "name,doc",
+    k8s_documents() + [(f"k8s-postgres/{n}", d) for n, d in k8s_documents(K8S_POSTGRES)],
+    ids=lambda v: v if isinstance(v, str) else v["kind"],
 )
 def test_every_manifest_is_valid_against_the_kubernetes_schema(
     name: str, doc: dict[str, Any]
@@ -80,10 +86,13 @@ def test_every_manifest_is_valid_against_the_kubernetes_schema(
         pytest.fail(f"{name}: {doc['kind']} {doc['metadata']['name']}: {exc.message}")
 
 
-def test_the_kustomization_lists_every_manifest_but_the_secrets_example() -> None:
-    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
-    expected = {p.name for p in K8S.glob("*.yaml") if p.name not in {"kustomization.yaml"}} - {
-        "tls-secrets.example.yaml"
+@pytest.mark.parametrize("folder", list(K8S_DIRS.values()), ids=lambda f: f.name)
+def test_the_kustomization_lists_every_manifest_but_the_secrets_examples(folder: Path) -> None:
+    kustomization = yaml.safe_load((folder / "kustomization.yaml").read_text())
+    expected = {
+        p.name
+        for p in folder.glob("*.yaml")
+        if p.name != "kustomization.yaml" and not p.name.endswith(".example.yaml")
     }
     assert set(kustomization["resources"]) == expected
 
@@ -136,6 +145,44 @@ def test_the_numbering_plan_config_map_is_the_repositorys_file() -> None:
 def test_gateways_have_a_disruption_budget_and_singletons_none() -> None:
     budgets = by_kind("PodDisruptionBudget")
     assert set(budgets) == {"gateway-alpha", "gateway-beta"}
+
+
+def test_on_postgresql_each_service_is_two_replicas_rolling_with_its_database_url() -> None:
+    deployments = by_kind("Deployment", K8S_POSTGRES)
+    assert set(deployments) == set(demo_env())
+    secrets = by_kind("Secret", K8S_POSTGRES)
+    configs = by_kind("ConfigMap", K8S_POSTGRES)
+    urls = set()
+    for name, deployment in deployments.items():
+        spec = deployment["spec"]
+        assert spec["replicas"] == 2, name
+        assert spec["strategy"] == {
+            "type": "RollingUpdate",
+            "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+        }, name
+        pod = spec["template"]["spec"]
+        (container,) = pod["containers"]
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+        refs = [next(iter(source.values()))["name"] for source in container["envFrom"]]
+        assert refs == [f"{name}-env", f"{name}-database"], name
+        url = secrets[f"{name}-database"]["stringData"]["IDMESH_DATABASE_URL"]
+        assert url.startswith("postgresql://") and url.endswith(
+            f"/idmesh_{name.replace('-', '_')}"
+        ), name
+        urls.add(url)
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        assert "persistentVolumeClaim" not in volumes["data"], name  # no state in the pod
+        env = configs[f"{name}-env"]["data"]
+        assert set(demo_env()[name]) - SECURITY - {"IDMESH_DB_PATH"} <= set(env), name
+        if name.startswith("gateway-"):  # the replicas share the one-time codes' key
+            key = volumes["otp-key"]["secret"]["secretName"]
+            assert secrets[key]["data"] == {"otp-hmac.key": ""}  # a placeholder: refused
+            assert env["IDMESH_OTP_KEY_FILE"] == "/etc/idmesh/otp/otp-hmac.key"
+        else:
+            assert "IDMESH_DB_PATH" not in env, name
+    assert len(urls) == len(deployments)  # a database per service deployment
+    assert by_kind("PersistentVolumeClaim", K8S_POSTGRES) == {}
+    assert set(by_kind("PodDisruptionBudget", K8S_POSTGRES)) == set(deployments)
 
 
 # --- Compose --------------------------------------------------------------------------------------
