@@ -276,7 +276,7 @@ async def verify(ctx: Context) -> dict[str, Any]:
         async def op(_: int) -> None:
             reply = await stub.VerifySubscriber(
                 registry_pb2.VerifySubscriberRequest(
-                    request_id=f"bench-{next(requests)}",
+                    idempotency_key=f"bench-{next(requests)}",
                     phone_number=seed.beeline_number(rng.randrange(low, cfg.subscribers)),
                 ),
                 timeout=CALL_TIMEOUT,

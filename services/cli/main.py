@@ -410,7 +410,7 @@ async def cmd_registry_audit(args: argparse.Namespace) -> int:
         for r in reply.records:
             print(
                 f"{r.recorded_at.ToJsonString()}  {r.messenger_id:<12} {r.masked_phone_number:<14}"
-                f" {r.outcome:<18} {r.request_id}"
+                f" {r.outcome:<18} {r.idempotency_key}"
             )
     return 0
 
@@ -684,7 +684,7 @@ async def cmd_registry_verify(args: argparse.Namespace) -> int:
     async with channel:
         reply = await stub.VerifySubscriber(
             registry_pb2.VerifySubscriberRequest(
-                request_id=args.request_id or uuid.uuid4().hex, phone_number=args.phone
+                idempotency_key=args.idempotency_key or uuid.uuid4().hex, phone_number=args.phone
             ),
             timeout=args.wait,
         )
@@ -788,7 +788,7 @@ def _add_operations_commands(sub: Any, reg: Any, common: argparse.ArgumentParser
     p.add_argument("--operator", "-o", required=True, help="operator id, e.g. beeline")
     p.add_argument("--phone", "-p", required=True)
     p.add_argument("--as-messenger", default="alpha", help="the asking messenger (default alpha)")
-    p.add_argument("--request-id", help="the request id (default: a new one)")
+    p.add_argument("--idempotency-key", help="the idempotency key (default: a new one)")
     p.add_argument("--wait", type=float, default=10.0, help="the call's deadline in seconds")
     p.set_defaults(func=cmd_registry_verify)
 

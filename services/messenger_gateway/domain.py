@@ -84,13 +84,16 @@ class Identification:
     attempts_left: int
     verification_deadline: datetime | None = None
     completed_at: datetime | None = None
-    request_id: str | None = None  # the VerifySubscriber request id, fixed once VERIFYING
+    idempotency_key: str | None = None  # VerifySubscriber's idempotency key, fixed once VERIFYING
     identification_code: str | None = field(default=None, repr=False)
     code_hash: str = field(default="", repr=False)
     # The donor operator whose hint ("ported to X") this verification followed; once set, the
-    # request id is the derived one (hint_request_id) and no further hint is followed.
+    # idempotency key is the derived one (hint_idempotency_key) and no further hint is followed.
     hinted_by: str | None = None
     identified_at: datetime | None = None  # when it became IDENTIFIED (kept when REVOKED)
+    # The trace id of the request that started it: every VerifySubscriber call for it carries
+    # it as its request id (first, retried, resumed after a restart, following a hint).
+    trace_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,14 +168,14 @@ class OperatorRefused(Exception):
     """The operator refused us: no active identification agreement (PERMISSION_DENIED)."""
 
 
-HINT_REQUEST_SUFFIX = "-hint"
+HINT_KEY_SUFFIX = "-hint"
 
 
-def hint_request_id(request_id: str) -> str:
-    """The request id for asking the recipient a donor named: derived from the original, so a
+def hint_idempotency_key(idempotency_key: str) -> str:
+    """The idempotency key for asking the recipient a donor named: derived from the original, so a
     gateway restarted mid-hint asks again with the same id and the recipient answers
     idempotently. (A uuid hex of 32 characters plus the suffix fits the registry's 64.)"""
-    return request_id + HINT_REQUEST_SUFFIX
+    return idempotency_key + HINT_KEY_SUFFIX
 
 
 # --- "has the number changed hands?" ---------------------------------------------------------
@@ -241,6 +244,7 @@ class TerminationNotice:
     messenger_id: str
     identification_code: str = field(repr=False)
     kind: TerminationKind
+    trace_id: str = ""  # the trace id of the operator's call that ended the contract
 
     @property
     def revocation_reason(self) -> Reason:

@@ -29,7 +29,7 @@ from services.messenger_gateway.domain import (
     SameNumber,
     State,
     TerminationNotice,
-    hint_request_id,
+    hint_idempotency_key,
 )
 
 MIGRATIONS: list[str] = [
@@ -91,6 +91,13 @@ MIGRATIONS: list[str] = [
         updated_at   TEXT NOT NULL
     );
     """,
+    # 3 (trace ids): VerifySubscriber's idempotency key gets its own name, and each
+    # identification keeps the trace id of the request that started it (every VerifySubscriber
+    # call for it carries that id, after a restart too).
+    """
+    ALTER TABLE identifications RENAME COLUMN request_id TO idempotency_key;
+    ALTER TABLE identifications ADD COLUMN trace_id TEXT;
+    """,
 ]
 
 # An import's valid rows wait here (a temporary table: private to the writer connection, gone
@@ -134,7 +141,8 @@ def _row(row: Any) -> Identification:
         attempts_left=row["attempts_left"],
         verification_deadline=_opt_dt(row["verification_deadline"]),
         completed_at=_opt_dt(row["completed_at"]),
-        request_id=row["request_id"],
+        idempotency_key=row["idempotency_key"],
+        trace_id=row["trace_id"],
         identification_code=row["identification_code"],
         code_hash=row["code_hash"],
         hinted_by=row["hinted_by"],
@@ -234,8 +242,8 @@ class GatewayStore:
             conn.execute(
                 """INSERT INTO identifications
                    (identification_id, user_id, phone_number, state, reason, operator_id,
-                    started_at, code_hash, code_expires_at, attempts_left)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                    started_at, code_hash, code_expires_at, attempts_left, trace_id)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
                 (
                     new.identification_id,
                     new.user_id,
@@ -247,6 +255,7 @@ class GatewayStore:
                     new.code_hash,
                     to_iso(new.code_expires_at),
                     new.attempts_left,
+                    new.trace_id,
                 ),
             )
             if previous is None:
@@ -305,25 +314,25 @@ class GatewayStore:
         self,
         identification_id: str,
         *,
-        request_id: str,
+        idempotency_key: str,
         deadline: datetime,
         now: datetime,
     ) -> bool:
         """AWAITING_CODE -> VERIFYING (only while the code is still valid); stored before the
-        operator is asked, so a restart resumes it with the same request id."""
+        operator is asked, so a restart resumes it with the same idempotency key."""
         return await self._update(
             """UPDATE identifications
-               SET state = 'VERIFYING', request_id = ?, verification_deadline = ?,
+               SET state = 'VERIFYING', idempotency_key = ?, verification_deadline = ?,
                    code_hash = ''
                WHERE identification_id = ? AND state = 'AWAITING_CODE'
                  AND code_expires_at > ?""",
-            (request_id, to_iso(deadline), identification_id, to_iso(now)),
+            (idempotency_key, to_iso(deadline), identification_id, to_iso(now)),
         )
 
     async def finish_verification(
         self,
         identification_id: str,
-        request_id: str,
+        idempotency_key: str,
         *,
         state: State,
         reason: Reason,
@@ -332,15 +341,15 @@ class GatewayStore:
         identification_code: str | None = None,
         within_window: bool,
     ) -> bool:
-        """VERIFYING -> state, only if still VERIFYING under request_id; with within_window, only
-        while the verification deadline has not passed at `now` (an operator's late answer
+        """VERIFYING -> state, only if still VERIFYING under idempotency_key; with within_window,
+        only while the verification deadline has not passed at `now` (an operator's late answer
         changes nothing)."""
         sql = """UPDATE identifications
                  SET state = ?, reason = ?, completed_at = ?,
                      identified_at = CASE WHEN ? = 'IDENTIFIED' THEN ? ELSE identified_at END,
                      operator_id = COALESCE(?, operator_id),
                      identification_code = COALESCE(?, identification_code)
-                 WHERE identification_id = ? AND request_id = ? AND state = 'VERIFYING'"""
+                 WHERE identification_id = ? AND idempotency_key = ? AND state = 'VERIFYING'"""
         params: list[Any] = [
             state,
             reason,
@@ -350,7 +359,7 @@ class GatewayStore:
             operator_id,
             identification_code,
             identification_id,
-            request_id,
+            idempotency_key,
         ]
         if within_window:
             sql += " AND verification_deadline > ?"
@@ -360,7 +369,7 @@ class GatewayStore:
     async def follow_hint(
         self,
         identification_id: str,
-        request_id: str,
+        idempotency_key: str,
         *,
         recipient: str,
         donor: str,
@@ -368,23 +377,23 @@ class GatewayStore:
     ) -> bool:
         """A donor answered "ported to recipient": in one transaction, remember the route
         (ported_numbers, origin hint, ported_at now) and move the verification to the recipient
-        under the derived request id; only if still VERIFYING under request_id, within its
+        under the derived idempotency key; only if still VERIFYING under idempotency_key, within its
         window, and no hint was followed yet. Stored before the recipient is asked, so a
         restart resumes at the recipient."""
 
         def follow(conn: sqlite3.Connection) -> bool:
             cursor = conn.execute(
                 """UPDATE identifications
-                   SET operator_id = ?, request_id = ?, hinted_by = ?
-                   WHERE identification_id = ? AND request_id = ? AND state = 'VERIFYING'
+                   SET operator_id = ?, idempotency_key = ?, hinted_by = ?
+                   WHERE identification_id = ? AND idempotency_key = ? AND state = 'VERIFYING'
                      AND hinted_by IS NULL AND verification_deadline > ?
                    RETURNING phone_number""",
                 (
                     recipient,
-                    hint_request_id(request_id),
+                    hint_idempotency_key(idempotency_key),
                     donor,
                     identification_id,
-                    request_id,
+                    idempotency_key,
                     to_iso(now),
                 ),
             )

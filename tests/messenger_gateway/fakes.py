@@ -101,7 +101,7 @@ Behaviour = Callable[[str, float], Awaitable[OperatorAnswer]]
 @dataclass
 class FakeOperators:
     """The OperatorDirectory port. answers: phone -> an answer, an exception to raise, or an
-    async behaviour(request_id, time_limit). calls records (operator, request_id, phone)."""
+    async behaviour(idempotency_key, time_limit). calls records (operator, idempotency_key, phone)."""
 
     known: set[str] = field(default_factory=lambda: {"beeline", "megafon"})
     answers: dict[str, Any] = field(default_factory=dict)
@@ -112,18 +112,18 @@ class FakeOperators:
         return operator_id in self.known
 
     async def verify(
-        self, operator_id: str, *, request_id: str, phone_number: str, time_limit: float
+        self, operator_id: str, *, idempotency_key: str, phone_number: str, time_limit: float
     ) -> OperatorAnswer:
-        self.calls.append((operator_id, request_id, phone_number))
+        self.calls.append((operator_id, idempotency_key, phone_number))
         if self.on_call is not None:
-            await self.on_call(request_id, phone_number)
+            await self.on_call(idempotency_key, phone_number)
         answer = self.answers.get(phone_number, identified(operator_id, phone_number))
         if isinstance(answer, list):
             answer = answer.pop(0) if len(answer) > 1 else answer[0]
         if isinstance(answer, BaseException):
             raise answer
         if callable(answer):
-            result: OperatorAnswer = await answer(request_id, time_limit)
+            result: OperatorAnswer = await answer(idempotency_key, time_limit)
             return result
         assert isinstance(answer, OperatorAnswer)
         return answer
@@ -133,7 +133,7 @@ def identified(operator_id: str, phone: str) -> OperatorAnswer:
     return OperatorAnswer(Verdict.IDENTIFIED, operator_id, f"IC-{operator_id}-{phone[-4:]}")
 
 
-async def hang(request_id: str, time_limit: float) -> OperatorAnswer:
+async def hang(idempotency_key: str, time_limit: float) -> OperatorAnswer:
     await asyncio.Event().wait()
     raise AssertionError("unreachable")
 
@@ -213,7 +213,7 @@ class FakeRegistry(registry_pb2_grpc.RegistryServiceServicer):
     def __init__(self, operator_id: str) -> None:
         self.operator_id = operator_id
         self.behaviour: dict[str, str] = {}
-        self.requests: list[tuple[str, str, str]] = []  # (caller uri, request_id, phone)
+        self.requests: list[tuple[str, str, str]] = []  # (caller uri, idempotency_key, phone)
         self.reassignment: Any = registry_pb2.REASSIGNMENT_STATUS_NOT_REASSIGNED
         self.reassigned_requests: list[registry_pb2.CheckNumberReassignedRequest] = []
 
@@ -230,7 +230,7 @@ class FakeRegistry(registry_pb2_grpc.RegistryServiceServicer):
         self, request: registry_pb2.VerifySubscriberRequest, context: Any
     ) -> registry_pb2.VerifySubscriberResponse:
         caller = require_caller(Kind.MESSENGER)
-        self.requests.append((caller.uri, request.request_id, request.phone_number))
+        self.requests.append((caller.uri, request.idempotency_key, request.phone_number))
         behaviour = self.behaviour.get(request.phone_number, "identified")
         if behaviour.startswith("ported:"):
             return registry_pb2.VerifySubscriberResponse(

@@ -77,7 +77,7 @@ DAY = timedelta(days=1)
 @dataclass
 class Operators:
     """OperatorDirectory with answers per (operator, number): an OperatorAnswer, an exception,
-    or an async behaviour(request_id, time_limit). Unknown pairs: NO_SUBSCRIBER."""
+    or an async behaviour(idempotency_key, time_limit). Unknown pairs: NO_SUBSCRIBER."""
 
     known: set[str] = field(default_factory=lambda: {"beeline", "megafon"})
     answers: dict[tuple[str, str], Any] = field(default_factory=dict)
@@ -89,16 +89,16 @@ class Operators:
         return operator_id in self.known
 
     async def verify(
-        self, operator_id: str, *, request_id: str, phone_number: str, time_limit: float
+        self, operator_id: str, *, idempotency_key: str, phone_number: str, time_limit: float
     ) -> OperatorAnswer:
-        self.calls.append((operator_id, request_id, phone_number))
+        self.calls.append((operator_id, idempotency_key, phone_number))
         answer = self.answers.get(
             (operator_id, phone_number), OperatorAnswer(Verdict.NO_SUBSCRIBER, operator_id)
         )
         if isinstance(answer, BaseException):
             raise answer
         if callable(answer):
-            result: OperatorAnswer = await answer(request_id, time_limit)
+            result: OperatorAnswer = await answer(idempotency_key, time_limit)
             return result
         assert isinstance(answer, OperatorAnswer)
         return answer
@@ -225,7 +225,7 @@ async def test_a_donors_hint_is_followed_once_and_remembered_as_a_route(
     )
     [(donor, first_id, _), (recipient, second_id, _)] = operators.calls
     assert (donor, recipient) == ("beeline", "megafon")
-    assert second_id == first_id + "-hint" == done.request_id
+    assert second_id == first_id + "-hint" == done.idempotency_key
     remembered = await store.ported_number(NUMBER)
     assert remembered is not None
     assert (remembered.operator_id, remembered.origin) == ("megafon", RouteOrigin.HINT)
@@ -291,7 +291,7 @@ async def test_a_hint_to_an_operator_without_a_registry_here_is_no_operator(
     await service.close()
 
 
-async def test_a_restart_mid_hint_resumes_at_the_recipient_with_the_derived_request_id(
+async def test_a_restart_mid_hint_resumes_at_the_recipient_with_the_derived_idempotency_key(
     store: GatewayStore, sms: RecordingSms
 ) -> None:
     clock = FakeClock()
@@ -350,7 +350,7 @@ async def test_an_unavailable_recipient_is_asked_again_within_the_window(
 ) -> None:
     flaky = [UNAVAILABLE, identified("megafon")]
 
-    async def recipient(request_id: str, time_limit: float) -> OperatorAnswer:
+    async def recipient(idempotency_key: str, time_limit: float) -> OperatorAnswer:
         answer = flaky.pop(0)
         if isinstance(answer, BaseException):
             raise answer

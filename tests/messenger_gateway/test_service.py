@@ -190,15 +190,15 @@ async def test_the_verifying_state_is_stored_before_the_operator_is_asked(
     sms = RecordingSms()
     service = make_service(store, sms=sms, operators=operators)
 
-    async def on_call(request_id: str, phone: str) -> None:
+    async def on_call(idempotency_key: str, phone: str) -> None:
         current = await store.current("user-1")
         assert current is not None
-        seen.append((current.state, current.request_id))
+        seen.append((current.state, current.idempotency_key))
 
     operators.on_call = on_call
     ident_id = await identify(service, sms, "user-1")
-    request_id = operators.calls[0][1]
-    assert seen == [(State.VERIFYING, request_id)]
+    idempotency_key = operators.calls[0][1]
+    assert seen == [(State.VERIFYING, idempotency_key)]
     done = await store.get(ident_id)
     assert done is not None
     assert done.state is State.IDENTIFIED
@@ -240,7 +240,7 @@ async def test_an_unroutable_number_checks_possession_then_ends_no_operator(
     assert operators.calls == []
 
 
-async def test_an_unavailable_operator_is_retried_with_the_same_request_id(
+async def test_an_unavailable_operator_is_retried_with_the_same_idempotency_key(
     store: GatewayStore,
 ) -> None:
     sms = RecordingSms()
@@ -253,7 +253,7 @@ async def test_an_unavailable_operator_is_retried_with_the_same_request_id(
     service = make_service(store, sms=sms, operators=operators)
     await identify(service, sms, "user-1")
     assert len(operators.calls) == 3
-    assert len({request_id for _, request_id, _ in operators.calls}) == 1
+    assert len({idempotency_key for _, idempotency_key, _ in operators.calls}) == 1
 
 
 async def test_an_operator_that_never_answers_times_out_at_the_window(
@@ -272,7 +272,7 @@ async def test_an_operator_that_never_answers_times_out_at_the_window(
 async def test_a_late_answer_changes_nothing(store: GatewayStore) -> None:
     sms, clock = RecordingSms(), FakeClock()
 
-    async def late(request_id: str, time_limit: float) -> OperatorAnswer:
+    async def late(idempotency_key: str, time_limit: float) -> OperatorAnswer:
         clock.advance(time_limit + 1)  # the answer arrives after the window
         return OperatorAnswer(Verdict.IDENTIFIED, "beeline", "IC-late")
 
@@ -285,10 +285,10 @@ async def test_a_late_answer_changes_nothing(store: GatewayStore) -> None:
     assert (done.state, done.reason) == (State.NOT_COMPLETED, Reason.OPERATOR_TIMEOUT)
     assert done.identification_code is None
     # and an answer recorded after the timeout is refused by the conditional update
-    assert done.request_id is not None
+    assert done.idempotency_key is not None
     assert not await store.finish_verification(
         done.identification_id,
-        done.request_id,
+        done.idempotency_key,
         state=State.IDENTIFIED,
         reason=Reason.UNSPECIFIED,
         now=clock.now(),
@@ -303,7 +303,7 @@ async def test_confirm_returns_verifying_when_the_answer_is_slower_than_its_wait
     sms = RecordingSms()
     release = asyncio.Event()
 
-    async def slow(request_id: str, time_limit: float) -> OperatorAnswer:
+    async def slow(idempotency_key: str, time_limit: float) -> OperatorAnswer:
         await release.wait()
         return OperatorAnswer(Verdict.IDENTIFIED, "beeline", "IC-slow")
 
@@ -326,7 +326,7 @@ async def test_cancelling_the_confirming_call_does_not_stop_the_verification(
     sms = RecordingSms()
     release = asyncio.Event()
 
-    async def slow(request_id: str, time_limit: float) -> OperatorAnswer:
+    async def slow(idempotency_key: str, time_limit: float) -> OperatorAnswer:
         await release.wait()
         return OperatorAnswer(Verdict.IDENTIFIED, "beeline", "IC-slow")
 
@@ -376,7 +376,7 @@ async def _state_is(store: GatewayStore, identification_id: str, state: State) -
 # --- restart ---------------------------------------------------------------------------------
 
 
-async def test_a_restart_resumes_a_pending_verification_with_its_request_id(
+async def test_a_restart_resumes_a_pending_verification_with_its_idempotency_key(
     store: GatewayStore,
 ) -> None:
     sms, clock = RecordingSms(), FakeClock()
@@ -398,7 +398,7 @@ async def test_a_restart_resumes_a_pending_verification_with_its_request_id(
     await eventually(
         lambda: _state_is(store, ident.identification_id, State.IDENTIFIED), what="identified"
     )
-    assert second_ops.calls[0][1] == first_ops.calls[0][1] == pending.request_id
+    assert second_ops.calls[0][1] == first_ops.calls[0][1] == pending.idempotency_key
     await second.close()
 
 
@@ -456,7 +456,7 @@ async def test_replacing_a_verifying_identification_ignores_its_answer(
     sms = RecordingSms()
     release = asyncio.Event()
 
-    async def slow(request_id: str, time_limit: float) -> OperatorAnswer:
+    async def slow(idempotency_key: str, time_limit: float) -> OperatorAnswer:
         await release.wait()
         return OperatorAnswer(Verdict.IDENTIFIED, "beeline", "IC-old")
 
@@ -470,10 +470,10 @@ async def test_replacing_a_verifying_identification_ignores_its_answer(
     ended = await store.get(old.identification_id)
     assert ended is not None
     assert (ended.state, ended.reason) == (State.NOT_COMPLETED, Reason.NUMBER_CHANGED)
-    assert ended.request_id is not None
+    assert ended.idempotency_key is not None
     assert not await store.finish_verification(
         old.identification_id,
-        ended.request_id,
+        ended.idempotency_key,
         state=State.IDENTIFIED,
         reason=Reason.UNSPECIFIED,
         now=FakeClock().now(),

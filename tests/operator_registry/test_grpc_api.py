@@ -84,15 +84,15 @@ async def client(service: RegistryService) -> AsyncIterator[Client]:
     await server.stop(None)
 
 
-_request_ids = (f"req-{n}" for n in itertools.count())
+_idempotency_keys = (f"req-{n}" for n in itertools.count())
 
 
 async def verify(
-    client: Client, identity: Caller | None = ALPHA, number: str = NUMBER, request_id: str = ""
+    client: Client, identity: Caller | None = ALPHA, number: str = NUMBER, idempotency_key: str = ""
 ) -> registry_pb2.VerifySubscriberResponse:
     return await client.registry(identity).VerifySubscriber(
         registry_pb2.VerifySubscriberRequest(
-            request_id=request_id or next(_request_ids), phone_number=number
+            idempotency_key=idempotency_key or next(_idempotency_keys), phone_number=number
         ),
         timeout=10,
     )
@@ -108,14 +108,14 @@ async def status_of(call: Awaitable[Any]) -> grpc.aio.AioRpcError:
 
 
 async def test_verify_identifies_the_subscriber_with_a_code(client: Client) -> None:
-    reply = await verify(client, request_id="r1")
+    reply = await verify(client, idempotency_key="r1")
     assert reply.result == registry_pb2.VERIFICATION_RESULT_IDENTIFIED
     assert len(reply.identification_code) == 32
     assert reply.operator_id == OPERATOR
     assert from_timestamp(reply.identified_at) == START
     assert reply.recipient_operator_id == ""
-    assert await verify(client, request_id="r1") == reply
-    again = await verify(client, request_id="r2")
+    assert await verify(client, idempotency_key="r1") == reply
+    again = await verify(client, idempotency_key="r2")
     assert again.identification_code == reply.identification_code
     other = await verify(client, identity=BETA)
     assert other.identification_code != reply.identification_code
@@ -162,13 +162,13 @@ async def test_verify_requires_a_messenger_service_identity(
 
 
 @pytest.mark.parametrize(
-    ("request_id", "number"),
+    ("idempotency_key", "number"),
     [("bad id", NUMBER), ("x" * 65, NUMBER), ("ok", "89031234567"), ("ok", "+7903")],
 )
 async def test_verify_with_malformed_input_is_invalid_argument_and_records_nothing(
-    client: Client, store: RegistryStore, request_id: str, number: str
+    client: Client, store: RegistryStore, idempotency_key: str, number: str
 ) -> None:
-    error = await status_of(verify(client, request_id=request_id, number=number))
+    error = await status_of(verify(client, idempotency_key=idempotency_key, number=number))
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert await store.count_verifications() == 0
 
@@ -348,6 +348,6 @@ async def test_register_suspend_and_list_messengers(client: Client) -> None:
 
 async def test_verify_without_a_deadline_is_answered(client: Client) -> None:
     reply = await client.registry(ALPHA).VerifySubscriber(
-        registry_pb2.VerifySubscriberRequest(request_id="no-deadline", phone_number=NUMBER)
+        registry_pb2.VerifySubscriberRequest(idempotency_key="no-deadline", phone_number=NUMBER)
     )
     assert reply.result == registry_pb2.VERIFICATION_RESULT_IDENTIFIED

@@ -63,8 +63,9 @@ class RegistryServiceServicer:
         and returns the identification code of the pair (contract, messenger); asking again returns
         the same code. The answer is committed only while the caller's deadline has not passed;
         past it the call fails with DEADLINE_EXCEEDED and records nothing.
-        Errors: INVALID_ARGUMENT (malformed number or request id, or a request id already used
-        for another number), PERMISSION_DENIED (no active agreement), DEADLINE_EXCEEDED.
+        Errors: INVALID_ARGUMENT (malformed number or idempotency key, or an idempotency key already
+        used for another number), PERMISSION_DENIED (no active agreement), DEADLINE_EXCEEDED.
+        The call's trace id travels in the `x-request-id` metadata, not in the request.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -219,6 +220,16 @@ class RegistryAdminServiceStub:
                 request_serializer=idmesh_dot_registry_dot_v1_dot_registry__pb2.ListAuditRecordsRequest.SerializeToString,
                 response_deserializer=idmesh_dot_registry_dot_v1_dot_registry__pb2.ListAuditRecordsResponse.FromString,
                 _registered_method=True)
+        self.ListParkedNotices = channel.unary_unary(
+                '/idmesh.registry.v1.RegistryAdminService/ListParkedNotices',
+                request_serializer=idmesh_dot_registry_dot_v1_dot_registry__pb2.ListParkedNoticesRequest.SerializeToString,
+                response_deserializer=idmesh_dot_registry_dot_v1_dot_registry__pb2.ListParkedNoticesResponse.FromString,
+                _registered_method=True)
+        self.RetryParkedNotices = channel.unary_unary(
+                '/idmesh.registry.v1.RegistryAdminService/RetryParkedNotices',
+                request_serializer=idmesh_dot_registry_dot_v1_dot_registry__pb2.RetryParkedNoticesRequest.SerializeToString,
+                response_deserializer=idmesh_dot_registry_dot_v1_dot_registry__pb2.RetryParkedNoticesResponse.FromString,
+                _registered_method=True)
 
 
 class RegistryAdminServiceServicer:
@@ -301,6 +312,26 @@ class RegistryAdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListParkedNotices(self, request, context):
+        """ListParkedNotices lists the termination notices the notifier refused for good
+        (PERMISSION_DENIED, INVALID_ARGUMENT, FAILED_PRECONDITION, ...): the outbox relay parks them
+        and goes on with the others; they wait here, oldest first, until RetryParkedNotices.
+        INVALID_ARGUMENT for a bad page_size or page_token.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RetryParkedNotices(self, request, context):
+        """RetryParkedNotices puts parked notices back in the outbox queue (the named ones, or every
+        parked one when none is named); the relay publishes them again. Unknown or not parked event
+        ids are ignored (the reply counts the notices requeued). INVALID_ARGUMENT for more than
+        1000 event ids.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RegistryAdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -348,6 +379,16 @@ def add_RegistryAdminServiceServicer_to_server(servicer, server):
                     servicer.ListAuditRecords,
                     request_deserializer=idmesh_dot_registry_dot_v1_dot_registry__pb2.ListAuditRecordsRequest.FromString,
                     response_serializer=idmesh_dot_registry_dot_v1_dot_registry__pb2.ListAuditRecordsResponse.SerializeToString,
+            ),
+            'ListParkedNotices': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListParkedNotices,
+                    request_deserializer=idmesh_dot_registry_dot_v1_dot_registry__pb2.ListParkedNoticesRequest.FromString,
+                    response_serializer=idmesh_dot_registry_dot_v1_dot_registry__pb2.ListParkedNoticesResponse.SerializeToString,
+            ),
+            'RetryParkedNotices': grpc.unary_unary_rpc_method_handler(
+                    servicer.RetryParkedNotices,
+                    request_deserializer=idmesh_dot_registry_dot_v1_dot_registry__pb2.RetryParkedNoticesRequest.FromString,
+                    response_serializer=idmesh_dot_registry_dot_v1_dot_registry__pb2.RetryParkedNoticesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -594,6 +635,60 @@ class RegistryAdminService:
             '/idmesh.registry.v1.RegistryAdminService/ListAuditRecords',
             idmesh_dot_registry_dot_v1_dot_registry__pb2.ListAuditRecordsRequest.SerializeToString,
             idmesh_dot_registry_dot_v1_dot_registry__pb2.ListAuditRecordsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListParkedNotices(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/idmesh.registry.v1.RegistryAdminService/ListParkedNotices',
+            idmesh_dot_registry_dot_v1_dot_registry__pb2.ListParkedNoticesRequest.SerializeToString,
+            idmesh_dot_registry_dot_v1_dot_registry__pb2.ListParkedNoticesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RetryParkedNotices(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/idmesh.registry.v1.RegistryAdminService/RetryParkedNotices',
+            idmesh_dot_registry_dot_v1_dot_registry__pb2.RetryParkedNoticesRequest.SerializeToString,
+            idmesh_dot_registry_dot_v1_dot_registry__pb2.RetryParkedNoticesResponse.FromString,
             options,
             channel_credentials,
             insecure,
