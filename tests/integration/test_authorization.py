@@ -150,7 +150,9 @@ async def test_verification_requests_are_in_the_operators_audit_trail(mesh: Mesh
     )
     with pytest.raises(grpc.aio.AioRpcError):
         await registry.VerifySubscriber(
-            registry_pb2.VerifySubscriberRequest(idempotency_key="audit-1", phone_number="+79261112233"),
+            registry_pb2.VerifySubscriberRequest(
+                idempotency_key="audit-1", phone_number="+79261112233"
+            ),
             timeout=5,
         )
     admin = registry_pb2_grpc.RegistryAdminServiceStub(

@@ -101,7 +101,8 @@ async def test_messenger_without_agreement_is_refused(client: MeshClient) -> Non
     assert await client.bindings("megafon", phone) == {}
     with pytest.raises(grpc.aio.AioRpcError) as e:
         await client.registry_as_messenger("megafon", "beta").VerifySubscriber(
-            registry_pb2.VerifySubscriberRequest(idempotency_key="r-1", phone_number=phone), timeout=5
+            registry_pb2.VerifySubscriberRequest(idempotency_key="r-1", phone_number=phone),
+            timeout=5,
         )
     assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert phone not in (e.value.details() or "")
@@ -169,7 +170,9 @@ async def test_same_contract_and_messenger_keep_one_code(client: MeshClient) -> 
     registry = client.registry_as_messenger("beeline", "alpha")
     answers = [
         await registry.VerifySubscriber(
-            registry_pb2.VerifySubscriberRequest(idempotency_key=uuid.uuid4().hex, phone_number=phone),
+            registry_pb2.VerifySubscriberRequest(
+                idempotency_key=uuid.uuid4().hex, phone_number=phone
+            ),
             timeout=5,
         )
         for _ in range(2)

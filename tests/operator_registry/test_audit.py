@@ -87,6 +87,22 @@ async def test_retention_prunes_only_records_older_than_the_retention(
     assert [r.idempotency_key for r in records] == ["new"]
 
 
+async def test_verification_answers_are_pruned_after_their_retention(
+    ready: RegistryService, clock: FakeClock
+) -> None:
+    old = await ready.verify_subscriber("alpha", "old", NUMBER, time_remaining=None)
+    clock.advance(86400 * 31)
+    await ready.verify_subscriber("alpha", "new", NUMBER, time_remaining=None)
+    assert await ready.prune_verifications(timedelta(days=30)) == 1
+    assert await ready.prune_verifications(timedelta(days=30)) == 0
+    # the recent answer is still replayed as it was; the pruned key is answered afresh (the
+    # binding, and so the identification code, outlive the stored answer)
+    again = await ready.verify_subscriber("alpha", "old", NUMBER, time_remaining=None)
+    assert again.answered_at > old.answered_at
+    assert again.identification_code == old.identification_code
+    assert await outcomes(ready) == ["IDENTIFIED"] * 3
+
+
 async def test_a_messenger_over_its_rate_is_refused_with_the_retry_delay_and_audited(
     store: RegistryStore, clock: FakeClock
 ) -> None:

@@ -13,6 +13,7 @@ from idmesh.events.v1 import events_pb2
 from idmesh.registry.v1 import registry_pb2, registry_pb2_grpc
 
 from services.common.channels import open_channel
+from services.common.context import traced
 from services.common.identity import Caller, Kind, Role
 from services.common.server import GrpcServer, service_name
 from services.common.timeutil import from_timestamp
@@ -351,3 +352,70 @@ async def test_verify_without_a_deadline_is_answered(client: Client) -> None:
         registry_pb2.VerifySubscriberRequest(idempotency_key="no-deadline", phone_number=NUMBER)
     )
     assert reply.result == registry_pb2.VERIFICATION_RESULT_IDENTIFIED
+
+
+# --- parked notices ---------------------------------------------------------------------------
+
+
+async def test_parked_notices_are_listed_masked_in_pages_and_retried(
+    client: Client, service: RegistryService
+) -> None:
+    admin = client.admin()
+    await verify(client, ALPHA)
+    await verify(client, BETA)
+    with traced("trace-ended-by-ops"):
+        await admin.TerminateContract(registry_pb2.TerminateContractRequest(phone_number=NUMBER))
+    queued = await service.pending_notices(10)
+    for notice in queued:
+        await service.park_notice(notice.event_id, "PERMISSION_DENIED", "not yours")
+    assert await service.count_pending_notices() == 0
+
+    first = await admin.ListParkedNotices(registry_pb2.ListParkedNoticesRequest(page_size=1))
+    rest = await admin.ListParkedNotices(
+        registry_pb2.ListParkedNoticesRequest(page_size=1, page_token=first.next_page_token)
+    )
+    last = await admin.ListParkedNotices(
+        registry_pb2.ListParkedNoticesRequest(page_size=1, page_token=rest.next_page_token)
+    )
+    listed = [*first.notices, *rest.notices]
+    assert [n.event_id for n in listed] == [n.event_id for n in queued]
+    assert not last.notices and last.next_page_token == ""
+    for parked in listed:
+        assert parked.masked_phone_number == "+7903*****67"
+        assert (parked.status, parked.message) == ("PERMISSION_DENIED", "not yours")
+        assert parked.trace_id == "trace-ended-by-ops"
+        assert parked.reason == events_pb2.TERMINATION_REASON_CONTRACT_ENDED
+    assert NUMBER not in str(listed)
+
+    one = await admin.RetryParkedNotices(
+        registry_pb2.RetryParkedNoticesRequest(event_ids=[listed[0].event_id, "unknown"])
+    )
+    assert one.requeued == 1
+    assert [n.event_id for n in await service.pending_notices(10)] == [listed[0].event_id]
+    every = await admin.RetryParkedNotices(registry_pb2.RetryParkedNoticesRequest())
+    assert every.requeued == 1
+    assert await service.count_parked_notices() == 0
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        registry_pb2.ListParkedNoticesRequest(page_size=1001),
+        registry_pb2.ListParkedNoticesRequest(page_size=-1),
+        registry_pb2.ListParkedNoticesRequest(page_token="x" * 100),
+    ],
+)
+async def test_a_bad_parked_listing_is_invalid_naming_the_field(
+    client: Client, request_: registry_pb2.ListParkedNoticesRequest
+) -> None:
+    error = await status_of(client.admin().ListParkedNotices(request_))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "page_" in (error.details() or "")
+    assert len(error.details() or "") < 200
+
+
+async def test_retrying_too_many_parked_notices_at_once_is_invalid(client: Client) -> None:
+    request = registry_pb2.RetryParkedNoticesRequest(event_ids=[f"e{i}" for i in range(1001)])
+    error = await status_of(client.admin().RetryParkedNotices(request))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "event_ids" in (error.details() or "")
