@@ -20,6 +20,7 @@ from idmesh.notifier.v1 import notifier_pb2, notifier_pb2_grpc
 from idmesh.registry.v1 import registry_pb2, registry_pb2_grpc
 
 from services.common.backoff import Backoff
+from services.common.context import current_request_id
 from services.common.db import Database
 from services.common.errors import DomainError, Forbidden
 from services.common.identity import Kind, require_caller
@@ -101,11 +102,13 @@ Behaviour = Callable[[str, float], Awaitable[OperatorAnswer]]
 @dataclass
 class FakeOperators:
     """The OperatorDirectory port. answers: phone -> an answer, an exception to raise, or an
-    async behaviour(idempotency_key, time_limit). calls records (operator, idempotency_key, phone)."""
+    async behaviour(idempotency_key, time_limit). calls records (operator, idempotency_key,
+    phone); traces the request id each call would carry (the identification's trace id)."""
 
     known: set[str] = field(default_factory=lambda: {"beeline", "megafon"})
     answers: dict[str, Any] = field(default_factory=dict)
     calls: list[tuple[str, str, str]] = field(default_factory=list)
+    traces: list[str | None] = field(default_factory=list)
     on_call: Callable[[str, str], Awaitable[None]] | None = None
 
     def knows(self, operator_id: str) -> bool:
@@ -115,6 +118,7 @@ class FakeOperators:
         self, operator_id: str, *, idempotency_key: str, phone_number: str, time_limit: float
     ) -> OperatorAnswer:
         self.calls.append((operator_id, idempotency_key, phone_number))
+        self.traces.append(current_request_id())
         if self.on_call is not None:
             await self.on_call(idempotency_key, phone_number)
         answer = self.answers.get(phone_number, identified(operator_id, phone_number))
@@ -297,6 +301,7 @@ class FakeNotifier(notifier_pb2_grpc.NotifierServiceServicer):
         identification_code: str,
         operator_id: str = "beeline",
         reason: int = events_pb2.TERMINATION_REASON_CONTRACT_ENDED,
+        trace_id: str = "",
     ) -> notifier_pb2.Notice:
         notice = notice_pb(
             len(self.log) + 1,
@@ -306,6 +311,7 @@ class FakeNotifier(notifier_pb2_grpc.NotifierServiceServicer):
             reason=reason,
             messenger_id=self.messenger_id,
         )
+        notice.event.trace_id = trace_id
         async with self.changed:
             self.log.append(notice)
             self.changed.notify_all()

@@ -16,6 +16,7 @@ from idmesh.registry.v1 import registry_pb2
 
 from services.cli import main as cli
 from services.common.channels import open_channel
+from services.common.context import current_request_id
 from services.common.errors import InvalidInput
 from services.common.identity import Caller, Kind, Role
 from services.common.timeutil import to_timestamp
@@ -82,6 +83,7 @@ class Operators:
     known: set[str] = field(default_factory=lambda: {"beeline", "megafon"})
     answers: dict[tuple[str, str], Any] = field(default_factory=dict)
     calls: list[tuple[str, str, str]] = field(default_factory=list)
+    traces: list[str | None] = field(default_factory=list)  # each call's request id
     reassigned: dict[str, Any] = field(default_factory=dict)  # operator -> answer or exception
     reassigned_calls: list[tuple[str, str, datetime]] = field(default_factory=list)
 
@@ -92,6 +94,7 @@ class Operators:
         self, operator_id: str, *, idempotency_key: str, phone_number: str, time_limit: float
     ) -> OperatorAnswer:
         self.calls.append((operator_id, idempotency_key, phone_number))
+        self.traces.append(current_request_id())
         answer = self.answers.get(
             (operator_id, phone_number), OperatorAnswer(Verdict.NO_SUBSCRIBER, operator_id)
         )
@@ -226,6 +229,7 @@ async def test_a_donors_hint_is_followed_once_and_remembered_as_a_route(
     [(donor, first_id, _), (recipient, second_id, _)] = operators.calls
     assert (donor, recipient) == ("beeline", "megafon")
     assert second_id == first_id + "-hint" == done.idempotency_key
+    assert operators.traces == [done.trace_id] * 2  # the follow-up carries the same trace id
     remembered = await store.ported_number(NUMBER)
     assert remembered is not None
     assert (remembered.operator_id, remembered.origin) == ("megafon", RouteOrigin.HINT)

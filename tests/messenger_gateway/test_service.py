@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from services.common.context import traced
 from services.common.db import Database
 from services.common.errors import InvalidInput
 from services.common.phone import InvalidPhoneNumber
@@ -254,6 +255,7 @@ async def test_an_unavailable_operator_is_retried_with_the_same_idempotency_key(
     await identify(service, sms, "user-1")
     assert len(operators.calls) == 3
     assert len({idempotency_key for _, idempotency_key, _ in operators.calls}) == 1
+    assert len(set(operators.traces)) == 1 and operators.traces[0]  # and the same trace id
 
 
 async def test_an_operator_that_never_answers_times_out_at_the_window(
@@ -379,13 +381,16 @@ async def _state_is(store: GatewayStore, identification_id: str, state: State) -
 async def test_a_restart_resumes_a_pending_verification_with_its_idempotency_key(
     store: GatewayStore,
 ) -> None:
+    """...and its trace id: the request id of StartIdentification, on every call for it."""
     sms, clock = RecordingSms(), FakeClock()
     first_ops = FakeOperators(answers={BEELINE_PHONE: hang})
     first = make_service(store, sms=sms, operators=first_ops, clock=clock, window=60)
-    ident = await first.start_identification("user-1", BEELINE_PHONE)
-    await first.confirm_possession(
-        ident.identification_id, sms.code_for(ident.identification_id), wait=0.05
-    )
+    with traced("trace-start-1"):
+        ident = await first.start_identification("user-1", BEELINE_PHONE)
+    with traced("trace-confirm-2"):
+        await first.confirm_possession(
+            ident.identification_id, sms.code_for(ident.identification_id), wait=0.05
+        )
     await eventually(lambda: len(first_ops.calls) == 1, what="first ask")
     await first.close()  # the process stops mid-verification
     pending = await store.get(ident.identification_id)
@@ -399,7 +404,24 @@ async def test_a_restart_resumes_a_pending_verification_with_its_idempotency_key
         lambda: _state_is(store, ident.identification_id, State.IDENTIFIED), what="identified"
     )
     assert second_ops.calls[0][1] == first_ops.calls[0][1] == pending.idempotency_key
+    assert first_ops.traces == second_ops.traces == ["trace-start-1"] == [pending.trace_id]
     await second.close()
+
+
+async def test_an_identification_started_without_a_request_id_gets_a_trace_id_of_its_own(
+    store: GatewayStore,
+) -> None:
+    sms, operators = RecordingSms(), FakeOperators()
+    service = make_service(store, sms=sms, operators=operators)
+    one = await service.start_identification("user-1", BEELINE_PHONE)
+    two = await service.start_identification("user-2", BEELINE_PHONE)
+    assert one.trace_id and two.trace_id and one.trace_id != two.trace_id
+    done = await service.confirm_possession(
+        one.identification_id, sms.code_for(one.identification_id), wait=5
+    )
+    assert done.state is State.IDENTIFIED
+    assert operators.traces == [one.trace_id]
+    await service.close()
 
 
 async def test_a_restart_after_the_window_fails_the_verification(store: GatewayStore) -> None:
