@@ -213,9 +213,12 @@ async def test_operator_down_then_up_inside_the_window_identifies(
 async def test_gateway_restarted_mid_verification_resumes_with_the_same_request(
     client: MeshClient, mesh: Mesh
 ) -> None:
+    """...with the same idempotency key, and the same trace id: the resumed VerifySubscriber
+    reaches the registry under the request id StartIdentification had."""
     phone = await new_subscriber(client, "megafon", "+7926")
     u = user()
-    started = await client.start("alpha", u, phone)
+    trace_id = f"trace-{uuid.uuid4().hex}"
+    started = await start_traced(client, "alpha", u, phone, trace_id)
     mesh.terminate("registry-megafon")
     try:
         pending = await client.confirm("alpha", started, timeout=1.5)
@@ -227,6 +230,7 @@ async def test_gateway_restarted_mid_verification_resumes_with_the_same_request(
     done = await client.wait_state("alpha", u, {State.IDENTIFICATION_STATE_IDENTIFIED}, timeout=20)
     assert done.identification_id == started.identification_id
     assert list(await client.bindings("megafon", phone)) == ["alpha"]
+    await logged_call(mesh, "registry-megafon", trace_id, "VerifySubscriber")
 
 
 async def test_gateway_restarted_after_the_window_fails_the_verification(
@@ -272,24 +276,45 @@ async def test_one_time_codes_are_rate_limited_per_number_and_per_user(
     assert "this user" in (e.value.details() or "")
 
 
+async def logged_call(mesh: Mesh, service: str, trace_id: str, method: str) -> list[dict]:
+    """The log lines of `service` that carry trace_id, once one of them is a `method` RPC (waits
+    up to 10 s for it)."""
+    log = mesh.services[service].log_path
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10
+    while True:
+        lines = [json.loads(line) for line in log.read_text().splitlines() if trace_id in line]
+        if any(line.get("method", "").endswith(f"/{method}") for line in lines):
+            return lines
+        assert loop.time() < deadline, f"{service} never logged {method} with {trace_id}"
+        await asyncio.sleep(0.05)
+
+
+async def start_traced(
+    client: MeshClient, messenger: str, user_id: str, phone: str, trace_id: str
+) -> gateway_pb2.Identification:
+    reply = await client.gateway(messenger).StartIdentification(
+        gateway_pb2.StartIdentificationRequest(user_id=user_id, phone_number=phone),
+        metadata=(("x-request-id", trace_id),),
+        timeout=10,
+    )
+    return reply.identification
+
+
 async def test_the_request_id_crosses_hops_to_the_operator(client: MeshClient, mesh: Mesh) -> None:
+    """The identification keeps the request id of StartIdentification as its trace id: the
+    VerifySubscriber call that ConfirmPossession (with a request id of its own) starts carries
+    it to the operator, unchanged in the logs."""
     phone = await new_subscriber(client, "beeline", "+7903")
-    started = await client.start("alpha", user(), phone)
-    request_id = f"trace-{uuid.uuid4().hex}"
+    trace_id = f"trace-{uuid.uuid4().hex}"
+    started = await start_traced(client, "alpha", user(), phone, trace_id)
     await client.gateway("alpha").ConfirmPossession(
         gateway_pb2.ConfirmPossessionRequest(
             identification_id=started.identification_id,
             code=client.sms_code("alpha", started.identification_id),
         ),
-        metadata=(("x-request-id", request_id),),
+        metadata=(("x-request-id", f"confirm-{uuid.uuid4().hex}"),),
         timeout=20,
     )
-    log = mesh.services["registry-beeline"].log_path
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 10
-    while True:
-        lines = [json.loads(line) for line in log.read_text().splitlines() if request_id in line]
-        if any(line.get("method", "").endswith("/VerifySubscriber") for line in lines):
-            break
-        assert loop.time() < deadline, "the registry never logged the gateway's request id"
-        await asyncio.sleep(0.05)
+    lines = await logged_call(mesh, "registry-beeline", trace_id, "VerifySubscriber")
+    assert all(line.get("request_id") == trace_id for line in lines)

@@ -4,8 +4,10 @@ with processes killed (-9) at the worst moments, losing nothing and applying not
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import grpc
 import pytest
@@ -106,6 +108,42 @@ async def test_termination_revokes_every_bound_messenger_and_only_that_user(
         gateway_pb2.CheckAccessRequest(user_id=bystander)
     )
     assert still.allowed
+
+
+async def log_line(
+    mesh: Mesh, service: str, trace_id: str, match: Callable[[dict[str, Any]], bool]
+) -> dict[str, Any]:
+    """The first JSON log line of `service` that carries trace_id and matches (waits 15 s)."""
+    log = mesh.services[service].log_path
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 15
+    while True:
+        for text in log.read_text().splitlines():
+            line: dict[str, Any] = json.loads(text) if trace_id in text else {}
+            if line and match(line):
+                return line
+        assert loop.time() < deadline, f"{service} never logged {trace_id} as expected"
+        await asyncio.sleep(0.05)
+
+
+async def test_a_terminations_trace_id_follows_its_notice_to_the_gateway(
+    client: MeshClient, mesh: Mesh
+) -> None:
+    phone = await new_subscriber(client, "beeline", "+7903")
+    u = await identified(client, "beta", phone)
+    trace_id = f"trace-{uuid.uuid4().hex}"
+    await client.registry_admin("beeline").TerminateContract(
+        registry_pb2.TerminateContractRequest(phone_number=phone),
+        metadata=(("x-request-id", trace_id),),
+        timeout=5,
+    )
+    await client.wait_state("beta", u, REVOKED, timeout=15)
+    # the notifier logged the publish with the event's trace id, the gateway its application
+    await log_line(mesh, "notifier", trace_id, lambda line: trace_id in line.get("trace_ids", ()))
+    applied = await log_line(
+        mesh, "gateway-beta", trace_id, lambda line: line.get("event") == "notice.applied"
+    )
+    assert (applied["trace_id"], applied["revoked"]) == (trace_id, 1)
 
 
 async def test_revoked_user_identifies_again_under_a_new_contract_with_a_new_code(
