@@ -415,6 +415,45 @@ async def cmd_registry_audit(args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_registry_parked(args: argparse.Namespace) -> int:
+    """The notices the notifier refused for good, oldest first, up to --limit."""
+    request = registry_pb2.ListParkedNoticesRequest(page_size=min(args.limit, 1000))
+    notices: list[registry_pb2.ParkedNotice] = []
+    channel, stub = _registry_admin(args)
+    async with channel:
+        while len(notices) < args.limit:
+            page = await stub.ListParkedNotices(request)
+            notices.extend(page.notices)
+            if not page.next_page_token:
+                break
+            request.page_token = page.next_page_token
+    reply = registry_pb2.ListParkedNoticesResponse(notices=notices[: args.limit])
+    if args.json:
+        _print(args, reply)
+    elif not reply.notices:
+        print("no parked notices")
+    else:
+        for n in reply.notices:
+            print(
+                f"{n.parked_at.ToJsonString()}  {n.event_id}  {n.messenger_id:<12}"
+                f" {n.masked_phone_number:<14} {n.status}: {n.message}  trace {n.trace_id or '-'}"
+            )
+    return 0
+
+
+async def cmd_registry_retry_parked(args: argparse.Namespace) -> int:
+    """Queue parked notices again (those named, or every one with --all)."""
+    if bool(args.event_ids) == args.all:
+        raise CliError("name the parked notices to retry (event ids), or give --all")
+    channel, stub = _registry_admin(args)
+    async with channel:
+        reply = await stub.RetryParkedNotices(
+            registry_pb2.RetryParkedNoticesRequest(event_ids=args.event_ids)
+        )
+    _print(args, reply, with_defaults=True)
+    return 0
+
+
 async def cmd_notifier_status(args: argparse.Namespace) -> int:
     channel, stub = _notifier(args)
     async with channel:
@@ -934,6 +973,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--until", help="RFC 3339 time: records before it")
     p.add_argument("--limit", type=int, default=50, help="at most this many records")
     p.set_defaults(func=cmd_registry_audit)
+    p = reg.add_parser(
+        "parked", parents=[common], help="notices the notifier refused for good (parked)"
+    )
+    operator(p)
+    p.add_argument("--limit", type=int, default=100, help="at most this many notices")
+    p.set_defaults(func=cmd_registry_parked)
+    p = reg.add_parser(
+        "retry-parked", parents=[common], help="queue parked notices again for the notifier"
+    )
+    operator(p)
+    p.add_argument("event_ids", nargs="*", metavar="EVENT_ID", help="the notices to retry")
+    p.add_argument("--all", action="store_true", help="retry every parked notice")
+    p.set_defaults(func=cmd_registry_retry_parked)
 
     notif = sub.add_parser("notifier", help="a messenger's notices").add_subparsers(
         dest="action", required=True

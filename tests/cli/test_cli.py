@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -146,3 +148,35 @@ def test_without_a_mesh_the_cli_says_how_to_start_one(idmesh: Any, tmp_path: Pat
     missing = idmesh("status", "--data-dir", str(tmp_path))
     assert missing.code == 1
     assert "make up" in missing.err
+
+
+def test_a_parked_notice_is_listed_and_retried(idmesh: Any, cli_mesh: Mesh) -> None:
+    # A notice the notifier refuses for good (its messenger id is not valid), as a registry bug
+    # or a hand-edited row would queue it: the relay parks it and goes on.
+    event_id = str(uuid.uuid4())
+    db = cli_mesh.data_dir / "registry-megafon" / "registry.db"
+    with sqlite3.connect(db, timeout=30) as conn:
+        conn.execute(
+            "INSERT INTO outbox (event_id, created_at, operator_id, messenger_id, phone_number, "
+            "identification_code, reason, occurred_at, trace_id) VALUES "
+            "(?, '2026-01-01T00:00:00.000000+00:00', 'megafon', 'Not Valid', '+79261234567', "
+            "'code', 'contract_ended', '2026-01-01T00:00:00.000000+00:00', 'trace-cli-parked')",
+            (event_id,),
+        )
+    conn.close()
+    deadline = time.monotonic() + 30
+    while event_id not in (listed := idmesh("registry", "parked", "-o", "megafon")).out:
+        assert time.monotonic() < deadline, f"never parked: {listed.out} {listed.err}"
+        time.sleep(0.2)
+    assert listed.code == 0, listed.err
+    [line] = [line for line in listed.out.splitlines() if event_id in line]
+    assert "INVALID_ARGUMENT" in line and "trace-cli-parked" in line
+    assert "+79261234567" not in listed.out and "+7926*****67" in line
+    parked = idmesh("registry", "parked", "-o", "megafon", "--json").json()["notices"]
+    assert any(n["event_id"] == event_id for n in parked)
+
+    refused = idmesh("registry", "retry-parked", "-o", "megafon")
+    assert refused.code == 1 and refused.err.startswith("error: name the parked notices")
+    retried = idmesh("registry", "retry-parked", "-o", "megafon", event_id, "--json")
+    assert retried.code == 0, retried.err
+    assert retried.json() == {"requeued": 1}
