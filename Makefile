@@ -9,10 +9,12 @@ DATA   ?= data
 BUF    := node_modules/.bin/buf
 
 .DEFAULT_GOAL := help
-.PHONY: help venv up test proto lint fmt bench clean
+.PHONY: help venv up down test proto lint fmt bench clean
 
 help:
 	@echo "make up     run the local mesh (2 operators, notifier, 2 messengers) under ./$(DATA)"
+	@echo "            (BASE_PORT=N: its ports from N, beside another mesh with DATA=other)"
+	@echo "make down   stop the mesh of ./$(DATA)"
 	@echo "make test   run the test suite (unit + integration over real processes)"
 	@echo "make proto  regenerate gen/python from protos/"
 	@echo "make lint   buf lint, ruff, mypy"
@@ -39,7 +41,10 @@ bench: $(BENCH_STAMP)
 	$(PY) -m bench --docs $(BENCH_ARGS)
 
 up: $(STAMP)
-	$(VENV)/bin/idmesh up --data-dir $(DATA)
+	$(VENV)/bin/idmesh up --data-dir $(DATA) $(if $(BASE_PORT),--base-port $(BASE_PORT))
+
+down: $(STAMP)
+	$(VENV)/bin/idmesh down --data-dir $(DATA)
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)

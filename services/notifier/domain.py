@@ -274,6 +274,7 @@ class DeliveryStatus:
     state: SequenceState
     oldest_unacked_published_at: datetime | None
     oldest_unacked_age: timedelta
+    delivery_limit: timedelta  # the SLA limit (24 hours)
 
 
 @dataclass(frozen=True, slots=True)

@@ -137,4 +137,5 @@ class NotifierServicer(notifier_pb2_grpc.NotifierServiceServicer):
             oldest_unacked_age=to_duration(status.oldest_unacked_age),
             late_deliveries=state.late_deliveries,
             oldest_unacked_published_at=to_timestamp(status.oldest_unacked_published_at),
+            delivery_limit=to_duration(status.delivery_limit),
         )

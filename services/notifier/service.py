@@ -354,7 +354,10 @@ class NotifierService:
             if published_at is not None:
                 age = max(timedelta(0), self._clock.now() - published_at)
         return DeliveryStatus(
-            state=state, oldest_unacked_published_at=published_at, oldest_unacked_age=age
+            state=state,
+            oldest_unacked_published_at=published_at,
+            oldest_unacked_age=age,
+            delivery_limit=self._delivery.sla_limit,
         )
 
     async def delivery_metric_families(self) -> list[Metric]:

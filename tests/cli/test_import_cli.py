@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 
-from services.cli.bulk_import import count_data_lines, parse_activated_at
 from tests.cli.conftest import write_csv
 
 pytestmark = pytest.mark.mesh
@@ -65,21 +64,4 @@ def test_a_file_without_the_header_is_refused_before_sending(idmesh: Any, tmp_pa
     path.write_text("+79061234567,X-1,2024-01-01\n")
     refused = idmesh("registry", "import", "-o", "beeline", str(path))
     assert refused.code == 1
-    assert refused.err.startswith("error: ") and "expected the columns" in refused.err
-
-
-def test_a_file_that_is_not_utf8_is_refused_with_the_line(tmp_path: Path) -> None:
-    path = tmp_path / "latin1.csv"
-    path.write_bytes(b"phone_number,contract_id,activated_at\n+79061234567,X-\xe9,2024-01-01\n")
-    with pytest.raises(Exception, match=r"not UTF-8 .*line 2"):
-        count_data_lines(path)
-
-
-def test_activation_times_are_dates_or_rfc3339_with_an_offset() -> None:
-    assert parse_activated_at("2024-01-15") == (1_705_276_800, 0)
-    assert parse_activated_at("2024-01-15T03:00:00+03:00") == (1_705_276_800, 0)
-    assert parse_activated_at("2024-01-15T00:00:00.25Z") == (1_705_276_800, 250_000_000)
-    with pytest.raises(ValueError, match="no UTC offset"):
-        parse_activated_at("2024-01-15T10:00:00")
-    with pytest.raises(ValueError, match="is not a date"):
-        parse_activated_at("15.01.2024")
+    assert refused.err.startswith("error: ") and "expected the header" in refused.err

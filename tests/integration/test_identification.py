@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import uuid
 from datetime import UTC, datetime
 
@@ -14,7 +13,8 @@ from idmesh.gateway.v1 import gateway_pb2
 from idmesh.registry.v1 import registry_pb2
 
 from services.cli.mesh import Mesh
-from tests.integration.mesh_client import MeshClient
+from tests.eventually import eventually
+from tests.integration.mesh_client import MeshClient, log_lines_with
 
 pytestmark = pytest.mark.mesh
 
@@ -277,17 +277,14 @@ async def test_one_time_codes_are_rate_limited_per_number_and_per_user(
 
 
 async def logged_call(mesh: Mesh, service: str, trace_id: str, method: str) -> list[dict]:
-    """The log lines of `service` that carry trace_id, once one of them is a `method` RPC (waits
-    up to 10 s for it)."""
-    log = mesh.services[service].log_path
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 10
-    while True:
-        lines = [json.loads(line) for line in log.read_text().splitlines() if trace_id in line]
-        if any(line.get("method", "").endswith(f"/{method}") for line in lines):
-            return lines
-        assert loop.time() < deadline, f"{service} never logged {method} with {trace_id}"
-        await asyncio.sleep(0.05)
+    """The log lines of `service` that carry trace_id, once one of them is a `method` RPC."""
+
+    def lines() -> list[dict]:
+        found = log_lines_with(mesh, service, trace_id)
+        return found if any(f.get("method", "").endswith(f"/{method}") for f in found) else []
+
+    result: list[dict] = await eventually(lines, what=f"{service} to log {method} with {trace_id}")
+    return result
 
 
 async def start_traced(

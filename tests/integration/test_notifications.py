@@ -4,7 +4,6 @@ with processes killed (-9) at the worst moments, losing nothing and applying not
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -18,7 +17,8 @@ from idmesh.registry.v1 import registry_pb2
 
 from services.cli.mesh import Mesh, MeshSpec, MessengerSpec, demo_spec
 from services.common.failpoints import ENV as FAILPOINTS
-from tests.integration.mesh_client import MeshClient, mesh_client
+from tests.eventually import eventually
+from tests.integration.mesh_client import MeshClient, log_lines_with, mesh_client
 from tests.integration.test_identification import new_subscriber, user
 
 pytestmark = pytest.mark.mesh
@@ -113,17 +113,13 @@ async def test_termination_revokes_every_bound_messenger_and_only_that_user(
 async def log_line(
     mesh: Mesh, service: str, trace_id: str, match: Callable[[dict[str, Any]], bool]
 ) -> dict[str, Any]:
-    """The first JSON log line of `service` that carries trace_id and matches (waits 15 s)."""
-    log = mesh.services[service].log_path
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 15
-    while True:
-        for text in log.read_text().splitlines():
-            line: dict[str, Any] = json.loads(text) if trace_id in text else {}
-            if line and match(line):
-                return line
-        assert loop.time() < deadline, f"{service} never logged {trace_id} as expected"
-        await asyncio.sleep(0.05)
+    """The first log line of `service` that carries trace_id and matches (waits for it)."""
+    found: dict[str, Any] = await eventually(
+        lambda: next((x for x in log_lines_with(mesh, service, trace_id) if match(x)), None),
+        within=15,
+        what=f"{service} to log {trace_id}",
+    )
+    return found
 
 
 async def test_a_terminations_trace_id_follows_its_notice_to_the_gateway(

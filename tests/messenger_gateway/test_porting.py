@@ -37,10 +37,7 @@ from services.messenger_gateway.domain import (
     Verdict,
 )
 from services.messenger_gateway.ported import (
-    PortedCsvError,
     PortedRowInput,
-    parse_ported_at,
-    read_ported_csv,
 )
 from services.messenger_gateway.routing import (
     NumberingPlan,
@@ -502,63 +499,6 @@ async def test_row_errors_are_capped_but_all_counted(
     outcome = await service.import_ported_numbers(batches((False, rows)))
     assert (outcome.rejected, len(outcome.errors)) == (1_005, 1_000)
     assert outcome.errors[-1].line == 1_001
-
-
-# --- the CSV file -------------------------------------------------------------------------------
-
-
-def csv_rows(text: str) -> list[Any]:
-    return list(read_ported_csv(text.splitlines(keepends=True)))
-
-
-def test_the_csv_reader_keeps_line_numbers_and_finds_what_it_can() -> None:
-    rows = csv_rows(
-        "\ufeffphone_number,recipient_operator_id,ported_at\n"
-        "+79035550101,megafon,2024-05-14\n"
-        "\n"
-        '"+7 903 555-01-02",mts,2024-06-01T09:30:00+03:00\n'
-        "+79035550103,megafon\n"
-        "+79035550104,megafon,14.05.2024\n"
-        "+79035550105,megafon,2024-05-14T10:00:00\n"
-        "+79035550106,megafon,\n"
-    )
-    assert [r.row.line for r in rows] == [2, 4, 5, 6, 7, 8]
-    first, second, short, dotted, naive, empty = rows
-    assert first.problem is None
-    assert first.row.ported_at == datetime(2024, 5, 14, tzinfo=UTC)
-    assert second.row.phone_number == "+7 903 555-01-02"
-    assert second.row.ported_at == datetime(2024, 6, 1, 6, 30, tzinfo=UTC)
-    assert short.problem is not None and "expected 3 fields" in short.problem
-    assert dotted.problem is not None and "not a date" in dotted.problem
-    assert naive.problem is not None and "time zone" in naive.problem
-    assert (empty.problem, empty.row.ported_at) == (None, None)  # the gateway says it is missing
-    for bad in (short, dotted, naive):
-        assert bad.row.ported_at is None  # so the gateway rejects it too
-
-
-@pytest.mark.parametrize(
-    ("text", "problem"),
-    [
-        ("", "empty"),
-        ("number,operator,date\n+79035550101,megafon,2024-05-14\n", "line 1: expected the header"),
-        ("\n\n+79035550101,megafon,2024-05-14\n", "line 3: expected the header"),
-    ],
-)
-def test_a_csv_without_the_header_is_refused(text: str, problem: str) -> None:
-    with pytest.raises(PortedCsvError, match=problem):
-        csv_rows(text)
-
-
-def test_the_sample_file_is_valid() -> None:
-    rows = csv_rows((REPO / "deploy" / "demo" / "ported-numbers.csv").read_text())
-    assert rows and all(r.problem is None for r in rows)
-
-
-def test_ported_at_accepts_dates_and_rfc3339() -> None:
-    assert parse_ported_at("2024-05-14") == datetime(2024, 5, 14, tzinfo=UTC)
-    assert parse_ported_at("2024-05-14T00:00:00Z") == datetime(2024, 5, 14, tzinfo=UTC)
-    with pytest.raises(InvalidInput):
-        parse_ported_at("2024-13-01")
 
 
 # --- "has the number changed hands?" ------------------------------------------------------------

@@ -61,6 +61,7 @@ async def test_delivery_status_and_late_deliveries_follow_the_clock(notifier: No
     empty = await status(notifier)
     assert (empty.head_seq, empty.acked_seq, empty.floor_seq, empty.unacked_count) == (0, 0, 1, 0)
     assert not empty.HasField("oldest_unacked_published_at")
+    assert empty.delivery_limit.ToTimedelta() == notifier.config.delivery.sla_limit
 
     await notifier.publish(event(), event(), event())  # seq 1..3 published at T0
     clock.advance(timedelta(hours=25))
