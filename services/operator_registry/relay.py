@@ -189,22 +189,22 @@ class OutboxRelay:
 
     async def _deliver(
         self, stub: notifier_pb2_grpc.NotifierServiceStub, batch: Sequence[TerminationNotice]
-    ) -> tuple[int, int]:
-        """Publish batch; a refusal for good splits it to find the refused notices and parks
-        them. Returns (published, parked); a failure worth retrying raises (the notices
-        published so far stay published)."""
+    ) -> None:
+        """Publish batch; a refusal for good splits it in halves, in order, until the refused
+        notices are found, and parks them. A failure worth retrying raises (the notices
+        published so far stay published; the rest are read again)."""
         try:
             reply = await self._publish(stub, batch)
         except grpc.aio.AioRpcError as exc:
             if exc.code() not in REFUSED_FOR_GOOD:
                 raise
-            if len(batch) > 1:
-                half = len(batch) // 2
-                first = await self._deliver(stub, batch[:half])
-                second = await self._deliver(stub, batch[half:])
-                return first[0] + second[0], first[1] + second[1]
-            await self._park(batch[0], exc)
-            return 0, 1
+            if len(batch) == 1:
+                await self._park(batch[0], exc)
+                return
+            half = len(batch) // 2
+            await self._deliver(stub, batch[:half])
+            await self._deliver(stub, batch[half:])
+            return
         await self._service.mark_published([n.event_id for n in batch])
         RELAY_PUBLISHED.inc(len(batch))
         log.info(
@@ -214,7 +214,6 @@ class OutboxRelay:
             duplicates=reply.duplicates,
             trace_ids=_trace_ids(batch),
         )
-        return len(batch), 0
 
     async def _park(self, notice: TerminationNotice, exc: grpc.aio.AioRpcError) -> None:
         status, message = exc.code().name, exc.details() or ""
