@@ -22,6 +22,7 @@ from services.common.identity import Kind, require_caller
 from services.common.interceptors import ErrorTable
 from services.common.server import GrpcServer, service_name
 from services.common.timeutil import from_timestamp
+from services.operator_registry.domain import TerminationNotice
 from services.operator_registry.relay import OutboxRelay, outbox_metrics
 from services.operator_registry.service import RegistryService
 
@@ -299,14 +300,22 @@ async def test_a_notice_refused_for_good_is_parked_and_the_later_ones_are_publis
     assert await service.count_pending_notices() == 0
 
 
+async def one_notice_refused(
+    service: RegistryService, fake: FakeNotifier, code: grpc.StatusCode
+) -> TerminationNotice:
+    """A termination's one notice, which the fake notifier refuses with code."""
+    await bound_subscriber(service, NUMBER, "BEE-1", ["alpha"])
+    await service.terminate_contract(NUMBER)
+    [notice] = await service.pending_notices(10)
+    fake.refuse[notice.event_id] = code
+    return notice
+
+
 async def test_a_parked_notice_retried_by_an_operator_is_published(
     service: RegistryService, notifier: tuple[FakeNotifier, int]
 ) -> None:
     fake, port = notifier
-    await bound_subscriber(service, NUMBER, "BEE-1", ["alpha"])
-    await service.terminate_contract(NUMBER)
-    [notice] = await service.pending_notices(10)
-    fake.refuse[notice.event_id] = grpc.StatusCode.INVALID_ARGUMENT
+    notice = await one_notice_refused(service, fake, grpc.StatusCode.INVALID_ARGUMENT)
     async with running(relay_for(service, port)):
         await eventually(lambda: service.count_parked_notices(), what="the refused notice parked")
         assert await service.retry_parked_notices(["no-such-event"]) == 0
@@ -322,10 +331,7 @@ async def test_a_retryable_refusal_is_retried_not_parked(
     service: RegistryService, notifier: tuple[FakeNotifier, int]
 ) -> None:
     fake, port = notifier
-    await bound_subscriber(service, NUMBER, "BEE-1", ["alpha"])
-    await service.terminate_contract(NUMBER)
-    [notice] = await service.pending_notices(10)
-    fake.refuse[notice.event_id] = grpc.StatusCode.RESOURCE_EXHAUSTED
+    notice = await one_notice_refused(service, fake, grpc.StatusCode.RESOURCE_EXHAUSTED)
     async with running(relay_for(service, port)):
         await eventually(lambda: len(fake.calls) >= 3, what="three attempts")
         assert await service.count_parked_notices() == 0
