@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from idmesh.events.v1 import events_pb2
 from idmesh.registry.v1 import registry_pb2
@@ -42,6 +44,21 @@ def _create_request(args: argparse.Namespace) -> registry_pb2.CreateSubscriberRe
     return request
 
 
+async def _pages(
+    method: Callable[[Any], Awaitable[Any]], request: Any, field: str, limit: int
+) -> list[Any]:
+    """The items (the reply's repeated `field`) of a paged listing, following next_page_token
+    until `limit` items or the last page."""
+    items: list[Any] = []
+    while len(items) < limit:
+        page = await method(request)
+        items.extend(getattr(page, field))
+        if not page.next_page_token:
+            break
+        request.page_token = page.next_page_token
+    return items[:limit]
+
+
 async def cmd_audit(args: argparse.Namespace) -> int:
     """The verification audit trail, newest first, following pages up to --limit records."""
     request = registry_pb2.ListAuditRecordsRequest(
@@ -53,15 +70,9 @@ async def cmd_audit(args: argparse.Namespace) -> int:
         request.since.CopyFrom(args.since)
     if args.until:
         request.until.CopyFrom(args.until)
-    records: list[registry_pb2.AuditRecord] = []
     async with connect(args, REGISTRY_ADMIN) as stub:
-        while len(records) < args.limit:
-            page = await stub.ListAuditRecords(request)
-            records.extend(page.records)
-            if not page.next_page_token:
-                break
-            request.page_token = page.next_page_token
-    reply = registry_pb2.ListAuditRecordsResponse(records=records[: args.limit])
+        records = await _pages(stub.ListAuditRecords, request, "records", args.limit)
+    reply = registry_pb2.ListAuditRecordsResponse(records=records)
     if args.json:
         print_message(args, reply)
     else:
@@ -76,15 +87,9 @@ async def cmd_audit(args: argparse.Namespace) -> int:
 async def cmd_parked(args: argparse.Namespace) -> int:
     """The notices the notifier refused for good, oldest first, up to --limit."""
     request = registry_pb2.ListParkedNoticesRequest(page_size=min(args.limit, 1000))
-    notices: list[registry_pb2.ParkedNotice] = []
     async with connect(args, REGISTRY_ADMIN) as stub:
-        while len(notices) < args.limit:
-            page = await stub.ListParkedNotices(request)
-            notices.extend(page.notices)
-            if not page.next_page_token:
-                break
-            request.page_token = page.next_page_token
-    reply = registry_pb2.ListParkedNoticesResponse(notices=notices[: args.limit])
+        notices = await _pages(stub.ListParkedNotices, request, "notices", args.limit)
+    reply = registry_pb2.ListParkedNoticesResponse(notices=notices)
     if args.json:
         print_message(args, reply)
     elif not reply.notices:
