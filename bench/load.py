@@ -16,9 +16,12 @@ import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, TypeVar
+
+import grpc
 
 Operation = Callable[[int], Awaitable[object]]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,3 +220,28 @@ async def open_loop(
         lag_max_ms=lag_max * 1000,
         error_samples=errors.samples,
     )
+
+
+SHED_RETRIES = 200
+RETRY_AFTER_KEY = "idmesh-retry-after-ms"
+
+
+def retry_delay(exc: grpc.aio.AioRpcError) -> float | None:
+    """The delay (seconds) a refusal asks for, if it says."""
+    for key, value in exc.trailing_metadata() or ():
+        if key == RETRY_AFTER_KEY:
+            return int(value) / 1000
+    return None
+
+
+async def honouring_shedding(call: Callable[[], Awaitable[T]]) -> T:
+    """Make the call as a well-behaved client does: while the service sheds it
+    (RESOURCE_EXHAUSTED: nothing was done), wait the delay it asks for and call again."""
+    for _ in range(SHED_RETRIES):
+        try:
+            return await call()
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
+                raise
+            await asyncio.sleep(retry_delay(exc) or 0.05)
+    return await call()

@@ -63,17 +63,21 @@ class CsvError(Exception):
 
 @dataclass(frozen=True)
 class CsvFormat:
-    """An importable file: its columns (the row message's field names), the one read as a
-    time, and the import request (a function of all-or-nothing)."""
+    """An importable file: its columns (the row message's field names; `optional` ones may be
+    left out of the header), the one read as a time (None: none), the import request (a
+    function of all-or-nothing), and `convert`, which turns a row's texts into the row
+    message's field values (the texts themselves by default)."""
 
     columns: tuple[str, ...]
-    time_column: str
+    time_column: str | None
     new_request: Callable[[bool], Message]
     retry_hint: str  # how to commit the valid rows when an all-or-nothing import failed
+    optional: tuple[str, ...] = ()
+    convert: Callable[[dict[str, str]], dict[str, Any]] | None = None
 
     @property
     def header(self) -> str:
-        return ",".join(self.columns)
+        return ",".join(self.columns + tuple(f"[{c}]" for c in self.optional))
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +109,8 @@ def read_rows(lines: Iterable[str], fmt: CsvFormat) -> Iterator[CsvRow]:
 
 def _header(line: int, record: list[str], fmt: CsvFormat) -> list[str]:
     names = [f.strip().lower().lstrip("\ufeff") for f in record]
-    if sorted(names) != sorted(fmt.columns):
+    known = set(fmt.columns) | set(fmt.optional)
+    if len(set(names)) != len(names) or not set(fmt.columns) <= set(names) <= known:
         raise CsvError(
             f"line {line}: expected the header {fmt.header!r} (the columns in any order), "
             f"got {','.join(record)[:120]!r}"
@@ -118,6 +123,8 @@ def _row(line: int, values: list[str], order: list[str], fmt: CsvFormat) -> CsvR
     if len(values) != len(order):
         problem = f"expected {len(order)} fields, got {len(values)} ({fmt.header})"
         return CsvRow(line, fields, None, problem)
+    if fmt.time_column is None:
+        return CsvRow(line, fields, None)
     raw = fields[fmt.time_column]
     if not raw:
         return CsvRow(line, fields, None)  # the service says it is missing
@@ -184,11 +191,9 @@ class Upload:
                 self.rows += 1
                 if row.problem and len(self.local_errors) < MAX_LOCAL_ERRORS:
                     self.local_errors[row.line] = row.problem
-                item = request.rows.add(
-                    line=row.line,
-                    **{k: v for k, v in row.fields.items() if k != fmt.time_column},
-                )
-                if row.when is not None:
+                values = {k: v for k, v in row.fields.items() if k != fmt.time_column}
+                item = request.rows.add(line=row.line, **(fmt.convert or dict)(values))
+                if row.when is not None and fmt.time_column is not None:
                     getattr(item, fmt.time_column).FromDatetime(row.when)
                 if len(request.rows) >= self.batch:
                     yield request
@@ -202,7 +207,8 @@ class Upload:
         local = self.local_errors.get(line)
         if not local:
             return message
-        if message.startswith(self.fmt.time_column) or local.startswith("expected "):
+        time_column = self.fmt.time_column
+        if (time_column and message.startswith(time_column)) or local.startswith("expected "):
             return local
         return f"{message}; {local}"
 
@@ -230,6 +236,37 @@ def progress_bar(console: Console) -> Progress:
     )
 
 
+async def stream_file(
+    send: Callable[[AsyncIterator[Any]], Awaitable[Any]],
+    upload: Upload,
+    *,
+    quiet: bool,
+    doing: str,
+    finishing: str,
+) -> tuple[Any, float]:
+    """Stream upload's file through send with a progress bar on stderr (a terminal only);
+    the reply and the seconds it took."""
+    path = upload.path
+    total = await asyncio.to_thread(count_data_lines, path)
+    try:
+        await asyncio.to_thread(upload.check_header)
+    except CsvError as exc:
+        raise CsvError(f"{path}: {exc}") from None
+    console = Console(stderr=True, quiet=quiet)
+    started = time.monotonic()
+    with progress_bar(console) as progress:
+        task = progress.add_task(f"{doing} {path.name}", total=total or None)
+
+        async def requests() -> AsyncIterator[Any]:
+            for request in upload.requests():
+                yield request
+                progress.advance(task, len(request.rows))
+            progress.update(task, description=finishing)
+
+        reply = await send(requests())
+    return reply, time.monotonic() - started
+
+
 async def run_import(
     send: Callable[[AsyncIterator[Any]], Awaitable[Any]],
     path: Path,
@@ -240,25 +277,10 @@ async def run_import(
     quiet: bool = False,
 ) -> dict[str, Any]:
     """Stream the file through send (the import RPC of a stub); the report."""
-    total = await asyncio.to_thread(count_data_lines, path)
     upload = Upload(path, fmt, batch=batch, all_or_nothing=all_or_nothing)
-    try:
-        await asyncio.to_thread(upload.check_header)
-    except CsvError as exc:
-        raise CsvError(f"{path}: {exc}") from None
-    console = Console(stderr=True, quiet=quiet)
-    started = time.monotonic()
-    with progress_bar(console) as progress:
-        task = progress.add_task(f"importing {path.name}", total=total or None)
-
-        async def requests() -> AsyncIterator[Any]:
-            for request in upload.requests():
-                yield request
-                progress.advance(task, len(request.rows))
-            progress.update(task, description="checking and committing")
-
-        reply = await send(requests())
-    elapsed = time.monotonic() - started
+    reply, elapsed = await stream_file(
+        send, upload, quiet=quiet, doing="importing", finishing="checking and committing"
+    )
     return {
         "file": str(path),
         "rows": upload.rows,

@@ -6,8 +6,10 @@ retry-parked); as a messenger (--as-messenger): verify, reassigned."""
 from __future__ import annotations
 
 import argparse
+import json
 import uuid
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from idmesh.events.v1 import events_pb2
@@ -33,6 +35,79 @@ SUBSCRIBERS_CSV = csv_import.CsvFormat(
     ),
     retry_hint="import with --valid-rows",
 )
+
+
+NOT_A_REASON = 2**31 - 1  # sent for an unknown reason name: the registry refuses that row
+
+
+def _termination_fields(texts: dict[str, str]) -> dict[str, Any]:
+    """A termination row's texts as TerminationRow fields: reason by its CLI name (an unknown
+    one is sent as a number the registry refuses for that row)."""
+    reason = texts.get("reason", "").strip().lower().replace("_", "-")
+    return {
+        "phone_number": texts["phone_number"],
+        "reason": REASONS.get(reason, 0 if not reason else NOT_A_REASON),
+        "recipient_operator_id": texts.get("recipient_operator_id", ""),
+    }
+
+
+TERMINATIONS_CSV = csv_import.CsvFormat(
+    columns=("phone_number",),
+    optional=("reason", "recipient_operator_id"),
+    time_column=None,
+    new_request=lambda _all_or_nothing: registry_pb2.TerminateContractsRequest(),
+    retry_hint="",
+    convert=_termination_fields,
+)
+
+
+async def cmd_terminate_bulk(args: argparse.Namespace) -> int:
+    """End the contracts of a CSV file (TerminateContracts), each batch committed as it
+    arrives; exit 0 only when every row ended a contract."""
+    upload = csv_import.Upload(
+        Path(args.file), TERMINATIONS_CSV, batch=args.batch, all_or_nothing=False
+    )
+    async with connect(args, REGISTRY_ADMIN) as stub:
+        try:
+            reply, elapsed = await csv_import.stream_file(
+                stub.TerminateContracts,
+                upload,
+                quiet=args.json,
+                doing="terminating",
+                finishing="ending the last batch",
+            )
+        except csv_import.CsvError as exc:
+            raise CliError(str(exc)) from None
+    outcome = registry_pb2.TerminationOutcome
+    report = {
+        "file": args.file,
+        "rows": reply.rows,
+        "ended": reply.ended,
+        "refused": reply.refused,
+        "notices_queued": reply.notices_queued,
+        "seconds": round(elapsed, 3),
+        "rows_per_second": round(reply.rows / elapsed) if elapsed > 0 else None,
+        "refusals": [
+            {
+                "line": r.line,
+                "outcome": outcome.Name(r.outcome).removeprefix("TERMINATION_OUTCOME_"),
+                "message": upload.explain(r.line, r.message),
+            }
+            for r in reply.refusals
+        ],
+    }
+    if args.json:
+        print(json.dumps(report, ensure_ascii=False), flush=True)
+    else:
+        lines = [f"{key}: {report[key]}" for key in ("rows", "ended", "refused", "notices_queued")]
+        lines.append(f"seconds: {report['seconds']} ({report['rows_per_second']} rows/s)")
+        lines += [
+            f"  line {r['line']}: {r['outcome']}: {r['message']}" for r in report["refusals"][:20]
+        ]
+        if reply.refused > 20:
+            lines.append(f"  ... and {reply.refused - 20} more (--json lists up to 1,000)")
+        print("\n".join(lines), flush=True)
+    return 0 if reply.refused == 0 else 1
 
 
 def _create_request(args: argparse.Namespace) -> registry_pb2.CreateSubscriberRequest:
@@ -199,6 +274,25 @@ def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
             batch=lambda a: int(a.batch),
         )
     )
+
+    p = reg.add_parser(
+        "terminate-bulk",
+        parents=[common],
+        help="end the contracts of a CSV (phone_number[,reason][,recipient_operator_id])",
+    )
+    operator_option(p)
+    p.add_argument(
+        "file",
+        help="CSV with the header phone_number and optionally reason (contract-ended, "
+        "ported-out) and recipient_operator_id (for ported-out)",
+    )
+    p.add_argument(
+        "--batch",
+        type=bounded_int(1, csv_import.MAX_BATCH),
+        default=1000,
+        help=f"rows per message, each committed as it arrives (1..{csv_import.MAX_BATCH})",
+    )
+    p.set_defaults(func=cmd_terminate_bulk)
 
     p = reg.add_parser("register", parents=[common], help="register a messenger agreement")
     operator_option(p)

@@ -142,6 +142,43 @@ class Termination:
     notices_queued: int
 
 
+class TerminationOutcome(StrEnum):
+    """What became of one row of a bulk termination."""
+
+    ENDED = "ended"
+    NOT_FOUND = "not_found"  # SubscriberNotFound
+    NOT_ACTIVE = "not_active"  # ContractNotActive
+    INVALID = "invalid"  # InvalidInput
+
+
+@dataclass(frozen=True, slots=True)
+class TerminationRowInput:
+    """One row of a bulk termination as it arrived (validated by the service)."""
+
+    line: int
+    phone_number: str
+    reason: TerminationReason | None  # None: a reason number the registry does not know
+    recipient_operator_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class TerminationRefusal:
+    line: int
+    outcome: TerminationOutcome
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class BulkTermination:
+    """The report of a bulk termination: counts, and the first refused rows."""
+
+    rows: int
+    ended: int
+    notices_queued: int
+    refusals: tuple[TerminationRefusal, ...]
+    refused: int
+
+
 class ReassignmentStatus(StrEnum):
     REASSIGNED = "reassigned"
     NOT_REASSIGNED = "not_reassigned"

@@ -33,7 +33,9 @@ from services.operator_registry.domain import (
     Subscriber,
     SubscriberExists,
     SubscriberNotFound,
+    TerminationOutcome,
     TerminationReason,
+    TerminationRowInput,
     Verification,
     VerificationResult,
 )
@@ -256,6 +258,53 @@ class RegistryAdminServicer(registry_pb2_grpc.RegistryAdminServiceServicer):
             errors=[registry_pb2.RowError(line=e.line, message=e.message) for e in outcome.errors],
             committed=outcome.committed,
         )
+
+    async def TerminateContracts(
+        self,
+        request_iterator: AsyncIterator[registry_pb2.TerminateContractsRequest],
+        context: Context,
+    ) -> registry_pb2.TerminateContractsResponse:
+        self._require_admin()
+        report = await self._service.terminate_contracts(_termination_batches(request_iterator))
+        return registry_pb2.TerminateContractsResponse(
+            rows=report.rows,
+            ended=report.ended,
+            refused=report.refused,
+            notices_queued=report.notices_queued,
+            refusals=[
+                registry_pb2.TerminationRefusal(
+                    line=r.line, outcome=_OUTCOMES_TO_PB[r.outcome], message=r.message
+                )
+                for r in report.refusals
+            ],
+        )
+
+
+_OUTCOMES_TO_PB = {
+    TerminationOutcome.ENDED: registry_pb2.TERMINATION_OUTCOME_ENDED,
+    TerminationOutcome.NOT_FOUND: registry_pb2.TERMINATION_OUTCOME_NOT_FOUND,
+    TerminationOutcome.NOT_ACTIVE: registry_pb2.TERMINATION_OUTCOME_NOT_ACTIVE,
+    TerminationOutcome.INVALID: registry_pb2.TERMINATION_OUTCOME_INVALID,
+}
+
+
+async def _termination_batches(
+    requests: AsyncIterator[registry_pb2.TerminateContractsRequest],
+) -> AsyncIterator[list[TerminationRowInput]]:
+    async for request in requests:
+        yield [
+            TerminationRowInput(
+                line=row.line,
+                phone_number=row.phone_number,
+                reason=(
+                    TerminationReason.CONTRACT_ENDED
+                    if row.reason == events_pb2.TERMINATION_REASON_UNSPECIFIED
+                    else _REASONS_FROM_PB.get(row.reason)
+                ),
+                recipient_operator_id=row.recipient_operator_id,
+            )
+            for row in request.rows
+        ]
 
 
 _IMPORT_MODES = {

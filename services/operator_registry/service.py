@@ -12,6 +12,8 @@ import uuid
 from collections.abc import AsyncIterable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from functools import partial
+from typing import Final
 
 from prometheus_client import Counter
 
@@ -33,6 +35,7 @@ from services.operator_registry.domain import (
     AuditQuery,
     AuditRecord,
     Binding,
+    BulkTermination,
     Contract,
     ContractNotActive,
     ContractState,
@@ -47,7 +50,10 @@ from services.operator_registry.domain import (
     SubscriberNotFound,
     Termination,
     TerminationNotice,
+    TerminationOutcome,
     TerminationReason,
+    TerminationRefusal,
+    TerminationRowInput,
     Verification,
     VerificationResult,
     decide_reassignment,
@@ -62,11 +68,21 @@ from services.operator_registry.store import RegistryStore, RegistryTx
 
 log = get_logger("idmesh.operator_registry")
 
+MAX_TERMINATIONS_PER_BATCH: Final = 10_000
+MAX_TERMINATION_REFUSALS: Final = 1_000
+
 VERIFICATIONS = Counter(
     "idmesh_registry_verifications",
     "VerifySubscriber answers committed (replays of a request id not counted), by messenger "
     "and result (identified, no_subscriber).",
     ["messenger_id", "result"],
+)
+
+
+TERMINATION_ROWS = Counter(
+    "idmesh_registry_bulk_termination_rows",
+    "Rows of bulk terminations (TerminateContracts), by outcome (ended, refused).",
+    ["outcome"],
 )
 
 
@@ -397,53 +413,58 @@ class RegistryService:
             raise ValueError("a recipient operator is only for TerminationReason.PORTED_OUT")
         phone = parse_e164(phone_number)
         now = self._clock.now()
-        trace_id = trace_id_now()
-
-        def terminate(tx: RegistryTx) -> tuple[Subscriber, list[TerminationNotice]]:
-            subscriber = tx.subscriber(phone)
-            if subscriber is None:
-                raise SubscriberNotFound(f"{mask(phone)} has no contract with this operator")
-            contract = subscriber.contract
-            if contract.state is not ContractState.ACTIVE:
-                ended = contract.terminated_at.date().isoformat() if contract.terminated_at else "?"
-                raise ContractNotActive(
-                    f"the contract {contract.contract_id} of {mask(phone)} was already "
-                    f"terminated on {ended}: there is no active contract to terminate"
-                )
-            tx.terminate(contract.contract_id, now, reason, recipient_operator_id)
-            notices = [
-                TerminationNotice(
-                    event_id=str(uuid.uuid4()),
-                    operator_id=self.operator_id,
-                    messenger_id=binding.messenger_id,
-                    phone_number=phone,
-                    identification_code=binding.identification_code,
-                    reason=reason,
-                    occurred_at=now,
-                    recipient_operator_id=recipient_operator_id or "",
-                    trace_id=trace_id,
-                )
-                for binding in subscriber.bindings
-            ]
-            tx.add_notices(notices, now)
-            return subscriber, notices
-
         # One transaction per termination (run, not run_grouped): grouping them was faster, but
         # under an open-loop overload (bench: 1,000/s) a registry that completes calls in groups
         # leaves gRPC's accept loop behind, and gRPC then rejects the unaccepted calls
         # (CANCELLED, grpc.server.max_pending_requests) instead of queueing them; an operator's
-        # termination is not retried the way a gateway retries VerifySubscriber.
-        subscriber, notices = await self._store.run(terminate)
-        contract = subscriber.contract
-        self._notices_queued.set()
-        log.info(
-            "contract.terminated",
-            phone=mask(phone),
-            contract_id=contract.contract_id,
-            reason=reason.value,
-            recipient_operator_id=recipient_operator_id,
-            notices_queued=len(notices),
+        # termination is not retried the way a gateway retries VerifySubscriber. Many
+        # terminations at once go through terminate_contracts (one transaction per batch).
+        trace_id = trace_id_now()
+        termination = await self._store.run(
+            lambda tx: self._terminate(tx, phone, reason, recipient_operator_id, now, trace_id)
         )
+        self._notices_queued.set()
+        _log_termination(termination)
+        return termination
+
+    def _terminate(
+        self,
+        tx: RegistryTx,
+        phone: str,
+        reason: TerminationReason,
+        recipient_operator_id: str | None,
+        now: datetime,
+        trace_id: str,
+    ) -> Termination:
+        """In a transaction: end phone's active contract, queue a notice per bound messenger
+        (each with trace_id, the request id of the call that ended it). Raises
+        SubscriberNotFound or ContractNotActive before writing anything."""
+        subscriber = tx.subscriber(phone)
+        if subscriber is None:
+            raise SubscriberNotFound(f"{mask(phone)} has no contract with this operator")
+        contract = subscriber.contract
+        if contract.state is not ContractState.ACTIVE:
+            ended = contract.terminated_at.date().isoformat() if contract.terminated_at else "?"
+            raise ContractNotActive(
+                f"the contract {contract.contract_id} of {mask(phone)} was already "
+                f"terminated on {ended}: there is no active contract to terminate"
+            )
+        tx.terminate(contract.contract_id, now, reason, recipient_operator_id)
+        notices = [
+            TerminationNotice(
+                event_id=str(uuid.uuid4()),
+                operator_id=self.operator_id,
+                messenger_id=binding.messenger_id,
+                phone_number=phone,
+                identification_code=binding.identification_code,
+                reason=reason,
+                occurred_at=now,
+                recipient_operator_id=recipient_operator_id or "",
+                trace_id=trace_id,
+            )
+            for binding in subscriber.bindings
+        ]
+        tx.add_notices(notices, now)
         terminated = replace(
             contract,
             state=ContractState.TERMINATED,
@@ -452,6 +473,71 @@ class RegistryService:
             recipient_operator_id=recipient_operator_id,
         )
         return Termination(replace(subscriber, contract=terminated), len(notices))
+
+    async def terminate_contracts(
+        self, batches: AsyncIterable[Sequence[TerminationRowInput]]
+    ) -> BulkTermination:
+        """End contracts in bulk: each batch in one transaction as it arrives, each row on its
+        own (ended, or refused with why: the refusals TerminateContract would answer). The relay
+        is woken after each batch, so notices flow while the stream goes on."""
+        rows = ended = notices = refused = 0
+        refusals: list[TerminationRefusal] = []
+        trace_id = trace_id_now()  # the stream's request id, on every notice it queues
+        async for batch in batches:
+            if len(batch) > MAX_TERMINATIONS_PER_BATCH:
+                raise InvalidInput(
+                    f"rows: a batch has {len(batch)} rows: send at most "
+                    f"{MAX_TERMINATIONS_PER_BATCH} rows per message; nothing of it was ended"
+                )
+            outcomes = await self._store.run(
+                partial(self._terminate_rows, batch, self._clock.now(), trace_id)
+            )
+            rows += len(batch)
+            for row, outcome in zip(batch, outcomes, strict=True):
+                if isinstance(outcome, Termination):
+                    ended += 1
+                    notices += outcome.notices_queued
+                    _log_termination(outcome, line=row.line)
+                    continue
+                refused += 1
+                if len(refusals) < MAX_TERMINATION_REFUSALS:
+                    refusals.append(TerminationRefusal(row.line, *outcome))
+            self._notices_queued.set()
+        TERMINATION_ROWS.labels(outcome="ended").inc(ended)
+        TERMINATION_ROWS.labels(outcome="refused").inc(refused)
+        log.info("contracts.terminated_in_bulk", rows=rows, ended=ended, refused=refused)
+        return BulkTermination(rows, ended, notices, tuple(refusals), refused)
+
+    def _terminate_rows(
+        self, batch: Sequence[TerminationRowInput], now: datetime, trace_id: str, tx: RegistryTx
+    ) -> list[Termination | tuple[TerminationOutcome, str]]:
+        return [self._terminate_row(tx, row, now, trace_id) for row in batch]
+
+    def _terminate_row(
+        self, tx: RegistryTx, row: TerminationRowInput, now: datetime, trace_id: str
+    ) -> Termination | tuple[TerminationOutcome, str]:
+        """One row of a bulk termination, in the batch's transaction: its Termination, or why
+        not (nothing written for it then: _terminate checks before it writes)."""
+        try:
+            if row.reason is None:
+                raise InvalidInput(
+                    "reason is not a known TerminationReason: use CONTRACT_ENDED or PORTED_OUT"
+                )
+            recipient: str | None = None
+            if row.reason is TerminationReason.PORTED_OUT:
+                recipient = validate_recipient(row.recipient_operator_id, self.operator_id)
+            elif row.recipient_operator_id:
+                raise InvalidInput(
+                    "recipient_operator_id is only for reason PORTED_OUT: leave it empty"
+                )
+            phone = parse_e164(row.phone_number)
+            return self._terminate(tx, phone, row.reason, recipient, now, trace_id)
+        except SubscriberNotFound as exc:
+            return TerminationOutcome.NOT_FOUND, exc.message
+        except ContractNotActive as exc:
+            return TerminationOutcome.NOT_ACTIVE, exc.message
+        except InvalidInput as exc:
+            return TerminationOutcome.INVALID, exc.message
 
     # --- RegistryAdminService: agreements ---------------------------------------------------
 
@@ -575,3 +661,17 @@ class RegistryService:
         except TimeoutError:
             pass
         self._notices_queued.clear()
+
+
+def _log_termination(termination: Termination, **extra: object) -> None:
+    """The log line of a committed termination."""
+    contract = termination.subscriber.contract
+    log.info(
+        "contract.terminated",
+        phone=mask(contract.phone_number),
+        contract_id=contract.contract_id,
+        reason=contract.termination_reason.value if contract.termination_reason else None,
+        recipient_operator_id=contract.recipient_operator_id,
+        notices_queued=termination.notices_queued,
+        **extra,
+    )

@@ -41,6 +41,14 @@ class AgreementState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     AGREEMENT_STATE_UNSPECIFIED: _ClassVar[AgreementState]
     AGREEMENT_STATE_ACTIVE: _ClassVar[AgreementState]
     AGREEMENT_STATE_SUSPENDED: _ClassVar[AgreementState]
+
+class TerminationOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TERMINATION_OUTCOME_UNSPECIFIED: _ClassVar[TerminationOutcome]
+    TERMINATION_OUTCOME_ENDED: _ClassVar[TerminationOutcome]
+    TERMINATION_OUTCOME_NOT_FOUND: _ClassVar[TerminationOutcome]
+    TERMINATION_OUTCOME_NOT_ACTIVE: _ClassVar[TerminationOutcome]
+    TERMINATION_OUTCOME_INVALID: _ClassVar[TerminationOutcome]
 VERIFICATION_RESULT_UNSPECIFIED: VerificationResult
 VERIFICATION_RESULT_IDENTIFIED: VerificationResult
 VERIFICATION_RESULT_NO_SUBSCRIBER: VerificationResult
@@ -57,6 +65,11 @@ CONTRACT_STATE_TERMINATED: ContractState
 AGREEMENT_STATE_UNSPECIFIED: AgreementState
 AGREEMENT_STATE_ACTIVE: AgreementState
 AGREEMENT_STATE_SUSPENDED: AgreementState
+TERMINATION_OUTCOME_UNSPECIFIED: TerminationOutcome
+TERMINATION_OUTCOME_ENDED: TerminationOutcome
+TERMINATION_OUTCOME_NOT_FOUND: TerminationOutcome
+TERMINATION_OUTCOME_NOT_ACTIVE: TerminationOutcome
+TERMINATION_OUTCOME_INVALID: TerminationOutcome
 
 class VerifySubscriberRequest(_message.Message):
     __slots__ = ("idempotency_key", "phone_number")
@@ -361,3 +374,45 @@ class RetryParkedNoticesResponse(_message.Message):
     REQUEUED_FIELD_NUMBER: _ClassVar[int]
     requeued: int
     def __init__(self, requeued: _Optional[int] = ...) -> None: ...
+
+class TerminationRow(_message.Message):
+    __slots__ = ("line", "phone_number", "reason", "recipient_operator_id")
+    LINE_FIELD_NUMBER: _ClassVar[int]
+    PHONE_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    RECIPIENT_OPERATOR_ID_FIELD_NUMBER: _ClassVar[int]
+    line: int
+    phone_number: str
+    reason: _events_pb2.TerminationReason
+    recipient_operator_id: str
+    def __init__(self, line: _Optional[int] = ..., phone_number: _Optional[str] = ..., reason: _Optional[_Union[_events_pb2.TerminationReason, str]] = ..., recipient_operator_id: _Optional[str] = ...) -> None: ...
+
+class TerminateContractsRequest(_message.Message):
+    __slots__ = ("rows",)
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    rows: _containers.RepeatedCompositeFieldContainer[TerminationRow]
+    def __init__(self, rows: _Optional[_Iterable[_Union[TerminationRow, _Mapping]]] = ...) -> None: ...
+
+class TerminationRefusal(_message.Message):
+    __slots__ = ("line", "outcome", "message")
+    LINE_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    line: int
+    outcome: TerminationOutcome
+    message: str
+    def __init__(self, line: _Optional[int] = ..., outcome: _Optional[_Union[TerminationOutcome, str]] = ..., message: _Optional[str] = ...) -> None: ...
+
+class TerminateContractsResponse(_message.Message):
+    __slots__ = ("rows", "ended", "refused", "notices_queued", "refusals")
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    ENDED_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_FIELD_NUMBER: _ClassVar[int]
+    NOTICES_QUEUED_FIELD_NUMBER: _ClassVar[int]
+    REFUSALS_FIELD_NUMBER: _ClassVar[int]
+    rows: int
+    ended: int
+    refused: int
+    notices_queued: int
+    refusals: _containers.RepeatedCompositeFieldContainer[TerminationRefusal]
+    def __init__(self, rows: _Optional[int] = ..., ended: _Optional[int] = ..., refused: _Optional[int] = ..., notices_queued: _Optional[int] = ..., refusals: _Optional[_Iterable[_Union[TerminationRefusal, _Mapping]]] = ...) -> None: ...

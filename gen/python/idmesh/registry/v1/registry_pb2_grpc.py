@@ -230,6 +230,11 @@ class RegistryAdminServiceStub:
                 request_serializer=idmesh_dot_registry_dot_v1_dot_registry__pb2.RetryParkedNoticesRequest.SerializeToString,
                 response_deserializer=idmesh_dot_registry_dot_v1_dot_registry__pb2.RetryParkedNoticesResponse.FromString,
                 _registered_method=True)
+        self.TerminateContracts = channel.stream_unary(
+                '/idmesh.registry.v1.RegistryAdminService/TerminateContracts',
+                request_serializer=idmesh_dot_registry_dot_v1_dot_registry__pb2.TerminateContractsRequest.SerializeToString,
+                response_deserializer=idmesh_dot_registry_dot_v1_dot_registry__pb2.TerminateContractsResponse.FromString,
+                _registered_method=True)
 
 
 class RegistryAdminServiceServicer:
@@ -332,6 +337,19 @@ class RegistryAdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def TerminateContracts(self, request_iterator, context):
+        """TerminateContracts ends contracts in bulk, as an operator's billing system reports them: a
+        stream of row batches (up to 10,000 rows each). Each batch is committed in one transaction
+        as it arrives, and each row on its own: its contract ends, with one notice per bound
+        messenger queued as by TerminateContract, or it is refused with why (no contract, already
+        terminated, invalid). A stream broken off keeps the batches already committed; sending the
+        same rows again ends nothing twice (they answer TERMINATION_OUTCOME_NOT_ACTIVE).
+        INVALID_ARGUMENT for a batch of more than 10,000 rows (nothing of it ends).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RegistryAdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -389,6 +407,11 @@ def add_RegistryAdminServiceServicer_to_server(servicer, server):
                     servicer.RetryParkedNotices,
                     request_deserializer=idmesh_dot_registry_dot_v1_dot_registry__pb2.RetryParkedNoticesRequest.FromString,
                     response_serializer=idmesh_dot_registry_dot_v1_dot_registry__pb2.RetryParkedNoticesResponse.SerializeToString,
+            ),
+            'TerminateContracts': grpc.stream_unary_rpc_method_handler(
+                    servicer.TerminateContracts,
+                    request_deserializer=idmesh_dot_registry_dot_v1_dot_registry__pb2.TerminateContractsRequest.FromString,
+                    response_serializer=idmesh_dot_registry_dot_v1_dot_registry__pb2.TerminateContractsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -689,6 +712,33 @@ class RegistryAdminService:
             '/idmesh.registry.v1.RegistryAdminService/RetryParkedNotices',
             idmesh_dot_registry_dot_v1_dot_registry__pb2.RetryParkedNoticesRequest.SerializeToString,
             idmesh_dot_registry_dot_v1_dot_registry__pb2.RetryParkedNoticesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TerminateContracts(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/idmesh.registry.v1.RegistryAdminService/TerminateContracts',
+            idmesh_dot_registry_dot_v1_dot_registry__pb2.TerminateContractsRequest.SerializeToString,
+            idmesh_dot_registry_dot_v1_dot_registry__pb2.TerminateContractsResponse.FromString,
             options,
             channel_credentials,
             insecure,
