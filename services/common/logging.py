@@ -31,14 +31,14 @@ _UNTOUCHED_KEYS = frozenset(
     {"idempotency_key", "timestamp", "level", "service", "method", "caller", "status", "logger"}
 )
 # A phone number in free text: + and 7 to 15 digits (the E.164 forms, spaces, dashes and
-# brackets allowed between digits), or a Russian national form: 8 (or 7) and 3-3-2-2 digits.
-# Never next to a letter, digit, '_', '-', '+' or a '.' inside a word, so it cannot match inside
-# an id: ids have no '+', a uuid's digit runs touch hex letters or its dashes, a request id's
-# touch its prefix, and a longer run of digits is not a phone number.
+# brackets allowed between digits), wherever it stands (no id has a '+': request ids are letters,
+# digits and . _ : -; uuids are hex and dashes), not followed by another digit; or a Russian
+# national form, 8 (or 7) and 3-3-2-2 digits, only standing alone: not next to a letter, digit,
+# '_', '-', '+' or a '.' inside a word, so it cannot match inside an id (a uuid's digit runs
+# touch hex letters or its dashes, a request id's touch its prefix).
 _PHONE = re.compile(
-    r"(?<![\w.+-])"
-    r"(?:\+[1-9](?:[ ()-]{0,2}\d){6,14}|[78](?:[ ()-]{0,2}\d{3}){2}(?:[ -]{0,2}\d{2}){2})"
-    r"(?![\w+-]|\.\w)"
+    r"\+[1-9](?:[ ()-]{0,2}\d){6,14}(?!\d)"
+    r"|(?<![\w.+-])[78](?:[ ()-]{0,2}\d{3}){2}(?:[ -]{0,2}\d{2}){2}(?![\w+-]|\.\w)"
 )
 _SHORTEST_NUMBER = len("+1234567")
 _NOT_DIGIT = re.compile(r"[^\d+]")

@@ -55,6 +55,8 @@ def test_phone_numbers_are_masked_and_secret_keys_redacted(
         ("8 (903) 123-45-67 is off", "8903*****67 is off"),
         ("foreign +1 202 555 0123 too", "foreign +1202*****23 too"),
         ("phone=+79031234567;next", "phone=+7903*****67;next"),
+        ("'+79031234567x' has trailing garbage", "'+7903*****67x' has trailing garbage"),
+        ("id+79031234567", "id+7903*****67"),
         ("'+79031234567' is not a mobile number", "'+7903*****67' is not a mobile number"),
     ],
 )
