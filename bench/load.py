@@ -20,6 +20,8 @@ from typing import Any, TypeVar
 
 import grpc
 
+from services.common.status import error_details
+
 Operation = Callable[[int], Awaitable[object]]
 T = TypeVar("T")
 
@@ -223,15 +225,12 @@ async def open_loop(
 
 
 SHED_RETRIES = 200
-RETRY_AFTER_KEY = "idmesh-retry-after-ms"
 
 
 def retry_delay(exc: grpc.aio.AioRpcError) -> float | None:
-    """The delay (seconds) a refusal asks for, if it says."""
-    for key, value in exc.trailing_metadata() or ():
-        if key == RETRY_AFTER_KEY:
-            return int(value) / 1000
-    return None
+    """The delay (seconds) a refusal asks for in its google.rpc.RetryInfo, if it says."""
+    delay = error_details(exc).retry_delay
+    return None if delay is None else delay.total_seconds()
 
 
 async def honouring_shedding(call: Callable[[], Awaitable[T]]) -> T:

@@ -2,10 +2,11 @@
 
 Verification runs as a background task owned by the service (not by the RPC that started it), so
 a cancelled RPC does not cancel it. Its state is stored before the operator is asked; a restart
-resumes it (resume_pending) with the same idempotency key, and each task is its own watchdog: when
-the window ends it fails the identification OPERATOR_TIMEOUT, whatever the operator is doing.
-The task runs under the identification's trace id (the request id of StartIdentification, stored
-with it), so every VerifySubscriber call for it carries that id, after a restart too.
+resumes it (resume_pending) with the same VerifySubscriber idempotency key (verify_key), and each
+task is its own watchdog: when the window ends it fails the identification OPERATOR_TIMEOUT,
+whatever the operator is doing. The task runs under the identification's trace id (the request
+id of StartIdentification, stored with it), so every VerifySubscriber call for it carries that
+id, after a restart too.
 """
 
 from __future__ import annotations
@@ -23,11 +24,11 @@ from prometheus_client.metrics_core import Metric
 
 from services.common.backoff import Backoff
 from services.common.context import trace_id_now, traced
-from services.common.errors import InvalidInput
+from services.common.errors import InvalidInput, quote
 from services.common.failpoints import failpoint
 from services.common.logging import get_logger
 from services.common.metrics import ScrapeCollector, registered
-from services.common.phone import mask, parse_mobile
+from services.common.phone import mask, parse_mobile, region_of
 from services.common.ratelimit import KeyedTokenBucket, RateLimit
 from services.common.timeutil import Clock, SystemClock
 from services.messenger_gateway.domain import (
@@ -35,11 +36,15 @@ from services.messenger_gateway.domain import (
     AgreementMissing,
     CodeExpired,
     CodeHasher,
+    CountryNotAllowed,
+    IdempotencyKeyReused,
+    IdempotentReplay,
     Identification,
     IdentificationNotFound,
     ImportOutcome,
     NeverIdentified,
     NoticeResult,
+    NumberNotServed,
     OperatorAnswer,
     OperatorRefused,
     OperatorUnavailable,
@@ -57,9 +62,10 @@ from services.messenger_gateway.domain import (
     Verdict,
     WrongCode,
     decide_access,
-    hint_idempotency_key,
+    hint_verify_key,
     new_code,
     validate_code_format,
+    validate_idempotency_key,
     validate_user_id,
     wrong_state_error,
 )
@@ -173,6 +179,8 @@ class GatewaySettings:
     # One-time codes per phone number and per user (code flooding, SMS pumping); None: no limit.
     otp_phone_limit: RateLimit | None = None
     otp_user_limit: RateLimit | None = None
+    # ISO 3166 regions whose numbers may be identified (IDMESH_ALLOWED_COUNTRIES); empty: any.
+    allowed_countries: frozenset[str] = frozenset({"RU"})
 
 
 # --- the service -----------------------------------------------------------------------------
@@ -214,11 +222,36 @@ class GatewayService:
 
     # --- starting ----------------------------------------------------------------------------
 
-    async def start_identification(self, user_id: str, phone_number: str) -> Identification:
+    async def start_identification(
+        self, user_id: str, phone_number: str, *, idempotency_key: str = ""
+    ) -> Identification:
+        """Start identifying user_id by phone_number. With an idempotency key, a retry of the
+        same call returns the identification the first one started (no second code)."""
         validate_user_id(user_id)
-        phone = parse_mobile(phone_number)
-        new, _ = await self._start(user_id, phone, change_number=False)
+        key = validate_idempotency_key(idempotency_key)
+        phone = self._allowed_number(phone_number)
+        if key is not None:
+            earlier = await self._store.by_idempotency_key(user_id, key)
+            if earlier is not None:
+                return self._replayed(earlier, phone)
+        try:
+            new, _ = await self._start(user_id, phone, change_number=False, idempotency_key=key)
+        except IdempotentReplay as replay:  # a concurrent call with the same key won
+            return self._replayed(replay.identification, phone)
         return new
+
+    def _replayed(self, earlier: Identification, phone: str) -> Identification:
+        if earlier.phone_number != phone:
+            raise IdempotencyKeyReused(
+                "idempotency_key was already used by this user for another number: use a new "
+                "key for every new identification"
+            )
+        log.info(
+            "identification.replayed",
+            identification_id=earlier.identification_id,
+            state=earlier.state,
+        )
+        return earlier
 
     async def change_phone_number(
         self, user_id: str, phone_number: str
@@ -226,19 +259,37 @@ class GatewayService:
         """The current identification ends (NUMBER_CHANGED) and a new one starts for the new
         number. Returns (new, previous)."""
         validate_user_id(user_id)
-        phone = parse_mobile(phone_number)
+        phone = self._allowed_number(phone_number)
         new, previous = await self._start(user_id, phone, change_number=True)
         assert previous is not None  # replace_current(change_number=True) guarantees it
         return new, previous
 
+    def _allowed_number(self, phone_number: str) -> str:
+        """The number in E.164: a valid mobile number of an allowed country."""
+        phone = parse_mobile(phone_number)
+        allowed = self.settings.allowed_countries
+        region = region_of(phone)
+        if allowed and region not in allowed:
+            raise CountryNotAllowed(
+                f"phone_number {mask(phone)} is a number of {region or 'no country'}: this "
+                f"messenger identifies numbers of {', '.join(sorted(allowed))} only",
+                metadata={"country": region},
+            )
+        return phone
+
     async def _start(
-        self, user_id: str, phone: str, *, change_number: bool
+        self,
+        user_id: str,
+        phone: str,
+        *,
+        change_number: bool,
+        idempotency_key: str | None = None,
     ) -> tuple[Identification, Identification | None]:
         if change_number:  # refuse early, before a code is made; the transaction checks again
             current = await self._store.current(user_id)
             if current is None:
                 raise IdentificationNotFound(
-                    f"user {user_id!r} has no identification: use StartIdentification"
+                    f"user {quote(user_id)} has no identification: use StartIdentification"
                 )
             if current.phone_number == phone:
                 raise SameNumber(
@@ -248,6 +299,21 @@ class GatewayService:
         for bucket, key, what in self._limits:
             bucket.acquire(phone if key == "phone" else user_id, what)
         route = await self._router.resolve(phone)
+        if route.operator_id is None or not self._operators.knows(route.operator_id):
+            log.info(
+                "identification.number_not_served",
+                user_id=user_id,
+                phone=mask(phone),
+                operator_id=route.operator_id,
+                carrier=route.carrier,
+                route_source=route.source,
+            )
+            raise NumberNotServed(
+                f"phone_number {mask(phone)} is served by "
+                f"{route.operator_id or 'no known operator'}, which this messenger cannot ask: "
+                "it cannot be identified here; no code was sent",
+                metadata={"operator_id": route.operator_id or ""},
+            )
         code = new_code()
         code_hash = self._hasher.hash(code)
         now = self._clock.now()
@@ -264,7 +330,9 @@ class GatewayService:
             code_hash=code_hash,
             trace_id=trace_id_now(),
         )
-        previous = await self._store.replace_current(new, now=now, change_number=change_number)
+        previous = await self._store.replace_current(
+            new, now=now, change_number=change_number, idempotency_key=idempotency_key
+        )
         if previous is not None:
             self._cancel(previous.identification_id)
         IDENTIFICATIONS_STARTED.labels(operator_id=route.operator_id or "none").inc()
@@ -279,14 +347,6 @@ class GatewayService:
             replaced=previous.identification_id if previous else None,
             replaced_state=previous.state if previous else None,
         )
-        if route.operator_id is None:
-            log.warning(
-                "identification.no_operator",
-                identification_id=new.identification_id,
-                phone=mask(phone),
-                carrier=route.carrier,
-                route_source=route.source,
-            )
         minutes = max(1, round(self.settings.otp_ttl.total_seconds() / 60))
         message = SmsMessage(
             messenger_id=self.messenger_id,
@@ -325,6 +385,8 @@ class GatewayService:
         validate_code_format(code)
         ident = await self._get(identification_id)
         if ident.state is not State.AWAITING_CODE:
+            if ident.verification_deadline is not None:  # a retry after the code was accepted
+                return await self._await_outcome(identification_id, wait)
             raise wrong_state_error(ident)
         now = self._clock.now()
         if now >= ident.code_expires_at:
@@ -346,28 +408,30 @@ class GatewayService:
                 raise WrongCode(
                     "wrong code and no attempts left: the identification is NOT_COMPLETED; "
                     "start again with StartIdentification",
-                    trailers={"idmesh-attempts-left": "0"},
+                    reason="TOO_MANY_ATTEMPTS",
+                    metadata={"attempts_left": 0},
                 )
             left = after.attempts_left
             raise WrongCode(
                 f"wrong code; {left} attempt{'' if left == 1 else 's'} left: check the SMS and "
                 "try again",
-                trailers={"idmesh-attempts-left": str(after.attempts_left)},
+                metadata={"attempts_left": after.attempts_left},
             )
         # shielded: once VERIFYING is stored its task must start, even if this RPC is cancelled
         if not await asyncio.shield(self._begin_verification(ident, now)):
             current = await self._get(identification_id)
-            if current.state is not State.VERIFYING:  # a concurrent confirm won: share its wait
+            if current.verification_deadline is None:  # not confirmed: the code ended first
                 raise wrong_state_error(current)
+            # else a concurrent confirm won: share its wait
         return await self._await_outcome(identification_id, wait)
 
     async def _begin_verification(self, ident: Identification, now: datetime) -> bool:
         """AWAITING_CODE -> VERIFYING (stored first), then the verification task. False if a
         concurrent call changed the state first."""
-        idempotency_key = uuid.uuid4().hex
+        verify_key = uuid.uuid4().hex
         deadline = now + self.settings.verification_window
         if not await self._store.begin_verification(
-            ident.identification_id, idempotency_key=idempotency_key, deadline=deadline, now=now
+            ident.identification_id, verify_key=verify_key, deadline=deadline, now=now
         ):
             return False
         log.info(
@@ -381,7 +445,7 @@ class GatewayService:
             replace(
                 ident,
                 state=State.VERIFYING,
-                idempotency_key=idempotency_key,
+                verify_key=verify_key,
                 verification_deadline=deadline,
                 code_hash="",
             )
@@ -397,20 +461,20 @@ class GatewayService:
     # --- verification ------------------------------------------------------------------------
 
     async def resume_pending(self) -> tuple[int, int]:
-        """At start: resume each VERIFYING identification within its window (same idempotency
-        key, so the registry answers idempotently, and same trace id); fail those whose window
-        has passed.
+        """At start: resume each VERIFYING identification within its window (same verify_key and
+        trace id,
+        so the registry answers idempotently); fail those whose window has passed.
         Returns (resumed, failed)."""
         resumed = failed = 0
         now = self._clock.now()
         for ident in await self._store.verifying():
-            if ident.identification_id in self._tasks or ident.idempotency_key is None:
+            if ident.identification_id in self._tasks or ident.verify_key is None:
                 continue
             deadline = ident.verification_deadline
             if deadline is None or deadline <= now:
                 if await self._store.finish_verification(
                     ident.identification_id,
-                    ident.idempotency_key,
+                    ident.verify_key,
                     state=State.NOT_COMPLETED,
                     reason=Reason.OPERATOR_TIMEOUT,
                     now=now,
@@ -540,7 +604,7 @@ class GatewayService:
 
     async def _latest_hop(self, ident: Identification) -> Identification:
         """The window ended, maybe just as a hint's move to the recipient was committed: finish
-        the identification under the idempotency key it now has."""
+        the identification under the verify_key it now has."""
         if ident.hinted_by is not None:
             return ident
         try:
@@ -555,7 +619,7 @@ class GatewayService:
     async def _ask_operator(self, ident: Identification) -> Identification | None:
         """Ask ident's operator until it answers (recorded) or the window ends. Returns the
         identification moved to a recipient operator when the answer was a hint to follow."""
-        assert ident.idempotency_key is not None
+        assert ident.verify_key is not None
         delays = self.settings.verify_retry.delays()
         attempt = 0
         while (remaining := self._remaining(ident)) > 0:
@@ -563,7 +627,7 @@ class GatewayService:
             try:
                 answer = await self._operators.verify(
                     ident.operator_id,
-                    idempotency_key=ident.idempotency_key,
+                    idempotency_key=ident.verify_key,
                     phone_number=ident.phone_number,
                     time_limit=remaining,
                 )
@@ -612,9 +676,9 @@ class GatewayService:
     async def _follow_hint(self, ident: Identification, recipient: str) -> Identification | None:
         """The donor says the number was ported to `recipient`: remember the route and move the
         verification there (stored first: a restart resumes at the recipient with the derived
-        idempotency key), or end it NO_OPERATOR when this messenger has no registry for the
+        verify_key), or end it NO_OPERATOR when this messenger has no registry for the
         recipient. Returns the moved identification to ask, or None when it has ended."""
-        assert ident.idempotency_key is not None
+        assert ident.verify_key is not None
         now = self._clock.now()
         if not self._operators.knows(recipient):
             await self._store.remember_hint(ident.phone_number, recipient, now)
@@ -626,7 +690,7 @@ class GatewayService:
             )
             if await self._store.finish_verification(
                 ident.identification_id,
-                ident.idempotency_key,
+                ident.verify_key,
                 state=State.NOT_COMPLETED,
                 reason=Reason.NO_OPERATOR,
                 now=now,
@@ -644,7 +708,7 @@ class GatewayService:
             return None
         if not await self._store.follow_hint(
             ident.identification_id,
-            ident.idempotency_key,
+            ident.verify_key,
             recipient=recipient,
             donor=ident.operator_id,
             now=now,
@@ -664,12 +728,12 @@ class GatewayService:
         return replace(
             ident,
             operator_id=recipient,
-            idempotency_key=hint_idempotency_key(ident.idempotency_key),
+            verify_key=hint_verify_key(ident.verify_key),
             hinted_by=ident.operator_id,
         )
 
     async def _record(self, ident: Identification, answer: OperatorAnswer) -> None:
-        assert ident.idempotency_key is not None
+        assert ident.verify_key is not None
         if answer.verdict is Verdict.TIMED_OUT:
             return  # the caller fails it OPERATOR_TIMEOUT
         if answer.verdict is Verdict.IDENTIFIED:
@@ -693,7 +757,7 @@ class GatewayService:
             )
         recorded = await self._store.finish_verification(
             ident.identification_id,
-            ident.idempotency_key,
+            ident.verify_key,
             state=state,
             reason=reason,
             now=self._clock.now(),
@@ -723,13 +787,13 @@ class GatewayService:
 
     async def _finish_for_sure(self, ident: Identification, reason: Reason) -> None:
         """VERIFYING -> NOT_COMPLETED(reason) if still VERIFYING, retrying a failed write."""
-        assert ident.idempotency_key is not None
+        assert ident.verify_key is not None
         delays = self.settings.verify_retry.delays()
         while True:
             try:
                 if await self._store.finish_verification(
                     ident.identification_id,
-                    ident.idempotency_key,
+                    ident.verify_key,
                     state=State.NOT_COMPLETED,
                     reason=reason,
                     now=self._clock.now(),
@@ -766,7 +830,7 @@ class GatewayService:
         current = await self._store.current(user_id)
         if current is None:
             raise IdentificationNotFound(
-                f"user {user_id!r} has no identification: start one with StartIdentification"
+                f"user {quote(user_id)} has no identification: start one with StartIdentification"
             )
         return current
 
@@ -783,19 +847,19 @@ class GatewayService:
         current = await self._store.current(user_id)
         if current is None:
             raise IdentificationNotFound(
-                f"user {user_id!r} has no identification: start one with StartIdentification"
+                f"user {quote(user_id)} has no identification: start one with StartIdentification"
             )
         since = current.identified_at
         if current.state not in (State.IDENTIFIED, State.REVOKED) or since is None:
             raise NeverIdentified(
-                f"user {user_id!r}'s current identification {current.identification_id} is "
+                f"user {quote(user_id)}'s current identification {current.identification_id} is "
                 f"{current.state} and was never IDENTIFIED: there is no identification to ask "
                 "about; finish identifying the user first"
             )
         operator_id = current.operator_id
         if not self._operators.knows(operator_id):
             raise OperatorUnreachable(
-                f"operator {operator_id!r}, which identified user {user_id!r}, is not "
+                f"operator {operator_id!r}, which identified user {quote(user_id)}, is not "
                 "configured at this gateway (IDMESH_OPERATORS): it cannot be asked"
             )
         try:
@@ -845,7 +909,8 @@ class GatewayService:
                 if len(batch.rows) > MAX_ROWS_PER_BATCH:
                     raise InvalidInput(
                         f"a batch has {len(batch.rows)} rows: send at most {MAX_ROWS_PER_BATCH} "
-                        "rows per message"
+                        "rows per message",
+                        field="rows",
                     )
                 now = self._clock.now()
                 good: list[tuple[int, PortedNumber]] = []
@@ -882,7 +947,7 @@ class GatewayService:
         ident = await self._store.get(identification_id)
         if ident is None:
             raise IdentificationNotFound(
-                f"identification {identification_id!r} does not exist: use the id "
+                f"identification {quote(identification_id)} does not exist: use the id "
                 "StartIdentification returned"
             )
         return ident

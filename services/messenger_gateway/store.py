@@ -18,8 +18,10 @@ from datetime import datetime
 from typing import Any
 
 from services.common.db import Database
+from services.common.errors import quote
 from services.common.timeutil import from_iso, to_iso
 from services.messenger_gateway.domain import (
+    IdempotentReplay,
     Identification,
     IdentificationNotFound,
     NoticeResult,
@@ -30,7 +32,7 @@ from services.messenger_gateway.domain import (
     State,
     TerminationKind,
     TerminationNotice,
-    hint_idempotency_key,
+    hint_verify_key,
 )
 
 MIGRATIONS: list[str] = [
@@ -100,11 +102,19 @@ MIGRATIONS: list[str] = [
     CREATE INDEX notice_inbox_by_code ON notice_inbox (operator_id, identification_code)
         WHERE identification_code IS NOT NULL;
     """,
-    # 4 (trace ids): VerifySubscriber's idempotency key gets its own name, and each
+    # 4 (idempotent retries): StartIdentification's client key; one identification per
+    # (user, key), so a retried call finds the identification its first attempt started.
+    """
+    ALTER TABLE identifications ADD COLUMN idempotency_key TEXT;
+    CREATE UNIQUE INDEX identifications_by_key ON identifications (user_id, idempotency_key)
+        WHERE idempotency_key IS NOT NULL;
+    """,
+    # 5 (trace ids): VerifySubscriber's idempotency key is named for what it is (verify_key:
+    # not the client's StartIdentification idempotency_key, nor the trace id), and each
     # identification keeps the trace id of the request that started it (every VerifySubscriber
     # call for it carries that id, after a restart too).
     """
-    ALTER TABLE identifications RENAME COLUMN request_id TO idempotency_key;
+    ALTER TABLE identifications RENAME COLUMN request_id TO verify_key;
     ALTER TABLE identifications ADD COLUMN trace_id TEXT;
     """,
 ]
@@ -150,7 +160,7 @@ def _row(row: Any) -> Identification:
         attempts_left=row["attempts_left"],
         verification_deadline=_opt_dt(row["verification_deadline"]),
         completed_at=_opt_dt(row["completed_at"]),
-        idempotency_key=row["idempotency_key"],
+        verify_key=row["verify_key"],
         trace_id=row["trace_id"],
         identification_code=row["identification_code"],
         code_hash=row["code_hash"],
@@ -175,6 +185,14 @@ class GatewayStore:
         row = await self._db.fetchone(
             "SELECT * FROM identifications WHERE user_id = ? ORDER BY seq DESC LIMIT 1",
             (user_id,),
+        )
+        return None if row is None else _row(row)
+
+    async def by_idempotency_key(self, user_id: str, key: str) -> Identification | None:
+        """The identification the user started with this idempotency key, if any."""
+        row = await self._db.fetchone(
+            "SELECT * FROM identifications WHERE user_id = ? AND idempotency_key = ?",
+            (user_id, key),
         )
         return None if row is None else _row(row)
 
@@ -213,16 +231,32 @@ class GatewayStore:
     # --- starting --------------------------------------------------------------------------
 
     async def replace_current(
-        self, new: Identification, *, now: datetime, change_number: bool
+        self,
+        new: Identification,
+        *,
+        now: datetime,
+        change_number: bool,
+        idempotency_key: str | None = None,
     ) -> Identification | None:
         """Insert `new` as the user's current identification, ending the previous one
         (NUMBER_CHANGED: NOT_COMPLETED if unfinished, REVOKED if IDENTIFIED), in one transaction.
         Returns the previous identification as it is afterwards, or None.
 
         change_number: the user must have an identification (IdentificationNotFound) and the
-        number must differ from its number (SameNumber)."""
+        number must differ from its number (SameNumber).
+
+        idempotency_key: stored with `new`; if the user already started an identification
+        with that key, nothing changes and IdempotentReplay carries that identification."""
 
         def replace(conn: sqlite3.Connection) -> Identification | None:
+            if idempotency_key is not None:
+                earlier = _fetch(
+                    conn,
+                    "SELECT * FROM identifications WHERE user_id = ? AND idempotency_key = ?",
+                    (new.user_id, idempotency_key),
+                )
+                if earlier is not None:
+                    raise IdempotentReplay(earlier)
             previous = _fetch(
                 conn,
                 "SELECT * FROM identifications WHERE user_id = ? ORDER BY seq DESC LIMIT 1",
@@ -231,7 +265,7 @@ class GatewayStore:
             if change_number:
                 if previous is None:
                     raise IdentificationNotFound(
-                        f"user {new.user_id!r} has no identification: use StartIdentification"
+                        f"user {quote(new.user_id)} has no identification: use StartIdentification"
                     )
                 if previous.phone_number == new.phone_number:
                     raise SameNumber(
@@ -251,8 +285,9 @@ class GatewayStore:
             conn.execute(
                 """INSERT INTO identifications
                    (identification_id, user_id, phone_number, state, reason, operator_id,
-                    started_at, code_hash, code_expires_at, attempts_left, trace_id)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                    started_at, code_hash, code_expires_at, attempts_left, idempotency_key,
+                    trace_id)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
                 (
                     new.identification_id,
                     new.user_id,
@@ -264,6 +299,7 @@ class GatewayStore:
                     new.code_hash,
                     to_iso(new.code_expires_at),
                     new.attempts_left,
+                    idempotency_key,
                     new.trace_id,
                 ),
             )
@@ -323,25 +359,25 @@ class GatewayStore:
         self,
         identification_id: str,
         *,
-        idempotency_key: str,
+        verify_key: str,
         deadline: datetime,
         now: datetime,
     ) -> bool:
         """AWAITING_CODE -> VERIFYING (only while the code is still valid); stored before the
-        operator is asked, so a restart resumes it with the same idempotency key."""
+        operator is asked, so a restart resumes it with the same verify_key."""
         return await self._update(
             """UPDATE identifications
-               SET state = 'VERIFYING', idempotency_key = ?, verification_deadline = ?,
+               SET state = 'VERIFYING', verify_key = ?, verification_deadline = ?,
                    code_hash = ''
                WHERE identification_id = ? AND state = 'AWAITING_CODE'
                  AND code_expires_at > ?""",
-            (idempotency_key, to_iso(deadline), identification_id, to_iso(now)),
+            (verify_key, to_iso(deadline), identification_id, to_iso(now)),
         )
 
     async def finish_verification(
         self,
         identification_id: str,
-        idempotency_key: str,
+        verify_key: str,
         *,
         state: State,
         reason: Reason,
@@ -350,8 +386,8 @@ class GatewayStore:
         identification_code: str | None = None,
         within_window: bool,
     ) -> tuple[State, Reason] | None:
-        """VERIFYING -> state, only if still VERIFYING under idempotency_key; with within_window,
-        only while the verification deadline has not passed at `now` (an operator's late answer
+        """VERIFYING -> state, only if still VERIFYING under verify_key; with within_window, only
+        while the verification deadline has not passed at `now` (an operator's late answer
         changes nothing). Returns the (state, reason) recorded, None if nothing changed.
 
         An IDENTIFIED answer whose code a termination notice already ended (the notice inbox
@@ -363,7 +399,7 @@ class GatewayStore:
                      identified_at = CASE WHEN ? = 'IDENTIFIED' THEN ? ELSE identified_at END,
                      operator_id = COALESCE(?, operator_id),
                      identification_code = COALESCE(?, identification_code)
-                 WHERE identification_id = ? AND idempotency_key = ? AND state = 'VERIFYING'"""
+                 WHERE identification_id = ? AND verify_key = ? AND state = 'VERIFYING'"""
         if within_window:
             sql += " AND verification_deadline > ?"
 
@@ -392,7 +428,7 @@ class GatewayStore:
                 operator_id,
                 code,
                 identification_id,
-                idempotency_key,
+                verify_key,
             ]
             if within_window:
                 params.append(to_iso(now))
@@ -404,7 +440,7 @@ class GatewayStore:
     async def follow_hint(
         self,
         identification_id: str,
-        idempotency_key: str,
+        verify_key: str,
         *,
         recipient: str,
         donor: str,
@@ -412,23 +448,23 @@ class GatewayStore:
     ) -> bool:
         """A donor answered "ported to recipient": in one transaction, remember the route
         (ported_numbers, origin hint, ported_at now) and move the verification to the recipient
-        under the derived idempotency key; only if still VERIFYING under idempotency_key, within its
+        under the derived verify_key; only if still VERIFYING under verify_key, within its
         window, and no hint was followed yet. Stored before the recipient is asked, so a
         restart resumes at the recipient."""
 
         def follow(conn: sqlite3.Connection) -> bool:
             cursor = conn.execute(
                 """UPDATE identifications
-                   SET operator_id = ?, idempotency_key = ?, hinted_by = ?
-                   WHERE identification_id = ? AND idempotency_key = ? AND state = 'VERIFYING'
+                   SET operator_id = ?, verify_key = ?, hinted_by = ?
+                   WHERE identification_id = ? AND verify_key = ? AND state = 'VERIFYING'
                      AND hinted_by IS NULL AND verification_deadline > ?
                    RETURNING phone_number""",
                 (
                     recipient,
-                    hint_idempotency_key(idempotency_key),
+                    hint_verify_key(verify_key),
                     donor,
                     identification_id,
-                    idempotency_key,
+                    verify_key,
                     to_iso(now),
                 ),
             )

@@ -18,7 +18,7 @@ from typing import Final
 from prometheus_client import Counter
 
 from services.common.context import trace_id_now
-from services.common.errors import DomainError, InvalidInput
+from services.common.errors import DomainError, InvalidInput, quote
 from services.common.identity import validate_id
 from services.common.logging import get_logger
 from services.common.phone import mask, parse_e164, parse_mobile, require_e164
@@ -88,6 +88,8 @@ TERMINATION_ROWS = Counter(
 
 class SeedConflict(RegistryError):
     """Seed contracts whose contract_id already belongs to another number."""
+
+    REASON = "SUBSCRIBER_EXISTS"
 
     def __init__(self, message: str, contract_ids: Sequence[str]) -> None:
         super().__init__(message)
@@ -199,8 +201,8 @@ class RegistryService:
                 raise self._no_agreement(messenger_id)
             if snap.previous is not None and snap.previous.phone_number != phone:
                 raise IdempotencyKeyReused(
-                    f"idempotency_key {idempotency_key!r} was already used for another number: "
-                    "use a new idempotency_key for every verification"
+                    f"idempotency_key {quote(idempotency_key)} was already used for another "
+                    "number: use a new idempotency_key for every verification"
                 )
             if snap.previous is not None and snap.previous.replayable(snap.active_contract_id):
                 tx.add_audit(
@@ -376,7 +378,7 @@ class RegistryService:
                 )
             if holder is not None:
                 raise SubscriberExists(
-                    f"contract_id {contract_id!r} is already taken: choose another contract_id"
+                    f"contract_id {quote(contract_id)} is already taken: choose another contract_id"
                 )
             tx.add_contracts([contract])
 
@@ -626,7 +628,7 @@ class RegistryService:
         if page_token:
             if not page_token.isdigit() or len(page_token) > 18:
                 raise InvalidInput(
-                    f"page_token {page_token[:20]!r} is not valid: give the next_page_token of "
+                    f"page_token {quote(page_token)} is not valid: give the next_page_token of "
                     "the previous page"
                 )
             after = int(page_token)

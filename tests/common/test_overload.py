@@ -15,8 +15,8 @@ from services.common.channels import open_channel
 from services.common.config import ConfigError, Env, LimiterSettings
 from services.common.interceptors import ErrorTable
 from services.common.overload import ConcurrencyLimiter
-from services.common.ratelimit import RETRY_AFTER_KEY
 from services.common.server import GrpcServer, service_name
+from services.common.status import error_details
 
 
 def run_window(limiter: ConcurrencyLimiter, latency: float, in_flight: int) -> None:
@@ -61,7 +61,9 @@ def test_calls_beyond_the_limit_are_refused_until_one_ends() -> None:
     assert not limiter.try_acquire()
     refusal = limiter.refusal("/x.v1.S/M")
     assert "limit of 2 calls in flight" in refusal.message
-    assert 20 <= int(refusal.trailers[RETRY_AFTER_KEY]) <= 2000
+    assert refusal.retry_after is not None
+    assert 20 <= refusal.retry_after.total_seconds() * 1000 <= 2000
+    assert refusal.reason == "OVERLOADED"
     limiter.release(0.01)
     assert limiter.try_acquire()
 
@@ -140,7 +142,9 @@ async def test_a_call_beyond_the_limit_is_refused_at_once_and_never_reaches_the_
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await stub.VerifySubscriber(request, timeout=5)
         assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-        assert int(dict(refused.value.trailing_metadata() or ())[RETRY_AFTER_KEY]) >= 20
+        details = error_details(refused.value)
+        assert details.reason == "OVERLOADED"
+        assert details.retry_delay is not None and details.retry_delay.total_seconds() >= 0.02
         assert fake.started == 2  # the refused call did no work
 
         # health is never refused, even at the limit
