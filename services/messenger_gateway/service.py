@@ -434,6 +434,7 @@ class GatewayService:
             ident.identification_id, verify_key=verify_key, deadline=deadline, now=now
         ):
             return False
+        failpoint("gateway.verify.after_begin")
         log.info(
             "identification.possession_confirmed",
             identification_id=ident.identification_id,

@@ -31,6 +31,7 @@ from services.messenger_gateway.domain import (
     WrongState,
 )
 from services.messenger_gateway.store import GatewayStore
+from tests.eventually import eventually
 from tests.messenger_gateway.fakes import (
     BEELINE_PHONE,
     FAST_HASHER,
@@ -40,7 +41,6 @@ from tests.messenger_gateway.fakes import (
     FakeClock,
     FakeOperators,
     RecordingSms,
-    eventually,
     hang,
     identified,
     identify,
