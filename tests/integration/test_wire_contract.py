@@ -434,7 +434,8 @@ def _string_paths(message: Descriptor, prefix: str = "") -> Iterator[tuple[str, 
     """(field path for the refusal, attribute path to set) of every string in a request."""
     for field in message.fields:
         if field.type == FieldDescriptor.TYPE_STRING:
-            yield f"{prefix}{field.name}", [field.name]
+            index = "[0]" if field.is_repeated else ""  # a repeated string: its first item
+            yield f"{prefix}{field.name}{index}", [field.name]
         elif (
             field.type == FieldDescriptor.TYPE_MESSAGE
             and not field.message_type.full_name.startswith("google.protobuf.")
@@ -452,10 +453,13 @@ def _with_value(message: Descriptor, path: list[str], value: str) -> Message:
 
 def _set(target: Message, path: list[str], value: str) -> None:
     name, rest = path[0], path[1:]
-    if not rest:
-        setattr(target, name, value)
-        return
     field = target.DESCRIPTOR.fields_by_name[name]
+    if not rest:
+        if field.is_repeated:
+            getattr(target, name).append(value)
+        else:
+            setattr(target, name, value)
+        return
     child = getattr(target, name).add() if field.is_repeated else getattr(target, name)
     _set(child, rest, value)
 
