@@ -277,7 +277,7 @@ async def test_an_operator_that_asks_for_a_delay_is_not_asked_again_sooner(
     sms = RecordingSms()
     asked_at: list[float] = []
 
-    async def note(request_id: str, phone: str) -> None:
+    async def note(idempotency_key: str, phone: str) -> None:
         asked_at.append(time.monotonic())
 
     operators = FakeOperators(answers={}, on_call=note)
