@@ -17,7 +17,8 @@ help:
 	@echo "make down   stop the mesh of ./$(DATA)"
 	@echo "make test   run the test suite (unit + integration over real processes)"
 	@echo "make proto  regenerate gen/python from protos/"
-	@echo "make lint   buf lint, ruff check, ruff format --check, mypy (CI runs it with make test)"
+	@echo "make lint   buf lint, buf breaking (against main), ruff check, ruff format --check, mypy"
+	@echo "            (CI runs it with make test: .ci/run)"
 	@echo "make bench  benchmarks against same-run baselines -> docs/benchmarks.md (~5 min)"
 
 $(STAMP): pyproject.toml
@@ -56,8 +57,13 @@ proto: $(STAMP)
 $(BUF):
 	npm install --silent --no-audit --no-fund --no-save @bufbuild/buf@1.75.0
 
+# buf breaking: the protos may not break what main published (a branch is checked against main;
+# BUF_AGAINST=<input> compares with another, for example a CI checkout's origin/main).
+BUF_AGAINST ?= .git\#branch=main
+
 lint: $(STAMP) $(BUF)
 	$(BUF) lint
+	$(BUF) breaking --against '$(BUF_AGAINST)'
 	$(VENV)/bin/ruff check services tests tools bench
 	$(VENV)/bin/ruff format --check services tests tools bench
 	$(VENV)/bin/mypy

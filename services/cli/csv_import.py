@@ -285,7 +285,8 @@ async def run_import(
         "file": str(path),
         "rows": upload.rows,
         "imported": reply.imported,
-        "unchanged": upload.rows - reply.imported - reply.rejected if reply.committed else 0,
+        # the gateway's reply counts rows the table already had; a registry has no such rows
+        "unchanged": int(getattr(reply, "unchanged", 0)),
         "rejected": reply.rejected,
         "committed": reply.committed,
         "mode": "all-or-nothing" if all_or_nothing else "valid-rows",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 
+from idmesh.common.v1 import bulk_pb2
 from idmesh.gateway.v1 import gateway_pb2
 
 from services.cli import csv_import
@@ -15,9 +16,11 @@ PORTED_NUMBERS_CSV = csv_import.CsvFormat(
     columns=("phone_number", "recipient_operator_id", "ported_at"),
     time_column="ported_at",
     new_request=lambda all_or_nothing: gateway_pb2.ImportPortedNumbersRequest(
-        all_or_nothing=all_or_nothing
+        mode=bulk_pb2.IMPORT_MODE_ALL_OR_NOTHING
+        if all_or_nothing
+        else bulk_pb2.IMPORT_MODE_VALID_ROWS
     ),
-    retry_hint="import without --all-or-nothing",
+    retry_hint="import with --valid-rows",
 )
 
 
@@ -30,8 +33,14 @@ def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     )
     messenger_option(p)
     p.add_argument("file", help="CSV: phone_number,recipient_operator_id,ported_at")
-    p.add_argument(
-        "--all-or-nothing", action="store_true", help="one invalid row and nothing is stored"
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--all-or-nothing",
+        action="store_true",
+        help="one invalid row and nothing is stored (the default)",
+    )
+    mode.add_argument(
+        "--valid-rows", action="store_true", help="store the valid rows even if some are invalid"
     )
     p.add_argument(
         "--batch-size",
@@ -44,7 +53,7 @@ def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
             GATEWAY_ADMIN,
             "ImportPortedNumbers",
             PORTED_NUMBERS_CSV,
-            all_or_nothing=lambda a: bool(a.all_or_nothing),
+            all_or_nothing=lambda a: not a.valid_rows,
             batch=lambda a: int(a.batch_size),
         )
     )

@@ -3,7 +3,8 @@
 Addresses come from the running mesh (DATA/mesh.json, DATA from --data-dir or IDMESH_DATA_DIR,
 default ./data) unless --address is given. The CLI presents the identity of the role it acts
 in: a messenger's front end for identification, an operator's admin for the registry, a
-messenger for the notifier. A refused call prints one line, `error: CODE: message`, and exits 1.
+messenger for the notifier. A refused call prints one line, `error: CODE (REASON): message`, and
+exits 1.
 
 The commands live in one module per subject (a command group); adding a group is one entry in
 GROUPS.

@@ -14,6 +14,8 @@ import grpc
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 
+from services.common.status import error_details
+
 
 def as_dict(message: Message) -> dict[str, Any]:
     """The message as JSON-ready data: proto field names, every field with its default."""
@@ -63,7 +65,7 @@ def _scalar(value: Any) -> str:
 
 
 def rpc_error_line(exc: grpc.aio.AioRpcError) -> str:
-    """The one line a refused call prints (after `error: `)."""
+    """The one line a refused call prints (after `error: `): CODE (REASON): message."""
     hint = ""
     if exc.code() == grpc.StatusCode.UNAVAILABLE:
         # A mutual-TLS refusal happens in the handshake, before any status message: the
@@ -72,4 +74,6 @@ def rpc_error_line(exc: grpc.aio.AioRpcError) -> str:
             " (the service is down, or refused the connection in the TLS handshake: "
             "check --insecure against a TLS mesh, or the certificate's CA and validity)"
         )
-    return f"{exc.code().name}: {exc.details()}{hint}"
+    reason = error_details(exc).reason  # the stable reason of the refusal's ErrorInfo
+    code = f"{exc.code().name} ({reason})" if reason else exc.code().name
+    return f"{code}: {exc.details()}{hint}"

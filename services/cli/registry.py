@@ -11,6 +11,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from idmesh.common.v1 import bulk_pb2
 from idmesh.events.v1 import events_pb2
 from idmesh.registry.v1 import registry_pb2
 
@@ -28,9 +29,9 @@ SUBSCRIBERS_CSV = csv_import.CsvFormat(
     columns=("phone_number", "contract_id", "activated_at"),
     time_column="activated_at",
     new_request=lambda all_or_nothing: registry_pb2.ImportSubscribersRequest(
-        mode=registry_pb2.IMPORT_MODE_ALL_OR_NOTHING
+        mode=bulk_pb2.IMPORT_MODE_ALL_OR_NOTHING
         if all_or_nothing
-        else registry_pb2.IMPORT_MODE_VALID_ROWS
+        else bulk_pb2.IMPORT_MODE_VALID_ROWS
     ),
     retry_hint="import with --valid-rows",
 )

@@ -250,7 +250,8 @@ class Subscription:
             raise ConsumerTooSlow(
                 "consumer too slow; resume from your last applied seq (the stream's buffer of "
                 f"{self._policy.buffer} notices stayed full for "
-                f"{self._policy.slow_consumer_seconds:g} s)"
+                f"{self._policy.slow_consumer_seconds:g} s)",
+                retry_after=timedelta(0),
             ) from None
 
     def _fail(self, exc: BaseException) -> None:

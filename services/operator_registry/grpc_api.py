@@ -10,10 +10,11 @@ from collections.abc import AsyncIterator
 from typing import Any, TypeAlias
 
 import grpc
+from idmesh.common.v1 import bulk_pb2
 from idmesh.events.v1 import events_pb2
 from idmesh.registry.v1 import registry_pb2, registry_pb2_grpc
 
-from services.common.errors import InvalidInput
+from services.common.errors import InvalidInput, quote
 from services.common.identity import Caller, Kind, Role, require_caller
 from services.common.interceptors import ErrorTable
 from services.common.timeutil import from_timestamp, to_timestamp
@@ -198,7 +199,7 @@ class RegistryAdminServicer(registry_pb2_grpc.RegistryAdminServiceServicer):
             before_id = int(request.page_token) if request.page_token else None
         except ValueError:
             raise InvalidInput(
-                f"page_token {request.page_token[:40]!r} is not one this registry gave: "
+                f"page_token {quote(request.page_token)} is not one this registry gave: "
                 "pass next_page_token from the previous page"
             ) from None
         records, next_id = await self._service.list_audit(
@@ -235,7 +236,7 @@ class RegistryAdminServicer(registry_pb2_grpc.RegistryAdminServiceServicer):
         return registry_pb2.ImportSubscribersResponse(
             imported=outcome.imported,
             rejected=outcome.rejected,
-            errors=[registry_pb2.RowError(line=e.line, message=e.message) for e in outcome.errors],
+            errors=[bulk_pb2.RowError(line=e.line, message=e.message) for e in outcome.errors],
             committed=outcome.committed,
         )
 
@@ -288,9 +289,9 @@ async def _termination_batches(
 
 
 _IMPORT_MODES = {
-    registry_pb2.IMPORT_MODE_UNSPECIFIED: None,
-    registry_pb2.IMPORT_MODE_ALL_OR_NOTHING: ImportMode.ALL_OR_NOTHING,
-    registry_pb2.IMPORT_MODE_VALID_ROWS: ImportMode.VALID_ROWS,
+    bulk_pb2.IMPORT_MODE_UNSPECIFIED: None,
+    bulk_pb2.IMPORT_MODE_ALL_OR_NOTHING: ImportMode.ALL_OR_NOTHING,
+    bulk_pb2.IMPORT_MODE_VALID_ROWS: ImportMode.VALID_ROWS,
 }
 
 

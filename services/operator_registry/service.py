@@ -17,7 +17,7 @@ from typing import Final
 
 from prometheus_client import Counter
 
-from services.common.errors import DomainError, InvalidInput
+from services.common.errors import DomainError, InvalidInput, quote
 from services.common.identity import validate_id
 from services.common.logging import get_logger
 from services.common.phone import mask, parse_e164, parse_mobile, require_e164
@@ -84,6 +84,8 @@ TERMINATION_ROWS = Counter(
 
 class SeedConflict(RegistryError):
     """Seed contracts whose contract_id already belongs to another number."""
+
+    REASON = "SUBSCRIBER_EXISTS"
 
     def __init__(self, message: str, contract_ids: Sequence[str]) -> None:
         super().__init__(message)
@@ -195,7 +197,7 @@ class RegistryService:
                 raise self._no_agreement(messenger_id)
             if snap.previous is not None and snap.previous.phone_number != phone:
                 raise RequestIdReused(
-                    f"request_id {request_id!r} was already used for another number: "
+                    f"request_id {quote(request_id)} was already used for another number: "
                     "use a new request_id for every verification"
                 )
             if snap.previous is not None and snap.previous.replayable(snap.active_contract_id):
@@ -360,7 +362,7 @@ class RegistryService:
                 )
             if holder is not None:
                 raise SubscriberExists(
-                    f"contract_id {contract_id!r} is already taken: choose another contract_id"
+                    f"contract_id {quote(contract_id)} is already taken: choose another contract_id"
                 )
             tx.add_contracts([contract])
 

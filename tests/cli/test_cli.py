@@ -85,7 +85,7 @@ def test_agreements_and_verify_as_a_messenger(idmesh: Any) -> None:
     assert suspended.json()["agreement"]["state"] == "AGREEMENT_STATE_SUSPENDED"
     refused = idmesh("registry", "verify", "-o", "megafon", "-p", phone, "--as-messenger", "beta")
     assert refused.code == 1
-    assert refused.err.startswith("error: PERMISSION_DENIED: ")
+    assert refused.err.startswith("error: PERMISSION_DENIED (AGREEMENT_MISSING): ")
 
 
 def test_a_refused_call_prints_one_error_line_and_exits_1(idmesh: Any) -> None:
@@ -93,7 +93,7 @@ def test_a_refused_call_prints_one_error_line_and_exits_1(idmesh: Any) -> None:
     assert refused.code == 1
     assert refused.out == ""
     assert refused.err.count("\n") == 1
-    assert refused.err.startswith("error: INVALID_ARGUMENT: ")
+    assert refused.err.startswith("error: INVALID_ARGUMENT (INVALID_PHONE_NUMBER): ")
     assert "mobile" in refused.err
 
 
@@ -143,7 +143,10 @@ def test_the_console_script_refuses_with_one_line_and_status_1(cli_mesh: Mesh) -
     )
     assert done.returncode == 1
     assert done.stdout == ""
-    assert done.stderr.startswith("error: NOT_FOUND: ") and done.stderr.count("\n") == 1
+    assert (
+        done.stderr.startswith("error: NOT_FOUND (SUBSCRIBER_NOT_FOUND): ")
+        and done.stderr.count("\n") == 1
+    )
 
 
 def test_without_a_mesh_the_cli_says_how_to_start_one(idmesh: Any, tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from idmesh.gateway.v1 import gateway_pb2
 from idmesh.registry.v1 import registry_pb2
 
 from services.cli.mesh import Mesh
+from services.common.status import error_details
 from tests.eventually import eventually
 from tests.integration.mesh_client import MeshClient
 
@@ -85,11 +86,25 @@ async def test_operator_that_does_not_answer_times_out_after_the_window(client: 
     assert done.reason == Reason.REASON_OPERATOR_TIMEOUT
 
 
-async def test_number_of_an_operator_not_configured_has_no_operator(client: MeshClient) -> None:
+async def test_number_of_an_operator_not_configured_is_refused_before_any_sms(
+    client: MeshClient,
+) -> None:
     # +7916 is MTS in the numbering plan, and no MTS registry is configured.
-    done = await client.identify("alpha", user(), "+79161234567")
-    assert done.state == State.IDENTIFICATION_STATE_NOT_COMPLETED
-    assert done.reason == Reason.REASON_NO_OPERATOR
+    u = user()
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await client.start("alpha", u, "+79161234567")
+    assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert error_details(e.value).reason == "NUMBER_NOT_SERVED"
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await client.start("alpha", u, "+1 202 555 0123")
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error_details(e.value).reason == "COUNTRY_NOT_ALLOWED"
+    missing = client.gateway("alpha").GetIdentification(
+        gateway_pb2.GetIdentificationRequest(user_id=u), timeout=10
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await missing
+    assert e.value.code() == grpc.StatusCode.NOT_FOUND
 
 
 async def test_messenger_without_agreement_is_refused(client: MeshClient) -> None:
@@ -256,7 +271,9 @@ async def test_one_time_codes_are_rate_limited_per_number_and_per_user(
         await client.start("alpha", user(), phone)
     assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "this number" in (e.value.details() or "")
-    assert int(dict(e.value.trailing_metadata() or ())["idmesh-retry-after-ms"]) > 0
+    details = error_details(e.value)
+    assert details.reason == "RATE_LIMITED"
+    assert details.retry_delay is not None and details.retry_delay.total_seconds() > 0
 
     u = user()
     for _ in range(10):

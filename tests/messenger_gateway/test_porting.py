@@ -11,6 +11,7 @@ from typing import Any
 
 import grpc
 import pytest
+from idmesh.common.v1 import bulk_pb2
 from idmesh.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from idmesh.registry.v1 import registry_pb2
 
@@ -651,21 +652,23 @@ async def test_import_and_resolve_over_grpc(gw: Harness, admin: Any) -> None:
             ported_at=to_timestamp(ported_at),
         )
 
-    async def stream(all_or_nothing: bool) -> AsyncIterator[gateway_pb2.ImportPortedNumbersRequest]:
+    async def stream(mode: int) -> AsyncIterator[gateway_pb2.ImportPortedNumbersRequest]:
         yield gateway_pb2.ImportPortedNumbersRequest(
-            all_or_nothing=all_or_nothing, rows=[pb_row(2, NUMBER, "megafon", now - DAY)]
+            mode=mode, rows=[pb_row(2, NUMBER, "megafon", now - DAY)]
         )
         yield gateway_pb2.ImportPortedNumbersRequest(
             rows=[pb_row(3, MTS_NUMBER, "mts", now - DAY), pb_row(4, "+7903", "megafon", None)]
         )
 
-    refused = await admin.ImportPortedNumbers(stream(True))
+    refused = await admin.ImportPortedNumbers(stream(bulk_pb2.IMPORT_MODE_UNSPECIFIED))
     assert (refused.imported, refused.rejected, refused.committed) == (0, 1, False)
     assert [(e.line, "phone_number" in e.message) for e in refused.errors] == [(4, True)]
     assert (await resolve(admin, NUMBER)).source == gateway_pb2.ROUTE_SOURCE_NUMBERING_PLAN
 
-    reply = await admin.ImportPortedNumbers(stream(False))
+    reply = await admin.ImportPortedNumbers(stream(bulk_pb2.IMPORT_MODE_VALID_ROWS))
     assert (reply.imported, reply.rejected, reply.committed) == (2, 1, True)
+    again = await admin.ImportPortedNumbers(stream(bulk_pb2.IMPORT_MODE_VALID_ROWS))
+    assert (again.imported, again.unchanged, again.rejected) == (0, 2, 1)  # same dates
     route = await resolve(admin, "8 903 555 01 01")
     assert (route.phone_number, route.operator_id, route.source, route.configured) == (
         NUMBER,
@@ -679,12 +682,10 @@ async def test_import_and_resolve_over_grpc(gw: Harness, admin: Any) -> None:
         gateway_pb2.ROUTE_SOURCE_PORTED_NUMBERS,
         False,
     )
-    done = await gw.confirm((await gw.start("u1", MTS_NUMBER)).identification_id)
-    assert (done.state, done.reason, done.operator_id) == (
-        gateway_pb2.IDENTIFICATION_STATE_NOT_COMPLETED,
-        gateway_pb2.REASON_NO_OPERATOR,
-        "mts",
-    )
+    with pytest.raises(grpc.aio.AioRpcError) as refused:  # mts is not configured: no SMS
+        await gw.start("u1", MTS_NUMBER)
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "served by mts" in (refused.value.details() or "")
 
 
 async def test_resolve_reports_plan_and_unknown_routes(admin: Any) -> None:
@@ -801,10 +802,16 @@ async def test_the_cli_imports_a_csv_in_batches_and_routes(
     assert "committed: False" in out and "line 3: ported_at" in out and "not a date" in out
 
     code, out = await run_cli(
-        ["gateway", "import-ported", *base, str(csv_file), "--batch-size", "2", "--json"], capsys
+        ["gateway", "import-ported", *base, str(csv_file), "--batch-size", "2"], capsys
     )
+    assert code == 1 and "committed: False" in out  # all or nothing is the default
+
+    valid_rows = [*base, str(csv_file), "--valid-rows", "--batch-size", "2", "--json"]
+    code, out = await run_cli(["gateway", "import-ported", *valid_rows], capsys)
     assert code == 1  # a row was rejected
-    assert '"imported": "2"' in out or '"imported": 2' in out
+    assert '"imported": 2' in out and '"unchanged": 0' in out
+    code, out = await run_cli(["gateway", "import-ported", *valid_rows], capsys)
+    assert '"imported": 0' in out and '"unchanged": 2' in out  # the reply's field
 
     code, out = await run_cli(["gateway", "route", *base, "-p", "+79035550103"], capsys)
     assert code == 0

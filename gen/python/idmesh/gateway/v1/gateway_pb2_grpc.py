@@ -370,8 +370,9 @@ class GatewayAdminServiceServicer:
     def ImportPortedNumbers(self, request_iterator, context):
         """ImportPortedNumbers loads the messenger's copy of the central database of ported numbers
         (number, recipient operator, porting date). A number already present is replaced when the
-        new porting date is later. Invalid rows are reported by line; with all_or_nothing set, one
-        invalid row commits nothing.
+        new porting date is later (else the row counts as unchanged). Invalid rows are reported by
+        line; in IMPORT_MODE_ALL_OR_NOTHING (the default) one invalid row commits nothing, in
+        IMPORT_MODE_VALID_ROWS the valid rows commit.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -1,6 +1,7 @@
 import datetime
 
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from idmesh.common.v1 import bulk_pb2 as _bulk_pb2
 from idmesh.events.v1 import events_pb2 as _events_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -23,12 +24,6 @@ class ReassignmentStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     REASSIGNMENT_STATUS_REASSIGNED: _ClassVar[ReassignmentStatus]
     REASSIGNMENT_STATUS_NOT_REASSIGNED: _ClassVar[ReassignmentStatus]
     REASSIGNMENT_STATUS_NO_DATA: _ClassVar[ReassignmentStatus]
-
-class ImportMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
-    __slots__ = ()
-    IMPORT_MODE_UNSPECIFIED: _ClassVar[ImportMode]
-    IMPORT_MODE_ALL_OR_NOTHING: _ClassVar[ImportMode]
-    IMPORT_MODE_VALID_ROWS: _ClassVar[ImportMode]
 
 class ContractState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -56,9 +51,6 @@ REASSIGNMENT_STATUS_UNSPECIFIED: ReassignmentStatus
 REASSIGNMENT_STATUS_REASSIGNED: ReassignmentStatus
 REASSIGNMENT_STATUS_NOT_REASSIGNED: ReassignmentStatus
 REASSIGNMENT_STATUS_NO_DATA: ReassignmentStatus
-IMPORT_MODE_UNSPECIFIED: ImportMode
-IMPORT_MODE_ALL_OR_NOTHING: ImportMode
-IMPORT_MODE_VALID_ROWS: ImportMode
 CONTRACT_STATE_UNSPECIFIED: ContractState
 CONTRACT_STATE_ACTIVE: ContractState
 CONTRACT_STATE_TERMINATED: ContractState
@@ -263,17 +255,9 @@ class ImportSubscribersRequest(_message.Message):
     __slots__ = ("mode", "rows")
     MODE_FIELD_NUMBER: _ClassVar[int]
     ROWS_FIELD_NUMBER: _ClassVar[int]
-    mode: ImportMode
+    mode: _bulk_pb2.ImportMode
     rows: _containers.RepeatedCompositeFieldContainer[SubscriberRow]
-    def __init__(self, mode: _Optional[_Union[ImportMode, str]] = ..., rows: _Optional[_Iterable[_Union[SubscriberRow, _Mapping]]] = ...) -> None: ...
-
-class RowError(_message.Message):
-    __slots__ = ("line", "message")
-    LINE_FIELD_NUMBER: _ClassVar[int]
-    MESSAGE_FIELD_NUMBER: _ClassVar[int]
-    line: int
-    message: str
-    def __init__(self, line: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
+    def __init__(self, mode: _Optional[_Union[_bulk_pb2.ImportMode, str]] = ..., rows: _Optional[_Iterable[_Union[SubscriberRow, _Mapping]]] = ...) -> None: ...
 
 class ImportSubscribersResponse(_message.Message):
     __slots__ = ("imported", "rejected", "errors", "committed")
@@ -283,9 +267,9 @@ class ImportSubscribersResponse(_message.Message):
     COMMITTED_FIELD_NUMBER: _ClassVar[int]
     imported: int
     rejected: int
-    errors: _containers.RepeatedCompositeFieldContainer[RowError]
+    errors: _containers.RepeatedCompositeFieldContainer[_bulk_pb2.RowError]
     committed: bool
-    def __init__(self, imported: _Optional[int] = ..., rejected: _Optional[int] = ..., errors: _Optional[_Iterable[_Union[RowError, _Mapping]]] = ..., committed: _Optional[bool] = ...) -> None: ...
+    def __init__(self, imported: _Optional[int] = ..., rejected: _Optional[int] = ..., errors: _Optional[_Iterable[_Union[_bulk_pb2.RowError, _Mapping]]] = ..., committed: _Optional[bool] = ...) -> None: ...
 
 class AuditRecord(_message.Message):
     __slots__ = ("recorded_at", "messenger_id", "masked_phone_number", "request_id", "outcome")
