@@ -128,7 +128,10 @@ async def test_a_field_over_its_bound_is_refused_before_the_handler_runs(
     server, fake = server_and_fake
     refusal = await _refusal(server, "9" * 1_000_000)
     assert refusal.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert refusal.details() == "phone_number is 1000000 characters long: at most 32 are allowed"
+    assert (
+        refusal.details()
+        == "phone_number is 1000000 characters long: at most 32 characters are allowed"
+    )
     details = error_details(refusal)
     assert (details.reason, details.metadata) == (
         "FIELD_TOO_LONG",

@@ -195,7 +195,7 @@ async def test_registry_killed_after_terminate_commits_publishes_after_restart(
     finally:
         mesh.restart("notifier")
         mesh.restart("registry-megafon")
-    revoked = await client.wait_state("alpha", u, REVOKED, timeout=20)
+    revoked = await client.wait_state("alpha", u, REVOKED, timeout=60)
     assert revoked.reason == Reason.REASON_CONTRACT_TERMINATED
     await wait_acked(client, "alpha")
 
@@ -219,7 +219,7 @@ async def test_notifier_killed_while_taking_a_publish_loses_nothing_and_duplicat
     finally:
         del notifier.env[FAILPOINTS]
         mesh.restart("notifier")
-    await client.wait_state("beta", u, REVOKED, timeout=20)
+    await client.wait_state("beta", u, REVOKED, timeout=60)
     await wait_acked(client, "beta")
     assert (await status(client, "beta")).head_seq == head + 1  # exactly one event, no duplicate
 
@@ -240,7 +240,7 @@ async def test_notifier_killed_between_streaming_and_the_ack_redelivers_and_appl
     finally:
         del notifier.env[FAILPOINTS]
         mesh.restart("notifier")
-    revoked = await client.wait_state("beta", u, REVOKED, timeout=20)
+    revoked = await client.wait_state("beta", u, REVOKED, timeout=60)
     await wait_acked(client, "beta")
     s = await status(client, "beta")
     assert s.head_seq == s.acked_seq == head + 1
