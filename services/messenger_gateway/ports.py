@@ -71,7 +71,7 @@ class GatewayStore(Protocol):
     ) -> Identification | None: ...
 
     async def begin_verification(
-        self, identification_id: str, *, request_id: str, deadline: datetime, now: datetime
+        self, identification_id: str, *, verify_key: str, deadline: datetime, now: datetime
     ) -> bool:
         """AWAITING_CODE -> VERIFYING, stored before the operator is asked."""
         ...
@@ -79,7 +79,7 @@ class GatewayStore(Protocol):
     async def finish_verification(
         self,
         identification_id: str,
-        request_id: str,
+        verify_key: str,
         *,
         state: State,
         reason: Reason,
@@ -88,7 +88,7 @@ class GatewayStore(Protocol):
         identification_code: str | None = None,
         within_window: bool,
     ) -> tuple[State, Reason] | None:
-        """VERIFYING -> state, only if still VERIFYING under request_id (and, with
+        """VERIFYING -> state, only if still VERIFYING under verify_key (and, with
         within_window, before its deadline); the (state, reason) recorded, None if nothing
         changed."""
         ...
@@ -96,7 +96,7 @@ class GatewayStore(Protocol):
     async def follow_hint(
         self,
         identification_id: str,
-        request_id: str,
+        verify_key: str,
         *,
         recipient: str,
         donor: str,

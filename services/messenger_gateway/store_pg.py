@@ -31,14 +31,14 @@ from services.messenger_gateway.domain import (
     State,
     TerminationKind,
     TerminationNotice,
-    hint_request_id,
+    hint_verify_key,
 )
 from services.messenger_gateway.store import identification_from_row
 
 SERVICE: Final = "messenger_gateway"
 
 PG_MIGRATIONS: Final[list[str]] = [
-    # 1: the schema of SQLite's migrations 1-4; ported-number imports staged in a shared table
+    # 1: the schema of SQLite's migrations 1-5; ported-number imports staged in a shared table
     # (any replica may receive the import's next message).
     """
     CREATE TABLE identifications (
@@ -55,13 +55,14 @@ PG_MIGRATIONS: Final[list[str]] = [
         code_hash             TEXT NOT NULL DEFAULT '',
         code_expires_at       TIMESTAMPTZ NOT NULL,
         attempts_left         INTEGER NOT NULL CHECK (attempts_left >= 0),
-        request_id            TEXT UNIQUE,
+        verify_key            TEXT UNIQUE,              -- VerifySubscriber's, once VERIFYING
         verification_deadline TIMESTAMPTZ,
         identification_code   TEXT,
         completed_at          TIMESTAMPTZ,
         hinted_by             TEXT,
         identified_at         TIMESTAMPTZ,
-        idempotency_key       TEXT
+        idempotency_key       TEXT,
+        trace_id              TEXT
     );
     CREATE INDEX identifications_by_user ON identifications (user_id, seq);
     CREATE INDEX identifications_verifying ON identifications (state)
@@ -240,8 +241,9 @@ class PgGatewayStore:
             await conn.execute(
                 """INSERT INTO identifications
                    (identification_id, user_id, phone_number, state, reason, operator_id,
-                    started_at, code_hash, code_expires_at, attempts_left, idempotency_key)
-                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)""",
+                    started_at, code_hash, code_expires_at, attempts_left, idempotency_key,
+                    trace_id)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)""",
                 new.identification_id,
                 new.user_id,
                 new.phone_number,
@@ -253,6 +255,7 @@ class PgGatewayStore:
                 new.code_expires_at,
                 new.attempts_left,
                 idempotency_key,
+                new.trace_id,
             )
             if previous is None:
                 return None
@@ -297,15 +300,15 @@ class PgGatewayStore:
     # --- verification ------------------------------------------------------------------------
 
     async def begin_verification(
-        self, identification_id: str, *, request_id: str, deadline: datetime, now: datetime
+        self, identification_id: str, *, verify_key: str, deadline: datetime, now: datetime
     ) -> bool:
         status = await self._db.execute(
             """UPDATE identifications
-               SET state = 'VERIFYING', request_id = $1, verification_deadline = $2,
+               SET state = 'VERIFYING', verify_key = $1, verification_deadline = $2,
                    code_hash = ''
                WHERE identification_id = $3 AND state = 'AWAITING_CODE'
                  AND code_expires_at > $4""",
-            request_id,
+            verify_key,
             deadline,
             identification_id,
             now,
@@ -315,7 +318,7 @@ class PgGatewayStore:
     async def finish_verification(
         self,
         identification_id: str,
-        request_id: str,
+        verify_key: str,
         *,
         state: State,
         reason: Reason,
@@ -329,7 +332,7 @@ class PgGatewayStore:
                      identified_at = CASE WHEN $1 = 'IDENTIFIED' THEN $3 ELSE identified_at END,
                      operator_id = COALESCE($4, operator_id),
                      identification_code = COALESCE($5, identification_code)
-                 WHERE identification_id = $6 AND request_id = $7 AND state = 'VERIFYING'"""
+                 WHERE identification_id = $6 AND verify_key = $7 AND state = 'VERIFYING'"""
         if within_window:
             sql += " AND verification_deadline > $3"
         async with self._db.transaction() as conn:
@@ -361,14 +364,14 @@ class PgGatewayStore:
                 operator_id,
                 code,
                 identification_id,
-                request_id,
+                verify_key,
             )
             return (final, why) if _count(status) == 1 else None
 
     async def follow_hint(
         self,
         identification_id: str,
-        request_id: str,
+        verify_key: str,
         *,
         recipient: str,
         donor: str,
@@ -377,15 +380,15 @@ class PgGatewayStore:
         async with self._db.transaction() as conn:
             phone_number = await conn.fetchval(
                 """UPDATE identifications
-                   SET operator_id = $1, request_id = $2, hinted_by = $3
-                   WHERE identification_id = $4 AND request_id = $5 AND state = 'VERIFYING'
+                   SET operator_id = $1, verify_key = $2, hinted_by = $3
+                   WHERE identification_id = $4 AND verify_key = $5 AND state = 'VERIFYING'
                      AND hinted_by IS NULL AND verification_deadline > $6
                    RETURNING phone_number""",
                 recipient,
-                hint_request_id(request_id),
+                hint_verify_key(verify_key),
                 donor,
                 identification_id,
-                request_id,
+                verify_key,
                 now,
             )
             if phone_number is None:

@@ -27,6 +27,7 @@ from services.operator_registry.domain import (
     Binding,
     Contract,
     NumberHistory,
+    ParkedNotice,
     Subscriber,
     TerminationNotice,
     TerminationReason,
@@ -55,7 +56,7 @@ class RegistryTx(Protocol):
     async def add_audit(self, record: AuditRecord) -> None: ...
 
     async def verification_snapshot(
-        self, messenger_id: str, request_id: str, phone_number: str
+        self, messenger_id: str, idempotency_key: str, phone_number: str
     ) -> VerificationSnapshot:
         """Also holds the number's active contract against termination until the commit."""
         ...
@@ -188,3 +189,21 @@ class RegistryStore(Protocol):
     async def records_begin_at(self) -> datetime: ...
 
     async def mark_published(self, event_ids: Sequence[str], at: datetime) -> int: ...
+
+    async def count_parked_notices(self) -> int: ...
+
+    async def list_parked_notices(self, after_seq: int, limit: int) -> list[ParkedNotice]:
+        """Parked notices after outbox position after_seq, oldest first."""
+        ...
+
+    async def park_notice(self, event_id: str, status: str, message: str, at: datetime) -> int:
+        """Take an unpublished notice out of the relay's queue, with the refusal."""
+        ...
+
+    async def requeue_parked(self, event_ids: Sequence[str]) -> int:
+        """Put parked notices back in the queue: those named, or all of them when none is."""
+        ...
+
+    async def prune_verifications(self, before: datetime) -> int:
+        """Retention: delete stored VerifySubscriber answers given before `before`."""
+        ...

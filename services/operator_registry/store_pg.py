@@ -33,6 +33,7 @@ from services.operator_registry.domain import (
     Binding,
     Contract,
     NumberHistory,
+    ParkedNotice,
     Subscriber,
     TerminationNotice,
     TerminationReason,
@@ -58,7 +59,7 @@ _ATTEMPTS: Final = 3
 _RETRIED: Final = (asyncpg.UniqueViolationError, asyncpg.DeadlockDetectedError)
 
 PG_MIGRATIONS: Final[list[str]] = [
-    # 1: the schema of SQLite's migrations 1-3, and the relay's claims.
+    # 1: the schema of SQLite's migrations 1-4, and the relay's claims.
     """
     CREATE TABLE contracts (
         id                    BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -91,7 +92,7 @@ PG_MIGRATIONS: Final[list[str]] = [
 
     CREATE TABLE verifications (
         messenger_id          TEXT NOT NULL,
-        request_id            TEXT NOT NULL,
+        idempotency_key       TEXT NOT NULL,
         phone_number          TEXT NOT NULL,
         result                TEXT NOT NULL CHECK (result IN ('identified', 'no_subscriber')),
         contract_id           TEXT,
@@ -99,8 +100,9 @@ PG_MIGRATIONS: Final[list[str]] = [
         identified_at         TIMESTAMPTZ,
         answered_at           TIMESTAMPTZ NOT NULL,
         recipient_operator_id TEXT,
-        PRIMARY KEY (messenger_id, request_id)
+        PRIMARY KEY (messenger_id, idempotency_key)
     );
+    CREATE INDEX verifications_by_time ON verifications (answered_at);
 
     CREATE TABLE outbox (
         seq                   BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -114,10 +116,15 @@ PG_MIGRATIONS: Final[list[str]] = [
         occurred_at           TIMESTAMPTZ NOT NULL,
         recipient_operator_id TEXT NOT NULL DEFAULT '',
         published_at          TIMESTAMPTZ,
+        trace_id              TEXT NOT NULL DEFAULT '',
+        parked_at             TIMESTAMPTZ,
+        parked_status         TEXT,
+        parked_message        TEXT,
         claimed_by            TEXT,
         claimed_until         TIMESTAMPTZ
     );
-    CREATE INDEX outbox_pending ON outbox (seq) WHERE published_at IS NULL;
+    CREATE INDEX outbox_pending ON outbox (seq) WHERE published_at IS NULL AND parked_at IS NULL;
+    CREATE INDEX outbox_parked ON outbox (seq) WHERE parked_at IS NOT NULL;
 
     CREATE TABLE registry_meta (
         key   TEXT PRIMARY KEY,
@@ -133,7 +140,7 @@ PG_MIGRATIONS: Final[list[str]] = [
         recorded_at         TIMESTAMPTZ NOT NULL,
         messenger_id        TEXT NOT NULL,
         masked_phone_number TEXT NOT NULL,
-        request_id          TEXT NOT NULL,
+        idempotency_key     TEXT NOT NULL,
         outcome             TEXT NOT NULL
     );
     CREATE INDEX audit_log_time ON audit_log (recorded_at);
@@ -148,7 +155,8 @@ PG_MIGRATIONS: Final[list[str]] = [
 ]
 
 _AUDIT_INSERT: Final = (
-    "INSERT INTO audit_log (recorded_at, messenger_id, masked_phone_number, request_id, outcome) "
+    "INSERT INTO audit_log "
+    "(recorded_at, messenger_id, masked_phone_number, idempotency_key, outcome) "
     "VALUES ($1, $2, $3, $4, $5)"
 )
 _SUBSCRIBER_SQL: Final = """
@@ -176,14 +184,16 @@ _SNAPSHOT_SQL: Final = """
          FROM contracts AS last WHERE last.phone_number = $3
          ORDER BY last.id DESC LIMIT 1) AS ported_to
     FROM (SELECT 1) AS one
-    LEFT JOIN verifications AS v ON v.messenger_id = $1 AND v.request_id = $2
+    LEFT JOIN verifications AS v ON v.messenger_id = $1 AND v.idempotency_key = $2
     LEFT JOIN contracts AS c ON c.phone_number = $3 AND c.state = 'active'
     LEFT JOIN bindings AS b ON b.contract_id = c.contract_id AND b.messenger_id = $1
 """
 _NOTICE_COLUMNS: Final = (
     "event_id, operator_id, messenger_id, phone_number, identification_code, reason, "
-    "occurred_at, recipient_operator_id"
+    "occurred_at, recipient_operator_id, trace_id"
 )
+# The relay's queue: notices not yet acknowledged by the notifier, and not parked.
+_QUEUED: Final = "published_at IS NULL AND parked_at IS NULL"
 
 
 def _count(status: str) -> int:
@@ -241,7 +251,7 @@ class PgRegistryStore:
             condition("id < {}", query.before_id)
         params.append(query.page_size)
         sql = (
-            "SELECT id, recorded_at, messenger_id, masked_phone_number, request_id, outcome "
+            "SELECT id, recorded_at, messenger_id, masked_phone_number, idempotency_key, outcome "
             "FROM audit_log"
             + (" WHERE " + " AND ".join(where) if where else "")
             + f" ORDER BY id DESC LIMIT ${len(params)}"
@@ -254,7 +264,7 @@ class PgRegistryStore:
                     recorded_at=r["recorded_at"],
                     messenger_id=r["messenger_id"],
                     masked_phone_number=r["masked_phone_number"],
-                    request_id=r["request_id"],
+                    idempotency_key=r["idempotency_key"],
                     outcome=r["outcome"],
                 ),
             )
@@ -295,7 +305,7 @@ class PgRegistryStore:
                 claimed_until = now() + make_interval(secs => $3)
             WHERE seq IN (
                 SELECT seq FROM outbox
-                WHERE published_at IS NULL
+                WHERE {_QUEUED}
                   AND (claimed_until IS NULL OR claimed_until < now() OR claimed_by = $2)
                 ORDER BY seq LIMIT $1
                 FOR UPDATE SKIP LOCKED
@@ -315,7 +325,7 @@ class PgRegistryStore:
 
     async def outbox_backlog(self) -> tuple[int, datetime | None]:
         row = await self._db.fetchrow(
-            "SELECT count(*), min(created_at) FROM outbox WHERE published_at IS NULL"
+            f"SELECT count(*), min(created_at) FROM outbox WHERE {_QUEUED}"
         )
         if row is None or not row[0]:
             return 0, None
@@ -348,6 +358,61 @@ class PgRegistryStore:
         first: datetime | None = row["first_activation"]
         return created_at if first is None else min(created_at, first)
 
+    async def count_parked_notices(self) -> int:
+        return int(
+            await self._db.fetchval("SELECT count(*) FROM outbox WHERE parked_at IS NOT NULL")
+        )
+
+    async def list_parked_notices(self, after_seq: int, limit: int) -> list[ParkedNotice]:
+        rows = await self._db.fetch(
+            f"SELECT seq, {_NOTICE_COLUMNS}, parked_at, parked_status, parked_message "
+            "FROM outbox WHERE parked_at IS NOT NULL AND seq > $1 ORDER BY seq LIMIT $2",
+            after_seq,
+            limit,
+        )
+        return [
+            ParkedNotice(
+                seq=int(row["seq"]),
+                notice=notice_from_row(row),
+                parked_at=row["parked_at"],
+                status=row["parked_status"],
+                message=row["parked_message"],
+            )
+            for row in rows
+        ]
+
+    async def park_notice(self, event_id: str, status: str, message: str, at: datetime) -> int:
+        return _count(
+            await self._db.execute(
+                "UPDATE outbox SET parked_at = $1, parked_status = $2, parked_message = $3, "
+                "claimed_by = NULL, claimed_until = NULL "
+                "WHERE event_id = $4 AND published_at IS NULL",
+                at,
+                status,
+                message,
+                event_id,
+            )
+        )
+
+    async def requeue_parked(self, event_ids: Sequence[str]) -> int:
+        where = "parked_at IS NOT NULL"
+        args: list[object] = []
+        if event_ids:
+            where += " AND event_id = ANY($1::text[])"
+            args.append(list(event_ids))
+        return _count(
+            await self._db.execute(
+                "UPDATE outbox SET parked_at = NULL, parked_status = NULL, parked_message = NULL "
+                f"WHERE {where}",
+                *args,
+            )
+        )
+
+    async def prune_verifications(self, before: datetime) -> int:
+        return _count(
+            await self._db.execute("DELETE FROM verifications WHERE answered_at < $1", before)
+        )
+
     async def mark_published(self, event_ids: Sequence[str], at: datetime) -> int:
         if not event_ids:
             return 0
@@ -366,7 +431,7 @@ def _audit_params(record: AuditRecord) -> tuple[datetime, str, str, str, str]:
         record.recorded_at,
         record.messenger_id,
         record.masked_phone_number,
-        record.request_id,
+        record.idempotency_key,
         record.outcome,
     )
 
@@ -383,7 +448,7 @@ class PgRegistryTx:
     # --- verification -----------------------------------------------------------------------
 
     async def verification_snapshot(
-        self, messenger_id: str, request_id: str, phone_number: str
+        self, messenger_id: str, idempotency_key: str, phone_number: str
     ) -> VerificationSnapshot:
         # First hold the active contract against a termination (which takes it FOR UPDATE),
         # then read, in a statement of its own, as committed after any termination waited for.
@@ -391,9 +456,9 @@ class PgRegistryTx:
             "SELECT 1 FROM contracts WHERE phone_number = $1 AND state = 'active' FOR SHARE",
             phone_number,
         )
-        row = await self._conn.fetchrow(_SNAPSHOT_SQL, messenger_id, request_id, phone_number)
+        row = await self._conn.fetchrow(_SNAPSHOT_SQL, messenger_id, idempotency_key, phone_number)
         assert row is not None  # FROM (SELECT 1): always one row
-        return snapshot_from_row(row, messenger_id, request_id)
+        return snapshot_from_row(row, messenger_id, idempotency_key)
 
     async def add_binding(self, binding: Binding) -> None:
         await self._conn.execute(
@@ -407,18 +472,18 @@ class PgRegistryTx:
 
     async def add_verification(self, answer: Verification) -> None:
         await self._conn.execute(
-            "INSERT INTO verifications (messenger_id, request_id, phone_number, result, "
+            "INSERT INTO verifications (messenger_id, idempotency_key, phone_number, result, "
             "contract_id, identification_code, identified_at, answered_at, "
             "recipient_operator_id) "
             "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) "
             # a stale stored answer (see Verification.replayable) is replaced by the new one
-            "ON CONFLICT (messenger_id, request_id) DO UPDATE SET result = excluded.result, "
+            "ON CONFLICT (messenger_id, idempotency_key) DO UPDATE SET result = excluded.result, "
             "contract_id = excluded.contract_id, "
             "identification_code = excluded.identification_code, "
             "identified_at = excluded.identified_at, answered_at = excluded.answered_at, "
             "recipient_operator_id = excluded.recipient_operator_id",
             answer.messenger_id,
-            answer.request_id,
+            answer.idempotency_key,
             answer.phone_number,
             answer.result.value,
             answer.contract_id,
@@ -497,7 +562,7 @@ class PgRegistryTx:
             return
         await self._conn.executemany(
             f"INSERT INTO outbox (created_at, {_NOTICE_COLUMNS}) "
-            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
             [
                 (
                     created_at,
@@ -509,6 +574,7 @@ class PgRegistryTx:
                     n.reason.value,
                     n.occurred_at,
                     n.recipient_operator_id,
+                    n.trace_id,
                 )
                 for n in notices
             ],

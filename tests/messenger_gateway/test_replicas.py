@@ -61,7 +61,7 @@ class _PausingConnection:
         return getattr(self._conn, name)
 
     async def execute(self, sql: str, *args: Any) -> Any:
-        if "request_id = $7 AND state = 'VERIFYING'" in sql:
+        if "verify_key = $7 AND state = 'VERIFYING'" in sql:
             self._checked.set()
             await self._go.wait()
         return await self._conn.execute(sql, *args)
@@ -78,7 +78,7 @@ async def test_a_termination_wins_over_an_identified_answer_racing_it_at_another
         now = clock.now()
         ident = await make_service(first, clock=clock).start_identification("u", BEELINE_PHONE)
         assert await first.begin_verification(
-            ident.identification_id, request_id="r", deadline=now + timedelta(minutes=20), now=now
+            ident.identification_id, verify_key="r", deadline=now + timedelta(minutes=20), now=now
         )
         checked, go = asyncio.Event(), asyncio.Event()
         transaction = first_db.transaction
