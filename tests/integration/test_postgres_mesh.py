@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -29,7 +29,7 @@ from services.common.channels import open_channel
 from services.common.identity import Caller, Kind, Role
 from tests.eventually import eventually
 from tests.integration.conftest import Blackhole, mesh_spec
-from tests.integration.mesh_client import MeshClient, mesh_client
+from tests.integration.mesh_client import MeshClient
 from tests.integration.test_identification import (
     new_subscriber,
     test_operator_that_does_not_answer_times_out_after_the_window,  # noqa: F401
@@ -71,7 +71,7 @@ def mesh(
         replicas=2,
         common_env={"IDMESH_PROGRESS_INTERVAL_SECONDS": "1"},
     )
-    the_mesh = Mesh(spec, tmp_path_factory.mktemp("mesh-pg"))
+    the_mesh = Mesh(spec, tmp_path_factory.mktemp("mesh-pg"))  # conftest's `client` uses it
     try:
         the_mesh.start(timeout=60)
         yield the_mesh
@@ -79,12 +79,6 @@ def mesh(
         codes = the_mesh.stop()
         the_mesh.drop_databases()
     assert all(code == 0 for code in codes.values()), f"unclean shutdown: {codes}"
-
-
-@pytest.fixture
-async def client(mesh: Mesh) -> AsyncIterator[MeshClient]:
-    async with mesh_client(mesh) as c:
-        yield c
 
 
 def test_every_service_runs_two_replicas_each_on_its_own_database(mesh: Mesh) -> None:
