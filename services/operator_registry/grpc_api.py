@@ -16,6 +16,7 @@ from idmesh.registry.v1 import registry_pb2, registry_pb2_grpc
 from services.common.errors import InvalidInput
 from services.common.identity import Caller, Kind, Role, require_caller
 from services.common.interceptors import ErrorTable
+from services.common.rows import checked_line
 from services.common.timeutil import from_timestamp, to_timestamp
 from services.operator_registry.bulk import ImportBatch, ImportMode
 from services.operator_registry.domain import (
@@ -96,7 +97,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         self, request: registry_pb2.CheckNumberReassignedRequest, context: Context
     ) -> registry_pb2.CheckNumberReassignedResponse:
         caller = require_caller(Kind.MESSENGER)
-        since = from_timestamp(request.since) if request.HasField("since") else None
+        since = from_timestamp(request.since, field="since") if request.HasField("since") else None
         answer = await self._service.check_number_reassigned(caller.id, request.phone_number, since)
         return registry_pb2.CheckNumberReassignedResponse(
             status=_REASSIGNMENT[answer.status],
@@ -118,7 +119,9 @@ class RegistryAdminServicer(registry_pb2_grpc.RegistryAdminServiceServicer):
     ) -> registry_pb2.CreateSubscriberResponse:
         self._require_admin()
         activated_at = (
-            from_timestamp(request.activated_at) if request.HasField("activated_at") else None
+            from_timestamp(request.activated_at, field="activated_at")
+            if request.HasField("activated_at")
+            else None
         )
         subscriber = await self._service.create_subscriber(
             request.phone_number, request.contract_id, activated_at
@@ -199,12 +202,14 @@ class RegistryAdminServicer(registry_pb2_grpc.RegistryAdminServiceServicer):
                 f"page_token {request.page_token[:40]!r} is not one this registry gave: "
                 "pass next_page_token from the previous page"
             ) from None
+        since = from_timestamp(request.since, field="since") if request.HasField("since") else None
+        until = from_timestamp(request.until, field="until") if request.HasField("until") else None
         records, next_id = await self._service.list_audit(
             AuditQuery(
                 messenger_id=request.messenger_id,
                 outcome=request.outcome,
-                since=from_timestamp(request.since) if request.HasField("since") else None,
-                until=from_timestamp(request.until) if request.HasField("until") else None,
+                since=since,
+                until=until,
                 page_size=request.page_size or 100,
                 before_id=before_id,
             )
@@ -258,13 +263,13 @@ async def _import_batches(
             mode=_IMPORT_MODES[request.mode],
             rows=[
                 (
-                    row.line,
+                    checked_line(row.line, field=f"rows[{index}].line"),
                     row.phone_number,
                     row.contract_id,
                     row.activated_at.seconds if row.HasField("activated_at") else None,
                     row.activated_at.nanos,
                 )
-                for row in request.rows
+                for index, row in enumerate(request.rows)
             ],
         )
 
