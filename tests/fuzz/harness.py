@@ -14,10 +14,11 @@ test is fuzzed on its own), and the verification window is long.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import sqlite3
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -122,13 +123,21 @@ class Outcome:
     response: Message | None = None
 
 
-@dataclass
 class Mesh:
-    ports: dict[str, int]
-    db_paths: dict[str, Path]
-    hints: dict[str, list[str]]  # field name -> values that exist in the stores
-    _channels: dict[tuple[str, Caller], grpc.aio.Channel] = field(default_factory=dict)
-    _stores: dict[str, StoreReader] = field(default_factory=dict)
+    """The running servers, callers to them, and readers of their stores. (Not a dataclass:
+    hypothesis prints every argument of a failing example, and this one briefly.)"""
+
+    def __init__(
+        self, ports: dict[str, int], db_paths: dict[str, Path], hints: dict[str, list[str]]
+    ) -> None:
+        self.ports = ports
+        self.db_paths = db_paths
+        self.hints = hints  # field name -> values that exist in the stores
+        self._channels: dict[tuple[str, Caller], grpc.aio.Channel] = {}
+        self._stores: dict[str, StoreReader] = {}
+
+    def __repr__(self) -> str:
+        return f"Mesh(ports={self.ports})"
 
     def _channel(self, server: str, caller: Caller) -> grpc.aio.Channel:
         key = (server, caller)
@@ -157,9 +166,17 @@ class Mesh:
                 response = None if first is grpc.aio.EOF else first
                 return Outcome(grpc.StatusCode.OK, "", response)
             if method.client_streaming:
-                reply = await channel.stream_unary(
+                call = channel.stream_unary(
                     path, request_serializer=serialize, response_deserializer=deserialize
-                )(iter(requests), timeout=CALL_TIMEOUT)
+                )(timeout=CALL_TIMEOUT)
+                # Written one by one rather than from an iterator: a server that refuses the
+                # stream at once (a wrong caller) may have answered before the last write, and
+                # grpc's iterator-writer then reports its own INTERNAL instead of the answer.
+                with contextlib.suppress(asyncio.InvalidStateError, grpc.aio.AioRpcError):
+                    for request in requests:
+                        await call.write(request)
+                    await call.done_writing()
+                reply = await call
             else:
                 reply = await channel.unary_unary(
                     path, request_serializer=serialize, response_deserializer=deserialize
@@ -168,12 +185,14 @@ class Mesh:
             return Outcome(error.code(), error.details() or "")
         return Outcome(grpc.StatusCode.OK, "", reply)
 
-    def snapshot(self, server: str) -> dict[str, list[tuple[Any, ...]]]:
-        """Every row of every table of the server's store (committed state, read beside the
-        service's own connection: the stores are in WAL mode)."""
+    def snapshot(
+        self, server: str, skip: frozenset[str] = frozenset()
+    ) -> dict[str, list[tuple[Any, ...]]]:
+        """Every row of every table of the server's store but `skip` (committed state, read
+        beside the service's own connection: the stores are in WAL mode)."""
         if server not in self._stores:
             self._stores[server] = StoreReader(self.db_paths[server])
-        return self._stores[server].snapshot()
+        return self._stores[server].snapshot(skip)
 
     async def close(self) -> None:
         for channel in self._channels.values():
@@ -194,22 +213,24 @@ class StoreReader:
     def __init__(self, path: Path) -> None:
         self._connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
         self._version: int | None = None
+        self._skip: frozenset[str] = frozenset()
         self._tables: dict[str, list[tuple[Any, ...]]] = {}
 
-    def snapshot(self) -> dict[str, list[tuple[Any, ...]]]:
+    def snapshot(self, skip: frozenset[str]) -> dict[str, list[tuple[Any, ...]]]:
         (version,) = self._connection.execute("PRAGMA data_version").fetchone()
-        if version != self._version:
+        if version != self._version or skip != self._skip:
             # A commit between the two reads makes the next call dump again: never stale.
-            self._tables = self._dump()
-            self._version = version
+            self._tables = self._dump(skip)
+            self._version, self._skip = version, skip
         return self._tables
 
-    def _dump(self) -> dict[str, list[tuple[Any, ...]]]:
+    def _dump(self, skip: frozenset[str]) -> dict[str, list[tuple[Any, ...]]]:
         tables = [
             name
             for (name,) in self._connection.execute(
                 "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
             )
+            if name not in skip
         ]
         return {
             table: sorted(self._connection.execute(f'SELECT * FROM "{table}"'), key=repr)
