@@ -22,12 +22,20 @@ from typing import Any, TypeVar
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
+from idmesh.common.v1 import bulk_pb2
 from idmesh.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from idmesh.registry.v1 import registry_pb2, registry_pb2_grpc
 
 from bench import procs, seed, topology
 from bench.config import BenchConfig
-from bench.load import Latencies, RunResult, closed_loop, open_loop, run_count
+from bench.load import (
+    Latencies,
+    RunResult,
+    closed_loop,
+    honouring_shedding,
+    open_loop,
+    run_count,
+)
 from bench.topology import EchoMesh
 from services.cli.mesh import Mesh
 from services.common.channels import open_channel
@@ -171,18 +179,18 @@ async def identification(ctx: Context) -> dict[str, Any]:
         index = next(numbers)
         if index >= cfg.subscribers:
             raise BenchFailure("ran out of seeded subscribers: raise --subscribers")
-        started = await real.StartIdentification(
-            gateway_pb2.StartIdentificationRequest(
-                user_id=f"id-{next(users)}", phone_number=seed.beeline_number(index)
-            ),
-            timeout=CALL_TIMEOUT,
+        start = gateway_pb2.StartIdentificationRequest(
+            user_id=f"id-{next(users)}", phone_number=seed.beeline_number(index)
+        )
+        started = await honouring_shedding(
+            lambda: real.StartIdentification(start, timeout=CALL_TIMEOUT)
         )
         ident_id = started.identification.identification_id
-        confirmed = await real.ConfirmPossession(
-            gateway_pb2.ConfirmPossessionRequest(
-                identification_id=ident_id, code=outbox.code(ident_id)
-            ),
-            timeout=CALL_TIMEOUT,
+        confirm = gateway_pb2.ConfirmPossessionRequest(
+            identification_id=ident_id, code=outbox.code(ident_id)
+        )
+        confirmed = await honouring_shedding(
+            lambda: real.ConfirmPossession(confirm, timeout=CALL_TIMEOUT)
         )
         state = confirmed.identification.state
         if state != IDENTIFIED:
@@ -274,12 +282,12 @@ async def verify(ctx: Context) -> dict[str, Any]:
 
     def make_op(stub: registry_pb2_grpc.RegistryServiceStub) -> Callable[[int], Any]:
         async def op(_: int) -> None:
-            reply = await stub.VerifySubscriber(
-                registry_pb2.VerifySubscriberRequest(
-                    request_id=f"bench-{next(requests)}",
-                    phone_number=seed.beeline_number(rng.randrange(low, cfg.subscribers)),
-                ),
-                timeout=CALL_TIMEOUT,
+            request = registry_pb2.VerifySubscriberRequest(
+                request_id=f"bench-{next(requests)}",
+                phone_number=seed.beeline_number(rng.randrange(low, cfg.subscribers)),
+            )
+            reply = await honouring_shedding(
+                lambda: stub.VerifySubscriber(request, timeout=CALL_TIMEOUT)
             )
             if reply.result != registry_pb2.VERIFICATION_RESULT_IDENTIFIED:
                 raise BenchFailure(f"VerifySubscriber answered {reply.result}")
@@ -367,6 +375,17 @@ class FanoutProbe:
                 result[i] = from_iso(completed_at)
         return result
 
+    async def wait_heads(self, expected: dict[str, int], timeout: float) -> float | None:
+        """Wait until each messenger's stream holds `expected[m]` events, all acked (applied by
+        its gateway); the wall-clock time (time.time()) it was first seen, None on timeout."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            acked = await asyncio.to_thread(self.acked)
+            if all(acked.get(m, (0, -1))[1] >= n for m, n in expected.items()):
+                return time.time()
+            await asyncio.sleep(0.05)
+        return None
+
     async def wait_done(self, expected: int, timeout: float) -> dict[str, float | None]:
         """Wait until every gateway applied `expected` notices and the notifier has them all
         acked; wall-clock times (time.time()) at which each was first seen."""
@@ -406,7 +425,7 @@ async def fanout(ctx: Context) -> dict[str, Any]:
     send_times: dict[int, float] = {}
 
     async def terminate(i: int) -> None:
-        send_times[i] = time.time()
+        send_times.setdefault(i, time.time())  # a retried call keeps its first send time
         reply = await admin.TerminateContract(
             registry_pb2.TerminateContractRequest(phone_number=seed.beeline_number(i)),
             timeout=CALL_TIMEOUT,
@@ -422,7 +441,9 @@ async def fanout(ctx: Context) -> dict[str, Any]:
         pids = {n: p for n, p in ctx.mesh_pids().items() if n in names}
         mark = procs.cpu_mark(pids)
         wall_start, calls = await run_count(
-            terminate, count=burst, concurrency=cfg.termination_concurrency
+            lambda i: honouring_shedding(lambda: terminate(i)),
+            count=burst,
+            concurrency=cfg.termination_concurrency,
         )
         calls_done = time.time()
         seen = await probe.wait_done(burst, cfg.drain_timeout_seconds)
@@ -433,12 +454,13 @@ async def fanout(ctx: Context) -> dict[str, Any]:
             f"applied {probe.applied()}, notifier {probe.acked()}"
         )
     assert seen["applied"] is not None
-    burst_latency = _revocation_latency(probe, send_times, 0, burst)
+    burst_latency = _revocation_latency(probe, send_times, range(burst))
+    capacity = round(burst / (calls_done - wall_start), 1)
     burst_result = {
         "terminations": burst,
         "events": events,
         "terminate_calls": calls.as_dict(),
-        "terminations_per_second": round(burst / (calls_done - wall_start), 1),
+        "terminations_per_second": capacity,
         "seconds_to_revoked": round(seen["applied"] - wall_start, 3),
         "seconds_to_acked": round(seen["acked"] - wall_start, 3),
         "events_per_second": round(events / (seen["acked"] - wall_start), 1),
@@ -450,50 +472,137 @@ async def fanout(ctx: Context) -> dict[str, Any]:
         f"end to end; terminate calls {burst_result['terminations_per_second']}/s"
     )
 
-    # Steady: an open loop at steady_rate terminations/s; terminate-to-revoked per event.
-    steady = cfg.steady_terminations
-    with ctx.profiling("fanout-steady", names):
-        run = await open_loop(terminate, rate=cfg.steady_rate, count=steady, first_index=burst)
-        seen = await probe.wait_done(burst + steady, cfg.drain_timeout_seconds)
+    # Overload: an open loop at steady_overload x the capacity the burst measured. The
+    # registry sheds what it cannot take (RESOURCE_EXHAUSTED at once); every accepted
+    # termination must reach both gateways, and no shed one may.
+    heads_before = {m: head for m, (head, _acked) in probe.acked().items()}
+    rate = min(cfg.steady_rate_cap, cfg.steady_overload * capacity)
+    steady = max(1, int(rate * cfg.steady_seconds))
+    accepted: dict[int, float] = {}  # index -> call latency (s)
+    shed: set[int] = set()
+    failed: set[int] = set()
+
+    async def terminate_under_overload(i: int) -> None:
+        began = time.perf_counter()
+        try:
+            await terminate(i)
+        except grpc.aio.AioRpcError as exc:
+            (shed if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED else failed).add(i)
+            if i in failed:
+                raise
+            return
+        accepted[i] = time.perf_counter() - began
+
+    with ctx.profiling("fanout-overload", names):
+        run = await open_loop(terminate_under_overload, rate=rate, count=steady, first_index=burst)
+        seen = await probe.wait_done(burst + len(accepted), cfg.drain_timeout_seconds)
     if seen["acked"] is None:
         raise BenchFailure(
-            f"fan-out steady run not drained within {cfg.drain_timeout_seconds:.0f}s: "
+            f"fan-out overload run not drained within {cfg.drain_timeout_seconds:.0f}s: "
             f"applied {probe.applied()}, notifier {probe.acked()}"
         )
-    steady_latency = _revocation_latency(probe, send_times, burst, steady)
+    _check_overload(probe, heads_before, burst, steady, set(accepted), shed, failed)
+    steady_latency = _revocation_latency(probe, send_times, sorted(accepted))
+    accepted_latency = _latency_dict(Latencies.of(list(accepted.values())))
     steady_result = {
-        "rate_terminations_per_second": cfg.steady_rate,
-        "rate_events_per_second": cfg.steady_rate * len(topology.MESSENGERS),
+        "capacity_terminations_per_second": capacity,
+        "overload": cfg.steady_overload,
+        "rate_terminations_per_second": round(rate, 1),
+        "rate_events_per_second": round(rate * len(topology.MESSENGERS), 1),
         "terminations": steady,
+        "accepted": len(accepted),
+        "shed": len(shed),
+        "failed": len(failed),
+        "accepted_call_latency": accepted_latency,
         "terminate_calls": {
-            "completed": run.completed,
-            "errors": run.errors,
-            "latency": run.call_latency,
             "generator_lag_max_ms": round(run.lag_max_ms, 1),
             "error_samples": run.error_samples,
         },
         "terminate_to_revoked": steady_latency,
     }
     _progress(
-        f"fan-out steady {cfg.steady_rate:.0f}/s: terminate->revoked "
-        f"p99 {steady_latency['p99_ms']:.0f} ms"
+        f"fan-out overload {rate:.0f}/s ({cfg.steady_overload:g}x capacity): accepted "
+        f"{len(accepted)}, shed {len(shed)}, failed {len(failed)}; accepted call p99 "
+        f"{accepted_latency['p99_ms']:.0f} ms, terminate->revoked p99 "
+        f"{steady_latency['p99_ms']:.0f} ms"
+    )
+    bulk_result = await _bulk_fanout(
+        ctx, admin, probe, names, first=burst + cfg.steady_terminations
     )
     return {
         "status": "ok",
         "full": cfg.terminations >= 100_000,
         "burst": burst_result,
         "steady": steady_result,
+        "bulk": bulk_result,
     }
 
 
+async def _bulk_fanout(
+    ctx: Context,
+    admin: registry_pb2_grpc.RegistryAdminServiceStub,
+    probe: FanoutProbe,
+    names: Sequence[str],
+    *,
+    first: int,
+) -> dict[str, Any]:
+    """The same fan-out from TerminateContracts: one stream of `bulk_terminations` rows in
+    batches of `bulk_batch`, each committed as it arrives; events/s from the first row sent
+    until every event is revoked in its gateway and acked at the notifier."""
+    cfg = ctx.config
+    count, size = cfg.bulk_terminations, cfg.bulk_batch
+    heads_before = {m: head for m, (head, _acked) in probe.acked().items()}
+    expected = {m: heads_before.get(m, 0) + count for m in topology.MESSENGERS}
+
+    async def batches() -> Any:
+        for start in range(first, first + count, size):
+            rows = [
+                registry_pb2.TerminationRow(line=i - first + 2, phone_number=seed.beeline_number(i))
+                for i in range(start, min(start + size, first + count))
+            ]
+            yield registry_pb2.TerminateContractsRequest(rows=rows)
+
+    with ctx.profiling("fanout-bulk", names):
+        pids = {n: p for n, p in ctx.mesh_pids().items() if n in names}
+        mark = procs.cpu_mark(pids)
+        wall_start = time.time()
+        reply = await admin.TerminateContracts(batches(), timeout=CALL_TIMEOUT * 5)
+        stream_done = time.time()
+        seen = await probe.wait_heads(expected, cfg.drain_timeout_seconds)
+        cpu = procs.cpu_since(mark, pids)
+    if reply.ended != count or seen is None:
+        raise BenchFailure(
+            f"bulk termination: {reply.ended} of {count} ended ({reply.refused} refused); "
+            f"notifier {probe.acked()}"
+        )
+    events = count * len(topology.MESSENGERS)
+    result = {
+        "terminations": count,
+        "batch": size,
+        "events": events,
+        "stream_seconds": round(stream_done - wall_start, 3),
+        "terminations_per_second": round(count / (stream_done - wall_start), 1),
+        "seconds_to_acked": round(seen - wall_start, 3),
+        "events_per_second": round(events / (seen - wall_start), 1),
+        "cpu_ms_per_event": {n: round(cpu[n] * 1000 / events, 3) for n in cpu},
+    }
+    _progress(
+        f"fan-out bulk: {count} terminations in batches of {size}: "
+        f"{result['terminations_per_second']}/s through the stream, "
+        f"{result['events_per_second']} events/s end to end"
+    )
+    return result
+
+
 def _revocation_latency(
-    probe: FanoutProbe, send_times: dict[int, float], first: int, count: int
+    probe: FanoutProbe, send_times: dict[int, float], indexes: Sequence[int]
 ) -> dict[str, Any]:
     samples: list[float] = []
     missing = 0
+    first, count = (indexes[0], indexes[-1] - indexes[0] + 1) if indexes else (0, 0)
     for messenger in topology.MESSENGERS:
         revoked = probe.revoked_at(messenger, first, count)
-        for i in range(first, first + count):
+        for i in indexes:
             at = revoked.get(i)
             if at is None or i not in send_times:
                 missing += 1
@@ -501,6 +610,34 @@ def _revocation_latency(
             samples.append(max(0.0, at.timestamp() - send_times[i]))
     latency = Latencies.of(samples)
     return {**_latency_dict(latency), "missing": missing}
+
+
+def _check_overload(
+    probe: FanoutProbe,
+    heads_before: dict[str, int],
+    first: int,
+    count: int,
+    accepted: set[int],
+    shed: set[int],
+    failed: set[int],
+) -> None:
+    """Every accepted termination was revoked in every gateway, no shed one in any, and each
+    messenger's stream holds exactly the events of the terminations that happened (a failed
+    call, its outcome unknown to the client, counts if it did revoke)."""
+    problems: list[str] = []
+    heads = probe.acked()
+    for messenger in topology.MESSENGERS:
+        revoked = set(probe.revoked_at(messenger, first, count))
+        if lost := accepted - revoked:
+            problems.append(f"{messenger}: {len(lost)} accepted terminations not revoked")
+        if leaked := shed & revoked:
+            problems.append(f"{messenger}: {len(leaked)} shed terminations revoked anyway")
+        expected = heads_before.get(messenger, 0) + len(accepted) + len(failed & revoked)
+        head = heads.get(messenger, (0, 0))[0]
+        if head != expected:
+            problems.append(f"{messenger}: {head} events in the stream, expected {expected}")
+    if problems:
+        raise BenchFailure("fan-out overload: " + "; ".join(problems))
 
 
 def _latency_dict(latency: Latencies) -> dict[str, Any]:
@@ -518,7 +655,7 @@ def _import_batches(rows: int, batch: int) -> Iterator[bytes]:
     activated = Timestamp(seconds=1_700_000_000)
     for first in range(0, rows, batch):
         request = registry_pb2.ImportSubscribersRequest(
-            mode=registry_pb2.IMPORT_MODE_VALID_ROWS,
+            mode=bulk_pb2.IMPORT_MODE_VALID_ROWS,
             rows=[
                 registry_pb2.SubscriberRow(
                     line=i + 1,
@@ -593,7 +730,7 @@ async def bulk_import(ctx: Context) -> dict[str, Any]:
     if not import_implemented():
         _progress("bulk import: ImportSubscribers is not implemented yet: pending")
         return pending
-    empty = registry_pb2.ImportSubscribersRequest(mode=registry_pb2.IMPORT_MODE_VALID_ROWS)
+    empty = registry_pb2.ImportSubscribersRequest(mode=bulk_pb2.IMPORT_MODE_VALID_ROWS)
     try:
         await call(iter([empty.SerializeToString()]), timeout=30)
     except grpc.aio.AioRpcError as exc:

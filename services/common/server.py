@@ -26,12 +26,14 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from services.common.channels import SERVER_KEEPALIVE_OPTIONS
+from services.common.config import LimiterSettings
 from services.common.interceptors import (
     ErrorTable,
     IdentityResolver,
     ServerInterceptor,
     metadata_identity,
 )
+from services.common.overload import ConcurrencyLimiter
 from services.common.tls import TlsFiles, tls_identity
 
 log = structlog.get_logger("idmesh.server")
@@ -47,6 +49,7 @@ class GrpcServer:
         tls: TlsFiles | None = None,
         health_bind: str | None = None,
         identity: IdentityResolver | None = None,
+        load_shedding: LimiterSettings | None = None,
     ) -> None:
         """tls: mutual TLS, the caller's identity from its certificate; None: plaintext, the
         caller's identity from request metadata (development only). health_bind: an extra
@@ -56,8 +59,10 @@ class GrpcServer:
         self._bind = bind
         self._tls = tls
         resolver = identity or (tls_identity if tls is not None else metadata_identity)
+        # unary calls beyond an adaptive concurrency limit are refused at once (overload.py)
+        self.limiter = ConcurrencyLimiter(load_shedding or LimiterSettings())
         self._server = grpc.aio.server(
-            interceptors=[ServerInterceptor(errors, resolver)],
+            interceptors=[ServerInterceptor(errors, resolver, self.limiter)],
             options=list(SERVER_KEEPALIVE_OPTIONS),
         )
         self.health = health.aio.HealthServicer()
@@ -131,8 +136,10 @@ class GrpcServer:
             await self._health_server.stop(None)
         log.info("server.stopped")
 
-    async def wait_for_signal(self) -> None:
-        """Return on the first SIGTERM/SIGINT (health goes NOT_SERVING); a second exits at once."""
+    async def wait_for_signal(self, *, launcher_fd: int | None = None) -> None:
+        """Return on the first SIGTERM/SIGINT (health goes NOT_SERVING); a second exits at once.
+        With launcher_fd (the read end of a pipe only the launcher writes to), also return when
+        the pipe closes: the launcher died, however it died (kill -9 included)."""
         loop = asyncio.get_running_loop()
         stopping = asyncio.Event()
 
@@ -143,14 +150,29 @@ class GrpcServer:
             log.info("server.shutting_down", signal=signal.Signals(signum).name)
             stopping.set()
 
+        def on_launcher_readable() -> None:
+            assert launcher_fd is not None
+            try:
+                gone = os.read(launcher_fd, 64) == b""
+            except OSError:
+                gone = True
+            if gone:
+                loop.remove_reader(launcher_fd)
+                log.warning("server.shutting_down", reason="the launcher exited")
+                stopping.set()
+
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, on_signal, signum)
+        if launcher_fd is not None:
+            loop.add_reader(launcher_fd, on_launcher_readable)
         try:
             await stopping.wait()
             await self.health.enter_graceful_shutdown()
         finally:
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(signum)
+            if launcher_fd is not None:
+                loop.remove_reader(launcher_fd)
 
 
 def service_name(descriptor: Any, service: str) -> str:

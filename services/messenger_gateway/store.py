@@ -18,8 +18,10 @@ from datetime import datetime
 from typing import Any
 
 from services.common.db import Database
+from services.common.errors import quote
 from services.common.timeutil import from_iso, to_iso
 from services.messenger_gateway.domain import (
+    IdempotentReplay,
     Identification,
     IdentificationNotFound,
     NoticeResult,
@@ -28,6 +30,7 @@ from services.messenger_gateway.domain import (
     RouteOrigin,
     SameNumber,
     State,
+    TerminationKind,
     TerminationNotice,
     hint_request_id,
 )
@@ -90,6 +93,21 @@ MIGRATIONS: list[str] = [
         origin       TEXT NOT NULL CHECK (origin IN ('import', 'hint')),
         updated_at   TEXT NOT NULL
     );
+    """,
+    # 3 (a termination wins over any operator answer): the identification code each applied
+    # notice ended, so that an IDENTIFIED answer for it recorded later (late, replayed or resumed
+    # after a restart) cannot make a user identified on the ended contract.
+    """
+    ALTER TABLE notice_inbox ADD COLUMN identification_code TEXT;
+    CREATE INDEX notice_inbox_by_code ON notice_inbox (operator_id, identification_code)
+        WHERE identification_code IS NOT NULL;
+    """,
+    # 4 (idempotent retries): StartIdentification's client key; one identification per
+    # (user, key), so a retried call finds the identification its first attempt started.
+    """
+    ALTER TABLE identifications ADD COLUMN idempotency_key TEXT;
+    CREATE UNIQUE INDEX identifications_by_key ON identifications (user_id, idempotency_key)
+        WHERE idempotency_key IS NOT NULL;
     """,
 ]
 
@@ -161,6 +179,14 @@ class GatewayStore:
         )
         return None if row is None else _row(row)
 
+    async def by_idempotency_key(self, user_id: str, key: str) -> Identification | None:
+        """The identification the user started with this idempotency key, if any."""
+        row = await self._db.fetchone(
+            "SELECT * FROM identifications WHERE user_id = ? AND idempotency_key = ?",
+            (user_id, key),
+        )
+        return None if row is None else _row(row)
+
     async def history(self, user_id: str) -> list[Identification]:
         rows = await self._db.fetchall(
             "SELECT * FROM identifications WHERE user_id = ? ORDER BY seq", (user_id,)
@@ -196,16 +222,32 @@ class GatewayStore:
     # --- starting --------------------------------------------------------------------------
 
     async def replace_current(
-        self, new: Identification, *, now: datetime, change_number: bool
+        self,
+        new: Identification,
+        *,
+        now: datetime,
+        change_number: bool,
+        idempotency_key: str | None = None,
     ) -> Identification | None:
         """Insert `new` as the user's current identification, ending the previous one
         (NUMBER_CHANGED: NOT_COMPLETED if unfinished, REVOKED if IDENTIFIED), in one transaction.
         Returns the previous identification as it is afterwards, or None.
 
         change_number: the user must have an identification (IdentificationNotFound) and the
-        number must differ from its number (SameNumber)."""
+        number must differ from its number (SameNumber).
+
+        idempotency_key: stored with `new`; if the user already started an identification
+        with that key, nothing changes and IdempotentReplay carries that identification."""
 
         def replace(conn: sqlite3.Connection) -> Identification | None:
+            if idempotency_key is not None:
+                earlier = _fetch(
+                    conn,
+                    "SELECT * FROM identifications WHERE user_id = ? AND idempotency_key = ?",
+                    (new.user_id, idempotency_key),
+                )
+                if earlier is not None:
+                    raise IdempotentReplay(earlier)
             previous = _fetch(
                 conn,
                 "SELECT * FROM identifications WHERE user_id = ? ORDER BY seq DESC LIMIT 1",
@@ -214,7 +256,7 @@ class GatewayStore:
             if change_number:
                 if previous is None:
                     raise IdentificationNotFound(
-                        f"user {new.user_id!r} has no identification: use StartIdentification"
+                        f"user {quote(new.user_id)} has no identification: use StartIdentification"
                     )
                 if previous.phone_number == new.phone_number:
                     raise SameNumber(
@@ -234,8 +276,8 @@ class GatewayStore:
             conn.execute(
                 """INSERT INTO identifications
                    (identification_id, user_id, phone_number, state, reason, operator_id,
-                    started_at, code_hash, code_expires_at, attempts_left)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                    started_at, code_hash, code_expires_at, attempts_left, idempotency_key)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
                 (
                     new.identification_id,
                     new.user_id,
@@ -247,6 +289,7 @@ class GatewayStore:
                     new.code_hash,
                     to_iso(new.code_expires_at),
                     new.attempts_left,
+                    idempotency_key,
                 ),
             )
             if previous is None:
@@ -331,31 +374,57 @@ class GatewayStore:
         operator_id: str | None = None,
         identification_code: str | None = None,
         within_window: bool,
-    ) -> bool:
+    ) -> tuple[State, Reason] | None:
         """VERIFYING -> state, only if still VERIFYING under request_id; with within_window, only
         while the verification deadline has not passed at `now` (an operator's late answer
-        changes nothing)."""
+        changes nothing). Returns the (state, reason) recorded, None if nothing changed.
+
+        An IDENTIFIED answer whose code a termination notice already ended (the notice inbox
+        has it) is recorded NOT_COMPLETED with the notice's reason instead: a termination wins
+        over any operator answer, whatever the order they arrive in. The check and the write
+        are one transaction, serialised with apply_notice by the database's single writer."""
         sql = """UPDATE identifications
                  SET state = ?, reason = ?, completed_at = ?,
                      identified_at = CASE WHEN ? = 'IDENTIFIED' THEN ? ELSE identified_at END,
                      operator_id = COALESCE(?, operator_id),
                      identification_code = COALESCE(?, identification_code)
                  WHERE identification_id = ? AND request_id = ? AND state = 'VERIFYING'"""
-        params: list[Any] = [
-            state,
-            reason,
-            to_iso(now),
-            state,
-            to_iso(now),
-            operator_id,
-            identification_code,
-            identification_id,
-            request_id,
-        ]
         if within_window:
             sql += " AND verification_deadline > ?"
-            params.append(to_iso(now))
-        return await self._update(sql, params)
+
+        def finish(conn: sqlite3.Connection) -> tuple[State, Reason] | None:
+            final, why, code = state, reason, identification_code
+            if state is State.IDENTIFIED and code is not None:
+                ended = conn.execute(
+                    "SELECT reason FROM notice_inbox "
+                    "WHERE operator_id = COALESCE(?, ("
+                    "  SELECT operator_id FROM identifications WHERE identification_id = ?)) "
+                    "AND identification_code = ? LIMIT 1",
+                    (operator_id, identification_id, code),
+                ).fetchone()
+                if ended is not None:
+                    final, why, code = (
+                        State.NOT_COMPLETED,
+                        TerminationKind(ended[0]).revocation_reason,
+                        None,
+                    )
+            params: list[Any] = [
+                final,
+                why,
+                to_iso(now),
+                final,
+                to_iso(now),
+                operator_id,
+                code,
+                identification_id,
+                request_id,
+            ]
+            if within_window:
+                params.append(to_iso(now))
+            changed = conn.execute(sql, params).rowcount == 1
+            return (final, why) if changed else None
+
+        return await self._db.run(finish)
 
     async def follow_hint(
         self,
@@ -496,9 +565,18 @@ def _apply_notice(
     """On the writer thread: inbox, revocations, cursor."""
     revoked = 0
     cursor = conn.execute(
-        """INSERT INTO notice_inbox (event_id, seq, operator_id, reason, revoked, applied_at)
-           VALUES (?, ?, ?, ?, 0, ?) ON CONFLICT (event_id) DO NOTHING""",
-        (notice.event_id, notice.seq, notice.operator_id, notice.kind, to_iso(now)),
+        """INSERT INTO notice_inbox
+               (event_id, seq, operator_id, reason, revoked, applied_at, identification_code)
+           VALUES (?, ?, ?, ?, 0, ?, ?) ON CONFLICT (event_id) DO NOTHING""",
+        (
+            notice.event_id,
+            notice.seq,
+            notice.operator_id,
+            notice.kind,
+            to_iso(now),
+            # only our own notices end our codes (another messenger's is logged and ignored)
+            notice.identification_code if revoke else None,
+        ),
     )
     applied = cursor.rowcount == 1
     if applied and revoke:

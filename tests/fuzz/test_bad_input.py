@@ -1,5 +1,5 @@
 """Fields that used to be answered INTERNAL (issue 10): a Timestamp out of range and a row line
-number beyond a signed 64-bit integer. Each is refused at the edge, INVALID_ARGUMENT naming the
+number beyond a signed 64-bit integer (in every stream of rows). Each is refused at the edge, INVALID_ARGUMENT naming the
 field, and nothing is stored; over the fuzz tests' in-process mesh (tests/fuzz/harness.py)."""
 
 from __future__ import annotations
@@ -115,6 +115,18 @@ LINE_CASES = [
         "RegistryAdminService.ImportSubscribers",
         "rows[0].line",
         lambda line: [registry_pb2.ImportSubscribersRequest(rows=[_row(line)])],
+    ),
+    (
+        "RegistryAdminService.TerminateContracts",
+        "rows[1].line",
+        lambda line: [
+            registry_pb2.TerminateContractsRequest(
+                rows=[
+                    registry_pb2.TerminationRow(line=2, phone_number=NUMBER),
+                    registry_pb2.TerminationRow(line=line, phone_number=NUMBER),
+                ]
+            )
+        ],
     ),
     (
         "GatewayAdminService.ImportPortedNumbers",

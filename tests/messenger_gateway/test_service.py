@@ -16,7 +16,9 @@ from services.common.phone import InvalidPhoneNumber
 from services.messenger_gateway.domain import (
     CodeExpired,
     CodeHasher,
+    CountryNotAllowed,
     IdentificationNotFound,
+    NumberNotServed,
     OperatorAnswer,
     Reason,
     SameNumber,
@@ -28,6 +30,7 @@ from services.messenger_gateway.domain import (
     WrongState,
 )
 from services.messenger_gateway.store import GatewayStore
+from tests.eventually import eventually
 from tests.messenger_gateway.fakes import (
     BEELINE_PHONE,
     FAST_HASHER,
@@ -37,8 +40,8 @@ from tests.messenger_gateway.fakes import (
     FakeClock,
     FakeOperators,
     RecordingSms,
-    eventually,
     hang,
+    identified,
     identify,
     make_service,
     open_store,
@@ -148,7 +151,7 @@ async def test_wrong_codes_use_up_attempts_then_end_the_identification(
     wrong = f"{(int(right) + 1) % 1_000_000:06d}"
     with pytest.raises(WrongCode, match="2 attempts left") as first:
         await service.confirm_possession(ident.identification_id, wrong, wait=1)
-    assert first.value.trailers == {"idmesh-attempts-left": "2"}
+    assert (first.value.reason, first.value.metadata) == ("WRONG_CODE", {"attempts_left": "2"})
     with pytest.raises(WrongCode, match="1 attempt left"):
         await service.confirm_possession(ident.identification_id, wrong, wait=1)
     with pytest.raises(WrongCode, match="no attempts left"):
@@ -226,18 +229,26 @@ async def test_operator_refusals_end_not_completed(
     assert done.identification_code is None
 
 
-async def test_an_unroutable_number_checks_possession_then_ends_no_operator(
+async def test_an_unroutable_number_is_refused_before_a_code_is_sent(
     store: GatewayStore,
 ) -> None:
     sms, operators = RecordingSms(), FakeOperators()
     service = make_service(store, sms=sms, operators=operators)
-    ident = await service.start_identification("user-1", UNROUTED_PHONE)
-    assert ident.operator_id == ""
-    done = await service.confirm_possession(
-        ident.identification_id, sms.code_for(ident.identification_id), wait=5
-    )
-    assert (done.state, done.reason) == (State.NOT_COMPLETED, Reason.NO_OPERATOR)
-    assert operators.calls == []
+    with pytest.raises(NumberNotServed):
+        await service.start_identification("user-1", UNROUTED_PHONE)
+    assert sms.sent == [] and operators.calls == []
+    assert await store.current("user-1") is None
+
+
+async def test_a_number_of_a_country_not_allowed_is_refused_before_a_code_is_sent(
+    store: GatewayStore,
+) -> None:
+    sms = RecordingSms()
+    service = make_service(store, sms=sms)
+    with pytest.raises(CountryNotAllowed) as e:
+        await service.start_identification("user-1", "+1 202 555 0123")
+    assert (e.value.reason, e.value.metadata["country"]) == ("COUNTRY_NOT_ALLOWED", "US")
+    assert sms.sent == []
 
 
 async def test_an_unavailable_operator_is_retried_with_the_same_request_id(
@@ -561,7 +572,12 @@ def _notice(
 
 async def test_a_notice_revokes_the_identification_it_names_once(store: GatewayStore) -> None:
     sms = RecordingSms()
-    service = make_service(store, sms=sms)
+    # the second identification of user-1 is under a new contract: a new code
+    renewed = OperatorAnswer(Verdict.IDENTIFIED, "beeline", "IC-beeline-new")
+    operators = FakeOperators(
+        answers={BEELINE_PHONE: [identified("beeline", BEELINE_PHONE), renewed]}
+    )
+    service = make_service(store, sms=sms, operators=operators)
     first = await identify(service, sms, "user-1")
     other = await identify(service, sms, "user-2", "+79037654321")
 
@@ -573,8 +589,8 @@ async def test_a_notice_revokes_the_identification_it_names_once(store: GatewayS
     untouched = await store.get(other)
     assert untouched is not None and untouched.state is State.IDENTIFIED
 
-    # the user identifies again (same code, for the sake of the test); the same event delivered
-    # again, under another seq, must not revoke the new identification
+    # the user identifies again; the same event delivered again, under another seq, must not
+    # revoke the new identification
     again = await identify(service, sms, "user-1")
     repeat = await service.apply_notice(_notice(2, "ev-1", "IC-beeline-4567"))
     assert (repeat.applied, repeat.revoked, repeat.cursor) == (False, 0, 2)
@@ -600,3 +616,96 @@ async def test_the_cursor_never_moves_back(store: GatewayStore) -> None:
     await service.apply_notice(_notice(5, "ev-5", "x"))
     result = await service.apply_notice(_notice(3, "ev-3", "y"))
     assert result.cursor == 5
+
+
+# --- a termination wins over any operator answer ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kind", "reason"),
+    [
+        (TerminationKind.CONTRACT_ENDED, Reason.CONTRACT_TERMINATED),
+        (TerminationKind.PORTED_OUT, Reason.PORTED_OUT),
+    ],
+)
+async def test_an_identified_answer_recorded_after_its_termination_does_not_identify(
+    store: GatewayStore, kind: TerminationKind, reason: Reason
+) -> None:
+    # The operator answered IDENTIFIED, but the answer reaches the gateway only after the
+    # contract's termination notice was applied (a lost reply retried, a replay after a restart):
+    # the notice revoked nothing then (the identification was VERIFYING); the answer must not make
+    # the user identified on the ended contract.
+    sms = RecordingSms()
+    asked, release = asyncio.Event(), asyncio.Event()
+
+    async def answer_after_the_notice(request_id: str, time_limit: float) -> OperatorAnswer:
+        asked.set()
+        await release.wait()
+        return identified("beeline", BEELINE_PHONE)
+
+    operators = FakeOperators(answers={BEELINE_PHONE: answer_after_the_notice})
+    service = make_service(store, sms=sms, operators=operators)
+    started = await service.start_identification("user-1", BEELINE_PHONE)
+    await service.confirm_possession(
+        started.identification_id, sms.code_for(started.identification_id), wait=0
+    )
+    await asyncio.wait_for(asked.wait(), 5)
+    code = identified("beeline", BEELINE_PHONE).identification_code
+    assert (await service.apply_notice(_notice(1, "ev-1", code, kind))).revoked == 0
+    release.set()
+
+    async def ended() -> bool:
+        current = await store.get(started.identification_id)
+        return current is not None and current.state is not State.VERIFYING
+
+    await eventually(ended)
+    done = await store.get(started.identification_id)
+    assert done is not None
+    assert (done.state, done.reason) == (State.NOT_COMPLETED, reason)
+    assert done.identification_code is None and done.identified_at is None
+    access = await service.check_access("user-1")
+    assert (access.allowed, access.reason) == (False, reason)
+
+
+async def test_an_identified_answer_with_another_code_is_recorded_after_a_notice(
+    store: GatewayStore,
+) -> None:
+    # the inbox blocks only the code the notice ended (another messenger's or contract's code
+    # does not), and another messenger's notice, ignored, blocks nothing
+    sms = RecordingSms()
+    service = make_service(store, sms=sms)
+    await service.apply_notice(_notice(1, "ev-old", "IC-beeline-old-contract"))
+    foreign = TerminationNotice(
+        seq=2,
+        event_id="ev-foreign",
+        operator_id="beeline",
+        messenger_id="beta",
+        identification_code=identified("beeline", BEELINE_PHONE).identification_code,
+        kind=TerminationKind.CONTRACT_ENDED,
+    )
+    await service.apply_notice(foreign)
+    await identify(service, sms, "user-1")
+    assert (await service.check_access("user-1")).allowed
+
+
+async def test_concurrent_starts_with_one_key_start_one_identification(
+    store: GatewayStore,
+) -> None:
+    sms = RecordingSms()
+    service = make_service(store, sms=sms)
+    first, second = await asyncio.gather(
+        *(
+            service.start_identification("user-1", BEELINE_PHONE, idempotency_key="k")
+            for _ in range(2)
+        )
+    )
+    assert first.identification_id == second.identification_id
+    assert len(sms.sent) == 1
+    assert len(await store.history("user-1")) == 1
+
+
+@pytest.mark.parametrize("key", ["x" * 129, "bad\nkey", "   "])
+async def test_malformed_idempotency_keys_are_refused(store: GatewayStore, key: str) -> None:
+    with pytest.raises(InvalidInput, match="idempotency_key") as e:
+        await make_service(store).start_identification("user-1", BEELINE_PHONE, idempotency_key=key)
+    assert e.value.field == "idempotency_key"

@@ -22,64 +22,64 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from idmesh.common.v1 import bulk_pb2 as idmesh_dot_common_dot_v1_dot_bulk__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fidmesh/gateway/v1/gateway.proto\x12\x11idmesh.gateway.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb2\x03\n\x0eIdentification\x12\x19\n\x11identification_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x14\n\x0cphone_number\x18\x03 \x01(\t\x12\x35\n\x05state\x18\x04 \x01(\x0e\x32&.idmesh.gateway.v1.IdentificationState\x12)\n\x06reason\x18\x05 \x01(\x0e\x32\x19.idmesh.gateway.v1.Reason\x12\x13\n\x0boperator_id\x18\x06 \x01(\t\x12.\n\nstarted_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0f\x63ode_expires_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x39\n\x15verification_deadline\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0c\x63ompleted_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rattempts_left\x18\x0b \x01(\x05\"C\n\x1aStartIdentificationRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x14\n\x0cphone_number\x18\x02 \x01(\t\"X\n\x1bStartIdentificationResponse\x12\x39\n\x0eidentification\x18\x01 \x01(\x0b\x32!.idmesh.gateway.v1.Identification\"C\n\x18\x43onfirmPossessionRequest\x12\x19\n\x11identification_id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\"V\n\x19\x43onfirmPossessionResponse\x12\x39\n\x0eidentification\x18\x01 \x01(\x0b\x32!.idmesh.gateway.v1.Identification\"+\n\x18GetIdentificationRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\"V\n\x19GetIdentificationResponse\x12\x39\n\x0eidentification\x18\x01 \x01(\x0b\x32!.idmesh.gateway.v1.Identification\"%\n\x12\x43heckAccessRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\"\x99\x01\n\x13\x43heckAccessResponse\x12\x0f\n\x07\x61llowed\x18\x01 \x01(\x08\x12)\n\x06reason\x18\x02 \x01(\x0e\x32\x19.idmesh.gateway.v1.Reason\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x35\n\x05state\x18\x04 \x01(\x0e\x32&.idmesh.gateway.v1.IdentificationState\"A\n\x18\x43hangePhoneNumberRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x14\n\x0cphone_number\x18\x02 \x01(\t\"\x8b\x01\n\x19\x43hangePhoneNumberResponse\x12\x39\n\x0eidentification\x18\x01 \x01(\x0b\x32!.idmesh.gateway.v1.Identification\x12\x33\n\x08previous\x18\x02 \x01(\x0b\x32!.idmesh.gateway.v1.Identification\"/\n\x1c\x43heckNumberReassignedRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\"\xb2\x01\n\x1d\x43heckNumberReassignedResponse\x12;\n\x0creassignment\x18\x01 \x01(\x0e\x32%.idmesh.gateway.v1.NumberReassignment\x12)\n\x05since\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0boperator_id\x18\x03 \x01(\t\x12\x14\n\x0cphone_number\x18\x04 \x01(\t\"\x80\x01\n\x0cPortedNumber\x12\x0c\n\x04line\x18\x01 \x01(\x04\x12\x14\n\x0cphone_number\x18\x02 \x01(\t\x12\x1d\n\x15recipient_operator_id\x18\x03 \x01(\t\x12-\n\tported_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"c\n\x1aImportPortedNumbersRequest\x12\x16\n\x0e\x61ll_or_nothing\x18\x01 \x01(\x08\x12-\n\x04rows\x18\x02 \x03(\x0b\x32\x1f.idmesh.gateway.v1.PortedNumber\")\n\x08RowError\x12\x0c\n\x04line\x18\x01 \x01(\x04\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x81\x01\n\x1bImportPortedNumbersResponse\x12\x10\n\x08imported\x18\x01 \x01(\x04\x12\x10\n\x08rejected\x18\x02 \x01(\x04\x12+\n\x06\x65rrors\x18\x03 \x03(\x0b\x32\x1b.idmesh.gateway.v1.RowError\x12\x11\n\tcommitted\x18\x04 \x01(\x08\".\n\x16ResolveOperatorRequest\x12\x14\n\x0cphone_number\x18\x01 \x01(\t\"\x88\x01\n\x17ResolveOperatorResponse\x12\x14\n\x0cphone_number\x18\x01 \x01(\t\x12\x13\n\x0boperator_id\x18\x02 \x01(\t\x12.\n\x06source\x18\x03 \x01(\x0e\x32\x1e.idmesh.gateway.v1.RouteSource\x12\x12\n\nconfigured\x18\x04 \x01(\x08*\xf6\x01\n\x13IdentificationState\x12$\n IDENTIFICATION_STATE_UNSPECIFIED\x10\x00\x12&\n\"IDENTIFICATION_STATE_AWAITING_CODE\x10\x01\x12\"\n\x1eIDENTIFICATION_STATE_VERIFYING\x10\x02\x12#\n\x1fIDENTIFICATION_STATE_IDENTIFIED\x10\x03\x12&\n\"IDENTIFICATION_STATE_NOT_COMPLETED\x10\x04\x12 \n\x1cIDENTIFICATION_STATE_REVOKED\x10\x05*\xb1\x02\n\x06Reason\x12\x16\n\x12REASON_UNSPECIFIED\x10\x00\x12\x18\n\x14REASON_NO_SUBSCRIBER\x10\x01\x12\x1b\n\x17REASON_OPERATOR_TIMEOUT\x10\x02\x12\x16\n\x12REASON_NO_OPERATOR\x10\x03\x12\x1c\n\x18REASON_AGREEMENT_REFUSED\x10\x04\x12\x17\n\x13REASON_CODE_EXPIRED\x10\x05\x12\x1c\n\x18REASON_TOO_MANY_ATTEMPTS\x10\x06\x12\x1e\n\x1aREASON_CONTRACT_TERMINATED\x10\x07\x12\x15\n\x11REASON_PORTED_OUT\x10\x08\x12\x19\n\x15REASON_NOT_IDENTIFIED\x10\t\x12\x19\n\x15REASON_NUMBER_CHANGED\x10\n*\xa6\x01\n\x12NumberReassignment\x12#\n\x1fNUMBER_REASSIGNMENT_UNSPECIFIED\x10\x00\x12\"\n\x1eNUMBER_REASSIGNMENT_REASSIGNED\x10\x01\x12&\n\"NUMBER_REASSIGNMENT_NOT_REASSIGNED\x10\x02\x12\x1f\n\x1bNUMBER_REASSIGNMENT_NO_DATA\x10\x03*\xac\x01\n\x0bRouteSource\x12\x1c\n\x18ROUTE_SOURCE_UNSPECIFIED\x10\x00\x12\x1f\n\x1bROUTE_SOURCE_PORTED_NUMBERS\x10\x01\x12\x1f\n\x1bROUTE_SOURCE_NUMBERING_PLAN\x10\x02\x12\x1d\n\x19ROUTE_SOURCE_CARRIER_DATA\x10\x03\x12\x1e\n\x1aROUTE_SOURCE_OPERATOR_HINT\x10\x04\x32\xb0\x05\n\x0eGatewayService\x12t\n\x13StartIdentification\x12-.idmesh.gateway.v1.StartIdentificationRequest\x1a..idmesh.gateway.v1.StartIdentificationResponse\x12n\n\x11\x43onfirmPossession\x12+.idmesh.gateway.v1.ConfirmPossessionRequest\x1a,.idmesh.gateway.v1.ConfirmPossessionResponse\x12n\n\x11GetIdentification\x12+.idmesh.gateway.v1.GetIdentificationRequest\x1a,.idmesh.gateway.v1.GetIdentificationResponse\x12\\\n\x0b\x43heckAccess\x12%.idmesh.gateway.v1.CheckAccessRequest\x1a&.idmesh.gateway.v1.CheckAccessResponse\x12n\n\x11\x43hangePhoneNumber\x12+.idmesh.gateway.v1.ChangePhoneNumberRequest\x1a,.idmesh.gateway.v1.ChangePhoneNumberResponse\x12z\n\x15\x43heckNumberReassigned\x12/.idmesh.gateway.v1.CheckNumberReassignedRequest\x1a\x30.idmesh.gateway.v1.CheckNumberReassignedResponse2\xf7\x01\n\x13GatewayAdminService\x12v\n\x13ImportPortedNumbers\x12-.idmesh.gateway.v1.ImportPortedNumbersRequest\x1a..idmesh.gateway.v1.ImportPortedNumbersResponse(\x01\x12h\n\x0fResolveOperator\x12).idmesh.gateway.v1.ResolveOperatorRequest\x1a*.idmesh.gateway.v1.ResolveOperatorResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fidmesh/gateway/v1/gateway.proto\x12\x11idmesh.gateway.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bidmesh/common/v1/bulk.proto\"\xb2\x03\n\x0eIdentification\x12\x19\n\x11identification_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x14\n\x0cphone_number\x18\x03 \x01(\t\x12\x35\n\x05state\x18\x04 \x01(\x0e\x32&.idmesh.gateway.v1.IdentificationState\x12)\n\x06reason\x18\x05 \x01(\x0e\x32\x19.idmesh.gateway.v1.Reason\x12\x13\n\x0boperator_id\x18\x06 \x01(\t\x12.\n\nstarted_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0f\x63ode_expires_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x39\n\x15verification_deadline\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0c\x63ompleted_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rattempts_left\x18\x0b \x01(\x05\"\\\n\x1aStartIdentificationRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x14\n\x0cphone_number\x18\x02 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t\"X\n\x1bStartIdentificationResponse\x12\x39\n\x0eidentification\x18\x01 \x01(\x0b\x32!.idmesh.gateway.v1.Identification\"p\n\x18\x43onfirmPossessionRequest\x12\x19\n\x11identification_id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12+\n\x08max_wait\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"V\n\x19\x43onfirmPossessionResponse\x12\x39\n\x0eidentification\x18\x01 \x01(\x0b\x32!.idmesh.gateway.v1.Identification\"+\n\x18GetIdentificationRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\"V\n\x19GetIdentificationResponse\x12\x39\n\x0eidentification\x18\x01 \x01(\x0b\x32!.idmesh.gateway.v1.Identification\"%\n\x12\x43heckAccessRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\"\x99\x01\n\x13\x43heckAccessResponse\x12\x0f\n\x07\x61llowed\x18\x01 \x01(\x08\x12)\n\x06reason\x18\x02 \x01(\x0e\x32\x19.idmesh.gateway.v1.Reason\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x35\n\x05state\x18\x04 \x01(\x0e\x32&.idmesh.gateway.v1.IdentificationState\"A\n\x18\x43hangePhoneNumberRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x14\n\x0cphone_number\x18\x02 \x01(\t\"\x8b\x01\n\x19\x43hangePhoneNumberResponse\x12\x39\n\x0eidentification\x18\x01 \x01(\x0b\x32!.idmesh.gateway.v1.Identification\x12\x33\n\x08previous\x18\x02 \x01(\x0b\x32!.idmesh.gateway.v1.Identification\"/\n\x1c\x43heckNumberReassignedRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\"\xb2\x01\n\x1d\x43heckNumberReassignedResponse\x12;\n\x0creassignment\x18\x01 \x01(\x0e\x32%.idmesh.gateway.v1.NumberReassignment\x12)\n\x05since\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0boperator_id\x18\x03 \x01(\t\x12\x14\n\x0cphone_number\x18\x04 \x01(\t\"\x80\x01\n\x0cPortedNumber\x12\x0c\n\x04line\x18\x01 \x01(\x04\x12\x14\n\x0cphone_number\x18\x02 \x01(\t\x12\x1d\n\x15recipient_operator_id\x18\x03 \x01(\t\x12-\n\tported_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x8d\x01\n\x1aImportPortedNumbersRequest\x12*\n\x04mode\x18\x03 \x01(\x0e\x32\x1c.idmesh.common.v1.ImportMode\x12-\n\x04rows\x18\x02 \x03(\x0b\x32\x1f.idmesh.gateway.v1.PortedNumberJ\x04\x08\x01\x10\x02R\x0e\x61ll_or_nothing\"\x93\x01\n\x1bImportPortedNumbersResponse\x12\x10\n\x08imported\x18\x01 \x01(\x04\x12\x10\n\x08rejected\x18\x02 \x01(\x04\x12*\n\x06\x65rrors\x18\x03 \x03(\x0b\x32\x1a.idmesh.common.v1.RowError\x12\x11\n\tcommitted\x18\x04 \x01(\x08\x12\x11\n\tunchanged\x18\x05 \x01(\x04\".\n\x16ResolveOperatorRequest\x12\x14\n\x0cphone_number\x18\x01 \x01(\t\"\x88\x01\n\x17ResolveOperatorResponse\x12\x14\n\x0cphone_number\x18\x01 \x01(\t\x12\x13\n\x0boperator_id\x18\x02 \x01(\t\x12.\n\x06source\x18\x03 \x01(\x0e\x32\x1e.idmesh.gateway.v1.RouteSource\x12\x12\n\nconfigured\x18\x04 \x01(\x08*\xf6\x01\n\x13IdentificationState\x12$\n IDENTIFICATION_STATE_UNSPECIFIED\x10\x00\x12&\n\"IDENTIFICATION_STATE_AWAITING_CODE\x10\x01\x12\"\n\x1eIDENTIFICATION_STATE_VERIFYING\x10\x02\x12#\n\x1fIDENTIFICATION_STATE_IDENTIFIED\x10\x03\x12&\n\"IDENTIFICATION_STATE_NOT_COMPLETED\x10\x04\x12 \n\x1cIDENTIFICATION_STATE_REVOKED\x10\x05*\xb1\x02\n\x06Reason\x12\x16\n\x12REASON_UNSPECIFIED\x10\x00\x12\x18\n\x14REASON_NO_SUBSCRIBER\x10\x01\x12\x1b\n\x17REASON_OPERATOR_TIMEOUT\x10\x02\x12\x16\n\x12REASON_NO_OPERATOR\x10\x03\x12\x1c\n\x18REASON_AGREEMENT_REFUSED\x10\x04\x12\x17\n\x13REASON_CODE_EXPIRED\x10\x05\x12\x1c\n\x18REASON_TOO_MANY_ATTEMPTS\x10\x06\x12\x1e\n\x1aREASON_CONTRACT_TERMINATED\x10\x07\x12\x15\n\x11REASON_PORTED_OUT\x10\x08\x12\x19\n\x15REASON_NOT_IDENTIFIED\x10\t\x12\x19\n\x15REASON_NUMBER_CHANGED\x10\n*\xa6\x01\n\x12NumberReassignment\x12#\n\x1fNUMBER_REASSIGNMENT_UNSPECIFIED\x10\x00\x12\"\n\x1eNUMBER_REASSIGNMENT_REASSIGNED\x10\x01\x12&\n\"NUMBER_REASSIGNMENT_NOT_REASSIGNED\x10\x02\x12\x1f\n\x1bNUMBER_REASSIGNMENT_NO_DATA\x10\x03*\xac\x01\n\x0bRouteSource\x12\x1c\n\x18ROUTE_SOURCE_UNSPECIFIED\x10\x00\x12\x1f\n\x1bROUTE_SOURCE_PORTED_NUMBERS\x10\x01\x12\x1f\n\x1bROUTE_SOURCE_NUMBERING_PLAN\x10\x02\x12\x1d\n\x19ROUTE_SOURCE_CARRIER_DATA\x10\x03\x12\x1e\n\x1aROUTE_SOURCE_OPERATOR_HINT\x10\x04\x32\xb0\x05\n\x0eGatewayService\x12t\n\x13StartIdentification\x12-.idmesh.gateway.v1.StartIdentificationRequest\x1a..idmesh.gateway.v1.StartIdentificationResponse\x12n\n\x11\x43onfirmPossession\x12+.idmesh.gateway.v1.ConfirmPossessionRequest\x1a,.idmesh.gateway.v1.ConfirmPossessionResponse\x12n\n\x11GetIdentification\x12+.idmesh.gateway.v1.GetIdentificationRequest\x1a,.idmesh.gateway.v1.GetIdentificationResponse\x12\\\n\x0b\x43heckAccess\x12%.idmesh.gateway.v1.CheckAccessRequest\x1a&.idmesh.gateway.v1.CheckAccessResponse\x12n\n\x11\x43hangePhoneNumber\x12+.idmesh.gateway.v1.ChangePhoneNumberRequest\x1a,.idmesh.gateway.v1.ChangePhoneNumberResponse\x12z\n\x15\x43heckNumberReassigned\x12/.idmesh.gateway.v1.CheckNumberReassignedRequest\x1a\x30.idmesh.gateway.v1.CheckNumberReassignedResponse2\xf7\x01\n\x13GatewayAdminService\x12v\n\x13ImportPortedNumbers\x12-.idmesh.gateway.v1.ImportPortedNumbersRequest\x1a..idmesh.gateway.v1.ImportPortedNumbersResponse(\x01\x12h\n\x0fResolveOperator\x12).idmesh.gateway.v1.ResolveOperatorRequest\x1a*.idmesh.gateway.v1.ResolveOperatorResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'idmesh.gateway.v1.gateway_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_IDENTIFICATIONSTATE']._serialized_start=2202
-  _globals['_IDENTIFICATIONSTATE']._serialized_end=2448
-  _globals['_REASON']._serialized_start=2451
-  _globals['_REASON']._serialized_end=2756
-  _globals['_NUMBERREASSIGNMENT']._serialized_start=2759
-  _globals['_NUMBERREASSIGNMENT']._serialized_end=2925
-  _globals['_ROUTESOURCE']._serialized_start=2928
-  _globals['_ROUTESOURCE']._serialized_end=3100
-  _globals['_IDENTIFICATION']._serialized_start=88
-  _globals['_IDENTIFICATION']._serialized_end=522
-  _globals['_STARTIDENTIFICATIONREQUEST']._serialized_start=524
-  _globals['_STARTIDENTIFICATIONREQUEST']._serialized_end=591
-  _globals['_STARTIDENTIFICATIONRESPONSE']._serialized_start=593
-  _globals['_STARTIDENTIFICATIONRESPONSE']._serialized_end=681
-  _globals['_CONFIRMPOSSESSIONREQUEST']._serialized_start=683
-  _globals['_CONFIRMPOSSESSIONREQUEST']._serialized_end=750
-  _globals['_CONFIRMPOSSESSIONRESPONSE']._serialized_start=752
-  _globals['_CONFIRMPOSSESSIONRESPONSE']._serialized_end=838
-  _globals['_GETIDENTIFICATIONREQUEST']._serialized_start=840
-  _globals['_GETIDENTIFICATIONREQUEST']._serialized_end=883
-  _globals['_GETIDENTIFICATIONRESPONSE']._serialized_start=885
-  _globals['_GETIDENTIFICATIONRESPONSE']._serialized_end=971
-  _globals['_CHECKACCESSREQUEST']._serialized_start=973
-  _globals['_CHECKACCESSREQUEST']._serialized_end=1010
-  _globals['_CHECKACCESSRESPONSE']._serialized_start=1013
-  _globals['_CHECKACCESSRESPONSE']._serialized_end=1166
-  _globals['_CHANGEPHONENUMBERREQUEST']._serialized_start=1168
-  _globals['_CHANGEPHONENUMBERREQUEST']._serialized_end=1233
-  _globals['_CHANGEPHONENUMBERRESPONSE']._serialized_start=1236
-  _globals['_CHANGEPHONENUMBERRESPONSE']._serialized_end=1375
-  _globals['_CHECKNUMBERREASSIGNEDREQUEST']._serialized_start=1377
-  _globals['_CHECKNUMBERREASSIGNEDREQUEST']._serialized_end=1424
-  _globals['_CHECKNUMBERREASSIGNEDRESPONSE']._serialized_start=1427
-  _globals['_CHECKNUMBERREASSIGNEDRESPONSE']._serialized_end=1605
-  _globals['_PORTEDNUMBER']._serialized_start=1608
-  _globals['_PORTEDNUMBER']._serialized_end=1736
-  _globals['_IMPORTPORTEDNUMBERSREQUEST']._serialized_start=1738
-  _globals['_IMPORTPORTEDNUMBERSREQUEST']._serialized_end=1837
-  _globals['_ROWERROR']._serialized_start=1839
-  _globals['_ROWERROR']._serialized_end=1880
-  _globals['_IMPORTPORTEDNUMBERSRESPONSE']._serialized_start=1883
-  _globals['_IMPORTPORTEDNUMBERSRESPONSE']._serialized_end=2012
-  _globals['_RESOLVEOPERATORREQUEST']._serialized_start=2014
-  _globals['_RESOLVEOPERATORREQUEST']._serialized_end=2060
-  _globals['_RESOLVEOPERATORRESPONSE']._serialized_start=2063
-  _globals['_RESOLVEOPERATORRESPONSE']._serialized_end=2199
-  _globals['_GATEWAYSERVICE']._serialized_start=3103
-  _globals['_GATEWAYSERVICE']._serialized_end=3791
-  _globals['_GATEWAYADMINSERVICE']._serialized_start=3794
-  _globals['_GATEWAYADMINSERVICE']._serialized_end=4041
+  _globals['_IDENTIFICATIONSTATE']._serialized_start=2351
+  _globals['_IDENTIFICATIONSTATE']._serialized_end=2597
+  _globals['_REASON']._serialized_start=2600
+  _globals['_REASON']._serialized_end=2905
+  _globals['_NUMBERREASSIGNMENT']._serialized_start=2908
+  _globals['_NUMBERREASSIGNMENT']._serialized_end=3074
+  _globals['_ROUTESOURCE']._serialized_start=3077
+  _globals['_ROUTESOURCE']._serialized_end=3249
+  _globals['_IDENTIFICATION']._serialized_start=149
+  _globals['_IDENTIFICATION']._serialized_end=583
+  _globals['_STARTIDENTIFICATIONREQUEST']._serialized_start=585
+  _globals['_STARTIDENTIFICATIONREQUEST']._serialized_end=677
+  _globals['_STARTIDENTIFICATIONRESPONSE']._serialized_start=679
+  _globals['_STARTIDENTIFICATIONRESPONSE']._serialized_end=767
+  _globals['_CONFIRMPOSSESSIONREQUEST']._serialized_start=769
+  _globals['_CONFIRMPOSSESSIONREQUEST']._serialized_end=881
+  _globals['_CONFIRMPOSSESSIONRESPONSE']._serialized_start=883
+  _globals['_CONFIRMPOSSESSIONRESPONSE']._serialized_end=969
+  _globals['_GETIDENTIFICATIONREQUEST']._serialized_start=971
+  _globals['_GETIDENTIFICATIONREQUEST']._serialized_end=1014
+  _globals['_GETIDENTIFICATIONRESPONSE']._serialized_start=1016
+  _globals['_GETIDENTIFICATIONRESPONSE']._serialized_end=1102
+  _globals['_CHECKACCESSREQUEST']._serialized_start=1104
+  _globals['_CHECKACCESSREQUEST']._serialized_end=1141
+  _globals['_CHECKACCESSRESPONSE']._serialized_start=1144
+  _globals['_CHECKACCESSRESPONSE']._serialized_end=1297
+  _globals['_CHANGEPHONENUMBERREQUEST']._serialized_start=1299
+  _globals['_CHANGEPHONENUMBERREQUEST']._serialized_end=1364
+  _globals['_CHANGEPHONENUMBERRESPONSE']._serialized_start=1367
+  _globals['_CHANGEPHONENUMBERRESPONSE']._serialized_end=1506
+  _globals['_CHECKNUMBERREASSIGNEDREQUEST']._serialized_start=1508
+  _globals['_CHECKNUMBERREASSIGNEDREQUEST']._serialized_end=1555
+  _globals['_CHECKNUMBERREASSIGNEDRESPONSE']._serialized_start=1558
+  _globals['_CHECKNUMBERREASSIGNEDRESPONSE']._serialized_end=1736
+  _globals['_PORTEDNUMBER']._serialized_start=1739
+  _globals['_PORTEDNUMBER']._serialized_end=1867
+  _globals['_IMPORTPORTEDNUMBERSREQUEST']._serialized_start=1870
+  _globals['_IMPORTPORTEDNUMBERSREQUEST']._serialized_end=2011
+  _globals['_IMPORTPORTEDNUMBERSRESPONSE']._serialized_start=2014
+  _globals['_IMPORTPORTEDNUMBERSRESPONSE']._serialized_end=2161
+  _globals['_RESOLVEOPERATORREQUEST']._serialized_start=2163
+  _globals['_RESOLVEOPERATORREQUEST']._serialized_end=2209
+  _globals['_RESOLVEOPERATORRESPONSE']._serialized_start=2212
+  _globals['_RESOLVEOPERATORRESPONSE']._serialized_end=2348
+  _globals['_GATEWAYSERVICE']._serialized_start=3252
+  _globals['_GATEWAYSERVICE']._serialized_end=3940
+  _globals['_GATEWAYADMINSERVICE']._serialized_start=3943
+  _globals['_GATEWAYADMINSERVICE']._serialized_end=4190
 # @@protoc_insertion_point(module_scope)
