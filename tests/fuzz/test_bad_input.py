@@ -1,6 +1,7 @@
-"""Fields that used to be answered INTERNAL (issue 10): a Timestamp out of range and a row line
-number beyond a signed 64-bit integer (in every stream of rows). Each is refused at the edge, INVALID_ARGUMENT naming the
-field, and nothing is stored; over the fuzz tests' in-process mesh (tests/fuzz/harness.py)."""
+"""Fields that used to be answered INTERNAL (issue 10): a Timestamp out of range, and a row's
+line number beyond a signed 64-bit integer (in every stream of rows). Each is refused at the edge,
+INVALID_ARGUMENT naming the field, and nothing is stored; over the fuzz tests' in-process mesh
+(tests/fuzz/harness.py)."""
 
 from __future__ import annotations
 
