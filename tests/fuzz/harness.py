@@ -24,7 +24,7 @@ from typing import Any
 
 import grpc
 from google.protobuf import message_factory
-from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
+from google.protobuf.descriptor import FileDescriptor, MethodDescriptor
 from google.protobuf.message import Message
 from idmesh.events.v1 import events_pb2
 from idmesh.gateway.v1 import gateway_pb2
@@ -62,21 +62,14 @@ REGISTRY = "registry"
 NOTIFIER = "notifier"
 GATEWAY = "gateway"
 
-# Which server answers each service, and the identity its authorization asks for (per method
-# where the service serves several kinds of caller).
-SERVICES: dict[str, tuple[ServiceDescriptor, str]] = {
-    "RegistryService": (registry_pb2.DESCRIPTOR.services_by_name["RegistryService"], REGISTRY),
-    "RegistryAdminService": (
-        registry_pb2.DESCRIPTOR.services_by_name["RegistryAdminService"],
-        REGISTRY,
-    ),
-    "NotifierService": (notifier_pb2.DESCRIPTOR.services_by_name["NotifierService"], NOTIFIER),
-    "GatewayService": (gateway_pb2.DESCRIPTOR.services_by_name["GatewayService"], GATEWAY),
-    "GatewayAdminService": (
-        gateway_pb2.DESCRIPTOR.services_by_name["GatewayAdminService"],
-        GATEWAY,
-    ),
+# The API files each server answers: every service of each, every method of each service.
+SERVERS: dict[str, FileDescriptor] = {
+    REGISTRY: registry_pb2.DESCRIPTOR,
+    NOTIFIER: notifier_pb2.DESCRIPTOR,
+    GATEWAY: gateway_pb2.DESCRIPTOR,
 }
+# The identity each service's authorization asks for (per method where a service serves several
+# kinds of caller).
 _RIGHT_IDENTITY: dict[str, Caller] = {
     "idmesh.registry.v1.RegistryService": Caller(Kind.MESSENGER, MESSENGER),
     "idmesh.registry.v1.RegistryAdminService": Caller(Kind.OPERATOR, OPERATOR, Role.ADMIN),
@@ -96,7 +89,12 @@ OTHER_IDENTITIES: tuple[Caller, ...] = (
 
 def methods() -> list[MethodDescriptor]:
     """Every RPC of the three services."""
-    return [m for descriptor, _ in SERVICES.values() for m in descriptor.methods]
+    return [
+        method
+        for api in SERVERS.values()
+        for service in api.services_by_name.values()
+        for method in service.methods
+    ]
 
 
 def method_id(method: MethodDescriptor) -> str:
@@ -104,14 +102,17 @@ def method_id(method: MethodDescriptor) -> str:
 
 
 def right_identity(method: MethodDescriptor) -> Caller:
-    return (
-        _RIGHT_IDENTITY.get(method.full_name)
-        or _RIGHT_IDENTITY[method.containing_service.full_name]
+    for name in (method.full_name, method.containing_service.full_name):
+        if name in _RIGHT_IDENTITY:
+            return _RIGHT_IDENTITY[name]
+    raise LookupError(
+        f"{method.full_name}: name the identity it is for in _RIGHT_IDENTITY (tests/fuzz)"
     )
 
 
 def server_of(method: MethodDescriptor) -> str:
-    return SERVICES[method.containing_service.name][1]
+    api = method.containing_service.file
+    return next(server for server, file in SERVERS.items() if file.name == api.name)
 
 
 @dataclass(frozen=True)
