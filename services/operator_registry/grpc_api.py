@@ -198,13 +198,7 @@ class RegistryAdminServicer(registry_pb2_grpc.RegistryAdminServiceServicer):
         self, request: registry_pb2.ListAuditRecordsRequest, context: Context
     ) -> registry_pb2.ListAuditRecordsResponse:
         self._require_admin()
-        try:
-            before_id = int(request.page_token) if request.page_token else None
-        except ValueError:
-            raise InvalidInput(
-                f"page_token {quote(request.page_token)} is not one this registry gave: "
-                "pass next_page_token from the previous page"
-            ) from None
+        before_id = _audit_page(request.page_token)
         since = from_timestamp(request.since, field="since") if request.HasField("since") else None
         until = from_timestamp(request.until, field="until") if request.HasField("until") else None
         records, next_id = await self._service.list_audit(
@@ -264,6 +258,23 @@ class RegistryAdminServicer(registry_pb2_grpc.RegistryAdminServiceServicer):
                 for r in report.refusals
             ],
         )
+
+
+_MAX_ID = 2**63 - 1  # SQLite's INTEGER
+
+
+def _audit_page(page_token: str) -> int | None:
+    """The audit record id a next_page_token names (its decimal digits), None for the first page.
+    Anything else is refused: int() would also read " 1", "1_0", non-ASCII digits, and values
+    beyond SQLite's INTEGER."""
+    if not page_token:
+        return None
+    if not (page_token.isascii() and page_token.isdigit() and int(page_token) <= _MAX_ID):
+        raise InvalidInput(
+            f"page_token {quote(page_token)} is not one this registry gave: "
+            "pass next_page_token from the previous page"
+        )
+    return int(page_token)
 
 
 _OUTCOMES_TO_PB = {

@@ -196,3 +196,15 @@ async def test_an_import_row_with_a_bad_activation_time_is_a_row_error(mesh: Mes
     assert isinstance(outcome.response, registry_pb2.ImportSubscribersResponse)
     assert outcome.response.imported == 0
     assert [e.line for e in outcome.response.errors] == [7]
+
+
+@pytest.mark.parametrize("token", ["99999999999999999999", " 1", "1_0", "\u0661\u0662", "-1", "x"])
+async def test_a_page_token_the_registry_did_not_give_is_invalid_argument(
+    mesh: Mesh, token: str
+) -> None:
+    await _refused_naming(
+        mesh,
+        "RegistryAdminService.ListAuditRecords",
+        [registry_pb2.ListAuditRecordsRequest(page_token=token)],
+        "page_token",
+    )
