@@ -51,6 +51,7 @@ def _event_from_pb(index: int, event: events_pb2.ContractTerminated) -> Contract
         reason=int(event.reason),
         occurred_at=occurred_at,
         recipient_operator_id=event.recipient_operator_id,
+        trace_id=event.trace_id,
     )
 
 
@@ -64,6 +65,7 @@ def _event_to_pb(event: ContractTerminated) -> events_pb2.ContractTerminated:
         reason=cast(events_pb2.TerminationReason, event.reason),
         occurred_at=to_timestamp(event.occurred_at),
         recipient_operator_id=event.recipient_operator_id,
+        trace_id=event.trace_id,
     )
 
 
