@@ -29,13 +29,13 @@ from google.protobuf.message import Message
 from idmesh.events.v1 import events_pb2
 from idmesh.gateway.v1 import gateway_pb2
 from idmesh.notifier.v1 import notifier_pb2
-from idmesh.registry.v1 import registry_pb2, registry_pb2_grpc
+from idmesh.registry.v1 import registry_pb2
 
 from services.common.channels import open_channel
 from services.common.config import Env, ServerSettings
 from services.common.db import Database
 from services.common.identity import Caller, Kind, Role
-from services.common.server import GrpcServer, service_name
+from services.common.server import GrpcServer
 from services.common.timeutil import SystemClock, to_timestamp, utcnow
 from services.messenger_gateway.config import GatewayConfig
 from services.messenger_gateway.grpc_api import ERRORS as GATEWAY_ERRORS
@@ -45,7 +45,7 @@ from services.notifier.config import NotifierConfig
 from services.notifier.grpc_api import ERRORS as NOTIFIER_ERRORS
 from services.notifier.main import open_notifier
 from services.operator_registry.grpc_api import ERRORS as REGISTRY_ERRORS
-from services.operator_registry.grpc_api import RegistryAdminServicer, RegistryServicer
+from services.operator_registry.main import add_servicers
 from services.operator_registry.service import RegistryService
 from services.operator_registry.store import MIGRATIONS as REGISTRY_MIGRATIONS
 from services.operator_registry.store import RegistryStore
@@ -257,16 +257,7 @@ async def _start_registry(path: Path, stack: contextlib.AsyncExitStack) -> tuple
     stack.push_async_callback(db.close)
     service = RegistryService(RegistryStore(db), operator_id=OPERATOR, clock=SystemClock())
     server = GrpcServer(name="operator_registry", bind="127.0.0.1:0", errors=REGISTRY_ERRORS)
-    server.add(
-        registry_pb2_grpc.add_RegistryServiceServicer_to_server,
-        RegistryServicer(service),
-        service_name(registry_pb2.DESCRIPTOR, "RegistryService"),
-    )
-    server.add(
-        registry_pb2_grpc.add_RegistryAdminServiceServicer_to_server,
-        RegistryAdminServicer(service),
-        service_name(registry_pb2.DESCRIPTOR, "RegistryAdminService"),
-    )
+    add_servicers(server, service)
     port = await server.start()
     stack.push_async_callback(server.stop, None)
     return port, db_path

@@ -5,11 +5,8 @@ INVALID_ARGUMENT naming the field, and nothing is stored; over the fuzz tests' i
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import grpc
 import pytest
-import pytest_asyncio
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 from idmesh.events.v1 import events_pb2
@@ -26,7 +23,6 @@ from tests.fuzz.harness import (
     method_id,
     methods,
     right_identity,
-    running_mesh,
     server_of,
 )
 
@@ -135,12 +131,6 @@ LINE_CASES = [
         lambda line: [gateway_pb2.ImportPortedNumbersRequest(rows=[_ported(2), _ported(line)])],
     ),
 ]
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def mesh(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Mesh]:
-    async with running_mesh(tmp_path_factory.mktemp("bad-input")) as running:
-        yield running
 
 
 async def _refused_naming(mesh: Mesh, name: str, requests: list[Message], field: str) -> None:

@@ -14,12 +14,10 @@ for thousands of random ones. A failure prints the method, the caller and the re
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Mapping, Sequence
 
 import grpc
 import pytest
-import pytest_asyncio
 from google.protobuf.descriptor import MethodDescriptor
 from google.protobuf.message import Message
 from hypothesis import HealthCheck, given, settings
@@ -33,7 +31,6 @@ from tests.fuzz.harness import (
     method_id,
     methods,
     right_identity,
-    running_mesh,
     server_of,
 )
 from tests.fuzz.strategies import message_strategy
@@ -56,13 +53,6 @@ REFUSALS_THAT_WRITE: dict[str, tuple[frozenset[grpc.StatusCode], frozenset[str]]
         frozenset({"identifications"}),
     ),
 }
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def mesh(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Mesh]:
-    path: Path = tmp_path_factory.mktemp("fuzz")
-    async with running_mesh(path) as running:
-        yield running
 
 
 _cases: dict[tuple[int, str], st.SearchStrategy[tuple[list[Message], Caller]]] = {}
