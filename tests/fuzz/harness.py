@@ -17,12 +17,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import grpc
+import prometheus_client
 from google.protobuf import message_factory
 from google.protobuf.descriptor import FileDescriptor, MethodDescriptor
 from google.protobuf.message import Message
@@ -117,11 +118,14 @@ def server_of(method: MethodDescriptor) -> str:
 
 @dataclass(frozen=True)
 class Outcome:
-    """What an RPC answered: its status code and details (and, when OK, the response)."""
+    """What an RPC answered: its status code and details (and, when OK, the response).
+    client_side: the status is the client's own (grpc's client library failed the call after the
+    server had refused it), not the server's answer."""
 
     code: grpc.StatusCode
     details: str
     response: Message | None = None
+    client_side: bool = False
 
 
 class Mesh:
@@ -167,23 +171,41 @@ class Mesh:
                 response = None if first is grpc.aio.EOF else first
                 return Outcome(grpc.StatusCode.OK, "", response)
             if method.client_streaming:
-                call = channel.stream_unary(
-                    path, request_serializer=serialize, response_deserializer=deserialize
-                )(timeout=CALL_TIMEOUT)
-                # Written one by one rather than from an iterator: a server that refuses the
-                # stream at once (a wrong caller) may have answered before the last write, and
-                # grpc's iterator-writer then reports its own INTERNAL instead of the answer.
-                with contextlib.suppress(asyncio.InvalidStateError, grpc.aio.AioRpcError):
-                    for request in requests:
-                        await call.write(request)
-                    await call.done_writing()
-                reply = await call
+                return await self._stream(channel, path, deserialize, requests)
             else:
                 reply = await channel.unary_unary(
                     path, request_serializer=serialize, response_deserializer=deserialize
                 )(requests[0], timeout=CALL_TIMEOUT)
         except grpc.aio.AioRpcError as error:
             return Outcome(error.code(), error.details() or "")
+        return Outcome(grpc.StatusCode.OK, "", reply)
+
+    async def _stream(
+        self,
+        channel: grpc.aio.Channel,
+        path: str,
+        deserialize: Callable[[bytes], Message],
+        requests: Sequence[Message],
+    ) -> Outcome:
+        """A client stream, written message by message. A server that refuses the stream at
+        once (a wrong caller) may answer before the last write; grpc's client then sometimes
+        fails the call itself, INTERNAL "Internal error from Core", instead of reporting the
+        server's answer. Such an INTERNAL is told apart by the servers' own count of the
+        INTERNAL and UNKNOWN answers they gave (services.common.metrics)."""
+        failures_before = _server_failures(path)
+        call = channel.stream_unary(
+            path, request_serializer=_serialize, response_deserializer=deserialize
+        )(timeout=CALL_TIMEOUT)
+        try:
+            with contextlib.suppress(asyncio.InvalidStateError, grpc.aio.AioRpcError):
+                for request in requests:
+                    await call.write(request)
+                await call.done_writing()
+            reply = await call
+        except grpc.aio.AioRpcError as error:
+            code = error.code()
+            client_side = code in _FAILURES and _server_failures(path) == failures_before
+            return Outcome(code, error.details() or "", client_side=client_side)
         return Outcome(grpc.StatusCode.OK, "", reply)
 
     def snapshot(
@@ -200,6 +222,20 @@ class Mesh:
             await channel.close()
         for store in self._stores.values():
             store.close()
+
+
+_FAILURES = (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN)
+
+
+def _server_failures(path: str) -> float:
+    """How many INTERNAL or UNKNOWN answers the servers in this process gave to `path`."""
+    return sum(
+        prometheus_client.REGISTRY.get_sample_value(
+            "idmesh_rpc_requests_total", {"method": path, "code": code.name}
+        )
+        or 0.0
+        for code in _FAILURES
+    )
 
 
 def _serialize(message: Message) -> bytes:
