@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -167,3 +168,9 @@ async def mesh_client(mesh: Mesh) -> AsyncIterator[MeshClient]:
         yield client
     finally:
         await client.close()
+
+
+def log_lines_with(mesh: Mesh, service: str, text: str) -> list[dict[str, Any]]:
+    """The JSON log lines `service` has written so far that contain text (an id, say)."""
+    log = mesh.services[service].log_path
+    return [json.loads(line) for line in log.read_text().splitlines() if text in line]
