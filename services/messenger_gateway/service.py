@@ -25,7 +25,7 @@ from prometheus_client.metrics_core import Metric
 from services.common.backoff import Backoff
 from services.common.context import trace_id_now, traced
 from services.common.errors import InvalidInput, quote
-from services.common.failpoints import failpoint
+from services.common.failpoints import async_failpoint
 from services.common.logging import get_logger
 from services.common.metrics import ScrapeCollector, registered
 from services.common.phone import mask, parse_mobile, region_of
@@ -434,7 +434,7 @@ class GatewayService:
             ident.identification_id, verify_key=verify_key, deadline=deadline, now=now
         ):
             return False
-        failpoint("gateway.verify.after_begin")
+        await async_failpoint("gateway.verify.after_begin")
         log.info(
             "identification.possession_confirmed",
             identification_id=ident.identification_id,
@@ -633,7 +633,7 @@ class GatewayService:
                     phone_number=ident.phone_number,
                     time_limit=remaining,
                 )
-                failpoint("gateway.verify.after_answer")  # answered, not yet recorded
+                await async_failpoint("gateway.verify.after_answer")  # answered, not yet recorded
                 if self._hint_to_follow(ident, answer):
                     return await self._follow_hint(ident, answer.recipient_operator_id)
                 await self._record(ident, answer)

@@ -22,7 +22,7 @@ from prometheus_client import Counter
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
-from services.common.failpoints import failpoint
+from services.common.failpoints import async_failpoint
 from services.common.logging import get_logger
 from services.common.metrics import ScrapeCollector
 from services.common.timeutil import Clock
@@ -309,7 +309,7 @@ class NotifierService:
             # Also on failure or cancellation (the commit may have happened): a spurious
             # wake-up costs one read, a lost one would delay delivery to the progress timer.
             self.hub.notify({event.messenger_id for event in batch})
-        failpoint("notifier.publish.after_commit")
+        await async_failpoint("notifier.publish.after_commit")
         PUBLISHED_EVENTS.labels(result="accepted").inc(result.accepted)
         PUBLISHED_EVENTS.labels(result="duplicate").inc(result.duplicates)
         log.info(
