@@ -17,6 +17,7 @@ from idmesh.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from services.common.errors import InvalidInput
 from services.common.identity import Kind, Role, require_caller
 from services.common.interceptors import ErrorTable
+from services.common.rows import checked_line
 from services.common.timeutil import from_timestamp, to_timestamp
 from services.messenger_gateway.domain import (
     Identification,
@@ -251,11 +252,15 @@ async def _batches(
             all_or_nothing=_ALL_OR_NOTHING[request.mode],
             rows=[
                 PortedRowInput(
-                    line=row.line,
+                    line=checked_line(row.line, field=f"rows[{index}].line"),
                     phone_number=row.phone_number,
                     recipient_operator_id=row.recipient_operator_id,
-                    ported_at=from_timestamp(row.ported_at) if row.HasField("ported_at") else None,
+                    ported_at=(
+                        from_timestamp(row.ported_at, field=f"rows[{index}].ported_at")
+                        if row.HasField("ported_at")
+                        else None
+                    ),
                 )
-                for row in request.rows
+                for index, row in enumerate(request.rows)
             ],
         )

@@ -17,7 +17,6 @@ from services.notifier.domain import (
     ConsumerTooSlow,
     ContractTerminated,
     EventIdConflict,
-    InvalidEvent,
     OutOfRange,
     ProgressMark,
     ShuttingDown,
@@ -38,15 +37,11 @@ ERRORS = ErrorTable(
 
 
 def _event_from_pb(index: int, event: events_pb2.ContractTerminated) -> ContractTerminated:
-    occurred_at = None
-    if event.HasField("occurred_at"):
-        try:
-            occurred_at = from_timestamp(event.occurred_at)
-        except (ValueError, OverflowError):
-            raise InvalidEvent(
-                f"events[{index}].occurred_at is not a valid time: give a timestamp between "
-                "years 1 and 9999"
-            ) from None
+    occurred_at = (
+        from_timestamp(event.occurred_at, field=f"events[{index}].occurred_at")
+        if event.HasField("occurred_at")
+        else None
+    )
     return ContractTerminated(
         event_id=event.event_id,
         operator_id=event.operator_id,
