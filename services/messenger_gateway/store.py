@@ -31,6 +31,7 @@ from services.messenger_gateway.domain import (
     TerminationNotice,
     hint_request_id,
 )
+from services.messenger_gateway.policy_store import POLICY_MIGRATION
 
 MIGRATIONS: list[str] = [
     """
@@ -91,6 +92,9 @@ MIGRATIONS: list[str] = [
         updated_at   TEXT NOT NULL
     );
     """,
+    # 3 (delivery policy, services/messenger_gateway/policy_store.py): preferences, restriction
+    # orders and their append-only audit, and the change log every replica's index tails.
+    POLICY_MIGRATION,
 ]
 
 # An import's valid rows wait here (a temporary table: private to the writer connection, gone
