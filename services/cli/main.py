@@ -31,7 +31,7 @@ from idmesh.notifier.v1 import notifier_pb2, notifier_pb2_grpc
 from idmesh.registry.v1 import registry_pb2, registry_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
-from services.cli import bulk_import, sms
+from services.cli import bulk_import, policy, sms
 from services.cli import mesh as meshlib
 from services.common import pki
 from services.common.channels import open_channel
@@ -949,6 +949,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_notifier_watch)
     _add_porting_commands(sub, ident, reg, common)
     _add_operations_commands(sub, reg, common)
+    policy.add_commands(sub, common, sys.modules[__name__])
     return parser
 
 
