@@ -22,11 +22,13 @@ class BenchConfig:
     verify_levels: tuple[int, ...] = (1, 16, 64)
     verify_seconds: float = 5.0
     warmup_seconds: float = 1.0
-    # 3. termination fan-out: a burst of `terminations` (each bound to two messengers), then a
-    # steady `steady_rate` terminations per second for `steady_seconds`
+    # 3. termination fan-out: a burst of `terminations` (each bound to two messengers), then an
+    # overload: an open loop at `steady_overload` times the capacity the burst measured (at
+    # most `steady_rate_cap` terminations/s, which sizes the seeding) for `steady_seconds`
     terminations: int = 20_000
     termination_concurrency: int = 64
-    steady_rate: float = 1000.0
+    steady_overload: float = 3.0
+    steady_rate_cap: float = 3000.0
     steady_seconds: float = 10.0
     drain_timeout_seconds: float = 180.0
     # 4. bulk import through ImportSubscribers, against sqlite3 executemany of the same rows
@@ -47,7 +49,8 @@ class BenchConfig:
 
     @property
     def steady_terminations(self) -> int:
-        return int(self.steady_rate * self.steady_seconds)
+        """At most this many terminations in the overload phase (seeded beforehand)."""
+        return int(self.steady_rate_cap * self.steady_seconds)
 
     def with_overrides(self, **changes: Any) -> BenchConfig:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
@@ -82,7 +85,7 @@ def smoke() -> BenchConfig:
         warmup_seconds=0.1,
         terminations=20,
         termination_concurrency=4,
-        steady_rate=20.0,
+        steady_rate_cap=40.0,
         steady_seconds=0.5,
         drain_timeout_seconds=30.0,
         import_rows=500,

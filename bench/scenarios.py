@@ -433,12 +433,13 @@ async def fanout(ctx: Context) -> dict[str, Any]:
             f"applied {probe.applied()}, notifier {probe.acked()}"
         )
     assert seen["applied"] is not None
-    burst_latency = _revocation_latency(probe, send_times, 0, burst)
+    burst_latency = _revocation_latency(probe, send_times, range(burst))
+    capacity = round(burst / (calls_done - wall_start), 1)
     burst_result = {
         "terminations": burst,
         "events": events,
         "terminate_calls": calls.as_dict(),
-        "terminations_per_second": round(burst / (calls_done - wall_start), 1),
+        "terminations_per_second": capacity,
         "seconds_to_revoked": round(seen["applied"] - wall_start, 3),
         "seconds_to_acked": round(seen["acked"] - wall_start, 3),
         "events_per_second": round(events / (seen["acked"] - wall_start), 1),
@@ -450,33 +451,59 @@ async def fanout(ctx: Context) -> dict[str, Any]:
         f"end to end; terminate calls {burst_result['terminations_per_second']}/s"
     )
 
-    # Steady: an open loop at steady_rate terminations/s; terminate-to-revoked per event.
-    steady = cfg.steady_terminations
-    with ctx.profiling("fanout-steady", names):
-        run = await open_loop(terminate, rate=cfg.steady_rate, count=steady, first_index=burst)
-        seen = await probe.wait_done(burst + steady, cfg.drain_timeout_seconds)
+    # Overload: an open loop at steady_overload x the capacity the burst measured. The
+    # registry sheds what it cannot take (RESOURCE_EXHAUSTED at once); every accepted
+    # termination must reach both gateways, and no shed one may.
+    heads_before = {m: head for m, (head, _acked) in probe.acked().items()}
+    rate = min(cfg.steady_rate_cap, cfg.steady_overload * capacity)
+    steady = max(1, int(rate * cfg.steady_seconds))
+    accepted: dict[int, float] = {}  # index -> call latency (s)
+    shed: set[int] = set()
+    failed: set[int] = set()
+
+    async def terminate_under_overload(i: int) -> None:
+        began = time.perf_counter()
+        try:
+            await terminate(i)
+        except grpc.aio.AioRpcError as exc:
+            (shed if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED else failed).add(i)
+            if i in failed:
+                raise
+            return
+        accepted[i] = time.perf_counter() - began
+
+    with ctx.profiling("fanout-overload", names):
+        run = await open_loop(terminate_under_overload, rate=rate, count=steady, first_index=burst)
+        seen = await probe.wait_done(burst + len(accepted), cfg.drain_timeout_seconds)
     if seen["acked"] is None:
         raise BenchFailure(
-            f"fan-out steady run not drained within {cfg.drain_timeout_seconds:.0f}s: "
+            f"fan-out overload run not drained within {cfg.drain_timeout_seconds:.0f}s: "
             f"applied {probe.applied()}, notifier {probe.acked()}"
         )
-    steady_latency = _revocation_latency(probe, send_times, burst, steady)
+    _check_overload(probe, heads_before, burst, steady, set(accepted), shed, failed)
+    steady_latency = _revocation_latency(probe, send_times, sorted(accepted))
+    accepted_latency = _latency_dict(Latencies.of(list(accepted.values())))
     steady_result = {
-        "rate_terminations_per_second": cfg.steady_rate,
-        "rate_events_per_second": cfg.steady_rate * len(topology.MESSENGERS),
+        "capacity_terminations_per_second": capacity,
+        "overload": cfg.steady_overload,
+        "rate_terminations_per_second": round(rate, 1),
+        "rate_events_per_second": round(rate * len(topology.MESSENGERS), 1),
         "terminations": steady,
+        "accepted": len(accepted),
+        "shed": len(shed),
+        "failed": len(failed),
+        "accepted_call_latency": accepted_latency,
         "terminate_calls": {
-            "completed": run.completed,
-            "errors": run.errors,
-            "latency": run.call_latency,
             "generator_lag_max_ms": round(run.lag_max_ms, 1),
             "error_samples": run.error_samples,
         },
         "terminate_to_revoked": steady_latency,
     }
     _progress(
-        f"fan-out steady {cfg.steady_rate:.0f}/s: terminate->revoked "
-        f"p99 {steady_latency['p99_ms']:.0f} ms"
+        f"fan-out overload {rate:.0f}/s ({cfg.steady_overload:g}x capacity): accepted "
+        f"{len(accepted)}, shed {len(shed)}, failed {len(failed)}; accepted call p99 "
+        f"{accepted_latency['p99_ms']:.0f} ms, terminate->revoked p99 "
+        f"{steady_latency['p99_ms']:.0f} ms"
     )
     return {
         "status": "ok",
@@ -487,13 +514,14 @@ async def fanout(ctx: Context) -> dict[str, Any]:
 
 
 def _revocation_latency(
-    probe: FanoutProbe, send_times: dict[int, float], first: int, count: int
+    probe: FanoutProbe, send_times: dict[int, float], indexes: Sequence[int]
 ) -> dict[str, Any]:
     samples: list[float] = []
     missing = 0
+    first, count = (indexes[0], indexes[-1] - indexes[0] + 1) if indexes else (0, 0)
     for messenger in topology.MESSENGERS:
         revoked = probe.revoked_at(messenger, first, count)
-        for i in range(first, first + count):
+        for i in indexes:
             at = revoked.get(i)
             if at is None or i not in send_times:
                 missing += 1
@@ -501,6 +529,34 @@ def _revocation_latency(
             samples.append(max(0.0, at.timestamp() - send_times[i]))
     latency = Latencies.of(samples)
     return {**_latency_dict(latency), "missing": missing}
+
+
+def _check_overload(
+    probe: FanoutProbe,
+    heads_before: dict[str, int],
+    first: int,
+    count: int,
+    accepted: set[int],
+    shed: set[int],
+    failed: set[int],
+) -> None:
+    """Every accepted termination was revoked in every gateway, no shed one in any, and each
+    messenger's stream holds exactly the events of the terminations that happened (a failed
+    call, its outcome unknown to the client, counts if it did revoke)."""
+    problems: list[str] = []
+    heads = probe.acked()
+    for messenger in topology.MESSENGERS:
+        revoked = set(probe.revoked_at(messenger, first, count))
+        if lost := accepted - revoked:
+            problems.append(f"{messenger}: {len(lost)} accepted terminations not revoked")
+        if leaked := shed & revoked:
+            problems.append(f"{messenger}: {len(leaked)} shed terminations revoked anyway")
+        expected = heads_before.get(messenger, 0) + len(accepted) + len(failed & revoked)
+        head = heads.get(messenger, (0, 0))[0]
+        if head != expected:
+            problems.append(f"{messenger}: {head} events in the stream, expected {expected}")
+    if problems:
+        raise BenchFailure("fan-out overload: " + "; ".join(problems))
 
 
 def _latency_dict(latency: Latencies) -> dict[str, Any]:

@@ -60,7 +60,10 @@ def test_smoke_run_reports_every_scenario(smoke_result: dict[str, object]) -> No
             assert level[kind]["errors"] == 0
     fanout = scenarios["fanout"]
     assert fanout["burst"]["terminate_to_revoked"]["missing"] == 0
-    assert fanout["steady"]["terminate_to_revoked"]["missing"] == 0
+    steady = fanout["steady"]
+    assert steady["terminate_to_revoked"]["missing"] == 0
+    assert steady["accepted"] + steady["shed"] + steady["failed"] == steady["terminations"]
+    assert steady["failed"] == 0 and steady["accepted"] > 0
     memory = scenarios["memory"]
     assert memory["pending"] == 20
     assert set(memory["rss_after_scenario_mb"]) == {

@@ -12,7 +12,7 @@ from __future__ import annotations
 import builtins
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
@@ -162,6 +162,34 @@ INSECURE_SWITCH = "INSECURE_DEV_MODE"
 
 
 @dataclass(frozen=True, slots=True)
+class LimiterSettings:
+    """Load shedding (services.common.overload): the adaptive bound on unary calls in flight."""
+
+    initial: int = 64
+    minimum: int = 16  # never below: a short spike must not starve a healthy service
+    maximum: int = 1024
+    tolerance: float = 2.0  # latency may reach this multiple of its long-run average
+    smoothing: float = 0.2
+    window_samples: int = 16  # the limit is updated once per window of completed calls
+    long_window: int = 600  # windows in the long-run average (an exponential moving average)
+    enabled: bool = True
+
+    @classmethod
+    def from_env(cls, env: Env) -> LimiterSettings:
+        """IDMESH_LOAD_SHEDDING (true), IDMESH_CONCURRENCY_LIMIT_MIN / _MAX / _INITIAL."""
+        default = cls()
+        minimum = env.int("CONCURRENCY_LIMIT_MIN", default.minimum, minimum=1)
+        maximum = env.int("CONCURRENCY_LIMIT_MAX", default.maximum, minimum=minimum)
+        initial = env.int("CONCURRENCY_LIMIT_INITIAL", default.initial, minimum=1)
+        return cls(
+            initial=max(minimum, min(initial, maximum)),
+            minimum=minimum,
+            maximum=maximum,
+            enabled=env.bool("LOAD_SHEDDING", True),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class ServerSettings:
     """What every service reads the same way: where it listens, how it logs, how it stops, and
     its mutual-TLS credentials (None only behind the explicit development switch)."""
@@ -173,6 +201,7 @@ class ServerSettings:
     metrics_bind: str | None = None  # host:port of the Prometheus /metrics endpoint; None: off
     health_bind: str | None = None  # host:port of a plaintext health-only port (probes); None: off
     tls: TlsFiles | None = None  # None: plaintext (IDMESH_INSECURE_DEV_MODE=true)
+    load_shedding: LimiterSettings = field(default_factory=LimiterSettings)
 
     @classmethod
     def from_env(cls, env: Env, *, default_bind: str) -> ServerSettings:
@@ -196,6 +225,7 @@ class ServerSettings:
             metrics_bind=env.address("METRICS_BIND", "") or None,
             health_bind=env.address("HEALTH_BIND", "") or None,
             tls=tls_from_env(env),
+            load_shedding=LimiterSettings.from_env(env),
         )
 
 

@@ -33,6 +33,7 @@ from services.common.identity import (
     set_current_caller,
 )
 from services.common.metrics import observe_rpc
+from services.common.overload import ConcurrencyLimiter, limited
 from services.common.ratelimit import RateLimited
 
 log = structlog.get_logger("idmesh.rpc")
@@ -78,9 +79,15 @@ def _metadata_value(details: grpc.HandlerCallDetails, key: str) -> str | None:
 
 
 class ServerInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self, errors: ErrorTable, identity: IdentityResolver = metadata_identity) -> None:
+    def __init__(
+        self,
+        errors: ErrorTable,
+        identity: IdentityResolver = metadata_identity,
+        limiter: ConcurrencyLimiter | None = None,
+    ) -> None:
         self._errors = errors
         self._identity = identity
+        self._limiter = limiter
 
     async def intercept_service(
         self,
@@ -95,8 +102,9 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
             _metadata_value(handler_call_details, REQUEST_ID_METADATA_KEY)
         )
         if handler.unary_unary:
+            limiter = self._limiter if self._limiter is not None and limited(method) else None
             return grpc.unary_unary_rpc_method_handler(
-                self._wrap_unary(handler.unary_unary, method, request_id),
+                self._wrap_unary(handler.unary_unary, method, request_id, limiter),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
@@ -151,13 +159,22 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         structlog.contextvars.unbind_contextvars("request_id", "method", "caller")
 
     def _wrap_unary(
-        self, behavior: Callable[..., Awaitable[Any]], method: str, request_id: str
+        self,
+        behavior: Callable[..., Awaitable[Any]],
+        method: str,
+        request_id: str,
+        limiter: ConcurrencyLimiter | None = None,
     ) -> Callable[..., Awaitable[Any]]:
         async def wrapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             started = time.perf_counter()
             code = grpc.StatusCode.OK
+            admitted = False
             try:
                 self._enter(context, method, request_id)
+                if limiter is not None:
+                    if not limiter.try_acquire():  # refused before any work: nothing changed
+                        raise limiter.refusal(method)
+                    admitted = True
                 return await behavior(request, context)
             except asyncio.CancelledError:
                 code = grpc.StatusCode.CANCELLED
@@ -169,6 +186,9 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                 code = self._errors.code_for(exc) or grpc.StatusCode.INTERNAL
                 await self._fail(exc, context, request_id)
             finally:
+                if admitted:
+                    assert limiter is not None
+                    limiter.release(time.perf_counter() - started)
                 self._finish(method, started, code)
 
         return wrapped

@@ -45,6 +45,7 @@ async def serve(name: str, config: C, wiring: Wiring[C], errors: ErrorTable) -> 
         errors=errors,
         tls=settings.tls,
         health_bind=settings.health_bind,
+        load_shedding=settings.load_shedding,
     )
     async with wiring(config, server):
         await server.start()

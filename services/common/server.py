@@ -26,12 +26,14 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from services.common.channels import SERVER_KEEPALIVE_OPTIONS
+from services.common.config import LimiterSettings
 from services.common.interceptors import (
     ErrorTable,
     IdentityResolver,
     ServerInterceptor,
     metadata_identity,
 )
+from services.common.overload import ConcurrencyLimiter
 from services.common.tls import TlsFiles, tls_identity
 
 log = structlog.get_logger("idmesh.server")
@@ -47,6 +49,7 @@ class GrpcServer:
         tls: TlsFiles | None = None,
         health_bind: str | None = None,
         identity: IdentityResolver | None = None,
+        load_shedding: LimiterSettings | None = None,
     ) -> None:
         """tls: mutual TLS, the caller's identity from its certificate; None: plaintext, the
         caller's identity from request metadata (development only). health_bind: an extra
@@ -56,8 +59,10 @@ class GrpcServer:
         self._bind = bind
         self._tls = tls
         resolver = identity or (tls_identity if tls is not None else metadata_identity)
+        # unary calls beyond an adaptive concurrency limit are refused at once (overload.py)
+        self.limiter = ConcurrencyLimiter(load_shedding or LimiterSettings())
         self._server = grpc.aio.server(
-            interceptors=[ServerInterceptor(errors, resolver)],
+            interceptors=[ServerInterceptor(errors, resolver, self.limiter)],
             options=list(SERVER_KEEPALIVE_OPTIONS),
         )
         self.health = health.aio.HealthServicer()

@@ -232,6 +232,13 @@ class TerminationKind(StrEnum):
     CONTRACT_ENDED = "CONTRACT_ENDED"
     PORTED_OUT = "PORTED_OUT"
 
+    @property
+    def revocation_reason(self) -> Reason:
+        """Why an identification on the ended contract stops letting its user send."""
+        return (
+            Reason.PORTED_OUT if self is TerminationKind.PORTED_OUT else Reason.CONTRACT_TERMINATED
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class TerminationNotice:
@@ -244,9 +251,7 @@ class TerminationNotice:
 
     @property
     def revocation_reason(self) -> Reason:
-        if self.kind is TerminationKind.PORTED_OUT:
-            return Reason.PORTED_OUT
-        return Reason.CONTRACT_TERMINATED
+        return self.kind.revocation_reason
 
 
 @dataclass(frozen=True, slots=True)

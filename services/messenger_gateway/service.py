@@ -21,6 +21,7 @@ from prometheus_client.metrics_core import Metric
 
 from services.common.backoff import Backoff
 from services.common.errors import InvalidInput
+from services.common.failpoints import failpoint
 from services.common.logging import get_logger
 from services.common.metrics import ScrapeCollector, registered
 from services.common.phone import mask, parse_mobile
@@ -561,6 +562,7 @@ class GatewayService:
                     phone_number=ident.phone_number,
                     time_limit=remaining,
                 )
+                failpoint("gateway.verify.after_answer")  # answered, not yet recorded
                 if self._hint_to_follow(ident, answer):
                     return await self._follow_hint(ident, answer.recipient_operator_id)
                 await self._record(ident, answer)
@@ -695,6 +697,7 @@ class GatewayService:
             within_window=True,
         )
         if recorded:
+            state, reason = recorded
             await self._identification_changed()
             _completed(state, reason)
             self._observe_verification(ident)
@@ -704,6 +707,7 @@ class GatewayService:
                 state=state,
                 reason=reason,
                 operator_id=operator_id,
+                answered=answer.verdict,
             )
         else:
             log.warning(

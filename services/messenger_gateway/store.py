@@ -28,6 +28,7 @@ from services.messenger_gateway.domain import (
     RouteOrigin,
     SameNumber,
     State,
+    TerminationKind,
     TerminationNotice,
     hint_request_id,
 )
@@ -92,7 +93,15 @@ MIGRATIONS: list[str] = [
         updated_at   TEXT NOT NULL
     );
     """,
-    # 3 (delivery policy, services/messenger_gateway/policy_store.py): preferences, restriction
+    # 3 (a termination wins over any operator answer): the identification code each applied
+    # notice ended, so that an IDENTIFIED answer for it recorded later (late, replayed or resumed
+    # after a restart) cannot make a user identified on the ended contract.
+    """
+    ALTER TABLE notice_inbox ADD COLUMN identification_code TEXT;
+    CREATE INDEX notice_inbox_by_code ON notice_inbox (operator_id, identification_code)
+        WHERE identification_code IS NOT NULL;
+    """,
+    # 4 (delivery policy, services/messenger_gateway/policy_store.py): preferences, restriction
     # orders and their append-only audit, and the change log every replica's index tails.
     POLICY_MIGRATION,
 ]
@@ -335,31 +344,57 @@ class GatewayStore:
         operator_id: str | None = None,
         identification_code: str | None = None,
         within_window: bool,
-    ) -> bool:
+    ) -> tuple[State, Reason] | None:
         """VERIFYING -> state, only if still VERIFYING under request_id; with within_window, only
         while the verification deadline has not passed at `now` (an operator's late answer
-        changes nothing)."""
+        changes nothing). Returns the (state, reason) recorded, None if nothing changed.
+
+        An IDENTIFIED answer whose code a termination notice already ended (the notice inbox
+        has it) is recorded NOT_COMPLETED with the notice's reason instead: a termination wins
+        over any operator answer, whatever the order they arrive in. The check and the write
+        are one transaction, serialised with apply_notice by the database's single writer."""
         sql = """UPDATE identifications
                  SET state = ?, reason = ?, completed_at = ?,
                      identified_at = CASE WHEN ? = 'IDENTIFIED' THEN ? ELSE identified_at END,
                      operator_id = COALESCE(?, operator_id),
                      identification_code = COALESCE(?, identification_code)
                  WHERE identification_id = ? AND request_id = ? AND state = 'VERIFYING'"""
-        params: list[Any] = [
-            state,
-            reason,
-            to_iso(now),
-            state,
-            to_iso(now),
-            operator_id,
-            identification_code,
-            identification_id,
-            request_id,
-        ]
         if within_window:
             sql += " AND verification_deadline > ?"
-            params.append(to_iso(now))
-        return await self._update(sql, params)
+
+        def finish(conn: sqlite3.Connection) -> tuple[State, Reason] | None:
+            final, why, code = state, reason, identification_code
+            if state is State.IDENTIFIED and code is not None:
+                ended = conn.execute(
+                    "SELECT reason FROM notice_inbox "
+                    "WHERE operator_id = COALESCE(?, ("
+                    "  SELECT operator_id FROM identifications WHERE identification_id = ?)) "
+                    "AND identification_code = ? LIMIT 1",
+                    (operator_id, identification_id, code),
+                ).fetchone()
+                if ended is not None:
+                    final, why, code = (
+                        State.NOT_COMPLETED,
+                        TerminationKind(ended[0]).revocation_reason,
+                        None,
+                    )
+            params: list[Any] = [
+                final,
+                why,
+                to_iso(now),
+                final,
+                to_iso(now),
+                operator_id,
+                code,
+                identification_id,
+                request_id,
+            ]
+            if within_window:
+                params.append(to_iso(now))
+            changed = conn.execute(sql, params).rowcount == 1
+            return (final, why) if changed else None
+
+        return await self._db.run(finish)
 
     async def follow_hint(
         self,
@@ -500,9 +535,18 @@ def _apply_notice(
     """On the writer thread: inbox, revocations, cursor."""
     revoked = 0
     cursor = conn.execute(
-        """INSERT INTO notice_inbox (event_id, seq, operator_id, reason, revoked, applied_at)
-           VALUES (?, ?, ?, ?, 0, ?) ON CONFLICT (event_id) DO NOTHING""",
-        (notice.event_id, notice.seq, notice.operator_id, notice.kind, to_iso(now)),
+        """INSERT INTO notice_inbox
+               (event_id, seq, operator_id, reason, revoked, applied_at, identification_code)
+           VALUES (?, ?, ?, ?, 0, ?, ?) ON CONFLICT (event_id) DO NOTHING""",
+        (
+            notice.event_id,
+            notice.seq,
+            notice.operator_id,
+            notice.kind,
+            to_iso(now),
+            # only our own notices end our codes (another messenger's is logged and ignored)
+            notice.identification_code if revoke else None,
+        ),
     )
     applied = cursor.rowcount == 1
     if applied and revoke:

@@ -95,6 +95,15 @@ class Verification:
     # NO_SUBSCRIBER for a number whose most recent contract was ported out: where it went.
     recipient_operator_id: str | None = None
 
+    def replayable(self, active_contract_id: str | None) -> bool:
+        """May this stored answer be replayed to a repeated request? Not an IDENTIFIED whose
+        contract is no longer the number's active one: its termination may already have been
+        applied at the messenger, and a replay would identify the user on an ended contract.
+        A NO_SUBSCRIBER is replayed as it was (it grants nothing)."""
+        return self.result is not VerificationResult.IDENTIFIED or (
+            self.contract_id is not None and self.contract_id == active_contract_id
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class TerminationNotice:

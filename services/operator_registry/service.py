@@ -177,17 +177,20 @@ class RegistryService:
             snap = tx.verification_snapshot(messenger_id, request_id, phone)
             if snap.agreement_state is not AgreementState.ACTIVE:
                 raise self._no_agreement(messenger_id)
-            if snap.previous is not None:
-                if snap.previous.phone_number != phone:
-                    raise RequestIdReused(
-                        f"request_id {request_id!r} was already used for another number: "
-                        "use a new request_id for every verification"
-                    )
+            if snap.previous is not None and snap.previous.phone_number != phone:
+                raise RequestIdReused(
+                    f"request_id {request_id!r} was already used for another number: "
+                    "use a new request_id for every verification"
+                )
+            if snap.previous is not None and snap.previous.replayable(snap.active_contract_id):
                 tx.add_audit(
                     self._audit(messenger_id, request_id, phone, snap.previous.result.value.upper())
                 )
                 replayed = True
                 return snap.previous, _Answered.REPLAYED
+            # No stored answer, or a stored IDENTIFIED whose contract has ended since (the reply
+            # was lost and the messenger asks again): answer as the registry stands now, so a
+            # replay never identifies a user on a terminated contract.
             how = _Answered.NEW
             if snap.active_contract_id is None:
                 answer = Verification(

@@ -420,7 +420,13 @@ class RegistryTx:
             "INSERT INTO verifications (messenger_id, request_id, phone_number, result, "
             "contract_id, identification_code, identified_at, answered_at, "
             "recipient_operator_id) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            # a stale stored answer (see Verification.replayable) is replaced by the new one
+            "ON CONFLICT (messenger_id, request_id) DO UPDATE SET result = excluded.result, "
+            "contract_id = excluded.contract_id, "
+            "identification_code = excluded.identification_code, "
+            "identified_at = excluded.identified_at, answered_at = excluded.answered_at, "
+            "recipient_operator_id = excluded.recipient_operator_id",
             (
                 answer.messenger_id,
                 answer.request_id,

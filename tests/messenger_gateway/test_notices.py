@@ -12,6 +12,7 @@ from pathlib import Path
 import grpc
 import pytest
 from idmesh.notifier.v1 import notifier_pb2
+from prometheus_client import REGISTRY
 
 from services.common.backoff import Backoff
 from services.common.channels import open_channel
@@ -113,18 +114,24 @@ async def test_a_notice_revokes_advances_the_cursor_and_is_acked(rig: Rig) -> No
     assert rig.notifier.subscribes == [0]
 
 
+def _notices(result: str) -> float:
+    return REGISTRY.get_sample_value("idmesh_gateway_notices_total", {"result": result}) or 0.0
+
+
 async def test_the_same_event_delivered_twice_is_applied_once(rig: Rig) -> None:
     first = await identify(rig.service, rig.sms, "u1")
     consumer = rig.start_consumer()
     await rig.notifier.append(event_id="ev-1", identification_code=CODE)
     await rig.wait_cursor(1)
     assert (await rig.state(first))[0] is State.REVOKED
-    # the user identifies again and (for the test) gets the same code; the same event, delivered
-    # again under a new seq, must not revoke the new identification
-    again = await identify(rig.service, rig.sms, "u1")
+    applied, duplicates = _notices("applied"), _notices("duplicate")
+    # the same event, delivered again under a new seq, is recognised and changes nothing
     await rig.notifier.append(event_id="ev-1", identification_code=CODE)
-    await rig.wait_cursor(2)
-    assert (await rig.state(again))[0] is State.IDENTIFIED
+    # counted once the store has committed it (so wait for the count, not for the cursor)
+    await eventually(lambda: _notices("duplicate") == duplicates + 1, what="the duplicate")
+    assert _notices("applied") == applied
+    assert await rig.cursor() == 2
+    assert await rig.state(first) == (State.REVOKED, Reason.CONTRACT_TERMINATED)
     assert await rig.store.inbox_has("ev-1")
     await eventually(lambda: consumer.acked == 2, what="ack of the duplicate")
 

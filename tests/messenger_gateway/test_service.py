@@ -39,6 +39,7 @@ from tests.messenger_gateway.fakes import (
     RecordingSms,
     eventually,
     hang,
+    identified,
     identify,
     make_service,
     open_store,
@@ -561,7 +562,12 @@ def _notice(
 
 async def test_a_notice_revokes_the_identification_it_names_once(store: GatewayStore) -> None:
     sms = RecordingSms()
-    service = make_service(store, sms=sms)
+    # the second identification of user-1 is under a new contract: a new code
+    renewed = OperatorAnswer(Verdict.IDENTIFIED, "beeline", "IC-beeline-new")
+    operators = FakeOperators(
+        answers={BEELINE_PHONE: [identified("beeline", BEELINE_PHONE), renewed]}
+    )
+    service = make_service(store, sms=sms, operators=operators)
     first = await identify(service, sms, "user-1")
     other = await identify(service, sms, "user-2", "+79037654321")
 
@@ -573,8 +579,8 @@ async def test_a_notice_revokes_the_identification_it_names_once(store: GatewayS
     untouched = await store.get(other)
     assert untouched is not None and untouched.state is State.IDENTIFIED
 
-    # the user identifies again (same code, for the sake of the test); the same event delivered
-    # again, under another seq, must not revoke the new identification
+    # the user identifies again; the same event delivered again, under another seq, must not
+    # revoke the new identification
     again = await identify(service, sms, "user-1")
     repeat = await service.apply_notice(_notice(2, "ev-1", "IC-beeline-4567"))
     assert (repeat.applied, repeat.revoked, repeat.cursor) == (False, 0, 2)
@@ -600,3 +606,73 @@ async def test_the_cursor_never_moves_back(store: GatewayStore) -> None:
     await service.apply_notice(_notice(5, "ev-5", "x"))
     result = await service.apply_notice(_notice(3, "ev-3", "y"))
     assert result.cursor == 5
+
+
+# --- a termination wins over any operator answer ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kind", "reason"),
+    [
+        (TerminationKind.CONTRACT_ENDED, Reason.CONTRACT_TERMINATED),
+        (TerminationKind.PORTED_OUT, Reason.PORTED_OUT),
+    ],
+)
+async def test_an_identified_answer_recorded_after_its_termination_does_not_identify(
+    store: GatewayStore, kind: TerminationKind, reason: Reason
+) -> None:
+    # The operator answered IDENTIFIED, but the answer reaches the gateway only after the
+    # contract's termination notice was applied (a lost reply retried, a replay after a restart):
+    # the notice revoked nothing then (the identification was VERIFYING); the answer must not make
+    # the user identified on the ended contract.
+    sms = RecordingSms()
+    asked, release = asyncio.Event(), asyncio.Event()
+
+    async def answer_after_the_notice(request_id: str, time_limit: float) -> OperatorAnswer:
+        asked.set()
+        await release.wait()
+        return identified("beeline", BEELINE_PHONE)
+
+    operators = FakeOperators(answers={BEELINE_PHONE: answer_after_the_notice})
+    service = make_service(store, sms=sms, operators=operators)
+    started = await service.start_identification("user-1", BEELINE_PHONE)
+    await service.confirm_possession(
+        started.identification_id, sms.code_for(started.identification_id), wait=0
+    )
+    await asyncio.wait_for(asked.wait(), 5)
+    code = identified("beeline", BEELINE_PHONE).identification_code
+    assert (await service.apply_notice(_notice(1, "ev-1", code, kind))).revoked == 0
+    release.set()
+
+    async def ended() -> bool:
+        current = await store.get(started.identification_id)
+        return current is not None and current.state is not State.VERIFYING
+
+    await eventually(ended)
+    done = await store.get(started.identification_id)
+    assert done is not None
+    assert (done.state, done.reason) == (State.NOT_COMPLETED, reason)
+    assert done.identification_code is None and done.identified_at is None
+    access = await service.check_access("user-1")
+    assert (access.allowed, access.reason) == (False, reason)
+
+
+async def test_an_identified_answer_with_another_code_is_recorded_after_a_notice(
+    store: GatewayStore,
+) -> None:
+    # the inbox blocks only the code the notice ended (another messenger's or contract's code
+    # does not), and another messenger's notice, ignored, blocks nothing
+    sms = RecordingSms()
+    service = make_service(store, sms=sms)
+    await service.apply_notice(_notice(1, "ev-old", "IC-beeline-old-contract"))
+    foreign = TerminationNotice(
+        seq=2,
+        event_id="ev-foreign",
+        operator_id="beeline",
+        messenger_id="beta",
+        identification_code=identified("beeline", BEELINE_PHONE).identification_code,
+        kind=TerminationKind.CONTRACT_ENDED,
+    )
+    await service.apply_notice(foreign)
+    await identify(service, sms, "user-1")
+    assert (await service.check_access("user-1")).allowed

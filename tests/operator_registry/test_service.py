@@ -83,11 +83,32 @@ async def test_repeated_request_id_gets_the_stored_answer_unchanged(
     first = await verify(ready, request_id="r-identified")
     no_one = await verify(ready, request_id="r-nobody", number=OTHER_NUMBER)
     clock.advance(60)
-    await ready.terminate_contract(NUMBER)
-    await ready.create_subscriber(OTHER_NUMBER, "BEE-2")
+    await ready.create_subscriber(OTHER_NUMBER, "BEE-2")  # a NO_SUBSCRIBER grants nothing
 
     assert await verify(ready, request_id="r-identified") == first
     assert await verify(ready, request_id="r-nobody", number=OTHER_NUMBER) == no_one
+
+
+async def test_a_repeated_request_after_the_contract_ended_is_not_identified(
+    ready: RegistryService, store: RegistryStore, clock: FakeClock
+) -> None:
+    # The reply to the first request was lost; the contract ends (its notice may already be
+    # applied at the messenger); the messenger asks again with the same request id.
+    first = await verify(ready, request_id="r-lost")
+    assert first.result is VerificationResult.IDENTIFIED
+    clock.advance(60)
+    await ready.terminate_contract(NUMBER)
+
+    again = await verify(ready, request_id="r-lost")
+    assert again.result is VerificationResult.NO_SUBSCRIBER
+    assert again.identification_code is None and again.contract_id is None
+    assert await verify(ready, request_id="r-lost") == again  # the new answer is the stored one
+    assert await recorded(store) == (1, 1)
+
+    # A new contract on the number: the same request id is answered as the registry now stands
+    # only when the stored answer was an IDENTIFIED that ended; a stored NO_SUBSCRIBER stays.
+    await ready.create_subscriber(NUMBER, "BEE-9")
+    assert await verify(ready, request_id="r-lost") == again
 
 
 async def test_same_contract_and_messenger_keep_their_code_across_request_ids(

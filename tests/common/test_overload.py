@@ -1,0 +1,153 @@
+"""Load shedding: the adaptive concurrency limit, and calls beyond it refused at once."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from idmesh.registry.v1 import registry_pb2, registry_pb2_grpc
+
+from services.common.channels import open_channel
+from services.common.config import ConfigError, Env, LimiterSettings
+from services.common.interceptors import ErrorTable
+from services.common.overload import ConcurrencyLimiter
+from services.common.ratelimit import RETRY_AFTER_KEY
+from services.common.server import GrpcServer, service_name
+
+
+def run_window(limiter: ConcurrencyLimiter, latency: float, in_flight: int) -> None:
+    """One window of completed calls, `in_flight` at a time, each taking `latency` seconds."""
+    done = 0
+    while done < limiter.settings.window_samples:
+        admitted = sum(limiter.try_acquire() for _ in range(in_flight))
+        for _ in range(admitted):
+            limiter.release(latency)
+        done += admitted
+
+
+def test_the_limit_holds_while_latency_holds_and_shrinks_when_calls_queue() -> None:
+    limiter = ConcurrencyLimiter(LimiterSettings(initial=64, minimum=8, maximum=256))
+    for _ in range(50):
+        run_window(limiter, 0.005, in_flight=64)  # the limit in use, latency flat
+    steady = limiter.limit
+    assert steady >= 64
+
+    for _ in range(30):
+        run_window(limiter, 0.050, in_flight=int(limiter.limit))  # 10x: queueing
+    assert limiter.limit < steady / 2
+    assert limiter.limit >= 8  # never below the minimum
+
+    # latency back to normal: the limit grows again
+    low = limiter.limit
+    for _ in range(30):
+        run_window(limiter, 0.005, in_flight=int(limiter.limit))
+    assert limiter.limit > low * 2
+
+
+def test_the_limit_does_not_grow_while_the_callers_are_the_bottleneck() -> None:
+    limiter = ConcurrencyLimiter(LimiterSettings(initial=64, minimum=8, maximum=256))
+    for _ in range(50):
+        run_window(limiter, 0.005, in_flight=4)
+    assert limiter.limit == 64
+
+
+def test_calls_beyond_the_limit_are_refused_until_one_ends() -> None:
+    limiter = ConcurrencyLimiter(LimiterSettings(initial=2, minimum=2, maximum=2))
+    assert limiter.try_acquire() and limiter.try_acquire()
+    assert not limiter.try_acquire()
+    refusal = limiter.refusal("/x.v1.S/M")
+    assert "limit of 2 calls in flight" in refusal.message
+    assert 20 <= int(refusal.trailers[RETRY_AFTER_KEY]) <= 2000
+    limiter.release(0.01)
+    assert limiter.try_acquire()
+
+
+def test_disabled_shedding_admits_everything() -> None:
+    limiter = ConcurrencyLimiter(LimiterSettings(initial=1, minimum=1, maximum=1, enabled=False))
+    assert all(limiter.try_acquire() for _ in range(100))
+
+
+def test_settings_from_the_environment() -> None:
+    settings = LimiterSettings.from_env(
+        Env(
+            {
+                "IDMESH_CONCURRENCY_LIMIT_MIN": "4",
+                "IDMESH_CONCURRENCY_LIMIT_MAX": "40",
+                "IDMESH_CONCURRENCY_LIMIT_INITIAL": "400",
+                "IDMESH_LOAD_SHEDDING": "false",
+            }
+        )
+    )
+    assert (settings.minimum, settings.maximum, settings.initial) == (4, 40, 40)
+    assert not settings.enabled
+    with pytest.raises(ConfigError):
+        LimiterSettings.from_env(
+            Env({"IDMESH_CONCURRENCY_LIMIT_MIN": "9", "IDMESH_CONCURRENCY_LIMIT_MAX": "3"})
+        )
+
+
+class SlowRegistry(registry_pb2_grpc.RegistryServiceServicer):
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.started = 0
+        self.both_started = asyncio.Event()
+
+    async def VerifySubscriber(
+        self, request: registry_pb2.VerifySubscriberRequest, context: Any
+    ) -> registry_pb2.VerifySubscriberResponse:
+        self.started += 1
+        if self.started == 2:
+            self.both_started.set()
+        await self.release.wait()
+        return registry_pb2.VerifySubscriberResponse(operator_id="op")
+
+
+@pytest.fixture
+async def slow_server() -> AsyncIterator[tuple[GrpcServer, SlowRegistry]]:
+    server = GrpcServer(
+        name="test",
+        bind="127.0.0.1:0",
+        errors=ErrorTable({}),
+        load_shedding=LimiterSettings(initial=2, minimum=2, maximum=2),
+    )
+    fake = SlowRegistry()
+    server.add(
+        registry_pb2_grpc.add_RegistryServiceServicer_to_server,
+        fake,
+        service_name(registry_pb2.DESCRIPTOR, "RegistryService"),
+    )
+    await server.start()
+    await server.set_serving()
+    yield server, fake
+    fake.release.set()
+    await server.stop(None)
+
+
+async def test_a_call_beyond_the_limit_is_refused_at_once_and_never_reaches_the_handler(
+    slow_server: tuple[GrpcServer, SlowRegistry],
+) -> None:
+    server, fake = slow_server
+    async with open_channel(f"127.0.0.1:{server.port}", identity=None) as channel:
+        stub = registry_pb2_grpc.RegistryServiceStub(channel)
+        request = registry_pb2.VerifySubscriberRequest(phone_number="+79031234567")
+        held = [asyncio.ensure_future(stub.VerifySubscriber(request, timeout=30)) for _ in "ab"]
+        await asyncio.wait_for(fake.both_started.wait(), 10)
+
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await stub.VerifySubscriber(request, timeout=5)
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert int(dict(refused.value.trailing_metadata() or ())[RETRY_AFTER_KEY]) >= 20
+        assert fake.started == 2  # the refused call did no work
+
+        # health is never refused, even at the limit
+        health = health_pb2_grpc.HealthStub(channel)
+        reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=5)
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+        fake.release.set()
+        assert all(r.operator_id == "op" for r in await asyncio.gather(*held))
+        assert (await stub.VerifySubscriber(request, timeout=5)).operator_id == "op"
