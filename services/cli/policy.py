@@ -107,7 +107,10 @@ class Commands:
         async with channel:
             reply = await stub.CheckDelivery(
                 gateway_pb2.CheckDeliveryRequest(
-                    sender_id=args.sender, recipient_id=args.recipient, kind=KINDS[args.kind]
+                    sender_id=args.sender,
+                    recipient_id=args.recipient,
+                    kind=KINDS[args.kind],
+                    min_version=args.min_version,
                 )
             )
         self.cli._print(args, reply, with_defaults=True)
@@ -293,6 +296,9 @@ def add_commands(sub: Any, common: argparse.ArgumentParser, cli: ModuleType) -> 
     p.add_argument("--from", dest="sender", required=True, help="the sender's user id")
     p.add_argument("--to", dest="recipient", required=True, help="the recipient's user id")
     p.add_argument("--kind", choices=sorted(KINDS), default="personal")
+    p.add_argument(
+        "--min-version", type=int, default=0, help="decide at this policy version or later"
+    )
     p = parser(
         "check-batch",
         "decide every pair of a CSV (sender_id,recipient_id,kind; - for stdin)",

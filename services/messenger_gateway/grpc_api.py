@@ -32,6 +32,7 @@ from services.messenger_gateway.policy import (
     OrderNotFound,
     OrderWrongState,
     UserUnknown,
+    VersionAhead,
 )
 from services.messenger_gateway.policy_grpc import PolicyAdminRpcs, PolicyRpcs
 from services.messenger_gateway.policy_service import PolicyService
@@ -52,6 +53,7 @@ ERRORS = ErrorTable(
         OrderConflict: grpc.StatusCode.ALREADY_EXISTS,
         OrderWrongState: grpc.StatusCode.FAILED_PRECONDITION,
         ChangesPruned: grpc.StatusCode.OUT_OF_RANGE,
+        VersionAhead: grpc.StatusCode.OUT_OF_RANGE,
         PreconditionFailed: grpc.StatusCode.FAILED_PRECONDITION,
         SmsNotSent: grpc.StatusCode.UNAVAILABLE,
         OperatorUnreachable: grpc.StatusCode.UNAVAILABLE,

@@ -526,5 +526,9 @@ class OrderWrongState(DomainError):
     """The order's state does not allow this (FAILED_PRECONDITION)."""
 
 
+class VersionAhead(DomainError):
+    """A decision was asked at a policy version the store has not reached (OUT_OF_RANGE)."""
+
+
 class ChangesPruned(DomainError):
     """The change log no longer reaches back to the requested version (OUT_OF_RANGE)."""

@@ -200,6 +200,7 @@ class PolicyRpcs:
         self, request: gateway_pb2.CheckDeliveryRequest, context: Any
     ) -> gateway_pb2.CheckDeliveryResponse:
         self._frontend()
+        await self._policy.reach(request.min_version)
         decision, version = self._policy.check_delivery(
             request.sender_id, request.recipient_id, message_kind(request.kind)
         )
@@ -221,6 +222,7 @@ class PolicyRpcs:
             if kind is None:
                 kind = message_kind(pair.kind, f"pairs[{i}].kind")
             pairs.append((pair.sender_id, pair.recipient_id, kind))
+        await self._policy.reach(request.min_version)
         decisions, version = self._policy.check_delivery_batch(pairs)
         to_pb = REASON_TO_PB
         return gateway_pb2.CheckDeliveryBatchResponse(

@@ -52,6 +52,7 @@ from services.messenger_gateway.policy import (
     SenderRule,
     UnacceptedPolicy,
     UserUnknown,
+    VersionAhead,
     validate_lift_reason,
     validate_order_id,
     validate_pair_user,
@@ -187,6 +188,18 @@ class PolicyService:
         return pruned
 
     # --- decisions -------------------------------------------------------------------------
+
+    async def reach(self, min_version: int) -> None:
+        """Make sure decisions are made at min_version or later: catch up from the store if
+        the index is behind it (read-your-writes across replicas). Free when it is not."""
+        if min_version <= self.index.version:
+            return
+        await self.catch_up()
+        if min_version > self.index.version:
+            raise VersionAhead(
+                f"min_version {min_version} is beyond the policy log's head "
+                f"{self.index.version}: pass a version a Set* call or a change returned"
+            )
 
     def check_delivery(
         self, sender_id: str, recipient_id: str, kind: MessageKind

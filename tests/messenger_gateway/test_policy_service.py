@@ -30,6 +30,7 @@ from services.messenger_gateway.policy import (
     SenderRule,
     UnacceptedPolicy,
     UserUnknown,
+    VersionAhead,
 )
 from services.messenger_gateway.policy_service import PolicyService, PolicySettings, WatchItem
 from services.messenger_gateway.policy_store import PolicyStore
@@ -194,6 +195,17 @@ async def test_a_replica_applies_another_replicas_changes(gw: Replica, other: Re
     await gw.policy.catch_up()
     assert decide(gw, "t", "r") == "SENDER_NOT_ACCEPTED"
     assert gw.policy.index.version == other.policy.index.version
+
+
+async def test_a_decision_at_a_min_version_reads_another_replicas_write(
+    gw: Replica, other: Replica
+) -> None:
+    version = await gw.policy.set_sender_rule("r", "s", SenderRule.REFUSED)
+    assert decide(other, "s", "r") == "ALLOWED"  # not caught up yet: no tailer in this test
+    await other.policy.reach(version)
+    assert decide(other, "s", "r") == "RECIPIENT_REFUSED_SENDER"
+    with pytest.raises(VersionAhead, match=f"{version + 100}"):
+        await other.policy.reach(version + 100)
 
 
 async def test_the_tailer_keeps_a_replica_current_within_its_interval(

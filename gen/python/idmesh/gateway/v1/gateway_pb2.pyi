@@ -437,14 +437,16 @@ class ListPreferencesResponse(_message.Message):
     def __init__(self, user_id: _Optional[str] = ..., unaccepted_policy: _Optional[_Union[UnacceptedSenderPolicy, str]] = ..., effective_unaccepted_policy: _Optional[_Union[UnacceptedSenderPolicy, str]] = ..., sender_rules: _Optional[_Iterable[_Union[SenderRuleEntry, _Mapping]]] = ..., automated_consents: _Optional[_Iterable[_Union[AutomatedConsent, _Mapping]]] = ...) -> None: ...
 
 class CheckDeliveryRequest(_message.Message):
-    __slots__ = ("sender_id", "recipient_id", "kind")
+    __slots__ = ("sender_id", "recipient_id", "kind", "min_version")
     SENDER_ID_FIELD_NUMBER: _ClassVar[int]
     RECIPIENT_ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
+    MIN_VERSION_FIELD_NUMBER: _ClassVar[int]
     sender_id: str
     recipient_id: str
     kind: MessageKind
-    def __init__(self, sender_id: _Optional[str] = ..., recipient_id: _Optional[str] = ..., kind: _Optional[_Union[MessageKind, str]] = ...) -> None: ...
+    min_version: int
+    def __init__(self, sender_id: _Optional[str] = ..., recipient_id: _Optional[str] = ..., kind: _Optional[_Union[MessageKind, str]] = ..., min_version: _Optional[int] = ...) -> None: ...
 
 class CheckDeliveryResponse(_message.Message):
     __slots__ = ("allowed", "reason", "message", "version")
@@ -469,10 +471,12 @@ class DeliveryPair(_message.Message):
     def __init__(self, sender_id: _Optional[str] = ..., recipient_id: _Optional[str] = ..., kind: _Optional[_Union[MessageKind, str]] = ...) -> None: ...
 
 class CheckDeliveryBatchRequest(_message.Message):
-    __slots__ = ("pairs",)
+    __slots__ = ("pairs", "min_version")
     PAIRS_FIELD_NUMBER: _ClassVar[int]
+    MIN_VERSION_FIELD_NUMBER: _ClassVar[int]
     pairs: _containers.RepeatedCompositeFieldContainer[DeliveryPair]
-    def __init__(self, pairs: _Optional[_Iterable[_Union[DeliveryPair, _Mapping]]] = ...) -> None: ...
+    min_version: int
+    def __init__(self, pairs: _Optional[_Iterable[_Union[DeliveryPair, _Mapping]]] = ..., min_version: _Optional[int] = ...) -> None: ...
 
 class CheckDeliveryBatchResponse(_message.Message):
     __slots__ = ("reasons", "version")
