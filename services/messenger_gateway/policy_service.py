@@ -147,8 +147,10 @@ class PolicyService:
         return self.index.version
 
     async def _reload(self) -> None:
-        snapshot = await self._store.snapshot()
-        self.index.load(snapshot)  # synchronous: no decision sees half an index
+        # built aside and swapped in one step: no decision sees half an index
+        self.index = await self._store.load_index(
+            refuse_unaccepted_by_default=self.index.refuse_unaccepted_by_default
+        )
         INDEX_RELOADS.inc()
         self._wake()
 
@@ -220,15 +222,23 @@ class PolicyService:
             raise InvalidInput(
                 f"pairs has {len(pairs)} entries: send at most {MAX_BATCH_PAIRS} per call"
             )
-        for i, (sender, recipient, _) in enumerate(pairs):
-            if not (0 < len(sender) <= 128 and 0 < len(recipient) <= 128):
-                validate_pair_user(sender, f"pairs[{i}].sender_id")
-                validate_pair_user(recipient, f"pairs[{i}].recipient_id")
-            elif not (sender.isprintable() and recipient.isprintable()):
-                validate_pair_user(sender, f"pairs[{i}].sender_id")
-                validate_pair_user(recipient, f"pairs[{i}].recipient_id")
         decide = self.index.decide
-        decisions = [decide(s, r, k) for s, r, k in pairs]
+        decisions: list[Decision] = []
+        append = decisions.append
+        for sender, recipient, kind in pairs:
+            if (
+                0 < len(sender) <= 128
+                and 0 < len(recipient) <= 128
+                and sender.isprintable()
+                and recipient.isprintable()
+                and not sender.isspace()
+                and not recipient.isspace()
+            ):
+                append(decide(sender, recipient, kind))
+                continue
+            i = len(decisions)  # the first bad pair: say which and why
+            validate_pair_user(sender, f"pairs[{i}].sender_id")
+            validate_pair_user(recipient, f"pairs[{i}].recipient_id")
         tally = Tally((k, d.reason) for (_, _, k), d in zip(pairs, decisions, strict=True))
         for key, count in tally.items():
             _DECISION_CHILDREN[key].inc(count)

@@ -37,6 +37,7 @@ from services.messenger_gateway.policy import (
     OrderState,
     OrderTarget,
     PolicyChange,
+    PolicyIndex,
     Preferences,
     RestrictionOrder,
     SenderRule,
@@ -554,37 +555,42 @@ class PolicyStore:
 
         return await self._db.run(prune)
 
-    async def snapshot(self) -> Snapshot:
-        """The whole state at one version, read on a connection of its own in one read
-        transaction (a consistent snapshot in WAL), off the event loop."""
+    async def load_index(self, *, refuse_unaccepted_by_default: bool) -> PolicyIndex:
+        """A new index built from the whole store at one version: read on a connection of its
+        own in one read transaction (WAL: every SELECT sees the same commit), streamed into the
+        index row by row, off the event loop."""
         path = self._db.path
         if path is None:
-            raise RuntimeError("PolicyStore.snapshot needs the database file")
-        return await asyncio.to_thread(_read_snapshot, path)
+            raise RuntimeError("PolicyStore.load_index needs the database file")
+        return await asyncio.to_thread(_load_index, path, refuse_unaccepted_by_default)
 
 
-def _read_snapshot(path: Path) -> Snapshot:
+def _load_index(path: Path, refuse_unaccepted_by_default: bool) -> PolicyIndex:
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None, timeout=30)
     try:
         conn.execute("BEGIN")  # one read transaction: every SELECT sees the same version
         head = conn.execute("SELECT max(version) FROM policy_changes").fetchone()[0] or 0
-        users = conn.execute(
-            """SELECT i.user_id, i.phone_number, i.state FROM identifications i
-               JOIN (SELECT user_id, max(seq) AS seq FROM identifications GROUP BY user_id) c
-                 ON i.seq = c.seq"""
-        ).fetchall()
-        rules = conn.execute(
-            "SELECT recipient_id, sender_id, rule FROM policy_sender_rules"
-        ).fetchall()
-        unaccepted = conn.execute("SELECT user_id, policy FROM policy_unaccepted").fetchall()
-        consents = conn.execute(
-            "SELECT recipient_id, sender_id FROM policy_automated_consents WHERE granted = 1"
-        ).fetchall()
-        orders = conn.execute(
-            "SELECT order_id, target, target_value, scope FROM restriction_orders "
-            "WHERE state = 'IN_FORCE'"
-        ).fetchall()
+        snapshot = Snapshot(
+            version=int(head),
+            # in seq order: a user's latest identification (the current one) comes last
+            users=conn.execute(
+                "SELECT user_id, phone_number, state FROM identifications ORDER BY seq"
+            ),
+            sender_rules=conn.execute(
+                "SELECT recipient_id, sender_id, rule FROM policy_sender_rules"
+            ),
+            unaccepted=conn.execute("SELECT user_id, policy FROM policy_unaccepted"),
+            consents=conn.execute(
+                "SELECT recipient_id, sender_id FROM policy_automated_consents WHERE granted = 1"
+            ),
+            orders=conn.execute(
+                "SELECT order_id, target, target_value, scope FROM restriction_orders "
+                "WHERE state = 'IN_FORCE'"
+            ),
+        )
+        index = PolicyIndex(refuse_unaccepted_by_default=refuse_unaccepted_by_default)
+        index.load(snapshot)
         conn.execute("COMMIT")
     finally:
         conn.close()
-    return Snapshot(int(head), users, rules, unaccepted, consents, orders)
+    return index

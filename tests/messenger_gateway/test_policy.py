@@ -3,6 +3,7 @@ the index built from a snapshot and from the change log alike, and the order sta
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -342,6 +343,7 @@ def snapshot_of(index: PolicyIndex) -> Snapshot:
 def test_decision_table(case: Case) -> None:
     index = index_from_log(case)
     assert index.decide(case.sender, case.recipient, case.kind).reason is case.expected
+    assert index.decide_by_rules(case.sender, case.recipient, case.kind).reason is case.expected
     loaded = PolicyIndex(refuse_unaccepted_by_default=case.refuse_unaccepted_by_default)
     loaded.load(snapshot_of(index))
     assert loaded.decide(case.sender, case.recipient, case.kind).reason is case.expected
@@ -411,3 +413,48 @@ def test_bad_user_ids_are_refused_naming_the_field(value: str, field: str) -> No
 def test_bad_order_ids_are_refused(value: str) -> None:
     with pytest.raises(InvalidInput, match="order_id"):
         validate_order_id(value)
+
+
+def test_the_fast_decision_agrees_with_the_rules_on_random_indexes() -> None:
+    """decide() is decide_by_rules() written out: on random users, preferences and orders,
+    every pair and kind gets the same answer from both."""
+    rng = random.Random(1279)
+    people = [f"p{i}" for i in range(12)]
+    phones = {p: f"+7903000{i:04d}" for i, p in enumerate(people)}
+    for _ in range(200):
+        index = PolicyIndex(refuse_unaccepted_by_default=rng.random() < 0.3)
+        changes: list[tuple[ChangeKind, dict[str, str]]] = []
+        for p in people[:-2]:  # the last two stay unknown
+            state = rng.choice(["IDENTIFIED", "IDENTIFIED", "REVOKED", "AWAITING_CODE"])
+            changes.append(ident(p, state, phones[p]))
+        for _ in range(15):
+            a, b = rng.sample(people, 2)
+            changes.append(
+                rng.choice(
+                    [
+                        rule(a, b, rng.choice(["ACCEPTED", "REFUSED", "NONE"])),
+                        unaccepted(a, rng.choice(["ALLOW", "REFUSE", "DEFAULT"])),
+                        consent(a, b, rng.choice(["GRANTED", "REVOKED"])),
+                    ]
+                )
+            )
+        for n in range(rng.randrange(3)):
+            target = rng.choice(people)
+            by_phone = rng.random() < 0.5
+            changes.append(
+                order(
+                    f"o{n}",
+                    user="" if by_phone else target,
+                    phone=phones[target] if by_phone else "",
+                    scope=rng.choice(["ALL_MESSAGES", "AUTOMATED"]),
+                    state=rng.choice(["IN_FORCE", "IN_FORCE", "RECEIVED"]),
+                )
+            )
+        for version, (kind, fields) in enumerate(changes, start=1):
+            index.apply(PolicyChange(version=version, changed_at=NOW, kind=kind, **fields))
+        for sender in people:
+            for recipient in people:
+                for message_kind in MessageKind:
+                    assert index.decide(sender, recipient, message_kind) is index.decide_by_rules(
+                        sender, recipient, message_kind
+                    ), (sender, recipient, message_kind, changes)
