@@ -763,6 +763,175 @@ async def pending_memory(config: BenchConfig, work_dir: Path) -> dict[str, Any]:
     }
 
 
+# --- 6. delivery policy --------------------------------------------------------------------
+
+CHECK_BATCH_METHOD = "/idmesh.gateway.v1.GatewayService/CheckDeliveryBatch"
+POLICY_KINDS = (
+    (gateway_pb2.MESSAGE_KIND_PERSONAL, 0.8),
+    (gateway_pb2.MESSAGE_KIND_AUTOMATED, 0.15),
+    (gateway_pb2.MESSAGE_KIND_STATE_MAILING, 0.05),
+)
+
+
+def _policy_pairs(rng: random.Random, users: int, count: int) -> list[gateway_pb2.DeliveryPair]:
+    """Random pairs of the seeded users; one in fifty names a user who is not there."""
+    kinds = [k for k, _ in POLICY_KINDS]
+    weights = [w for _, w in POLICY_KINDS]
+    pairs = []
+    for kind in rng.choices(kinds, weights, k=count):
+        sender, recipient = rng.randrange(users), rng.randrange(users)
+        if rng.random() < 0.1:  # user 3k refuses user 3k+1 (bench.seed.policy_preferences)
+            recipient = rng.randrange(max(1, users // 3 - 1)) * 3
+            sender = recipient + 1
+        unknown = rng.random() < 0.02
+        pairs.append(
+            gateway_pb2.DeliveryPair(
+                sender_id=seed.policy_user(sender),
+                recipient_id="nobody" if unknown else seed.policy_user(recipient),
+                kind=kind,
+            )
+        )
+    return pairs
+
+
+async def policy(ctx: Context) -> dict[str, Any]:
+    """Single CheckDelivery against the echo gateway's (same stack, answers at once), then
+    batches of policy_batch pairs, over policy_users identified users with preferences."""
+    cfg = ctx.config
+    frontend = Caller(Kind.MESSENGER, "alpha", Role.FRONTEND)
+    real_channel = ctx.channel(ctx.mesh.address("gateway-alpha"), frontend)
+    echo_channel = ctx.channel(ctx.echo.address("echo-gateway"), frontend)
+    stubs = {
+        "mesh": gateway_pb2_grpc.GatewayServiceStub(real_channel),
+        "echo": gateway_pb2_grpc.GatewayServiceStub(echo_channel),
+    }
+    names = {"mesh": ("gateway-alpha",), "echo": ("echo-gateway",)}
+    rng = random.Random(149)
+    singles = [
+        gateway_pb2.CheckDeliveryRequest(
+            sender_id=p.sender_id, recipient_id=p.recipient_id, kind=p.kind
+        )
+        for p in _policy_pairs(rng, cfg.policy_users, 10_000)
+    ]
+    seen: dict[int, int] = {}
+
+    def single_op(stub: gateway_pb2_grpc.GatewayServiceStub, count: bool) -> Callable[[int], Any]:
+        async def op(i: int) -> None:
+            reply = await stub.CheckDelivery(singles[i % len(singles)], timeout=CALL_TIMEOUT)
+            if count:
+                seen[reply.reason] = seen.get(reply.reason, 0) + 1
+
+        return op
+
+    levels = []
+    for concurrency in cfg.policy_levels:
+        level: dict[str, Any] = {"concurrency": concurrency}
+        for kind in ("mesh", "echo"):
+            profile = (
+                ctx.profiling(f"policy-c{concurrency}", names[kind])
+                if kind == "mesh"
+                else nullcontext()
+            )
+            with profile:
+                run, cpu = await measured(
+                    ctx,
+                    names[kind],
+                    closed_loop(
+                        single_op(stubs[kind], kind == "mesh"),
+                        concurrency=concurrency,
+                        duration=cfg.policy_seconds,
+                        warmup=cfg.warmup_seconds,
+                    ),
+                )
+            level[kind] = level_result(run, cpu, names[kind])
+        level["throughput_ratio"] = ratio(level["mesh"]["throughput"], level["echo"]["throughput"])
+        level["p99_ratio"] = ratio(
+            level["mesh"]["latency"]["p99_ms"], level["echo"]["latency"]["p99_ms"]
+        )
+        levels.append(level)
+        _progress(
+            f"CheckDelivery c={concurrency}: gateway {level['mesh']['throughput']:.0f}/s, "
+            f"echo {level['echo']['throughput']:.0f}/s"
+        )
+    _check_decisions(seen)
+
+    # Batches: serialised before the clock starts (the client's CPU is the same machine's).
+    batch_bodies = [
+        gateway_pb2.CheckDeliveryBatchRequest(
+            pairs=_policy_pairs(rng, cfg.policy_users, cfg.policy_batch)
+        ).SerializeToString()
+        for _ in range(32)
+    ]
+    batch_seen: dict[int, int] = {}
+    batch: dict[str, Any] = {"pairs_per_call": cfg.policy_batch}
+    for kind, channel in (("mesh", real_channel), ("echo", echo_channel)):
+        call = channel.unary_unary(
+            CHECK_BATCH_METHOD,
+            request_serializer=None,
+            response_deserializer=gateway_pb2.CheckDeliveryBatchResponse.FromString,
+        )
+
+        def batch_op(
+            call: Any = call, count: bool = kind == "mesh"
+        ) -> Callable[[int], Awaitable[None]]:
+            async def op(i: int) -> None:
+                reply = await call(batch_bodies[i % len(batch_bodies)], timeout=CALL_TIMEOUT)
+                if len(reply.reasons) != cfg.policy_batch:
+                    raise BenchFailure(f"a batch answered {len(reply.reasons)} decisions")
+                if count and i % 8 == 0:
+                    for reason in reply.reasons:
+                        batch_seen[reason] = batch_seen.get(reason, 0) + 1
+
+            return op
+
+        with ctx.profiling("policy-batch", names[kind]) if kind == "mesh" else nullcontext():
+            run, cpu = await measured(
+                ctx,
+                names[kind],
+                closed_loop(
+                    batch_op(),
+                    concurrency=cfg.policy_batch_concurrency,
+                    duration=cfg.policy_batch_seconds,
+                    warmup=cfg.warmup_seconds,
+                ),
+            )
+        result = level_result(run, cpu, names[kind])
+        result["decisions_per_second"] = round(run.throughput * cfg.policy_batch, 1)
+        batch[kind] = result
+    _check_decisions(batch_seen)
+    batch["ratio"] = ratio(
+        batch["mesh"]["decisions_per_second"], batch["echo"]["decisions_per_second"]
+    )
+    _progress(
+        f"CheckDeliveryBatch x{cfg.policy_batch}: gateway "
+        f"{batch['mesh']['decisions_per_second']:,.0f} decisions/s, echo "
+        f"{batch['echo']['decisions_per_second']:,.0f}/s"
+    )
+    return {
+        "status": "ok",
+        "users": cfg.policy_users,
+        "levels": levels,
+        "batch": batch,
+        "decisions_seen": {
+            gateway_pb2.DeliveryReason.Name(r): n for r, n in sorted({**seen}.items())
+        },
+        "batch_decisions_sampled": {
+            gateway_pb2.DeliveryReason.Name(r): n for r, n in sorted(batch_seen.items())
+        },
+    }
+
+
+def _check_decisions(seen: dict[int, int]) -> None:
+    """The seeded preferences must show: allowed and refused answers both, else the seed or
+    the gateway's index is wrong (every sender unknown, say)."""
+    allowed = seen.get(gateway_pb2.DELIVERY_REASON_ALLOWED, 0)
+    refused = sum(n for r, n in seen.items() if r != gateway_pb2.DELIVERY_REASON_ALLOWED)
+    not_identified = seen.get(gateway_pb2.DELIVERY_REASON_SENDER_NOT_IDENTIFIED, 0)
+    if not allowed or not refused or not_identified:
+        named = {gateway_pb2.DeliveryReason.Name(r): n for r, n in seen.items()}
+        raise BenchFailure(f"unexpected decisions over the seeded users: {named}")
+
+
 def _count(path: Path, sql: str) -> int:
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
     try:
