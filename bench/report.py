@@ -247,6 +247,19 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
             )
         b = pol["batch"]
         rate = b["mesh"]["decisions_per_second"]
+        per_cpu = b["mesh"].get("decisions_per_cpu_second")
+        rows.append(
+            _row(
+                f"CheckDeliveryBatch of {b['pairs_per_call']:,} pairs: decisions per second of "
+                "the gateway's own CPU",
+                per_cpu,
+                "decisions/CPU-s",
+                None,
+                "",
+                f">= {POLICY_DECISIONS_TARGET:,.0f}/s",
+                _finite(per_cpu) and per_cpu >= POLICY_DECISIONS_TARGET,
+            )
+        )
         rows.append(
             _row(
                 f"CheckDeliveryBatch of {b['pairs_per_call']:,} pairs, c="

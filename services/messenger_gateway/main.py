@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -79,6 +80,10 @@ async def open_gateway(
             clock=clock,
         )
         await policy.start()
+        # The policy index's dictionaries hold millions of entries for the process's lifetime:
+        # keep the collector's full passes from walking them again and again.
+        gc.collect()
+        gc.freeze()
         router = build_router(
             config.numbering_plan,
             carriers=config.carriers,

@@ -136,8 +136,10 @@ class ChangeKind(StrEnum):
 # --- values ----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class Decision:
+    """One per reason (DECISIONS): compared and hashed by identity, which is cheap."""
+
     reason: DeliveryReason
 
     @property
@@ -392,9 +394,7 @@ class PolicyIndex:
         users = self._users
         if users.get(sender) is None:  # unknown, or known and not IDENTIFIED
             return _NOT_IDENTIFIED
-        if (self._restricted_users or self._restricted_phones) and self.is_restricted(
-            sender, kind
-        ):
+        if (self._restricted_users or self._restricted_phones) and self.is_restricted(sender, kind):
             return _RESTRICTED
         if recipient not in users:
             return _UNKNOWN

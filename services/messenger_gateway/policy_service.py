@@ -239,9 +239,9 @@ class PolicyService:
             i = len(decisions)  # the first bad pair: say which and why
             validate_pair_user(sender, f"pairs[{i}].sender_id")
             validate_pair_user(recipient, f"pairs[{i}].recipient_id")
-        tally = Tally((k, d.reason) for (_, _, k), d in zip(pairs, decisions, strict=True))
-        for key, count in tally.items():
-            _DECISION_CHILDREN[key].inc(count)
+        tally = Tally(zip([k for _, _, k in pairs], decisions, strict=True))
+        for (kind, decision), count in tally.items():
+            _DECISION_CHILDREN[kind, decision.reason].inc(count)
         return decisions, self.index.version
 
     # --- preferences -----------------------------------------------------------------------
