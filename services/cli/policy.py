@@ -172,7 +172,8 @@ class Commands:
         return 0 if not refused else 3
 
     async def watch(self, args: argparse.Namespace) -> int:
-        """Print the policy changes as they come (progress marks only with --progress)."""
+        """Print the policy changes one by one as they come (progress marks with --progress);
+        --limit N stops after N changes."""
         channel, stub = self.cli._gateway(args)
         async with channel:
             call = stub.WatchPolicyChanges(
@@ -180,16 +181,22 @@ class Commands:
             )
             count = 0
             async for item in call:
-                if not item.changes and not args.progress:
-                    continue
-                self.cli._print(args, item)
-                if not args.json:
-                    print("---", flush=True)
-                count += 1
-                if args.limit and count >= args.limit:
-                    call.cancel()
-                    break
+                if not item.changes and args.progress:
+                    self._print_item(args, {"progress": {"head_version": item.head_version}})
+                for change in item.changes:
+                    self._print_item(args, self.cli._as_dict(change))
+                    count += 1
+                    if args.limit and count >= args.limit:
+                        call.cancel()
+                        return 0
         return 0
+
+    def _print_item(self, args: argparse.Namespace, data: dict[str, Any]) -> None:
+        if args.json:
+            print(json.dumps(data, ensure_ascii=False), flush=True)
+        else:
+            self.cli._print_human(data)
+            print("---", flush=True)
 
     # --- restriction orders (the admin) ---------------------------------------------------
 
@@ -308,7 +315,7 @@ def add_commands(sub: Any, common: argparse.ArgumentParser, cli: ModuleType) -> 
     p.add_argument("file")
     p = parser("watch", "print the policy changes as they come", commands.watch, user=False)
     p.add_argument("--after", type=int, default=0, help="show changes after this version")
-    p.add_argument("--limit", type=int, default=0, help="stop after this many messages")
+    p.add_argument("--limit", type=int, default=0, help="stop after this many changes")
     p.add_argument("--progress", action="store_true", help="also print progress marks")
 
     orders = group.add_parser(
