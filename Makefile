@@ -9,13 +9,16 @@ DATA   ?= data
 BUF    := node_modules/.bin/buf
 
 .DEFAULT_GOAL := help
-.PHONY: help venv up test proto lint fmt bench clean
+.PHONY: help venv up down test chaos proto lint fmt bench clean
 
 help:
 	@echo "make up     run the local mesh (2 operators, notifier, 2 messengers) under ./$(DATA)"
+	@echo "            (BASE_PORT=N: its ports from N, beside another mesh with DATA=other)"
+	@echo "make down   stop the mesh of ./$(DATA)"
 	@echo "make test   run the test suite (unit + integration over real processes)"
+	@echo "make chaos  seeded fault run of the mesh, checked (CHAOS_ARGS=\"--seed N --rounds N\")"
 	@echo "make proto  regenerate gen/python from protos/"
-	@echo "make lint   buf lint, ruff, mypy"
+	@echo "make lint   buf lint, buf breaking (against main), ruff check, ruff format --check, mypy (CI runs it with make test)"
 	@echo "make bench  benchmarks against same-run baselines -> docs/benchmarks.md (~5 min)"
 
 $(STAMP): pyproject.toml
@@ -39,10 +42,19 @@ bench: $(BENCH_STAMP)
 	$(PY) -m bench --docs $(BENCH_ARGS)
 
 up: $(STAMP)
-	$(VENV)/bin/idmesh up --data-dir $(DATA)
+	$(VENV)/bin/idmesh up --data-dir $(DATA) $(if $(BASE_PORT),--base-port $(BASE_PORT))
 
-test: $(STAMP)
+down: $(STAMP)
+	$(VENV)/bin/idmesh down --data-dir $(DATA)
+
+# buf too: tests/test_protos_lint.py runs `buf lint` (no skipping in `make test`).
+test: $(STAMP) $(BUF)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# `make chaos`: the mesh under kills, failpoints and stalls with a mixed load, then a checker over
+# the recorded history (docs/chaos.md). A few minutes by default; CHAOS_ARGS="--seed N --rounds N".
+chaos: $(STAMP)
+	$(PY) -m tools.chaos $(CHAOS_ARGS)
 
 proto: $(STAMP)
 	$(PY) tools/gen_protos.py
@@ -50,8 +62,13 @@ proto: $(STAMP)
 $(BUF):
 	npm install --silent --no-audit --no-fund --no-save @bufbuild/buf@1.75.0
 
+# buf breaking: the protos may not break what main published (a branch is checked against main;
+# BUF_AGAINST=<input> compares with another, for example a CI checkout's origin/main).
+BUF_AGAINST ?= .git\#branch=main
+
 lint: $(STAMP) $(BUF)
 	$(BUF) lint
+	$(BUF) breaking --against '$(BUF_AGAINST)'
 	$(VENV)/bin/ruff check services tests tools bench
 	$(VENV)/bin/ruff format --check services tests tools bench
 	$(VENV)/bin/mypy

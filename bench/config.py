@@ -37,6 +37,10 @@ class BenchConfig:
     steady_overload: float = 3.0
     steady_rate_cap: float = 3000.0
     steady_seconds: float = 10.0
+    # then `bulk_terminations` through TerminateContracts (the billing system's stream) in
+    # batches of `bulk_batch`
+    bulk_terminations: int = 20_000
+    bulk_batch: int = 1_000
     drain_timeout_seconds: float = 180.0
     # 4. bulk import through ImportSubscribers, against sqlite3 executemany of the same rows
     import_rows: int = 1_000_000
@@ -60,8 +64,9 @@ class BenchConfig:
 
     @property
     def fanout_subscribers(self) -> int:
-        """Subscribers seeded with bindings to both messengers: the burst plus the steady run."""
-        return self.terminations + self.steady_terminations
+        """Subscribers seeded with bindings to both messengers: the burst, the overload run at
+        its most and the bulk stream."""
+        return self.terminations + self.steady_terminations + self.bulk_terminations
 
     @property
     def steady_terminations(self) -> int:
@@ -86,7 +91,9 @@ def default() -> BenchConfig:
 
 
 def full() -> BenchConfig:
-    return BenchConfig(preset="full", terminations=100_000, import_rows=10_000_000)
+    return BenchConfig(
+        preset="full", terminations=100_000, bulk_terminations=100_000, import_rows=10_000_000
+    )
 
 
 def smoke() -> BenchConfig:
@@ -103,6 +110,8 @@ def smoke() -> BenchConfig:
         termination_concurrency=4,
         steady_rate_cap=40.0,
         steady_seconds=0.5,
+        bulk_terminations=30,
+        bulk_batch=8,
         drain_timeout_seconds=30.0,
         import_rows=500,
         import_batch=200,

@@ -16,9 +16,12 @@ import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, TypeVar
+
+from services.common.status import honouring_overload
 
 Operation = Callable[[int], Awaitable[object]]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,3 +220,12 @@ async def open_loop(
         lag_max_ms=lag_max * 1000,
         error_samples=errors.samples,
     )
+
+
+SHED_RETRIES = 200
+
+
+async def honouring_shedding(call: Callable[[], Awaitable[T]]) -> T:
+    """Make the call as a well-behaved client does: while the service sheds it, wait the delay
+    it asks for and call again (services.common.status.honouring_overload)."""
+    return await honouring_overload(call, attempts=SHED_RETRIES)

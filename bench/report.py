@@ -181,6 +181,20 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
                 events >= FANOUT_EVENTS_TARGET,
             )
         )
+        bulk = fan.get("bulk")
+        if bulk:
+            rows.append(
+                _row(
+                    f"fan-out from TerminateContracts: {bulk['terminations']:,} in batches of "
+                    f"{bulk['batch']:,}, events/s end to end",
+                    bulk["events_per_second"],
+                    "events/s",
+                    raw_rate,
+                    "bare grpc.aio echo calls/s",
+                    f">= {FANOUT_EVENTS_TARGET:,.0f}/s",
+                    bulk["events_per_second"] >= FANOUT_EVENTS_TARGET,
+                )
+            )
         p99 = steady["terminate_to_revoked"]["p99_ms"]
         rows.append(
             _row(
@@ -443,8 +457,17 @@ def markdown(result: dict[str, Any], png_name: str) -> str:
             f"p99 **{_num(st['terminate_to_revoked']['p99_ms'])} ms**, max "
             f"{_num(st['terminate_to_revoked']['max_ms'])} ms; checked: every accepted one "
             "revoked in both gateways, no shed one, the streams exactly as long",
-            "",
         ]
+        if bk := fan.get("bulk"):
+            lines.append(
+                f"- bulk: {bk['terminations']:,} terminations ({bk['events']:,} events) through "
+                f"one TerminateContracts stream in batches of {bk['batch']:,}: "
+                f"{bk['terminations_per_second']:,.0f} terminations/s through the stream, all "
+                f"acked after {bk['seconds_to_acked']:.1f} s: "
+                f"**{bk['events_per_second']:,.0f} events/s**; CPU ms per event: "
+                + ", ".join(f"{n} {_num(v, 3)}" for n, v in bk["cpu_ms_per_event"].items())
+            )
+        lines.append("")
     imp = s.get("import", {})
     lines += ["### Bulk import", ""]
     if _ok(imp):

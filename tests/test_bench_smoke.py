@@ -64,6 +64,7 @@ def test_smoke_run_reports_every_scenario(smoke_result: dict[str, object]) -> No
     assert steady["terminate_to_revoked"]["missing"] == 0
     assert steady["accepted"] + steady["shed"] + steady["failed"] == steady["terminations"]
     assert steady["failed"] == 0 and steady["accepted"] > 0
+    assert fanout["bulk"]["terminations"] == 30 and fanout["bulk"]["events_per_second"] > 0
     memory = scenarios["memory"]
     assert memory["pending"] == 20
     assert set(memory["rss_after_scenario_mb"]) == {

@@ -3,7 +3,12 @@
 `idmesh up` (and so `make up`) runs the demo topology; the integration tests build their own
 topologies with the same class. Each process is configured only through IDMESH_* environment
 variables, exactly as in a deployment. mesh.json in the data folder records where each service
-listens, for the CLI.
+listens (and the processes' ids), for the CLI; `idmesh down` stops the mesh it describes.
+
+The services never outlive their launcher: each holds the read end of a pipe whose write end
+only the launcher holds (IDMESH_LAUNCHER_FD), and stops as on SIGTERM when it closes, which the
+kernel does when the launcher exits, however it exits (kill -9 included). A pipe rather than
+PR_SET_PDEATHSIG, which fires when the launching *thread* exits and exists only on Linux.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import socket
 import subprocess
 import sys
 import time
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,16 +72,52 @@ class MeshSpec:
     notifier_metrics_port: int = 0
 
 
-def demo_spec() -> MeshSpec:
-    """`make up`'s topology: two operators, the notifier, two messengers, on fixed ports."""
+# `idmesh up --base-port N`: each service's gRPC and metrics ports as offsets from N.
+DEMO_OFFSETS: dict[str, tuple[int, int]] = {
+    "registry-beeline": (1, 91),
+    "registry-megafon": (2, 92),
+    "notifier": (10, 93),
+    "gateway-alpha": (21, 94),
+    "gateway-beta": (22, 95),
+}
+BASE_PORT_RANGE = range(1024, 65536 - 100)
+
+
+def demo_spec(base_port: int | None = None) -> MeshSpec:
+    """`make up`'s topology: two operators, the notifier, two messengers, on fixed ports: gRPC
+    50051, 50052 (registries), 50060 (notifier), 50071, 50072 (gateways), /metrics 9101..9105.
+    With base_port N: gRPC on N+1, N+2, N+10, N+21, N+22 and /metrics on N+91..N+95, so that
+    meshes with bases 100 apart run side by side."""
+    if base_port is None:
+        ports = {
+            "registry-beeline": (50051, 9101),
+            "registry-megafon": (50052, 9102),
+            "notifier": (50060, 9103),
+            "gateway-alpha": (50071, 9104),
+            "gateway-beta": (50072, 9105),
+        }
+    else:
+        if base_port not in BASE_PORT_RANGE:
+            raise MeshError(
+                f"base port {base_port}: must be {BASE_PORT_RANGE.start} to "
+                f"{BASE_PORT_RANGE.stop - 1} (the mesh uses up to base + 95)"
+            )
+        ports = {name: (base_port + g, base_port + m) for name, (g, m) in DEMO_OFFSETS.items()}
     return MeshSpec(
         operators=(
-            OperatorSpec("beeline", "Beeline", DEPLOY / "demo" / "beeline.json", 50051, 9101),
-            OperatorSpec("megafon", "MegaFon", DEPLOY / "demo" / "megafon.json", 50052, 9102),
+            OperatorSpec(
+                "beeline", "Beeline", DEPLOY / "demo" / "beeline.json", *ports["registry-beeline"]
+            ),
+            OperatorSpec(
+                "megafon", "MegaFon", DEPLOY / "demo" / "megafon.json", *ports["registry-megafon"]
+            ),
         ),
-        messengers=(MessengerSpec("alpha", 50071, 9104), MessengerSpec("beta", 50072, 9105)),
-        notifier_port=50060,
-        notifier_metrics_port=9103,
+        messengers=(
+            MessengerSpec("alpha", *ports["gateway-alpha"]),
+            MessengerSpec("beta", *ports["gateway-beta"]),
+        ),
+        notifier_port=ports["notifier"][0],
+        notifier_metrics_port=ports["notifier"][1],
     )
 
 
@@ -90,19 +132,24 @@ class ServiceProcess:
     identity: Caller
     tls: TlsFiles | None = None
     process: subprocess.Popen[bytes] | None = None
+    launcher_fd: int | None = None  # the read end of the launcher's pipe (IDMESH_LAUNCHER_FD)
 
     def start(self) -> None:
         if self.process is not None and self.process.poll() is None:
             raise RuntimeError(f"{self.name} is already running")
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, **self.env}
+        if self.launcher_fd is not None:
+            env["IDMESH_LAUNCHER_FD"] = str(self.launcher_fd)
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", self.module],
-                env={**os.environ, **self.env},
+                env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=ROOT,
                 start_new_session=True,  # Ctrl-C in a terminal reaches only `idmesh up`
+                pass_fds=() if self.launcher_fd is None else (self.launcher_fd,),
             )
 
     @property
@@ -135,6 +182,11 @@ class Mesh:
         self.data_dir = data_dir.resolve()
         self.pki_dir = self.data_dir / "pki"
         self.services: dict[str, ServiceProcess] = {}
+        # The launcher's pipe: this process keeps the write end (never written to) until it
+        # exits or drops the Mesh; each service watches the read end (see the module's doc).
+        read_fd, write_fd = os.pipe()
+        weakref.finalize(self, _close_fds, read_fd, write_fd)
+        self._launcher_fd = read_fd
         self._build()
         self._add_metrics_ports()
 
@@ -255,6 +307,7 @@ class Mesh:
             info=info,
             identity=identity,
             tls=tls,
+            launcher_fd=self._launcher_fd,
         )
 
     def _add_metrics_ports(self) -> None:
@@ -284,7 +337,7 @@ class Mesh:
             pki.ensure_pki(self.pki_dir, self.identities())
         for name, svc in self.services.items():
             for address in (svc.address, svc.info["metrics"]):
-                if not _port_free(address):
+                if not port_free(address):
                     raise MeshError(f"{name}: {address} is already in use (is a mesh running?)")
         for svc in self.services.values():
             svc.start()
@@ -358,12 +411,15 @@ class Mesh:
         svc.start()
         self.wait_serving(name, timeout)
 
-    def write_mesh_file(self) -> None:
+    def write_mesh_file(self, *, launcher_pid: int | None = None) -> None:
+        """mesh.json: each service's address, identity, log and process id; launcher_pid, the
+        process `idmesh down` signals (None: the mesh belongs to a test or a benchmark)."""
         layout = {
             name: {
                 "address": svc.address,
                 "identity": svc.identity.uri,
                 "log": str(svc.log_path),
+                "pid": svc.process.pid if svc.process is not None else None,
                 **svc.info,
             }
             for name, svc in self.services.items()
@@ -371,7 +427,8 @@ class Mesh:
         path = self.data_dir / MESH_FILE
         tmp = path.with_suffix(".tmp")
         pki_dir = str(self.pki_dir) if self.spec.tls else None
-        tmp.write_text(json.dumps({"services": layout, "pki": pki_dir}, indent=2))
+        document = {"services": layout, "pki": pki_dir, "launcher": launcher_pid}
+        tmp.write_text(json.dumps(document, indent=2))
         tmp.replace(path)
 
     def table(self) -> str:
@@ -386,6 +443,14 @@ class Mesh:
         )
 
 
+def _close_fds(*fds: int) -> None:
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
 def _free_port(reserved: set[int]) -> int:
     while True:
         with socket.socket() as s:
@@ -395,7 +460,7 @@ def _free_port(reserved: set[int]) -> int:
             return port
 
 
-def _port_free(address: str) -> bool:
+def port_free(address: str) -> bool:
     host, _, port = address.rpartition(":")
     with socket.socket() as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -434,10 +499,59 @@ def load_pki_dir(data_dir: Path) -> Path | None:
     return Path(folder) if folder else None
 
 
-def run_up(data_dir: Path, *, as_json: bool = False) -> int:
-    """`idmesh up`: start the demo mesh, print where each service listens, stop on Ctrl-C.
+def is_running(pid: object, markers: tuple[str, ...]) -> bool:
+    """Whether pid is a live process whose command line contains one of markers (on Linux;
+    elsewhere only whether it is alive), so that a reused process id is never signalled."""
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return False  # another user's process: not ours
+    cmdline = Path(f"/proc/{pid}/cmdline")
+    if cmdline.parent.is_dir():
+        try:
+            text = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            return False
+        return any(marker in text for marker in markers)
+    return True
+
+
+# What the command lines of a launcher (`idmesh up`, `python -m services.cli.main up`) and of a
+# service (`python -m services.notifier`) contain.
+LAUNCHER_MARK = ("idmesh", "services.cli")
+SERVICE_MARK = ("services.",)
+
+
+def running_launcher(data_dir: Path) -> int | None:
+    """The process id of the live `idmesh up` of data_dir's mesh, if there is one."""
+    try:
+        pid = _read_mesh_file(data_dir).get("launcher")
+    except (MeshError, ValueError):
+        return None
+    return pid if is_running(pid, LAUNCHER_MARK) else None
+
+
+def run_up(data_dir: Path, *, as_json: bool = False, base_port: int | None = None) -> int:
+    """`idmesh up`: start the demo mesh, print where each service listens, stop on Ctrl-C,
+    SIGINT or SIGTERM (also when started in the background, where a shell ignores SIGINT).
     as_json: print the layout (mesh.json's services) as one JSON line once all are serving."""
-    mesh = Mesh(demo_spec(), data_dir)
+    try:
+        mesh = Mesh(demo_spec(base_port), data_dir)
+    except MeshError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    other = running_launcher(mesh.data_dir)
+    if other is not None:
+        print(
+            f"error: a mesh already runs at {mesh.data_dir} (idmesh up, process {other}): stop "
+            f"it with `idmesh down --data-dir {data_dir}`, or give another --data-dir",
+            file=sys.stderr,
+        )
+        return 1
     stopping = False
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -447,20 +561,26 @@ def run_up(data_dir: Path, *, as_json: bool = False) -> int:
         stopping = True
         raise KeyboardInterrupt
 
+    # Both, explicitly: a shell starts a background job (`make up &`) with SIGINT ignored.
     signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     if not as_json:
         print(f"starting the idmesh mesh under {mesh.data_dir} ...", flush=True)
     try:
-        mesh.start()
-    except MeshError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    if as_json:
-        print(json.dumps(load_layout(mesh.data_dir)), flush=True)
-    else:
-        print(mesh.table())
-        print("\nall services SERVING. Try: idmesh status | idmesh identify --help. Ctrl-C stops.")
-    try:
+        try:
+            mesh.start()
+        except MeshError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        mesh.write_mesh_file(launcher_pid=os.getpid())
+        if as_json:
+            print(json.dumps(load_layout(mesh.data_dir)), flush=True)
+        else:
+            print(mesh.table())
+            print(
+                "\nall services SERVING. Try: idmesh status | idmesh identify --help. "
+                "Ctrl-C (or idmesh down) stops."
+            )
         while True:
             for name, svc in mesh.services.items():
                 if not svc.running:
@@ -471,6 +591,46 @@ def run_up(data_dir: Path, *, as_json: bool = False) -> int:
         print("\nstopping ...", flush=True)
         codes = mesh.stop()
         for name, code in codes.items():
-            print(f"  {name}: exit {code}")
+            print(f"  {name}: exit {code}", flush=True)
         (mesh.data_dir / MESH_FILE).unlink(missing_ok=True)
     return 0
+
+
+def run_down(data_dir: Path, *, timeout: float = 60.0) -> int:
+    """`idmesh down`: stop the mesh of data_dir. SIGTERM to its launcher, which stops every
+    service and removes mesh.json; without a live launcher (killed), SIGTERM to any service
+    still running. 0 once everything has exited."""
+    try:
+        document = _read_mesh_file(data_dir)
+    except MeshError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    launcher = document.get("launcher")
+    services = {name: info.get("pid") for name, info in document["services"].items()}
+    deadline = time.monotonic() + timeout
+    if is_running(launcher, LAUNCHER_MARK):
+        assert isinstance(launcher, int)
+        print(f"stopping the mesh at {data_dir} (idmesh up, process {launcher}) ...", flush=True)
+        os.kill(launcher, signal.SIGTERM)
+    else:
+        live = {n: p for n, p in services.items() if is_running(p, SERVICE_MARK)}
+        print(
+            f"the mesh at {data_dir} has no launcher running; stopping {len(live)} "
+            "service(s) left ...",
+            flush=True,
+        )
+        for pid in live.values():
+            assert isinstance(pid, int)
+            os.kill(pid, signal.SIGTERM)
+    while time.monotonic() < deadline:
+        left = [n for n, p in services.items() if is_running(p, SERVICE_MARK)]
+        if not left and not is_running(launcher, LAUNCHER_MARK):
+            (data_dir / MESH_FILE).unlink(missing_ok=True)
+            print("stopped", flush=True)
+            return 0
+        time.sleep(0.2)
+    print(
+        f"error: still running after {timeout:g}s: {', '.join(left) or 'the launcher'}",
+        file=sys.stderr,
+    )
+    return 1

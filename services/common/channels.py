@@ -1,12 +1,19 @@
-"""Outbound gRPC channels: keepalive options and the metadata every hop carries.
+"""Outbound gRPC channels: keepalive options, the retry policy, and the metadata every hop
+carries.
 
 Every call sends the current request id (or a new one) and this process's identity. Deadlines
 are not propagated by gRPC Python: callers pass `timeout=` themselves.
+
+The channel retries, by gRPC's service-config retry policy, the calls that are safe to repeat
+(reads, and writes idempotent by nature or by key: IDEMPOTENT_METHODS) when they fail
+UNAVAILABLE, a few times with a short backoff, within the call's deadline. Anything else is the
+caller's decision (the gateway's verification loop, the relay, the notice consumer).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import grpc
@@ -33,6 +40,41 @@ SERVER_KEEPALIVE_OPTIONS: Sequence[tuple[str, int | str]] = (
     ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
     ("grpc.http2.max_pings_without_data", 0),
 )
+
+
+# Calls safe to repeat: (service, methods); an empty tuple means every method of the service.
+IDEMPOTENT_METHODS: Sequence[tuple[str, Sequence[str]]] = (
+    ("grpc.health.v1.Health", ("Check",)),
+    # VerifySubscriber is idempotent by its request id; Publish by event id; Ack is monotonic.
+    ("idmesh.registry.v1.RegistryService", ("VerifySubscriber", "CheckNumberReassigned")),
+    (
+        "idmesh.registry.v1.RegistryAdminService",
+        ("GetSubscriber", "ListMessengers", "ListAuditRecords", "RegisterMessenger"),
+    ),
+    ("idmesh.notifier.v1.NotifierService", ("Publish", "Ack", "GetDeliveryStatus")),
+    (
+        "idmesh.gateway.v1.GatewayService",
+        ("GetIdentification", "CheckAccess", "CheckNumberReassigned"),
+    ),
+    ("idmesh.gateway.v1.GatewayAdminService", ("ResolveOperator",)),
+)
+RETRY_POLICY: Mapping[str, Any] = {
+    "maxAttempts": 4,
+    "initialBackoff": "0.1s",
+    "maxBackoff": "1s",
+    "backoffMultiplier": 2,
+    "retryableStatusCodes": ["UNAVAILABLE"],
+}
+
+
+def service_config() -> str:
+    """The channels' gRPC service config (JSON): the retry policy of IDEMPOTENT_METHODS."""
+    names = [
+        {"service": service, "method": method}
+        for service, methods in IDEMPOTENT_METHODS
+        for method in methods
+    ]
+    return json.dumps({"methodConfig": [{"name": names, "retryPolicy": dict(RETRY_POLICY)}]})
 
 
 def _with_metadata(details: Any, identity: Caller | None) -> Any:
@@ -81,9 +123,11 @@ def open_channel(
 
     With tls, the channel is mutual TLS and the certificate is the caller's identity (identity
     is then only what this process expects to be, and is not sent). Without it (development
-    only), identity travels in metadata. `options` add to (and override) the keepalive and
-    reconnect defaults."""
-    merged = dict(KEEPALIVE_OPTIONS)
+    only), identity travels in metadata. `options` add to (and override) the keepalive,
+    reconnect and retry defaults."""
+    merged: dict[str, int | str] = dict(KEEPALIVE_OPTIONS)
+    merged["grpc.enable_retries"] = 1
+    merged["grpc.service_config"] = service_config()
     merged.update(options)
     if tls is not None:
         return grpc.aio.secure_channel(

@@ -201,6 +201,10 @@ class ServerSettings:
     metrics_bind: str | None = None  # host:port of the Prometheus /metrics endpoint; None: off
     health_bind: str | None = None  # host:port of a plaintext health-only port (probes); None: off
     tls: TlsFiles | None = None  # None: plaintext (IDMESH_INSECURE_DEV_MODE=true)
+    # The read end of a pipe whose write end only the launcher holds (`idmesh up`, the tests'
+    # Mesh): the service stops, as on SIGTERM, when it reads end-of-file, i.e. when the launcher
+    # has died, however it died. None: no launcher to outlive (a container, a unit).
+    launcher_fd: int | None = None
     load_shedding: LimiterSettings = field(default_factory=LimiterSettings)
 
     @classmethod
@@ -225,8 +229,14 @@ class ServerSettings:
             metrics_bind=env.address("METRICS_BIND", "") or None,
             health_bind=env.address("HEALTH_BIND", "") or None,
             tls=tls_from_env(env),
+            launcher_fd=_launcher_fd(env),
             load_shedding=LimiterSettings.from_env(env),
         )
+
+
+def _launcher_fd(env: Env) -> int | None:
+    fd = env.int("LAUNCHER_FD", -1, minimum=-1)
+    return None if fd < 0 else fd
 
 
 def tls_from_env(env: Env) -> TlsFiles | None:

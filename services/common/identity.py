@@ -18,7 +18,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from enum import StrEnum
 
-from services.common.errors import Forbidden, InvalidInput, Unauthenticated
+from services.common.errors import Forbidden, InvalidInput, Unauthenticated, quote
 
 TRUST_DOMAIN = "idmesh.local"
 IDENTITY_METADATA_KEY = "x-idmesh-identity"
@@ -57,7 +57,7 @@ class Caller:
 def validate_id(value: str, what: str) -> str:
     if not _ID.match(value or ""):
         raise InvalidInput(
-            f"{what} {value!r} is not valid: use 1 to 64 lowercase letters, digits and '-'"
+            f"{what} {quote(value)} is not valid: use 1 to 64 lowercase letters, digits and '-'"
         )
     return value
 
@@ -65,26 +65,30 @@ def validate_id(value: str, what: str) -> str:
 def parse_identity(uri: str) -> Caller:
     prefix = f"spiffe://{TRUST_DOMAIN}/"
     if not uri.startswith(prefix):
-        raise Unauthenticated(f"identity {uri!r} is not in the trust domain {TRUST_DOMAIN}")
+        raise Unauthenticated(f"identity {quote(uri)} is not in the trust domain {TRUST_DOMAIN}")
     parts = uri[len(prefix) :].split("/")
     try:
         kind = Kind(parts[0])
     except ValueError:
-        raise Unauthenticated(f"identity {uri!r} names an unknown kind {parts[0]!r}") from None
+        raise Unauthenticated(
+            f"identity {quote(uri)} names an unknown kind {quote(parts[0])}"
+        ) from None
     if kind is Kind.NOTIFIER:
         if len(parts) != 1:
-            raise Unauthenticated(f"identity {uri!r} is not a notifier identity")
+            raise Unauthenticated(f"identity {quote(uri)} is not a notifier identity")
         return Caller(kind, "notifier")
     if len(parts) not in (2, 3) or not _ID.match(parts[1]):
-        raise Unauthenticated(f"identity {uri!r} does not name a valid {kind} id")
+        raise Unauthenticated(f"identity {quote(uri)} does not name a valid {kind} id")
     role = Role.SERVICE
     if len(parts) == 3:
         try:
             role = Role(parts[2])
         except ValueError:
-            raise Unauthenticated(f"identity {uri!r} names an unknown role {parts[2]!r}") from None
+            raise Unauthenticated(
+                f"identity {quote(uri)} names an unknown role {quote(parts[2])}"
+            ) from None
         if role is Role.SERVICE:
-            raise Unauthenticated(f"identity {uri!r}: the service role has no suffix")
+            raise Unauthenticated(f"identity {quote(uri)}: the service role has no suffix")
     return Caller(kind, parts[1], role)
 
 

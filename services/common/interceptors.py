@@ -5,8 +5,12 @@ Per RPC it:
   structlog.contextvars (so every log line of the RPC carries them);
 - resolves the caller's identity (IdentityResolver) and hands it to handlers via
   services.common.identity.current_caller();
-- maps domain errors to status codes through the service's ErrorTable, in this one place; an
-  unexpected exception is logged and answered INTERNAL with the request id, never UNKNOWN;
+- maps domain errors to status codes through the service's ErrorTable, in this one place, with
+  the google.rpc details of the refusal (ErrorInfo always; RetryInfo on RESOURCE_EXHAUSTED;
+  BadRequest on INVALID_ARGUMENT: see services.common.errors); an unexpected exception is
+  logged and answered INTERNAL with the request id, never UNKNOWN;
+- refuses a request (each message of a request stream) with a field over its size bound before
+  any work (services.common.bounds);
 - writes one canonical log line: method, status code, duration.
 """
 
@@ -19,13 +23,22 @@ from typing import Any
 
 import grpc
 import structlog
+from google.protobuf import any_pb2, duration_pb2
+from google.rpc import error_details_pb2, status_pb2
 
+from services.common.bounds import check_bounds
 from services.common.context import (
     REQUEST_ID_METADATA_KEY,
     accept_request_id,
     set_request_id,
 )
-from services.common.errors import DomainError, Forbidden, InvalidInput, Unauthenticated
+from services.common.errors import (
+    ERROR_DOMAIN,
+    DomainError,
+    Forbidden,
+    InvalidInput,
+    Unauthenticated,
+)
 from services.common.identity import (
     IDENTITY_METADATA_KEY,
     Caller,
@@ -35,6 +48,7 @@ from services.common.identity import (
 from services.common.metrics import observe_rpc
 from services.common.overload import ConcurrencyLimiter, limited
 from services.common.ratelimit import RateLimited
+from services.common.status import STATUS_DETAILS_KEY
 
 log = structlog.get_logger("idmesh.rpc")
 
@@ -104,13 +118,15 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         if handler.unary_unary:
             limiter = self._limiter if self._limiter is not None and limited(method) else None
             return grpc.unary_unary_rpc_method_handler(
-                self._wrap_unary(handler.unary_unary, method, request_id, limiter),
+                self._wrap_unary(
+                    handler.unary_unary, method, request_id, streaming=False, limiter=limiter
+                ),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.stream_unary:
             return grpc.stream_unary_rpc_method_handler(
-                self._wrap_unary(handler.stream_unary, method, request_id),
+                self._wrap_unary(handler.stream_unary, method, request_id, streaming=True),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
@@ -139,16 +155,22 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         """Abort the RPC for exc (raises grpc's abort exception)."""
         code = self._errors.code_for(exc)
         if isinstance(exc, DomainError) and code is not None:
-            trailers = [(REQUEST_ID_METADATA_KEY, request_id), *exc.trailers.items()]
-            context.set_trailing_metadata(tuple(trailers))
-            await context.abort(code, exc.message)
+            await _abort(context, code, exc, request_id)
         if isinstance(exc, NotImplementedError):  # a generated servicer's method not overridden
-            await context.abort(
-                grpc.StatusCode.UNIMPLEMENTED, "this method is not implemented by this server"
+            await _abort(
+                context,
+                grpc.StatusCode.UNIMPLEMENTED,
+                DomainError(
+                    "this method is not implemented by this server", reason="UNIMPLEMENTED"
+                ),
+                request_id,
             )
         log.error("rpc.unexpected_error", exc_info=exc)
-        await context.abort(
-            grpc.StatusCode.INTERNAL, f"internal error; quote request id {request_id}"
+        await _abort(
+            context,
+            grpc.StatusCode.INTERNAL,
+            DomainError(f"internal error; quote request id {request_id}", reason="INTERNAL"),
+            request_id,
         )
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -163,8 +185,12 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         behavior: Callable[..., Awaitable[Any]],
         method: str,
         request_id: str,
+        *,
+        streaming: bool,
         limiter: ConcurrencyLimiter | None = None,
     ) -> Callable[..., Awaitable[Any]]:
+        """A unary response; streaming: the request is a stream (each message is checked)."""
+
         async def wrapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             started = time.perf_counter()
             code = grpc.StatusCode.OK
@@ -175,6 +201,10 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                     if not limiter.try_acquire():  # refused before any work: nothing changed
                         raise limiter.refusal(method)
                     admitted = True
+                if streaming:
+                    request = _bounded(request)
+                else:
+                    check_bounds(request)
                 return await behavior(request, context)
             except asyncio.CancelledError:
                 code = grpc.StatusCode.CANCELLED
@@ -203,6 +233,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
             code = grpc.StatusCode.OK
             try:
                 self._enter(context, method, request_id)
+                check_bounds(request)
                 async for item in behavior(request, context):
                     yield item
             except (asyncio.CancelledError, GeneratorExit):
@@ -218,6 +249,50 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                 self._finish(method, started, code)
 
         return wrapped
+
+
+def status_details(code: grpc.StatusCode, exc: DomainError) -> status_pb2.Status:
+    """The google.rpc.Status of a refusal: code, message and details (see module doc)."""
+    details = [
+        error_details_pb2.ErrorInfo(reason=exc.reason, domain=ERROR_DOMAIN, metadata=exc.metadata)
+    ]
+    if exc.retry_after is not None:
+        delay = duration_pb2.Duration()
+        delay.FromTimedelta(exc.retry_after)
+        details.append(error_details_pb2.RetryInfo(retry_delay=delay))
+    if code is grpc.StatusCode.INVALID_ARGUMENT:
+        violation = error_details_pb2.BadRequest.FieldViolation(
+            field=exc.field or "", description=exc.message, reason=exc.reason
+        )
+        details.append(error_details_pb2.BadRequest(field_violations=[violation]))
+    packed = []
+    for detail in details:
+        item = any_pb2.Any()
+        item.Pack(detail)
+        packed.append(item)
+    return status_pb2.Status(code=code.value[0], message=exc.message, details=packed)
+
+
+async def _abort(
+    context: grpc.aio.ServicerContext[Any, Any],
+    code: grpc.StatusCode,
+    exc: DomainError,
+    request_id: str,
+) -> None:
+    status = status_details(code, exc)
+    trailers = (
+        (REQUEST_ID_METADATA_KEY, request_id),
+        *exc.trailers.items(),
+        (STATUS_DETAILS_KEY, status.SerializeToString()),
+    )
+    await context.abort(code, exc.message, trailing_metadata=trailers)
+
+
+async def _bounded(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    """A request stream whose every message is checked against the size bounds first."""
+    async for request in requests:
+        check_bounds(request)
+        yield request
 
 
 def _is_abort(exc: BaseException) -> bool:

@@ -19,11 +19,12 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from datetime import timedelta
 
 from prometheus_client import Counter, Gauge
 
 from services.common.config import LimiterSettings
-from services.common.ratelimit import RETRY_AFTER_KEY, RateLimited
+from services.common.ratelimit import RateLimited
 
 SHED = Counter(
     "idmesh_rpc_shed",
@@ -44,6 +45,8 @@ EXEMPT_PREFIXES = ("/grpc.health.", "/grpc.reflection.")
 
 class Overloaded(RateLimited):
     """The process is at its concurrency limit: nothing was done; retry after the delay."""
+
+    REASON = "OVERLOADED"
 
 
 class ConcurrencyLimiter:
@@ -118,7 +121,7 @@ class ConcurrencyLimiter:
         return Overloaded(
             f"the service is at its limit of {int(self.limit)} calls in flight: retry in "
             f"{math.ceil(delay * 1000)} ms",
-            trailers={RETRY_AFTER_KEY: str(math.ceil(delay * 1000))},
+            retry_after=timedelta(milliseconds=math.ceil(delay * 1000)),
         )
 
 

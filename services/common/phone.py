@@ -7,15 +7,23 @@ import re
 import phonenumbers
 from phonenumbers import PhoneNumberType
 
-from services.common.errors import InvalidInput
+from services.common.errors import InvalidInput, quote
 
 DEFAULT_REGION = "RU"
 _MOBILE_TYPES = {PhoneNumberType.MOBILE, PhoneNumberType.FIXED_LINE_OR_MOBILE}
 _E164 = re.compile(r"^\+[1-9]\d{6,14}$")
+# What a written number may hold: an optional leading +, then digits and the usual separators.
+# Anything else (letters, an extension, trailing garbage such as "+79031234567x") is refused
+# rather than silently dropped by the parser.
+_NUMBER_TEXT = re.compile(r"^\+?[0-9 ().-]+$")
+# The longest text a number is parsed from (E.164 is at most 16 characters; separators added).
+MAX_NUMBER_TEXT = 32
 
 
 class InvalidPhoneNumber(InvalidInput):
     """The number cannot be used; the message says why."""
+
+    REASON = "INVALID_PHONE_NUMBER"
 
 
 def parse_e164(raw: str, *, region: str = DEFAULT_REGION) -> str:
@@ -23,16 +31,21 @@ def parse_e164(raw: str, *, region: str = DEFAULT_REGION) -> str:
     text = (raw or "").strip()
     if not text:
         raise InvalidPhoneNumber("phone_number is empty: give a number such as +79031234567")
+    if len(text) > MAX_NUMBER_TEXT or not _NUMBER_TEXT.match(text):
+        raise InvalidPhoneNumber(
+            f"phone_number {quote(mask(text))} is not a phone number: give only digits, an "
+            "optional leading + and spaces, '-', '(' or ')', such as +79031234567"
+        )
     try:
         parsed = phonenumbers.parse(text, region)
     except phonenumbers.NumberParseException:
         raise InvalidPhoneNumber(
-            f"phone_number {mask(text)!r} is not a phone number: give it in E.164 form, "
+            f"phone_number {quote(mask(text))} is not a phone number: give it in E.164 form, "
             "such as +79031234567"
         ) from None
     if not phonenumbers.is_valid_number(parsed):
         raise InvalidPhoneNumber(
-            f"phone_number {mask(text)!r} is not a valid number in any numbering plan: "
+            f"phone_number {quote(mask(text))} is not a valid number in any numbering plan: "
             "check the digits and the country code"
         )
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
@@ -53,10 +66,15 @@ def require_e164(raw: str) -> str:
     """Accept only an already-normalised E.164 number (the wire form between services)."""
     if not _E164.match(raw or ""):
         raise InvalidPhoneNumber(
-            f"phone_number {mask(raw or '')!r} is not in E.164 form (+ and 7 to 15 digits), "
+            f"phone_number {quote(mask(raw or ''))} is not in E.164 form (+ and 7 to 15 digits), "
             "such as +79031234567"
         )
     return parse_e164(raw)
+
+
+def region_of(e164: str) -> str:
+    """The ISO 3166 region of a valid E.164 number ("RU" for +79031234567), "" if none."""
+    return phonenumbers.region_code_for_number(phonenumbers.parse(e164)) or ""
 
 
 def mask(number: str) -> str:

@@ -1,10 +1,9 @@
 """Token buckets per key (a messenger, a phone number, a user), for abuse limits: verification
 floods against an operator, one-time-code flooding and SMS pumping against a gateway.
 
-Over the limit, RateLimited carries the delay after which one more request will pass, in the
-trailing metadata key RETRY_AFTER_KEY (milliseconds), and the interceptor answers
-RESOURCE_EXHAUSTED. Memory is bounded: at most max_keys buckets, the least recently used
-dropped first.
+Over the limit, RateLimited carries the delay after which one more request will pass
+(retry_after), and the interceptor answers RESOURCE_EXHAUSTED with it in a google.rpc.RetryInfo.
+Memory is bounded: at most max_keys buckets, the least recently used dropped first.
 """
 
 from __future__ import annotations
@@ -14,15 +13,16 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 
 from services.common.config import ConfigError, Env
 from services.common.errors import DomainError
 
-RETRY_AFTER_KEY = "idmesh-retry-after-ms"
-
 
 class RateLimited(DomainError):
-    """Too many requests for one key; retry after the delay in the trailers."""
+    """Too many requests for one key; retry after `retry_after` (RetryInfo)."""
+
+    REASON = "RATE_LIMITED"
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +63,7 @@ class KeyedTokenBucket:
             wait = (1.0 - tokens) / self._limit.per_second
             raise RateLimited(
                 f"too many {what}: retry in {math.ceil(wait)} s",
-                trailers={RETRY_AFTER_KEY: str(math.ceil(wait * 1000))},
+                retry_after=timedelta(milliseconds=math.ceil(wait * 1000)),
             )
         self._buckets[key] = (tokens - 1.0, now)
         while len(self._buckets) > self._max_keys:

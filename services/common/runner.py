@@ -6,8 +6,9 @@
 load(Env()) builds the config (a ConfigError exits with status 2 and the message); logging is
 configured; then `wiring(config, server)`, an async context manager, opens stores, adds servicers
 to the server and starts background work, and undoes all of it on exit. The server starts
-(health NOT_SERVING), goes SERVING, and on SIGTERM/SIGINT goes NOT_SERVING, drains for the
-grace period, and stops; then the wiring closes.
+(health NOT_SERVING), goes SERVING, and on SIGTERM/SIGINT (or when its launcher dies:
+IDMESH_LAUNCHER_FD) goes NOT_SERVING, drains for the grace period, and stops; then the wiring
+closes.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ async def serve(name: str, config: C, wiring: Wiring[C], errors: ErrorTable) -> 
         await server.start()
         try:
             await server.set_serving()
-            await server.wait_for_signal()
+            await server.wait_for_signal(launcher_fd=settings.launcher_fd)
         finally:
             await server.stop(config.server.shutdown_grace)
 

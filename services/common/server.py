@@ -136,8 +136,10 @@ class GrpcServer:
             await self._health_server.stop(None)
         log.info("server.stopped")
 
-    async def wait_for_signal(self) -> None:
-        """Return on the first SIGTERM/SIGINT (health goes NOT_SERVING); a second exits at once."""
+    async def wait_for_signal(self, *, launcher_fd: int | None = None) -> None:
+        """Return on the first SIGTERM/SIGINT (health goes NOT_SERVING); a second exits at once.
+        With launcher_fd (the read end of a pipe only the launcher writes to), also return when
+        the pipe closes: the launcher died, however it died (kill -9 included)."""
         loop = asyncio.get_running_loop()
         stopping = asyncio.Event()
 
@@ -148,14 +150,29 @@ class GrpcServer:
             log.info("server.shutting_down", signal=signal.Signals(signum).name)
             stopping.set()
 
+        def on_launcher_readable() -> None:
+            assert launcher_fd is not None
+            try:
+                gone = os.read(launcher_fd, 64) == b""
+            except OSError:
+                gone = True
+            if gone:
+                loop.remove_reader(launcher_fd)
+                log.warning("server.shutting_down", reason="the launcher exited")
+                stopping.set()
+
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, on_signal, signum)
+        if launcher_fd is not None:
+            loop.add_reader(launcher_fd, on_launcher_readable)
         try:
             await stopping.wait()
             await self.health.enter_graceful_shutdown()
         finally:
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(signum)
+            if launcher_fd is not None:
+                loop.remove_reader(launcher_fd)
 
 
 def service_name(descriptor: Any, service: str) -> str:

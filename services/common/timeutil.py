@@ -47,3 +47,24 @@ def to_iso(value: datetime) -> str:
 
 def from_iso(value: str) -> datetime:
     return datetime.fromisoformat(value).astimezone(UTC)
+
+
+def parse_time(text: str, name: str = "time") -> datetime:
+    """A time as people write it in files and on command lines: an RFC 3339 time with a UTC
+    offset, or a date YYYY-MM-DD (midnight UTC). ValueError naming `name` otherwise."""
+    value = text.strip()
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(
+            f"{name} {value[:40]!r} is not a date: give YYYY-MM-DD or an RFC 3339 time "
+            "such as 2024-01-15T09:30:00+03:00"
+        ) from None
+    if parsed.tzinfo is None:
+        if any(mark in value.upper() for mark in "T :"):  # a time of day, not a date alone
+            raise ValueError(
+                f"{name} {value[:40]!r} has no UTC offset (time zone): add one (Z, +03:00) or "
+                "give a date alone"
+            )
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)

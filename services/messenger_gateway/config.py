@@ -8,6 +8,8 @@ IDMESH_CARRIERS                      carrier name -> operator id: "Beeline=beeli
                                      (default none)
 IDMESH_NUMBERING_PLAN                Rossvyaz range table (optional; loaded at start)
 IDMESH_NOTIFIER_ADDRESS              the notifier (required)
+IDMESH_ALLOWED_COUNTRIES             ISO 3166 regions whose numbers may be identified,
+                                     comma-separated (default RU; "*" for any)
 IDMESH_SMS_OUTBOX                    dev SMS channel file (default <DB dir>/sms-outbox.jsonl)
 IDMESH_VERIFICATION_WINDOW_SECONDS   the operator's answer is due within (default 1200)
 IDMESH_OTP_TTL_SECONDS               one-time code lifetime (default 300)
@@ -29,6 +31,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import phonenumbers
 
 from services.common.config import ConfigError, Env, ServerSettings
 from services.common.errors import InvalidInput
@@ -62,6 +66,7 @@ class GatewayConfig:
     otp_phone_limit: RateLimit | None = None
     otp_user_limit: RateLimit | None = None
     otp_key_file: Path | None = None  # None: <dir of DB_PATH>/otp-hmac.key
+    allowed_countries: frozenset[str] = frozenset({"RU"})  # empty: any
     # The delivery policy: the default for users without an unaccepted-sender policy, how often
     # other replicas' changes are applied, and how long the change log is kept.
     policy_refuse_unaccepted: bool = False
@@ -123,6 +128,7 @@ class GatewayConfig:
         notifier_max = env.float("NOTIFIER_RETRY_MAX_SECONDS", 30.0, minimum=notifier_initial)
         return cls(
             server=server,
+            allowed_countries=_allowed_countries(env),
             messenger_id=messenger_id,
             db_path=db_path,
             operators=operators,
@@ -150,6 +156,20 @@ class GatewayConfig:
                 "POLICY_CHANGE_RETENTION_SECONDS", 7 * 86400.0, minimum=60
             ),
         )
+
+
+def _allowed_countries(env: Env) -> frozenset[str]:
+    raw = env.str("ALLOWED_COUNTRIES", "RU").strip()
+    if raw == "*":
+        return frozenset()
+    regions = frozenset(part.strip().upper() for part in raw.split(",") if part.strip())
+    unknown = sorted(r for r in regions if r not in phonenumbers.SUPPORTED_REGIONS)
+    if not regions or unknown:
+        raise ConfigError(
+            f"{env.name('ALLOWED_COUNTRIES')}: expected ISO 3166 region codes such as RU,BY "
+            f"(or * for any), got {raw[:40]!r}"
+        )
+    return regions
 
 
 def _unaccepted_default(env: Env) -> bool:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
-from services.common.errors import DomainError, InvalidInput
+from services.common.errors import DomainError, InvalidInput, quote
 
 USER_ID_MAX_LENGTH = 128
 CODE_DIGITS = 6
@@ -108,11 +108,13 @@ def decide_access(user_id: str, current: Identification | None) -> Access:
         return Access(
             False,
             Reason.NOT_IDENTIFIED,
-            f"user {user_id!r} has no identification: start one with StartIdentification",
+            f"user {quote(user_id)} has no identification: start one with StartIdentification",
             None,
         )
     if current.state is State.IDENTIFIED:
-        return Access(True, Reason.UNSPECIFIED, f"user {user_id!r} is identified", current.state)
+        return Access(
+            True, Reason.UNSPECIFIED, f"user {quote(user_id)} is identified", current.state
+        )
     if current.state.in_progress:
         step = (
             "confirm the one-time code sent by SMS"
@@ -122,7 +124,7 @@ def decide_access(user_id: str, current: Identification | None) -> Access:
         return Access(
             False,
             Reason.NOT_IDENTIFIED,
-            f"user {user_id!r} is not identified yet: {step}",
+            f"user {quote(user_id)} is not identified yet: {step}",
             current.state,
         )
     what = (
@@ -133,7 +135,7 @@ def decide_access(user_id: str, current: Identification | None) -> Access:
     return Access(
         False,
         current.reason,
-        f"user {user_id!r}'s {what}: {REASON_TEXT[current.reason]}; identify again",
+        f"user {quote(user_id)}'s {what}: {REASON_TEXT[current.reason]}; identify again",
         current.state,
     )
 
@@ -327,47 +329,115 @@ def validate_code_format(code: str) -> str:
     return code
 
 
+IDEMPOTENCY_KEY_MAX_LENGTH = 128
+
+
+def validate_idempotency_key(key: str) -> str | None:
+    """A client's idempotency key: empty for none, else 1 to 128 printable characters."""
+    if not key:
+        return None
+    if len(key) > IDEMPOTENCY_KEY_MAX_LENGTH or not key.isprintable() or not key.strip():
+        raise InvalidInput(
+            f"idempotency_key must be 1 to {IDEMPOTENCY_KEY_MAX_LENGTH} printable characters "
+            "(a UUID, for example), or empty for none"
+        )
+    return key
+
+
+def validate_max_wait(seconds: float) -> float:
+    """ConfirmPossession's max_wait: not negative."""
+    if seconds < 0:
+        raise InvalidInput(f"max_wait is negative ({seconds:g} s): give 0 or more")
+    return seconds
+
+
 # --- domain errors ---------------------------------------------------------------------------
 
 
 class IdentificationNotFound(DomainError):
     """No such identification, or the user has none."""
 
+    REASON = "IDENTIFICATION_NOT_FOUND"
+
 
 class PreconditionFailed(DomainError):
     """The identification is not in a state that allows this."""
 
+    REASON = "WRONG_STATE"
+
 
 class WrongState(PreconditionFailed):
-    pass
+    """The identification is not AWAITING_CODE."""
+
+    REASON = "WRONG_STATE"
 
 
 class CodeExpired(PreconditionFailed):
-    pass
+    """The one-time code expired; the identification is NOT_COMPLETED."""
+
+    REASON = "CODE_EXPIRED"
 
 
 class WrongCode(PreconditionFailed):
-    pass
+    """A wrong one-time code (TOO_MANY_ATTEMPTS when none are left)."""
+
+    REASON = "WRONG_CODE"
 
 
 class SameNumber(InvalidInput):
-    pass
+    """ChangePhoneNumber to the number the user already has."""
+
+    REASON = "SAME_NUMBER"
+
+
+class NumberNotServed(PreconditionFailed):
+    """No configured operator serves the number: it cannot be identified here (no code sent)."""
+
+    REASON = "NUMBER_NOT_SERVED"
+
+
+class CountryNotAllowed(InvalidInput):
+    """The number is of a country outside the messenger's allowed countries (no code sent)."""
+
+    REASON = "COUNTRY_NOT_ALLOWED"
+
+
+class IdempotencyKeyReused(InvalidInput):
+    """The idempotency key was used by the same user for another number."""
+
+    REASON = "IDEMPOTENCY_KEY_REUSED"
+
+
+class IdempotentReplay(Exception):
+    """The user already started an identification with this idempotency key."""
+
+    def __init__(self, identification: Identification) -> None:
+        super().__init__(identification.identification_id)
+        self.identification = identification
 
 
 class SmsNotSent(DomainError):
     """The one-time code could not be sent; the caller may start again."""
 
+    REASON = "SMS_NOT_SENT"
+
 
 class NeverIdentified(PreconditionFailed):
     """The user's current identification was never IDENTIFIED (FAILED_PRECONDITION)."""
+
+    REASON = "NEVER_IDENTIFIED"
 
 
 class AgreementMissing(PreconditionFailed):
     """The operator refused this messenger: no active agreement (FAILED_PRECONDITION)."""
 
+    REASON = "AGREEMENT_MISSING"
+
 
 class OperatorUnreachable(DomainError):
     """The operator could not be asked now (UNAVAILABLE); try again later."""
+
+    REASON = "OPERATOR_UNREACHABLE"
 
 
 def wrong_state_error(ident: Identification) -> WrongState:
@@ -380,5 +450,6 @@ def wrong_state_error(ident: Identification) -> WrongState:
         case _:
             todo = f"it ended ({REASON_TEXT[ident.reason]}); start a new identification"
     return WrongState(
-        f"identification {ident.identification_id} is {ident.state}, not AWAITING_CODE: {todo}"
+        f"identification {ident.identification_id} is {ident.state}, not AWAITING_CODE: {todo}",
+        metadata={"state": ident.state.value},
     )

@@ -11,8 +11,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
+from idmesh.common.v1 import bulk_pb2
 from idmesh.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 
+from services.common.errors import InvalidInput
 from services.common.identity import Kind, Role, require_caller
 from services.common.interceptors import ErrorTable
 from services.common.timeutil import from_timestamp, to_timestamp
@@ -25,6 +27,7 @@ from services.messenger_gateway.domain import (
     Reassignment,
     SmsNotSent,
     State,
+    validate_max_wait,
 )
 from services.messenger_gateway.policy import (
     ChangesPruned,
@@ -139,15 +142,21 @@ class GatewayServicer(PolicyRpcs, gateway_pb2_grpc.GatewayServiceServicer):
         self, request: gateway_pb2.StartIdentificationRequest, context: Any
     ) -> gateway_pb2.StartIdentificationResponse:
         self._authorize()
-        ident = await self._service.start_identification(request.user_id, request.phone_number)
+        ident = await self._service.start_identification(
+            request.user_id, request.phone_number, idempotency_key=request.idempotency_key
+        )
         return gateway_pb2.StartIdentificationResponse(identification=identification_pb(ident))
 
     async def ConfirmPossession(
         self, request: gateway_pb2.ConfirmPossessionRequest, context: Any
     ) -> gateway_pb2.ConfirmPossessionResponse:
         self._authorize()
+        wait = wait_budget(context.time_remaining())
+        if request.HasField("max_wait"):
+            asked = request.max_wait.seconds + request.max_wait.nanos / 1e9
+            wait = min(wait, validate_max_wait(asked))
         ident = await self._service.confirm_possession(
-            request.identification_id, request.code, wait=wait_budget(context.time_remaining())
+            request.identification_id, request.code, wait=wait
         )
         return gateway_pb2.ConfirmPossessionResponse(identification=identification_pb(ident))
 
@@ -221,8 +230,9 @@ class GatewayAdminServicer(PolicyAdminRpcs, gateway_pb2_grpc.GatewayAdminService
         return gateway_pb2.ImportPortedNumbersResponse(
             imported=outcome.imported,
             rejected=outcome.rejected,
-            errors=[gateway_pb2.RowError(line=e.line, message=e.message) for e in outcome.errors],
+            errors=[bulk_pb2.RowError(line=e.line, message=e.message) for e in outcome.errors],
             committed=outcome.committed,
+            unchanged=outcome.unchanged,
         )
 
     async def ResolveOperator(
@@ -239,12 +249,25 @@ class GatewayAdminServicer(PolicyAdminRpcs, gateway_pb2_grpc.GatewayAdminService
         )
 
 
+# The shared ImportMode; unspecified means all or nothing, as for the registry's import.
+_ALL_OR_NOTHING = {
+    bulk_pb2.IMPORT_MODE_UNSPECIFIED: True,
+    bulk_pb2.IMPORT_MODE_ALL_OR_NOTHING: True,
+    bulk_pb2.IMPORT_MODE_VALID_ROWS: False,
+}
+
+
 async def _batches(
     requests: AsyncIterator[gateway_pb2.ImportPortedNumbersRequest],
 ) -> AsyncIterator[PortedBatch]:
     async for request in requests:
+        if request.mode not in _ALL_OR_NOTHING:
+            raise InvalidInput(
+                f"mode {request.mode} is not a known ImportMode: use "
+                "IMPORT_MODE_ALL_OR_NOTHING or IMPORT_MODE_VALID_ROWS"
+            )
         yield PortedBatch(
-            all_or_nothing=request.all_or_nothing,
+            all_or_nothing=_ALL_OR_NOTHING[request.mode],
             rows=[
                 PortedRowInput(
                     line=row.line,

@@ -104,6 +104,7 @@ async def open_gateway(
                 ),
                 otp_phone_limit=config.otp_phone_limit,
                 otp_user_limit=config.otp_user_limit,
+                allowed_countries=config.allowed_countries,
             ),
             store=store,
             router=router,

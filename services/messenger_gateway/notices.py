@@ -22,6 +22,7 @@ from idmesh.notifier.v1 import notifier_pb2, notifier_pb2_grpc
 from prometheus_client import Counter, Gauge
 
 from services.common.backoff import Backoff
+from services.common.failpoints import failpoint
 from services.common.logging import get_logger
 from services.messenger_gateway.domain import NoticeResult, TerminationKind, TerminationNotice
 
@@ -162,6 +163,7 @@ class NoticeConsumer:
                     if item.notice.seq != cursor + 1:
                         raise SequenceGap(cursor + 1, item.notice.seq)
                     result = await self._handler.apply_notice(to_notice(item.notice))
+                    failpoint("gateway.notice.after_apply")
                     cursor = item.notice.seq
                     self._progressed = True
                     self._want_ack(result.cursor)

@@ -536,7 +536,8 @@ def order_transition(order: RestrictionOrder, event: OrderEvent) -> OrderState:
     if new is None:
         verb = "put in force" if event is OrderEvent.ENFORCE else "lifted"
         raise OrderWrongState(
-            f"restriction order {order.order_id!r} is {order.state}: it cannot be {verb}"
+            f"restriction order {order.order_id!r} is {order.state}: it cannot be {verb}",
+            metadata={"state": order.state.value},
         )
     return new
 
@@ -547,22 +548,34 @@ def order_transition(order: RestrictionOrder, event: OrderEvent) -> OrderState:
 class UserUnknown(DomainError):
     """The user never started an identification at this gateway (NOT_FOUND)."""
 
+    REASON = "IDENTIFICATION_NOT_FOUND"
+
 
 class OrderNotFound(DomainError):
     """No restriction order with that id (NOT_FOUND)."""
+
+    REASON = "RESTRICTION_ORDER_NOT_FOUND"
 
 
 class OrderConflict(DomainError):
     """An order with that id exists with other contents (ALREADY_EXISTS)."""
 
+    REASON = "RESTRICTION_ORDER_CONFLICT"
+
 
 class OrderWrongState(DomainError):
-    """The order's state does not allow this (FAILED_PRECONDITION)."""
+    """The order's state does not allow this (FAILED_PRECONDITION); metadata "state"."""
+
+    REASON = "WRONG_STATE"
 
 
 class VersionAhead(DomainError):
     """A decision was asked at a policy version the store has not reached (OUT_OF_RANGE)."""
 
+    REASON = "POLICY_VERSION_OUT_OF_RANGE"
+
 
 class ChangesPruned(DomainError):
     """The change log no longer reaches back to the requested version (OUT_OF_RANGE)."""
+
+    REASON = "POLICY_VERSION_OUT_OF_RANGE"

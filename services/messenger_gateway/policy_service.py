@@ -198,9 +198,11 @@ class PolicyService:
             return
         await self.catch_up()
         if min_version > self.index.version:
+            oldest, head = await self._store.log_bounds()
             raise VersionAhead(
-                f"min_version {min_version} is beyond the policy log's head "
-                f"{self.index.version}: pass a version a Set* call or a change returned"
+                f"min_version {min_version} is beyond the policy log's head {head}: pass a "
+                "version a Set* call or a change returned",
+                metadata={"oldest_version": oldest, "head_version": head},
             )
 
     def check_delivery(
@@ -386,9 +388,12 @@ class PolicyService:
         reaches back to after_version."""
         if after_version < 0:
             raise InvalidInput("after_version must be 0 or more")
-        oldest, _ = await self._store.log_bounds()
+        oldest, head = await self._store.log_bounds()
         if oldest and after_version < oldest - 1:
-            raise ChangesPruned(_pruned_message(after_version, oldest))
+            raise ChangesPruned(
+                _pruned_message(after_version, oldest),
+                metadata={"oldest_version": oldest, "head_version": head},
+            )
         yield WatchItem((), self.index.version)
         cursor = after_version
         while True:
@@ -396,7 +401,13 @@ class PolicyService:
             changes = await self._store.changes_after(cursor, WATCH_PAGE)
             if changes:
                 if changes[0].version != cursor + 1:
-                    raise ChangesPruned(_pruned_message(cursor, changes[0].version))
+                    raise ChangesPruned(
+                        _pruned_message(cursor, changes[0].version),
+                        metadata={
+                            "oldest_version": changes[0].version,
+                            "head_version": self.index.version,
+                        },
+                    )
                 cursor = changes[-1].version
                 yield WatchItem(tuple(changes), max(cursor, self.index.version))
                 continue

@@ -20,11 +20,11 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
 from services.common.backoff import Backoff
-from services.common.errors import InvalidInput
+from services.common.errors import InvalidInput, quote
 from services.common.failpoints import failpoint
 from services.common.logging import get_logger
 from services.common.metrics import ScrapeCollector, registered
-from services.common.phone import mask, parse_mobile
+from services.common.phone import mask, parse_mobile, region_of
 from services.common.ratelimit import KeyedTokenBucket, RateLimit
 from services.common.timeutil import Clock, SystemClock
 from services.messenger_gateway.domain import (
@@ -32,11 +32,15 @@ from services.messenger_gateway.domain import (
     AgreementMissing,
     CodeExpired,
     CodeHasher,
+    CountryNotAllowed,
+    IdempotencyKeyReused,
+    IdempotentReplay,
     Identification,
     IdentificationNotFound,
     ImportOutcome,
     NeverIdentified,
     NoticeResult,
+    NumberNotServed,
     OperatorAnswer,
     OperatorRefused,
     OperatorUnavailable,
@@ -57,6 +61,7 @@ from services.messenger_gateway.domain import (
     hint_request_id,
     new_code,
     validate_code_format,
+    validate_idempotency_key,
     validate_user_id,
     wrong_state_error,
 )
@@ -170,6 +175,8 @@ class GatewaySettings:
     # One-time codes per phone number and per user (code flooding, SMS pumping); None: no limit.
     otp_phone_limit: RateLimit | None = None
     otp_user_limit: RateLimit | None = None
+    # ISO 3166 regions whose numbers may be identified (IDMESH_ALLOWED_COUNTRIES); empty: any.
+    allowed_countries: frozenset[str] = frozenset({"RU"})
 
 
 # --- the service -----------------------------------------------------------------------------
@@ -215,11 +222,36 @@ class GatewayService:
 
     # --- starting ----------------------------------------------------------------------------
 
-    async def start_identification(self, user_id: str, phone_number: str) -> Identification:
+    async def start_identification(
+        self, user_id: str, phone_number: str, *, idempotency_key: str = ""
+    ) -> Identification:
+        """Start identifying user_id by phone_number. With an idempotency key, a retry of the
+        same call returns the identification the first one started (no second code)."""
         validate_user_id(user_id)
-        phone = parse_mobile(phone_number)
-        new, _ = await self._start(user_id, phone, change_number=False)
+        key = validate_idempotency_key(idempotency_key)
+        phone = self._allowed_number(phone_number)
+        if key is not None:
+            earlier = await self._store.by_idempotency_key(user_id, key)
+            if earlier is not None:
+                return self._replayed(earlier, phone)
+        try:
+            new, _ = await self._start(user_id, phone, change_number=False, idempotency_key=key)
+        except IdempotentReplay as replay:  # a concurrent call with the same key won
+            return self._replayed(replay.identification, phone)
         return new
+
+    def _replayed(self, earlier: Identification, phone: str) -> Identification:
+        if earlier.phone_number != phone:
+            raise IdempotencyKeyReused(
+                "idempotency_key was already used by this user for another number: use a new "
+                "key for every new identification"
+            )
+        log.info(
+            "identification.replayed",
+            identification_id=earlier.identification_id,
+            state=earlier.state,
+        )
+        return earlier
 
     async def change_phone_number(
         self, user_id: str, phone_number: str
@@ -227,19 +259,37 @@ class GatewayService:
         """The current identification ends (NUMBER_CHANGED) and a new one starts for the new
         number. Returns (new, previous)."""
         validate_user_id(user_id)
-        phone = parse_mobile(phone_number)
+        phone = self._allowed_number(phone_number)
         new, previous = await self._start(user_id, phone, change_number=True)
         assert previous is not None  # replace_current(change_number=True) guarantees it
         return new, previous
 
+    def _allowed_number(self, phone_number: str) -> str:
+        """The number in E.164: a valid mobile number of an allowed country."""
+        phone = parse_mobile(phone_number)
+        allowed = self.settings.allowed_countries
+        region = region_of(phone)
+        if allowed and region not in allowed:
+            raise CountryNotAllowed(
+                f"phone_number {mask(phone)} is a number of {region or 'no country'}: this "
+                f"messenger identifies numbers of {', '.join(sorted(allowed))} only",
+                metadata={"country": region},
+            )
+        return phone
+
     async def _start(
-        self, user_id: str, phone: str, *, change_number: bool
+        self,
+        user_id: str,
+        phone: str,
+        *,
+        change_number: bool,
+        idempotency_key: str | None = None,
     ) -> tuple[Identification, Identification | None]:
         if change_number:  # refuse early, before a code is made; the transaction checks again
             current = await self._store.current(user_id)
             if current is None:
                 raise IdentificationNotFound(
-                    f"user {user_id!r} has no identification: use StartIdentification"
+                    f"user {quote(user_id)} has no identification: use StartIdentification"
                 )
             if current.phone_number == phone:
                 raise SameNumber(
@@ -249,6 +299,21 @@ class GatewayService:
         for bucket, key, what in self._limits:
             bucket.acquire(phone if key == "phone" else user_id, what)
         route = await self._router.resolve(phone)
+        if route.operator_id is None or not self._operators.knows(route.operator_id):
+            log.info(
+                "identification.number_not_served",
+                user_id=user_id,
+                phone=mask(phone),
+                operator_id=route.operator_id,
+                carrier=route.carrier,
+                route_source=route.source,
+            )
+            raise NumberNotServed(
+                f"phone_number {mask(phone)} is served by "
+                f"{route.operator_id or 'no known operator'}, which this messenger cannot ask: "
+                "it cannot be identified here; no code was sent",
+                metadata={"operator_id": route.operator_id or ""},
+            )
         code = new_code()
         code_hash = self._hasher.hash(code)
         now = self._clock.now()
@@ -264,7 +329,9 @@ class GatewayService:
             attempts_left=self.settings.otp_max_attempts,
             code_hash=code_hash,
         )
-        previous = await self._store.replace_current(new, now=now, change_number=change_number)
+        previous = await self._store.replace_current(
+            new, now=now, change_number=change_number, idempotency_key=idempotency_key
+        )
         await self._identification_changed()
         if previous is not None:
             self._cancel(previous.identification_id)
@@ -280,14 +347,6 @@ class GatewayService:
             replaced=previous.identification_id if previous else None,
             replaced_state=previous.state if previous else None,
         )
-        if route.operator_id is None:
-            log.warning(
-                "identification.no_operator",
-                identification_id=new.identification_id,
-                phone=mask(phone),
-                carrier=route.carrier,
-                route_source=route.source,
-            )
         minutes = max(1, round(self.settings.otp_ttl.total_seconds() / 60))
         message = SmsMessage(
             messenger_id=self.messenger_id,
@@ -326,6 +385,8 @@ class GatewayService:
         validate_code_format(code)
         ident = await self._get(identification_id)
         if ident.state is not State.AWAITING_CODE:
+            if ident.verification_deadline is not None:  # a retry after the code was accepted
+                return await self._await_outcome(identification_id, wait)
             raise wrong_state_error(ident)
         now = self._clock.now()
         if now >= ident.code_expires_at:
@@ -347,19 +408,21 @@ class GatewayService:
                 raise WrongCode(
                     "wrong code and no attempts left: the identification is NOT_COMPLETED; "
                     "start again with StartIdentification",
-                    trailers={"idmesh-attempts-left": "0"},
+                    reason="TOO_MANY_ATTEMPTS",
+                    metadata={"attempts_left": 0},
                 )
             left = after.attempts_left
             raise WrongCode(
                 f"wrong code; {left} attempt{'' if left == 1 else 's'} left: check the SMS and "
                 "try again",
-                trailers={"idmesh-attempts-left": str(after.attempts_left)},
+                metadata={"attempts_left": after.attempts_left},
             )
         # shielded: once VERIFYING is stored its task must start, even if this RPC is cancelled
         if not await asyncio.shield(self._begin_verification(ident, now)):
             current = await self._get(identification_id)
-            if current.state is not State.VERIFYING:  # a concurrent confirm won: share its wait
+            if current.verification_deadline is None:  # not confirmed: the code ended first
                 raise wrong_state_error(current)
+            # else a concurrent confirm won: share its wait
         return await self._await_outcome(identification_id, wait)
 
     async def _begin_verification(self, ident: Identification, now: datetime) -> bool:
@@ -371,6 +434,7 @@ class GatewayService:
             ident.identification_id, request_id=request_id, deadline=deadline, now=now
         ):
             return False
+        failpoint("gateway.verify.after_begin")
         log.info(
             "identification.possession_confirmed",
             identification_id=ident.identification_id,
@@ -770,7 +834,7 @@ class GatewayService:
         current = await self._store.current(user_id)
         if current is None:
             raise IdentificationNotFound(
-                f"user {user_id!r} has no identification: start one with StartIdentification"
+                f"user {quote(user_id)} has no identification: start one with StartIdentification"
             )
         return current
 
@@ -787,19 +851,19 @@ class GatewayService:
         current = await self._store.current(user_id)
         if current is None:
             raise IdentificationNotFound(
-                f"user {user_id!r} has no identification: start one with StartIdentification"
+                f"user {quote(user_id)} has no identification: start one with StartIdentification"
             )
         since = current.identified_at
         if current.state not in (State.IDENTIFIED, State.REVOKED) or since is None:
             raise NeverIdentified(
-                f"user {user_id!r}'s current identification {current.identification_id} is "
+                f"user {quote(user_id)}'s current identification {current.identification_id} is "
                 f"{current.state} and was never IDENTIFIED: there is no identification to ask "
                 "about; finish identifying the user first"
             )
         operator_id = current.operator_id
         if not self._operators.knows(operator_id):
             raise OperatorUnreachable(
-                f"operator {operator_id!r}, which identified user {user_id!r}, is not "
+                f"operator {operator_id!r}, which identified user {quote(user_id)}, is not "
                 "configured at this gateway (IDMESH_OPERATORS): it cannot be asked"
             )
         try:
@@ -849,7 +913,8 @@ class GatewayService:
                 if len(batch.rows) > MAX_ROWS_PER_BATCH:
                     raise InvalidInput(
                         f"a batch has {len(batch.rows)} rows: send at most {MAX_ROWS_PER_BATCH} "
-                        "rows per message"
+                        "rows per message",
+                        field="rows",
                     )
                 now = self._clock.now()
                 good: list[tuple[int, PortedNumber]] = []
@@ -886,7 +951,7 @@ class GatewayService:
         ident = await self._store.get(identification_id)
         if ident is None:
             raise IdentificationNotFound(
-                f"identification {identification_id!r} does not exist: use the id "
+                f"identification {quote(identification_id)} does not exist: use the id "
                 "StartIdentification returned"
             )
         return ident

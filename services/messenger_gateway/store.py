@@ -18,8 +18,10 @@ from datetime import datetime
 from typing import Any
 
 from services.common.db import Database
+from services.common.errors import quote
 from services.common.timeutil import from_iso, to_iso
 from services.messenger_gateway.domain import (
+    IdempotentReplay,
     Identification,
     IdentificationNotFound,
     NoticeResult,
@@ -101,7 +103,14 @@ MIGRATIONS: list[str] = [
     CREATE INDEX notice_inbox_by_code ON notice_inbox (operator_id, identification_code)
         WHERE identification_code IS NOT NULL;
     """,
-    # 4 (delivery policy, services/messenger_gateway/policy_store.py): preferences, restriction
+    # 4 (idempotent retries): StartIdentification's client key; one identification per
+    # (user, key), so a retried call finds the identification its first attempt started.
+    """
+    ALTER TABLE identifications ADD COLUMN idempotency_key TEXT;
+    CREATE UNIQUE INDEX identifications_by_key ON identifications (user_id, idempotency_key)
+        WHERE idempotency_key IS NOT NULL;
+    """,
+    # 5 (delivery policy, services/messenger_gateway/policy_store.py): preferences, restriction
     # orders and their append-only audit, and the change log every replica's index tails.
     POLICY_MIGRATION,
 ]
@@ -174,6 +183,14 @@ class GatewayStore:
         )
         return None if row is None else _row(row)
 
+    async def by_idempotency_key(self, user_id: str, key: str) -> Identification | None:
+        """The identification the user started with this idempotency key, if any."""
+        row = await self._db.fetchone(
+            "SELECT * FROM identifications WHERE user_id = ? AND idempotency_key = ?",
+            (user_id, key),
+        )
+        return None if row is None else _row(row)
+
     async def history(self, user_id: str) -> list[Identification]:
         rows = await self._db.fetchall(
             "SELECT * FROM identifications WHERE user_id = ? ORDER BY seq", (user_id,)
@@ -209,16 +226,32 @@ class GatewayStore:
     # --- starting --------------------------------------------------------------------------
 
     async def replace_current(
-        self, new: Identification, *, now: datetime, change_number: bool
+        self,
+        new: Identification,
+        *,
+        now: datetime,
+        change_number: bool,
+        idempotency_key: str | None = None,
     ) -> Identification | None:
         """Insert `new` as the user's current identification, ending the previous one
         (NUMBER_CHANGED: NOT_COMPLETED if unfinished, REVOKED if IDENTIFIED), in one transaction.
         Returns the previous identification as it is afterwards, or None.
 
         change_number: the user must have an identification (IdentificationNotFound) and the
-        number must differ from its number (SameNumber)."""
+        number must differ from its number (SameNumber).
+
+        idempotency_key: stored with `new`; if the user already started an identification
+        with that key, nothing changes and IdempotentReplay carries that identification."""
 
         def replace(conn: sqlite3.Connection) -> Identification | None:
+            if idempotency_key is not None:
+                earlier = _fetch(
+                    conn,
+                    "SELECT * FROM identifications WHERE user_id = ? AND idempotency_key = ?",
+                    (new.user_id, idempotency_key),
+                )
+                if earlier is not None:
+                    raise IdempotentReplay(earlier)
             previous = _fetch(
                 conn,
                 "SELECT * FROM identifications WHERE user_id = ? ORDER BY seq DESC LIMIT 1",
@@ -227,7 +260,7 @@ class GatewayStore:
             if change_number:
                 if previous is None:
                     raise IdentificationNotFound(
-                        f"user {new.user_id!r} has no identification: use StartIdentification"
+                        f"user {quote(new.user_id)} has no identification: use StartIdentification"
                     )
                 if previous.phone_number == new.phone_number:
                     raise SameNumber(
@@ -247,8 +280,8 @@ class GatewayStore:
             conn.execute(
                 """INSERT INTO identifications
                    (identification_id, user_id, phone_number, state, reason, operator_id,
-                    started_at, code_hash, code_expires_at, attempts_left)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                    started_at, code_hash, code_expires_at, attempts_left, idempotency_key)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
                 (
                     new.identification_id,
                     new.user_id,
@@ -260,6 +293,7 @@ class GatewayStore:
                     new.code_hash,
                     to_iso(new.code_expires_at),
                     new.attempts_left,
+                    idempotency_key,
                 ),
             )
             if previous is None:

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from enum import IntEnum
 from typing import Final
 
-from services.common.errors import DomainError, Forbidden, InvalidInput
+from services.common.errors import DomainError, Forbidden, InvalidInput, quote
 from services.common.identity import validate_id
 from services.common.phone import InvalidPhoneNumber, require_e164
 
@@ -43,17 +43,25 @@ class TerminationReason(IntEnum):
 class InvalidEvent(InvalidInput):
     """An event of a Publish batch is malformed; nothing of the batch was stored."""
 
+    REASON = "INVALID_EVENT"
+
 
 class OperatorMismatch(Forbidden):
     """An operator tried to publish an event in another operator's name."""
+
+    REASON = "OPERATOR_MISMATCH"
 
 
 class NotYourMessenger(Forbidden):
     """A messenger asked about another messenger's events."""
 
+    REASON = "MESSENGER_MISMATCH"
+
 
 class EventIdConflict(DomainError):
     """An event id is already stored for a different event (an event id names one event)."""
+
+    REASON = "EVENT_ID_CONFLICT"
 
 
 class OutOfRange(DomainError):
@@ -63,17 +71,25 @@ class OutOfRange(DomainError):
 class CursorOutOfRange(OutOfRange):
     """A Subscribe cursor below the retained floor or beyond the head."""
 
+    REASON = "CURSOR_OUT_OF_RANGE"
+
 
 class AckBeyondHead(OutOfRange):
     """An Ack of a seq that has not been assigned yet."""
+
+    REASON = "ACK_BEYOND_HEAD"
 
 
 class ConsumerTooSlow(DomainError):
     """The subscriber did not drain its stream's buffer in time; it resumes from its cursor."""
 
+    REASON = "CONSUMER_TOO_SLOW"
+
 
 class ShuttingDown(DomainError):
     """The notifier is stopping; the subscriber resumes from its cursor elsewhere or later."""
+
+    REASON = "SHUTTING_DOWN"
 
 
 # --- events -------------------------------------------------------------------------------------
@@ -133,7 +149,7 @@ def validate_batch(
     for index, event in enumerate(events):
         if event.operator_id and event.operator_id != operator_id:
             raise OperatorMismatch(
-                f"events[{index}].operator_id is {event.operator_id!r} but the caller is "
+                f"events[{index}].operator_id is {quote(event.operator_id)} but the caller is "
                 f"operator {operator_id!r}: an operator publishes only its own events"
             )
     return [validate_event(index, operator_id, event) for index, event in enumerate(events)]
@@ -152,7 +168,7 @@ def validate_event(index: int, operator_id: str, event: ContractTerminated) -> C
         raise InvalidEvent(f"{where}.operator_id is empty: give your own operator id")
     if event.operator_id != operator_id:
         raise OperatorMismatch(
-            f"{where}.operator_id is {event.operator_id!r} but the caller is operator "
+            f"{where}.operator_id is {quote(event.operator_id)} but the caller is operator "
             f"{operator_id!r}: an operator publishes only its own events"
         )
     try:
@@ -204,7 +220,7 @@ def require_own_messenger(caller_messenger_id: str, messenger_id: str) -> str:
     if messenger_id != caller_messenger_id:
         raise NotYourMessenger(
             f"messenger {caller_messenger_id!r} may not use the events of messenger "
-            f"{messenger_id!r}: give your own messenger id"
+            f"{quote(messenger_id)}: give your own messenger id"
         )
     return messenger_id
 
@@ -229,6 +245,10 @@ class SequenceState:
     def range_trailers(self) -> dict[str, str]:
         return {FLOOR_TRAILER: str(self.floor_seq), HEAD_TRAILER: str(self.head_seq)}
 
+    def range_metadata(self) -> dict[str, int]:
+        """The valid range in the refusal's ErrorInfo (the trailers carry it too)."""
+        return {"floor_seq": self.floor_seq, "head_seq": self.head_seq}
+
     def check_cursor(self, after_seq: int) -> None:
         """A cursor must lie in floor_seq - 1 .. head_seq: never a silent skip, never a wait
         for numbers that were not assigned."""
@@ -238,6 +258,7 @@ class SequenceState:
                 f"{self.messenger_id!r}: resume from a seq this notifier delivered "
                 f"(at most {self.head_seq})",
                 trailers=self.range_trailers(),
+                metadata=self.range_metadata(),
             )
         if after_seq < self.floor_seq - 1:
             raise self.below_floor(after_seq)
@@ -248,6 +269,7 @@ class SequenceState:
             f"{self.messenger_id!r}: events up to {self.floor_seq - 1} were acknowledged and "
             f"pruned; subscribe with after_seq from {self.floor_seq - 1} to {self.head_seq}",
             trailers=self.range_trailers(),
+            metadata=self.range_metadata(),
         )
 
     def check_ack(self, up_to_seq: int) -> None:
@@ -256,6 +278,7 @@ class SequenceState:
                 f"up_to_seq {up_to_seq} is beyond the head {self.head_seq} of messenger "
                 f"{self.messenger_id!r}: acknowledge only seqs you have received",
                 trailers=self.range_trailers(),
+                metadata=self.range_metadata(),
             )
 
 
@@ -264,6 +287,7 @@ class DeliveryStatus:
     state: SequenceState
     oldest_unacked_published_at: datetime | None
     oldest_unacked_age: timedelta
+    delivery_limit: timedelta  # the SLA limit (24 hours)
 
 
 @dataclass(frozen=True, slots=True)

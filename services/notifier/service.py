@@ -250,7 +250,8 @@ class Subscription:
             raise ConsumerTooSlow(
                 "consumer too slow; resume from your last applied seq (the stream's buffer of "
                 f"{self._policy.buffer} notices stayed full for "
-                f"{self._policy.slow_consumer_seconds:g} s)"
+                f"{self._policy.slow_consumer_seconds:g} s)",
+                retry_after=timedelta(0),
             ) from None
 
     def _fail(self, exc: BaseException) -> None:
@@ -348,7 +349,10 @@ class NotifierService:
             if published_at is not None:
                 age = max(timedelta(0), self._clock.now() - published_at)
         return DeliveryStatus(
-            state=state, oldest_unacked_published_at=published_at, oldest_unacked_age=age
+            state=state,
+            oldest_unacked_published_at=published_at,
+            oldest_unacked_age=age,
+            delivery_limit=self._delivery.sla_limit,
         )
 
     async def delivery_metric_families(self) -> list[Metric]:

@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any, Final
 
 from services.common.db import Database
+from services.common.errors import quote
 from services.common.failpoints import failpoint
 from services.common.timeutil import from_iso, to_iso
 from services.notifier.domain import (
@@ -278,7 +279,7 @@ def _publish(
             duplicates += 1
         else:
             raise EventIdConflict(
-                f"events[{index}].event_id {event.event_id!r} is already stored for a "
+                f"events[{index}].event_id {quote(event.event_id)} is already stored for a "
                 "different event: an event id names exactly one event; give this "
                 "event a new id"
             )

@@ -43,7 +43,7 @@ from typing import Final
 
 from prometheus_client import Counter
 
-from services.common.errors import InvalidInput
+from services.common.errors import InvalidInput, quote
 from services.common.logging import get_logger
 from services.common.phone import InvalidPhoneNumber, mask, parse_mobile
 from services.common.timeutil import Clock
@@ -227,14 +227,14 @@ def describe(problem: str, detail: str | None, phone: str | None, contract_id: s
             "contract; keep one of the rows"
         )
     if problem == DUPLICATE_CONTRACT:
-        return f"contract_id {contract_id!r} is also on line {detail}: contract ids are unique"
+        return f"contract_id {quote(contract_id)} is also on line {detail}: contract ids are unique"
     if problem == ACTIVE_CONTRACT:
         return (
             f"{mask(phone or '')} already has an active contract ({detail}): terminate it "
             "before importing another"
         )
     if problem == CONTRACT_TAKEN:
-        return f"contract_id {contract_id!r} is already taken: choose another contract_id"
+        return f"contract_id {quote(contract_id)} is already taken: choose another contract_id"
     return detail or problem
 
 
@@ -268,7 +268,8 @@ class SubscriberImport:
                 if len(batch.rows) > MAX_ROWS_PER_BATCH:
                     raise InvalidInput(
                         f"a message holds {len(batch.rows)} rows: send at most "
-                        f"{MAX_ROWS_PER_BATCH} rows per message; nothing was imported"
+                        f"{MAX_ROWS_PER_BATCH} rows per message; nothing was imported",
+                        field="rows",
                     )
                 if batch.rows:
                     checked = await asyncio.to_thread(self._checker.check, batch.rows)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
-from services.common.errors import DomainError, InvalidInput
+from services.common.errors import DomainError, InvalidInput, quote
 from services.common.identity import validate_id
 from services.common.ratelimit import RateLimited
 
@@ -125,6 +125,43 @@ class Termination:
     notices_queued: int
 
 
+class TerminationOutcome(StrEnum):
+    """What became of one row of a bulk termination."""
+
+    ENDED = "ended"
+    NOT_FOUND = "not_found"  # SubscriberNotFound
+    NOT_ACTIVE = "not_active"  # ContractNotActive
+    INVALID = "invalid"  # InvalidInput
+
+
+@dataclass(frozen=True, slots=True)
+class TerminationRowInput:
+    """One row of a bulk termination as it arrived (validated by the service)."""
+
+    line: int
+    phone_number: str
+    reason: TerminationReason | None  # None: a reason number the registry does not know
+    recipient_operator_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class TerminationRefusal:
+    line: int
+    outcome: TerminationOutcome
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class BulkTermination:
+    """The report of a bulk termination: counts, and the first refused rows."""
+
+    rows: int
+    ended: int
+    notices_queued: int
+    refusals: tuple[TerminationRefusal, ...]
+    refused: int
+
+
 class ReassignmentStatus(StrEnum):
     REASSIGNED = "reassigned"
     NOT_REASSIGNED = "not_reassigned"
@@ -177,29 +214,43 @@ class RegistryError(DomainError):
 class AgreementRequired(RegistryError):
     """The calling messenger has no active identification agreement (PERMISSION_DENIED)."""
 
+    REASON = "AGREEMENT_MISSING"
+
 
 class RequestIdReused(InvalidInput):
     """A request id already answered for another number (INVALID_ARGUMENT)."""
+
+    REASON = "REQUEST_ID_REUSED"
 
 
 class DeadlinePassed(RegistryError):
     """The caller's deadline passed before the answer could be committed (DEADLINE_EXCEEDED)."""
 
+    REASON = "DEADLINE_PASSED"
+
 
 class SubscriberExists(RegistryError):
     """The number already has an active contract, or the contract id is taken (ALREADY_EXISTS)."""
+
+    REASON = "SUBSCRIBER_EXISTS"
 
 
 class SubscriberNotFound(RegistryError):
     """The number never had a contract here (NOT_FOUND)."""
 
+    REASON = "SUBSCRIBER_NOT_FOUND"
+
 
 class MessengerNotFound(RegistryError):
     """No agreement with that messenger was ever registered (NOT_FOUND)."""
 
+    REASON = "MESSENGER_NOT_FOUND"
+
 
 class ContractNotActive(RegistryError):
     """The number's contract has already ended (FAILED_PRECONDITION)."""
+
+    REASON = "CONTRACT_NOT_ACTIVE"
 
 
 def validate_recipient(recipient_operator_id: str, operator_id: str) -> str:
@@ -211,7 +262,7 @@ def validate_recipient(recipient_operator_id: str, operator_id: str) -> str:
     validate_id(recipient_operator_id, "recipient_operator_id")
     if recipient_operator_id == operator_id:
         raise InvalidInput(
-            f"recipient_operator_id {recipient_operator_id!r} is this operator: a number is "
+            f"recipient_operator_id {quote(recipient_operator_id)} is this operator: a number is "
             "ported out to another operator"
         )
     return recipient_operator_id
@@ -223,7 +274,7 @@ def validate_recipient(recipient_operator_id: str, operator_id: str) -> str:
 def validate_request_id(value: str) -> str:
     if not _REQUEST_ID.match(value or ""):
         raise InvalidInput(
-            f"request_id {value[:80]!r} is not valid: use 1 to {REQUEST_ID_MAX} letters, "
+            f"request_id {quote(value)} is not valid: use 1 to {REQUEST_ID_MAX} letters, "
             "digits, '-' and '_', one per verification attempt"
         )
     return value
@@ -232,7 +283,7 @@ def validate_request_id(value: str) -> str:
 def validate_contract_id(value: str) -> str:
     if not _CONTRACT_ID.match(value or ""):
         raise InvalidInput(
-            f"contract_id {value[:80]!r} is not valid: use 1 to {CONTRACT_ID_MAX} characters "
+            f"contract_id {quote(value)} is not valid: use 1 to {CONTRACT_ID_MAX} characters "
             "without spaces or control characters"
         )
     return value

@@ -10,10 +10,11 @@ from collections.abc import AsyncIterator
 from typing import Any, TypeAlias
 
 import grpc
+from idmesh.common.v1 import bulk_pb2
 from idmesh.events.v1 import events_pb2
 from idmesh.registry.v1 import registry_pb2, registry_pb2_grpc
 
-from services.common.errors import InvalidInput
+from services.common.errors import InvalidInput, quote
 from services.common.identity import Caller, Kind, Role, require_caller
 from services.common.interceptors import ErrorTable
 from services.common.timeutil import from_timestamp, to_timestamp
@@ -31,7 +32,9 @@ from services.operator_registry.domain import (
     Subscriber,
     SubscriberExists,
     SubscriberNotFound,
+    TerminationOutcome,
     TerminationReason,
+    TerminationRowInput,
     Verification,
     VerificationResult,
 )
@@ -196,7 +199,7 @@ class RegistryAdminServicer(registry_pb2_grpc.RegistryAdminServiceServicer):
             before_id = int(request.page_token) if request.page_token else None
         except ValueError:
             raise InvalidInput(
-                f"page_token {request.page_token[:40]!r} is not one this registry gave: "
+                f"page_token {quote(request.page_token)} is not one this registry gave: "
                 "pass next_page_token from the previous page"
             ) from None
         records, next_id = await self._service.list_audit(
@@ -233,15 +236,62 @@ class RegistryAdminServicer(registry_pb2_grpc.RegistryAdminServiceServicer):
         return registry_pb2.ImportSubscribersResponse(
             imported=outcome.imported,
             rejected=outcome.rejected,
-            errors=[registry_pb2.RowError(line=e.line, message=e.message) for e in outcome.errors],
+            errors=[bulk_pb2.RowError(line=e.line, message=e.message) for e in outcome.errors],
             committed=outcome.committed,
         )
 
+    async def TerminateContracts(
+        self,
+        request_iterator: AsyncIterator[registry_pb2.TerminateContractsRequest],
+        context: Context,
+    ) -> registry_pb2.TerminateContractsResponse:
+        self._require_admin()
+        report = await self._service.terminate_contracts(_termination_batches(request_iterator))
+        return registry_pb2.TerminateContractsResponse(
+            rows=report.rows,
+            ended=report.ended,
+            refused=report.refused,
+            notices_queued=report.notices_queued,
+            refusals=[
+                registry_pb2.TerminationRefusal(
+                    line=r.line, outcome=_OUTCOMES_TO_PB[r.outcome], message=r.message
+                )
+                for r in report.refusals
+            ],
+        )
+
+
+_OUTCOMES_TO_PB = {
+    TerminationOutcome.ENDED: registry_pb2.TERMINATION_OUTCOME_ENDED,
+    TerminationOutcome.NOT_FOUND: registry_pb2.TERMINATION_OUTCOME_NOT_FOUND,
+    TerminationOutcome.NOT_ACTIVE: registry_pb2.TERMINATION_OUTCOME_NOT_ACTIVE,
+    TerminationOutcome.INVALID: registry_pb2.TERMINATION_OUTCOME_INVALID,
+}
+
+
+async def _termination_batches(
+    requests: AsyncIterator[registry_pb2.TerminateContractsRequest],
+) -> AsyncIterator[list[TerminationRowInput]]:
+    async for request in requests:
+        yield [
+            TerminationRowInput(
+                line=row.line,
+                phone_number=row.phone_number,
+                reason=(
+                    TerminationReason.CONTRACT_ENDED
+                    if row.reason == events_pb2.TERMINATION_REASON_UNSPECIFIED
+                    else _REASONS_FROM_PB.get(row.reason)
+                ),
+                recipient_operator_id=row.recipient_operator_id,
+            )
+            for row in request.rows
+        ]
+
 
 _IMPORT_MODES = {
-    registry_pb2.IMPORT_MODE_UNSPECIFIED: None,
-    registry_pb2.IMPORT_MODE_ALL_OR_NOTHING: ImportMode.ALL_OR_NOTHING,
-    registry_pb2.IMPORT_MODE_VALID_ROWS: ImportMode.VALID_ROWS,
+    bulk_pb2.IMPORT_MODE_UNSPECIFIED: None,
+    bulk_pb2.IMPORT_MODE_ALL_OR_NOTHING: ImportMode.ALL_OR_NOTHING,
+    bulk_pb2.IMPORT_MODE_VALID_ROWS: ImportMode.VALID_ROWS,
 }
 
 

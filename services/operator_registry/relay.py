@@ -21,9 +21,11 @@ from prometheus_client.metrics_core import Metric
 
 from services.common.backoff import Backoff
 from services.common.channels import open_channel
+from services.common.failpoints import failpoint
 from services.common.identity import Caller, Kind
 from services.common.logging import get_logger
 from services.common.metrics import ScrapeCollector, registered
+from services.common.status import error_details
 from services.common.timeutil import to_timestamp
 from services.common.tls import TlsFiles
 from services.operator_registry.domain import TerminationNotice, TerminationReason
@@ -125,6 +127,7 @@ class OutboxRelay:
         delays: Iterator[float] | None = None
         while True:
             batch: list[TerminationNotice] = []
+            retry_after = 0.0
             try:
                 batch = await self._service.pending_notices(self._batch_size)
                 if not batch:
@@ -132,8 +135,11 @@ class OutboxRelay:
                     await self._service.wait_for_notices(self._poll_seconds)
                     continue
                 reply = await self._publish(stub, batch)
+                failpoint("registry.relay.after_publish")
                 await self._service.mark_published([n.event_id for n in batch])
             except grpc.aio.AioRpcError as exc:
+                asked = error_details(exc).retry_delay  # RESOURCE_EXHAUSTED: the notifier's wish
+                retry_after = asked.total_seconds() if asked is not None else 0.0
                 RELAY_FAILURES.labels(reason=exc.code().name).inc()
                 log.warning(
                     "relay.publish_failed",
@@ -155,7 +161,7 @@ class OutboxRelay:
                 )
                 continue
             delays = delays or self._backoff.delays()
-            await asyncio.sleep(next(delays))
+            await asyncio.sleep(max(next(delays), retry_after))
 
     async def _publish(
         self, stub: notifier_pb2_grpc.NotifierServiceStub, batch: Sequence[TerminationNotice]

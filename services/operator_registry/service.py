@@ -12,10 +12,13 @@ import uuid
 from collections.abc import AsyncIterable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from functools import partial
+from typing import Final
 
 from prometheus_client import Counter
 
-from services.common.errors import DomainError, InvalidInput
+from services.common.errors import DomainError, InvalidInput, quote
+from services.common.failpoints import failpoint
 from services.common.identity import validate_id
 from services.common.logging import get_logger
 from services.common.phone import mask, parse_e164, parse_mobile, require_e164
@@ -30,6 +33,7 @@ from services.operator_registry.domain import (
     AuditQuery,
     AuditRecord,
     Binding,
+    BulkTermination,
     Contract,
     ContractNotActive,
     ContractState,
@@ -43,7 +47,10 @@ from services.operator_registry.domain import (
     SubscriberNotFound,
     Termination,
     TerminationNotice,
+    TerminationOutcome,
     TerminationReason,
+    TerminationRefusal,
+    TerminationRowInput,
     Verification,
     VerificationResult,
     decide_reassignment,
@@ -58,6 +65,9 @@ from services.operator_registry.store import RegistryStore, RegistryTx
 
 log = get_logger("idmesh.operator_registry")
 
+MAX_TERMINATIONS_PER_BATCH: Final = 10_000
+MAX_TERMINATION_REFUSALS: Final = 1_000
+
 VERIFICATIONS = Counter(
     "idmesh_registry_verifications",
     "VerifySubscriber answers committed (replays of a request id not counted), by messenger "
@@ -66,8 +76,17 @@ VERIFICATIONS = Counter(
 )
 
 
+TERMINATION_ROWS = Counter(
+    "idmesh_registry_bulk_termination_rows",
+    "Rows of bulk terminations (TerminateContracts), by outcome (ended, refused).",
+    ["outcome"],
+)
+
+
 class SeedConflict(RegistryError):
     """Seed contracts whose contract_id already belongs to another number."""
+
+    REASON = "SUBSCRIBER_EXISTS"
 
     def __init__(self, message: str, contract_ids: Sequence[str]) -> None:
         super().__init__(message)
@@ -179,7 +198,7 @@ class RegistryService:
                 raise self._no_agreement(messenger_id)
             if snap.previous is not None and snap.previous.phone_number != phone:
                 raise RequestIdReused(
-                    f"request_id {request_id!r} was already used for another number: "
+                    f"request_id {quote(request_id)} was already used for another number: "
                     "use a new request_id for every verification"
                 )
             if snap.previous is not None and snap.previous.replayable(snap.active_contract_id):
@@ -229,10 +248,12 @@ class RegistryService:
         def before_commit() -> None:
             if not replayed:  # a new answer is stored only within the deadline
                 self._check_deadline(deadline)
+            failpoint("registry.verify.before_commit")
 
         # Concurrent verifications share transactions (group commit), each with its own
         # outcome; the deadline is checked right before the commit that would store the answer.
         answer, how = await self._store.run_grouped(verify, before_commit=before_commit)
+        failpoint("registry.verify.after_commit")
         if how is _Answered.REPLAYED:
             log.info(
                 "verification.replayed",
@@ -344,7 +365,7 @@ class RegistryService:
                 )
             if holder is not None:
                 raise SubscriberExists(
-                    f"contract_id {contract_id!r} is already taken: choose another contract_id"
+                    f"contract_id {quote(contract_id)} is already taken: choose another contract_id"
                 )
             tx.add_contracts([contract])
 
@@ -381,51 +402,55 @@ class RegistryService:
             raise ValueError("a recipient operator is only for TerminationReason.PORTED_OUT")
         phone = parse_e164(phone_number)
         now = self._clock.now()
-
-        def terminate(tx: RegistryTx) -> tuple[Subscriber, list[TerminationNotice]]:
-            subscriber = tx.subscriber(phone)
-            if subscriber is None:
-                raise SubscriberNotFound(f"{mask(phone)} has no contract with this operator")
-            contract = subscriber.contract
-            if contract.state is not ContractState.ACTIVE:
-                ended = contract.terminated_at.date().isoformat() if contract.terminated_at else "?"
-                raise ContractNotActive(
-                    f"the contract {contract.contract_id} of {mask(phone)} was already "
-                    f"terminated on {ended}: there is no active contract to terminate"
-                )
-            tx.terminate(contract.contract_id, now, reason, recipient_operator_id)
-            notices = [
-                TerminationNotice(
-                    event_id=str(uuid.uuid4()),
-                    operator_id=self.operator_id,
-                    messenger_id=binding.messenger_id,
-                    phone_number=phone,
-                    identification_code=binding.identification_code,
-                    reason=reason,
-                    occurred_at=now,
-                    recipient_operator_id=recipient_operator_id or "",
-                )
-                for binding in subscriber.bindings
-            ]
-            tx.add_notices(notices, now)
-            return subscriber, notices
-
         # One transaction per termination (run, not run_grouped): grouping them was faster, but
         # under an open-loop overload (bench: 1,000/s) a registry that completes calls in groups
         # leaves gRPC's accept loop behind, and gRPC then rejects the unaccepted calls
         # (CANCELLED, grpc.server.max_pending_requests) instead of queueing them; an operator's
-        # termination is not retried the way a gateway retries VerifySubscriber.
-        subscriber, notices = await self._store.run(terminate)
-        contract = subscriber.contract
-        self._notices_queued.set()
-        log.info(
-            "contract.terminated",
-            phone=mask(phone),
-            contract_id=contract.contract_id,
-            reason=reason.value,
-            recipient_operator_id=recipient_operator_id,
-            notices_queued=len(notices),
+        # termination is not retried the way a gateway retries VerifySubscriber. Many
+        # terminations at once go through terminate_contracts (one transaction per batch).
+        termination = await self._store.run(
+            lambda tx: self._terminate(tx, phone, reason, recipient_operator_id, now)
         )
+        failpoint("registry.terminate.after_commit")
+        self._notices_queued.set()
+        _log_termination(termination)
+        return termination
+
+    def _terminate(
+        self,
+        tx: RegistryTx,
+        phone: str,
+        reason: TerminationReason,
+        recipient_operator_id: str | None,
+        now: datetime,
+    ) -> Termination:
+        """In a transaction: end phone's active contract, queue a notice per bound messenger.
+        Raises SubscriberNotFound or ContractNotActive before writing anything."""
+        subscriber = tx.subscriber(phone)
+        if subscriber is None:
+            raise SubscriberNotFound(f"{mask(phone)} has no contract with this operator")
+        contract = subscriber.contract
+        if contract.state is not ContractState.ACTIVE:
+            ended = contract.terminated_at.date().isoformat() if contract.terminated_at else "?"
+            raise ContractNotActive(
+                f"the contract {contract.contract_id} of {mask(phone)} was already "
+                f"terminated on {ended}: there is no active contract to terminate"
+            )
+        tx.terminate(contract.contract_id, now, reason, recipient_operator_id)
+        notices = [
+            TerminationNotice(
+                event_id=str(uuid.uuid4()),
+                operator_id=self.operator_id,
+                messenger_id=binding.messenger_id,
+                phone_number=phone,
+                identification_code=binding.identification_code,
+                reason=reason,
+                occurred_at=now,
+                recipient_operator_id=recipient_operator_id or "",
+            )
+            for binding in subscriber.bindings
+        ]
+        tx.add_notices(notices, now)
         terminated = replace(
             contract,
             state=ContractState.TERMINATED,
@@ -434,6 +459,70 @@ class RegistryService:
             recipient_operator_id=recipient_operator_id,
         )
         return Termination(replace(subscriber, contract=terminated), len(notices))
+
+    async def terminate_contracts(
+        self, batches: AsyncIterable[Sequence[TerminationRowInput]]
+    ) -> BulkTermination:
+        """End contracts in bulk: each batch in one transaction as it arrives, each row on its
+        own (ended, or refused with why: the refusals TerminateContract would answer). The relay
+        is woken after each batch, so notices flow while the stream goes on."""
+        rows = ended = notices = refused = 0
+        refusals: list[TerminationRefusal] = []
+        async for batch in batches:
+            if len(batch) > MAX_TERMINATIONS_PER_BATCH:
+                raise InvalidInput(
+                    f"rows: a batch has {len(batch)} rows: send at most "
+                    f"{MAX_TERMINATIONS_PER_BATCH} rows per message; nothing of it was ended"
+                )
+            outcomes = await self._store.run(
+                partial(self._terminate_rows, batch, self._clock.now())
+            )
+            rows += len(batch)
+            for row, outcome in zip(batch, outcomes, strict=True):
+                if isinstance(outcome, Termination):
+                    ended += 1
+                    notices += outcome.notices_queued
+                    _log_termination(outcome, line=row.line)
+                    continue
+                refused += 1
+                if len(refusals) < MAX_TERMINATION_REFUSALS:
+                    refusals.append(TerminationRefusal(row.line, *outcome))
+            self._notices_queued.set()
+        TERMINATION_ROWS.labels(outcome="ended").inc(ended)
+        TERMINATION_ROWS.labels(outcome="refused").inc(refused)
+        log.info("contracts.terminated_in_bulk", rows=rows, ended=ended, refused=refused)
+        return BulkTermination(rows, ended, notices, tuple(refusals), refused)
+
+    def _terminate_rows(
+        self, batch: Sequence[TerminationRowInput], now: datetime, tx: RegistryTx
+    ) -> list[Termination | tuple[TerminationOutcome, str]]:
+        return [self._terminate_row(tx, row, now) for row in batch]
+
+    def _terminate_row(
+        self, tx: RegistryTx, row: TerminationRowInput, now: datetime
+    ) -> Termination | tuple[TerminationOutcome, str]:
+        """One row of a bulk termination, in the batch's transaction: its Termination, or why
+        not (nothing written for it then: _terminate checks before it writes)."""
+        try:
+            if row.reason is None:
+                raise InvalidInput(
+                    "reason is not a known TerminationReason: use CONTRACT_ENDED or PORTED_OUT"
+                )
+            recipient: str | None = None
+            if row.reason is TerminationReason.PORTED_OUT:
+                recipient = validate_recipient(row.recipient_operator_id, self.operator_id)
+            elif row.recipient_operator_id:
+                raise InvalidInput(
+                    "recipient_operator_id is only for reason PORTED_OUT: leave it empty"
+                )
+            phone = parse_e164(row.phone_number)
+            return self._terminate(tx, phone, row.reason, recipient, now)
+        except SubscriberNotFound as exc:
+            return TerminationOutcome.NOT_FOUND, exc.message
+        except ContractNotActive as exc:
+            return TerminationOutcome.NOT_ACTIVE, exc.message
+        except InvalidInput as exc:
+            return TerminationOutcome.INVALID, exc.message
 
     # --- RegistryAdminService: agreements ---------------------------------------------------
 
@@ -517,3 +606,17 @@ class RegistryService:
         except TimeoutError:
             pass
         self._notices_queued.clear()
+
+
+def _log_termination(termination: Termination, **extra: object) -> None:
+    """The log line of a committed termination."""
+    contract = termination.subscriber.contract
+    log.info(
+        "contract.terminated",
+        phone=mask(contract.phone_number),
+        contract_id=contract.contract_id,
+        reason=contract.termination_reason.value if contract.termination_reason else None,
+        recipient_operator_id=contract.recipient_operator_id,
+        notices_queued=termination.notices_queued,
+        **extra,
+    )

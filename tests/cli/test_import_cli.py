@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 
-from services.cli.bulk_import import count_data_lines, parse_activated_at
 from tests.cli.conftest import write_csv
 
 pytestmark = pytest.mark.mesh
@@ -65,21 +64,45 @@ def test_a_file_without_the_header_is_refused_before_sending(idmesh: Any, tmp_pa
     path.write_text("+79061234567,X-1,2024-01-01\n")
     refused = idmesh("registry", "import", "-o", "beeline", str(path))
     assert refused.code == 1
-    assert refused.err.startswith("error: ") and "expected the columns" in refused.err
+    assert refused.err.startswith("error: ") and "expected the header" in refused.err
 
 
-def test_a_file_that_is_not_utf8_is_refused_with_the_line(tmp_path: Path) -> None:
-    path = tmp_path / "latin1.csv"
-    path.write_bytes(b"phone_number,contract_id,activated_at\n+79061234567,X-\xe9,2024-01-01\n")
-    with pytest.raises(Exception, match=r"not UTF-8 .*line 2"):
-        count_data_lines(path)
+def test_terminate_bulk_ends_the_contracts_of_a_file_and_reports_each_refusal(
+    idmesh: Any, tmp_path: Path
+) -> None:
+    numbers = [f"+79064{i:06d}" for i in range(1500)]
+    contracts = [f"{n},TB-{n[-6:]},2024-03-01" for n in numbers]
+    imported = idmesh(
+        "registry", "import", "-o", "beeline", str(write_csv(tmp_path / "c.csv", contracts))
+    )
+    assert imported.code == 0, imported.err
+
+    lines = [f"{n},contract-ended" for n in numbers]
+    lines[9] = "+79064999999,contract-ended"  # line 11: no contract
+    lines[19] = f"{numbers[19]},no-such-reason"  # line 21: an unknown reason
+    lines[29] = f"{numbers[28]},"  # line 31: ended by line 30 already (an empty reason: ended)
+    path = write_csv(tmp_path / "ends.csv", lines, header="phone_number,reason")
+    result = idmesh("registry", "terminate-bulk", "-o", "beeline", str(path), "--batch", "400")
+    assert result.code == 1
+    assert "rows: 1500" in result.out and "ended: 1497" in result.out
+    assert "refused: 3" in result.out
+    refusals = [line.strip() for line in result.out.splitlines() if line.startswith("  line")]
+    assert [r.split(":")[0] for r in refusals] == ["line 11", "line 21", "line 31"]
+    assert [r.split(": ")[1] for r in refusals] == ["NOT_FOUND", "INVALID", "NOT_ACTIVE"]
+    sub = idmesh("registry", "get", "-o", "beeline", "-p", numbers[0], "--json").json()
+    assert sub["subscriber"]["state"] == "CONTRACT_STATE_TERMINATED"
+    kept = idmesh("registry", "get", "-o", "beeline", "-p", numbers[19], "--json").json()
+    assert kept["subscriber"]["state"] == "CONTRACT_STATE_ACTIVE"
+
+    again = idmesh("registry", "terminate-bulk", "-o", "beeline", str(path), "--json")
+    assert again.code == 1
+    assert (again.json()["ended"], again.json()["refused"]) == (0, 1500)  # nothing ends twice
 
 
-def test_activation_times_are_dates_or_rfc3339_with_an_offset() -> None:
-    assert parse_activated_at("2024-01-15") == (1_705_276_800, 0)
-    assert parse_activated_at("2024-01-15T03:00:00+03:00") == (1_705_276_800, 0)
-    assert parse_activated_at("2024-01-15T00:00:00.25Z") == (1_705_276_800, 250_000_000)
-    with pytest.raises(ValueError, match="no UTC offset"):
-        parse_activated_at("2024-01-15T10:00:00")
-    with pytest.raises(ValueError, match="is not a date"):
-        parse_activated_at("15.01.2024")
+def test_terminate_bulk_refuses_a_file_without_the_phone_number_column(
+    idmesh: Any, tmp_path: Path
+) -> None:
+    path = write_csv(tmp_path / "wrong.csv", ["+79031234567"], header="number")
+    result = idmesh("registry", "terminate-bulk", "-o", "beeline", str(path))
+    assert result.code == 1
+    assert "expected the header 'phone_number,[reason],[recipient_operator_id]'" in result.err

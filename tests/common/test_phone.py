@@ -2,7 +2,7 @@
 
 import pytest
 
-from services.common.phone import InvalidPhoneNumber, mask, parse_mobile, require_e164
+from services.common.phone import InvalidPhoneNumber, mask, parse_mobile, region_of, require_e164
 
 
 @pytest.mark.parametrize("raw", ["+79031234567", "8 903 123-45-67", "+7 (903) 123 45 67"])
@@ -33,3 +33,22 @@ def test_wire_form_must_already_be_e164() -> None:
 def test_mask_keeps_prefix_and_last_two_digits_only() -> None:
     assert mask("+79031234567") == "+7903*****67"
     assert "1234" not in mask("+79031234567")
+
+
+@pytest.mark.parametrize(
+    "text", ["+79031234567x", "+79031234567 ext. 5", "tel:+79031234567", "+7903123456;7"]
+)
+def test_letters_or_trailing_garbage_in_a_number_are_refused(text: str) -> None:
+    with pytest.raises(InvalidPhoneNumber, match="is not a phone number") as e:
+        parse_mobile(text)
+    assert e.value.field == "phone_number"
+
+
+def test_usual_separators_are_accepted() -> None:
+    assert parse_mobile("8 (903) 123-45-67") == "+79031234567"
+    assert parse_mobile("+7 903 123.45.67") == "+79031234567"
+
+
+def test_region_of_a_number() -> None:
+    assert region_of("+79031234567") == "RU"
+    assert region_of("+12025550123") == "US"

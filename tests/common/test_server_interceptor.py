@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 import grpc
@@ -13,14 +16,16 @@ from idmesh.registry.v1 import registry_pb2, registry_pb2_grpc
 
 from services.common.channels import open_channel
 from services.common.context import REQUEST_ID_METADATA_KEY, current_request_id
-from services.common.errors import DomainError
+from services.common.errors import DomainError, InvalidInput, quote
 from services.common.identity import Caller, Kind, Role, current_caller, require_caller
 from services.common.interceptors import ErrorTable
+from services.common.ratelimit import RateLimited
 from services.common.server import GrpcServer, service_name
+from services.common.status import error_details
 
 
 class NumberUnknown(DomainError):
-    pass
+    REASON = "NUMBER_UNKNOWN"
 
 
 class Boom(Exception):
@@ -37,6 +42,12 @@ class FakeRegistry(registry_pb2_grpc.RegistryServiceServicer):
         self.seen.append((current_caller(), current_request_id()))
         if request.phone_number == "unknown":
             raise NumberUnknown("no such number", trailers={"idmesh-hint": "x"})
+        if request.phone_number == "slow down":
+            raise RateLimited("too many", retry_after=timedelta(milliseconds=1500))
+        if request.phone_number.startswith("bad"):
+            raise InvalidInput(
+                f"phone_number {quote(request.phone_number)} is bad", field="phone_number"
+            )
         if request.phone_number == "boom":
             raise Boom("secret detail")
         caller = require_caller(Kind.MESSENGER)
@@ -74,6 +85,64 @@ async def test_domain_error_maps_to_its_status_with_trailers(server_and_fake: An
     trailers = dict(e.value.trailing_metadata() or ())
     assert trailers["idmesh-hint"] == "x"
     assert REQUEST_ID_METADATA_KEY in trailers
+    details = error_details(e.value)
+    assert (details.reason, details.domain) == ("NUMBER_UNKNOWN", "idmesh")
+    assert details.retry_delay is None and details.field_violations == ()
+
+
+async def _refusal(server: GrpcServer, phone_number: str) -> grpc.aio.AioRpcError:
+    async with open_channel(f"127.0.0.1:{server.port}", identity=None) as channel:
+        stub = registry_pb2_grpc.RegistryServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as e:
+            await stub.VerifySubscriber(
+                registry_pb2.VerifySubscriberRequest(phone_number=phone_number)
+            )
+    return e.value
+
+
+async def test_resource_exhausted_carries_the_retry_delay_in_retry_info(
+    server_and_fake: Any,
+) -> None:
+    server, _ = server_and_fake
+    refusal = await _refusal(server, "slow down")
+    assert refusal.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    details = error_details(refusal)
+    assert details.reason == "RATE_LIMITED"
+    assert details.retry_delay == timedelta(milliseconds=1500)
+    assert "idmesh-retry-after-ms" not in dict(refusal.trailing_metadata() or ())
+
+
+async def test_invalid_argument_names_the_field_in_bad_request(server_and_fake: Any) -> None:
+    server, _ = server_and_fake
+    refusal = await _refusal(server, "bad" + "9" * 29)
+    assert refusal.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert refusal.details() == f"phone_number {'bad' + '9' * 29!r} is bad"
+    details = error_details(refusal)
+    assert (details.reason, details.metadata) == ("INVALID_FIELD", {"field": "phone_number"})
+    assert details.field_violations == (("phone_number", refusal.details()),)
+
+
+async def test_a_field_over_its_bound_is_refused_before_the_handler_runs(
+    server_and_fake: Any,
+) -> None:
+    server, fake = server_and_fake
+    refusal = await _refusal(server, "9" * 1_000_000)
+    assert refusal.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert (
+        refusal.details()
+        == "phone_number is 1000000 characters long: at most 32 characters are allowed"
+    )
+    details = error_details(refusal)
+    assert (details.reason, details.metadata) == (
+        "FIELD_TOO_LONG",
+        {"field": "phone_number", "max": "32"},
+    )
+    assert fake.seen == []
+
+
+def test_quote_keeps_a_short_prefix_and_says_how_long_the_value_was() -> None:
+    assert quote("abc") == "'abc'"
+    assert quote("x" * 1_000_000) == f"{'x' * 32!r}... (1000000 characters)"
 
 
 async def test_unexpected_error_is_internal_without_details(server_and_fake: Any) -> None:
@@ -85,6 +154,7 @@ async def test_unexpected_error_is_internal_without_details(server_and_fake: Any
     assert e.value.code() == grpc.StatusCode.INTERNAL
     assert "secret detail" not in (e.value.details() or "")
     assert "request id" in (e.value.details() or "")
+    assert error_details(e.value).reason == "INTERNAL"
 
 
 async def test_caller_identity_and_request_id_reach_the_handler(server_and_fake: Any) -> None:
@@ -182,3 +252,23 @@ async def test_a_method_the_servicer_does_not_implement_is_unimplemented() -> No
     finally:
         await server.stop(None)
     assert e.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+async def test_the_server_stops_waiting_when_its_launcher_pipe_closes() -> None:
+    """IDMESH_LAUNCHER_FD: end-of-file on the launcher's pipe (the launcher died, kill -9
+    included) stops the service as SIGTERM does; health goes NOT_SERVING."""
+    server = GrpcServer(name="test", bind="127.0.0.1:0", errors=ErrorTable({}))
+    await server.start()
+    read_fd, write_fd = os.pipe()
+    try:
+        await server.set_serving()
+        waiting = asyncio.create_task(server.wait_for_signal(launcher_fd=read_fd))
+        await asyncio.sleep(0)  # the wait has begun: the pipe is open, nothing happens
+        assert not waiting.done()
+        os.close(write_fd)
+        await asyncio.wait_for(waiting, timeout=10)
+        status = await server.health.Check(health_pb2.HealthCheckRequest(), None)
+        assert status.status == health_pb2.HealthCheckResponse.NOT_SERVING
+    finally:
+        os.close(read_fd)
+        await server.stop(None)

@@ -16,6 +16,7 @@ from typing import Any
 
 import grpc
 import pytest
+from idmesh.common.v1 import bulk_pb2
 from idmesh.events.v1 import events_pb2
 from idmesh.gateway.v1 import gateway_pb2
 from idmesh.registry.v1 import registry_pb2
@@ -282,12 +283,12 @@ async def test_import_errors_name_their_lines_and_all_or_nothing_stores_nothing(
             pb(5, good, "megafon", ported_at=None),
         ]
 
-    async def stream(all_or_nothing: bool) -> AsyncIterator[gateway_pb2.ImportPortedNumbersRequest]:
+    async def stream(mode: int) -> AsyncIterator[gateway_pb2.ImportPortedNumbersRequest]:
         batch = rows()
-        yield gateway_pb2.ImportPortedNumbersRequest(all_or_nothing=all_or_nothing, rows=batch[:2])
+        yield gateway_pb2.ImportPortedNumbersRequest(mode=mode, rows=batch[:2])
         yield gateway_pb2.ImportPortedNumbersRequest(rows=batch[2:])
 
-    refused = await admin.ImportPortedNumbers(stream(True), timeout=10)
+    refused = await admin.ImportPortedNumbers(stream(bulk_pb2.IMPORT_MODE_UNSPECIFIED), timeout=10)
     assert (refused.imported, refused.rejected, refused.committed) == (0, 3, False)
     assert [e.line for e in refused.errors] == [3, 4, 5]
     assert "phone_number" in refused.errors[0].message
@@ -295,6 +296,6 @@ async def test_import_errors_name_their_lines_and_all_or_nothing_stores_nothing(
     assert "ported_at is missing" in refused.errors[2].message
     assert (await route(client, good)).source == gateway_pb2.ROUTE_SOURCE_NUMBERING_PLAN
 
-    partial = await admin.ImportPortedNumbers(stream(False), timeout=10)
+    partial = await admin.ImportPortedNumbers(stream(bulk_pb2.IMPORT_MODE_VALID_ROWS), timeout=10)
     assert (partial.imported, partial.rejected, partial.committed) == (1, 3, True)
     assert (await route(client, good)).source == gateway_pb2.ROUTE_SOURCE_PORTED_NUMBERS

@@ -36,6 +36,13 @@ def test_defaults() -> None:
     assert config.otp_max_attempts == 5
     assert (config.verify_retry_initial_seconds, config.verify_retry_max_seconds) == (0.2, 10.0)
     assert config.db_synchronous == "NORMAL"
+    assert config.allowed_countries == {"RU"}
+
+
+def test_allowed_countries_are_a_list_of_regions_or_any() -> None:
+    config = GatewayConfig.from_env(_env(ALLOWED_COUNTRIES="ru, by"))
+    assert config.allowed_countries == {"RU", "BY"}
+    assert GatewayConfig.from_env(_env(ALLOWED_COUNTRIES="*")).allowed_countries == frozenset()
 
 
 def test_the_numbering_plan_is_loaded_at_start() -> None:
@@ -61,6 +68,7 @@ def test_the_numbering_plan_is_loaded_at_start() -> None:
         ({"VERIFICATION_WINDOW_SECONDS": "0"}, "IDMESH_VERIFICATION_WINDOW_SECONDS"),
         ({"OTP_MAX_ATTEMPTS": "0"}, "IDMESH_OTP_MAX_ATTEMPTS"),
         ({"DB_SYNCHRONOUS": "sometimes"}, "IDMESH_DB_SYNCHRONOUS"),
+        ({"ALLOWED_COUNTRIES": "Russia"}, "IDMESH_ALLOWED_COUNTRIES: expected ISO 3166"),
     ],
 )
 def test_bad_configuration_names_the_variable(overrides: dict[str, str], problem: str) -> None:

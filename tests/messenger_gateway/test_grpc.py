@@ -11,20 +11,22 @@ from typing import Any
 
 import grpc
 import pytest
+from google.protobuf import duration_pb2
 from idmesh.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 
 from services.common.channels import open_channel
 from services.common.config import ServerSettings
 from services.common.identity import Caller, Kind, Role
 from services.common.server import GrpcServer
+from services.common.status import error_details
 from services.messenger_gateway.config import GatewayConfig
 from services.messenger_gateway.grpc_api import ERRORS
 from services.messenger_gateway.main import Gateway, open_gateway
 from services.messenger_gateway.routing import NumberingPlan
+from tests.eventually import eventually
 from tests.messenger_gateway.fakes import (
     FakeNotifier,
     FakeRegistry,
-    eventually,
     free_port,
     outbox_code,
     read_outbox,
@@ -228,12 +230,31 @@ async def test_an_operator_that_never_answers_times_out(tmp_path: Path) -> None:
         assert (access.allowed, access.reason) == (False, S.REASON_OPERATOR_TIMEOUT)
 
 
-async def test_a_number_no_configured_operator_serves_ends_no_operator(gw: Harness) -> None:
-    started = await gw.start("u1", MTS)
-    assert (started.state, started.operator_id) == (AWAITING, "")
-    done = await gw.confirm(started.identification_id)
-    assert (done.state, done.reason) == (NOT_COMPLETED, S.REASON_NO_OPERATOR)
+async def test_a_number_no_configured_operator_serves_is_refused_before_any_sms(
+    gw: Harness,
+) -> None:
+    refused = await _status(gw.start("u1", MTS))
+    assert refused.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert error_details(refused).reason == "NUMBER_NOT_SERVED"
+    assert read_outbox(gw.outbox) == []
     assert gw.registry.requests == []
+
+
+@pytest.mark.parametrize(
+    ("number", "code", "reason"),
+    [
+        ("+12025550123", grpc.StatusCode.INVALID_ARGUMENT, "COUNTRY_NOT_ALLOWED"),
+        ("+79031234567x", grpc.StatusCode.INVALID_ARGUMENT, "INVALID_PHONE_NUMBER"),
+    ],
+)
+async def test_foreign_and_garbled_numbers_are_refused_before_any_sms(
+    gw: Harness, number: str, code: grpc.StatusCode, reason: str
+) -> None:
+    refused = await _status(gw.start("u1", number))
+    assert refused.code() == code
+    assert error_details(refused).reason == reason
+    assert error_details(refused).field_violations[0][0] == "phone_number"
+    assert read_outbox(gw.outbox) == []
 
 
 async def test_wrong_codes_use_up_the_attempts(tmp_path: Path) -> None:
@@ -244,10 +265,13 @@ async def test_wrong_codes_use_up_the_attempts(tmp_path: Path) -> None:
         first = await _status(gw.confirm(started.identification_id, wrong))
         assert first.code() == grpc.StatusCode.FAILED_PRECONDITION
         assert "1 attempt left" in (first.details() or "")
-        assert dict(first.trailing_metadata() or ())["idmesh-attempts-left"] == "1"
+        details = error_details(first)
+        assert (details.reason, details.domain) == ("WRONG_CODE", "idmesh")
+        assert details.metadata == {"attempts_left": "1"}
         second = await _status(gw.confirm(started.identification_id, wrong))
         assert second.code() == grpc.StatusCode.FAILED_PRECONDITION
         assert "no attempts left" in (second.details() or "")
+        assert error_details(second).reason == "TOO_MANY_ATTEMPTS"
         ended = await gw.get("u1")
         assert (ended.state, ended.reason, ended.attempts_left) == (
             NOT_COMPLETED,
@@ -420,3 +444,83 @@ async def test_a_restarted_gateway_resumes_the_verification_with_the_same_reques
 
         await eventually(identified, what="identified after the restart")
         assert gw.registry.requests[0][1] == first_request_id
+
+
+# --- retries -----------------------------------------------------------------------------------
+
+
+async def test_a_retried_start_with_the_same_key_returns_the_first_identification(
+    gw: Harness,
+) -> None:
+    request = gateway_pb2.StartIdentificationRequest(
+        user_id="u1", phone_number=BEELINE, idempotency_key="k-1"
+    )
+    first = (await gw.stub.StartIdentification(request)).identification
+    again = (await gw.stub.StartIdentification(request)).identification
+    assert again.identification_id == first.identification_id
+    assert len(read_outbox(gw.outbox)) == 1  # no second one-time code
+    other = await gw.stub.StartIdentification(
+        gateway_pb2.StartIdentificationRequest(
+            user_id="u1", phone_number=BEELINE, idempotency_key="k-2"
+        )
+    )
+    assert other.identification.identification_id != first.identification_id
+
+
+async def test_the_same_key_with_another_number_is_refused_and_changes_nothing(
+    gw: Harness,
+) -> None:
+    first = await gw.stub.StartIdentification(
+        gateway_pb2.StartIdentificationRequest(
+            user_id="u1", phone_number=BEELINE, idempotency_key="k-1"
+        )
+    )
+    refused = await _status(
+        gw.stub.StartIdentification(
+            gateway_pb2.StartIdentificationRequest(
+                user_id="u1", phone_number=MEGAFON, idempotency_key="k-1"
+            )
+        )
+    )
+    assert refused.code() == grpc.StatusCode.INVALID_ARGUMENT
+    details = error_details(refused)
+    assert (details.reason, details.metadata["field"]) == (
+        "IDEMPOTENCY_KEY_REUSED",
+        "idempotency_key",
+    )
+    current = await gw.get("u1")
+    assert current.identification_id == first.identification.identification_id
+
+
+async def test_a_retried_confirm_after_success_returns_the_identification(gw: Harness) -> None:
+    started = await gw.start("u1", BEELINE)
+    code = outbox_code(gw.outbox, started.identification_id)
+    done = await gw.confirm(started.identification_id, code)
+    assert done.state == IDENTIFIED
+    again = await gw.confirm(started.identification_id, code)
+    assert (again.identification_id, again.state) == (done.identification_id, IDENTIFIED)
+
+
+async def test_confirm_with_max_wait_zero_returns_verifying_at_once(gw: Harness) -> None:
+    gw.registry.behaviour[BEELINE] = "hang"
+    started = await gw.start("u1", BEELINE)
+    reply = await gw.stub.ConfirmPossession(
+        gateway_pb2.ConfirmPossessionRequest(
+            identification_id=started.identification_id,
+            code=outbox_code(gw.outbox, started.identification_id),
+            max_wait=duration_pb2.Duration(seconds=0),
+        ),
+        timeout=30,
+    )
+    assert reply.identification.state == VERIFYING
+    refused = await _status(
+        gw.stub.ConfirmPossession(
+            gateway_pb2.ConfirmPossessionRequest(
+                identification_id=started.identification_id,
+                code="000000",
+                max_wait=duration_pb2.Duration(seconds=-1),
+            )
+        )
+    )
+    assert refused.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error_details(refused).metadata["field"] == "max_wait"

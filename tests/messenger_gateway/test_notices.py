@@ -23,11 +23,11 @@ from services.messenger_gateway.domain import Reason, State
 from services.messenger_gateway.notices import NoticeConsumer
 from services.messenger_gateway.service import GatewayService
 from services.messenger_gateway.store import GatewayStore
+from tests.eventually import eventually
 from tests.messenger_gateway.fakes import (
     CursorOutOfRange,
     FakeNotifier,
     RecordingSms,
-    eventually,
     identify,
     make_service,
     open_store,

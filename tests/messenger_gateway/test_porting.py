@@ -11,6 +11,7 @@ from typing import Any
 
 import grpc
 import pytest
+from idmesh.common.v1 import bulk_pb2
 from idmesh.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from idmesh.registry.v1 import registry_pb2
 
@@ -36,10 +37,7 @@ from services.messenger_gateway.domain import (
     Verdict,
 )
 from services.messenger_gateway.ported import (
-    PortedCsvError,
     PortedRowInput,
-    parse_ported_at,
-    read_ported_csv,
 )
 from services.messenger_gateway.routing import (
     NumberingPlan,
@@ -49,13 +47,13 @@ from services.messenger_gateway.routing import (
 )
 from services.messenger_gateway.service import GatewayService, GatewaySettings, PortedBatch
 from services.messenger_gateway.store import GatewayStore
+from tests.eventually import eventually
 from tests.messenger_gateway.fakes import (
     FAST_HASHER,
     FAST_RETRY,
     UNAVAILABLE,
     FakeClock,
     RecordingSms,
-    eventually,
     hang,
     open_store,
     start_registry,
@@ -500,63 +498,6 @@ async def test_row_errors_are_capped_but_all_counted(
     assert outcome.errors[-1].line == 1_001
 
 
-# --- the CSV file -------------------------------------------------------------------------------
-
-
-def csv_rows(text: str) -> list[Any]:
-    return list(read_ported_csv(text.splitlines(keepends=True)))
-
-
-def test_the_csv_reader_keeps_line_numbers_and_finds_what_it_can() -> None:
-    rows = csv_rows(
-        "\ufeffphone_number,recipient_operator_id,ported_at\n"
-        "+79035550101,megafon,2024-05-14\n"
-        "\n"
-        '"+7 903 555-01-02",mts,2024-06-01T09:30:00+03:00\n'
-        "+79035550103,megafon\n"
-        "+79035550104,megafon,14.05.2024\n"
-        "+79035550105,megafon,2024-05-14T10:00:00\n"
-        "+79035550106,megafon,\n"
-    )
-    assert [r.row.line for r in rows] == [2, 4, 5, 6, 7, 8]
-    first, second, short, dotted, naive, empty = rows
-    assert first.problem is None
-    assert first.row.ported_at == datetime(2024, 5, 14, tzinfo=UTC)
-    assert second.row.phone_number == "+7 903 555-01-02"
-    assert second.row.ported_at == datetime(2024, 6, 1, 6, 30, tzinfo=UTC)
-    assert short.problem is not None and "expected 3 fields" in short.problem
-    assert dotted.problem is not None and "not a date" in dotted.problem
-    assert naive.problem is not None and "time zone" in naive.problem
-    assert (empty.problem, empty.row.ported_at) == (None, None)  # the gateway says it is missing
-    for bad in (short, dotted, naive):
-        assert bad.row.ported_at is None  # so the gateway rejects it too
-
-
-@pytest.mark.parametrize(
-    ("text", "problem"),
-    [
-        ("", "empty"),
-        ("number,operator,date\n+79035550101,megafon,2024-05-14\n", "line 1: expected the header"),
-        ("\n\n+79035550101,megafon,2024-05-14\n", "line 3: expected the header"),
-    ],
-)
-def test_a_csv_without_the_header_is_refused(text: str, problem: str) -> None:
-    with pytest.raises(PortedCsvError, match=problem):
-        csv_rows(text)
-
-
-def test_the_sample_file_is_valid() -> None:
-    rows = csv_rows((REPO / "deploy" / "demo" / "ported-numbers.csv").read_text())
-    assert rows and all(r.problem is None for r in rows)
-
-
-def test_ported_at_accepts_dates_and_rfc3339() -> None:
-    assert parse_ported_at("2024-05-14") == datetime(2024, 5, 14, tzinfo=UTC)
-    assert parse_ported_at("2024-05-14T00:00:00Z") == datetime(2024, 5, 14, tzinfo=UTC)
-    with pytest.raises(InvalidInput):
-        parse_ported_at("2024-13-01")
-
-
 # --- "has the number changed hands?" ------------------------------------------------------------
 
 
@@ -711,21 +652,23 @@ async def test_import_and_resolve_over_grpc(gw: Harness, admin: Any) -> None:
             ported_at=to_timestamp(ported_at),
         )
 
-    async def stream(all_or_nothing: bool) -> AsyncIterator[gateway_pb2.ImportPortedNumbersRequest]:
+    async def stream(mode: int) -> AsyncIterator[gateway_pb2.ImportPortedNumbersRequest]:
         yield gateway_pb2.ImportPortedNumbersRequest(
-            all_or_nothing=all_or_nothing, rows=[pb_row(2, NUMBER, "megafon", now - DAY)]
+            mode=mode, rows=[pb_row(2, NUMBER, "megafon", now - DAY)]
         )
         yield gateway_pb2.ImportPortedNumbersRequest(
             rows=[pb_row(3, MTS_NUMBER, "mts", now - DAY), pb_row(4, "+7903", "megafon", None)]
         )
 
-    refused = await admin.ImportPortedNumbers(stream(True))
+    refused = await admin.ImportPortedNumbers(stream(bulk_pb2.IMPORT_MODE_UNSPECIFIED))
     assert (refused.imported, refused.rejected, refused.committed) == (0, 1, False)
     assert [(e.line, "phone_number" in e.message) for e in refused.errors] == [(4, True)]
     assert (await resolve(admin, NUMBER)).source == gateway_pb2.ROUTE_SOURCE_NUMBERING_PLAN
 
-    reply = await admin.ImportPortedNumbers(stream(False))
+    reply = await admin.ImportPortedNumbers(stream(bulk_pb2.IMPORT_MODE_VALID_ROWS))
     assert (reply.imported, reply.rejected, reply.committed) == (2, 1, True)
+    again = await admin.ImportPortedNumbers(stream(bulk_pb2.IMPORT_MODE_VALID_ROWS))
+    assert (again.imported, again.unchanged, again.rejected) == (0, 2, 1)  # same dates
     route = await resolve(admin, "8 903 555 01 01")
     assert (route.phone_number, route.operator_id, route.source, route.configured) == (
         NUMBER,
@@ -739,12 +682,10 @@ async def test_import_and_resolve_over_grpc(gw: Harness, admin: Any) -> None:
         gateway_pb2.ROUTE_SOURCE_PORTED_NUMBERS,
         False,
     )
-    done = await gw.confirm((await gw.start("u1", MTS_NUMBER)).identification_id)
-    assert (done.state, done.reason, done.operator_id) == (
-        gateway_pb2.IDENTIFICATION_STATE_NOT_COMPLETED,
-        gateway_pb2.REASON_NO_OPERATOR,
-        "mts",
-    )
+    with pytest.raises(grpc.aio.AioRpcError) as refused:  # mts is not configured: no SMS
+        await gw.start("u1", MTS_NUMBER)
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "served by mts" in (refused.value.details() or "")
 
 
 async def test_resolve_reports_plan_and_unknown_routes(admin: Any) -> None:
@@ -861,10 +802,16 @@ async def test_the_cli_imports_a_csv_in_batches_and_routes(
     assert "committed: False" in out and "line 3: ported_at" in out and "not a date" in out
 
     code, out = await run_cli(
-        ["gateway", "import-ported", *base, str(csv_file), "--batch-size", "2", "--json"], capsys
+        ["gateway", "import-ported", *base, str(csv_file), "--batch-size", "2"], capsys
     )
+    assert code == 1 and "committed: False" in out  # all or nothing is the default
+
+    valid_rows = [*base, str(csv_file), "--valid-rows", "--batch-size", "2", "--json"]
+    code, out = await run_cli(["gateway", "import-ported", *valid_rows], capsys)
     assert code == 1  # a row was rejected
-    assert '"imported": "2"' in out or '"imported": 2' in out
+    assert '"imported": 2' in out and '"unchanged": 0' in out
+    code, out = await run_cli(["gateway", "import-ported", *valid_rows], capsys)
+    assert '"imported": 0' in out and '"unchanged": 2' in out  # the reply's field
 
     code, out = await run_cli(["gateway", "route", *base, "-p", "+79035550103"], capsys)
     assert code == 0

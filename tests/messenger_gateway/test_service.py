@@ -16,7 +16,9 @@ from services.common.phone import InvalidPhoneNumber
 from services.messenger_gateway.domain import (
     CodeExpired,
     CodeHasher,
+    CountryNotAllowed,
     IdentificationNotFound,
+    NumberNotServed,
     OperatorAnswer,
     Reason,
     SameNumber,
@@ -28,6 +30,7 @@ from services.messenger_gateway.domain import (
     WrongState,
 )
 from services.messenger_gateway.store import GatewayStore
+from tests.eventually import eventually
 from tests.messenger_gateway.fakes import (
     BEELINE_PHONE,
     FAST_HASHER,
@@ -37,7 +40,6 @@ from tests.messenger_gateway.fakes import (
     FakeClock,
     FakeOperators,
     RecordingSms,
-    eventually,
     hang,
     identified,
     identify,
@@ -149,7 +151,7 @@ async def test_wrong_codes_use_up_attempts_then_end_the_identification(
     wrong = f"{(int(right) + 1) % 1_000_000:06d}"
     with pytest.raises(WrongCode, match="2 attempts left") as first:
         await service.confirm_possession(ident.identification_id, wrong, wait=1)
-    assert first.value.trailers == {"idmesh-attempts-left": "2"}
+    assert (first.value.reason, first.value.metadata) == ("WRONG_CODE", {"attempts_left": "2"})
     with pytest.raises(WrongCode, match="1 attempt left"):
         await service.confirm_possession(ident.identification_id, wrong, wait=1)
     with pytest.raises(WrongCode, match="no attempts left"):
@@ -227,18 +229,26 @@ async def test_operator_refusals_end_not_completed(
     assert done.identification_code is None
 
 
-async def test_an_unroutable_number_checks_possession_then_ends_no_operator(
+async def test_an_unroutable_number_is_refused_before_a_code_is_sent(
     store: GatewayStore,
 ) -> None:
     sms, operators = RecordingSms(), FakeOperators()
     service = make_service(store, sms=sms, operators=operators)
-    ident = await service.start_identification("user-1", UNROUTED_PHONE)
-    assert ident.operator_id == ""
-    done = await service.confirm_possession(
-        ident.identification_id, sms.code_for(ident.identification_id), wait=5
-    )
-    assert (done.state, done.reason) == (State.NOT_COMPLETED, Reason.NO_OPERATOR)
-    assert operators.calls == []
+    with pytest.raises(NumberNotServed):
+        await service.start_identification("user-1", UNROUTED_PHONE)
+    assert sms.sent == [] and operators.calls == []
+    assert await store.current("user-1") is None
+
+
+async def test_a_number_of_a_country_not_allowed_is_refused_before_a_code_is_sent(
+    store: GatewayStore,
+) -> None:
+    sms = RecordingSms()
+    service = make_service(store, sms=sms)
+    with pytest.raises(CountryNotAllowed) as e:
+        await service.start_identification("user-1", "+1 202 555 0123")
+    assert (e.value.reason, e.value.metadata["country"]) == ("COUNTRY_NOT_ALLOWED", "US")
+    assert sms.sent == []
 
 
 async def test_an_unavailable_operator_is_retried_with_the_same_request_id(
@@ -676,3 +686,26 @@ async def test_an_identified_answer_with_another_code_is_recorded_after_a_notice
     await service.apply_notice(foreign)
     await identify(service, sms, "user-1")
     assert (await service.check_access("user-1")).allowed
+
+
+async def test_concurrent_starts_with_one_key_start_one_identification(
+    store: GatewayStore,
+) -> None:
+    sms = RecordingSms()
+    service = make_service(store, sms=sms)
+    first, second = await asyncio.gather(
+        *(
+            service.start_identification("user-1", BEELINE_PHONE, idempotency_key="k")
+            for _ in range(2)
+        )
+    )
+    assert first.identification_id == second.identification_id
+    assert len(sms.sent) == 1
+    assert len(await store.history("user-1")) == 1
+
+
+@pytest.mark.parametrize("key", ["x" * 129, "bad\nkey", "   "])
+async def test_malformed_idempotency_keys_are_refused(store: GatewayStore, key: str) -> None:
+    with pytest.raises(InvalidInput, match="idempotency_key") as e:
+        await make_service(store).start_identification("user-1", BEELINE_PHONE, idempotency_key=key)
+    assert e.value.field == "idempotency_key"

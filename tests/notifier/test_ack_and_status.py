@@ -13,7 +13,8 @@ from idmesh.notifier.v1 import notifier_pb2
 from structlog.testing import capture_logs
 
 from services.common.timeutil import from_timestamp
-from tests.notifier.support import T0, Notifier, event, eventually, trailers
+from tests.eventually import eventually
+from tests.notifier.support import T0, Notifier, event, trailers
 
 
 async def ack(notifier: Notifier, up_to_seq: int, messenger_id: str = "alpha") -> int:
@@ -61,6 +62,7 @@ async def test_delivery_status_and_late_deliveries_follow_the_clock(notifier: No
     empty = await status(notifier)
     assert (empty.head_seq, empty.acked_seq, empty.floor_seq, empty.unacked_count) == (0, 0, 1, 0)
     assert not empty.HasField("oldest_unacked_published_at")
+    assert empty.delivery_limit.ToTimedelta() == notifier.config.delivery.sla_limit
 
     await notifier.publish(event(), event(), event())  # seq 1..3 published at T0
     clock.advance(timedelta(hours=25))

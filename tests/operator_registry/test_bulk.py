@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 import grpc
 import phonenumbers
 import pytest
+from idmesh.common.v1 import bulk_pb2
 from idmesh.registry.v1 import registry_pb2
 from phonenumbers import PhoneMetadata
 
@@ -387,7 +388,7 @@ def _pb_rows(rows: Sequence[RawRow]) -> list[registry_pb2.SubscriberRow]:
 
 
 async def _requests(
-    mode: registry_pb2.ImportMode, *batches: Sequence[RawRow]
+    mode: bulk_pb2.ImportMode, *batches: Sequence[RawRow]
 ) -> AsyncIterator[registry_pb2.ImportSubscribersRequest]:
     for rows in batches:
         yield registry_pb2.ImportSubscribersRequest(mode=mode, rows=_pb_rows(rows))
@@ -399,7 +400,7 @@ async def test_import_subscribers_over_grpc_streams_batches_and_reports_rows(
     rows = numbered(3000)
     rows[100] = row(102, "+74951234567", "C-land")
     reply = await rpc.admin().ImportSubscribers(
-        _requests(registry_pb2.IMPORT_MODE_VALID_ROWS, rows[:1000], rows[1000:2000], rows[2000:]),
+        _requests(bulk_pb2.IMPORT_MODE_VALID_ROWS, rows[:1000], rows[1000:2000], rows[2000:]),
         timeout=30,
     )
     assert (reply.imported, reply.rejected, reply.committed) == (2999, 1, True)
@@ -419,7 +420,7 @@ async def test_import_subscribers_is_for_this_operators_admin_only(
 ) -> None:
     failed = await status_of(
         rpc.admin(identity).ImportSubscribers(
-            _requests(registry_pb2.IMPORT_MODE_VALID_ROWS, numbered(10)), timeout=10
+            _requests(bulk_pb2.IMPORT_MODE_VALID_ROWS, numbered(10)), timeout=10
         )
     )
     assert failed.code() in {grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED}
@@ -429,8 +430,8 @@ async def test_import_subscribers_is_for_this_operators_admin_only(
 async def test_too_many_rows_in_one_message_is_invalid_argument(rpc: Client) -> None:
     failed = await status_of(
         rpc.admin().ImportSubscribers(
-            _requests(registry_pb2.IMPORT_MODE_ALL_OR_NOTHING, numbered(10_001)), timeout=30
+            _requests(bulk_pb2.IMPORT_MODE_ALL_OR_NOTHING, numbered(10_001)), timeout=30
         )
     )
     assert failed.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "at most 10000 rows per message" in (failed.details() or "")
+    assert "rows has 10001 items: at most 10000 rows are allowed" in (failed.details() or "")

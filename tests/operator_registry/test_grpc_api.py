@@ -351,3 +351,99 @@ async def test_verify_without_a_deadline_is_answered(client: Client) -> None:
         registry_pb2.VerifySubscriberRequest(request_id="no-deadline", phone_number=NUMBER)
     )
     assert reply.result == registry_pb2.VERIFICATION_RESULT_IDENTIFIED
+
+
+# --- TerminateContracts (bulk) -------------------------------------------------------------
+
+
+def _rows(*rows: tuple[int, str, int, str]) -> registry_pb2.TerminateContractsRequest:
+    return registry_pb2.TerminateContractsRequest(
+        rows=[
+            registry_pb2.TerminationRow(
+                line=line, phone_number=phone, reason=reason, recipient_operator_id=recipient
+            )
+            for line, phone, reason, recipient in rows
+        ]
+    )
+
+
+async def _stream(*requests: registry_pb2.TerminateContractsRequest) -> Any:
+    for request in requests:
+        yield request
+
+
+async def test_bulk_termination_ends_each_row_or_says_why_and_queues_the_notices(
+    client: Client, service: RegistryService
+) -> None:
+    admin = client.admin()
+    await verify(client, identity=ALPHA)
+    await verify(client, identity=BETA)
+    ported = "+79051112244"
+    await admin.CreateSubscriber(
+        registry_pb2.CreateSubscriberRequest(phone_number=ported, contract_id="BEE-2")
+    )
+    await verify(client, identity=ALPHA, number=ported)
+    unspecified = events_pb2.TERMINATION_REASON_UNSPECIFIED
+    ported_out = events_pb2.TERMINATION_REASON_PORTED_OUT
+    reply = await admin.TerminateContracts(
+        _stream(
+            _rows(
+                (2, NUMBER, unspecified, ""),  # ends: 2 notices
+                (3, "+79059999999", unspecified, ""),  # no contract
+                (4, NUMBER, unspecified, ""),  # ended by line 2 already
+            ),
+            _rows(
+                (5, "not a number", unspecified, ""),
+                (6, ported, ported_out, ""),  # a port-out needs the recipient
+                (7, ported, 99, ""),  # an unknown reason
+                (8, ported, ported_out, "megafon"),  # ends: 1 notice
+            ),
+        ),
+        timeout=10,
+    )
+    assert (reply.rows, reply.ended, reply.refused, reply.notices_queued) == (7, 2, 5, 3)
+    outcome = registry_pb2.TerminationOutcome
+    assert [(r.line, outcome.Name(r.outcome)) for r in reply.refusals] == [
+        (3, "TERMINATION_OUTCOME_NOT_FOUND"),
+        (4, "TERMINATION_OUTCOME_NOT_ACTIVE"),
+        (5, "TERMINATION_OUTCOME_INVALID"),
+        (6, "TERMINATION_OUTCOME_INVALID"),
+        (7, "TERMINATION_OUTCOME_INVALID"),
+    ]
+    assert "recipient_operator_id" in reply.refusals[3].message
+    assert await service.count_pending_notices() == 3
+    gone = await admin.GetSubscriber(registry_pb2.GetSubscriberRequest(phone_number=ported))
+    assert gone.subscriber.state == registry_pb2.CONTRACT_STATE_TERMINATED
+    assert gone.subscriber.recipient_operator_id == "megafon"
+
+    # the same rows again end nothing twice
+    again = await admin.TerminateContracts(
+        _stream(_rows((2, NUMBER, unspecified, ""), (8, ported, ported_out, "megafon"))),
+        timeout=10,
+    )
+    assert (again.ended, again.refused, again.notices_queued) == (0, 2, 0)
+    assert await service.count_pending_notices() == 3
+
+
+async def test_bulk_termination_refuses_an_oversized_batch_and_ends_nothing_of_it(
+    client: Client, service: RegistryService
+) -> None:
+    rows = [(n, NUMBER, 0, "") for n in range(2, 10_003)]  # 10,001 rows
+    error = await status_of(client.admin().TerminateContracts(_stream(_rows(*rows)), timeout=30))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "rows" in (error.details() or "")
+    reply = await client.admin().GetSubscriber(
+        registry_pb2.GetSubscriberRequest(phone_number=NUMBER)
+    )
+    assert reply.subscriber.state == registry_pb2.CONTRACT_STATE_ACTIVE
+
+
+async def test_bulk_termination_needs_the_operators_admin_identity(client: Client) -> None:
+    error = await status_of(
+        client.admin(ALPHA).TerminateContracts(_stream(_rows((2, NUMBER, 0, ""))), timeout=10)
+    )
+    assert error.code() == grpc.StatusCode.PERMISSION_DENIED
+    reply = await client.admin().GetSubscriber(
+        registry_pb2.GetSubscriberRequest(phone_number=NUMBER)
+    )
+    assert reply.subscriber.state == registry_pb2.CONTRACT_STATE_ACTIVE

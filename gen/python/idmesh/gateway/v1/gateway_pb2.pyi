@@ -1,6 +1,8 @@
 import datetime
 
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from idmesh.common.v1 import bulk_pb2 as _bulk_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -197,12 +199,14 @@ class Identification(_message.Message):
     def __init__(self, identification_id: _Optional[str] = ..., user_id: _Optional[str] = ..., phone_number: _Optional[str] = ..., state: _Optional[_Union[IdentificationState, str]] = ..., reason: _Optional[_Union[Reason, str]] = ..., operator_id: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., code_expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., verification_deadline: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., completed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., attempts_left: _Optional[int] = ...) -> None: ...
 
 class StartIdentificationRequest(_message.Message):
-    __slots__ = ("user_id", "phone_number")
+    __slots__ = ("user_id", "phone_number", "idempotency_key")
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     PHONE_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
     user_id: str
     phone_number: str
-    def __init__(self, user_id: _Optional[str] = ..., phone_number: _Optional[str] = ...) -> None: ...
+    idempotency_key: str
+    def __init__(self, user_id: _Optional[str] = ..., phone_number: _Optional[str] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
 
 class StartIdentificationResponse(_message.Message):
     __slots__ = ("identification",)
@@ -211,12 +215,14 @@ class StartIdentificationResponse(_message.Message):
     def __init__(self, identification: _Optional[_Union[Identification, _Mapping]] = ...) -> None: ...
 
 class ConfirmPossessionRequest(_message.Message):
-    __slots__ = ("identification_id", "code")
+    __slots__ = ("identification_id", "code", "max_wait")
     IDENTIFICATION_ID_FIELD_NUMBER: _ClassVar[int]
     CODE_FIELD_NUMBER: _ClassVar[int]
+    MAX_WAIT_FIELD_NUMBER: _ClassVar[int]
     identification_id: str
     code: str
-    def __init__(self, identification_id: _Optional[str] = ..., code: _Optional[str] = ...) -> None: ...
+    max_wait: _duration_pb2.Duration
+    def __init__(self, identification_id: _Optional[str] = ..., code: _Optional[str] = ..., max_wait: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class ConfirmPossessionResponse(_message.Message):
     __slots__ = ("identification",)
@@ -301,32 +307,26 @@ class PortedNumber(_message.Message):
     def __init__(self, line: _Optional[int] = ..., phone_number: _Optional[str] = ..., recipient_operator_id: _Optional[str] = ..., ported_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class ImportPortedNumbersRequest(_message.Message):
-    __slots__ = ("all_or_nothing", "rows")
-    ALL_OR_NOTHING_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("mode", "rows")
+    MODE_FIELD_NUMBER: _ClassVar[int]
     ROWS_FIELD_NUMBER: _ClassVar[int]
-    all_or_nothing: bool
+    mode: _bulk_pb2.ImportMode
     rows: _containers.RepeatedCompositeFieldContainer[PortedNumber]
-    def __init__(self, all_or_nothing: _Optional[bool] = ..., rows: _Optional[_Iterable[_Union[PortedNumber, _Mapping]]] = ...) -> None: ...
-
-class RowError(_message.Message):
-    __slots__ = ("line", "message")
-    LINE_FIELD_NUMBER: _ClassVar[int]
-    MESSAGE_FIELD_NUMBER: _ClassVar[int]
-    line: int
-    message: str
-    def __init__(self, line: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
+    def __init__(self, mode: _Optional[_Union[_bulk_pb2.ImportMode, str]] = ..., rows: _Optional[_Iterable[_Union[PortedNumber, _Mapping]]] = ...) -> None: ...
 
 class ImportPortedNumbersResponse(_message.Message):
-    __slots__ = ("imported", "rejected", "errors", "committed")
+    __slots__ = ("imported", "rejected", "errors", "committed", "unchanged")
     IMPORTED_FIELD_NUMBER: _ClassVar[int]
     REJECTED_FIELD_NUMBER: _ClassVar[int]
     ERRORS_FIELD_NUMBER: _ClassVar[int]
     COMMITTED_FIELD_NUMBER: _ClassVar[int]
+    UNCHANGED_FIELD_NUMBER: _ClassVar[int]
     imported: int
     rejected: int
-    errors: _containers.RepeatedCompositeFieldContainer[RowError]
+    errors: _containers.RepeatedCompositeFieldContainer[_bulk_pb2.RowError]
     committed: bool
-    def __init__(self, imported: _Optional[int] = ..., rejected: _Optional[int] = ..., errors: _Optional[_Iterable[_Union[RowError, _Mapping]]] = ..., committed: _Optional[bool] = ...) -> None: ...
+    unchanged: int
+    def __init__(self, imported: _Optional[int] = ..., rejected: _Optional[int] = ..., errors: _Optional[_Iterable[_Union[_bulk_pb2.RowError, _Mapping]]] = ..., committed: _Optional[bool] = ..., unchanged: _Optional[int] = ...) -> None: ...
 
 class ResolveOperatorRequest(_message.Message):
     __slots__ = ("phone_number",)

@@ -29,6 +29,14 @@ class GatewayServiceStub:
     """GatewayService runs the identification of the messenger's users through their mobile
     operators (Decree 1279/1801): possession of the number by a one-time code, then the
     operator's verification within the window (20 minutes by default).
+    Every RPC of this service may also return UNAUTHENTICATED (UNAUTHENTICATED: the caller's identity
+    is missing or malformed), PERMISSION_DENIED (CALLER_NOT_ALLOWED: the caller's identity may not
+    call it), INVALID_ARGUMENT (FIELD_TOO_LONG: a field over its documented maximum size),
+    RESOURCE_EXHAUSTED (OVERLOADED: the service is at its limit of calls in flight; RetryInfo),
+    UNAVAILABLE (the service is starting, stopping or unreachable), DEADLINE_EXCEEDED and CANCELLED
+    (the caller's deadline or cancellation), UNIMPLEMENTED (a server without the method) and INTERNAL
+    (INTERNAL: a bug; quote the request id). Every refusal carries a google.rpc.ErrorInfo with the
+    reason in parentheses (idmesh.common.v1.ErrorReason).
     """
 
     def __init__(self, channel):
@@ -108,6 +116,14 @@ class GatewayServiceServicer:
     """GatewayService runs the identification of the messenger's users through their mobile
     operators (Decree 1279/1801): possession of the number by a one-time code, then the
     operator's verification within the window (20 minutes by default).
+    Every RPC of this service may also return UNAUTHENTICATED (UNAUTHENTICATED: the caller's identity
+    is missing or malformed), PERMISSION_DENIED (CALLER_NOT_ALLOWED: the caller's identity may not
+    call it), INVALID_ARGUMENT (FIELD_TOO_LONG: a field over its documented maximum size),
+    RESOURCE_EXHAUSTED (OVERLOADED: the service is at its limit of calls in flight; RetryInfo),
+    UNAVAILABLE (the service is starting, stopping or unreachable), DEADLINE_EXCEEDED and CANCELLED
+    (the caller's deadline or cancellation), UNIMPLEMENTED (a server without the method) and INTERNAL
+    (INTERNAL: a bug; quote the request id). Every refusal carries a google.rpc.ErrorInfo with the
+    reason in parentheses (idmesh.common.v1.ErrorReason).
     """
 
     def StartIdentification(self, request, context):
@@ -115,6 +131,13 @@ class GatewayServiceServicer:
         finds the operator that serves it and sends a one-time code to the number. Any earlier
         identification of the user is replaced (a user who changes number loses the old
         identification at once). INVALID_ARGUMENT names what is wrong with the number.
+        Errors: INVALID_ARGUMENT (INVALID_FIELD: user_id or idempotency_key; INVALID_PHONE_NUMBER: not
+        a valid mobile number, or trailing garbage; COUNTRY_NOT_ALLOWED: a number outside
+        IDMESH_ALLOWED_COUNTRIES; IDEMPOTENCY_KEY_REUSED: the key was used for another number),
+        FAILED_PRECONDITION (NUMBER_NOT_SERVED: no configured operator serves the number),
+        RESOURCE_EXHAUSTED (RATE_LIMITED: too many codes for this number or user; RetryInfo),
+        UNAVAILABLE (SMS_NOT_SENT: the code could not be sent). No code is sent on any refusal but
+        SMS_NOT_SENT.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -126,6 +149,10 @@ class GatewayServiceServicer:
         caller's deadline, else the VERIFYING identification (poll GetIdentification). A wrong code
         is FAILED_PRECONDITION with the attempts left; when none are left, or the code has expired,
         the identification is NOT_COMPLETED.
+        Errors: INVALID_ARGUMENT (INVALID_FIELD: identification_id empty, code not 6 digits, max_wait
+        negative), NOT_FOUND (IDENTIFICATION_NOT_FOUND), FAILED_PRECONDITION (WRONG_CODE with metadata
+        attempts_left; TOO_MANY_ATTEMPTS and CODE_EXPIRED: the identification is now NOT_COMPLETED;
+        WRONG_STATE: it ended before the code was accepted).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -134,6 +161,7 @@ class GatewayServiceServicer:
     def GetIdentification(self, request, context):
         """GetIdentification returns the user's current identification. NOT_FOUND if the user never
         started one.
+        Errors: INVALID_ARGUMENT (INVALID_FIELD: user_id), NOT_FOUND (IDENTIFICATION_NOT_FOUND).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -141,6 +169,8 @@ class GatewayServiceServicer:
 
     def CheckAccess(self, request, context):
         """CheckAccess says whether the user may send messages: only an IDENTIFIED user may.
+        Errors: INVALID_ARGUMENT (INVALID_FIELD: user_id). A user without an identification is not an
+        error: allowed is false.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -151,6 +181,9 @@ class GatewayServiceServicer:
         identification ends at once (the user may no longer send) and a new identification for the
         new number starts, AWAITING_CODE. NOT_FOUND if the user has no identification;
         INVALID_ARGUMENT if the new number is unusable or the same as the current one.
+        Errors: INVALID_ARGUMENT (INVALID_FIELD, INVALID_PHONE_NUMBER, COUNTRY_NOT_ALLOWED as for
+        StartIdentification; SAME_NUMBER), NOT_FOUND (IDENTIFICATION_NOT_FOUND), FAILED_PRECONDITION
+        (NUMBER_NOT_SERVED), RESOURCE_EXHAUSTED (RATE_LIMITED; RetryInfo), UNAVAILABLE (SMS_NOT_SENT).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -161,6 +194,9 @@ class GatewayServiceServicer:
         has changed hands since the user's identification (for dormant accounts). NOT_FOUND if the
         user has no identification; FAILED_PRECONDITION if it was never IDENTIFIED; UNAVAILABLE if
         the operator cannot be reached.
+        Errors: INVALID_ARGUMENT (INVALID_FIELD: user_id), NOT_FOUND (IDENTIFICATION_NOT_FOUND),
+        FAILED_PRECONDITION (NEVER_IDENTIFIED; AGREEMENT_MISSING: the operator refused this messenger),
+        UNAVAILABLE (OPERATOR_UNREACHABLE).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -173,6 +209,8 @@ class GatewayServiceServicer:
         SetSenderRule sets user_id's rule for one sender: ACCEPTED, REFUSED, or NONE (remove the
         rule). NOT_FOUND if user_id has no identification at this gateway; INVALID_ARGUMENT names
         a bad field.
+        Errors: INVALID_ARGUMENT (INVALID_FIELD: user_id, sender_id or rule), NOT_FOUND
+        (IDENTIFICATION_NOT_FOUND: user_id has no identification at this gateway).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -181,6 +219,8 @@ class GatewayServiceServicer:
     def SetUnacceptedSenderPolicy(self, request, context):
         """SetUnacceptedSenderPolicy sets what user_id wants done with personal messages from senders
         it has not accepted: ALLOW, REFUSE, or DEFAULT (the gateway's default). NOT_FOUND as above.
+        Errors: INVALID_ARGUMENT (INVALID_FIELD: user_id or policy), NOT_FOUND
+        (IDENTIFICATION_NOT_FOUND: user_id has no identification at this gateway).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -190,6 +230,8 @@ class GatewayServiceServicer:
         """SetAutomatedConsent grants or revokes user_id's consent to automated messages from one
         automated sender; the time of the last grant and of the last revocation are kept.
         NOT_FOUND as above.
+        Errors: INVALID_ARGUMENT (INVALID_FIELD: user_id, sender_id or consent), NOT_FOUND
+        (IDENTIFICATION_NOT_FOUND: user_id has no identification at this gateway).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -197,6 +239,8 @@ class GatewayServiceServicer:
 
     def ListPreferences(self, request, context):
         """ListPreferences returns user_id's preferences. NOT_FOUND as above.
+        Errors: INVALID_ARGUMENT (INVALID_FIELD: user_id), NOT_FOUND (IDENTIFICATION_NOT_FOUND:
+        user_id has no identification at this gateway).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -206,6 +250,8 @@ class GatewayServiceServicer:
         """CheckDelivery says whether a message of the given kind may go from sender_id to
         recipient_id, or the reason it may not (README, "Delivery policy", has the precedence).
         Answered from memory. INVALID_ARGUMENT names a bad field.
+        Errors: INVALID_ARGUMENT (INVALID_FIELD: sender_id, recipient_id or kind), OUT_OF_RANGE
+        (POLICY_VERSION_OUT_OF_RANGE: min_version beyond the log's head).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -214,6 +260,8 @@ class GatewayServiceServicer:
     def CheckDeliveryBatch(self, request, context):
         """CheckDeliveryBatch decides up to 10,000 pairs in one call, all at one policy version, in
         the order given. One invalid pair refuses the whole call (INVALID_ARGUMENT naming it).
+        Errors: INVALID_ARGUMENT (INVALID_FIELD: pairs[i].sender_id, pairs[i].recipient_id or
+        pairs[i].kind), OUT_OF_RANGE (POLICY_VERSION_OUT_OF_RANGE: min_version beyond the log's head).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -225,6 +273,7 @@ class GatewayServiceServicer:
         are made on any replica, for a front end's cache. The first message, and every message
         of an idle stream (every 10 s), is a progress mark (no changes). OUT_OF_RANGE when the log
         (kept 7 days by default) no longer reaches back to after_version.
+        Errors: OUT_OF_RANGE (POLICY_VERSION_OUT_OF_RANGE: after_version was pruned).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -310,6 +359,14 @@ class GatewayService:
     """GatewayService runs the identification of the messenger's users through their mobile
     operators (Decree 1279/1801): possession of the number by a one-time code, then the
     operator's verification within the window (20 minutes by default).
+    Every RPC of this service may also return UNAUTHENTICATED (UNAUTHENTICATED: the caller's identity
+    is missing or malformed), PERMISSION_DENIED (CALLER_NOT_ALLOWED: the caller's identity may not
+    call it), INVALID_ARGUMENT (FIELD_TOO_LONG: a field over its documented maximum size),
+    RESOURCE_EXHAUSTED (OVERLOADED: the service is at its limit of calls in flight; RetryInfo),
+    UNAVAILABLE (the service is starting, stopping or unreachable), DEADLINE_EXCEEDED and CANCELLED
+    (the caller's deadline or cancellation), UNIMPLEMENTED (a server without the method) and INTERNAL
+    (INTERNAL: a bug; quote the request id). Every refusal carries a google.rpc.ErrorInfo with the
+    reason in parentheses (idmesh.common.v1.ErrorReason).
     """
 
     @staticmethod
@@ -666,6 +723,14 @@ class GatewayService:
 
 class GatewayAdminServiceStub:
     """GatewayAdminService is for the messenger's operations staff.
+    Every RPC of this service may also return UNAUTHENTICATED (UNAUTHENTICATED: the caller's identity
+    is missing or malformed), PERMISSION_DENIED (CALLER_NOT_ALLOWED: the caller's identity may not
+    call it), INVALID_ARGUMENT (FIELD_TOO_LONG: a field over its documented maximum size),
+    RESOURCE_EXHAUSTED (OVERLOADED: the service is at its limit of calls in flight; RetryInfo),
+    UNAVAILABLE (the service is starting, stopping or unreachable), DEADLINE_EXCEEDED and CANCELLED
+    (the caller's deadline or cancellation), UNIMPLEMENTED (a server without the method) and INTERNAL
+    (INTERNAL: a bug; quote the request id). Every refusal carries a google.rpc.ErrorInfo with the
+    reason in parentheses (idmesh.common.v1.ErrorReason).
     """
 
     def __init__(self, channel):
@@ -713,13 +778,24 @@ class GatewayAdminServiceStub:
 
 class GatewayAdminServiceServicer:
     """GatewayAdminService is for the messenger's operations staff.
+    Every RPC of this service may also return UNAUTHENTICATED (UNAUTHENTICATED: the caller's identity
+    is missing or malformed), PERMISSION_DENIED (CALLER_NOT_ALLOWED: the caller's identity may not
+    call it), INVALID_ARGUMENT (FIELD_TOO_LONG: a field over its documented maximum size),
+    RESOURCE_EXHAUSTED (OVERLOADED: the service is at its limit of calls in flight; RetryInfo),
+    UNAVAILABLE (the service is starting, stopping or unreachable), DEADLINE_EXCEEDED and CANCELLED
+    (the caller's deadline or cancellation), UNIMPLEMENTED (a server without the method) and INTERNAL
+    (INTERNAL: a bug; quote the request id). Every refusal carries a google.rpc.ErrorInfo with the
+    reason in parentheses (idmesh.common.v1.ErrorReason).
     """
 
     def ImportPortedNumbers(self, request_iterator, context):
         """ImportPortedNumbers loads the messenger's copy of the central database of ported numbers
         (number, recipient operator, porting date). A number already present is replaced when the
-        new porting date is later. Invalid rows are reported by line; with all_or_nothing set, one
-        invalid row commits nothing.
+        new porting date is later (else the row counts as unchanged). Invalid rows are reported by
+        line; in IMPORT_MODE_ALL_OR_NOTHING (the default) one invalid row commits nothing, in
+        IMPORT_MODE_VALID_ROWS the valid rows commit.
+        Errors: INVALID_ARGUMENT (INVALID_FIELD: an unknown mode, or more rows in a message than
+        allowed; nothing is imported). Invalid rows are not errors: the reply reports them.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -727,6 +803,7 @@ class GatewayAdminServiceServicer:
 
     def ResolveOperator(self, request, context):
         """ResolveOperator says which operator the gateway would ask about a number, and why.
+        Errors: INVALID_ARGUMENT (INVALID_PHONE_NUMBER).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -739,6 +816,9 @@ class GatewayAdminServiceServicer:
         id or phone number), in force at once unless hold is set. Every order and change is in
         the append-only audit trail. Recording the same order again returns it unchanged;
         another order under the same order_id is ALREADY_EXISTS.
+        Errors: INVALID_ARGUMENT (INVALID_FIELD: order_id, the target, scope or received_at;
+        INVALID_PHONE_NUMBER: phone_number), ALREADY_EXISTS (RESTRICTION_ORDER_CONFLICT: another
+        order under order_id).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -747,6 +827,8 @@ class GatewayAdminServiceServicer:
     def EnforceRestrictionOrder(self, request, context):
         """EnforceRestrictionOrder puts a held (RECEIVED) order in force. NOT_FOUND; FAILED_PRECONDITION
         if it is not RECEIVED.
+        Errors: INVALID_ARGUMENT (INVALID_FIELD: order_id), NOT_FOUND (RESTRICTION_ORDER_NOT_FOUND),
+        FAILED_PRECONDITION (WRONG_STATE: the order is not RECEIVED).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -755,6 +837,8 @@ class GatewayAdminServiceServicer:
     def LiftRestrictionOrder(self, request, context):
         """LiftRestrictionOrder lifts an order (RECEIVED or IN_FORCE). NOT_FOUND; FAILED_PRECONDITION
         if it was lifted already.
+        Errors: INVALID_ARGUMENT (INVALID_FIELD: order_id or reason), NOT_FOUND
+        (RESTRICTION_ORDER_NOT_FOUND), FAILED_PRECONDITION (WRONG_STATE: lifted already).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -762,6 +846,7 @@ class GatewayAdminServiceServicer:
 
     def ListRestrictionOrders(self, request, context):
         """ListRestrictionOrders lists orders, newest first, optionally in one state.
+        Errors: INVALID_ARGUMENT (INVALID_FIELD: state or limit).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -769,6 +854,7 @@ class GatewayAdminServiceServicer:
 
     def ListRestrictionAudit(self, request, context):
         """ListRestrictionAudit lists the audit trail of orders, oldest first.
+        Errors: INVALID_ARGUMENT (INVALID_FIELD: order_id or limit).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -822,6 +908,14 @@ def add_GatewayAdminServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class GatewayAdminService:
     """GatewayAdminService is for the messenger's operations staff.
+    Every RPC of this service may also return UNAUTHENTICATED (UNAUTHENTICATED: the caller's identity
+    is missing or malformed), PERMISSION_DENIED (CALLER_NOT_ALLOWED: the caller's identity may not
+    call it), INVALID_ARGUMENT (FIELD_TOO_LONG: a field over its documented maximum size),
+    RESOURCE_EXHAUSTED (OVERLOADED: the service is at its limit of calls in flight; RetryInfo),
+    UNAVAILABLE (the service is starting, stopping or unreachable), DEADLINE_EXCEEDED and CANCELLED
+    (the caller's deadline or cancellation), UNIMPLEMENTED (a server without the method) and INTERNAL
+    (INTERNAL: a bug; quote the request id). Every refusal carries a google.rpc.ErrorInfo with the
+    reason in parentheses (idmesh.common.v1.ErrorReason).
     """
 
     @staticmethod

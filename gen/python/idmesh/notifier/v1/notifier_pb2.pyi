@@ -78,7 +78,7 @@ class GetDeliveryStatusRequest(_message.Message):
     def __init__(self, messenger_id: _Optional[str] = ...) -> None: ...
 
 class GetDeliveryStatusResponse(_message.Message):
-    __slots__ = ("head_seq", "acked_seq", "floor_seq", "unacked_count", "oldest_unacked_age", "late_deliveries", "oldest_unacked_published_at")
+    __slots__ = ("head_seq", "acked_seq", "floor_seq", "unacked_count", "oldest_unacked_age", "late_deliveries", "oldest_unacked_published_at", "delivery_limit")
     HEAD_SEQ_FIELD_NUMBER: _ClassVar[int]
     ACKED_SEQ_FIELD_NUMBER: _ClassVar[int]
     FLOOR_SEQ_FIELD_NUMBER: _ClassVar[int]
@@ -86,6 +86,7 @@ class GetDeliveryStatusResponse(_message.Message):
     OLDEST_UNACKED_AGE_FIELD_NUMBER: _ClassVar[int]
     LATE_DELIVERIES_FIELD_NUMBER: _ClassVar[int]
     OLDEST_UNACKED_PUBLISHED_AT_FIELD_NUMBER: _ClassVar[int]
+    DELIVERY_LIMIT_FIELD_NUMBER: _ClassVar[int]
     head_seq: int
     acked_seq: int
     floor_seq: int
@@ -93,4 +94,5 @@ class GetDeliveryStatusResponse(_message.Message):
     oldest_unacked_age: _duration_pb2.Duration
     late_deliveries: int
     oldest_unacked_published_at: _timestamp_pb2.Timestamp
-    def __init__(self, head_seq: _Optional[int] = ..., acked_seq: _Optional[int] = ..., floor_seq: _Optional[int] = ..., unacked_count: _Optional[int] = ..., oldest_unacked_age: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., late_deliveries: _Optional[int] = ..., oldest_unacked_published_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    delivery_limit: _duration_pb2.Duration
+    def __init__(self, head_seq: _Optional[int] = ..., acked_seq: _Optional[int] = ..., floor_seq: _Optional[int] = ..., unacked_count: _Optional[int] = ..., oldest_unacked_age: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., late_deliveries: _Optional[int] = ..., oldest_unacked_published_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., delivery_limit: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...

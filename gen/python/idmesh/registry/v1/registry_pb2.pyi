@@ -1,6 +1,7 @@
 import datetime
 
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from idmesh.common.v1 import bulk_pb2 as _bulk_pb2
 from idmesh.events.v1 import events_pb2 as _events_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -24,12 +25,6 @@ class ReassignmentStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     REASSIGNMENT_STATUS_NOT_REASSIGNED: _ClassVar[ReassignmentStatus]
     REASSIGNMENT_STATUS_NO_DATA: _ClassVar[ReassignmentStatus]
 
-class ImportMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
-    __slots__ = ()
-    IMPORT_MODE_UNSPECIFIED: _ClassVar[ImportMode]
-    IMPORT_MODE_ALL_OR_NOTHING: _ClassVar[ImportMode]
-    IMPORT_MODE_VALID_ROWS: _ClassVar[ImportMode]
-
 class ContractState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     CONTRACT_STATE_UNSPECIFIED: _ClassVar[ContractState]
@@ -41,6 +36,14 @@ class AgreementState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     AGREEMENT_STATE_UNSPECIFIED: _ClassVar[AgreementState]
     AGREEMENT_STATE_ACTIVE: _ClassVar[AgreementState]
     AGREEMENT_STATE_SUSPENDED: _ClassVar[AgreementState]
+
+class TerminationOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TERMINATION_OUTCOME_UNSPECIFIED: _ClassVar[TerminationOutcome]
+    TERMINATION_OUTCOME_ENDED: _ClassVar[TerminationOutcome]
+    TERMINATION_OUTCOME_NOT_FOUND: _ClassVar[TerminationOutcome]
+    TERMINATION_OUTCOME_NOT_ACTIVE: _ClassVar[TerminationOutcome]
+    TERMINATION_OUTCOME_INVALID: _ClassVar[TerminationOutcome]
 VERIFICATION_RESULT_UNSPECIFIED: VerificationResult
 VERIFICATION_RESULT_IDENTIFIED: VerificationResult
 VERIFICATION_RESULT_NO_SUBSCRIBER: VerificationResult
@@ -48,15 +51,17 @@ REASSIGNMENT_STATUS_UNSPECIFIED: ReassignmentStatus
 REASSIGNMENT_STATUS_REASSIGNED: ReassignmentStatus
 REASSIGNMENT_STATUS_NOT_REASSIGNED: ReassignmentStatus
 REASSIGNMENT_STATUS_NO_DATA: ReassignmentStatus
-IMPORT_MODE_UNSPECIFIED: ImportMode
-IMPORT_MODE_ALL_OR_NOTHING: ImportMode
-IMPORT_MODE_VALID_ROWS: ImportMode
 CONTRACT_STATE_UNSPECIFIED: ContractState
 CONTRACT_STATE_ACTIVE: ContractState
 CONTRACT_STATE_TERMINATED: ContractState
 AGREEMENT_STATE_UNSPECIFIED: AgreementState
 AGREEMENT_STATE_ACTIVE: AgreementState
 AGREEMENT_STATE_SUSPENDED: AgreementState
+TERMINATION_OUTCOME_UNSPECIFIED: TerminationOutcome
+TERMINATION_OUTCOME_ENDED: TerminationOutcome
+TERMINATION_OUTCOME_NOT_FOUND: TerminationOutcome
+TERMINATION_OUTCOME_NOT_ACTIVE: TerminationOutcome
+TERMINATION_OUTCOME_INVALID: TerminationOutcome
 
 class VerifySubscriberRequest(_message.Message):
     __slots__ = ("request_id", "phone_number")
@@ -250,17 +255,9 @@ class ImportSubscribersRequest(_message.Message):
     __slots__ = ("mode", "rows")
     MODE_FIELD_NUMBER: _ClassVar[int]
     ROWS_FIELD_NUMBER: _ClassVar[int]
-    mode: ImportMode
+    mode: _bulk_pb2.ImportMode
     rows: _containers.RepeatedCompositeFieldContainer[SubscriberRow]
-    def __init__(self, mode: _Optional[_Union[ImportMode, str]] = ..., rows: _Optional[_Iterable[_Union[SubscriberRow, _Mapping]]] = ...) -> None: ...
-
-class RowError(_message.Message):
-    __slots__ = ("line", "message")
-    LINE_FIELD_NUMBER: _ClassVar[int]
-    MESSAGE_FIELD_NUMBER: _ClassVar[int]
-    line: int
-    message: str
-    def __init__(self, line: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
+    def __init__(self, mode: _Optional[_Union[_bulk_pb2.ImportMode, str]] = ..., rows: _Optional[_Iterable[_Union[SubscriberRow, _Mapping]]] = ...) -> None: ...
 
 class ImportSubscribersResponse(_message.Message):
     __slots__ = ("imported", "rejected", "errors", "committed")
@@ -270,9 +267,9 @@ class ImportSubscribersResponse(_message.Message):
     COMMITTED_FIELD_NUMBER: _ClassVar[int]
     imported: int
     rejected: int
-    errors: _containers.RepeatedCompositeFieldContainer[RowError]
+    errors: _containers.RepeatedCompositeFieldContainer[_bulk_pb2.RowError]
     committed: bool
-    def __init__(self, imported: _Optional[int] = ..., rejected: _Optional[int] = ..., errors: _Optional[_Iterable[_Union[RowError, _Mapping]]] = ..., committed: _Optional[bool] = ...) -> None: ...
+    def __init__(self, imported: _Optional[int] = ..., rejected: _Optional[int] = ..., errors: _Optional[_Iterable[_Union[_bulk_pb2.RowError, _Mapping]]] = ..., committed: _Optional[bool] = ...) -> None: ...
 
 class AuditRecord(_message.Message):
     __slots__ = ("recorded_at", "messenger_id", "masked_phone_number", "request_id", "outcome")
@@ -311,3 +308,45 @@ class ListAuditRecordsResponse(_message.Message):
     records: _containers.RepeatedCompositeFieldContainer[AuditRecord]
     next_page_token: str
     def __init__(self, records: _Optional[_Iterable[_Union[AuditRecord, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class TerminationRow(_message.Message):
+    __slots__ = ("line", "phone_number", "reason", "recipient_operator_id")
+    LINE_FIELD_NUMBER: _ClassVar[int]
+    PHONE_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    RECIPIENT_OPERATOR_ID_FIELD_NUMBER: _ClassVar[int]
+    line: int
+    phone_number: str
+    reason: _events_pb2.TerminationReason
+    recipient_operator_id: str
+    def __init__(self, line: _Optional[int] = ..., phone_number: _Optional[str] = ..., reason: _Optional[_Union[_events_pb2.TerminationReason, str]] = ..., recipient_operator_id: _Optional[str] = ...) -> None: ...
+
+class TerminateContractsRequest(_message.Message):
+    __slots__ = ("rows",)
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    rows: _containers.RepeatedCompositeFieldContainer[TerminationRow]
+    def __init__(self, rows: _Optional[_Iterable[_Union[TerminationRow, _Mapping]]] = ...) -> None: ...
+
+class TerminationRefusal(_message.Message):
+    __slots__ = ("line", "outcome", "message")
+    LINE_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    line: int
+    outcome: TerminationOutcome
+    message: str
+    def __init__(self, line: _Optional[int] = ..., outcome: _Optional[_Union[TerminationOutcome, str]] = ..., message: _Optional[str] = ...) -> None: ...
+
+class TerminateContractsResponse(_message.Message):
+    __slots__ = ("rows", "ended", "refused", "notices_queued", "refusals")
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    ENDED_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_FIELD_NUMBER: _ClassVar[int]
+    NOTICES_QUEUED_FIELD_NUMBER: _ClassVar[int]
+    REFUSALS_FIELD_NUMBER: _ClassVar[int]
+    rows: int
+    ended: int
+    refused: int
+    notices_queued: int
+    refusals: _containers.RepeatedCompositeFieldContainer[TerminationRefusal]
+    def __init__(self, rows: _Optional[int] = ..., ended: _Optional[int] = ..., refused: _Optional[int] = ..., notices_queued: _Optional[int] = ..., refusals: _Optional[_Iterable[_Union[TerminationRefusal, _Mapping]]] = ...) -> None: ...
