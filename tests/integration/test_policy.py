@@ -5,7 +5,6 @@ message, on the process that took the change at once and on the other within its
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -14,6 +13,7 @@ from idmesh.gateway.v1 import gateway_pb2
 from idmesh.registry.v1 import registry_pb2
 
 from services.cli.mesh import Mesh, MeshSpec, MessengerSpec, demo_spec
+from tests.eventually import eventually
 from tests.integration.mesh_client import MeshClient, mesh_client
 from tests.integration.test_identification import new_subscriber, user
 
@@ -68,14 +68,14 @@ async def reason(
 async def until_reason(
     client: MeshClient, replica: str, sender: str, recipient: str, expected: int, timeout: float
 ) -> None:
-    deadline = time.monotonic() + timeout
-    while (got := await reason(client, replica, sender, recipient)) != expected:
-        if time.monotonic() > deadline:
-            raise AssertionError(
-                f"gateway-alpha{replica}: {PB.DeliveryReason.Name(got)} after {timeout}s, "
-                f"expected {PB.DeliveryReason.Name(expected)}"
-            )
-        await asyncio.sleep(0.05)
+    async def reached() -> bool:
+        return await reason(client, replica, sender, recipient) == expected
+
+    await eventually(
+        reached,
+        within=timeout,
+        what=f"gateway-alpha{replica} to answer {PB.DeliveryReason.Name(expected)}",
+    )
 
 
 async def test_a_revoked_identification_stops_the_next_message(client: MeshClient) -> None:

@@ -36,15 +36,16 @@ from services.messenger_gateway.policy_service import PolicyService, PolicySetti
 from services.messenger_gateway.policy_store import PolicyStore
 from services.messenger_gateway.service import GatewayService
 from services.messenger_gateway.store import MIGRATIONS, GatewayStore
+from tests.eventually import eventually
 from tests.messenger_gateway.fakes import (
     FakeClock,
     RecordingSms,
-    eventually,
     identify,
     make_service,
 )
 
 PHONES = {"s": "+79031230001", "r": "+79031230002", "t": "+79031230003"}
+NEWCOMER_PHONE = "+79031230009"
 PERSONAL, AUTOMATED = MessageKind.PERSONAL, MessageKind.AUTOMATED
 ADMIN = "spiffe://idmesh.local/messenger/alpha/admin"
 
@@ -72,7 +73,7 @@ async def open_replica(path: Path, clock: FakeClock, **settings: object) -> Repl
         GatewayStore(db),
         sms=sms,
         clock=clock,
-        routes=dict.fromkeys(PHONES.values(), "beeline"),
+        routes=dict.fromkeys([*PHONES.values(), NEWCOMER_PHONE], "beeline"),
         on_identification_change=policy.on_identification_change,
     )
     return Replica(db, service, policy, sms)
@@ -176,7 +177,7 @@ async def test_a_revocation_by_notice_stops_the_next_message(gw: Replica) -> Non
 
 async def test_a_user_who_starts_identifying_is_a_known_recipient_at_once(gw: Replica) -> None:
     assert decide(gw, "s", "newcomer") == "RECIPIENT_UNKNOWN"
-    await gw.service.start_identification("newcomer", "+79031230009")
+    await gw.service.start_identification("newcomer", NEWCOMER_PHONE)
     assert decide(gw, "s", "newcomer") == "ALLOWED"
     assert decide(gw, "newcomer", "s") == "SENDER_NOT_IDENTIFIED"
 
