@@ -13,7 +13,7 @@ import math
 import random
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -257,6 +257,46 @@ async def identification(ctx: Context) -> dict[str, Any]:
     return {"status": "ok", "unit": "identifications/s", "levels": levels}
 
 
+async def compare_at_levels(
+    ctx: Context,
+    *,
+    label: str,
+    levels: Sequence[int],
+    seconds: float,
+    ops: Mapping[str, Callable[[int], Any]],
+    names: Mapping[str, Sequence[str]],
+) -> list[dict[str, Any]]:
+    """For each concurrency level, a closed loop of each op (the real server first, "mesh",
+    profiled when profiling is on), then its throughput and p99 ratios to "echo"."""
+    results = []
+    for concurrency in levels:
+        level: dict[str, Any] = {"concurrency": concurrency}
+        for kind, op in ops.items():
+            profile = (
+                ctx.profiling(f"{label}-c{concurrency}", names[kind])
+                if kind == "mesh"
+                else nullcontext()
+            )
+            with profile:
+                run, cpu = await measured(
+                    ctx,
+                    names[kind],
+                    closed_loop(
+                        op,
+                        concurrency=concurrency,
+                        duration=seconds,
+                        warmup=ctx.config.warmup_seconds,
+                    ),
+                )
+            level[kind] = level_result(run, cpu, names[kind])
+        level["throughput_ratio"] = ratio(level["mesh"]["throughput"], level["echo"]["throughput"])
+        level["p99_ratio"] = ratio(
+            level["mesh"]["latency"]["p99_ms"], level["echo"]["latency"]["p99_ms"]
+        )
+        results.append(level)
+    return results
+
+
 # --- 2. VerifySubscriber -------------------------------------------------------------------
 
 
@@ -294,34 +334,17 @@ async def verify(ctx: Context) -> dict[str, Any]:
 
         return op
 
-    levels = []
-    for concurrency in cfg.verify_levels:
-        level: dict[str, Any] = {"concurrency": concurrency}
-        for kind in ("mesh", "echo", "raw"):
-            profile = (
-                ctx.profiling(f"verify-c{concurrency}", names[kind])
-                if kind == "mesh"
-                else nullcontext()
-            )
-            with profile:
-                run, cpu = await measured(
-                    ctx,
-                    names[kind],
-                    closed_loop(
-                        make_op(stubs[kind]),
-                        concurrency=concurrency,
-                        duration=cfg.verify_seconds,
-                        warmup=cfg.warmup_seconds,
-                    ),
-                )
-            level[kind] = level_result(run, cpu, names[kind])
-        level["throughput_ratio"] = ratio(level["mesh"]["throughput"], level["echo"]["throughput"])
-        level["p99_ratio"] = ratio(
-            level["mesh"]["latency"]["p99_ms"], level["echo"]["latency"]["p99_ms"]
-        )
-        levels.append(level)
+    levels = await compare_at_levels(
+        ctx,
+        label="verify",
+        levels=cfg.verify_levels,
+        seconds=cfg.verify_seconds,
+        ops={kind: make_op(stub) for kind, stub in stubs.items()},
+        names=names,
+    )
+    for level in levels:
         _progress(
-            f"verify c={concurrency}: mesh {level['mesh']['throughput']:.0f}/s, "
+            f"verify c={level['concurrency']}: mesh {level['mesh']['throughput']:.0f}/s, "
             f"echo {level['echo']['throughput']:.0f}/s, raw {level['raw']['throughput']:.0f}/s"
         )
     return {
@@ -904,35 +927,18 @@ async def policy(ctx: Context) -> dict[str, Any]:
 
         return op
 
-    levels = []
-    for concurrency in cfg.policy_levels:
-        level: dict[str, Any] = {"concurrency": concurrency}
-        for kind in ("mesh", "echo"):
-            profile = (
-                ctx.profiling(f"policy-c{concurrency}", names[kind])
-                if kind == "mesh"
-                else nullcontext()
-            )
-            with profile:
-                run, cpu = await measured(
-                    ctx,
-                    names[kind],
-                    closed_loop(
-                        single_op(stubs[kind], kind == "mesh"),
-                        concurrency=concurrency,
-                        duration=cfg.policy_seconds,
-                        warmup=cfg.warmup_seconds,
-                    ),
-                )
-            level[kind] = level_result(run, cpu, names[kind])
-        level["throughput_ratio"] = ratio(level["mesh"]["throughput"], level["echo"]["throughput"])
-        level["p99_ratio"] = ratio(
-            level["mesh"]["latency"]["p99_ms"], level["echo"]["latency"]["p99_ms"]
-        )
-        levels.append(level)
+    levels = await compare_at_levels(
+        ctx,
+        label="policy",
+        levels=cfg.policy_levels,
+        seconds=cfg.policy_seconds,
+        ops={kind: single_op(stub, kind == "mesh") for kind, stub in stubs.items()},
+        names=names,
+    )
+    for level in levels:
         _progress(
-            f"CheckDelivery c={concurrency}: gateway {level['mesh']['throughput']:.0f}/s, "
-            f"echo {level['echo']['throughput']:.0f}/s"
+            f"CheckDelivery c={level['concurrency']}: gateway "
+            f"{level['mesh']['throughput']:.0f}/s, echo {level['echo']['throughput']:.0f}/s"
         )
     _check_decisions(seen)
 
