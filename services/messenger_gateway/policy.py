@@ -30,7 +30,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from services.common.errors import DomainError, InvalidInput
-from services.messenger_gateway.domain import State, validate_user_id
+from services.messenger_gateway.domain import USER_ID_MAX_LENGTH, State, validate_user_id
 
 ORDER_ID_MAX_LENGTH = 64
 LIFT_REASON_MAX_LENGTH = 500
@@ -490,10 +490,10 @@ RULES_BY_KIND: dict[MessageKind, tuple[Rule, ...]] = {
 
 def validate_pair_user(value: str, field: str) -> None:
     """A user id in a decision request; field names it in the error (pairs[3].sender_id)."""
-    if not value or len(value) > 128 or not value.isprintable() or value.isspace():
+    if not value or len(value) > USER_ID_MAX_LENGTH or not value.isprintable() or value.isspace():
         raise InvalidInput(
-            f"{field} must be 1 to 128 printable characters (a user id), got {len(value)} "
-            "characters"
+            f"{field} must be 1 to {USER_ID_MAX_LENGTH} printable characters (a user id), got "
+            f"{len(value)} characters"
         )
 
 

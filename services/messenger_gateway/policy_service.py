@@ -30,7 +30,7 @@ from services.common.errors import InvalidInput
 from services.common.logging import get_logger
 from services.common.phone import mask, parse_mobile
 from services.common.timeutil import Clock, SystemClock
-from services.messenger_gateway.domain import validate_user_id
+from services.messenger_gateway.domain import USER_ID_MAX_LENGTH, validate_user_id
 from services.messenger_gateway.policy import (
     MAX_BATCH_PAIRS,
     ORDER_LIMIT,
@@ -229,8 +229,8 @@ class PolicyService:
         append = decisions.append
         for sender, recipient, kind in pairs:
             if (
-                0 < len(sender) <= 128
-                and 0 < len(recipient) <= 128
+                0 < len(sender) <= USER_ID_MAX_LENGTH
+                and 0 < len(recipient) <= USER_ID_MAX_LENGTH
                 and sender.isprintable()
                 and recipient.isprintable()
                 and not sender.isspace()
