@@ -28,6 +28,7 @@ from idmesh.registry.v1 import registry_pb2, registry_pb2_grpc
 from services.common.channels import open_channel
 from services.common.identity import Caller
 from services.common.logging import get_logger
+from services.common.status import error_details
 from services.common.timeutil import to_timestamp
 from services.common.tls import TlsFiles
 from services.messenger_gateway.domain import (
@@ -111,14 +112,14 @@ class RegistryClients:
             raise OperatorUnavailable(f"{operator_id}: not connected ({state.name})") from None
 
     async def verify(
-        self, operator_id: str, *, request_id: str, phone_number: str, time_limit: float
+        self, operator_id: str, *, idempotency_key: str, phone_number: str, time_limit: float
     ) -> OperatorAnswer:
         stub = self._stub(operator_id)
         await self._connected(operator_id, time_limit)
         try:
             reply = await stub.VerifySubscriber(
                 registry_pb2.VerifySubscriberRequest(
-                    request_id=request_id, phone_number=phone_number
+                    idempotency_key=idempotency_key, phone_number=phone_number
                 ),
                 timeout=time_limit,
             )
@@ -137,7 +138,11 @@ class RegistryClients:
                     status=code.name,
                     details=exc.details(),
                 )
-            raise OperatorUnavailable(f"{operator_id}: {code.name}: {exc.details()}") from None
+            asked = error_details(exc).retry_delay  # RESOURCE_EXHAUSTED: RetryInfo
+            raise OperatorUnavailable(
+                f"{operator_id}: {code.name}: {exc.details()}",
+                retry_after=asked.total_seconds() if asked is not None else 0.0,
+            ) from None
         if reply.result == registry_pb2.VERIFICATION_RESULT_IDENTIFIED:
             if not reply.identification_code:
                 raise OperatorUnavailable(f"{operator_id}: IDENTIFIED without identification code")
