@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterable, Sequence
+from collections.abc import AsyncIterable, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -197,8 +197,12 @@ class GatewayService:
         operators: OperatorDirectory,
         clock: Clock | None = None,
         code_hasher: CodeHasher,
+        on_identification_change: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
+        """on_identification_change: awaited after a write that may change whether a user is
+        known or IDENTIFIED (the delivery policy's index catches up from the store)."""
         self.settings = settings
+        self._on_identification_change = on_identification_change
         self._store = store
         self._router = router
         self._sms = sms
@@ -333,6 +337,7 @@ class GatewayService:
         previous = await self._store.replace_current(
             new, now=now, change_number=change_number, idempotency_key=idempotency_key
         )
+        await self._identification_changed()
         if previous is not None:
             self._cancel(previous.identification_id)
         IDENTIFICATIONS_STARTED.labels(operator_id=route.operator_id or "none").inc()
@@ -771,6 +776,7 @@ class GatewayService:
         )
         if recorded:
             state, reason = recorded
+            await self._identification_changed()
             _completed(state, reason)
             self._observe_verification(ident)
             log.info(
@@ -818,6 +824,14 @@ class GatewayService:
                     "verification.finish_failed", identification_id=ident.identification_id
                 )
                 await asyncio.sleep(next(delays))
+
+    async def _identification_changed(self) -> None:
+        if self._on_identification_change is None:
+            return
+        try:
+            await self._on_identification_change()
+        except Exception:  # committed already; the policy's tailer catches up on its own
+            log.exception("identification.change_listener_failed")
 
     async def close(self) -> None:
         """Cancel the verification tasks; their rows stay VERIFYING for the next start."""
@@ -977,6 +991,7 @@ class GatewayService:
         )
         NOTICES.labels(result="applied" if result.applied else "duplicate").inc()
         if result.revoked:
+            await self._identification_changed()
             ported = notice.kind is TerminationKind.PORTED_OUT
             reason = "ported_out" if ported else "contract_terminated"
             IDENTIFICATIONS_REVOKED.labels(reason=reason).inc(result.revoked)

@@ -34,6 +34,7 @@ from services.messenger_gateway.domain import (
     TerminationNotice,
     hint_verify_key,
 )
+from services.messenger_gateway.policy_store import POLICY_MIGRATION
 
 MIGRATIONS: list[str] = [
     """
@@ -117,6 +118,9 @@ MIGRATIONS: list[str] = [
     ALTER TABLE identifications RENAME COLUMN request_id TO verify_key;
     ALTER TABLE identifications ADD COLUMN trace_id TEXT;
     """,
+    # 6 (delivery policy, services/messenger_gateway/policy_store.py): preferences, restriction
+    # orders and their append-only audit, and the change log every replica's index tails.
+    POLICY_MIGRATION,
 ]
 
 # An import's valid rows wait here (a temporary table: private to the writer connection, gone

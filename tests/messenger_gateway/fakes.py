@@ -147,6 +147,7 @@ def make_service(
     otp_ttl: float = 300.0,
     attempts: int = 3,
     routes: dict[str, str] | None = None,
+    on_identification_change: Callable[[], Awaitable[object]] | None = None,
 ) -> GatewayService:
     return GatewayService(
         GatewaySettings(
@@ -166,6 +167,7 @@ def make_service(
         operators=operators or FakeOperators(),
         clock=clock or FakeClock(),
         code_hasher=FAST_HASHER,
+        on_identification_change=on_identification_change,
     )
 
 
