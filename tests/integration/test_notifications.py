@@ -175,11 +175,10 @@ async def test_gateway_down_for_a_burst_catches_up_in_order(client: MeshClient, 
     )
     seqs, numbers = [], []
     async for item in call:
-        if item.HasField("notice"):
-            seqs.append(item.notice.seq)
-            numbers.append(item.notice.event.phone_number)
-            if len(seqs) == len(phones):
-                break
+        seqs.extend(n.seq for n in item.notices)
+        numbers.extend(n.event.phone_number for n in item.notices)
+        if len(seqs) >= len(phones):
+            break
     call.cancel()
     assert seqs == list(range(before.head_seq + 1, before.head_seq + 1 + len(phones)))
     assert numbers == phones

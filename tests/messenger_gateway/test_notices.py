@@ -144,7 +144,7 @@ async def test_a_reconnect_resumes_from_the_cursor_and_loses_nothing(rig: Rig) -
     async def one_then_end(
         request: notifier_pb2.SubscribeRequest,
     ) -> AsyncIterator[notifier_pb2.SubscribeResponse]:
-        yield notifier_pb2.SubscribeResponse(notice=rig.notifier.log[0])
+        yield notifier_pb2.SubscribeResponse(notices=[rig.notifier.log[0]])
 
     rig.notifier.scripts.append(one_then_end)
     rig.start_consumer()
@@ -162,8 +162,8 @@ async def test_a_gap_aborts_the_stream_and_resubscribes_from_the_cursor(rig: Rig
     async def skip_two(
         request: notifier_pb2.SubscribeRequest,
     ) -> AsyncIterator[notifier_pb2.SubscribeResponse]:
-        yield notifier_pb2.SubscribeResponse(notice=rig.notifier.log[0])
-        yield notifier_pb2.SubscribeResponse(notice=rig.notifier.log[2])  # seq 3 after 1
+        yield notifier_pb2.SubscribeResponse(notices=[rig.notifier.log[0]])
+        yield notifier_pb2.SubscribeResponse(notices=[rig.notifier.log[2]])  # seq 3 after 1
         try:
             await _hold_open().wait()
         finally:
@@ -203,7 +203,7 @@ async def test_progress_marks_change_nothing(rig: Rig) -> None:
         request: notifier_pb2.SubscribeRequest,
     ) -> AsyncIterator[notifier_pb2.SubscribeResponse]:
         yield notifier_pb2.SubscribeResponse(progress=notifier_pb2.ProgressMark(head_seq=1))
-        yield notifier_pb2.SubscribeResponse(notice=rig.notifier.log[0])
+        yield notifier_pb2.SubscribeResponse(notices=[rig.notifier.log[0]])
         await _hold_open().wait()
 
     rig.notifier.scripts.append(mark_then_notice)
