@@ -73,6 +73,27 @@ async def test_each_seq_is_delivered_once_within_a_stream(
     assert quiet.progress.head_seq == 250
 
 
+async def test_a_backlog_streams_several_notices_per_message_up_to_the_batch(
+    start_notifier: Callable[..., Any],
+) -> None:
+    notifier: Notifier = await start_notifier(STREAM_BATCH="4")
+    sent = [event() for _ in range(10)]
+    await notifier.publish(*sent)
+    call = notifier.subscribe()
+    messages: list[list[int]] = []
+    async with asyncio.timeout(5):
+        while sum(map(len, messages)) < 10:
+            item = await call.read()
+            assert item is not grpc.aio.EOF
+            if item.notices:
+                assert not item.HasField("progress")
+                messages.append([n.seq for n in item.notices])
+    call.cancel()
+    assert [seq for message in messages for seq in message] == list(range(1, 11))
+    assert all(1 <= len(message) <= 4 for message in messages)
+    assert len(messages) < 10  # the backlog was sent several notices per message
+
+
 async def test_idle_stream_carries_progress_marks_at_the_head(
     start_notifier: Callable[..., Any],
 ) -> None:
