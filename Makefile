@@ -9,15 +9,16 @@ DATA   ?= data
 BUF    := node_modules/.bin/buf
 
 .DEFAULT_GOAL := help
-.PHONY: help venv up down test proto lint fmt bench clean
+.PHONY: help venv up down test chaos proto lint fmt bench clean
 
 help:
 	@echo "make up     run the local mesh (2 operators, notifier, 2 messengers) under ./$(DATA)"
 	@echo "            (BASE_PORT=N: its ports from N, beside another mesh with DATA=other)"
 	@echo "make down   stop the mesh of ./$(DATA)"
 	@echo "make test   run the test suite (unit + integration over real processes)"
+	@echo "make chaos  seeded fault run of the mesh, checked (CHAOS_ARGS=\"--seed N --rounds N\")"
 	@echo "make proto  regenerate gen/python from protos/"
-	@echo "make lint   buf lint, buf breaking (against main), ruff, mypy"
+	@echo "make lint   buf lint, buf breaking (against main), ruff check, ruff format --check, mypy (CI runs it with make test)"
 	@echo "make bench  benchmarks against same-run baselines -> docs/benchmarks.md (~5 min)"
 
 $(STAMP): pyproject.toml
@@ -46,8 +47,14 @@ up: $(STAMP)
 down: $(STAMP)
 	$(VENV)/bin/idmesh down --data-dir $(DATA)
 
-test: $(STAMP)
+# buf too: tests/test_protos_lint.py runs `buf lint` (no skipping in `make test`).
+test: $(STAMP) $(BUF)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# `make chaos`: the mesh under kills, failpoints and stalls with a mixed load, then a checker over
+# the recorded history (docs/chaos.md). A few minutes by default; CHAOS_ARGS="--seed N --rounds N".
+chaos: $(STAMP)
+	$(PY) -m tools.chaos $(CHAOS_ARGS)
 
 proto: $(STAMP)
 	$(PY) tools/gen_protos.py

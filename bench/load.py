@@ -18,9 +18,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, TypeVar
 
-import grpc
-
-from services.common.status import error_details
+from services.common.status import honouring_overload
 
 Operation = Callable[[int], Awaitable[object]]
 T = TypeVar("T")
@@ -227,20 +225,7 @@ async def open_loop(
 SHED_RETRIES = 200
 
 
-def retry_delay(exc: grpc.aio.AioRpcError) -> float | None:
-    """The delay (seconds) a refusal asks for in its google.rpc.RetryInfo, if it says."""
-    delay = error_details(exc).retry_delay
-    return None if delay is None else delay.total_seconds()
-
-
 async def honouring_shedding(call: Callable[[], Awaitable[T]]) -> T:
-    """Make the call as a well-behaved client does: while the service sheds it
-    (RESOURCE_EXHAUSTED: nothing was done), wait the delay it asks for and call again."""
-    for _ in range(SHED_RETRIES):
-        try:
-            return await call()
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
-                raise
-            await asyncio.sleep(retry_delay(exc) or 0.05)
-    return await call()
+    """Make the call as a well-behaved client does: while the service sheds it, wait the delay
+    it asks for and call again (services.common.status.honouring_overload)."""
+    return await honouring_overload(call, attempts=SHED_RETRIES)

@@ -16,6 +16,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from services.cli.connection import Target, connect
 from services.cli.output import print_message
+from services.common.status import honouring_overload
 from services.common.timeutil import parse_time
 
 Handler = Callable[[argparse.Namespace], Awaitable[int]]
@@ -64,13 +65,24 @@ def unary(
     async def handler(args: argparse.Namespace) -> int:
         message = request(args)
         async with connect(args, target) as stub:
-            reply = await getattr(stub, method)(message, timeout=timeout(args))
+            reply = await honouring_overload(
+                lambda: getattr(stub, method)(message, timeout=timeout(args)),
+                on_wait=_say_busy,
+            )
         print_message(args, reply)
         if (text := note(reply)) is not None:
             print(f"note: {text}", file=sys.stderr, flush=True)
         return exit_code(reply)
 
     return handler
+
+
+def _say_busy(delay: float) -> None:
+    print(
+        f"note: the service is busy (OVERLOADED): trying again in {delay * 1000:.0f} ms",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def messenger_option(p: argparse.ArgumentParser) -> None:

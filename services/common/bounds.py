@@ -96,7 +96,7 @@ def _check(message: Any, prefix: str) -> None:
         value = getattr(message, name)
         if repeated:
             if len(value) > limit:
-                _refuse(f"{prefix}{name} has {len(value)} items", limit, f"{prefix}{name}")
+                _refuse(f"{prefix}{name} has {len(value)} items", limit, name, f"{prefix}{name}")
             if is_message:  # (no request has a repeated string: tests/contract/test_bounds.py)
                 for index, item in enumerate(value):
                     _check(item, f"{prefix}{name}[{index}].")
@@ -104,12 +104,13 @@ def _check(message: Any, prefix: str) -> None:
             if message.HasField(name):
                 _check(value, f"{prefix}{name}.")
         elif len(value) > limit:
-            _refuse(f"{prefix}{name} is {len(value)} characters long", limit, f"{prefix}{name}")
+            what = f"{prefix}{name} is {len(value)} characters long"
+            _refuse(what, limit, "characters", f"{prefix}{name}")
 
 
-def _refuse(what: str, limit: int, field: str) -> None:
+def _refuse(what: str, limit: int, unit: str, field: str) -> None:
     raise InvalidInput(
-        f"{what}: at most {limit} are allowed",
+        f"{what}: at most {limit} {unit} are allowed",
         reason="FIELD_TOO_LONG",
         field=field,
         metadata={"max": limit},

@@ -47,6 +47,8 @@ class DomainError(Exception):
     """
 
     REASON: ClassVar[str] = "UNSPECIFIED"  # every concrete error class names its own
+    # The field at fault, when not given, is the field path the message starts with.
+    FIELD_FROM_MESSAGE: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -61,6 +63,9 @@ class DomainError(Exception):
         super().__init__(message)
         self.message = message
         self.reason = reason or self.REASON
+        if field is None and self.FIELD_FROM_MESSAGE:
+            leading = _LEADING_FIELD.match(message)
+            field = leading.group(1) if leading else ""
         self.field = field
         self.retry_after = retry_after
         self.metadata: dict[str, str] = {k: str(v) for k, v in (metadata or {}).items()}
@@ -76,28 +81,7 @@ class InvalidInput(DomainError):
     "events[2].event_id is ..."); that leading path is the field unless `field` is given."""
 
     REASON = "INVALID_FIELD"
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        reason: str | None = None,
-        field: str | None = None,
-        retry_after: timedelta | None = None,
-        metadata: Mapping[str, object] | None = None,
-        trailers: Mapping[str, str] | None = None,
-    ) -> None:
-        if field is None:
-            leading = _LEADING_FIELD.match(message)
-            field = leading.group(1) if leading else ""
-        super().__init__(
-            message,
-            reason=reason,
-            field=field,
-            retry_after=retry_after,
-            metadata=metadata,
-            trailers=trailers,
-        )
+    FIELD_FROM_MESSAGE = True
 
 
 class Unauthenticated(DomainError):

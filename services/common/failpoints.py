@@ -1,23 +1,165 @@
-"""Failpoints: named places where a test can make the process die as if killed with -9.
+"""Failpoints: named places inside the critical windows where a fault test can act.
 
-Modelled on etcd's gofail. IDMESH_FAILPOINTS="notifier.publish.after_commit,..." arms them;
-unset (always, outside fault tests) they cost one dict lookup. A failpoint does not clean up,
-flush or reply: it calls os._exit, which is what kill -9 at that instant would leave behind.
+Modelled on etcd's gofail. ``IDMESH_FAILPOINTS`` arms them, a comma-separated list of terms
+``name`` or ``name=action``:
+
+    IDMESH_FAILPOINTS="registry.verify.after_commit"                 crash at the first hit
+    IDMESH_FAILPOINTS="notifier.stream.after_send=25%"               crash at a hit, p = 0.25
+    IDMESH_FAILPOINTS="gateway.notice.after_apply=sleep(200)"        stall 200 ms at every hit
+    IDMESH_FAILPOINTS="registry.relay.after_publish=50%sleep(1500)"  stall at half of the hits
+
+An action is ``crash`` (the default) or ``sleep(MS)``, optionally prefixed by a probability
+``P%`` (0 < P <= 100). A crash does not clean up, flush or reply: it calls ``os._exit(137)``,
+which is what ``kill -9`` at that instant would leave behind (it prints one JSON line
+``failpoint.crash`` on stderr first). A sleep (after a ``failpoint.sleep`` line on stderr)
+blocks the calling thread: on the database's
+writer thread it holds the transaction open; in a coroutine it stalls the whole event loop at
+exactly that point, like a SIGSTOP landing there.
+
+The variable is read once, when this module is imported (a service's start); a bad value
+stops the service with a message naming the variable. Unarmed (always, outside fault tests) a
+failpoint costs one dict lookup. ``make chaos`` (tools/chaos) arms them; docs/chaos.md lists
+them for people. ``CATALOGUE`` below is the list, and a test checks that every
+``failpoint("...")`` in the code is in it and in docs/chaos.md.
 """
 
 from __future__ import annotations
 
 import os
+import random
+import re
 import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 ENV = "IDMESH_FAILPOINTS"
 
+# Every failpoint in the code: name -> the window it sits in. Names are <service>.<flow>.<where>;
+# the service prefix says which process a chaos run must restart to arm it.
+CATALOGUE: Mapping[str, str] = {
+    "registry.verify.before_commit": (
+        "VerifySubscriber's transaction (binding and stored answer) is written but not "
+        "committed: nothing of it survives"
+    ),
+    "registry.verify.after_commit": (
+        "VerifySubscriber's answer (and a new binding) is committed, the reply not sent: the "
+        "gateway retries with the same request id and gets the stored answer"
+    ),
+    "registry.terminate.after_commit": (
+        "TerminateContract or PortOut is committed with its notices in the outbox, the reply "
+        "not sent: the operator's system does not know it happened"
+    ),
+    "registry.relay.after_publish": (
+        "the notifier acknowledged a Publish, the outbox rows are not yet marked published: the "
+        "relay sends them again after the restart"
+    ),
+    "notifier.publish.before_commit": (
+        "a Publish batch is written but not committed: nothing of it survives"
+    ),
+    "notifier.publish.after_commit": (
+        "a Publish batch is committed, the acknowledgement not sent: the relay sends it again"
+    ),
+    "notifier.stream.after_send": (
+        "a notice was handed to a Subscribe stream, the gateway has not acknowledged it: it is "
+        "streamed again after the restart"
+    ),
+    "notifier.ack.before_commit": (
+        "an Ack is written but not committed: the gateway acknowledges again"
+    ),
+    "gateway.verify.after_begin": (
+        "the identification is stored VERIFYING, the operator not yet asked: the restarted "
+        "gateway resumes it with the same request id"
+    ),
+    "gateway.verify.after_answer": (
+        "the operator's answer was received, not yet recorded: the restarted gateway asks again "
+        "with the same request id"
+    ),
+    "gateway.notice.before_commit": (
+        "a stream message's notices are written (inbox, revocations, cursor) but not committed: "
+        "nothing of the batch survives, and the restarted gateway applies it all from its cursor"
+    ),
+    "gateway.notice.after_apply": (
+        "a stream message's notices are applied (inbox, revocations, cursor committed), not yet "
+        "acknowledged to the notifier: they are streamed again and must change nothing"
+    ),
+}
+
+_TERM = re.compile(
+    r"^(?P<name>[a-z0-9_.]+)"
+    r"(?:=(?:(?P<percent>\d+(?:\.\d+)?)%)?(?P<action>crash|sleep\((?P<ms>\d+)\))?)?$"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    """What an armed failpoint does at a hit: crash or sleep, with a probability."""
+
+    sleep_ms: int | None = None  # None: crash
+    probability: float = 1.0
+
+    def fire(self, name: str) -> None:
+        if self.probability < 1.0 and random.random() >= self.probability:
+            return
+        if self.sleep_ms is not None:
+            _say("failpoint.sleep", name)
+            time.sleep(self.sleep_ms / 1000)
+            return
+        _say("failpoint.crash", name)
+        os._exit(137)
+
+
+def _say(event: str, name: str) -> None:
+    """One JSON line on stderr (the service's log), whatever the logging setup."""
+    print(f'{{"event": "{event}", "failpoint": "{name}"}}', file=sys.stderr, flush=True)
+
+
+def parse(spec: str) -> dict[str, Action]:
+    """IDMESH_FAILPOINTS's value -> {name: action}; ValueError naming the variable and the term
+    when a term is malformed or names no known failpoint."""
+    armed: dict[str, Action] = {}
+    for raw in spec.split(","):
+        term = raw.strip()
+        if not term:
+            continue
+        match = _TERM.match(term)
+        if match is None or (match["percent"] is None and match["action"] is None and "=" in term):
+            raise ValueError(
+                f"{ENV}: {term!r} is not name, name=crash, name=sleep(MS) or name=P%ACTION"
+            )
+        name = match["name"]
+        if name not in CATALOGUE:
+            raise ValueError(f"{ENV}: unknown failpoint {name!r} (known: {', '.join(CATALOGUE)})")
+        probability = 1.0 if match["percent"] is None else float(match["percent"]) / 100
+        if not 0 < probability <= 1:
+            raise ValueError(f"{ENV}: {term!r}: the probability must be above 0% and at most 100%")
+        ms = match["ms"]
+        armed[name] = Action(sleep_ms=None if ms is None else int(ms), probability=probability)
+    return armed
+
+
+def term(name: str, action: Action) -> str:
+    """The IDMESH_FAILPOINTS term that arms name with action (parse's inverse)."""
+    percent = "" if action.probability >= 1.0 else f"{action.probability * 100:g}%"
+    what = "crash" if action.sleep_ms is None else f"sleep({action.sleep_ms})"
+    return f"{name}={percent}{what}"
+
+
+_armed: dict[str, Action] = parse(os.environ.get(ENV, ""))
+
 
 def armed() -> frozenset[str]:
-    return frozenset(p.strip() for p in os.environ.get(ENV, "").split(",") if p.strip())
+    """The names armed in this process."""
+    return frozenset(_armed)
+
+
+def reload() -> None:
+    """Read IDMESH_FAILPOINTS again (tests that arm failpoints in-process)."""
+    global _armed
+    _armed = parse(os.environ.get(ENV, ""))
 
 
 def failpoint(name: str) -> None:
-    if name in armed():
-        print(f'{{"event": "failpoint.crash", "failpoint": "{name}"}}', file=sys.stderr, flush=True)
-        os._exit(137)
+    action = _armed.get(name)
+    if action is not None:
+        action.fire(name)

@@ -25,6 +25,7 @@ from idmesh.notifier.v1 import notifier_pb2, notifier_pb2_grpc
 from prometheus_client import Counter, Gauge
 
 from services.common.backoff import Backoff
+from services.common.failpoints import failpoint
 from services.common.logging import get_logger
 from services.messenger_gateway.domain import NoticeResult, TerminationKind, TerminationNotice
 
@@ -176,6 +177,7 @@ class NoticeConsumer:
                     batch = _following(item.notices, cursor)
                     if batch:
                         results = await self._handler.apply_notices(batch)
+                        failpoint("gateway.notice.after_apply")  # committed, not yet acked
                         cursor = batch[-1].seq
                         self._progressed = True
                         self._want_ack(results[-1].cursor)

@@ -429,6 +429,7 @@ class GatewayService:
             ident.identification_id, request_id=request_id, deadline=deadline, now=now
         ):
             return False
+        failpoint("gateway.verify.after_begin")
         log.info(
             "identification.possession_confirmed",
             identification_id=ident.identification_id,

@@ -582,7 +582,7 @@ def _apply_notices(
                ON CONFLICT (messenger_id) DO UPDATE SET seq = max(seq, excluded.seq)""",
             (messenger_id, cursor),
         )
-    failpoint("gateway.notices.before_commit")
+    failpoint("gateway.notice.before_commit")
     return results
 
 

@@ -9,6 +9,7 @@ import grpc
 from idmesh.events.v1 import events_pb2
 from idmesh.notifier.v1 import notifier_pb2, notifier_pb2_grpc
 
+from services.common.failpoints import failpoint
 from services.common.identity import Kind, require_caller
 from services.common.interceptors import ErrorTable
 from services.common.timeutil import from_timestamp, to_duration, to_timestamp
@@ -111,6 +112,8 @@ class NotifierServicer(notifier_pb2_grpc.NotifierServiceServicer):
         async with self._service.subscribe(messenger_id, request.after_seq) as stream:
             async for item in stream:
                 yield _item_to_pb(item)
+                if not isinstance(item, ProgressMark):
+                    failpoint("notifier.stream.after_send")
 
     async def Ack(
         self, request: notifier_pb2.AckRequest, context: grpc.aio.ServicerContext[Any, Any]

@@ -6,6 +6,8 @@ IDMESH_NOTIFIER_ADDRESS     required: the notifier, host:port
 IDMESH_SEED_FILE            optional: JSON seed applied at start (see seed.py)
 IDMESH_RELAY_BATCH_SIZE     notices per Publish call, 1..1000 (default 500)
 IDMESH_RELAY_POLL_SECONDS   outbox poll interval when idle (default 1.0)
+IDMESH_RELAY_RETRY_MAX_SECONDS  longest delay between failed Publish attempts (default 10; the
+                            delays grow from 0.5 s with jitter)
 IDMESH_DB_SYNCHRONOUS       SQLite synchronous: OFF, NORMAL, FULL or EXTRA (default NORMAL)
 IDMESH_VERIFY_PER_HOUR      VerifySubscriber requests per messenger per hour (default 360000)
 IDMESH_VERIFY_BURST         ... and the burst above that rate (default 200)
@@ -41,6 +43,7 @@ class RegistryConfig:
     seed_file: Path | None
     relay_batch_size: int
     relay_poll_seconds: float
+    relay_retry_max_seconds: float
     db_synchronous: str
     records_begin_at: datetime | None = None
     verify_limit: RateLimit | None = None
@@ -78,6 +81,9 @@ class RegistryConfig:
             seed_file=seed_file,
             relay_batch_size=env.int("RELAY_BATCH_SIZE", 500, minimum=1, maximum=1000),
             relay_poll_seconds=env.float("RELAY_POLL_SECONDS", 1.0, minimum=0.01, maximum=3600),
+            relay_retry_max_seconds=env.float(
+                "RELAY_RETRY_MAX_SECONDS", 10.0, minimum=0.5, maximum=3600
+            ),
             db_synchronous=synchronous,
             records_begin_at=_records_begin_at(env),
             verify_limit=RateLimit.from_env(env, "VERIFY", per_hour=360_000, burst=200),

@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 
 from idmesh.registry.v1 import registry_pb2, registry_pb2_grpc
 
+from services.common.backoff import Backoff
 from services.common.db import Database
 from services.common.jobs import run_every
 from services.common.logging import get_logger
@@ -74,6 +75,7 @@ async def wiring(config: RegistryConfig, server: GrpcServer) -> AsyncIterator[No
             tls=config.server.tls,
             batch_size=config.relay_batch_size,
             poll_seconds=config.relay_poll_seconds,
+            backoff=Backoff(initial=0.5, maximum=config.relay_retry_max_seconds),
         )
         tasks = [
             asyncio.create_task(relay.run(), name="outbox-relay"),

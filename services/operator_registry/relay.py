@@ -21,6 +21,7 @@ from prometheus_client.metrics_core import Metric
 
 from services.common.backoff import Backoff
 from services.common.channels import open_channel
+from services.common.failpoints import failpoint
 from services.common.identity import Caller, Kind
 from services.common.logging import get_logger
 from services.common.metrics import ScrapeCollector, registered
@@ -134,6 +135,7 @@ class OutboxRelay:
                     await self._service.wait_for_notices(self._poll_seconds)
                     continue
                 reply = await self._publish(stub, batch)
+                failpoint("registry.relay.after_publish")
                 await self._service.mark_published([n.event_id for n in batch])
             except grpc.aio.AioRpcError as exc:
                 asked = error_details(exc).retry_delay  # RESOURCE_EXHAUSTED: the notifier's wish

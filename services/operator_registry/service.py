@@ -18,6 +18,7 @@ from typing import Final
 from prometheus_client import Counter
 
 from services.common.errors import DomainError, InvalidInput, quote
+from services.common.failpoints import failpoint
 from services.common.identity import validate_id
 from services.common.logging import get_logger
 from services.common.phone import mask, parse_e164, parse_mobile, require_e164
@@ -247,10 +248,12 @@ class RegistryService:
         def before_commit() -> None:
             if not replayed:  # a new answer is stored only within the deadline
                 self._check_deadline(deadline)
+            failpoint("registry.verify.before_commit")
 
         # Concurrent verifications share transactions (group commit), each with its own
         # outcome; the deadline is checked right before the commit that would store the answer.
         answer, how = await self._store.run_grouped(verify, before_commit=before_commit)
+        failpoint("registry.verify.after_commit")
         if how is _Answered.REPLAYED:
             log.info(
                 "verification.replayed",
@@ -408,6 +411,7 @@ class RegistryService:
         termination = await self._store.run(
             lambda tx: self._terminate(tx, phone, reason, recipient_operator_id, now)
         )
+        failpoint("registry.terminate.after_commit")
         self._notices_queued.set()
         _log_termination(termination)
         return termination

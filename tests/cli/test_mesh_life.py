@@ -78,10 +78,12 @@ def _running(pid: int) -> bool:
     return meshlib.is_running(pid, meshlib.SERVICE_MARK)
 
 
-def _free_base() -> int:
-    """A base port whose mesh ports are all free."""
+def _free_base(*, besides: int | None = None) -> int:
+    """A base port whose mesh ports are all free (and 100 or more away from besides)."""
     for _ in range(200):
         base = random.randrange(20_000, 60_000, 100)
+        if besides is not None and abs(base - besides) < 100:
+            continue
         ports = [base + p for offsets in meshlib.DEMO_OFFSETS.values() for p in offsets]
         if all(meshlib.port_free(f"127.0.0.1:{p}") for p in ports):
             return base
@@ -100,7 +102,7 @@ def test_two_meshes_run_side_by_side_and_a_killed_launcher_takes_its_services_al
     tmp_path: Path, launchers: list[Launcher]
 ) -> None:
     base_a = _free_base()
-    base_b = base_a + 100 if base_a + 200 < 60_000 else base_a - 100
+    base_b = _free_base(besides=base_a)
     a = Launcher(tmp_path / "a", base_a)
     launchers.append(a)
     b = Launcher(tmp_path / "b", base_b)

@@ -44,6 +44,9 @@ def test_server_settings_validate_bind_and_log_settings() -> None:
     dev = {"IDMESH_INSECURE_DEV_MODE": "true"}
     settings = ServerSettings.from_env(Env(dev), default_bind="127.0.0.1:1")
     assert settings.bind == "127.0.0.1:1"
+    assert settings.launcher_fd is None  # no launcher to outlive unless one says so
+    with_launcher = Env({**dev, "IDMESH_LAUNCHER_FD": "7"})
+    assert ServerSettings.from_env(with_launcher, default_bind="127.0.0.1:1").launcher_fd == 7
     with pytest.raises(ConfigError, match="IDMESH_BIND: expected host:port"):
         ServerSettings.from_env(Env({**dev, "IDMESH_BIND": "nope"}), default_bind="127.0.0.1:1")
     with pytest.raises(ConfigError, match="IDMESH_LOG_FORMAT"):

@@ -16,7 +16,7 @@ from services.common.config import ConfigError, Env, LimiterSettings
 from services.common.interceptors import ErrorTable
 from services.common.overload import ConcurrencyLimiter
 from services.common.server import GrpcServer, service_name
-from services.common.status import error_details
+from services.common.status import error_details, honouring_overload
 
 
 def run_window(limiter: ConcurrencyLimiter, latency: float, in_flight: int) -> None:
@@ -155,3 +155,45 @@ async def test_a_call_beyond_the_limit_is_refused_at_once_and_never_reaches_the_
         fake.release.set()
         assert all(r.operator_id == "op" for r in await asyncio.gather(*held))
         assert (await stub.VerifySubscriber(request, timeout=5)).operator_id == "op"
+
+
+async def test_a_well_behaved_client_waits_the_delay_and_its_call_goes_through(
+    slow_server: tuple[GrpcServer, SlowRegistry],
+) -> None:
+    server, fake = slow_server
+    async with open_channel(f"127.0.0.1:{server.port}", identity=None) as channel:
+        stub = registry_pb2_grpc.RegistryServiceStub(channel)
+        request = registry_pb2.VerifySubscriberRequest(phone_number="+79031234567")
+        held = [asyncio.ensure_future(stub.VerifySubscriber(request, timeout=30)) for _ in "ab"]
+        await asyncio.wait_for(fake.both_started.wait(), 10)
+        waits: list[float] = []
+
+        def shed(delay: float) -> None:
+            waits.append(delay)
+            fake.release.set()  # the service catches up meanwhile
+
+        reply = await honouring_overload(
+            lambda: stub.VerifySubscriber(request, timeout=5), attempts=20, on_wait=shed
+        )
+        assert reply.operator_id == "op"
+        assert waits and all(0.02 <= w <= 2.0 for w in waits)
+        await asyncio.gather(*held)
+
+
+async def test_a_client_does_not_repeat_other_refusals(
+    slow_server: tuple[GrpcServer, SlowRegistry],
+) -> None:
+    server, _ = slow_server
+    async with open_channel(f"127.0.0.1:{server.port}", identity=None) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        calls = 0
+
+        async def unknown_service() -> Any:
+            nonlocal calls
+            calls += 1
+            return await health.Check(health_pb2.HealthCheckRequest(service="nope"), timeout=5)
+
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await honouring_overload(unknown_service, attempts=5)
+        assert refused.value.code() == grpc.StatusCode.NOT_FOUND
+        assert calls == 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
@@ -126,7 +128,10 @@ async def test_a_field_over_its_bound_is_refused_before_the_handler_runs(
     server, fake = server_and_fake
     refusal = await _refusal(server, "9" * 1_000_000)
     assert refusal.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert refusal.details() == "phone_number is 1000000 characters long: at most 32 are allowed"
+    assert (
+        refusal.details()
+        == "phone_number is 1000000 characters long: at most 32 characters are allowed"
+    )
     details = error_details(refusal)
     assert (details.reason, details.metadata) == (
         "FIELD_TOO_LONG",
@@ -247,3 +252,23 @@ async def test_a_method_the_servicer_does_not_implement_is_unimplemented() -> No
     finally:
         await server.stop(None)
     assert e.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+async def test_the_server_stops_waiting_when_its_launcher_pipe_closes() -> None:
+    """IDMESH_LAUNCHER_FD: end-of-file on the launcher's pipe (the launcher died, kill -9
+    included) stops the service as SIGTERM does; health goes NOT_SERVING."""
+    server = GrpcServer(name="test", bind="127.0.0.1:0", errors=ErrorTable({}))
+    await server.start()
+    read_fd, write_fd = os.pipe()
+    try:
+        await server.set_serving()
+        waiting = asyncio.create_task(server.wait_for_signal(launcher_fd=read_fd))
+        await asyncio.sleep(0)  # the wait has begun: the pipe is open, nothing happens
+        assert not waiting.done()
+        os.close(write_fd)
+        await asyncio.wait_for(waiting, timeout=10)
+        status = await server.health.Check(health_pb2.HealthCheckRequest(), None)
+        assert status.status == health_pb2.HealthCheckResponse.NOT_SERVING
+    finally:
+        os.close(read_fd)
+        await server.stop(None)

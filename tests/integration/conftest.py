@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import threading
 from collections.abc import AsyncIterator, Iterator
@@ -53,9 +52,14 @@ def blackhole() -> Iterator[Blackhole]:
     hole.close()
 
 
+GAMMA_WINDOW_SECONDS = 8.0
+
+
 def mesh_spec(blackhole: Blackhole, **overrides: object) -> MeshSpec:
     """The demo topology on free ports, plus messenger gamma with a short window whose T2 numbers
-    route to an operator that never answers."""
+    route to an operator that never answers. gamma's window is short for a test to wait out, and
+    long beside the tests' ConfirmPossession deadline (mesh_client.CONFIRM_DEADLINE): a test
+    that kills the gateway mid-verification must get there before the window ends."""
     operators = tuple(
         OperatorSpec(o.operator_id, o.carrier_name, o.seed_file) for o in DEMO.operators
     )
@@ -64,7 +68,7 @@ def mesh_spec(blackhole: Blackhole, **overrides: object) -> MeshSpec:
         MessengerSpec("beta", verification_window_seconds=30),
         MessengerSpec(
             "gamma",
-            verification_window_seconds=2,
+            verification_window_seconds=GAMMA_WINDOW_SECONDS,
             extra_operators={"t2": blackhole.address},
             extra_carriers={"T2": "t2"},
         ),
@@ -88,15 +92,6 @@ def mesh(tmp_path_factory: pytest.TempPathFactory, blackhole: Blackhole) -> Iter
 async def client(mesh: Mesh) -> AsyncIterator[MeshClient]:
     async with mesh_client(mesh) as c:
         yield c
-
-
-async def wait_for(predicate: object, timeout: float = 10.0) -> None:
-    """Wait for a condition with a bound."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():  # type: ignore[operator]
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.05)
 
 
 def data_dir(mesh: Mesh) -> Path:

@@ -10,8 +10,8 @@ make the user identified on the ended contract.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
 
 import grpc
 import pytest
@@ -20,6 +20,7 @@ from idmesh.notifier.v1 import notifier_pb2
 
 from services.cli.mesh import Mesh, MeshSpec, MessengerSpec, demo_spec
 from services.common.failpoints import ENV as FAILPOINTS
+from tests.eventually import eventually
 from tests.integration.mesh_client import MeshClient, mesh_client
 from tests.integration.test_identification import new_subscriber, user
 from tests.integration.test_notifications import terminate
@@ -60,15 +61,16 @@ async def delivery(client: MeshClient) -> notifier_pb2.GetDeliveryStatusResponse
 
 
 async def eventually_status(
-    client: MeshClient, done: object, what: str, timeout: float = 60
+    client: MeshClient, done: Callable[[Any], bool], what: str, timeout: float = 60
 ) -> notifier_pb2.GetDeliveryStatusResponse:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
+    async def reached() -> notifier_pb2.GetDeliveryStatusResponse | None:
         status = await delivery(client)
-        if done(status):  # type: ignore[operator]
-            return status
-        assert asyncio.get_running_loop().time() < deadline, f"{what}: {status}"
-        await asyncio.sleep(0.1)
+        return status if done(status) else None
+
+    result: notifier_pb2.GetDeliveryStatusResponse = await eventually(
+        reached, within=timeout, what=what
+    )
+    return result
 
 
 async def test_a_verification_resumed_after_its_contract_ended_does_not_identify(

@@ -5,7 +5,6 @@ restart."""
 from __future__ import annotations
 
 import asyncio
-import time
 import urllib.request
 from collections.abc import Callable
 
@@ -15,6 +14,7 @@ from idmesh.registry.v1 import registry_pb2
 from prometheus_client.parser import text_string_to_metric_families
 
 from services.cli.mesh import Mesh, load_layout
+from tests.eventually import eventually
 from tests.integration.mesh_client import MeshClient
 from tests.integration.test_identification import new_subscriber, user
 
@@ -39,18 +39,18 @@ def value(samples: Samples, name: str, **labels: str) -> float | None:
 
 
 async def scraped_until(
-    mesh: Mesh, service: str, condition: Callable[[Samples], bool], timeout: float = 15
+    mesh: Mesh, service: str, condition: Callable[[Samples], bool], timeout: float = 30
 ) -> Samples:
     """Scrape until condition holds (bounded); the last scrape."""
-    deadline = time.monotonic() + timeout
-    while True:
+
+    async def scraped() -> Samples | None:
         samples = await asyncio.to_thread(scrape, mesh.metrics_address(service))
-        if condition(samples):
-            return samples
-        if time.monotonic() > deadline:
-            interesting = {k: v for k, v in samples.items() if k[0].startswith("idmesh_")}
-            raise AssertionError(f"{service}: condition not met; idmesh_ samples: {interesting}")
-        await asyncio.sleep(0.1)
+        return samples if condition(samples) else None
+
+    result: Samples = await eventually(
+        scraped, within=timeout, what=f"{service}'s metrics to meet the condition"
+    )
+    return result
 
 
 def test_every_process_has_a_metrics_address_in_the_mesh_file(mesh: Mesh) -> None:
@@ -141,10 +141,11 @@ async def test_identification_and_termination_show_in_the_metrics(
 
 
 async def test_an_operator_timeout_is_counted_by_reason(mesh: Mesh, client: MeshClient) -> None:
-    """gamma routes T2 numbers (+7900...) to an operator that never answers; its window is 2 s."""
+    """gamma routes T2 numbers (+7900...) to an operator that never answers; its window is
+    short."""
     u = user()
     started = await client.start("gamma", u, "+79001234567")
-    await client.confirm("gamma", started, timeout=1)
+    await client.confirm_pending("gamma", started)
     await client.wait_state("gamma", u, {State.IDENTIFICATION_STATE_NOT_COMPLETED})
     gateway = await scraped_until(
         mesh, "gateway-gamma", lambda s: value(s, "idmesh_gateway_pending_verifications") == 0

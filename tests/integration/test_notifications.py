@@ -3,7 +3,6 @@ with processes killed (-9) at the worst moments, losing nothing and applying not
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Iterator
 
@@ -16,6 +15,7 @@ from idmesh.registry.v1 import registry_pb2
 
 from services.cli.mesh import Mesh, MeshSpec, MessengerSpec, demo_spec
 from services.common.failpoints import ENV as FAILPOINTS
+from tests.eventually import eventually
 from tests.integration.mesh_client import MeshClient, mesh_client
 from tests.integration.test_identification import new_subscriber, user
 
@@ -72,16 +72,14 @@ async def status(client: MeshClient, messenger: str) -> notifier_pb2.GetDelivery
     )
 
 
-async def wait_acked(client: MeshClient, messenger: str, timeout: float = 20) -> None:
+async def wait_acked(client: MeshClient, messenger: str, timeout: float = 30) -> None:
     """Until the messenger's gateways have acked everything the notifier holds for it."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
+
+    async def acked() -> bool:
         s = await status(client, messenger)
-        if s.acked_seq == s.head_seq:
-            return
-        assert loop.time() < deadline, f"{messenger} not acked: {s}"
-        await asyncio.sleep(0.05)
+        return bool(s.acked_seq == s.head_seq)
+
+    await eventually(acked, within=timeout, what=f"{messenger} to ack every notice")
 
 
 async def test_termination_revokes_every_bound_messenger_and_only_that_user(
@@ -159,11 +157,11 @@ async def test_gateway_down_for_a_burst_catches_up_in_order(client: MeshClient, 
     try:
         for p in phones:
             await terminate(client, "beeline", p)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 15
-        while (await status(client, "beta")).head_seq < before.head_seq + len(phones):
-            assert loop.time() < deadline, "the notifier never received the burst"
-            await asyncio.sleep(0.05)
+
+        async def received() -> bool:
+            return bool((await status(client, "beta")).head_seq >= before.head_seq + len(phones))
+
+        await eventually(received, within=30, what="the notifier to receive the burst")
     finally:
         mesh.restart("gateway-beta")
     for u in users:
@@ -196,7 +194,7 @@ async def test_registry_killed_after_terminate_commits_publishes_after_restart(
     finally:
         mesh.restart("notifier")
         mesh.restart("registry-megafon")
-    revoked = await client.wait_state("alpha", u, REVOKED, timeout=20)
+    revoked = await client.wait_state("alpha", u, REVOKED, timeout=60)
     assert revoked.reason == Reason.REASON_CONTRACT_TERMINATED
     await wait_acked(client, "alpha")
 
@@ -220,7 +218,7 @@ async def test_notifier_killed_while_taking_a_publish_loses_nothing_and_duplicat
     finally:
         del notifier.env[FAILPOINTS]
         mesh.restart("notifier")
-    await client.wait_state("beta", u, REVOKED, timeout=20)
+    await client.wait_state("beta", u, REVOKED, timeout=60)
     await wait_acked(client, "beta")
     assert (await status(client, "beta")).head_seq == head + 1  # exactly one event, no duplicate
 
@@ -241,7 +239,7 @@ async def test_notifier_killed_between_streaming_and_the_ack_redelivers_and_appl
     finally:
         del notifier.env[FAILPOINTS]
         mesh.restart("notifier")
-    revoked = await client.wait_state("beta", u, REVOKED, timeout=20)
+    revoked = await client.wait_state("beta", u, REVOKED, timeout=60)
     await wait_acked(client, "beta")
     s = await status(client, "beta")
     assert s.head_seq == s.acked_seq == head + 1

@@ -4,10 +4,8 @@ RegistryService / NotifierService servicers for the gRPC tests."""
 from __future__ import annotations
 
 import asyncio
-import inspect
 import json
 import socket
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -38,22 +36,6 @@ from services.messenger_gateway.store import MIGRATIONS, GatewayStore
 
 FAST_HASHER = CodeHasher(key=b"unit-test-otp-key-32-bytes-long!")
 FAST_RETRY = Backoff(initial=0.01, maximum=0.05)
-
-
-async def eventually(
-    predicate: Callable[[], Any], *, within: float = 5.0, what: str = "condition"
-) -> None:
-    """Wait until predicate() (sync or async) is true, at most `within` seconds."""
-    deadline = time.monotonic() + within
-    while True:
-        result = predicate()
-        if inspect.isawaitable(result):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within}s waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 class FakeClock:

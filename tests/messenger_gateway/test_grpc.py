@@ -23,10 +23,10 @@ from services.messenger_gateway.config import GatewayConfig
 from services.messenger_gateway.grpc_api import ERRORS
 from services.messenger_gateway.main import Gateway, open_gateway
 from services.messenger_gateway.routing import NumberingPlan
+from tests.eventually import eventually
 from tests.messenger_gateway.fakes import (
     FakeNotifier,
     FakeRegistry,
-    eventually,
     free_port,
     outbox_code,
     read_outbox,

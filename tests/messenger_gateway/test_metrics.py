@@ -9,12 +9,12 @@ import pytest
 from prometheus_client.metrics_core import Metric
 
 from services.messenger_gateway.domain import State
+from tests.eventually import eventually
 from tests.messenger_gateway.fakes import (
     BEELINE_PHONE,
     FakeClock,
     FakeOperators,
     RecordingSms,
-    eventually,
     hang,
     make_service,
     open_store,

@@ -25,11 +25,11 @@ from services.messenger_gateway.domain import Reason, State
 from services.messenger_gateway.notices import NoticeConsumer
 from services.messenger_gateway.service import GatewayService
 from services.messenger_gateway.store import GatewayStore
+from tests.eventually import eventually
 from tests.messenger_gateway.fakes import (
     CursorOutOfRange,
     FakeNotifier,
     RecordingSms,
-    eventually,
     identify,
     make_service,
     open_store,
@@ -251,7 +251,7 @@ async def test_a_batch_that_dies_before_its_commit_leaves_nothing_and_is_applied
     died: list[str] = []
 
     def die_once(name: str) -> None:  # the failpoint, raising instead of exiting the process
-        if name == "gateway.notices.before_commit" and not died:
+        if name == "gateway.notice.before_commit" and not died:
             died.append(name)
             raise RuntimeError("killed inside the batch's transaction")
 

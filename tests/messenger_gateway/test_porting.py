@@ -47,13 +47,13 @@ from services.messenger_gateway.routing import (
 )
 from services.messenger_gateway.service import GatewayService, GatewaySettings, PortedBatch
 from services.messenger_gateway.store import GatewayStore
+from tests.eventually import eventually
 from tests.messenger_gateway.fakes import (
     FAST_HASHER,
     FAST_RETRY,
     UNAVAILABLE,
     FakeClock,
     RecordingSms,
-    eventually,
     hang,
     open_store,
     start_registry,

@@ -30,6 +30,7 @@ from services.messenger_gateway.domain import (
     WrongState,
 )
 from services.messenger_gateway.store import GatewayStore
+from tests.eventually import eventually
 from tests.messenger_gateway.fakes import (
     BEELINE_PHONE,
     FAST_HASHER,
@@ -39,7 +40,6 @@ from tests.messenger_gateway.fakes import (
     FakeClock,
     FakeOperators,
     RecordingSms,
-    eventually,
     hang,
     identified,
     identify,

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -115,13 +114,6 @@ async def read_notices(call: Any, count: int, *, within: float = 5.0) -> list[no
                 break
             notices.extend(item.notices)
     return notices
-
-
-async def eventually(predicate: Callable[[], bool], *, within: float = 5.0) -> None:
-    """Wait, with a bound, until predicate() holds (for state with no event to wait on)."""
-    async with asyncio.timeout(within):
-        while not predicate():  # noqa: ASYNC110 - task counts and stats have no event to await
-            await asyncio.sleep(0.005)
 
 
 def trailers(error: grpc.aio.AioRpcError) -> dict[str, str]:

@@ -13,7 +13,8 @@ from idmesh.notifier.v1 import notifier_pb2
 from structlog.testing import capture_logs
 
 from services.common.timeutil import from_timestamp
-from tests.notifier.support import T0, Notifier, event, eventually, trailers
+from tests.eventually import eventually
+from tests.notifier.support import T0, Notifier, event, trailers
 
 
 async def ack(notifier: Notifier, up_to_seq: int, messenger_id: str = "alpha") -> int:

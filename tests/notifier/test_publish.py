@@ -132,7 +132,9 @@ async def test_a_batch_holds_1_to_1000_events(notifier: Notifier, count: int) ->
     with pytest.raises(grpc.aio.AioRpcError) as e:
         await notifier.publish(*(event() for _ in range(count)))
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    expected = "1 to 1000" if count == 0 else "events has 1001 items: at most 1000 are allowed"
+    expected = (
+        "1 to 1000" if count == 0 else "events has 1001 items: at most 1000 events are allowed"
+    )
     assert expected in (e.value.details() or "")
 
 

@@ -13,7 +13,8 @@ from idmesh.notifier.v1 import notifier_pb2, notifier_pb2_grpc
 
 from services.common.channels import open_channel
 from services.common.identity import Caller, Kind, Role
-from tests.notifier.support import Notifier, event, eventually, read_notices, trailers
+from tests.eventually import eventually
+from tests.notifier.support import Notifier, event, read_notices, trailers
 
 
 async def test_resume_after_cursor_gives_exactly_the_later_events(notifier: Notifier) -> None:

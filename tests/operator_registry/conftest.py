@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -52,19 +50,3 @@ def store(db: Database) -> RegistryStore:
 @pytest.fixture
 def service(store: RegistryStore, clock: FakeClock) -> RegistryService:
     return RegistryService(store, operator_id=OPERATOR, clock=clock)
-
-
-async def eventually(
-    condition: Callable[[], object], *, within: float = 5.0, what: str = "condition"
-) -> None:
-    """Wait until condition() (sync or async) is truthy, at most `within` seconds."""
-    deadline = time.monotonic() + within
-    while True:
-        value = condition()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within}s waiting for {what}")
-        await asyncio.sleep(0.01)

@@ -434,4 +434,4 @@ async def test_too_many_rows_in_one_message_is_invalid_argument(rpc: Client) -> 
         )
     )
     assert failed.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "rows has 10001 items: at most 10000 are allowed" in (failed.details() or "")
+    assert "rows has 10001 items: at most 10000 rows are allowed" in (failed.details() or "")

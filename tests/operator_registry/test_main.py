@@ -15,8 +15,9 @@ from idmesh.registry.v1 import registry_pb2, registry_pb2_grpc
 
 from services.common.channels import open_channel
 from services.common.identity import Caller, Kind, Role
+from tests.eventually import eventually
 
-from .conftest import NUMBER, eventually
+from .conftest import NUMBER
 from .test_relay import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -69,7 +70,7 @@ async def test_process_serves_the_seeded_registry_and_stops_on_sigterm(tmp_path:
                     return False
                 return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
 
-            await eventually(serving, within=10, what="health SERVING")
+            await eventually(serving, within=30, what="health SERVING")
         alpha = Caller(Kind.MESSENGER, "alpha")
         async with open_channel(f"127.0.0.1:{port}", identity=alpha) as channel:
             reply = await registry_pb2_grpc.RegistryServiceStub(channel).VerifySubscriber(

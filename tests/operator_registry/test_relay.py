@@ -22,8 +22,9 @@ from services.common.server import GrpcServer, service_name
 from services.common.timeutil import from_timestamp
 from services.operator_registry.relay import OutboxRelay
 from services.operator_registry.service import RegistryService
+from tests.eventually import eventually
 
-from .conftest import NUMBER, OPERATOR, OTHER_NUMBER, START, eventually
+from .conftest import NUMBER, OPERATOR, OTHER_NUMBER, START
 
 FAST = Backoff(initial=0.02, maximum=0.1)
 

@@ -29,6 +29,14 @@ class GatewayServiceStub:
     """GatewayService runs the identification of the messenger's users through their mobile
     operators (Decree 1279/1801): possession of the number by a one-time code, then the
     operator's verification within the window (20 minutes by default).
+    Every RPC of this service may also return UNAUTHENTICATED (UNAUTHENTICATED: the caller's identity
+    is missing or malformed), PERMISSION_DENIED (CALLER_NOT_ALLOWED: the caller's identity may not
+    call it), INVALID_ARGUMENT (FIELD_TOO_LONG: a field over its documented maximum size),
+    RESOURCE_EXHAUSTED (OVERLOADED: the service is at its limit of calls in flight; RetryInfo),
+    UNAVAILABLE (the service is starting, stopping or unreachable), DEADLINE_EXCEEDED and CANCELLED
+    (the caller's deadline or cancellation), UNIMPLEMENTED (a server without the method) and INTERNAL
+    (INTERNAL: a bug; quote the request id). Every refusal carries a google.rpc.ErrorInfo with the
+    reason in parentheses (idmesh.common.v1.ErrorReason).
     """
 
     def __init__(self, channel):
@@ -73,6 +81,14 @@ class GatewayServiceServicer:
     """GatewayService runs the identification of the messenger's users through their mobile
     operators (Decree 1279/1801): possession of the number by a one-time code, then the
     operator's verification within the window (20 minutes by default).
+    Every RPC of this service may also return UNAUTHENTICATED (UNAUTHENTICATED: the caller's identity
+    is missing or malformed), PERMISSION_DENIED (CALLER_NOT_ALLOWED: the caller's identity may not
+    call it), INVALID_ARGUMENT (FIELD_TOO_LONG: a field over its documented maximum size),
+    RESOURCE_EXHAUSTED (OVERLOADED: the service is at its limit of calls in flight; RetryInfo),
+    UNAVAILABLE (the service is starting, stopping or unreachable), DEADLINE_EXCEEDED and CANCELLED
+    (the caller's deadline or cancellation), UNIMPLEMENTED (a server without the method) and INTERNAL
+    (INTERNAL: a bug; quote the request id). Every refusal carries a google.rpc.ErrorInfo with the
+    reason in parentheses (idmesh.common.v1.ErrorReason).
     """
 
     def StartIdentification(self, request, context):
@@ -80,6 +96,13 @@ class GatewayServiceServicer:
         finds the operator that serves it and sends a one-time code to the number. Any earlier
         identification of the user is replaced (a user who changes number loses the old
         identification at once). INVALID_ARGUMENT names what is wrong with the number.
+        Errors: INVALID_ARGUMENT (INVALID_FIELD: user_id or idempotency_key; INVALID_PHONE_NUMBER: not
+        a valid mobile number, or trailing garbage; COUNTRY_NOT_ALLOWED: a number outside
+        IDMESH_ALLOWED_COUNTRIES; IDEMPOTENCY_KEY_REUSED: the key was used for another number),
+        FAILED_PRECONDITION (NUMBER_NOT_SERVED: no configured operator serves the number),
+        RESOURCE_EXHAUSTED (RATE_LIMITED: too many codes for this number or user; RetryInfo),
+        UNAVAILABLE (SMS_NOT_SENT: the code could not be sent). No code is sent on any refusal but
+        SMS_NOT_SENT.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -91,6 +114,10 @@ class GatewayServiceServicer:
         caller's deadline, else the VERIFYING identification (poll GetIdentification). A wrong code
         is FAILED_PRECONDITION with the attempts left; when none are left, or the code has expired,
         the identification is NOT_COMPLETED.
+        Errors: INVALID_ARGUMENT (INVALID_FIELD: identification_id empty, code not 6 digits, max_wait
+        negative), NOT_FOUND (IDENTIFICATION_NOT_FOUND), FAILED_PRECONDITION (WRONG_CODE with metadata
+        attempts_left; TOO_MANY_ATTEMPTS and CODE_EXPIRED: the identification is now NOT_COMPLETED;
+        WRONG_STATE: it ended before the code was accepted).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -99,6 +126,7 @@ class GatewayServiceServicer:
     def GetIdentification(self, request, context):
         """GetIdentification returns the user's current identification. NOT_FOUND if the user never
         started one.
+        Errors: INVALID_ARGUMENT (INVALID_FIELD: user_id), NOT_FOUND (IDENTIFICATION_NOT_FOUND).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -106,6 +134,8 @@ class GatewayServiceServicer:
 
     def CheckAccess(self, request, context):
         """CheckAccess says whether the user may send messages: only an IDENTIFIED user may.
+        Errors: INVALID_ARGUMENT (INVALID_FIELD: user_id). A user without an identification is not an
+        error: allowed is false.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -116,6 +146,9 @@ class GatewayServiceServicer:
         identification ends at once (the user may no longer send) and a new identification for the
         new number starts, AWAITING_CODE. NOT_FOUND if the user has no identification;
         INVALID_ARGUMENT if the new number is unusable or the same as the current one.
+        Errors: INVALID_ARGUMENT (INVALID_FIELD, INVALID_PHONE_NUMBER, COUNTRY_NOT_ALLOWED as for
+        StartIdentification; SAME_NUMBER), NOT_FOUND (IDENTIFICATION_NOT_FOUND), FAILED_PRECONDITION
+        (NUMBER_NOT_SERVED), RESOURCE_EXHAUSTED (RATE_LIMITED; RetryInfo), UNAVAILABLE (SMS_NOT_SENT).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -126,6 +159,9 @@ class GatewayServiceServicer:
         has changed hands since the user's identification (for dormant accounts). NOT_FOUND if the
         user has no identification; FAILED_PRECONDITION if it was never IDENTIFIED; UNAVAILABLE if
         the operator cannot be reached.
+        Errors: INVALID_ARGUMENT (INVALID_FIELD: user_id), NOT_FOUND (IDENTIFICATION_NOT_FOUND),
+        FAILED_PRECONDITION (NEVER_IDENTIFIED; AGREEMENT_MISSING: the operator refused this messenger),
+        UNAVAILABLE (OPERATOR_UNREACHABLE).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -176,6 +212,14 @@ class GatewayService:
     """GatewayService runs the identification of the messenger's users through their mobile
     operators (Decree 1279/1801): possession of the number by a one-time code, then the
     operator's verification within the window (20 minutes by default).
+    Every RPC of this service may also return UNAUTHENTICATED (UNAUTHENTICATED: the caller's identity
+    is missing or malformed), PERMISSION_DENIED (CALLER_NOT_ALLOWED: the caller's identity may not
+    call it), INVALID_ARGUMENT (FIELD_TOO_LONG: a field over its documented maximum size),
+    RESOURCE_EXHAUSTED (OVERLOADED: the service is at its limit of calls in flight; RetryInfo),
+    UNAVAILABLE (the service is starting, stopping or unreachable), DEADLINE_EXCEEDED and CANCELLED
+    (the caller's deadline or cancellation), UNIMPLEMENTED (a server without the method) and INTERNAL
+    (INTERNAL: a bug; quote the request id). Every refusal carries a google.rpc.ErrorInfo with the
+    reason in parentheses (idmesh.common.v1.ErrorReason).
     """
 
     @staticmethod
@@ -343,6 +387,14 @@ class GatewayService:
 
 class GatewayAdminServiceStub:
     """GatewayAdminService is for the messenger's operations staff.
+    Every RPC of this service may also return UNAUTHENTICATED (UNAUTHENTICATED: the caller's identity
+    is missing or malformed), PERMISSION_DENIED (CALLER_NOT_ALLOWED: the caller's identity may not
+    call it), INVALID_ARGUMENT (FIELD_TOO_LONG: a field over its documented maximum size),
+    RESOURCE_EXHAUSTED (OVERLOADED: the service is at its limit of calls in flight; RetryInfo),
+    UNAVAILABLE (the service is starting, stopping or unreachable), DEADLINE_EXCEEDED and CANCELLED
+    (the caller's deadline or cancellation), UNIMPLEMENTED (a server without the method) and INTERNAL
+    (INTERNAL: a bug; quote the request id). Every refusal carries a google.rpc.ErrorInfo with the
+    reason in parentheses (idmesh.common.v1.ErrorReason).
     """
 
     def __init__(self, channel):
@@ -365,6 +417,14 @@ class GatewayAdminServiceStub:
 
 class GatewayAdminServiceServicer:
     """GatewayAdminService is for the messenger's operations staff.
+    Every RPC of this service may also return UNAUTHENTICATED (UNAUTHENTICATED: the caller's identity
+    is missing or malformed), PERMISSION_DENIED (CALLER_NOT_ALLOWED: the caller's identity may not
+    call it), INVALID_ARGUMENT (FIELD_TOO_LONG: a field over its documented maximum size),
+    RESOURCE_EXHAUSTED (OVERLOADED: the service is at its limit of calls in flight; RetryInfo),
+    UNAVAILABLE (the service is starting, stopping or unreachable), DEADLINE_EXCEEDED and CANCELLED
+    (the caller's deadline or cancellation), UNIMPLEMENTED (a server without the method) and INTERNAL
+    (INTERNAL: a bug; quote the request id). Every refusal carries a google.rpc.ErrorInfo with the
+    reason in parentheses (idmesh.common.v1.ErrorReason).
     """
 
     def ImportPortedNumbers(self, request_iterator, context):
@@ -373,6 +433,8 @@ class GatewayAdminServiceServicer:
         new porting date is later (else the row counts as unchanged). Invalid rows are reported by
         line; in IMPORT_MODE_ALL_OR_NOTHING (the default) one invalid row commits nothing, in
         IMPORT_MODE_VALID_ROWS the valid rows commit.
+        Errors: INVALID_ARGUMENT (INVALID_FIELD: an unknown mode, or more rows in a message than
+        allowed; nothing is imported). Invalid rows are not errors: the reply reports them.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -380,6 +442,7 @@ class GatewayAdminServiceServicer:
 
     def ResolveOperator(self, request, context):
         """ResolveOperator says which operator the gateway would ask about a number, and why.
+        Errors: INVALID_ARGUMENT (INVALID_PHONE_NUMBER).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -408,6 +471,14 @@ def add_GatewayAdminServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class GatewayAdminService:
     """GatewayAdminService is for the messenger's operations staff.
+    Every RPC of this service may also return UNAUTHENTICATED (UNAUTHENTICATED: the caller's identity
+    is missing or malformed), PERMISSION_DENIED (CALLER_NOT_ALLOWED: the caller's identity may not
+    call it), INVALID_ARGUMENT (FIELD_TOO_LONG: a field over its documented maximum size),
+    RESOURCE_EXHAUSTED (OVERLOADED: the service is at its limit of calls in flight; RetryInfo),
+    UNAVAILABLE (the service is starting, stopping or unreachable), DEADLINE_EXCEEDED and CANCELLED
+    (the caller's deadline or cancellation), UNIMPLEMENTED (a server without the method) and INTERNAL
+    (INTERNAL: a bug; quote the request id). Every refusal carries a google.rpc.ErrorInfo with the
+    reason in parentheses (idmesh.common.v1.ErrorReason).
     """
 
     @staticmethod

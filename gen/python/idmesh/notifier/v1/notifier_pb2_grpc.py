@@ -30,6 +30,14 @@ class NotifierServiceStub:
     etcd's watch API: per messenger, events carry a gap-free, ordered sequence number; a
     subscription resumes after any sequence number still retained; events are durable before
     they are acknowledged to the publisher and are never pruned before the messenger acks them.
+    Every RPC of this service may also return UNAUTHENTICATED (UNAUTHENTICATED: the caller's identity
+    is missing or malformed), PERMISSION_DENIED (CALLER_NOT_ALLOWED: the caller's identity may not
+    call it), INVALID_ARGUMENT (FIELD_TOO_LONG: a field over its documented maximum size),
+    RESOURCE_EXHAUSTED (OVERLOADED: the service is at its limit of calls in flight; RetryInfo),
+    UNAVAILABLE (the service is starting, stopping or unreachable), DEADLINE_EXCEEDED and CANCELLED
+    (the caller's deadline or cancellation), UNIMPLEMENTED (a server without the method) and INTERNAL
+    (INTERNAL: a bug; quote the request id). Every refusal carries a google.rpc.ErrorInfo with the
+    reason in parentheses (idmesh.common.v1.ErrorReason).
     """
 
     def __init__(self, channel):
@@ -65,12 +73,23 @@ class NotifierServiceServicer:
     etcd's watch API: per messenger, events carry a gap-free, ordered sequence number; a
     subscription resumes after any sequence number still retained; events are durable before
     they are acknowledged to the publisher and are never pruned before the messenger acks them.
+    Every RPC of this service may also return UNAUTHENTICATED (UNAUTHENTICATED: the caller's identity
+    is missing or malformed), PERMISSION_DENIED (CALLER_NOT_ALLOWED: the caller's identity may not
+    call it), INVALID_ARGUMENT (FIELD_TOO_LONG: a field over its documented maximum size),
+    RESOURCE_EXHAUSTED (OVERLOADED: the service is at its limit of calls in flight; RetryInfo),
+    UNAVAILABLE (the service is starting, stopping or unreachable), DEADLINE_EXCEEDED and CANCELLED
+    (the caller's deadline or cancellation), UNIMPLEMENTED (a server without the method) and INTERNAL
+    (INTERNAL: a bug; quote the request id). Every refusal carries a google.rpc.ErrorInfo with the
+    reason in parentheses (idmesh.common.v1.ErrorReason).
     """
 
     def Publish(self, request, context):
         """Publish stores events and acknowledges them once they are committed. Every event's
         operator_id must be the calling operator's own (PERMISSION_DENIED otherwise). An event_id
         already stored is a no-op, so a publisher may retry a batch freely.
+        Errors: INVALID_ARGUMENT (INVALID_EVENT: a malformed event, or not 1 to 1000 events; nothing of
+        the batch is stored), PERMISSION_DENIED (OPERATOR_MISMATCH: an event in another operator's
+        name), ALREADY_EXISTS (EVENT_ID_CONFLICT: an event id already stored for a different event).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -80,9 +99,14 @@ class NotifierServiceServicer:
         """Subscribe streams every event of messenger_id with seq > after_seq, in order, then new
         events as they are published, several per message (as many as are ready, up to the
         notifier's batch size), with a progress mark on an idle stream. A cursor below the
-        retained floor or beyond the head fails at once with OUT_OF_RANGE; trailing metadata
-        "idmesh-floor-seq" and "idmesh-head-seq" carry the valid range. A consumer too slow for the
+        retained floor or beyond the head fails at once with OUT_OF_RANGE; the ErrorInfo metadata
+        "floor_seq" and "head_seq" (and, for older clients, the trailing metadata "idmesh-floor-seq"
+        and "idmesh-head-seq") carry the valid range. A consumer too slow for the
         stream's buffer is ended with RESOURCE_EXHAUSTED and resumes from its cursor.
+        Errors: INVALID_ARGUMENT (INVALID_FIELD: messenger_id empty), PERMISSION_DENIED
+        (MESSENGER_MISMATCH: another messenger's events), OUT_OF_RANGE (CURSOR_OUT_OF_RANGE, metadata
+        floor_seq and head_seq), RESOURCE_EXHAUSTED (CONSUMER_TOO_SLOW: resume from the cursor),
+        UNAVAILABLE (SHUTTING_DOWN: resume from the cursor).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -91,6 +115,8 @@ class NotifierServiceServicer:
     def Ack(self, request, context):
         """Ack records that the messenger has applied every event up to up_to_seq. Acks are monotonic
         and idempotent: a lower or repeated up_to_seq changes nothing. OUT_OF_RANGE beyond the head.
+        Errors: INVALID_ARGUMENT (INVALID_FIELD: messenger_id empty), PERMISSION_DENIED
+        (MESSENGER_MISMATCH), OUT_OF_RANGE (ACK_BEYOND_HEAD, metadata floor_seq and head_seq).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -98,6 +124,8 @@ class NotifierServiceServicer:
 
     def GetDeliveryStatus(self, request, context):
         """GetDeliveryStatus reports the messenger's delivery state against the 24-hour legal limit.
+        Errors: INVALID_ARGUMENT (INVALID_FIELD: messenger_id empty), PERMISSION_DENIED
+        (MESSENGER_MISMATCH).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -139,6 +167,14 @@ class NotifierService:
     etcd's watch API: per messenger, events carry a gap-free, ordered sequence number; a
     subscription resumes after any sequence number still retained; events are durable before
     they are acknowledged to the publisher and are never pruned before the messenger acks them.
+    Every RPC of this service may also return UNAUTHENTICATED (UNAUTHENTICATED: the caller's identity
+    is missing or malformed), PERMISSION_DENIED (CALLER_NOT_ALLOWED: the caller's identity may not
+    call it), INVALID_ARGUMENT (FIELD_TOO_LONG: a field over its documented maximum size),
+    RESOURCE_EXHAUSTED (OVERLOADED: the service is at its limit of calls in flight; RetryInfo),
+    UNAVAILABLE (the service is starting, stopping or unreachable), DEADLINE_EXCEEDED and CANCELLED
+    (the caller's deadline or cancellation), UNIMPLEMENTED (a server without the method) and INTERNAL
+    (INTERNAL: a bug; quote the request id). Every refusal carries a google.rpc.ErrorInfo with the
+    reason in parentheses (idmesh.common.v1.ErrorReason).
     """
 
     @staticmethod

@@ -30,6 +30,14 @@ class RegistryServiceStub:
     from the caller's identity (never from a request field); it must have an active
     identification agreement with this operator, or every call is refused with
     PERMISSION_DENIED and reveals nothing about the number.
+    Every RPC of this service may also return UNAUTHENTICATED (UNAUTHENTICATED: the caller's identity
+    is missing or malformed), PERMISSION_DENIED (CALLER_NOT_ALLOWED: the caller's identity may not
+    call it), INVALID_ARGUMENT (FIELD_TOO_LONG: a field over its documented maximum size),
+    RESOURCE_EXHAUSTED (OVERLOADED: the service is at its limit of calls in flight; RetryInfo),
+    UNAVAILABLE (the service is starting, stopping or unreachable), DEADLINE_EXCEEDED and CANCELLED
+    (the caller's deadline or cancellation), UNIMPLEMENTED (a server without the method) and INTERNAL
+    (INTERNAL: a bug; quote the request id). Every refusal carries a google.rpc.ErrorInfo with the
+    reason in parentheses (idmesh.common.v1.ErrorReason).
     """
 
     def __init__(self, channel):
@@ -55,6 +63,14 @@ class RegistryServiceServicer:
     from the caller's identity (never from a request field); it must have an active
     identification agreement with this operator, or every call is refused with
     PERMISSION_DENIED and reveals nothing about the number.
+    Every RPC of this service may also return UNAUTHENTICATED (UNAUTHENTICATED: the caller's identity
+    is missing or malformed), PERMISSION_DENIED (CALLER_NOT_ALLOWED: the caller's identity may not
+    call it), INVALID_ARGUMENT (FIELD_TOO_LONG: a field over its documented maximum size),
+    RESOURCE_EXHAUSTED (OVERLOADED: the service is at its limit of calls in flight; RetryInfo),
+    UNAVAILABLE (the service is starting, stopping or unreachable), DEADLINE_EXCEEDED and CANCELLED
+    (the caller's deadline or cancellation), UNIMPLEMENTED (a server without the method) and INTERNAL
+    (INTERNAL: a bug; quote the request id). Every refusal carries a google.rpc.ErrorInfo with the
+    reason in parentheses (idmesh.common.v1.ErrorReason).
     """
 
     def VerifySubscriber(self, request, context):
@@ -63,8 +79,10 @@ class RegistryServiceServicer:
         and returns the identification code of the pair (contract, messenger); asking again returns
         the same code. The answer is committed only while the caller's deadline has not passed;
         past it the call fails with DEADLINE_EXCEEDED and records nothing.
-        Errors: INVALID_ARGUMENT (malformed number or request id, or a request id already used
-        for another number), PERMISSION_DENIED (no active agreement), DEADLINE_EXCEEDED.
+        Errors: INVALID_ARGUMENT (INVALID_PHONE_NUMBER; INVALID_FIELD: request_id; REQUEST_ID_REUSED:
+        the request id was used for another number), PERMISSION_DENIED (AGREEMENT_MISSING: no active
+        agreement), DEADLINE_EXCEEDED (DEADLINE_PASSED: nothing was recorded), RESOURCE_EXHAUSTED
+        (RATE_LIMITED: too many requests from this messenger; RetryInfo).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -76,6 +94,8 @@ class RegistryServiceServicer:
         changed after `since` (terminated, ported out, or a new contract began), NOT_REASSIGNED,
         or NO_DATA if `since` is before this registry's record keeping began. Same agreement rule as
         VerifySubscriber. INVALID_ARGUMENT for a malformed number or a missing or future `since`.
+        Errors: INVALID_ARGUMENT (INVALID_PHONE_NUMBER; INVALID_FIELD: since missing or in the future),
+        PERMISSION_DENIED (AGREEMENT_MISSING).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -107,6 +127,14 @@ class RegistryService:
     from the caller's identity (never from a request field); it must have an active
     identification agreement with this operator, or every call is refused with
     PERMISSION_DENIED and reveals nothing about the number.
+    Every RPC of this service may also return UNAUTHENTICATED (UNAUTHENTICATED: the caller's identity
+    is missing or malformed), PERMISSION_DENIED (CALLER_NOT_ALLOWED: the caller's identity may not
+    call it), INVALID_ARGUMENT (FIELD_TOO_LONG: a field over its documented maximum size),
+    RESOURCE_EXHAUSTED (OVERLOADED: the service is at its limit of calls in flight; RetryInfo),
+    UNAVAILABLE (the service is starting, stopping or unreachable), DEADLINE_EXCEEDED and CANCELLED
+    (the caller's deadline or cancellation), UNIMPLEMENTED (a server without the method) and INTERNAL
+    (INTERNAL: a bug; quote the request id). Every refusal carries a google.rpc.ErrorInfo with the
+    reason in parentheses (idmesh.common.v1.ErrorReason).
     """
 
     @staticmethod
@@ -166,6 +194,14 @@ class RegistryService:
 
 class RegistryAdminServiceStub:
     """RegistryAdminService is for the operator's own systems: contracts and agreements.
+    Every RPC of this service may also return UNAUTHENTICATED (UNAUTHENTICATED: the caller's identity
+    is missing or malformed), PERMISSION_DENIED (CALLER_NOT_ALLOWED: the caller's identity may not
+    call it), INVALID_ARGUMENT (FIELD_TOO_LONG: a field over its documented maximum size),
+    RESOURCE_EXHAUSTED (OVERLOADED: the service is at its limit of calls in flight; RetryInfo),
+    UNAVAILABLE (the service is starting, stopping or unreachable), DEADLINE_EXCEEDED and CANCELLED
+    (the caller's deadline or cancellation), UNIMPLEMENTED (a server without the method) and INTERNAL
+    (INTERNAL: a bug; quote the request id). Every refusal carries a google.rpc.ErrorInfo with the
+    reason in parentheses (idmesh.common.v1.ErrorReason).
     """
 
     def __init__(self, channel):
@@ -228,11 +264,21 @@ class RegistryAdminServiceStub:
 
 class RegistryAdminServiceServicer:
     """RegistryAdminService is for the operator's own systems: contracts and agreements.
+    Every RPC of this service may also return UNAUTHENTICATED (UNAUTHENTICATED: the caller's identity
+    is missing or malformed), PERMISSION_DENIED (CALLER_NOT_ALLOWED: the caller's identity may not
+    call it), INVALID_ARGUMENT (FIELD_TOO_LONG: a field over its documented maximum size),
+    RESOURCE_EXHAUSTED (OVERLOADED: the service is at its limit of calls in flight; RetryInfo),
+    UNAVAILABLE (the service is starting, stopping or unreachable), DEADLINE_EXCEEDED and CANCELLED
+    (the caller's deadline or cancellation), UNIMPLEMENTED (a server without the method) and INTERNAL
+    (INTERNAL: a bug; quote the request id). Every refusal carries a google.rpc.ErrorInfo with the
+    reason in parentheses (idmesh.common.v1.ErrorReason).
     """
 
     def CreateSubscriber(self, request, context):
         """CreateSubscriber records a new active service contract for a number. A number holds at most
         one active contract: ALREADY_EXISTS if it has one, or if contract_id is taken.
+        Errors: INVALID_ARGUMENT (INVALID_PHONE_NUMBER; INVALID_FIELD: contract_id, activated_at),
+        ALREADY_EXISTS (SUBSCRIBER_EXISTS).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -241,6 +287,7 @@ class RegistryAdminServiceServicer:
     def GetSubscriber(self, request, context):
         """GetSubscriber returns the number's current (or most recent) contract with the messengers
         the subscriber uses under it. NOT_FOUND if the number never had a contract here.
+        Errors: INVALID_ARGUMENT (INVALID_PHONE_NUMBER), NOT_FOUND (SUBSCRIBER_NOT_FOUND).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -250,6 +297,8 @@ class RegistryAdminServiceServicer:
         """TerminateContract ends the number's active contract and, in the same transaction, queues one
         ContractTerminated notice per messenger bound to it; a relay delivers them to the notifier.
         NOT_FOUND if the number has no contract, FAILED_PRECONDITION if it is already terminated.
+        Errors: INVALID_ARGUMENT (INVALID_PHONE_NUMBER; INVALID_FIELD: reason), NOT_FOUND
+        (SUBSCRIBER_NOT_FOUND), FAILED_PRECONDITION (CONTRACT_NOT_ACTIVE).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -257,6 +306,7 @@ class RegistryAdminServiceServicer:
 
     def RegisterMessenger(self, request, context):
         """RegisterMessenger creates or reactivates the identification agreement with a messenger.
+        Errors: INVALID_ARGUMENT (INVALID_FIELD: messenger_id, display_name).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -265,6 +315,7 @@ class RegistryAdminServiceServicer:
     def SuspendMessenger(self, request, context):
         """SuspendMessenger suspends an agreement: the messenger's verification requests are refused
         with PERMISSION_DENIED until it is registered again. NOT_FOUND for an unknown messenger.
+        Errors: INVALID_ARGUMENT (INVALID_FIELD: messenger_id), NOT_FOUND (MESSENGER_NOT_FOUND).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -272,6 +323,7 @@ class RegistryAdminServiceServicer:
 
     def ListMessengers(self, request, context):
         """ListMessengers lists the agreements this operator holds.
+        Errors: none of its own.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -283,6 +335,8 @@ class RegistryAdminServiceServicer:
         TerminateContract), and later VerifySubscriber answers for the number carry the recipient as
         a hint. NOT_FOUND / FAILED_PRECONDITION as for TerminateContract; INVALID_ARGUMENT if the
         recipient is this operator or not a valid operator id.
+        Errors: INVALID_ARGUMENT (INVALID_PHONE_NUMBER; INVALID_FIELD: recipient_operator_id),
+        NOT_FOUND (SUBSCRIBER_NOT_FOUND), FAILED_PRECONDITION (CONTRACT_NOT_ACTIVE).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -293,6 +347,9 @@ class RegistryAdminServiceServicer:
         validated (E.164 mobile number, contract id, activation time); invalid rows are reported
         with their line numbers. With IMPORT_MODE_ALL_OR_NOTHING one invalid row (or a conflict with
         an existing contract) commits nothing; with IMPORT_MODE_VALID_ROWS the valid rows commit.
+        Errors: INVALID_ARGUMENT (INVALID_FIELD: an unknown mode, or more rows in a message than
+        allowed; nothing is imported). Invalid or conflicting rows are not errors: the reply reports
+        them.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -301,6 +358,7 @@ class RegistryAdminServiceServicer:
     def ListAuditRecords(self, request, context):
         """ListAuditRecords lists the append-only audit trail of verification requests, newest
         first, filtered and paged.
+        Errors: INVALID_ARGUMENT (INVALID_FIELD: page_size, page_token, since or until).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -314,6 +372,8 @@ class RegistryAdminServiceServicer:
         terminated, invalid). A stream broken off keeps the batches already committed; sending the
         same rows again ends nothing twice (they answer TERMINATION_OUTCOME_NOT_ACTIVE).
         INVALID_ARGUMENT for a batch of more than 10,000 rows (nothing of it ends).
+        Errors: INVALID_ARGUMENT (INVALID_FIELD: more rows in a message than allowed; nothing of that
+        batch ends). Rows that cannot end are not errors: the reply reports them.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -382,6 +442,14 @@ def add_RegistryAdminServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class RegistryAdminService:
     """RegistryAdminService is for the operator's own systems: contracts and agreements.
+    Every RPC of this service may also return UNAUTHENTICATED (UNAUTHENTICATED: the caller's identity
+    is missing or malformed), PERMISSION_DENIED (CALLER_NOT_ALLOWED: the caller's identity may not
+    call it), INVALID_ARGUMENT (FIELD_TOO_LONG: a field over its documented maximum size),
+    RESOURCE_EXHAUSTED (OVERLOADED: the service is at its limit of calls in flight; RetryInfo),
+    UNAVAILABLE (the service is starting, stopping or unreachable), DEADLINE_EXCEEDED and CANCELLED
+    (the caller's deadline or cancellation), UNIMPLEMENTED (a server without the method) and INTERNAL
+    (INTERNAL: a bug; quote the request id). Every refusal carries a google.rpc.ErrorInfo with the
+    reason in parentheses (idmesh.common.v1.ErrorReason).
     """
 
     @staticmethod

@@ -1,0 +1,65 @@
+"""python -m tools.chaos [--seed N] [--rounds N] [--window S] [--load-seconds S]
+[--failpoints A,B] [--out DIR]"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import sys
+import time
+from pathlib import Path
+
+from services.common.failpoints import CATALOGUE
+from tools.chaos.run import Options, run
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m tools.chaos",
+        description="A seeded fault run of the whole mesh, checked against its invariants "
+        "(docs/chaos.md).",
+    )
+    parser.add_argument("--seed", type=int, help="the schedule's seed (default: random, printed)")
+    parser.add_argument("--rounds", type=int, default=8, help="rounds to run (default 8)")
+    parser.add_argument(
+        "--window", type=float, default=12.0, help="verification window, seconds (default 12)"
+    )
+    parser.add_argument(
+        "--load-seconds",
+        type=float,
+        default=10.0,
+        help="how long each round's load starts and faults strike (default 10)",
+    )
+    parser.add_argument(
+        "--failpoints",
+        default="",
+        help="comma-separated failpoint names: arm only these (default: all; docs/chaos.md)",
+    )
+    parser.add_argument(
+        "--out", type=Path, help="the run folder (default data/chaos/<time>-seed<seed>)"
+    )
+    args = parser.parse_args(argv)
+    if args.rounds < 1 or args.window <= 0 or args.load_seconds <= 0:
+        parser.error("--rounds, --window and --load-seconds must be positive")
+    failpoints = tuple(sorted({n.strip() for n in args.failpoints.split(",") if n.strip()}))
+    unknown = [n for n in failpoints if n not in CATALOGUE]
+    if unknown:
+        parser.error(f"--failpoints: unknown {', '.join(unknown)} (known: {', '.join(CATALOGUE)})")
+    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1, 10**6)
+    out = args.out or ROOT / "data" / "chaos" / f"{time.strftime('%Y%m%d-%H%M%S')}-seed{seed}"
+    options = Options(
+        seed=seed,
+        rounds=args.rounds,
+        out=out,
+        window=args.window,
+        load_seconds=args.load_seconds,
+        failpoints=failpoints,
+    )
+    return asyncio.run(run(options))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

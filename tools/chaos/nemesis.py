@@ -1,0 +1,129 @@
+"""The faults: SIGKILL and restart, restart with a failpoint armed, SIGSTOP and SIGCONT.
+
+The Mesh's process control blocks (it waits for exits and health), so it runs in a thread;
+one fault at a time, in the plan's order, never before its time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from services.cli.mesh import Mesh, MeshError
+from services.common.failpoints import ENV as FAILPOINTS
+from tools.chaos.history import History
+from tools.chaos.schedule import Fault
+
+START_TIMEOUT = 60.0
+
+
+@dataclass
+class FaultStats:
+    kills: Counter[str] = field(default_factory=Counter)  # by service
+    stalls: Counter[str] = field(default_factory=Counter)
+    armed: Counter[str] = field(default_factory=Counter)  # by failpoint name
+    fired: Counter[str] = field(default_factory=Counter)  # crashed (exit 137) while armed
+    hit: Counter[str] = field(default_factory=Counter)  # armings that were hit (crash or sleep)
+
+
+class Nemesis:
+    def __init__(self, mesh: Mesh, history: History, stats: FaultStats) -> None:
+        self.mesh = mesh
+        self.history = history
+        self.stats = stats
+        self.stopped: set[str] = set()
+
+    async def play(self, round_no: int, faults: tuple[Fault, ...], began: float) -> None:
+        loop = asyncio.get_running_loop()
+        for fault in faults:
+            await asyncio.sleep(max(0.0, began + fault.at - loop.time()))
+            record = self.history.begin(
+                "fault",
+                fault.kind,
+                round_no,
+                service=fault.service,
+                seconds=fault.seconds,
+                failpoint=fault.failpoint,
+            )
+            result = await getattr(self, f"_{fault.kind}")(fault)
+            self.history.end(record, True, **result)
+
+    async def _kill(self, fault: Fault) -> dict[str, object]:
+        await asyncio.to_thread(self.mesh.kill, fault.service)
+        self.stats.kills[fault.service] += 1
+        await asyncio.sleep(fault.seconds)
+        await self._start(fault.service)
+        return {}
+
+    async def _failpoint(self, fault: Fault) -> dict[str, object]:
+        """Restart the service (kill -9) with the failpoint armed; wait for it to fire (exit 137)
+        at most fault.seconds; then restart it unarmed (after a short downtime when it fired)."""
+        name = fault.failpoint.split("=", 1)[0]
+        svc = self.mesh.services[fault.service]
+        await asyncio.to_thread(self.mesh.kill, fault.service)
+        log_from = svc.log_path.stat().st_size if svc.log_path.exists() else 0
+        self.stats.kills[fault.service] += 1
+        svc.env[FAILPOINTS] = fault.failpoint
+        try:
+            await self._start(fault.service)
+        except MeshError:
+            if svc.running or svc.wait(0) != 137:
+                raise  # not the failpoint: it did not start
+            # fired while starting (a notice redelivered at once, a resumed verification)
+        finally:
+            del svc.env[FAILPOINTS]
+        self.stats.armed[name] += 1
+        code = await asyncio.to_thread(svc.wait, fault.seconds)
+        fired = code == 137
+        if fired:
+            self.stats.fired[name] += 1
+            await asyncio.sleep(0.2)
+        else:
+            await asyncio.to_thread(self.mesh.kill, fault.service)
+            self.stats.kills[fault.service] += 1
+        await self._start(fault.service)
+        hits = await asyncio.to_thread(_hits, svc.log_path, log_from, name)
+        if hits:
+            self.stats.hit[name] += 1
+        return {"fired": fired, "exit": code, "hits": hits}
+
+    async def _stall(self, fault: Fault) -> dict[str, object]:
+        svc = self.mesh.services[fault.service]
+        svc.signal(signal.SIGSTOP)
+        self.stopped.add(fault.service)
+        self.stats.stalls[fault.service] += 1
+        try:
+            await asyncio.sleep(fault.seconds)
+        finally:
+            svc.signal(signal.SIGCONT)
+            self.stopped.discard(fault.service)
+        return {}
+
+    async def _start(self, name: str) -> None:
+        svc = self.mesh.services[name]
+        if not svc.running:
+            await asyncio.to_thread(svc.start)
+        await asyncio.to_thread(self.mesh.wait_serving, name, START_TIMEOUT)
+
+    async def heal(self, round_no: int) -> None:
+        """Every service running, unarmed and not stopped."""
+        for name in sorted(self.stopped):
+            self.mesh.services[name].signal(signal.SIGCONT)
+        self.stopped.clear()
+        restarted = []
+        for name, svc in self.mesh.services.items():
+            if not svc.running:
+                restarted.append(name)
+                await self._start(name)
+        self.history.note("heal", round_no, restarted=restarted)
+
+
+def _hits(log: Path, offset: int, name: str) -> int:
+    """How often the failpoint acted (crashed or slept) in the log written since offset."""
+    with log.open("rb") as f:
+        f.seek(offset)
+        text = f.read().decode(errors="replace")
+    return text.count(f'"failpoint": "{name}"')
