@@ -182,6 +182,38 @@ async def test_gateway_down_for_a_burst_catches_up_in_order(client: MeshClient, 
     assert numbers == phones
 
 
+async def test_gateway_killed_inside_a_batch_of_notices_loses_nothing_and_applies_each_once(
+    client: MeshClient, mesh: Mesh
+) -> None:
+    phones = [await new_subscriber(client, "beeline", "+7964") for _ in range(4)]
+    users = [await identified(client, "beta", p) for p in phones]
+    await wait_acked(client, "beta")
+    before = await status(client, "beta")
+    gateway = mesh.services["gateway-beta"]
+    mesh.kill("gateway-beta")
+    try:
+        for p in phones:
+            await terminate(client, "beeline", p)
+
+        async def received() -> bool:
+            return bool((await status(client, "beta")).head_seq >= before.head_seq + len(phones))
+
+        await eventually(received, within=30, what="the notifier to receive the burst")
+        # The backlog comes in one message; the gateway dies inside its transaction.
+        gateway.env[FAILPOINTS] = "gateway.notice.before_commit"
+        gateway.start()
+        assert gateway.wait(60) == 137, "the failpoint did not fire"
+    finally:
+        gateway.env.pop(FAILPOINTS, None)
+        mesh.restart("gateway-beta")
+    for u in users:
+        revoked = await client.wait_state("beta", u, REVOKED, timeout=60)
+        assert revoked.reason == Reason.REASON_CONTRACT_TERMINATED
+    await wait_acked(client, "beta", timeout=60)
+    after = await status(client, "beta")
+    assert after.head_seq == after.acked_seq == before.head_seq + len(phones)
+
+
 async def test_registry_killed_after_terminate_commits_publishes_after_restart(
     client: MeshClient, mesh: Mesh
 ) -> None:
