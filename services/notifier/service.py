@@ -191,8 +191,9 @@ class Subscription:
         NoticeBatch, or a progress mark."""
         if self._failure is not None:
             raise self._failure
-        item = self._held or await self._buffer.get()
-        self._held = None
+        item, self._held = self._held, None
+        if item is None:
+            item = await self._buffer.get()
         if isinstance(item, _End):
             assert self._failure is not None
             raise self._failure

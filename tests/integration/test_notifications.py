@@ -82,6 +82,19 @@ async def wait_acked(client: MeshClient, messenger: str, timeout: float = 30) ->
     await eventually(acked, within=timeout, what=f"{messenger} to ack every notice")
 
 
+async def terminate_all(
+    client: MeshClient, phones: list[str], messenger: str, head_seq: int
+) -> None:
+    """End the contracts of phones at beeline; return once the notifier holds their notices."""
+    for p in phones:
+        await terminate(client, "beeline", p)
+
+    async def received() -> bool:
+        return bool((await status(client, messenger)).head_seq >= head_seq + len(phones))
+
+    await eventually(received, within=30, what="the notifier to receive the burst")
+
+
 async def test_termination_revokes_every_bound_messenger_and_only_that_user(
     client: MeshClient,
 ) -> None:
@@ -155,13 +168,7 @@ async def test_gateway_down_for_a_burst_catches_up_in_order(client: MeshClient, 
     before = await status(client, "beta")
     mesh.kill("gateway-beta")
     try:
-        for p in phones:
-            await terminate(client, "beeline", p)
-
-        async def received() -> bool:
-            return bool((await status(client, "beta")).head_seq >= before.head_seq + len(phones))
-
-        await eventually(received, within=30, what="the notifier to receive the burst")
+        await terminate_all(client, phones, "beta", before.head_seq)
     finally:
         mesh.restart("gateway-beta")
     for u in users:
@@ -192,13 +199,7 @@ async def test_gateway_killed_inside_a_batch_of_notices_loses_nothing_and_applie
     gateway = mesh.services["gateway-beta"]
     mesh.kill("gateway-beta")
     try:
-        for p in phones:
-            await terminate(client, "beeline", p)
-
-        async def received() -> bool:
-            return bool((await status(client, "beta")).head_seq >= before.head_seq + len(phones))
-
-        await eventually(received, within=30, what="the notifier to receive the burst")
+        await terminate_all(client, phones, "beta", before.head_seq)
         # The backlog comes in one message; the gateway dies inside its transaction.
         gateway.env[FAILPOINTS] = "gateway.notice.before_commit"
         gateway.start()
