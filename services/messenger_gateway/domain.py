@@ -160,7 +160,12 @@ class OperatorAnswer:
 
 
 class OperatorUnavailable(Exception):
-    """The operator could not be asked this time (down, overloaded, ...); worth retrying."""
+    """The operator could not be asked this time (down, overloaded, ...); worth retrying, not
+    before retry_after seconds when the operator said so (its RetryInfo)."""
+
+    def __init__(self, message: str, *, retry_after: float = 0.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class OperatorRefused(Exception):

@@ -28,6 +28,7 @@ from idmesh.registry.v1 import registry_pb2, registry_pb2_grpc
 from services.common.channels import open_channel
 from services.common.identity import Caller
 from services.common.logging import get_logger
+from services.common.status import error_details
 from services.common.timeutil import to_timestamp
 from services.common.tls import TlsFiles
 from services.messenger_gateway.domain import (
@@ -137,7 +138,11 @@ class RegistryClients:
                     status=code.name,
                     details=exc.details(),
                 )
-            raise OperatorUnavailable(f"{operator_id}: {code.name}: {exc.details()}") from None
+            asked = error_details(exc).retry_delay  # RESOURCE_EXHAUSTED: RetryInfo
+            raise OperatorUnavailable(
+                f"{operator_id}: {code.name}: {exc.details()}",
+                retry_after=asked.total_seconds() if asked is not None else 0.0,
+            ) from None
         if reply.result == registry_pb2.VERIFICATION_RESULT_IDENTIFIED:
             if not reply.identification_code:
                 raise OperatorUnavailable(f"{operator_id}: IDENTIFIED without identification code")

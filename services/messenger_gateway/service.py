@@ -614,6 +614,7 @@ class GatewayService:
         attempt = 0
         while (remaining := self._remaining(ident)) > 0:
             attempt += 1
+            asked = 0.0  # the operator's RetryInfo, when it shed or rate-limited the call
             try:
                 answer = await self._operators.verify(
                     ident.operator_id,
@@ -627,6 +628,7 @@ class GatewayService:
                 await self._record(ident, answer)
                 return None
             except OperatorUnavailable as exc:
+                asked = exc.retry_after
                 log.warning(
                     "verification.operator_unavailable",
                     identification_id=ident.identification_id,
@@ -643,7 +645,8 @@ class GatewayService:
             current = await self._store.get(ident.identification_id)
             if current is None or current.state is not State.VERIFYING:
                 return None  # ended elsewhere (replaced, another gateway process)
-            await asyncio.sleep(min(next(delays), max(self._remaining(ident), 0.0)))
+            wait = max(next(delays), asked)
+            await asyncio.sleep(min(wait, max(self._remaining(ident), 0.0)))
         return None
 
     def _hint_to_follow(self, ident: Identification, answer: OperatorAnswer) -> bool:

@@ -79,9 +79,15 @@ def _running(pid: int) -> bool:
 
 
 def _free_base(*, besides: int | None = None) -> int:
-    """A base port whose mesh ports are all free (and 100 or more away from besides)."""
+    """A base port whose mesh ports are all free (and 100 or more away from besides), below
+    the kernel's ephemeral range: the ports other meshes on the machine take with port 0 (and
+    every outgoing connection) come from that range, so one of them could take a port between
+    this check and the launcher's bind."""
+    low, _high = (
+        int(n) for n in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+    )
     for _ in range(200):
-        base = random.randrange(20_000, 60_000, 100)
+        base = random.randrange(10_000, max(10_100, low - 100), 100)
         if besides is not None and abs(base - besides) < 100:
             continue
         ports = [base + p for offsets in meshlib.DEMO_OFFSETS.values() for p in offsets]

@@ -37,6 +37,7 @@ pytestmark = pytest.mark.mesh
 MB = 1 << 20
 SUBSCRIBER = "+79031234567"  # a Beeline subscriber of the demo seed
 UNKNOWN = "+79039999999"  # no contract at Beeline
+AWAITING_NUMBER = "+79035550199"  # a Beeline number some user is asked the code of
 
 
 # --- calling any RPC as the caller it is for ---------------------------------------------------
@@ -160,7 +161,9 @@ def test_every_rpc_documents_its_codes_with_reasons() -> None:
 # --- refusals of every RPC ---------------------------------------------------------------------
 
 
-def _scenarios(ident_id: str, awaiting_user: str) -> dict[str, list[tuple[Message, str, str]]]:
+def _scenarios(
+    ident_id: str, wrong_code: str, awaiting_user: str
+) -> dict[str, list[tuple[Message, str, str]]]:
     """RPC name -> [(request, expected code, expected reason)]: the refusals each RPC has."""
     g, r, n = gateway_pb2, registry_pb2, notifier_pb2
     user = f"wire-{uuid.uuid4().hex[:8]}"
@@ -204,6 +207,11 @@ def _scenarios(ident_id: str, awaiting_user: str) -> dict[str, list[tuple[Messag
                 "INVALID_FIELD",
             ),
             (
+                g.ConfirmPossessionRequest(identification_id=ident_id, code=wrong_code),
+                "FAILED_PRECONDITION",
+                "WRONG_CODE",
+            ),
+            (
                 g.ConfirmPossessionRequest(
                     identification_id=ident_id,
                     code="000000",
@@ -225,6 +233,11 @@ def _scenarios(ident_id: str, awaiting_user: str) -> dict[str, list[tuple[Messag
                 g.ChangePhoneNumberRequest(user_id=user, phone_number=SUBSCRIBER),
                 "NOT_FOUND",
                 "IDENTIFICATION_NOT_FOUND",
+            ),
+            (
+                g.ChangePhoneNumberRequest(user_id=awaiting_user, phone_number=AWAITING_NUMBER),
+                "INVALID_ARGUMENT",
+                "SAME_NUMBER",
             ),
             (
                 g.ChangePhoneNumberRequest(user_id=user, phone_number="nonsense"),
@@ -374,8 +387,9 @@ async def test_every_rpc_refuses_only_with_codes_and_reasons_its_comment_lists(
     client: MeshClient,
 ) -> None:
     awaiting_user = f"wire-{uuid.uuid4().hex[:8]}"
-    started = await client.start("alpha", awaiting_user, "+79035550199")
-    scenarios = _scenarios(started.identification_id, awaiting_user)
+    started = await client.start("alpha", awaiting_user, AWAITING_NUMBER)
+    right = int(client.sms_code("alpha", started.identification_id))
+    scenarios = _scenarios(started.identification_id, f"{(right + 1) % 10**6:06d}", awaiting_user)
     callers = Callers(client)
     for method in _methods():
         key = _key(method)
@@ -387,6 +401,8 @@ async def test_every_rpc_refuses_only_with_codes_and_reasons_its_comment_lists(
             got = (caught.code.name, caught.details.reason)
             assert got == (code, reason), f"{method.full_name}: {got}: {caught.message}"
             assert caught.details.domain == "idmesh"
+            if caught.code == grpc.StatusCode.INVALID_ARGUMENT:  # names the field at fault
+                assert caught.details.field_violations[0][0], (method.full_name, caught.message)
             assert got in allowed, f"{method.full_name} returned {got}, not in its comment"
         # every RPC checks the caller's identity: a caller it is not for is refused
         service, _ = _caller(method)

@@ -22,6 +22,7 @@ from services.common.db import Database
 from services.common.errors import DomainError, Forbidden
 from services.common.identity import Kind, require_caller
 from services.common.interceptors import ErrorTable
+from services.common.ratelimit import RateLimited
 from services.common.server import GrpcServer, service_name
 from services.messenger_gateway.domain import (
     CodeHasher,
@@ -189,7 +190,8 @@ def free_port() -> int:
 class FakeRegistry(registry_pb2_grpc.RegistryServiceServicer):
     """RegistryService of operator `operator_id`. Behaviour by number: `identified` (default),
     `no_subscriber`, `refused` (PERMISSION_DENIED), `hang` (never answers) or `ported:<op>`
-    (NO_SUBSCRIBER with the hint <op>). CheckNumberReassigned answers `reassignment` (a
+    (NO_SUBSCRIBER with the hint <op>), `rate_limited_once` (RESOURCE_EXHAUSTED with a 0.7 s
+    RetryInfo, then identified). CheckNumberReassigned answers `reassignment` (a
     registry_pb2 ReassignmentStatus) or, when it is a grpc.StatusCode, fails with it."""
 
     def __init__(self, operator_id: str) -> None:
@@ -230,6 +232,9 @@ class FakeRegistry(registry_pb2_grpc.RegistryServiceServicer):
                 )
             case "hang":
                 await asyncio.Event().wait()
+            case "rate_limited_once":
+                self.behaviour[request.phone_number] = "identified"
+                raise RateLimited("too many requests", retry_after=timedelta(milliseconds=700))
         return registry_pb2.VerifySubscriberResponse(
             result=registry_pb2.VERIFICATION_RESULT_IDENTIFIED,
             identification_code=registration_code(self.operator_id, request.phone_number),

@@ -3,6 +3,7 @@ RegistryService and NotifierService servers in the same process."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -524,3 +525,13 @@ async def test_confirm_with_max_wait_zero_returns_verifying_at_once(gw: Harness)
     )
     assert refused.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert error_details(refused).metadata["field"] == "max_wait"
+
+
+async def test_a_registry_retry_delay_is_honoured_by_the_verification(gw: Harness) -> None:
+    gw.registry.behaviour[BEELINE] = "rate_limited_once"
+    started = await gw.start("u1", BEELINE)
+    began = time.monotonic()
+    done = await gw.confirm(started.identification_id, deadline=20)
+    assert done.state == IDENTIFIED
+    assert len(gw.registry.requests) == 2
+    assert time.monotonic() - began >= 0.7  # waited the registry's RetryInfo

@@ -4,6 +4,7 @@ window, resuming after a restart, notices."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
@@ -20,6 +21,7 @@ from services.messenger_gateway.domain import (
     IdentificationNotFound,
     NumberNotServed,
     OperatorAnswer,
+    OperatorUnavailable,
     Reason,
     SameNumber,
     State,
@@ -265,6 +267,26 @@ async def test_an_unavailable_operator_is_retried_with_the_same_request_id(
     await identify(service, sms, "user-1")
     assert len(operators.calls) == 3
     assert len({request_id for _, request_id, _ in operators.calls}) == 1
+
+
+async def test_an_operator_that_asks_for_a_delay_is_not_asked_again_sooner(
+    store: GatewayStore,
+) -> None:
+    sms = RecordingSms()
+    asked_at: list[float] = []
+
+    async def note(request_id: str, phone: str) -> None:
+        asked_at.append(time.monotonic())
+
+    operators = FakeOperators(answers={}, on_call=note)
+    operators.answers[BEELINE_PHONE] = [
+        OperatorUnavailable("beeline: RESOURCE_EXHAUSTED: overloaded", retry_after=0.5),
+        OperatorAnswer(Verdict.IDENTIFIED, "beeline", "IC-1"),
+    ]
+    service = make_service(store, sms=sms, operators=operators)
+    await identify(service, sms, "user-1")
+    assert len(asked_at) == 2
+    assert asked_at[1] - asked_at[0] >= 0.5  # its RetryInfo, not the fast retry backoff
 
 
 async def test_an_operator_that_never_answers_times_out_at_the_window(

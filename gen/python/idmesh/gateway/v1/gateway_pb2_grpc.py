@@ -95,7 +95,9 @@ class GatewayServiceServicer:
         """StartIdentification begins identifying user_id by phone_number: it normalises the number,
         finds the operator that serves it and sends a one-time code to the number. Any earlier
         identification of the user is replaced (a user who changes number loses the old
-        identification at once). INVALID_ARGUMENT names what is wrong with the number.
+        identification at once). Numbers no configured operator serves, and numbers of countries
+        the messenger does not serve, are refused before any code is sent. With an idempotency_key
+        the call may be retried safely: the same user and key return the same identification.
         Errors: INVALID_ARGUMENT (INVALID_FIELD: user_id or idempotency_key; INVALID_PHONE_NUMBER: not
         a valid mobile number, or trailing garbage; COUNTRY_NOT_ALLOWED: a number outside
         IDMESH_ALLOWED_COUNTRIES; IDEMPOTENCY_KEY_REUSED: the key was used for another number),
@@ -110,10 +112,11 @@ class GatewayServiceServicer:
 
     def ConfirmPossession(self, request, context):
         """ConfirmPossession checks the one-time code. On the right code the identification becomes
-        VERIFYING and the operator is asked; the call returns the outcome if it comes before the
-        caller's deadline, else the VERIFYING identification (poll GetIdentification). A wrong code
-        is FAILED_PRECONDITION with the attempts left; when none are left, or the code has expired,
-        the identification is NOT_COMPLETED.
+        VERIFYING and the operator is asked; the call returns the outcome if it comes within
+        max_wait and before the caller's deadline, else the VERIFYING identification (poll
+        GetIdentification). Repeated after the code was accepted (a retry), it returns the
+        identification as it stands. A wrong code is FAILED_PRECONDITION with the attempts left;
+        when none are left, or the code has expired, the identification is NOT_COMPLETED.
         Errors: INVALID_ARGUMENT (INVALID_FIELD: identification_id empty, code not 6 digits, max_wait
         negative), NOT_FOUND (IDENTIFICATION_NOT_FOUND), FAILED_PRECONDITION (WRONG_CODE with metadata
         attempts_left; TOO_MANY_ATTEMPTS and CODE_EXPIRED: the identification is now NOT_COMPLETED;
