@@ -61,8 +61,8 @@ CATALOGUE: Mapping[str, str] = {
         "a Publish batch is committed, the acknowledgement not sent: the relay sends it again"
     ),
     "notifier.stream.after_send": (
-        "a notice was handed to a Subscribe stream, the gateway has not acknowledged it: it is "
-        "streamed again after the restart"
+        "a message of notices was handed to a Subscribe stream, the gateway has not acknowledged "
+        "them: they are streamed again after the restart"
     ),
     "notifier.ack.before_commit": (
         "an Ack is written but not committed: the gateway acknowledges again"
