@@ -86,9 +86,9 @@ def smoke() -> BenchConfig:
         preset="smoke",
         subscribers=2_000,
         identification_levels=(2,),
-        identification_seconds=0.3,
+        identification_seconds=1.5,  # long enough for one identification on a loaded machine
         verify_levels=(4,),
-        verify_seconds=0.3,
+        verify_seconds=1.0,
         warmup_seconds=0.1,
         terminations=20,
         termination_concurrency=4,

@@ -119,7 +119,7 @@ class EchoGateway(gateway_pb2_grpc.GatewayServiceServicer):
         remaining = context.time_remaining()
         await self._registry.VerifySubscriber(
             registry_pb2.VerifySubscriberRequest(
-                request_id=request.identification_id, phone_number="+79030000000"
+                idempotency_key=request.identification_id, phone_number="+79030000000"
             ),
             timeout=20.0 if remaining is None else remaining,
         )

@@ -283,7 +283,7 @@ async def verify(ctx: Context) -> dict[str, Any]:
     def make_op(stub: registry_pb2_grpc.RegistryServiceStub) -> Callable[[int], Any]:
         async def op(_: int) -> None:
             request = registry_pb2.VerifySubscriberRequest(
-                request_id=f"bench-{next(requests)}",
+                idempotency_key=f"bench-{next(requests)}",
                 phone_number=seed.beeline_number(rng.randrange(low, cfg.subscribers)),
             )
             reply = await honouring_shedding(

@@ -114,7 +114,7 @@ IDENTIFICATION_COLUMNS = (
     "started_at",
     "code_expires_at",
     "attempts_left",
-    "request_id",
+    "verify_key",
     "verification_deadline",
     "identification_code",
     "completed_at",

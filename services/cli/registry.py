@@ -1,13 +1,14 @@
 """An operator's registry: `idmesh registry ...`. As the operator's admin: subscribers and
 their contracts (create, get, terminate, port-out, import), messenger agreements (register,
-suspend, messengers) and the verification audit trail; as a messenger (--as-messenger):
-verify, reassigned."""
+suspend, messengers), the verification audit trail and the parked notices (parked,
+retry-parked); as a messenger (--as-messenger): verify, reassigned."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +120,21 @@ def _create_request(args: argparse.Namespace) -> registry_pb2.CreateSubscriberRe
     return request
 
 
+async def _pages(
+    method: Callable[[Any], Awaitable[Any]], request: Any, field: str, limit: int
+) -> list[Any]:
+    """The items (the reply's repeated `field`) of a paged listing, following next_page_token
+    until `limit` items or the last page."""
+    items: list[Any] = []
+    while len(items) < limit:
+        page = await method(request)
+        items.extend(getattr(page, field))
+        if not page.next_page_token:
+            break
+        request.page_token = page.next_page_token
+    return items[:limit]
+
+
 async def cmd_audit(args: argparse.Namespace) -> int:
     """The verification audit trail, newest first, following pages up to --limit records."""
     request = registry_pb2.ListAuditRecordsRequest(
@@ -130,24 +146,43 @@ async def cmd_audit(args: argparse.Namespace) -> int:
         request.since.CopyFrom(args.since)
     if args.until:
         request.until.CopyFrom(args.until)
-    records: list[registry_pb2.AuditRecord] = []
     async with connect(args, REGISTRY_ADMIN) as stub:
-        while len(records) < args.limit:
-            page = await stub.ListAuditRecords(request)
-            records.extend(page.records)
-            if not page.next_page_token:
-                break
-            request.page_token = page.next_page_token
-    reply = registry_pb2.ListAuditRecordsResponse(records=records[: args.limit])
+        records = await _pages(stub.ListAuditRecords, request, "records", args.limit)
+    reply = registry_pb2.ListAuditRecordsResponse(records=records)
     if args.json:
         print_message(args, reply)
     else:
         for r in reply.records:
             print(
                 f"{r.recorded_at.ToJsonString()}  {r.messenger_id:<12} {r.masked_phone_number:<14}"
-                f" {r.outcome:<18} {r.request_id}"
+                f" {r.outcome:<18} {r.idempotency_key}"
             )
     return 0
+
+
+async def cmd_parked(args: argparse.Namespace) -> int:
+    """The notices the notifier refused for good, oldest first, up to --limit."""
+    request = registry_pb2.ListParkedNoticesRequest(page_size=min(args.limit, 1000))
+    async with connect(args, REGISTRY_ADMIN) as stub:
+        notices = await _pages(stub.ListParkedNotices, request, "notices", args.limit)
+    reply = registry_pb2.ListParkedNoticesResponse(notices=notices)
+    if args.json:
+        print_message(args, reply)
+    elif not reply.notices:
+        print("no parked notices")
+    else:
+        for n in reply.notices:
+            print(
+                f"{n.parked_at.ToJsonString()}  {n.event_id}  {n.messenger_id:<12}"
+                f" {n.masked_phone_number:<14} {n.status}: {n.message}  trace {n.trace_id or '-'}"
+            )
+    return 0
+
+
+def _retry_parked_request(args: argparse.Namespace) -> registry_pb2.RetryParkedNoticesRequest:
+    if bool(args.event_ids) == args.all:
+        raise CliError("name the parked notices to retry (event ids), or give --all")
+    return registry_pb2.RetryParkedNoticesRequest(event_ids=args.event_ids)
 
 
 def _verify_note(reply: registry_pb2.VerifySubscriberResponse) -> str | None:
@@ -305,6 +340,23 @@ def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     p.set_defaults(func=cmd_audit)
 
     p = reg.add_parser(
+        "parked", parents=[common], help="notices the notifier refused for good (parked)"
+    )
+    operator_option(p)
+    p.add_argument(
+        "--limit", type=bounded_int(1, 1_000_000), default=100, help="at most this many notices"
+    )
+    p.set_defaults(func=cmd_parked)
+
+    p = reg.add_parser(
+        "retry-parked", parents=[common], help="queue parked notices again for the notifier"
+    )
+    operator_option(p)
+    p.add_argument("event_ids", nargs="*", metavar="EVENT_ID", help="the notices to retry")
+    p.add_argument("--all", action="store_true", help="retry every parked notice")
+    p.set_defaults(func=unary(REGISTRY_ADMIN, "RetryParkedNotices", _retry_parked_request))
+
+    p = reg.add_parser(
         "verify",
         parents=[common],
         help="VerifySubscriber as a messenger, exactly as its gateway asks: not a dry run, an "
@@ -318,14 +370,14 @@ def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     operator_option(p)
     p.add_argument("--phone", "-p", required=True)
     p.add_argument("--as-messenger", default="alpha", help="the asking messenger (default alpha)")
-    p.add_argument("--request-id", help="the request id (default: a new one)")
+    p.add_argument("--idempotency-key", help="the idempotency key (default: a new one)")
     p.add_argument("--wait", type=float, default=10.0, help="the call's deadline in seconds")
     p.set_defaults(
         func=unary(
             REGISTRY_AS_MESSENGER,
             "VerifySubscriber",
             lambda a: registry_pb2.VerifySubscriberRequest(
-                request_id=a.request_id or uuid.uuid4().hex, phone_number=a.phone
+                idempotency_key=a.idempotency_key or uuid.uuid4().hex, phone_number=a.phone
             ),
             timeout=lambda a: a.wait,
             note=_verify_note,

@@ -31,7 +31,8 @@ MAX_CHARS: Mapping[str, int] = {
     "identification_id": 64,
     "code": 16,
     "idempotency_key": 128,
-    "request_id": 64,
+    "VerifySubscriberRequest.idempotency_key": 64,
+    "trace_id": 64,
     "contract_id": 64,
     "messenger_id": 64,
     "operator_id": 64,
@@ -40,6 +41,7 @@ MAX_CHARS: Mapping[str, int] = {
     "page_token": 64,
     "outcome": 32,
     "event_id": 64,
+    "event_ids": 64,  # each item of RetryParkedNoticesRequest.event_ids
     "identification_code": 256,
     # Rows of a bulk import: a malformed value is reported as that row's error (with its line),
     # so a row's fields may be longer than a valid value, up to these.
@@ -55,12 +57,14 @@ MAX_CHARS: Mapping[str, int] = {
 MAX_ITEMS: Mapping[str, int] = {
     "rows": 10_000,
     "events": 1_000,
+    "event_ids": 1_000,
 }
 
 
-def max_size(message: Descriptor, field: FieldDescriptor) -> int:
-    """The maximum size of field in message (characters, or items if repeated)."""
-    table = MAX_ITEMS if _is_repeated(field) else MAX_CHARS
+def max_size(message: Descriptor, field: FieldDescriptor, *, item: bool = False) -> int:
+    """The maximum size of field in message (characters, or items if repeated; with item, the
+    characters of each item of a repeated string)."""
+    table = MAX_ITEMS if _is_repeated(field) and not item else MAX_CHARS
     for key in (f"{message.name}.{field.name}", field.name):
         if key in table:
             return table[key]
@@ -78,28 +82,41 @@ def _is_repeated(field: FieldDescriptor) -> bool:
 
 
 @cache
-def _plan(message: Descriptor) -> tuple[tuple[str, int, bool, bool], ...]:
-    """(name, maximum, repeated, is_message) for each string, repeated or message field."""
+def _plan(message: Descriptor) -> tuple[tuple[str, int, bool, bool, int], ...]:
+    """(name, maximum, repeated, is_message, item maximum) for each string, repeated or message
+    field; the item maximum bounds each item of a repeated string (0 for other fields)."""
     plan = []
     for field in message.fields:
         repeated = _is_repeated(field)
         inner = field.message_type if field.type == FieldDescriptor.TYPE_MESSAGE else None
         # Timestamp, Duration: nothing of unbounded size inside
         is_message = inner is not None and not inner.full_name.startswith("google.protobuf.")
-        if field.type == FieldDescriptor.TYPE_STRING or repeated or is_message:
-            plan.append((field.name, max_size(message, field), repeated, is_message))
+        is_string = field.type == FieldDescriptor.TYPE_STRING
+        if is_string or repeated or is_message:
+            item = max_size(message, field, item=True) if repeated and is_string else 0
+            plan.append((field.name, max_size(message, field), repeated, is_message, item))
     return tuple(plan)
 
 
 def _check(message: Any, prefix: str) -> None:
-    for name, limit, repeated, is_message in _plan(message.DESCRIPTOR):
+    for name, limit, repeated, is_message, item_limit in _plan(message.DESCRIPTOR):
         value = getattr(message, name)
         if repeated:
             if len(value) > limit:
                 _refuse(f"{prefix}{name} has {len(value)} items", limit, name, f"{prefix}{name}")
-            if is_message:  # (no request has a repeated string: tests/contract/test_bounds.py)
+            if is_message:
                 for index, item in enumerate(value):
                     _check(item, f"{prefix}{name}[{index}].")
+            elif item_limit:  # a repeated string: each item bounded too
+                for index, text in enumerate(value):
+                    if len(text) > item_limit:
+                        where = f"{prefix}{name}[{index}]"
+                        _refuse(
+                            f"{where} is {len(text)} characters long",
+                            item_limit,
+                            "characters",
+                            where,
+                        )
         elif is_message:
             if message.HasField(name):
                 _check(value, f"{prefix}{name}.")

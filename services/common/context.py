@@ -1,14 +1,21 @@
-"""Per-request context carried across hops: the request id.
+"""Per-request context carried across hops: the request id, which is the trace id.
 
 The server interceptor sets it from the incoming metadata (or a new one); outbound channels
 (services.common.channels) send it on, so one request id follows a request through the mesh.
+Work that outlives the request (a verification resumed after a restart, the outbox relay, the
+notice consumer) runs under the trace id it stored with the work (`traced`), so the calls it
+makes carry the id of the request that started it.
 """
 
 from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
+
+import structlog
 
 REQUEST_ID_METADATA_KEY = "x-request-id"
 _VALID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
@@ -18,6 +25,11 @@ _request_id: ContextVar[str | None] = ContextVar("idmesh_request_id", default=No
 
 def new_request_id() -> str:
     return uuid.uuid4().hex
+
+
+def is_valid_request_id(value: str) -> bool:
+    """1 to 64 letters, digits and '.', '_', ':', '-' (what the interceptor accepts)."""
+    return bool(_VALID.match(value))
 
 
 def accept_request_id(value: str | None) -> str:
@@ -31,3 +43,21 @@ def set_request_id(value: str | None) -> None:
 
 def current_request_id() -> str | None:
     return _request_id.get()
+
+
+def trace_id_now() -> str:
+    """The trace id to store with work started now: the current request's id, or a new one."""
+    return current_request_id() or new_request_id()
+
+
+@contextmanager
+def traced(trace_id: str | None) -> Iterator[None]:
+    """Run a block under trace_id: outbound calls send it as the request id, and log lines carry
+    it as `request_id`. Without one (work stored before trace ids were kept), a new one."""
+    trace_id = accept_request_id(trace_id)
+    token = _request_id.set(trace_id)
+    try:
+        with structlog.contextvars.bound_contextvars(request_id=trace_id):
+            yield
+    finally:
+        _request_id.reset(token)

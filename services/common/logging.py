@@ -2,7 +2,10 @@
 
 Request context (request id, method, caller) is merged from structlog.contextvars, which the
 server interceptor binds per RPC. Two guards keep secrets out of every line: values under secret
-keys are dropped, and anything shaped like a phone number is masked, whatever key it is under.
+keys are dropped, and phone numbers are masked: whole under a phone key (`phone`,
+`phone_number`, ...), and in any other text by a pattern of the Russian number forms that
+cannot match inside an id. Ids (`request_id`, `trace_id`, `event_id`, any `*_id`) are never
+changed, so a log can be searched for them.
 """
 
 from __future__ import annotations
@@ -20,20 +23,53 @@ from services.common.phone import mask
 SECRET_KEYS = frozenset(
     {"code", "otp", "identification_code", "secret", "password", "key", "private_key", "token"}
 )
-_PHONE = re.compile(r"\+?\d[\d\- ()]{9,}\d")
+# Values under these keys are phone numbers: masked whole, whatever their form.
+PHONE_KEYS = frozenset({"phone", "phone_number", "number", "msisdn", "old_phone", "new_phone"})
+# Values under these keys are never searched for numbers: ids (any key named `id` or ending in
+# `_id`, and the idempotency key) and what structlog or the interceptor add.
+_UNTOUCHED_KEYS = frozenset(
+    {"idempotency_key", "timestamp", "level", "service", "method", "caller", "status", "logger"}
+)
+# A phone number in free text: + and 7 to 15 digits (the E.164 forms, spaces, dashes and
+# brackets allowed between digits), wherever it stands (no id has a '+': request ids are letters,
+# digits and . _ : -; uuids are hex and dashes), not followed by another digit; or a Russian
+# national form, 8 (or 7) and 3-3-2-2 digits, only standing alone: not next to a letter, digit,
+# '_', '-', '+' or a '.' inside a word, so it cannot match inside an id (a uuid's digit runs
+# touch hex letters or its dashes, a request id's touch its prefix).
+_PHONE = re.compile(
+    r"\+[1-9](?:[ ()-]{0,2}\d){6,14}(?!\d)"
+    r"|(?<![\w.+-])[78](?:[ ()-]{0,2}\d{3}){2}(?:[ -]{0,2}\d{2}){2}(?![\w+-]|\.\w)"
+)
+_SHORTEST_NUMBER = len("+1234567")
+_NOT_DIGIT = re.compile(r"[^\d+]")
 
 
-def _mask_text(value: str) -> str:
-    return _PHONE.sub(lambda m: mask(re.sub(r"[^\d+]", "", m.group(0))), value)
+def _mask_match(match: re.Match[str]) -> str:
+    return mask(_NOT_DIGIT.sub("", match.group(0)))
+
+
+def mask_text(value: str) -> str:
+    """value with every phone-shaped number in it masked (ids and other numbers untouched)."""
+    if len(value) < _SHORTEST_NUMBER:
+        return value
+    return _PHONE.sub(_mask_match, value)
+
+
+def _is_id_key(key: str) -> bool:
+    return key == "id" or key.endswith("_id") or key in _UNTOUCHED_KEYS
 
 
 def _redact(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    for key in list(event_dict):
-        value = event_dict[key]
+    for key, value in event_dict.items():
         if key in SECRET_KEYS:
             event_dict[key] = "[redacted]"
-        elif isinstance(value, str):
-            event_dict[key] = _mask_text(value)
+        elif not isinstance(value, str) or _is_id_key(key):
+            continue
+        elif key in PHONE_KEYS:
+            if "*" not in value:
+                event_dict[key] = mask(value)
+        else:
+            event_dict[key] = mask_text(value)
     return event_dict
 
 

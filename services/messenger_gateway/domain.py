@@ -84,13 +84,18 @@ class Identification:
     attempts_left: int
     verification_deadline: datetime | None = None
     completed_at: datetime | None = None
-    request_id: str | None = None  # the VerifySubscriber request id, fixed once VERIFYING
+    # VerifySubscriber's idempotency_key for it, fixed once VERIFYING (not the client's
+    # StartIdentification idempotency key, which the store keeps apart).
+    verify_key: str | None = None
     identification_code: str | None = field(default=None, repr=False)
     code_hash: str = field(default="", repr=False)
     # The donor operator whose hint ("ported to X") this verification followed; once set, the
-    # request id is the derived one (hint_request_id) and no further hint is followed.
+    # verify_key is the derived one (hint_verify_key) and no further hint is followed.
     hinted_by: str | None = None
     identified_at: datetime | None = None  # when it became IDENTIFIED (kept when REVOKED)
+    # The trace id of the request that started it: every VerifySubscriber call for it carries
+    # it as its request id (first, retried, resumed after a restart, following a hint).
+    trace_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,14 +177,14 @@ class OperatorRefused(Exception):
     """The operator refused us: no active identification agreement (PERMISSION_DENIED)."""
 
 
-HINT_REQUEST_SUFFIX = "-hint"
+HINT_KEY_SUFFIX = "-hint"
 
 
-def hint_request_id(request_id: str) -> str:
-    """The request id for asking the recipient a donor named: derived from the original, so a
-    gateway restarted mid-hint asks again with the same id and the recipient answers
-    idempotently. (A uuid hex of 32 characters plus the suffix fits the registry's 64.)"""
-    return request_id + HINT_REQUEST_SUFFIX
+def hint_verify_key(verify_key: str) -> str:
+    """The VerifySubscriber key for asking the recipient a donor named: derived from the
+    original, so a gateway restarted mid-hint asks again with the same key and the recipient
+    answers idempotently. (A uuid hex of 32 characters plus the suffix fits the registry's 64.)"""
+    return verify_key + HINT_KEY_SUFFIX
 
 
 # --- "has the number changed hands?" ---------------------------------------------------------
@@ -255,6 +260,7 @@ class TerminationNotice:
     messenger_id: str
     identification_code: str = field(repr=False)
     kind: TerminationKind
+    trace_id: str = ""  # the trace id of the operator's call that ended the contract
 
     @property
     def revocation_reason(self) -> Reason:

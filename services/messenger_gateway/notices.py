@@ -92,6 +92,7 @@ def to_notice(notice: notifier_pb2.Notice) -> TerminationNotice:
         messenger_id=event.messenger_id,
         identification_code=event.identification_code,
         kind=kind,
+        trace_id=event.trace_id,
     )
 
 

@@ -112,14 +112,14 @@ class RegistryClients:
             raise OperatorUnavailable(f"{operator_id}: not connected ({state.name})") from None
 
     async def verify(
-        self, operator_id: str, *, request_id: str, phone_number: str, time_limit: float
+        self, operator_id: str, *, idempotency_key: str, phone_number: str, time_limit: float
     ) -> OperatorAnswer:
         stub = self._stub(operator_id)
         await self._connected(operator_id, time_limit)
         try:
             reply = await stub.VerifySubscriber(
                 registry_pb2.VerifySubscriberRequest(
-                    request_id=request_id, phone_number=phone_number
+                    idempotency_key=idempotency_key, phone_number=phone_number
                 ),
                 timeout=time_limit,
             )

@@ -2,8 +2,11 @@
 
 Verification runs as a background task owned by the service (not by the RPC that started it), so
 a cancelled RPC does not cancel it. Its state is stored before the operator is asked; a restart
-resumes it (resume_pending) with the same request id, and each task is its own watchdog: when the
-window ends it fails the identification OPERATOR_TIMEOUT, whatever the operator is doing.
+resumes it (resume_pending) with the same VerifySubscriber idempotency key (verify_key), and each
+task is its own watchdog: when the window ends it fails the identification OPERATOR_TIMEOUT,
+whatever the operator is doing. The task runs under the identification's trace id (the request
+id of StartIdentification, stored with it), so every VerifySubscriber call for it carries that
+id, after a restart too.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
 from services.common.backoff import Backoff
+from services.common.context import trace_id_now, traced
 from services.common.errors import InvalidInput, quote
 from services.common.failpoints import failpoint
 from services.common.logging import get_logger
@@ -58,7 +62,7 @@ from services.messenger_gateway.domain import (
     Verdict,
     WrongCode,
     decide_access,
-    hint_request_id,
+    hint_verify_key,
     new_code,
     validate_code_format,
     validate_idempotency_key,
@@ -142,7 +146,7 @@ class OperatorDirectory(Protocol):
     def knows(self, operator_id: str) -> bool: ...
 
     async def verify(
-        self, operator_id: str, *, request_id: str, phone_number: str, time_limit: float
+        self, operator_id: str, *, idempotency_key: str, phone_number: str, time_limit: float
     ) -> OperatorAnswer: ...
 
     async def check_reassigned(
@@ -324,6 +328,7 @@ class GatewayService:
             code_expires_at=now + self.settings.otp_ttl,
             attempts_left=self.settings.otp_max_attempts,
             code_hash=code_hash,
+            trace_id=trace_id_now(),
         )
         previous = await self._store.replace_current(
             new, now=now, change_number=change_number, idempotency_key=idempotency_key
@@ -423,16 +428,17 @@ class GatewayService:
     async def _begin_verification(self, ident: Identification, now: datetime) -> bool:
         """AWAITING_CODE -> VERIFYING (stored first), then the verification task. False if a
         concurrent call changed the state first."""
-        request_id = uuid.uuid4().hex
+        verify_key = uuid.uuid4().hex
         deadline = now + self.settings.verification_window
         if not await self._store.begin_verification(
-            ident.identification_id, request_id=request_id, deadline=deadline, now=now
+            ident.identification_id, verify_key=verify_key, deadline=deadline, now=now
         ):
             return False
         failpoint("gateway.verify.after_begin")
         log.info(
             "identification.possession_confirmed",
             identification_id=ident.identification_id,
+            trace_id=ident.trace_id,
             operator_id=ident.operator_id or None,
             verification_deadline=deadline.isoformat(),
         )
@@ -440,7 +446,7 @@ class GatewayService:
             replace(
                 ident,
                 state=State.VERIFYING,
-                request_id=request_id,
+                verify_key=verify_key,
                 verification_deadline=deadline,
                 code_hash="",
             )
@@ -456,19 +462,20 @@ class GatewayService:
     # --- verification ------------------------------------------------------------------------
 
     async def resume_pending(self) -> tuple[int, int]:
-        """At start: resume each VERIFYING identification within its window (same request id,
+        """At start: resume each VERIFYING identification within its window (same verify_key and
+        trace id,
         so the registry answers idempotently); fail those whose window has passed.
         Returns (resumed, failed)."""
         resumed = failed = 0
         now = self._clock.now()
         for ident in await self._store.verifying():
-            if ident.identification_id in self._tasks or ident.request_id is None:
+            if ident.identification_id in self._tasks or ident.verify_key is None:
                 continue
             deadline = ident.verification_deadline
             if deadline is None or deadline <= now:
                 if await self._store.finish_verification(
                     ident.identification_id,
-                    ident.request_id,
+                    ident.verify_key,
                     state=State.NOT_COMPLETED,
                     reason=Reason.OPERATOR_TIMEOUT,
                     now=now,
@@ -550,7 +557,7 @@ class GatewayService:
         if self._closed:  # shutting down: the row stays VERIFYING for the next start
             return
         identification_id = ident.identification_id
-        task = asyncio.create_task(self._verify(ident), name=f"verify-{identification_id}")
+        task = asyncio.create_task(self._verify_traced(ident), name=f"verify-{identification_id}")
         self._tasks[identification_id] = task
 
         def forget(done: asyncio.Task[None]) -> None:
@@ -574,6 +581,10 @@ class GatewayService:
         assert ident.verification_deadline is not None
         return (ident.verification_deadline - self._clock.now()).total_seconds()
 
+    async def _verify_traced(self, ident: Identification) -> None:
+        with traced(ident.trace_id):
+            await self._verify(ident)
+
     async def _verify(self, ident: Identification) -> None:
         """Ask the operator until it answers or the window ends; then make sure the
         identification is not left VERIFYING. A donor's "ported to X" hint is followed once,
@@ -594,7 +605,7 @@ class GatewayService:
 
     async def _latest_hop(self, ident: Identification) -> Identification:
         """The window ended, maybe just as a hint's move to the recipient was committed: finish
-        the identification under the request id it now has."""
+        the identification under the verify_key it now has."""
         if ident.hinted_by is not None:
             return ident
         try:
@@ -609,7 +620,7 @@ class GatewayService:
     async def _ask_operator(self, ident: Identification) -> Identification | None:
         """Ask ident's operator until it answers (recorded) or the window ends. Returns the
         identification moved to a recipient operator when the answer was a hint to follow."""
-        assert ident.request_id is not None
+        assert ident.verify_key is not None
         delays = self.settings.verify_retry.delays()
         attempt = 0
         while (remaining := self._remaining(ident)) > 0:
@@ -618,7 +629,7 @@ class GatewayService:
             try:
                 answer = await self._operators.verify(
                     ident.operator_id,
-                    request_id=ident.request_id,
+                    idempotency_key=ident.verify_key,
                     phone_number=ident.phone_number,
                     time_limit=remaining,
                 )
@@ -669,9 +680,9 @@ class GatewayService:
     async def _follow_hint(self, ident: Identification, recipient: str) -> Identification | None:
         """The donor says the number was ported to `recipient`: remember the route and move the
         verification there (stored first: a restart resumes at the recipient with the derived
-        request id), or end it NO_OPERATOR when this messenger has no registry for the
+        verify_key), or end it NO_OPERATOR when this messenger has no registry for the
         recipient. Returns the moved identification to ask, or None when it has ended."""
-        assert ident.request_id is not None
+        assert ident.verify_key is not None
         now = self._clock.now()
         if not self._operators.knows(recipient):
             await self._store.remember_hint(ident.phone_number, recipient, now)
@@ -683,7 +694,7 @@ class GatewayService:
             )
             if await self._store.finish_verification(
                 ident.identification_id,
-                ident.request_id,
+                ident.verify_key,
                 state=State.NOT_COMPLETED,
                 reason=Reason.NO_OPERATOR,
                 now=now,
@@ -701,7 +712,7 @@ class GatewayService:
             return None
         if not await self._store.follow_hint(
             ident.identification_id,
-            ident.request_id,
+            ident.verify_key,
             recipient=recipient,
             donor=ident.operator_id,
             now=now,
@@ -721,12 +732,12 @@ class GatewayService:
         return replace(
             ident,
             operator_id=recipient,
-            request_id=hint_request_id(ident.request_id),
+            verify_key=hint_verify_key(ident.verify_key),
             hinted_by=ident.operator_id,
         )
 
     async def _record(self, ident: Identification, answer: OperatorAnswer) -> None:
-        assert ident.request_id is not None
+        assert ident.verify_key is not None
         if answer.verdict is Verdict.TIMED_OUT:
             return  # the caller fails it OPERATOR_TIMEOUT
         if answer.verdict is Verdict.IDENTIFIED:
@@ -750,7 +761,7 @@ class GatewayService:
             )
         recorded = await self._store.finish_verification(
             ident.identification_id,
-            ident.request_id,
+            ident.verify_key,
             state=state,
             reason=reason,
             now=self._clock.now(),
@@ -780,13 +791,13 @@ class GatewayService:
 
     async def _finish_for_sure(self, ident: Identification, reason: Reason) -> None:
         """VERIFYING -> NOT_COMPLETED(reason) if still VERIFYING, retrying a failed write."""
-        assert ident.request_id is not None
+        assert ident.verify_key is not None
         delays = self.settings.verify_retry.delays()
         while True:
             try:
                 if await self._store.finish_verification(
                     ident.identification_id,
-                    ident.request_id,
+                    ident.verify_key,
                     state=State.NOT_COMPLETED,
                     reason=reason,
                     now=self._clock.now(),
@@ -959,8 +970,8 @@ class GatewayService:
         """Apply a stream message's notices in order, in one transaction, each once (the inbox
         keeps event ids, so a repeat, even within the batch, changes nothing): revoke the
         IDENTIFIED identifications with its operator and identification code; advance the
-        cursor. One log line per batch at info (counts, seqs, event ids), one per notice at
-        debug."""
+        cursor. One log line per batch at info (counts, seqs, event and trace ids), one per
+        notice at debug."""
         batch: list[tuple[TerminationNotice, bool]] = []
         for notice in notices:
             ours = notice.messenger_id == self.messenger_id
@@ -987,6 +998,7 @@ class GatewayService:
                 "notice.applied" if result.applied else "notice.duplicate",
                 seq=notice.seq,
                 event_id=notice.event_id,
+                trace_id=notice.trace_id,
                 operator_id=notice.operator_id,
                 kind=notice.kind,
                 revoked=result.revoked,
@@ -1003,5 +1015,6 @@ class GatewayService:
             last_seq=notices[-1].seq,
             cursor=results[-1].cursor,
             event_ids=[notice.event_id for notice in notices],
+            trace_ids=list(dict.fromkeys(n.trace_id for n in notices if n.trace_id)),
         )
         return results

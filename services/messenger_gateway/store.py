@@ -33,7 +33,7 @@ from services.messenger_gateway.domain import (
     State,
     TerminationKind,
     TerminationNotice,
-    hint_request_id,
+    hint_verify_key,
 )
 
 MIGRATIONS: list[str] = [
@@ -110,6 +110,14 @@ MIGRATIONS: list[str] = [
     CREATE UNIQUE INDEX identifications_by_key ON identifications (user_id, idempotency_key)
         WHERE idempotency_key IS NOT NULL;
     """,
+    # 5 (trace ids): VerifySubscriber's idempotency key is named for what it is (verify_key:
+    # not the client's StartIdentification idempotency_key, nor the trace id), and each
+    # identification keeps the trace id of the request that started it (every VerifySubscriber
+    # call for it carries that id, after a restart too).
+    """
+    ALTER TABLE identifications RENAME COLUMN request_id TO verify_key;
+    ALTER TABLE identifications ADD COLUMN trace_id TEXT;
+    """,
 ]
 
 # An import's valid rows wait here (a temporary table: private to the writer connection, gone
@@ -153,7 +161,8 @@ def _row(row: Any) -> Identification:
         attempts_left=row["attempts_left"],
         verification_deadline=_opt_dt(row["verification_deadline"]),
         completed_at=_opt_dt(row["completed_at"]),
-        request_id=row["request_id"],
+        verify_key=row["verify_key"],
+        trace_id=row["trace_id"],
         identification_code=row["identification_code"],
         code_hash=row["code_hash"],
         hinted_by=row["hinted_by"],
@@ -277,8 +286,9 @@ class GatewayStore:
             conn.execute(
                 """INSERT INTO identifications
                    (identification_id, user_id, phone_number, state, reason, operator_id,
-                    started_at, code_hash, code_expires_at, attempts_left, idempotency_key)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                    started_at, code_hash, code_expires_at, attempts_left, idempotency_key,
+                    trace_id)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
                 (
                     new.identification_id,
                     new.user_id,
@@ -291,6 +301,7 @@ class GatewayStore:
                     to_iso(new.code_expires_at),
                     new.attempts_left,
                     idempotency_key,
+                    new.trace_id,
                 ),
             )
             if previous is None:
@@ -349,25 +360,25 @@ class GatewayStore:
         self,
         identification_id: str,
         *,
-        request_id: str,
+        verify_key: str,
         deadline: datetime,
         now: datetime,
     ) -> bool:
         """AWAITING_CODE -> VERIFYING (only while the code is still valid); stored before the
-        operator is asked, so a restart resumes it with the same request id."""
+        operator is asked, so a restart resumes it with the same verify_key."""
         return await self._update(
             """UPDATE identifications
-               SET state = 'VERIFYING', request_id = ?, verification_deadline = ?,
+               SET state = 'VERIFYING', verify_key = ?, verification_deadline = ?,
                    code_hash = ''
                WHERE identification_id = ? AND state = 'AWAITING_CODE'
                  AND code_expires_at > ?""",
-            (request_id, to_iso(deadline), identification_id, to_iso(now)),
+            (verify_key, to_iso(deadline), identification_id, to_iso(now)),
         )
 
     async def finish_verification(
         self,
         identification_id: str,
-        request_id: str,
+        verify_key: str,
         *,
         state: State,
         reason: Reason,
@@ -376,7 +387,7 @@ class GatewayStore:
         identification_code: str | None = None,
         within_window: bool,
     ) -> tuple[State, Reason] | None:
-        """VERIFYING -> state, only if still VERIFYING under request_id; with within_window, only
+        """VERIFYING -> state, only if still VERIFYING under verify_key; with within_window, only
         while the verification deadline has not passed at `now` (an operator's late answer
         changes nothing). Returns the (state, reason) recorded, None if nothing changed.
 
@@ -389,7 +400,7 @@ class GatewayStore:
                      identified_at = CASE WHEN ? = 'IDENTIFIED' THEN ? ELSE identified_at END,
                      operator_id = COALESCE(?, operator_id),
                      identification_code = COALESCE(?, identification_code)
-                 WHERE identification_id = ? AND request_id = ? AND state = 'VERIFYING'"""
+                 WHERE identification_id = ? AND verify_key = ? AND state = 'VERIFYING'"""
         if within_window:
             sql += " AND verification_deadline > ?"
 
@@ -418,7 +429,7 @@ class GatewayStore:
                 operator_id,
                 code,
                 identification_id,
-                request_id,
+                verify_key,
             ]
             if within_window:
                 params.append(to_iso(now))
@@ -430,7 +441,7 @@ class GatewayStore:
     async def follow_hint(
         self,
         identification_id: str,
-        request_id: str,
+        verify_key: str,
         *,
         recipient: str,
         donor: str,
@@ -438,23 +449,23 @@ class GatewayStore:
     ) -> bool:
         """A donor answered "ported to recipient": in one transaction, remember the route
         (ported_numbers, origin hint, ported_at now) and move the verification to the recipient
-        under the derived request id; only if still VERIFYING under request_id, within its
+        under the derived verify_key; only if still VERIFYING under verify_key, within its
         window, and no hint was followed yet. Stored before the recipient is asked, so a
         restart resumes at the recipient."""
 
         def follow(conn: sqlite3.Connection) -> bool:
             cursor = conn.execute(
                 """UPDATE identifications
-                   SET operator_id = ?, request_id = ?, hinted_by = ?
-                   WHERE identification_id = ? AND request_id = ? AND state = 'VERIFYING'
+                   SET operator_id = ?, verify_key = ?, hinted_by = ?
+                   WHERE identification_id = ? AND verify_key = ? AND state = 'VERIFYING'
                      AND hinted_by IS NULL AND verification_deadline > ?
                    RETURNING phone_number""",
                 (
                     recipient,
-                    hint_request_id(request_id),
+                    hint_verify_key(verify_key),
                     donor,
                     identification_id,
-                    request_id,
+                    verify_key,
                     to_iso(now),
                 ),
             )

@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from enum import IntEnum
 from typing import Final
 
+from services.common.context import is_valid_request_id
 from services.common.errors import DomainError, Forbidden, InvalidInput, quote
 from services.common.identity import validate_id
 from services.common.phone import InvalidPhoneNumber, require_e164
@@ -107,6 +108,9 @@ class ContractTerminated:
     reason: int  # a TerminationReason once validated; 0 or unknown values arrive from the wire
     occurred_at: datetime | None
     recipient_operator_id: str = ""
+    # The trace id of the operator's call that ended the contract ("" when unknown); kept with
+    # the event and streamed with it, but not part of what makes two publications the same.
+    trace_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +211,11 @@ def validate_event(index: int, operator_id: str, event: ContractTerminated) -> C
             validate_id(event.recipient_operator_id, f"{where}.recipient_operator_id")
         except InvalidInput as exc:
             raise InvalidEvent(exc.message) from None
+    if event.trace_id and not is_valid_request_id(event.trace_id):
+        raise InvalidEvent(
+            f"{where}.trace_id {quote(event.trace_id)} is not valid: use 1 to 64 letters, "
+            "digits, '.', '_', ':' and '-', or leave it empty"
+        )
     return ContractTerminated(
         event_id=event.event_id,
         operator_id=event.operator_id,
@@ -216,6 +225,7 @@ def validate_event(index: int, operator_id: str, event: ContractTerminated) -> C
         reason=TerminationReason(event.reason),
         occurred_at=event.occurred_at,
         recipient_operator_id=event.recipient_operator_id,
+        trace_id=event.trace_id,
     )
 
 

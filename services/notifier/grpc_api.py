@@ -56,6 +56,7 @@ def _event_from_pb(index: int, event: events_pb2.ContractTerminated) -> Contract
         reason=int(event.reason),
         occurred_at=occurred_at,
         recipient_operator_id=event.recipient_operator_id,
+        trace_id=event.trace_id,
     )
 
 
@@ -69,6 +70,7 @@ def _event_to_pb(event: ContractTerminated) -> events_pb2.ContractTerminated:
         reason=cast(events_pb2.TerminationReason, event.reason),
         occurred_at=to_timestamp(event.occurred_at),
         recipient_operator_id=event.recipient_operator_id,
+        trace_id=event.trace_id,
     )
 
 

@@ -57,6 +57,10 @@ PUBLISHED_EVENTS = Counter(
 )
 
 
+# At most this many event and trace ids in a publish's log line (a batch holds up to 1000).
+_LOGGED_IDS = 20
+
+
 class Hub:
     """The per-messenger registry of waiting stream readers, woken after each commit."""
 
@@ -334,6 +338,8 @@ class NotifierService:
             accepted=result.accepted,
             duplicates=result.duplicates,
             messengers=len(messengers),
+            event_ids=[event.event_id for event in batch][:_LOGGED_IDS],
+            trace_ids=list(dict.fromkeys(e.trace_id for e in batch if e.trace_id))[:_LOGGED_IDS],
         )
         return result
 

@@ -52,11 +52,15 @@ MIGRATIONS: Final[list[str]] = [
     ) WITHOUT ROWID;
     CREATE INDEX events_by_published_at ON events (messenger_id, published_at);
     """,
+    # 2 (trace ids): the trace id of the operator's call that ended the contract.
+    """
+    ALTER TABLE events ADD COLUMN trace_id TEXT NOT NULL DEFAULT '';
+    """,
 ]
 
 _EVENT_COLUMNS: Final = (
     "messenger_id, seq, event_id, operator_id, phone_number, identification_code, reason, "
-    "occurred_at, recipient_operator_id, published_at"
+    "occurred_at, recipient_operator_id, published_at, trace_id"
 )
 
 
@@ -100,6 +104,7 @@ def _stored_event(row: sqlite3.Row) -> StoredEvent:
             reason=int(row["reason"]),
             occurred_at=from_iso(row["occurred_at"]),
             recipient_operator_id=row["recipient_operator_id"],
+            trace_id=row["trace_id"],
         ),
         published_at=from_iso(row["published_at"]),
     )
@@ -312,6 +317,7 @@ def _publish(
                 to_iso(event.occurred_at),
                 event.recipient_operator_id,
                 published,
+                event.trace_id,
             )
         )
     conn.executemany(
@@ -319,7 +325,7 @@ def _publish(
         "ON CONFLICT (messenger_id) DO UPDATE SET head_seq = excluded.head_seq",
         [(m, heads[m]) for m in messengers],
     )
-    conn.executemany(f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES ({_placeholders(10)})", rows)
+    conn.executemany(f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES ({_placeholders(11)})", rows)
     failpoint("notifier.publish.before_commit")
     return PublishResult(accepted=len(fresh), duplicates=duplicates), set(messengers)
 

@@ -12,6 +12,10 @@ IDMESH_DB_SYNCHRONOUS       SQLite synchronous: OFF, NORMAL, FULL or EXTRA (defa
 IDMESH_VERIFY_PER_HOUR      VerifySubscriber requests per messenger per hour (default 360000)
 IDMESH_VERIFY_BURST         ... and the burst above that rate (default 200)
 IDMESH_AUDIT_RETENTION_DAYS how long verification audit records are kept (default 365)
+IDMESH_VERIFICATION_RETENTION_DAYS
+                            how long VerifySubscriber answers are kept for replays of their
+                            idempotency key (default 30; at least 1, far beyond any gateway's
+                            verification window)
 IDMESH_RECORDS_BEGIN_AT     optional, RFC 3339: when this registry's record keeping began, for
                             CheckNumberReassigned's NO_DATA (default: the earlier of the
                             database's creation time and the earliest contract activation)
@@ -48,6 +52,7 @@ class RegistryConfig:
     records_begin_at: datetime | None = None
     verify_limit: RateLimit | None = None
     audit_retention: timedelta = timedelta(days=365)
+    verification_retention: timedelta = timedelta(days=30)
 
     @classmethod
     def from_env(cls, env: Env) -> RegistryConfig:
@@ -88,6 +93,9 @@ class RegistryConfig:
             records_begin_at=_records_begin_at(env),
             verify_limit=RateLimit.from_env(env, "VERIFY", per_hour=360_000, burst=200),
             audit_retention=timedelta(days=env.int("AUDIT_RETENTION_DAYS", 365, minimum=1)),
+            verification_retention=timedelta(
+                days=env.int("VERIFICATION_RETENTION_DAYS", 30, minimum=1)
+            ),
         )
 
 

@@ -16,10 +16,10 @@ from services.common.errors import DomainError, InvalidInput, quote
 from services.common.identity import validate_id
 from services.common.ratelimit import RateLimited
 
-REQUEST_ID_MAX = 64
+IDEMPOTENCY_KEY_MAX = 64
 CONTRACT_ID_MAX = 64
 DISPLAY_NAME_MAX = 200
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _CONTRACT_ID = re.compile(r"^[^\s\x00-\x1f\x7f]{1,64}$")
 
 
@@ -85,7 +85,7 @@ class Verification:
     """The stored answer to one verification request (replayed for a repeated request id)."""
 
     messenger_id: str
-    request_id: str
+    idempotency_key: str
     phone_number: str
     result: VerificationResult
     answered_at: datetime
@@ -117,6 +117,23 @@ class TerminationNotice:
     reason: TerminationReason
     occurred_at: datetime
     recipient_operator_id: str = ""
+    # The trace id (x-request-id) of the TerminateContract/PortOut call that queued it.
+    trace_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ParkedNotice:
+    """An outbox notice the notifier refused for good: out of the relay's queue until retried."""
+
+    seq: int  # its place in the outbox (listing order, and the page token)
+    notice: TerminationNotice
+    parked_at: datetime
+    status: str  # the notifier's status code name
+    message: str
+
+
+PARKED_PAGE_MAX = 1000
+PARKED_MESSAGE_MAX = 1000  # a refusal's message is kept up to this many characters
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,10 +234,10 @@ class AgreementRequired(RegistryError):
     REASON = "AGREEMENT_MISSING"
 
 
-class RequestIdReused(InvalidInput):
-    """A request id already answered for another number (INVALID_ARGUMENT)."""
+class IdempotencyKeyReused(InvalidInput):
+    """An idempotency key already answered for another number (INVALID_ARGUMENT)."""
 
-    REASON = "REQUEST_ID_REUSED"
+    REASON = "IDEMPOTENCY_KEY_REUSED"
 
 
 class DeadlinePassed(RegistryError):
@@ -271,10 +288,10 @@ def validate_recipient(recipient_operator_id: str, operator_id: str) -> str:
 # --- rules --------------------------------------------------------------------------------------
 
 
-def validate_request_id(value: str) -> str:
-    if not _REQUEST_ID.match(value or ""):
+def validate_idempotency_key(value: str) -> str:
+    if not _IDEMPOTENCY_KEY.match(value or ""):
         raise InvalidInput(
-            f"request_id {quote(value)} is not valid: use 1 to {REQUEST_ID_MAX} letters, "
+            f"idempotency_key {quote(value)} is not valid: use 1 to {IDEMPOTENCY_KEY_MAX} letters, "
             "digits, '-' and '_', one per verification attempt"
         )
     return value
@@ -314,7 +331,7 @@ class AuditRecord:
     recorded_at: datetime
     messenger_id: str
     masked_phone_number: str
-    request_id: str
+    idempotency_key: str
     outcome: str  # IDENTIFIED, NO_SUBSCRIBER, or the refusal (see refusal_outcome)
 
 
@@ -340,8 +357,8 @@ def refusal_outcome(exc: BaseException) -> str:
         return "RATE_LIMITED"
     if isinstance(exc, DeadlinePassed):
         return "DEADLINE_PASSED"
-    if isinstance(exc, RequestIdReused):
-        return "REQUEST_ID_REUSED"
+    if isinstance(exc, IdempotencyKeyReused):
+        return "IDEMPOTENCY_KEY_REUSED"
     if isinstance(exc, InvalidInput):
         return "INVALID_REQUEST"
     return "REFUSED"

@@ -17,6 +17,7 @@ from idmesh.registry.v1 import registry_pb2, registry_pb2_grpc
 from services.common.errors import InvalidInput, quote
 from services.common.identity import Caller, Kind, Role, require_caller
 from services.common.interceptors import ErrorTable
+from services.common.phone import mask
 from services.common.timeutil import from_timestamp, to_timestamp
 from services.operator_registry.bulk import ImportBatch, ImportMode
 from services.operator_registry.domain import (
@@ -28,6 +29,7 @@ from services.operator_registry.domain import (
     ContractState,
     DeadlinePassed,
     MessengerNotFound,
+    ParkedNotice,
     ReassignmentStatus,
     Subscriber,
     SubscriberExists,
@@ -89,7 +91,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         caller = require_caller(Kind.MESSENGER)
         answer = await self._service.verify_subscriber(
             caller.id,
-            request.request_id,
+            request.idempotency_key,
             request.phone_number,
             time_remaining=context.time_remaining(),
         )
@@ -218,13 +220,31 @@ class RegistryAdminServicer(registry_pb2_grpc.RegistryAdminServiceServicer):
                     recorded_at=to_timestamp(r.recorded_at),
                     messenger_id=r.messenger_id,
                     masked_phone_number=r.masked_phone_number,
-                    request_id=r.request_id,
+                    idempotency_key=r.idempotency_key,
                     outcome=r.outcome,
                 )
                 for r in records
             ],
             next_page_token="" if next_id is None else str(next_id),
         )
+
+    async def ListParkedNotices(
+        self, request: registry_pb2.ListParkedNoticesRequest, context: Context
+    ) -> registry_pb2.ListParkedNoticesResponse:
+        self._require_admin()
+        parked, next_token = await self._service.list_parked_notices(
+            request.page_size or 100, request.page_token
+        )
+        return registry_pb2.ListParkedNoticesResponse(
+            notices=[parked_to_pb(p) for p in parked], next_page_token=next_token
+        )
+
+    async def RetryParkedNotices(
+        self, request: registry_pb2.RetryParkedNoticesRequest, context: Context
+    ) -> registry_pb2.RetryParkedNoticesResponse:
+        self._require_admin()
+        requeued = await self._service.retry_parked_notices(list(request.event_ids))
+        return registry_pb2.RetryParkedNoticesResponse(requeued=requeued)
 
     async def ImportSubscribers(
         self,
@@ -353,6 +373,21 @@ def subscriber_to_pb(subscriber: Subscriber) -> registry_pb2.Subscriber:
             for b in subscriber.bindings
         ],
         recipient_operator_id=contract.recipient_operator_id or "",
+    )
+
+
+def parked_to_pb(parked: ParkedNotice) -> registry_pb2.ParkedNotice:
+    notice = parked.notice
+    return registry_pb2.ParkedNotice(
+        event_id=notice.event_id,
+        messenger_id=notice.messenger_id,
+        masked_phone_number=mask(notice.phone_number),
+        reason=_REASONS_TO_PB[notice.reason],
+        occurred_at=to_timestamp(notice.occurred_at),
+        parked_at=to_timestamp(parked.parked_at),
+        status=parked.status,
+        message=parked.message,
+        trace_id=notice.trace_id,
     )
 
 

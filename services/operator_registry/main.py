@@ -25,7 +25,7 @@ from services.operator_registry.store import MIGRATIONS, RegistryStore
 
 NAME = "operator_registry"
 log = get_logger("idmesh.operator_registry.main")
-AUDIT_PRUNE_SECONDS = 3600.0
+PRUNE_SECONDS = 3600.0  # the retention jobs (audit records, verification answers)
 
 
 @asynccontextmanager
@@ -81,11 +81,19 @@ async def wiring(config: RegistryConfig, server: GrpcServer) -> AsyncIterator[No
             asyncio.create_task(relay.run(), name="outbox-relay"),
             asyncio.create_task(
                 run_every(
-                    AUDIT_PRUNE_SECONDS,
+                    PRUNE_SECONDS,
                     lambda: service.prune_audit(config.audit_retention),
                     "audit_retention",
                 ),
                 name="audit-retention",
+            ),
+            asyncio.create_task(
+                run_every(
+                    PRUNE_SECONDS,
+                    lambda: service.prune_verifications(config.verification_retention),
+                    "verification_retention",
+                ),
+                name="verification-retention",
             ),
         ]
         try:

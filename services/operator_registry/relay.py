@@ -1,10 +1,21 @@
 """The outbox relay: publishes queued ContractTerminated notices to the notifier until acked.
 
-Loop: read up to batch_size unpublished notices (oldest first), Publish them in one call, mark
+Loop: read up to batch_size queued notices (oldest first), Publish them in one call, mark
 them published once the notifier acked; on failure log a warning and retry after a backoff
 delay; with nothing pending wait for a termination (service.wait_for_notices) or the poll
 interval. Delivery is at least once: a batch whose ack was lost, or that was in flight when
 either side restarted, is sent again, and the notifier drops it by event_id.
+
+A batch the notifier refuses for good (REFUSED_FOR_GOOD: resending it cannot help) would block
+every later notice for ever, so it is split in halves until the refused notices are found; each
+is parked (kept in the outbox out of the queue, with the status and message, logged at error,
+counted, and alerted on by `idmesh_registry_outbox_parked`) and the others are published. An
+operator lists parked notices and queues them again (RegistryAdminService.ListParkedNotices,
+RetryParkedNotices; `idmesh registry parked`, `idmesh registry retry-parked`).
+
+Each Publish carries, as its request id, the trace id of the termination that queued its notices
+when they share one (the usual batch: one termination's notices); every event carries its own
+trace id in the `trace_id` field whatever the batch.
 """
 
 from __future__ import annotations
@@ -21,6 +32,7 @@ from prometheus_client.metrics_core import Metric
 
 from services.common.backoff import Backoff
 from services.common.channels import open_channel
+from services.common.context import traced
 from services.common.failpoints import failpoint
 from services.common.identity import Caller, Kind
 from services.common.logging import get_logger
@@ -42,6 +54,24 @@ RELAY_PUBLISHED = Counter(
     "idmesh_registry_relay_published_events",
     "Termination notices the notifier acknowledged (at least once: a resend counts again).",
 )
+OUTBOX_PARKED = Counter(
+    "idmesh_registry_outbox_parked_events",
+    "Termination notices parked because the notifier refused them for good, by status code.",
+    ["status"],
+)
+# Refusals that a resend of the same notice cannot change: the notice is parked. Everything else
+# (UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, UNAUTHENTICATED: a certificate being
+# renewed, INTERNAL, ...) is retried with a backoff.
+REFUSED_FOR_GOOD = frozenset(
+    {
+        grpc.StatusCode.PERMISSION_DENIED,
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.ALREADY_EXISTS,
+        grpc.StatusCode.OUT_OF_RANGE,
+        grpc.StatusCode.NOT_FOUND,
+    }
+)
 
 
 def outbox_metrics(service: RegistryService) -> ScrapeCollector:
@@ -49,7 +79,14 @@ def outbox_metrics(service: RegistryService) -> ScrapeCollector:
 
     async def collect() -> list[Metric]:
         pending, age = await service.outbox_backlog()
+        parked = await service.count_parked_notices()
         return [
+            GaugeMetricFamily(
+                "idmesh_registry_outbox_parked",
+                "Termination notices parked (refused for good by the notifier) and waiting for "
+                "an operator (idmesh registry parked / retry-parked): alert when above 0.",
+                value=parked,
+            ),
             GaugeMetricFamily(
                 "idmesh_registry_outbox_pending",
                 "Termination notices queued in the outbox and not yet acknowledged by the "
@@ -86,6 +123,7 @@ def to_event(notice: TerminationNotice) -> events_pb2.ContractTerminated:
         reason=_REASONS[notice.reason],
         occurred_at=to_timestamp(notice.occurred_at),
         recipient_operator_id=notice.recipient_operator_id,
+        trace_id=notice.trace_id,
     )
 
 
@@ -134,9 +172,7 @@ class OutboxRelay:
                     delays = None
                     await self._service.wait_for_notices(self._poll_seconds)
                     continue
-                reply = await self._publish(stub, batch)
-                failpoint("registry.relay.after_publish")
-                await self._service.mark_published([n.event_id for n in batch])
+                await self._deliver(stub, batch)
             except grpc.aio.AioRpcError as exc:
                 asked = error_details(exc).retry_delay  # RESOURCE_EXHAUSTED: the notifier's wish
                 retry_after = asked.total_seconds() if asked is not None else 0.0
@@ -152,20 +188,63 @@ class OutboxRelay:
                 log.error("relay.failed", error=type(exc).__name__, exc_info=exc)
             else:
                 delays = None
-                RELAY_PUBLISHED.inc(len(batch))
-                log.info(
-                    "relay.published",
-                    count=len(batch),
-                    accepted=reply.accepted,
-                    duplicates=reply.duplicates,
-                )
                 continue
             delays = delays or self._backoff.delays()
             await asyncio.sleep(max(next(delays), retry_after))
+
+    async def _deliver(
+        self, stub: notifier_pb2_grpc.NotifierServiceStub, batch: Sequence[TerminationNotice]
+    ) -> None:
+        """Publish batch; a refusal for good splits it in halves, in order, until the refused
+        notices are found, and parks them. A failure worth retrying raises (the notices
+        published so far stay published; the rest are read again)."""
+        try:
+            reply = await self._publish(stub, batch)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() not in REFUSED_FOR_GOOD:
+                raise
+            if len(batch) == 1:
+                await self._park(batch[0], exc)
+                return
+            half = len(batch) // 2
+            await self._deliver(stub, batch[:half])
+            await self._deliver(stub, batch[half:])
+            return
+        failpoint("registry.relay.after_publish")
+        await self._service.mark_published([n.event_id for n in batch])
+        RELAY_PUBLISHED.inc(len(batch))
+        log.info(
+            "relay.published",
+            count=len(batch),
+            accepted=reply.accepted,
+            duplicates=reply.duplicates,
+            trace_ids=_trace_ids(batch),
+        )
+
+    async def _park(self, notice: TerminationNotice, exc: grpc.aio.AioRpcError) -> None:
+        status, message = exc.code().name, exc.details() or ""
+        await self._service.park_notice(notice.event_id, status, message)
+        OUTBOX_PARKED.labels(status=status).inc()
+        log.error(
+            "relay.notice_parked",
+            event_id=notice.event_id,
+            messenger_id=notice.messenger_id,
+            trace_id=notice.trace_id,
+            status=status,
+            details=message,
+            action="fix the cause, then idmesh registry retry-parked",
+        )
 
     async def _publish(
         self, stub: notifier_pb2_grpc.NotifierServiceStub, batch: Sequence[TerminationNotice]
     ) -> notifier_pb2.PublishResponse:
         request = notifier_pb2.PublishRequest(events=[to_event(n) for n in batch])
-        reply: notifier_pb2.PublishResponse = await stub.Publish(request, timeout=self._timeout)
+        trace_ids = {n.trace_id for n in batch}
+        with traced(trace_ids.pop() if len(trace_ids) == 1 else None):
+            reply: notifier_pb2.PublishResponse = await stub.Publish(request, timeout=self._timeout)
         return reply
+
+
+def _trace_ids(batch: Sequence[TerminationNotice]) -> list[str]:
+    """The batch's distinct trace ids, in order (a few: one termination's notices share one)."""
+    return list(dict.fromkeys(n.trace_id for n in batch if n.trace_id))

@@ -17,6 +17,7 @@ from typing import Final
 
 from prometheus_client import Counter
 
+from services.common.context import trace_id_now
 from services.common.errors import DomainError, InvalidInput, quote
 from services.common.failpoints import failpoint
 from services.common.identity import validate_id
@@ -27,6 +28,8 @@ from services.common.timeutil import Clock, SystemClock
 from services.operator_registry.bulk import ImportBatch, ImportOutcome, SubscriberImport
 from services.operator_registry.domain import (
     AUDIT_PAGE_MAX,
+    PARKED_MESSAGE_MAX,
+    PARKED_PAGE_MAX,
     Agreement,
     AgreementRequired,
     AgreementState,
@@ -38,10 +41,11 @@ from services.operator_registry.domain import (
     ContractNotActive,
     ContractState,
     DeadlinePassed,
+    IdempotencyKeyReused,
     MessengerNotFound,
+    ParkedNotice,
     ReassignmentAnswer,
     RegistryError,
-    RequestIdReused,
     Subscriber,
     SubscriberExists,
     SubscriberNotFound,
@@ -58,8 +62,8 @@ from services.operator_registry.domain import (
     normalise_display_name,
     refusal_outcome,
     validate_contract_id,
+    validate_idempotency_key,
     validate_recipient,
-    validate_request_id,
 )
 from services.operator_registry.store import RegistryStore, RegistryTx
 
@@ -134,7 +138,7 @@ class RegistryService:
     async def verify_subscriber(
         self,
         messenger_id: str,
-        request_id: str,
+        idempotency_key: str,
         phone_number: str,
         *,
         time_remaining: float | None,
@@ -152,34 +156,34 @@ class RegistryService:
                 self._verify_limiter.acquire(
                     messenger_id, f"verification requests from messenger {messenger_id}"
                 )
-            return await self._verify(messenger_id, request_id, phone_number, time_remaining)
+            return await self._verify(messenger_id, idempotency_key, phone_number, time_remaining)
         except DomainError as exc:
             await self._store.add_audit(
-                self._audit(messenger_id, request_id, phone_number, refusal_outcome(exc))
+                self._audit(messenger_id, idempotency_key, phone_number, refusal_outcome(exc))
             )
             raise
 
     def _audit(
-        self, messenger_id: str, request_id: str, phone_number: str, outcome: str
+        self, messenger_id: str, idempotency_key: str, phone_number: str, outcome: str
     ) -> AuditRecord:
         return AuditRecord(
             recorded_at=self._clock.now(),
             messenger_id=messenger_id,
             masked_phone_number=mask((phone_number or "")[:20]),
-            request_id=(request_id or "")[:64],
+            idempotency_key=(idempotency_key or "")[:64],
             outcome=outcome,
         )
 
     async def _verify(
         self,
         messenger_id: str,
-        request_id: str,
+        idempotency_key: str,
         phone_number: str,
         time_remaining: float | None,
     ) -> Verification:
         deadline = None if time_remaining is None else self._monotonic() + time_remaining
         try:
-            request_id = validate_request_id(request_id)
+            idempotency_key = validate_idempotency_key(idempotency_key)
             phone = require_e164(phone_number)
         except InvalidInput:
             # A messenger without an agreement is refused whatever it sends.
@@ -193,17 +197,19 @@ class RegistryService:
             """The whole decision in one transaction on the writer thread (no awaiting)."""
             nonlocal replayed
             replayed = False  # it may run again (see Database.run_grouped)
-            snap = tx.verification_snapshot(messenger_id, request_id, phone)
+            snap = tx.verification_snapshot(messenger_id, idempotency_key, phone)
             if snap.agreement_state is not AgreementState.ACTIVE:
                 raise self._no_agreement(messenger_id)
             if snap.previous is not None and snap.previous.phone_number != phone:
-                raise RequestIdReused(
-                    f"request_id {quote(request_id)} was already used for another number: "
-                    "use a new request_id for every verification"
+                raise IdempotencyKeyReused(
+                    f"idempotency_key {quote(idempotency_key)} was already used for another "
+                    "number: use a new idempotency_key for every verification"
                 )
             if snap.previous is not None and snap.previous.replayable(snap.active_contract_id):
                 tx.add_audit(
-                    self._audit(messenger_id, request_id, phone, snap.previous.result.value.upper())
+                    self._audit(
+                        messenger_id, idempotency_key, phone, snap.previous.result.value.upper()
+                    )
                 )
                 replayed = True
                 return snap.previous, _Answered.REPLAYED
@@ -214,7 +220,7 @@ class RegistryService:
             if snap.active_contract_id is None:
                 answer = Verification(
                     messenger_id=messenger_id,
-                    request_id=request_id,
+                    idempotency_key=idempotency_key,
                     phone_number=phone,
                     result=VerificationResult.NO_SUBSCRIBER,
                     answered_at=now,
@@ -233,7 +239,7 @@ class RegistryService:
                     how = _Answered.NEW_BINDING
                 answer = Verification(
                     messenger_id=messenger_id,
-                    request_id=request_id,
+                    idempotency_key=idempotency_key,
                     phone_number=phone,
                     result=VerificationResult.IDENTIFIED,
                     answered_at=now,
@@ -242,7 +248,9 @@ class RegistryService:
                     identified_at=binding.bound_at,
                 )
             tx.add_verification(answer)
-            tx.add_audit(self._audit(messenger_id, request_id, phone, answer.result.value.upper()))
+            tx.add_audit(
+                self._audit(messenger_id, idempotency_key, phone, answer.result.value.upper())
+            )
             return answer, how
 
         def before_commit() -> None:
@@ -288,6 +296,14 @@ class RegistryService:
             log.info("audit.pruned", records=removed)
         return removed
 
+    async def prune_verifications(self, retention: timedelta) -> int:
+        """Retention of the stored VerifySubscriber answers (kept so that a retried request
+        gets the same answer; a gateway retries within its 20-minute window)."""
+        removed = await self._store.prune_verifications(self._clock.now() - retention)
+        if removed:
+            log.info("verifications.pruned", answers=removed)
+        return removed
+
     async def check_number_reassigned(
         self, messenger_id: str, phone_number: str, since: datetime | None
     ) -> ReassignmentAnswer:
@@ -328,7 +344,7 @@ class RegistryService:
         if deadline is not None and self._monotonic() >= deadline:
             raise DeadlinePassed(
                 "the deadline passed before the answer could be recorded, so nothing was "
-                "recorded: retry with the same request_id and a longer deadline"
+                "recorded: retry with the same idempotency_key and a longer deadline"
             )
 
     def _no_agreement(self, messenger_id: str) -> AgreementRequired:
@@ -408,8 +424,9 @@ class RegistryService:
         # (CANCELLED, grpc.server.max_pending_requests) instead of queueing them; an operator's
         # termination is not retried the way a gateway retries VerifySubscriber. Many
         # terminations at once go through terminate_contracts (one transaction per batch).
+        trace_id = trace_id_now()
         termination = await self._store.run(
-            lambda tx: self._terminate(tx, phone, reason, recipient_operator_id, now)
+            lambda tx: self._terminate(tx, phone, reason, recipient_operator_id, now, trace_id)
         )
         failpoint("registry.terminate.after_commit")
         self._notices_queued.set()
@@ -423,9 +440,11 @@ class RegistryService:
         reason: TerminationReason,
         recipient_operator_id: str | None,
         now: datetime,
+        trace_id: str,
     ) -> Termination:
-        """In a transaction: end phone's active contract, queue a notice per bound messenger.
-        Raises SubscriberNotFound or ContractNotActive before writing anything."""
+        """In a transaction: end phone's active contract, queue a notice per bound messenger
+        (each with trace_id, the request id of the call that ended it). Raises
+        SubscriberNotFound or ContractNotActive before writing anything."""
         subscriber = tx.subscriber(phone)
         if subscriber is None:
             raise SubscriberNotFound(f"{mask(phone)} has no contract with this operator")
@@ -447,6 +466,7 @@ class RegistryService:
                 reason=reason,
                 occurred_at=now,
                 recipient_operator_id=recipient_operator_id or "",
+                trace_id=trace_id,
             )
             for binding in subscriber.bindings
         ]
@@ -468,6 +488,7 @@ class RegistryService:
         is woken after each batch, so notices flow while the stream goes on."""
         rows = ended = notices = refused = 0
         refusals: list[TerminationRefusal] = []
+        trace_id = trace_id_now()  # the stream's request id, on every notice it queues
         async for batch in batches:
             if len(batch) > MAX_TERMINATIONS_PER_BATCH:
                 raise InvalidInput(
@@ -475,7 +496,7 @@ class RegistryService:
                     f"{MAX_TERMINATIONS_PER_BATCH} rows per message; nothing of it was ended"
                 )
             outcomes = await self._store.run(
-                partial(self._terminate_rows, batch, self._clock.now())
+                partial(self._terminate_rows, batch, self._clock.now(), trace_id)
             )
             rows += len(batch)
             for row, outcome in zip(batch, outcomes, strict=True):
@@ -494,12 +515,12 @@ class RegistryService:
         return BulkTermination(rows, ended, notices, tuple(refusals), refused)
 
     def _terminate_rows(
-        self, batch: Sequence[TerminationRowInput], now: datetime, tx: RegistryTx
+        self, batch: Sequence[TerminationRowInput], now: datetime, trace_id: str, tx: RegistryTx
     ) -> list[Termination | tuple[TerminationOutcome, str]]:
-        return [self._terminate_row(tx, row, now) for row in batch]
+        return [self._terminate_row(tx, row, now, trace_id) for row in batch]
 
     def _terminate_row(
-        self, tx: RegistryTx, row: TerminationRowInput, now: datetime
+        self, tx: RegistryTx, row: TerminationRowInput, now: datetime, trace_id: str
     ) -> Termination | tuple[TerminationOutcome, str]:
         """One row of a bulk termination, in the batch's transaction: its Termination, or why
         not (nothing written for it then: _terminate checks before it writes)."""
@@ -516,7 +537,7 @@ class RegistryService:
                     "recipient_operator_id is only for reason PORTED_OUT: leave it empty"
                 )
             phone = parse_e164(row.phone_number)
-            return self._terminate(tx, phone, row.reason, recipient, now)
+            return self._terminate(tx, phone, row.reason, recipient, now, trace_id)
         except SubscriberNotFound as exc:
             return TerminationOutcome.NOT_FOUND, exc.message
         except ContractNotActive as exc:
@@ -591,6 +612,46 @@ class RegistryService:
         pending, oldest = await self._store.outbox_backlog()
         age = 0.0 if oldest is None else (self._clock.now() - oldest).total_seconds()
         return pending, max(0.0, age)
+
+    async def count_parked_notices(self) -> int:
+        return await self._store.count_parked_notices()
+
+    async def park_notice(self, event_id: str, status: str, message: str) -> None:
+        """The notifier refused the notice for good: out of the queue, kept with the refusal."""
+        await self._store.park_notice(
+            event_id, status, message[:PARKED_MESSAGE_MAX], self._clock.now()
+        )
+
+    async def list_parked_notices(
+        self, page_size: int, page_token: str
+    ) -> tuple[list[ParkedNotice], str]:
+        """A page of parked notices, oldest first, and the next page's token ("" on the last)."""
+        if not 0 < page_size <= PARKED_PAGE_MAX:
+            raise InvalidInput(f"page_size must be 1 to {PARKED_PAGE_MAX}, got {page_size}")
+        after = 0
+        if page_token:
+            if not page_token.isdigit() or len(page_token) > 18:
+                raise InvalidInput(
+                    f"page_token {quote(page_token)} is not valid: give the next_page_token of "
+                    "the previous page"
+                )
+            after = int(page_token)
+        parked = await self._store.list_parked_notices(after, page_size)
+        next_token = str(parked[-1].seq) if len(parked) == page_size else ""
+        return parked, next_token
+
+    async def retry_parked_notices(self, event_ids: Sequence[str]) -> int:
+        """Queue parked notices again (the named ones, or all); the relay is woken."""
+        if len(event_ids) > PARKED_PAGE_MAX:
+            raise InvalidInput(
+                f"event_ids names {len(event_ids)} notices: give at most {PARKED_PAGE_MAX} per "
+                "call, or none to retry every parked notice"
+            )
+        requeued = await self._store.requeue_parked(list(dict.fromkeys(event_ids)))
+        if requeued:
+            self._notices_queued.set()
+        log.info("outbox.parked_requeued", requeued=requeued, named=len(event_ids))
+        return requeued
 
     async def mark_published(self, event_ids: Sequence[str]) -> int:
         return await self._store.mark_published(event_ids, self._clock.now())

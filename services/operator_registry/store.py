@@ -26,6 +26,7 @@ from services.operator_registry.domain import (
     Contract,
     ContractState,
     NumberHistory,
+    ParkedNotice,
     Subscriber,
     TerminationNotice,
     TerminationReason,
@@ -127,10 +128,27 @@ MIGRATIONS: list[str] = [
         SELECT RAISE(ABORT, 'audit records are append-only');
     END;
     """,
+    # 4 (trace ids, parked notices): the VerifySubscriber idempotency key gets its own name
+    # (the trace id is another thing); each notice keeps the trace id of the call that queued
+    # it; a notice the notifier refused for good is parked (kept, out of the queue) with the
+    # refusal, until an operator retries it.
+    """
+    ALTER TABLE verifications RENAME COLUMN request_id TO idempotency_key;
+    ALTER TABLE audit_log RENAME COLUMN request_id TO idempotency_key;
+    ALTER TABLE outbox ADD COLUMN trace_id TEXT NOT NULL DEFAULT '';
+    ALTER TABLE outbox ADD COLUMN parked_at TEXT;
+    ALTER TABLE outbox ADD COLUMN parked_status TEXT;
+    ALTER TABLE outbox ADD COLUMN parked_message TEXT;
+    DROP INDEX outbox_pending;
+    CREATE INDEX outbox_pending ON outbox (seq) WHERE published_at IS NULL AND parked_at IS NULL;
+    CREATE INDEX outbox_parked ON outbox (seq) WHERE parked_at IS NOT NULL;
+    CREATE INDEX verifications_by_time ON verifications (answered_at);
+    """,
 ]
 
 _AUDIT_INSERT = (
-    "INSERT INTO audit_log (recorded_at, messenger_id, masked_phone_number, request_id, outcome) "
+    "INSERT INTO audit_log "
+    "(recorded_at, messenger_id, masked_phone_number, idempotency_key, outcome) "
     "VALUES (?, ?, ?, ?, ?)"
 )
 
@@ -140,7 +158,7 @@ def _audit_params(record: AuditRecord) -> tuple[str, str, str, str, str]:
         to_iso(record.recorded_at),
         record.messenger_id,
         record.masked_phone_number,
-        record.request_id,
+        record.idempotency_key,
         record.outcome,
     )
 
@@ -162,8 +180,11 @@ _SUBSCRIBER_SQL = f"""
 """
 _NOTICE_COLUMNS = (
     "event_id, operator_id, messenger_id, phone_number, identification_code, reason, "
-    "occurred_at, recipient_operator_id"
+    "occurred_at, recipient_operator_id, trace_id"
 )
+
+# The relay's queue: notices not yet acknowledged by the notifier, and not parked.
+_QUEUED = "published_at IS NULL AND parked_at IS NULL"
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,7 +240,7 @@ class RegistryStore:
             where.append("id < ?")
             params.append(str(query.before_id))
         sql = (
-            "SELECT id, recorded_at, messenger_id, masked_phone_number, request_id, outcome "
+            "SELECT id, recorded_at, messenger_id, masked_phone_number, idempotency_key, outcome "
             "FROM audit_log"
             + (" WHERE " + " AND ".join(where) if where else "")
             + " ORDER BY id DESC LIMIT ?"
@@ -232,7 +253,7 @@ class RegistryStore:
                     recorded_at=from_iso(r["recorded_at"]),
                     messenger_id=r["messenger_id"],
                     masked_phone_number=r["masked_phone_number"],
-                    request_id=r["request_id"],
+                    idempotency_key=r["idempotency_key"],
                     outcome=r["outcome"],
                 ),
             )
@@ -270,23 +291,45 @@ class RegistryStore:
 
     async def pending_notices(self, limit: int) -> list[TerminationNotice]:
         rows = await self._db.fetchall(
-            f"SELECT {_NOTICE_COLUMNS} FROM outbox WHERE published_at IS NULL ORDER BY seq LIMIT ?",
+            f"SELECT {_NOTICE_COLUMNS} FROM outbox WHERE {_QUEUED} ORDER BY seq LIMIT ?",
             (limit,),
         )
         return [_notice(row) for row in rows]
 
     async def count_pending_notices(self) -> int:
-        row = await self._db.fetchone("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+        row = await self._db.fetchone(f"SELECT count(*) FROM outbox WHERE {_QUEUED}")
         return int(row[0]) if row else 0
 
     async def outbox_backlog(self) -> tuple[int, datetime | None]:
         """(unpublished notices, when the oldest of them was queued)."""
         row = await self._db.fetchone(
-            "SELECT count(*), min(created_at) FROM outbox WHERE published_at IS NULL"
+            f"SELECT count(*), min(created_at) FROM outbox WHERE {_QUEUED}"
         )
         if row is None or not row[0]:
             return 0, None
         return int(row[0]), from_iso(row[1])
+
+    async def count_parked_notices(self) -> int:
+        row = await self._db.fetchone("SELECT count(*) FROM outbox WHERE parked_at IS NOT NULL")
+        return int(row[0]) if row else 0
+
+    async def list_parked_notices(self, after_seq: int, limit: int) -> list[ParkedNotice]:
+        """Parked notices after outbox position after_seq, oldest first."""
+        rows = await self._db.fetchall(
+            f"SELECT seq, {_NOTICE_COLUMNS}, parked_at, parked_status, parked_message "
+            "FROM outbox WHERE parked_at IS NOT NULL AND seq > ? ORDER BY seq LIMIT ?",
+            (after_seq, limit),
+        )
+        return [
+            ParkedNotice(
+                seq=int(row["seq"]),
+                notice=_notice(row),
+                parked_at=from_iso(row["parked_at"]),
+                status=row["parked_status"],
+                message=row["parked_message"],
+            )
+            for row in rows
+        ]
 
     async def count_bindings(self) -> int:
         row = await self._db.fetchone("SELECT count(*) FROM bindings")
@@ -332,6 +375,37 @@ class RegistryStore:
         params = (to_iso(at), *event_ids)
         return await self._db.run(lambda conn: conn.execute(sql, params).rowcount)
 
+    async def park_notice(self, event_id: str, status: str, message: str, at: datetime) -> int:
+        """Take an unpublished notice out of the relay's queue, with the refusal."""
+        sql = (
+            "UPDATE outbox SET parked_at = ?, parked_status = ?, parked_message = ? "
+            "WHERE event_id = ? AND published_at IS NULL"
+        )
+        params = (to_iso(at), status, message, event_id)
+        return await self._db.run(lambda conn: conn.execute(sql, params).rowcount)
+
+    async def requeue_parked(self, event_ids: Sequence[str]) -> int:
+        """Put parked notices back in the queue: those named, or all of them when none is."""
+        where = "parked_at IS NOT NULL"
+        if event_ids:
+            where += f" AND event_id IN ({','.join('?' * len(event_ids))})"
+        sql = (
+            "UPDATE outbox SET parked_at = NULL, parked_status = NULL, parked_message = NULL "
+            f"WHERE {where}"
+        )
+        params = tuple(event_ids)
+        return await self._db.run(lambda conn: conn.execute(sql, params).rowcount)
+
+    async def prune_verifications(self, before: datetime) -> int:
+        """Retention: delete stored VerifySubscriber answers given before `before` (a replay
+        of their idempotency key is then answered afresh)."""
+        cutoff = to_iso(before)
+        return await self._db.run(
+            lambda conn: (
+                conn.execute("DELETE FROM verifications WHERE answered_at < ?", (cutoff,)).rowcount
+            )
+        )
+
 
 class RegistryTx:
     """Statements inside one write transaction, on the writer thread (see RegistryStore.run):
@@ -349,7 +423,7 @@ class RegistryTx:
     # --- verification -----------------------------------------------------------------------
 
     def verification_snapshot(
-        self, messenger_id: str, request_id: str, phone_number: str
+        self, messenger_id: str, idempotency_key: str, phone_number: str
     ) -> VerificationSnapshot:
         rows = self._rows(
             """
@@ -366,18 +440,18 @@ class RegistryTx:
                  FROM contracts AS last WHERE last.phone_number = :p
                  ORDER BY last.id DESC LIMIT 1) AS ported_to
             FROM (SELECT 1) AS one
-            LEFT JOIN verifications AS v ON v.messenger_id = :m AND v.request_id = :r
+            LEFT JOIN verifications AS v ON v.messenger_id = :m AND v.idempotency_key = :r
             LEFT JOIN contracts AS c ON c.phone_number = :p AND c.state = 'active'
             LEFT JOIN bindings AS b ON b.contract_id = c.contract_id AND b.messenger_id = :m
             """,
-            {"m": messenger_id, "r": request_id, "p": phone_number},
+            {"m": messenger_id, "r": idempotency_key, "p": phone_number},
         )
         row = rows[0]
         previous = None
         if row["v_result"] is not None:
             previous = Verification(
                 messenger_id=messenger_id,
-                request_id=request_id,
+                idempotency_key=idempotency_key,
                 phone_number=row["v_phone_number"],
                 result=VerificationResult(row["v_result"]),
                 answered_at=from_iso(row["v_answered_at"]),
@@ -417,19 +491,19 @@ class RegistryTx:
 
     def add_verification(self, answer: Verification) -> None:
         self._conn.execute(
-            "INSERT INTO verifications (messenger_id, request_id, phone_number, result, "
+            "INSERT INTO verifications (messenger_id, idempotency_key, phone_number, result, "
             "contract_id, identification_code, identified_at, answered_at, "
             "recipient_operator_id) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
             # a stale stored answer (see Verification.replayable) is replaced by the new one
-            "ON CONFLICT (messenger_id, request_id) DO UPDATE SET result = excluded.result, "
+            "ON CONFLICT (messenger_id, idempotency_key) DO UPDATE SET result = excluded.result, "
             "contract_id = excluded.contract_id, "
             "identification_code = excluded.identification_code, "
             "identified_at = excluded.identified_at, answered_at = excluded.answered_at, "
             "recipient_operator_id = excluded.recipient_operator_id",
             (
                 answer.messenger_id,
-                answer.request_id,
+                answer.idempotency_key,
                 answer.phone_number,
                 answer.result.value,
                 answer.contract_id,
@@ -513,7 +587,7 @@ class RegistryTx:
             return
         self._conn.executemany(
             f"INSERT INTO outbox (created_at, {_NOTICE_COLUMNS}) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 (
                     to_iso(created_at),
@@ -525,6 +599,7 @@ class RegistryTx:
                     n.reason.value,
                     to_iso(n.occurred_at),
                     n.recipient_operator_id,
+                    n.trace_id,
                 )
                 for n in notices
             ],
@@ -633,4 +708,5 @@ def _notice(row: sqlite3.Row) -> TerminationNotice:
         reason=TerminationReason(row["reason"]),
         occurred_at=from_iso(row["occurred_at"]),
         recipient_operator_id=row["recipient_operator_id"],
+        trace_id=row["trace_id"],
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import sys
 import uuid
@@ -14,6 +15,7 @@ import pytest
 from services.cli.mesh import Mesh
 from services.common.identity import Caller, Kind, Role
 from tests.cli.conftest import fresh_number
+from tests.eventually import eventually_sync
 
 pytestmark = pytest.mark.mesh
 
@@ -230,3 +232,37 @@ def test_verify_says_that_it_binds_the_messenger(idmesh: Any) -> None:
     assert "note: the subscriber is now bound to this messenger at beeline" in verified.err
     bound = idmesh("registry", "get", "-o", "beeline", "-p", phone, "--json").json()
     assert [b["messenger_id"] for b in bound["subscriber"]["bindings"]] == ["beta"]
+
+
+def test_a_parked_notice_is_listed_and_retried(idmesh: Any, cli_mesh: Mesh) -> None:
+    # A notice the notifier refuses for good (its messenger id is not valid), as a registry bug
+    # or a hand-edited row would queue it: the relay parks it and goes on.
+    event_id = str(uuid.uuid4())
+    db = cli_mesh.data_dir / "registry-megafon" / "registry.db"
+    with sqlite3.connect(db, timeout=30) as conn:
+        conn.execute(
+            "INSERT INTO outbox (event_id, created_at, operator_id, messenger_id, phone_number, "
+            "identification_code, reason, occurred_at, trace_id) VALUES "
+            "(?, '2026-01-01T00:00:00.000000+00:00', 'megafon', 'Not Valid', '+79261234567', "
+            "'code', 'contract_ended', '2026-01-01T00:00:00.000000+00:00', 'trace-cli-parked')",
+            (event_id,),
+        )
+    conn.close()
+
+    def parked_listed() -> Any:
+        listed = idmesh("registry", "parked", "-o", "megafon")
+        return listed if event_id in listed.out else None
+
+    listed = eventually_sync(parked_listed, within=30, what="the relay to park the notice")
+    assert listed.code == 0, listed.err
+    [line] = [line for line in listed.out.splitlines() if event_id in line]
+    assert "INVALID_ARGUMENT" in line and "trace-cli-parked" in line
+    assert "+79261234567" not in listed.out and "+7926*****67" in line
+    parked = idmesh("registry", "parked", "-o", "megafon", "--json").json()["notices"]
+    assert any(n["event_id"] == event_id for n in parked)
+
+    refused = idmesh("registry", "retry-parked", "-o", "megafon")
+    assert refused.code == 1 and refused.err.startswith("error: name the parked notices")
+    retried = idmesh("registry", "retry-parked", "-o", "megafon", event_id, "--json")
+    assert retried.code == 0, retried.err
+    assert retried.json() == {"requeued": 1}

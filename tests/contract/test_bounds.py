@@ -36,9 +36,15 @@ def test_no_request_field_falls_back_to_the_default_maximum() -> None:
                 f"{message.full_name}.{field.name} has no entry in services/common/bounds.py "
                 f"(it gets {DEFAULT_MAX_CHARS})"
             )
-            if field.is_repeated:
-                # a repeated string would need a bound per item as well as a count
-                assert field.type == FieldDescriptor.TYPE_MESSAGE
+            if field.is_repeated and field.type == FieldDescriptor.TYPE_STRING:
+                # a repeated string has a bound per item as well as a count, both documented
+                item = max_size(message, field, item=True)
+                assert field.name in MAX_CHARS or f"{message.name}.{field.name}" in MAX_CHARS
+                comment = field_comment(message, field)
+                assert f"Each at most {item:,} characters." in comment, (
+                    f"{message.full_name}.{field.name}: the comment should say 'Each at most "
+                    f"{item:,} characters.'"
+                )
 
 
 def test_a_value_over_its_bound_names_the_field_and_the_maximum() -> None:
@@ -49,6 +55,17 @@ def test_a_value_over_its_bound_names_the_field_and_the_maximum() -> None:
         "FIELD_TOO_LONG",
         "phone_number",
         "32",
+    )
+
+
+def test_each_item_of_a_repeated_string_is_bounded_with_its_path() -> None:
+    request = registry_pb2.RetryParkedNoticesRequest(event_ids=["e-1", "e" * 65])
+    with pytest.raises(InvalidInput) as e:
+        check_bounds(request)
+    assert (e.value.reason, e.value.field, e.value.metadata["max"]) == (
+        "FIELD_TOO_LONG",
+        "event_ids[1]",
+        "64",
     )
 
 

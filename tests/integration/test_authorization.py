@@ -150,7 +150,9 @@ async def test_verification_requests_are_in_the_operators_audit_trail(mesh: Mesh
     )
     with pytest.raises(grpc.aio.AioRpcError):
         await registry.VerifySubscriber(
-            registry_pb2.VerifySubscriberRequest(request_id="audit-1", phone_number="+79261112233"),
+            registry_pb2.VerifySubscriberRequest(
+                idempotency_key="audit-1", phone_number="+79261112233"
+            ),
             timeout=5,
         )
     admin = registry_pb2_grpc.RegistryAdminServiceStub(
@@ -163,6 +165,6 @@ async def test_verification_requests_are_in_the_operators_audit_trail(mesh: Mesh
     page = await admin.ListAuditRecords(
         registry_pb2.ListAuditRecordsRequest(messenger_id="beta"), timeout=5
     )
-    record = next(r for r in page.records if r.request_id == "audit-1")
+    record = next(r for r in page.records if r.idempotency_key == "audit-1")
     assert record.outcome == "NO_AGREEMENT"
     assert record.masked_phone_number == "+7926*****33"

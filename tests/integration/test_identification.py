@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import uuid
 from datetime import UTC, datetime
 
@@ -16,7 +15,7 @@ from idmesh.registry.v1 import registry_pb2
 from services.cli.mesh import Mesh
 from services.common.status import error_details
 from tests.eventually import eventually
-from tests.integration.mesh_client import MeshClient
+from tests.integration.mesh_client import MeshClient, log_lines_with
 
 pytestmark = pytest.mark.mesh
 
@@ -116,7 +115,8 @@ async def test_messenger_without_agreement_is_refused(client: MeshClient) -> Non
     assert await client.bindings("megafon", phone) == {}
     with pytest.raises(grpc.aio.AioRpcError) as e:
         await client.registry_as_messenger("megafon", "beta").VerifySubscriber(
-            registry_pb2.VerifySubscriberRequest(request_id="r-1", phone_number=phone), timeout=5
+            registry_pb2.VerifySubscriberRequest(idempotency_key="r-1", phone_number=phone),
+            timeout=5,
         )
     assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert phone not in (e.value.details() or "")
@@ -184,7 +184,9 @@ async def test_same_contract_and_messenger_keep_one_code(client: MeshClient) -> 
     registry = client.registry_as_messenger("beeline", "alpha")
     answers = [
         await registry.VerifySubscriber(
-            registry_pb2.VerifySubscriberRequest(request_id=uuid.uuid4().hex, phone_number=phone),
+            registry_pb2.VerifySubscriberRequest(
+                idempotency_key=uuid.uuid4().hex, phone_number=phone
+            ),
             timeout=5,
         )
         for _ in range(2)
@@ -225,9 +227,12 @@ async def test_operator_down_then_up_inside_the_window_identifies(
 async def test_gateway_restarted_mid_verification_resumes_with_the_same_request(
     client: MeshClient, mesh: Mesh
 ) -> None:
+    """...with the same idempotency key, and the same trace id: the resumed VerifySubscriber
+    reaches the registry under the request id StartIdentification had."""
     phone = await new_subscriber(client, "megafon", "+7926")
     u = user()
-    started = await client.start("alpha", u, phone)
+    trace_id = f"trace-{uuid.uuid4().hex}"
+    started = await start_traced(client, "alpha", u, phone, trace_id)
     mesh.terminate("registry-megafon")
     try:
         pending = await client.confirm_pending("alpha", started)
@@ -239,6 +244,7 @@ async def test_gateway_restarted_mid_verification_resumes_with_the_same_request(
     done = await client.wait_state("alpha", u, {State.IDENTIFICATION_STATE_IDENTIFIED})
     assert done.identification_id == started.identification_id
     assert list(await client.bindings("megafon", phone)) == ["alpha"]
+    await logged_call(mesh, "registry-megafon", trace_id, "VerifySubscriber")
 
 
 async def test_gateway_restarted_after_the_window_fails_the_verification(
@@ -284,22 +290,44 @@ async def test_one_time_codes_are_rate_limited_per_number_and_per_user(
     assert "this user" in (e.value.details() or "")
 
 
+async def logged_call(mesh: Mesh, service: str, trace_id: str, method: str) -> list[dict]:
+    """The log lines of `service` that carry trace_id, once one of them is a `method` RPC."""
+
+    def lines() -> list[dict]:
+        found = log_lines_with(mesh, service, trace_id)
+        return found if any(f.get("method", "").endswith(f"/{method}") for f in found) else []
+
+    result: list[dict] = await eventually(
+        lines, within=30, what=f"{service} to log {method} with {trace_id}"
+    )
+    return result
+
+
+async def start_traced(
+    client: MeshClient, messenger: str, user_id: str, phone: str, trace_id: str
+) -> gateway_pb2.Identification:
+    reply = await client.gateway(messenger).StartIdentification(
+        gateway_pb2.StartIdentificationRequest(user_id=user_id, phone_number=phone),
+        metadata=(("x-request-id", trace_id),),
+        timeout=10,
+    )
+    return reply.identification
+
+
 async def test_the_request_id_crosses_hops_to_the_operator(client: MeshClient, mesh: Mesh) -> None:
+    """The identification keeps the request id of StartIdentification as its trace id: the
+    VerifySubscriber call that ConfirmPossession (with a request id of its own) starts carries
+    it to the operator, unchanged in the logs."""
     phone = await new_subscriber(client, "beeline", "+7903")
-    started = await client.start("alpha", user(), phone)
-    request_id = f"trace-{uuid.uuid4().hex}"
+    trace_id = f"trace-{uuid.uuid4().hex}"
+    started = await start_traced(client, "alpha", user(), phone, trace_id)
     await client.gateway("alpha").ConfirmPossession(
         gateway_pb2.ConfirmPossessionRequest(
             identification_id=started.identification_id,
             code=client.sms_code("alpha", started.identification_id),
         ),
-        metadata=(("x-request-id", request_id),),
+        metadata=(("x-request-id", f"confirm-{uuid.uuid4().hex}"),),
         timeout=20,
     )
-    log = mesh.services["registry-beeline"].log_path
-
-    def logged() -> bool:
-        lines = [json.loads(line) for line in log.read_text().splitlines() if request_id in line]
-        return any(line.get("method", "").endswith("/VerifySubscriber") for line in lines)
-
-    await eventually(logged, within=30, what="the registry to log the gateway's request id")
+    lines = await logged_call(mesh, "registry-beeline", trace_id, "VerifySubscriber")
+    assert all(line.get("request_id") == trace_id for line in lines)

@@ -92,6 +92,7 @@ async def test_identification_and_termination_show_in_the_metrics(
         or 0
     ) >= 1
     assert value(registry, "idmesh_registry_outbox_oldest_pending_age_seconds") == 0
+    assert value(registry, "idmesh_registry_outbox_parked") == 0  # the alert's gauge
 
     notifier = await scraped_until(
         mesh,

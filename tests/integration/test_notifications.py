@@ -4,7 +4,8 @@ with processes killed (-9) at the worst moments, losing nothing and applying not
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import grpc
 import pytest
@@ -16,7 +17,7 @@ from idmesh.registry.v1 import registry_pb2
 from services.cli.mesh import Mesh, MeshSpec, MessengerSpec, demo_spec
 from services.common.failpoints import ENV as FAILPOINTS
 from tests.eventually import eventually
-from tests.integration.mesh_client import MeshClient, mesh_client
+from tests.integration.mesh_client import MeshClient, log_lines_with, mesh_client
 from tests.integration.test_identification import new_subscriber, user
 
 pytestmark = pytest.mark.mesh
@@ -117,6 +118,38 @@ async def test_termination_revokes_every_bound_messenger_and_only_that_user(
         gateway_pb2.CheckAccessRequest(user_id=bystander)
     )
     assert still.allowed
+
+
+async def log_line(
+    mesh: Mesh, service: str, trace_id: str, match: Callable[[dict[str, Any]], bool]
+) -> dict[str, Any]:
+    """The first log line of `service` that carries trace_id and matches (waits for it)."""
+    found: dict[str, Any] = await eventually(
+        lambda: next((x for x in log_lines_with(mesh, service, trace_id) if match(x)), None),
+        within=15,
+        what=f"{service} to log {trace_id}",
+    )
+    return found
+
+
+async def test_a_terminations_trace_id_follows_its_notice_to_the_gateway(
+    client: MeshClient, mesh: Mesh
+) -> None:
+    phone = await new_subscriber(client, "beeline", "+7903")
+    u = await identified(client, "beta", phone)
+    trace_id = f"trace-{uuid.uuid4().hex}"
+    await client.registry_admin("beeline").TerminateContract(
+        registry_pb2.TerminateContractRequest(phone_number=phone),
+        metadata=(("x-request-id", trace_id),),
+        timeout=5,
+    )
+    await client.wait_state("beta", u, REVOKED, timeout=15)
+    # the notifier logged the publish with the event's trace id, the gateway its application
+    await log_line(mesh, "notifier", trace_id, lambda line: trace_id in line.get("trace_ids", ()))
+    applied = await log_line(
+        mesh, "gateway-beta", trace_id, lambda line: line.get("event") == "notice.applied"
+    )
+    assert (applied["trace_id"], applied["revoked"]) == (trace_id, 1)
 
 
 async def test_revoked_user_identifies_again_under_a_new_contract_with_a_new_code(

@@ -265,12 +265,12 @@ def _scenarios(
         ],
         "VerifySubscriber": [
             (
-                r.VerifySubscriberRequest(request_id="", phone_number=SUBSCRIBER),
+                r.VerifySubscriberRequest(idempotency_key="", phone_number=SUBSCRIBER),
                 "INVALID_ARGUMENT",
                 "INVALID_FIELD",
             ),
             (
-                r.VerifySubscriberRequest(request_id="wire-1", phone_number="nonsense"),
+                r.VerifySubscriberRequest(idempotency_key="wire-1", phone_number="nonsense"),
                 "INVALID_ARGUMENT",
                 "INVALID_PHONE_NUMBER",
             ),
@@ -339,6 +339,21 @@ def _scenarios(
                 r.ListAuditRecordsRequest(page_token="not-a-token"),
                 "INVALID_ARGUMENT",
                 "INVALID_FIELD",
+            ),
+        ],
+        "ListParkedNotices": [
+            (r.ListParkedNoticesRequest(page_size=-1), "INVALID_ARGUMENT", "INVALID_FIELD"),
+            (
+                r.ListParkedNoticesRequest(page_token="not-a-token"),
+                "INVALID_ARGUMENT",
+                "INVALID_FIELD",
+            ),
+        ],
+        "RetryParkedNotices": [
+            (
+                r.RetryParkedNoticesRequest(event_ids=["e"] * 1001),
+                "INVALID_ARGUMENT",
+                "FIELD_TOO_LONG",
             ),
         ],
         "TerminateContracts": [
@@ -435,7 +450,8 @@ def _string_paths(message: Descriptor, prefix: str = "") -> Iterator[tuple[str, 
     """(field path for the refusal, attribute path to set) of every string in a request."""
     for field in message.fields:
         if field.type == FieldDescriptor.TYPE_STRING:
-            yield f"{prefix}{field.name}", [field.name]
+            index = "[0]" if field.is_repeated else ""  # a repeated string: its first item
+            yield f"{prefix}{field.name}{index}", [field.name]
         elif (
             field.type == FieldDescriptor.TYPE_MESSAGE
             and not field.message_type.full_name.startswith("google.protobuf.")
@@ -453,10 +469,13 @@ def _with_value(message: Descriptor, path: list[str], value: str) -> Message:
 
 def _set(target: Message, path: list[str], value: str) -> None:
     name, rest = path[0], path[1:]
-    if not rest:
-        setattr(target, name, value)
-        return
     field = target.DESCRIPTOR.fields_by_name[name]
+    if not rest:
+        if field.is_repeated:
+            getattr(target, name).append(value)
+        else:
+            setattr(target, name, value)
+        return
     child = getattr(target, name).add() if field.is_repeated else getattr(target, name)
     _set(child, rest, value)
 

@@ -18,6 +18,7 @@ from idmesh.notifier.v1 import notifier_pb2, notifier_pb2_grpc
 from idmesh.registry.v1 import registry_pb2, registry_pb2_grpc
 
 from services.common.backoff import Backoff
+from services.common.context import current_request_id
 from services.common.db import Database
 from services.common.errors import DomainError, Forbidden
 from services.common.identity import Kind, require_caller
@@ -84,29 +85,32 @@ Behaviour = Callable[[str, float], Awaitable[OperatorAnswer]]
 @dataclass
 class FakeOperators:
     """The OperatorDirectory port. answers: phone -> an answer, an exception to raise, or an
-    async behaviour(request_id, time_limit). calls records (operator, request_id, phone)."""
+    async behaviour(idempotency_key, time_limit). calls records (operator, idempotency_key,
+    phone); traces the request id each call would carry (the identification's trace id)."""
 
     known: set[str] = field(default_factory=lambda: {"beeline", "megafon"})
     answers: dict[str, Any] = field(default_factory=dict)
     calls: list[tuple[str, str, str]] = field(default_factory=list)
+    traces: list[str | None] = field(default_factory=list)
     on_call: Callable[[str, str], Awaitable[None]] | None = None
 
     def knows(self, operator_id: str) -> bool:
         return operator_id in self.known
 
     async def verify(
-        self, operator_id: str, *, request_id: str, phone_number: str, time_limit: float
+        self, operator_id: str, *, idempotency_key: str, phone_number: str, time_limit: float
     ) -> OperatorAnswer:
-        self.calls.append((operator_id, request_id, phone_number))
+        self.calls.append((operator_id, idempotency_key, phone_number))
+        self.traces.append(current_request_id())
         if self.on_call is not None:
-            await self.on_call(request_id, phone_number)
+            await self.on_call(idempotency_key, phone_number)
         answer = self.answers.get(phone_number, identified(operator_id, phone_number))
         if isinstance(answer, list):
             answer = answer.pop(0) if len(answer) > 1 else answer[0]
         if isinstance(answer, BaseException):
             raise answer
         if callable(answer):
-            result: OperatorAnswer = await answer(request_id, time_limit)
+            result: OperatorAnswer = await answer(idempotency_key, time_limit)
             return result
         assert isinstance(answer, OperatorAnswer)
         return answer
@@ -116,7 +120,7 @@ def identified(operator_id: str, phone: str) -> OperatorAnswer:
     return OperatorAnswer(Verdict.IDENTIFIED, operator_id, f"IC-{operator_id}-{phone[-4:]}")
 
 
-async def hang(request_id: str, time_limit: float) -> OperatorAnswer:
+async def hang(idempotency_key: str, time_limit: float) -> OperatorAnswer:
     await asyncio.Event().wait()
     raise AssertionError("unreachable")
 
@@ -197,7 +201,7 @@ class FakeRegistry(registry_pb2_grpc.RegistryServiceServicer):
     def __init__(self, operator_id: str) -> None:
         self.operator_id = operator_id
         self.behaviour: dict[str, str] = {}
-        self.requests: list[tuple[str, str, str]] = []  # (caller uri, request_id, phone)
+        self.requests: list[tuple[str, str, str]] = []  # (caller uri, idempotency_key, phone)
         self.reassignment: Any = registry_pb2.REASSIGNMENT_STATUS_NOT_REASSIGNED
         self.reassigned_requests: list[registry_pb2.CheckNumberReassignedRequest] = []
 
@@ -214,7 +218,7 @@ class FakeRegistry(registry_pb2_grpc.RegistryServiceServicer):
         self, request: registry_pb2.VerifySubscriberRequest, context: Any
     ) -> registry_pb2.VerifySubscriberResponse:
         caller = require_caller(Kind.MESSENGER)
-        self.requests.append((caller.uri, request.request_id, request.phone_number))
+        self.requests.append((caller.uri, request.idempotency_key, request.phone_number))
         behaviour = self.behaviour.get(request.phone_number, "identified")
         if behaviour.startswith("ported:"):
             return registry_pb2.VerifySubscriberResponse(
@@ -284,6 +288,7 @@ class FakeNotifier(notifier_pb2_grpc.NotifierServiceServicer):
         identification_code: str,
         operator_id: str = "beeline",
         reason: int = events_pb2.TERMINATION_REASON_CONTRACT_ENDED,
+        trace_id: str = "",
     ) -> notifier_pb2.Notice:
         notice = notice_pb(
             len(self.log) + 1,
@@ -293,6 +298,7 @@ class FakeNotifier(notifier_pb2_grpc.NotifierServiceServicer):
             reason=reason,
             messenger_id=self.messenger_id,
         )
+        notice.event.trace_id = trace_id
         async with self.changed:
             self.log.append(notice)
             self.changed.notify_all()

@@ -179,9 +179,9 @@ async def test_a_user_is_identified_through_the_operator(gw: Harness) -> None:
         "beeline",
     )
     assert done.HasField("verification_deadline") and done.HasField("completed_at")
-    [(caller, request_id, phone)] = gw.registry.requests
+    [(caller, idempotency_key, phone)] = gw.registry.requests
     assert caller == "spiffe://idmesh.local/messenger/alpha"
-    assert request_id and phone == BEELINE
+    assert idempotency_key and phone == BEELINE
 
     access = await gw.access("u1")
     assert (access.allowed, access.reason, access.state) == (True, S.REASON_UNSPECIFIED, IDENTIFIED)
@@ -216,7 +216,7 @@ async def test_an_operator_down_then_up_within_the_window_identifies(gw: Harness
 
         await eventually(identified, within=8, what="identified once the operator is up")
         assert (await gw.get("u1")).operator_id == "megafon"
-        assert len({request_id for _, request_id, _ in megafon.requests}) == 1
+        assert len({idempotency_key for _, idempotency_key, _ in megafon.requests}) == 1
     finally:
         await megafon_server.stop(None)
 
@@ -428,7 +428,7 @@ async def test_change_phone_number(gw: Harness) -> None:
     assert done.state == IDENTIFIED
 
 
-async def test_a_restarted_gateway_resumes_the_verification_with_the_same_request_id(
+async def test_a_restarted_gateway_resumes_the_verification_with_the_same_idempotency_key(
     tmp_path: Path,
 ) -> None:
     async with running_gateway(tmp_path) as gw:
@@ -436,7 +436,7 @@ async def test_a_restarted_gateway_resumes_the_verification_with_the_same_reques
         started = await gw.start("u1", BEELINE)
         assert (await gw.confirm(started.identification_id, deadline=0.5)).state == VERIFYING
         await eventually(lambda: len(gw.registry.requests) >= 1, what="the first ask")
-        first_request_id = gw.registry.requests[0][1]
+        first_idempotency_key = gw.registry.requests[0][1]
     # the whole gateway stopped mid-verification; a new one opens the same database
     async with running_gateway(tmp_path) as gw:
 
@@ -444,7 +444,7 @@ async def test_a_restarted_gateway_resumes_the_verification_with_the_same_reques
             return (await gw.get("u1")).state == IDENTIFIED
 
         await eventually(identified, what="identified after the restart")
-        assert gw.registry.requests[0][1] == first_request_id
+        assert gw.registry.requests[0][1] == first_idempotency_key
 
 
 # --- retries -----------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import grpc
 import pytest
 from idmesh.notifier.v1 import notifier_pb2
 from prometheus_client import REGISTRY
+from structlog.testing import capture_logs
 
 from services.common.backoff import Backoff
 from services.common.channels import open_channel
@@ -114,6 +115,21 @@ async def test_a_notice_revokes_advances_the_cursor_and_is_acked(rig: Rig) -> No
     await eventually(lambda: consumer.acked == 1, what="ack")
     assert rig.notifier.acks[-1] == 1
     assert rig.notifier.subscribes == [0]
+
+
+async def test_the_applied_notice_is_logged_with_its_terminations_trace_id(rig: Rig) -> None:
+    await identify(rig.service, rig.sms, "u1")
+    with capture_logs() as logs:
+        rig.start_consumer()
+        await rig.notifier.append(
+            event_id="ev-1", identification_code=CODE, trace_id="trace-terminate-9"
+        )
+        await rig.wait_cursor(1)
+    [applied] = [e for e in logs if e["event"] == "notice.applied"]  # at debug
+    assert (applied["event_id"], applied["trace_id"]) == ("ev-1", "trace-terminate-9")
+    [batch] = [e for e in logs if e["event"] == "notices.applied"]  # at info, per message
+    assert batch["log_level"] == "info"
+    assert (batch["event_ids"], batch["trace_ids"]) == (["ev-1"], ["trace-terminate-9"])
 
 
 def _notices(result: str) -> float:

@@ -17,6 +17,7 @@ from idmesh.registry.v1 import registry_pb2
 
 from services.cli import main as cli
 from services.common.channels import open_channel
+from services.common.context import current_request_id
 from services.common.errors import InvalidInput
 from services.common.identity import Caller, Kind, Role
 from services.common.timeutil import to_timestamp
@@ -75,11 +76,12 @@ DAY = timedelta(days=1)
 @dataclass
 class Operators:
     """OperatorDirectory with answers per (operator, number): an OperatorAnswer, an exception,
-    or an async behaviour(request_id, time_limit). Unknown pairs: NO_SUBSCRIBER."""
+    or an async behaviour(idempotency_key, time_limit). Unknown pairs: NO_SUBSCRIBER."""
 
     known: set[str] = field(default_factory=lambda: {"beeline", "megafon"})
     answers: dict[tuple[str, str], Any] = field(default_factory=dict)
     calls: list[tuple[str, str, str]] = field(default_factory=list)
+    traces: list[str | None] = field(default_factory=list)  # each call's request id
     reassigned: dict[str, Any] = field(default_factory=dict)  # operator -> answer or exception
     reassigned_calls: list[tuple[str, str, datetime]] = field(default_factory=list)
 
@@ -87,16 +89,17 @@ class Operators:
         return operator_id in self.known
 
     async def verify(
-        self, operator_id: str, *, request_id: str, phone_number: str, time_limit: float
+        self, operator_id: str, *, idempotency_key: str, phone_number: str, time_limit: float
     ) -> OperatorAnswer:
-        self.calls.append((operator_id, request_id, phone_number))
+        self.calls.append((operator_id, idempotency_key, phone_number))
+        self.traces.append(current_request_id())
         answer = self.answers.get(
             (operator_id, phone_number), OperatorAnswer(Verdict.NO_SUBSCRIBER, operator_id)
         )
         if isinstance(answer, BaseException):
             raise answer
         if callable(answer):
-            result: OperatorAnswer = await answer(request_id, time_limit)
+            result: OperatorAnswer = await answer(idempotency_key, time_limit)
             return result
         assert isinstance(answer, OperatorAnswer)
         return answer
@@ -223,7 +226,8 @@ async def test_a_donors_hint_is_followed_once_and_remembered_as_a_route(
     )
     [(donor, first_id, _), (recipient, second_id, _)] = operators.calls
     assert (donor, recipient) == ("beeline", "megafon")
-    assert second_id == first_id + "-hint" == done.request_id
+    assert second_id == first_id + "-hint" == done.verify_key
+    assert operators.traces == [done.trace_id] * 2  # the follow-up carries the same trace id
     remembered = await store.ported_number(NUMBER)
     assert remembered is not None
     assert (remembered.operator_id, remembered.origin) == ("megafon", RouteOrigin.HINT)
@@ -289,7 +293,7 @@ async def test_a_hint_to_an_operator_without_a_registry_here_is_no_operator(
     await service.close()
 
 
-async def test_a_restart_mid_hint_resumes_at_the_recipient_with_the_derived_request_id(
+async def test_a_restart_mid_hint_resumes_at_the_recipient_with_the_derived_idempotency_key(
     store: GatewayStore, sms: RecordingSms
 ) -> None:
     clock = FakeClock()
@@ -348,7 +352,7 @@ async def test_an_unavailable_recipient_is_asked_again_within_the_window(
 ) -> None:
     flaky = [UNAVAILABLE, identified("megafon")]
 
-    async def recipient(request_id: str, time_limit: float) -> OperatorAnswer:
+    async def recipient(idempotency_key: str, time_limit: float) -> OperatorAnswer:
         answer = flaky.pop(0)
         if isinstance(answer, BaseException):
             raise answer

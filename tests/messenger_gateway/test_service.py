@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from services.common.context import traced
 from services.common.db import Database
 from services.common.errors import InvalidInput
 from services.common.phone import InvalidPhoneNumber
@@ -195,15 +196,15 @@ async def test_the_verifying_state_is_stored_before_the_operator_is_asked(
     sms = RecordingSms()
     service = make_service(store, sms=sms, operators=operators)
 
-    async def on_call(request_id: str, phone: str) -> None:
+    async def on_call(idempotency_key: str, phone: str) -> None:
         current = await store.current("user-1")
         assert current is not None
-        seen.append((current.state, current.request_id))
+        seen.append((current.state, current.verify_key))
 
     operators.on_call = on_call
     ident_id = await identify(service, sms, "user-1")
-    request_id = operators.calls[0][1]
-    assert seen == [(State.VERIFYING, request_id)]
+    idempotency_key = operators.calls[0][1]
+    assert seen == [(State.VERIFYING, idempotency_key)]
     done = await store.get(ident_id)
     assert done is not None
     assert done.state is State.IDENTIFIED
@@ -253,7 +254,7 @@ async def test_a_number_of_a_country_not_allowed_is_refused_before_a_code_is_sen
     assert sms.sent == []
 
 
-async def test_an_unavailable_operator_is_retried_with_the_same_request_id(
+async def test_an_unavailable_operator_is_retried_with_the_same_idempotency_key(
     store: GatewayStore,
 ) -> None:
     sms = RecordingSms()
@@ -266,7 +267,8 @@ async def test_an_unavailable_operator_is_retried_with_the_same_request_id(
     service = make_service(store, sms=sms, operators=operators)
     await identify(service, sms, "user-1")
     assert len(operators.calls) == 3
-    assert len({request_id for _, request_id, _ in operators.calls}) == 1
+    assert len({idempotency_key for _, idempotency_key, _ in operators.calls}) == 1
+    assert len(set(operators.traces)) == 1 and operators.traces[0]  # and the same trace id
 
 
 async def test_an_operator_that_asks_for_a_delay_is_not_asked_again_sooner(
@@ -275,7 +277,7 @@ async def test_an_operator_that_asks_for_a_delay_is_not_asked_again_sooner(
     sms = RecordingSms()
     asked_at: list[float] = []
 
-    async def note(request_id: str, phone: str) -> None:
+    async def note(idempotency_key: str, phone: str) -> None:
         asked_at.append(time.monotonic())
 
     operators = FakeOperators(answers={}, on_call=note)
@@ -305,7 +307,7 @@ async def test_an_operator_that_never_answers_times_out_at_the_window(
 async def test_a_late_answer_changes_nothing(store: GatewayStore) -> None:
     sms, clock = RecordingSms(), FakeClock()
 
-    async def late(request_id: str, time_limit: float) -> OperatorAnswer:
+    async def late(idempotency_key: str, time_limit: float) -> OperatorAnswer:
         clock.advance(time_limit + 1)  # the answer arrives after the window
         return OperatorAnswer(Verdict.IDENTIFIED, "beeline", "IC-late")
 
@@ -318,10 +320,10 @@ async def test_a_late_answer_changes_nothing(store: GatewayStore) -> None:
     assert (done.state, done.reason) == (State.NOT_COMPLETED, Reason.OPERATOR_TIMEOUT)
     assert done.identification_code is None
     # and an answer recorded after the timeout is refused by the conditional update
-    assert done.request_id is not None
+    assert done.verify_key is not None
     assert not await store.finish_verification(
         done.identification_id,
-        done.request_id,
+        done.verify_key,
         state=State.IDENTIFIED,
         reason=Reason.UNSPECIFIED,
         now=clock.now(),
@@ -336,7 +338,7 @@ async def test_confirm_returns_verifying_when_the_answer_is_slower_than_its_wait
     sms = RecordingSms()
     release = asyncio.Event()
 
-    async def slow(request_id: str, time_limit: float) -> OperatorAnswer:
+    async def slow(idempotency_key: str, time_limit: float) -> OperatorAnswer:
         await release.wait()
         return OperatorAnswer(Verdict.IDENTIFIED, "beeline", "IC-slow")
 
@@ -359,7 +361,7 @@ async def test_cancelling_the_confirming_call_does_not_stop_the_verification(
     sms = RecordingSms()
     release = asyncio.Event()
 
-    async def slow(request_id: str, time_limit: float) -> OperatorAnswer:
+    async def slow(idempotency_key: str, time_limit: float) -> OperatorAnswer:
         await release.wait()
         return OperatorAnswer(Verdict.IDENTIFIED, "beeline", "IC-slow")
 
@@ -409,16 +411,19 @@ async def _state_is(store: GatewayStore, identification_id: str, state: State) -
 # --- restart ---------------------------------------------------------------------------------
 
 
-async def test_a_restart_resumes_a_pending_verification_with_its_request_id(
+async def test_a_restart_resumes_a_pending_verification_with_its_idempotency_key(
     store: GatewayStore,
 ) -> None:
+    """...and its trace id: the request id of StartIdentification, on every call for it."""
     sms, clock = RecordingSms(), FakeClock()
     first_ops = FakeOperators(answers={BEELINE_PHONE: hang})
     first = make_service(store, sms=sms, operators=first_ops, clock=clock, window=60)
-    ident = await first.start_identification("user-1", BEELINE_PHONE)
-    await first.confirm_possession(
-        ident.identification_id, sms.code_for(ident.identification_id), wait=0.05
-    )
+    with traced("trace-start-1"):
+        ident = await first.start_identification("user-1", BEELINE_PHONE)
+    with traced("trace-confirm-2"):
+        await first.confirm_possession(
+            ident.identification_id, sms.code_for(ident.identification_id), wait=0.05
+        )
     await eventually(lambda: len(first_ops.calls) == 1, what="first ask")
     await first.close()  # the process stops mid-verification
     pending = await store.get(ident.identification_id)
@@ -431,8 +436,25 @@ async def test_a_restart_resumes_a_pending_verification_with_its_request_id(
     await eventually(
         lambda: _state_is(store, ident.identification_id, State.IDENTIFIED), what="identified"
     )
-    assert second_ops.calls[0][1] == first_ops.calls[0][1] == pending.request_id
+    assert second_ops.calls[0][1] == first_ops.calls[0][1] == pending.verify_key
+    assert first_ops.traces == second_ops.traces == ["trace-start-1"] == [pending.trace_id]
     await second.close()
+
+
+async def test_an_identification_started_without_a_request_id_gets_a_trace_id_of_its_own(
+    store: GatewayStore,
+) -> None:
+    sms, operators = RecordingSms(), FakeOperators()
+    service = make_service(store, sms=sms, operators=operators)
+    one = await service.start_identification("user-1", BEELINE_PHONE)
+    two = await service.start_identification("user-2", BEELINE_PHONE)
+    assert one.trace_id and two.trace_id and one.trace_id != two.trace_id
+    done = await service.confirm_possession(
+        one.identification_id, sms.code_for(one.identification_id), wait=5
+    )
+    assert done.state is State.IDENTIFIED
+    assert operators.traces == [one.trace_id]
+    await service.close()
 
 
 async def test_a_restart_after_the_window_fails_the_verification(store: GatewayStore) -> None:
@@ -489,7 +511,7 @@ async def test_replacing_a_verifying_identification_ignores_its_answer(
     sms = RecordingSms()
     release = asyncio.Event()
 
-    async def slow(request_id: str, time_limit: float) -> OperatorAnswer:
+    async def slow(idempotency_key: str, time_limit: float) -> OperatorAnswer:
         await release.wait()
         return OperatorAnswer(Verdict.IDENTIFIED, "beeline", "IC-old")
 
@@ -503,10 +525,10 @@ async def test_replacing_a_verifying_identification_ignores_its_answer(
     ended = await store.get(old.identification_id)
     assert ended is not None
     assert (ended.state, ended.reason) == (State.NOT_COMPLETED, Reason.NUMBER_CHANGED)
-    assert ended.request_id is not None
+    assert ended.verify_key is not None
     assert not await store.finish_verification(
         old.identification_id,
-        ended.request_id,
+        ended.verify_key,
         state=State.IDENTIFIED,
         reason=Reason.UNSPECIFIED,
         now=FakeClock().now(),
@@ -660,7 +682,7 @@ async def test_an_identified_answer_recorded_after_its_termination_does_not_iden
     sms = RecordingSms()
     asked, release = asyncio.Event(), asyncio.Event()
 
-    async def answer_after_the_notice(request_id: str, time_limit: float) -> OperatorAnswer:
+    async def answer_after_the_notice(idempotency_key: str, time_limit: float) -> OperatorAnswer:
         asked.set()
         await release.wait()
         return identified("beeline", BEELINE_PHONE)

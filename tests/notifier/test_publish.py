@@ -57,6 +57,22 @@ async def test_duplicate_event_id_is_a_no_op(notifier: Notifier) -> None:
     assert (await status(notifier)).head_seq == 2
 
 
+async def test_an_events_trace_id_is_stored_and_streamed_and_a_resend_is_still_a_duplicate(
+    notifier: Notifier,
+) -> None:
+    traced, untraced = _with(trace_id="trace-terminate-1"), event()
+    await notifier.publish(traced, untraced)
+    resent = events_pb2.ContractTerminated()
+    resent.CopyFrom(traced)
+    resent.trace_id = "trace-relay-retry"  # what identifies the event is not the trace id
+    reply = await notifier.publish(resent)
+    assert (reply.accepted, reply.duplicates) == (0, 1)
+    call = notifier.subscribe("alpha")
+    notices = await read_notices(call, 2)
+    call.cancel()
+    assert [n.event.trace_id for n in notices] == ["trace-terminate-1", ""]
+
+
 async def test_event_id_reused_for_a_different_event_is_refused_and_nothing_stored(
     notifier: Notifier,
 ) -> None:
@@ -109,6 +125,8 @@ def _with(**changes: Any) -> events_pb2.ContractTerminated:
         (lambda: _with(operator_id=""), "operator_id"),
         (lambda: _with(identification_code=""), "identification_code"),
         (lambda: _with(recipient_operator_id="Bad Id"), "recipient_operator_id"),
+        (lambda: _with(trace_id="has space"), "trace_id"),
+        (lambda: _with(trace_id="t" * 65), "trace_id"),
     ],
 )
 async def test_invalid_event_is_invalid_argument_naming_index_and_field_and_nothing_stored(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,7 @@ def test_defaults() -> None:
     assert config.relay_batch_size == 500
     assert config.relay_poll_seconds == 1.0
     assert config.db_synchronous == "NORMAL"
+    assert config.verification_retention == timedelta(days=30)
 
 
 def test_all_values_are_read(tmp_path: Path) -> None:
@@ -39,12 +41,14 @@ def test_all_values_are_read(tmp_path: Path) -> None:
         "IDMESH_RELAY_BATCH_SIZE": "10",
         "IDMESH_RELAY_POLL_SECONDS": "0.25",
         "IDMESH_DB_SYNCHRONOUS": "full",
+        "IDMESH_VERIFICATION_RETENTION_DAYS": "2",
     }
     config = RegistryConfig.from_env(Env(env))
     assert config.server.bind == "0.0.0.0:6000"
     assert config.seed_file == seed
     assert (config.relay_batch_size, config.relay_poll_seconds) == (10, 0.25)
     assert config.db_synchronous == "FULL"
+    assert config.verification_retention == timedelta(days=2)
 
 
 @pytest.mark.parametrize("missing", sorted(set(REQUIRED) - {"IDMESH_INSECURE_DEV_MODE"}))
@@ -67,6 +71,7 @@ def test_missing_required_variable_is_named(missing: str) -> None:
         ("IDMESH_RELAY_POLL_SECONDS", "0"),
         ("IDMESH_DB_SYNCHRONOUS", "SOMETIMES"),
         ("IDMESH_BIND", "nowhere"),
+        ("IDMESH_VERIFICATION_RETENTION_DAYS", "0"),
     ],
 )
 def test_bad_value_is_refused_naming_the_variable(name: str, value: str) -> None:

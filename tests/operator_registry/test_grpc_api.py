@@ -13,8 +13,10 @@ from idmesh.events.v1 import events_pb2
 from idmesh.registry.v1 import registry_pb2, registry_pb2_grpc
 
 from services.common.channels import open_channel
+from services.common.context import traced
 from services.common.identity import Caller, Kind, Role
 from services.common.server import GrpcServer, service_name
+from services.common.status import error_details
 from services.common.timeutil import from_timestamp
 from services.operator_registry.grpc_api import ERRORS, RegistryAdminServicer, RegistryServicer
 from services.operator_registry.service import RegistryService
@@ -84,15 +86,15 @@ async def client(service: RegistryService) -> AsyncIterator[Client]:
     await server.stop(None)
 
 
-_request_ids = (f"req-{n}" for n in itertools.count())
+_idempotency_keys = (f"req-{n}" for n in itertools.count())
 
 
 async def verify(
-    client: Client, identity: Caller | None = ALPHA, number: str = NUMBER, request_id: str = ""
+    client: Client, identity: Caller | None = ALPHA, number: str = NUMBER, idempotency_key: str = ""
 ) -> registry_pb2.VerifySubscriberResponse:
     return await client.registry(identity).VerifySubscriber(
         registry_pb2.VerifySubscriberRequest(
-            request_id=request_id or next(_request_ids), phone_number=number
+            idempotency_key=idempotency_key or next(_idempotency_keys), phone_number=number
         ),
         timeout=10,
     )
@@ -108,14 +110,14 @@ async def status_of(call: Awaitable[Any]) -> grpc.aio.AioRpcError:
 
 
 async def test_verify_identifies_the_subscriber_with_a_code(client: Client) -> None:
-    reply = await verify(client, request_id="r1")
+    reply = await verify(client, idempotency_key="r1")
     assert reply.result == registry_pb2.VERIFICATION_RESULT_IDENTIFIED
     assert len(reply.identification_code) == 32
     assert reply.operator_id == OPERATOR
     assert from_timestamp(reply.identified_at) == START
     assert reply.recipient_operator_id == ""
-    assert await verify(client, request_id="r1") == reply
-    again = await verify(client, request_id="r2")
+    assert await verify(client, idempotency_key="r1") == reply
+    again = await verify(client, idempotency_key="r2")
     assert again.identification_code == reply.identification_code
     other = await verify(client, identity=BETA)
     assert other.identification_code != reply.identification_code
@@ -162,13 +164,13 @@ async def test_verify_requires_a_messenger_service_identity(
 
 
 @pytest.mark.parametrize(
-    ("request_id", "number"),
+    ("idempotency_key", "number"),
     [("bad id", NUMBER), ("x" * 65, NUMBER), ("ok", "89031234567"), ("ok", "+7903")],
 )
 async def test_verify_with_malformed_input_is_invalid_argument_and_records_nothing(
-    client: Client, store: RegistryStore, request_id: str, number: str
+    client: Client, store: RegistryStore, idempotency_key: str, number: str
 ) -> None:
-    error = await status_of(verify(client, request_id=request_id, number=number))
+    error = await status_of(verify(client, idempotency_key=idempotency_key, number=number))
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert await store.count_verifications() == 0
 
@@ -348,9 +350,85 @@ async def test_register_suspend_and_list_messengers(client: Client) -> None:
 
 async def test_verify_without_a_deadline_is_answered(client: Client) -> None:
     reply = await client.registry(ALPHA).VerifySubscriber(
-        registry_pb2.VerifySubscriberRequest(request_id="no-deadline", phone_number=NUMBER)
+        registry_pb2.VerifySubscriberRequest(idempotency_key="no-deadline", phone_number=NUMBER)
     )
     assert reply.result == registry_pb2.VERIFICATION_RESULT_IDENTIFIED
+
+
+# --- parked notices ---------------------------------------------------------------------------
+
+
+async def test_parked_notices_are_listed_masked_in_pages_and_retried(
+    client: Client, service: RegistryService
+) -> None:
+    admin = client.admin()
+    await verify(client, ALPHA)
+    await verify(client, BETA)
+    with traced("trace-ended-by-ops"):
+        await admin.TerminateContract(registry_pb2.TerminateContractRequest(phone_number=NUMBER))
+    queued = await service.pending_notices(10)
+    for notice in queued:
+        await service.park_notice(notice.event_id, "PERMISSION_DENIED", "not yours")
+    assert await service.count_pending_notices() == 0
+
+    first = await admin.ListParkedNotices(registry_pb2.ListParkedNoticesRequest(page_size=1))
+    rest = await admin.ListParkedNotices(
+        registry_pb2.ListParkedNoticesRequest(page_size=1, page_token=first.next_page_token)
+    )
+    last = await admin.ListParkedNotices(
+        registry_pb2.ListParkedNoticesRequest(page_size=1, page_token=rest.next_page_token)
+    )
+    listed = [*first.notices, *rest.notices]
+    assert [n.event_id for n in listed] == [n.event_id for n in queued]
+    assert not last.notices and last.next_page_token == ""
+    for parked in listed:
+        assert parked.masked_phone_number == "+7903*****67"
+        assert (parked.status, parked.message) == ("PERMISSION_DENIED", "not yours")
+        assert parked.trace_id == "trace-ended-by-ops"
+        assert parked.reason == events_pb2.TERMINATION_REASON_CONTRACT_ENDED
+    assert NUMBER not in str(listed)
+
+    one = await admin.RetryParkedNotices(
+        registry_pb2.RetryParkedNoticesRequest(event_ids=[listed[0].event_id, "unknown"])
+    )
+    assert one.requeued == 1
+    assert [n.event_id for n in await service.pending_notices(10)] == [listed[0].event_id]
+    every = await admin.RetryParkedNotices(registry_pb2.RetryParkedNoticesRequest())
+    assert every.requeued == 1
+    assert await service.count_parked_notices() == 0
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        registry_pb2.ListParkedNoticesRequest(page_size=1001),
+        registry_pb2.ListParkedNoticesRequest(page_size=-1),
+        registry_pb2.ListParkedNoticesRequest(page_token="x" * 100),
+    ],
+)
+async def test_a_bad_parked_listing_is_invalid_naming_the_field(
+    client: Client, request_: registry_pb2.ListParkedNoticesRequest
+) -> None:
+    error = await status_of(client.admin().ListParkedNotices(request_))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "page_" in (error.details() or "")
+    assert len(error.details() or "") < 200
+
+
+@pytest.mark.parametrize(
+    ("event_ids", "field"),
+    [([f"e{i}" for i in range(1001)], "event_ids"), (["ok", "x" * 65], "event_ids[1]")],
+)
+async def test_retrying_too_many_or_too_long_event_ids_is_invalid_naming_the_field(
+    client: Client, service: RegistryService, event_ids: list[str], field: str
+) -> None:
+    request = registry_pb2.RetryParkedNoticesRequest(event_ids=event_ids)
+    error = await status_of(client.admin().RetryParkedNotices(request))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert (error_details(error).reason, error_details(error).metadata["field"]) == (
+        "FIELD_TOO_LONG",
+        field,
+    )
 
 
 # --- TerminateContracts (bulk) -------------------------------------------------------------
@@ -447,3 +525,16 @@ async def test_bulk_termination_needs_the_operators_admin_identity(client: Clien
         registry_pb2.GetSubscriberRequest(phone_number=NUMBER)
     )
     assert reply.subscriber.state == registry_pb2.CONTRACT_STATE_ACTIVE
+
+
+async def test_bulk_terminations_notices_carry_the_streams_trace_id(
+    client: Client, service: RegistryService
+) -> None:
+    await verify(client, identity=ALPHA)
+    await verify(client, identity=BETA)
+    with traced("trace-billing-run-7"):
+        reply = await client.admin().TerminateContracts(
+            _stream(_rows((2, NUMBER, 0, ""))), timeout=10
+        )
+    assert reply.notices_queued == 2
+    assert {n.trace_id for n in await service.pending_notices(10)} == {"trace-billing-run-7"}

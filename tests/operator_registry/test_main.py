@@ -74,7 +74,7 @@ async def test_process_serves_the_seeded_registry_and_stops_on_sigterm(tmp_path:
         alpha = Caller(Kind.MESSENGER, "alpha")
         async with open_channel(f"127.0.0.1:{port}", identity=alpha) as channel:
             reply = await registry_pb2_grpc.RegistryServiceStub(channel).VerifySubscriber(
-                registry_pb2.VerifySubscriberRequest(request_id="r1", phone_number=NUMBER),
+                registry_pb2.VerifySubscriberRequest(idempotency_key="r1", phone_number=NUMBER),
                 timeout=5,
             )
         assert reply.result == registry_pb2.VERIFICATION_RESULT_IDENTIFIED

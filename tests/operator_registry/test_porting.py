@@ -44,9 +44,9 @@ MEGAFON_RANGE_NUMBER = "+79261234567"  # MegaFon's range; ported in to Beeline i
 
 
 async def verify(
-    service: RegistryService, request_id: str, number: str = NUMBER, messenger: str = "alpha"
+    service: RegistryService, idempotency_key: str, number: str = NUMBER, messenger: str = "alpha"
 ) -> Any:
-    return await service.verify_subscriber(messenger, request_id, number, time_remaining=None)
+    return await service.verify_subscriber(messenger, idempotency_key, number, time_remaining=None)
 
 
 @pytest.fixture
@@ -345,7 +345,7 @@ async def test_port_out_over_grpc_returns_the_ported_contract_and_the_hint_follo
     client: Client,
 ) -> None:
     await client.registry(ALPHA).VerifySubscriber(
-        registry_pb2.VerifySubscriberRequest(request_id="g1", phone_number=NUMBER)
+        registry_pb2.VerifySubscriberRequest(idempotency_key="g1", phone_number=NUMBER)
     )
     reply = await client.admin().PortOut(
         registry_pb2.PortOutRequest(phone_number="8 903 123-45-67", recipient_operator_id="megafon")
@@ -357,7 +357,7 @@ async def test_port_out_over_grpc_returns_the_ported_contract_and_the_hint_follo
     got = await client.admin().GetSubscriber(registry_pb2.GetSubscriberRequest(phone_number=NUMBER))
     assert got.subscriber.recipient_operator_id == "megafon"
     answer = await client.registry(ALPHA).VerifySubscriber(
-        registry_pb2.VerifySubscriberRequest(request_id="g2", phone_number=NUMBER)
+        registry_pb2.VerifySubscriberRequest(idempotency_key="g2", phone_number=NUMBER)
     )
     assert answer.result == registry_pb2.VERIFICATION_RESULT_NO_SUBSCRIBER
     assert answer.recipient_operator_id == "megafon"

@@ -1,5 +1,6 @@
 """The outbox relay against an in-process fake NotifierService: at-least-once, in order,
-retrying while the notifier is down, and no resend of acked notices after a restart."""
+retrying while the notifier is down, no resend of acked notices after a restart, notices refused
+for good parked (and the later ones published), and each termination's trace id carried."""
 
 from __future__ import annotations
 
@@ -16,11 +17,13 @@ from idmesh.notifier.v1 import notifier_pb2, notifier_pb2_grpc
 from structlog.testing import capture_logs
 
 from services.common.backoff import Backoff
+from services.common.context import REQUEST_ID_METADATA_KEY, traced
 from services.common.identity import Kind, require_caller
 from services.common.interceptors import ErrorTable
 from services.common.server import GrpcServer, service_name
 from services.common.timeutil import from_timestamp
-from services.operator_registry.relay import OutboxRelay
+from services.operator_registry.domain import TerminationNotice
+from services.operator_registry.relay import OutboxRelay, outbox_metrics
 from services.operator_registry.service import RegistryService
 from tests.eventually import eventually
 
@@ -37,6 +40,10 @@ class FakeNotifier(notifier_pb2_grpc.NotifierServiceServicer):
         self.stored: dict[str, events_pb2.ContractTerminated] = {}
         self.fail_before_store = 0
         self.fail_after_store = 0
+        # A batch holding one of these event ids is refused whole with the code (as the notifier
+        # refuses a batch with one bad event).
+        self.refuse: dict[str, grpc.StatusCode] = {}
+        self.request_ids: list[str] = []  # the x-request-id of each Publish call
 
     async def Publish(
         self, request: notifier_pb2.PublishRequest, context: Any
@@ -46,7 +53,14 @@ class FakeNotifier(notifier_pb2_grpc.NotifierServiceServicer):
             self.fail_before_store -= 1
             await context.abort(grpc.StatusCode.UNAVAILABLE, "notifier busy")
         assert all(e.operator_id == caller.id for e in request.events)
+        metadata = dict(context.invocation_metadata() or ())
+        self.request_ids.append(str(metadata.get(REQUEST_ID_METADATA_KEY, "")))
         self.calls.append([e.event_id for e in request.events])
+        for index, event in enumerate(request.events):
+            if event.event_id in self.refuse:
+                await context.abort(
+                    self.refuse[event.event_id], f"events[{index}] is refused for good"
+                )
         accepted = 0
         for event in request.events:
             if event.event_id not in self.stored:
@@ -254,3 +268,92 @@ async def test_relay_stops_cleanly_when_cancelled_while_backing_off(
     assert task.cancelled()
     assert any(e["event"] == "relay.stopped" for e in logs)
     assert await service.count_pending_notices() == 1  # kept for the next start
+
+
+async def test_a_notice_refused_for_good_is_parked_and_the_later_ones_are_published(
+    service: RegistryService, notifier: tuple[FakeNotifier, int]
+) -> None:
+    fake, port = notifier
+    await bound_subscriber(service, NUMBER, "BEE-1", ["alpha", "beta", "gamma"])
+    await bound_subscriber(service, OTHER_NUMBER, "BEE-2", ["alpha"])
+    await service.terminate_contract(NUMBER)
+    await service.terminate_contract(OTHER_NUMBER)
+    queued = await service.pending_notices(10)
+    poison = next(n for n in queued if n.messenger_id == "beta")
+    fake.refuse[poison.event_id] = grpc.StatusCode.PERMISSION_DENIED
+    with capture_logs() as logs:
+        async with running(relay_for(service, port)):
+            await eventually(_pending_is(service, 0), what="every other notice published")
+            await eventually(lambda: len(fake.stored) == 3, what="three events stored")
+            collector = outbox_metrics(service)
+            samples = await asyncio.to_thread(lambda: list(collector.collect()))
+    # the others were stored (in this order: the fake keeps insertion order) around the poison
+    assert list(fake.stored) == [n.event_id for n in queued if n is not poison]
+    gauge = next(m for m in samples if m.name == "idmesh_registry_outbox_parked")
+    assert gauge.samples[0].value == 1
+    parked, next_token = await service.list_parked_notices(100, "")
+    assert next_token == ""
+    assert [p.notice.event_id for p in parked] == [poison.event_id]
+    assert parked[0].status == "PERMISSION_DENIED"
+    assert parked[0].message == "events[0] is refused for good"
+    [line] = [e for e in logs if e["event"] == "relay.notice_parked"]
+    assert line["log_level"] == "error" and line["event_id"] == poison.event_id
+    assert await service.count_pending_notices() == 0
+
+
+async def one_notice_refused(
+    service: RegistryService, fake: FakeNotifier, code: grpc.StatusCode
+) -> TerminationNotice:
+    """A termination's one notice, which the fake notifier refuses with code."""
+    await bound_subscriber(service, NUMBER, "BEE-1", ["alpha"])
+    await service.terminate_contract(NUMBER)
+    [notice] = await service.pending_notices(10)
+    fake.refuse[notice.event_id] = code
+    return notice
+
+
+async def test_a_parked_notice_retried_by_an_operator_is_published(
+    service: RegistryService, notifier: tuple[FakeNotifier, int]
+) -> None:
+    fake, port = notifier
+    notice = await one_notice_refused(service, fake, grpc.StatusCode.INVALID_ARGUMENT)
+    async with running(relay_for(service, port)):
+        await eventually(lambda: service.count_parked_notices(), what="the refused notice parked")
+        assert await service.retry_parked_notices(["no-such-event"]) == 0
+        del fake.refuse[notice.event_id]  # the cause is fixed
+        assert await service.retry_parked_notices([]) == 1
+        await eventually(lambda: notice.event_id in fake.stored, what="the retried notice")
+        await eventually(_pending_is(service, 0), what="nothing left queued")
+    assert await service.count_parked_notices() == 0
+    assert await service.retry_parked_notices([notice.event_id]) == 0  # published: not parked
+
+
+async def test_a_retryable_refusal_is_retried_not_parked(
+    service: RegistryService, notifier: tuple[FakeNotifier, int]
+) -> None:
+    fake, port = notifier
+    notice = await one_notice_refused(service, fake, grpc.StatusCode.RESOURCE_EXHAUSTED)
+    async with running(relay_for(service, port)):
+        await eventually(lambda: len(fake.calls) >= 3, what="three attempts")
+        assert await service.count_parked_notices() == 0
+        del fake.refuse[notice.event_id]
+        await eventually(_pending_is(service, 0), what="delivery once accepted")
+
+
+async def test_each_event_carries_its_terminations_trace_id_and_so_does_the_publish(
+    service: RegistryService, notifier: tuple[FakeNotifier, int]
+) -> None:
+    fake, port = notifier
+    await bound_subscriber(service, NUMBER, "BEE-1", ["alpha", "beta"])
+    await bound_subscriber(service, OTHER_NUMBER, "BEE-2", ["alpha"])
+    with traced("trace-terminate-1"):
+        await service.terminate_contract(NUMBER)
+    async with running(relay_for(service, port)):
+        await eventually(_pending_is(service, 0), what="the first termination's notices")
+        with traced("trace-port-out-2"):
+            await service.port_out(OTHER_NUMBER, "megafon")
+        await eventually(_pending_is(service, 0), what="the port-out's notice")
+        await eventually(lambda: len(fake.stored) == 3, what="three events")
+    traces = {e.event_id: e.trace_id for e in fake.stored.values()}
+    assert sorted(traces.values()) == ["trace-port-out-2", "trace-terminate-1", "trace-terminate-1"]
+    assert fake.request_ids == ["trace-terminate-1", "trace-port-out-2"]

@@ -15,8 +15,8 @@ from services.operator_registry.domain import (
     ContractNotActive,
     ContractState,
     DeadlinePassed,
+    IdempotencyKeyReused,
     MessengerNotFound,
-    RequestIdReused,
     SubscriberExists,
     SubscriberNotFound,
     TerminationReason,
@@ -32,12 +32,12 @@ from .conftest import NUMBER, OTHER_NUMBER, PORTED_IN_NUMBER, START, FakeClock
 async def verify(
     service: RegistryService,
     messenger: str = "alpha",
-    request_id: str = "req-1",
+    idempotency_key: str = "req-1",
     number: str = NUMBER,
     time_remaining: float | None = None,
 ) -> Any:
     return await service.verify_subscriber(
-        messenger, request_id, number, time_remaining=time_remaining
+        messenger, idempotency_key, number, time_remaining=time_remaining
     )
 
 
@@ -77,46 +77,48 @@ async def test_number_without_active_contract_gets_no_subscriber_and_is_recorded
     assert await recorded(store) == (0, 1)
 
 
-async def test_repeated_request_id_gets_the_stored_answer_unchanged(
+async def test_repeated_idempotency_key_gets_the_stored_answer_unchanged(
     ready: RegistryService, clock: FakeClock
 ) -> None:
-    first = await verify(ready, request_id="r-identified")
-    no_one = await verify(ready, request_id="r-nobody", number=OTHER_NUMBER)
+    first = await verify(ready, idempotency_key="r-identified")
+    no_one = await verify(ready, idempotency_key="r-nobody", number=OTHER_NUMBER)
     clock.advance(60)
     await ready.create_subscriber(OTHER_NUMBER, "BEE-2")  # a NO_SUBSCRIBER grants nothing
 
-    assert await verify(ready, request_id="r-identified") == first
-    assert await verify(ready, request_id="r-nobody", number=OTHER_NUMBER) == no_one
+    assert await verify(ready, idempotency_key="r-identified") == first
+    assert await verify(ready, idempotency_key="r-nobody", number=OTHER_NUMBER) == no_one
 
 
 async def test_a_repeated_request_after_the_contract_ended_is_not_identified(
     ready: RegistryService, store: RegistryStore, clock: FakeClock
 ) -> None:
     # The reply to the first request was lost; the contract ends (its notice may already be
-    # applied at the messenger); the messenger asks again with the same request id.
-    first = await verify(ready, request_id="r-lost")
+    # applied at the messenger); the messenger asks again with the same idempotency key.
+    first = await verify(ready, idempotency_key="r-lost")
     assert first.result is VerificationResult.IDENTIFIED
     clock.advance(60)
     await ready.terminate_contract(NUMBER)
 
-    again = await verify(ready, request_id="r-lost")
+    again = await verify(ready, idempotency_key="r-lost")
     assert again.result is VerificationResult.NO_SUBSCRIBER
     assert again.identification_code is None and again.contract_id is None
-    assert await verify(ready, request_id="r-lost") == again  # the new answer is the stored one
+    assert (
+        await verify(ready, idempotency_key="r-lost") == again
+    )  # the new answer is the stored one
     assert await recorded(store) == (1, 1)
 
-    # A new contract on the number: the same request id is answered as the registry now stands
+    # A new contract on the number: the same idempotency key is answered as the registry now stands
     # only when the stored answer was an IDENTIFIED that ended; a stored NO_SUBSCRIBER stays.
     await ready.create_subscriber(NUMBER, "BEE-9")
-    assert await verify(ready, request_id="r-lost") == again
+    assert await verify(ready, idempotency_key="r-lost") == again
 
 
-async def test_same_contract_and_messenger_keep_their_code_across_request_ids(
+async def test_same_contract_and_messenger_keep_their_code_across_idempotency_keys(
     ready: RegistryService, store: RegistryStore, clock: FakeClock
 ) -> None:
-    first = await verify(ready, request_id="r1")
+    first = await verify(ready, idempotency_key="r1")
     clock.advance(3600)
-    second = await verify(ready, request_id="r2")
+    second = await verify(ready, idempotency_key="r2")
     assert second.identification_code == first.identification_code
     assert second.identified_at == first.identified_at == START
     assert await recorded(store) == (1, 2)
@@ -129,10 +131,10 @@ async def test_each_messenger_gets_its_own_code(ready: RegistryService) -> None:
 
 
 async def test_a_new_contract_on_the_number_gets_a_new_code(ready: RegistryService) -> None:
-    old = await verify(ready, request_id="r1")
+    old = await verify(ready, idempotency_key="r1")
     await ready.terminate_contract(NUMBER)
     await ready.create_subscriber(NUMBER, "BEE-2")
-    new = await verify(ready, request_id="r2")
+    new = await verify(ready, idempotency_key="r2")
     assert new.result is VerificationResult.IDENTIFIED
     assert new.contract_id == "BEE-2"
     assert new.identification_code != old.identification_code
@@ -156,7 +158,7 @@ async def test_messenger_without_agreement_is_refused_even_for_malformed_input(
     ready: RegistryService,
 ) -> None:
     with pytest.raises(AgreementRequired):
-        await verify(ready, messenger="stranger", request_id="bad id!", number="123")
+        await verify(ready, messenger="stranger", idempotency_key="bad id!", number="123")
 
 
 async def test_reregistered_messenger_is_answered_again(ready: RegistryService) -> None:
@@ -167,12 +169,12 @@ async def test_reregistered_messenger_is_answered_again(ready: RegistryService) 
     assert (await verify(ready)).result is VerificationResult.IDENTIFIED
 
 
-@pytest.mark.parametrize("request_id", ["", "x" * 65, "has space", "кириллица", "a.b"])
-async def test_malformed_request_id_is_invalid_and_changes_nothing(
-    ready: RegistryService, store: RegistryStore, request_id: str
+@pytest.mark.parametrize("idempotency_key", ["", "x" * 65, "has space", "кириллица", "a.b"])
+async def test_malformed_idempotency_key_is_invalid_and_changes_nothing(
+    ready: RegistryService, store: RegistryStore, idempotency_key: str
 ) -> None:
-    with pytest.raises(InvalidInput, match="request_id"):
-        await verify(ready, request_id=request_id)
+    with pytest.raises(InvalidInput, match="idempotency_key"):
+        await verify(ready, idempotency_key=idempotency_key)
     assert await recorded(store) == (0, 0)
 
 
@@ -185,12 +187,12 @@ async def test_number_not_in_e164_is_invalid_and_changes_nothing(
     assert await recorded(store) == (0, 0)
 
 
-async def test_request_id_reused_for_another_number_is_refused(
+async def test_idempotency_key_reused_for_another_number_is_refused(
     ready: RegistryService, store: RegistryStore
 ) -> None:
-    await verify(ready, request_id="r1")
-    with pytest.raises(RequestIdReused, match="already used for another number"):
-        await verify(ready, request_id="r1", number=OTHER_NUMBER)
+    await verify(ready, idempotency_key="r1")
+    with pytest.raises(IdempotencyKeyReused, match="already used for another number"):
+        await verify(ready, idempotency_key="r1", number=OTHER_NUMBER)
     assert await recorded(store) == (1, 1)
 
 
@@ -200,7 +202,7 @@ async def test_deadline_already_passed_commits_nothing(
     with pytest.raises(DeadlinePassed, match="nothing was recorded"):
         await verify(ready, time_remaining=0.0)
     assert await recorded(store) == (0, 0)
-    # The retry with the same request id is answered normally.
+    # The retry with the same idempotency key is answered normally.
     answer = await verify(ready, time_remaining=30.0)
     assert answer.result is VerificationResult.IDENTIFIED
     assert await recorded(store) == (1, 1)
@@ -232,15 +234,15 @@ async def test_concurrent_verifications_each_get_their_own_outcome(
 ) -> None:
     # Arriving together, they share transactions (group commit): one binding is made and every
     # answer carries it; a refusal among them is refused alone; a replay gets the stored answer.
-    await verify(ready, request_id="first")
-    calls = [verify(ready, request_id=f"r{i}") for i in range(20)]
-    calls.insert(5, verify(ready, request_id="first", number=OTHER_NUMBER))  # reused id
-    calls.insert(9, verify(ready, messenger="gamma", request_id="g"))  # no agreement
-    calls.insert(12, verify(ready, request_id="first"))  # a replay
+    await verify(ready, idempotency_key="first")
+    calls = [verify(ready, idempotency_key=f"r{i}") for i in range(20)]
+    calls.insert(5, verify(ready, idempotency_key="first", number=OTHER_NUMBER))  # reused id
+    calls.insert(9, verify(ready, messenger="gamma", idempotency_key="g"))  # no agreement
+    calls.insert(12, verify(ready, idempotency_key="first"))  # a replay
     outcomes = await asyncio.gather(*calls, return_exceptions=True)
     assert isinstance(outcomes.pop(12), Verification)
     assert isinstance(outcomes.pop(9), AgreementRequired)
-    assert isinstance(outcomes.pop(5), RequestIdReused)
+    assert isinstance(outcomes.pop(5), IdempotencyKeyReused)
     assert {a.result for a in outcomes} == {VerificationResult.IDENTIFIED}
     assert len({a.identification_code for a in outcomes}) == 1
     assert await recorded(store) == (1, 21)
@@ -260,15 +262,15 @@ async def test_a_concurrent_verification_past_its_deadline_records_nothing_of_it
 
     def slow(self: RegistryTx, answer: Any) -> None:  # on the writer thread
         written(self, answer)
-        if answer.request_id == "late":
+        if answer.idempotency_key == "late":
             monotonic[0] += 10.0  # its deadline (5 s) passes before the commit
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(RegistryTx, "add_verification", slow)
         outcomes = await asyncio.gather(
-            verify(service, request_id="early", time_remaining=60.0),
-            verify(service, request_id="late", number=OTHER_NUMBER, time_remaining=5.0),
-            verify(service, request_id="other", time_remaining=None),
+            verify(service, idempotency_key="early", time_remaining=60.0),
+            verify(service, idempotency_key="late", number=OTHER_NUMBER, time_remaining=5.0),
+            verify(service, idempotency_key="other", time_remaining=None),
             return_exceptions=True,
         )
     assert isinstance(outcomes[1], DeadlinePassed)
@@ -319,9 +321,9 @@ async def test_create_subscriber_refuses_bad_input(
 async def test_get_subscriber_returns_the_active_contract_else_the_most_recent(
     ready: RegistryService, clock: FakeClock
 ) -> None:
-    await verify(ready, messenger="alpha", request_id="r1")
+    await verify(ready, messenger="alpha", idempotency_key="r1")
     clock.advance(10)
-    await verify(ready, messenger="beta", request_id="r2")
+    await verify(ready, messenger="beta", idempotency_key="r2")
     current = await ready.get_subscriber(NUMBER)
     assert current.contract.contract_id == "BEE-1"
     assert [b.messenger_id for b in current.bindings] == ["alpha", "beta"]
@@ -347,8 +349,8 @@ async def test_terminate_queues_one_notice_per_bound_messenger(
     ready: RegistryService, clock: FakeClock
 ) -> None:
     await ready.register_messenger("gamma")  # holds an agreement, never bound: no notice
-    alpha = await verify(ready, messenger="alpha", request_id="r1")
-    beta = await verify(ready, messenger="beta", request_id="r2")
+    alpha = await verify(ready, messenger="alpha", idempotency_key="r1")
+    beta = await verify(ready, messenger="beta", idempotency_key="r2")
     clock.advance(60)
 
     termination = await ready.terminate_contract(NUMBER, TerminationReason.PORTED_OUT)

@@ -25,15 +25,15 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1didmesh/events/v1/events.proto\x12\x10idmesh.events.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x89\x02\n\x12\x43ontractTerminated\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x13\n\x0boperator_id\x18\x02 \x01(\t\x12\x14\n\x0cmessenger_id\x18\x03 \x01(\t\x12\x14\n\x0cphone_number\x18\x04 \x01(\t\x12\x1b\n\x13identification_code\x18\x05 \x01(\t\x12\x33\n\x06reason\x18\x06 \x01(\x0e\x32#.idmesh.events.v1.TerminationReason\x12/\n\x0boccurred_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1d\n\x15recipient_operator_id\x18\x08 \x01(\t*\x81\x01\n\x11TerminationReason\x12\"\n\x1eTERMINATION_REASON_UNSPECIFIED\x10\x00\x12%\n!TERMINATION_REASON_CONTRACT_ENDED\x10\x01\x12!\n\x1dTERMINATION_REASON_PORTED_OUT\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1didmesh/events/v1/events.proto\x12\x10idmesh.events.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9b\x02\n\x12\x43ontractTerminated\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x13\n\x0boperator_id\x18\x02 \x01(\t\x12\x14\n\x0cmessenger_id\x18\x03 \x01(\t\x12\x14\n\x0cphone_number\x18\x04 \x01(\t\x12\x1b\n\x13identification_code\x18\x05 \x01(\t\x12\x33\n\x06reason\x18\x06 \x01(\x0e\x32#.idmesh.events.v1.TerminationReason\x12/\n\x0boccurred_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1d\n\x15recipient_operator_id\x18\x08 \x01(\t\x12\x10\n\x08trace_id\x18\t \x01(\t*\x81\x01\n\x11TerminationReason\x12\"\n\x1eTERMINATION_REASON_UNSPECIFIED\x10\x00\x12%\n!TERMINATION_REASON_CONTRACT_ENDED\x10\x01\x12!\n\x1dTERMINATION_REASON_PORTED_OUT\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'idmesh.events.v1.events_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TERMINATIONREASON']._serialized_start=353
-  _globals['_TERMINATIONREASON']._serialized_end=482
+  _globals['_TERMINATIONREASON']._serialized_start=371
+  _globals['_TERMINATIONREASON']._serialized_end=500
   _globals['_CONTRACTTERMINATED']._serialized_start=85
-  _globals['_CONTRACTTERMINATED']._serialized_end=350
+  _globals['_CONTRACTTERMINATED']._serialized_end=368
 # @@protoc_insertion_point(module_scope)

@@ -19,7 +19,7 @@ TERMINATION_REASON_CONTRACT_ENDED: TerminationReason
 TERMINATION_REASON_PORTED_OUT: TerminationReason
 
 class ContractTerminated(_message.Message):
-    __slots__ = ("event_id", "operator_id", "messenger_id", "phone_number", "identification_code", "reason", "occurred_at", "recipient_operator_id")
+    __slots__ = ("event_id", "operator_id", "messenger_id", "phone_number", "identification_code", "reason", "occurred_at", "recipient_operator_id", "trace_id")
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     OPERATOR_ID_FIELD_NUMBER: _ClassVar[int]
     MESSENGER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -28,6 +28,7 @@ class ContractTerminated(_message.Message):
     REASON_FIELD_NUMBER: _ClassVar[int]
     OCCURRED_AT_FIELD_NUMBER: _ClassVar[int]
     RECIPIENT_OPERATOR_ID_FIELD_NUMBER: _ClassVar[int]
+    TRACE_ID_FIELD_NUMBER: _ClassVar[int]
     event_id: str
     operator_id: str
     messenger_id: str
@@ -36,4 +37,5 @@ class ContractTerminated(_message.Message):
     reason: TerminationReason
     occurred_at: _timestamp_pb2.Timestamp
     recipient_operator_id: str
-    def __init__(self, event_id: _Optional[str] = ..., operator_id: _Optional[str] = ..., messenger_id: _Optional[str] = ..., phone_number: _Optional[str] = ..., identification_code: _Optional[str] = ..., reason: _Optional[_Union[TerminationReason, str]] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., recipient_operator_id: _Optional[str] = ...) -> None: ...
+    trace_id: str
+    def __init__(self, event_id: _Optional[str] = ..., operator_id: _Optional[str] = ..., messenger_id: _Optional[str] = ..., phone_number: _Optional[str] = ..., identification_code: _Optional[str] = ..., reason: _Optional[_Union[TerminationReason, str]] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., recipient_operator_id: _Optional[str] = ..., trace_id: _Optional[str] = ...) -> None: ...

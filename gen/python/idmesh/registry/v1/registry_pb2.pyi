@@ -64,12 +64,12 @@ TERMINATION_OUTCOME_NOT_ACTIVE: TerminationOutcome
 TERMINATION_OUTCOME_INVALID: TerminationOutcome
 
 class VerifySubscriberRequest(_message.Message):
-    __slots__ = ("request_id", "phone_number")
-    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("idempotency_key", "phone_number")
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
     PHONE_NUMBER_FIELD_NUMBER: _ClassVar[int]
-    request_id: str
+    idempotency_key: str
     phone_number: str
-    def __init__(self, request_id: _Optional[str] = ..., phone_number: _Optional[str] = ...) -> None: ...
+    def __init__(self, idempotency_key: _Optional[str] = ..., phone_number: _Optional[str] = ...) -> None: ...
 
 class VerifySubscriberResponse(_message.Message):
     __slots__ = ("result", "identification_code", "operator_id", "identified_at", "recipient_operator_id")
@@ -272,18 +272,18 @@ class ImportSubscribersResponse(_message.Message):
     def __init__(self, imported: _Optional[int] = ..., rejected: _Optional[int] = ..., errors: _Optional[_Iterable[_Union[_bulk_pb2.RowError, _Mapping]]] = ..., committed: _Optional[bool] = ...) -> None: ...
 
 class AuditRecord(_message.Message):
-    __slots__ = ("recorded_at", "messenger_id", "masked_phone_number", "request_id", "outcome")
+    __slots__ = ("recorded_at", "messenger_id", "masked_phone_number", "idempotency_key", "outcome")
     RECORDED_AT_FIELD_NUMBER: _ClassVar[int]
     MESSENGER_ID_FIELD_NUMBER: _ClassVar[int]
     MASKED_PHONE_NUMBER_FIELD_NUMBER: _ClassVar[int]
-    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
     OUTCOME_FIELD_NUMBER: _ClassVar[int]
     recorded_at: _timestamp_pb2.Timestamp
     messenger_id: str
     masked_phone_number: str
-    request_id: str
+    idempotency_key: str
     outcome: str
-    def __init__(self, recorded_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., messenger_id: _Optional[str] = ..., masked_phone_number: _Optional[str] = ..., request_id: _Optional[str] = ..., outcome: _Optional[str] = ...) -> None: ...
+    def __init__(self, recorded_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., messenger_id: _Optional[str] = ..., masked_phone_number: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., outcome: _Optional[str] = ...) -> None: ...
 
 class ListAuditRecordsRequest(_message.Message):
     __slots__ = ("messenger_id", "outcome", "since", "until", "page_size", "page_token")
@@ -308,6 +308,56 @@ class ListAuditRecordsResponse(_message.Message):
     records: _containers.RepeatedCompositeFieldContainer[AuditRecord]
     next_page_token: str
     def __init__(self, records: _Optional[_Iterable[_Union[AuditRecord, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class ParkedNotice(_message.Message):
+    __slots__ = ("event_id", "messenger_id", "masked_phone_number", "reason", "occurred_at", "parked_at", "status", "message", "trace_id")
+    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    MESSENGER_ID_FIELD_NUMBER: _ClassVar[int]
+    MASKED_PHONE_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    OCCURRED_AT_FIELD_NUMBER: _ClassVar[int]
+    PARKED_AT_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    TRACE_ID_FIELD_NUMBER: _ClassVar[int]
+    event_id: str
+    messenger_id: str
+    masked_phone_number: str
+    reason: _events_pb2.TerminationReason
+    occurred_at: _timestamp_pb2.Timestamp
+    parked_at: _timestamp_pb2.Timestamp
+    status: str
+    message: str
+    trace_id: str
+    def __init__(self, event_id: _Optional[str] = ..., messenger_id: _Optional[str] = ..., masked_phone_number: _Optional[str] = ..., reason: _Optional[_Union[_events_pb2.TerminationReason, str]] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., parked_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., status: _Optional[str] = ..., message: _Optional[str] = ..., trace_id: _Optional[str] = ...) -> None: ...
+
+class ListParkedNoticesRequest(_message.Message):
+    __slots__ = ("page_size", "page_token")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListParkedNoticesResponse(_message.Message):
+    __slots__ = ("notices", "next_page_token")
+    NOTICES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    notices: _containers.RepeatedCompositeFieldContainer[ParkedNotice]
+    next_page_token: str
+    def __init__(self, notices: _Optional[_Iterable[_Union[ParkedNotice, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class RetryParkedNoticesRequest(_message.Message):
+    __slots__ = ("event_ids",)
+    EVENT_IDS_FIELD_NUMBER: _ClassVar[int]
+    event_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, event_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class RetryParkedNoticesResponse(_message.Message):
+    __slots__ = ("requeued",)
+    REQUEUED_FIELD_NUMBER: _ClassVar[int]
+    requeued: int
+    def __init__(self, requeued: _Optional[int] = ...) -> None: ...
 
 class TerminationRow(_message.Message):
     __slots__ = ("line", "phone_number", "reason", "recipient_operator_id")

@@ -79,10 +79,11 @@ class RegistryServiceServicer:
         and returns the identification code of the pair (contract, messenger); asking again returns
         the same code. The answer is committed only while the caller's deadline has not passed;
         past it the call fails with DEADLINE_EXCEEDED and records nothing.
-        Errors: INVALID_ARGUMENT (INVALID_PHONE_NUMBER; INVALID_FIELD: request_id; REQUEST_ID_REUSED:
-        the request id was used for another number), PERMISSION_DENIED (AGREEMENT_MISSING: no active
-        agreement), DEADLINE_EXCEEDED (DEADLINE_PASSED: nothing was recorded), RESOURCE_EXHAUSTED
-        (RATE_LIMITED: too many requests from this messenger; RetryInfo).
+        Errors: INVALID_ARGUMENT (INVALID_PHONE_NUMBER; INVALID_FIELD: idempotency_key;
+        IDEMPOTENCY_KEY_REUSED: the idempotency key was used for another number), PERMISSION_DENIED
+        (AGREEMENT_MISSING: no active agreement), DEADLINE_EXCEEDED (DEADLINE_PASSED: nothing was
+        recorded), RESOURCE_EXHAUSTED (RATE_LIMITED: too many requests from this messenger;
+        RetryInfo). The call's trace id travels in the `x-request-id` metadata, not in the request.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -255,6 +256,16 @@ class RegistryAdminServiceStub:
                 request_serializer=idmesh_dot_registry_dot_v1_dot_registry__pb2.ListAuditRecordsRequest.SerializeToString,
                 response_deserializer=idmesh_dot_registry_dot_v1_dot_registry__pb2.ListAuditRecordsResponse.FromString,
                 _registered_method=True)
+        self.ListParkedNotices = channel.unary_unary(
+                '/idmesh.registry.v1.RegistryAdminService/ListParkedNotices',
+                request_serializer=idmesh_dot_registry_dot_v1_dot_registry__pb2.ListParkedNoticesRequest.SerializeToString,
+                response_deserializer=idmesh_dot_registry_dot_v1_dot_registry__pb2.ListParkedNoticesResponse.FromString,
+                _registered_method=True)
+        self.RetryParkedNotices = channel.unary_unary(
+                '/idmesh.registry.v1.RegistryAdminService/RetryParkedNotices',
+                request_serializer=idmesh_dot_registry_dot_v1_dot_registry__pb2.RetryParkedNoticesRequest.SerializeToString,
+                response_deserializer=idmesh_dot_registry_dot_v1_dot_registry__pb2.RetryParkedNoticesResponse.FromString,
+                _registered_method=True)
         self.TerminateContracts = channel.stream_unary(
                 '/idmesh.registry.v1.RegistryAdminService/TerminateContracts',
                 request_serializer=idmesh_dot_registry_dot_v1_dot_registry__pb2.TerminateContractsRequest.SerializeToString,
@@ -364,6 +375,27 @@ class RegistryAdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListParkedNotices(self, request, context):
+        """ListParkedNotices lists the termination notices the notifier refused for good
+        (PERMISSION_DENIED, INVALID_ARGUMENT, FAILED_PRECONDITION, ...): the outbox relay parks them
+        and goes on with the others; they wait here, oldest first, until RetryParkedNotices.
+        Errors: INVALID_ARGUMENT (INVALID_FIELD: page_size or page_token).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RetryParkedNotices(self, request, context):
+        """RetryParkedNotices puts parked notices back in the outbox queue (the named ones, or every
+        parked one when none is named); the relay publishes them again. Unknown or not parked event
+        ids are ignored (the reply counts the notices requeued).
+        Errors: INVALID_ARGUMENT (FIELD_TOO_LONG: more than 1,000 event ids, or one longer than 64
+        characters).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def TerminateContracts(self, request_iterator, context):
         """TerminateContracts ends contracts in bulk, as an operator's billing system reports them: a
         stream of row batches (up to 10,000 rows each). Each batch is committed in one transaction
@@ -426,6 +458,16 @@ def add_RegistryAdminServiceServicer_to_server(servicer, server):
                     servicer.ListAuditRecords,
                     request_deserializer=idmesh_dot_registry_dot_v1_dot_registry__pb2.ListAuditRecordsRequest.FromString,
                     response_serializer=idmesh_dot_registry_dot_v1_dot_registry__pb2.ListAuditRecordsResponse.SerializeToString,
+            ),
+            'ListParkedNotices': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListParkedNotices,
+                    request_deserializer=idmesh_dot_registry_dot_v1_dot_registry__pb2.ListParkedNoticesRequest.FromString,
+                    response_serializer=idmesh_dot_registry_dot_v1_dot_registry__pb2.ListParkedNoticesResponse.SerializeToString,
+            ),
+            'RetryParkedNotices': grpc.unary_unary_rpc_method_handler(
+                    servicer.RetryParkedNotices,
+                    request_deserializer=idmesh_dot_registry_dot_v1_dot_registry__pb2.RetryParkedNoticesRequest.FromString,
+                    response_serializer=idmesh_dot_registry_dot_v1_dot_registry__pb2.RetryParkedNoticesResponse.SerializeToString,
             ),
             'TerminateContracts': grpc.stream_unary_rpc_method_handler(
                     servicer.TerminateContracts,
@@ -685,6 +727,60 @@ class RegistryAdminService:
             '/idmesh.registry.v1.RegistryAdminService/ListAuditRecords',
             idmesh_dot_registry_dot_v1_dot_registry__pb2.ListAuditRecordsRequest.SerializeToString,
             idmesh_dot_registry_dot_v1_dot_registry__pb2.ListAuditRecordsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListParkedNotices(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/idmesh.registry.v1.RegistryAdminService/ListParkedNotices',
+            idmesh_dot_registry_dot_v1_dot_registry__pb2.ListParkedNoticesRequest.SerializeToString,
+            idmesh_dot_registry_dot_v1_dot_registry__pb2.ListParkedNoticesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RetryParkedNotices(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/idmesh.registry.v1.RegistryAdminService/RetryParkedNotices',
+            idmesh_dot_registry_dot_v1_dot_registry__pb2.RetryParkedNoticesRequest.SerializeToString,
+            idmesh_dot_registry_dot_v1_dot_registry__pb2.RetryParkedNoticesResponse.FromString,
             options,
             channel_credentials,
             insecure,
