@@ -146,10 +146,11 @@ async def test_a_terminations_trace_id_follows_its_notice_to_the_gateway(
     await client.wait_state("beta", u, REVOKED, timeout=15)
     # the notifier logged the publish with the event's trace id, the gateway its application
     await log_line(mesh, "notifier", trace_id, lambda line: trace_id in line.get("trace_ids", ()))
+    # ...at info, in the line of the stream message that carried the notice
     applied = await log_line(
-        mesh, "gateway-beta", trace_id, lambda line: line.get("event") == "notice.applied"
+        mesh, "gateway-beta", trace_id, lambda line: line.get("event") == "notices.applied"
     )
-    assert (applied["trace_id"], applied["revoked"]) == (trace_id, 1)
+    assert trace_id in applied["trace_ids"] and applied["revoked"] >= 1
 
 
 async def test_revoked_user_identifies_again_under_a_new_contract_with_a_new_code(
