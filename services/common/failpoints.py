@@ -64,8 +64,8 @@ CATALOGUE: Mapping[str, str] = {
         "a Publish batch is committed, the acknowledgement not sent: the relay sends it again"
     ),
     "notifier.stream.after_send": (
-        "a notice was handed to a Subscribe stream, the gateway has not acknowledged it: it is "
-        "streamed again after the restart"
+        "a message of notices was handed to a Subscribe stream, the gateway has not acknowledged "
+        "them: they are streamed again after the restart"
     ),
     "notifier.ack.before_commit": (
         "an Ack is written but not committed: the gateway acknowledges again"
@@ -78,9 +78,13 @@ CATALOGUE: Mapping[str, str] = {
         "the operator's answer was received, not yet recorded: the restarted gateway asks again "
         "with the same request id"
     ),
+    "gateway.notice.before_commit": (
+        "a stream message's notices are written (inbox, revocations, cursor) but not committed: "
+        "nothing of the batch survives, and the restarted gateway applies it all from its cursor"
+    ),
     "gateway.notice.after_apply": (
-        "a notice is applied (inbox, revocations, cursor committed), not yet acknowledged to "
-        "the notifier: it is streamed again and must change nothing"
+        "a stream message's notices are applied (inbox, revocations, cursor committed), not yet "
+        "acknowledged to the notifier: they are streamed again and must change nothing"
     ),
 }
 

@@ -976,33 +976,61 @@ class GatewayService:
         return await self._store.notice_cursor(self.messenger_id)
 
     async def apply_notice(self, notice: TerminationNotice) -> NoticeResult:
-        """Apply a termination notice once (the inbox keeps event ids): revoke the IDENTIFIED
-        identifications with its operator and identification code; advance the cursor."""
-        ours = notice.messenger_id == self.messenger_id
-        if not ours:
-            log.error(
-                "notice.other_messenger",
+        """apply_notices of one notice."""
+        [result] = await self.apply_notices([notice])
+        return result
+
+    async def apply_notices(self, notices: Sequence[TerminationNotice]) -> list[NoticeResult]:
+        """Apply a stream message's notices in order, in one transaction, each once (the inbox
+        keeps event ids, so a repeat, even within the batch, changes nothing): revoke the
+        IDENTIFIED identifications with its operator and identification code; advance the
+        cursor. One log line per batch at info (counts, seqs, event and trace ids), one per
+        notice at debug."""
+        batch: list[tuple[TerminationNotice, bool]] = []
+        for notice in notices:
+            ours = notice.messenger_id == self.messenger_id
+            if not ours:
+                log.error(
+                    "notice.other_messenger",
+                    seq=notice.seq,
+                    event_id=notice.event_id,
+                    notice_messenger_id=notice.messenger_id,
+                )
+            batch.append((notice, ours))
+        if not batch:
+            return []
+        results = await self._store.apply_notices(self.messenger_id, batch, now=self._clock.now())
+        applied = revoked = 0
+        for notice, result in zip(notices, results, strict=True):
+            applied += result.applied
+            if result.revoked:
+                revoked += result.revoked
+                ported = notice.kind is TerminationKind.PORTED_OUT
+                reason = "ported_out" if ported else "contract_terminated"
+                IDENTIFICATIONS_REVOKED.labels(reason=reason).inc(result.revoked)
+            log.debug(  # a no-op unless the level is debug (a filtering logger)
+                "notice.applied" if result.applied else "notice.duplicate",
                 seq=notice.seq,
                 event_id=notice.event_id,
-                notice_messenger_id=notice.messenger_id,
+                trace_id=notice.trace_id,
+                operator_id=notice.operator_id,
+                kind=notice.kind,
+                revoked=result.revoked,
             )
-        result = await self._store.apply_notice(
-            self.messenger_id, notice, now=self._clock.now(), revoke=ours
-        )
-        NOTICES.labels(result="applied" if result.applied else "duplicate").inc()
-        if result.revoked:
+        NOTICES.labels(result="applied").inc(applied)
+        NOTICES.labels(result="duplicate").inc(len(results) - applied)
+        if revoked:
             await self._identification_changed()
-            ported = notice.kind is TerminationKind.PORTED_OUT
-            reason = "ported_out" if ported else "contract_terminated"
-            IDENTIFICATIONS_REVOKED.labels(reason=reason).inc(result.revoked)
         log.info(
-            "notice.applied" if result.applied else "notice.duplicate",
-            seq=notice.seq,
-            event_id=notice.event_id,
-            trace_id=notice.trace_id,
-            operator_id=notice.operator_id,
-            kind=notice.kind,
-            revoked=result.revoked,
-            cursor=result.cursor,
+            "notices.applied",
+            count=len(results),
+            applied=applied,
+            duplicates=len(results) - applied,
+            revoked=revoked,
+            first_seq=notices[0].seq,
+            last_seq=notices[-1].seq,
+            cursor=results[-1].cursor,
+            event_ids=[notice.event_id for notice in notices],
+            trace_ids=list(dict.fromkeys(n.trace_id for n in notices if n.trace_id)),
         )
-        return result
+        return results

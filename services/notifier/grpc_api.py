@@ -74,7 +74,7 @@ def _item_to_pb(item: StreamItem) -> notifier_pb2.SubscribeResponse:
         return notifier_pb2.SubscribeResponse(
             progress=notifier_pb2.ProgressMark(head_seq=item.head_seq)
         )
-    return notifier_pb2.SubscribeResponse(notice=_notice_to_pb(item))
+    return notifier_pb2.SubscribeResponse(notices=[_notice_to_pb(e) for e in item.events])
 
 
 def _notice_to_pb(stored: StoredEvent) -> notifier_pb2.Notice:

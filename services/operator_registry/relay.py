@@ -134,7 +134,7 @@ class OutboxRelay:
         *,
         notifier_address: str,
         tls: TlsFiles | None = None,
-        batch_size: int = 100,
+        batch_size: int = 500,
         poll_seconds: float = 1.0,
         publish_timeout: float = PUBLISH_TIMEOUT_SECONDS,
         backoff: Backoff = DEFAULT_BACKOFF,
