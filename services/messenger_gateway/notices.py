@@ -178,7 +178,8 @@ class NoticeConsumer:
                     batch = _following(item.notices, cursor)
                     if batch:
                         results = await self._handler.apply_notices(batch)
-                        await async_failpoint("gateway.notice.after_apply")  # committed, not yet acked
+                        # committed, not yet acked
+                        await async_failpoint("gateway.notice.after_apply")
                         cursor = batch[-1].seq
                         self._progressed = True
                         self._want_ack(results[-1].cursor)
