@@ -30,6 +30,16 @@ from services.messenger_gateway.domain import (
     State,
     validate_max_wait,
 )
+from services.messenger_gateway.policy import (
+    ChangesPruned,
+    OrderConflict,
+    OrderNotFound,
+    OrderWrongState,
+    UserUnknown,
+    VersionAhead,
+)
+from services.messenger_gateway.policy_grpc import PolicyAdminRpcs, PolicyRpcs
+from services.messenger_gateway.policy_service import PolicyService
 from services.messenger_gateway.ported import PortedRowInput
 from services.messenger_gateway.routing import (
     ROUTE_OPERATOR_HINT,
@@ -42,6 +52,12 @@ from services.messenger_gateway.service import GatewayService, PortedBatch
 ERRORS = ErrorTable(
     {
         IdentificationNotFound: grpc.StatusCode.NOT_FOUND,
+        UserUnknown: grpc.StatusCode.NOT_FOUND,
+        OrderNotFound: grpc.StatusCode.NOT_FOUND,
+        OrderConflict: grpc.StatusCode.ALREADY_EXISTS,
+        OrderWrongState: grpc.StatusCode.FAILED_PRECONDITION,
+        ChangesPruned: grpc.StatusCode.OUT_OF_RANGE,
+        VersionAhead: grpc.StatusCode.OUT_OF_RANGE,
         PreconditionFailed: grpc.StatusCode.FAILED_PRECONDITION,
         SmsNotSent: grpc.StatusCode.UNAVAILABLE,
         OperatorUnreachable: grpc.StatusCode.UNAVAILABLE,
@@ -115,9 +131,10 @@ def wait_budget(time_remaining: float | None) -> float:
     return max(0.0, time_remaining - min(WAIT_MARGIN, time_remaining / 2))
 
 
-class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
-    def __init__(self, service: GatewayService) -> None:
+class GatewayServicer(PolicyRpcs, gateway_pb2_grpc.GatewayServiceServicer):
+    def __init__(self, service: GatewayService, policy: PolicyService) -> None:
         self._service = service
+        self._policy = policy
 
     def _authorize(self) -> None:
         require_caller(Kind.MESSENGER, Role.FRONTEND, id=self._service.messenger_id)
@@ -195,11 +212,13 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         )
 
 
-class GatewayAdminServicer(gateway_pb2_grpc.GatewayAdminServiceServicer):
-    """For the messenger's operations staff: the ported-numbers table and routing."""
+class GatewayAdminServicer(PolicyAdminRpcs, gateway_pb2_grpc.GatewayAdminServiceServicer):
+    """For the messenger's operations staff: the ported-numbers table, routing, and the
+    regulator's restriction orders."""
 
-    def __init__(self, service: GatewayService) -> None:
+    def __init__(self, service: GatewayService, policy: PolicyService) -> None:
         self._service = service
+        self._policy = policy
 
     def _authorize(self) -> None:
         require_caller(Kind.MESSENGER, Role.ADMIN, id=self._service.messenger_id)

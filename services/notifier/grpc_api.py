@@ -9,7 +9,7 @@ import grpc
 from idmesh.events.v1 import events_pb2
 from idmesh.notifier.v1 import notifier_pb2, notifier_pb2_grpc
 
-from services.common.failpoints import failpoint
+from services.common.failpoints import async_failpoint
 from services.common.identity import Kind, require_caller
 from services.common.interceptors import ErrorTable
 from services.common.timeutil import from_timestamp, to_duration, to_timestamp
@@ -74,7 +74,7 @@ def _item_to_pb(item: StreamItem) -> notifier_pb2.SubscribeResponse:
         return notifier_pb2.SubscribeResponse(
             progress=notifier_pb2.ProgressMark(head_seq=item.head_seq)
         )
-    return notifier_pb2.SubscribeResponse(notice=_notice_to_pb(item))
+    return notifier_pb2.SubscribeResponse(notices=[_notice_to_pb(e) for e in item.events])
 
 
 def _notice_to_pb(stored: StoredEvent) -> notifier_pb2.Notice:
@@ -110,7 +110,7 @@ class NotifierServicer(notifier_pb2_grpc.NotifierServiceServicer):
             async for item in stream:
                 yield _item_to_pb(item)
                 if not isinstance(item, ProgressMark):
-                    failpoint("notifier.stream.after_send")
+                    await async_failpoint("notifier.stream.after_send")
 
     async def Ack(
         self, request: notifier_pb2.AckRequest, context: grpc.aio.ServicerContext[Any, Any]
