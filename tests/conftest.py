@@ -9,7 +9,7 @@ from hypothesis import Phase, settings
 # Hypothesis profiles. `ci`, the default: derandomized (every run draws the same examples, so a
 # CI failure replays exactly) and no example database; tests/fuzz sends 100 requests per RPC
 # (~10 ms of one core each: ~40 s for the 38 RPCs). `thorough`
-# (`pytest --hypothesis-profile=thorough`): random, 2,000 per RPC (~10 minutes), failures kept in
+# (`pytest --hypothesis-profile=thorough`): random, 2,000 per RPC (~15 minutes), failures kept in
 # .hypothesis/ to be replayed first. Neither runs the "explain" phase (a line tracer on Python
 # 3.11: minutes on a fuzz failure).
 _PHASES = [Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink]
