@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -125,7 +126,7 @@ def _spy(pid: int, out: Path) -> subprocess.Popen[bytes] | None:
         print("py-spy is not installed (pip install -e '.[bench]'): no profile", file=sys.stderr)
         return None
     return subprocess.Popen(
-        [exe, "record", "--pid", str(pid), "--rate", "250", "--format", "raw", "-o",
+        [exe, "record", "--nonblocking", *os.environ.get("PY_SPY_ARGS", "").split(), "--pid", str(pid), "--rate", "250", "--format", "raw", "-o",
          str(out)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -154,7 +155,7 @@ async def measure(args: argparse.Namespace) -> dict[str, list[float]]:
                 wall = await _calls(server.address, files[CLIENT], args.calls, args.concurrency)
                 cpu = server.cpu() - before
                 if spy is not None:
-                    spy.terminate()  # py-spy writes its profile on SIGTERM/SIGINT
+                    spy.send_signal(signal.SIGINT)  # py-spy writes its profile on SIGINT
                     spy.wait(30)
                 per_call[role].append(cpu / args.calls * 1e6)
                 print(
