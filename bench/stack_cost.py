@@ -125,12 +125,12 @@ def _spy(pid: int, out: Path) -> subprocess.Popen[bytes] | None:
     if not Path(exe).exists():
         print("py-spy is not installed (pip install -e '.[bench]'): no profile", file=sys.stderr)
         return None
+    record = ["record", "--nonblocking", "--rate", "250", "--format", "raw"]
     return subprocess.Popen(
-        [exe, "record", "--nonblocking", *os.environ.get("PY_SPY_ARGS", "").split(), "--pid", str(pid), "--rate", "250", "--format", "raw", "-o",
-         str(out)],
+        [exe, *record, "--pid", str(pid), "-o", str(out)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    )
 
 
 async def measure(args: argparse.Namespace) -> dict[str, list[float]]:
