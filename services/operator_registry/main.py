@@ -59,16 +59,7 @@ async def wiring(config: RegistryConfig, server: GrpcServer) -> AsyncIterator[No
                 subscribers_added=outcome.subscribers_added,
                 subscribers_skipped=outcome.subscribers_skipped,
             )
-        server.add(
-            registry_pb2_grpc.add_RegistryServiceServicer_to_server,
-            RegistryServicer(service),
-            service_name(registry_pb2.DESCRIPTOR, "RegistryService"),
-        )
-        server.add(
-            registry_pb2_grpc.add_RegistryAdminServiceServicer_to_server,
-            RegistryAdminServicer(service),
-            service_name(registry_pb2.DESCRIPTOR, "RegistryAdminService"),
-        )
+        add_servicers(server, service)
         relay = OutboxRelay(
             service,
             notifier_address=config.notifier_address,
@@ -106,6 +97,20 @@ async def wiring(config: RegistryConfig, server: GrpcServer) -> AsyncIterator[No
                     await task
     finally:
         await db.close()
+
+
+def add_servicers(server: GrpcServer, service: RegistryService) -> None:
+    """The registry's two APIs (for messengers, for the operator's own systems) on server."""
+    server.add(
+        registry_pb2_grpc.add_RegistryServiceServicer_to_server,
+        RegistryServicer(service),
+        service_name(registry_pb2.DESCRIPTOR, "RegistryService"),
+    )
+    server.add(
+        registry_pb2_grpc.add_RegistryAdminServiceServicer_to_server,
+        RegistryAdminServicer(service),
+        service_name(registry_pb2.DESCRIPTOR, "RegistryAdminService"),
+    )
 
 
 async def run(config: RegistryConfig) -> None:

@@ -58,8 +58,8 @@ GAMMA_WINDOW_SECONDS = 8.0
 def mesh_spec(blackhole: Blackhole, **overrides: object) -> MeshSpec:
     """The demo topology on free ports, plus messenger gamma with a short window whose T2 numbers
     route to an operator that never answers. gamma's window is short for a test to wait out, and
-    long beside the tests' ConfirmPossession deadline (mesh_client.CONFIRM_DEADLINE): a test
-    that kills the gateway mid-verification must get there before the window ends."""
+    long enough for a test to kill the gateway mid-verification before it ends, on a loaded
+    machine."""
     operators = tuple(
         OperatorSpec(o.operator_id, o.carrier_name, o.seed_file) for o in DEMO.operators
     )

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import grpc
 from idmesh.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from idmesh.notifier.v1 import notifier_pb2_grpc
 from idmesh.registry.v1 import registry_pb2, registry_pb2_grpc
@@ -20,11 +20,6 @@ from services.common.identity import Caller, Kind, Role
 from tests.eventually import eventually
 
 State = gateway_pb2.IdentificationState
-
-# ConfirmPossession's deadline when a test wants the verification left running: the gateway
-# answers VERIFYING after deadline - 0.5 s (its margin), or the reply is late: see
-# confirm_pending. Windows of the mesh's messengers are several times longer.
-CONFIRM_DEADLINE = 2.0
 
 
 class MeshClient:
@@ -103,33 +98,19 @@ class MeshClient:
         return await self.confirm(messenger, started)
 
     async def confirm_pending(
-        self, messenger: str, identification: gateway_pb2.Identification, *, within: float = 60
+        self, messenger: str, identification: gateway_pb2.Identification
     ) -> gateway_pb2.Identification:
-        """Confirm the code without waiting for the operator's answer; the identification as it
-        then stands (VERIFYING, or later if the answer came at once).
-
-        ConfirmPossession stores VERIFYING before it asks the operator, then waits for the
-        answer until its deadline less a margin. A short deadline is the way to not wait, and
-        on a loaded machine the reply may miss it: DEADLINE_EXCEEDED then only means "read
-        the state back" (and a call that never reached the gateway is sent again)."""
-        user = identification.user_id
-
-        async def confirmed() -> gateway_pb2.Identification | None:
-            try:
-                return await self.confirm(messenger, identification, timeout=CONFIRM_DEADLINE)
-            except grpc.aio.AioRpcError as e:
-                if e.code() not in (
-                    grpc.StatusCode.DEADLINE_EXCEEDED,
-                    grpc.StatusCode.FAILED_PRECONDITION,  # an earlier attempt got there
-                ):
-                    raise
-            current = await self.identification(messenger, user)
-            return None if current.state == State.IDENTIFICATION_STATE_AWAITING_CODE else current
-
-        result: gateway_pb2.Identification = await eventually(
-            confirmed, within=within, what=f"{user}'s code to be confirmed"
+        """Confirm the code without waiting for the operator's answer (max_wait 0: the gateway
+        stores VERIFYING, starts the verification and answers at once), under a deadline with
+        a real margin; the identification as it then stands (VERIFYING, or later if the answer
+        came at once)."""
+        code = self.sms_code(messenger, identification.identification_id)
+        request = gateway_pb2.ConfirmPossessionRequest(
+            identification_id=identification.identification_id, code=code
         )
-        return result
+        request.max_wait.FromTimedelta(timedelta(0))
+        reply = await self.gateway(messenger).ConfirmPossession(request, timeout=30)
+        return reply.identification
 
     async def identification(
         self, messenger: str, user: str, replica: str = ""

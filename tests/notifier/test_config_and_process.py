@@ -32,6 +32,7 @@ def test_defaults_follow_the_documented_values() -> None:
     assert cfg.server.bind == "127.0.0.1:50060"
     assert cfg.db_synchronous == "NORMAL"
     assert cfg.streams.buffer == 256
+    assert cfg.streams.batch == 256
     assert cfg.streams.slow_consumer_seconds == 10
     assert cfg.streams.progress_interval_seconds == 5
     assert cfg.sla_check_seconds == 60
@@ -47,6 +48,8 @@ def test_defaults_follow_the_documented_values() -> None:
         ({"IDMESH_RETENTION_DAYS": "6"}, "IDMESH_RETENTION_DAYS: must be at least 7"),
         ({"IDMESH_DB_SYNCHRONOUS": "sometimes"}, "IDMESH_DB_SYNCHRONOUS"),
         ({"IDMESH_STREAM_BUFFER": "0"}, "IDMESH_STREAM_BUFFER"),
+        ({"IDMESH_STREAM_BATCH": "0"}, "IDMESH_STREAM_BATCH"),
+        ({"IDMESH_STREAM_BATCH": "1001"}, "IDMESH_STREAM_BATCH"),
         ({"IDMESH_SLA_WARNING_SECONDS": "90000"}, "IDMESH_SLA_WARNING_SECONDS"),
     ],
 )
