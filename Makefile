@@ -24,7 +24,7 @@ help:
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,fast]'
 	@touch $(STAMP)
 
 venv: $(STAMP)
@@ -35,7 +35,7 @@ venv: $(STAMP)
 BENCH_STAMP := $(VENV)/.bench-installed-stamp
 
 $(BENCH_STAMP): $(STAMP) pyproject.toml
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,fast,bench]'
 	@touch $(BENCH_STAMP)
 
 bench: $(BENCH_STAMP)

@@ -37,7 +37,7 @@ from services.common.channels import open_channel
 from services.common.config import ConfigError, Env, ServerSettings, tls_from_env
 from services.common.identity import Caller, Kind
 from services.common.interceptors import ErrorTable
-from services.common.runner import run_main
+from services.common.runner import event_loop_name, run_loop, run_main
 from services.common.server import GrpcServer, service_name
 from services.common.timeutil import to_timestamp, utcnow
 from services.common.tls import TlsFiles
@@ -203,7 +203,7 @@ async def serve_raw(bind: str, tls: TlsFiles | None) -> None:
 def main() -> None:
     env = Env()
     if env.str("ECHO_ROLE", "") == "raw":
-        asyncio.run(serve_raw(env.str("BIND"), tls_from_env(env)))
+        run_loop(serve_raw(env.str("BIND"), tls_from_env(env)), event_loop_name(env))
         return
     run_main("echo", EchoConfig.from_env, wiring, ERRORS)
 
