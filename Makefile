@@ -78,4 +78,4 @@ fmt: $(STAMP)
 	$(VENV)/bin/ruff check --fix services tests tools bench
 
 clean:
-	rm -rf $(VENV) $(DATA) node_modules .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(DATA) node_modules .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -5,7 +5,8 @@
     IDMESH_ECHO_ROLE       registry   RegistryService.VerifySubscriber answers IDENTIFIED at once
                            gateway    GatewayService.StartIdentification answers at once;
                                       ConfirmPossession makes one VerifySubscriber call to the
-                                      echo registry (the real gateway's one hop) and answers
+                                      echo registry (the real gateway's one hop) and answers;
+                                      CheckDelivery(Batch) answers ALLOWED (for each pair) at once
                            raw        a bare grpc.aio server (no interceptors, default options,
                                       the same transport security) with the echo
                                       VerifySubscriber: the floor under the stack
@@ -90,6 +91,12 @@ class EchoGateway(gateway_pb2_grpc.GatewayServiceServicer):
         self._template = gateway_pb2.Identification(
             operator_id="beeline", started_at=now, code_expires_at=now, attempts_left=5
         )
+        self._allowed = gateway_pb2.CheckDeliveryResponse(
+            allowed=True,
+            reason=gateway_pb2.DELIVERY_REASON_ALLOWED,
+            message="the message may be delivered",
+            version=1,
+        )
 
     def _identification(
         self, state: gateway_pb2.IdentificationState, **fields: Any
@@ -128,6 +135,18 @@ class EchoGateway(gateway_pb2_grpc.GatewayServiceServicer):
                 gateway_pb2.IDENTIFICATION_STATE_IDENTIFIED,
                 identification_id=request.identification_id,
             )
+        )
+
+    async def CheckDelivery(
+        self, request: gateway_pb2.CheckDeliveryRequest, context: Any
+    ) -> gateway_pb2.CheckDeliveryResponse:
+        return self._allowed
+
+    async def CheckDeliveryBatch(
+        self, request: gateway_pb2.CheckDeliveryBatchRequest, context: Any
+    ) -> gateway_pb2.CheckDeliveryBatchResponse:
+        return gateway_pb2.CheckDeliveryBatchResponse(
+            reasons=[gateway_pb2.DELIVERY_REASON_ALLOWED] * len(request.pairs), version=1
         )
 
 
