@@ -7,8 +7,9 @@ transaction-scoped advisory locks:
   calls for one user cannot both see "no previous identification" and leave two current ones);
 - recording an IDENTIFIED answer and applying a termination notice hold the lock of the
   (operator, identification code) pair, so a termination wins whatever the order they commit.
-Replica-safe resumption of pending verifications (a lease) and a single active notice consumer
-per messenger are not here yet: run one gateway replica per messenger on PostgreSQL for now.
+Not here yet: replica-safe resumption of pending verifications (a lease), a single active
+notice consumer per messenger, and the delivery policy's store (policy_store.py, SQLite only):
+until then GatewayConfig refuses IDMESH_DATABASE_URL.
 """
 
 from __future__ import annotations
