@@ -18,7 +18,7 @@ import asyncio
 import fcntl
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -29,6 +29,23 @@ import aiosqlite
 T = TypeVar("T")
 
 _SYNCHRONOUS = {"OFF", "NORMAL", "FULL", "EXTRA"}
+
+
+def drive(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run to completion, synchronously, a coroutine that never suspends: an engine-neutral
+    transaction function (`async def fn(tx)`) over a SQLite tx whose methods are `async def`
+    but do their work at once, so that fn runs on the writer thread in run(), in one hop.
+    Awaiting anything that does suspend (a sleep, a network call) is a programming error."""
+    try:
+        coroutine.send(None)
+    except StopIteration as done:
+        result: T = done.value
+        return result
+    coroutine.close()
+    raise RuntimeError(
+        "a SQLite transaction function awaited something other than its tx: it runs on the "
+        "writer thread and must not suspend"
+    )
 
 
 class _Call:

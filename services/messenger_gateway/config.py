@@ -1,7 +1,9 @@
 """The gateway's configuration, from IDMESH_* environment variables (fail fast, name the variable).
 
 IDMESH_MESSENGER_ID                  this messenger's id (required)
-IDMESH_DB_PATH                       the SQLite file (required)
+IDMESH_DB_PATH                       the SQLite file (required; with IDMESH_DATABASE_URL, which
+                                     puts the store on PostgreSQL, only the folder of the
+                                     defaults below: see services.common.storage)
 IDMESH_OPERATORS                     operator id -> registry address (required):
                                      "beeline=127.0.0.1:50051,megafon=127.0.0.1:50052"
 IDMESH_CARRIERS                      carrier name -> operator id: "Beeline=beeline"
@@ -38,10 +40,10 @@ from services.common.config import ConfigError, Env, ServerSettings
 from services.common.errors import InvalidInput
 from services.common.identity import validate_id
 from services.common.ratelimit import RateLimit
+from services.common.storage import Engine, StoreSettings
 from services.messenger_gateway.routing import NumberingPlan, NumberingPlanError
 
 DEFAULT_BIND = "127.0.0.1:50070"
-SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +51,7 @@ class GatewayConfig:
     server: ServerSettings
     messenger_id: str
     db_path: Path
+    store: StoreSettings
     operators: Mapping[str, str]  # operator id -> registry address
     carriers: Mapping[str, str]  # carrier name -> operator id
     notifier_address: str
@@ -62,7 +65,6 @@ class GatewayConfig:
     verify_retry_max_seconds: float = 10.0
     notifier_retry_initial_seconds: float = 0.5
     notifier_retry_max_seconds: float = 30.0
-    db_synchronous: str = "NORMAL"
     otp_phone_limit: RateLimit | None = None
     otp_user_limit: RateLimit | None = None
     otp_key_file: Path | None = None  # None: <dir of DB_PATH>/otp-hmac.key
@@ -82,6 +84,13 @@ class GatewayConfig:
         except InvalidInput as exc:
             raise ConfigError(exc.message) from None
         db_path = env.path("DB_PATH")
+        store = StoreSettings.from_env(env)
+        if store.engine is Engine.POSTGRESQL:
+            raise ConfigError(
+                f"{env.name('DATABASE_URL')}: the gateway runs on SQLite only so far (its "
+                "identification store is ported, its delivery-policy store is not yet): unset "
+                f"it and set {env.name('DB_PATH')}"
+            )
         operators: dict[str, str] = env.mapping("OPERATORS")
         for operator_id, address in operators.items():
             try:
@@ -116,12 +125,6 @@ class GatewayConfig:
                 plan = NumberingPlan.load(plan_path)
             except NumberingPlanError as exc:
                 raise ConfigError(f"{env.name('NUMBERING_PLAN')}: {exc}") from None
-        synchronous = env.str("DB_SYNCHRONOUS", "NORMAL").upper()
-        if synchronous not in SYNCHRONOUS_MODES:
-            raise ConfigError(
-                f"{env.name('DB_SYNCHRONOUS')}: expected one of {', '.join(SYNCHRONOUS_MODES)}, "
-                f"got {synchronous!r}"
-            )
         retry_initial = env.float("VERIFY_RETRY_INITIAL_SECONDS", 0.2, minimum=0.001)
         retry_max = env.float("VERIFY_RETRY_MAX_SECONDS", 10.0, minimum=retry_initial)
         notifier_initial = env.float("NOTIFIER_RETRY_INITIAL_SECONDS", 0.5, minimum=0.001)
@@ -131,6 +134,7 @@ class GatewayConfig:
             allowed_countries=_allowed_countries(env),
             messenger_id=messenger_id,
             db_path=db_path,
+            store=store,
             operators=operators,
             carriers=carriers,
             notifier_address=notifier_address,
@@ -146,7 +150,6 @@ class GatewayConfig:
             verify_retry_max_seconds=retry_max,
             notifier_retry_initial_seconds=notifier_initial,
             notifier_retry_max_seconds=notifier_max,
-            db_synchronous=synchronous,
             otp_phone_limit=RateLimit.from_env(env, "OTP_PHONE", per_hour=10, burst=5),
             otp_user_limit=RateLimit.from_env(env, "OTP_USER", per_hour=20, burst=10),
             otp_key_file=env.path("OTP_KEY_FILE", db_path.parent / "otp-hmac.key"),

@@ -25,6 +25,7 @@ from services.common.logging import get_logger
 from services.common.metrics import ScrapeCollector, registered
 from services.common.runner import run_main, serve
 from services.common.server import GrpcServer, service_name
+from services.common.storage import StoreSettings, open_database
 from services.common.timeutil import Clock, SystemClock
 from services.messenger_gateway.config import GatewayConfig
 from services.messenger_gateway.domain import CodeHasher
@@ -33,11 +34,13 @@ from services.messenger_gateway.notices import NoticeConsumer
 from services.messenger_gateway.policy import UnacceptedPolicy
 from services.messenger_gateway.policy_service import PolicyService, PolicySettings
 from services.messenger_gateway.policy_store import PolicyStore
+from services.messenger_gateway.ports import GatewayStore
 from services.messenger_gateway.registry_client import RegistryClients
 from services.messenger_gateway.routing import PortedNumbersTable, build_router
 from services.messenger_gateway.service import GatewayService, GatewaySettings
 from services.messenger_gateway.sms import FileSmsSender
-from services.messenger_gateway.store import MIGRATIONS, GatewayStore
+from services.messenger_gateway.store import MIGRATIONS, SqliteGatewayStore
+from services.messenger_gateway.store_pg import PG_MIGRATIONS, SERVICE, PgGatewayStore
 
 NAME = "messenger_gateway"
 log = get_logger("idmesh.gateway.main")
@@ -56,6 +59,13 @@ class Gateway:
 
 
 @asynccontextmanager
+async def open_store(settings: StoreSettings) -> AsyncIterator[GatewayStore]:
+    """The gateway's store on the configured engine, migrated; closed on exit."""
+    async with open_database(settings, SERVICE, sqlite=MIGRATIONS, postgresql=PG_MIGRATIONS) as db:
+        yield SqliteGatewayStore(db) if isinstance(db, Database) else PgGatewayStore(db)
+
+
+@asynccontextmanager
 async def open_gateway(
     config: GatewayConfig, server: GrpcServer, *, clock: Clock | None = None
 ) -> AsyncIterator[Gateway]:
@@ -63,9 +73,12 @@ async def open_gateway(
     verifications and start the notice consumer; undo it all on exit."""
     identity = Caller(Kind.MESSENGER, config.messenger_id)
     async with AsyncExitStack() as stack:
-        db = await Database.open(config.db_path, MIGRATIONS, synchronous=config.db_synchronous)
-        stack.push_async_callback(db.close)
-        store = GatewayStore(db)
+        db = await stack.enter_async_context(
+            open_database(config.store, SERVICE, sqlite=MIGRATIONS, postgresql=PG_MIGRATIONS)
+        )
+        # GatewayConfig refuses PostgreSQL until the delivery policy's store is ported.
+        assert isinstance(db, Database)
+        store = SqliteGatewayStore(db)
         policy = PolicyService(
             PolicySettings(
                 unaccepted_default=(

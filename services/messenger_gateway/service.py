@@ -75,8 +75,8 @@ from services.messenger_gateway.ported import (
     PortedRowInput,
     validate_row,
 )
+from services.messenger_gateway.ports import GatewayStore
 from services.messenger_gateway.routing import Route
-from services.messenger_gateway.store import GatewayStore
 
 log = get_logger("idmesh.gateway")
 

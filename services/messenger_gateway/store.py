@@ -148,11 +148,17 @@ def _opt_iso(value: datetime | None) -> str | None:
     return None if value is None else to_iso(value)
 
 
-def _opt_dt(value: str | None) -> datetime | None:
-    return None if value is None else from_iso(value)
+def _time(value: str | datetime) -> datetime:
+    """A stored time: ISO text from SQLite, a datetime from PostgreSQL (store_pg.py)."""
+    return value if isinstance(value, datetime) else from_iso(value)
 
 
-def _row(row: Any) -> Identification:
+def _opt_dt(value: str | datetime | None) -> datetime | None:
+    return None if value is None else _time(value)
+
+
+def identification_from_row(row: Any) -> Identification:
+    """An identifications row (either engine) as the domain's Identification."""
     return Identification(
         identification_id=row["identification_id"],
         user_id=row["user_id"],
@@ -160,8 +166,8 @@ def _row(row: Any) -> Identification:
         state=State(row["state"]),
         reason=Reason(row["reason"]),
         operator_id=row["operator_id"],
-        started_at=from_iso(row["started_at"]),
-        code_expires_at=from_iso(row["code_expires_at"]),
+        started_at=_time(row["started_at"]),
+        code_expires_at=_time(row["code_expires_at"]),
         attempts_left=row["attempts_left"],
         verification_deadline=_opt_dt(row["verification_deadline"]),
         completed_at=_opt_dt(row["completed_at"]),
@@ -174,7 +180,9 @@ def _row(row: Any) -> Identification:
     )
 
 
-class GatewayStore:
+class SqliteGatewayStore:
+    """The GatewayStore port (ports.py) on SQLite."""
+
     def __init__(self, db: Database) -> None:
         self._db = db
 
@@ -184,14 +192,14 @@ class GatewayStore:
         row = await self._db.fetchone(
             "SELECT * FROM identifications WHERE identification_id = ?", (identification_id,)
         )
-        return None if row is None else _row(row)
+        return None if row is None else identification_from_row(row)
 
     async def current(self, user_id: str) -> Identification | None:
         row = await self._db.fetchone(
             "SELECT * FROM identifications WHERE user_id = ? ORDER BY seq DESC LIMIT 1",
             (user_id,),
         )
-        return None if row is None else _row(row)
+        return None if row is None else identification_from_row(row)
 
     async def by_idempotency_key(self, user_id: str, key: str) -> Identification | None:
         """The identification the user started with this idempotency key, if any."""
@@ -199,13 +207,13 @@ class GatewayStore:
             "SELECT * FROM identifications WHERE user_id = ? AND idempotency_key = ?",
             (user_id, key),
         )
-        return None if row is None else _row(row)
+        return None if row is None else identification_from_row(row)
 
     async def history(self, user_id: str) -> list[Identification]:
         rows = await self._db.fetchall(
             "SELECT * FROM identifications WHERE user_id = ? ORDER BY seq", (user_id,)
         )
-        return [_row(r) for r in rows]
+        return [identification_from_row(r) for r in rows]
 
     async def verifying_summary(self) -> tuple[int, datetime | None]:
         """(identifications VERIFYING, the earliest verification deadline among them)."""
@@ -221,7 +229,7 @@ class GatewayStore:
         rows = await self._db.fetchall(
             "SELECT * FROM identifications WHERE state = 'VERIFYING' ORDER BY seq"
         )
-        return [_row(r) for r in rows]
+        return [identification_from_row(r) for r in rows]
 
     async def notice_cursor(self, messenger_id: str) -> int:
         row = await self._db.fetchone(
@@ -650,4 +658,4 @@ def _upsert_ported(conn: sqlite3.Connection, rows: Sequence[PortedNumber], now: 
 
 def _fetch(conn: sqlite3.Connection, sql: str, params: tuple[Any, ...]) -> Identification | None:
     row = conn.execute(sql, params).fetchone()
-    return None if row is None else _row(row)
+    return None if row is None else identification_from_row(row)

@@ -1,7 +1,8 @@
 """The notifier's configuration, from IDMESH_* environment variables (fail fast, name the variable).
 
-IDMESH_DB_PATH                     required: the SQLite file
-IDMESH_DB_SYNCHRONOUS              NORMAL (default), FULL, EXTRA or OFF
+IDMESH_DATABASE_URL                postgresql://...: the store on PostgreSQL (replicas share it)
+IDMESH_DB_PATH                     without IDMESH_DATABASE_URL, required: the SQLite file
+IDMESH_DB_SYNCHRONOUS              NORMAL (default), FULL, EXTRA or OFF (services.common.storage)
 IDMESH_BIND                        127.0.0.1:50060 (and the other ServerSettings variables)
 IDMESH_PROGRESS_INTERVAL_SECONDS   5: a progress mark after this long idle on a stream
 IDMESH_STREAM_BUFFER               256: notices buffered per stream
@@ -18,20 +19,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 
 from services.common.config import ConfigError, Env, ServerSettings
+from services.common.storage import StoreSettings
 from services.notifier.domain import MIN_RETENTION_DAYS, DeliveryPolicy, StreamPolicy
 
 DEFAULT_BIND = "127.0.0.1:50060"
-_SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 
 
 @dataclass(frozen=True, slots=True)
 class NotifierConfig:
     server: ServerSettings
-    db_path: Path
-    db_synchronous: str
+    store: StoreSettings
     streams: StreamPolicy
     delivery: DeliveryPolicy
     sla_check_seconds: float
@@ -39,12 +38,6 @@ class NotifierConfig:
 
     @classmethod
     def from_env(cls, env: Env) -> NotifierConfig:
-        synchronous = env.str("DB_SYNCHRONOUS", "NORMAL").upper()
-        if synchronous not in _SYNCHRONOUS:
-            raise ConfigError(
-                f"{env.name('DB_SYNCHRONOUS')}: expected one of {', '.join(_SYNCHRONOUS)}, "
-                f"got {synchronous!r}"
-            )
         warning = env.float("SLA_WARNING_SECONDS", 43_200.0, minimum=1)
         limit = env.float("SLA_LIMIT_SECONDS", 86_400.0, minimum=1)
         if warning > limit:
@@ -55,8 +48,7 @@ class NotifierConfig:
             )
         return cls(
             server=ServerSettings.from_env(env, default_bind=DEFAULT_BIND),
-            db_path=env.path("DB_PATH"),
-            db_synchronous=synchronous,
+            store=StoreSettings.from_env(env),
             streams=StreamPolicy(
                 buffer=env.int("STREAM_BUFFER", 256, minimum=1, maximum=100_000),
                 batch=env.int("STREAM_BATCH", 256, minimum=1, maximum=1000),

@@ -13,11 +13,14 @@ from services.common.jobs import run_every
 from services.common.metrics import registered
 from services.common.runner import run_main, serve
 from services.common.server import GrpcServer, service_name
+from services.common.storage import StoreSettings, open_database
 from services.common.timeutil import Clock, SystemClock
 from services.notifier.config import NotifierConfig
 from services.notifier.grpc_api import ERRORS, NotifierServicer
+from services.notifier.ports import NotifierStore
 from services.notifier.service import NotifierService, delivery_metrics
-from services.notifier.store import MIGRATIONS, NotifierStore
+from services.notifier.store import MIGRATIONS, SqliteNotifierStore
+from services.notifier.store_pg import PG_MIGRATIONS, SERVICE, PgNotifierStore
 
 NAME = "notifier"
 
@@ -34,10 +37,9 @@ async def open_notifier(
     config: NotifierConfig, server: GrpcServer, clock: Clock
 ) -> AsyncIterator[NotifierService]:
     """Open the store, add the servicer, run the SLA and pruning jobs; undo all of it on exit."""
-    db = await Database.open(config.db_path, MIGRATIONS, synchronous=config.db_synchronous)
-    try:
+    async with open_store(config.store) as store:
         service = NotifierService(
-            NotifierStore(db),
+            store,
             clock,
             delivery=config.delivery,
             streams=config.streams,
@@ -59,15 +61,22 @@ async def open_notifier(
             ),
         ]
         try:
-            with registered(delivery_metrics(service)):
-                yield service
+            # Streams wake when another replica commits events for their messenger.
+            async with store.publications(service.wake):
+                with registered(delivery_metrics(service)):
+                    yield service
         finally:
             for job in jobs:
                 job.cancel()
             await asyncio.wait(jobs)
             await service.close()  # ends the streams still open (UNAVAILABLE: resume later)
-    finally:
-        await db.close()
+
+
+@asynccontextmanager
+async def open_store(settings: StoreSettings) -> AsyncIterator[NotifierStore]:
+    """The notifier's store on the configured engine, migrated; closed on exit."""
+    async with open_database(settings, SERVICE, sqlite=MIGRATIONS, postgresql=PG_MIGRATIONS) as db:
+        yield SqliteNotifierStore(db) if isinstance(db, Database) else PgNotifierStore(db)
 
 
 async def run(config: NotifierConfig) -> None:

@@ -43,7 +43,7 @@ from services.notifier.domain import (
     StreamPolicy,
     validate_batch,
 )
-from services.notifier.store import NotifierStore
+from services.notifier.ports import NotifierStore
 
 log = get_logger("idmesh.notifier")
 
@@ -342,6 +342,10 @@ class NotifierService:
             trace_ids=list(dict.fromkeys(e.trace_id for e in batch if e.trace_id))[:_LOGGED_IDS],
         )
         return result
+
+    def wake(self, messenger_ids: list[str]) -> None:
+        """Another process committed events for these messengers (none named: for any)."""
+        self.hub.notify(messenger_ids or self.hub.watched_messengers())
 
     def subscribe(self, messenger_id: str, after_seq: int) -> Subscription:
         return Subscription(

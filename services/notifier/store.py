@@ -1,4 +1,5 @@
-"""The notifier's SQLite store: events (the per-messenger log) and sequences (head/acked/floor).
+"""The notifier's SQLite store (the NotifierStore port, ports.py): events (the per-messenger
+log) and sequences (head/acked/floor).
 
 Sequence numbers are assigned inside the write transaction (BEGIN IMMEDIATE and one writer at a
 time), so seq N+1 is never committed before N and a reader (which sees only committed data)
@@ -10,13 +11,15 @@ outlives pruning, so head, acked position, floor and the late-delivery count are
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any, Final
 
 from services.common.db import Database
 from services.common.errors import quote
 from services.common.failpoints import failpoint
+from services.common.storage import Row
 from services.common.timeutil import from_iso, to_iso
 from services.notifier.domain import (
     ContractTerminated,
@@ -26,6 +29,7 @@ from services.notifier.domain import (
     SequenceState,
     StoredEvent,
 )
+from services.notifier.ports import Wake
 
 MIGRATIONS: Final[list[str]] = [
     """
@@ -64,8 +68,8 @@ _EVENT_COLUMNS: Final = (
 )
 
 
-def _identity(event: ContractTerminated) -> tuple[Any, ...]:
-    """What makes two publications of one event_id the same event."""
+def event_identity(event: ContractTerminated) -> tuple[Any, ...]:
+    """What makes two publications of one event_id the same event (times as ISO text)."""
     assert event.occurred_at is not None
     return (
         event.event_id,
@@ -79,7 +83,9 @@ def _identity(event: ContractTerminated) -> tuple[Any, ...]:
     )
 
 
-def _row_identity(row: sqlite3.Row) -> tuple[Any, ...]:
+def row_identity(row: Row) -> tuple[Any, ...]:
+    """event_identity of a stored event's row (occurred_at as ISO text or a datetime)."""
+    occurred_at = row["occurred_at"]
     return (
         row["event_id"],
         row["operator_id"],
@@ -87,9 +93,40 @@ def _row_identity(row: sqlite3.Row) -> tuple[Any, ...]:
         row["phone_number"],
         row["identification_code"],
         int(row["reason"]),
-        row["occurred_at"],
+        occurred_at if isinstance(occurred_at, str) else to_iso(occurred_at),
         row["recipient_operator_id"],
     )
+
+
+KNOWN_EVENTS_COLUMNS: Final = (
+    "event_id, operator_id, messenger_id, phone_number, identification_code, reason, "
+    "occurred_at, recipient_operator_id"
+)
+
+
+def split_fresh(
+    events: Sequence[ContractTerminated], known: dict[str, tuple[Any, ...]]
+) -> tuple[list[ContractTerminated], int]:
+    """The events of a batch not stored yet, and how many are duplicates (an id stored, or
+    earlier in the batch, for the same event). known (event id -> row_identity of the stored
+    event) is updated; EventIdConflict for an id stored for a different event."""
+    fresh: list[ContractTerminated] = []
+    duplicates = 0
+    for index, event in enumerate(events):
+        identity = event_identity(event)
+        seen = known.get(event.event_id)
+        if seen is None:
+            known[event.event_id] = identity
+            fresh.append(event)
+        elif seen == identity:
+            duplicates += 1
+        else:
+            raise EventIdConflict(
+                f"events[{index}].event_id {quote(event.event_id)} is already stored for a "
+                "different event: an event id names exactly one event; give this "
+                "event a new id"
+            )
+    return fresh, duplicates
 
 
 def _stored_event(row: sqlite3.Row) -> StoredEvent:
@@ -110,7 +147,7 @@ def _stored_event(row: sqlite3.Row) -> StoredEvent:
     )
 
 
-def _state(messenger_id: str, row: sqlite3.Row | None) -> SequenceState:
+def sequence_state(messenger_id: str, row: Row | None) -> SequenceState:
     if row is None:
         return SequenceState(messenger_id)
     return SequenceState(
@@ -131,9 +168,15 @@ _STATE_SQL: Final = (
 )
 
 
-class NotifierStore:
+class SqliteNotifierStore:
     def __init__(self, db: Database) -> None:
         self._db = db
+
+    @asynccontextmanager
+    async def publications(self, wake: Wake) -> AsyncIterator[None]:
+        """Nothing to listen to: the streams' poll (the progress interval) picks up what
+        another process sharing the file committed."""
+        yield
 
     async def publish(
         self, events: Sequence[ContractTerminated], published_at: datetime
@@ -148,7 +191,7 @@ class NotifierStore:
         return await self._db.run(lambda conn: _publish(conn, events, published_at))
 
     async def state(self, messenger_id: str) -> SequenceState:
-        return _state(messenger_id, await self._db.fetchone(_STATE_SQL, (messenger_id,)))
+        return sequence_state(messenger_id, await self._db.fetchone(_STATE_SQL, (messenger_id,)))
 
     async def read_after(self, messenger_id: str, after_seq: int, limit: int) -> list[StoredEvent]:
         rows = await self._db.fetchall(
@@ -191,7 +234,7 @@ class NotifierStore:
         )
         return [
             (
-                _state(row["messenger_id"], row),
+                sequence_state(row["messenger_id"], row),
                 from_iso(row["published_at"]) if row["published_at"] else None,
             )
             for row in rows
@@ -234,7 +277,7 @@ class NotifierStore:
     async def _prune_chunk(self, messenger_id: str, cutoff: str, max_rows: int) -> int | None:
         async with self._db.transaction() as conn:
             async with conn.execute(_STATE_SQL, (messenger_id,)) as cursor:
-                state = _state(messenger_id, await cursor.fetchone())
+                state = sequence_state(messenger_id, await cursor.fetchone())
             async with conn.execute(
                 "SELECT MIN(seq) FROM events WHERE messenger_id = ? AND published_at >= ?",
                 (messenger_id, cutoff),
@@ -264,30 +307,14 @@ def _publish(
 ) -> tuple[PublishResult, set[str]]:
     ids = sorted({e.event_id for e in events})
     known = {
-        row["event_id"]: _row_identity(row)
+        row["event_id"]: row_identity(row)
         for row in conn.execute(
-            "SELECT event_id, operator_id, messenger_id, phone_number, "
-            "identification_code, reason, occurred_at, recipient_operator_id "
+            f"SELECT {KNOWN_EVENTS_COLUMNS} "
             f"FROM events WHERE event_id IN ({_placeholders(len(ids))})",
             ids,
         )
     }
-    fresh: list[ContractTerminated] = []
-    duplicates = 0
-    for index, event in enumerate(events):
-        identity = _identity(event)
-        seen = known.get(event.event_id)
-        if seen is None:
-            known[event.event_id] = identity
-            fresh.append(event)
-        elif seen == identity:
-            duplicates += 1
-        else:
-            raise EventIdConflict(
-                f"events[{index}].event_id {quote(event.event_id)} is already stored for a "
-                "different event: an event id names exactly one event; give this "
-                "event a new id"
-            )
+    fresh, duplicates = split_fresh(events, known)
     messengers = sorted({e.messenger_id for e in fresh})
     if not fresh:
         return PublishResult(accepted=0, duplicates=duplicates), set()
@@ -337,7 +364,7 @@ def _ack(
     acked_at: datetime,
     late_if_published_before: datetime,
 ) -> tuple[SequenceState, int]:
-    state = _state(messenger_id, conn.execute(_STATE_SQL, (messenger_id,)).fetchone())
+    state = sequence_state(messenger_id, conn.execute(_STATE_SQL, (messenger_id,)).fetchone())
     state.check_ack(up_to_seq)
     if up_to_seq <= state.acked_seq:
         return state, 0

@@ -53,9 +53,9 @@ from services.operator_registry.import_store import (
     CONTRACT_TAKEN,
     DUPLICATE_CONTRACT,
     DUPLICATE_NUMBER,
-    ImportStaging,
     StagedRow,
 )
+from services.operator_registry.ports import ImportStaging
 
 log = get_logger("idmesh.operator_registry.bulk")
 

@@ -1,7 +1,8 @@
 """The registry's configuration, from IDMESH_* environment variables (fail fast).
 
 IDMESH_OPERATOR_ID          required: this registry's operator (lowercase letters, digits, '-')
-IDMESH_DB_PATH              required: the SQLite file
+IDMESH_DATABASE_URL         postgresql://...: the store on PostgreSQL (replicas share it)
+IDMESH_DB_PATH              without IDMESH_DATABASE_URL, required: the SQLite file
 IDMESH_NOTIFIER_ADDRESS     required: the notifier, host:port
 IDMESH_SEED_FILE            optional: JSON seed applied at start (see seed.py)
 IDMESH_RELAY_BATCH_SIZE     notices per Publish call, 1..1000 (default 500)
@@ -9,6 +10,7 @@ IDMESH_RELAY_POLL_SECONDS   outbox poll interval when idle (default 1.0)
 IDMESH_RELAY_RETRY_MAX_SECONDS  longest delay between failed Publish attempts (default 10; the
                             delays grow from 0.5 s with jitter)
 IDMESH_DB_SYNCHRONOUS       SQLite synchronous: OFF, NORMAL, FULL or EXTRA (default NORMAL)
+                            (these three: services.common.storage)
 IDMESH_VERIFY_PER_HOUR      VerifySubscriber requests per messenger per hour (default 360000)
 IDMESH_VERIFY_BURST         ... and the burst above that rate (default 200)
 IDMESH_AUDIT_RETENTION_DAYS how long verification audit records are kept (default 365)
@@ -33,22 +35,21 @@ from services.common.config import ConfigError, Env, ServerSettings
 from services.common.errors import InvalidInput
 from services.common.identity import validate_id
 from services.common.ratelimit import RateLimit
+from services.common.storage import StoreSettings
 
 DEFAULT_BIND = "127.0.0.1:50051"
-_SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 
 
 @dataclass(frozen=True, slots=True)
 class RegistryConfig:
     server: ServerSettings
     operator_id: str
-    db_path: Path
+    store: StoreSettings
     notifier_address: str
     seed_file: Path | None
     relay_batch_size: int
     relay_poll_seconds: float
     relay_retry_max_seconds: float
-    db_synchronous: str
     records_begin_at: datetime | None = None
     verify_limit: RateLimit | None = None
     audit_retention: timedelta = timedelta(days=365)
@@ -72,16 +73,10 @@ class RegistryConfig:
         seed_file = Path(seed_raw) if seed_raw else None
         if seed_file is not None and not seed_file.is_file():
             raise ConfigError(f"{env.name('SEED_FILE')}: {str(seed_file)!r} is not a file")
-        synchronous = env.str("DB_SYNCHRONOUS", "NORMAL").upper()
-        if synchronous not in _SYNCHRONOUS:
-            raise ConfigError(
-                f"{env.name('DB_SYNCHRONOUS')}: expected one of {', '.join(_SYNCHRONOUS)}, "
-                f"got {synchronous!r}"
-            )
         return cls(
             server=server,
             operator_id=operator_id,
-            db_path=env.path("DB_PATH"),
+            store=StoreSettings.from_env(env),
             notifier_address=notifier_address,
             seed_file=seed_file,
             relay_batch_size=env.int("RELAY_BATCH_SIZE", 500, minimum=1, maximum=1000),
@@ -89,7 +84,6 @@ class RegistryConfig:
             relay_retry_max_seconds=env.float(
                 "RELAY_RETRY_MAX_SECONDS", 10.0, minimum=0.5, maximum=3600
             ),
-            db_synchronous=synchronous,
             records_begin_at=_records_begin_at(env),
             verify_limit=RateLimit.from_env(env, "VERIFY", per_hour=360_000, burst=200),
             audit_retention=timedelta(days=env.int("AUDIT_RETENTION_DAYS", 365, minimum=1)),

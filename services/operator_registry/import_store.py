@@ -41,7 +41,7 @@ CONTRACT_TAKEN: Final = "contract_taken"  # the contract id exists already
 IMPORT_CACHE_KIB: Final = 64 * 1024
 
 
-class ImportStaging:
+class SqliteImportStaging:
     """One import's staging area. Every method runs on the staging connection's own thread."""
 
     def __init__(self, db: Database) -> None:
@@ -73,7 +73,7 @@ class ImportStaging:
                 await future
             raise
 
-    async def open(self) -> ImportStaging:
+    async def open(self) -> SqliteImportStaging:
         await self._run(self._open)
         return self
 

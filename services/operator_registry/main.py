@@ -15,13 +15,16 @@ from services.common.jobs import run_every
 from services.common.logging import get_logger
 from services.common.runner import run_main, serve
 from services.common.server import GrpcServer, service_name
+from services.common.storage import StoreSettings, open_database
 from services.common.timeutil import SystemClock
 from services.operator_registry.config import RegistryConfig
 from services.operator_registry.grpc_api import ERRORS, RegistryAdminServicer, RegistryServicer
+from services.operator_registry.ports import RegistryStore
 from services.operator_registry.relay import OutboxRelay
 from services.operator_registry.seed import SeedError, apply_seed, load_seed
 from services.operator_registry.service import RegistryService
-from services.operator_registry.store import MIGRATIONS, RegistryStore
+from services.operator_registry.store import MIGRATIONS, SqliteRegistryStore
+from services.operator_registry.store_pg import PG_MIGRATIONS, SERVICE, PgRegistryStore
 
 NAME = "operator_registry"
 log = get_logger("idmesh.operator_registry.main")
@@ -37,10 +40,9 @@ async def wiring(config: RegistryConfig, server: GrpcServer) -> AsyncIterator[No
     except SeedError as exc:
         log.error("seed.invalid", error=str(exc))
         raise SystemExit(2) from None
-    db = await Database.open(config.db_path, MIGRATIONS, synchronous=config.db_synchronous)
-    try:
+    async with open_store(config.store) as store:
         service = RegistryService(
-            RegistryStore(db),
+            store,
             operator_id=config.operator_id,
             clock=clock,
             records_begin_at=config.records_begin_at,
@@ -95,8 +97,13 @@ async def wiring(config: RegistryConfig, server: GrpcServer) -> AsyncIterator[No
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-    finally:
-        await db.close()
+
+
+@asynccontextmanager
+async def open_store(settings: StoreSettings) -> AsyncIterator[RegistryStore]:
+    """The registry's store on the configured engine, migrated; closed on exit."""
+    async with open_database(settings, SERVICE, sqlite=MIGRATIONS, postgresql=PG_MIGRATIONS) as db:
+        yield SqliteRegistryStore(db) if isinstance(db, Database) else PgRegistryStore(db)
 
 
 def add_servicers(server: GrpcServer, service: RegistryService) -> None:

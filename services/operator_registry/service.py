@@ -65,7 +65,7 @@ from services.operator_registry.domain import (
     validate_idempotency_key,
     validate_recipient,
 )
-from services.operator_registry.store import RegistryStore, RegistryTx
+from services.operator_registry.ports import RegistryStore, RegistryTx
 
 log = get_logger("idmesh.operator_registry")
 
@@ -193,11 +193,11 @@ class RegistryService:
         now = self._clock.now()
         replayed = False
 
-        def verify(tx: RegistryTx) -> tuple[Verification, _Answered]:
+        async def verify(tx: RegistryTx) -> tuple[Verification, _Answered]:
             """The whole decision in one transaction on the writer thread (no awaiting)."""
             nonlocal replayed
             replayed = False  # it may run again (see Database.run_grouped)
-            snap = tx.verification_snapshot(messenger_id, idempotency_key, phone)
+            snap = await tx.verification_snapshot(messenger_id, idempotency_key, phone)
             if snap.agreement_state is not AgreementState.ACTIVE:
                 raise self._no_agreement(messenger_id)
             if snap.previous is not None and snap.previous.phone_number != phone:
@@ -206,7 +206,7 @@ class RegistryService:
                     "number: use a new idempotency_key for every verification"
                 )
             if snap.previous is not None and snap.previous.replayable(snap.active_contract_id):
-                tx.add_audit(
+                await tx.add_audit(
                     self._audit(
                         messenger_id, idempotency_key, phone, snap.previous.result.value.upper()
                     )
@@ -235,7 +235,7 @@ class RegistryService:
                         identification_code=self._new_code(),
                         bound_at=now,
                     )
-                    tx.add_binding(binding)
+                    await tx.add_binding(binding)
                     how = _Answered.NEW_BINDING
                 answer = Verification(
                     messenger_id=messenger_id,
@@ -247,8 +247,8 @@ class RegistryService:
                     identification_code=binding.identification_code,
                     identified_at=binding.bound_at,
                 )
-            tx.add_verification(answer)
-            tx.add_audit(
+            await tx.add_verification(answer)
+            await tx.add_audit(
                 self._audit(messenger_id, idempotency_key, phone, answer.result.value.upper())
             )
             return answer, how
@@ -372,8 +372,8 @@ class RegistryService:
             activated_at=activated_at or self._clock.now(),
         )
 
-        def create(tx: RegistryTx) -> None:
-            active_id, holder = tx.contract_conflicts(phone, contract_id)
+        async def create(tx: RegistryTx) -> None:
+            active_id, holder = await tx.contract_conflicts(phone, contract_id)
             if active_id is not None:
                 raise SubscriberExists(
                     f"{mask(phone)} already has an active contract ({active_id}): "
@@ -383,7 +383,7 @@ class RegistryService:
                 raise SubscriberExists(
                     f"contract_id {quote(contract_id)} is already taken: choose another contract_id"
                 )
-            tx.add_contracts([contract])
+            await tx.add_contracts([contract])
 
         await self._store.run(create)
         log.info("subscriber.created", phone=mask(phone), contract_id=contract_id)
@@ -433,7 +433,7 @@ class RegistryService:
         _log_termination(termination)
         return termination
 
-    def _terminate(
+    async def _terminate(
         self,
         tx: RegistryTx,
         phone: str,
@@ -445,7 +445,7 @@ class RegistryService:
         """In a transaction: end phone's active contract, queue a notice per bound messenger
         (each with trace_id, the request id of the call that ended it). Raises
         SubscriberNotFound or ContractNotActive before writing anything."""
-        subscriber = tx.subscriber(phone)
+        subscriber = await tx.subscriber(phone)
         if subscriber is None:
             raise SubscriberNotFound(f"{mask(phone)} has no contract with this operator")
         contract = subscriber.contract
@@ -455,7 +455,7 @@ class RegistryService:
                 f"the contract {contract.contract_id} of {mask(phone)} was already "
                 f"terminated on {ended}: there is no active contract to terminate"
             )
-        tx.terminate(contract.contract_id, now, reason, recipient_operator_id)
+        await tx.terminate(contract.contract_id, now, reason, recipient_operator_id)
         notices = [
             TerminationNotice(
                 event_id=str(uuid.uuid4()),
@@ -470,7 +470,7 @@ class RegistryService:
             )
             for binding in subscriber.bindings
         ]
-        tx.add_notices(notices, now)
+        await tx.add_notices(notices, now)
         terminated = replace(
             contract,
             state=ContractState.TERMINATED,
@@ -514,12 +514,12 @@ class RegistryService:
         log.info("contracts.terminated_in_bulk", rows=rows, ended=ended, refused=refused)
         return BulkTermination(rows, ended, notices, tuple(refusals), refused)
 
-    def _terminate_rows(
+    async def _terminate_rows(
         self, batch: Sequence[TerminationRowInput], now: datetime, trace_id: str, tx: RegistryTx
     ) -> list[Termination | tuple[TerminationOutcome, str]]:
-        return [self._terminate_row(tx, row, now, trace_id) for row in batch]
+        return [await self._terminate_row(tx, row, now, trace_id) for row in batch]
 
-    def _terminate_row(
+    async def _terminate_row(
         self, tx: RegistryTx, row: TerminationRowInput, now: datetime, trace_id: str
     ) -> Termination | tuple[TerminationOutcome, str]:
         """One row of a bulk termination, in the batch's transaction: its Termination, or why
@@ -537,7 +537,7 @@ class RegistryService:
                     "recipient_operator_id is only for reason PORTED_OUT: leave it empty"
                 )
             phone = parse_e164(row.phone_number)
-            return self._terminate(tx, phone, row.reason, recipient, now, trace_id)
+            return await self._terminate(tx, phone, row.reason, recipient, now, trace_id)
         except SubscriberNotFound as exc:
             return TerminationOutcome.NOT_FOUND, exc.message
         except ContractNotActive as exc:
@@ -584,16 +584,16 @@ class RegistryService:
         """Add missing agreements (existing ones, suspended included, are left alone) and the
         contracts of numbers that never had one, in one transaction."""
 
-        def seed(tx: RegistryTx) -> SeedOutcome:
-            messengers_added = tx.add_missing_agreements(agreements)
-            known = tx.numbers_with_contracts(c.phone_number for c in contracts)
+        async def seed(tx: RegistryTx) -> SeedOutcome:
+            messengers_added = await tx.add_missing_agreements(agreements)
+            known = await tx.numbers_with_contracts(c.phone_number for c in contracts)
             missing = [c for c in contracts if c.phone_number not in known]
-            taken = tx.contract_holders(c.contract_id for c in missing)
+            taken = await tx.contract_holders(c.contract_id for c in missing)
             if taken:
                 raise SeedConflict(
                     "contract_id already belongs to another number", contract_ids=list(taken)
                 )
-            tx.add_contracts(missing)
+            await tx.add_contracts(missing)
             return SeedOutcome(messengers_added, len(missing), len(contracts) - len(missing))
 
         return await self._store.run(seed)

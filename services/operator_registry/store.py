@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
-from services.common.db import Database
+from services.common.db import Database, drive
+from services.common.storage import Row
 from services.common.timeutil import from_iso, to_iso
 from services.operator_registry.domain import (
     Agreement,
@@ -33,7 +33,8 @@ from services.operator_registry.domain import (
     Verification,
     VerificationResult,
 )
-from services.operator_registry.import_store import ImportStaging
+from services.operator_registry.import_store import SqliteImportStaging
+from services.operator_registry.ports import ImportStaging, TxFunction, VerificationSnapshot
 
 T = TypeVar("T")
 
@@ -187,39 +188,28 @@ _NOTICE_COLUMNS = (
 _QUEUED = "published_at IS NULL AND parked_at IS NULL"
 
 
-@dataclass(frozen=True, slots=True)
-class VerificationSnapshot:
-    """What VerifySubscriber needs to decide, read in one statement."""
-
-    agreement_state: AgreementState | None
-    previous: Verification | None
-    active_contract_id: str | None
-    binding: Binding | None
-    # The recipient of the number's most recent contract, if it ended by porting out.
-    ported_to: str | None = None
-
-
-class RegistryStore:
+class SqliteRegistryStore:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def run(self, fn: Callable[[RegistryTx], T]) -> T:
-        """fn(tx) as one write transaction on the writer thread: commits when fn returns, rolls
-        back when it raises (the exception propagates as it is). See Database.run."""
-        return await self._db.run(lambda conn: fn(RegistryTx(conn)))
+    async def run(self, fn: TxFunction[T]) -> T:
+        """fn(tx) as one write transaction on the writer thread, driven to completion there (it
+        awaits only the tx, whose methods never suspend): commits when fn returns, rolls back
+        when it raises (the exception propagates as it is). See Database.run."""
+        return await self._db.run(lambda conn: drive(fn(SqliteRegistryTx(conn))))
 
     async def run_grouped(
-        self, fn: Callable[[RegistryTx], T], *, before_commit: Callable[[], None] | None = None
+        self, fn: TxFunction[T], *, before_commit: Callable[[], None] | None = None
     ) -> T:
         """Like run(fn), but sharing a transaction with concurrent calls (group commit; see
         Database.run_grouped): fn in a savepoint of its own, before_commit() right before the
         one COMMIT."""
         return await self._db.run_grouped(
-            lambda conn: fn(RegistryTx(conn)), before_commit=before_commit
+            lambda conn: drive(fn(SqliteRegistryTx(conn))), before_commit=before_commit
         )
 
     async def add_audit(self, record: AuditRecord) -> None:
-        await self.run(lambda tx: tx.add_audit(record))
+        await self._db.run(lambda conn: conn.execute(_AUDIT_INSERT, _audit_params(record)))
 
     async def list_audit(self, query: AuditQuery) -> list[tuple[int, AuditRecord]]:
         """Newest first, with each record's id (the next page's token)."""
@@ -271,30 +261,30 @@ class RegistryStore:
 
     def import_staging(self) -> ImportStaging:
         """A bulk import's staging area (import_store.py), on a connection of its own."""
-        return ImportStaging(self._db)
+        return SqliteImportStaging(self._db)
 
     # --- reads (the reader connection: committed data only) ---------------------------------
 
     async def get_subscriber(self, phone_number: str) -> Subscriber | None:
         rows = await self._db.fetchall(_SUBSCRIBER_SQL, (phone_number,))
-        return _subscriber(rows)
+        return subscriber_from_rows(rows)
 
     async def get_agreement(self, messenger_id: str) -> Agreement | None:
         row = await self._db.fetchone(
             "SELECT * FROM agreements WHERE messenger_id = ?", (messenger_id,)
         )
-        return _agreement(row) if row else None
+        return agreement_from_row(row) if row else None
 
     async def list_agreements(self) -> list[Agreement]:
         rows = await self._db.fetchall("SELECT * FROM agreements ORDER BY messenger_id")
-        return [_agreement(row) for row in rows]
+        return [agreement_from_row(row) for row in rows]
 
     async def pending_notices(self, limit: int) -> list[TerminationNotice]:
         rows = await self._db.fetchall(
             f"SELECT {_NOTICE_COLUMNS} FROM outbox WHERE {_QUEUED} ORDER BY seq LIMIT ?",
             (limit,),
         )
-        return [_notice(row) for row in rows]
+        return [notice_from_row(row) for row in rows]
 
     async def count_pending_notices(self) -> int:
         row = await self._db.fetchone(f"SELECT count(*) FROM outbox WHERE {_QUEUED}")
@@ -323,8 +313,8 @@ class RegistryStore:
         return [
             ParkedNotice(
                 seq=int(row["seq"]),
-                notice=_notice(row),
-                parked_at=from_iso(row["parked_at"]),
+                notice=notice_from_row(row),
+                parked_at=_time(row["parked_at"]),
                 status=row["parked_status"],
                 message=row["parked_message"],
             )
@@ -407,14 +397,15 @@ class RegistryStore:
         )
 
 
-class RegistryTx:
-    """Statements inside one write transaction, on the writer thread (see RegistryStore.run):
-    plain synchronous methods over the transaction's sqlite3 connection."""
+class SqliteRegistryTx:
+    """Statements inside one write transaction, on the writer thread (see
+    SqliteRegistryStore.run): `async def` for the port, but each does its work at once over
+    the transaction's sqlite3 connection and never suspends."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
 
-    def add_audit(self, record: AuditRecord) -> None:
+    async def add_audit(self, record: AuditRecord) -> None:
         self._conn.execute(_AUDIT_INSERT, _audit_params(record))
 
     def _rows(self, sql: str, params: Any = ()) -> list[sqlite3.Row]:
@@ -422,7 +413,7 @@ class RegistryTx:
 
     # --- verification -----------------------------------------------------------------------
 
-    def verification_snapshot(
+    async def verification_snapshot(
         self, messenger_id: str, idempotency_key: str, phone_number: str
     ) -> VerificationSnapshot:
         rows = self._rows(
@@ -446,38 +437,9 @@ class RegistryTx:
             """,
             {"m": messenger_id, "r": idempotency_key, "p": phone_number},
         )
-        row = rows[0]
-        previous = None
-        if row["v_result"] is not None:
-            previous = Verification(
-                messenger_id=messenger_id,
-                idempotency_key=idempotency_key,
-                phone_number=row["v_phone_number"],
-                result=VerificationResult(row["v_result"]),
-                answered_at=from_iso(row["v_answered_at"]),
-                contract_id=row["v_contract_id"],
-                identification_code=row["v_code"],
-                identified_at=_maybe_time(row["v_identified_at"]),
-                recipient_operator_id=row["v_recipient"],
-            )
-        binding = None
-        if row["b_code"] is not None:
-            binding = Binding(
-                contract_id=row["c_contract_id"],
-                messenger_id=messenger_id,
-                identification_code=row["b_code"],
-                bound_at=from_iso(row["b_bound_at"]),
-            )
-        state = row["agreement_state"]
-        return VerificationSnapshot(
-            agreement_state=AgreementState(state) if state else None,
-            previous=previous,
-            active_contract_id=row["c_contract_id"],
-            binding=binding,
-            ported_to=row["ported_to"],
-        )
+        return snapshot_from_row(rows[0], messenger_id, idempotency_key)
 
-    def add_binding(self, binding: Binding) -> None:
+    async def add_binding(self, binding: Binding) -> None:
         self._conn.execute(
             "INSERT INTO bindings (contract_id, messenger_id, identification_code, bound_at) "
             "VALUES (?, ?, ?, ?)",
@@ -489,7 +451,7 @@ class RegistryTx:
             ),
         )
 
-    def add_verification(self, answer: Verification) -> None:
+    async def add_verification(self, answer: Verification) -> None:
         self._conn.execute(
             "INSERT INTO verifications (messenger_id, idempotency_key, phone_number, result, "
             "contract_id, identification_code, identified_at, answered_at, "
@@ -516,11 +478,11 @@ class RegistryTx:
 
     # --- contracts --------------------------------------------------------------------------
 
-    def subscriber(self, phone_number: str) -> Subscriber | None:
+    async def subscriber(self, phone_number: str) -> Subscriber | None:
         """The number's active (else most recent) contract with its bindings."""
-        return _subscriber(self._rows(_SUBSCRIBER_SQL, (phone_number,)))
+        return subscriber_from_rows(self._rows(_SUBSCRIBER_SQL, (phone_number,)))
 
-    def contract_conflicts(
+    async def contract_conflicts(
         self, phone_number: str, contract_id: str
     ) -> tuple[str | None, str | None]:
         """(the number's active contract id, the number holding contract_id), either None."""
@@ -535,7 +497,7 @@ class RegistryTx:
         )
         return rows[0]["active_contract_id"], rows[0]["holder"]
 
-    def numbers_with_contracts(self, phone_numbers: Iterable[str]) -> set[str]:
+    async def numbers_with_contracts(self, phone_numbers: Iterable[str]) -> set[str]:
         numbers = list(phone_numbers)
         if not numbers:
             return set()
@@ -546,7 +508,7 @@ class RegistryTx:
         )
         return {row[0] for row in rows}
 
-    def contract_holders(self, contract_ids: Iterable[str]) -> dict[str, str]:
+    async def contract_holders(self, contract_ids: Iterable[str]) -> dict[str, str]:
         """contract_id -> phone number, for those of contract_ids that exist."""
         ids = list(contract_ids)
         if not ids:
@@ -558,7 +520,7 @@ class RegistryTx:
         )
         return {row[0]: row[1] for row in rows}
 
-    def add_contracts(self, contracts: Sequence[Contract]) -> None:
+    async def add_contracts(self, contracts: Sequence[Contract]) -> None:
         self._conn.executemany(
             "INSERT INTO contracts (contract_id, phone_number, state, activated_at) "
             "VALUES (?, ?, ?, ?)",
@@ -568,7 +530,7 @@ class RegistryTx:
             ],
         )
 
-    def terminate(
+    async def terminate(
         self,
         contract_id: str,
         at: datetime,
@@ -582,7 +544,7 @@ class RegistryTx:
             (to_iso(at), reason.value, recipient_operator_id, contract_id),
         )
 
-    def add_notices(self, notices: Sequence[TerminationNotice], created_at: datetime) -> None:
+    async def add_notices(self, notices: Sequence[TerminationNotice], created_at: datetime) -> None:
         if not notices:
             return
         self._conn.executemany(
@@ -607,7 +569,7 @@ class RegistryTx:
 
     # --- agreements -------------------------------------------------------------------------
 
-    def register_agreement(
+    async def register_agreement(
         self, messenger_id: str, display_name: str | None, at: datetime
     ) -> Agreement:
         """Create the agreement active, or reactivate it; display_name None keeps the old name."""
@@ -624,9 +586,9 @@ class RegistryTx:
             """,
             {"m": messenger_id, "name": display_name, "at": to_iso(at)},
         )
-        return _agreement(rows[0])
+        return agreement_from_row(rows[0])
 
-    def add_missing_agreements(self, agreements: Sequence[Agreement]) -> int:
+    async def add_missing_agreements(self, agreements: Sequence[Agreement]) -> int:
         before = self._conn.total_changes
         self._conn.executemany(
             "INSERT INTO agreements (messenger_id, display_name, state, updated_at) "
@@ -638,7 +600,7 @@ class RegistryTx:
         )
         return self._conn.total_changes - before
 
-    def suspend_agreement(self, messenger_id: str, at: datetime) -> Agreement | None:
+    async def suspend_agreement(self, messenger_id: str, at: datetime) -> Agreement | None:
         rows = self._rows(
             """
             UPDATE agreements SET
@@ -649,39 +611,75 @@ class RegistryTx:
             """,
             (to_iso(at), messenger_id),
         )
-        return _agreement(rows[0]) if rows else None
+        return agreement_from_row(rows[0]) if rows else None
 
 
-# --- row mapping ----------------------------------------------------------------------------
+# --- row mapping (both engines: times as ISO text from SQLite, datetimes from PostgreSQL) ----
 
 
-def _maybe_time(value: str | None) -> datetime | None:
-    return from_iso(value) if value else None
+def _time(value: str | datetime) -> datetime:
+    return value if isinstance(value, datetime) else from_iso(value)
 
 
-def _contract(row: sqlite3.Row) -> Contract:
+def _maybe_time(value: str | datetime | None) -> datetime | None:
+    return _time(value) if value else None
+
+
+def snapshot_from_row(row: Row, messenger_id: str, idempotency_key: str) -> VerificationSnapshot:
+    previous = None
+    if row["v_result"] is not None:
+        previous = Verification(
+            messenger_id=messenger_id,
+            idempotency_key=idempotency_key,
+            phone_number=row["v_phone_number"],
+            result=VerificationResult(row["v_result"]),
+            answered_at=_time(row["v_answered_at"]),
+            contract_id=row["v_contract_id"],
+            identification_code=row["v_code"],
+            identified_at=_maybe_time(row["v_identified_at"]),
+            recipient_operator_id=row["v_recipient"],
+        )
+    binding = None
+    if row["b_code"] is not None:
+        binding = Binding(
+            contract_id=row["c_contract_id"],
+            messenger_id=messenger_id,
+            identification_code=row["b_code"],
+            bound_at=_time(row["b_bound_at"]),
+        )
+    state = row["agreement_state"]
+    return VerificationSnapshot(
+        agreement_state=AgreementState(state) if state else None,
+        previous=previous,
+        active_contract_id=row["c_contract_id"],
+        binding=binding,
+        ported_to=row["ported_to"],
+    )
+
+
+def contract_from_row(row: Row) -> Contract:
     reason = row["termination_reason"]
     return Contract(
         contract_id=row["contract_id"],
         phone_number=row["phone_number"],
         state=ContractState(row["state"]),
-        activated_at=from_iso(row["activated_at"]),
+        activated_at=_time(row["activated_at"]),
         terminated_at=_maybe_time(row["terminated_at"]),
         termination_reason=TerminationReason(reason) if reason else None,
         recipient_operator_id=row["recipient_operator_id"],
     )
 
 
-def _subscriber(rows: Sequence[sqlite3.Row]) -> Subscriber | None:
+def subscriber_from_rows(rows: Sequence[Row]) -> Subscriber | None:
     if not rows:
         return None
-    contract = _contract(rows[0])
+    contract = contract_from_row(rows[0])
     bindings = tuple(
         Binding(
             contract_id=contract.contract_id,
             messenger_id=row["b_messenger_id"],
             identification_code=row["identification_code"],
-            bound_at=from_iso(row["bound_at"]),
+            bound_at=_time(row["bound_at"]),
         )
         for row in rows
         if row["b_messenger_id"] is not None
@@ -689,16 +687,16 @@ def _subscriber(rows: Sequence[sqlite3.Row]) -> Subscriber | None:
     return Subscriber(contract, bindings)
 
 
-def _agreement(row: sqlite3.Row) -> Agreement:
+def agreement_from_row(row: Row) -> Agreement:
     return Agreement(
         messenger_id=row["messenger_id"],
         display_name=row["display_name"],
         state=AgreementState(row["state"]),
-        updated_at=from_iso(row["updated_at"]),
+        updated_at=_time(row["updated_at"]),
     )
 
 
-def _notice(row: sqlite3.Row) -> TerminationNotice:
+def notice_from_row(row: Row) -> TerminationNotice:
     return TerminationNotice(
         event_id=row["event_id"],
         operator_id=row["operator_id"],
@@ -706,7 +704,7 @@ def _notice(row: sqlite3.Row) -> TerminationNotice:
         phone_number=row["phone_number"],
         identification_code=row["identification_code"],
         reason=TerminationReason(row["reason"]),
-        occurred_at=from_iso(row["occurred_at"]),
+        occurred_at=_time(row["occurred_at"]),
         recipient_operator_id=row["recipient_operator_id"],
         trace_id=row["trace_id"],
     )

@@ -32,9 +32,10 @@ from services.messenger_gateway.domain import (
     State,
     Verdict,
 )
+from services.messenger_gateway.ports import GatewayStore
 from services.messenger_gateway.routing import Route
 from services.messenger_gateway.service import GatewayService, GatewaySettings, SmsMessage
-from services.messenger_gateway.store import MIGRATIONS, GatewayStore
+from services.messenger_gateway.store import MIGRATIONS, SqliteGatewayStore
 
 FAST_HASHER = CodeHasher(key=b"unit-test-otp-key-32-bytes-long!")
 FAST_RETRY = Backoff(initial=0.01, maximum=0.05)
@@ -134,7 +135,7 @@ UNROUTED_PHONE = "+79161234567"
 
 async def open_store(path: Path) -> tuple[Database, GatewayStore]:
     db = await Database.open(path, MIGRATIONS)
-    return db, GatewayStore(db)
+    return db, SqliteGatewayStore(db)
 
 
 def make_service(

@@ -35,7 +35,7 @@ def test_defaults() -> None:
     assert (config.verification_window_seconds, config.otp_ttl_seconds) == (1200.0, 300.0)
     assert config.otp_max_attempts == 5
     assert (config.verify_retry_initial_seconds, config.verify_retry_max_seconds) == (0.2, 10.0)
-    assert config.db_synchronous == "NORMAL"
+    assert config.store.db_synchronous == "NORMAL"
     assert config.allowed_countries == {"RU"}
 
 
@@ -68,6 +68,8 @@ def test_the_numbering_plan_is_loaded_at_start() -> None:
         ({"VERIFICATION_WINDOW_SECONDS": "0"}, "IDMESH_VERIFICATION_WINDOW_SECONDS"),
         ({"OTP_MAX_ATTEMPTS": "0"}, "IDMESH_OTP_MAX_ATTEMPTS"),
         ({"DB_SYNCHRONOUS": "sometimes"}, "IDMESH_DB_SYNCHRONOUS"),
+        ({"DATABASE_URL": "mysql://db/gw"}, "IDMESH_DATABASE_URL: expected a postgresql"),
+        ({"DATABASE_URL": "postgresql://db/gw"}, "IDMESH_DATABASE_URL: .*SQLite only so far"),
         ({"ALLOWED_COUNTRIES": "Russia"}, "IDMESH_ALLOWED_COUNTRIES: expected ISO 3166"),
     ],
 )

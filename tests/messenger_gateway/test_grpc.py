@@ -20,6 +20,7 @@ from services.common.config import ServerSettings
 from services.common.identity import Caller, Kind, Role
 from services.common.server import GrpcServer
 from services.common.status import error_details
+from services.common.storage import StoreSettings
 from services.messenger_gateway.config import GatewayConfig
 from services.messenger_gateway.grpc_api import ERRORS
 from services.messenger_gateway.main import Gateway, open_gateway
@@ -105,6 +106,7 @@ async def running_gateway(
         ),
         messenger_id="alpha",
         db_path=tmp_path / "gateway.db",
+        store=StoreSettings(db_path=tmp_path / "gateway.db"),
         operators={
             "beeline": f"127.0.0.1:{registry_server.port}",
             "megafon": f"127.0.0.1:{megafon_port}",

@@ -24,8 +24,8 @@ from services.common.server import GrpcServer
 from services.messenger_gateway import store as gateway_store
 from services.messenger_gateway.domain import Reason, State
 from services.messenger_gateway.notices import NoticeConsumer
+from services.messenger_gateway.ports import GatewayStore
 from services.messenger_gateway.service import GatewayService
-from services.messenger_gateway.store import GatewayStore
 from tests.eventually import eventually
 from tests.messenger_gateway.fakes import (
     CursorOutOfRange,

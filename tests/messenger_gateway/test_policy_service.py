@@ -35,7 +35,7 @@ from services.messenger_gateway.policy import (
 from services.messenger_gateway.policy_service import PolicyService, PolicySettings, WatchItem
 from services.messenger_gateway.policy_store import PolicyStore
 from services.messenger_gateway.service import GatewayService
-from services.messenger_gateway.store import MIGRATIONS, GatewayStore
+from services.messenger_gateway.store import MIGRATIONS, SqliteGatewayStore
 from tests.eventually import eventually
 from tests.messenger_gateway.fakes import (
     FakeClock,
@@ -70,7 +70,7 @@ async def open_replica(path: Path, clock: FakeClock, **settings: object) -> Repl
     await policy.start()
     sms = RecordingSms()
     service = make_service(
-        GatewayStore(db),
+        SqliteGatewayStore(db),
         sms=sms,
         clock=clock,
         routes=dict.fromkeys([*PHONES.values(), NEWCOMER_PHONE], "beeline"),

@@ -40,6 +40,7 @@ from services.messenger_gateway.domain import (
 from services.messenger_gateway.ported import (
     PortedRowInput,
 )
+from services.messenger_gateway.ports import GatewayStore
 from services.messenger_gateway.routing import (
     NumberingPlan,
     PortedNumbersTable,
@@ -47,7 +48,6 @@ from services.messenger_gateway.routing import (
     build_router,
 )
 from services.messenger_gateway.service import GatewayService, GatewaySettings, PortedBatch
-from services.messenger_gateway.store import GatewayStore
 from tests.eventually import eventually
 from tests.messenger_gateway.fakes import (
     FAST_HASHER,
@@ -56,7 +56,6 @@ from tests.messenger_gateway.fakes import (
     FakeClock,
     RecordingSms,
     hang,
-    open_store,
     start_registry,
 )
 from tests.messenger_gateway.test_grpc import FRONTEND, Harness, running_gateway
@@ -166,13 +165,6 @@ async def batches(*groups: tuple[bool, list[PortedRowInput]]) -> AsyncIterator[P
 
 def row(line: int, phone: str, operator: str, ported_at: datetime | None) -> PortedRowInput:
     return PortedRowInput(line, phone, operator, ported_at)
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[GatewayStore]:
-    db, gateway_store = await open_store(tmp_path / "gw.db")
-    yield gateway_store
-    await db.close()
 
 
 @pytest.fixture

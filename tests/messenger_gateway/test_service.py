@@ -32,7 +32,7 @@ from services.messenger_gateway.domain import (
     WrongCode,
     WrongState,
 )
-from services.messenger_gateway.store import GatewayStore
+from services.messenger_gateway.ports import GatewayStore
 from tests.eventually import eventually
 from tests.messenger_gateway.fakes import (
     BEELINE_PHONE,
@@ -56,11 +56,6 @@ async def db_and_store(tmp_path: Path) -> AsyncIterator[tuple[Database, GatewayS
     db, store = await open_store(tmp_path / "gw.db")
     yield db, store
     await db.close()
-
-
-@pytest.fixture
-def store(db_and_store: tuple[Database, GatewayStore]) -> GatewayStore:
-    return db_and_store[1]
 
 
 # --- one-time codes --------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Fixtures for the notifier: a real server on port 0 over a temporary SQLite file."""
+"""Fixtures for the notifier: a real server on port 0 over a temporary store (SQLite file or
+PostgreSQL database)."""
 
 from __future__ import annotations
 
@@ -21,12 +22,32 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-async def start_notifier(tmp_path: Path, clock: FakeClock) -> AsyncIterator[Callable[..., Any]]:
-    """start_notifier(**env) -> Notifier; everything started is stopped at teardown."""
+async def start_notifier(
+    tmp_path: Path, clock: FakeClock, store_env: dict[str, str]
+) -> AsyncIterator[Callable[..., Any]]:
+    """start_notifier(**env) -> Notifier, on each engine (see tests/conftest.py); everything
+    started is stopped at teardown."""
+    async with _starter(tmp_path, clock, store_env) as start:
+        yield start
+
+
+@pytest.fixture
+async def start_replica(
+    tmp_path: Path, clock: FakeClock, postgres_url: str
+) -> AsyncIterator[Callable[..., Any]]:
+    """start_replica(**env) -> Notifier: each call another replica over one PostgreSQL store."""
+    async with _starter(tmp_path, clock, {"DATABASE_URL": postgres_url}) as start:
+        yield start
+
+
+@contextlib.asynccontextmanager
+async def _starter(
+    tmp_path: Path, clock: FakeClock, store_env: dict[str, str]
+) -> AsyncIterator[Callable[..., Any]]:
     stack = contextlib.AsyncExitStack()
 
     async def start(**overrides: str) -> Notifier:
-        cfg = config(tmp_path, **overrides)
+        cfg = config(tmp_path, **{**store_env, **overrides})
         server = GrpcServer(name="notifier", bind=cfg.server.bind, errors=ERRORS)
         service = await stack.enter_async_context(open_notifier(cfg, server, clock))
         port = await server.start()

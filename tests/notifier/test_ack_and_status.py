@@ -83,11 +83,12 @@ async def test_delivery_status_and_late_deliveries_follow_the_clock(notifier: No
     assert not s.HasField("oldest_unacked_published_at")
 
 
+@pytest.mark.sqlite_only
 async def test_acked_events_record_their_delivery_time(notifier: Notifier) -> None:
     await notifier.publish(event(), event())
     notifier.clock.advance(timedelta(minutes=7))
     await ack(notifier, 1)
-    with sqlite3.connect(notifier.config.db_path) as conn:
+    with sqlite3.connect(str(notifier.config.store.db_path)) as conn:
         rows = conn.execute("SELECT seq, acked_at FROM events ORDER BY seq").fetchall()
     assert rows[0] == (1, (T0 + timedelta(minutes=7)).isoformat(timespec="microseconds"))
     assert rows[1] == (2, None)

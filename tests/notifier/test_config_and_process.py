@@ -19,6 +19,7 @@ from idmesh.notifier.v1 import notifier_pb2, notifier_pb2_grpc
 from services.common.channels import open_channel
 from services.common.config import ConfigError, Env
 from services.common.identity import Caller, Kind
+from services.common.storage import Engine
 from services.notifier.config import NotifierConfig
 from tests.notifier.support import event
 
@@ -30,7 +31,8 @@ def test_defaults_follow_the_documented_values() -> None:
         Env({"IDMESH_DB_PATH": "/tmp/x.db", "IDMESH_INSECURE_DEV_MODE": "true"})
     )
     assert cfg.server.bind == "127.0.0.1:50060"
-    assert cfg.db_synchronous == "NORMAL"
+    assert cfg.store.db_synchronous == "NORMAL"
+    assert cfg.store.engine is Engine.SQLITE
     assert cfg.streams.buffer == 256
     assert cfg.streams.batch == 256
     assert cfg.streams.slow_consumer_seconds == 10
@@ -47,6 +49,7 @@ def test_defaults_follow_the_documented_values() -> None:
         ({}, "IDMESH_DB_PATH: required"),
         ({"IDMESH_RETENTION_DAYS": "6"}, "IDMESH_RETENTION_DAYS: must be at least 7"),
         ({"IDMESH_DB_SYNCHRONOUS": "sometimes"}, "IDMESH_DB_SYNCHRONOUS"),
+        ({"IDMESH_DATABASE_URL": "mysql://db/x"}, "IDMESH_DATABASE_URL: expected a postgresql"),
         ({"IDMESH_STREAM_BUFFER": "0"}, "IDMESH_STREAM_BUFFER"),
         ({"IDMESH_STREAM_BATCH": "0"}, "IDMESH_STREAM_BATCH"),
         ({"IDMESH_STREAM_BATCH": "1001"}, "IDMESH_STREAM_BATCH"),
@@ -59,6 +62,20 @@ def test_bad_configuration_names_the_variable(environ: dict[str, str], message: 
         base["IDMESH_DB_PATH"] = "/tmp/x.db"
     with pytest.raises(ConfigError, match=message):
         NotifierConfig.from_env(Env({**base, **environ}))
+
+
+def test_a_database_url_puts_the_store_on_postgresql_without_a_file() -> None:
+    cfg = NotifierConfig.from_env(
+        Env(
+            {
+                "IDMESH_DATABASE_URL": "postgresql://idmesh:secret@db:5432/notifier",
+                "IDMESH_INSECURE_DEV_MODE": "true",
+            }
+        )
+    )
+    assert cfg.store.engine is Engine.POSTGRESQL
+    assert cfg.store.db_path is None
+    assert "secret" not in cfg.store.describe()
 
 
 class Process:

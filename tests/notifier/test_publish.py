@@ -12,9 +12,8 @@ import pytest
 from idmesh.events.v1 import events_pb2
 from idmesh.notifier.v1 import notifier_pb2
 
-from services.common.db import Database
 from services.common.identity import Caller, Kind, Role
-from services.notifier.store import MIGRATIONS, NotifierStore
+from services.notifier.main import open_store
 from tests.notifier.support import Notifier, event, read_notices
 
 
@@ -31,14 +30,10 @@ async def test_published_events_are_durable_before_the_publish_returns(
     reply = await notifier.publish(*sent)
     assert (reply.accepted, reply.duplicates) == (3, 0)
 
-    # A fresh connection on the file (as after a crash) sees the committed events.
-    db = await Database.open(notifier.config.db_path, MIGRATIONS)
-    try:
-        store = NotifierStore(db)
+    # A fresh connection to the database (as after a crash) sees the committed events.
+    async with open_store(notifier.config.store) as store:
         alpha = await store.read_after("alpha", 0, 10)
         gamma = await store.read_after("gamma", 0, 10)
-    finally:
-        await db.close()
     assert [(e.seq, e.event.event_id) for e in alpha] == [
         (1, sent[0].event_id),
         (2, sent[1].event_id),

@@ -266,9 +266,9 @@ async def test_subscribe_cancel_cycles_leak_no_tasks_or_waiters(notifier: Notifi
     for n in range(1000):
         await cycle("alpha" if n % 2 else "beta")
     await eventually(lambda: notifier.service.stream_stats.active == 0)
+    # No more tasks than before (fewer is fine: the baseline may hold a connection's own).
     await eventually(lambda: len(asyncio.all_tasks()) <= baseline)
 
-    assert len(asyncio.all_tasks()) == baseline
     assert hub.waiter_count() == 0
     assert hub.watched_messengers() == []
     assert notifier.service.stream_stats.opened == 1002

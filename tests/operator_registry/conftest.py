@@ -1,4 +1,5 @@
-"""Fixtures for the registry's tests: a SQLite file per test, a settable clock, the service."""
+"""Fixtures for the registry's tests: a store per test on each engine (SQLite file, PostgreSQL
+schema: see tests/conftest.py), a settable clock, the service."""
 
 from __future__ import annotations
 
@@ -8,9 +9,14 @@ from pathlib import Path
 
 import pytest
 
+from services.common.config import Env
 from services.common.db import Database
+from services.common.storage import StoreSettings
+from services.operator_registry.main import open_store
+from services.operator_registry.ports import RegistryStore
 from services.operator_registry.service import RegistryService
-from services.operator_registry.store import MIGRATIONS, RegistryStore
+from services.operator_registry.store import MIGRATIONS, SqliteRegistryTx
+from services.operator_registry.store_pg import PgRegistryTx
 
 OPERATOR = "beeline"
 NUMBER = "+79031234567"
@@ -36,15 +42,28 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
+async def store(tmp_path: Path, store_env: dict[str, str]) -> AsyncIterator[RegistryStore]:
+    """The store on each engine (the SQLite file is registry.db under tmp_path)."""
+    environ = {f"IDMESH_{key}": value for key, value in store_env.items()}
+    settings = StoreSettings.from_env(
+        Env({"IDMESH_DB_PATH": str(tmp_path / "registry.db"), **environ})
+    )
+    async with open_store(settings) as opened:
+        yield opened
+
+
+@pytest.fixture
+async def db(tmp_path: Path, store: RegistryStore) -> AsyncIterator[Database]:
+    """Another connection to the SQLite store's file (for @pytest.mark.sqlite_only tests)."""
     database = await Database.open(tmp_path / "registry.db", MIGRATIONS)
     yield database
     await database.close()
 
 
 @pytest.fixture
-def store(db: Database) -> RegistryStore:
-    return RegistryStore(db)
+def tx_class(engine: str) -> type[SqliteRegistryTx | PgRegistryTx]:
+    """The engine's transaction class (to patch a statement in a test)."""
+    return SqliteRegistryTx if engine == "sqlite" else PgRegistryTx
 
 
 @pytest.fixture

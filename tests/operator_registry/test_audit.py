@@ -11,8 +11,8 @@ import pytest
 from services.common.db import Database
 from services.common.ratelimit import RateLimit, RateLimited
 from services.operator_registry.domain import AgreementRequired, AuditQuery
+from services.operator_registry.ports import RegistryStore
 from services.operator_registry.service import RegistryService
-from services.operator_registry.store import RegistryStore
 from tests.operator_registry.conftest import NUMBER, OPERATOR, FakeClock
 
 
@@ -51,6 +51,7 @@ async def test_every_verification_request_is_audited_with_its_outcome(
     assert [r.idempotency_key for r in records][-2:] == ["r1", "r1"]
 
 
+@pytest.mark.sqlite_only
 async def test_audit_records_cannot_be_changed(ready: RegistryService, db: Database) -> None:
     await ready.verify_subscriber("alpha", "r1", NUMBER, time_remaining=None)
     with pytest.raises(sqlite3.IntegrityError, match="append-only"):

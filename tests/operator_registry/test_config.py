@@ -21,13 +21,13 @@ REQUIRED = {
 def test_defaults() -> None:
     config = RegistryConfig.from_env(Env(REQUIRED))
     assert config.operator_id == "beeline"
-    assert config.db_path == Path("/tmp/reg.db")
+    assert config.store.db_path == Path("/tmp/reg.db")
     assert config.notifier_address == "127.0.0.1:50060"
     assert config.server.bind == "127.0.0.1:50051"
     assert config.seed_file is None
     assert config.relay_batch_size == 500
     assert config.relay_poll_seconds == 1.0
-    assert config.db_synchronous == "NORMAL"
+    assert config.store.db_synchronous == "NORMAL"
     assert config.verification_retention == timedelta(days=30)
 
 
@@ -47,7 +47,7 @@ def test_all_values_are_read(tmp_path: Path) -> None:
     assert config.server.bind == "0.0.0.0:6000"
     assert config.seed_file == seed
     assert (config.relay_batch_size, config.relay_poll_seconds) == (10, 0.25)
-    assert config.db_synchronous == "FULL"
+    assert config.store.db_synchronous == "FULL"
     assert config.verification_retention == timedelta(days=2)
 
 

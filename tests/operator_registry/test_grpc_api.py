@@ -20,8 +20,8 @@ from services.common.status import error_details
 from services.common.timeutil import from_timestamp
 from services.operator_registry.grpc_api import ERRORS
 from services.operator_registry.main import add_servicers
+from services.operator_registry.ports import RegistryStore, RegistryTx
 from services.operator_registry.service import RegistryService
-from services.operator_registry.store import RegistryStore, RegistryTx
 
 from .conftest import NUMBER, OPERATOR, OTHER_NUMBER, START, FakeClock
 
@@ -168,20 +168,20 @@ async def test_verify_with_malformed_input_is_invalid_argument_and_records_nothi
 
 
 async def test_verify_past_the_deadline_is_deadline_exceeded_and_records_nothing(
-    store: RegistryStore, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+    store: RegistryStore, clock: FakeClock, monkeypatch: pytest.MonkeyPatch, tx_class: Any
 ) -> None:
     # The server's clock jumps past the caller's deadline while the answer is prepared.
     monotonic = [0.0]
     service = RegistryService(
         store, operator_id=OPERATOR, clock=clock, monotonic=lambda: monotonic[0]
     )
-    written = RegistryTx.add_verification
+    written = tx_class.add_verification
 
-    def slow(self: RegistryTx, answer: Any) -> None:  # on the writer thread
-        written(self, answer)
+    async def slow(self: RegistryTx, answer: Any) -> None:
+        await written(self, answer)
         monotonic[0] += 1_000.0
 
-    monkeypatch.setattr(RegistryTx, "add_verification", slow)
+    monkeypatch.setattr(tx_class, "add_verification", slow)
     await service.register_messenger("alpha")
     await service.create_subscriber(NUMBER, "BEE-1")
     server = await start_server(service)

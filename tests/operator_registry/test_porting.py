@@ -31,9 +31,10 @@ from services.operator_registry.domain import (
     VerificationResult,
     decide_reassignment,
 )
+from services.operator_registry.ports import RegistryStore
 from services.operator_registry.relay import to_event
 from services.operator_registry.service import RegistryService
-from services.operator_registry.store import MIGRATIONS, RegistryStore
+from services.operator_registry.store import MIGRATIONS, SqliteRegistryStore
 
 from .conftest import NUMBER, OPERATOR, OTHER_NUMBER, START, FakeClock
 from .test_config import REQUIRED
@@ -164,8 +165,10 @@ async def test_a_ported_in_number_outside_our_ranges_gets_a_contract_and_a_new_c
     donor_db = await Database.open(tmp_path / "megafon.db", MIGRATIONS)
     recipient_db = await Database.open(tmp_path / "beeline.db", MIGRATIONS)
     try:
-        donor = RegistryService(RegistryStore(donor_db), operator_id="megafon", clock=clock)
-        recipient = RegistryService(RegistryStore(recipient_db), operator_id="beeline", clock=clock)
+        donor = RegistryService(SqliteRegistryStore(donor_db), operator_id="megafon", clock=clock)
+        recipient = RegistryService(
+            SqliteRegistryStore(recipient_db), operator_id="beeline", clock=clock
+        )
         for registry in (donor, recipient):
             await registry.register_messenger("alpha")
         await donor.create_subscriber(MEGAFON_RANGE_NUMBER, "MEG-1")

@@ -23,8 +23,8 @@ from services.operator_registry.domain import (
     Verification,
     VerificationResult,
 )
+from services.operator_registry.ports import RegistryStore, RegistryTx
 from services.operator_registry.service import RegistryService
-from services.operator_registry.store import RegistryStore, RegistryTx
 
 from .conftest import NUMBER, OTHER_NUMBER, PORTED_IN_NUMBER, START, FakeClock
 
@@ -209,7 +209,7 @@ async def test_deadline_already_passed_commits_nothing(
 
 
 async def test_deadline_passing_during_the_transaction_rolls_it_back(
-    store: RegistryStore, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+    store: RegistryStore, clock: FakeClock, monkeypatch: pytest.MonkeyPatch, tx_class: Any
 ) -> None:
     monotonic = [100.0]
     service = RegistryService(
@@ -217,13 +217,13 @@ async def test_deadline_passing_during_the_transaction_rolls_it_back(
     )
     await service.register_messenger("alpha")
     await service.create_subscriber(NUMBER, "BEE-1")
-    written = RegistryTx.add_verification
+    written = tx_class.add_verification
 
-    def slow(self: RegistryTx, answer: Any) -> None:  # on the writer thread
-        written(self, answer)  # the binding and the answer are written...
+    async def slow(self: RegistryTx, answer: Any) -> None:
+        await written(self, answer)  # the binding and the answer are written...
         monotonic[0] += 10.0  # ...but the caller's deadline passes before the commit
 
-    monkeypatch.setattr(RegistryTx, "add_verification", slow)
+    monkeypatch.setattr(tx_class, "add_verification", slow)
     with pytest.raises(DeadlinePassed):
         await verify(service, time_remaining=5.0)
     assert await recorded(store) == (0, 0)
@@ -249,7 +249,7 @@ async def test_concurrent_verifications_each_get_their_own_outcome(
 
 
 async def test_a_concurrent_verification_past_its_deadline_records_nothing_of_its_own(
-    store: RegistryStore, clock: FakeClock
+    store: RegistryStore, clock: FakeClock, tx_class: Any
 ) -> None:
     monotonic = [100.0]
     service = RegistryService(
@@ -258,15 +258,15 @@ async def test_a_concurrent_verification_past_its_deadline_records_nothing_of_it
     await service.register_messenger("alpha")
     await service.create_subscriber(NUMBER, "BEE-1")
     await service.create_subscriber(OTHER_NUMBER, "BEE-2")
-    written = RegistryTx.add_verification
+    written = tx_class.add_verification
 
-    def slow(self: RegistryTx, answer: Any) -> None:  # on the writer thread
-        written(self, answer)
+    async def slow(self: RegistryTx, answer: Any) -> None:
+        await written(self, answer)
         if answer.idempotency_key == "late":
             monotonic[0] += 10.0  # its deadline (5 s) passes before the commit
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(RegistryTx, "add_verification", slow)
+        patch.setattr(tx_class, "add_verification", slow)
         outcomes = await asyncio.gather(
             verify(service, idempotency_key="early", time_remaining=60.0),
             verify(service, idempotency_key="late", number=OTHER_NUMBER, time_remaining=5.0),
@@ -375,14 +375,14 @@ async def test_terminate_queues_one_notice_per_bound_messenger(
 
 
 async def test_terminate_changes_nothing_when_the_outbox_write_fails(
-    ready: RegistryService, monkeypatch: pytest.MonkeyPatch
+    ready: RegistryService, monkeypatch: pytest.MonkeyPatch, tx_class: Any
 ) -> None:
     await verify(ready)
 
-    def broken(self: RegistryTx, *args: Any) -> None:
+    async def broken(self: RegistryTx, *args: Any) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(RegistryTx, "add_notices", broken)
+    monkeypatch.setattr(tx_class, "add_notices", broken)
     with pytest.raises(OSError):
         await ready.terminate_contract(NUMBER)
     assert (await ready.get_subscriber(NUMBER)).contract.state is ContractState.ACTIVE

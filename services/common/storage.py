@@ -1,0 +1,110 @@
+"""Which engine a service keeps its state in, chosen once for every service:
+
+IDMESH_DATABASE_URL     postgresql://user:password@host:5432/database (or postgres://...): the
+                        service's stores on PostgreSQL (asyncpg pool), shared by its replicas;
+                        one database per service deployment. Unset: SQLite, as below.
+IDMESH_DB_PATH          the SQLite file (required without IDMESH_DATABASE_URL)
+IDMESH_DB_SYNCHRONOUS   SQLite synchronous: NORMAL (default), FULL, EXTRA or OFF
+IDMESH_DB_POOL_SIZE     PostgreSQL: connections per replica (default 10)
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+from services.common.config import ConfigError, Env
+from services.common.db import Database
+from services.common.pg import PgDatabase
+
+SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
+_POSTGRES_SCHEMES = ("postgresql", "postgres")
+
+
+class Row(Protocol):
+    """A result row by column name, whichever the engine (sqlite3.Row, asyncpg.Record)."""
+
+    def __getitem__(self, key: str, /) -> Any: ...
+
+
+class Engine(Enum):
+    SQLITE = "sqlite"
+    POSTGRESQL = "postgresql"
+
+
+@dataclass(frozen=True, slots=True)
+class StoreSettings:
+    """Where a service's state lives: a SQLite file, or a PostgreSQL database."""
+
+    db_path: Path | None = None  # SQLite; None with a database_url
+    db_synchronous: str = "NORMAL"
+    database_url: str | None = None  # PostgreSQL
+    pool_size: int = 10
+
+    def __post_init__(self) -> None:
+        if (self.db_path is None) == (self.database_url is None):
+            raise ValueError("StoreSettings: give exactly one of db_path and database_url")
+
+    @property
+    def engine(self) -> Engine:
+        return Engine.SQLITE if self.database_url is None else Engine.POSTGRESQL
+
+    @classmethod
+    def from_env(cls, env: Env) -> StoreSettings:
+        url = env.str("DATABASE_URL", "")
+        if url:
+            scheme = urlsplit(url).scheme
+            if scheme not in _POSTGRES_SCHEMES:
+                raise ConfigError(
+                    f"{env.name('DATABASE_URL')}: expected a postgresql://user:password@host/db "
+                    f"URL, got one starting {scheme!r}:// (unset it for SQLite)"
+                )
+            return cls(
+                db_path=None,
+                database_url=url,
+                pool_size=env.int("DB_POOL_SIZE", 10, minimum=1, maximum=1000),
+            )
+        synchronous = env.str("DB_SYNCHRONOUS", "NORMAL").upper()
+        if synchronous not in SYNCHRONOUS_MODES:
+            raise ConfigError(
+                f"{env.name('DB_SYNCHRONOUS')}: expected one of {', '.join(SYNCHRONOUS_MODES)}, "
+                f"got {synchronous!r}"
+            )
+        return cls(db_path=env.path("DB_PATH"), db_synchronous=synchronous)
+
+    def describe(self) -> str:
+        """For logs: the engine and where, without the URL's password."""
+        if self.database_url is None:
+            return f"sqlite:{self.db_path}"
+        parts = urlsplit(self.database_url)
+        host = parts.hostname or "local socket"
+        return f"postgresql:{host}{parts.path}"
+
+
+@asynccontextmanager
+async def open_database(
+    settings: StoreSettings,
+    service: str,
+    *,
+    sqlite: Sequence[str],
+    postgresql: Sequence[str],
+) -> AsyncIterator[Database | PgDatabase]:
+    """The service's database on the configured engine, migrated (each engine has its own
+    migrations); closed on exit."""
+    db: Database | PgDatabase
+    if settings.database_url is not None:
+        db = await PgDatabase.open(
+            settings.database_url, service, postgresql, max_size=settings.pool_size
+        )
+    else:
+        assert settings.db_path is not None
+        db = await Database.open(settings.db_path, sqlite, synchronous=settings.db_synchronous)
+    try:
+        yield db
+    finally:
+        await db.close()
