@@ -37,6 +37,7 @@ from services.common.config import Env, ServerSettings
 from services.common.db import Database
 from services.common.identity import Caller, Kind, Role
 from services.common.server import GrpcServer
+from services.common.storage import StoreSettings
 from services.common.timeutil import SystemClock, to_timestamp, utcnow
 from services.messenger_gateway.config import GatewayConfig
 from services.messenger_gateway.grpc_api import ERRORS as GATEWAY_ERRORS
@@ -49,7 +50,7 @@ from services.operator_registry.grpc_api import ERRORS as REGISTRY_ERRORS
 from services.operator_registry.main import add_servicers
 from services.operator_registry.service import RegistryService
 from services.operator_registry.store import MIGRATIONS as REGISTRY_MIGRATIONS
-from services.operator_registry.store import RegistryStore
+from services.operator_registry.store import SqliteRegistryStore
 from tests.messenger_gateway.fakes import free_port, outbox_code
 
 REPO = Path(__file__).resolve().parents[2]
@@ -291,7 +292,7 @@ async def _start_registry(path: Path, stack: contextlib.AsyncExitStack) -> tuple
     db_path = path / "registry.db"
     db = await Database.open(db_path, REGISTRY_MIGRATIONS)
     stack.push_async_callback(db.close)
-    service = RegistryService(RegistryStore(db), operator_id=OPERATOR, clock=SystemClock())
+    service = RegistryService(SqliteRegistryStore(db), operator_id=OPERATOR, clock=SystemClock())
     server = GrpcServer(name="operator_registry", bind="127.0.0.1:0", errors=REGISTRY_ERRORS)
     add_servicers(server, service)
     port = await server.start()
@@ -330,6 +331,7 @@ async def _start_gateway(
         ),
         messenger_id=MESSENGER,
         db_path=db_path,
+        store=StoreSettings(db_path=db_path),
         operators={OPERATOR: f"127.0.0.1:{registry_port}", "megafon": f"127.0.0.1:{free_port()}"},
         carriers={"Beeline": OPERATOR, "MegaFon": "megafon"},
         notifier_address=f"127.0.0.1:{free_port()}",  # see the module docstring
