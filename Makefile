@@ -26,7 +26,7 @@ help:
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,fast]'
 	@touch $(STAMP)
 
 venv: $(STAMP)
@@ -37,7 +37,7 @@ venv: $(STAMP)
 BENCH_STAMP := $(VENV)/.bench-installed-stamp
 
 $(BENCH_STAMP): $(STAMP) pyproject.toml
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,fast,bench]'
 	@touch $(BENCH_STAMP)
 
 bench: $(BENCH_STAMP)
@@ -88,4 +88,4 @@ fmt: $(STAMP)
 	$(VENV)/bin/ruff check --fix services tests tools bench
 
 clean:
-	rm -rf $(VENV) $(DATA) node_modules .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(DATA) node_modules .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -105,6 +105,8 @@ def prepare(config: BenchConfig, work_dir: Path) -> tuple[Mesh, topology.EchoMes
             GATEWAY_MIGRATIONS,
             seed.identified_rows(messenger, topology.SEEDED_OPERATOR, bound, now),
         )
+    if "policy" in config.scenarios:
+        seed.seed_policy(topology.db_path(mesh, "gateway-alpha"), config.policy_users, now)
     return mesh, echo, time.perf_counter() - started
 
 
@@ -127,6 +129,7 @@ async def run(config: BenchConfig, work_dir: Path) -> dict[str, Any]:
             "verify": scenarios.verify,
             "fanout": scenarios.fanout,
             "import": scenarios.bulk_import,
+            "policy": scenarios.policy,
         }
         for name, step in steps.items():
             if name not in config.scenarios:

@@ -7,7 +7,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-SCENARIOS: tuple[str, ...] = ("identification", "verify", "fanout", "import", "memory")
+SCENARIOS: tuple[str, ...] = (
+    "identification",
+    "verify",
+    "fanout",
+    "import",
+    "memory",
+    "policy",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +48,15 @@ class BenchConfig:
     # 5. a gateway holding this many pending verifications (its operator never answers)
     pending_verifications: int = 10_000
     pending_settle_seconds: float = 8.0
+    # 6. delivery policy: gateway-alpha holds `policy_users` identified users and their
+    # preferences (seeded with sqlite3); single CheckDelivery at `policy_levels` against the
+    # echo gateway, then CheckDeliveryBatch of `policy_batch` pairs at `policy_batch_concurrency`
+    policy_users: int = 1_000_000
+    policy_levels: tuple[int, ...] = (1, 16)
+    policy_seconds: float = 5.0
+    policy_batch: int = 1_000
+    policy_batch_concurrency: int = 2
+    policy_batch_seconds: float = 8.0
     scenarios: tuple[str, ...] = SCENARIOS
     # run py-spy against the services during each scenario (bench/results/profiles/)
     profile: bool = False
@@ -101,6 +117,11 @@ def smoke() -> BenchConfig:
         import_batch=200,
         pending_verifications=20,
         pending_settle_seconds=0.2,
+        policy_users=2_000,
+        policy_levels=(2,),
+        policy_seconds=0.3,
+        policy_batch=100,
+        policy_batch_seconds=0.3,
     )
 
 

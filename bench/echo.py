@@ -5,7 +5,8 @@
     IDMESH_ECHO_ROLE       registry   RegistryService.VerifySubscriber answers IDENTIFIED at once
                            gateway    GatewayService.StartIdentification answers at once;
                                       ConfirmPossession makes one VerifySubscriber call to the
-                                      echo registry (the real gateway's one hop) and answers
+                                      echo registry (the real gateway's one hop) and answers;
+                                      CheckDelivery(Batch) answers ALLOWED (for each pair) at once
                            raw        a bare grpc.aio server (no interceptors, default options,
                                       the same transport security) with the echo
                                       VerifySubscriber: the floor under the stack
@@ -36,7 +37,7 @@ from services.common.channels import open_channel
 from services.common.config import ConfigError, Env, ServerSettings, tls_from_env
 from services.common.identity import Caller, Kind
 from services.common.interceptors import ErrorTable
-from services.common.runner import run_main
+from services.common.runner import event_loop_name, run_loop, run_main
 from services.common.server import GrpcServer, service_name
 from services.common.timeutil import to_timestamp, utcnow
 from services.common.tls import TlsFiles
@@ -90,6 +91,12 @@ class EchoGateway(gateway_pb2_grpc.GatewayServiceServicer):
         self._template = gateway_pb2.Identification(
             operator_id="beeline", started_at=now, code_expires_at=now, attempts_left=5
         )
+        self._allowed = gateway_pb2.CheckDeliveryResponse(
+            allowed=True,
+            reason=gateway_pb2.DELIVERY_REASON_ALLOWED,
+            message="the message may be delivered",
+            version=1,
+        )
 
     def _identification(
         self, state: gateway_pb2.IdentificationState, **fields: Any
@@ -128,6 +135,18 @@ class EchoGateway(gateway_pb2_grpc.GatewayServiceServicer):
                 gateway_pb2.IDENTIFICATION_STATE_IDENTIFIED,
                 identification_id=request.identification_id,
             )
+        )
+
+    async def CheckDelivery(
+        self, request: gateway_pb2.CheckDeliveryRequest, context: Any
+    ) -> gateway_pb2.CheckDeliveryResponse:
+        return self._allowed
+
+    async def CheckDeliveryBatch(
+        self, request: gateway_pb2.CheckDeliveryBatchRequest, context: Any
+    ) -> gateway_pb2.CheckDeliveryBatchResponse:
+        return gateway_pb2.CheckDeliveryBatchResponse(
+            reasons=[gateway_pb2.DELIVERY_REASON_ALLOWED] * len(request.pairs), version=1
         )
 
 
@@ -184,7 +203,7 @@ async def serve_raw(bind: str, tls: TlsFiles | None) -> None:
 def main() -> None:
     env = Env()
     if env.str("ECHO_ROLE", "") == "raw":
-        asyncio.run(serve_raw(env.str("BIND"), tls_from_env(env)))
+        run_loop(serve_raw(env.str("BIND"), tls_from_env(env)), event_loop_name(env))
         return
     run_main("echo", EchoConfig.from_env, wiring, ERRORS)
 

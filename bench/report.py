@@ -23,6 +23,7 @@ END = "<!-- END GENERATED -->"
 FANOUT_EVENTS_TARGET = 5_000.0
 FANOUT_P99_TARGET_MS = 1_000.0
 GATEWAY_RSS_TARGET_MB = 150.0
+POLICY_DECISIONS_TARGET = 100_000.0
 
 
 def build(
@@ -242,6 +243,51 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
         )
     else:
         rows.append(_missing("gateway RSS with pending verifications", mem))
+    pol = s.get("policy", {})
+    if _ok(pol):
+        for level in pol["levels"]:
+            c, tr = level["concurrency"], level["throughput_ratio"]
+            rows.append(
+                _row(
+                    f"CheckDelivery c={c} ({pol['users']:,} users): throughput",
+                    level["mesh"]["throughput"],
+                    "calls/s",
+                    level["echo"]["throughput"],
+                    "echo, same stack",
+                    ">= 0.7x",
+                    _finite(tr) and tr >= 0.7,
+                    ratio=tr,
+                )
+            )
+        b = pol["batch"]
+        rate = b["mesh"]["decisions_per_second"]
+        per_cpu = b["mesh"].get("decisions_per_cpu_second")
+        rows.append(
+            _row(
+                f"CheckDeliveryBatch of {b['pairs_per_call']:,} pairs: decisions per second of "
+                "the gateway's own CPU",
+                per_cpu,
+                "decisions/CPU-s",
+                None,
+                "",
+                f">= {POLICY_DECISIONS_TARGET:,.0f}/s",
+                _finite(per_cpu) and per_cpu >= POLICY_DECISIONS_TARGET,
+            )
+        )
+        rows.append(
+            _row(
+                f"CheckDeliveryBatch of {b['pairs_per_call']:,} pairs, c="
+                f"{b['mesh']['concurrency']}",
+                rate,
+                "decisions/s",
+                b["echo"]["decisions_per_second"],
+                "echo, same stack",
+                f">= {POLICY_DECISIONS_TARGET:,.0f}/s",
+                _finite(rate) and rate >= POLICY_DECISIONS_TARGET,
+            )
+        )
+    else:
+        rows.append(_missing("delivery policy", pol))
     return rows
 
 
@@ -451,6 +497,47 @@ def markdown(result: dict[str, Any], png_name: str) -> str:
             f"{mem['window_seconds']:.0f} s window): {mem['pending_rss_mb']:.0f} MB "
             f"(peak {mem['pending_rss_peak_mb']:.0f} MB); SERVING again "
             f"{mem['seconds_to_serving_with_pending']:.1f} s after restart with them.",
+            "",
+        ]
+    pol = s.get("policy", {})
+    if _ok(pol):
+        lines += [f"### Delivery policy over {pol['users']:,} users with preferences", ""]
+        rows = []
+        for lv in pol["levels"]:
+            for kind in ("mesh", "echo"):
+                r = lv[kind]
+                rows.append(
+                    [
+                        f"CheckDelivery c={lv['concurrency']}",
+                        {"mesh": "gateway", "echo": "echo, same stack"}[kind],
+                        _num(r["throughput"]),
+                        _num(r["latency"]["p50_ms"], 2),
+                        _num(r["latency"]["p99_ms"], 2),
+                        str(r["errors"]),
+                        ", ".join(f"{_num(v, 3)}" for v in r["cpu_ms_per_op"].values()),
+                    ]
+                )
+        b = pol["batch"]
+        for kind in ("mesh", "echo"):
+            r = b[kind]
+            rows.append(
+                [
+                    f"CheckDeliveryBatch x{b['pairs_per_call']:,} c={r['concurrency']}",
+                    {"mesh": "gateway", "echo": "echo, same stack"}[kind],
+                    f"{_num(r['throughput'])} ({_num(r['decisions_per_second'], 0)} decisions)",
+                    _num(r["latency"]["p50_ms"], 2),
+                    _num(r["latency"]["p99_ms"], 2),
+                    str(r["errors"]),
+                    ", ".join(f"{_num(v, 3)}" for v in r["cpu_ms_per_op"].values()),
+                ]
+            )
+        lines += _md_table(
+            ["call", "server", "calls/s", "p50 ms", "p99 ms", "errors", "CPU ms per call"], rows
+        )
+        lines += [
+            "",
+            "Decisions seen (single calls): "
+            + ", ".join(f"{k} {v:,}" for k, v in pol["decisions_seen"].items()),
             "",
         ]
     profiles = result.get("profiles") or {}

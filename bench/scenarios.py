@@ -13,7 +13,7 @@ import math
 import random
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -257,6 +257,46 @@ async def identification(ctx: Context) -> dict[str, Any]:
     return {"status": "ok", "unit": "identifications/s", "levels": levels}
 
 
+async def compare_at_levels(
+    ctx: Context,
+    *,
+    label: str,
+    levels: Sequence[int],
+    seconds: float,
+    ops: Mapping[str, Callable[[int], Any]],
+    names: Mapping[str, Sequence[str]],
+) -> list[dict[str, Any]]:
+    """For each concurrency level, a closed loop of each op (the real server first, "mesh",
+    profiled when profiling is on), then its throughput and p99 ratios to "echo"."""
+    results = []
+    for concurrency in levels:
+        level: dict[str, Any] = {"concurrency": concurrency}
+        for kind, op in ops.items():
+            profile = (
+                ctx.profiling(f"{label}-c{concurrency}", names[kind])
+                if kind == "mesh"
+                else nullcontext()
+            )
+            with profile:
+                run, cpu = await measured(
+                    ctx,
+                    names[kind],
+                    closed_loop(
+                        op,
+                        concurrency=concurrency,
+                        duration=seconds,
+                        warmup=ctx.config.warmup_seconds,
+                    ),
+                )
+            level[kind] = level_result(run, cpu, names[kind])
+        level["throughput_ratio"] = ratio(level["mesh"]["throughput"], level["echo"]["throughput"])
+        level["p99_ratio"] = ratio(
+            level["mesh"]["latency"]["p99_ms"], level["echo"]["latency"]["p99_ms"]
+        )
+        results.append(level)
+    return results
+
+
 # --- 2. VerifySubscriber -------------------------------------------------------------------
 
 
@@ -294,34 +334,17 @@ async def verify(ctx: Context) -> dict[str, Any]:
 
         return op
 
-    levels = []
-    for concurrency in cfg.verify_levels:
-        level: dict[str, Any] = {"concurrency": concurrency}
-        for kind in ("mesh", "echo", "raw"):
-            profile = (
-                ctx.profiling(f"verify-c{concurrency}", names[kind])
-                if kind == "mesh"
-                else nullcontext()
-            )
-            with profile:
-                run, cpu = await measured(
-                    ctx,
-                    names[kind],
-                    closed_loop(
-                        make_op(stubs[kind]),
-                        concurrency=concurrency,
-                        duration=cfg.verify_seconds,
-                        warmup=cfg.warmup_seconds,
-                    ),
-                )
-            level[kind] = level_result(run, cpu, names[kind])
-        level["throughput_ratio"] = ratio(level["mesh"]["throughput"], level["echo"]["throughput"])
-        level["p99_ratio"] = ratio(
-            level["mesh"]["latency"]["p99_ms"], level["echo"]["latency"]["p99_ms"]
-        )
-        levels.append(level)
+    levels = await compare_at_levels(
+        ctx,
+        label="verify",
+        levels=cfg.verify_levels,
+        seconds=cfg.verify_seconds,
+        ops={kind: make_op(stub) for kind, stub in stubs.items()},
+        names=names,
+    )
+    for level in levels:
         _progress(
-            f"verify c={concurrency}: mesh {level['mesh']['throughput']:.0f}/s, "
+            f"verify c={level['concurrency']}: mesh {level['mesh']['throughput']:.0f}/s, "
             f"echo {level['echo']['throughput']:.0f}/s, raw {level['raw']['throughput']:.0f}/s"
         )
     return {
@@ -842,6 +865,165 @@ async def pending_memory(config: BenchConfig, work_dir: Path) -> dict[str, Any]:
         "cpu_seconds_total": cpu,
         "ratio": ratio(peak, idle or math.nan),
     }
+
+
+# --- 6. delivery policy --------------------------------------------------------------------
+
+CHECK_BATCH_METHOD = "/idmesh.gateway.v1.GatewayService/CheckDeliveryBatch"
+POLICY_KINDS = (
+    (gateway_pb2.MESSAGE_KIND_PERSONAL, 0.8),
+    (gateway_pb2.MESSAGE_KIND_AUTOMATED, 0.15),
+    (gateway_pb2.MESSAGE_KIND_STATE_MAILING, 0.05),
+)
+
+
+def _policy_pairs(rng: random.Random, users: int, count: int) -> list[gateway_pb2.DeliveryPair]:
+    """Random pairs of the seeded users; one in fifty names a user who is not there."""
+    kinds = [k for k, _ in POLICY_KINDS]
+    weights = [w for _, w in POLICY_KINDS]
+    pairs = []
+    for kind in rng.choices(kinds, weights, k=count):
+        sender, recipient = rng.randrange(users), rng.randrange(users)
+        if rng.random() < 0.1:  # user 3k refuses user 3k+1 (bench.seed.policy_preferences)
+            recipient = rng.randrange(max(1, users // 3 - 1)) * 3
+            sender = recipient + 1
+        unknown = rng.random() < 0.02
+        pairs.append(
+            gateway_pb2.DeliveryPair(
+                sender_id=seed.policy_user(sender),
+                recipient_id="nobody" if unknown else seed.policy_user(recipient),
+                kind=kind,
+            )
+        )
+    return pairs
+
+
+async def policy(ctx: Context) -> dict[str, Any]:
+    """Single CheckDelivery against the echo gateway's (same stack, answers at once), then
+    batches of policy_batch pairs, over policy_users identified users with preferences."""
+    cfg = ctx.config
+    frontend = Caller(Kind.MESSENGER, "alpha", Role.FRONTEND)
+    real_channel = ctx.channel(ctx.mesh.address("gateway-alpha"), frontend)
+    echo_channel = ctx.channel(ctx.echo.address("echo-gateway"), frontend)
+    stubs = {
+        "mesh": gateway_pb2_grpc.GatewayServiceStub(real_channel),
+        "echo": gateway_pb2_grpc.GatewayServiceStub(echo_channel),
+    }
+    names = {"mesh": ("gateway-alpha",), "echo": ("echo-gateway",)}
+    rng = random.Random(149)
+    singles = [
+        gateway_pb2.CheckDeliveryRequest(
+            sender_id=p.sender_id, recipient_id=p.recipient_id, kind=p.kind
+        )
+        for p in _policy_pairs(rng, cfg.policy_users, 10_000)
+    ]
+    seen: dict[int, int] = {}
+
+    def single_op(stub: gateway_pb2_grpc.GatewayServiceStub, count: bool) -> Callable[[int], Any]:
+        async def op(i: int) -> None:
+            reply = await stub.CheckDelivery(singles[i % len(singles)], timeout=CALL_TIMEOUT)
+            if count:
+                seen[reply.reason] = seen.get(reply.reason, 0) + 1
+
+        return op
+
+    levels = await compare_at_levels(
+        ctx,
+        label="policy",
+        levels=cfg.policy_levels,
+        seconds=cfg.policy_seconds,
+        ops={kind: single_op(stub, kind == "mesh") for kind, stub in stubs.items()},
+        names=names,
+    )
+    for level in levels:
+        _progress(
+            f"CheckDelivery c={level['concurrency']}: gateway "
+            f"{level['mesh']['throughput']:.0f}/s, echo {level['echo']['throughput']:.0f}/s"
+        )
+    _check_decisions(seen)
+
+    # Batches: serialised before the clock starts (the client's CPU is the same machine's).
+    batch_bodies = [
+        gateway_pb2.CheckDeliveryBatchRequest(
+            pairs=_policy_pairs(rng, cfg.policy_users, cfg.policy_batch)
+        ).SerializeToString()
+        for _ in range(32)
+    ]
+    batch_seen: dict[int, int] = {}
+    batch: dict[str, Any] = {"pairs_per_call": cfg.policy_batch}
+    for kind, channel in (("mesh", real_channel), ("echo", echo_channel)):
+        call = channel.unary_unary(
+            CHECK_BATCH_METHOD,
+            request_serializer=None,
+            response_deserializer=gateway_pb2.CheckDeliveryBatchResponse.FromString,
+        )
+
+        def batch_op(
+            call: Any = call, count: bool = kind == "mesh"
+        ) -> Callable[[int], Awaitable[None]]:
+            async def op(i: int) -> None:
+                reply = await call(batch_bodies[i % len(batch_bodies)], timeout=CALL_TIMEOUT)
+                if len(reply.reasons) != cfg.policy_batch:
+                    raise BenchFailure(f"a batch answered {len(reply.reasons)} decisions")
+                if count and i % 8 == 0:
+                    for reason in reply.reasons:
+                        batch_seen[reason] = batch_seen.get(reason, 0) + 1
+
+            return op
+
+        with ctx.profiling("policy-batch", names[kind]) if kind == "mesh" else nullcontext():
+            run, cpu = await measured(
+                ctx,
+                names[kind],
+                closed_loop(
+                    batch_op(),
+                    concurrency=cfg.policy_batch_concurrency,
+                    duration=cfg.policy_batch_seconds,
+                    warmup=cfg.warmup_seconds,
+                ),
+            )
+        result = level_result(run, cpu, names[kind])
+        result["decisions_per_second"] = round(run.throughput * cfg.policy_batch, 1)
+        # capacity: decisions per second of the server's own CPU (on a shared machine the
+        # server gets what the scheduler gives it; this is what one core would do)
+        cpu_ms = sum(result["cpu_ms_per_op"].values())
+        result["decisions_per_cpu_second"] = (
+            round(cfg.policy_batch * 1000 / cpu_ms, 1) if cpu_ms else math.nan
+        )
+        batch[kind] = result
+    _check_decisions(batch_seen)
+    batch["ratio"] = ratio(
+        batch["mesh"]["decisions_per_second"], batch["echo"]["decisions_per_second"]
+    )
+    _progress(
+        f"CheckDeliveryBatch x{cfg.policy_batch}: gateway "
+        f"{batch['mesh']['decisions_per_second']:,.0f} decisions/s "
+        f"({batch['mesh']['decisions_per_cpu_second']:,.0f} per CPU-second), echo "
+        f"{batch['echo']['decisions_per_second']:,.0f}/s"
+    )
+    return {
+        "status": "ok",
+        "users": cfg.policy_users,
+        "levels": levels,
+        "batch": batch,
+        "decisions_seen": {
+            gateway_pb2.DeliveryReason.Name(r): n for r, n in sorted({**seen}.items())
+        },
+        "batch_decisions_sampled": {
+            gateway_pb2.DeliveryReason.Name(r): n for r, n in sorted(batch_seen.items())
+        },
+    }
+
+
+def _check_decisions(seen: dict[int, int]) -> None:
+    """The seeded preferences must show: allowed and refused answers both, else the seed or
+    the gateway's index is wrong (every sender unknown, say)."""
+    allowed = seen.get(gateway_pb2.DELIVERY_REASON_ALLOWED, 0)
+    refused = sum(n for r, n in seen.items() if r != gateway_pb2.DELIVERY_REASON_ALLOWED)
+    not_identified = seen.get(gateway_pb2.DELIVERY_REASON_SENDER_NOT_IDENTIFIED, 0)
+    if not allowed or not refused or not_identified:
+        named = {gateway_pb2.DeliveryReason.Name(r): n for r, n in seen.items()}
+        raise BenchFailure(f"unexpected decisions over the seeded users: {named}")
 
 
 def _count(path: Path, sql: str) -> int:

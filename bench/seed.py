@@ -175,3 +175,94 @@ def verifying_rows(
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+# --- the delivery policy's users -----------------------------------------------------------
+
+
+def policy_user(i: int) -> str:
+    return f"pu-{i}"
+
+
+def policy_number(i: int) -> str:
+    """User i of the policy scenario: +7 905 0000000 + i (a Beeline range)."""
+    return f"+7905{i:07d}"
+
+
+def seed_policy(path: Path, users: int, now: datetime) -> None:
+    """`users` IDENTIFIED users of the gateway at `path` (seeded already: this adds to it) and
+    their preferences, by the rules of policy_preferences. Like a restored backup, the rows
+    are not in the policy change log (its triggers are dropped for the insert and recreated):
+    a gateway loads them from the tables at start, and logs every change after."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    at = to_iso(now - timedelta(days=1))
+    try:
+        conn.execute("PRAGMA synchronous=OFF")
+        conn.execute("PRAGMA cache_size=-200000")
+        conn.execute("BEGIN")
+        triggers = conn.execute(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' "
+            "AND tbl_name = 'identifications'"
+        ).fetchall()
+        for name, _ in triggers:
+            conn.execute(f"DROP TRIGGER {name}")
+        conn.executemany(
+            f"INSERT INTO identifications ({', '.join(IDENTIFICATION_COLUMNS)}) "
+            f"VALUES ({', '.join('?' * len(IDENTIFICATION_COLUMNS))})",
+            (
+                (
+                    f"pol-{i}",
+                    policy_user(i),
+                    policy_number(i),
+                    "IDENTIFIED",
+                    "UNSPECIFIED",
+                    "beeline",
+                    at,
+                    at,
+                    5,
+                    f"pol-req-{i}",
+                    at,
+                    f"pol-code-{i}",
+                    at,
+                )
+                for i in range(users)
+            ),
+        )
+        rules, policies, consents = policy_preferences(users)
+        conn.executemany(
+            "INSERT INTO policy_sender_rules (recipient_id, sender_id, rule, updated_at) "
+            "VALUES (?, ?, ?, ?)",
+            ((r, s, rule, at) for r, s, rule in rules),
+        )
+        conn.executemany(
+            "INSERT INTO policy_unaccepted (user_id, policy, updated_at) VALUES (?, ?, ?)",
+            ((u, p, at) for u, p in policies),
+        )
+        conn.executemany(
+            "INSERT INTO policy_automated_consents "
+            "(recipient_id, sender_id, granted, granted_at, updated_at) VALUES (?, ?, 1, ?, ?)",
+            ((r, s, at, at) for r, s in consents),
+        )
+        for _, sql in triggers:
+            conn.execute(sql)
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+
+
+def policy_preferences(
+    users: int,
+) -> tuple[Iterator[tuple[str, str, str]], Iterator[tuple[str, str]], Iterator[tuple[str, str]]]:
+    """Each user i refuses user i+1 (i % 3 == 0) or accepts user i+2 (i % 3 == 1); one in ten
+    refuses senders not accepted; one in five consents to user i+3's automated messages."""
+    u = policy_user
+    rules = (
+        (u(i), u((i + 1) % users), "REFUSED")
+        if i % 3 == 0
+        else (u(i), u((i + 2) % users), "ACCEPTED")
+        for i in range(users)
+        if i % 3 != 2
+    )
+    policies = ((u(i), "REFUSE") for i in range(0, users, 10))
+    consents = ((u(i), u((i + 3) % users)) for i in range(0, users, 5))
+    return rules, policies, consents

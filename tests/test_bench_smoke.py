@@ -73,7 +73,15 @@ def test_smoke_run_reports_every_scenario(smoke_result: dict[str, object]) -> No
         "verify",
         "fanout",
         "import",
+        "policy",
     }
+    policy = scenarios["policy"]
+    for level in policy["levels"]:
+        for kind in ("mesh", "echo"):
+            assert RUN_KEYS <= set(level[kind]) and level[kind]["errors"] == 0
+    assert policy["batch"]["mesh"]["errors"] == 0
+    assert policy["batch"]["mesh"]["decisions_per_second"] > 0
+    assert "DELIVERY_REASON_ALLOWED" in policy["decisions_seen"]
 
 
 @pytest.mark.mesh
@@ -83,7 +91,14 @@ def test_smoke_run_has_a_target_row_per_figure(smoke_result: dict[str, object]) 
     for row in targets:
         assert {"name", "value", "baseline", "ratio", "target", "met", "status"} <= set(row)
     names = " ".join(row["name"] for row in targets)
-    for figure in ("identification", "VerifySubscriber", "fan-out", "bulk import", "gateway RSS"):
+    for figure in (
+        "identification",
+        "VerifySubscriber",
+        "fan-out",
+        "bulk import",
+        "gateway RSS",
+        "CheckDelivery",
+    ):
         assert figure in names
     assert "figure" in report.text_table(smoke_result)
 
@@ -93,7 +108,6 @@ def test_smoke_result_renders_the_docs(smoke_result: dict[str, object], tmp_path
     text = report.markdown(smoke_result, "benchmarks.png")
     assert text.startswith(report.BEGIN) and text.rstrip().endswith(report.END)
     assert "| figure |" in text
-    pytest.importorskip("matplotlib")  # the plot needs the bench extra (make bench installs it)
     md, png = report.write_docs(smoke_result, tmp_path)
     assert png.stat().st_size > 0
     assert report.BEGIN in md.read_text()

@@ -19,14 +19,14 @@ import sys
 
 import grpc
 
-from services.cli import gateway, identify, notifier, ops, pki, registry
+from services.cli import gateway, identify, notifier, ops, pki, policy, registry
 from services.cli.command import Group, common_options
 from services.cli.connection import CliError
 from services.cli.output import rpc_error_line
 
 __all__ = ["GROUPS", "CliError", "build_parser", "main"]
 
-GROUPS: tuple[Group, ...] = (ops, pki, identify, registry, notifier, gateway)
+GROUPS: tuple[Group, ...] = (ops, pki, identify, registry, notifier, gateway, policy)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -47,10 +47,11 @@ async def cmd_watch(args: argparse.Namespace) -> int:
                 if item.HasField("progress") and not args.progress:
                     continue
                 last = time.monotonic()
-                shown.append(as_dict(item))
-                if not args.json:
-                    print_human(shown[-1])
-                    print("---", flush=True)
+                for entry in _entries(item)[: args.limit - len(shown) if args.limit else None]:
+                    shown.append(entry)
+                    if not args.json:
+                        print_human(entry)
+                        print("---", flush=True)
             call.cancel()
     except asyncio.CancelledError:  # Ctrl-C: what was shown is still one complete document
         if args.json:
@@ -66,6 +67,13 @@ async def cmd_watch(args: argparse.Namespace) -> int:
         )
         return 1 if args.limit else 0
     return 0
+
+
+def _entries(item: notifier_pb2.SubscribeResponse) -> list[dict[str, Any]]:
+    """One shown item per notice (a stream message carries several) or progress mark."""
+    if item.HasField("progress"):
+        return [{"progress": as_dict(item.progress)}]
+    return [{"notice": as_dict(notice)} for notice in item.notices]
 
 
 def _say_if_waiting(args: argparse.Namespace, status: Any) -> None:
@@ -128,7 +136,7 @@ def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
         "--limit",
         type=bounded_int(0, UINT64_MAX),
         default=0,
-        help="stop after this many items (default 0: no limit)",
+        help="stop after this many items: notices and progress marks (default 0: no limit)",
     )
     p.add_argument(
         "--timeout",

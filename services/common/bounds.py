@@ -43,6 +43,10 @@ MAX_CHARS: Mapping[str, int] = {
     "event_id": 64,
     "event_ids": 64,  # each item of RetryParkedNoticesRequest.event_ids
     "identification_code": 256,
+    "sender_id": 128,
+    "recipient_id": 128,
+    "order_id": 64,
+    "LiftRestrictionOrderRequest.reason": 500,
     # Rows of a bulk import: a malformed value is reported as that row's error (with its line),
     # so a row's fields may be longer than a valid value, up to these.
     "SubscriberRow.phone_number": 256,
@@ -58,6 +62,7 @@ MAX_ITEMS: Mapping[str, int] = {
     "rows": 10_000,
     "events": 1_000,
     "event_ids": 1_000,
+    "pairs": 10_000,
 }
 
 

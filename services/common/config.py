@@ -165,8 +165,11 @@ INSECURE_SWITCH = "INSECURE_DEV_MODE"
 class LimiterSettings:
     """Load shedding (services.common.overload): the adaptive bound on unary calls in flight."""
 
-    initial: int = 64
-    minimum: int = 16  # never below: a short spike must not starve a healthy service
+    initial: int = 128
+    # never below: group commit (VerifySubscriber) gains from concurrency, and its latency rises
+    # with it, which the gradient would read as queueing; 64 calls in flight is still a bounded
+    # wait at any useful capacity (64 / 300 calls/s = 0.2 s)
+    minimum: int = 64
     maximum: int = 1024
     tolerance: float = 2.0  # latency may reach this multiple of its long-run average
     smoothing: float = 0.2

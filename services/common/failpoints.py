@@ -12,9 +12,10 @@ An action is ``crash`` (the default) or ``sleep(MS)``, optionally prefixed by a 
 ``P%`` (0 < P <= 100). A crash does not clean up, flush or reply: it calls ``os._exit(137)``,
 which is what ``kill -9`` at that instant would leave behind (it prints one JSON line
 ``failpoint.crash`` on stderr first). A sleep (after a ``failpoint.sleep`` line on stderr)
-blocks the calling thread: on the database's
-writer thread it holds the transaction open; in a coroutine it stalls the whole event loop at
-exactly that point, like a SIGSTOP landing there.
+pauses the code there: ``failpoint(name)``, on the database's writer thread, blocks that thread
+with the transaction open; ``await async_failpoint(name)``, in a coroutine, pauses only that
+coroutine while the rest of the process goes on (so a window is stretched: a notice can be
+applied while a verification holds an answer it has not recorded).
 
 The variable is read once, when this module is imported (a service's start); a bad value
 stops the service with a message naming the variable. Unarmed (always, outside fault tests) a
@@ -25,6 +26,7 @@ them for people. ``CATALOGUE`` below is the list, and a test checks that every
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import re
@@ -32,6 +34,7 @@ import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import NoReturn
 
 ENV = "IDMESH_FAILPOINTS"
 
@@ -61,8 +64,8 @@ CATALOGUE: Mapping[str, str] = {
         "a Publish batch is committed, the acknowledgement not sent: the relay sends it again"
     ),
     "notifier.stream.after_send": (
-        "a notice was handed to a Subscribe stream, the gateway has not acknowledged it: it is "
-        "streamed again after the restart"
+        "a message of notices was handed to a Subscribe stream, the gateway has not acknowledged "
+        "them: they are streamed again after the restart"
     ),
     "notifier.ack.before_commit": (
         "an Ack is written but not committed: the gateway acknowledges again"
@@ -75,9 +78,13 @@ CATALOGUE: Mapping[str, str] = {
         "the operator's answer was received, not yet recorded: the restarted gateway asks again "
         "with the same request id"
     ),
+    "gateway.notice.before_commit": (
+        "a stream message's notices are written (inbox, revocations, cursor) but not committed: "
+        "nothing of the batch survives, and the restarted gateway applies it all from its cursor"
+    ),
     "gateway.notice.after_apply": (
-        "a notice is applied (inbox, revocations, cursor committed), not yet acknowledged to "
-        "the notifier: it is streamed again and must change nothing"
+        "a stream message's notices are applied (inbox, revocations, cursor committed), not yet "
+        "acknowledged to the notifier: they are streamed again and must change nothing"
     ),
 }
 
@@ -94,15 +101,31 @@ class Action:
     sleep_ms: int | None = None  # None: crash
     probability: float = 1.0
 
+    def _acts(self) -> bool:
+        return self.probability >= 1.0 or random.random() < self.probability
+
     def fire(self, name: str) -> None:
-        if self.probability < 1.0 and random.random() >= self.probability:
+        if not self._acts():
             return
         if self.sleep_ms is not None:
             _say("failpoint.sleep", name)
             time.sleep(self.sleep_ms / 1000)
             return
-        _say("failpoint.crash", name)
-        os._exit(137)
+        _crash(name)
+
+    async def fire_async(self, name: str) -> None:
+        if not self._acts():
+            return
+        if self.sleep_ms is not None:
+            _say("failpoint.sleep", name)
+            await asyncio.sleep(self.sleep_ms / 1000)
+            return
+        _crash(name)
+
+
+def _crash(name: str) -> NoReturn:
+    _say("failpoint.crash", name)
+    os._exit(137)
 
 
 def _say(event: str, name: str) -> None:
@@ -159,3 +182,12 @@ def failpoint(name: str) -> None:
     action = _armed.get(name)
     if action is not None:
         action.fire(name)
+
+
+async def async_failpoint(name: str) -> None:
+    """failpoint() in a coroutine: a sleep pauses only this coroutine while the rest of the
+    process goes on (gofail's sleep in a goroutine), which is what stretches a window; a crash
+    is the same. Unarmed: one dict lookup and a coroutine that returns at once."""
+    action = _armed.get(name)
+    if action is not None:
+        await action.fire_async(name)

@@ -85,11 +85,12 @@ def metadata_identity(context: grpc.aio.ServicerContext[Any, Any]) -> Caller | N
     return None
 
 
-def _metadata_value(details: grpc.HandlerCallDetails, key: str) -> str | None:
-    for k, v in details.invocation_metadata or ():
-        if k == key:
-            return str(v)
-    return None
+def _request_id(context: grpc.aio.ServicerContext[Any, Any]) -> str:
+    """The caller's request id if it sent a well-formed one, else a new one."""
+    for key, value in context.invocation_metadata() or ():
+        if key == REQUEST_ID_METADATA_KEY:
+            return accept_request_id(str(value))
+    return accept_request_id(None)
 
 
 class ServerInterceptor(grpc.aio.ServerInterceptor):
@@ -102,6 +103,8 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         self._errors = errors
         self._identity = identity
         self._limiter = limiter
+        # method -> (the servicer's handler, its wrapped handler)
+        self._handlers: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     async def intercept_service(
         self,
@@ -111,28 +114,33 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
+        # The wrapped handler is built once per method (the request id is read per call, from
+        # the call's metadata): the common path allocates no handler and no closure.
         method = handler_call_details.method
-        request_id = accept_request_id(
-            _metadata_value(handler_call_details, REQUEST_ID_METADATA_KEY)
-        )
+        cached = self._handlers.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = self._wrap_handler(handler, method)
+        self._handlers[method] = (handler, wrapped)
+        return wrapped
+
+    def _wrap_handler(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
         if handler.unary_unary:
             limiter = self._limiter if self._limiter is not None and limited(method) else None
             return grpc.unary_unary_rpc_method_handler(
-                self._wrap_unary(
-                    handler.unary_unary, method, request_id, streaming=False, limiter=limiter
-                ),
+                self._wrap_unary(handler.unary_unary, method, streaming=False, limiter=limiter),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.stream_unary:
             return grpc.stream_unary_rpc_method_handler(
-                self._wrap_unary(handler.stream_unary, method, request_id, streaming=True),
+                self._wrap_unary(handler.stream_unary, method, streaming=True),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(
-                self._wrap_stream(handler.unary_stream, method, request_id),
+                self._wrap_stream(handler.unary_stream, method),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
@@ -184,7 +192,6 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         self,
         behavior: Callable[..., Awaitable[Any]],
         method: str,
-        request_id: str,
         *,
         streaming: bool,
         limiter: ConcurrencyLimiter | None = None,
@@ -195,6 +202,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
             started = time.perf_counter()
             code = grpc.StatusCode.OK
             admitted = False
+            request_id = _request_id(context)
             try:
                 self._enter(context, method, request_id)
                 if limiter is not None:
@@ -224,13 +232,14 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         return wrapped
 
     def _wrap_stream(
-        self, behavior: Callable[..., AsyncIterator[Any]], method: str, request_id: str
+        self, behavior: Callable[..., AsyncIterator[Any]], method: str
     ) -> Callable[..., AsyncIterator[Any]]:
         async def wrapped(
             request: Any, context: grpc.aio.ServicerContext[Any, Any]
         ) -> AsyncIterator[Any]:
             started = time.perf_counter()
             code = grpc.StatusCode.OK
+            request_id = _request_id(context)
             try:
                 self._enter(context, method, request_id)
                 check_bounds(request)

@@ -6,6 +6,10 @@ keys are dropped, and phone numbers are masked: whole under a phone key (`phone`
 `phone_number`, ...), and in any other text by a pattern of the Russian number forms that
 cannot match inside an id. Ids (`request_id`, `trace_id`, `event_id`, any `*_id`) are never
 changed, so a log can be searched for them.
+
+Every RPC writes a line (the server interceptor's canonical one), so the JSON path is kept cheap:
+the line is serialized once by orjson and written as bytes (structlog's BytesLogger, one write
+and flush per line), and the timestamp is formatted from a per-second cache.
 """
 
 from __future__ import annotations
@@ -13,9 +17,11 @@ from __future__ import annotations
 import logging
 import re
 import sys
+import time
 from collections.abc import MutableMapping
 from typing import Any
 
+import orjson
 import structlog
 
 from services.common.phone import mask
@@ -73,12 +79,47 @@ def _redact(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMap
     return event_dict
 
 
+class _Timestamper:
+    """event_dict["timestamp"]: now in UTC, ISO 8601 with microseconds and Z, as structlog's
+    TimeStamper(fmt="iso", utc=True) writes it, with the date and time of day formatted once a
+    second."""
+
+    __slots__ = ("_prefix", "_second")
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+
+    def __call__(
+        self, _: Any, __: str, event_dict: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
+        now = time.time()
+        second = int(now)
+        if second != self._second:
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._second = second
+        event_dict["timestamp"] = f"{self._prefix}.{int((now - second) * 1e6):06d}Z"
+        return event_dict
+
+
+def _orjson_dumps(value: Any, **kwargs: Any) -> bytes:
+    # non-str keys (an int key in a logged dict) are written as strings, as json.dumps does
+    return orjson.dumps(value, default=kwargs.get("default"), option=orjson.OPT_NON_STR_KEYS)
+
+
 def configure_logging(service: str, *, level: str = "info", json: bool | None = None) -> None:
     """Configure structlog and the stdlib root logger once per process."""
     use_json = (not sys.stderr.isatty()) if json is None else json
-    renderer: Any = (
-        structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer()
-    )
+    renderer: Any
+    factory: Any
+    if use_json and hasattr(sys.stderr, "buffer"):
+        renderer = structlog.processors.JSONRenderer(serializer=_orjson_dumps)
+        factory = structlog.BytesLoggerFactory(file=sys.stderr.buffer)
+    else:  # a console (or a stderr without a byte buffer: stdlib json, text)
+        renderer = (
+            structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer()
+        )
+        factory = structlog.PrintLoggerFactory(file=sys.stderr)
     numeric = logging.getLevelNamesMapping().get(level.upper())
     if numeric is None:
         raise ValueError(f"unknown log level {level!r}")
@@ -86,13 +127,13 @@ def configure_logging(service: str, *, level: str = "info", json: bool | None = 
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            _Timestamper(),
             structlog.processors.format_exc_info,
             _redact,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=factory,
         cache_logger_on_first_use=True,
     )
     structlog.contextvars.clear_contextvars()

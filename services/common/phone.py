@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 
 import phonenumbers
@@ -62,8 +63,12 @@ def parse_mobile(raw: str, *, region: str = DEFAULT_REGION) -> str:
     return e164
 
 
+@functools.lru_cache(maxsize=4096)
 def require_e164(raw: str) -> str:
-    """Accept only an already-normalised E.164 number (the wire form between services)."""
+    """Accept only an already-normalised E.164 number (the wire form between services).
+
+    Cached (a refusal is not): a termination's events carry one number once per messenger, and
+    the notifier checks every event of a Publish batch; parsing is most of that check's cost."""
     if not _E164.match(raw or ""):
         raise InvalidPhoneNumber(
             f"phone_number {quote(mask(raw or ''))} is not in E.164 form (+ and 7 to 15 digits), "

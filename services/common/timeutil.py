@@ -1,4 +1,9 @@
-"""Time: an injectable clock (UTC, aware datetimes) and protobuf Timestamp/Duration conversion."""
+"""Time: an injectable clock (UTC, aware datetimes) and protobuf Timestamp/Duration conversion.
+
+A Timestamp from a request is checked here (from_timestamp): a value outside what a Timestamp
+may hold (nanos outside 0..999,999,999, seconds outside years 1..9999 UTC) is the caller's
+InvalidInput naming the field, never a ValueError deep in a handler.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,13 @@ from typing import Protocol
 
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
+
+from services.common.errors import InvalidInput
+
+# The range of google.protobuf.Timestamp (timestamp.proto): 0001-01-01T00:00:00Z to
+# 9999-12-31T23:59:59.999999999Z; also the range of a Python datetime.
+MIN_TIMESTAMP_SECONDS = -62_135_596_800
+MAX_TIMESTAMP_SECONDS = 253_402_300_799
 
 
 class Clock(Protocol):
@@ -30,7 +42,16 @@ def to_timestamp(value: datetime | None) -> Timestamp | None:
     return ts
 
 
-def from_timestamp(ts: Timestamp) -> datetime:
+def from_timestamp(ts: Timestamp, *, field: str = "timestamp") -> datetime:
+    """The aware UTC datetime of ts; InvalidInput naming `field` when ts is out of range."""
+    if not (
+        0 <= ts.nanos < 1_000_000_000
+        and MIN_TIMESTAMP_SECONDS <= ts.seconds <= MAX_TIMESTAMP_SECONDS
+    ):
+        raise InvalidInput(
+            f"{field} is not a valid time (seconds {ts.seconds}, nanos {ts.nanos}): give a time "
+            "between years 1 and 9999 UTC, with nanos from 0 to 999999999"
+        )
     return ts.ToDatetime(tzinfo=UTC)
 
 

@@ -8,6 +8,7 @@ expired one before any RPC), and the caller's identity is the certificate's URI 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -111,4 +112,11 @@ def tls_identity(context: grpc.aio.ServicerContext[Any, Any]) -> Caller | None:
         raise Unauthenticated(
             "the client certificate carries no idmesh identity (URI SAN spiffe://idmesh.local/...)"
         )
-    return parse_identity(values[0].decode())
+    return _identity_of(values[0])
+
+
+@functools.lru_cache(maxsize=1024)
+def _identity_of(spiffe_id: bytes) -> Caller:
+    """The Caller a certificate's SPIFFE id names, parsed once per id (a Caller is immutable;
+    a refusal raises every time: lru_cache keeps no exceptions)."""
+    return parse_identity(spiffe_id.decode())

@@ -40,7 +40,7 @@ from services.common.config import ConfigError, Env, ServerSettings
 from services.common.errors import InvalidInput
 from services.common.identity import validate_id
 from services.common.ratelimit import RateLimit
-from services.common.storage import StoreSettings
+from services.common.storage import Engine, StoreSettings
 from services.messenger_gateway.routing import NumberingPlan, NumberingPlanError
 
 DEFAULT_BIND = "127.0.0.1:50070"
@@ -69,6 +69,11 @@ class GatewayConfig:
     otp_user_limit: RateLimit | None = None
     otp_key_file: Path | None = None  # None: <dir of DB_PATH>/otp-hmac.key
     allowed_countries: frozenset[str] = frozenset({"RU"})  # empty: any
+    # The delivery policy: the default for users without an unaccepted-sender policy, how often
+    # other replicas' changes are applied, and how long the change log is kept.
+    policy_refuse_unaccepted: bool = False
+    policy_poll_seconds: float = 0.25
+    policy_change_retention_seconds: float = 7 * 86400.0
 
     @classmethod
     def from_env(cls, env: Env) -> GatewayConfig:
@@ -80,6 +85,12 @@ class GatewayConfig:
             raise ConfigError(exc.message) from None
         db_path = env.path("DB_PATH")
         store = StoreSettings.from_env(env)
+        if store.engine is Engine.POSTGRESQL:
+            raise ConfigError(
+                f"{env.name('DATABASE_URL')}: the gateway runs on SQLite only so far (its "
+                "identification store is ported, its delivery-policy store is not yet): unset "
+                f"it and set {env.name('DB_PATH')}"
+            )
         operators: dict[str, str] = env.mapping("OPERATORS")
         for operator_id, address in operators.items():
             try:
@@ -142,6 +153,11 @@ class GatewayConfig:
             otp_phone_limit=RateLimit.from_env(env, "OTP_PHONE", per_hour=10, burst=5),
             otp_user_limit=RateLimit.from_env(env, "OTP_USER", per_hour=20, burst=10),
             otp_key_file=env.path("OTP_KEY_FILE", db_path.parent / "otp-hmac.key"),
+            policy_refuse_unaccepted=_unaccepted_default(env),
+            policy_poll_seconds=env.float("POLICY_POLL_SECONDS", 0.25, minimum=0.01),
+            policy_change_retention_seconds=env.float(
+                "POLICY_CHANGE_RETENTION_SECONDS", 7 * 86400.0, minimum=60
+            ),
         )
 
 
@@ -157,6 +173,16 @@ def _allowed_countries(env: Env) -> frozenset[str]:
             f"(or * for any), got {raw[:40]!r}"
         )
     return regions
+
+
+def _unaccepted_default(env: Env) -> bool:
+    """IDMESH_POLICY_UNACCEPTED_DEFAULT: allow (the default) or refuse."""
+    value = env.str("POLICY_UNACCEPTED_DEFAULT", "allow").lower()
+    if value not in ("allow", "refuse"):
+        raise ConfigError(
+            f"{env.name('POLICY_UNACCEPTED_DEFAULT')}: expected allow or refuse, got {value!r}"
+        )
+    return value == "refuse"
 
 
 def _require_address(env: Env, key: str, address: str, what: str = "") -> None:

@@ -17,6 +17,7 @@ from idmesh.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from services.common.errors import InvalidInput
 from services.common.identity import Kind, Role, require_caller
 from services.common.interceptors import ErrorTable
+from services.common.rows import checked_line
 from services.common.timeutil import from_timestamp, to_timestamp
 from services.messenger_gateway.domain import (
     Identification,
@@ -29,6 +30,16 @@ from services.messenger_gateway.domain import (
     State,
     validate_max_wait,
 )
+from services.messenger_gateway.policy import (
+    ChangesPruned,
+    OrderConflict,
+    OrderNotFound,
+    OrderWrongState,
+    UserUnknown,
+    VersionAhead,
+)
+from services.messenger_gateway.policy_grpc import PolicyAdminRpcs, PolicyRpcs
+from services.messenger_gateway.policy_service import PolicyService
 from services.messenger_gateway.ported import PortedRowInput
 from services.messenger_gateway.routing import (
     ROUTE_OPERATOR_HINT,
@@ -41,6 +52,12 @@ from services.messenger_gateway.service import GatewayService, PortedBatch
 ERRORS = ErrorTable(
     {
         IdentificationNotFound: grpc.StatusCode.NOT_FOUND,
+        UserUnknown: grpc.StatusCode.NOT_FOUND,
+        OrderNotFound: grpc.StatusCode.NOT_FOUND,
+        OrderConflict: grpc.StatusCode.ALREADY_EXISTS,
+        OrderWrongState: grpc.StatusCode.FAILED_PRECONDITION,
+        ChangesPruned: grpc.StatusCode.OUT_OF_RANGE,
+        VersionAhead: grpc.StatusCode.OUT_OF_RANGE,
         PreconditionFailed: grpc.StatusCode.FAILED_PRECONDITION,
         SmsNotSent: grpc.StatusCode.UNAVAILABLE,
         OperatorUnreachable: grpc.StatusCode.UNAVAILABLE,
@@ -114,9 +131,10 @@ def wait_budget(time_remaining: float | None) -> float:
     return max(0.0, time_remaining - min(WAIT_MARGIN, time_remaining / 2))
 
 
-class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
-    def __init__(self, service: GatewayService) -> None:
+class GatewayServicer(PolicyRpcs, gateway_pb2_grpc.GatewayServiceServicer):
+    def __init__(self, service: GatewayService, policy: PolicyService) -> None:
         self._service = service
+        self._policy = policy
 
     def _authorize(self) -> None:
         require_caller(Kind.MESSENGER, Role.FRONTEND, id=self._service.messenger_id)
@@ -194,11 +212,13 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         )
 
 
-class GatewayAdminServicer(gateway_pb2_grpc.GatewayAdminServiceServicer):
-    """For the messenger's operations staff: the ported-numbers table and routing."""
+class GatewayAdminServicer(PolicyAdminRpcs, gateway_pb2_grpc.GatewayAdminServiceServicer):
+    """For the messenger's operations staff: the ported-numbers table, routing, and the
+    regulator's restriction orders."""
 
-    def __init__(self, service: GatewayService) -> None:
+    def __init__(self, service: GatewayService, policy: PolicyService) -> None:
         self._service = service
+        self._policy = policy
 
     def _authorize(self) -> None:
         require_caller(Kind.MESSENGER, Role.ADMIN, id=self._service.messenger_id)
@@ -251,11 +271,15 @@ async def _batches(
             all_or_nothing=_ALL_OR_NOTHING[request.mode],
             rows=[
                 PortedRowInput(
-                    line=row.line,
+                    line=checked_line(row.line, field=f"rows[{index}].line"),
                     phone_number=row.phone_number,
                     recipient_operator_id=row.recipient_operator_id,
-                    ported_at=from_timestamp(row.ported_at) if row.HasField("ported_at") else None,
+                    ported_at=(
+                        from_timestamp(row.ported_at, field=f"rows[{index}].ported_at")
+                        if row.HasField("ported_at")
+                        else None
+                    ),
                 )
-                for row in request.rows
+                for index, row in enumerate(request.rows)
             ],
         )

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -18,8 +19,10 @@ from services.common.backoff import Backoff
 from services.common.channels import open_channel
 from services.common.db import Database
 from services.common.identity import Caller, Kind
+from services.common.jobs import run_every
 from services.common.keyfile import load_or_create_key
 from services.common.logging import get_logger
+from services.common.metrics import ScrapeCollector, registered
 from services.common.runner import run_main, serve
 from services.common.server import GrpcServer, service_name
 from services.common.storage import StoreSettings, open_database
@@ -28,6 +31,9 @@ from services.messenger_gateway.config import GatewayConfig
 from services.messenger_gateway.domain import CodeHasher
 from services.messenger_gateway.grpc_api import ERRORS, GatewayAdminServicer, GatewayServicer
 from services.messenger_gateway.notices import NoticeConsumer
+from services.messenger_gateway.policy import UnacceptedPolicy
+from services.messenger_gateway.policy_service import PolicyService, PolicySettings
+from services.messenger_gateway.policy_store import PolicyStore
 from services.messenger_gateway.ports import GatewayStore
 from services.messenger_gateway.registry_client import RegistryClients
 from services.messenger_gateway.routing import PortedNumbersTable, build_router
@@ -49,6 +55,7 @@ class Gateway:
     service: GatewayService
     consumer: NoticeConsumer
     consumer_task: asyncio.Task[None]
+    policy: PolicyService
 
 
 @asynccontextmanager
@@ -66,7 +73,30 @@ async def open_gateway(
     verifications and start the notice consumer; undo it all on exit."""
     identity = Caller(Kind.MESSENGER, config.messenger_id)
     async with AsyncExitStack() as stack:
-        store = await stack.enter_async_context(open_store(config.store))
+        db = await stack.enter_async_context(
+            open_database(config.store, SERVICE, sqlite=MIGRATIONS, postgresql=PG_MIGRATIONS)
+        )
+        # GatewayConfig refuses PostgreSQL until the delivery policy's store is ported.
+        assert isinstance(db, Database)
+        store = SqliteGatewayStore(db)
+        policy = PolicyService(
+            PolicySettings(
+                unaccepted_default=(
+                    UnacceptedPolicy.REFUSE
+                    if config.policy_refuse_unaccepted
+                    else UnacceptedPolicy.ALLOW
+                ),
+                poll_interval=config.policy_poll_seconds,
+                change_retention=timedelta(seconds=config.policy_change_retention_seconds),
+            ),
+            store=PolicyStore(db),
+            clock=clock,
+        )
+        await policy.start()
+        # The policy index's dictionaries hold millions of entries for the process's lifetime:
+        # keep the collector's full passes from walking them again and again.
+        gc.collect()
+        gc.freeze()
         router = build_router(
             config.numbering_plan,
             carriers=config.carriers,
@@ -97,16 +127,17 @@ async def open_gateway(
             code_hasher=CodeHasher(
                 load_or_create_key(config.otp_key_file or config.db_path.parent / "otp-hmac.key")
             ),
+            on_identification_change=policy.on_identification_change,
         )
         stack.push_async_callback(service.close)
         server.add(
             gateway_pb2_grpc.add_GatewayServiceServicer_to_server,
-            GatewayServicer(service),
+            GatewayServicer(service, policy),
             service_name(gateway_pb2.DESCRIPTOR, "GatewayService"),
         )
         server.add(
             gateway_pb2_grpc.add_GatewayAdminServiceServicer_to_server,
-            GatewayAdminServicer(service),
+            GatewayAdminServicer(service, policy),
             service_name(gateway_pb2.DESCRIPTOR, "GatewayAdminService"),
         )
         log.info(
@@ -121,6 +152,13 @@ async def open_gateway(
             verification_window_seconds=config.verification_window_seconds,
         )
         await service.resume_pending()
+        for job, seconds, name in (
+            (policy.catch_up, config.policy_poll_seconds, "policy-tail"),
+            (policy.prune_changes, 3600.0, "policy-change-pruning"),
+        ):
+            task = asyncio.create_task(run_every(seconds, job, name), name=name)
+            stack.push_async_callback(_cancel, task)
+        stack.enter_context(registered(ScrapeCollector("gateway_policy", policy.policy_metrics)))
         watchdog = asyncio.create_task(
             service.run_watchdog(watchdog_interval(config.verification_window_seconds)),
             name="verification-watchdog",
@@ -138,7 +176,7 @@ async def open_gateway(
         )
         consumer_task = asyncio.create_task(consumer.run(), name="notice-consumer")
         stack.push_async_callback(_cancel, consumer_task)
-        yield Gateway(config, store, service, consumer, consumer_task)
+        yield Gateway(config, store, service, consumer, consumer_task, policy)
 
 
 def watchdog_interval(window_seconds: float) -> float:

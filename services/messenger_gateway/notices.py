@@ -1,10 +1,12 @@
 """The notice consumer: the notifier's stream of ContractTerminated events for this messenger.
 
 One task per process. It subscribes after the persisted cursor, checks that sequence numbers
-follow on (seq = cursor + 1; anything else aborts the stream and resubscribes from the cursor),
-applies each notice exactly once (the service's inbox keyed by event id, the revocations and the
-cursor in one transaction), and acknowledges the cursor to the notifier (acks are batched: one in
-flight at a time covers everything applied meanwhile; a failed ack is retried). On any end or
+follow on (seq = cursor + 1 for each notice; anything else aborts the stream, after applying
+the notices before it, and resubscribes from the cursor), applies each notice exactly once (the
+service's inbox keyed by event id) and a stream message's notices together (their inbox rows,
+revocations and the cursor in one transaction), and acknowledges the cursor to the notifier
+(acks are batched: one in flight at a time covers everything applied meanwhile, up to the
+highest applied seq; a failed ack is retried). On any end or
 error of the stream it reconnects with jittered backoff. OUT_OF_RANGE (our cursor is below the
 notifier's retained floor or beyond its head) is logged as an error and retried, never skipped:
 skipping would lose revocations. Several gateway processes of one messenger may share the
@@ -14,6 +16,7 @@ database and each subscribe; the inbox keeps the effect single.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Protocol
 
 import grpc
@@ -22,7 +25,7 @@ from idmesh.notifier.v1 import notifier_pb2, notifier_pb2_grpc
 from prometheus_client import Counter, Gauge
 
 from services.common.backoff import Backoff
-from services.common.failpoints import failpoint
+from services.common.failpoints import async_failpoint
 from services.common.logging import get_logger
 from services.messenger_gateway.domain import NoticeResult, TerminationKind, TerminationNotice
 
@@ -61,7 +64,7 @@ class NoticeHandler(Protocol):
 
     async def notice_cursor(self) -> int: ...
 
-    async def apply_notice(self, notice: TerminationNotice) -> NoticeResult: ...
+    async def apply_notices(self, notices: Sequence[TerminationNotice]) -> list[NoticeResult]: ...
 
 
 class SequenceGap(Exception):
@@ -91,6 +94,16 @@ def to_notice(notice: notifier_pb2.Notice) -> TerminationNotice:
         kind=kind,
         trace_id=event.trace_id,
     )
+
+
+def _following(notices: Sequence[notifier_pb2.Notice], cursor: int) -> list[TerminationNotice]:
+    """The notices that follow on from cursor (seq = cursor + 1, + 2, ...), up to a gap."""
+    batch: list[TerminationNotice] = []
+    for notice in notices:
+        if notice.seq != cursor + 1 + len(batch):
+            break
+        batch.append(to_notice(notice))
+    return batch
 
 
 class NoticeConsumer:
@@ -159,18 +172,22 @@ class NoticeConsumer:
         )
         try:
             async for item in call:
-                kind = item.WhichOneof("kind")
-                if kind == "notice":
-                    if item.notice.seq != cursor + 1:
-                        raise SequenceGap(cursor + 1, item.notice.seq)
-                    result = await self._handler.apply_notice(to_notice(item.notice))
-                    failpoint("gateway.notice.after_apply")
-                    cursor = item.notice.seq
-                    self._progressed = True
-                    self._want_ack(result.cursor)
-                    head = max(head, cursor)
-                    _track(head, cursor)
-                elif kind == "progress":
+                if item.notices:
+                    # The notices that follow on from the cursor, applied in one transaction;
+                    # a gap ends the stream after them, and it resumes from the cursor.
+                    batch = _following(item.notices, cursor)
+                    if batch:
+                        results = await self._handler.apply_notices(batch)
+                        # committed, not yet acked
+                        await async_failpoint("gateway.notice.after_apply")
+                        cursor = batch[-1].seq
+                        self._progressed = True
+                        self._want_ack(results[-1].cursor)
+                        head = max(head, cursor)
+                        _track(head, cursor)
+                    if len(batch) < len(item.notices):
+                        raise SequenceGap(cursor + 1, item.notices[len(batch)].seq)
+                elif item.HasField("progress"):
                     head = item.progress.head_seq
                     self._progressed = True
                     _track(head, cursor)

@@ -111,11 +111,16 @@ class GatewayStore(Protocol):
 
     # --- notices and ported numbers ---------------------------------------------------------------
 
-    async def apply_notice(
-        self, messenger_id: str, notice: TerminationNotice, *, now: datetime, revoke: bool
-    ) -> NoticeResult:
-        """In one transaction: the event id into the inbox (a repeat changes nothing), the
-        identifications it names revoked, the cursor advanced."""
+    async def apply_notices(
+        self,
+        messenger_id: str,
+        notices: Sequence[tuple[TerminationNotice, bool]],
+        *,
+        now: datetime,
+    ) -> list[NoticeResult]:
+        """In one transaction, for each (notice, revoke) in order: the event id into the inbox
+        (a repeat, also within the batch, changes nothing), with revoke the identifications it
+        names revoked; then the cursor advanced to the last seq."""
         ...
 
     async def stage_ported(

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterable, Sequence
+from collections.abc import AsyncIterable, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -25,7 +25,7 @@ from prometheus_client.metrics_core import Metric
 from services.common.backoff import Backoff
 from services.common.context import trace_id_now, traced
 from services.common.errors import InvalidInput, quote
-from services.common.failpoints import failpoint
+from services.common.failpoints import async_failpoint
 from services.common.logging import get_logger
 from services.common.metrics import ScrapeCollector, registered
 from services.common.phone import mask, parse_mobile, region_of
@@ -197,8 +197,12 @@ class GatewayService:
         operators: OperatorDirectory,
         clock: Clock | None = None,
         code_hasher: CodeHasher,
+        on_identification_change: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
+        """on_identification_change: awaited after a write that may change whether a user is
+        known or IDENTIFIED (the delivery policy's index catches up from the store)."""
         self.settings = settings
+        self._on_identification_change = on_identification_change
         self._store = store
         self._router = router
         self._sms = sms
@@ -333,6 +337,7 @@ class GatewayService:
         previous = await self._store.replace_current(
             new, now=now, change_number=change_number, idempotency_key=idempotency_key
         )
+        await self._identification_changed()
         if previous is not None:
             self._cancel(previous.identification_id)
         IDENTIFICATIONS_STARTED.labels(operator_id=route.operator_id or "none").inc()
@@ -434,7 +439,7 @@ class GatewayService:
             ident.identification_id, verify_key=verify_key, deadline=deadline, now=now
         ):
             return False
-        failpoint("gateway.verify.after_begin")
+        await async_failpoint("gateway.verify.after_begin")
         log.info(
             "identification.possession_confirmed",
             identification_id=ident.identification_id,
@@ -633,7 +638,7 @@ class GatewayService:
                     phone_number=ident.phone_number,
                     time_limit=remaining,
                 )
-                failpoint("gateway.verify.after_answer")  # answered, not yet recorded
+                await async_failpoint("gateway.verify.after_answer")  # answered, not yet recorded
                 if self._hint_to_follow(ident, answer):
                     return await self._follow_hint(ident, answer.recipient_operator_id)
                 await self._record(ident, answer)
@@ -771,6 +776,7 @@ class GatewayService:
         )
         if recorded:
             state, reason = recorded
+            await self._identification_changed()
             _completed(state, reason)
             self._observe_verification(ident)
             log.info(
@@ -818,6 +824,14 @@ class GatewayService:
                     "verification.finish_failed", identification_id=ident.identification_id
                 )
                 await asyncio.sleep(next(delays))
+
+    async def _identification_changed(self) -> None:
+        if self._on_identification_change is None:
+            return
+        try:
+            await self._on_identification_change()
+        except Exception:  # committed already; the policy's tailer catches up on its own
+            log.exception("identification.change_listener_failed")
 
     async def close(self) -> None:
         """Cancel the verification tasks; their rows stay VERIFYING for the next start."""
@@ -962,32 +976,61 @@ class GatewayService:
         return await self._store.notice_cursor(self.messenger_id)
 
     async def apply_notice(self, notice: TerminationNotice) -> NoticeResult:
-        """Apply a termination notice once (the inbox keeps event ids): revoke the IDENTIFIED
-        identifications with its operator and identification code; advance the cursor."""
-        ours = notice.messenger_id == self.messenger_id
-        if not ours:
-            log.error(
-                "notice.other_messenger",
+        """apply_notices of one notice."""
+        [result] = await self.apply_notices([notice])
+        return result
+
+    async def apply_notices(self, notices: Sequence[TerminationNotice]) -> list[NoticeResult]:
+        """Apply a stream message's notices in order, in one transaction, each once (the inbox
+        keeps event ids, so a repeat, even within the batch, changes nothing): revoke the
+        IDENTIFIED identifications with its operator and identification code; advance the
+        cursor. One log line per batch at info (counts, seqs, event and trace ids), one per
+        notice at debug."""
+        batch: list[tuple[TerminationNotice, bool]] = []
+        for notice in notices:
+            ours = notice.messenger_id == self.messenger_id
+            if not ours:
+                log.error(
+                    "notice.other_messenger",
+                    seq=notice.seq,
+                    event_id=notice.event_id,
+                    notice_messenger_id=notice.messenger_id,
+                )
+            batch.append((notice, ours))
+        if not batch:
+            return []
+        results = await self._store.apply_notices(self.messenger_id, batch, now=self._clock.now())
+        applied = revoked = 0
+        for notice, result in zip(notices, results, strict=True):
+            applied += result.applied
+            if result.revoked:
+                revoked += result.revoked
+                ported = notice.kind is TerminationKind.PORTED_OUT
+                reason = "ported_out" if ported else "contract_terminated"
+                IDENTIFICATIONS_REVOKED.labels(reason=reason).inc(result.revoked)
+            log.debug(  # a no-op unless the level is debug (a filtering logger)
+                "notice.applied" if result.applied else "notice.duplicate",
                 seq=notice.seq,
                 event_id=notice.event_id,
-                notice_messenger_id=notice.messenger_id,
+                trace_id=notice.trace_id,
+                operator_id=notice.operator_id,
+                kind=notice.kind,
+                revoked=result.revoked,
             )
-        result = await self._store.apply_notice(
-            self.messenger_id, notice, now=self._clock.now(), revoke=ours
-        )
-        NOTICES.labels(result="applied" if result.applied else "duplicate").inc()
-        if result.revoked:
-            ported = notice.kind is TerminationKind.PORTED_OUT
-            reason = "ported_out" if ported else "contract_terminated"
-            IDENTIFICATIONS_REVOKED.labels(reason=reason).inc(result.revoked)
+        NOTICES.labels(result="applied").inc(applied)
+        NOTICES.labels(result="duplicate").inc(len(results) - applied)
+        if revoked:
+            await self._identification_changed()
         log.info(
-            "notice.applied" if result.applied else "notice.duplicate",
-            seq=notice.seq,
-            event_id=notice.event_id,
-            trace_id=notice.trace_id,
-            operator_id=notice.operator_id,
-            kind=notice.kind,
-            revoked=result.revoked,
-            cursor=result.cursor,
+            "notices.applied",
+            count=len(results),
+            applied=applied,
+            duplicates=len(results) - applied,
+            revoked=revoked,
+            first_seq=notices[0].seq,
+            last_seq=notices[-1].seq,
+            cursor=results[-1].cursor,
+            event_ids=[notice.event_id for notice in notices],
+            trace_ids=list(dict.fromkeys(n.trace_id for n in notices if n.trace_id)),
         )
-        return result
+        return results

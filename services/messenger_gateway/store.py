@@ -19,6 +19,7 @@ from typing import Any
 
 from services.common.db import Database
 from services.common.errors import quote
+from services.common.failpoints import failpoint
 from services.common.timeutil import from_iso, to_iso
 from services.messenger_gateway.domain import (
     IdempotentReplay,
@@ -34,6 +35,7 @@ from services.messenger_gateway.domain import (
     TerminationNotice,
     hint_verify_key,
 )
+from services.messenger_gateway.policy_store import POLICY_MIGRATION
 
 MIGRATIONS: list[str] = [
     """
@@ -117,6 +119,9 @@ MIGRATIONS: list[str] = [
     ALTER TABLE identifications RENAME COLUMN request_id TO verify_key;
     ALTER TABLE identifications ADD COLUMN trace_id TEXT;
     """,
+    # 6 (delivery policy, services/messenger_gateway/policy_store.py): preferences, restriction
+    # orders and their append-only audit, and the change log every replica's index tails.
+    POLICY_MIGRATION,
 ]
 
 # An import's valid rows wait here (a temporary table: private to the writer connection, gone
@@ -502,14 +507,18 @@ class SqliteGatewayStore:
 
     # --- notices -----------------------------------------------------------------------------
 
-    async def apply_notice(
-        self, messenger_id: str, notice: TerminationNotice, *, now: datetime, revoke: bool
-    ) -> NoticeResult:
-        """In one transaction: record the event id in the inbox (a repeat changes nothing),
-        revoke the IDENTIFIED identifications the event names, and advance the cursor."""
-        return await self._db.run(
-            lambda conn: _apply_notice(conn, messenger_id, notice, now, revoke)
-        )
+    async def apply_notices(
+        self,
+        messenger_id: str,
+        notices: Sequence[tuple[TerminationNotice, bool]],
+        *,
+        now: datetime,
+    ) -> list[NoticeResult]:
+        """In one transaction, for each (notice, revoke) in order: record the event id in the
+        inbox (a repeat, also within the batch, changes nothing), with revoke revoke the
+        IDENTIFIED identifications the event names; then advance the cursor to the last seq.
+        Each result's cursor is the persisted cursor as of that notice."""
+        return await self._db.run(lambda conn: _apply_notices(conn, messenger_id, notices, now))
 
     # --- the ported-numbers table ---------------------------------------------------------------
 
@@ -574,14 +583,36 @@ class SqliteGatewayStore:
         return await self._db.run(lambda conn: conn.execute(sql, values).rowcount == 1)
 
 
-def _apply_notice(
+def _apply_notices(
     conn: sqlite3.Connection,
     messenger_id: str,
-    notice: TerminationNotice,
+    notices: Sequence[tuple[TerminationNotice, bool]],
     now: datetime,
-    revoke: bool,
-) -> NoticeResult:
-    """On the writer thread: inbox, revocations, cursor."""
+) -> list[NoticeResult]:
+    """On the writer thread: per notice inbox and revocations, then the cursor once."""
+    row = conn.execute(
+        "SELECT seq FROM notice_cursor WHERE messenger_id = ?", (messenger_id,)
+    ).fetchone()
+    cursor = 0 if row is None else int(row["seq"])
+    results: list[NoticeResult] = []
+    for notice, revoke in notices:
+        applied, revoked = _apply_notice(conn, notice, to_iso(now), revoke)
+        cursor = max(cursor, notice.seq)
+        results.append(NoticeResult(applied=applied, revoked=revoked, cursor=cursor))
+    if notices:
+        conn.execute(
+            """INSERT INTO notice_cursor (messenger_id, seq) VALUES (?, ?)
+               ON CONFLICT (messenger_id) DO UPDATE SET seq = max(seq, excluded.seq)""",
+            (messenger_id, cursor),
+        )
+    failpoint("gateway.notice.before_commit")
+    return results
+
+
+def _apply_notice(
+    conn: sqlite3.Connection, notice: TerminationNotice, now: str, revoke: bool
+) -> tuple[bool, int]:
+    """The inbox row and the revocations of one notice: (applied, identifications revoked)."""
     revoked = 0
     cursor = conn.execute(
         """INSERT INTO notice_inbox
@@ -592,7 +623,7 @@ def _apply_notice(
             notice.seq,
             notice.operator_id,
             notice.kind,
-            to_iso(now),
+            now,
             # only our own notices end our codes (another messenger's is logged and ignored)
             notice.identification_code if revoke else None,
         ),
@@ -604,26 +635,15 @@ def _apply_notice(
                SET state = 'REVOKED', reason = ?, completed_at = ?
                WHERE state = 'IDENTIFIED' AND operator_id = ?
                  AND identification_code = ?""",
-            (
-                notice.revocation_reason,
-                to_iso(now),
-                notice.operator_id,
-                notice.identification_code,
-            ),
+            (notice.revocation_reason, now, notice.operator_id, notice.identification_code),
         )
         revoked = cursor.rowcount
-        conn.execute(
-            "UPDATE notice_inbox SET revoked = ? WHERE event_id = ?", (revoked, notice.event_id)
-        )
-    conn.execute(
-        """INSERT INTO notice_cursor (messenger_id, seq) VALUES (?, ?)
-           ON CONFLICT (messenger_id) DO UPDATE SET seq = max(seq, excluded.seq)""",
-        (messenger_id, notice.seq),
-    )
-    row = conn.execute(
-        "SELECT seq FROM notice_cursor WHERE messenger_id = ?", (messenger_id,)
-    ).fetchone()
-    return NoticeResult(applied=applied, revoked=revoked, cursor=int(row["seq"]))
+        if revoked:
+            conn.execute(
+                "UPDATE notice_inbox SET revoked = ? WHERE event_id = ?",
+                (revoked, notice.event_id),
+            )
+    return applied, revoked
 
 
 def _upsert_ported(conn: sqlite3.Connection, rows: Sequence[PortedNumber], now: datetime) -> int:

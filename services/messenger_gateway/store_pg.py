@@ -7,8 +7,9 @@ transaction-scoped advisory locks:
   calls for one user cannot both see "no previous identification" and leave two current ones);
 - recording an IDENTIFIED answer and applying a termination notice hold the lock of the
   (operator, identification code) pair, so a termination wins whatever the order they commit.
-Replica-safe resumption of pending verifications (a lease) and a single active notice consumer
-per messenger are not here yet: run one gateway replica per messenger on PostgreSQL for now.
+Not here yet: replica-safe resumption of pending verifications (a lease), a single active
+notice consumer per messenger, and the delivery policy's store (policy_store.py, SQLite only):
+until then GatewayConfig refuses IDMESH_DATABASE_URL.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from datetime import datetime
 from typing import Any, Final
 
 from services.common.errors import quote
+from services.common.failpoints import failpoint
 from services.common.pg import Connection, PgDatabase
 from services.messenger_gateway.domain import (
     IdempotentReplay,
@@ -416,55 +418,33 @@ class PgGatewayStore:
 
     # --- notices -----------------------------------------------------------------------------
 
-    async def apply_notice(
-        self, messenger_id: str, notice: TerminationNotice, *, now: datetime, revoke: bool
-    ) -> NoticeResult:
+    async def apply_notices(
+        self,
+        messenger_id: str,
+        notices: Sequence[tuple[TerminationNotice, bool]],
+        *,
+        now: datetime,
+    ) -> list[NoticeResult]:
         async with self._db.transaction() as conn:
-            if revoke:
-                await conn.execute(_LOCK_CODE, notice.operator_id, notice.identification_code)
-            inserted = await conn.fetchval(
-                """INSERT INTO notice_inbox
-                       (event_id, seq, operator_id, reason, revoked, applied_at,
-                        identification_code)
-                   VALUES ($1, $2, $3, $4, 0, $5, $6) ON CONFLICT (event_id) DO NOTHING
-                   RETURNING 1""",
-                notice.event_id,
-                notice.seq,
-                notice.operator_id,
-                str(notice.kind),
-                now,
-                # only our own notices end our codes (another messenger's is logged and ignored)
-                notice.identification_code if revoke else None,
+            stored = await conn.fetchval(
+                "SELECT seq FROM notice_cursor WHERE messenger_id = $1", messenger_id
             )
-            applied = inserted is not None
-            revoked = 0
-            if applied and revoke:
-                revoked = _count(
-                    await conn.execute(
-                        """UPDATE identifications
-                           SET state = 'REVOKED', reason = $1, completed_at = $2
-                           WHERE state = 'IDENTIFIED' AND operator_id = $3
-                             AND identification_code = $4""",
-                        str(notice.revocation_reason),
-                        now,
-                        notice.operator_id,
-                        notice.identification_code,
-                    )
-                )
+            cursor = 0 if stored is None else int(stored)
+            results: list[NoticeResult] = []
+            for notice, revoke in notices:
+                applied, revoked = await _apply_notice(conn, notice, now, revoke)
+                cursor = max(cursor, notice.seq)
+                results.append(NoticeResult(applied=applied, revoked=revoked, cursor=cursor))
+            if notices:
                 await conn.execute(
-                    "UPDATE notice_inbox SET revoked = $1 WHERE event_id = $2",
-                    revoked,
-                    notice.event_id,
+                    """INSERT INTO notice_cursor (messenger_id, seq) VALUES ($1, $2)
+                       ON CONFLICT (messenger_id)
+                       DO UPDATE SET seq = greatest(notice_cursor.seq, excluded.seq)""",
+                    messenger_id,
+                    cursor,
                 )
-            cursor = await conn.fetchval(
-                """INSERT INTO notice_cursor (messenger_id, seq) VALUES ($1, $2)
-                   ON CONFLICT (messenger_id)
-                   DO UPDATE SET seq = greatest(notice_cursor.seq, excluded.seq)
-                   RETURNING seq""",
-                messenger_id,
-                notice.seq,
-            )
-        return NoticeResult(applied=applied, revoked=revoked, cursor=int(cursor))
+            failpoint("gateway.notice.before_commit")
+        return results
 
     # --- the ported-numbers table ---------------------------------------------------------------
 
@@ -503,6 +483,46 @@ class PgGatewayStore:
     async def _one(self, sql: str, *args: Any) -> Identification | None:
         row = await self._db.fetchrow(sql, *args)
         return None if row is None else identification_from_row(row)
+
+
+async def _apply_notice(
+    conn: Connection, notice: TerminationNotice, now: datetime, revoke: bool
+) -> tuple[bool, int]:
+    """The inbox row and the revocations of one notice: (applied, identifications revoked)."""
+    if revoke:  # serialised with finish_verification for the same code: a termination wins
+        await conn.execute(_LOCK_CODE, notice.operator_id, notice.identification_code)
+    inserted = await conn.fetchval(
+        """INSERT INTO notice_inbox
+               (event_id, seq, operator_id, reason, revoked, applied_at, identification_code)
+           VALUES ($1, $2, $3, $4, 0, $5, $6) ON CONFLICT (event_id) DO NOTHING
+           RETURNING 1""",
+        notice.event_id,
+        notice.seq,
+        notice.operator_id,
+        str(notice.kind),
+        now,
+        # only our own notices end our codes (another messenger's is logged and ignored)
+        notice.identification_code if revoke else None,
+    )
+    applied = inserted is not None
+    revoked = 0
+    if applied and revoke:
+        revoked = _count(
+            await conn.execute(
+                """UPDATE identifications
+                   SET state = 'REVOKED', reason = $1, completed_at = $2
+                   WHERE state = 'IDENTIFIED' AND operator_id = $3
+                     AND identification_code = $4""",
+                str(notice.revocation_reason),
+                now,
+                notice.operator_id,
+                notice.identification_code,
+            )
+        )
+        await conn.execute(
+            "UPDATE notice_inbox SET revoked = $1 WHERE event_id = $2", revoked, notice.event_id
+        )
+    return applied, revoked
 
 
 async def _fetch(conn: Connection, sql: str, *args: Any) -> Identification | None:

@@ -6,6 +6,7 @@ IDMESH_DB_SYNCHRONOUS              NORMAL (default), FULL, EXTRA or OFF (service
 IDMESH_BIND                        127.0.0.1:50060 (and the other ServerSettings variables)
 IDMESH_PROGRESS_INTERVAL_SECONDS   5: a progress mark after this long idle on a stream
 IDMESH_STREAM_BUFFER               256: notices buffered per stream
+IDMESH_STREAM_BATCH                256: notices per stream message at most (1 to 1000)
 IDMESH_SLOW_CONSUMER_SECONDS       10: a full buffer for this long ends the stream
 IDMESH_SLA_CHECK_SECONDS           60: how often the delivery SLA is checked
 IDMESH_SLA_WARNING_SECONDS         43200 (12 h): warn when the oldest unacked event is older
@@ -50,6 +51,7 @@ class NotifierConfig:
             store=StoreSettings.from_env(env),
             streams=StreamPolicy(
                 buffer=env.int("STREAM_BUFFER", 256, minimum=1, maximum=100_000),
+                batch=env.int("STREAM_BATCH", 256, minimum=1, maximum=1000),
                 slow_consumer_seconds=env.float("SLOW_CONSUMER_SECONDS", 10.0, minimum=0.001),
                 progress_interval_seconds=env.float(
                     "PROGRESS_INTERVAL_SECONDS", 5.0, minimum=0.001

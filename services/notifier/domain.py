@@ -129,7 +129,14 @@ class ProgressMark:
     head_seq: int
 
 
-StreamItem = StoredEvent | ProgressMark
+@dataclass(frozen=True, slots=True)
+class NoticeBatch:
+    """The next events of a stream, in seq order without gaps: one message on the wire."""
+
+    events: tuple[StoredEvent, ...]
+
+
+StreamItem = NoticeBatch | ProgressMark
 
 
 @dataclass(frozen=True, slots=True)
@@ -331,14 +338,18 @@ class DeliveryPolicy:
 
 @dataclass(frozen=True, slots=True)
 class StreamPolicy:
-    """Per-stream limits: the bounded buffer, the slow-consumer timeout, the progress interval."""
+    """Per-stream limits: the bounded buffer, the slow-consumer timeout, the progress interval,
+    and how many notices one message carries at most."""
 
     buffer: int = 256
     slow_consumer_seconds: float = 10.0
     progress_interval_seconds: float = 5.0
+    batch: int = 256
 
     def __post_init__(self) -> None:
         if self.buffer < 1:
             raise ValueError("the stream buffer holds at least one notice")
+        if self.batch < 1:
+            raise ValueError("a stream message carries at least one notice")
         if self.slow_consumer_seconds <= 0 or self.progress_interval_seconds <= 0:
             raise ValueError("stream timeouts must be positive")

@@ -9,7 +9,7 @@ import grpc
 from idmesh.events.v1 import events_pb2
 from idmesh.notifier.v1 import notifier_pb2, notifier_pb2_grpc
 
-from services.common.failpoints import failpoint
+from services.common.failpoints import async_failpoint
 from services.common.identity import Kind, require_caller
 from services.common.interceptors import ErrorTable
 from services.common.timeutil import from_timestamp, to_duration, to_timestamp
@@ -17,7 +17,6 @@ from services.notifier.domain import (
     ConsumerTooSlow,
     ContractTerminated,
     EventIdConflict,
-    InvalidEvent,
     OutOfRange,
     ProgressMark,
     ShuttingDown,
@@ -38,15 +37,11 @@ ERRORS = ErrorTable(
 
 
 def _event_from_pb(index: int, event: events_pb2.ContractTerminated) -> ContractTerminated:
-    occurred_at = None
-    if event.HasField("occurred_at"):
-        try:
-            occurred_at = from_timestamp(event.occurred_at)
-        except (ValueError, OverflowError):
-            raise InvalidEvent(
-                f"events[{index}].occurred_at is not a valid time: give a timestamp between "
-                "years 1 and 9999"
-            ) from None
+    occurred_at = (
+        from_timestamp(event.occurred_at, field=f"events[{index}].occurred_at")
+        if event.HasField("occurred_at")
+        else None
+    )
     return ContractTerminated(
         event_id=event.event_id,
         operator_id=event.operator_id,
@@ -79,7 +74,7 @@ def _item_to_pb(item: StreamItem) -> notifier_pb2.SubscribeResponse:
         return notifier_pb2.SubscribeResponse(
             progress=notifier_pb2.ProgressMark(head_seq=item.head_seq)
         )
-    return notifier_pb2.SubscribeResponse(notice=_notice_to_pb(item))
+    return notifier_pb2.SubscribeResponse(notices=[_notice_to_pb(e) for e in item.events])
 
 
 def _notice_to_pb(stored: StoredEvent) -> notifier_pb2.Notice:
@@ -115,7 +110,7 @@ class NotifierServicer(notifier_pb2_grpc.NotifierServiceServicer):
             async for item in stream:
                 yield _item_to_pb(item)
                 if not isinstance(item, ProgressMark):
-                    failpoint("notifier.stream.after_send")
+                    await async_failpoint("notifier.stream.after_send")
 
     async def Ack(
         self, request: notifier_pb2.AckRequest, context: grpc.aio.ServicerContext[Any, Any]

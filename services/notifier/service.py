@@ -3,7 +3,8 @@
 A subscription is two halves joined by a bounded buffer: a reader task that reads the messenger's
 events from the store in batches (then waits on the messenger's wake-up, set after every commit
 that touched the messenger) and a writer, the caller iterating the subscription (the gRPC
-stream). The reader never holds more than the buffer; a writer that leaves the buffer full for
+stream), which takes every notice buffered by then, up to the batch size, as one message. The
+reader never holds more than the buffer; a writer that leaves the buffer full for
 the slow-consumer timeout ends the stream with ConsumerTooSlow, and the consumer resumes from
 its cursor. Nothing here polls: the only timers are the progress interval and the periodic jobs.
 """
@@ -22,7 +23,7 @@ from prometheus_client import Counter
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
-from services.common.failpoints import failpoint
+from services.common.failpoints import async_failpoint
 from services.common.logging import get_logger
 from services.common.metrics import ScrapeCollector
 from services.common.timeutil import Clock
@@ -31,11 +32,13 @@ from services.notifier.domain import (
     ContractTerminated,
     DeliveryPolicy,
     DeliveryStatus,
+    NoticeBatch,
     OldestUnacked,
     ProgressMark,
     PublishResult,
     SequenceState,
     ShuttingDown,
+    StoredEvent,
     StreamItem,
     StreamPolicy,
     validate_batch,
@@ -125,7 +128,7 @@ _END: Final = _End()
 
 class Subscription:
     """One messenger's stream from a cursor: `async with` checks the cursor and starts the
-    reader; iterating yields StoredEvent and ProgressMark items, and raises what ended it."""
+    reader; iterating yields NoticeBatch and ProgressMark items, and raises what ended it."""
 
     def __init__(
         self,
@@ -142,7 +145,11 @@ class Subscription:
         self._stats = stats
         self._messenger_id = messenger_id
         self._after_seq = after_seq
-        self._buffer: asyncio.Queue[StreamItem | _End] = asyncio.Queue(maxsize=policy.buffer)
+        # One notice (or mark) per slot, so that the buffer bounds notices whatever the batch.
+        self._buffer: asyncio.Queue[StoredEvent | ProgressMark | _End] = asyncio.Queue(
+            maxsize=policy.buffer
+        )
+        self._held: StoredEvent | ProgressMark | _End | None = None
         self._failure: BaseException | None = None
         self._reader: asyncio.Task[None] | None = None
 
@@ -184,13 +191,26 @@ class Subscription:
         return self
 
     async def __anext__(self) -> StreamItem:
+        """The next message: every notice buffered by now (up to the batch size) as one
+        NoticeBatch, or a progress mark."""
         if self._failure is not None:
             raise self._failure
-        item = await self._buffer.get()
+        item, self._held = self._held, None
+        if item is None:
+            item = await self._buffer.get()
         if isinstance(item, _End):
             assert self._failure is not None
             raise self._failure
-        return item
+        if isinstance(item, ProgressMark):
+            return item
+        events = [item]
+        while len(events) < self._policy.batch and not self._buffer.empty():
+            more = self._buffer.get_nowait()
+            if not isinstance(more, StoredEvent):
+                self._held = more  # a mark or the end: the next message
+                break
+            events.append(more)
+        return NoticeBatch(tuple(events))
 
     async def _read(self) -> None:
         try:
@@ -241,7 +261,7 @@ class Subscription:
             except TimeoutError:
                 pass
 
-    async def _put(self, item: StreamItem) -> None:
+    async def _put(self, item: StoredEvent | ProgressMark) -> None:
         try:
             self._buffer.put_nowait(item)
             return
@@ -309,7 +329,7 @@ class NotifierService:
             # Also on failure or cancellation (the commit may have happened): a spurious
             # wake-up costs one read, a lost one would delay delivery to the progress timer.
             self.hub.notify({event.messenger_id for event in batch})
-        failpoint("notifier.publish.after_commit")
+        await async_failpoint("notifier.publish.after_commit")
         PUBLISHED_EVENTS.labels(result="accepted").inc(result.accepted)
         PUBLISHED_EVENTS.labels(result="duplicate").inc(result.duplicates)
         log.info(

@@ -57,6 +57,7 @@ PG_MIGRATIONS: Final[list[str]] = [
         recipient_operator_id TEXT NOT NULL,
         published_at          TIMESTAMPTZ NOT NULL,
         acked_at              TIMESTAMPTZ,
+        trace_id              TEXT NOT NULL DEFAULT '',  -- the operator's call that ended it
         PRIMARY KEY (messenger_id, seq)
     );
     CREATE INDEX events_by_published_at ON events (messenger_id, published_at);
@@ -65,7 +66,7 @@ PG_MIGRATIONS: Final[list[str]] = [
 
 _EVENT_COLUMNS: Final = (
     "messenger_id, seq, event_id, operator_id, phone_number, identification_code, reason, "
-    "occurred_at, recipient_operator_id, published_at"
+    "occurred_at, recipient_operator_id, published_at, trace_id"
 )
 _STATE_SQL: Final = (
     "SELECT head_seq, acked_seq, floor_seq, late_deliveries FROM sequences WHERE messenger_id = $1"
@@ -87,6 +88,7 @@ def _stored_event(row: Row) -> StoredEvent:
             reason=int(row["reason"]),
             occurred_at=row["occurred_at"],
             recipient_operator_id=row["recipient_operator_id"],
+            trace_id=row["trace_id"],
         ),
         published_at=row["published_at"],
     )
@@ -286,10 +288,12 @@ async def _publish(
                 event.occurred_at,
                 event.recipient_operator_id,
                 published_at,
+                event.trace_id,
             )
         )
     await conn.executemany(
-        f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        f"INSERT INTO events ({_EVENT_COLUMNS}) "
+        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         records,
     )
     # Delivered to the listeners when (and only if) this transaction commits.

@@ -5,7 +5,7 @@ IDMESH_DATABASE_URL         postgresql://...: the store on PostgreSQL (replicas 
 IDMESH_DB_PATH              without IDMESH_DATABASE_URL, required: the SQLite file
 IDMESH_NOTIFIER_ADDRESS     required: the notifier, host:port
 IDMESH_SEED_FILE            optional: JSON seed applied at start (see seed.py)
-IDMESH_RELAY_BATCH_SIZE     notices per Publish call, 1..1000 (default 100)
+IDMESH_RELAY_BATCH_SIZE     notices per Publish call, 1..1000 (default 500)
 IDMESH_RELAY_POLL_SECONDS   outbox poll interval when idle (default 1.0)
 IDMESH_RELAY_RETRY_MAX_SECONDS  longest delay between failed Publish attempts (default 10; the
                             delays grow from 0.5 s with jitter)
@@ -79,7 +79,7 @@ class RegistryConfig:
             store=StoreSettings.from_env(env),
             notifier_address=notifier_address,
             seed_file=seed_file,
-            relay_batch_size=env.int("RELAY_BATCH_SIZE", 100, minimum=1, maximum=1000),
+            relay_batch_size=env.int("RELAY_BATCH_SIZE", 500, minimum=1, maximum=1000),
             relay_poll_seconds=env.float("RELAY_POLL_SECONDS", 1.0, minimum=0.01, maximum=3600),
             relay_retry_max_seconds=env.float(
                 "RELAY_RETRY_MAX_SECONDS", 10.0, minimum=0.5, maximum=3600

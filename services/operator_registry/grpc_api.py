@@ -18,6 +18,7 @@ from services.common.errors import InvalidInput, quote
 from services.common.identity import Caller, Kind, Role, require_caller
 from services.common.interceptors import ErrorTable
 from services.common.phone import mask
+from services.common.rows import checked_line
 from services.common.timeutil import from_timestamp, to_timestamp
 from services.operator_registry.bulk import ImportBatch, ImportMode
 from services.operator_registry.domain import (
@@ -101,7 +102,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         self, request: registry_pb2.CheckNumberReassignedRequest, context: Context
     ) -> registry_pb2.CheckNumberReassignedResponse:
         caller = require_caller(Kind.MESSENGER)
-        since = from_timestamp(request.since) if request.HasField("since") else None
+        since = from_timestamp(request.since, field="since") if request.HasField("since") else None
         answer = await self._service.check_number_reassigned(caller.id, request.phone_number, since)
         return registry_pb2.CheckNumberReassignedResponse(
             status=_REASSIGNMENT[answer.status],
@@ -123,7 +124,9 @@ class RegistryAdminServicer(registry_pb2_grpc.RegistryAdminServiceServicer):
     ) -> registry_pb2.CreateSubscriberResponse:
         self._require_admin()
         activated_at = (
-            from_timestamp(request.activated_at) if request.HasField("activated_at") else None
+            from_timestamp(request.activated_at, field="activated_at")
+            if request.HasField("activated_at")
+            else None
         )
         subscriber = await self._service.create_subscriber(
             request.phone_number, request.contract_id, activated_at
@@ -197,19 +200,15 @@ class RegistryAdminServicer(registry_pb2_grpc.RegistryAdminServiceServicer):
         self, request: registry_pb2.ListAuditRecordsRequest, context: Context
     ) -> registry_pb2.ListAuditRecordsResponse:
         self._require_admin()
-        try:
-            before_id = int(request.page_token) if request.page_token else None
-        except ValueError:
-            raise InvalidInput(
-                f"page_token {quote(request.page_token)} is not one this registry gave: "
-                "pass next_page_token from the previous page"
-            ) from None
+        before_id = _audit_page(request.page_token)
+        since = from_timestamp(request.since, field="since") if request.HasField("since") else None
+        until = from_timestamp(request.until, field="until") if request.HasField("until") else None
         records, next_id = await self._service.list_audit(
             AuditQuery(
                 messenger_id=request.messenger_id,
                 outcome=request.outcome,
-                since=from_timestamp(request.since) if request.HasField("since") else None,
-                until=from_timestamp(request.until) if request.HasField("until") else None,
+                since=since,
+                until=until,
                 page_size=request.page_size or 100,
                 before_id=before_id,
             )
@@ -281,6 +280,23 @@ class RegistryAdminServicer(registry_pb2_grpc.RegistryAdminServiceServicer):
         )
 
 
+_MAX_ID = 2**63 - 1  # SQLite's INTEGER
+
+
+def _audit_page(page_token: str) -> int | None:
+    """The audit record id a next_page_token names (its decimal digits), None for the first page.
+    Anything else is refused: int() would also read " 1", "1_0", non-ASCII digits, and values
+    beyond SQLite's INTEGER."""
+    if not page_token:
+        return None
+    if not (page_token.isascii() and page_token.isdigit() and int(page_token) <= _MAX_ID):
+        raise InvalidInput(
+            f"page_token {quote(page_token)} is not one this registry gave: "
+            "pass next_page_token from the previous page"
+        )
+    return int(page_token)
+
+
 _OUTCOMES_TO_PB = {
     TerminationOutcome.ENDED: registry_pb2.TERMINATION_OUTCOME_ENDED,
     TerminationOutcome.NOT_FOUND: registry_pb2.TERMINATION_OUTCOME_NOT_FOUND,
@@ -295,7 +311,7 @@ async def _termination_batches(
     async for request in requests:
         yield [
             TerminationRowInput(
-                line=row.line,
+                line=checked_line(row.line, field=f"rows[{index}].line"),
                 phone_number=row.phone_number,
                 reason=(
                     TerminationReason.CONTRACT_ENDED
@@ -304,7 +320,7 @@ async def _termination_batches(
                 ),
                 recipient_operator_id=row.recipient_operator_id,
             )
-            for row in request.rows
+            for index, row in enumerate(request.rows)
         ]
 
 
@@ -328,13 +344,13 @@ async def _import_batches(
             mode=_IMPORT_MODES[request.mode],
             rows=[
                 (
-                    row.line,
+                    checked_line(row.line, field=f"rows[{index}].line"),
                     row.phone_number,
                     row.contract_id,
                     row.activated_at.seconds if row.HasField("activated_at") else None,
                     row.activated_at.nanos,
                 )
-                for row in request.rows
+                for index, row in enumerate(request.rows)
             ],
         )
 

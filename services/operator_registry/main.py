@@ -61,16 +61,7 @@ async def wiring(config: RegistryConfig, server: GrpcServer) -> AsyncIterator[No
                 subscribers_added=outcome.subscribers_added,
                 subscribers_skipped=outcome.subscribers_skipped,
             )
-        server.add(
-            registry_pb2_grpc.add_RegistryServiceServicer_to_server,
-            RegistryServicer(service),
-            service_name(registry_pb2.DESCRIPTOR, "RegistryService"),
-        )
-        server.add(
-            registry_pb2_grpc.add_RegistryAdminServiceServicer_to_server,
-            RegistryAdminServicer(service),
-            service_name(registry_pb2.DESCRIPTOR, "RegistryAdminService"),
-        )
+        add_servicers(server, service)
         relay = OutboxRelay(
             service,
             notifier_address=config.notifier_address,
@@ -113,6 +104,20 @@ async def open_store(settings: StoreSettings) -> AsyncIterator[RegistryStore]:
     """The registry's store on the configured engine, migrated; closed on exit."""
     async with open_database(settings, SERVICE, sqlite=MIGRATIONS, postgresql=PG_MIGRATIONS) as db:
         yield SqliteRegistryStore(db) if isinstance(db, Database) else PgRegistryStore(db)
+
+
+def add_servicers(server: GrpcServer, service: RegistryService) -> None:
+    """The registry's two APIs (for messengers, for the operator's own systems) on server."""
+    server.add(
+        registry_pb2_grpc.add_RegistryServiceServicer_to_server,
+        RegistryServicer(service),
+        service_name(registry_pb2.DESCRIPTOR, "RegistryService"),
+    )
+    server.add(
+        registry_pb2_grpc.add_RegistryAdminServiceServicer_to_server,
+        RegistryAdminServicer(service),
+        service_name(registry_pb2.DESCRIPTOR, "RegistryAdminService"),
+    )
 
 
 async def run(config: RegistryConfig) -> None:

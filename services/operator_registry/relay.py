@@ -33,7 +33,7 @@ from prometheus_client.metrics_core import Metric
 from services.common.backoff import Backoff
 from services.common.channels import open_channel
 from services.common.context import traced
-from services.common.failpoints import failpoint
+from services.common.failpoints import async_failpoint
 from services.common.identity import Caller, Kind
 from services.common.logging import get_logger
 from services.common.metrics import ScrapeCollector, registered
@@ -134,7 +134,7 @@ class OutboxRelay:
         *,
         notifier_address: str,
         tls: TlsFiles | None = None,
-        batch_size: int = 100,
+        batch_size: int = 500,
         poll_seconds: float = 1.0,
         publish_timeout: float = PUBLISH_TIMEOUT_SECONDS,
         backoff: Backoff = DEFAULT_BACKOFF,
@@ -210,7 +210,7 @@ class OutboxRelay:
             await self._deliver(stub, batch[:half])
             await self._deliver(stub, batch[half:])
             return
-        failpoint("registry.relay.after_publish")
+        await async_failpoint("registry.relay.after_publish")
         await self._service.mark_published([n.event_id for n in batch])
         RELAY_PUBLISHED.inc(len(batch))
         log.info(

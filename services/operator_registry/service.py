@@ -19,7 +19,7 @@ from prometheus_client import Counter
 
 from services.common.context import trace_id_now
 from services.common.errors import DomainError, InvalidInput, quote
-from services.common.failpoints import failpoint
+from services.common.failpoints import async_failpoint, failpoint
 from services.common.identity import validate_id
 from services.common.logging import get_logger
 from services.common.phone import mask, parse_e164, parse_mobile, require_e164
@@ -261,7 +261,7 @@ class RegistryService:
         # Concurrent verifications share transactions (group commit), each with its own
         # outcome; the deadline is checked right before the commit that would store the answer.
         answer, how = await self._store.run_grouped(verify, before_commit=before_commit)
-        failpoint("registry.verify.after_commit")
+        await async_failpoint("registry.verify.after_commit")
         if how is _Answered.REPLAYED:
             log.info(
                 "verification.replayed",
@@ -428,7 +428,7 @@ class RegistryService:
         termination = await self._store.run(
             lambda tx: self._terminate(tx, phone, reason, recipient_operator_id, now, trace_id)
         )
-        failpoint("registry.terminate.after_commit")
+        await async_failpoint("registry.terminate.after_commit")
         self._notices_queued.set()
         _log_termination(termination)
         return termination

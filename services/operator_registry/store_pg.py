@@ -319,9 +319,7 @@ class PgRegistryStore:
         return [notice_from_row(row) for row in sorted(rows, key=lambda row: row["seq"])]
 
     async def count_pending_notices(self) -> int:
-        return int(
-            await self._db.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL")
-        )
+        return int(await self._db.fetchval(f"SELECT count(*) FROM outbox WHERE {_QUEUED}"))
 
     async def outbox_backlog(self) -> tuple[int, datetime | None]:
         row = await self._db.fetchrow(

@@ -30,3 +30,14 @@ def test_failpoints_narrow_what_a_run_arms() -> None:
                 name = fault.failpoint.split("=", 1)[0]
                 assert name in only
                 assert fault.service.startswith(name.split(".", 1)[0])
+
+
+def test_a_failpoint_term_keeps_its_own_action() -> None:
+    only = ("gateway.verify.after_answer=sleep(2000)",)
+    armed = [
+        f.failpoint
+        for round_no in range(1, 10)
+        for f in plan_round(7, round_no, load_seconds=10, window=12, failpoints=only).faults
+        if f.kind == "failpoint"
+    ]
+    assert armed and set(armed) == set(only)

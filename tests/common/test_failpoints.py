@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import subprocess
 import sys
@@ -94,3 +95,27 @@ def test_every_failpoint_in_the_code_is_catalogued_and_documented() -> None:
     docs = (ROOT / "docs" / "chaos.md").read_text()
     documented = set(re.findall(r"^\| `([a-z0-9_.]+)` \|", docs, flags=re.MULTILINE))
     assert documented == set(CATALOGUE)
+
+
+async def test_an_async_sleep_pauses_only_its_coroutine(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In a coroutine a sleep stretches the window of that coroutine alone: the rest of the
+    process (here another task) goes on meanwhile."""
+    monkeypatch.setenv(ENV, "gateway.verify.after_answer=sleep(300)")
+    failpoints.reload()
+    progressed: list[float] = []
+
+    async def other() -> None:
+        for _ in range(5):
+            await asyncio.sleep(0.01)
+            progressed.append(time.monotonic())
+
+    try:
+        began = time.monotonic()
+        await asyncio.gather(failpoints.async_failpoint("gateway.verify.after_answer"), other())
+        ended = time.monotonic()
+        await failpoints.async_failpoint("gateway.notice.after_apply")  # not armed
+    finally:
+        monkeypatch.delenv(ENV)
+        failpoints.reload()
+    assert ended - began >= 0.29
+    assert len(progressed) == 5 and progressed[-1] < began + 0.25

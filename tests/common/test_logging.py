@@ -132,3 +132,17 @@ def test_the_request_id_of_the_flaky_test_survives() -> None:
         "request_id": request_id,
         "event": f"quote {request_id}",
     }
+
+
+def test_the_timestamp_is_iso_utc_with_microseconds_like_structlogs() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from structlog.processors import TimeStamper
+
+    from services.common.logging import _Timestamper
+
+    ours = _Timestamper()(None, "info", {})["timestamp"]
+    theirs = TimeStamper(fmt="iso", utc=True)(None, "info", {})["timestamp"]
+    assert len(ours) == len(theirs) and ours.endswith("Z")
+    parsed = datetime.fromisoformat(ours.replace("Z", "+00:00"))
+    assert abs(parsed - datetime.now(UTC)) < timedelta(seconds=60)

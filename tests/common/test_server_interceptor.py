@@ -170,6 +170,23 @@ async def test_caller_identity_and_request_id_reach_the_handler(server_and_fake:
     assert fake.seen[-1] == (identity, "req-123")
 
 
+async def test_each_call_of_a_method_has_its_own_request_id_and_caller(
+    server_and_fake: Any,
+) -> None:
+    """The wrapped handler is built once per method: what is per call must stay per call."""
+    server, fake = server_and_fake
+    callers = [Caller(Kind.MESSENGER, "alpha"), Caller(Kind.MESSENGER, "beta")]
+    for n, identity in enumerate(callers * 2):
+        async with open_channel(f"127.0.0.1:{server.port}", identity=identity) as channel:
+            stub = registry_pb2_grpc.RegistryServiceStub(channel)
+            reply = await stub.VerifySubscriber(
+                registry_pb2.VerifySubscriberRequest(phone_number="+79031234567"),
+                metadata=((REQUEST_ID_METADATA_KEY, f"req-{n}"),),
+            )
+        assert reply.operator_id == identity.id
+    assert fake.seen[-4:] == [(c, f"req-{n}") for n, c in enumerate(callers * 2)]
+
+
 async def test_missing_or_wrong_identity_is_refused(server_and_fake: Any) -> None:
     server, _ = server_and_fake
     async with open_channel(f"127.0.0.1:{server.port}", identity=None) as channel:

@@ -17,7 +17,7 @@ from typing import Any
 
 import grpc
 import pytest
-from google.protobuf import duration_pb2
+from google.protobuf import duration_pb2, timestamp_pb2
 from google.protobuf.descriptor import Descriptor, FieldDescriptor, MethodDescriptor
 from google.protobuf.message import Message
 from google.protobuf.message_factory import GetMessageClass
@@ -251,6 +251,103 @@ def _scenarios(
                 g.CheckNumberReassignedRequest(user_id=awaiting_user),
                 "FAILED_PRECONDITION",
                 "NEVER_IDENTIFIED",
+            ),
+        ],
+        "SetSenderRule": [
+            (
+                g.SetSenderRuleRequest(user_id=user, sender_id="s", rule=g.SENDER_RULE_REFUSED),
+                "NOT_FOUND",
+                "IDENTIFICATION_NOT_FOUND",
+            ),
+            (
+                g.SetSenderRuleRequest(user_id=user, sender_id="s"),
+                "INVALID_ARGUMENT",
+                "INVALID_FIELD",
+            ),
+        ],
+        "SetUnacceptedSenderPolicy": [
+            (
+                g.SetUnacceptedSenderPolicyRequest(
+                    user_id=user, policy=g.UNACCEPTED_SENDER_POLICY_REFUSE
+                ),
+                "NOT_FOUND",
+                "IDENTIFICATION_NOT_FOUND",
+            ),
+        ],
+        "SetAutomatedConsent": [
+            (
+                g.SetAutomatedConsentRequest(user_id=user, sender_id="bot"),
+                "INVALID_ARGUMENT",
+                "INVALID_FIELD",
+            ),
+        ],
+        "ListPreferences": [
+            (g.ListPreferencesRequest(user_id=user), "NOT_FOUND", "IDENTIFICATION_NOT_FOUND"),
+        ],
+        "CheckDelivery": [
+            (
+                g.CheckDeliveryRequest(sender_id="a", recipient_id="b"),
+                "INVALID_ARGUMENT",
+                "INVALID_FIELD",
+            ),
+            (
+                g.CheckDeliveryRequest(
+                    sender_id="a",
+                    recipient_id="b",
+                    kind=g.MESSAGE_KIND_PERSONAL,
+                    min_version=10**12,
+                ),
+                "OUT_OF_RANGE",
+                "POLICY_VERSION_OUT_OF_RANGE",
+            ),
+        ],
+        "CheckDeliveryBatch": [
+            (
+                g.CheckDeliveryBatchRequest(pairs=[g.DeliveryPair(recipient_id="b", kind=1)]),
+                "INVALID_ARGUMENT",
+                "INVALID_FIELD",
+            ),
+        ],
+        "WatchPolicyChanges": [],
+        "RecordRestrictionOrder": [
+            (
+                g.RecordRestrictionOrderRequest(order_id="", user_id=user, scope=1),
+                "INVALID_ARGUMENT",
+                "INVALID_FIELD",
+            ),
+            (
+                g.RecordRestrictionOrderRequest(
+                    order_id="W-1",
+                    phone_number="nonsense",
+                    scope=1,
+                    received_at=timestamp_pb2.Timestamp(seconds=1_700_000_000),
+                ),
+                "INVALID_ARGUMENT",
+                "INVALID_PHONE_NUMBER",
+            ),
+        ],
+        "EnforceRestrictionOrder": [
+            (
+                g.EnforceRestrictionOrderRequest(order_id="W-404"),
+                "NOT_FOUND",
+                "RESTRICTION_ORDER_NOT_FOUND",
+            ),
+        ],
+        "LiftRestrictionOrder": [
+            (
+                g.LiftRestrictionOrderRequest(order_id="W-404"),
+                "NOT_FOUND",
+                "RESTRICTION_ORDER_NOT_FOUND",
+            ),
+        ],
+        "ListRestrictionOrders": [
+            (g.ListRestrictionOrdersRequest(limit=5000), "INVALID_ARGUMENT", "INVALID_FIELD"),
+        ],
+        "ListRestrictionAudit": [
+            (
+                g.ListRestrictionAuditRequest(order_id="has space"),
+                "INVALID_ARGUMENT",
+                "INVALID_FIELD",
             ),
         ],
         "ImportPortedNumbers": [

@@ -148,6 +148,7 @@ def make_service(
     otp_ttl: float = 300.0,
     attempts: int = 3,
     routes: dict[str, str] | None = None,
+    on_identification_change: Callable[[], Awaitable[object]] | None = None,
 ) -> GatewayService:
     return GatewayService(
         GatewaySettings(
@@ -167,6 +168,7 @@ def make_service(
         operators=operators or FakeOperators(),
         clock=clock or FakeClock(),
         code_hasher=FAST_HASHER,
+        on_identification_change=on_identification_change,
     )
 
 
@@ -323,9 +325,9 @@ class FakeNotifier(notifier_pb2_grpc.NotifierServiceServicer):
         while True:
             async with self.changed:
                 await self.changed.wait_for(lambda n=next_seq: len(self.log) >= n)  # type: ignore[misc]
-            while next_seq <= len(self.log):
-                yield notifier_pb2.SubscribeResponse(notice=self.log[next_seq - 1])
-                next_seq += 1
+            if next_seq <= len(self.log):  # every notice there is, in one message
+                yield notifier_pb2.SubscribeResponse(notices=self.log[next_seq - 1 :])
+                next_seq = len(self.log) + 1
 
     async def Ack(self, request: notifier_pb2.AckRequest, context: Any) -> notifier_pb2.AckResponse:
         self._check(request.messenger_id)

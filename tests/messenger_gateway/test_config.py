@@ -69,9 +69,35 @@ def test_the_numbering_plan_is_loaded_at_start() -> None:
         ({"OTP_MAX_ATTEMPTS": "0"}, "IDMESH_OTP_MAX_ATTEMPTS"),
         ({"DB_SYNCHRONOUS": "sometimes"}, "IDMESH_DB_SYNCHRONOUS"),
         ({"DATABASE_URL": "mysql://db/gw"}, "IDMESH_DATABASE_URL: expected a postgresql"),
+        ({"DATABASE_URL": "postgresql://db/gw"}, "IDMESH_DATABASE_URL: .*SQLite only so far"),
         ({"ALLOWED_COUNTRIES": "Russia"}, "IDMESH_ALLOWED_COUNTRIES: expected ISO 3166"),
     ],
 )
 def test_bad_configuration_names_the_variable(overrides: dict[str, str], problem: str) -> None:
+    with pytest.raises(ConfigError, match=problem):
+        GatewayConfig.from_env(_env(**overrides))
+
+
+def test_the_delivery_policy_settings() -> None:
+    config = GatewayConfig.from_env(_env())
+    assert (config.policy_refuse_unaccepted, config.policy_poll_seconds) == (False, 0.25)
+    assert config.policy_change_retention_seconds == 7 * 86400
+    config = GatewayConfig.from_env(
+        _env(POLICY_UNACCEPTED_DEFAULT="Refuse", POLICY_POLL_SECONDS="1.5")
+    )
+    assert (config.policy_refuse_unaccepted, config.policy_poll_seconds) == (True, 1.5)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "problem"),
+    [
+        ({"POLICY_UNACCEPTED_DEFAULT": "maybe"}, "IDMESH_POLICY_UNACCEPTED_DEFAULT: expected"),
+        ({"POLICY_POLL_SECONDS": "0"}, "IDMESH_POLICY_POLL_SECONDS"),
+        ({"POLICY_CHANGE_RETENTION_SECONDS": "1"}, "IDMESH_POLICY_CHANGE_RETENTION_SECONDS"),
+    ],
+)
+def test_bad_delivery_policy_settings_name_the_variable(
+    overrides: dict[str, str], problem: str
+) -> None:
     with pytest.raises(ConfigError, match=problem):
         GatewayConfig.from_env(_env(**overrides))

@@ -8,6 +8,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -20,6 +21,7 @@ from services.common.channels import open_channel
 from services.common.db import Database
 from services.common.identity import Caller, Kind
 from services.common.server import GrpcServer
+from services.messenger_gateway import store as gateway_store
 from services.messenger_gateway.domain import Reason, State
 from services.messenger_gateway.notices import NoticeConsumer
 from services.messenger_gateway.ports import GatewayStore
@@ -65,11 +67,11 @@ class Rig:
     async def cursor(self) -> int:
         return await self.store.notice_cursor("alpha")
 
-    async def wait_cursor(self, seq: int) -> None:
+    async def wait_cursor(self, seq: int, within: float = 5.0) -> None:
         async def reached() -> bool:
             return await self.cursor() >= seq
 
-        await eventually(reached, what=f"cursor {seq}")
+        await eventually(reached, within=within, what=f"cursor {seq}")
 
     async def state(self, identification_id: str) -> tuple[State, Reason]:
         ident = await self.store.get(identification_id)
@@ -123,8 +125,11 @@ async def test_the_applied_notice_is_logged_with_its_terminations_trace_id(rig: 
             event_id="ev-1", identification_code=CODE, trace_id="trace-terminate-9"
         )
         await rig.wait_cursor(1)
-    [applied] = [e for e in logs if e["event"] == "notice.applied"]
+    [applied] = [e for e in logs if e["event"] == "notice.applied"]  # at debug
     assert (applied["event_id"], applied["trace_id"]) == ("ev-1", "trace-terminate-9")
+    [batch] = [e for e in logs if e["event"] == "notices.applied"]  # at info, per message
+    assert batch["log_level"] == "info"
+    assert (batch["event_ids"], batch["trace_ids"]) == (["ev-1"], ["trace-terminate-9"])
 
 
 def _notices(result: str) -> float:
@@ -157,7 +162,7 @@ async def test_a_reconnect_resumes_from_the_cursor_and_loses_nothing(rig: Rig) -
     async def one_then_end(
         request: notifier_pb2.SubscribeRequest,
     ) -> AsyncIterator[notifier_pb2.SubscribeResponse]:
-        yield notifier_pb2.SubscribeResponse(notice=rig.notifier.log[0])
+        yield notifier_pb2.SubscribeResponse(notices=[rig.notifier.log[0]])
 
     rig.notifier.scripts.append(one_then_end)
     rig.start_consumer()
@@ -167,7 +172,16 @@ async def test_a_reconnect_resumes_from_the_cursor_and_loses_nothing(rig: Rig) -
     assert await rig.store.inbox_has("ev-1") and await rig.store.inbox_has("ev-2")
 
 
-async def test_a_gap_aborts_the_stream_and_resubscribes_from_the_cursor(rig: Rig) -> None:
+@pytest.mark.parametrize(
+    "messages",
+    [[[1], [3]], [[1, 3]]],
+    ids=["between messages", "inside a message"],
+)
+async def test_a_gap_aborts_the_stream_and_resubscribes_from_the_cursor(
+    rig: Rig, messages: list[list[int]]
+) -> None:
+    """seq 3 right after seq 1: seq 1 is applied, then the stream is dropped and the consumer
+    resubscribes after seq 1."""
     for n in (1, 2, 3):
         await rig.notifier.append(event_id=f"ev-{n}", identification_code=f"code-{n}")
     cancelled = asyncio.Event()
@@ -175,8 +189,10 @@ async def test_a_gap_aborts_the_stream_and_resubscribes_from_the_cursor(rig: Rig
     async def skip_two(
         request: notifier_pb2.SubscribeRequest,
     ) -> AsyncIterator[notifier_pb2.SubscribeResponse]:
-        yield notifier_pb2.SubscribeResponse(notice=rig.notifier.log[0])
-        yield notifier_pb2.SubscribeResponse(notice=rig.notifier.log[2])  # seq 3 after 1
+        for seqs in messages:
+            yield notifier_pb2.SubscribeResponse(
+                notices=[rig.notifier.log[seq - 1] for seq in seqs]
+            )
         try:
             await _hold_open().wait()
         finally:
@@ -187,8 +203,69 @@ async def test_a_gap_aborts_the_stream_and_resubscribes_from_the_cursor(rig: Rig
     await rig.wait_cursor(3)
     assert rig.notifier.subscribes[:2] == [0, 1]
     await asyncio.wait_for(cancelled.wait(), timeout=5)  # the gapped stream was cancelled
-    for n in (1, 2, 3):
-        assert await rig.store.inbox_has(f"ev-{n}")
+    rows = await rig.db.fetchall("SELECT event_id, seq FROM notice_inbox ORDER BY seq")
+    assert [(r["event_id"], r["seq"]) for r in rows] == [("ev-1", 1), ("ev-2", 2), ("ev-3", 3)]
+
+
+async def test_a_message_of_several_notices_is_applied_in_one_transaction_and_acked_once(
+    rig: Rig,
+) -> None:
+    ident = await identify(rig.service, rig.sms, "u1")
+    for n, code in ((1, "someone-else"), (2, CODE), (3, "another")):
+        await rig.notifier.append(event_id=f"ev-{n}", identification_code=code)
+    transactions: list[list[int]] = []
+    apply_notices = rig.store.apply_notices
+
+    async def recording(messenger_id: str, notices: Any, *, now: Any) -> Any:
+        transactions.append([notice.seq for notice, _ in notices])
+        return await apply_notices(messenger_id, notices, now=now)
+
+    rig.store.apply_notices = recording  # type: ignore[method-assign]
+    consumer = rig.start_consumer()  # the fake sends the three in one message
+    await rig.wait_cursor(3)
+    assert transactions == [[1, 2, 3]]
+    assert await rig.state(ident) == (State.REVOKED, Reason.CONTRACT_TERMINATED)
+    await eventually(lambda: consumer.acked == 3, what="ack")
+    assert rig.notifier.acks == [3]  # up to the highest applied seq, not one per notice
+
+
+async def test_a_duplicate_inside_a_message_is_applied_once(rig: Rig) -> None:
+    ident = await identify(rig.service, rig.sms, "u1")
+    applied, duplicates = _notices("applied"), _notices("duplicate")
+    # a relay's resend that got a second seq, delivered in the same message as the first
+    await rig.notifier.append(event_id="ev-1", identification_code=CODE)
+    await rig.notifier.append(event_id="ev-1", identification_code=CODE)
+    consumer = rig.start_consumer()
+    await rig.wait_cursor(2)
+    assert (_notices("applied"), _notices("duplicate")) == (applied + 1, duplicates + 1)
+    rows = await rig.db.fetchall("SELECT event_id, seq, revoked FROM notice_inbox")
+    assert [(r["event_id"], r["seq"], r["revoked"]) for r in rows] == [("ev-1", 1, 1)]
+    assert await rig.state(ident) == (State.REVOKED, Reason.CONTRACT_TERMINATED)
+    await eventually(lambda: consumer.acked == 2, what="ack of both")
+
+
+async def test_a_batch_that_dies_before_its_commit_leaves_nothing_and_is_applied_again(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ident = await identify(rig.service, rig.sms, "u1")
+    for n, code in ((1, "someone-else"), (2, CODE), (3, "another")):
+        await rig.notifier.append(event_id=f"ev-{n}", identification_code=code)
+    died: list[str] = []
+
+    def die_once(name: str) -> None:  # the failpoint, raising instead of exiting the process
+        if name == "gateway.notice.before_commit" and not died:
+            died.append(name)
+            raise RuntimeError("killed inside the batch's transaction")
+
+    monkeypatch.setattr(gateway_store, "failpoint", die_once)
+    rig.start_consumer()
+    # generous: the test log renders the failed stream's traceback with its locals (seconds)
+    await rig.wait_cursor(3, within=60)
+    assert died
+    assert rig.notifier.subscribes[:2] == [0, 0]  # nothing of the batch was kept: all again
+    rows = await rig.db.fetchall("SELECT event_id, revoked FROM notice_inbox ORDER BY seq")
+    assert [(r["event_id"], r["revoked"]) for r in rows] == [("ev-1", 0), ("ev-2", 1), ("ev-3", 0)]
+    assert await rig.state(ident) == (State.REVOKED, Reason.CONTRACT_TERMINATED)
 
 
 async def test_out_of_range_is_retried_and_never_skipped(rig: Rig) -> None:
@@ -216,7 +293,7 @@ async def test_progress_marks_change_nothing(rig: Rig) -> None:
         request: notifier_pb2.SubscribeRequest,
     ) -> AsyncIterator[notifier_pb2.SubscribeResponse]:
         yield notifier_pb2.SubscribeResponse(progress=notifier_pb2.ProgressMark(head_seq=1))
-        yield notifier_pb2.SubscribeResponse(notice=rig.notifier.log[0])
+        yield notifier_pb2.SubscribeResponse(notices=[rig.notifier.log[0]])
         await _hold_open().wait()
 
     rig.notifier.scripts.append(mark_then_notice)

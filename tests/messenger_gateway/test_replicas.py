@@ -110,9 +110,7 @@ async def test_a_termination_wins_over_an_identified_answer_racing_it_at_another
             identification_code="IC-1",
             kind=TerminationKind.CONTRACT_ENDED,
         )
-        termination = asyncio.create_task(
-            second.apply_notice("alpha", notice, now=now, revoke=True)
-        )
+        termination = asyncio.create_task(second.apply_notices("alpha", [(notice, True)], now=now))
 
         async def termination_done_or_waiting() -> bool:
             waiting = await second_db.fetchval(

@@ -112,8 +112,7 @@ async def read_notices(call: Any, count: int, *, within: float = 5.0) -> list[no
             item = await call.read()
             if item is grpc.aio.EOF:
                 break
-            if item.HasField("notice"):
-                notices.append(item.notice)
+            notices.extend(item.notices)
     return notices
 
 

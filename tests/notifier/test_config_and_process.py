@@ -34,6 +34,7 @@ def test_defaults_follow_the_documented_values() -> None:
     assert cfg.store.db_synchronous == "NORMAL"
     assert cfg.store.engine is Engine.SQLITE
     assert cfg.streams.buffer == 256
+    assert cfg.streams.batch == 256
     assert cfg.streams.slow_consumer_seconds == 10
     assert cfg.streams.progress_interval_seconds == 5
     assert cfg.sla_check_seconds == 60
@@ -50,6 +51,8 @@ def test_defaults_follow_the_documented_values() -> None:
         ({"IDMESH_DB_SYNCHRONOUS": "sometimes"}, "IDMESH_DB_SYNCHRONOUS"),
         ({"IDMESH_DATABASE_URL": "mysql://db/x"}, "IDMESH_DATABASE_URL: expected a postgresql"),
         ({"IDMESH_STREAM_BUFFER": "0"}, "IDMESH_STREAM_BUFFER"),
+        ({"IDMESH_STREAM_BATCH": "0"}, "IDMESH_STREAM_BATCH"),
+        ({"IDMESH_STREAM_BATCH": "1001"}, "IDMESH_STREAM_BATCH"),
         ({"IDMESH_SLA_WARNING_SECONDS": "90000"}, "IDMESH_SLA_WARNING_SECONDS"),
     ],
 )

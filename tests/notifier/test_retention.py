@@ -11,7 +11,7 @@ import grpc
 import pytest
 from idmesh.notifier.v1 import notifier_pb2
 
-from services.notifier.domain import CursorOutOfRange, StoredEvent
+from services.notifier.domain import CursorOutOfRange, NoticeBatch
 from tests.notifier.support import Notifier, event, read_notices, trailers
 
 
@@ -88,9 +88,9 @@ async def test_a_stream_that_falls_below_the_floor_ends_out_of_range(
     with pytest.raises(CursorOutOfRange) as e:
         async with service.subscribe("alpha", 0) as stream:
             async for item in stream:
-                assert isinstance(item, StoredEvent)
-                delivered.append(item.seq)
-                if item.seq == 1:
+                assert isinstance(item, NoticeBatch)
+                delivered.extend(e.seq for e in item.events)
+                if delivered[-1] == 1:
                     await service.ack("alpha", 5)
                     notifier.clock.advance(timedelta(days=8))
                     assert await service.prune() == {"alpha": 6}

@@ -70,8 +70,29 @@ async def test_each_seq_is_delivered_once_within_a_stream(
     call.cancel()
     assert [n.seq for n in notices] == list(range(1, 251))
     assert len({n.event.event_id for n in notices}) == 250
-    assert quiet.WhichOneof("kind") == "progress"
+    assert quiet.HasField("progress") and not quiet.notices
     assert quiet.progress.head_seq == 250
+
+
+async def test_a_backlog_streams_several_notices_per_message_up_to_the_batch(
+    start_notifier: Callable[..., Any],
+) -> None:
+    notifier: Notifier = await start_notifier(STREAM_BATCH="4")
+    sent = [event() for _ in range(10)]
+    await notifier.publish(*sent)
+    call = notifier.subscribe()
+    messages: list[list[int]] = []
+    async with asyncio.timeout(5):
+        while sum(map(len, messages)) < 10:
+            item = await call.read()
+            assert item is not grpc.aio.EOF
+            if item.notices:
+                assert not item.HasField("progress")
+                messages.append([n.seq for n in item.notices])
+    call.cancel()
+    assert [seq for message in messages for seq in message] == list(range(1, 11))
+    assert all(1 <= len(message) <= 4 for message in messages)
+    assert len(messages) < 10  # the backlog was sent several notices per message
 
 
 async def test_idle_stream_carries_progress_marks_at_the_head(
@@ -82,17 +103,17 @@ async def test_idle_stream_carries_progress_marks_at_the_head(
     call = notifier.subscribe(after_seq=2)
     async with asyncio.timeout(5):
         first, second = await call.read(), await call.read()
-    assert first.WhichOneof("kind") == "progress" and first.progress.head_seq == 2
-    assert second.WhichOneof("kind") == "progress" and second.progress.head_seq == 2
+    assert first.HasField("progress") and first.progress.head_seq == 2
+    assert second.HasField("progress") and second.progress.head_seq == 2
     await notifier.publish(event())
     async with asyncio.timeout(5):
         item = await call.read()
-        while item.WhichOneof("kind") == "progress":
+        while item.HasField("progress"):
             assert item.progress.head_seq == 2
             item = await call.read()
-        assert item.notice.seq == 3
+        assert [n.seq for n in item.notices] == [3]
         mark = await call.read()
-    assert mark.WhichOneof("kind") == "progress" and mark.progress.head_seq == 3
+    assert mark.HasField("progress") and mark.progress.head_seq == 3
     call.cancel()
 
 
@@ -197,7 +218,7 @@ async def test_slow_consumer_gets_resource_exhausted_and_resuming_loses_nothing(
         with pytest.raises(grpc.aio.AioRpcError) as e:
             async with asyncio.timeout(5):
                 async for item in call:
-                    received.append(item.notice.seq)
+                    received.extend(n.seq for n in item.notices)
     finally:
         await channel.close()
     assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED

@@ -25,7 +25,7 @@ def test_defaults() -> None:
     assert config.notifier_address == "127.0.0.1:50060"
     assert config.server.bind == "127.0.0.1:50051"
     assert config.seed_file is None
-    assert config.relay_batch_size == 100
+    assert config.relay_batch_size == 500
     assert config.relay_poll_seconds == 1.0
     assert config.store.db_synchronous == "NORMAL"
     assert config.verification_retention == timedelta(days=30)

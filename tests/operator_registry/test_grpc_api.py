@@ -15,10 +15,11 @@ from idmesh.registry.v1 import registry_pb2, registry_pb2_grpc
 from services.common.channels import open_channel
 from services.common.context import traced
 from services.common.identity import Caller, Kind, Role
-from services.common.server import GrpcServer, service_name
+from services.common.server import GrpcServer
 from services.common.status import error_details
 from services.common.timeutil import from_timestamp
-from services.operator_registry.grpc_api import ERRORS, RegistryAdminServicer, RegistryServicer
+from services.operator_registry.grpc_api import ERRORS
+from services.operator_registry.main import add_servicers
 from services.operator_registry.ports import RegistryStore, RegistryTx
 from services.operator_registry.service import RegistryService
 
@@ -33,16 +34,7 @@ Stubs = Callable[[Caller | None], Awaitable[Any]]
 
 async def start_server(service: RegistryService) -> GrpcServer:
     server = GrpcServer(name="operator_registry", bind="127.0.0.1:0", errors=ERRORS)
-    server.add(
-        registry_pb2_grpc.add_RegistryServiceServicer_to_server,
-        RegistryServicer(service),
-        service_name(registry_pb2.DESCRIPTOR, "RegistryService"),
-    )
-    server.add(
-        registry_pb2_grpc.add_RegistryAdminServiceServicer_to_server,
-        RegistryAdminServicer(service),
-        service_name(registry_pb2.DESCRIPTOR, "RegistryAdminService"),
-    )
+    add_servicers(server, service)
     await server.start()
     return server
 

@@ -63,7 +63,8 @@ def plan_round(
 ) -> RoundPlan:
     """The round's scenarios (the first always a race) starting within the first part of
     load_seconds, and its faults: one failpoint, then one or two more faults of any kind.
-    failpoints: arm only these (default: any of the catalogue)."""
+    failpoints: arm only these, names or IDMESH_FAILPOINTS terms (default: any of the
+    catalogue, each with a seeded action)."""
     names = sorted(failpoints or CATALOGUE)
     rng = random.Random(f"{seed}/{round_no}")
     count = rng.randint(6, 9)
@@ -118,8 +119,10 @@ def scenario(rng: random.Random, index: int, *, start: float, race: bool = False
     )
 
 
-def _failpoint_fault(rng: random.Random, load_seconds: float, names: list[str]) -> Fault:
-    name = rng.choice(names)
+def _failpoint_fault(rng: random.Random, load_seconds: float, terms: list[str]) -> Fault:
+    """Arm one of terms: a name gets a seeded action, a name=ACTION term its own action."""
+    chosen = rng.choice(terms)
+    name, forced, _ = chosen.partition("=")
     prefix = name.split(".", 1)[0]
     service = {
         "registry": rng.choice(REGISTRIES),
@@ -138,7 +141,7 @@ def _failpoint_fault(rng: random.Random, load_seconds: float, names: list[str]) 
         kind="failpoint",
         service=service,
         seconds=round(rng.uniform(6.0, 12.0), 3),
-        failpoint=term(name, action),
+        failpoint=chosen if forced else term(name, action),
     )
 
 

@@ -75,6 +75,41 @@ class GatewayServiceStub:
                 request_serializer=idmesh_dot_gateway_dot_v1_dot_gateway__pb2.CheckNumberReassignedRequest.SerializeToString,
                 response_deserializer=idmesh_dot_gateway_dot_v1_dot_gateway__pb2.CheckNumberReassignedResponse.FromString,
                 _registered_method=True)
+        self.SetSenderRule = channel.unary_unary(
+                '/idmesh.gateway.v1.GatewayService/SetSenderRule',
+                request_serializer=idmesh_dot_gateway_dot_v1_dot_gateway__pb2.SetSenderRuleRequest.SerializeToString,
+                response_deserializer=idmesh_dot_gateway_dot_v1_dot_gateway__pb2.SetSenderRuleResponse.FromString,
+                _registered_method=True)
+        self.SetUnacceptedSenderPolicy = channel.unary_unary(
+                '/idmesh.gateway.v1.GatewayService/SetUnacceptedSenderPolicy',
+                request_serializer=idmesh_dot_gateway_dot_v1_dot_gateway__pb2.SetUnacceptedSenderPolicyRequest.SerializeToString,
+                response_deserializer=idmesh_dot_gateway_dot_v1_dot_gateway__pb2.SetUnacceptedSenderPolicyResponse.FromString,
+                _registered_method=True)
+        self.SetAutomatedConsent = channel.unary_unary(
+                '/idmesh.gateway.v1.GatewayService/SetAutomatedConsent',
+                request_serializer=idmesh_dot_gateway_dot_v1_dot_gateway__pb2.SetAutomatedConsentRequest.SerializeToString,
+                response_deserializer=idmesh_dot_gateway_dot_v1_dot_gateway__pb2.SetAutomatedConsentResponse.FromString,
+                _registered_method=True)
+        self.ListPreferences = channel.unary_unary(
+                '/idmesh.gateway.v1.GatewayService/ListPreferences',
+                request_serializer=idmesh_dot_gateway_dot_v1_dot_gateway__pb2.ListPreferencesRequest.SerializeToString,
+                response_deserializer=idmesh_dot_gateway_dot_v1_dot_gateway__pb2.ListPreferencesResponse.FromString,
+                _registered_method=True)
+        self.CheckDelivery = channel.unary_unary(
+                '/idmesh.gateway.v1.GatewayService/CheckDelivery',
+                request_serializer=idmesh_dot_gateway_dot_v1_dot_gateway__pb2.CheckDeliveryRequest.SerializeToString,
+                response_deserializer=idmesh_dot_gateway_dot_v1_dot_gateway__pb2.CheckDeliveryResponse.FromString,
+                _registered_method=True)
+        self.CheckDeliveryBatch = channel.unary_unary(
+                '/idmesh.gateway.v1.GatewayService/CheckDeliveryBatch',
+                request_serializer=idmesh_dot_gateway_dot_v1_dot_gateway__pb2.CheckDeliveryBatchRequest.SerializeToString,
+                response_deserializer=idmesh_dot_gateway_dot_v1_dot_gateway__pb2.CheckDeliveryBatchResponse.FromString,
+                _registered_method=True)
+        self.WatchPolicyChanges = channel.unary_stream(
+                '/idmesh.gateway.v1.GatewayService/WatchPolicyChanges',
+                request_serializer=idmesh_dot_gateway_dot_v1_dot_gateway__pb2.WatchPolicyChangesRequest.SerializeToString,
+                response_deserializer=idmesh_dot_gateway_dot_v1_dot_gateway__pb2.WatchPolicyChangesResponse.FromString,
+                _registered_method=True)
 
 
 class GatewayServiceServicer:
@@ -170,6 +205,83 @@ class GatewayServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetSenderRule(self, request, context):
+        """--- Delivery policy (149-FZ art. 10.1 part 4.2): preferences and per-message decisions. ---
+        Preferences are durable before the call returns and apply from the next decision.
+
+        SetSenderRule sets user_id's rule for one sender: ACCEPTED, REFUSED, or NONE (remove the
+        rule). NOT_FOUND if user_id has no identification at this gateway; INVALID_ARGUMENT names
+        a bad field.
+        Errors: INVALID_ARGUMENT (INVALID_FIELD: user_id, sender_id or rule), NOT_FOUND
+        (IDENTIFICATION_NOT_FOUND: user_id has no identification at this gateway).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetUnacceptedSenderPolicy(self, request, context):
+        """SetUnacceptedSenderPolicy sets what user_id wants done with personal messages from senders
+        it has not accepted: ALLOW, REFUSE, or DEFAULT (the gateway's default). NOT_FOUND as above.
+        Errors: INVALID_ARGUMENT (INVALID_FIELD: user_id or policy), NOT_FOUND
+        (IDENTIFICATION_NOT_FOUND: user_id has no identification at this gateway).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetAutomatedConsent(self, request, context):
+        """SetAutomatedConsent grants or revokes user_id's consent to automated messages from one
+        automated sender; the time of the last grant and of the last revocation are kept.
+        NOT_FOUND as above.
+        Errors: INVALID_ARGUMENT (INVALID_FIELD: user_id, sender_id or consent), NOT_FOUND
+        (IDENTIFICATION_NOT_FOUND: user_id has no identification at this gateway).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListPreferences(self, request, context):
+        """ListPreferences returns user_id's preferences. NOT_FOUND as above.
+        Errors: INVALID_ARGUMENT (INVALID_FIELD: user_id), NOT_FOUND (IDENTIFICATION_NOT_FOUND:
+        user_id has no identification at this gateway).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CheckDelivery(self, request, context):
+        """CheckDelivery says whether a message of the given kind may go from sender_id to
+        recipient_id, or the reason it may not (README, "Delivery policy", has the precedence).
+        Answered from memory. INVALID_ARGUMENT names a bad field.
+        Errors: INVALID_ARGUMENT (INVALID_FIELD: sender_id, recipient_id or kind), OUT_OF_RANGE
+        (POLICY_VERSION_OUT_OF_RANGE: min_version beyond the log's head).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CheckDeliveryBatch(self, request, context):
+        """CheckDeliveryBatch decides up to 10,000 pairs in one call, all at one policy version, in
+        the order given. One invalid pair refuses the whole call (INVALID_ARGUMENT naming it).
+        Errors: INVALID_ARGUMENT (INVALID_FIELD: pairs[i].sender_id, pairs[i].recipient_id or
+        pairs[i].kind), OUT_OF_RANGE (POLICY_VERSION_OUT_OF_RANGE: min_version beyond the log's head).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchPolicyChanges(self, request, context):
+        """WatchPolicyChanges streams the policy change log after after_version (preferences,
+        restriction orders, users' identification states), in version order, then changes as they
+        are made on any replica, for a front end's cache. The first message, and every message
+        of an idle stream (every 10 s), is a progress mark (no changes). OUT_OF_RANGE when the log
+        (kept 7 days by default) no longer reaches back to after_version.
+        Errors: OUT_OF_RANGE (POLICY_VERSION_OUT_OF_RANGE: after_version was pruned).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GatewayServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -202,6 +314,41 @@ def add_GatewayServiceServicer_to_server(servicer, server):
                     servicer.CheckNumberReassigned,
                     request_deserializer=idmesh_dot_gateway_dot_v1_dot_gateway__pb2.CheckNumberReassignedRequest.FromString,
                     response_serializer=idmesh_dot_gateway_dot_v1_dot_gateway__pb2.CheckNumberReassignedResponse.SerializeToString,
+            ),
+            'SetSenderRule': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetSenderRule,
+                    request_deserializer=idmesh_dot_gateway_dot_v1_dot_gateway__pb2.SetSenderRuleRequest.FromString,
+                    response_serializer=idmesh_dot_gateway_dot_v1_dot_gateway__pb2.SetSenderRuleResponse.SerializeToString,
+            ),
+            'SetUnacceptedSenderPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetUnacceptedSenderPolicy,
+                    request_deserializer=idmesh_dot_gateway_dot_v1_dot_gateway__pb2.SetUnacceptedSenderPolicyRequest.FromString,
+                    response_serializer=idmesh_dot_gateway_dot_v1_dot_gateway__pb2.SetUnacceptedSenderPolicyResponse.SerializeToString,
+            ),
+            'SetAutomatedConsent': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetAutomatedConsent,
+                    request_deserializer=idmesh_dot_gateway_dot_v1_dot_gateway__pb2.SetAutomatedConsentRequest.FromString,
+                    response_serializer=idmesh_dot_gateway_dot_v1_dot_gateway__pb2.SetAutomatedConsentResponse.SerializeToString,
+            ),
+            'ListPreferences': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPreferences,
+                    request_deserializer=idmesh_dot_gateway_dot_v1_dot_gateway__pb2.ListPreferencesRequest.FromString,
+                    response_serializer=idmesh_dot_gateway_dot_v1_dot_gateway__pb2.ListPreferencesResponse.SerializeToString,
+            ),
+            'CheckDelivery': grpc.unary_unary_rpc_method_handler(
+                    servicer.CheckDelivery,
+                    request_deserializer=idmesh_dot_gateway_dot_v1_dot_gateway__pb2.CheckDeliveryRequest.FromString,
+                    response_serializer=idmesh_dot_gateway_dot_v1_dot_gateway__pb2.CheckDeliveryResponse.SerializeToString,
+            ),
+            'CheckDeliveryBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.CheckDeliveryBatch,
+                    request_deserializer=idmesh_dot_gateway_dot_v1_dot_gateway__pb2.CheckDeliveryBatchRequest.FromString,
+                    response_serializer=idmesh_dot_gateway_dot_v1_dot_gateway__pb2.CheckDeliveryBatchResponse.SerializeToString,
+            ),
+            'WatchPolicyChanges': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchPolicyChanges,
+                    request_deserializer=idmesh_dot_gateway_dot_v1_dot_gateway__pb2.WatchPolicyChangesRequest.FromString,
+                    response_serializer=idmesh_dot_gateway_dot_v1_dot_gateway__pb2.WatchPolicyChangesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -387,6 +534,195 @@ class GatewayService:
             metadata,
             _registered_method=True)
 
+    @staticmethod
+    def SetSenderRule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/idmesh.gateway.v1.GatewayService/SetSenderRule',
+            idmesh_dot_gateway_dot_v1_dot_gateway__pb2.SetSenderRuleRequest.SerializeToString,
+            idmesh_dot_gateway_dot_v1_dot_gateway__pb2.SetSenderRuleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetUnacceptedSenderPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/idmesh.gateway.v1.GatewayService/SetUnacceptedSenderPolicy',
+            idmesh_dot_gateway_dot_v1_dot_gateway__pb2.SetUnacceptedSenderPolicyRequest.SerializeToString,
+            idmesh_dot_gateway_dot_v1_dot_gateway__pb2.SetUnacceptedSenderPolicyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetAutomatedConsent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/idmesh.gateway.v1.GatewayService/SetAutomatedConsent',
+            idmesh_dot_gateway_dot_v1_dot_gateway__pb2.SetAutomatedConsentRequest.SerializeToString,
+            idmesh_dot_gateway_dot_v1_dot_gateway__pb2.SetAutomatedConsentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPreferences(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/idmesh.gateway.v1.GatewayService/ListPreferences',
+            idmesh_dot_gateway_dot_v1_dot_gateway__pb2.ListPreferencesRequest.SerializeToString,
+            idmesh_dot_gateway_dot_v1_dot_gateway__pb2.ListPreferencesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CheckDelivery(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/idmesh.gateway.v1.GatewayService/CheckDelivery',
+            idmesh_dot_gateway_dot_v1_dot_gateway__pb2.CheckDeliveryRequest.SerializeToString,
+            idmesh_dot_gateway_dot_v1_dot_gateway__pb2.CheckDeliveryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CheckDeliveryBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/idmesh.gateway.v1.GatewayService/CheckDeliveryBatch',
+            idmesh_dot_gateway_dot_v1_dot_gateway__pb2.CheckDeliveryBatchRequest.SerializeToString,
+            idmesh_dot_gateway_dot_v1_dot_gateway__pb2.CheckDeliveryBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchPolicyChanges(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/idmesh.gateway.v1.GatewayService/WatchPolicyChanges',
+            idmesh_dot_gateway_dot_v1_dot_gateway__pb2.WatchPolicyChangesRequest.SerializeToString,
+            idmesh_dot_gateway_dot_v1_dot_gateway__pb2.WatchPolicyChangesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
 
 class GatewayAdminServiceStub:
     """GatewayAdminService is for the messenger's operations staff.
@@ -415,6 +751,31 @@ class GatewayAdminServiceStub:
                 '/idmesh.gateway.v1.GatewayAdminService/ResolveOperator',
                 request_serializer=idmesh_dot_gateway_dot_v1_dot_gateway__pb2.ResolveOperatorRequest.SerializeToString,
                 response_deserializer=idmesh_dot_gateway_dot_v1_dot_gateway__pb2.ResolveOperatorResponse.FromString,
+                _registered_method=True)
+        self.RecordRestrictionOrder = channel.unary_unary(
+                '/idmesh.gateway.v1.GatewayAdminService/RecordRestrictionOrder',
+                request_serializer=idmesh_dot_gateway_dot_v1_dot_gateway__pb2.RecordRestrictionOrderRequest.SerializeToString,
+                response_deserializer=idmesh_dot_gateway_dot_v1_dot_gateway__pb2.RecordRestrictionOrderResponse.FromString,
+                _registered_method=True)
+        self.EnforceRestrictionOrder = channel.unary_unary(
+                '/idmesh.gateway.v1.GatewayAdminService/EnforceRestrictionOrder',
+                request_serializer=idmesh_dot_gateway_dot_v1_dot_gateway__pb2.EnforceRestrictionOrderRequest.SerializeToString,
+                response_deserializer=idmesh_dot_gateway_dot_v1_dot_gateway__pb2.EnforceRestrictionOrderResponse.FromString,
+                _registered_method=True)
+        self.LiftRestrictionOrder = channel.unary_unary(
+                '/idmesh.gateway.v1.GatewayAdminService/LiftRestrictionOrder',
+                request_serializer=idmesh_dot_gateway_dot_v1_dot_gateway__pb2.LiftRestrictionOrderRequest.SerializeToString,
+                response_deserializer=idmesh_dot_gateway_dot_v1_dot_gateway__pb2.LiftRestrictionOrderResponse.FromString,
+                _registered_method=True)
+        self.ListRestrictionOrders = channel.unary_unary(
+                '/idmesh.gateway.v1.GatewayAdminService/ListRestrictionOrders',
+                request_serializer=idmesh_dot_gateway_dot_v1_dot_gateway__pb2.ListRestrictionOrdersRequest.SerializeToString,
+                response_deserializer=idmesh_dot_gateway_dot_v1_dot_gateway__pb2.ListRestrictionOrdersResponse.FromString,
+                _registered_method=True)
+        self.ListRestrictionAudit = channel.unary_unary(
+                '/idmesh.gateway.v1.GatewayAdminService/ListRestrictionAudit',
+                request_serializer=idmesh_dot_gateway_dot_v1_dot_gateway__pb2.ListRestrictionAuditRequest.SerializeToString,
+                response_deserializer=idmesh_dot_gateway_dot_v1_dot_gateway__pb2.ListRestrictionAuditResponse.FromString,
                 _registered_method=True)
 
 
@@ -451,6 +812,57 @@ class GatewayAdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RecordRestrictionOrder(self, request, context):
+        """--- Delivery policy: a regulator's restriction orders (executed within 24 hours). ---
+
+        RecordRestrictionOrder records a regulator's order restricting a user's sending (by user
+        id or phone number), in force at once unless hold is set. Every order and change is in
+        the append-only audit trail. Recording the same order again returns it unchanged;
+        another order under the same order_id is ALREADY_EXISTS.
+        Errors: INVALID_ARGUMENT (INVALID_FIELD: order_id, the target, scope or received_at;
+        INVALID_PHONE_NUMBER: phone_number), ALREADY_EXISTS (RESTRICTION_ORDER_CONFLICT: another
+        order under order_id).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EnforceRestrictionOrder(self, request, context):
+        """EnforceRestrictionOrder puts a held (RECEIVED) order in force. NOT_FOUND; FAILED_PRECONDITION
+        if it is not RECEIVED.
+        Errors: INVALID_ARGUMENT (INVALID_FIELD: order_id), NOT_FOUND (RESTRICTION_ORDER_NOT_FOUND),
+        FAILED_PRECONDITION (WRONG_STATE: the order is not RECEIVED).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def LiftRestrictionOrder(self, request, context):
+        """LiftRestrictionOrder lifts an order (RECEIVED or IN_FORCE). NOT_FOUND; FAILED_PRECONDITION
+        if it was lifted already.
+        Errors: INVALID_ARGUMENT (INVALID_FIELD: order_id or reason), NOT_FOUND
+        (RESTRICTION_ORDER_NOT_FOUND), FAILED_PRECONDITION (WRONG_STATE: lifted already).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListRestrictionOrders(self, request, context):
+        """ListRestrictionOrders lists orders, newest first, optionally in one state.
+        Errors: INVALID_ARGUMENT (INVALID_FIELD: state or limit).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListRestrictionAudit(self, request, context):
+        """ListRestrictionAudit lists the audit trail of orders, oldest first.
+        Errors: INVALID_ARGUMENT (INVALID_FIELD: order_id or limit).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GatewayAdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -463,6 +875,31 @@ def add_GatewayAdminServiceServicer_to_server(servicer, server):
                     servicer.ResolveOperator,
                     request_deserializer=idmesh_dot_gateway_dot_v1_dot_gateway__pb2.ResolveOperatorRequest.FromString,
                     response_serializer=idmesh_dot_gateway_dot_v1_dot_gateway__pb2.ResolveOperatorResponse.SerializeToString,
+            ),
+            'RecordRestrictionOrder': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordRestrictionOrder,
+                    request_deserializer=idmesh_dot_gateway_dot_v1_dot_gateway__pb2.RecordRestrictionOrderRequest.FromString,
+                    response_serializer=idmesh_dot_gateway_dot_v1_dot_gateway__pb2.RecordRestrictionOrderResponse.SerializeToString,
+            ),
+            'EnforceRestrictionOrder': grpc.unary_unary_rpc_method_handler(
+                    servicer.EnforceRestrictionOrder,
+                    request_deserializer=idmesh_dot_gateway_dot_v1_dot_gateway__pb2.EnforceRestrictionOrderRequest.FromString,
+                    response_serializer=idmesh_dot_gateway_dot_v1_dot_gateway__pb2.EnforceRestrictionOrderResponse.SerializeToString,
+            ),
+            'LiftRestrictionOrder': grpc.unary_unary_rpc_method_handler(
+                    servicer.LiftRestrictionOrder,
+                    request_deserializer=idmesh_dot_gateway_dot_v1_dot_gateway__pb2.LiftRestrictionOrderRequest.FromString,
+                    response_serializer=idmesh_dot_gateway_dot_v1_dot_gateway__pb2.LiftRestrictionOrderResponse.SerializeToString,
+            ),
+            'ListRestrictionOrders': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRestrictionOrders,
+                    request_deserializer=idmesh_dot_gateway_dot_v1_dot_gateway__pb2.ListRestrictionOrdersRequest.FromString,
+                    response_serializer=idmesh_dot_gateway_dot_v1_dot_gateway__pb2.ListRestrictionOrdersResponse.SerializeToString,
+            ),
+            'ListRestrictionAudit': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRestrictionAudit,
+                    request_deserializer=idmesh_dot_gateway_dot_v1_dot_gateway__pb2.ListRestrictionAuditRequest.FromString,
+                    response_serializer=idmesh_dot_gateway_dot_v1_dot_gateway__pb2.ListRestrictionAuditResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -528,6 +965,141 @@ class GatewayAdminService:
             '/idmesh.gateway.v1.GatewayAdminService/ResolveOperator',
             idmesh_dot_gateway_dot_v1_dot_gateway__pb2.ResolveOperatorRequest.SerializeToString,
             idmesh_dot_gateway_dot_v1_dot_gateway__pb2.ResolveOperatorResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordRestrictionOrder(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/idmesh.gateway.v1.GatewayAdminService/RecordRestrictionOrder',
+            idmesh_dot_gateway_dot_v1_dot_gateway__pb2.RecordRestrictionOrderRequest.SerializeToString,
+            idmesh_dot_gateway_dot_v1_dot_gateway__pb2.RecordRestrictionOrderResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EnforceRestrictionOrder(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/idmesh.gateway.v1.GatewayAdminService/EnforceRestrictionOrder',
+            idmesh_dot_gateway_dot_v1_dot_gateway__pb2.EnforceRestrictionOrderRequest.SerializeToString,
+            idmesh_dot_gateway_dot_v1_dot_gateway__pb2.EnforceRestrictionOrderResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LiftRestrictionOrder(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/idmesh.gateway.v1.GatewayAdminService/LiftRestrictionOrder',
+            idmesh_dot_gateway_dot_v1_dot_gateway__pb2.LiftRestrictionOrderRequest.SerializeToString,
+            idmesh_dot_gateway_dot_v1_dot_gateway__pb2.LiftRestrictionOrderResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRestrictionOrders(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/idmesh.gateway.v1.GatewayAdminService/ListRestrictionOrders',
+            idmesh_dot_gateway_dot_v1_dot_gateway__pb2.ListRestrictionOrdersRequest.SerializeToString,
+            idmesh_dot_gateway_dot_v1_dot_gateway__pb2.ListRestrictionOrdersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRestrictionAudit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/idmesh.gateway.v1.GatewayAdminService/ListRestrictionAudit',
+            idmesh_dot_gateway_dot_v1_dot_gateway__pb2.ListRestrictionAuditRequest.SerializeToString,
+            idmesh_dot_gateway_dot_v1_dot_gateway__pb2.ListRestrictionAuditResponse.FromString,
             options,
             channel_credentials,
             insecure,

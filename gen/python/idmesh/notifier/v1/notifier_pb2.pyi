@@ -50,12 +50,12 @@ class ProgressMark(_message.Message):
     def __init__(self, head_seq: _Optional[int] = ...) -> None: ...
 
 class SubscribeResponse(_message.Message):
-    __slots__ = ("notice", "progress")
-    NOTICE_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("notices", "progress")
+    NOTICES_FIELD_NUMBER: _ClassVar[int]
     PROGRESS_FIELD_NUMBER: _ClassVar[int]
-    notice: Notice
+    notices: _containers.RepeatedCompositeFieldContainer[Notice]
     progress: ProgressMark
-    def __init__(self, notice: _Optional[_Union[Notice, _Mapping]] = ..., progress: _Optional[_Union[ProgressMark, _Mapping]] = ...) -> None: ...
+    def __init__(self, notices: _Optional[_Iterable[_Union[Notice, _Mapping]]] = ..., progress: _Optional[_Union[ProgressMark, _Mapping]] = ...) -> None: ...
 
 class AckRequest(_message.Message):
     __slots__ = ("messenger_id", "up_to_seq")

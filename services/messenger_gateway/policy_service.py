@@ -1,0 +1,483 @@
+"""The delivery policy's use cases: preferences, restriction orders, decisions, the change stream.
+
+Decisions are read from the in-memory PolicyIndex. It is kept coherent with the store, which is
+the truth:
+- at start it loads a snapshot (one read transaction) and applies the change log after it;
+- each write here commits (table row + change-log entry in one transaction) and then applies the
+  log before acknowledging, so the next decision on this process sees it;
+- identification changes reach the log through triggers; the identification paths of this
+  process call catch_up() after their writes (GatewayService's `on_identification_change`), so a
+  revocation applies from the next decision here too;
+- every `poll_interval` the tailer applies what other processes on the same database wrote
+  (replicas), so another replica's change applies there within that interval;
+- a log pruned past the index's version (a replica stopped for longer than the retention)
+  triggers a reload from a new snapshot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter as Tally
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from prometheus_client import Counter
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+
+from services.common.errors import InvalidInput
+from services.common.logging import get_logger
+from services.common.phone import mask, parse_mobile
+from services.common.timeutil import Clock, SystemClock
+from services.messenger_gateway.domain import USER_ID_MAX_LENGTH, validate_user_id
+from services.messenger_gateway.policy import (
+    MAX_BATCH_PAIRS,
+    ORDER_LIMIT,
+    AutomatedConsent,
+    ChangesPruned,
+    Consent,
+    Decision,
+    DeliveryReason,
+    MessageKind,
+    OrderAuditRecord,
+    OrderEvent,
+    OrderScope,
+    OrderState,
+    OrderTarget,
+    PolicyChange,
+    PolicyIndex,
+    Preferences,
+    RestrictionOrder,
+    SenderRule,
+    UnacceptedPolicy,
+    UserUnknown,
+    VersionAhead,
+    validate_lift_reason,
+    validate_order_id,
+    validate_pair_user,
+    validate_received_at,
+    validate_sender_id,
+)
+from services.messenger_gateway.policy_store import PolicyStore
+
+log = get_logger("idmesh.gateway.policy")
+
+CATCH_UP_PAGE = 5_000
+WATCH_PAGE = 500
+MAX_LIST = 1_000
+
+DECISIONS = Counter(
+    "idmesh_gateway_delivery_decisions",
+    "Delivery decisions (CheckDelivery and each pair of CheckDeliveryBatch), by message kind "
+    "and reason (allowed, or the rule that refused).",
+    ["kind", "reason"],
+)
+PREFERENCE_CHANGES = Counter(
+    "idmesh_gateway_policy_preference_changes",
+    "Preference changes stored, by kind (sender_rule, unaccepted_policy, automated_consent).",
+    ["kind"],
+)
+ORDERS_RECEIVED = Counter(
+    "idmesh_gateway_restriction_orders_received",
+    "Restriction orders recorded (a repeated RecordRestrictionOrder of the same order is not "
+    "counted again).",
+)
+INDEX_RELOADS = Counter(
+    "idmesh_gateway_policy_index_reloads",
+    "Full reloads of the policy index from a store snapshot (the start, and a change log "
+    "pruned past the index's version).",
+)
+_DECISION_CHILDREN = {
+    (kind, reason): DECISIONS.labels(kind=kind.value.lower(), reason=reason.value.lower())
+    for kind in MessageKind
+    for reason in DeliveryReason
+}
+
+
+@dataclass(frozen=True, slots=True)
+class PolicySettings:
+    unaccepted_default: UnacceptedPolicy = UnacceptedPolicy.ALLOW
+    poll_interval: float = 0.25  # how often other processes' changes are applied
+    change_retention: timedelta = timedelta(days=7)  # how far back WatchPolicyChanges resumes
+    progress_interval: float = 10.0  # an idle change stream's progress marks
+
+
+@dataclass(frozen=True, slots=True)
+class WatchItem:
+    """One message of the change stream: changes in version order, or a progress mark (no
+    changes) saying the stream is current up to head_version."""
+
+    changes: tuple[PolicyChange, ...]
+    head_version: int
+
+
+class PolicyService:
+    def __init__(
+        self, settings: PolicySettings, *, store: PolicyStore, clock: Clock | None = None
+    ) -> None:
+        if settings.unaccepted_default is UnacceptedPolicy.DEFAULT:
+            raise ValueError("unaccepted_default must be ALLOW or REFUSE")
+        self.settings = settings
+        self._store = store
+        self._clock = clock or SystemClock()
+        self.index = PolicyIndex(
+            refuse_unaccepted_by_default=settings.unaccepted_default is UnacceptedPolicy.REFUSE
+        )
+        self._lock = asyncio.Lock()
+        self._advanced = asyncio.Event()  # replaced each time the index advances
+
+    # --- coherence -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        async with self._lock:
+            await self._reload()
+            await self._catch_up()
+        log.info(
+            "policy.index_loaded",
+            version=self.index.version,
+            users=self.index.users,
+            orders_in_force=self.index.orders_in_force,
+        )
+
+    async def catch_up(self) -> int:
+        """Apply the change log after the index's version; returns the version reached."""
+        async with self._lock:
+            await self._catch_up()
+        return self.index.version
+
+    async def _reload(self) -> None:
+        # built aside and swapped in one step: no decision sees half an index
+        self.index = await self._store.load_index(
+            refuse_unaccepted_by_default=self.index.refuse_unaccepted_by_default
+        )
+        INDEX_RELOADS.inc()
+        self._wake()
+
+    async def _catch_up(self) -> None:
+        before = self.index.version
+        while True:
+            changes = await self._store.changes_after(self.index.version, CATCH_UP_PAGE)
+            if not changes:
+                break
+            if changes[0].version != self.index.version + 1:
+                log.warning(
+                    "policy.log_pruned_past_index",
+                    index_version=self.index.version,
+                    oldest_kept=changes[0].version,
+                )
+                await self._reload()
+                continue
+            for change in changes:  # synchronous: a decision sees whole pages only
+                self.index.apply(change)
+            if len(changes) < CATCH_UP_PAGE:
+                break
+        if self.index.version != before:
+            self._wake()
+
+    def _wake(self) -> None:
+        advanced, self._advanced = self._advanced, asyncio.Event()
+        advanced.set()
+
+    async def on_identification_change(self) -> None:
+        """Called by the identification paths after their writes (the triggers logged them)."""
+        await self.catch_up()
+
+    async def prune_changes(self) -> int:
+        pruned = await self._store.prune_changes(self._clock.now() - self.settings.change_retention)
+        if pruned:
+            log.info("policy.changes_pruned", count=pruned)
+        return pruned
+
+    # --- decisions -------------------------------------------------------------------------
+
+    async def reach(self, min_version: int) -> None:
+        """Make sure decisions are made at min_version or later: catch up from the store if
+        the index is behind it (read-your-writes across replicas). Free when it is not."""
+        if min_version <= self.index.version:
+            return
+        await self.catch_up()
+        if min_version > self.index.version:
+            oldest, head = await self._store.log_bounds()
+            raise VersionAhead(
+                f"min_version {min_version} is beyond the policy log's head {head}: pass a "
+                "version a Set* call or a change returned",
+                metadata={"oldest_version": oldest, "head_version": head},
+            )
+
+    def check_delivery(
+        self, sender_id: str, recipient_id: str, kind: MessageKind
+    ) -> tuple[Decision, int]:
+        """The decision and the index version it was made at."""
+        validate_pair_user(sender_id, "sender_id")
+        validate_pair_user(recipient_id, "recipient_id")
+        decision = self.index.decide(sender_id, recipient_id, kind)
+        _DECISION_CHILDREN[kind, decision.reason].inc()
+        return decision, self.index.version
+
+    def check_delivery_batch(
+        self, pairs: Sequence[tuple[str, str, MessageKind]]
+    ) -> tuple[list[Decision], int]:
+        """Decisions for up to MAX_BATCH_PAIRS (sender, recipient, kind), all at one version.
+        One invalid pair refuses the whole batch (INVALID_ARGUMENT naming it)."""
+        if len(pairs) > MAX_BATCH_PAIRS:
+            raise InvalidInput(
+                f"pairs has {len(pairs)} entries: send at most {MAX_BATCH_PAIRS} per call"
+            )
+        decide = self.index.decide
+        decisions: list[Decision] = []
+        append = decisions.append
+        for sender, recipient, kind in pairs:
+            if (
+                0 < len(sender) <= USER_ID_MAX_LENGTH
+                and 0 < len(recipient) <= USER_ID_MAX_LENGTH
+                and sender.isprintable()
+                and recipient.isprintable()
+                and not sender.isspace()
+                and not recipient.isspace()
+            ):
+                append(decide(sender, recipient, kind))
+                continue
+            i = len(decisions)  # the first bad pair: say which and why
+            validate_pair_user(sender, f"pairs[{i}].sender_id")
+            validate_pair_user(recipient, f"pairs[{i}].recipient_id")
+        tally = Tally(zip([k for _, _, k in pairs], decisions, strict=True))
+        for (kind, decision), count in tally.items():
+            _DECISION_CHILDREN[kind, decision.reason].inc(count)
+        return decisions, self.index.version
+
+    # --- preferences -----------------------------------------------------------------------
+
+    async def set_sender_rule(self, user_id: str, sender_id: str, rule: SenderRule) -> int:
+        validate_user_id(user_id)
+        validate_sender_id(sender_id)
+        if sender_id == user_id:
+            raise InvalidInput("sender_id is the user themself: name another user")
+        version = await self._store.set_sender_rule(user_id, sender_id, rule, self._clock.now())
+        await self.catch_up()
+        PREFERENCE_CHANGES.labels(kind="sender_rule").inc()
+        log.info("policy.sender_rule_set", user_id=user_id, sender_id=sender_id, rule=rule)
+        return version
+
+    async def set_unaccepted_policy(self, user_id: str, policy: UnacceptedPolicy) -> int:
+        validate_user_id(user_id)
+        version = await self._store.set_unaccepted_policy(user_id, policy, self._clock.now())
+        await self.catch_up()
+        PREFERENCE_CHANGES.labels(kind="unaccepted_policy").inc()
+        log.info("policy.unaccepted_policy_set", user_id=user_id, policy=policy)
+        return version
+
+    async def set_automated_consent(
+        self, user_id: str, sender_id: str, consent: Consent
+    ) -> tuple[AutomatedConsent, int]:
+        validate_user_id(user_id)
+        validate_sender_id(sender_id)
+        result = await self._store.set_automated_consent(
+            user_id, sender_id, consent, self._clock.now()
+        )
+        await self.catch_up()
+        PREFERENCE_CHANGES.labels(kind="automated_consent").inc()
+        log.info(
+            "policy.automated_consent_set", user_id=user_id, sender_id=sender_id, consent=consent
+        )
+        return result
+
+    async def preferences(self, user_id: str) -> Preferences:
+        validate_user_id(user_id)
+        prefs = await self._store.preferences(user_id, self.settings.unaccepted_default)
+        if prefs is None:
+            raise UserUnknown(
+                f"user {user_id!r} has no identification at this gateway: preferences are kept "
+                "for users who started one (StartIdentification)"
+            )
+        return prefs
+
+    # --- restriction orders ----------------------------------------------------------------
+
+    async def record_order(
+        self,
+        *,
+        order_id: str,
+        user_id: str,
+        phone_number: str,
+        scope: OrderScope,
+        received_at: datetime | None,
+        hold: bool,
+        actor: str,
+    ) -> tuple[RestrictionOrder, bool]:
+        """Record a regulator's order, in force at once unless held (RECEIVED, for review).
+        Returns (the order, created): the same order again changes nothing."""
+        validate_order_id(order_id)
+        now = self._clock.now()
+        received = validate_received_at(received_at, now)
+        if bool(user_id) == bool(phone_number):
+            raise InvalidInput("give exactly one target: user_id or phone_number")
+        if user_id:
+            target, value = OrderTarget.USER, validate_user_id(user_id)
+        else:
+            target, value = OrderTarget.PHONE, parse_mobile(phone_number)
+        order = RestrictionOrder(
+            order_id=order_id,
+            target=target,
+            target_value=value,
+            scope=scope,
+            state=OrderState.RECEIVED if hold else OrderState.IN_FORCE,
+            received_at=received,
+            recorded_at=now,
+            in_force_at=None if hold else now,
+        )
+        stored, created = await self._store.record_order(order, actor=actor, now=now)
+        await self.catch_up()
+        if created:
+            ORDERS_RECEIVED.inc()
+            self._log_order("restriction_order.recorded", stored, actor)
+        return stored, created
+
+    async def enforce_order(self, order_id: str, *, actor: str) -> RestrictionOrder:
+        validate_order_id(order_id)
+        order = await self._store.change_order(
+            order_id, OrderEvent.ENFORCE, actor=actor, now=self._clock.now()
+        )
+        await self.catch_up()
+        self._log_order("restriction_order.enforced", order, actor)
+        return order
+
+    async def lift_order(self, order_id: str, reason: str, *, actor: str) -> RestrictionOrder:
+        validate_order_id(order_id)
+        validate_lift_reason(reason)
+        order = await self._store.change_order(
+            order_id, OrderEvent.LIFT, actor=actor, now=self._clock.now(), note=reason
+        )
+        await self.catch_up()
+        self._log_order("restriction_order.lifted", order, actor)
+        return order
+
+    def _log_order(self, event: str, order: RestrictionOrder, actor: str) -> None:
+        target = (
+            mask(order.target_value) if order.target is OrderTarget.PHONE else order.target_value
+        )
+        delay = None
+        if order.in_force_at is not None:
+            delay = round((order.in_force_at - order.received_at).total_seconds(), 3)
+        log.info(
+            event,
+            order_id=order.order_id,
+            target=order.target,
+            target_value=target,
+            scope=order.scope,
+            state=order.state,
+            actor=actor,
+            seconds_from_receipt_to_force=delay,
+            late=delay is not None and delay > ORDER_LIMIT.total_seconds(),
+        )
+
+    async def list_orders(self, state: OrderState | None, limit: int) -> list[RestrictionOrder]:
+        return await self._store.orders(state, _limit(limit))
+
+    async def order_audit(self, order_id: str, limit: int) -> list[OrderAuditRecord]:
+        if order_id:
+            validate_order_id(order_id)
+        return await self._store.order_audit(order_id or None, _limit(limit))
+
+    # --- the change stream -----------------------------------------------------------------
+
+    async def watch(self, after_version: int) -> AsyncIterator[WatchItem]:
+        """The change log after after_version, then its changes as they come (from any replica:
+        read from the store, woken by this process's tailer); a progress mark first and every
+        progress_interval while idle. OUT_OF_RANGE (ChangesPruned) once the log no longer
+        reaches back to after_version."""
+        if after_version < 0:
+            raise InvalidInput("after_version must be 0 or more")
+        oldest, head = await self._store.log_bounds()
+        if oldest and after_version < oldest - 1:
+            raise ChangesPruned(
+                _pruned_message(after_version, oldest),
+                metadata={"oldest_version": oldest, "head_version": head},
+            )
+        yield WatchItem((), self.index.version)
+        cursor = after_version
+        while True:
+            advanced = self._advanced  # before reading: a change after the read wakes us
+            changes = await self._store.changes_after(cursor, WATCH_PAGE)
+            if changes:
+                if changes[0].version != cursor + 1:
+                    raise ChangesPruned(
+                        _pruned_message(cursor, changes[0].version),
+                        metadata={
+                            "oldest_version": changes[0].version,
+                            "head_version": self.index.version,
+                        },
+                    )
+                cursor = changes[-1].version
+                yield WatchItem(tuple(changes), max(cursor, self.index.version))
+                continue
+            try:
+                await asyncio.wait_for(advanced.wait(), self.settings.progress_interval)
+            except TimeoutError:
+                yield WatchItem((), max(cursor, self.index.version))
+
+    # --- metrics ---------------------------------------------------------------------------
+
+    async def policy_metrics(self) -> list[Metric]:
+        sla = await self._store.order_sla()
+        _, head = await self._store.log_bounds()
+        oldest_age = 0.0
+        if sla.oldest_received_at is not None:
+            oldest_age = max(0.0, (self._clock.now() - sla.oldest_received_at).total_seconds())
+        orders = GaugeMetricFamily(
+            "idmesh_gateway_restriction_orders",
+            "Restriction orders by state: received (held, not yet in force) and in_force.",
+            labels=["state"],
+        )
+        orders.add_metric(["received"], sla.received)
+        orders.add_metric(["in_force"], sla.in_force)
+        late = CounterMetricFamily(
+            "idmesh_gateway_restriction_orders_late",
+            "Restriction orders put in force more than the limit after their receipt (stored: "
+            "survives restarts).",
+            value=sla.late,
+        )
+        return [
+            orders,
+            GaugeMetricFamily(
+                "idmesh_gateway_oldest_received_restriction_order_age_seconds",
+                "Age (since receipt) of the oldest restriction order received but not yet in "
+                "force, 0 when none; the limit is idmesh_gateway_restriction_order_limit_seconds.",
+                value=oldest_age,
+            ),
+            GaugeMetricFamily(
+                "idmesh_gateway_restriction_order_limit_seconds",
+                "The legal limit from an order's receipt to its execution (24 hours).",
+                value=ORDER_LIMIT.total_seconds(),
+            ),
+            late,
+            GaugeMetricFamily(
+                "idmesh_gateway_policy_index_version",
+                "The change-log version this process's decisions are made at.",
+                value=self.index.version,
+            ),
+            GaugeMetricFamily(
+                "idmesh_gateway_policy_log_head",
+                "The change log's head version in the store (minus the index version: the lag).",
+                value=head,
+            ),
+            GaugeMetricFamily(
+                "idmesh_gateway_policy_index_users",
+                "Users in the policy index (every user with an identification).",
+                value=self.index.users,
+            ),
+        ]
+
+
+def _limit(limit: int) -> int:
+    if limit < 0 or limit > MAX_LIST:
+        raise InvalidInput(f"limit must be 0 (the default, 100) to {MAX_LIST}")
+    return limit or 100
+
+
+def _pruned_message(after: int, oldest: int) -> str:
+    return (
+        f"the policy change log starts at version {oldest}: after_version {after} was pruned; "
+        "rebuild the cache (ListPreferences, ListRestrictionOrders) and watch from the "
+        "version of the first message"
+    )
