@@ -4,7 +4,12 @@
     python -m bench --full          100,000 terminations and 10,000,000 imported rows
     python -m bench --smoke         tiny counts, seconds (what tests/test_bench_smoke.py runs)
     python -m bench --only verify,import --profile
+    python -m bench --engines sqlite        (no PostgreSQL passes)
     python -m bench --docs-from bench/results/latest.json   (rewrite the docs only)
+
+A run is one pass per engine (--engines, of sqlite, postgresql-x1, postgresql-x2): each seeds
+fresh stores, starts its own meshes, runs its scenarios and stops them before the next; a
+PostgreSQL pass starts an embedded server of its own (bench.topology.PostgresServer).
 
 Writes bench/results/latest.json (--out), prints the table of targets, and with --docs rewrites
 the generated part of docs/benchmarks.md and docs/benchmarks.png.
@@ -14,15 +19,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import shutil
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+import asyncpg
+
 from bench import procs, report, scenarios, seed, topology
-from bench.config import PRESETS, SCENARIOS, BenchConfig
-from services.cli.mesh import Mesh
+from bench.config import ENGINES, PRESETS, SCENARIOS, SQLITE, BenchConfig
+from services.cli.mesh import Mesh, MeshError, MeshSpec, create_databases
 from services.messenger_gateway.store import MIGRATIONS as GATEWAY_MIGRATIONS
 from services.operator_registry.store import MIGRATIONS as REGISTRY_MIGRATIONS
 
@@ -38,6 +46,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     preset.add_argument("--smoke", action="store_true", help="tiny counts, for the test suite")
     parser.add_argument(
         "--only", help=f"comma-separated scenarios to run, of {','.join(SCENARIOS)}"
+    )
+    parser.add_argument(
+        "--engines", help=f"comma-separated passes to run, of {','.join(ENGINES)} (in that order)"
     )
     parser.add_argument("--out", type=Path, default=RESULTS / "latest.json")
     parser.add_argument("--work-dir", type=Path, default=RESULTS / "work")
@@ -69,24 +80,51 @@ def build_config(args: argparse.Namespace) -> BenchConfig:
         unknown = set(scenario_names) - set(SCENARIOS)
         if unknown:
             raise SystemExit(f"unknown scenarios {sorted(unknown)}: choose from {SCENARIOS}")
+    engines = config.engines
+    if args.engines:
+        wanted = {e.strip() for e in args.engines.split(",") if e.strip()}
+        if unknown := wanted - set(ENGINES):
+            raise SystemExit(f"unknown engines {sorted(unknown)}: choose from {ENGINES}")
+        engines = tuple(e for e in ENGINES if e in wanted)
+    sizes = {
+        "subscribers": args.subscribers,
+        "terminations": args.terminations,
+        "import_rows": args.import_rows,
+        "pending_verifications": args.pending_verifications,
+    }
+    given = {k for k, v in sizes.items() if v is not None}
     config = config.with_overrides(
-        subscribers=args.subscribers,
-        terminations=args.terminations,
-        import_rows=args.import_rows,
-        pending_verifications=args.pending_verifications,
+        engines=engines,
         scenarios=scenario_names,
         profile=args.profile or None,
+        # a size given on the command line holds on every engine
+        postgres_sizes=tuple((k, v) for k, v in config.postgres_sizes if k not in given),
+        **sizes,
     )
     if config.fanout_subscribers >= config.subscribers:
         config = config.with_overrides(subscribers=config.fanout_subscribers + 10_000)
     return config
 
 
+# The scenarios that need the gateways (and so the notifier): without them a pass starts the
+# registries only (`--only verify,import`).
+GATEWAY_SCENARIOS = frozenset({"identification", "fanout", "policy"})
+
+
+def spec_for(config: BenchConfig, server: topology.PostgresServer | None) -> MeshSpec:
+    spec = topology.real_spec(
+        postgres=server.spec(config.postgres_pool_size) if server is not None else None,
+        replicas=config.replicas,
+    )
+    if GATEWAY_SCENARIOS.isdisjoint(config.scenarios):
+        spec = dataclasses.replace(spec, messengers=())
+    return spec
+
+
 def prepare(config: BenchConfig, work_dir: Path) -> tuple[Mesh, topology.EchoMesh, float]:
-    """Fresh stores: the seeded registry and the fan-out's identified users in both gateways."""
-    if work_dir.exists():
-        shutil.rmtree(work_dir)
-    mesh = Mesh(topology.real_spec(), work_dir / "mesh")
+    """Fresh SQLite stores: the seeded registry and the fan-out's identified users in both
+    gateways."""
+    mesh = Mesh(spec_for(config, None), work_dir / "mesh")
     echo = topology.EchoMesh(work_dir / "echo", mesh)
     now = seed.utcnow()
     started = time.perf_counter()
@@ -99,39 +137,107 @@ def prepare(config: BenchConfig, work_dir: Path) -> tuple[Mesh, topology.EchoMes
         bound=bound,
         now=now,
     )
-    for messenger in topology.MESSENGERS:
-        seed.seed_gateway(
-            topology.db_path(mesh, f"gateway-{messenger}"),
-            GATEWAY_MIGRATIONS,
-            seed.identified_rows(messenger, topology.SEEDED_OPERATOR, bound, now),
-        )
+    if mesh.spec.messengers:
+        for messenger in topology.MESSENGERS:
+            seed.seed_gateway(
+                topology.db_path(mesh, f"gateway-{messenger}"),
+                GATEWAY_MIGRATIONS,
+                seed.identified_rows(messenger, topology.SEEDED_OPERATOR, bound, now),
+            )
     if "policy" in config.scenarios:
         seed.seed_policy(topology.db_path(mesh, "gateway-alpha"), config.policy_users, now)
     return mesh, echo, time.perf_counter() - started
 
 
-async def run(config: BenchConfig, work_dir: Path) -> dict[str, Any]:
-    began = time.time()
-    print(f"bench: preset {config.preset}, scenarios {', '.join(config.scenarios)}", flush=True)
-    mesh, echo, seed_seconds = await asyncio.to_thread(prepare, config, work_dir)
-    print(f"  seeded {config.subscribers:,} subscribers in {seed_seconds:.1f}s", flush=True)
+async def prepare_postgres(
+    config: BenchConfig, work_dir: Path, server: topology.PostgresServer
+) -> tuple[Mesh, topology.EchoMesh, float]:
+    """The same on PostgreSQL: a database per service deployment on the pass's server, the
+    registry and the gateways seeded with COPY (the other databases the services migrate)."""
+    mesh = Mesh(spec_for(config, server), work_dir / "mesh")
+    echo = topology.EchoMesh(work_dir / "echo", mesh)
+    conn = await asyncpg.connect(server.url)
+    try:
+        for statement in topology.POSTGRES_SETTINGS:
+            await conn.execute(statement)
+    finally:
+        await conn.close()
+    deployments = {svc.info["deployment"] for svc in mesh.services.values()}
+    await create_databases(server.url, sorted(server.database(d) for d in deployments))
+    now = seed.utcnow()
+    started = time.perf_counter()
+    bound = config.fanout_subscribers if "fanout" in config.scenarios else 0
+    await seed.seed_registry_pg(
+        server.database_url(f"registry-{topology.SEEDED_OPERATOR}"),
+        subscribers=config.subscribers,
+        messengers=topology.MESSENGERS,
+        bound=bound,
+        now=now,
+    )
+    if mesh.spec.messengers:
+        for messenger in topology.MESSENGERS:
+            await seed.seed_gateway_pg(
+                server.database_url(f"gateway-{messenger}"),
+                seed.identified_rows(messenger, topology.SEEDED_OPERATOR, bound, now),
+            )
+    return mesh, echo, time.perf_counter() - started
+
+
+@dataclasses.dataclass
+class Pass:
+    """What one engine's pass measured."""
+
+    config: BenchConfig
+    seconds: float
+    seed_seconds: float
+    scenarios: dict[str, Any]
+    profiles: dict[str, Any]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "config": self.config.as_dict(),
+            "seconds": round(self.seconds, 1),
+            "seed_seconds": round(self.seed_seconds, 1),
+            "scenarios": self.scenarios,
+        }
+
+
+STEPS = {
+    "identification": scenarios.identification,
+    "verify": scenarios.verify,
+    "fanout": scenarios.fanout,
+    "import": scenarios.bulk_import,
+    "policy": scenarios.policy,
+}
+
+
+async def run_pass(config: BenchConfig, work_dir: Path) -> Pass:
+    """One engine's pass: fresh stores, its meshes, its scenarios; every process (and the
+    PostgreSQL server) stopped at the end."""
+    began = time.perf_counter()
+    label = config.engine if config.engine == SQLITE else f"{config.engine} (PostgreSQL)"
+    print(f"bench: {label}, scenarios {', '.join(config.scenarios)}", flush=True)
+    await asyncio.to_thread(shutil.rmtree, work_dir, ignore_errors=True)
+    server: topology.PostgresServer | None = None
     results: dict[str, Any] = {}
     rss: dict[str, dict[str, float]] = {}
     ctx: scenarios.Context | None = None
-    echo.launch(mesh)
+    started: list[Mesh | topology.EchoMesh] = []  # stopped at the end, the last first
+    seed_seconds = 0.0
     try:
+        if config.engine == SQLITE:
+            mesh, echo, seed_seconds = await asyncio.to_thread(prepare, config, work_dir)
+        else:
+            server = await asyncio.to_thread(topology.PostgresServer, work_dir / "postgres")
+            mesh, echo, seed_seconds = await prepare_postgres(config, work_dir, server)
+        print(f"  seeded {config.subscribers:,} subscribers in {seed_seconds:.1f}s", flush=True)
+        started += [mesh, echo]
+        echo.launch(mesh)
         await asyncio.to_thread(mesh.start, 120.0)
         await asyncio.to_thread(echo.wait, 60.0)
-        ctx = scenarios.Context(config, mesh, echo, work_dir, RESULTS / "profiles")
+        ctx = scenarios.Context(config, mesh, echo, work_dir, RESULTS / "profiles", postgres=server)
         rss["start"] = procs.rss_all(ctx.mesh_pids())
-        steps = {
-            "identification": scenarios.identification,
-            "verify": scenarios.verify,
-            "fanout": scenarios.fanout,
-            "import": scenarios.bulk_import,
-            "policy": scenarios.policy,
-        }
-        for name, step in steps.items():
+        for name, step in STEPS.items():
             if name not in config.scenarios:
                 results[name] = {"status": "skipped"}
                 continue
@@ -141,11 +247,18 @@ async def run(config: BenchConfig, work_dir: Path) -> dict[str, Any]:
                 print(f"  {name}: FAILED: {exc}", flush=True)
                 results[name] = {"status": "failed", "reason": str(exc)}
             rss[name] = procs.rss_all(ctx.mesh_pids())
+    except MeshError as exc:
+        print(f"  {config.engine}: the mesh did not start: {exc}", flush=True)
+        for name in STEPS:
+            status = "failed" if name in config.scenarios else "skipped"
+            results.setdefault(name, {"status": status, "reason": f"the mesh did not start: {exc}"})
     finally:
         if ctx is not None:
             await ctx.close()
-        await asyncio.to_thread(echo.stop)
-        await asyncio.to_thread(mesh.stop)
+        for meshes in reversed(started):
+            await asyncio.to_thread(meshes.stop)
+        if server is not None:
+            await asyncio.to_thread(server.stop)
     if "memory" in config.scenarios:
         try:
             results["memory"] = await scenarios.pending_memory(config, work_dir)
@@ -157,16 +270,32 @@ async def run(config: BenchConfig, work_dir: Path) -> dict[str, Any]:
     results["memory"]["rss_after_scenario_mb"] = rss
     profiles = {}
     if ctx is not None:
-        for label, profiler in ctx.profiles.items():
-            profiles[label] = profiler.summaries()
+        for profile_label, profiler in ctx.profiles.items():
+            profiles[profile_label] = profiler.summaries()
+    return Pass(config, time.perf_counter() - began, seed_seconds, results, profiles)
+
+
+async def run(config: BenchConfig, work_dir: Path) -> dict[str, Any]:
+    began = time.time()
+    print(f"bench: preset {config.preset}, engines {', '.join(config.engines)}", flush=True)
+    passes = {
+        engine: await run_pass(config.for_engine(engine), work_dir / engine)
+        for engine in config.engines
+    }
+    sqlite = passes.get(SQLITE)
     return report.build(
         config=config,
         machine=topology.describe_machine(),
         started_at=began,
         seconds=time.time() - began,
-        seed_seconds=seed_seconds,
-        scenarios=results,
-        profiles=profiles,
+        seed_seconds=sqlite.seed_seconds if sqlite is not None else 0.0,
+        scenarios=(
+            sqlite.scenarios
+            if sqlite is not None
+            else {name: {"status": "skipped"} for name in SCENARIOS}
+        ),
+        profiles={label: p for run in passes.values() for label, p in run.profiles.items()},
+        postgresql={e: run.as_dict() for e, run in passes.items() if e != SQLITE},
     )
 
 
@@ -190,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"docs: {md} {png}")
     if not args.keep_work:
         shutil.rmtree(args.work_dir, ignore_errors=True)
-    failed = [n for n, s in result["scenarios"].items() if s.get("status") == "failed"]
+    failed = report.failed(result)
     if failed:
         print(f"failed scenarios: {', '.join(failed)}", file=sys.stderr)
         return 1

