@@ -278,10 +278,11 @@ async def run_pass(config: BenchConfig, work_dir: Path) -> Pass:
 async def run(config: BenchConfig, work_dir: Path) -> dict[str, Any]:
     began = time.time()
     print(f"bench: preset {config.preset}, engines {', '.join(config.engines)}", flush=True)
-    passes = {
-        engine: await run_pass(config.for_engine(engine), work_dir / engine)
-        for engine in config.engines
-    }
+    passes = {}
+    for engine in config.engines:
+        pass_config = config.for_engine(engine)
+        if pass_config.scenarios:  # (`--only memory`: nothing for PostgreSQL to run)
+            passes[engine] = await run_pass(pass_config, work_dir / engine)
     sqlite = passes.get(SQLITE)
     return report.build(
         config=config,
