@@ -121,65 +121,44 @@ def spec_for(config: BenchConfig, server: topology.PostgresServer | None) -> Mes
     return spec
 
 
-def prepare(config: BenchConfig, work_dir: Path) -> tuple[Mesh, topology.EchoMesh, float]:
-    """Fresh SQLite stores: the seeded registry and the fan-out's identified users in both
-    gateways."""
-    mesh = Mesh(spec_for(config, None), work_dir / "mesh")
-    echo = topology.EchoMesh(work_dir / "echo", mesh)
-    now = seed.utcnow()
-    started = time.perf_counter()
-    bound = config.fanout_subscribers if "fanout" in config.scenarios else 0
-    seed.seed_registry(
-        topology.db_path(mesh, f"registry-{topology.SEEDED_OPERATOR}"),
-        REGISTRY_MIGRATIONS,
-        subscribers=config.subscribers,
-        messengers=topology.MESSENGERS,
-        bound=bound,
-        now=now,
-    )
-    if mesh.spec.messengers:
-        for messenger in topology.MESSENGERS:
-            seed.seed_gateway(
-                topology.db_path(mesh, f"gateway-{messenger}"),
-                GATEWAY_MIGRATIONS,
-                seed.identified_rows(messenger, topology.SEEDED_OPERATOR, bound, now),
-            )
-    if "policy" in config.scenarios:
-        seed.seed_policy(topology.db_path(mesh, "gateway-alpha"), config.policy_users, now)
-    return mesh, echo, time.perf_counter() - started
-
-
-async def prepare_postgres(
-    config: BenchConfig, work_dir: Path, server: topology.PostgresServer
+async def prepare(
+    config: BenchConfig, work_dir: Path, server: topology.PostgresServer | None
 ) -> tuple[Mesh, topology.EchoMesh, float]:
-    """The same on PostgreSQL: a database per service deployment on the pass's server, the
-    registry and the gateways seeded with COPY (the other databases the services migrate)."""
+    """Fresh stores: the seeded registry and the fan-out's identified users in both gateways;
+    on SQLite with sqlite3, on PostgreSQL with COPY, each into a database of its own on the
+    pass's server (the other databases the services migrate)."""
     mesh = Mesh(spec_for(config, server), work_dir / "mesh")
     echo = topology.EchoMesh(work_dir / "echo", mesh)
-    conn = await asyncpg.connect(server.url)
-    try:
-        for statement in topology.POSTGRES_SETTINGS:
-            await conn.execute(statement)
-    finally:
-        await conn.close()
-    deployments = {svc.info["deployment"] for svc in mesh.services.values()}
-    await create_databases(server.url, sorted(server.database(d) for d in deployments))
+    if server is not None:
+        conn = await asyncpg.connect(server.url)
+        try:
+            for statement in topology.POSTGRES_SETTINGS:
+                await conn.execute(statement)
+        finally:
+            await conn.close()
+        deployments = {svc.info["deployment"] for svc in mesh.services.values()}
+        await create_databases(server.url, sorted(server.database(d) for d in deployments))
     now = seed.utcnow()
     started = time.perf_counter()
     bound = config.fanout_subscribers if "fanout" in config.scenarios else 0
-    await seed.seed_registry_pg(
-        server.database_url(f"registry-{topology.SEEDED_OPERATOR}"),
-        subscribers=config.subscribers,
-        messengers=topology.MESSENGERS,
-        bound=bound,
-        now=now,
-    )
-    if mesh.spec.messengers:
-        for messenger in topology.MESSENGERS:
-            await seed.seed_gateway_pg(
-                server.database_url(f"gateway-{messenger}"),
-                seed.identified_rows(messenger, topology.SEEDED_OPERATOR, bound, now),
-            )
+    registry = f"registry-{topology.SEEDED_OPERATOR}"
+    plan = seed.RegistrySeed(config.subscribers, topology.MESSENGERS, bound, now)
+    if server is None:
+        path = topology.db_path(mesh, registry)
+        await asyncio.to_thread(seed.seed_registry, path, REGISTRY_MIGRATIONS, plan)
+    else:
+        await seed.seed_registry_pg(server.database_url(registry), plan)
+    for messenger in topology.MESSENGERS if mesh.spec.messengers else ():
+        gateway = f"gateway-{messenger}"
+        rows = seed.identified_rows(messenger, topology.SEEDED_OPERATOR, bound, now)
+        if server is None:
+            path = topology.db_path(mesh, gateway)
+            await asyncio.to_thread(seed.seed_gateway, path, GATEWAY_MIGRATIONS, rows)
+        else:
+            await seed.seed_gateway_pg(server.database_url(gateway), rows)
+    if "policy" in config.scenarios:  # (SQLite only: not a scenario of the PostgreSQL passes)
+        path = topology.db_path(mesh, "gateway-alpha")
+        await asyncio.to_thread(seed.seed_policy, path, config.policy_users, now)
     return mesh, echo, time.perf_counter() - started
 
 
@@ -225,11 +204,9 @@ async def run_pass(config: BenchConfig, work_dir: Path) -> Pass:
     started: list[Mesh | topology.EchoMesh] = []  # stopped at the end, the last first
     seed_seconds = 0.0
     try:
-        if config.engine == SQLITE:
-            mesh, echo, seed_seconds = await asyncio.to_thread(prepare, config, work_dir)
-        else:
+        if config.engine != SQLITE:
             server = await asyncio.to_thread(topology.PostgresServer, work_dir / "postgres")
-            mesh, echo, seed_seconds = await prepare_postgres(config, work_dir, server)
+        mesh, echo, seed_seconds = await prepare(config, work_dir, server)
         print(f"  seeded {config.subscribers:,} subscribers in {seed_seconds:.1f}s", flush=True)
         started += [mesh, echo]
         echo.launch(mesh)

@@ -32,17 +32,15 @@ def rss_mb(pid: int) -> float | None:
 
 def cpu_seconds(pid: int) -> float | None:
     """User + system CPU time of the process (all its threads) so far."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            text = stat.read()
-    except (FileNotFoundError, ProcessLookupError):
+    fields = _stat_fields(pid)
+    if fields is None:
         return None
-    fields = text.rpartition(")")[2].split()
     # after the command name: state is field 3, utime 14 and stime 15 (1-based, man 5 proc)
     return (int(fields[11]) + int(fields[12])) / _TICKS
 
 
 def _stat_fields(pid: int) -> list[str] | None:
+    """/proc/<pid>/stat's fields after the command name (field 3, the state, first)."""
     try:
         with open(f"/proc/{pid}/stat") as stat:
             text = stat.read()

@@ -782,6 +782,18 @@ def import_implemented() -> bool:
     return getattr(RegistryAdminServicer, "ImportSubscribers", base) is not base
 
 
+def _baseline_batches(
+    rows: int, chunk: int, activated: object
+) -> Iterator[list[tuple[object, ...]]]:
+    """The import's rows as contracts rows (contract_id, phone_number, state, activated_at),
+    `chunk` at a time (each built before the baseline's clock runs on it)."""
+    for first in range(0, rows, chunk):
+        yield [
+            (f"imp-{i:08d}", seed.import_number(i), "active", activated)
+            for i in range(first, min(rows, first + chunk))
+        ]
+
+
 def _sqlite_baseline(path: Path, rows: int, chunk: int = 100_000) -> float:
     """Seconds for plain sqlite3 executemany of the same rows into the registry's schema, one
     transaction, the registry's pragmas (WAL, synchronous=NORMAL); building the row tuples is
@@ -795,11 +807,7 @@ def _sqlite_baseline(path: Path, rows: int, chunk: int = 100_000) -> float:
         started = time.perf_counter()
         conn.execute("BEGIN")
         elapsed += time.perf_counter() - started
-        for first in range(0, rows, chunk):
-            batch = [
-                (f"imp-{i:08d}", seed.import_number(i), "active", activated)
-                for i in range(first, min(rows, first + chunk))
-            ]
+        for batch in _baseline_batches(rows, chunk, activated):
             started = time.perf_counter()
             conn.executemany(
                 "INSERT INTO contracts (contract_id, phone_number, state, activated_at) "
@@ -833,11 +841,7 @@ async def _postgres_baseline(server: PostgresServer, rows: int, chunk: int = 100
         transaction = conn.transaction()
         await transaction.start()
         elapsed += time.perf_counter() - started
-        for first in range(0, rows, chunk):
-            batch = [
-                (f"imp-{i:08d}", seed.import_number(i), "active", activated)
-                for i in range(first, min(rows, first + chunk))
-            ]
+        for batch in _baseline_batches(rows, chunk, activated):
             started = time.perf_counter()
             await conn.copy_records_to_table(
                 "contracts",

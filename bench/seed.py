@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -54,19 +55,22 @@ def open_store(path: Path, migrations: Sequence[str]) -> sqlite3.Connection:
     return conn
 
 
-def seed_registry(
-    path: Path,
-    migrations: Sequence[str],
-    *,
-    subscribers: int,
-    messengers: Sequence[str],
-    bound: int,
-    now: datetime,
-) -> None:
+@dataclass(frozen=True, slots=True)
+class RegistrySeed:
     """`subscribers` active contracts (beeline_number(i), contract "c<i>"), active agreements
     with `messengers`, and the first `bound` subscribers bound to every one of them."""
+
+    subscribers: int
+    messengers: Sequence[str]
+    bound: int
+    now: datetime
+
+
+def seed_registry(path: Path, migrations: Sequence[str], plan: RegistrySeed) -> None:
+    """plan's rows into a fresh SQLite store at path."""
+    subscribers, messengers, bound = plan.subscribers, plan.messengers, plan.bound
     conn = open_store(path, migrations)
-    at = to_iso(now - timedelta(days=30))
+    at = to_iso(plan.now - timedelta(days=30))
     try:
         conn.execute("BEGIN")
         conn.executemany(
@@ -275,18 +279,12 @@ def policy_preferences(
 # --- PostgreSQL ----------------------------------------------------------------------------
 
 
-async def seed_registry_pg(
-    url: str,
-    *,
-    subscribers: int,
-    messengers: Sequence[str],
-    bound: int,
-    now: datetime,
-) -> None:
-    """seed_registry's rows, into the registry's PostgreSQL database at url (COPY)."""
+async def seed_registry_pg(url: str, plan: RegistrySeed) -> None:
+    """plan's rows into the registry's PostgreSQL database at url (COPY)."""
     from services.operator_registry.store_pg import PG_MIGRATIONS, SERVICE
 
-    at = now - timedelta(days=30)
+    subscribers, messengers, bound = plan.subscribers, plan.messengers, plan.bound
+    at = plan.now - timedelta(days=30)
     conn = await asyncpg.connect(url)
     try:
         await migrate(conn, SERVICE, PG_MIGRATIONS)
