@@ -40,7 +40,7 @@ from services.common.config import ConfigError, Env, ServerSettings
 from services.common.errors import InvalidInput
 from services.common.identity import validate_id
 from services.common.ratelimit import RateLimit
-from services.common.storage import Engine, StoreSettings
+from services.common.storage import StoreSettings
 from services.messenger_gateway.routing import NumberingPlan, NumberingPlanError
 
 DEFAULT_BIND = "127.0.0.1:50070"
@@ -85,12 +85,6 @@ class GatewayConfig:
             raise ConfigError(exc.message) from None
         db_path = env.path("DB_PATH")
         store = StoreSettings.from_env(env)
-        if store.engine is Engine.POSTGRESQL:
-            raise ConfigError(
-                f"{env.name('DATABASE_URL')}: the gateway runs on SQLite only so far (its "
-                "identification store is ported, its delivery-policy store is not yet): unset "
-                f"it and set {env.name('DB_PATH')}"
-            )
         operators: dict[str, str] = env.mapping("OPERATORS")
         for operator_id, address in operators.items():
             try:

@@ -7,9 +7,9 @@ transaction-scoped advisory locks:
   calls for one user cannot both see "no previous identification" and leave two current ones);
 - recording an IDENTIFIED answer and applying a termination notice hold the lock of the
   (operator, identification code) pair, so a termination wins whatever the order they commit.
-Not here yet: replica-safe resumption of pending verifications (a lease), a single active
-notice consumer per messenger, and the delivery policy's store (policy_store.py, SQLite only):
-until then GatewayConfig refuses IDMESH_DATABASE_URL.
+Not here yet: replica-safe resumption of pending verifications (a lease) and a single active
+notice consumer per messenger. The delivery policy's tables (and the triggers that log
+identification changes to its change log) are policy_store_pg.py's, migration 2 here.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from services.messenger_gateway.domain import (
     TerminationNotice,
     hint_verify_key,
 )
+from services.messenger_gateway.policy_store_pg import PG_POLICY_MIGRATION
 from services.messenger_gateway.store import identification_from_row
 
 SERVICE: Final = "messenger_gateway"
@@ -108,6 +109,9 @@ PG_MIGRATIONS: Final[list[str]] = [
     );
     CREATE INDEX ported_import_staging_by_import ON ported_import_staging (import_id, line);
     """,
+    # 2: the delivery policy (policy_store_pg.py): preferences, restriction orders and their
+    # audit, the change log with commit-ordered versions, identification changes logged.
+    PG_POLICY_MIGRATION,
 ]
 
 # Insert or replace by a strictly later porting date (ties keep the stored row).
