@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from services.common.lease import Lease
 from services.common.pg import PgDatabase
 from services.messenger_gateway.domain import Reason, State, TerminationKind, TerminationNotice
 from services.messenger_gateway.ports import GatewayStore
@@ -78,7 +79,11 @@ async def test_a_termination_wins_over_an_identified_answer_racing_it_at_another
         now = clock.now()
         ident = await make_service(first, clock=clock).start_identification("u", BEELINE_PHONE)
         assert await first.begin_verification(
-            ident.identification_id, verify_key="r", deadline=now + timedelta(minutes=20), now=now
+            ident.identification_id,
+            verify_key="r",
+            deadline=now + timedelta(minutes=20),
+            now=now,
+            lease=Lease("replica-1", now + timedelta(seconds=6)),
         )
         checked, go = asyncio.Event(), asyncio.Event()
         transaction = first_db.transaction
