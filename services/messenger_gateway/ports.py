@@ -1,8 +1,9 @@
 """The gateway's store ports: what the service layer needs from a store, whatever the engine.
 
-GatewayStore (identifications, notices, ported numbers): store.SqliteGatewayStore and
+GatewayStore (identifications, notices, ported numbers, leases): store.SqliteGatewayStore and
 store_pg.PgGatewayStore. PolicyStore (the delivery policy): policy_store.SqlitePolicyStore and
-policy_store_pg.PgPolicyStore. Both pairs pass the same tests (parametrised by engine).
+policy_store_pg.PgPolicyStore. The PostgreSQL adapters serve several replicas on one database;
+both pairs pass the same tests (parametrised by engine).
 
 Each method of GatewayStore that writes is one transaction, and its guard (the state an
 identification must still be in, the request id it must still be verifying under, its window)
@@ -17,6 +18,7 @@ from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Protocol
 
+from services.common.lease import Lease, LeaseStore
 from services.messenger_gateway.domain import (
     Identification,
     NoticeResult,
@@ -44,7 +46,11 @@ from services.messenger_gateway.policy import (
 ChangeSignal = Callable[[], None]
 
 
-class GatewayStore(Protocol):
+class GatewayStore(LeaseStore, Protocol):
+    """Named leases (acquire_lease, release_lease, lease_of: LeaseStore) hold the notice
+    consumer; pending verifications carry a lease of their own (begin_verification,
+    claim_verifications, renew_verifications, release_verifications)."""
+
     # --- reads --------------------------------------------------------------------------------
 
     async def get(self, identification_id: str) -> Identification | None: ...
@@ -93,9 +99,16 @@ class GatewayStore(Protocol):
     ) -> Identification | None: ...
 
     async def begin_verification(
-        self, identification_id: str, *, verify_key: str, deadline: datetime, now: datetime
+        self,
+        identification_id: str,
+        *,
+        verify_key: str,
+        deadline: datetime,
+        now: datetime,
+        lease: Lease,
     ) -> bool:
-        """AWAITING_CODE -> VERIFYING, stored before the operator is asked."""
+        """AWAITING_CODE -> VERIFYING, held by lease.holder until lease.expires_at; stored
+        before the operator is asked."""
         ...
 
     async def finish_verification(
@@ -129,6 +142,27 @@ class GatewayStore(Protocol):
 
     async def expire_overdue(self, now: datetime) -> list[str]:
         """VERIFYING past its deadline -> NOT_COMPLETED OPERATOR_TIMEOUT; their ids."""
+        ...
+
+    # --- verification leases --------------------------------------------------------------------
+
+    async def claim_verifications(
+        self, lease: Lease, *, now: datetime, limit: int = 1000
+    ) -> list[Identification]:
+        """Take for lease.holder, until lease.expires_at, the VERIFYING identifications within
+        their window that nobody holds (never held, released, or their lease expired at `now`),
+        oldest first, at most `limit`. Two replicas claiming at once never take the same one."""
+        ...
+
+    async def renew_verifications(self, lease: Lease, running: Sequence[str]) -> list[str]:
+        """Extend every VERIFYING identification lease.holder holds to lease.expires_at; of
+        `running` (the ids the holder is verifying), those still VERIFYING that another holder
+        has taken (the holder's verification of them must stop)."""
+        ...
+
+    async def release_verifications(self, holder: str) -> int:
+        """Free the VERIFYING identifications holder holds (shutdown): any replica may take
+        them at once. How many."""
         ...
 
     # --- notices and ported numbers ---------------------------------------------------------------
