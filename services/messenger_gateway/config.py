@@ -2,8 +2,9 @@
 
 IDMESH_MESSENGER_ID                  this messenger's id (required)
 IDMESH_DB_PATH                       the SQLite file (required; with IDMESH_DATABASE_URL, which
-                                     puts the store on PostgreSQL, only the folder of the
-                                     defaults below: see services.common.storage)
+                                     puts both stores, identifications and the delivery
+                                     policy, on PostgreSQL for several replicas, only the
+                                     folder of the defaults below: see services.common.storage)
 IDMESH_OPERATORS                     operator id -> registry address (required):
                                      "beeline=127.0.0.1:50051,megafon=127.0.0.1:50052"
 IDMESH_CARRIERS                      carrier name -> operator id: "Beeline=beeline"
@@ -19,11 +20,17 @@ IDMESH_OTP_MAX_ATTEMPTS              wrong codes allowed (default 5)
 IDMESH_OTP_PHONE_PER_HOUR, _BURST    one-time codes per phone number (default 10 per hour, burst 5)
 IDMESH_OTP_USER_PER_HOUR, _BURST     one-time codes per user (default 20 per hour, burst 10)
 IDMESH_OTP_KEY_FILE                  the secret key of one-time-code hashes, 0600, made if
-                                     missing (default <dir of DB_PATH>/otp-hmac.key)
+                                     missing (default <dir of DB_PATH>/otp-hmac.key); the
+                                     replicas of a gateway must share it
 IDMESH_VERIFY_RETRY_INITIAL_SECONDS  retry of an unavailable operator (default 0.2)
 IDMESH_VERIFY_RETRY_MAX_SECONDS      ... capped at (default 10)
 IDMESH_NOTIFIER_RETRY_INITIAL_SECONDS  reconnect to the notifier (default 0.5)
 IDMESH_NOTIFIER_RETRY_MAX_SECONDS      ... capped at (default 30)
+IDMESH_REPLICA_ID                    this replica's id, the holder of its leases (default: the
+                                     host name; with IDMESH_DATABASE_URL, host name-process id)
+IDMESH_LEASE_SECONDS                 the term of a replica's leases on its pending verifications
+                                     and on the notice consumer (default 6): renewed every third
+                                     of it, taken over by another replica after it
 IDMESH_DB_SYNCHRONOUS                SQLite synchronous: NORMAL (default) or FULL, ...
 plus ServerSettings: IDMESH_BIND (default 127.0.0.1:50070), IDMESH_LOG_LEVEL, ...
 """
@@ -40,7 +47,7 @@ from services.common.config import ConfigError, Env, ServerSettings
 from services.common.errors import InvalidInput
 from services.common.identity import validate_id
 from services.common.ratelimit import RateLimit
-from services.common.storage import Engine, StoreSettings
+from services.common.storage import StoreSettings
 from services.messenger_gateway.routing import NumberingPlan, NumberingPlanError
 
 DEFAULT_BIND = "127.0.0.1:50070"
@@ -74,6 +81,10 @@ class GatewayConfig:
     policy_refuse_unaccepted: bool = False
     policy_poll_seconds: float = 0.25
     policy_change_retention_seconds: float = 7 * 86400.0
+    # Replicas (services/common/lease.py): this one's id (None: the default for the engine) and
+    # the term of its leases.
+    replica_id: str | None = None
+    lease_seconds: float = 6.0
 
     @classmethod
     def from_env(cls, env: Env) -> GatewayConfig:
@@ -85,12 +96,6 @@ class GatewayConfig:
             raise ConfigError(exc.message) from None
         db_path = env.path("DB_PATH")
         store = StoreSettings.from_env(env)
-        if store.engine is Engine.POSTGRESQL:
-            raise ConfigError(
-                f"{env.name('DATABASE_URL')}: the gateway runs on SQLite only so far (its "
-                "identification store is ported, its delivery-policy store is not yet): unset "
-                f"it and set {env.name('DB_PATH')}"
-            )
         operators: dict[str, str] = env.mapping("OPERATORS")
         for operator_id, address in operators.items():
             try:
@@ -158,6 +163,8 @@ class GatewayConfig:
             policy_change_retention_seconds=env.float(
                 "POLICY_CHANGE_RETENTION_SECONDS", 7 * 86400.0, minimum=60
             ),
+            replica_id=_replica_id(env),
+            lease_seconds=env.float("LEASE_SECONDS", 6.0, minimum=0.3, maximum=3600.0),
         )
 
 
@@ -173,6 +180,19 @@ def _allowed_countries(env: Env) -> frozenset[str]:
             f"(or * for any), got {raw[:40]!r}"
         )
     return regions
+
+
+def _replica_id(env: Env) -> str | None:
+    """IDMESH_REPLICA_ID: printable, without spaces, at most 128 characters; None if unset."""
+    value = env.str("REPLICA_ID", "")
+    if not value:
+        return None
+    if len(value) > 128 or not value.isprintable() or any(c.isspace() for c in value):
+        raise ConfigError(
+            f"{env.name('REPLICA_ID')}: expected at most 128 printable characters without "
+            f"spaces (a pod or host name), got {value[:40]!r}"
+        )
+    return value
 
 
 def _unaccepted_default(env: Env) -> bool:

@@ -21,11 +21,12 @@ from services.common.db import Database
 from services.common.identity import Caller, Kind
 from services.common.jobs import run_every
 from services.common.keyfile import load_or_create_key
+from services.common.lease import LeaseKeeper, default_replica_id
 from services.common.logging import get_logger
 from services.common.metrics import ScrapeCollector, registered
 from services.common.runner import run_main, serve
 from services.common.server import GrpcServer, service_name
-from services.common.storage import StoreSettings, open_database
+from services.common.storage import Engine, StoreSettings, open_database
 from services.common.timeutil import Clock, SystemClock
 from services.messenger_gateway.config import GatewayConfig
 from services.messenger_gateway.domain import CodeHasher
@@ -33,8 +34,9 @@ from services.messenger_gateway.grpc_api import ERRORS, GatewayAdminServicer, Ga
 from services.messenger_gateway.notices import NoticeConsumer
 from services.messenger_gateway.policy import UnacceptedPolicy
 from services.messenger_gateway.policy_service import PolicyService, PolicySettings
-from services.messenger_gateway.policy_store import PolicyStore
-from services.messenger_gateway.ports import GatewayStore
+from services.messenger_gateway.policy_store import SqlitePolicyStore
+from services.messenger_gateway.policy_store_pg import PgPolicyStore
+from services.messenger_gateway.ports import GatewayStore, PolicyStore
 from services.messenger_gateway.registry_client import RegistryClients
 from services.messenger_gateway.routing import PortedNumbersTable, build_router
 from services.messenger_gateway.service import GatewayService, GatewaySettings
@@ -54,15 +56,34 @@ class Gateway:
     store: GatewayStore
     service: GatewayService
     consumer: NoticeConsumer
+    consumer_lease: LeaseKeeper  # runs the consumer while this replica holds the lease
     consumer_task: asyncio.Task[None]
     policy: PolicyService
 
 
+@dataclass(frozen=True)
+class GatewayStores:
+    """The gateway's two stores over one database: identifications and the delivery policy."""
+
+    gateway: GatewayStore
+    policy: PolicyStore
+
+
+@asynccontextmanager
+async def open_stores(settings: StoreSettings) -> AsyncIterator[GatewayStores]:
+    """The gateway's stores on the configured engine, migrated; closed on exit."""
+    async with open_database(settings, SERVICE, sqlite=MIGRATIONS, postgresql=PG_MIGRATIONS) as db:
+        if isinstance(db, Database):
+            yield GatewayStores(SqliteGatewayStore(db), SqlitePolicyStore(db))
+        else:
+            yield GatewayStores(PgGatewayStore(db), PgPolicyStore(db))
+
+
 @asynccontextmanager
 async def open_store(settings: StoreSettings) -> AsyncIterator[GatewayStore]:
-    """The gateway's store on the configured engine, migrated; closed on exit."""
-    async with open_database(settings, SERVICE, sqlite=MIGRATIONS, postgresql=PG_MIGRATIONS) as db:
-        yield SqliteGatewayStore(db) if isinstance(db, Database) else PgGatewayStore(db)
+    """The gateway's identification store on the configured engine, migrated; closed on exit."""
+    async with open_stores(settings) as stores:
+        yield stores.gateway
 
 
 @asynccontextmanager
@@ -70,15 +91,15 @@ async def open_gateway(
     config: GatewayConfig, server: GrpcServer, *, clock: Clock | None = None
 ) -> AsyncIterator[Gateway]:
     """Open the store, build the service, add the servicer to server, resume pending
-    verifications and start the notice consumer; undo it all on exit."""
+    verifications and start the notice consumer (while this replica holds its lease); undo it
+    all on exit."""
     identity = Caller(Kind.MESSENGER, config.messenger_id)
+    replica_id = config.replica_id or default_replica_id(
+        single=config.store.engine is Engine.SQLITE
+    )
     async with AsyncExitStack() as stack:
-        db = await stack.enter_async_context(
-            open_database(config.store, SERVICE, sqlite=MIGRATIONS, postgresql=PG_MIGRATIONS)
-        )
-        # GatewayConfig refuses PostgreSQL until the delivery policy's store is ported.
-        assert isinstance(db, Database)
-        store = SqliteGatewayStore(db)
+        stores = await stack.enter_async_context(open_stores(config.store))
+        store = stores.gateway
         policy = PolicyService(
             PolicySettings(
                 unaccepted_default=(
@@ -89,7 +110,7 @@ async def open_gateway(
                 poll_interval=config.policy_poll_seconds,
                 change_retention=timedelta(seconds=config.policy_change_retention_seconds),
             ),
-            store=PolicyStore(db),
+            store=stores.policy,
             clock=clock,
         )
         await policy.start()
@@ -118,6 +139,8 @@ async def open_gateway(
                 otp_phone_limit=config.otp_phone_limit,
                 otp_user_limit=config.otp_user_limit,
                 allowed_countries=config.allowed_countries,
+                replica_id=replica_id,
+                lease_ttl=timedelta(seconds=config.lease_seconds),
             ),
             store=store,
             router=router,
@@ -150,17 +173,24 @@ async def open_gateway(
             numbering_plan_ranges=len(config.numbering_plan) if config.numbering_plan else 0,
             sms_outbox=str(config.sms_outbox),
             verification_window_seconds=config.verification_window_seconds,
+            replica_id=replica_id,
+            lease_seconds=config.lease_seconds,
         )
         await service.resume_pending()
-        for job, seconds, name in (
-            (policy.catch_up, config.policy_poll_seconds, "policy-tail"),
-            (policy.prune_changes, 3600.0, "policy-change-pruning"),
+        for name, job in (
+            ("policy-tail", policy.run_tail()),
+            (
+                "policy-change-pruning",
+                run_every(3600.0, policy.prune_changes, "policy-change-pruning"),
+            ),
         ):
-            task = asyncio.create_task(run_every(seconds, job, name), name=name)
+            task = asyncio.create_task(job, name=name)
             stack.push_async_callback(_cancel, task)
         stack.enter_context(registered(ScrapeCollector("gateway_policy", policy.policy_metrics)))
         watchdog = asyncio.create_task(
-            service.run_watchdog(watchdog_interval(config.verification_window_seconds)),
+            service.run_watchdog(
+                watchdog_interval(config.verification_window_seconds, config.lease_seconds)
+            ),
             name="verification-watchdog",
         )
         stack.push_async_callback(_cancel, watchdog)
@@ -174,14 +204,31 @@ async def open_gateway(
                 maximum=config.notifier_retry_max_seconds,
             ),
         )
-        consumer_task = asyncio.create_task(consumer.run(), name="notice-consumer")
+        # One replica of the messenger consumes the stream; the others stand by (the inbox
+        # would keep the effect single anyway, the lease keeps the work single).
+        consumer_lease = LeaseKeeper(
+            store,
+            notice_consumer_lease(config.messenger_id),
+            holder=replica_id,
+            work=consumer.run,
+            ttl=config.lease_seconds,
+            clock=clock,
+        )
+        consumer_task = asyncio.create_task(consumer_lease.run(), name="notice-consumer")
         stack.push_async_callback(_cancel, consumer_task)
-        yield Gateway(config, store, service, consumer, consumer_task, policy)
+        yield Gateway(config, store, service, consumer, consumer_lease, consumer_task, policy)
 
 
-def watchdog_interval(window_seconds: float) -> float:
-    """How often the sweep for overdue verifications runs (each task is its own timer too)."""
-    return min(30.0, max(0.5, window_seconds / 4))
+def notice_consumer_lease(messenger_id: str) -> str:
+    """The name of the lease whose holder consumes the messenger's notices."""
+    return f"notices:{messenger_id}"
+
+
+def watchdog_interval(window_seconds: float, lease_seconds: float = 6.0) -> float:
+    """How often the sweep for overdue verifications runs (each task is its own timer too), and
+    the leases of this replica's verifications are renewed (every third of their term) and free
+    ones claimed."""
+    return min(30.0, max(0.5, window_seconds / 4), lease_seconds / 3)
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:

@@ -103,6 +103,52 @@ def test_every_service_runs_two_replicas_each_on_its_own_database(mesh: Mesh) ->
         assert {mesh.services[n].env["IDMESH_DATABASE_URL"] for n in names} == {urls[d]}
 
 
+async def test_a_policy_change_at_one_gateway_replica_applies_at_the_other(
+    mesh: Mesh, client: MeshClient
+) -> None:
+    sender, recipient = user(), user()
+    for u in (sender, recipient):
+        await client.identify("alpha", u, await new_subscriber(client, "beeline", "+7903"))
+    replicas = Replicas(mesh)
+    try:
+        one, two = replicas.gateways["alpha"]
+        rule = await one.SetSenderRule(
+            gateway_pb2.SetSenderRuleRequest(
+                user_id=recipient, sender_id=sender, rule=gateway_pb2.SENDER_RULE_REFUSED
+            )
+        )
+        decided = await two.CheckDelivery(
+            gateway_pb2.CheckDeliveryRequest(
+                sender_id=sender,
+                recipient_id=recipient,
+                kind=gateway_pb2.MESSAGE_KIND_PERSONAL,
+                min_version=rule.version,
+            )
+        )
+        assert decided.reason == gateway_pb2.DELIVERY_REASON_RECIPIENT_REFUSED_SENDER
+        # and the change stream of one replica carries what the other wrote, in version order
+        consent = await two.SetAutomatedConsent(
+            gateway_pb2.SetAutomatedConsentRequest(
+                user_id=recipient,
+                sender_id="bot",
+                consent=gateway_pb2.AUTOMATED_CONSENT_STATE_GRANTED,
+            )
+        )
+        watch = one.WatchPolicyChanges(
+            gateway_pb2.WatchPolicyChangesRequest(after_version=rule.version)
+        )
+        seen: list[int] = []
+        while consent.version not in seen:
+            item = await asyncio.wait_for(watch.read(), 30)
+            seen.extend(c.version for c in item.changes)
+        watch.cancel()
+        assert seen[: consent.version - rule.version] == list(
+            range(rule.version + 1, consent.version + 1)
+        )
+    finally:
+        await replicas.close()
+
+
 # -- the kill test ---------------------------------------------------------------------------
 
 
