@@ -1,5 +1,6 @@
 """The bench harness at its smallest (`python -m bench --smoke`): every scenario runs over real
-processes with tiny counts, so the bench code cannot rot unnoticed. No timing is asserted."""
+processes with tiny counts, so the bench code cannot rot unnoticed; then the PostgreSQL pass,
+two replicas of every service over an embedded server. No timing is asserted."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from bench import report
-from bench.config import SCENARIOS
+from bench.config import POSTGRES_SCENARIOS, SCENARIOS
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN_KEYS = {"concurrency", "seconds", "completed", "errors", "throughput", "latency"}
@@ -35,7 +36,7 @@ def smoke_result(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=100,
+        timeout=300,  # two passes, the second starting 10 services and a PostgreSQL server
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "figure" in proc.stdout  # the table of targets was printed
@@ -111,3 +112,35 @@ def test_smoke_result_renders_the_docs(smoke_result: dict[str, object], tmp_path
     md, png = report.write_docs(smoke_result, tmp_path)
     assert png.stat().st_size > 0
     assert report.BEGIN in md.read_text()
+
+
+@pytest.mark.mesh
+def test_smoke_run_has_a_postgresql_pass_with_two_replicas(smoke_result: dict[str, object]) -> None:
+    passes = smoke_result["postgresql"]
+    assert isinstance(passes, dict) and set(passes) == {"postgresql-x2"}
+    pg = passes["postgresql-x2"]
+    assert pg["config"]["engine"] == "postgresql-x2"
+    scenarios = pg["scenarios"]
+    for name in SCENARIOS:
+        expected = {"ok", "pending"} if name in POSTGRES_SCENARIOS else {"skipped"}
+        assert scenarios[name]["status"] in expected, (name, scenarios[name])
+    # the load went to both replicas, and the database server's CPU is counted beside them
+    for level in scenarios["verify"]["levels"]:
+        cpu = level["mesh"]["cpu_ms_per_op"]
+        assert {"registry-beeline", "registry-beeline-2", "postgres"} <= set(cpu), cpu
+        assert level["mesh"]["errors"] == 0 and level["mesh"]["completed"] > 0
+    for level in scenarios["identification"]["levels"]:
+        assert level["mesh"]["errors"] == 0 and level["mesh"]["completed"] > 0
+        assert {"gateway-alpha", "gateway-alpha-2"} <= set(level["mesh"]["cpu_ms_per_op"])
+    fanout = scenarios["fanout"]
+    assert fanout["burst"]["terminations"] == 10
+    assert fanout["burst"]["terminate_to_revoked"]["missing"] == 0
+    steady = fanout["steady"]
+    assert steady["terminate_to_revoked"]["missing"] == 0 and steady["failed"] == 0
+    assert fanout["bulk"]["terminations"] == 16
+    imported = scenarios["import"]
+    assert imported["rows"] == 300 and imported["baseline_name"] == "asyncpg COPY"
+    engines = {row["engine"] for row in smoke_result["targets"]}  # type: ignore[union-attr]
+    assert engines == {"SQLite", "PostgreSQL x2"}
+    text = report.markdown(smoke_result, "benchmarks.png")
+    assert "### VerifySubscriber over" in text and ", PostgreSQL x2" in text
