@@ -420,12 +420,94 @@ def markdown(result: dict[str, Any], png_name: str) -> str:
     for note in cfg.get("notes", []):
         lines.append(f"Note: {note}.")
     lines.append("")
+    lines += _engine_comparison(result)
     for engine, scenarios, _ran in passes(result):
         lines += _store_sections(scenarios, "" if engine == SQLITE else f", {engine_label(engine)}")
     lines += _gateway_sections(s)
     lines += _profile_sections(result.get("profiles") or {})
     lines.append(END)
     return "\n".join(lines) + "\n"
+
+
+def _common_level(runs: list[dict[str, Any]]) -> int | None:
+    """The highest concurrency every pass measured a scenario at."""
+    common = set.intersection(*({lv["concurrency"] for lv in r["levels"]} for r in runs))
+    return max(common) if common else None
+
+
+def _split_cpu(cpu: dict[str, float]) -> str:
+    """CPU ms per operation: the services' (every replica) + the database server's."""
+    services = sum(v for n, v in cpu.items() if n != "postgres")
+    text = f"{_num(services, 2)}"
+    if "postgres" in cpu:
+        text += f" + {_num(cpu['postgres'], 2)} server"
+    return text
+
+
+def _engine_comparison(result: dict[str, Any]) -> list[str]:
+    """One row per engine: the store-bound figures side by side, with the CPU each operation
+    costs the services and (PostgreSQL) the database server."""
+    runs = passes(result)
+    if len(runs) < 2:
+        return []
+    header = ["figure", *(engine_label(engine) for engine, _s, _r in runs)]
+    rows: list[list[str]] = []
+    for key, label, unit in (
+        ("identification", "identification", "ident/s"),
+        ("verify", "VerifySubscriber", "calls/s"),
+    ):
+        scenarios = [s.get(key, {}) for _e, s, _r in runs]
+        if not all(_ok(sc) for sc in scenarios):
+            continue
+        level = _common_level(scenarios)
+        if level is None:
+            continue
+        at = [next(lv for lv in sc["levels"] if lv["concurrency"] == level) for sc in scenarios]
+        rows.append(
+            [f"{label} c={level}, {unit} (x echo)"]
+            + [
+                f"{_num(lv['mesh']['throughput'])} ({_num(lv['throughput_ratio'], 2)}x)"
+                for lv in at
+            ]
+        )
+        rows.append(
+            [f"{label} c={level}, p99 ms"] + [_num(lv["mesh"]["latency"]["p99_ms"]) for lv in at]
+        )
+        rows.append(
+            [f"{label} c={level}, CPU ms per op: services + server"]
+            + [_split_cpu(lv["mesh"]["cpu_ms_per_op"]) for lv in at]
+        )
+    fans = [s.get("fanout", {}) for _e, s, _r in runs]
+    if all(_ok(f) for f in fans):
+        for phase, label in (("burst", "TerminateContract"), ("bulk", "TerminateContracts")):
+            if not all(f.get(phase) for f in fans):
+                continue
+            rows.append(
+                [f"fan-out from {label}, events/s end to end"]
+                + [_num(f[phase]["events_per_second"]) for f in fans]
+            )
+            rows.append(
+                [f"fan-out from {label}, CPU ms per event: services + server"]
+                + [_split_cpu(f[phase]["cpu_ms_per_event"]) for f in fans]
+            )
+    imports = [s.get("import", {}) for _e, s, _r in runs]
+    if all(_ok(i) for i in imports):
+        rows.append(
+            ["bulk import, rows/s (x its baseline)"]
+            + [f"{_num(i['rows_per_second'])} ({_num(i['ratio'], 2)}x)" for i in imports]
+        )
+    if not rows:
+        return []
+    return [
+        "### The engines side by side",
+        "",
+        "At the highest concurrency every pass measured; each pass with its own same-run "
+        "baselines and its own sizes (see the notes above). CPU: the services' processes "
+        "(every replica) + the PostgreSQL server (postmaster and backends).",
+        "",
+        *_md_table(header, rows),
+        "",
+    ]
 
 
 def _store_sections(s: dict[str, Any], where: str) -> list[str]:

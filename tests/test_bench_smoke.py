@@ -144,3 +144,4 @@ def test_smoke_run_has_a_postgresql_pass_with_two_replicas(smoke_result: dict[st
     assert engines == {"SQLite", "PostgreSQL x2"}
     text = report.markdown(smoke_result, "benchmarks.png")
     assert "### VerifySubscriber over" in text and ", PostgreSQL x2" in text
+    assert "### The engines side by side" in text
