@@ -241,12 +241,6 @@ class SqliteGatewayStore:
             return 0, None
         return int(row[0]), _opt_dt(row[1])
 
-    async def verifying(self) -> list[Identification]:
-        rows = await self._db.fetchall(
-            "SELECT * FROM identifications WHERE state = 'VERIFYING' ORDER BY seq"
-        )
-        return [identification_from_row(r) for r in rows]
-
     async def notice_cursor(self, messenger_id: str) -> int:
         row = await self._db.fetchone(
             "SELECT seq FROM notice_cursor WHERE messenger_id = ?", (messenger_id,)
