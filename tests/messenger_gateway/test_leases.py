@@ -192,7 +192,7 @@ async def test_one_keeper_of_two_runs_the_work_and_the_other_takes_over_when_it_
         return run
 
     keepers = {
-        name: LeaseKeeper(store, "notices:alpha", holder=name, work=work(name), ttl=0.6)
+        name: LeaseKeeper(store, "notices:alpha", holder=name, work=work(name), ttl=3.0)
         for name in ("a", "b")
     }
     tasks = {name: asyncio.create_task(k.run()) for name, k in keepers.items()}
@@ -250,7 +250,7 @@ async def test_a_keeper_that_cannot_renew_stops_the_work_by_the_lease_expiry(
             return await store.lease_of(name)
 
     failing = Failing()
-    keeper = LeaseKeeper(failing, "notices:alpha", holder="a", work=run, ttl=0.6)
+    keeper = LeaseKeeper(failing, "notices:alpha", holder="a", work=run, ttl=1.5)
     task = asyncio.create_task(keeper.run())
     try:
         await asyncio.wait_for(running.wait(), 10)
