@@ -171,12 +171,14 @@ class Pass:
     seed_seconds: float
     scenarios: dict[str, Any]
     profiles: dict[str, Any]
+    idle_cpu: dict[str, float]  # process -> CPU seconds per second with the mesh idle
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "config": self.config.as_dict(),
             "seconds": round(self.seconds, 1),
             "seed_seconds": round(self.seed_seconds, 1),
+            "idle_cpu": self.idle_cpu,
             "scenarios": self.scenarios,
         }
 
@@ -203,6 +205,7 @@ async def run_pass(config: BenchConfig, work_dir: Path) -> Pass:
     ctx: scenarios.Context | None = None
     started: list[Mesh | topology.EchoMesh] = []  # stopped at the end, the last first
     seed_seconds = 0.0
+    idle_cpu: dict[str, float] = {}
     try:
         if config.engine != SQLITE:
             server = await asyncio.to_thread(topology.PostgresServer, work_dir / "postgres")
@@ -214,6 +217,7 @@ async def run_pass(config: BenchConfig, work_dir: Path) -> Pass:
         await asyncio.to_thread(echo.wait, 60.0)
         ctx = scenarios.Context(config, mesh, echo, work_dir, RESULTS / "profiles", postgres=server)
         rss["start"] = procs.rss_all(ctx.mesh_pids())
+        idle_cpu = await scenarios.idle_cpu(ctx)
         for name, step in STEPS.items():
             if name not in config.scenarios:
                 results[name] = {"status": "skipped"}
@@ -249,7 +253,7 @@ async def run_pass(config: BenchConfig, work_dir: Path) -> Pass:
     if ctx is not None:
         for profile_label, profiler in ctx.profiles.items():
             profiles[profile_label] = profiler.summaries()
-    return Pass(config, time.perf_counter() - began, seed_seconds, results, profiles)
+    return Pass(config, time.perf_counter() - began, seed_seconds, results, profiles, idle_cpu)
 
 
 async def run(config: BenchConfig, work_dir: Path) -> dict[str, Any]:
@@ -267,6 +271,7 @@ async def run(config: BenchConfig, work_dir: Path) -> dict[str, Any]:
         started_at=began,
         seconds=time.time() - began,
         seed_seconds=sqlite.seed_seconds if sqlite is not None else 0.0,
+        idle_cpu={e: run.idle_cpu for e, run in passes.items()},
         scenarios=(
             sqlite.scenarios
             if sqlite is not None

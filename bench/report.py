@@ -37,6 +37,7 @@ def build(
     scenarios: dict[str, Any],
     profiles: dict[str, Any],
     postgresql: dict[str, Any] | None = None,
+    idle_cpu: dict[str, dict[str, float]] | None = None,
 ) -> dict[str, Any]:
     result = {
         "schema": SCHEMA,
@@ -47,6 +48,7 @@ def build(
         "config": config.as_dict(),
         "scenarios": scenarios,
         "postgresql": postgresql or {},
+        "idle_cpu": idle_cpu or {},
         "profiles": profiles,
     }
     result["targets"] = targets(result)
@@ -444,6 +446,15 @@ def _split_cpu(cpu: dict[str, float]) -> str:
     return text
 
 
+def _split_share(cpu: dict[str, float]) -> str:
+    """CPU seconds per second as shares of one core: the services' + the server's."""
+    services = sum(v for n, v in cpu.items() if n != "postgres")
+    text = f"{services:.0%}"
+    if "postgres" in cpu:
+        text += f" + {cpu['postgres']:.0%} server"
+    return text
+
+
 def _engine_comparison(result: dict[str, Any]) -> list[str]:
     """One row per engine: the store-bound figures side by side, with the CPU each operation
     costs the services and (PostgreSQL) the database server."""
@@ -490,6 +501,12 @@ def _engine_comparison(result: dict[str, Any]) -> list[str]:
                 [f"fan-out from {label}, CPU ms per event: services + server"]
                 + [_split_cpu(f[phase]["cpu_ms_per_event"]) for f in fans]
             )
+    idle = result.get("idle_cpu") or {}
+    if all(engine in idle for engine, _s, _r in runs):
+        rows.append(
+            ["idle mesh, CPU per second: services + server"]
+            + [_split_share(idle[engine]) for engine, _s, _r in runs]
+        )
     imports = [s.get("import", {}) for _e, s, _r in runs]
     if all(_ok(i) for i in imports):
         rows.append(

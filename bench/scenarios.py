@@ -153,6 +153,15 @@ def ratio(value: float, baseline: float) -> float:
     return round(value / baseline, 3)
 
 
+async def idle_cpu(ctx: Context) -> dict[str, float]:
+    """CPU seconds per second each of the mesh's processes (and the database server) spends
+    while nothing calls it: the background work (relays, polls, leases, LISTEN wake-ups)."""
+    names = [n for n in ctx.mesh_pids() if not n.startswith("echo-")]
+    seconds = ctx.config.idle_seconds
+    _, cpu = await measured(ctx, names, asyncio.sleep(seconds))
+    return {n: round(v / seconds, 4) for n, v in cpu.items()}
+
+
 # --- 1. identification ---------------------------------------------------------------------
 
 

@@ -335,9 +335,15 @@ async def seed_gateway_pg(url: str, rows: Iterable[tuple[object, ...]]) -> None:
     conn = await asyncpg.connect(url)
     try:
         await migrate(conn, SERVICE, PG_MIGRATIONS)
-        await conn.copy_records_to_table(
-            "identifications", records=records, columns=IDENTIFICATION_COLUMNS
-        )
+        # Like a restored backup (pg_restore --disable-triggers), and as seed_policy does on
+        # SQLite: the rows are not in the policy's change log (its triggers, a NOTIFY per row,
+        # would take most of the seeding); a gateway loads them from the table at start.
+        async with conn.transaction():
+            await conn.execute("ALTER TABLE identifications DISABLE TRIGGER USER")
+            await conn.copy_records_to_table(
+                "identifications", records=records, columns=IDENTIFICATION_COLUMNS
+            )
+            await conn.execute("ALTER TABLE identifications ENABLE TRIGGER USER")
         await conn.execute("ANALYZE identifications")
     finally:
         await conn.close()

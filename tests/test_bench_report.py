@@ -81,6 +81,10 @@ def made_up_result() -> dict[str, Any]:
             }
         },
         "profiles": {},
+        "idle_cpu": {
+            "sqlite": {"registry-beeline": 0.01},
+            "postgresql-x2": {"registry-beeline": 0.02, "postgres": 0.05},
+        },
     }
     result["targets"] = report.targets(result)
     return result
@@ -117,6 +121,7 @@ def test_the_engines_side_by_side_at_the_common_concurrency() -> None:
     assert "c=16" not in table
     assert "| 2.00 | 1.00 + 0.75 server |" in table  # services + the server, per op
     assert "bulk import" in table
+    assert "| idle mesh, CPU per second: services + server | 1% | 2% + 5% server |" in table
     assert "### VerifySubscriber over 1,000 subscribers, PostgreSQL x2" in text
 
 

@@ -145,3 +145,5 @@ def test_smoke_run_has_a_postgresql_pass_with_two_replicas(smoke_result: dict[st
     text = report.markdown(smoke_result, "benchmarks.png")
     assert "### VerifySubscriber over" in text and ", PostgreSQL x2" in text
     assert "### The engines side by side" in text
+    idle = smoke_result["idle_cpu"]
+    assert isinstance(idle, dict) and "postgres" in idle["postgresql-x2"] and "sqlite" in idle
