@@ -21,7 +21,7 @@ help:
 	@echo "make chaos  seeded fault run of the mesh, checked (CHAOS_ARGS=\"--seed N --rounds N\")"
 	@echo "make proto  regenerate gen/python from protos/"
 	@echo "make lint   buf lint, buf breaking (against main), ruff check, ruff format --check, mypy (CI runs it with make test)"
-	@echo "make bench  benchmarks against same-run baselines -> docs/benchmarks.md (~5 min)"
+	@echo "make bench  benchmarks against same-run baselines, SQLite and PostgreSQL -> docs/benchmarks.md (~9 min)"
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,9 +31,11 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# `make bench`: the benchmarks (not part of `make test`; under 10 minutes on 2 cores). Writes
-# bench/results/latest.json, docs/benchmarks.md and docs/benchmarks.png. BENCH_ARGS=--full for
-# the issue's full counts, BENCH_ARGS="--only verify --profile" for one scenario under py-spy.
+# `make bench`: the benchmarks (not part of `make test`; under 10 minutes on 2 cores: SQLite,
+# then PostgreSQL with one and two replicas of every service). Writes bench/results/latest.json,
+# docs/benchmarks.md and docs/benchmarks.png. BENCH_ARGS=--full for the issue's full counts,
+# BENCH_ARGS="--only verify --profile" for one scenario under py-spy, BENCH_ARGS="--engines
+# sqlite" for SQLite alone.
 BENCH_STAMP := $(VENV)/.bench-installed-stamp
 
 $(BENCH_STAMP): $(STAMP) pyproject.toml
