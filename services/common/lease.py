@@ -131,7 +131,11 @@ class LeaseKeeper:
         now = self._clock.now()
         until = now + self._ttl
         try:
-            held = await self._store.acquire_lease(self.name, Lease(self.holder, until), now=now)
+            # bounded: a store that hangs must not keep the work running past the expiry
+            held = await asyncio.wait_for(
+                self._store.acquire_lease(self.name, Lease(self.holder, until), now=now),
+                self._interval,
+            )
         except Exception as exc:
             log.warning("lease.renew_failed", lease=self.name, replica=self.holder, error=repr(exc))
             if self._held_until is not None and self._clock.now() >= self._held_until:

@@ -508,6 +508,8 @@ class GatewayService:
         return await self._claim(), len(lost)
 
     async def _claim(self) -> int:
+        if self._closed:  # shutting down: leave them to the others
+            return 0
         now = self._clock.now()
         claimed = await self._store.claim_verifications(self._lease(now), now=now)
         resumed = 0

@@ -3,7 +3,9 @@ the notice inbox (event ids applied) and the notice cursor.
 
 Every state change is a conditional UPDATE on the state it leaves, so concurrent actors (an RPC,
 a verification task, the watchdog, another gateway process on the same file) cannot both win,
-and an operator's late answer changes nothing.
+and an operator's late answer changes nothing. Leases (on pending verifications, and named ones
+such as the notice consumer's) are the same rows as on PostgreSQL; with one replica, whose id
+survives its restarts, they are always its own.
 
 The identification and notice writes are each one function run on the database's writer thread
 (Database.run: the whole transaction in one thread hop); the ported-numbers import keeps its
@@ -233,12 +235,6 @@ class SqliteGatewayStore:
         if row is None or not row[0]:
             return 0, None
         return int(row[0]), _opt_dt(row[1])
-
-    async def verifying(self) -> list[Identification]:
-        rows = await self._db.fetchall(
-            "SELECT * FROM identifications WHERE state = 'VERIFYING' ORDER BY seq"
-        )
-        return [identification_from_row(r) for r in rows]
 
     async def notice_cursor(self, messenger_id: str) -> int:
         row = await self._db.fetchone(

@@ -187,12 +187,6 @@ class PgGatewayStore:
             return 0, None
         return int(row[0]), row[1]
 
-    async def verifying(self) -> list[Identification]:
-        rows = await self._db.fetch(
-            "SELECT * FROM identifications WHERE state = 'VERIFYING' ORDER BY seq"
-        )
-        return [identification_from_row(r) for r in rows]
-
     async def notice_cursor(self, messenger_id: str) -> int:
         value = await self._db.fetchval(
             "SELECT seq FROM notice_cursor WHERE messenger_id = $1", messenger_id

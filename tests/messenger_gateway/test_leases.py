@@ -13,9 +13,18 @@ from prometheus_client import REGISTRY
 from services.common.lease import Lease, LeaseKeeper
 from services.messenger_gateway.domain import State
 from services.messenger_gateway.ports import GatewayStore
+from services.messenger_gateway.service import GatewayService
 from tests.eventually import eventually
 
-from .fakes import BEELINE_PHONE, MEGAFON_PHONE, FakeClock, make_service
+from .fakes import (
+    BEELINE_PHONE,
+    MEGAFON_PHONE,
+    FakeClock,
+    FakeOperators,
+    RecordingSms,
+    hang,
+    make_service,
+)
 
 TERM = timedelta(seconds=6)
 
@@ -107,6 +116,61 @@ async def test_released_verifications_are_claimed_at_once_and_overdue_ones_never
     assert sorted(await store.expire_overdue(past_window)) == sorted([first, second])
 
 
+async def _pending(
+    store: GatewayStore, clock: FakeClock, replica_id: str
+) -> tuple[GatewayService, FakeOperators, str]:
+    """A service of replica_id whose operator never answers, with one verification pending."""
+    sms, operators = RecordingSms(), FakeOperators(answers={BEELINE_PHONE: hang})
+    service = make_service(
+        store, sms=sms, operators=operators, clock=clock, window=60, replica_id=replica_id
+    )
+    ident = await service.start_identification("user-1", BEELINE_PHONE)
+    await service.confirm_possession(
+        ident.identification_id, sms.code_for(ident.identification_id), wait=0.05
+    )
+    await eventually(lambda: len(operators.calls) == 1, what="the operator asked")
+    return service, operators, ident.identification_id
+
+
+async def test_a_shutdown_releases_its_verifications_to_another_replica_at_once(
+    store: GatewayStore,
+) -> None:
+    clock = FakeClock()
+    first, _, pending = await _pending(store, clock, "a")
+    other = make_service(store, operators=FakeOperators(), clock=clock, replica_id="b")
+    assert await other.keep_verifications() == (0, 0)  # a holds it
+    await first.close()
+    assert await other.keep_verifications() == (1, 0)  # no waiting for the lease to expire
+    await eventually(lambda: other._tasks == {}, what="b finished it")
+    done = await store.get(pending)
+    assert done is not None and done.state is State.IDENTIFIED
+    await other.close()
+
+
+async def test_a_replica_restarted_with_its_id_resumes_its_verifications_at_once(
+    store: GatewayStore,
+) -> None:
+    """A crash (nothing released), then a restart under the same replica id (SQLite's one
+    replica, a pod restarted in place): it does not wait for its own leases to expire."""
+    clock = FakeClock()
+    crashed, first_ops, pending = await _pending(store, clock, "a")
+    for task in crashed._tasks.values():
+        task.cancel()
+    await eventually(lambda: crashed._tasks == {}, what="the crashed tasks gone")
+    stranger = make_service(store, operators=FakeOperators(), clock=clock, replica_id="b")
+    assert await stranger.resume_pending() == (0, 0)  # a's lease is live
+
+    second_ops = FakeOperators()
+    restarted = make_service(store, operators=second_ops, clock=clock, replica_id="a")
+    assert await restarted.resume_pending() == (1, 0)
+    await eventually(lambda: restarted._tasks == {}, what="the resumed verification finished")
+    assert second_ops.calls == first_ops.calls  # the same idempotency key
+    assert stranger._tasks == {}
+    done = await store.get(pending)
+    assert done is not None and done.state is State.IDENTIFIED
+    await restarted.close()
+
+
 # --- LeaseKeeper -----------------------------------------------------------------------------
 
 
@@ -128,7 +192,7 @@ async def test_one_keeper_of_two_runs_the_work_and_the_other_takes_over_when_it_
         return run
 
     keepers = {
-        name: LeaseKeeper(store, "notices:alpha", holder=name, work=work(name), ttl=0.6)
+        name: LeaseKeeper(store, "notices:alpha", holder=name, work=work(name), ttl=3.0)
         for name in ("a", "b")
     }
     tasks = {name: asyncio.create_task(k.run()) for name, k in keepers.items()}
@@ -186,7 +250,7 @@ async def test_a_keeper_that_cannot_renew_stops_the_work_by_the_lease_expiry(
             return await store.lease_of(name)
 
     failing = Failing()
-    keeper = LeaseKeeper(failing, "notices:alpha", holder="a", work=run, ttl=0.6)
+    keeper = LeaseKeeper(failing, "notices:alpha", holder="a", work=run, ttl=1.5)
     task = asyncio.create_task(keeper.run())
     try:
         await asyncio.wait_for(running.wait(), 10)
