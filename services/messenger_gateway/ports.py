@@ -153,9 +153,10 @@ class GatewayStore(LeaseStore, Protocol):
         ...
 
     async def renew_verifications(self, lease: Lease, running: Sequence[str]) -> list[str]:
-        """Extend every VERIFYING identification lease.holder holds to lease.expires_at; of
-        `running` (the ids the holder is verifying), those still VERIFYING that another holder
-        has taken (the holder's verification of them must stop)."""
+        """Extend the leases lease.holder holds on `running` (the ids it is verifying: only a
+        verification that runs keeps its lease) to lease.expires_at; of those, the ones still
+        VERIFYING that another holder has taken (the holder's verification of them must
+        stop)."""
         ...
 
     async def release_verifications(self, holder: str) -> int:

@@ -543,20 +543,21 @@ class SqliteGatewayStore:
         return await self._db.run(claim)
 
     async def renew_verifications(self, lease: Lease, running: Sequence[str]) -> list[str]:
-        """Extend every VERIFYING identification lease.holder holds to lease.expires_at; of
-        `running` (the ids the holder is verifying), the ones another holder has taken."""
+        """Extend the leases lease.holder holds on `running` (the ids it is verifying) to
+        lease.expires_at; of those, the ones another holder has taken."""
         ids = list(running)
 
         def renew(conn: sqlite3.Connection) -> list[str]:
-            conn.execute(
-                "UPDATE identifications SET lease_expires_at = ? "
-                "WHERE state = 'VERIFYING' AND lease_holder = ?",
-                (to_iso(lease.expires_at), lease.holder),
-            )
             lost: list[str] = []
             for start in range(0, len(ids), 500):
                 chunk = ids[start : start + 500]
                 marks = ", ".join("?" * len(chunk))
+                conn.execute(
+                    "UPDATE identifications SET lease_expires_at = ? "
+                    f"WHERE identification_id IN ({marks}) AND state = 'VERIFYING' "
+                    "AND lease_holder = ?",
+                    (to_iso(lease.expires_at), *chunk, lease.holder),
+                )
                 lost.extend(
                     row[0]
                     for row in conn.execute(

@@ -468,9 +468,11 @@ class PgGatewayStore:
         async with self._db.transaction() as conn:
             await conn.execute(
                 "UPDATE identifications SET lease_expires_at = $1 "
-                "WHERE state = 'VERIFYING' AND lease_holder = $2",
+                "WHERE identification_id = ANY($3::text[]) AND state = 'VERIFYING' "
+                "AND lease_holder = $2",
                 lease.expires_at,
                 lease.holder,
+                list(running),
             )
             rows = await conn.fetch(
                 "SELECT identification_id FROM identifications "

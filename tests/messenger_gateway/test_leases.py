@@ -99,6 +99,19 @@ async def test_a_held_verification_is_claimed_by_another_only_once_its_lease_exp
     assert await store.renew_verifications(Lease("b", later + TERM), [held]) == []
 
 
+async def test_only_the_verifications_a_replica_runs_keep_their_leases(
+    store: GatewayStore,
+) -> None:
+    running = await _verifying(store, "u1", BEELINE_PHONE, holder="a")
+    orphan = await _verifying(store, "u2", MEGAFON_PHONE, holder="a")  # a runs no task for it
+    renewed_at = FakeClock().now() + timedelta(seconds=5)
+    assert await store.renew_verifications(Lease("a", renewed_at + TERM), [running]) == []
+
+    later = renewed_at + timedelta(seconds=2)  # past the first term, inside the renewed one
+    claimed = await store.claim_verifications(Lease("b", later + TERM), now=later)
+    assert [i.identification_id for i in claimed] == [orphan]
+
+
 async def test_released_verifications_are_claimed_at_once_and_overdue_ones_never(
     store: GatewayStore,
 ) -> None:
