@@ -268,18 +268,21 @@ def _audit(
     )
 
 
-def _log_order(conn: sqlite3.Connection, now: datetime, order: RestrictionOrder) -> int:
+def order_change(order: RestrictionOrder) -> dict[str, str]:
+    """The change-log fields of an order's new state (either engine): its target in user_id or
+    phone_number."""
     phone = order.target is OrderTarget.PHONE
-    return _log(
-        conn,
-        now,
-        ChangeKind.RESTRICTION_ORDER,
-        value=order.state,
-        user_id="" if phone else order.target_value,
-        phone_number=order.target_value if phone else "",
-        order_id=order.order_id,
-        scope=order.scope,
-    )
+    return {
+        "value": str(order.state),
+        "user_id": "" if phone else order.target_value,
+        "phone_number": order.target_value if phone else "",
+        "order_id": order.order_id,
+        "scope": str(order.scope),
+    }
+
+
+def _log_order(conn: sqlite3.Connection, now: datetime, order: RestrictionOrder) -> int:
+    return _log(conn, now, ChangeKind.RESTRICTION_ORDER, **order_change(order))
 
 
 class SqlitePolicyStore:

@@ -41,7 +41,6 @@ from services.messenger_gateway.policy import (
     OrderNotFound,
     OrderSla,
     OrderState,
-    OrderTarget,
     PolicyChange,
     PolicyIndex,
     Preferences,
@@ -58,6 +57,7 @@ from services.messenger_gateway.policy_store import (
     change_from_row,
     consent_from_row,
     masked_target,
+    order_change,
     order_from_row,
 )
 from services.messenger_gateway.ports import ChangeSignal
@@ -246,17 +246,7 @@ async def _audit(
 
 
 async def _log_order(conn: Connection, now: datetime, order: RestrictionOrder) -> int:
-    phone = order.target is OrderTarget.PHONE
-    return await _log(
-        conn,
-        now,
-        ChangeKind.RESTRICTION_ORDER,
-        value=str(order.state),
-        user_id="" if phone else order.target_value,
-        phone_number=order.target_value if phone else "",
-        order_id=order.order_id,
-        scope=str(order.scope),
-    )
+    return await _log(conn, now, ChangeKind.RESTRICTION_ORDER, **order_change(order))
 
 
 class PgPolicyStore:

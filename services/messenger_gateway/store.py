@@ -23,7 +23,7 @@ from services.common.db import Database
 from services.common.errors import quote
 from services.common.failpoints import failpoint
 from services.common.lease import Lease
-from services.common.timeutil import from_iso, to_iso
+from services.common.timeutil import from_iso, stored_time, to_iso
 from services.messenger_gateway.domain import (
     IdempotentReplay,
     Identification,
@@ -164,13 +164,8 @@ def _opt_iso(value: datetime | None) -> str | None:
     return None if value is None else to_iso(value)
 
 
-def _time(value: str | datetime) -> datetime:
-    """A stored time: ISO text from SQLite, a datetime from PostgreSQL (store_pg.py)."""
-    return value if isinstance(value, datetime) else from_iso(value)
-
-
 def _opt_dt(value: str | datetime | None) -> datetime | None:
-    return None if value is None else _time(value)
+    return None if value is None else stored_time(value)
 
 
 def identification_from_row(row: Any) -> Identification:
@@ -182,8 +177,8 @@ def identification_from_row(row: Any) -> Identification:
         state=State(row["state"]),
         reason=Reason(row["reason"]),
         operator_id=row["operator_id"],
-        started_at=_time(row["started_at"]),
-        code_expires_at=_time(row["code_expires_at"]),
+        started_at=stored_time(row["started_at"]),
+        code_expires_at=stored_time(row["code_expires_at"]),
         attempts_left=row["attempts_left"],
         verification_deadline=_opt_dt(row["verification_deadline"]),
         completed_at=_opt_dt(row["completed_at"]),

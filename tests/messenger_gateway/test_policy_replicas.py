@@ -129,7 +129,7 @@ async def test_a_commit_at_one_replica_wakes_the_others_index_before_its_poll(
         follower = PolicyService(PolicySettings(poll_interval=3600), store=second.policy)
         await follower.start()
         tail = asyncio.create_task(follower.run_tail())
-        stack.callback(tail.cancel)
+        stack.push_async_callback(_stop, tail)
         version = await first.policy.set_sender_rule(
             "u0", "spammer", SenderRule.REFUSED, clock.now()
         )
@@ -140,3 +140,8 @@ async def test_a_commit_at_one_replica_wakes_the_others_index_before_its_poll(
         assert [(c.kind, c.sender_id, c.value) for c in changes] == [
             (ChangeKind.SENDER_RULE, "spammer", SenderRule.REFUSED)
         ]
+
+
+async def _stop(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    await asyncio.wait({task})

@@ -239,14 +239,13 @@ async def test_a_decision_at_a_min_version_reads_another_replicas_write(
 async def test_the_tailer_keeps_a_replica_current_within_its_interval(
     gw: Replica, other: Replica
 ) -> None:
-    from services.common.jobs import run_every
-
-    tail = asyncio.create_task(run_every(0.05, other.policy.catch_up, "tail"))
+    tail = asyncio.create_task(other.policy.run_tail())  # main.py's tailer
     try:
         await gw.policy.set_sender_rule("r", "t", SenderRule.REFUSED)
         await eventually(lambda: decide(other, "t", "r") == "RECIPIENT_REFUSED_SENDER", within=10)
     finally:
         tail.cancel()
+        await asyncio.wait({tail})
 
 
 async def test_a_replica_behind_a_pruned_log_reloads(
@@ -399,9 +398,7 @@ async def test_a_bad_order_is_refused_and_changes_nothing(
 async def test_the_stream_carries_changes_from_any_replica_in_order_and_resumes(
     gw: Replica, other: Replica
 ) -> None:
-    from services.common.jobs import run_every
-
-    tail = asyncio.create_task(run_every(0.05, other.policy.catch_up, "tail"))
+    tail = asyncio.create_task(other.policy.run_tail())  # main.py's tailer
     head = await other.policy.catch_up()
     items: list[WatchItem] = []
     got_both = asyncio.Event()
@@ -423,6 +420,7 @@ async def test_the_stream_carries_changes_from_any_replica_in_order_and_resumes(
     finally:
         watcher.cancel()
         tail.cancel()
+        await asyncio.wait({tail})
     changes = [c for i in items for c in i.changes]
     assert [(c.kind, c.value) for c in changes] == [
         (ChangeKind.SENDER_RULE, "REFUSED"),
