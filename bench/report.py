@@ -13,6 +13,7 @@ import dataclasses
 import json
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -437,22 +438,19 @@ def _common_level(runs: list[dict[str, Any]]) -> int | None:
     return max(common) if common else None
 
 
-def _split_cpu(cpu: dict[str, float]) -> str:
-    """CPU ms per operation: the services' (every replica) + the database server's."""
-    services = sum(v for n, v in cpu.items() if n != "postgres")
-    text = f"{_num(services, 2)}"
+def _split_cpu(cpu: dict[str, float], fmt: Callable[[float], str] | None = None) -> str:
+    """CPU per operation (or per second, with fmt): the services' (every replica) + the
+    database server's ("postgres")."""
+    show = fmt or (lambda v: _num(v, 2))
+    text = show(sum(v for n, v in cpu.items() if n != "postgres"))
     if "postgres" in cpu:
-        text += f" + {_num(cpu['postgres'], 2)} server"
+        text += f" + {show(cpu['postgres'])} server"
     return text
 
 
 def _split_share(cpu: dict[str, float]) -> str:
-    """CPU seconds per second as shares of one core: the services' + the server's."""
-    services = sum(v for n, v in cpu.items() if n != "postgres")
-    text = f"{services:.0%}"
-    if "postgres" in cpu:
-        text += f" + {cpu['postgres']:.0%} server"
-    return text
+    """CPU seconds per second as shares of one core."""
+    return _split_cpu(cpu, lambda v: f"{v:.0%}")
 
 
 def _engine_comparison(result: dict[str, Any]) -> list[str]:
