@@ -752,9 +752,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
         ),
     ):
         scenario = s.get(key, {})
-        if not _ok(scenario):
-            continue
-        for kind, kind_label in kinds.items():
+        for kind, kind_label in kinds.items() if _ok(scenario) else ():
             levels = scenario["levels"]
             series.append(
                 (
@@ -765,12 +763,12 @@ def plot(result: dict[str, Any], path: Path) -> None:
                     "-" if kind == "mesh" else "--",
                 )
             )
-        # the real services on PostgreSQL (their same-run baselines are the SQLite pass's kind)
+        # the real services on PostgreSQL (the baselines plotted: the SQLite pass's)
         for engine, scenarios, _ran in passes(result):
-            scenario = scenarios.get(key, {})
-            if engine == SQLITE or not _ok(scenario):
+            pg = scenarios.get(key, {})
+            if engine == SQLITE or not _ok(pg):
                 continue
-            levels = scenario["levels"]
+            levels = pg["levels"]
             series.append(
                 (
                     f"{label}: {kinds['mesh']}, {engine_label(engine)}",
