@@ -68,6 +68,70 @@ def test_calls_beyond_the_limit_are_refused_until_one_ends() -> None:
     assert limiter.try_acquire()
 
 
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_standing_queue_in_front_of_the_handlers_cuts_the_limit_below_its_minimum() -> None:
+    clock = Clock()
+    settings = LimiterSettings(initial=64, minimum=64, maximum=256)
+    limiter = ConcurrencyLimiter(settings, clock=clock)
+    method = "/x.v1.S/M"
+    for _ in range(64):
+        assert limiter.try_acquire()
+    # calls come with a 10 s timeout and reach the interceptor at once: no queue
+    for _ in range(20):
+        clock.now += 0.01
+        limiter.arrived(method, 10.0)
+    assert limiter.queue_delay == 0.0 and limiter.limit == 64
+    # a burst: some calls waited 0.5 s, others not at all: not a standing queue
+    for i in range(20):
+        clock.now += 0.01
+        limiter.arrived(method, 9.5 if i % 2 else 10.0)
+    assert limiter.limit == 64
+    # every call waited 0.3 s or more for a whole interval: the limit is cut, below 64
+    for i in range(60):
+        clock.now += 0.01
+        limiter.arrived(method, 9.7 - i * 0.01)
+    assert limiter.queue_delay >= 0.3
+    assert limiter.limit < 64 * 0.8 + 1
+    # refusals ask the callers to wait at least as long as the queue
+    assert limiter.retry_after() >= 0.3
+    # calls without a deadline tell nothing
+    limiter.arrived(method, None)
+
+
+def test_one_methods_queue_counts_even_while_another_flows() -> None:
+    clock = Clock()
+    limiter = ConcurrencyLimiter(LimiterSettings(initial=64, minimum=64), clock=clock)
+    for _ in range(64):
+        limiter.try_acquire()
+    for i in range(60):
+        clock.now += 0.01
+        limiter.arrived("/x.v1.S/Fast", 5.0)
+        limiter.arrived("/x.v1.S/Queued", 10.0 if i < 5 else 9.0)
+    assert limiter.queue_delay >= 0.9
+    assert limiter.limit < 64
+
+
+def test_refusals_are_built_once_per_delay_and_logged_once_a_second(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    clock = Clock()
+    limiter = ConcurrencyLimiter(LimiterSettings(initial=1, minimum=1, maximum=1), clock=clock)
+    assert limiter.try_acquire() and not limiter.try_acquire()
+    refusals = {id(limiter.refusal("/x.v1.S/M")) for _ in range(100)}
+    assert len(refusals) == 1  # the same refusal (and so the same status bytes) every time
+    clock.now += 1.5
+    limiter.refusal("/x.v1.S/M")
+    lines = [line for line in capsys.readouterr().out.splitlines() if "rpc.shed" in line]
+    assert len(lines) == 1 and "101" in lines[0]
+
+
 def test_disabled_shedding_admits_everything() -> None:
     limiter = ConcurrencyLimiter(LimiterSettings(initial=1, minimum=1, maximum=1, enabled=False))
     assert all(limiter.try_acquire() for _ in range(100))
@@ -81,10 +145,12 @@ def test_settings_from_the_environment() -> None:
                 "IDMESH_CONCURRENCY_LIMIT_MAX": "40",
                 "IDMESH_CONCURRENCY_LIMIT_INITIAL": "400",
                 "IDMESH_LOAD_SHEDDING": "false",
+                "IDMESH_MAX_QUEUE_DELAY_MS": "250",
             }
         )
     )
     assert (settings.minimum, settings.maximum, settings.initial) == (4, 40, 40)
+    assert settings.max_queue_delay == 0.25
     assert not settings.enabled
     with pytest.raises(ConfigError):
         LimiterSettings.from_env(
