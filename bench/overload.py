@@ -61,15 +61,35 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def server_counts(metrics_address: str) -> dict[str, float]:
-    """The registry's own count of TerminateContract calls by status code, and of shed ones."""
+    """The registry's own figures for TerminateContract: calls by status code (as counted by its
+    interceptor), `handled_le_<seconds>` (calls by handling time, cumulative), and the
+    queue delay it last estimated in front of the interceptor."""
     with urllib.request.urlopen(f"http://{metrics_address}/metrics", timeout=10) as reply:
         text = reply.read().decode()
     counts: dict[str, float] = collections.defaultdict(float)
     for line in text.splitlines():
+        value = line.rsplit(" ", 1)[-1]
         if line.startswith("idmesh_rpc_requests_total{") and f'method="{METHOD}"' in line:
-            code = line.split('code="', 1)[1].split('"', 1)[0]
-            counts[code] += float(line.rsplit(" ", 1)[1])
+            counts[line.split('code="', 1)[1].split('"', 1)[0]] += float(value)
+        elif line.startswith("idmesh_rpc_latency_seconds_bucket{") and METHOD in line:
+            counts["handled_le_" + line.split('le="', 1)[1].split('"', 1)[0]] += float(value)
+        elif line.startswith("idmesh_rpc_queue_delay_seconds "):
+            counts["queue_delay_seconds"] = float(value)
     return dict(counts)
+
+
+def handled_within(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """Of the calls handled between two readings (accepted and refused alike), the share
+    handled within each bucket's bound (seconds; from the interceptor's entry to its end)."""
+    buckets = {
+        key[len("handled_le_") :]: after[key] - before.get(key, 0.0)
+        for key in after
+        if key.startswith("handled_le_")
+    }
+    total = buckets.get("+Inf", 0.0)
+    if not total:
+        return {}
+    return {le: round(n / total, 3) for le, n in buckets.items() if le != "+Inf"}
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -162,7 +182,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         await channel.close()
         await asyncio.to_thread(mesh.stop)
-    server = {code: after.get(code, 0) - before.get(code, 0) for code in after}
+    server = {
+        code: after.get(code, 0) - before.get(code, 0)
+        for code in after
+        if not code.startswith("handled_le_") and code != "queue_delay_seconds"
+    }
     return {
         "capacity_calls_per_second": round(capacity, 1),
         "capacity_p99_ms": round(capacity_run.latency.p99_ms, 1),
@@ -183,6 +207,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         },
         "retry_delay_ms": Latencies.of(retry_delays).p50_ms if retry_delays else None,
         "server_counted": {k: v for k, v in sorted(server.items()) if v},
+        "server_handled_within_seconds": handled_within(before, after),
+        "server_queue_delay_ms_at_end": round(after.get("queue_delay_seconds", 0.0) * 1000, 1),
         "samples": samples,
     }
 
