@@ -24,6 +24,11 @@ IDMESH_VERIFY_RETRY_INITIAL_SECONDS  retry of an unavailable operator (default 0
 IDMESH_VERIFY_RETRY_MAX_SECONDS      ... capped at (default 10)
 IDMESH_NOTIFIER_RETRY_INITIAL_SECONDS  reconnect to the notifier (default 0.5)
 IDMESH_NOTIFIER_RETRY_MAX_SECONDS      ... capped at (default 30)
+IDMESH_REPLICA_ID                    this replica's id, the holder of its leases (default: the
+                                     host name; with IDMESH_DATABASE_URL, host name-process id)
+IDMESH_LEASE_SECONDS                 the term of a replica's leases on its pending verifications
+                                     and on the notice consumer (default 6): renewed every third
+                                     of it, taken over by another replica after it
 IDMESH_DB_SYNCHRONOUS                SQLite synchronous: NORMAL (default) or FULL, ...
 plus ServerSettings: IDMESH_BIND (default 127.0.0.1:50070), IDMESH_LOG_LEVEL, ...
 """
@@ -74,6 +79,10 @@ class GatewayConfig:
     policy_refuse_unaccepted: bool = False
     policy_poll_seconds: float = 0.25
     policy_change_retention_seconds: float = 7 * 86400.0
+    # Replicas (services/common/lease.py): this one's id (None: the default for the engine) and
+    # the term of its leases.
+    replica_id: str | None = None
+    lease_seconds: float = 6.0
 
     @classmethod
     def from_env(cls, env: Env) -> GatewayConfig:
@@ -158,6 +167,8 @@ class GatewayConfig:
             policy_change_retention_seconds=env.float(
                 "POLICY_CHANGE_RETENTION_SECONDS", 7 * 86400.0, minimum=60
             ),
+            replica_id=_replica_id(env),
+            lease_seconds=env.float("LEASE_SECONDS", 6.0, minimum=0.3, maximum=3600.0),
         )
 
 
@@ -173,6 +184,19 @@ def _allowed_countries(env: Env) -> frozenset[str]:
             f"(or * for any), got {raw[:40]!r}"
         )
     return regions
+
+
+def _replica_id(env: Env) -> str | None:
+    """IDMESH_REPLICA_ID: printable, without spaces, at most 128 characters; None if unset."""
+    value = env.str("REPLICA_ID", "")
+    if not value:
+        return None
+    if len(value) > 128 or not value.isprintable() or any(c.isspace() for c in value):
+        raise ConfigError(
+            f"{env.name('REPLICA_ID')}: expected at most 128 printable characters without "
+            f"spaces (a pod or host name), got {value[:40]!r}"
+        )
+    return value
 
 
 def _unaccepted_default(env: Env) -> bool:

@@ -21,11 +21,12 @@ from services.common.db import Database
 from services.common.identity import Caller, Kind
 from services.common.jobs import run_every
 from services.common.keyfile import load_or_create_key
+from services.common.lease import LeaseKeeper, default_replica_id
 from services.common.logging import get_logger
 from services.common.metrics import ScrapeCollector, registered
 from services.common.runner import run_main, serve
 from services.common.server import GrpcServer, service_name
-from services.common.storage import StoreSettings, open_database
+from services.common.storage import Engine, StoreSettings, open_database
 from services.common.timeutil import Clock, SystemClock
 from services.messenger_gateway.config import GatewayConfig
 from services.messenger_gateway.domain import CodeHasher
@@ -54,6 +55,7 @@ class Gateway:
     store: GatewayStore
     service: GatewayService
     consumer: NoticeConsumer
+    consumer_lease: LeaseKeeper  # runs the consumer while this replica holds the lease
     consumer_task: asyncio.Task[None]
     policy: PolicyService
 
@@ -70,8 +72,12 @@ async def open_gateway(
     config: GatewayConfig, server: GrpcServer, *, clock: Clock | None = None
 ) -> AsyncIterator[Gateway]:
     """Open the store, build the service, add the servicer to server, resume pending
-    verifications and start the notice consumer; undo it all on exit."""
+    verifications and start the notice consumer (while this replica holds its lease); undo it
+    all on exit."""
     identity = Caller(Kind.MESSENGER, config.messenger_id)
+    replica_id = config.replica_id or default_replica_id(
+        single=config.store.engine is Engine.SQLITE
+    )
     async with AsyncExitStack() as stack:
         db = await stack.enter_async_context(
             open_database(config.store, SERVICE, sqlite=MIGRATIONS, postgresql=PG_MIGRATIONS)
@@ -118,6 +124,8 @@ async def open_gateway(
                 otp_phone_limit=config.otp_phone_limit,
                 otp_user_limit=config.otp_user_limit,
                 allowed_countries=config.allowed_countries,
+                replica_id=replica_id,
+                lease_ttl=timedelta(seconds=config.lease_seconds),
             ),
             store=store,
             router=router,
@@ -150,6 +158,8 @@ async def open_gateway(
             numbering_plan_ranges=len(config.numbering_plan) if config.numbering_plan else 0,
             sms_outbox=str(config.sms_outbox),
             verification_window_seconds=config.verification_window_seconds,
+            replica_id=replica_id,
+            lease_seconds=config.lease_seconds,
         )
         await service.resume_pending()
         for job, seconds, name in (
@@ -160,7 +170,9 @@ async def open_gateway(
             stack.push_async_callback(_cancel, task)
         stack.enter_context(registered(ScrapeCollector("gateway_policy", policy.policy_metrics)))
         watchdog = asyncio.create_task(
-            service.run_watchdog(watchdog_interval(config.verification_window_seconds)),
+            service.run_watchdog(
+                watchdog_interval(config.verification_window_seconds, config.lease_seconds)
+            ),
             name="verification-watchdog",
         )
         stack.push_async_callback(_cancel, watchdog)
@@ -174,14 +186,31 @@ async def open_gateway(
                 maximum=config.notifier_retry_max_seconds,
             ),
         )
-        consumer_task = asyncio.create_task(consumer.run(), name="notice-consumer")
+        # One replica of the messenger consumes the stream; the others stand by (the inbox
+        # would keep the effect single anyway, the lease keeps the work single).
+        consumer_lease = LeaseKeeper(
+            store,
+            notice_consumer_lease(config.messenger_id),
+            holder=replica_id,
+            work=consumer.run,
+            ttl=config.lease_seconds,
+            clock=clock,
+        )
+        consumer_task = asyncio.create_task(consumer_lease.run(), name="notice-consumer")
         stack.push_async_callback(_cancel, consumer_task)
-        yield Gateway(config, store, service, consumer, consumer_task, policy)
+        yield Gateway(config, store, service, consumer, consumer_lease, consumer_task, policy)
 
 
-def watchdog_interval(window_seconds: float) -> float:
-    """How often the sweep for overdue verifications runs (each task is its own timer too)."""
-    return min(30.0, max(0.5, window_seconds / 4))
+def notice_consumer_lease(messenger_id: str) -> str:
+    """The name of the lease whose holder consumes the messenger's notices."""
+    return f"notices:{messenger_id}"
+
+
+def watchdog_interval(window_seconds: float, lease_seconds: float = 6.0) -> float:
+    """How often the sweep for overdue verifications runs (each task is its own timer too), and
+    the leases of this replica's verifications are renewed (every third of their term) and free
+    ones claimed."""
+    return min(30.0, max(0.5, window_seconds / 4), lease_seconds / 3)
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:

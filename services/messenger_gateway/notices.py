@@ -1,16 +1,18 @@
 """The notice consumer: the notifier's stream of ContractTerminated events for this messenger.
 
-One task per process. It subscribes after the persisted cursor, checks that sequence numbers
-follow on (seq = cursor + 1 for each notice; anything else aborts the stream, after applying
-the notices before it, and resubscribes from the cursor), applies each notice exactly once (the
-service's inbox keyed by event id) and a stream message's notices together (their inbox rows,
-revocations and the cursor in one transaction), and acknowledges the cursor to the notifier
-(acks are batched: one in flight at a time covers everything applied meanwhile, up to the
-highest applied seq; a failed ack is retried). On any end or
-error of the stream it reconnects with jittered backoff. OUT_OF_RANGE (our cursor is below the
-notifier's retained floor or beyond its head) is logged as an error and retried, never skipped:
-skipping would lose revocations. Several gateway processes of one messenger may share the
-database and each subscribe; the inbox keeps the effect single.
+One task per replica holding the lease. It subscribes after the persisted cursor, checks that
+sequence numbers follow on (seq = cursor + 1 for each notice; anything else aborts the stream,
+after applying the notices before it, and resubscribes from the cursor), applies each notice
+exactly once (the service's inbox keyed by event id) and a stream message's notices together
+(their inbox rows, revocations and the cursor in one transaction), and acknowledges the cursor
+to the notifier (acks are batched: one in flight at a time covers everything applied meanwhile,
+up to the highest applied seq; a failed ack is retried). On any end or error of the stream it
+reconnects with jittered backoff. OUT_OF_RANGE (our cursor is below the notifier's retained
+floor or beyond its head) is logged as an error and retried, never skipped: skipping would lose
+revocations. With several replicas of a messenger's gateway on one database, one consumes and
+the others stand by: main.py runs the consumer under the lease `notices:<messenger>`
+(services/common/lease.py), and a standby takes over, from the stored cursor, when the holder
+dies. Were two to consume for a moment, the inbox keeps the effect single.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """The gateway's store port: what the service layer needs from a store, whatever the engine.
 
-The adapter today: store.SqliteGatewayStore (SQLite, one replica). Each method that writes is
+The adapters: store.SqliteGatewayStore (SQLite, one replica) and store_pg.PgGatewayStore
+(PostgreSQL, several replicas on one database). Each method that writes is
 one transaction, and its guard (the state an identification must still be in, the request id it
 must still be verifying under, its window) is part of the write, so that the first of two
 racing writers wins and the other changes nothing.
@@ -12,6 +13,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Protocol
 
+from services.common.lease import Lease, LeaseStore
 from services.messenger_gateway.domain import (
     Identification,
     NoticeResult,
@@ -22,7 +24,11 @@ from services.messenger_gateway.domain import (
 )
 
 
-class GatewayStore(Protocol):
+class GatewayStore(LeaseStore, Protocol):
+    """Named leases (acquire_lease, release_lease, lease_of: LeaseStore) hold the notice
+    consumer; pending verifications carry a lease of their own (begin_verification,
+    claim_verifications, renew_verifications, release_verifications)."""
+
     # --- reads --------------------------------------------------------------------------------
 
     async def get(self, identification_id: str) -> Identification | None: ...
@@ -36,8 +42,6 @@ class GatewayStore(Protocol):
     async def verifying_summary(self) -> tuple[int, datetime | None]:
         """(identifications VERIFYING, the earliest verification deadline among them)."""
         ...
-
-    async def verifying(self) -> list[Identification]: ...
 
     async def notice_cursor(self, messenger_id: str) -> int: ...
 
@@ -71,9 +75,16 @@ class GatewayStore(Protocol):
     ) -> Identification | None: ...
 
     async def begin_verification(
-        self, identification_id: str, *, verify_key: str, deadline: datetime, now: datetime
+        self,
+        identification_id: str,
+        *,
+        verify_key: str,
+        deadline: datetime,
+        now: datetime,
+        lease: Lease,
     ) -> bool:
-        """AWAITING_CODE -> VERIFYING, stored before the operator is asked."""
+        """AWAITING_CODE -> VERIFYING, held by lease.holder until lease.expires_at; stored
+        before the operator is asked."""
         ...
 
     async def finish_verification(
@@ -107,6 +118,27 @@ class GatewayStore(Protocol):
 
     async def expire_overdue(self, now: datetime) -> list[str]:
         """VERIFYING past its deadline -> NOT_COMPLETED OPERATOR_TIMEOUT; their ids."""
+        ...
+
+    # --- verification leases --------------------------------------------------------------------
+
+    async def claim_verifications(
+        self, lease: Lease, *, now: datetime, limit: int = 1000
+    ) -> list[Identification]:
+        """Take for lease.holder, until lease.expires_at, the VERIFYING identifications within
+        their window that nobody holds (never held, released, or their lease expired at `now`),
+        oldest first, at most `limit`. Two replicas claiming at once never take the same one."""
+        ...
+
+    async def renew_verifications(self, lease: Lease, running: Sequence[str]) -> list[str]:
+        """Extend every VERIFYING identification lease.holder holds to lease.expires_at; of
+        `running` (the ids the holder is verifying), those still VERIFYING that another holder
+        has taken (the holder's verification of them must stop)."""
+        ...
+
+    async def release_verifications(self, holder: str) -> int:
+        """Free the VERIFYING identifications holder holds (shutdown): any replica may take
+        them at once. How many."""
         ...
 
     # --- notices and ported numbers ---------------------------------------------------------------

@@ -4,9 +4,14 @@ Verification runs as a background task owned by the service (not by the RPC that
 a cancelled RPC does not cancel it. Its state is stored before the operator is asked; a restart
 resumes it (resume_pending) with the same VerifySubscriber idempotency key (verify_key), and each
 task is its own watchdog: when the window ends it fails the identification OPERATOR_TIMEOUT,
-whatever the operator is doing. The task runs under the identification's trace id (the request
-id of StartIdentification, stored with it), so every VerifySubscriber call for it carries that
-id, after a restart too.
+whatever the operator is doing. With several replicas on one database each pending verification
+is held by one replica under a lease (settings.lease_ttl) that it renews while it runs
+(keep_verifications); when a replica dies, another claims the verifications it held once their
+leases expire and resumes them, with the same verify_key; a replica that finds one of its
+verifications taken by another stops its own. A shutdown releases them for the others at once.
+
+The task runs under the identification's trace id (the request id of StartIdentification,
+stored with it), so every VerifySubscriber call for it carries that id, after a restart too.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from services.common.backoff import Backoff
 from services.common.context import trace_id_now, traced
 from services.common.errors import InvalidInput, quote
 from services.common.failpoints import async_failpoint
+from services.common.lease import Lease, default_replica_id
 from services.common.logging import get_logger
 from services.common.metrics import ScrapeCollector, registered
 from services.common.phone import mask, parse_mobile, region_of
@@ -181,6 +187,10 @@ class GatewaySettings:
     otp_user_limit: RateLimit | None = None
     # ISO 3166 regions whose numbers may be identified (IDMESH_ALLOWED_COUNTRIES); empty: any.
     allowed_countries: frozenset[str] = frozenset({"RU"})
+    # This replica's id, the holder of the leases of the verifications it runs, and their term
+    # (renewed every third of it; another replica resumes a dead one's after it).
+    replica_id: str = field(default_factory=lambda: default_replica_id(single=False))
+    lease_ttl: timedelta = timedelta(seconds=6)
 
 
 # --- the service -----------------------------------------------------------------------------
@@ -436,7 +446,11 @@ class GatewayService:
         verify_key = uuid.uuid4().hex
         deadline = now + self.settings.verification_window
         if not await self._store.begin_verification(
-            ident.identification_id, verify_key=verify_key, deadline=deadline, now=now
+            ident.identification_id,
+            verify_key=verify_key,
+            deadline=deadline,
+            now=now,
+            lease=self._lease(now),
         ):
             return False
         await async_failpoint("gateway.verify.after_begin")
@@ -467,43 +481,61 @@ class GatewayService:
     # --- verification ------------------------------------------------------------------------
 
     async def resume_pending(self) -> tuple[int, int]:
-        """At start: resume each VERIFYING identification within its window (same verify_key and
-        trace id,
-        so the registry answers idempotently); fail those whose window has passed.
-        Returns (resumed, failed)."""
-        resumed = failed = 0
-        now = self._clock.now()
-        for ident in await self._store.verifying():
-            if ident.identification_id in self._tasks or ident.verify_key is None:
-                continue
-            deadline = ident.verification_deadline
-            if deadline is None or deadline <= now:
-                if await self._store.finish_verification(
-                    ident.identification_id,
-                    ident.verify_key,
-                    state=State.NOT_COMPLETED,
-                    reason=Reason.OPERATOR_TIMEOUT,
-                    now=now,
-                    within_window=False,
-                ):
-                    failed += 1
-                    _completed(State.NOT_COMPLETED, Reason.OPERATOR_TIMEOUT)
-                    log.info(
-                        "identification.finished",
-                        identification_id=ident.identification_id,
-                        state=State.NOT_COMPLETED,
-                        reason=Reason.OPERATOR_TIMEOUT,
-                        on="resume",
-                    )
-            else:
-                self._spawn(ident)
-                resumed += 1
+        """At start: fail the VERIFYING identifications whose window has passed, and resume
+        the others nobody holds (same verify_key and trace id, so the registry answers
+        idempotently); those this replica id held before a restart first. Returns (resumed,
+        failed)."""
+        await self._store.release_verifications(self.settings.replica_id)
+        failed = await self.expire_overdue(on="resume")
+        resumed = await self._claim()
         log.info("verification.resumed", resumed=resumed, failed=failed)
         return resumed, failed
 
-    async def expire_overdue(self) -> int:
-        """Fail every VERIFYING identification whose window has passed, whoever owns it (a
-        gateway process sharing the database may have died mid-verification)."""
+    async def keep_verifications(self) -> tuple[int, int]:
+        """Renew the leases of the verifications this replica runs, stop those another replica
+        has taken, and resume the ones nobody holds (a dead replica's, once their leases
+        expired). Returns (resumed, stopped)."""
+        running = list(self._tasks)
+        lost = await self._store.renew_verifications(self._lease(self._clock.now()), running)
+        for identification_id in lost:
+            log.warning(
+                "verification.lease_lost",
+                identification_id=identification_id,
+                replica=self.settings.replica_id,
+                action="stopped here; the replica that took it goes on",
+            )
+            self._cancel(identification_id)
+        return await self._claim(), len(lost)
+
+    async def _claim(self) -> int:
+        if self._closed:  # shutting down: leave them to the others
+            return 0
+        now = self._clock.now()
+        claimed = await self._store.claim_verifications(self._lease(now), now=now)
+        resumed = 0
+        for ident in claimed:
+            if ident.identification_id in self._tasks or ident.verify_key is None:
+                continue
+            self._spawn(ident)
+            resumed += 1
+            log.info(
+                "verification.claimed",
+                identification_id=ident.identification_id,
+                trace_id=ident.trace_id,
+                replica=self.settings.replica_id,
+                verification_deadline=(
+                    ident.verification_deadline.isoformat() if ident.verification_deadline else None
+                ),
+            )
+        return resumed
+
+    def _lease(self, now: datetime) -> Lease:
+        return Lease(self.settings.replica_id, now + self.settings.lease_ttl)
+
+    async def expire_overdue(self, *, on: str = "watchdog") -> int:
+        """Fail every VERIFYING identification whose window has passed, whoever holds it (a
+        replica sharing the database may have died mid-verification). Each is failed, counted
+        and logged by one replica: the store's conditional UPDATE returns it to one caller."""
         expired = await self._store.expire_overdue(self._clock.now())
         for identification_id in expired:
             self._cancel(identification_id)
@@ -513,20 +545,22 @@ class GatewayService:
                 identification_id=identification_id,
                 state=State.NOT_COMPLETED,
                 reason=Reason.OPERATOR_TIMEOUT,
-                on="watchdog",
+                on=on,
             )
         return len(expired)
 
     async def run_watchdog(self, interval: float) -> None:
-        """expire_overdue() every interval seconds, until cancelled; meanwhile the pending
-        verifications are metrics (read from the store at scrape time)."""
+        """keep_verifications() and expire_overdue() every interval seconds (at most a third
+        of the lease term), until cancelled; meanwhile the pending verifications are metrics
+        (read from the store at scrape time)."""
         with registered(ScrapeCollector("gateway_verifications", self.verification_metrics)):
             while True:
                 await asyncio.sleep(interval)
-                try:
-                    await self.expire_overdue()
-                except Exception:
-                    log.exception("verification.watchdog_failed")
+                for job in (self.keep_verifications, self.expire_overdue):
+                    try:
+                        await job()
+                    except Exception:
+                        log.exception("verification.watchdog_failed", job=job.__name__)
 
     async def verification_metrics(self) -> list[Metric]:
         pending, first_deadline = await self._store.verifying_summary()
@@ -545,6 +579,12 @@ class GatewayService:
                 "How long the oldest pending verification has waited (0 when none); it ends "
                 "OPERATOR_TIMEOUT at idmesh_gateway_verification_window_seconds.",
                 value=age,
+            ),
+            GaugeMetricFamily(
+                "idmesh_gateway_verifications_running",
+                "Pending verifications this replica runs (holds the lease of); the others' "
+                "are theirs.",
+                value=len(self._tasks),
             ),
             GaugeMetricFamily(
                 "idmesh_gateway_verification_window_seconds",
@@ -834,12 +874,20 @@ class GatewayService:
             log.exception("identification.change_listener_failed")
 
     async def close(self) -> None:
-        """Cancel the verification tasks; their rows stay VERIFYING for the next start."""
+        """Cancel the verification tasks; their rows stay VERIFYING, released for another
+        replica (or the next start) to resume at once."""
         self._closed = True
         tasks = list(self._tasks.values())
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        try:
+            released = await self._store.release_verifications(self.settings.replica_id)
+        except Exception as exc:  # they expire instead
+            log.warning("verification.release_failed", error=repr(exc))
+        else:
+            if released:
+                log.info("verification.released", count=released)
 
     # --- reading -----------------------------------------------------------------------------
 

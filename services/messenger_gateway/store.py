@@ -3,7 +3,9 @@ the notice inbox (event ids applied) and the notice cursor.
 
 Every state change is a conditional UPDATE on the state it leaves, so concurrent actors (an RPC,
 a verification task, the watchdog, another gateway process on the same file) cannot both win,
-and an operator's late answer changes nothing.
+and an operator's late answer changes nothing. Leases (on pending verifications, and named ones
+such as the notice consumer's) are the same rows as on PostgreSQL; with one replica, whose id
+survives its restarts, they are always its own.
 
 The identification and notice writes are each one function run on the database's writer thread
 (Database.run: the whole transaction in one thread hop); the ported-numbers import keeps its
@@ -27,6 +29,7 @@ from typing import Any
 from services.common.db import Database
 from services.common.errors import quote
 from services.common.failpoints import failpoint
+from services.common.lease import Lease
 from services.common.timeutil import from_iso, to_iso
 from services.messenger_gateway.domain import (
     IdempotentReplay,
@@ -129,6 +132,19 @@ MIGRATIONS: list[str] = [
     # 6 (delivery policy, services/messenger_gateway/policy_store.py): preferences, restriction
     # orders and their append-only audit, and the change log every replica's index tails.
     POLICY_MIGRATION,
+    # 7 (leases, services/common/lease.py): the replica that runs a pending verification holds
+    # it until lease_expires_at (renewed while it runs; NULL: free, any replica may take it), and
+    # named leases (the notice consumer's: one active per messenger).
+    """
+    ALTER TABLE identifications ADD COLUMN lease_holder TEXT;
+    ALTER TABLE identifications ADD COLUMN lease_expires_at TEXT;
+
+    CREATE TABLE leases (
+        name       TEXT PRIMARY KEY,
+        holder     TEXT NOT NULL,
+        expires_at TEXT NOT NULL
+    );
+    """,
 ]
 
 # An import's valid rows wait here (a temporary table: private to the writer connection, gone
@@ -231,12 +247,6 @@ class SqliteGatewayStore:
         if row is None or not row[0]:
             return 0, None
         return int(row[0]), _opt_dt(row[1])
-
-    async def verifying(self) -> list[Identification]:
-        rows = await self._db.fetchall(
-            "SELECT * FROM identifications WHERE state = 'VERIFYING' ORDER BY seq"
-        )
-        return [identification_from_row(r) for r in rows]
 
     async def notice_cursor(self, messenger_id: str) -> int:
         row = await self._db.fetchone(
@@ -382,16 +392,25 @@ class SqliteGatewayStore:
         verify_key: str,
         deadline: datetime,
         now: datetime,
+        lease: Lease,
     ) -> bool:
-        """AWAITING_CODE -> VERIFYING (only while the code is still valid); stored before the
-        operator is asked, so a restart resumes it with the same verify_key."""
+        """AWAITING_CODE -> VERIFYING (only while the code is still valid), held by
+        lease.holder; stored before the operator is asked, so a restart resumes it with the
+        same verify_key."""
         return await self._update(
             """UPDATE identifications
                SET state = 'VERIFYING', verify_key = ?, verification_deadline = ?,
-                   code_hash = ''
+                   code_hash = '', lease_holder = ?, lease_expires_at = ?
                WHERE identification_id = ? AND state = 'AWAITING_CODE'
                  AND code_expires_at > ?""",
-            (verify_key, to_iso(deadline), identification_id, to_iso(now)),
+            (
+                verify_key,
+                to_iso(deadline),
+                lease.holder,
+                to_iso(lease.expires_at),
+                identification_id,
+                to_iso(now),
+            ),
         )
 
     async def finish_verification(
@@ -511,6 +530,87 @@ class SqliteGatewayStore:
                   RETURNING identification_id"""
         params = (to_iso(now), to_iso(now))
         return await self._db.run(lambda conn: [row[0] for row in conn.execute(sql, params)])
+
+    # --- leases ------------------------------------------------------------------------------
+
+    async def claim_verifications(
+        self, lease: Lease, *, now: datetime, limit: int = 1000
+    ) -> list[Identification]:
+        """Take the VERIFYING identifications within their window that nobody holds (free, or
+        their lease expired at `now`), oldest first, at most `limit`; the ones taken."""
+        sql = """UPDATE identifications SET lease_holder = ?, lease_expires_at = ?
+                 WHERE identification_id IN (
+                     SELECT identification_id FROM identifications
+                     WHERE state = 'VERIFYING' AND verification_deadline > ?
+                       AND (lease_holder IS NULL OR lease_expires_at <= ?)
+                     ORDER BY seq LIMIT ?)
+                 RETURNING *"""
+        at = to_iso(now)
+        params = (lease.holder, to_iso(lease.expires_at), at, at, limit)
+
+        def claim(conn: sqlite3.Connection) -> list[Identification]:
+            taken = [identification_from_row(row) for row in conn.execute(sql, params)]
+            return sorted(taken, key=lambda i: i.started_at)
+
+        return await self._db.run(claim)
+
+    async def renew_verifications(self, lease: Lease, running: Sequence[str]) -> list[str]:
+        """Extend every VERIFYING identification lease.holder holds to lease.expires_at; of
+        `running` (the ids the holder is verifying), the ones another holder has taken."""
+        ids = list(running)
+
+        def renew(conn: sqlite3.Connection) -> list[str]:
+            conn.execute(
+                "UPDATE identifications SET lease_expires_at = ? "
+                "WHERE state = 'VERIFYING' AND lease_holder = ?",
+                (to_iso(lease.expires_at), lease.holder),
+            )
+            lost: list[str] = []
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                marks = ", ".join("?" * len(chunk))
+                lost.extend(
+                    row[0]
+                    for row in conn.execute(
+                        "SELECT identification_id FROM identifications "
+                        f"WHERE identification_id IN ({marks}) AND state = 'VERIFYING' "
+                        "AND lease_holder IS NOT ?",
+                        (*chunk, lease.holder),
+                    )
+                )
+            return lost
+
+        return await self._db.run(renew)
+
+    async def release_verifications(self, holder: str) -> int:
+        """Free every VERIFYING identification holder holds (any replica may take them now)."""
+        sql = (
+            "UPDATE identifications SET lease_holder = NULL, lease_expires_at = NULL "
+            "WHERE state = 'VERIFYING' AND lease_holder = ?"
+        )
+        return await self._db.run(lambda conn: conn.execute(sql, (holder,)).rowcount)
+
+    async def acquire_lease(self, name: str, lease: Lease, *, now: datetime) -> bool:
+        sql = """INSERT INTO leases (name, holder, expires_at) VALUES (?, ?, ?)
+                 ON CONFLICT (name) DO UPDATE
+                 SET holder = excluded.holder, expires_at = excluded.expires_at
+                 WHERE leases.holder = excluded.holder OR leases.expires_at <= ?
+                 RETURNING holder"""
+        params = (name, lease.holder, to_iso(lease.expires_at), to_iso(now))
+        return await self._db.run(lambda conn: conn.execute(sql, params).fetchone() is not None)
+
+    async def release_lease(self, name: str, holder: str) -> None:
+        await self._db.run(
+            lambda conn: conn.execute(
+                "DELETE FROM leases WHERE name = ? AND holder = ?", (name, holder)
+            )
+        )
+
+    async def lease_of(self, name: str) -> Lease | None:
+        row = await self._db.fetchone(
+            "SELECT holder, expires_at FROM leases WHERE name = ?", (name,)
+        )
+        return None if row is None else Lease(row["holder"], from_iso(row["expires_at"]))
 
     # --- notices -----------------------------------------------------------------------------
 

@@ -7,9 +7,12 @@ transaction-scoped advisory locks:
   calls for one user cannot both see "no previous identification" and leave two current ones);
 - recording an IDENTIFIED answer and applying a termination notice hold the lock of the
   (operator, identification code) pair, so a termination wins whatever the order they commit.
-Not here yet: replica-safe resumption of pending verifications (a lease), a single active
-notice consumer per messenger, and the delivery policy's store (policy_store.py, SQLite only):
-until then GatewayConfig refuses IDMESH_DATABASE_URL.
+A partial unique index keeps at most one unfinished or IDENTIFIED identification per user, so
+even a writer that skipped the lock could not leave two current ones. Pending verifications and
+the notice consumer are held by leases (services/common/lease.py): claims take only free or
+expired rows, `FOR UPDATE SKIP LOCKED`, so two replicas never take the same one.
+Not here yet: the delivery policy's store (policy_store.py, SQLite only): until then
+GatewayConfig refuses IDMESH_DATABASE_URL.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Any, Final
 
 from services.common.errors import quote
 from services.common.failpoints import failpoint
+from services.common.lease import Lease
 from services.common.pg import Connection, PgDatabase
 from services.messenger_gateway.domain import (
     IdempotentReplay,
@@ -108,6 +112,21 @@ PG_MIGRATIONS: Final[list[str]] = [
     );
     CREATE INDEX ported_import_staging_by_import ON ported_import_staging (import_id, line);
     """,
+    # 2: leases (SQLite's migration 7): the replica running a pending verification holds it
+    # until lease_expires_at; named leases (one active notice consumer per messenger). And at
+    # most one unfinished or IDENTIFIED identification per user, whatever the writers do.
+    """
+    ALTER TABLE identifications ADD COLUMN lease_holder TEXT,
+                                ADD COLUMN lease_expires_at TIMESTAMPTZ;
+    CREATE UNIQUE INDEX identifications_one_live_per_user ON identifications (user_id)
+        WHERE state IN ('AWAITING_CODE', 'VERIFYING', 'IDENTIFIED');
+
+    CREATE TABLE leases (
+        name       TEXT PRIMARY KEY,
+        holder     TEXT NOT NULL,
+        expires_at TIMESTAMPTZ NOT NULL
+    );
+    """,
 ]
 
 # Insert or replace by a strictly later porting date (ties keep the stored row).
@@ -163,12 +182,6 @@ class PgGatewayStore:
         if row is None or not row[0]:
             return 0, None
         return int(row[0]), row[1]
-
-    async def verifying(self) -> list[Identification]:
-        rows = await self._db.fetch(
-            "SELECT * FROM identifications WHERE state = 'VERIFYING' ORDER BY seq"
-        )
-        return [identification_from_row(r) for r in rows]
 
     async def notice_cursor(self, messenger_id: str) -> int:
         value = await self._db.fetchval(
@@ -302,18 +315,26 @@ class PgGatewayStore:
     # --- verification ------------------------------------------------------------------------
 
     async def begin_verification(
-        self, identification_id: str, *, verify_key: str, deadline: datetime, now: datetime
+        self,
+        identification_id: str,
+        *,
+        verify_key: str,
+        deadline: datetime,
+        now: datetime,
+        lease: Lease,
     ) -> bool:
         status = await self._db.execute(
             """UPDATE identifications
                SET state = 'VERIFYING', verify_key = $1, verification_deadline = $2,
-                   code_hash = ''
+                   code_hash = '', lease_holder = $5, lease_expires_at = $6
                WHERE identification_id = $3 AND state = 'AWAITING_CODE'
                  AND code_expires_at > $4""",
             verify_key,
             deadline,
             identification_id,
             now,
+            lease.holder,
+            lease.expires_at,
         )
         return _count(status) == 1
 
@@ -415,6 +436,76 @@ class PgGatewayStore:
             now,
         )
         return [row[0] for row in rows]
+
+    # --- leases ------------------------------------------------------------------------------
+
+    async def claim_verifications(
+        self, lease: Lease, *, now: datetime, limit: int = 1000
+    ) -> list[Identification]:
+        # SKIP LOCKED: rows another replica is claiming (or finishing) are left to it; a row
+        # claimed and committed meanwhile is re-checked against the WHERE when locked.
+        rows = await self._db.fetch(
+            """UPDATE identifications SET lease_holder = $1, lease_expires_at = $2
+               WHERE identification_id IN (
+                   SELECT identification_id FROM identifications
+                   WHERE state = 'VERIFYING' AND verification_deadline > $3
+                     AND (lease_holder IS NULL OR lease_expires_at <= $3)
+                   ORDER BY seq LIMIT $4
+                   FOR UPDATE SKIP LOCKED)
+               RETURNING *""",
+            lease.holder,
+            lease.expires_at,
+            now,
+            limit,
+        )
+        return sorted((identification_from_row(r) for r in rows), key=lambda i: i.started_at)
+
+    async def renew_verifications(self, lease: Lease, running: Sequence[str]) -> list[str]:
+        async with self._db.transaction() as conn:
+            await conn.execute(
+                "UPDATE identifications SET lease_expires_at = $1 "
+                "WHERE state = 'VERIFYING' AND lease_holder = $2",
+                lease.expires_at,
+                lease.holder,
+            )
+            rows = await conn.fetch(
+                "SELECT identification_id FROM identifications "
+                "WHERE identification_id = ANY($1::text[]) AND state = 'VERIFYING' "
+                "AND lease_holder IS DISTINCT FROM $2",
+                list(running),
+                lease.holder,
+            )
+        return [row[0] for row in rows]
+
+    async def release_verifications(self, holder: str) -> int:
+        return _count(
+            await self._db.execute(
+                "UPDATE identifications SET lease_holder = NULL, lease_expires_at = NULL "
+                "WHERE state = 'VERIFYING' AND lease_holder = $1",
+                holder,
+            )
+        )
+
+    async def acquire_lease(self, name: str, lease: Lease, *, now: datetime) -> bool:
+        held = await self._db.fetchval(
+            """INSERT INTO leases (name, holder, expires_at) VALUES ($1, $2, $3)
+               ON CONFLICT (name) DO UPDATE
+               SET holder = excluded.holder, expires_at = excluded.expires_at
+               WHERE leases.holder = excluded.holder OR leases.expires_at <= $4
+               RETURNING holder""",
+            name,
+            lease.holder,
+            lease.expires_at,
+            now,
+        )
+        return held is not None
+
+    async def release_lease(self, name: str, holder: str) -> None:
+        await self._db.execute("DELETE FROM leases WHERE name = $1 AND holder = $2", name, holder)
+
+    async def lease_of(self, name: str) -> Lease | None:
+        row = await self._db.fetchrow("SELECT holder, expires_at FROM leases WHERE name = $1", name)
+        return None if row is None else Lease(row["holder"], row["expires_at"])
 
     # --- notices -----------------------------------------------------------------------------
 

@@ -9,7 +9,8 @@ service's store, to prove that a refused request changed nothing.
 
 What runs in the background is kept out of the way of the snapshots: the registry has no outbox
 relay, the gateway's notice consumer points at a port where nothing listens (the notifier under
-test is fuzzed on its own), and the verification window is long.
+test is fuzzed on its own), and the verification window and the gateway's leases are long (the
+lease rows are written at the start, then renewed only every 20 minutes).
 """
 
 from __future__ import annotations
@@ -341,6 +342,7 @@ async def _start_gateway(
         verify_retry_max_seconds=0.2,
         notifier_retry_initial_seconds=1.0,
         notifier_retry_max_seconds=5.0,
+        lease_seconds=3600.0,
     )
     server = GrpcServer(name="messenger_gateway", bind="127.0.0.1:0", errors=GATEWAY_ERRORS)
     await stack.enter_async_context(open_gateway(config, server))

@@ -138,7 +138,15 @@ async def test_identification_and_termination_show_in_the_metrics(
     assert (value(gateway, "idmesh_gateway_verification_duration_seconds_count") or 0) >= 1
     assert (value(gateway, "idmesh_gateway_notice_cursor") or 0) >= 1
     assert value(gateway, "idmesh_gateway_pending_verifications") == 0
+    assert value(gateway, "idmesh_gateway_verifications_running") == 0
     assert value(gateway, "idmesh_gateway_verification_window_seconds") == 30
+    # the one replica holds the notice consumer's lease (labelled with its replica id)
+    held = [
+        sample
+        for (name, labels), sample in gateway.items()
+        if name == "idmesh_lease_held" and ("lease", "notices:alpha") in labels
+    ]
+    assert held == [1]
 
 
 async def test_an_operator_timeout_is_counted_by_reason(mesh: Mesh, client: MeshClient) -> None:

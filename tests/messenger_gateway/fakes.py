@@ -149,6 +149,8 @@ def make_service(
     attempts: int = 3,
     routes: dict[str, str] | None = None,
     on_identification_change: Callable[[], Awaitable[object]] | None = None,
+    replica_id: str = "replica-1",
+    lease_ttl: float = 6.0,
 ) -> GatewayService:
     return GatewayService(
         GatewaySettings(
@@ -157,6 +159,8 @@ def make_service(
             otp_ttl=timedelta(seconds=otp_ttl),
             otp_max_attempts=attempts,
             verify_retry=FAST_RETRY,
+            replica_id=replica_id,
+            lease_ttl=timedelta(seconds=lease_ttl),
         ),
         store=store,
         router=StaticRouter(

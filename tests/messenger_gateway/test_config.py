@@ -101,3 +101,24 @@ def test_bad_delivery_policy_settings_name_the_variable(
 ) -> None:
     with pytest.raises(ConfigError, match=problem):
         GatewayConfig.from_env(_env(**overrides))
+
+
+def test_the_replica_id_and_the_lease_term() -> None:
+    config = GatewayConfig.from_env(_env())
+    assert (config.replica_id, config.lease_seconds) == (None, 6.0)  # None: per engine
+    config = GatewayConfig.from_env(_env(REPLICA_ID="gateway-alpha-2", LEASE_SECONDS="10"))
+    assert (config.replica_id, config.lease_seconds) == ("gateway-alpha-2", 10.0)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "problem"),
+    [
+        ({"REPLICA_ID": "pod one"}, "IDMESH_REPLICA_ID"),
+        ({"REPLICA_ID": "x" * 129}, "IDMESH_REPLICA_ID"),
+        ({"LEASE_SECONDS": "0.1"}, "IDMESH_LEASE_SECONDS"),
+        ({"LEASE_SECONDS": "soon"}, "IDMESH_LEASE_SECONDS"),
+    ],
+)
+def test_bad_replica_settings_name_the_variable(overrides: dict[str, str], problem: str) -> None:
+    with pytest.raises(ConfigError, match=problem):
+        GatewayConfig.from_env(_env(**overrides))
