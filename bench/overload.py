@@ -34,7 +34,8 @@ from idmesh.registry.v1 import registry_pb2, registry_pb2_grpc
 from bench import procs, seed, topology
 from bench.load import Latencies, open_loop, run_count
 from services.cli.mesh import Mesh, MeshSpec, OperatorSpec
-from services.common.channels import open_channel
+from services.common.channels import open_channel, sent_at
+from services.common.context import SENT_AT_METADATA_KEY
 from services.common.identity import Caller, Kind, Role
 from services.common.status import error_details
 from services.operator_registry.store import MIGRATIONS as REGISTRY_MIGRATIONS
@@ -130,6 +131,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             await admin.TerminateContract(
                 registry_pb2.TerminateContractRequest(phone_number=seed.beeline_number(i)),
                 timeout=args.timeout,
+                metadata=((SENT_AT_METADATA_KEY, sent_at()),) if args.bare_client else None,
             )
 
         _start, capacity_run = await run_count(

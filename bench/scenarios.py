@@ -38,7 +38,8 @@ from bench.load import (
 )
 from bench.topology import EchoMesh
 from services.cli.mesh import Mesh
-from services.common.channels import open_channel
+from services.common.channels import open_channel, sent_at
+from services.common.context import SENT_AT_METADATA_KEY
 from services.common.identity import Caller, Kind, Role
 from services.common.timeutil import from_iso
 from services.operator_registry.store import MIGRATIONS as REGISTRY_MIGRATIONS
@@ -506,9 +507,9 @@ async def fanout(ctx: Context) -> dict[str, Any]:
     shed_latency: list[float] = []  # how soon the refusals came
     failed: set[int] = set()
 
-    # The open loop sends from a bare channel (the identity is the TLS certificate's): the
-    # client's own interceptors would make this one process the bottleneck, and its lateness
-    # would count as the registry's.
+    # The open loop sends from a bare channel (the identity is the TLS certificate's; the
+    # send time, x-idmesh-sent-at, given per call): the client's own interceptors would make
+    # this one process the bottleneck, and its lateness would count as the registry's.
     admin_id = Caller(Kind.OPERATOR, topology.SEEDED_OPERATOR, Role.ADMIN)
     bare = (
         registry_pb2_grpc.RegistryAdminServiceStub(
@@ -525,6 +526,7 @@ async def fanout(ctx: Context) -> dict[str, Any]:
             reply = await bare.TerminateContract(
                 registry_pb2.TerminateContractRequest(phone_number=seed.beeline_number(i)),
                 timeout=CALL_TIMEOUT,
+                metadata=((SENT_AT_METADATA_KEY, sent_at()),),
             )
             if reply.notices_queued != len(topology.MESSENGERS):
                 raise BenchFailure(f"termination queued {reply.notices_queued} notices, not 2")

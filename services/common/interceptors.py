@@ -35,6 +35,7 @@ from google.rpc import error_details_pb2, status_pb2
 from services.common.bounds import check_bounds
 from services.common.context import (
     REQUEST_ID_METADATA_KEY,
+    SENT_AT_METADATA_KEY,
     accept_request_id,
     set_request_id,
 )
@@ -97,6 +98,17 @@ def _request_id(context: grpc.aio.ServicerContext[Any, Any]) -> str:
         if key == REQUEST_ID_METADATA_KEY:
             return accept_request_id(str(value))
     return accept_request_id(None)
+
+
+def _sent_at(context: grpc.aio.ServicerContext[Any, Any]) -> float | None:
+    """When the caller says it sent the call (x-idmesh-sent-at), if it says so legibly."""
+    for key, value in context.invocation_metadata() or ():
+        if key == SENT_AT_METADATA_KEY:
+            try:
+                return float(value)
+            except ValueError:
+                return None
+    return None
 
 
 class ServerInterceptor(grpc.aio.ServerInterceptor):
@@ -209,7 +221,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         async def wrapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             started = time.perf_counter()
             if limiter is not None:
-                limiter.arrived(method, context.time_remaining())
+                limiter.arrived(method, context.peer(), _sent_at(context))
             if limiter is not None and not limiter.try_acquire():
                 # refused before any work: nothing changed
                 await self._shed(context, method, limiter, started)

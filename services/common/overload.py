@@ -14,17 +14,18 @@ Only unary calls count: streams (Subscribe, the bulk imports) are long by nature
 reflection are never refused. The limiter is per process; several replicas each find their own.
 
 The latency of calls in handlers does not show the queue in front of them. A grpc.aio server
-takes calls from gRPC's core one per method per turn of its accept loop, on the event loop; when
-the loop is saturated (the process's CPU, or the machine's) calls wait in the core unseen, for
-seconds, and the core cancels those beyond `grpc.server.max_pending_requests` (1,000 by default,
-rising to all at `grpc.server.max_pending_requests_hard_limit`, 3,000): the client sees
-CANCELLED, not RESOURCE_EXHAUSTED. So the limiter also estimates that wait, from the calls'
-deadlines (arrived()): while every call of an interval waited more than `max_queue_delay` (a
-standing queue, not a burst: CoDel's test), the limit is cut towards what is in flight, below
-`minimum` if need be, down to `saturated_minimum`, so that more calls take the cheap refusal and
-the loop catches up; and the refusals ask callers to wait at least as long as the queue.
+takes each method's calls from gRPC's core one at a time, several event-loop turns apiece; when
+calls come faster than that, they wait in the core unseen, for seconds, and the core cancels
+them beyond `grpc.server.max_pending_requests` waiting (1,000 by default; all of them at
+`grpc.server.max_pending_requests_hard_limit`, 3,000): the client sees CANCELLED, not
+RESOURCE_EXHAUSTED. So the limiter also measures that wait, from when each call says it was sent
+(x-idmesh-sent-at, which services.common.channels adds; arrived()): while every call of a method
+waited more than `max_queue_delay` for an interval (a standing queue, not a burst: CoDel's
+test), the limit is cut towards what is in flight, below `minimum` if need be, down to
+`saturated_minimum`, so that more calls take the cheap refusal and the loop catches up; and
+refusals ask callers to wait at least as long as the queue.
 A refusal costs little: no log line of its own (a summary line per second, rpc.shed), no
-identity, and a google.rpc.Status built once per retry delay.
+identity, and a google.rpc.Status built once per limit and retry delay.
 """
 
 from __future__ import annotations
@@ -53,15 +54,16 @@ LIMIT = Gauge(
 IN_FLIGHT = Gauge("idmesh_rpc_in_flight", "Unary calls in flight on this process.")
 QUEUE_DELAY = Gauge(
     "idmesh_rpc_queue_delay_seconds",
-    "The least time the unary calls of the last interval waited before reaching the "
-    "interceptor (in gRPC's core, for the accept loop), as estimated from their deadlines.",
+    "The least time the unary calls of a method waited in the last interval before reaching "
+    "the interceptor (mostly in gRPC's core, for the accept loop), from x-idmesh-sent-at.",
 )
 
 log = structlog.get_logger("idmesh.overload")
 
 
 WARMUP_WINDOWS = 10
-_DECAY = 0.05  # seconds per second: how fast the most time remaining seen (arrived()) fades
+_DECAY = 0.05  # seconds per second: how fast a source's baseline delay (arrived()) rises
+_SOURCES_KEPT = 1000
 # Never refused: what probes and tooling call.
 EXEMPT_PREFIXES = ("/grpc.health.", "/grpc.reflection.")
 
@@ -82,10 +84,16 @@ class ConcurrencyLimiter:
     bottleneck then)."""
 
     def __init__(
-        self, settings: LimiterSettings, *, clock: Callable[[], float] = time.perf_counter
+        self,
+        settings: LimiterSettings,
+        *,
+        clock: Callable[[], float] = time.perf_counter,
+        wall: Callable[[], float] = time.time,
     ) -> None:
+        """clock: for intervals; wall: the time since the epoch, for x-idmesh-sent-at."""
         self.settings = settings
         self._clock = clock
+        self._wall = wall
         self.limit = float(settings.initial)
         self.in_flight = 0
         self._long: float | None = None
@@ -96,7 +104,8 @@ class ConcurrencyLimiter:
         # the gradient's floor is `minimum`, except for a while after the loop was saturated
         self._saturated_until = 0.0
         # the queue in front of the interceptor (arrived())
-        self._remaining: dict[str, tuple[float, float]] = {}  # method -> (most, when seen)
+        # source -> (the least delay from its clock to ours lately, when it was seen)
+        self._baseline: dict[str, tuple[float, float]] = {}
         self._queue_least: dict[str, float] = {}  # method -> least wait in this interval
         self._queue_since = clock()
         self.queue_delay = 0.0
@@ -145,27 +154,28 @@ class ConcurrencyLimiter:
         self.limit = max(float(min(floor, self.limit)), min(float(s.maximum), limit))
         LIMIT.set(self.limit)
 
-    def arrived(self, method: str, remaining: float | None) -> None:
-        """A unary call reached the interceptor with `remaining` seconds to its deadline (None:
-        no deadline). How long it waited before that is estimated from the deadline: calls of
-        a method mostly come with the same timeout, so the most time remaining seen lately
-        (decaying by `_DECAY` per second) is that timeout, and a call with less has waited the
-        difference. When even the call of a method that waited least in an interval of
-        `queue_interval` seconds waited more than `max_queue_delay` (CoDel's test: a standing
-        queue, not a burst; each method has its own, as grpc.aio takes each method's calls
-        from the core one at a time), cut the limit to 0.8x what is in flight, down to
-        `saturated_minimum`, and keep the gradient's floor there for `saturated_hold` seconds:
-        fewer calls in handlers leave the event loop free to take the queued calls from gRPC's
-        core and refuse them."""
-        if remaining is None:
+    def arrived(self, method: str, source: str, sent_at: float | None) -> None:
+        """A unary call of `method` from `source` (the connection) reached the interceptor;
+        its caller sent it at `sent_at` (its clock, seconds since the epoch; None: not said).
+        How long it waited is measured against the source's baseline: the least delay (clock
+        skew and transit) its calls have shown lately, rising by `_DECAY` seconds per second
+        so that a changed skew is learnt. When even the call of a method that waited least in
+        an interval of `queue_interval` seconds waited more than `max_queue_delay` (CoDel's
+        test: a standing queue, not a burst; per method, as grpc.aio takes each method's
+        calls from the core one at a time), cut the limit to 0.8x what is in flight, down to
+        `saturated_minimum`, and keep the gradient's floor there for `saturated_hold`
+        seconds: fewer calls in handlers leave the event loop free to take the queued calls
+        from gRPC's core and refuse them."""
+        if sent_at is None or not math.isfinite(sent_at):
             return
         now = self._clock()
-        best = self._remaining.get(method)
-        if best is None or remaining > best[0] - (now - best[1]) * _DECAY:
-            self._remaining[method] = (remaining, now)
+        delay = self._wall() - sent_at
+        base = self._baseline.get(source)
+        if base is None or delay < base[0] + (now - base[1]) * _DECAY:
+            self._baseline[source] = (delay, now)
             waited = 0.0
         else:
-            waited = best[0] - (now - best[1]) * _DECAY - remaining
+            waited = delay - base[0] - (now - base[1]) * _DECAY
         least = self._queue_least.get(method)
         if least is None or waited < least:
             self._queue_least[method] = waited
@@ -174,6 +184,8 @@ class ConcurrencyLimiter:
         self.queue_delay = max(self._queue_least.values())
         QUEUE_DELAY.set(self.queue_delay)
         self._queue_least, self._queue_since = {}, now
+        if len(self._baseline) > _SOURCES_KEPT:  # connections come and go
+            self._baseline = {k: v for k, v in self._baseline.items() if now - v[1] < 60}
         s = self.settings
         if not s.enabled or self.queue_delay <= s.max_queue_delay:
             return

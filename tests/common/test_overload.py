@@ -79,41 +79,48 @@ class Clock:
 def test_a_standing_queue_in_front_of_the_handlers_cuts_the_limit_below_its_minimum() -> None:
     clock = Clock()
     settings = LimiterSettings(initial=64, minimum=64, maximum=256)
-    limiter = ConcurrencyLimiter(settings, clock=clock)
+    limiter = ConcurrencyLimiter(settings, clock=clock, wall=clock)
     method = "/x.v1.S/M"
     for _ in range(64):
         assert limiter.try_acquire()
-    # calls come with a 10 s timeout and reach the interceptor at once: no queue
+    # calls reach the interceptor 0.2 s after they were sent by the caller's clock (skew and
+    # transit): the source's baseline, no queue
     for _ in range(20):
         clock.now += 0.01
-        limiter.arrived(method, 10.0)
+        limiter.arrived(method, "peer-a", clock.now - 0.2)
     assert limiter.queue_delay == 0.0 and limiter.limit == 64
-    # a burst: some calls waited 0.5 s, others not at all: not a standing queue
+    # a burst: some calls waited 0.5 s more, others not at all: not a standing queue
     for i in range(20):
         clock.now += 0.01
-        limiter.arrived(method, 9.5 if i % 2 else 10.0)
+        limiter.arrived(method, "peer-a", clock.now - (0.7 if i % 2 else 0.2))
     assert limiter.limit == 64
     # every call waited 0.3 s or more for a whole interval: the limit is cut, below 64
     for i in range(60):
         clock.now += 0.01
-        limiter.arrived(method, 9.7 - i * 0.01)
-    assert limiter.queue_delay >= 0.3
+        limiter.arrived(method, "peer-a", clock.now - 0.5 - i * 0.01)
+    assert limiter.queue_delay >= 0.25
     assert limiter.limit < 64 * 0.8 + 1
     # refusals ask the callers to wait at least as long as the queue
-    assert limiter.retry_after() >= 0.3
-    # calls without a deadline tell nothing
-    limiter.arrived(method, None)
+    assert limiter.retry_after() >= 0.25
+    # calls that do not say when they were sent tell nothing
+    limiter.arrived(method, "peer-a", None)
+    limiter.arrived(method, "peer-a", float("nan"))
 
 
-def test_one_methods_queue_counts_even_while_another_flows() -> None:
+def test_each_source_has_its_own_baseline_and_each_method_its_own_queue() -> None:
     clock = Clock()
-    limiter = ConcurrencyLimiter(LimiterSettings(initial=64, minimum=64), clock=clock)
+    limiter = ConcurrencyLimiter(LimiterSettings(initial=64, minimum=64), clock=clock, wall=clock)
     for _ in range(64):
         limiter.try_acquire()
-    for i in range(60):
+    for _ in range(30):  # a source whose clock is 5 s behind ours, and one in step: no queue
         clock.now += 0.01
-        limiter.arrived("/x.v1.S/Fast", 5.0)
-        limiter.arrived("/x.v1.S/Queued", 10.0 if i < 5 else 9.0)
+        limiter.arrived("/x.v1.S/Fast", "peer-late-clock", clock.now - 5.0)
+        limiter.arrived("/x.v1.S/Queued", "peer-b", clock.now)
+    assert limiter.queue_delay == 0.0 and limiter.limit == 64
+    for _ in range(30):  # then one method's calls queue while the other's flow
+        clock.now += 0.01
+        limiter.arrived("/x.v1.S/Fast", "peer-late-clock", clock.now - 5.0)
+        limiter.arrived("/x.v1.S/Queued", "peer-b", clock.now - 1.0)
     assert limiter.queue_delay >= 0.9
     assert limiter.limit < 64
 
