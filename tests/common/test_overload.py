@@ -17,6 +17,7 @@ from services.common.interceptors import ErrorTable
 from services.common.overload import ConcurrencyLimiter
 from services.common.server import GrpcServer, service_name
 from services.common.status import error_details, honouring_overload
+from tests.common.test_ratelimit import Clock
 
 
 def run_window(limiter: ConcurrencyLimiter, latency: float, in_flight: int) -> None:
@@ -66,14 +67,6 @@ def test_calls_beyond_the_limit_are_refused_until_one_ends() -> None:
     assert refusal.reason == "OVERLOADED"
     limiter.release(0.01)
     assert limiter.try_acquire()
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_a_standing_queue_in_front_of_the_handlers_cuts_the_limit_below_its_minimum() -> None:
