@@ -19,11 +19,11 @@ calls come faster than that, they wait in the core unseen, for seconds, and the 
 them beyond `grpc.server.max_pending_requests` waiting (1,000 by default; all of them at
 `grpc.server.max_pending_requests_hard_limit`, 3,000): the client sees CANCELLED, not
 RESOURCE_EXHAUSTED. So the limiter also measures that wait, from when each call says it was sent
-(x-idmesh-sent-at, which services.common.channels adds; arrived()): while every call of a method
-waited more than `max_queue_delay` for an interval (a standing queue, not a burst: CoDel's
-test), the limit is cut towards what is in flight, below `minimum` if need be, down to
-`saturated_minimum`, so that more calls take the cheap refusal and the loop catches up; and
-refusals ask callers to wait at least as long as the queue.
+(x-idmesh-sent-at, which services.common.channels adds; arrived()): while calls are refused and
+every call of a method waited more than `max_queue_delay` for an interval (a standing queue,
+not a burst: CoDel's test), the limit is cut towards what is in flight, below `minimum` if
+need be, down to `saturated_minimum`, so that more calls take the cheap refusal and the loop
+catches up; and refusals ask callers to wait at least as long as the queue.
 A refusal costs little: no log line of its own (a summary line per second, rpc.shed), no
 identity, and a google.rpc.Status built once per limit and retry delay.
 """
@@ -108,6 +108,7 @@ class ConcurrencyLimiter:
         self._baseline: dict[str, tuple[float, float]] = {}
         self._queue_least: dict[str, float] = {}  # method -> least wait in this interval
         self._queue_since = clock()
+        self._refused = 0  # calls refused in this interval
         self.queue_delay = 0.0
         # refusals not yet logged, by method (one summary line per second: rpc.shed)
         self._shed_counts: dict[str, int] = {}
@@ -162,10 +163,10 @@ class ConcurrencyLimiter:
         so that a changed skew is learnt. When even the call of a method that waited least in
         an interval of `queue_interval` seconds waited more than `max_queue_delay` (CoDel's
         test: a standing queue, not a burst; per method, as grpc.aio takes each method's
-        calls from the core one at a time), cut the limit to 0.8x what is in flight, down to
-        `saturated_minimum`, and keep the gradient's floor there for `saturated_hold`
-        seconds: fewer calls in handlers leave the event loop free to take the queued calls
-        from gRPC's core and refuse them."""
+        calls from the core one at a time), and calls were refused meanwhile, cut the limit
+        to 0.8x what is in flight, down to `saturated_minimum`, and keep the gradient's floor
+        there for `saturated_hold` seconds: fewer calls in handlers leave the event loop free
+        to take the queued calls from gRPC's core and refuse them."""
         if sent_at is None or not math.isfinite(sent_at):
             return
         now = self._clock()
@@ -183,11 +184,14 @@ class ConcurrencyLimiter:
             return
         self.queue_delay = max(self._queue_least.values())
         QUEUE_DELAY.set(self.queue_delay)
+        refused, self._refused = self._refused, 0
         self._queue_least, self._queue_since = {}, now
         if len(self._baseline) > _SOURCES_KEPT:  # connections come and go
             self._baseline = {k: v for k, v in self._baseline.items() if now - v[1] < 60}
         s = self.settings
-        if not s.enabled or self.queue_delay <= s.max_queue_delay:
+        # Only while calls are being refused: a closed loop of callers (each waiting for its
+        # answer before the next call) shows a queue too, its own, which refusing cannot shorten
+        if not s.enabled or not refused or self.queue_delay <= s.max_queue_delay:
             return
         self._saturated_until = now + s.saturated_hold
         cut = max(float(s.saturated_minimum), min(self.limit, float(self.in_flight)) * 0.8)
@@ -206,6 +210,7 @@ class ConcurrencyLimiter:
         delay (its google.rpc.Status is built once, see interceptors); counted, and logged in a
         summary line at most once a second."""
         SHED.labels(method=method).inc()
+        self._refused += 1
         self._shed_counts[method] = self._shed_counts.get(method, 0) + 1
         now = self._clock()
         if now - self._shed_logged_at >= 1.0:

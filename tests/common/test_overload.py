@@ -87,10 +87,18 @@ def test_a_standing_queue_in_front_of_the_handlers_cuts_the_limit_below_its_mini
         clock.now += 0.01
         limiter.arrived(method, "peer-a", clock.now - (0.7 if i % 2 else 0.2))
     assert limiter.limit == 64
-    # every call waited 0.3 s or more for a whole interval: the limit is cut, below 64
-    for i in range(60):
+    # every call waited 0.3 s or more for a whole interval, but none was refused: a closed
+    # loop of callers, whose queue refusing would not shorten: the limit stays
+    for i in range(30):
         clock.now += 0.01
         limiter.arrived(method, "peer-a", clock.now - 0.5 - i * 0.01)
+    assert limiter.queue_delay >= 0.25 and limiter.limit == 64
+    # the same while calls are refused: the limit is cut, below 64
+    for i in range(30):
+        clock.now += 0.01
+        limiter.arrived(method, "peer-a", clock.now - 0.8 - i * 0.01)
+        assert not limiter.try_acquire()
+        limiter.refusal(method)
     assert limiter.queue_delay >= 0.25
     assert limiter.limit < 64 * 0.8 + 1
     # refusals ask the callers to wait at least as long as the queue
@@ -114,6 +122,7 @@ def test_each_source_has_its_own_baseline_and_each_method_its_own_queue() -> Non
         clock.now += 0.01
         limiter.arrived("/x.v1.S/Fast", "peer-late-clock", clock.now - 5.0)
         limiter.arrived("/x.v1.S/Queued", "peer-b", clock.now - 1.0)
+        limiter.refusal("/x.v1.S/Queued")
     assert limiter.queue_delay >= 0.9
     assert limiter.limit < 64
 
