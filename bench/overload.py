@@ -192,6 +192,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "capacity_calls_per_second": round(capacity, 1),
         "capacity_p99_ms": round(capacity_run.latency.p99_ms, 1),
+        "capacity_run_refused": before.get("RESOURCE_EXHAUSTED", 0),
         "rate": round(rate, 1),
         "calls": count,
         "generator_lag_max_ms": round(run_result.lag_max_ms, 1),

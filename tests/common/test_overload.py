@@ -155,11 +155,13 @@ def test_settings_from_the_environment() -> None:
                 "IDMESH_CONCURRENCY_LIMIT_INITIAL": "400",
                 "IDMESH_LOAD_SHEDDING": "false",
                 "IDMESH_MAX_QUEUE_DELAY_MS": "250",
+                "IDMESH_GRPC_MAX_PENDING_REQUESTS": "300",
             }
         )
     )
     assert (settings.minimum, settings.maximum, settings.initial) == (4, 40, 40)
     assert settings.max_queue_delay == 0.25
+    assert settings.max_pending == 300
     assert not settings.enabled
     with pytest.raises(ConfigError):
         LimiterSettings.from_env(
