@@ -67,7 +67,7 @@ class GrpcServer:
             options=[
                 *SERVER_KEEPALIVE_OPTIONS,
                 ("grpc.server.max_pending_requests", settings.max_pending),
-                ("grpc.server.max_pending_requests_hard_limit", 2 * settings.max_pending),
+                ("grpc.server.max_pending_requests_hard_limit", 3 * settings.max_pending),
             ],
         )
         self.health = health.aio.HealthServicer()
