@@ -184,7 +184,8 @@ class LimiterSettings:
     saturated_hold: float = 2.0  # seconds the lower floor lasts after the loop was saturated
     # gRPC core's own bound on the calls waiting for the accept loop (grpc.server.
     # max_pending_requests; beyond it the core cancels calls at random, all of them beyond
-    # three times it, as gRPC's defaults 1,000 and 3,000): the last resort when calls come faster than a process can even refuse them
+    # three times it, as gRPC's defaults 1,000 and 3,000): the last resort when calls come
+    # faster than a process can even refuse them
     max_pending: int = 1000
     enabled: bool = True
 
