@@ -9,12 +9,14 @@ DATA   ?= data
 BUF    := node_modules/.bin/buf
 
 .DEFAULT_GOAL := help
-.PHONY: help venv up down test chaos proto lint fmt bench clean
+.PHONY: help venv up up-pg down test chaos proto lint fmt bench clean
 
 help:
 	@echo "make up     run the local mesh (2 operators, notifier, 2 messengers) under ./$(DATA)"
 	@echo "            (BASE_PORT=N: its ports from N, beside another mesh with DATA=other)"
-	@echo "make down   stop the mesh of ./$(DATA)"
+	@echo "make up-pg  the same mesh on PostgreSQL (embedded, under ./$(DATA)-pg/postgres, or the"
+	@echo "            server of IDMESH_DATABASE_URL), REPLICAS=2 replicas of every service"
+	@echo "make down   stop the mesh of ./$(DATA) (DATA=data-pg: the one of make up-pg)"
 	@echo "make test   run the test suite (unit + integration over real processes)"
 	@echo "make chaos  seeded fault run of the mesh, checked (CHAOS_ARGS=\"--seed N --rounds N\")"
 	@echo "make proto  regenerate gen/python from protos/"
@@ -43,6 +45,14 @@ bench: $(BENCH_STAMP)
 
 up: $(STAMP)
 	$(VENV)/bin/idmesh up --data-dir $(DATA) $(if $(BASE_PORT),--base-port $(BASE_PORT))
+
+# `make up-pg`: its own data folder (./data-pg), so that `make up` and `make up-pg` never mix
+# SQLite files and databases; stop it with Ctrl-C or `make down DATA=data-pg`.
+REPLICAS ?= 2
+
+up-pg: $(STAMP)
+	$(VENV)/bin/idmesh up --postgres --replicas $(REPLICAS) --data-dir $(DATA)-pg \
+		$(if $(BASE_PORT),--base-port $(BASE_PORT))
 
 down: $(STAMP)
 	$(VENV)/bin/idmesh down --data-dir $(DATA)

@@ -1,7 +1,9 @@
-"""Write deploy/k8s/*.yaml: the Kubernetes manifests of `make up`'s topology.
+"""Write the Kubernetes manifests of `make up`'s topology: deploy/k8s/*.yaml (SQLite: one
+replica each) and deploy/k8s-postgres/*.yaml (PostgreSQL: two replicas each, rolling updates,
+the database URL from a Secret).
 
-    python tools/gen_k8s.py            # rewrite deploy/k8s/
-    python tools/gen_k8s.py --check    # exit 1 if deploy/k8s/ is not what this writes
+    python tools/gen_k8s.py            # rewrite deploy/k8s/ and deploy/k8s-postgres/
+    python tools/gen_k8s.py --check    # exit 1 if they are not what this writes
 
 Five services written from one template, so their security settings, probes and volumes cannot
 drift apart; tests/deploy checks the files are current and valid against the Kubernetes schemas.
@@ -19,6 +21,10 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "deploy" / "k8s"
+ENGINES = ("sqlite", "postgresql")
+OUTS = {"sqlite": OUT, "postgresql": ROOT / "deploy" / "k8s-postgres"}
+PG_REPLICAS = 2
+OTP_DIR = "/etc/idmesh/otp"
 NAMESPACE = "idmesh"
 IMAGE = "idmesh:0.1.0"  # build with deploy/Dockerfile and push to your registry
 GRPC_PORT, HEALTH_PORT, METRICS_PORT = 50051, 8086, 9100
@@ -28,7 +34,17 @@ TLS_DIR = "/etc/idmesh/tls"
 SQLITE_NOTE = """\
 # SQLite: exactly one replica. The service's store is a SQLite file on a ReadWriteOnce volume,
 # with one writer: never scale this Deployment past 1, and the Recreate strategy stops the old
-# pod before the new one mounts the volume. (Scale-out runs the same code on PostgreSQL.)
+# pod before the new one mounts the volume. (Scale-out: deploy/k8s-postgres, the same code on
+# PostgreSQL with two replicas each.)
+"""
+
+
+POSTGRES_NOTE = """\
+# PostgreSQL: two replicas sharing the service's database, whose URL comes from the Secret
+# <service>-database (IDMESH_DATABASE_URL; see database-secrets.example.yaml); the first replica
+# to start applies the migrations under an advisory lock. Rolling updates start a new pod before
+# stopping an old one; the disruption budget keeps one serving through node drains; /data is an
+# emptyDir (nothing of the service's state lives in the pod).
 """
 
 
@@ -53,7 +69,16 @@ def meta(name: str, component: str, **extra: Any) -> dict[str, Any]:
     return {"name": name, "namespace": NAMESPACE, "labels": labels(name, component), **extra}
 
 
-def env_config(name: str, component: str, env: dict[str, str]) -> dict[str, Any]:
+def env_config(name: str, component: str, env: dict[str, str], engine: str) -> dict[str, Any]:
+    if engine == "postgresql":
+        env = dict(env)
+        if "IDMESH_MESSENGER_ID" in env:
+            # replicas share the one-time codes' key: a Secret (IDMESH_DB_PATH: only the folder
+            # of the development SMS outbox)
+            env["IDMESH_OTP_KEY_FILE"] = f"{OTP_DIR}/otp-hmac.key"
+        else:
+            del env["IDMESH_DB_PATH"]
+        env["IDMESH_DB_POOL_SIZE"] = "10"
     common = {
         "IDMESH_BIND": f"0.0.0.0:{GRPC_PORT}",
         "IDMESH_HEALTH_BIND": f"0.0.0.0:{HEALTH_PORT}",  # plaintext, health only: the probes
@@ -104,15 +129,20 @@ def deployment(
     *,
     resources: dict[str, Any],
     tmp_size: str,
+    engine: str,
     extra_volumes: list[dict[str, Any]] | None = None,
     extra_mounts: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
+    postgres = engine == "postgresql"
+    env_from: list[dict[str, Any]] = [{"configMapRef": {"name": f"{name}-env"}}]
+    if postgres:
+        env_from.append({"secretRef": {"name": f"{name}-database"}})
     container = {
         "name": component,
         "image": IMAGE,
         "imagePullPolicy": "IfNotPresent",
         "args": [command],
-        "envFrom": [{"configMapRef": {"name": f"{name}-env"}}],
+        "envFrom": env_from,
         "ports": [
             {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
             {"name": "health", "containerPort": HEALTH_PORT, "protocol": "TCP"},
@@ -135,13 +165,31 @@ def deployment(
             *(extra_mounts or []),
         ],
     }
+    data: dict[str, Any] = (
+        {"name": "data", "emptyDir": {"sizeLimit": "256Mi"}}
+        if postgres
+        else {"name": "data", "persistentVolumeClaim": {"claimName": f"{name}-data"}}
+    )
+    strategy: dict[str, Any] = (
+        {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+        if postgres
+        else {"type": "Recreate"}
+    )
+    spread = [
+        {  # replicas on different nodes where the cluster has them
+            "maxSkew": 1,
+            "topologyKey": "kubernetes.io/hostname",
+            "whenUnsatisfiable": "ScheduleAnyway",
+            "labelSelector": {"matchLabels": selector(name)},
+        }
+    ]
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": meta(name, component),
         "spec": {
-            "replicas": 1,
-            "strategy": {"type": "Recreate"},
+            "replicas": PG_REPLICAS if postgres else 1,
+            "strategy": strategy,
             "selector": {"matchLabels": selector(name)},
             "template": {
                 "metadata": {
@@ -164,9 +212,10 @@ def deployment(
                         "fsGroup": UID,
                         "seccompProfile": {"type": "RuntimeDefault"},
                     },
+                    **({"topologySpreadConstraints": spread} if postgres else {}),
                     "containers": [container],
                     "volumes": [
-                        {"name": "data", "persistentVolumeClaim": {"claimName": f"{name}-data"}},
+                        data,
                         {"name": "tmp", "emptyDir": {"sizeLimit": tmp_size}},
                         {
                             "name": "tls",
@@ -222,6 +271,31 @@ def tls_secret(name: str, component: str, identity: str) -> dict[str, Any]:
             f"{', '.join(dns)} (PEM)\n",
             "tls.key": "REPLACE: its private key (PEM)\n",
         },
+    }
+
+
+def database_secret(name: str, component: str) -> dict[str, Any]:
+    database = f"idmesh_{name.replace('-', '_')}"
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": meta(f"{name}-database", component),
+        "stringData": {
+            "IDMESH_DATABASE_URL": f"postgresql://{database}:REPLACE-PASSWORD@postgres:5432/"
+            f"{database}",
+        },
+    }
+
+
+def otp_key_secret(name: str, component: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": meta(f"{name}-otp-key", component),
+        # empty: a gateway refuses a key under 16 bytes; fill with 32 random bytes
+        "data": {"otp-hmac.key": ""},
     }
 
 
@@ -314,6 +388,11 @@ def pdb(name: str, component: str) -> dict[str, Any]:
     }
 
 
+PG_PDB_NOTE = """\
+# The PodDisruptionBudget: voluntary disruptions (node drains) take at most one of the two pods
+# at a time, so one keeps serving.
+"""
+
 PDB_NOTE = """\
 # The PodDisruptionBudget: voluntary disruptions (node drains) take at most one gateway pod of
 # this messenger at a time. With SQLite's single replica it never blocks a drain (a gateway that
@@ -323,7 +402,8 @@ PDB_NOTE = """\
 """
 
 
-def documents() -> dict[str, tuple[str, list[dict[str, Any]]]]:
+def documents(engine: str = "sqlite") -> dict[str, tuple[str, list[dict[str, Any]]]]:
+    postgres = engine == "postgresql"
     files: dict[str, tuple[str, list[dict[str, Any]]]] = {
         "namespace.yaml": (
             "# The namespace of every idmesh object.\n",
@@ -346,42 +426,68 @@ def documents() -> dict[str, tuple[str, list[dict[str, Any]]]]:
         ),
     }
     secrets = []
+    database_secrets = []
     for s in SERVICES:
         name, component = s["name"], s["component"]
+        volumes: list[dict[str, Any]] = []
+        mounts: list[dict[str, Any]] = []
+        if s.get("numbering_plan"):
+            volumes.append(
+                {"name": "numbering-plan", "configMap": {"name": "idmesh-numbering-plan"}}
+            )
+            mounts.append(
+                {
+                    "name": "numbering-plan",
+                    "mountPath": "/etc/idmesh/numbering-plan",
+                    "readOnly": True,
+                }
+            )
+        if postgres and s.get("pdb"):  # a gateway: its replicas share the one-time codes' key
+            volumes.append(
+                {
+                    "name": "otp-key",
+                    "secret": {"secretName": f"{name}-otp-key", "defaultMode": 0o440},
+                }
+            )
+            mounts.append({"name": "otp-key", "mountPath": OTP_DIR, "readOnly": True})
+            database_secrets.append(otp_key_secret(name, component))
         docs = [
-            env_config(name, component, s["env"]),
-            volume_claim(name, component, s["storage"]),
+            env_config(name, component, s["env"], engine),
+            *([] if postgres else [volume_claim(name, component, s["storage"])]),
             deployment(
                 name,
                 component,
                 s["command"],
                 resources=s["resources"],
                 tmp_size=s["tmp"],
-                extra_volumes=(
-                    [{"name": "numbering-plan", "configMap": {"name": "idmesh-numbering-plan"}}]
-                    if s.get("numbering_plan")
-                    else []
-                ),
-                extra_mounts=(
-                    [
-                        {
-                            "name": "numbering-plan",
-                            "mountPath": "/etc/idmesh/numbering-plan",
-                            "readOnly": True,
-                        }
-                    ]
-                    if s.get("numbering_plan")
-                    else []
-                ),
+                engine=engine,
+                extra_volumes=volumes,
+                extra_mounts=mounts,
             ),
             service(name, component),
         ]
-        note = SQLITE_NOTE
-        if s.get("pdb"):
+        if postgres:
             docs.append(pdb(name, component))
-            note += PDB_NOTE
+            note = POSTGRES_NOTE + PG_PDB_NOTE
+            database_secrets.append(database_secret(name, component))
+        else:
+            note = SQLITE_NOTE
+            if s.get("pdb"):
+                docs.append(pdb(name, component))
+                note += PDB_NOTE
         files[f"{name}.yaml"] = (f"# {name}: {s['identity']}\n" + note, docs)
         secrets.append(tls_secret(name, component, s["identity"]))
+    if postgres:
+        files["database-secrets.example.yaml"] = (
+            "# PostgreSQL: one Secret per service, <service>-database, whose IDMESH_DATABASE_URL\n"
+            "# names the service's own database (the replicas of a service share it; two services\n"
+            "# never do), and per gateway <gateway>-otp-key: the one-time codes' key its replicas\n"
+            "# share (32 random bytes: `kubectl create secret generic gateway-alpha-otp-key\n"
+            "# --from-file=otp-hmac.key=<(head -c 32 /dev/urandom)`). Apply this file only as a\n"
+            "# template: its password is a placeholder and its keys are empty (a gateway refuses\n"
+            "# a key under 16 bytes).\n",
+            database_secrets,
+        )
     files["tls-secrets.example.yaml"] = (
         "# Mutual TLS: one Secret per service, mounted at /etc/idmesh/tls (IDMESH_TLS_CA, _CERT,\n"
         "# _KEY point at ca.crt, tls.crt, tls.key). Each certificate carries the service's idmesh\n"
@@ -395,16 +501,20 @@ def documents() -> dict[str, tuple[str, list[dict[str, Any]]]]:
     return files
 
 
-def render() -> dict[str, str]:
+def render(engine: str = "sqlite") -> dict[str, str]:
     out: dict[str, str] = {}
-    for filename, (comment, docs) in documents().items():
+    for filename, (comment, docs) in documents(engine).items():
         body = "---\n".join(yaml.safe_dump(d, sort_keys=False, width=100) for d in docs)
         out[filename] = _header(comment) + "---\n" + body
     resources = "".join(f"  - {name}\n" for name in out)
     out["kustomization.yaml"] = (
         _header(
-            "# kubectl apply -k deploy/k8s (create the TLS Secrets first; the example is not\n"
-            "# listed).\n"
+            f"# kubectl apply -k deploy/{OUTS[engine].name} (create the "
+            + (
+                "Secrets first; the examples are not\n# listed).\n"
+                if engine == "postgresql"
+                else "TLS Secrets first; the example is not\n# listed).\n"
+            )
         )
         + "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n"
         + "".join(line for line in resources.splitlines(keepends=True) if "example" not in line)
@@ -416,25 +526,30 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--check", action="store_true", help="only check the files are current")
     args = parser.parse_args()
-    files = render()
-    stale = [
-        n for n, text in files.items() if not (OUT / n).is_file() or (OUT / n).read_text() != text
-    ]
-    extra = sorted(p.name for p in OUT.glob("*.yaml") if p.name not in files)
-    if args.check:
-        if stale or extra:
-            print(
-                f"deploy/k8s is stale: {stale + extra}; run python tools/gen_k8s.py",
-                file=sys.stderr,
-            )
-            raise SystemExit(1)
-        return
-    OUT.mkdir(parents=True, exist_ok=True)
-    for name in extra:
-        (OUT / name).unlink()
-    for name, text in files.items():
-        (OUT / name).write_text(text)
-    print(f"wrote {len(files)} files to {OUT.relative_to(ROOT)}")
+    for engine in ENGINES:
+        out = OUTS[engine]
+        files = render(engine)
+        stale = [
+            n
+            for n, text in files.items()
+            if not (out / n).is_file() or (out / n).read_text() != text
+        ]
+        extra = sorted(p.name for p in out.glob("*.yaml") if p.name not in files)
+        if args.check:
+            if stale or extra:
+                print(
+                    f"{out.relative_to(ROOT)} is stale: {stale + extra}; "
+                    "run python tools/gen_k8s.py",
+                    file=sys.stderr,
+                )
+                raise SystemExit(1)
+            continue
+        out.mkdir(parents=True, exist_ok=True)
+        for name in extra:
+            (out / name).unlink()
+        for name, text in files.items():
+            (out / name).write_text(text)
+        print(f"wrote {len(files)} files to {out.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":

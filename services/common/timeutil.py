@@ -70,6 +70,11 @@ def from_iso(value: str) -> datetime:
     return datetime.fromisoformat(value).astimezone(UTC)
 
 
+def stored_time(value: str | datetime) -> datetime:
+    """A time as a store returns it: ISO text from SQLite (to_iso), a datetime from PostgreSQL."""
+    return value if isinstance(value, datetime) else from_iso(value)
+
+
 def parse_time(text: str, name: str = "time") -> datetime:
     """A time as people write it in files and on command lines: an RFC 3339 time with a UTC
     offset, or a date YYYY-MM-DD (midnight UTC). ValueError naming `name` otherwise."""

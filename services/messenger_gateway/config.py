@@ -2,8 +2,9 @@
 
 IDMESH_MESSENGER_ID                  this messenger's id (required)
 IDMESH_DB_PATH                       the SQLite file (required; with IDMESH_DATABASE_URL, which
-                                     puts the store on PostgreSQL, only the folder of the
-                                     defaults below: see services.common.storage)
+                                     puts both stores, identifications and the delivery
+                                     policy, on PostgreSQL for several replicas, only the
+                                     folder of the defaults below: see services.common.storage)
 IDMESH_OPERATORS                     operator id -> registry address (required):
                                      "beeline=127.0.0.1:50051,megafon=127.0.0.1:50052"
 IDMESH_CARRIERS                      carrier name -> operator id: "Beeline=beeline"
@@ -19,7 +20,8 @@ IDMESH_OTP_MAX_ATTEMPTS              wrong codes allowed (default 5)
 IDMESH_OTP_PHONE_PER_HOUR, _BURST    one-time codes per phone number (default 10 per hour, burst 5)
 IDMESH_OTP_USER_PER_HOUR, _BURST     one-time codes per user (default 20 per hour, burst 10)
 IDMESH_OTP_KEY_FILE                  the secret key of one-time-code hashes, 0600, made if
-                                     missing (default <dir of DB_PATH>/otp-hmac.key)
+                                     missing (default <dir of DB_PATH>/otp-hmac.key); the
+                                     replicas of a gateway must share it
 IDMESH_VERIFY_RETRY_INITIAL_SECONDS  retry of an unavailable operator (default 0.2)
 IDMESH_VERIFY_RETRY_MAX_SECONDS      ... capped at (default 10)
 IDMESH_NOTIFIER_RETRY_INITIAL_SECONDS  reconnect to the notifier (default 0.5)
@@ -45,7 +47,7 @@ from services.common.config import ConfigError, Env, ServerSettings
 from services.common.errors import InvalidInput
 from services.common.identity import validate_id
 from services.common.ratelimit import RateLimit
-from services.common.storage import Engine, StoreSettings
+from services.common.storage import StoreSettings
 from services.messenger_gateway.routing import NumberingPlan, NumberingPlanError
 
 DEFAULT_BIND = "127.0.0.1:50070"
@@ -94,12 +96,6 @@ class GatewayConfig:
             raise ConfigError(exc.message) from None
         db_path = env.path("DB_PATH")
         store = StoreSettings.from_env(env)
-        if store.engine is Engine.POSTGRESQL:
-            raise ConfigError(
-                f"{env.name('DATABASE_URL')}: the gateway runs on SQLite only so far (its "
-                "identification store is ported, its delivery-policy store is not yet): unset "
-                f"it and set {env.name('DB_PATH')}"
-            )
         operators: dict[str, str] = env.mapping("OPERATORS")
         for operator_id, address in operators.items():
             try:

@@ -34,8 +34,9 @@ from services.messenger_gateway.grpc_api import ERRORS, GatewayAdminServicer, Ga
 from services.messenger_gateway.notices import NoticeConsumer
 from services.messenger_gateway.policy import UnacceptedPolicy
 from services.messenger_gateway.policy_service import PolicyService, PolicySettings
-from services.messenger_gateway.policy_store import PolicyStore
-from services.messenger_gateway.ports import GatewayStore
+from services.messenger_gateway.policy_store import SqlitePolicyStore
+from services.messenger_gateway.policy_store_pg import PgPolicyStore
+from services.messenger_gateway.ports import GatewayStore, PolicyStore
 from services.messenger_gateway.registry_client import RegistryClients
 from services.messenger_gateway.routing import PortedNumbersTable, build_router
 from services.messenger_gateway.service import GatewayService, GatewaySettings
@@ -60,11 +61,29 @@ class Gateway:
     policy: PolicyService
 
 
+@dataclass(frozen=True)
+class GatewayStores:
+    """The gateway's two stores over one database: identifications and the delivery policy."""
+
+    gateway: GatewayStore
+    policy: PolicyStore
+
+
+@asynccontextmanager
+async def open_stores(settings: StoreSettings) -> AsyncIterator[GatewayStores]:
+    """The gateway's stores on the configured engine, migrated; closed on exit."""
+    async with open_database(settings, SERVICE, sqlite=MIGRATIONS, postgresql=PG_MIGRATIONS) as db:
+        if isinstance(db, Database):
+            yield GatewayStores(SqliteGatewayStore(db), SqlitePolicyStore(db))
+        else:
+            yield GatewayStores(PgGatewayStore(db), PgPolicyStore(db))
+
+
 @asynccontextmanager
 async def open_store(settings: StoreSettings) -> AsyncIterator[GatewayStore]:
-    """The gateway's store on the configured engine, migrated; closed on exit."""
-    async with open_database(settings, SERVICE, sqlite=MIGRATIONS, postgresql=PG_MIGRATIONS) as db:
-        yield SqliteGatewayStore(db) if isinstance(db, Database) else PgGatewayStore(db)
+    """The gateway's identification store on the configured engine, migrated; closed on exit."""
+    async with open_stores(settings) as stores:
+        yield stores.gateway
 
 
 @asynccontextmanager
@@ -79,12 +98,8 @@ async def open_gateway(
         single=config.store.engine is Engine.SQLITE
     )
     async with AsyncExitStack() as stack:
-        db = await stack.enter_async_context(
-            open_database(config.store, SERVICE, sqlite=MIGRATIONS, postgresql=PG_MIGRATIONS)
-        )
-        # GatewayConfig refuses PostgreSQL until the delivery policy's store is ported.
-        assert isinstance(db, Database)
-        store = SqliteGatewayStore(db)
+        stores = await stack.enter_async_context(open_stores(config.store))
+        store = stores.gateway
         policy = PolicyService(
             PolicySettings(
                 unaccepted_default=(
@@ -95,7 +110,7 @@ async def open_gateway(
                 poll_interval=config.policy_poll_seconds,
                 change_retention=timedelta(seconds=config.policy_change_retention_seconds),
             ),
-            store=PolicyStore(db),
+            store=stores.policy,
             clock=clock,
         )
         await policy.start()
@@ -162,11 +177,14 @@ async def open_gateway(
             lease_seconds=config.lease_seconds,
         )
         await service.resume_pending()
-        for job, seconds, name in (
-            (policy.catch_up, config.policy_poll_seconds, "policy-tail"),
-            (policy.prune_changes, 3600.0, "policy-change-pruning"),
+        for name, job in (
+            ("policy-tail", policy.run_tail()),
+            (
+                "policy-change-pruning",
+                run_every(3600.0, policy.prune_changes, "policy-change-pruning"),
+            ),
         ):
-            task = asyncio.create_task(run_every(seconds, job, name), name=name)
+            task = asyncio.create_task(job, name=name)
             stack.push_async_callback(_cancel, task)
         stack.enter_context(registered(ScrapeCollector("gateway_policy", policy.policy_metrics)))
         watchdog = asyncio.create_task(

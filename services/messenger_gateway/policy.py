@@ -550,6 +550,13 @@ class UserUnknown(DomainError):
 
     REASON = "IDENTIFICATION_NOT_FOUND"
 
+    @classmethod
+    def of(cls, user_id: str) -> UserUnknown:
+        return cls(
+            f"user {user_id!r} has no identification at this gateway: preferences are kept "
+            "for users who started one (StartIdentification)"
+        )
+
 
 class OrderNotFound(DomainError):
     """No restriction order with that id (NOT_FOUND)."""

@@ -8,8 +8,10 @@ the truth:
 - identification changes reach the log through triggers; the identification paths of this
   process call catch_up() after their writes (GatewayService's `on_identification_change`), so a
   revocation applies from the next decision here too;
-- every `poll_interval` the tailer applies what other processes on the same database wrote
-  (replicas), so another replica's change applies there within that interval;
+- the tailer (run_tail) applies what other processes on the same database wrote (replicas): on
+  PostgreSQL as soon as the store signals a commit (LISTEN/NOTIFY), and on either engine every
+  `poll_interval` (on SQLite the only signal; on PostgreSQL the safety net for a lost
+  notification), so another replica's change applies there within that interval at worst;
 - a log pruned past the index's version (a replica stopped for longer than the retention)
   triggers a reload from a new snapshot.
 """
@@ -17,6 +19,7 @@ the truth:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import Counter as Tally
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -59,7 +62,7 @@ from services.messenger_gateway.policy import (
     validate_received_at,
     validate_sender_id,
 )
-from services.messenger_gateway.policy_store import PolicyStore
+from services.messenger_gateway.ports import PolicyStore
 
 log = get_logger("idmesh.gateway.policy")
 
@@ -98,7 +101,7 @@ _DECISION_CHILDREN = {
 @dataclass(frozen=True, slots=True)
 class PolicySettings:
     unaccepted_default: UnacceptedPolicy = UnacceptedPolicy.ALLOW
-    poll_interval: float = 0.25  # how often other processes' changes are applied
+    poll_interval: float = 0.25  # other processes' changes applied at least this often
     change_retention: timedelta = timedelta(days=7)  # how far back WatchPolicyChanges resumes
     progress_interval: float = 10.0  # an idle change stream's progress marks
 
@@ -174,6 +177,20 @@ class PolicyService:
                 break
         if self.index.version != before:
             self._wake()
+
+    async def run_tail(self) -> None:
+        """Keep the index current with other processes' writes until cancelled: catch up when
+        the store signals a commit elsewhere, and every poll_interval in any case."""
+        signalled = asyncio.Event()
+        async with self._store.changes_signalled(signalled.set):
+            while True:
+                signalled.clear()  # a signal from here on means another round
+                try:
+                    await self.catch_up()
+                except Exception:
+                    log.exception("policy.catch_up_failed")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(signalled.wait(), self.settings.poll_interval)
 
     def _wake(self) -> None:
         advanced, self._advanced = self._advanced, asyncio.Event()
@@ -286,10 +303,7 @@ class PolicyService:
         validate_user_id(user_id)
         prefs = await self._store.preferences(user_id, self.settings.unaccepted_default)
         if prefs is None:
-            raise UserUnknown(
-                f"user {user_id!r} has no identification at this gateway: preferences are kept "
-                "for users who started one (StartIdentification)"
-            )
+            raise UserUnknown.of(user_id)
         return prefs
 
     # --- restriction orders ----------------------------------------------------------------

@@ -1,4 +1,6 @@
-"""The delivery policy's store: preferences, restriction orders, their audit, and the change log.
+"""The delivery policy's SQLite store (the PolicyStore port, ports.py): preferences, restriction
+orders, their audit, and the change log. Its PostgreSQL twin is policy_store_pg.py; the row
+converters here serve both.
 
 Every write is one transaction (Database.run) that changes a table AND appends its entry to
 `policy_changes`, whose version (AUTOINCREMENT) is gap-free and in commit order (SQLite has one
@@ -7,22 +9,21 @@ changes reach the log through triggers on `identifications`, so every path that 
 (RPCs, verification tasks, notices, another gateway process on the same file) is logged in the
 same transaction without knowing about the policy. Each replica's index loads a snapshot and
 then applies the log after the snapshot's version: the store is the truth.
-
-On PostgreSQL the log would need its version assigned in commit order (a sequence is not: take
-it under a lock of the log's head row), or LISTEN/NOTIFY with a per-transaction id.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
+from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from services.common.db import Database
 from services.common.phone import mask
-from services.common.timeutil import from_iso, to_iso
+from services.common.timeutil import stored_time, to_iso
 from services.messenger_gateway.policy import (
     ORDER_LIMIT,
     AutomatedConsent,
@@ -47,6 +48,7 @@ from services.messenger_gateway.policy import (
     UserUnknown,
     order_transition,
 )
+from services.messenger_gateway.ports import ChangeSignal
 
 # SQLite's now in the storage form of timeutil.to_iso (microseconds, +00:00).
 _NOW_SQL = "strftime('%Y-%m-%dT%H:%M:%f', 'now') || '000+00:00'"
@@ -148,14 +150,15 @@ _CHANGE_COLUMNS = (
 )
 
 
-def _opt(value: str | None) -> datetime | None:
-    return None if value is None else from_iso(value)
+def _opt(value: str | datetime | None) -> datetime | None:
+    return None if value is None else stored_time(value)
 
 
-def _change(row: Any) -> PolicyChange:
+def change_from_row(row: Any) -> PolicyChange:
+    """A policy_changes row (_CHANGE_COLUMNS, either engine) as a PolicyChange."""
     return PolicyChange(
         version=int(row[0]),
-        changed_at=from_iso(row[1]),
+        changed_at=stored_time(row[1]),
         kind=ChangeKind(row[2]),
         user_id=row[3],
         sender_id=row[4],
@@ -166,29 +169,52 @@ def _change(row: Any) -> PolicyChange:
     )
 
 
-def _order(row: Any) -> RestrictionOrder:
+def order_from_row(row: Any) -> RestrictionOrder:
+    """A restriction_orders row (either engine) as a RestrictionOrder."""
     return RestrictionOrder(
         order_id=row["order_id"],
         target=OrderTarget(row["target"]),
         target_value=row["target_value"],
         scope=OrderScope(row["scope"]),
         state=OrderState(row["state"]),
-        received_at=from_iso(row["received_at"]),
-        recorded_at=from_iso(row["recorded_at"]),
+        received_at=stored_time(row["received_at"]),
+        recorded_at=stored_time(row["recorded_at"]),
         in_force_at=_opt(row["in_force_at"]),
         lifted_at=_opt(row["lifted_at"]),
         lift_reason=row["lift_reason"],
     )
 
 
-def _consent(row: Any) -> AutomatedConsent:
+def consent_from_row(row: Any) -> AutomatedConsent:
+    """A policy_automated_consents row (either engine) as an AutomatedConsent."""
     return AutomatedConsent(
         sender_id=row["sender_id"],
         consent=Consent.GRANTED if row["granted"] else Consent.REVOKED,
         granted_at=_opt(row["granted_at"]),
         revoked_at=_opt(row["revoked_at"]),
-        updated_at=from_iso(row["updated_at"]),
+        updated_at=stored_time(row["updated_at"]),
     )
+
+
+def audit_from_row(row: Any) -> OrderAuditRecord:
+    """A restriction_audit row (either engine) as an OrderAuditRecord."""
+    return OrderAuditRecord(
+        seq=row["seq"],
+        at=stored_time(row["at"]),
+        order_id=row["order_id"],
+        action=row["action"],
+        actor=row["actor"],
+        target=OrderTarget(row["target"]),
+        masked_target=row["masked_target"],
+        scope=OrderScope(row["scope"]),
+        state=OrderState(row["state"]),
+        note=row["note"],
+    )
+
+
+def masked_target(order: RestrictionOrder) -> str:
+    """The order's target as the audit keeps it: a phone number masked."""
+    return mask(order.target_value) if order.target is OrderTarget.PHONE else order.target_value
 
 
 def _log(
@@ -214,14 +240,7 @@ def _log(
 def _require_known(conn: sqlite3.Connection, user_id: str) -> None:
     if conn.execute("SELECT 1 FROM identifications WHERE user_id = ?", (user_id,)).fetchone():
         return
-    raise UserUnknown(
-        f"user {user_id!r} has no identification at this gateway: preferences are kept for "
-        "users who started one (StartIdentification)"
-    )
-
-
-def _masked(order: RestrictionOrder) -> str:
-    return mask(order.target_value) if order.target is OrderTarget.PHONE else order.target_value
+    raise UserUnknown.of(user_id)
 
 
 def _audit(
@@ -241,7 +260,7 @@ def _audit(
             action,
             actor,
             order.target,
-            _masked(order),
+            masked_target(order),
             order.scope,
             order.state,
             note,
@@ -249,27 +268,33 @@ def _audit(
     )
 
 
-def _log_order(conn: sqlite3.Connection, now: datetime, order: RestrictionOrder) -> int:
+def order_change(order: RestrictionOrder) -> dict[str, str]:
+    """The change-log fields of an order's new state (either engine): its target in user_id or
+    phone_number."""
     phone = order.target is OrderTarget.PHONE
-    return _log(
-        conn,
-        now,
-        ChangeKind.RESTRICTION_ORDER,
-        value=order.state,
-        user_id="" if phone else order.target_value,
-        phone_number=order.target_value if phone else "",
-        order_id=order.order_id,
-        scope=order.scope,
-    )
+    return {
+        "value": str(order.state),
+        "user_id": "" if phone else order.target_value,
+        "phone_number": order.target_value if phone else "",
+        "order_id": order.order_id,
+        "scope": str(order.scope),
+    }
 
 
-class PolicyStore:
+def _log_order(conn: sqlite3.Connection, now: datetime, order: RestrictionOrder) -> int:
+    return _log(conn, now, ChangeKind.RESTRICTION_ORDER, **order_change(order))
+
+
+class SqlitePolicyStore:
+    """The PolicyStore port (ports.py) on SQLite."""
+
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    @property
-    def path(self) -> Path | None:
-        return self._db.path
+    @contextlib.asynccontextmanager
+    async def changes_signalled(self, wake: ChangeSignal) -> AsyncIterator[None]:
+        """Nothing to listen to: other processes on the file are caught up with by the poll."""
+        yield
 
     # --- preferences -------------------------------------------------------------------------
 
@@ -352,7 +377,7 @@ class PolicyStore:
                 user_id=recipient,
                 sender_id=sender,
             )
-            return _consent(row), version
+            return consent_from_row(row), version
 
         return await self._db.run(write)
 
@@ -381,9 +406,9 @@ class PolicyStore:
             unaccepted_policy=policy,
             effective_unaccepted_policy=default if policy is UnacceptedPolicy.DEFAULT else policy,
             sender_rules=tuple(
-                SenderRuleEntry(r[0], SenderRule(r[1]), from_iso(r[2])) for r in rules
+                SenderRuleEntry(r[0], SenderRule(r[1]), stored_time(r[2])) for r in rules
             ),
-            automated_consents=tuple(_consent(r) for r in consents),
+            automated_consents=tuple(consent_from_row(r) for r in consents),
         )
 
     # --- restriction orders ----------------------------------------------------------------
@@ -400,7 +425,7 @@ class PolicyStore:
                 "SELECT * FROM restriction_orders WHERE order_id = ?", (order.order_id,)
             ).fetchone()
             if row is not None:
-                stored = _order(row)
+                stored = order_from_row(row)
                 if stored.same_order(order):
                     return stored, False
                 raise OrderConflict(
@@ -441,7 +466,7 @@ class PolicyStore:
                 raise OrderNotFound(
                     f"no restriction order {order_id!r}: list them with ListRestrictionOrders"
                 )
-            order = _order(row)
+            order = order_from_row(row)
             new = order_transition(order, event)
             stamp = to_iso(now)
             if event is OrderEvent.ENFORCE:
@@ -458,7 +483,7 @@ class PolicyStore:
                     (new, stamp, note, order_id, order.state),
                 )
                 action = "LIFTED"
-            changed = _order(
+            changed = order_from_row(
                 conn.execute(
                     "SELECT * FROM restriction_orders WHERE order_id = ?", (order_id,)
                 ).fetchone()
@@ -480,7 +505,7 @@ class PolicyStore:
                 "SELECT * FROM restriction_orders WHERE state = ? ORDER BY seq DESC LIMIT ?",
                 (state, limit),
             )
-        return [_order(r) for r in rows]
+        return [order_from_row(r) for r in rows]
 
     async def order_audit(self, order_id: str | None, limit: int) -> list[OrderAuditRecord]:
         """Oldest first."""
@@ -490,21 +515,7 @@ class PolicyStore:
             sql += " WHERE order_id = ?"
             params = (order_id,)
         rows = await self._db.fetchall(sql + " ORDER BY seq LIMIT ?", (*params, limit))
-        return [
-            OrderAuditRecord(
-                seq=r["seq"],
-                at=from_iso(r["at"]),
-                order_id=r["order_id"],
-                action=r["action"],
-                actor=r["actor"],
-                target=OrderTarget(r["target"]),
-                masked_target=r["masked_target"],
-                scope=OrderScope(r["scope"]),
-                state=OrderState(r["state"]),
-                note=r["note"],
-            )
-            for r in rows
-        ]
+        return [audit_from_row(r) for r in rows]
 
     async def order_sla(self) -> OrderSla:
         limit_days = ORDER_LIMIT.total_seconds() / 86400
@@ -533,7 +544,7 @@ class PolicyStore:
             "ORDER BY version LIMIT ?",
             (version, limit),
         )
-        return [_change(r) for r in rows]
+        return [change_from_row(r) for r in rows]
 
     async def log_bounds(self) -> tuple[int, int]:
         """(the oldest version kept, the head version); (0, 0) when the log is empty."""
@@ -561,7 +572,7 @@ class PolicyStore:
         index row by row, off the event loop."""
         path = self._db.path
         if path is None:
-            raise RuntimeError("PolicyStore.load_index needs the database file")
+            raise RuntimeError("SqlitePolicyStore.load_index needs the database file")
         return await asyncio.to_thread(_load_index, path, refuse_unaccepted_by_default)
 
 

@@ -1,15 +1,20 @@
-"""The gateway's store port: what the service layer needs from a store, whatever the engine.
+"""The gateway's store ports: what the service layer needs from a store, whatever the engine.
 
-The adapters: store.SqliteGatewayStore (SQLite, one replica) and store_pg.PgGatewayStore
-(PostgreSQL, several replicas on one database). Each method that writes is
-one transaction, and its guard (the state an identification must still be in, the request id it
-must still be verifying under, its window) is part of the write, so that the first of two
-racing writers wins and the other changes nothing.
+GatewayStore (identifications, notices, ported numbers, leases): store.SqliteGatewayStore and
+store_pg.PgGatewayStore. PolicyStore (the delivery policy): policy_store.SqlitePolicyStore and
+policy_store_pg.PgPolicyStore. The PostgreSQL adapters serve several replicas on one database;
+both pairs pass the same tests (parametrised by engine).
+
+Each method of GatewayStore that writes is one transaction, and its guard (the state an
+identification must still be in, the request id it must still be verifying under, its window)
+is part of the write, so that the first of two racing writers wins and the other changes
+nothing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Protocol
 
@@ -22,6 +27,23 @@ from services.messenger_gateway.domain import (
     State,
     TerminationNotice,
 )
+from services.messenger_gateway.policy import (
+    AutomatedConsent,
+    Consent,
+    OrderAuditRecord,
+    OrderEvent,
+    OrderSla,
+    OrderState,
+    PolicyChange,
+    PolicyIndex,
+    Preferences,
+    RestrictionOrder,
+    SenderRule,
+    UnacceptedPolicy,
+)
+
+# Called when another process (a replica) may have committed policy changes.
+ChangeSignal = Callable[[], None]
 
 
 class GatewayStore(LeaseStore, Protocol):
@@ -131,9 +153,10 @@ class GatewayStore(LeaseStore, Protocol):
         ...
 
     async def renew_verifications(self, lease: Lease, running: Sequence[str]) -> list[str]:
-        """Extend every VERIFYING identification lease.holder holds to lease.expires_at; of
-        `running` (the ids the holder is verifying), those still VERIFYING that another holder
-        has taken (the holder's verification of them must stop)."""
+        """Extend the leases lease.holder holds on `running` (the ids it is verifying: only a
+        verification that runs keeps its lease) to lease.expires_at; of those, the ones still
+        VERIFYING that another holder has taken (the holder's verification of them must
+        stop)."""
         ...
 
     async def release_verifications(self, holder: str) -> int:
@@ -162,3 +185,80 @@ class GatewayStore(LeaseStore, Protocol):
     async def commit_ported(self, import_id: str, now: datetime) -> int: ...
 
     async def discard_ported(self, import_id: str) -> None: ...
+
+
+class PolicyStore(Protocol):
+    """Preferences, restriction orders (audited), and the change log that readers follow.
+
+    Every write is one transaction that changes its table and appends its change-log entry;
+    identification changes are logged by the store itself, whichever path made them. Versions
+    are gap-free and in commit order whichever replica writes: a reader that has seen version
+    v and reads the changes after v never skips one that commits later."""
+
+    # --- preferences (each write: UserUnknown for a user without an identification) ---------
+
+    async def set_sender_rule(
+        self, recipient: str, sender: str, rule: SenderRule, now: datetime
+    ) -> int:
+        """Store the rule (NONE deletes it); the change's version."""
+        ...
+
+    async def set_unaccepted_policy(
+        self, user_id: str, policy: UnacceptedPolicy, now: datetime
+    ) -> int: ...
+
+    async def set_automated_consent(
+        self, recipient: str, sender: str, consent: Consent, now: datetime
+    ) -> tuple[AutomatedConsent, int]:
+        """Grant (granted_at now) or revoke (revoked_at now); the other time is kept."""
+        ...
+
+    async def preferences(self, user_id: str, default: UnacceptedPolicy) -> Preferences | None:
+        """The user's preferences; None if the user is unknown."""
+        ...
+
+    # --- restriction orders ------------------------------------------------------------------
+
+    async def record_order(
+        self, order: RestrictionOrder, *, actor: str, now: datetime
+    ) -> tuple[RestrictionOrder, bool]:
+        """Insert the order with its audit record and change; (stored order, created). The same
+        order again returns the stored one; another under the same id is OrderConflict."""
+        ...
+
+    async def change_order(
+        self, order_id: str, event: OrderEvent, *, actor: str, now: datetime, note: str = ""
+    ) -> RestrictionOrder:
+        """ENFORCE or LIFT by the order state machine, audited and logged."""
+        ...
+
+    async def orders(self, state: OrderState | None, limit: int) -> list[RestrictionOrder]:
+        """Newest first."""
+        ...
+
+    async def order_audit(self, order_id: str | None, limit: int) -> list[OrderAuditRecord]:
+        """Oldest first; the records are append-only."""
+        ...
+
+    async def order_sla(self) -> OrderSla: ...
+
+    # --- the change log ----------------------------------------------------------------------
+
+    async def changes_after(self, version: int, limit: int) -> list[PolicyChange]: ...
+
+    async def log_bounds(self) -> tuple[int, int]:
+        """(the oldest version kept, the head version); (0, 0) when the log is empty."""
+        ...
+
+    async def prune_changes(self, before: datetime) -> int:
+        """Delete entries older than `before`, always keeping the head."""
+        ...
+
+    async def load_index(self, *, refuse_unaccepted_by_default: bool) -> PolicyIndex:
+        """A new index built from the whole store at one version (one snapshot)."""
+        ...
+
+    def changes_signalled(self, wake: ChangeSignal) -> AbstractAsyncContextManager[None]:
+        """While the block runs, call wake() when another process commits changes; a no-op
+        where only the poll can tell."""
+        ...

@@ -30,7 +30,7 @@ from services.common.db import Database
 from services.common.errors import quote
 from services.common.failpoints import failpoint
 from services.common.lease import Lease
-from services.common.timeutil import from_iso, to_iso
+from services.common.timeutil import from_iso, stored_time, to_iso
 from services.messenger_gateway.domain import (
     IdempotentReplay,
     Identification,
@@ -171,13 +171,8 @@ def _opt_iso(value: datetime | None) -> str | None:
     return None if value is None else to_iso(value)
 
 
-def _time(value: str | datetime) -> datetime:
-    """A stored time: ISO text from SQLite, a datetime from PostgreSQL (store_pg.py)."""
-    return value if isinstance(value, datetime) else from_iso(value)
-
-
 def _opt_dt(value: str | datetime | None) -> datetime | None:
-    return None if value is None else _time(value)
+    return None if value is None else stored_time(value)
 
 
 def identification_from_row(row: Any) -> Identification:
@@ -189,8 +184,8 @@ def identification_from_row(row: Any) -> Identification:
         state=State(row["state"]),
         reason=Reason(row["reason"]),
         operator_id=row["operator_id"],
-        started_at=_time(row["started_at"]),
-        code_expires_at=_time(row["code_expires_at"]),
+        started_at=stored_time(row["started_at"]),
+        code_expires_at=stored_time(row["code_expires_at"]),
         attempts_left=row["attempts_left"],
         verification_deadline=_opt_dt(row["verification_deadline"]),
         completed_at=_opt_dt(row["completed_at"]),
@@ -555,20 +550,21 @@ class SqliteGatewayStore:
         return await self._db.run(claim)
 
     async def renew_verifications(self, lease: Lease, running: Sequence[str]) -> list[str]:
-        """Extend every VERIFYING identification lease.holder holds to lease.expires_at; of
-        `running` (the ids the holder is verifying), the ones another holder has taken."""
+        """Extend the leases lease.holder holds on `running` (the ids it is verifying) to
+        lease.expires_at; of those, the ones another holder has taken."""
         ids = list(running)
 
         def renew(conn: sqlite3.Connection) -> list[str]:
-            conn.execute(
-                "UPDATE identifications SET lease_expires_at = ? "
-                "WHERE state = 'VERIFYING' AND lease_holder = ?",
-                (to_iso(lease.expires_at), lease.holder),
-            )
             lost: list[str] = []
             for start in range(0, len(ids), 500):
                 chunk = ids[start : start + 500]
                 marks = ", ".join("?" * len(chunk))
+                conn.execute(
+                    "UPDATE identifications SET lease_expires_at = ? "
+                    f"WHERE identification_id IN ({marks}) AND state = 'VERIFYING' "
+                    "AND lease_holder = ?",
+                    (to_iso(lease.expires_at), *chunk, lease.holder),
+                )
                 lost.extend(
                     row[0]
                     for row in conn.execute(

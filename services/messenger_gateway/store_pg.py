@@ -11,8 +11,8 @@ A partial unique index keeps at most one unfinished or IDENTIFIED identification
 even a writer that skipped the lock could not leave two current ones. Pending verifications and
 the notice consumer are held by leases (services/common/lease.py): claims take only free or
 expired rows, `FOR UPDATE SKIP LOCKED`, so two replicas never take the same one.
-Not here yet: the delivery policy's store (policy_store.py, SQLite only): until then
-GatewayConfig refuses IDMESH_DATABASE_URL.
+The delivery policy's tables (and the triggers that log identification changes to its change
+log) are policy_store_pg.py's, migration 3 here.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from services.messenger_gateway.domain import (
     TerminationNotice,
     hint_verify_key,
 )
+from services.messenger_gateway.policy_store_pg import PG_POLICY_MIGRATION
 from services.messenger_gateway.store import identification_from_row
 
 SERVICE: Final = "messenger_gateway"
@@ -127,6 +128,9 @@ PG_MIGRATIONS: Final[list[str]] = [
         expires_at TIMESTAMPTZ NOT NULL
     );
     """,
+    # 3: the delivery policy (policy_store_pg.py): preferences, restriction orders and their
+    # audit, the change log with commit-ordered versions, identification changes logged.
+    PG_POLICY_MIGRATION,
 ]
 
 # Insert or replace by a strictly later porting date (ties keep the stored row).
@@ -464,9 +468,11 @@ class PgGatewayStore:
         async with self._db.transaction() as conn:
             await conn.execute(
                 "UPDATE identifications SET lease_expires_at = $1 "
-                "WHERE state = 'VERIFYING' AND lease_holder = $2",
+                "WHERE identification_id = ANY($3::text[]) AND state = 'VERIFYING' "
+                "AND lease_holder = $2",
                 lease.expires_at,
                 lease.holder,
+                list(running),
             )
             rows = await conn.fetch(
                 "SELECT identification_id FROM identifications "

@@ -11,6 +11,7 @@ import pytest
 from services.common.config import ConfigError, Env
 from services.common.pg import PgDatabase
 from services.common.storage import Engine, StoreSettings
+from tests.eventually import eventually
 
 MIGRATIONS = [
     "CREATE TABLE things (id INTEGER PRIMARY KEY, name TEXT NOT NULL)",
@@ -31,6 +32,21 @@ async def test_replicas_starting_together_apply_each_migration_once(postgres_url
     finally:
         for db in replicas:
             await db.close()
+
+
+async def test_a_listener_is_told_when_listen_is_in_place_then_gets_each_notification(
+    postgres_url: str,
+) -> None:
+    db = await PgDatabase.open(postgres_url, "svc", MIGRATIONS)
+    got: list[list[str]] = []
+    try:
+        async with db.listening("idmesh_test_channel", got.append):
+            # [] first: anything committed before the LISTEN may have been missed, read again
+            await eventually(lambda: got == [[]], what="the in-place signal")
+            await db.execute("SELECT pg_notify('idmesh_test_channel', 'hello')")
+            await eventually(lambda: got == [[], ["hello"]], what="the notification")
+    finally:
+        await db.close()
 
 
 async def test_a_restart_applies_only_the_new_migrations(postgres_url: str) -> None:

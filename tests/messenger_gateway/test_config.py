@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from services.common.config import ConfigError, Env
+from services.common.storage import Engine
 from services.messenger_gateway.config import GatewayConfig
 
 REPO = Path(__file__).resolve().parents[2]
@@ -69,13 +70,19 @@ def test_the_numbering_plan_is_loaded_at_start() -> None:
         ({"OTP_MAX_ATTEMPTS": "0"}, "IDMESH_OTP_MAX_ATTEMPTS"),
         ({"DB_SYNCHRONOUS": "sometimes"}, "IDMESH_DB_SYNCHRONOUS"),
         ({"DATABASE_URL": "mysql://db/gw"}, "IDMESH_DATABASE_URL: expected a postgresql"),
-        ({"DATABASE_URL": "postgresql://db/gw"}, "IDMESH_DATABASE_URL: .*SQLite only so far"),
         ({"ALLOWED_COUNTRIES": "Russia"}, "IDMESH_ALLOWED_COUNTRIES: expected ISO 3166"),
     ],
 )
 def test_bad_configuration_names_the_variable(overrides: dict[str, str], problem: str) -> None:
     with pytest.raises(ConfigError, match=problem):
         GatewayConfig.from_env(_env(**overrides))
+
+
+def test_a_database_url_puts_the_stores_on_postgresql() -> None:
+    config = GatewayConfig.from_env(_env(DATABASE_URL="postgresql://gw:secret@db:5432/alpha"))
+    assert config.store.engine is Engine.POSTGRESQL
+    assert config.store.describe() == "postgresql:db/alpha"  # no password
+    assert config.otp_key_file == Path("/tmp/gw/otp-hmac.key")  # DB_PATH's folder: defaults
 
 
 def test_the_delivery_policy_settings() -> None:

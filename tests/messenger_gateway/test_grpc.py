@@ -95,8 +95,15 @@ class Harness:
 
 @asynccontextmanager
 async def running_gateway(
-    tmp_path: Path, *, window: float = 10.0, attempts: int = 5, megafon_port: int | None = None
+    tmp_path: Path,
+    *,
+    window: float = 10.0,
+    attempts: int = 5,
+    megafon_port: int | None = None,
+    store: StoreSettings | None = None,
 ) -> AsyncIterator[Harness]:
+    """The production wiring on port 0 with fake servers around it; the store a SQLite file
+    under tmp_path unless given (as a replica's: several may share one database)."""
     registry_server, registry = await start_registry("beeline")
     notifier_server, notifier = await start_notifier()
     megafon_port = megafon_port or free_port()  # nothing listens there unless a test starts it
@@ -106,7 +113,7 @@ async def running_gateway(
         ),
         messenger_id="alpha",
         db_path=tmp_path / "gateway.db",
-        store=StoreSettings(db_path=tmp_path / "gateway.db"),
+        store=store or StoreSettings(db_path=tmp_path / "gateway.db"),
         operators={
             "beeline": f"127.0.0.1:{registry_server.port}",
             "megafon": f"127.0.0.1:{megafon_port}",

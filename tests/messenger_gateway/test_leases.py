@@ -99,6 +99,19 @@ async def test_a_held_verification_is_claimed_by_another_only_once_its_lease_exp
     assert await store.renew_verifications(Lease("b", later + TERM), [held]) == []
 
 
+async def test_only_the_verifications_a_replica_runs_keep_their_leases(
+    store: GatewayStore,
+) -> None:
+    running = await _verifying(store, "u1", BEELINE_PHONE, holder="a")
+    orphan = await _verifying(store, "u2", MEGAFON_PHONE, holder="a")  # a runs no task for it
+    renewed_at = FakeClock().now() + timedelta(seconds=5)
+    assert await store.renew_verifications(Lease("a", renewed_at + TERM), [running]) == []
+
+    later = renewed_at + timedelta(seconds=2)  # past the first term, inside the renewed one
+    claimed = await store.claim_verifications(Lease("b", later + TERM), now=later)
+    assert [i.identification_id for i in claimed] == [orphan]
+
+
 async def test_released_verifications_are_claimed_at_once_and_overdue_ones_never(
     store: GatewayStore,
 ) -> None:
@@ -192,7 +205,7 @@ async def test_one_keeper_of_two_runs_the_work_and_the_other_takes_over_when_it_
         return run
 
     keepers = {
-        name: LeaseKeeper(store, "notices:alpha", holder=name, work=work(name), ttl=0.6)
+        name: LeaseKeeper(store, "notices:alpha", holder=name, work=work(name), ttl=3.0)
         for name in ("a", "b")
     }
     tasks = {name: asyncio.create_task(k.run()) for name, k in keepers.items()}
@@ -250,7 +263,7 @@ async def test_a_keeper_that_cannot_renew_stops_the_work_by_the_lease_expiry(
             return await store.lease_of(name)
 
     failing = Failing()
-    keeper = LeaseKeeper(failing, "notices:alpha", holder="a", work=run, ttl=0.6)
+    keeper = LeaseKeeper(failing, "notices:alpha", holder="a", work=run, ttl=1.5)
     task = asyncio.create_task(keeper.run())
     try:
         await asyncio.wait_for(running.wait(), 10)

@@ -3,6 +3,7 @@ notifier servers; status codes, field names in errors, the batch and the change 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,8 @@ from idmesh.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 
 from services.common.channels import open_channel
 from services.common.identity import Caller, Kind, Role
+from services.common.storage import StoreSettings
+from tests.eventually import eventually
 from tests.messenger_gateway.test_grpc import Harness, running_gateway
 
 ADMIN = Caller(Kind.MESSENGER, "alpha", Role.ADMIN)
@@ -171,6 +174,56 @@ async def test_the_change_stream_starts_with_a_progress_mark_then_carries_change
         (head + 1, PB.POLICY_CHANGE_KIND_AUTOMATED_CONSENT, "r", "bot", "GRANTED")
     ]
     call.cancel()
+
+
+async def test_two_gateway_replicas_on_one_database_share_the_policy(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    store = StoreSettings(database_url=postgres_url)
+    async with (
+        running_gateway(tmp_path / "one", store=store) as one,
+        running_gateway(tmp_path / "two", store=store) as two,
+    ):
+        await one.identify("s", S_PHONE)
+        await one.identify("r", R_PHONE)
+        head = (
+            await one.stub.CheckDelivery(
+                PB.CheckDeliveryRequest(sender_id="s", recipient_id="r", kind=PERSONAL)
+            )
+        ).version
+        watch = two.stub.WatchPolicyChanges(PB.WatchPolicyChangesRequest(after_version=head))
+        await watch.read()  # the progress mark: the stream is open
+        rule = await one.stub.SetSenderRule(
+            PB.SetSenderRuleRequest(user_id="r", sender_id="s", rule=PB.SENDER_RULE_REFUSED)
+        )
+        # read-your-writes at the other replica, whatever its tailer has done yet
+        refused = await two.stub.CheckDelivery(
+            PB.CheckDeliveryRequest(
+                sender_id="s", recipient_id="r", kind=PERSONAL, min_version=rule.version
+            )
+        )
+        assert refused.reason == PB.DELIVERY_REASON_RECIPIENT_REFUSED_SENDER
+        assert refused.version >= rule.version
+        changes: list[Any] = []
+        while not changes:
+            item = await asyncio.wait_for(watch.read(), 30)
+            changes.extend(item.changes)
+        assert [(c.version, c.kind, c.user_id, c.sender_id, c.value) for c in changes] == [
+            (rule.version, PB.POLICY_CHANGE_KIND_SENDER_RULE, "r", "s", "REFUSED")
+        ]
+        watch.cancel()
+        # and the other way round, through the other replica's tailer alone (no min_version)
+        await two.stub.SetUnacceptedSenderPolicy(
+            PB.SetUnacceptedSenderPolicyRequest(
+                user_id="s", policy=PB.UNACCEPTED_SENDER_POLICY_REFUSE
+            )
+        )
+
+        async def refused_at_one() -> bool:
+            answer = await check(one, "r", "s")
+            return bool(answer.reason == PB.DELIVERY_REASON_SENDER_NOT_ACCEPTED)
+
+        await eventually(refused_at_one, within=15, what="the first replica's decision")
 
 
 async def test_the_policy_metrics_are_served(gw: Harness) -> None:

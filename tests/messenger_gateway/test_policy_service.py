@@ -7,15 +7,19 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
+import asyncpg
 import pytest
 
-from services.common.db import Database
+from services.common.config import Env
 from services.common.errors import InvalidInput
+from services.common.storage import StoreSettings
 from services.messenger_gateway.domain import TerminationKind, TerminationNotice
+from services.messenger_gateway.main import GatewayStores, open_stores
 from services.messenger_gateway.policy import (
     MAX_BATCH_PAIRS,
     ChangeKind,
@@ -33,9 +37,7 @@ from services.messenger_gateway.policy import (
     VersionAhead,
 )
 from services.messenger_gateway.policy_service import PolicyService, PolicySettings, WatchItem
-from services.messenger_gateway.policy_store import PolicyStore
 from services.messenger_gateway.service import GatewayService
-from services.messenger_gateway.store import MIGRATIONS, SqliteGatewayStore
 from tests.eventually import eventually
 from tests.messenger_gateway.fakes import (
     FakeClock,
@@ -52,31 +54,51 @@ ADMIN = "spiffe://idmesh.local/messenger/alpha/admin"
 
 @dataclass
 class Replica:
-    """One gateway process's parts over the shared database file."""
+    """One gateway process's parts over the shared database (a file, or a PostgreSQL one)."""
 
-    db: Database
+    stores: GatewayStores
     service: GatewayService
     policy: PolicyService
     sms: RecordingSms
+    exits: AsyncExitStack
+
+    async def close(self) -> None:
+        await self.service.close()
+        await self.exits.aclose()
 
 
-async def open_replica(path: Path, clock: FakeClock, **settings: object) -> Replica:
-    db = await Database.open(path, MIGRATIONS)
+async def open_replica(settings: StoreSettings, clock: FakeClock, **options: object) -> Replica:
+    exits = AsyncExitStack()
+    stores = await exits.enter_async_context(open_stores(settings))
     policy = PolicyService(
-        PolicySettings(progress_interval=0.2, **settings),  # type: ignore[arg-type]
-        store=PolicyStore(db),
+        PolicySettings(progress_interval=0.2, **options),  # type: ignore[arg-type]
+        store=stores.policy,
         clock=clock,
     )
     await policy.start()
     sms = RecordingSms()
     service = make_service(
-        SqliteGatewayStore(db),
+        stores.gateway,
         sms=sms,
         clock=clock,
         routes=dict.fromkeys([*PHONES.values(), NEWCOMER_PHONE], "beeline"),
         on_identification_change=policy.on_identification_change,
     )
-    return Replica(db, service, policy, sms)
+    return Replica(stores, service, policy, sms, exits)
+
+
+async def execute_raw(settings: StoreSettings, sql: str) -> None:
+    """One statement on a connection of its own, around the stores."""
+    if settings.database_url is not None:
+        conn = await asyncpg.connect(settings.database_url)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+        return
+    assert settings.db_path is not None
+    with sqlite3.connect(settings.db_path) as lite:
+        lite.execute(sql)
 
 
 @pytest.fixture
@@ -85,22 +107,27 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-async def gw(tmp_path: Path, clock: FakeClock) -> AsyncIterator[Replica]:
-    replica = await open_replica(tmp_path / "gw.db", clock)
-    for user, phone in PHONES.items():
-        await identify(replica.service, replica.sms, user, phone)
-    yield replica
-    await replica.service.close()
-    await replica.db.close()
+def settings(tmp_path: Path, store_env: dict[str, str]) -> StoreSettings:
+    """The shared database on each engine (see tests/conftest.py)."""
+    environ = {f"IDMESH_{key}": value for key, value in store_env.items()}
+    return StoreSettings.from_env(Env({"IDMESH_DB_PATH": str(tmp_path / "gw.db"), **environ}))
 
 
 @pytest.fixture
-async def other(tmp_path: Path, gw: Replica, clock: FakeClock) -> AsyncIterator[Replica]:
-    """A second replica on the same database file."""
-    replica = await open_replica(tmp_path / "gw.db", clock)
+async def gw(settings: StoreSettings, clock: FakeClock) -> AsyncIterator[Replica]:
+    replica = await open_replica(settings, clock)
+    for user, phone in PHONES.items():
+        await identify(replica.service, replica.sms, user, phone)
     yield replica
-    await replica.service.close()
-    await replica.db.close()
+    await replica.close()
+
+
+@pytest.fixture
+async def other(settings: StoreSettings, gw: Replica, clock: FakeClock) -> AsyncIterator[Replica]:
+    """A second replica on the same database."""
+    replica = await open_replica(settings, clock)
+    yield replica
+    await replica.close()
 
 
 def decide(replica: Replica, sender: str, recipient: str, kind: MessageKind = PERSONAL) -> str:
@@ -112,14 +139,14 @@ def decide(replica: Replica, sender: str, recipient: str, kind: MessageKind = PE
 
 
 async def test_a_refusal_applies_from_the_next_decision_and_survives_a_restart(
-    gw: Replica, tmp_path: Path, clock: FakeClock
+    gw: Replica, settings: StoreSettings, clock: FakeClock
 ) -> None:
     assert decide(gw, "s", "r") == "ALLOWED"
     version = await gw.policy.set_sender_rule("r", "s", SenderRule.REFUSED)
     assert decide(gw, "s", "r") == "RECIPIENT_REFUSED_SENDER"
     assert gw.policy.index.version >= version
 
-    restarted = await open_replica(tmp_path / "gw.db", clock)
+    restarted = await open_replica(settings, clock)
     try:
         assert decide(restarted, "s", "r") == "RECIPIENT_REFUSED_SENDER"
         prefs = await restarted.policy.preferences("r")
@@ -127,7 +154,7 @@ async def test_a_refusal_applies_from_the_next_decision_and_survives_a_restart(
         assert prefs.unaccepted_policy is UnacceptedPolicy.DEFAULT
         assert prefs.effective_unaccepted_policy is UnacceptedPolicy.ALLOW
     finally:
-        await restarted.db.close()
+        await restarted.close()
 
 
 async def test_consent_keeps_the_time_of_each_grant_and_revocation(gw: Replica) -> None:
@@ -212,14 +239,13 @@ async def test_a_decision_at_a_min_version_reads_another_replicas_write(
 async def test_the_tailer_keeps_a_replica_current_within_its_interval(
     gw: Replica, other: Replica
 ) -> None:
-    from services.common.jobs import run_every
-
-    tail = asyncio.create_task(run_every(0.05, other.policy.catch_up, "tail"))
+    tail = asyncio.create_task(other.policy.run_tail())  # main.py's tailer
     try:
         await gw.policy.set_sender_rule("r", "t", SenderRule.REFUSED)
         await eventually(lambda: decide(other, "t", "r") == "RECIPIENT_REFUSED_SENDER", within=10)
     finally:
         tail.cancel()
+        await asyncio.wait({tail})
 
 
 async def test_a_replica_behind_a_pruned_log_reloads(
@@ -279,7 +305,7 @@ async def test_an_order_held_then_enforced_then_lifted_is_audited(
     )
     assert created and order.state is OrderState.RECEIVED and order.target_value == PHONES["s"]
     assert decide(gw, "s", "r") == "ALLOWED"
-    sla = await PolicyStore(gw.db).order_sla()
+    sla = await gw.stores.policy.order_sla()
     assert (sla.received, sla.oldest_received_at) == (1, received)
 
     enforced = await gw.policy.enforce_order("RKN-1", actor=ADMIN)
@@ -301,7 +327,9 @@ async def test_an_order_held_then_enforced_then_lifted_is_audited(
     assert all(a.actor == ADMIN and a.masked_target == "+7903*****01" for a in audit)
 
 
-async def test_the_audit_trail_is_append_only(gw: Replica, clock: FakeClock) -> None:
+async def test_the_audit_trail_is_append_only(
+    gw: Replica, settings: StoreSettings, clock: FakeClock
+) -> None:
     await gw.policy.record_order(
         order_id="RKN-2",
         user_id="s",
@@ -312,8 +340,8 @@ async def test_the_audit_trail_is_append_only(gw: Replica, clock: FakeClock) -> 
         actor=ADMIN,
     )
     for sql in ("UPDATE restriction_audit SET actor = 'x'", "DELETE FROM restriction_audit"):
-        with pytest.raises(sqlite3.DatabaseError, match="append-only"):
-            await gw.db.run(lambda conn, sql=sql: conn.execute(sql))
+        with pytest.raises((sqlite3.DatabaseError, asyncpg.PostgresError), match="append-only"):
+            await execute_raw(settings, sql)
     assert len(await gw.policy.order_audit("", 0)) == 1
 
 
@@ -332,7 +360,7 @@ async def test_recording_an_order_again_is_idempotent_and_another_under_its_id_c
     with pytest.raises(OrderConflict, match="RKN-3"):
         await gw.policy.record_order(**fields, scope=OrderScope.AUTOMATED, hold=False, actor=ADMIN)
     assert len(await gw.policy.order_audit("RKN-3", 0)) == 1
-    sla = await PolicyStore(gw.db).order_sla()
+    sla = await gw.stores.policy.order_sla()
     assert (sla.in_force, sla.late) == (1, 1)  # received 25 hours before it was in force
 
 
@@ -370,9 +398,7 @@ async def test_a_bad_order_is_refused_and_changes_nothing(
 async def test_the_stream_carries_changes_from_any_replica_in_order_and_resumes(
     gw: Replica, other: Replica
 ) -> None:
-    from services.common.jobs import run_every
-
-    tail = asyncio.create_task(run_every(0.05, other.policy.catch_up, "tail"))
+    tail = asyncio.create_task(other.policy.run_tail())  # main.py's tailer
     head = await other.policy.catch_up()
     items: list[WatchItem] = []
     got_both = asyncio.Event()
@@ -394,6 +420,7 @@ async def test_the_stream_carries_changes_from_any_replica_in_order_and_resumes(
     finally:
         watcher.cancel()
         tail.cancel()
+        await asyncio.wait({tail})
     changes = [c for i in items for c in i.changes]
     assert [(c.kind, c.value) for c in changes] == [
         (ChangeKind.SENDER_RULE, "REFUSED"),

@@ -251,7 +251,7 @@ class _Replica:
 
 @asynccontextmanager
 async def _replicas(
-    url: str, names: list[str], *, clock: FakeClock, sms: RecordingSms, lease: float = 1.0
+    url: str, names: list[str], *, clock: FakeClock, sms: RecordingSms, lease: float = 3.0
 ) -> AsyncIterator[dict[str, _Replica]]:
     started: dict[str, _Replica] = {}
     try:
@@ -324,7 +324,7 @@ async def test_a_replica_whose_lease_was_taken_stops_its_verification(postgres_u
             ident.identification_id, sms.code_for(ident.identification_id), wait=0.05
         )
         await eventually(lambda: len(a.operators.calls) == 1, what="a asked the operator")
-        clock.advance(2)  # a's 1-second lease has expired unrenewed
+        clock.advance(4)  # a's 3-second lease has expired unrenewed
         assert await b.service.keep_verifications() == (1, 0)
         await eventually(lambda: len(b.operators.calls) == 1, what="b asked the operator")
         assert await a.service.keep_verifications() == (0, 1)
@@ -386,7 +386,7 @@ async def test_one_replica_consumes_notices_and_a_standby_takes_over_when_it_die
                     replica.service, channel, backoff=Backoff(initial=0.01, maximum=0.05)
                 )
                 keepers[name] = LeaseKeeper(
-                    replica.store, "notices:alpha", holder=name, work=consumer.run, ttl=1.0
+                    replica.store, "notices:alpha", holder=name, work=consumer.run, ttl=3.0
                 )
                 replica.tasks.append(asyncio.create_task(keepers[name].run()))
             first = await identify(r["a"].service, sms, "u1")
@@ -415,6 +415,10 @@ async def test_one_replica_consumes_notices_and_a_standby_takes_over_when_it_die
             assert not keepers[standby].active  # it stood by all along
 
             await r[dead].kill()
+            # not released: its row names it until it expires (at least 2 s after its last
+            # renewal, made at most a third of the 3-second term ago)
+            lease = await r[standby].store.lease_of("notices:alpha")
+            assert lease is not None and lease.holder == dead
             await eventually(
                 lambda: keepers[standby].active, within=15, what="the standby to take over"
             )
