@@ -600,7 +600,14 @@ def _store_sections(s: dict[str, Any], where: str) -> list[str]:
             f"**{st['accepted']:,} accepted, {st['shed']:,} shed** (RESOURCE_EXHAUSTED at once), "
             f"{st['failed']:,} failed; accepted calls p50 "
             f"{_num(st['accepted_call_latency']['p50_ms'])} ms, p99 "
-            f"{_num(st['accepted_call_latency']['p99_ms'])} ms; accepted terminate->revoked "
+            f"{_num(st['accepted_call_latency']['p99_ms'])} ms; "
+            + (
+                f"refusals p50 {_num(st['shed_call_latency']['p50_ms'])} ms, p99 "
+                f"{_num(st['shed_call_latency']['p99_ms'])} ms; "
+                if "shed_call_latency" in st
+                else ""
+            )
+            + "accepted terminate->revoked "
             f"p50 {_num(st['terminate_to_revoked']['p50_ms'])} ms, "
             f"p99 **{_num(st['terminate_to_revoked']['p99_ms'])} ms**, max "
             f"{_num(st['terminate_to_revoked']['max_ms'])} ms; checked: every accepted one "

@@ -4,6 +4,9 @@ carries.
 Every call sends the current request id (or a new one) and this process's identity. Deadlines
 are not propagated by gRPC Python: callers pass `timeout=` themselves.
 
+Every call also says when it was sent (x-idmesh-sent-at): the server's load shedding measures from
+it how long calls wait before reaching a handler (services.common.overload).
+
 The channel retries, by gRPC's service-config retry policy, the calls that are safe to repeat
 (reads, and writes idempotent by nature or by key: IDEMPOTENT_METHODS) when they fail
 UNAVAILABLE, a few times with a short backoff, within the call's deadline. Anything else is the
@@ -13,12 +16,18 @@ caller's decision (the gateway's verification loop, the relay, the notice consum
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import grpc
 
-from services.common.context import REQUEST_ID_METADATA_KEY, current_request_id, new_request_id
+from services.common.context import (
+    REQUEST_ID_METADATA_KEY,
+    SENT_AT_METADATA_KEY,
+    current_request_id,
+    new_request_id,
+)
 from services.common.identity import IDENTITY_METADATA_KEY, Caller
 from services.common.tls import TlsFiles
 
@@ -83,7 +92,14 @@ def _with_metadata(details: Any, identity: Caller | None) -> Any:
         metadata.add(REQUEST_ID_METADATA_KEY, current_request_id() or new_request_id())
     if identity is not None and IDENTITY_METADATA_KEY not in metadata:
         metadata.add(IDENTITY_METADATA_KEY, identity.uri)
+    if SENT_AT_METADATA_KEY not in metadata:
+        metadata.add(SENT_AT_METADATA_KEY, sent_at())
     return details._replace(metadata=metadata)
+
+
+def sent_at() -> str:
+    """The value of the x-idmesh-sent-at metadata for a call sent now."""
+    return f"{time.time():.6f}"
 
 
 class _UnaryUnary(grpc.aio.UnaryUnaryClientInterceptor):

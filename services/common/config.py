@@ -175,19 +175,37 @@ class LimiterSettings:
     smoothing: float = 0.2
     window_samples: int = 16  # the limit is updated once per window of completed calls
     long_window: int = 600  # windows in the long-run average (an exponential moving average)
+    # calls queue in gRPC's core, unseen by the handlers' latency, when the event loop cannot
+    # take them as fast as they come: a standing queue is one that every call of an interval
+    # waited in for longer than max_queue_delay (overload.ConcurrencyLimiter.arrived)
+    max_queue_delay: float = 0.1
+    queue_interval: float = 0.1
+    saturated_minimum: int = 4  # the floor of the limit while the loop is saturated
+    saturated_hold: float = 2.0  # seconds the lower floor lasts after the loop was saturated
+    # gRPC core's own bound on the calls waiting for the accept loop (grpc.server.
+    # max_pending_requests; beyond it the core cancels calls at random, all of them beyond
+    # three times it, as gRPC's defaults 1,000 and 3,000): the last resort when calls come
+    # faster than a process can even refuse them
+    max_pending: int = 1000
     enabled: bool = True
 
     @classmethod
     def from_env(cls, env: Env) -> LimiterSettings:
-        """IDMESH_LOAD_SHEDDING (true), IDMESH_CONCURRENCY_LIMIT_MIN / _MAX / _INITIAL."""
+        """IDMESH_LOAD_SHEDDING (true), IDMESH_CONCURRENCY_LIMIT_MIN / _MAX / _INITIAL,
+        IDMESH_MAX_QUEUE_DELAY_MS (100), IDMESH_GRPC_MAX_PENDING_REQUESTS (1000)."""
         default = cls()
         minimum = env.int("CONCURRENCY_LIMIT_MIN", default.minimum, minimum=1)
         maximum = env.int("CONCURRENCY_LIMIT_MAX", default.maximum, minimum=minimum)
         initial = env.int("CONCURRENCY_LIMIT_INITIAL", default.initial, minimum=1)
+        queue_ms = env.float("MAX_QUEUE_DELAY_MS", default.max_queue_delay * 1000, minimum=1)
+        pending = env.int("GRPC_MAX_PENDING_REQUESTS", default.max_pending, minimum=1)
         return cls(
             initial=max(minimum, min(initial, maximum)),
             minimum=minimum,
             maximum=maximum,
+            max_queue_delay=queue_ms / 1000,
+            max_pending=pending,
+            saturated_minimum=min(default.saturated_minimum, minimum),
             enabled=env.bool("LOAD_SHEDDING", True),
         )
 

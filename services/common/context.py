@@ -18,6 +18,9 @@ from contextvars import ContextVar
 import structlog
 
 REQUEST_ID_METADATA_KEY = "x-request-id"
+# When the caller sent the call (seconds since the epoch, as text): the server's limiter
+# measures from it how long calls wait before reaching a handler (services.common.overload).
+SENT_AT_METADATA_KEY = "x-idmesh-sent-at"
 _VALID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
 _request_id: ContextVar[str | None] = ContextVar("idmesh_request_id", default=None)

@@ -12,6 +12,12 @@ Per RPC it:
 - refuses a request (each message of a request stream) with a field over its size bound before
   any work (services.common.bounds);
 - writes one canonical log line: method, status code, duration.
+
+A unary call beyond the concurrency limit (services.common.overload) is refused first of all,
+before any of that: RESOURCE_EXHAUSTED with its ErrorInfo and RetryInfo built once per retry
+delay, counted in the metrics, logged only in the limiter's summary line (rpc.shed). Under
+overload most calls take this path, and its cost decides how far past its capacity a process
+still answers in milliseconds.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from google.rpc import error_details_pb2, status_pb2
 from services.common.bounds import check_bounds
 from services.common.context import (
     REQUEST_ID_METADATA_KEY,
+    SENT_AT_METADATA_KEY,
     accept_request_id,
     set_request_id,
 )
@@ -46,7 +53,7 @@ from services.common.identity import (
     set_current_caller,
 )
 from services.common.metrics import observe_rpc
-from services.common.overload import ConcurrencyLimiter, limited
+from services.common.overload import ConcurrencyLimiter, Overloaded, limited
 from services.common.ratelimit import RateLimited
 from services.common.status import STATUS_DETAILS_KEY
 
@@ -93,6 +100,17 @@ def _request_id(context: grpc.aio.ServicerContext[Any, Any]) -> str:
     return accept_request_id(None)
 
 
+def _sent_at(context: grpc.aio.ServicerContext[Any, Any]) -> float | None:
+    """When the caller says it sent the call (x-idmesh-sent-at), if it says so legibly."""
+    for key, value in context.invocation_metadata() or ():
+        if key == SENT_AT_METADATA_KEY:
+            try:
+                return float(value)
+            except ValueError:
+                return None
+    return None
+
+
 class ServerInterceptor(grpc.aio.ServerInterceptor):
     def __init__(
         self,
@@ -105,6 +123,8 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         self._limiter = limiter
         # method -> (the servicer's handler, its wrapped handler)
         self._handlers: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+        # a refusal (one object per retry delay) -> its message and trailers
+        self._shed_replies: dict[int, tuple[Overloaded, str, tuple[tuple[str, Any], ...]]] = {}
 
     async def intercept_service(
         self,
@@ -200,15 +220,16 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
 
         async def wrapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             started = time.perf_counter()
+            if limiter is not None:
+                limiter.arrived(method, context.peer(), _sent_at(context))
+            if limiter is not None and not limiter.try_acquire():
+                # refused before any work: nothing changed
+                await self._shed(context, method, limiter, started)
             code = grpc.StatusCode.OK
-            admitted = False
-            request_id = _request_id(context)
+            request_id = ""
             try:
+                request_id = _request_id(context)
                 self._enter(context, method, request_id)
-                if limiter is not None:
-                    if not limiter.try_acquire():  # refused before any work: nothing changed
-                        raise limiter.refusal(method)
-                    admitted = True
                 if streaming:
                     request = _bounded(request)
                 else:
@@ -224,12 +245,33 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                 code = self._errors.code_for(exc) or grpc.StatusCode.INTERNAL
                 await self._fail(exc, context, request_id)
             finally:
-                if admitted:
-                    assert limiter is not None
+                if limiter is not None:  # admitted
                     limiter.release(time.perf_counter() - started)
                 self._finish(method, started, code)
 
         return wrapped
+
+    async def _shed(
+        self,
+        context: grpc.aio.ServicerContext[Any, Any],
+        method: str,
+        limiter: ConcurrencyLimiter,
+        started: float,
+    ) -> None:
+        """Refuse a call beyond the limit, cheaply (see the module's doc); raises grpc's abort
+        exception."""
+        refusal = limiter.refusal(method)
+        reply = self._shed_replies.get(id(refusal))
+        if reply is None or reply[0] is not refusal:
+            if len(self._shed_replies) > 256:
+                self._shed_replies.clear()
+            status = status_details(grpc.StatusCode.RESOURCE_EXHAUSTED, refusal)
+            trailers = ((STATUS_DETAILS_KEY, status.SerializeToString()),)
+            reply = self._shed_replies[id(refusal)] = (refusal, refusal.message, trailers)
+        observe_rpc(method, "RESOURCE_EXHAUSTED", time.perf_counter() - started)
+        await context.abort(
+            grpc.StatusCode.RESOURCE_EXHAUSTED, reply[1], trailing_metadata=reply[2]
+        )
 
     def _wrap_stream(
         self, behavior: Callable[..., AsyncIterator[Any]], method: str

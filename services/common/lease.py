@@ -119,23 +119,25 @@ class LeaseKeeper:
         finally:
             held = self._held_until is not None
             await self._stop("shutdown")
-            if held:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(
-                        asyncio.shield(self._store.release_lease(self.name, self.holder)),
-                        self._interval,
-                    )
+            # released even when not known held: a renewal cancelled by the shutdown may have
+            # been granted (release only frees a lease this holder holds)
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(self._interval):
+                    await asyncio.shield(self._store.release_lease(self.name, self.holder))
+                if held:
                     log.info("lease.released", lease=self.name, replica=self.holder)
 
     async def _tick(self) -> None:
         now = self._clock.now()
         until = now + self._ttl
         try:
-            # bounded: a store that hangs must not keep the work running past the expiry
-            held = await asyncio.wait_for(
-                self._store.acquire_lease(self.name, Lease(self.holder, until), now=now),
-                self._interval,
-            )
+            # bounded: a store that hangs must not keep the work running past the expiry.
+            # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancellation that
+            # arrives as the call completes, and the keeper would run on after shutdown
+            async with asyncio.timeout(self._interval):
+                held = await self._store.acquire_lease(
+                    self.name, Lease(self.holder, until), now=now
+                )
         except Exception as exc:
             log.warning("lease.renew_failed", lease=self.name, replica=self.holder, error=repr(exc))
             if self._held_until is not None and self._clock.now() >= self._held_until:

@@ -60,10 +60,15 @@ class GrpcServer:
         self._tls = tls
         resolver = identity or (tls_identity if tls is not None else metadata_identity)
         # unary calls beyond an adaptive concurrency limit are refused at once (overload.py)
-        self.limiter = ConcurrencyLimiter(load_shedding or LimiterSettings())
+        settings = load_shedding or LimiterSettings()
+        self.limiter = ConcurrencyLimiter(settings)
         self._server = grpc.aio.server(
             interceptors=[ServerInterceptor(errors, resolver, self.limiter)],
-            options=list(SERVER_KEEPALIVE_OPTIONS),
+            options=[
+                *SERVER_KEEPALIVE_OPTIONS,
+                ("grpc.server.max_pending_requests", settings.max_pending),
+                ("grpc.server.max_pending_requests_hard_limit", 3 * settings.max_pending),
+            ],
         )
         self.health = health.aio.HealthServicer()
         self._health_bind = health_bind

@@ -189,8 +189,10 @@ class PolicyService:
                     await self.catch_up()
                 except Exception:
                     log.exception("policy.catch_up_failed")
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(signalled.wait(), self.settings.poll_interval)
+                    async with asyncio.timeout(self.settings.poll_interval):
+                        await signalled.wait()
 
     def _wake(self) -> None:
         advanced, self._advanced = self._advanced, asyncio.Event()
@@ -426,7 +428,8 @@ class PolicyService:
                 yield WatchItem(tuple(changes), max(cursor, self.index.version))
                 continue
             try:
-                await asyncio.wait_for(advanced.wait(), self.settings.progress_interval)
+                async with asyncio.timeout(self.settings.progress_interval):
+                    await advanced.wait()
             except TimeoutError:
                 yield WatchItem((), max(cursor, self.index.version))
 

@@ -10,6 +10,13 @@ survives its restarts, they are always its own.
 The identification and notice writes are each one function run on the database's writer thread
 (Database.run: the whole transaction in one thread hop); the ported-numbers import keeps its
 TEMP staging table on the aiosqlite writer connection (Database.transaction).
+
+The identification flow's writes (StartIdentification's replace_current, ConfirmPossession's
+record_wrong_code and begin_verification, the code's expiry, every finish_verification) use
+group commit (Database.run_grouped): the ones that arrive together share one transaction, one
+COMMIT and one writer-thread hop, each in a savepoint of its own, so each is still all or
+nothing (a refused one, IdempotentReplay say, undoes only its own writes) and each caller gets
+its own result. (On PostgreSQL, store_pg.py, the connection pool runs them concurrently.)
 """
 
 from __future__ import annotations
@@ -329,7 +336,7 @@ class SqliteGatewayStore:
                 (previous.identification_id,),
             )
 
-        return await self._db.run(replace)
+        return await self._db.run_grouped(replace)
 
     # --- the one-time code -------------------------------------------------------------------
 
@@ -369,7 +376,7 @@ class SqliteGatewayStore:
                 (identification_id,),
             )
 
-        return await self._db.run(record)
+        return await self._db.run_grouped(record)
 
     # --- verification ------------------------------------------------------------------------
 
@@ -462,7 +469,7 @@ class SqliteGatewayStore:
             changed = conn.execute(sql, params).rowcount == 1
             return (final, why) if changed else None
 
-        return await self._db.run(finish)
+        return await self._db.run_grouped(finish)
 
     async def follow_hint(
         self,
@@ -674,9 +681,10 @@ class SqliteGatewayStore:
     # --- helpers -----------------------------------------------------------------------------
 
     async def _update(self, sql: str, params: Any) -> bool:
-        """One conditional UPDATE in its own transaction: did it change exactly one row?"""
+        """One conditional UPDATE, committed with the others that arrive together (group
+        commit): did it change exactly one row?"""
         values = tuple(params)
-        return await self._db.run(lambda conn: conn.execute(sql, values).rowcount == 1)
+        return await self._db.run_grouped(lambda conn: conn.execute(sql, values).rowcount == 1)
 
 
 def _apply_notices(

@@ -17,6 +17,7 @@ from services.common.interceptors import ErrorTable
 from services.common.overload import ConcurrencyLimiter
 from services.common.server import GrpcServer, service_name
 from services.common.status import error_details, honouring_overload
+from tests.common.test_ratelimit import Clock
 
 
 def run_window(limiter: ConcurrencyLimiter, latency: float, in_flight: int) -> None:
@@ -68,6 +69,78 @@ def test_calls_beyond_the_limit_are_refused_until_one_ends() -> None:
     assert limiter.try_acquire()
 
 
+def test_a_standing_queue_in_front_of_the_handlers_cuts_the_limit_below_its_minimum() -> None:
+    clock = Clock()
+    settings = LimiterSettings(initial=64, minimum=64, maximum=256)
+    limiter = ConcurrencyLimiter(settings, clock=clock, wall=clock)
+    method = "/x.v1.S/M"
+    for _ in range(64):
+        assert limiter.try_acquire()
+    # calls reach the interceptor 0.2 s after they were sent by the caller's clock (skew and
+    # transit): the source's baseline, no queue
+    for _ in range(20):
+        clock.now += 0.01
+        limiter.arrived(method, "peer-a", clock.now - 0.2)
+    assert limiter.queue_delay == 0.0 and limiter.limit == 64
+    # a burst: some calls waited 0.5 s more, others not at all: not a standing queue
+    for i in range(20):
+        clock.now += 0.01
+        limiter.arrived(method, "peer-a", clock.now - (0.7 if i % 2 else 0.2))
+    assert limiter.limit == 64
+    # every call waited 0.3 s or more for a whole interval, but none was refused: a closed
+    # loop of callers, whose queue refusing would not shorten: the limit stays
+    for i in range(30):
+        clock.now += 0.01
+        limiter.arrived(method, "peer-a", clock.now - 0.5 - i * 0.01)
+    assert limiter.queue_delay >= 0.25 and limiter.limit == 64
+    # the same while calls are refused: the limit is cut, below 64
+    for i in range(30):
+        clock.now += 0.01
+        limiter.arrived(method, "peer-a", clock.now - 0.8 - i * 0.01)
+        assert not limiter.try_acquire()
+        limiter.refusal(method)
+    assert limiter.queue_delay >= 0.25
+    assert limiter.limit < 64 * 0.8 + 1
+    # refusals ask the callers to wait at least as long as the queue
+    assert limiter.retry_after() >= 0.25
+    # calls that do not say when they were sent tell nothing
+    limiter.arrived(method, "peer-a", None)
+    limiter.arrived(method, "peer-a", float("nan"))
+
+
+def test_each_source_has_its_own_baseline_and_each_method_its_own_queue() -> None:
+    clock = Clock()
+    limiter = ConcurrencyLimiter(LimiterSettings(initial=64, minimum=64), clock=clock, wall=clock)
+    for _ in range(64):
+        limiter.try_acquire()
+    for _ in range(30):  # a source whose clock is 5 s behind ours, and one in step: no queue
+        clock.now += 0.01
+        limiter.arrived("/x.v1.S/Fast", "peer-late-clock", clock.now - 5.0)
+        limiter.arrived("/x.v1.S/Queued", "peer-b", clock.now)
+    assert limiter.queue_delay == 0.0 and limiter.limit == 64
+    for _ in range(30):  # then one method's calls queue while the other's flow
+        clock.now += 0.01
+        limiter.arrived("/x.v1.S/Fast", "peer-late-clock", clock.now - 5.0)
+        limiter.arrived("/x.v1.S/Queued", "peer-b", clock.now - 1.0)
+        limiter.refusal("/x.v1.S/Queued")
+    assert limiter.queue_delay >= 0.9
+    assert limiter.limit < 64
+
+
+def test_refusals_are_built_once_per_delay_and_logged_once_a_second(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    clock = Clock()
+    limiter = ConcurrencyLimiter(LimiterSettings(initial=1, minimum=1, maximum=1), clock=clock)
+    assert limiter.try_acquire() and not limiter.try_acquire()
+    refusals = {id(limiter.refusal("/x.v1.S/M")) for _ in range(100)}
+    assert len(refusals) == 1  # the same refusal (and so the same status bytes) every time
+    clock.now += 1.5
+    limiter.refusal("/x.v1.S/M")
+    lines = [line for line in capsys.readouterr().out.splitlines() if "rpc.shed" in line]
+    assert len(lines) == 1 and "101" in lines[0]
+
+
 def test_disabled_shedding_admits_everything() -> None:
     limiter = ConcurrencyLimiter(LimiterSettings(initial=1, minimum=1, maximum=1, enabled=False))
     assert all(limiter.try_acquire() for _ in range(100))
@@ -81,10 +154,14 @@ def test_settings_from_the_environment() -> None:
                 "IDMESH_CONCURRENCY_LIMIT_MAX": "40",
                 "IDMESH_CONCURRENCY_LIMIT_INITIAL": "400",
                 "IDMESH_LOAD_SHEDDING": "false",
+                "IDMESH_MAX_QUEUE_DELAY_MS": "250",
+                "IDMESH_GRPC_MAX_PENDING_REQUESTS": "300",
             }
         )
     )
     assert (settings.minimum, settings.maximum, settings.initial) == (4, 40, 40)
+    assert settings.max_queue_delay == 0.25
+    assert settings.max_pending == 300
     assert not settings.enabled
     with pytest.raises(ConfigError):
         LimiterSettings.from_env(
