@@ -111,10 +111,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     seed.seed_registry(
         topology.db_path(mesh, registry),
         REGISTRY_MIGRATIONS,
-        subscribers=subscribers,
-        messengers=topology.MESSENGERS,
-        bound=subscribers,
-        now=seed.utcnow(),
+        seed.RegistrySeed(subscribers, topology.MESSENGERS, subscribers, seed.utcnow()),
     )
     await asyncio.to_thread(mesh.start, 120.0)
     admin_id = Caller(Kind.OPERATOR, topology.SEEDED_OPERATOR, Role.ADMIN)

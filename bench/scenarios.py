@@ -601,19 +601,22 @@ async def _fanout(ctx: Context, probe: FanoutProbe) -> dict[str, Any]:
     # send time, x-idmesh-sent-at, given per call): the client's own interceptors would make
     # this one process the bottleneck, and its lateness would count as the registry's.
     admin_id = Caller(Kind.OPERATOR, topology.SEEDED_OPERATOR, Role.ADMIN)
-    bare = (
-        registry_pb2_grpc.RegistryAdminServiceStub(
-            ctx.raw_channel(ctx.mesh.address(registry_name), admin_id)
-        )
+    bares = (
+        [
+            registry_pb2_grpc.RegistryAdminServiceStub(
+                ctx.raw_channel(ctx.mesh.address(name), admin_id)
+            )
+            for name in topology.replicas(ctx.mesh, registry_name)
+        ]
         if ctx.mesh.credentials(admin_id) is not None
-        else admin
+        else admins
     )
 
     async def terminate_under_overload(i: int) -> None:
         began = time.perf_counter()
         send_times.setdefault(i, time.time())
         try:
-            reply = await bare.TerminateContract(
+            reply = await bares[i % len(bares)].TerminateContract(
                 registry_pb2.TerminateContractRequest(phone_number=seed.beeline_number(i)),
                 timeout=CALL_TIMEOUT,
                 metadata=((SENT_AT_METADATA_KEY, sent_at()),),
