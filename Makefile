@@ -33,9 +33,10 @@ venv: $(STAMP)
 
 # `make bench`: the benchmarks (not part of `make test`; under 10 minutes on 2 cores: SQLite,
 # then PostgreSQL with one and two replicas of every service). Writes bench/results/latest.json,
-# docs/benchmarks.md and docs/benchmarks.png. BENCH_ARGS=--full for the issue's full counts,
-# BENCH_ARGS="--only verify --profile" for one scenario under py-spy, BENCH_ARGS="--engines
-# sqlite" for SQLite alone.
+# docs/benchmarks.md and docs/benchmarks.png, with a py-spy profile of the services during each
+# scenario (bench/results/profiles/; sampled at 67 Hz without stopping them).
+# BENCH_ARGS=--full for the issue's full counts, BENCH_ARGS="--only verify" for one scenario,
+# BENCH_ARGS="--engines sqlite" for SQLite alone.
 BENCH_STAMP := $(VENV)/.bench-installed-stamp
 
 $(BENCH_STAMP): $(STAMP) pyproject.toml
@@ -43,7 +44,7 @@ $(BENCH_STAMP): $(STAMP) pyproject.toml
 	@touch $(BENCH_STAMP)
 
 bench: $(BENCH_STAMP)
-	$(PY) -m bench --docs $(BENCH_ARGS)
+	$(PY) -m bench --docs --profile $(BENCH_ARGS)
 
 up: $(STAMP)
 	$(VENV)/bin/idmesh up --data-dir $(DATA) $(if $(BASE_PORT),--base-port $(BASE_PORT))
