@@ -9,7 +9,7 @@ DATA   ?= data
 BUF    := node_modules/.bin/buf
 
 .DEFAULT_GOAL := help
-.PHONY: help venv up up-pg down test chaos proto lint fmt bench clean
+.PHONY: help venv up up-pg down test chaos proto lint fmt bench clean promtool
 
 help:
 	@echo "make up     run the local mesh (2 operators, notifier, 2 messengers) under ./$(DATA)"
@@ -60,14 +60,23 @@ up-pg: $(STAMP)
 down: $(STAMP)
 	$(VENV)/bin/idmesh down --data-dir $(DATA)
 
-# buf too: tests/test_protos_lint.py runs `buf lint` (no skipping in `make test`).
-test: $(STAMP) $(BUF)
+# buf too: tests/test_protos_lint.py runs `buf lint` (no skipping in `make test`); and promtool:
+# tests/deploy/test_monitoring.py checks and unit-tests deploy/monitoring/alerts.yaml.
+test: $(STAMP) $(BUF) promtool
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # `make chaos`: the mesh under kills, failpoints and stalls with a mixed load, then a checker over
 # the recorded history (docs/chaos.md). A few minutes by default; CHAOS_ARGS="--seed N --rounds N".
 chaos: $(STAMP)
 	$(PY) -m tools.chaos $(CHAOS_ARGS)
+
+# promtool from Debian's prometheus package (root installs it; others are told the command).
+promtool:
+	@command -v promtool >/dev/null || { \
+		if [ "$$(id -u)" = 0 ]; then \
+			apt-get install -y -qq --no-install-recommends prometheus >/dev/null 2>&1 || \
+			{ apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus; }; \
+		else echo "make test needs promtool: sudo apt-get install prometheus" >&2; exit 1; fi; }
 
 proto: $(STAMP)
 	$(PY) tools/gen_protos.py
