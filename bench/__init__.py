@@ -8,7 +8,7 @@ mesh of the same shape, in the same run, and reports each figure as a ratio to i
     bench.procs      per-process RSS and CPU time from /proc, py-spy profiles
     bench.seed       direct seeding of the services' stores (their own MIGRATIONS): sqlite3,
                      or COPY on PostgreSQL
-    bench.topology   the real mesh (services.cli.mesh), the echo mesh (bench.echo), the
+    bench.topology   the real mesh (services.localmesh), the echo mesh (bench.echo), the
                      embedded PostgreSQL server of a PostgreSQL pass
     bench.echo       echo services on the same stack (GrpcServer, open_channel) doing nothing
     bench.scenarios  identification, VerifySubscriber, termination fan-out, bulk import, memory

@@ -33,11 +33,11 @@ from idmesh.registry.v1 import registry_pb2, registry_pb2_grpc
 
 from bench import procs, seed, topology
 from bench.load import Latencies, open_loop, run_count
-from services.cli.mesh import Mesh, MeshSpec, OperatorSpec
 from services.common.channels import open_channel, sent_at
 from services.common.context import SENT_AT_METADATA_KEY
 from services.common.identity import Caller, Kind, Role
 from services.common.status import error_details
+from services.localmesh import Mesh, MeshSpec, OperatorSpec
 from services.operator_registry.store import MIGRATIONS as REGISTRY_MIGRATIONS
 
 METHOD = "/idmesh.registry.v1.RegistryAdminService/TerminateContract"

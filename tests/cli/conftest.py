@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from services.cli import main as cli
-from services.cli.mesh import Mesh, MeshSpec, MessengerSpec, OperatorSpec, demo_spec
+from services.localmesh import Mesh, MeshSpec, MessengerSpec, OperatorSpec, demo_spec
 
 
 @pytest.fixture(scope="session")

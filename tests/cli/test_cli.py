@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from services.cli.mesh import Mesh
 from services.common.identity import Caller, Kind, Role
+from services.localmesh import Mesh
 from tests.cli.conftest import fresh_number
 from tests.eventually import eventually_sync
 

@@ -19,6 +19,8 @@ from typing import Any
 import pytest
 
 from services.cli import mesh as meshlib
+from services.localmesh.process import port_free
+from services.localmesh.spec import DEMO_OFFSETS
 from tests.eventually import eventually_sync
 
 pytestmark = pytest.mark.mesh
@@ -90,8 +92,8 @@ def _free_base(*, besides: int | None = None) -> int:
         base = random.randrange(10_000, max(10_100, low - 100), 100)
         if besides is not None and abs(base - besides) < 100:
             continue
-        ports = [base + p for offsets in meshlib.DEMO_OFFSETS.values() for p in offsets]
-        if all(meshlib.port_free(f"127.0.0.1:{p}") for p in ports):
+        ports = [base + p for offsets in DEMO_OFFSETS.values() for p in offsets]
+        if all(port_free(f"127.0.0.1:{p}") for p in ports):
             return base
     raise AssertionError("no free base port")
 

@@ -10,15 +10,14 @@ from pathlib import Path
 import pytest
 
 from services.cli.main import main
-from services.cli.mesh import (
+from services.localmesh import (
     Mesh,
     MeshError,
     MeshSpec,
     PostgresSpec,
-    database_name,
     demo_spec,
-    with_database,
 )
+from services.localmesh.postgres import database_name, with_database
 
 POSTGRES = PostgresSpec(url="postgresql://u:secret@db.example:5432/postgres?sslmode=require")
 

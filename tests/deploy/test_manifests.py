@@ -17,7 +17,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from services.cli.mesh import Mesh, demo_spec
+from services.localmesh import Mesh, demo_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -25,7 +25,7 @@ K8S = DEPLOY / "k8s"
 K8S_POSTGRES = DEPLOY / "k8s-postgres"
 K8S_DIRS = {"sqlite": K8S, "postgresql": K8S_POSTGRES}
 KUBERNETES_VERSION = "1.33.0"  # the oldest release the manifests are checked against
-# What a process gets from services/cli/mesh.py that a container gets differently.
+# What a process gets from services/localmesh that a container gets differently.
 SECURITY = {"IDMESH_TLS_CA", "IDMESH_TLS_CERT", "IDMESH_TLS_KEY", "IDMESH_INSECURE_DEV_MODE"}
 
 
@@ -51,7 +51,7 @@ def by_kind(kind: str, folder: Path = K8S) -> dict[str, dict[str, Any]]:
 
 
 def demo_env() -> dict[str, dict[str, str]]:
-    """The environment services/cli/mesh.py gives each process of `make up`."""
+    """The environment services/localmesh gives each process of `make up`."""
     mesh = Mesh(demo_spec(), ROOT / "data")  # building it starts nothing
     return {name: svc.env for name, svc in mesh.services.items()}
 

@@ -2,47 +2,23 @@
 
 from __future__ import annotations
 
-import socket
-import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
-from services.cli.mesh import Mesh, MeshSpec, MessengerSpec, OperatorSpec, demo_spec
-from tests.integration.mesh_client import MeshClient, mesh_client
+from services.localmesh import (
+    Blackhole,
+    Mesh,
+    MeshClient,
+    MeshSpec,
+    MessengerSpec,
+    OperatorSpec,
+    demo_spec,
+    mesh_client,
+)
 
 DEMO = demo_spec()
-
-
-class Blackhole:
-    """A TCP listener that accepts connections and never answers: an operator that hangs."""
-
-    def __init__(self) -> None:
-        self._sock = socket.socket()
-        self._sock.bind(("127.0.0.1", 0))
-        self._sock.listen(64)
-        self.address = f"127.0.0.1:{self._sock.getsockname()[1]}"
-        self._held: list[socket.socket] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._accept, daemon=True)
-        self._thread.start()
-
-    def _accept(self) -> None:
-        self._sock.settimeout(0.2)
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._sock.accept()
-                self._held.append(conn)
-            except OSError:
-                continue
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join()
-        for conn in self._held:
-            conn.close()
-        self._sock.close()
 
 
 @pytest.fixture(scope="session")

@@ -12,10 +12,9 @@ import pytest
 from idmesh.gateway.v1 import gateway_pb2
 from idmesh.registry.v1 import registry_pb2
 
-from services.cli.mesh import Mesh
 from services.common.status import error_details
+from services.localmesh import Mesh, MeshClient, log_lines_with
 from tests.eventually import eventually
-from tests.integration.mesh_client import MeshClient, log_lines_with
 
 pytestmark = pytest.mark.mesh
 

@@ -18,10 +18,9 @@ import pytest
 from idmesh.gateway.v1 import gateway_pb2
 from idmesh.notifier.v1 import notifier_pb2
 
-from services.cli.mesh import Mesh, MeshSpec, MessengerSpec, demo_spec
 from services.common.failpoints import ENV as FAILPOINTS
+from services.localmesh import Mesh, MeshClient, MeshSpec, MessengerSpec, demo_spec, mesh_client
 from tests.eventually import eventually
-from tests.integration.mesh_client import MeshClient, mesh_client
 from tests.integration.test_identification import new_subscriber, user
 from tests.integration.test_notifications import terminate
 

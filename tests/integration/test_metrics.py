@@ -13,9 +13,8 @@ from idmesh.gateway.v1 import gateway_pb2
 from idmesh.registry.v1 import registry_pb2
 from prometheus_client.parser import text_string_to_metric_families
 
-from services.cli.mesh import Mesh, load_layout
+from services.localmesh import Mesh, MeshClient, load_layout
 from tests.eventually import eventually
-from tests.integration.mesh_client import MeshClient
 from tests.integration.test_identification import new_subscriber, user
 
 pytestmark = pytest.mark.mesh

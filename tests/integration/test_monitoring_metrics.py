@@ -8,7 +8,7 @@ import asyncio
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from services.cli.mesh import Mesh
+from services.localmesh import Mesh
 from tests.deploy.test_monitoring import gen_monitoring
 
 pytestmark = pytest.mark.mesh

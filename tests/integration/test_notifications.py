@@ -14,10 +14,17 @@ from idmesh.gateway.v1 import gateway_pb2
 from idmesh.notifier.v1 import notifier_pb2
 from idmesh.registry.v1 import registry_pb2
 
-from services.cli.mesh import Mesh, MeshSpec, MessengerSpec, demo_spec
 from services.common.failpoints import ENV as FAILPOINTS
+from services.localmesh import (
+    Mesh,
+    MeshClient,
+    MeshSpec,
+    MessengerSpec,
+    demo_spec,
+    log_lines_with,
+    mesh_client,
+)
 from tests.eventually import eventually
-from tests.integration.mesh_client import MeshClient, log_lines_with, mesh_client
 from tests.integration.test_identification import new_subscriber, user
 
 pytestmark = pytest.mark.mesh

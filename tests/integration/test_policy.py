@@ -12,9 +12,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from idmesh.gateway.v1 import gateway_pb2
 from idmesh.registry.v1 import registry_pb2
 
-from services.cli.mesh import Mesh, MeshSpec, MessengerSpec, demo_spec
+from services.localmesh import Mesh, MeshClient, MeshSpec, MessengerSpec, demo_spec, mesh_client
 from tests.eventually import eventually
-from tests.integration.mesh_client import MeshClient, mesh_client
 from tests.integration.test_identification import new_subscriber, user
 
 pytestmark = pytest.mark.mesh

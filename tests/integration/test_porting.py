@@ -21,9 +21,17 @@ from idmesh.events.v1 import events_pb2
 from idmesh.gateway.v1 import gateway_pb2
 from idmesh.registry.v1 import registry_pb2
 
-from services.cli.mesh import ROOT, Mesh, MeshSpec, MessengerSpec, OperatorSpec, demo_spec
 from services.common.timeutil import from_timestamp, to_timestamp
-from tests.integration.mesh_client import MeshClient, mesh_client
+from services.localmesh import (
+    Mesh,
+    MeshClient,
+    MeshSpec,
+    MessengerSpec,
+    OperatorSpec,
+    demo_spec,
+    mesh_client,
+)
+from services.localmesh.spec import ROOT
 from tests.integration.test_identification import new_subscriber, user
 
 pytestmark = pytest.mark.mesh

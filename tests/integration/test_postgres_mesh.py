@@ -24,12 +24,11 @@ import pytest
 from idmesh.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from idmesh.registry.v1 import registry_pb2, registry_pb2_grpc
 
-from services.cli.mesh import Mesh, PostgresSpec
 from services.common.channels import open_channel
 from services.common.identity import Caller, Kind, Role
+from services.localmesh import Blackhole, Mesh, MeshClient, PostgresSpec
 from tests.eventually import eventually
-from tests.integration.conftest import Blackhole, mesh_spec
-from tests.integration.mesh_client import MeshClient
+from tests.integration.conftest import mesh_spec
 from tests.integration.test_identification import (
     new_subscriber,
     test_operator_that_does_not_answer_times_out_after_the_window,  # noqa: F401

@@ -11,8 +11,7 @@ import pytest
 from idmesh.gateway.v1 import gateway_pb2
 from idmesh.registry.v1 import registry_pb2
 
-from services.cli.mesh import Mesh
-from tests.integration.mesh_client import MeshClient
+from services.localmesh import Mesh, MeshClient
 from tests.integration.test_identification import new_subscriber, user
 
 pytestmark = pytest.mark.mesh

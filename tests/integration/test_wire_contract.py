@@ -29,8 +29,8 @@ from idmesh.registry.v1 import registry_pb2, registry_pb2_grpc
 
 from services.common.identity import Caller, Kind, Role
 from services.common.status import ErrorDetails, error_details
+from services.localmesh import MeshClient
 from tests.contract.protos import comments, services
-from tests.integration.mesh_client import MeshClient
 
 pytestmark = pytest.mark.mesh
 

@@ -9,9 +9,9 @@ from idmesh.gateway.v1 import gateway_pb2_grpc
 from idmesh.notifier.v1 import notifier_pb2_grpc
 from idmesh.registry.v1 import registry_pb2_grpc
 
-from services.cli.mesh import Mesh
 from services.common.channels import open_channel
 from services.common.identity import Caller, Kind, Role
+from services.localmesh import Mesh
 
 # Outcomes a client cannot read: the request may or may not have taken effect.
 UNKNOWN_OUTCOME = frozenset(

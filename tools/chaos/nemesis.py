@@ -12,8 +12,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from services.cli.mesh import Mesh, MeshError
 from services.common.failpoints import ENV as FAILPOINTS
+from services.localmesh import Mesh, MeshError
 from tools.chaos.history import History
 from tools.chaos.schedule import Fault
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from idmesh.registry.v1 import registry_pb2
 
-from services.cli.mesh import Mesh, MeshSpec, MessengerSpec, OperatorSpec
+from services.localmesh import Mesh, MeshSpec, MessengerSpec, OperatorSpec
 from tools.chaos.checker import Report, check, group
 from tools.chaos.client import Client
 from tools.chaos.history import History, Record

@@ -16,7 +16,7 @@ import grpc
 from idmesh.gateway.v1 import gateway_pb2
 from idmesh.notifier.v1 import notifier_pb2
 
-from services.cli.mesh import Mesh
+from services.localmesh import Mesh
 from tools.chaos.client import Client
 from tools.chaos.schedule import MESSENGERS, OPERATORS
 

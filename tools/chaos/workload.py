@@ -16,7 +16,7 @@ from typing import Any
 from idmesh.gateway.v1 import gateway_pb2
 from idmesh.registry.v1 import registry_pb2
 
-from services.cli import sms
+from services.localmesh import sms
 from tools.chaos.client import Client, status_of
 from tools.chaos.history import History
 from tools.chaos.schedule import Scenario, phone

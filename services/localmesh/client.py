@@ -1,8 +1,12 @@
-"""Drive a running Mesh through its public gRPC APIs, as a messenger front end and an operator."""
+"""Drive a running local mesh through its public gRPC APIs, as a messenger's front end or admin,
+an operator's admin, or a messenger calling a registry or the notifier: each stub on a channel
+with that caller's mutual-TLS identity from the mesh's development PKI."""
 
 from __future__ import annotations
 
 import json
+import secrets
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -13,11 +17,11 @@ from idmesh.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from idmesh.notifier.v1 import notifier_pb2_grpc
 from idmesh.registry.v1 import registry_pb2, registry_pb2_grpc
 
-from services.cli import sms
-from services.cli.mesh import Mesh
 from services.common.channels import open_channel
 from services.common.identity import Caller, Kind, Role
-from tests.eventually import eventually
+from services.localmesh import sms
+from services.localmesh.eventually import eventually
+from services.localmesh.mesh import Mesh
 
 State = gateway_pb2.IdentificationState
 
@@ -70,9 +74,12 @@ class MeshClient:
             await channel.close()
 
     def sms_code(self, messenger: str, identification_id: str) -> str:
+        """The one-time code the gateway sent for an identification (its development SMS
+        outbox); LookupError if none was sent."""
         outbox = Path(self.mesh.services[f"gateway-{messenger}"].info["sms_outbox"])
         code = sms.latest_code(outbox, identification_id=identification_id)
-        assert code is not None, f"no SMS for {identification_id} in {outbox}"
+        if code is None:
+            raise LookupError(f"no SMS for identification {identification_id} in {outbox}")
         return code
 
     async def start(self, messenger: str, user: str, phone: str) -> gateway_pb2.Identification:
@@ -135,11 +142,45 @@ class MeshClient:
         )
         return result
 
+    async def wait_revoked(
+        self, messenger: str, user: str, *, timeout: float = 30
+    ) -> gateway_pb2.Identification:
+        """Until a termination notice has been applied to the user's identification (REVOKED)."""
+        return await self.wait_state(
+            messenger, user, {State.IDENTIFICATION_STATE_REVOKED}, timeout=timeout
+        )
+
+    async def create_subscriber(
+        self, operator: str, phone: str | None = None, *, prefix: str = "+7903"
+    ) -> str:
+        """A new active contract at operator for phone (default: a fresh number in the range
+        prefix, which the mesh's numbering plan routes to operator); the number."""
+        number = phone or fresh_number(prefix)
+        await self.registry_admin(operator).CreateSubscriber(
+            registry_pb2.CreateSubscriberRequest(
+                phone_number=number, contract_id=f"C-{uuid.uuid4().hex[:10]}"
+            ),
+            timeout=10,
+        )
+        return number
+
+    async def terminate_contract(self, operator: str, phone: str) -> int:
+        """End the subscriber's contract at operator; the notices queued for messengers."""
+        reply = await self.registry_admin(operator).TerminateContract(
+            registry_pb2.TerminateContractRequest(phone_number=phone), timeout=10
+        )
+        return int(reply.notices_queued)
+
     async def bindings(self, operator: str, phone: str) -> dict[str, str]:
         reply = await self.registry_admin(operator).GetSubscriber(
             registry_pb2.GetSubscriberRequest(phone_number=phone), timeout=5
         )
         return {b.messenger_id: b.identification_code for b in reply.subscriber.bindings}
+
+
+def fresh_number(prefix: str = "+7903") -> str:
+    """A random Russian mobile number in the range prefix (+7 and three digits)."""
+    return f"{prefix}{secrets.randbelow(10_000_000):07d}"
 
 
 @asynccontextmanager
