@@ -50,12 +50,17 @@ def common_options() -> argparse.ArgumentParser:
     return common
 
 
+CALL_TIMEOUT = 30.0
+"""Seconds a unary call may take unless its command says otherwise: no command waits for ever
+on a service that does not answer (DEADLINE_EXCEEDED, said as such)."""
+
+
 def unary(
     target: Target,
     method: str,
     request: Callable[[argparse.Namespace], Message],
     *,
-    timeout: Callable[[argparse.Namespace], float | None] = lambda _: None,
+    timeout: Callable[[argparse.Namespace], float | None] = lambda _: CALL_TIMEOUT,
     exit_code: Callable[[Any], int] = lambda _: 0,
     note: Callable[[Any], str | None] = lambda _: None,
 ) -> Handler:

@@ -14,7 +14,7 @@ data_dir/postgres and stops with the mesh. The local mesh has no load balancer: 
 service calls replica i of the services it depends on (a lane; gateway-alpha-2 calls
 registry-beeline-2 and notifier-2), so that killing replica i of every service leaves the other
 lanes whole; what a killed replica left in its database (a registry's outbox, ...) is taken
-over by the other replicas as far as each store shares its work out (README: Running on
+over by the other replicas as far as each store shares its work out (docs/operations.md: Running on
 PostgreSQL).
 
 The services never outlive their launcher: each holds the read end of a pipe whose write end

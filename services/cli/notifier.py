@@ -9,7 +9,14 @@ from typing import Any
 from idmesh.notifier.v1 import notifier_pb2
 
 from services.cli import follow
-from services.cli.command import UINT64_MAX, Subparsers, bounded_int, messenger_option, unary
+from services.cli.command import (
+    CALL_TIMEOUT,
+    UINT64_MAX,
+    Subparsers,
+    bounded_int,
+    messenger_option,
+    unary,
+)
 from services.cli.connection import NOTIFIER, connect
 from services.cli.output import as_dict
 
@@ -20,7 +27,8 @@ async def cmd_watch(args: argparse.Namespace) -> int:
     waits for events that do not exist yet. --json prints one JSON array when it stops."""
     async with connect(args, NOTIFIER) as stub:
         status = await stub.GetDeliveryStatus(
-            notifier_pb2.GetDeliveryStatusRequest(messenger_id=args.messenger)
+            notifier_pb2.GetDeliveryStatusRequest(messenger_id=args.messenger),
+            timeout=CALL_TIMEOUT,
         )
         first = max(args.after, status.floor_seq - 1)
         follow.say_waiting(

@@ -87,6 +87,8 @@ def rpc_error_line(exc: grpc.aio.AioRpcError, commands: Mapping[str, str] | None
             " (the service is down, or refused the connection in the TLS handshake: "
             "check --insecure against a TLS mesh, or the certificate's CA and validity)"
         )
+    elif exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+        hint = " (the service did not answer in time)"
     reason = error_details(exc).reason  # the stable reason of the refusal's ErrorInfo
     code = f"{exc.code().name} ({reason})" if reason else exc.code().name
     return f"{code}: {in_cli_words(exc.details() or '', commands or {})}{hint}"

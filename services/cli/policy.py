@@ -6,6 +6,7 @@ restriction orders (`idmesh policy order ...`) as the messenger's admin."""
 from __future__ import annotations
 
 import argparse
+import asyncio
 import csv
 import sys
 from collections.abc import Callable, Iterator
@@ -18,6 +19,7 @@ from idmesh.gateway.v1 import gateway_pb2
 
 from services.cli import follow
 from services.cli.command import (
+    CALL_TIMEOUT,
     UINT64_MAX,
     Subparsers,
     bounded_int,
@@ -91,7 +93,8 @@ async def cmd_check_batch(args: argparse.Namespace) -> int:
 
         async def flush() -> None:
             reply = await stub.CheckDeliveryBatch(
-                gateway_pb2.CheckDeliveryBatchRequest(pairs=[p for _, p in batch])
+                gateway_pb2.CheckDeliveryBatchRequest(pairs=[p for _, p in batch]),
+                timeout=CALL_TIMEOUT,
             )
             for (line, pair), reason in zip(batch, reply.reasons, strict=True):
                 name = gateway_pb2.DeliveryReason.Name(reason)
@@ -130,7 +133,13 @@ async def cmd_watch(args: argparse.Namespace) -> int:
         try:
             items = aiter(call)
             # The stream opens with a progress mark: the version this gateway decides at.
-            opening = await anext(items)
+            try:
+                async with asyncio.timeout(CALL_TIMEOUT):
+                    opening = await anext(items)
+            except TimeoutError:
+                raise CliError(
+                    f"the gateway did not open the change stream within {CALL_TIMEOUT:g}s"
+                ) from None
             if not opening.changes:
                 follow.say_waiting(
                     args,

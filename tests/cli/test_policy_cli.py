@@ -1,4 +1,4 @@
-"""`idmesh policy ...` against a running mesh: the README's delivery-policy walkthrough."""
+"""`idmesh policy ...` against a running mesh: the delivery-policy walkthrough of docs/policy.md."""
 
 from __future__ import annotations
 
