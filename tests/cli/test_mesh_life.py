@@ -201,16 +201,25 @@ def test_down_without_a_folder_stops_the_mesh_of_make_up_pg_from_another_termina
     assert not (mesh.data_dir / meshlib.MESH_FILE).exists()
 
 
-def test_make_reset_stops_the_mesh_and_deletes_the_data_but_not_the_venv() -> None:
+def _make_plan(*args: str) -> list[str]:
+    """The commands `make -n ARGS` would run in the repository."""
     plan = subprocess.run(
-        ["make", "-n", "reset", "VENV=.venv"],
+        ["make", "-n", *args],
         cwd=Path(__file__).resolve().parents[2],
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert plan.returncode == 0, plan.stderr
-    lines = plan.stdout.splitlines()
-    assert any(line.strip().endswith("idmesh down") for line in lines), plan.stdout
-    assert "rm -rf data data-pg" in lines, plan.stdout
+    return [line.strip() for line in plan.stdout.splitlines()]
+
+
+def test_make_down_looks_for_any_mesh_unless_given_a_folder() -> None:
+    assert ".venv/bin/idmesh down" in _make_plan("down")  # data, else data-pg
+    assert ".venv/bin/idmesh down --data-dir data2" in _make_plan("down", "DATA=data2")
+
+
+def test_make_reset_stops_the_mesh_and_deletes_the_data_but_not_the_venv() -> None:
+    lines = _make_plan("reset")
+    assert lines.index(".venv/bin/idmesh down") < lines.index("rm -rf data data-pg"), lines
     assert not any(".venv" in line and "rm " in line for line in lines)
