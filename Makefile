@@ -9,14 +9,16 @@ DATA   ?= data
 BUF    := node_modules/.bin/buf
 
 .DEFAULT_GOAL := help
-.PHONY: help venv up up-pg down test chaos proto lint fmt bench clean promtool
+.PHONY: help venv up up-pg down reset test chaos proto lint fmt bench clean promtool
 
 help:
 	@echo "make up     run the local mesh (2 operators, notifier, 2 messengers) under ./$(DATA)"
 	@echo "            (BASE_PORT=N: its ports from N, beside another mesh with DATA=other)"
 	@echo "make up-pg  the same mesh on PostgreSQL (embedded, under ./$(DATA)-pg/postgres, or the"
 	@echo "            server of IDMESH_DATABASE_URL), REPLICAS=2 replicas of every service"
-	@echo "make down   stop the mesh of ./$(DATA) (DATA=data-pg: the one of make up-pg)"
+	@echo "make down   stop the running mesh, from any terminal (make up's or make up-pg's;"
+	@echo "            DATA=dir: only the one of ./dir)"
+	@echo "make reset  stop the mesh and delete its data (./$(DATA), ./$(DATA)-pg), not the venv"
 	@echo "make test   run the test suite (unit + integration over real processes)"
 	@echo "make chaos  seeded fault run of the mesh, checked (CHAOS_ARGS=\"--seed N --rounds N\")"
 	@echo "make proto  regenerate gen/python from protos/"
@@ -35,7 +37,7 @@ venv: $(STAMP)
 # then PostgreSQL with one and two replicas of every service). Writes bench/results/latest.json,
 # docs/benchmarks.md and docs/benchmarks.png, with a py-spy profile of the services during each
 # scenario (bench/results/profiles/; sampled at 67 Hz without stopping them).
-# BENCH_ARGS=--full for the issue's full counts, BENCH_ARGS="--only verify" for one scenario,
+# BENCH_ARGS=--full for the full counts (100,000 terminations, 10,000,000 rows), BENCH_ARGS="--only verify" for one scenario,
 # BENCH_ARGS="--engines sqlite" for SQLite alone.
 BENCH_STAMP := $(VENV)/.bench-installed-stamp
 
@@ -50,15 +52,22 @@ up: $(STAMP)
 	$(VENV)/bin/idmesh up --data-dir $(DATA) $(if $(BASE_PORT),--base-port $(BASE_PORT))
 
 # `make up-pg`: its own data folder (./data-pg), so that `make up` and `make up-pg` never mix
-# SQLite files and databases; stop it with Ctrl-C or `make down DATA=data-pg`.
+# SQLite files and databases; stop it with Ctrl-C or `make down`.
 REPLICAS ?= 2
 
 up-pg: $(STAMP)
 	$(VENV)/bin/idmesh up --postgres --replicas $(REPLICAS) --data-dir $(DATA)-pg \
 		$(if $(BASE_PORT),--base-port $(BASE_PORT))
 
+# `make down`: without DATA=..., `idmesh down` stops whichever of ./data and ./data-pg runs.
+DATA_GIVEN := $(filter command line environment,$(origin DATA))
+
 down: $(STAMP)
-	$(VENV)/bin/idmesh down --data-dir $(DATA)
+	$(VENV)/bin/idmesh down $(if $(DATA_GIVEN),--data-dir $(DATA))
+
+# `make reset`: the demo from scratch (stop the mesh, delete its data); the venv stays.
+reset: down
+	rm -rf $(DATA) $(DATA)-pg
 
 # buf too: tests/test_protos_lint.py runs `buf lint` (no skipping in `make test`); and promtool:
 # tests/deploy/test_monitoring.py checks and unit-tests deploy/monitoring/alerts.yaml.

@@ -11,6 +11,7 @@ mesh of the same shape, in the same run, and reports each figure as a ratio to i
     bench.topology   the real mesh (services.localmesh), the echo mesh (bench.echo), the
                      embedded PostgreSQL server of a PostgreSQL pass
     bench.echo       echo services on the same stack (GrpcServer, open_channel) doing nothing
-    bench.scenarios  identification, VerifySubscriber, termination fan-out, bulk import, memory
+    bench.scenarios  the six scenarios: identification, VerifySubscriber, termination fan-out,
+                     bulk import, memory, delivery policy
     bench.report     the result JSON, the table of targets, docs/benchmarks.md and the plot
 """

@@ -1,5 +1,5 @@
 """The sizes of a bench run. Three presets: `smoke` (the test suite: seconds), `default`
-(`make bench`: under 10 minutes on a 2-core machine) and `full` (--full: the issue's full
+(`make bench`: under 10 minutes on a 2-core machine) and `full` (--full: the full
 counts, 100,000 terminations and 10,000,000 imported rows; well over 10 minutes).
 
 A run is one pass per engine: SQLite (every scenario), then PostgreSQL with one replica and
@@ -154,7 +154,7 @@ def default() -> BenchConfig:
         postgres_sizes=POSTGRES_DEFAULT,
         notes=(
             "fan-out uses 20,000 terminations (40,000 events) to stay inside the 10-minute "
-            "budget; --full runs the issue's 100,000",
+            "budget; --full runs 100,000",
             "on PostgreSQL (x1: one replica of every service, x2: two, over one embedded "
             "server) smaller sizes, to keep the run inside its budget: 50,000 subscribers, "
             "identification at 16 clients for 4 s, VerifySubscriber at 16 and 64 for 3 s, a "

@@ -412,6 +412,8 @@ def markdown(result: dict[str, Any], png_name: str) -> str:
     lines = [
         BEGIN,
         "",
+        "## Results",
+        "",
         f"Run of {result['started_at']} ({result['seconds']:.0f} s, preset `{cfg['preset']}`) "
         f"on {m['cpu']}, {m['cores']} cores, Python {m['python']}, grpcio {m['grpcio']}.",
         "",
@@ -722,10 +724,23 @@ def _profile_sections(profiles: dict[str, Any]) -> list[str]:
 TEMPLATE = """# Benchmarks
 
 `make bench` (`python -m bench`) measures the mesh against baselines measured in the same run,
-on the same machine, and writes bench/results/latest.json, this file's generated part and
-{png}. See bench/__init__.py for the layout of the harness.
+on the same machine, and writes bench/results/latest.json, the results below and {png}. See
+bench/__init__.py for the layout of the harness. This page is: the method, the results of the
+last run (generated), and where the time goes.
 
+## Method: what is measured, against what
+
+(The scenarios, each figure and its same-run baseline.)
+
+{begin}
+{end}
+
+## Where the time goes
+
+(One account, in the present tense, from the profiles and the CPU per operation.)
 """
+"""The page's shape when there is none yet: the method, the generated results between BEGIN and
+END, where the time goes. A page that exists keeps its own text around the generated part."""
 
 
 def write_docs(result: dict[str, Any], docs_dir: Path) -> tuple[Path, Path]:
@@ -734,11 +749,18 @@ def write_docs(result: dict[str, Any], docs_dir: Path) -> tuple[Path, Path]:
     png_path = docs_dir / "benchmarks.png"
     plot(result, png_path)
     generated = markdown(result, png_path.name)
-    text = md_path.read_text() if md_path.exists() else TEMPLATE.format(png=png_path.name)
-    head, sep, rest = text.partition(BEGIN)
-    tail = rest.partition(END)[2] if sep else ""
-    md_path.write_text(head + generated + tail.lstrip("\n"))
+    page = md_path.read_text() if md_path.exists() else None
+    md_path.write_text(rewrite_page(page, generated, png_path.name))
     return md_path, png_path
+
+
+def rewrite_page(page: str | None, generated: str, png_name: str) -> str:
+    """The page with its generated part replaced (the TEMPLATE's shape when there is no page):
+    the text before BEGIN (the method) and after END (where the time goes) is kept."""
+    text = page if page is not None else TEMPLATE.format(png=png_name, begin=BEGIN, end=END)
+    head, sep, rest = text.partition(BEGIN)
+    tail = rest.partition(END)[2].lstrip("\n") if sep else ""
+    return head + generated + ("\n" + tail if tail else "")
 
 
 def plot(result: dict[str, Any], path: Path) -> None:

@@ -3,6 +3,7 @@ rows per engine, failures from any pass, the engines side by side."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from bench import report
@@ -132,3 +133,29 @@ def test_a_result_from_before_the_postgresql_passes_still_renders() -> None:
     result["targets"] = report.targets(result)
     assert {row["engine"] for row in result["targets"]} == {"SQLite"}
     assert "### The engines side by side" not in report.markdown(result, "benchmarks.png")
+
+
+def test_a_regenerated_page_keeps_the_method_first_and_where_the_time_goes_last() -> None:
+    generated = report.markdown(made_up_result(), "benchmarks.png")
+    assert generated.startswith(report.BEGIN) and "## Results" in generated
+    new = report.rewrite_page(None, generated, "benchmarks.png")
+    assert (
+        new.index("## Method")
+        < new.index(report.BEGIN)
+        < new.index("## Results")
+        < new.index(report.END)
+        < new.index("## Where the time goes")
+    )
+    edited = new.replace("(The scenarios, each figure", "The scenarios, as written by hand (each")
+    again = report.rewrite_page(edited, generated, "benchmarks.png")
+    assert again == edited  # the hand-written method and analysis survive a regeneration
+    assert again.count(report.BEGIN) == 1 and again.count("## Where the time goes") == 1
+
+
+def test_the_committed_page_has_the_shape_the_generator_keeps() -> None:
+    page = (Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md").read_text()
+    head, _, rest = page.partition(report.BEGIN)
+    results, _, tail = rest.partition(report.END)
+    assert "## Method" in head and "## Results" in results
+    assert tail.lstrip().startswith("## Where the time goes")
+    assert "scrypt" not in page.lower() and "what changed" not in page.lower()

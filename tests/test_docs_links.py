@@ -23,3 +23,21 @@ def test_every_link_is_a_file_of_the_repository(doc: Path) -> None:
         path = (doc.parent / target.split("#", 1)[0]).resolve()
         assert path.is_relative_to(REPO), f"{doc.name} links outside the repository: {target}"
         assert path.exists(), f"{doc.name} links to a missing file: {target}"
+
+
+def _slug(heading: str) -> str:
+    """A heading's anchor as GitHub makes it: lower case, punctuation dropped, spaces as -."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: str(p.relative_to(REPO)))
+def test_every_anchor_names_a_heading_of_its_page(doc: Path) -> None:
+    for target in LINK.findall(doc.read_text(encoding="utf-8")):
+        if "#" not in target or "://" in target:
+            continue
+        name, anchor = target.split("#", 1)
+        page = (doc.parent / name).resolve() if name else doc
+        if page.suffix != ".md":
+            continue
+        headings = re.findall(r"^#+ (.*)$", page.read_text(encoding="utf-8"), re.MULTILINE)
+        assert anchor in {_slug(h) for h in headings}, f"{doc.name}: no heading for {target}"

@@ -50,12 +50,17 @@ def common_options() -> argparse.ArgumentParser:
     return common
 
 
+CALL_TIMEOUT = 30.0
+"""Seconds a unary call may take unless its command says otherwise: no command waits for ever
+on a service that does not answer (DEADLINE_EXCEEDED, said as such)."""
+
+
 def unary(
     target: Target,
     method: str,
     request: Callable[[argparse.Namespace], Message],
     *,
-    timeout: Callable[[argparse.Namespace], float | None] = lambda _: None,
+    timeout: Callable[[argparse.Namespace], float | None] = lambda _: CALL_TIMEOUT,
     exit_code: Callable[[Any], int] = lambda _: 0,
     note: Callable[[Any], str | None] = lambda _: None,
 ) -> Handler:
@@ -74,7 +79,24 @@ def unary(
             print(f"note: {text}", file=sys.stderr, flush=True)
         return exit_code(reply)
 
+    handler.rpc_method = method  # type: ignore[attr-defined]  # read by commands_by_method
     return handler
+
+
+def commands_by_method(parser: argparse.ArgumentParser) -> dict[str, str]:
+    """API method name -> the CLI command that calls it (`StartIdentification` ->
+    `idmesh identify start`), for every unary command under parser: refusals are told in the
+    CLI's words. A method two commands call keeps the first."""
+    found: dict[str, str] = {}
+    for action in parser._actions:  # argparse keeps its subcommands there
+        if isinstance(action, argparse._SubParsersAction):
+            for child in dict.fromkeys(action.choices.values()):
+                method = getattr(child.get_default("func"), "rpc_method", None)
+                if method is not None:
+                    found.setdefault(method, child.prog)
+                for name, command in commands_by_method(child).items():
+                    found.setdefault(name, command)
+    return found
 
 
 def _say_busy(delay: float) -> None:

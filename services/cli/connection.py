@@ -82,11 +82,41 @@ def credentials(args: argparse.Namespace, identity: Caller) -> TlsFiles | None:
         if pki_dir is None:
             return None
         files = pki.files_for(pki_dir, identity)
+    _check_readable(files)
     try:
         files.check()
-    except (CredentialsError, OSError) as exc:
+    except CredentialsError as exc:
         raise CliError(f"cannot act as {identity}: {exc}") from None
     return files
+
+
+def _check_readable(files: TlsFiles) -> None:
+    """Each TLS file exists and holds what its option names, else a CliError saying which."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    def loads(option: str, path: Path, what: str, load: Callable[[bytes], object]) -> None:
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise CliError(f"{option} {path}: no such file") from None
+        except IsADirectoryError:
+            raise CliError(f"{option} {path}: a folder, not a file") from None
+        except OSError as exc:
+            raise CliError(f"{option} {path}: cannot read it ({exc.strerror})") from None
+        try:
+            load(data)
+        except (ValueError, TypeError):
+            raise CliError(f"{option} {path}: not a PEM {what}") from None
+
+    loads("--ca", files.ca, "certificate", x509.load_pem_x509_certificate)
+    loads("--cert", files.cert, "certificate", x509.load_pem_x509_certificate)
+    loads(
+        "--key",
+        files.key,
+        "private key without a password",
+        lambda data: serialization.load_pem_private_key(data, password=None),
+    )
 
 
 def _mesh_ca(args: argparse.Namespace) -> Path:

@@ -20,7 +20,7 @@ import sys
 import grpc
 
 from services.cli import gateway, identify, notifier, ops, pki, policy, registry
-from services.cli.command import Group, common_options
+from services.cli.command import Group, commands_by_method, common_options
 from services.cli.connection import CliError
 from services.cli.output import rpc_error_line
 
@@ -39,14 +39,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     try:
         if inspect.iscoroutinefunction(args.func):
             code = asyncio.run(args.func(args))
         else:
             code = args.func(args)
     except grpc.aio.AioRpcError as exc:
-        print(f"error: {rpc_error_line(exc)}", file=sys.stderr)
+        print(f"error: {rpc_error_line(exc, commands_by_method(parser))}", file=sys.stderr)
         raise SystemExit(1) from None
     except CliError as exc:
         print(f"error: {exc}", file=sys.stderr)

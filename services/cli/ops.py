@@ -9,6 +9,7 @@ import json
 import os
 import sys
 import urllib.request
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -39,8 +40,22 @@ def cmd_up(args: argparse.Namespace) -> int:
     )
 
 
+# The folders of `make up` and `make up-pg`: what `idmesh down` stops when given no folder.
+DEFAULT_DATA_DIRS = (Path("data"), Path("data-pg"))
+
+
 def cmd_down(args: argparse.Namespace) -> int:
-    return meshlib.run_down(data_dir(args), timeout=args.timeout)
+    """Stop the mesh of --data-dir (or IDMESH_DATA_DIR); given neither, every mesh running in
+    ./data and ./data-pg (`make up`'s and `make up-pg`'s), so that one command stops either."""
+    if args.data_dir or os.environ.get("IDMESH_DATA_DIR"):
+        return meshlib.run_down(data_dir(args), timeout=args.timeout)
+    found = [d for d in DEFAULT_DATA_DIRS if (d / meshlib.MESH_FILE).exists()]
+    if not found:
+        names = " or ".join(f"{d}/{meshlib.MESH_FILE}" for d in DEFAULT_DATA_DIRS)
+        print(f"no mesh found ({names}): nothing to stop", file=sys.stderr)
+        return 0
+    codes = [meshlib.run_down(d, timeout=args.timeout) for d in found]
+    return max(codes)
 
 
 async def cmd_status(args: argparse.Namespace) -> int:
@@ -157,9 +172,13 @@ def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the layout as JSON once serving")
     p.set_defaults(func=cmd_up)
 
-    p = sub.add_parser("down", help="stop the mesh of a data folder (the one `idmesh up` runs)")
+    p = sub.add_parser(
+        "down", help="stop a running mesh (given no folder: those of ./data and ./data-pg)"
+    )
     p.add_argument(
-        "--data-dir", help="the mesh's data folder (env IDMESH_DATA_DIR, default ./data)"
+        "--data-dir",
+        help="the mesh's data folder (env IDMESH_DATA_DIR; default: every mesh running in "
+        "./data and ./data-pg, the folders of make up and make up-pg)",
     )
     p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for it to stop")
     p.set_defaults(func=cmd_down)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
+from collections.abc import Mapping
 from typing import Any
 
 import grpc
@@ -64,8 +66,19 @@ def _scalar(value: Any) -> str:
     return str(value)
 
 
-def rpc_error_line(exc: grpc.aio.AioRpcError) -> str:
-    """The one line a refused call prints (after `error: `): CODE (REASON): message."""
+def in_cli_words(text: str, commands: Mapping[str, str]) -> str:
+    """text with every API method it names (a service's message speaks to API clients) replaced
+    by the CLI command that calls it, quoted: "start one with StartIdentification" becomes
+    "start one with `idmesh identify start`"."""
+    if not commands:
+        return text
+    names = re.compile(r"\b(" + "|".join(map(re.escape, commands)) + r")\b")
+    return names.sub(lambda m: f"`{commands[m.group(1)]}`", text)
+
+
+def rpc_error_line(exc: grpc.aio.AioRpcError, commands: Mapping[str, str] | None = None) -> str:
+    """The one line a refused call prints (after `error: `): CODE (REASON): message, the
+    message in the CLI's words (commands: API method -> CLI command)."""
     hint = ""
     if exc.code() == grpc.StatusCode.UNAVAILABLE:
         # A mutual-TLS refusal happens in the handshake, before any status message: the
@@ -74,6 +87,8 @@ def rpc_error_line(exc: grpc.aio.AioRpcError) -> str:
             " (the service is down, or refused the connection in the TLS handshake: "
             "check --insecure against a TLS mesh, or the certificate's CA and validity)"
         )
+    elif exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+        hint = " (the service did not answer in time)"
     reason = error_details(exc).reason  # the stable reason of the refusal's ErrorInfo
     code = f"{exc.code().name} ({reason})" if reason else exc.code().name
-    return f"{code}: {exc.details()}{hint}"
+    return f"{code}: {in_cli_words(exc.details() or '', commands or {})}{hint}"

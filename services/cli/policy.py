@@ -6,6 +6,7 @@ restriction orders (`idmesh policy order ...`) as the messenger's admin."""
 from __future__ import annotations
 
 import argparse
+import asyncio
 import csv
 import sys
 from collections.abc import Callable, Iterator
@@ -16,7 +17,9 @@ from typing import Any
 from google.protobuf.timestamp_pb2 import Timestamp
 from idmesh.gateway.v1 import gateway_pb2
 
+from services.cli import follow
 from services.cli.command import (
+    CALL_TIMEOUT,
     UINT64_MAX,
     Subparsers,
     bounded_int,
@@ -90,7 +93,8 @@ async def cmd_check_batch(args: argparse.Namespace) -> int:
 
         async def flush() -> None:
             reply = await stub.CheckDeliveryBatch(
-                gateway_pb2.CheckDeliveryBatchRequest(pairs=[p for _, p in batch])
+                gateway_pb2.CheckDeliveryBatchRequest(pairs=[p for _, p in batch]),
+                timeout=CALL_TIMEOUT,
             )
             for (line, pair), reason in zip(batch, reply.reasons, strict=True):
                 name = gateway_pb2.DeliveryReason.Name(reason)
@@ -119,29 +123,49 @@ async def cmd_check_batch(args: argparse.Namespace) -> int:
 
 
 async def cmd_watch(args: argparse.Namespace) -> int:
-    """Print the policy changes one by one as they come (progress marks with --progress);
-    --limit N stops after N changes."""
-    count = 0
+    """Print the policy changes after --after as they come (progress marks with --progress).
+    Stops after --limit changes, or after --timeout seconds without one; says on stderr when it
+    waits for changes not made yet. --json prints one JSON array when it stops."""
     async with connect(args, GATEWAY) as stub:
         call = stub.WatchPolicyChanges(
             gateway_pb2.WatchPolicyChangesRequest(after_version=args.after)
         )
-        async for item in call:
-            if not item.changes and args.progress:
-                _show(args, {"progress": {"head_version": str(item.head_version)}})
-            for change in item.changes:
-                _show(args, as_dict(change))
-                count += 1
-                if args.limit and count >= args.limit:
-                    call.cancel()
-                    return 0
-    return 0
+        try:
+            items = aiter(call)
+            # The stream opens with a progress mark: the version this gateway decides at.
+            try:
+                async with asyncio.timeout(CALL_TIMEOUT):
+                    opening = await anext(items)
+            except TimeoutError:
+                raise CliError(
+                    f"the gateway did not open the change stream within {CALL_TIMEOUT:g}s"
+                ) from None
+            if not opening.changes:
+                follow.say_waiting(
+                    args,
+                    existing=max(0, opening.head_version - args.after),
+                    what="change(s)",
+                    position=f"version {args.after}",
+                    head=f"head_version {opening.head_version}",
+                )
+            return await follow.follow(
+                args,
+                items,
+                lambda item: _changes(args, item),
+                counts=lambda entry: "progress" not in entry,
+                first=[opening],
+                noun="changes",
+            )
+        finally:
+            call.cancel()
 
 
-def _show(args: argparse.Namespace, data: dict[str, Any]) -> None:
-    emit(args, data)  # --json: one JSON object per line
-    if not args.json:
-        print("---", flush=True)
+def _changes(
+    args: argparse.Namespace, item: gateway_pb2.WatchPolicyChangesResponse
+) -> list[dict[str, Any]]:
+    if not item.changes:
+        return [{"progress": {"head_version": str(item.head_version)}}] if args.progress else []
+    return [as_dict(change) for change in item.changes]
 
 
 def _received_at(args: argparse.Namespace) -> Timestamp:
@@ -241,12 +265,15 @@ def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     )
     p.add_argument("file")
     p.set_defaults(func=cmd_check_batch)
-    p = command("watch", "print the policy changes as they come", user=False)
+    p = command(
+        "watch",
+        "print the policy changes (waits for new ones: --limit, --timeout bound it)",
+        user=False,
+    )
     p.add_argument(
         "--after", type=bounded_int(0, UINT64_MAX), default=0, help="changes after this version"
     )
-    p.add_argument("--limit", type=int, default=0, help="stop after this many changes")
-    p.add_argument("--progress", action="store_true", help="also print progress marks")
+    follow.add_options(p, counted="changes", limit_type=bounded_int(0, UINT64_MAX))
     p.set_defaults(func=cmd_watch)
     _register_orders(group, common)
 

@@ -126,6 +126,7 @@ def test_health_and_metrics_of_one_service(idmesh: Any) -> None:
         ["sms", "-m", "alpha"],
         ["gateway", "route", "-m", "alpha", "-p", "+79031234567"],
         ["notifier", "watch", "-m", "beta", "--limit", "2", "--timeout", "1"],
+        ["policy", "watch", "-m", "beta", "--limit", "2", "--timeout", "1"],
     ],
 )
 def test_every_command_prints_json_with_json(idmesh: Any, args: list[str]) -> None:

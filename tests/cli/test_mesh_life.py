@@ -177,3 +177,51 @@ def test_a_second_launcher_on_the_same_data_dir_is_refused_and_down_without_a_me
     )
     assert bad.returncode == 2 and "argument --base-port: must be 1024 to" in bad.stderr
     assert time.monotonic() - started < 60
+
+
+def test_down_without_a_folder_stops_the_mesh_of_make_up_pg_from_another_terminal(
+    tmp_path: Path, launchers: list[Launcher]
+) -> None:
+    """`make down` runs `idmesh down` with no folder: it finds the mesh in ./data-pg (the folder
+    of `make up-pg`) when ./data has none, and says when there is nothing to stop."""
+    env = {k: v for k, v in os.environ.items() if k != "IDMESH_DATA_DIR"}
+    down = [sys.executable, "-m", "services.cli.main", "down"]
+    idle = subprocess.run(down, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert idle.returncode == 0, idle.stderr
+    assert "no mesh found (data/mesh.json or data-pg/mesh.json): nothing to stop" in idle.stderr
+
+    mesh = Launcher(tmp_path / "data-pg", _free_base())
+    launchers.append(mesh)
+    mesh.wait_serving()
+    stopped = subprocess.run(
+        down, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert stopped.returncode == 0, stopped.stderr
+    assert f"stopping the mesh at data-pg (idmesh up, process {mesh.process.pid})" in stopped.stdout
+    assert mesh.process.wait(30) == 0
+    assert not any(_running(pid) for pid in mesh.pids())
+    assert not (mesh.data_dir / meshlib.MESH_FILE).exists()
+
+
+def _make_plan(*args: str) -> list[str]:
+    """The commands `make -n ARGS` would run in the repository."""
+    plan = subprocess.run(
+        ["make", "-n", *args],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert plan.returncode == 0, plan.stderr
+    return [line.strip() for line in plan.stdout.splitlines()]
+
+
+def test_make_down_looks_for_any_mesh_unless_given_a_folder() -> None:
+    assert ".venv/bin/idmesh down" in _make_plan("down")  # data, else data-pg
+    assert ".venv/bin/idmesh down --data-dir data2" in _make_plan("down", "DATA=data2")
+
+
+def test_make_reset_stops_the_mesh_and_deletes_the_data_but_not_the_venv() -> None:
+    lines = _make_plan("reset")
+    assert lines.index(".venv/bin/idmesh down") < lines.index("rm -rf data data-pg"), lines
+    assert not any(".venv" in line and "rm " in line for line in lines)

@@ -1,4 +1,4 @@
-"""`idmesh policy ...` against a running mesh: the README's delivery-policy walkthrough."""
+"""`idmesh policy ...` against a running mesh: the delivery-policy walkthrough of docs/policy.md."""
 
 from __future__ import annotations
 
@@ -89,7 +89,7 @@ def test_the_policy_walkthrough(idmesh: Any, tmp_path: Path) -> None:
 
     watched = idmesh("policy", "watch", "-m", "alpha", "--after", "0", "--limit", "1", "--json")
     assert watched.code == 0, watched.err
-    assert [json.loads(line)["version"] for line in watched.out.splitlines()] == ["1"]
+    assert [change["version"] for change in json.loads(watched.out)] == ["1"]  # one document
 
     bad = idmesh("policy", "refuse", "-m", "alpha", "-u", "zoe-nobody", "--sender", ann)
     assert bad.code == 1 and bad.err.startswith("error: NOT_FOUND"), bad.err

@@ -368,11 +368,11 @@ def test_the_precedence_is_the_documented_one() -> None:
     assert state_rules == [R.SENDER_NOT_IDENTIFIED, R.SENDER_RESTRICTED, R.RECIPIENT_UNKNOWN]
 
 
-def test_the_readme_table_lists_the_rules_in_this_order() -> None:
+def test_the_docs_table_lists_the_rules_in_this_order() -> None:
     from pathlib import Path
 
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    positions = [readme.index(f"`{r.reason.value}`") for r in RULES]
+    page = (Path(__file__).resolve().parents[2] / "docs" / "policy.md").read_text()
+    positions = [page.index(f"`{r.reason.value}`") for r in RULES]
     assert positions == sorted(positions)
 
 
