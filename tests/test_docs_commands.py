@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from services.cli.mesh import Mesh, MeshSpec, MessengerSpec, OperatorSpec, demo_spec
+from services.localmesh import Mesh, MeshSpec, MessengerSpec, OperatorSpec, demo_spec
 from tests import doc_commands
 from tests.doc_commands import REPO, Command, Result, blocks, matches, unmatched
 
@@ -24,6 +24,7 @@ PAGES = [
             "policy.md",
             "api.md",
             "operations.md",
+            "testing.md",
             "DESIGN.md",
             "CONVENTIONS.md",
             "chaos.md",

@@ -15,9 +15,9 @@ import pytest
 
 from services.cli import main as cli
 from services.cli.command import commands_by_method
-from services.cli.mesh import Mesh
 from services.cli.output import in_cli_words
 from services.common.identity import Caller, Kind, Role
+from services.localmesh import Mesh
 
 pytestmark = pytest.mark.mesh
 
