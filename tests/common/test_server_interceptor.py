@@ -245,7 +245,7 @@ async def test_streaming_calls_carry_identity_and_request_id() -> None:
         identity = Caller(Kind.MESSENGER, "alpha")
         async with open_channel(f"127.0.0.1:{port}", identity=identity) as channel:
             stub = notifier_pb2_grpc.NotifierServiceStub(channel)
-            items = [i async for i in stub.Subscribe(notifier_pb2.SubscribeRequest())]
+            items = [i async for i in stub.Subscribe(notifier_pb2.SubscribeRequest(), timeout=10)]
     finally:
         await server.stop(None)
     assert seen == [identity]
