@@ -161,7 +161,7 @@ async def test_run_and_transaction_interleave_safely(db: Database) -> None:
             async with conn.execute("SELECT count(*) FROM a") as cursor:
                 row = await cursor.fetchone()
             assert row is not None
-            await asyncio.sleep(0)  # let the run() calls queue up meanwhile
+            await asyncio.sleep(0)  # suspended mid-transaction: the run() calls get the loop
             await conn.execute("INSERT INTO a (x) VALUES (?)", (value,))
 
     await asyncio.gather(
