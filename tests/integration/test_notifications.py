@@ -347,18 +347,46 @@ async def test_notifier_killed_between_streaming_and_the_ack_redelivers_and_appl
     assert now.identification.state == State.IDENTIFICATION_STATE_IDENTIFIED
     assert (await status(client, "beta")).head_seq == head + 1  # nothing new was published
 
+    # And with the inbox row gone too (the store restored from before the notice came), the old
+    # notice is applied afresh: it names the old contract's code, so it revokes nothing.
+    mesh.kill("gateway-beta")
+    try:
+        assert rewind_cursor(store, "beta", head, forget_inbox=True) == [(event_id, 1)]
+    finally:
+        mesh.restart("gateway-beta")
 
-def rewind_cursor(path: str, messenger: str, seq: int) -> list[tuple[str, int]]:
+    def applied_again() -> bool:
+        return any(
+            line["event"] == "notices.applied" and line["applied"] == 1 and line["revoked"] == 0
+            for line in log_lines_with(mesh, "gateway-beta", event_id)
+        )
+
+    await eventually(applied_again, within=60, what="the old notice applied again")
+    await wait_acked(client, "beta")
+    now = await client.gateway("beta").GetIdentification(
+        gateway_pb2.GetIdentificationRequest(user_id=u), timeout=5
+    )
+    assert now.identification.identification_id == again.identification_id
+    assert now.identification.state == State.IDENTIFICATION_STATE_IDENTIFIED
+
+
+def rewind_cursor(
+    path: str, messenger: str, seq: int, *, forget_inbox: bool = False
+) -> list[tuple[str, int]]:
     """Set a stopped gateway's notice cursor back to seq; the inbox rows (event id, revoked)
-    of the notices after it, which the notifier will stream again."""
+    of the notices after it, which the notifier will stream again (forget_inbox: and delete
+    those rows, so the gateway has no record of having applied them)."""
     with contextlib.closing(sqlite3.connect(path)) as conn, conn:
         conn.execute("UPDATE notice_cursor SET seq = ? WHERE messenger_id = ?", (seq, messenger))
-        return [
+        rows = [
             (str(event_id), int(revoked))
             for event_id, revoked in conn.execute(
                 "SELECT event_id, revoked FROM notice_inbox WHERE seq > ? ORDER BY seq", (seq,)
             )
         ]
+        if forget_inbox:
+            conn.execute("DELETE FROM notice_inbox WHERE seq > ?", (seq,))
+        return rows
 
 
 async def test_a_messenger_cannot_read_another_messengers_stream(client: MeshClient) -> None:
