@@ -110,6 +110,11 @@ class Database:
         self.path = path  # the file, for work on a connection of its own (bulk import)
         self.synchronous = synchronous
 
+    @property
+    def grouped_waiting(self) -> int:
+        """The run_grouped() calls waiting for their transaction (not yet taken by a flush)."""
+        return len(self._group)
+
     @classmethod
     async def open(
         cls, path: Path, migrations: Sequence[str], *, synchronous: str = "NORMAL"

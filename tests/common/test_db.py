@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from services.common.db import Database
+from tests.eventually import eventually
 
 MIGRATIONS = ["CREATE TABLE a (x INTEGER PRIMARY KEY);", "CREATE TABLE b (y TEXT);"]
 
@@ -47,6 +48,11 @@ async def test_a_schema_newer_than_the_code_is_refused(tmp_path: Path) -> None:
     await db.close()
     with pytest.raises(RuntimeError, match="newer than this code"):
         await Database.open(path, MIGRATIONS[:1])
+
+
+def writer_turn_waiters(db: Database) -> int:
+    """The tasks waiting for the writer turn (asyncio.Lock keeps them in _waiters)."""
+    return len(db._lock._waiters or ())
 
 
 # --- run(): a whole transaction as one function on the writer thread --------------------------
@@ -155,7 +161,7 @@ async def test_run_and_transaction_interleave_safely(db: Database) -> None:
             async with conn.execute("SELECT count(*) FROM a") as cursor:
                 row = await cursor.fetchone()
             assert row is not None
-            await asyncio.sleep(0)  # let the run() calls queue up meanwhile
+            await asyncio.sleep(0)  # suspended mid-transaction: the run() calls get the loop
             await conn.execute("INSERT INTO a (x) VALUES (?)", (value,))
 
     await asyncio.gather(
@@ -184,9 +190,9 @@ async def test_a_cancelled_run_ends_its_transaction_before_the_next_one_starts(
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task  # at once, while the function still runs on the writer thread
+        # The caller has gone, but the writer turn stays taken until the transaction ends.
+        assert db._lock.locked()
         after = asyncio.create_task(db.run(insert(2)))
-        await asyncio.sleep(0.05)
-        assert not after.done()  # the writer turn is still taken by the cancelled transaction
     finally:
         release.set()
     assert await after == 1
@@ -201,21 +207,26 @@ async def test_close_waits_for_a_cancelled_run_to_end(tmp_path: Path) -> None:
     db = await Database.open(tmp_path / "t.db", MIGRATIONS)
     started = threading.Event()
     release = threading.Event()
+    order: list[str] = []
 
     def slow(conn: sqlite3.Connection) -> None:
         started.set()
         assert release.wait(5)
+        order.append("transaction ended")
 
     task = asyncio.create_task(db.run(slow))
     try:
         assert await asyncio.to_thread(started.wait, 5)
         task.cancel()
         closing = asyncio.create_task(db.close())
-        await asyncio.sleep(0.05)
+        closing.add_done_callback(lambda _: order.append("closed"))
+        # close() asks for the writer turn, which the cancelled transaction still holds
+        await eventually(lambda: closing.done() or writer_turn_waiters(db) == 1, what="close")
         assert not closing.done()
     finally:
         release.set()
     await closing
+    assert order == ["transaction ended", "closed"]
     with pytest.raises(asyncio.CancelledError):
         await task
     with pytest.raises(RuntimeError, match="writer thread"):
@@ -245,6 +256,11 @@ class Blocker:
         await self.task
 
 
+async def queued(db: Database, count: int) -> None:
+    """Until count run_grouped() calls wait behind the blocker for their transaction."""
+    await eventually(lambda: db.grouped_waiting == count, what=f"{count} grouped calls queued")
+
+
 def commits(db: Database) -> list[str]:
     """The statements the writer thread executes from now on (COMMIT, ROLLBACK, ...)."""
     statements: list[str] = []
@@ -258,7 +274,7 @@ async def test_grouped_calls_waiting_together_share_one_commit(db: Database) -> 
     await blocker.started()
     statements = commits(db)
     calls = [asyncio.create_task(db.run_grouped(insert(v))) for v in range(1, 11)]
-    await asyncio.sleep(0.01)  # all queued behind the blocker
+    await queued(db, 10)
     await blocker.release()
     assert await asyncio.gather(*calls) == [1] * 10
     assert await rows(db) == list(range(1, 11))
@@ -278,7 +294,7 @@ async def test_grouped_calls_run_in_arrival_order_each_seeing_the_ones_before(
     calls = [
         asyncio.create_task(db.run_grouped(partial(count_then_insert, value=v))) for v in range(5)
     ]
-    await asyncio.sleep(0.01)
+    await queued(db, 5)
     await blocker.release()
     assert await asyncio.gather(*calls) == [0, 1, 2, 3, 4]
 
@@ -296,7 +312,7 @@ async def test_a_grouped_call_that_raises_rolls_back_only_its_own_writes(db: Dat
     calls = [
         asyncio.create_task(db.run_grouped(refuse if v == 3 else insert(v))) for v in range(1, 6)
     ]
-    await asyncio.sleep(0.01)
+    await queued(db, 5)
     await blocker.release()
     outcomes = await asyncio.gather(*calls, return_exceptions=True)
     assert outcomes == [1, 1, refusal, 1, 1]
@@ -326,7 +342,7 @@ async def test_a_grouped_call_refused_before_commit_is_left_out_and_the_rest_run
         )
         for v in range(1, 4)
     ]
-    await asyncio.sleep(0.01)
+    await queued(db, 3)
     await blocker.release()
     outcomes = await asyncio.gather(*calls, return_exceptions=True)
     assert outcomes[0] == 1 and outcomes[2] == 3
@@ -351,7 +367,7 @@ async def test_a_grouped_call_cancelled_while_waiting_writes_nothing(db: Databas
     blocker = Blocker(db)
     await blocker.started()
     calls = [asyncio.create_task(db.run_grouped(insert(v))) for v in range(1, 4)]
-    await asyncio.sleep(0.01)
+    await queued(db, 3)
     calls[1].cancel()
     await blocker.release()
     outcomes = await asyncio.gather(*calls, return_exceptions=True)

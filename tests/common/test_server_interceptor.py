@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import select
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
@@ -22,6 +23,7 @@ from services.common.interceptors import ErrorTable
 from services.common.ratelimit import RateLimited
 from services.common.server import GrpcServer, service_name
 from services.common.status import error_details
+from tests.eventually import eventually
 
 
 class NumberUnknown(DomainError):
@@ -245,7 +247,7 @@ async def test_streaming_calls_carry_identity_and_request_id() -> None:
         identity = Caller(Kind.MESSENGER, "alpha")
         async with open_channel(f"127.0.0.1:{port}", identity=identity) as channel:
             stub = notifier_pb2_grpc.NotifierServiceStub(channel)
-            items = [i async for i in stub.Subscribe(notifier_pb2.SubscribeRequest())]
+            items = [i async for i in stub.Subscribe(notifier_pb2.SubscribeRequest(), timeout=10)]
     finally:
         await server.stop(None)
     assert seen == [identity]
@@ -280,7 +282,10 @@ async def test_the_server_stops_waiting_when_its_launcher_pipe_closes() -> None:
     try:
         await server.set_serving()
         waiting = asyncio.create_task(server.wait_for_signal(launcher_fd=read_fd))
-        await asyncio.sleep(0)  # the wait has begun: the pipe is open, nothing happens
+        # The launcher writing (not closing) is no reason to stop: once the server has read
+        # it (the pipe is drained), it still waits.
+        os.write(write_fd, b"x")
+        await eventually(lambda: not select.select([read_fd], [], [], 0)[0], what="the pipe read")
         assert not waiting.done()
         os.close(write_fd)
         await asyncio.wait_for(waiting, timeout=10)

@@ -3,6 +3,8 @@ with processes killed (-9) at the worst moments, losing nothing and applying not
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -217,7 +219,7 @@ async def test_gateway_down_for_a_burst_catches_up_in_order(client: MeshClient, 
     await wait_acked(client, "beta")
     # In order: the notices streamed after the cursor are the burst, with consecutive seqs.
     call = client.notifier_as("beta").Subscribe(
-        notifier_pb2.SubscribeRequest(messenger_id="beta", after_seq=before.head_seq)
+        notifier_pb2.SubscribeRequest(messenger_id="beta", after_seq=before.head_seq), timeout=15
     )
     seqs, numbers = [], []
     async for item in call:
@@ -325,15 +327,78 @@ async def test_notifier_killed_between_streaming_and_the_ack_redelivers_and_appl
     assert revoked.reason == Reason.REASON_CONTRACT_TERMINATED
     again = await client.identify("beta", u, phone)
     assert again.state == State.IDENTIFICATION_STATE_IDENTIFIED
-    mesh.restart("gateway-beta")
+    # The old notice comes again: the gateway restarts from a cursor before it (as after
+    # restoring an older copy of its store), so the notifier streams it a second time.
+    mesh.kill("gateway-beta")
+    try:
+        store = mesh.services["gateway-beta"].env["IDMESH_DB_PATH"]
+        [(event_id, revocations)] = rewind_cursor(store, "beta", head)
+    finally:
+        mesh.restart("gateway-beta")
+    assert revocations == 1  # the first delivery revoked the old identification
+
+    def redelivered() -> bool:
+        return any(
+            line["event"] == "notices.applied" and line["duplicates"] == 1
+            for line in log_lines_with(mesh, "gateway-beta", event_id)
+        )
+
+    await eventually(redelivered, within=60, what="the old notice delivered again")
     await wait_acked(client, "beta")
     access = await client.gateway("beta").CheckAccess(gateway_pb2.CheckAccessRequest(user_id=u))
     assert access.allowed
+    now = await client.gateway("beta").GetIdentification(
+        gateway_pb2.GetIdentificationRequest(user_id=u), timeout=5
+    )
+    assert now.identification.identification_id == again.identification_id
+    assert now.identification.state == State.IDENTIFICATION_STATE_IDENTIFIED
+    assert (await status(client, "beta")).head_seq == head + 1  # nothing new was published
+
+    # And with the inbox row gone too (the store restored from before the notice came), the old
+    # notice is applied afresh: it names the old contract's code, so it revokes nothing.
+    mesh.kill("gateway-beta")
+    try:
+        assert rewind_cursor(store, "beta", head, forget_inbox=True) == [(event_id, 1)]
+    finally:
+        mesh.restart("gateway-beta")
+
+    def applied_again() -> bool:
+        return any(
+            line["event"] == "notices.applied" and line["applied"] == 1 and line["revoked"] == 0
+            for line in log_lines_with(mesh, "gateway-beta", event_id)
+        )
+
+    await eventually(applied_again, within=60, what="the old notice applied again")
+    await wait_acked(client, "beta")
+    now = await client.gateway("beta").GetIdentification(
+        gateway_pb2.GetIdentificationRequest(user_id=u), timeout=5
+    )
+    assert now.identification.identification_id == again.identification_id
+    assert now.identification.state == State.IDENTIFICATION_STATE_IDENTIFIED
+
+
+def rewind_cursor(
+    path: str, messenger: str, seq: int, *, forget_inbox: bool = False
+) -> list[tuple[str, int]]:
+    """Set a stopped gateway's notice cursor back to seq; the inbox rows (event id, revoked)
+    of the notices after it, which the notifier will stream again (forget_inbox: and delete
+    those rows, so the gateway has no record of having applied them)."""
+    with contextlib.closing(sqlite3.connect(path)) as conn, conn:
+        conn.execute("UPDATE notice_cursor SET seq = ? WHERE messenger_id = ?", (seq, messenger))
+        rows = [
+            (str(event_id), int(revoked))
+            for event_id, revoked in conn.execute(
+                "SELECT event_id, revoked FROM notice_inbox WHERE seq > ? ORDER BY seq", (seq,)
+            )
+        ]
+        if forget_inbox:
+            conn.execute("DELETE FROM notice_inbox WHERE seq > ?", (seq,))
+        return rows
 
 
 async def test_a_messenger_cannot_read_another_messengers_stream(client: MeshClient) -> None:
     call = client.notifier_as("beta").Subscribe(
-        notifier_pb2.SubscribeRequest(messenger_id="alpha", after_seq=0)
+        notifier_pb2.SubscribeRequest(messenger_id="alpha", after_seq=0), timeout=15
     )
     with pytest.raises(grpc.aio.AioRpcError) as e:
         async for _ in call:

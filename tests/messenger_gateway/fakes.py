@@ -23,6 +23,7 @@ from services.common.db import Database
 from services.common.errors import DomainError, Forbidden
 from services.common.identity import Kind, require_caller
 from services.common.interceptors import ErrorTable
+from services.common.phone import require_e164
 from services.common.ratelimit import RateLimited
 from services.common.server import GrpcServer, service_name
 from services.messenger_gateway.domain import (
@@ -36,6 +37,7 @@ from services.messenger_gateway.ports import GatewayStore
 from services.messenger_gateway.routing import Route
 from services.messenger_gateway.service import GatewayService, GatewaySettings, SmsMessage
 from services.messenger_gateway.store import MIGRATIONS, SqliteGatewayStore
+from services.operator_registry.domain import IdempotencyKeyReused, validate_idempotency_key
 
 FAST_HASHER = CodeHasher(key=b"unit-test-otp-key-32-bytes-long!")
 FAST_RETRY = Backoff(initial=0.01, maximum=0.05)
@@ -203,12 +205,17 @@ class FakeRegistry(registry_pb2_grpc.RegistryServiceServicer):
     `no_subscriber`, `refused` (PERMISSION_DENIED), `hang` (never answers) or `ported:<op>`
     (NO_SUBSCRIBER with the hint <op>), `rate_limited_once` (RESOURCE_EXHAUSTED with a 0.7 s
     RetryInfo, then identified). CheckNumberReassigned answers `reassignment` (a
-    registry_pb2 ReassignmentStatus) or, when it is a grpc.StatusCode, fails with it."""
+    registry_pb2 ReassignmentStatus) or, when it is a grpc.StatusCode, fails with it.
+    As the real one (pinned by tests/contract/test_fakes.py): a malformed number or idempotency
+    key is INVALID_ARGUMENT, and a repeated idempotency key gets the answer it got the first
+    time (INVALID_ARGUMENT when it comes with another number)."""
 
     def __init__(self, operator_id: str) -> None:
         self.operator_id = operator_id
         self.behaviour: dict[str, str] = {}
         self.requests: list[tuple[str, str, str]] = []  # (caller uri, idempotency_key, phone)
+        # (messenger, idempotency key) -> (phone, the answer given)
+        self.answered: dict[tuple[str, str], tuple[str, registry_pb2.VerifySubscriberResponse]] = {}
         self.reassignment: Any = registry_pb2.REASSIGNMENT_STATUS_NOT_REASSIGNED
         self.reassigned_requests: list[registry_pb2.CheckNumberReassignedRequest] = []
 
@@ -226,6 +233,20 @@ class FakeRegistry(registry_pb2_grpc.RegistryServiceServicer):
     ) -> registry_pb2.VerifySubscriberResponse:
         caller = require_caller(Kind.MESSENGER)
         self.requests.append((caller.uri, request.idempotency_key, request.phone_number))
+        key = validate_idempotency_key(request.idempotency_key)
+        phone = require_e164(request.phone_number)
+        earlier = self.answered.get((caller.id, key))
+        if earlier is not None:
+            if earlier[0] != phone:
+                raise IdempotencyKeyReused("idempotency_key was already used for another number")
+            return earlier[1]
+        answer = await self._answer(caller.id, request)
+        self.answered[(caller.id, key)] = (phone, answer)
+        return answer
+
+    async def _answer(
+        self, messenger_id: str, request: registry_pb2.VerifySubscriberRequest
+    ) -> registry_pb2.VerifySubscriberResponse:
         behaviour = self.behaviour.get(request.phone_number, "identified")
         if behaviour.startswith("ported:"):
             return registry_pb2.VerifySubscriberResponse(
@@ -235,7 +256,9 @@ class FakeRegistry(registry_pb2_grpc.RegistryServiceServicer):
             )
         match behaviour:
             case "refused":
-                raise Forbidden(f"messenger {caller.id} has no agreement with {self.operator_id}")
+                raise Forbidden(
+                    f"messenger {messenger_id} has no agreement with {self.operator_id}"
+                )
             case "no_subscriber":
                 return registry_pb2.VerifySubscriberResponse(
                     result=registry_pb2.VERIFICATION_RESULT_NO_SUBSCRIBER,
@@ -278,15 +301,36 @@ Script = Callable[[notifier_pb2.SubscribeRequest], AsyncIterator[notifier_pb2.Su
 
 class FakeNotifier(notifier_pb2_grpc.NotifierServiceServicer):
     """The messenger's event log (seq = position) streamed like the real notifier, unless a
-    script (popped per Subscribe call, in order) says otherwise."""
+    script (popped per Subscribe call, in order) says otherwise. As the real one (pinned by
+    tests/contract/test_fakes.py): a cursor below the retained floor or beyond the head, and an
+    ack beyond the head, are OUT_OF_RANGE; acks are monotonic; an idle stream carries progress
+    marks every progress_interval seconds; publish() of a stored event id adds nothing."""
 
-    def __init__(self, messenger_id: str = "alpha") -> None:
+    def __init__(self, messenger_id: str = "alpha", *, progress_interval: float = 5.0) -> None:
         self.messenger_id = messenger_id
         self.log: list[notifier_pb2.Notice] = []
         self.changed = asyncio.Condition()
         self.subscribes: list[int] = []  # after_seq of each Subscribe
-        self.acks: list[int] = []
+        self.acks: list[int] = []  # up_to_seq of each Ack, as asked
+        self.acked_seq = 0
+        self.floor_seq = 1  # the first seq still retained (prune() raises it)
+        self.progress_interval = progress_interval
         self.scripts: list[Script] = []
+
+    async def publish(self, event: events_pb2.ContractTerminated) -> notifier_pb2.Notice:
+        """Publish as an operator does: an event id already stored is a no-op (its notice)."""
+        for notice in self.log:
+            if notice.event.event_id == event.event_id:
+                return notice
+        notice = notifier_pb2.Notice(seq=len(self.log) + 1, event=event)
+        async with self.changed:
+            self.log.append(notice)
+            self.changed.notify_all()
+        return notice
+
+    def prune(self, through_seq: int) -> None:
+        """Forget the notices up to through_seq (acked and older than retention)."""
+        self.floor_seq = max(self.floor_seq, through_seq + 1)
 
     async def append(
         self,
@@ -297,6 +341,8 @@ class FakeNotifier(notifier_pb2_grpc.NotifierServiceServicer):
         reason: int = events_pb2.TERMINATION_REASON_CONTRACT_ENDED,
         trace_id: str = "",
     ) -> notifier_pb2.Notice:
+        """Write a notice to the log as given: an event id already there gets a second seq
+        (a duplicate the gateway's inbox must recognise)."""
         notice = notice_pb(
             len(self.log) + 1,
             event_id=event_id,
@@ -325,10 +371,25 @@ class FakeNotifier(notifier_pb2_grpc.NotifierServiceServicer):
             async for item in self.scripts.pop(0)(request):
                 yield item
             return
+        if not self.floor_seq - 1 <= request.after_seq <= len(self.log):
+            raise CursorOutOfRange(
+                f"after_seq {request.after_seq} is outside the retained range "
+                f"{self.floor_seq - 1}..{len(self.log)}"
+            )
         next_seq = request.after_seq + 1
         while True:
+            idle = False
             async with self.changed:
-                await self.changed.wait_for(lambda n=next_seq: len(self.log) >= n)  # type: ignore[misc]
+                try:
+                    async with asyncio.timeout(self.progress_interval):
+                        await self.changed.wait_for(lambda n=next_seq: len(self.log) >= n)  # type: ignore[misc]
+                except TimeoutError:
+                    idle = True
+            if idle:  # nothing new for progress_interval: a progress mark
+                yield notifier_pb2.SubscribeResponse(
+                    progress=notifier_pb2.ProgressMark(head_seq=len(self.log))
+                )
+                continue
             if next_seq <= len(self.log):  # every notice there is, in one message
                 yield notifier_pb2.SubscribeResponse(notices=self.log[next_seq - 1 :])
                 next_seq = len(self.log) + 1
@@ -336,7 +397,12 @@ class FakeNotifier(notifier_pb2_grpc.NotifierServiceServicer):
     async def Ack(self, request: notifier_pb2.AckRequest, context: Any) -> notifier_pb2.AckResponse:
         self._check(request.messenger_id)
         self.acks.append(request.up_to_seq)
-        return notifier_pb2.AckResponse(acked_seq=max(self.acks))
+        if request.up_to_seq > len(self.log):
+            raise CursorOutOfRange(
+                f"up_to_seq {request.up_to_seq} is beyond the head {len(self.log)}"
+            )
+        self.acked_seq = max(self.acked_seq, request.up_to_seq)
+        return notifier_pb2.AckResponse(acked_seq=self.acked_seq)
 
 
 def notice_pb(

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from services.messenger_gateway.domain import IdentificationNotFound, State
-from tests.common.test_db import Blocker, commits
+from services.messenger_gateway.domain import SameNumber, State
+from tests.common.test_db import Blocker, commits, queued
 from tests.messenger_gateway.fakes import (
     BEELINE_PHONE,
     MEGAFON_PHONE,
@@ -28,6 +28,7 @@ async def test_starts_arriving_together_share_one_commit_and_a_refused_one_undoe
     try:
         sms = RecordingSms()
         service = make_service(store, sms=sms)
+        before = await service.start_identification("x", BEELINE_PHONE)
         blocker = Blocker(db)  # the writer is busy: the starts below queue up behind it
         await blocker.started()
         statements = commits(db)
@@ -35,22 +36,28 @@ async def test_starts_arriving_together_share_one_commit_and_a_refused_one_undoe
             asyncio.create_task(service.start_identification(f"u{i}", BEELINE_PHONE))
             for i in range(8)
         ]
-        # changing the number of a user who has none is refused inside the same group
-        refused = asyncio.create_task(service.change_phone_number("nobody", MEGAFON_PHONE))
-        await asyncio.sleep(0.05)
+        # Two changes to the same new number: both pass the check before the transaction (the
+        # stored number differs), and inside the group the second finds the first's number.
+        changed = asyncio.create_task(service.change_phone_number("x", MEGAFON_PHONE))
+        refused = asyncio.create_task(service.change_phone_number("x", MEGAFON_PHONE))
+        await queued(db, 10)
         await blocker.release()
         started = await asyncio.gather(*starts)
-        with pytest.raises(IdentificationNotFound):
+        new, previous = await changed
+        with pytest.raises(SameNumber):
             await refused
 
         assert statements.count("COMMIT") == 2  # the blocker's, then one for the whole group
+        assert previous.identification_id == before.identification_id
+        current = await store.current("x")
+        assert current is not None and current.identification_id == new.identification_id
+        assert current.phone_number == MEGAFON_PHONE
         assert [s.user_id for s in started] == [f"u{i}" for i in range(8)]
         assert len({s.identification_id for s in started}) == 8
         for s in started:  # each stored, each with its own code sent
             stored = await store.get(s.identification_id)
             assert stored is not None and stored.state is State.AWAITING_CODE
             assert sms.code_for(s.identification_id)
-        assert await store.current("nobody") is None
     finally:
         await db.close()
 
@@ -76,7 +83,7 @@ async def test_confirmations_arriving_together_each_get_their_own_outcome(
             )
             for i, s in enumerate(started)
         ]
-        await asyncio.sleep(0.05)
+        await queued(db, 6)
         await blocker.release()
         outcomes = await asyncio.gather(*confirms, return_exceptions=True)
         for i, outcome in enumerate(outcomes):

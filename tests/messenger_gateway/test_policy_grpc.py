@@ -161,7 +161,7 @@ async def test_the_change_stream_starts_with_a_progress_mark_then_carries_change
     gw: Harness,
 ) -> None:
     head = gw.gateway.policy.index.version
-    call = gw.stub.WatchPolicyChanges(PB.WatchPolicyChangesRequest(after_version=head))
+    call = gw.stub.WatchPolicyChanges(PB.WatchPolicyChangesRequest(after_version=head), timeout=30)
     first = await call.read()
     assert (list(first.changes), first.head_version) == ([], head)
     await gw.stub.SetAutomatedConsent(
@@ -191,7 +191,9 @@ async def test_two_gateway_replicas_on_one_database_share_the_policy(
                 PB.CheckDeliveryRequest(sender_id="s", recipient_id="r", kind=PERSONAL)
             )
         ).version
-        watch = two.stub.WatchPolicyChanges(PB.WatchPolicyChangesRequest(after_version=head))
+        watch = two.stub.WatchPolicyChanges(
+            PB.WatchPolicyChangesRequest(after_version=head), timeout=60
+        )
         await watch.read()  # the progress mark: the stream is open
         rule = await one.stub.SetSenderRule(
             PB.SetSenderRuleRequest(user_id="r", sender_id="s", rule=PB.SENDER_RULE_REFUSED)

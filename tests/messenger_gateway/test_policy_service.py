@@ -259,8 +259,9 @@ async def test_a_replica_behind_a_pruned_log_reloads(
     assert decide(other, "s", "r") == "RECIPIENT_REFUSED_SENDER"
     assert decide(other, "t", "r") == "RECIPIENT_REFUSED_SENDER"
     with pytest.raises(ChangesPruned, match="pruned"):
-        async for _ in other.policy.watch(0):
-            pass
+        async with asyncio.timeout(10):
+            async for _ in other.policy.watch(0):
+                pass
 
 
 # --- decisions in batches --------------------------------------------------------------------

@@ -92,11 +92,17 @@ class Notifier:
         return await self.operator(operator_id).Publish(notifier_pb2.PublishRequest(events=events))
 
     def subscribe(
-        self, messenger_id: str = "alpha", after_seq: int = 0, *, caller: Caller | None = None
+        self,
+        messenger_id: str = "alpha",
+        after_seq: int = 0,
+        *,
+        caller: Caller | None = None,
+        timeout: float = 60.0,
     ) -> Any:
-        """Open a stream as `caller` (by default the messenger itself)."""
+        """Open a stream as `caller` (by default the messenger itself), with a deadline."""
         return self.stub(caller or Caller(Kind.MESSENGER, messenger_id)).Subscribe(
-            notifier_pb2.SubscribeRequest(messenger_id=messenger_id, after_seq=after_seq)
+            notifier_pb2.SubscribeRequest(messenger_id=messenger_id, after_seq=after_seq),
+            timeout=timeout,
         )
 
     async def close_channels(self) -> None:

@@ -3,6 +3,7 @@ floor rises, and a cursor below it gets OUT_OF_RANGE (never a silent skip)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -86,7 +87,7 @@ async def test_a_stream_that_falls_below_the_floor_ends_out_of_range(
     await notifier.publish(*batch)
     delivered: list[int] = []
     with pytest.raises(CursorOutOfRange) as e:
-        async with service.subscribe("alpha", 0) as stream:
+        async with asyncio.timeout(10), service.subscribe("alpha", 0) as stream:
             async for item in stream:
                 assert isinstance(item, NoticeBatch)
                 delivered.extend(e.seq for e in item.events)

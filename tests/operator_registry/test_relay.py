@@ -44,6 +44,19 @@ class FakeNotifier(notifier_pb2_grpc.NotifierServiceServicer):
         # refuses a batch with one bad event).
         self.refuse: dict[str, grpc.StatusCode] = {}
         self.request_ids: list[str] = []  # the x-request-id of each Publish call
+        # What the fake found wrong with a call: raised inside a servicer, an AssertionError
+        # would reach the relay as UNKNOWN (and a retry), so the fixture raises it instead.
+        self.failures: list[AssertionError] = []
+
+    def expect(self, condition: bool, message: str) -> None:
+        """Record a broken expectation for the test to fail on, and refuse the call."""
+        if not condition:
+            self.failures.append(AssertionError(message))
+            raise self.failures[-1]
+
+    def raise_failures(self) -> None:
+        if self.failures:
+            raise self.failures[0]
 
     async def Publish(
         self, request: notifier_pb2.PublishRequest, context: Any
@@ -52,7 +65,10 @@ class FakeNotifier(notifier_pb2_grpc.NotifierServiceServicer):
         if self.fail_before_store:
             self.fail_before_store -= 1
             await context.abort(grpc.StatusCode.UNAVAILABLE, "notifier busy")
-        assert all(e.operator_id == caller.id for e in request.events)
+        self.expect(
+            all(e.operator_id == caller.id for e in request.events),
+            f"operator {caller.id} published events of another operator",
+        )
         metadata = dict(context.invocation_metadata() or ())
         self.request_ids.append(str(metadata.get(REQUEST_ID_METADATA_KEY, "")))
         self.calls.append([e.event_id for e in request.events])
@@ -96,6 +112,7 @@ async def notifier() -> AsyncIterator[tuple[FakeNotifier, int]]:
     assert server.port is not None
     yield fake, server.port
     await server.stop(None)
+    fake.raise_failures()
 
 
 @contextlib.asynccontextmanager
@@ -168,12 +185,23 @@ def _pending_is(service: RegistryService, count: int) -> Any:
 
 
 async def test_relay_is_woken_by_a_termination_without_waiting_for_the_poll(
-    service: RegistryService, notifier: tuple[FakeNotifier, int]
+    service: RegistryService,
+    notifier: tuple[FakeNotifier, int],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     fake, port = notifier
     await bound_subscriber(service, NUMBER, "BEE-1", ["alpha"])
+    waiting = asyncio.Event()
+    wait_for_notices = service.wait_for_notices
+
+    async def recorded_wait(max_wait: float) -> None:
+        waiting.set()
+        await wait_for_notices(max_wait)
+
+    monkeypatch.setattr(service, "wait_for_notices", recorded_wait)
     async with running(relay_for(service, port, poll_seconds=60.0)):
-        await asyncio.sleep(0)  # let the relay find nothing and start waiting
+        # the relay found nothing to publish and waits, for a minute unless woken
+        await asyncio.wait_for(waiting.wait(), 10)
         await service.terminate_contract(NUMBER)
         await eventually(lambda: len(fake.stored) == 1, within=2.0, what="the event")
 
@@ -197,6 +225,7 @@ async def test_relay_retries_while_the_notifier_is_down_and_delivers_when_it_is_
                 await eventually(_pending_is(service, 0), what="delivery after the notifier is up")
             finally:
                 await server.stop(None)
+    fake.raise_failures()
     assert len(fake.stored) == 1
     failures = [e for e in logs if e["event"] == "relay.publish_failed"]
     assert all(e["log_level"] == "warning" and e["status"] == "UNAVAILABLE" for e in failures)
