@@ -15,9 +15,10 @@ caller's decision (the gateway's verification loop, the relay, the notice consum
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from typing import Any
 
 import grpc
@@ -30,6 +31,15 @@ from services.common.context import (
 )
 from services.common.identity import IDENTITY_METADATA_KEY, Caller
 from services.common.tls import TlsFiles
+from services.common.tracing import (
+    TRACEPARENT_METADATA_KEY,
+    Span,
+    end_client_span,
+    outbound_traceparent,
+    start_client_span,
+    trace_id_of,
+    traceparent_of,
+)
 
 KEEPALIVE_OPTIONS: Sequence[tuple[str, int | str]] = (
     ("grpc.keepalive_time_ms", 20_000),
@@ -86,15 +96,64 @@ def service_config() -> str:
     return json.dumps({"methodConfig": [{"name": names, "retryPolicy": dict(RETRY_POLICY)}]})
 
 
-def _with_metadata(details: Any, identity: Caller | None) -> Any:
+def _with_metadata(details: Any, identity: Caller | None) -> tuple[Any, Span | None]:
+    """The call's details with idmesh's metadata added, and its CLIENT span (None when spans
+    are not exported)."""
     metadata = grpc.aio.Metadata(*(details.metadata or ()))
-    if REQUEST_ID_METADATA_KEY not in metadata:
-        metadata.add(REQUEST_ID_METADATA_KEY, current_request_id() or new_request_id())
+    given = metadata.get(REQUEST_ID_METADATA_KEY)
+    # The caller's own trace context wins: its request id, else its traceparent's trace id.
+    request_id = (
+        str(given)
+        if given
+        else trace_id_of(str(metadata.get(TRACEPARENT_METADATA_KEY) or ""))
+        or current_request_id()
+        or new_request_id()
+    )
+    if not given:
+        metadata.add(REQUEST_ID_METADATA_KEY, request_id)
+    span = start_client_span(_method_name(details.method))
+    if TRACEPARENT_METADATA_KEY not in metadata:
+        traceparent = traceparent_of(span) if span else outbound_traceparent(request_id)
+        metadata.add(TRACEPARENT_METADATA_KEY, traceparent)
     if identity is not None and IDENTITY_METADATA_KEY not in metadata:
         metadata.add(IDENTITY_METADATA_KEY, identity.uri)
     if SENT_AT_METADATA_KEY not in metadata:
         metadata.add(SENT_AT_METADATA_KEY, sent_at())
-    return details._replace(metadata=metadata)
+    return details._replace(metadata=metadata), span
+
+
+def _method_name(method: str | bytes) -> str:
+    return method.decode() if isinstance(method, bytes) else method
+
+
+def _ending(span: Span | None, call: Any) -> Any:
+    """call, with span ended (and given the call's status) once the call is done."""
+    if span is not None:
+        call.add_done_callback(lambda done: _tasks.spawn(_end_span(span, done)))
+    return call
+
+
+async def _end_span(span: Span, call: Any) -> None:
+    try:
+        name = (await call.code()).name  # done: answers at once
+    except Exception:  # cancelled before it had a status
+        name = "CANCELLED"
+    end_client_span(span, name)
+
+
+class _Tasks:
+    """Tasks spawned from callbacks, kept referenced until they finish."""
+
+    def __init__(self) -> None:
+        self._running: set[asyncio.Task[None]] = set()
+
+    def spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+
+
+_tasks = _Tasks()
 
 
 def sent_at() -> str:
@@ -107,7 +166,8 @@ class _UnaryUnary(grpc.aio.UnaryUnaryClientInterceptor):
         self._identity = identity
 
     async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
-        return await continuation(_with_metadata(details, self._identity), request)
+        details, span = _with_metadata(details, self._identity)
+        return _ending(span, await continuation(details, request))
 
 
 class _UnaryStream(grpc.aio.UnaryStreamClientInterceptor):
@@ -115,7 +175,8 @@ class _UnaryStream(grpc.aio.UnaryStreamClientInterceptor):
         self._identity = identity
 
     async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
-        return await continuation(_with_metadata(details, self._identity), request)
+        details, span = _with_metadata(details, self._identity)
+        return _ending(span, await continuation(details, request))
 
 
 class _StreamUnary(grpc.aio.StreamUnaryClientInterceptor):
@@ -125,7 +186,8 @@ class _StreamUnary(grpc.aio.StreamUnaryClientInterceptor):
     async def intercept_stream_unary(
         self, continuation: Any, details: Any, request_iterator: Any
     ) -> Any:
-        return await continuation(_with_metadata(details, self._identity), request_iterator)
+        details, span = _with_metadata(details, self._identity)
+        return _ending(span, await continuation(details, request_iterator))
 
 
 def open_channel(

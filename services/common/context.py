@@ -1,4 +1,5 @@
-"""Per-request context carried across hops: the request id, which is the trace id.
+"""Per-request context carried across hops: the request id, which is the trace id (an
+OpenTelemetry trace id when the caller sends a W3C traceparent: services.common.tracing).
 
 The server interceptor sets it from the incoming metadata (or a new one); outbound channels
 (services.common.channels) send it on, so one request id follows a request through the mesh.
@@ -14,8 +15,11 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from typing import Any
 
 import structlog
+
+from services.common import tracing
 
 REQUEST_ID_METADATA_KEY = "x-request-id"
 # When the caller sent the call (seconds since the epoch, as text): the server's limiter
@@ -54,13 +58,18 @@ def trace_id_now() -> str:
 
 
 @contextmanager
-def traced(trace_id: str | None) -> Iterator[None]:
-    """Run a block under trace_id: outbound calls send it as the request id, and log lines carry
-    it as `request_id`. Without one (work stored before trace ids were kept), a new one."""
+def traced(trace_id: str | None, span: str = "background", **attributes: Any) -> Iterator[None]:
+    """Run a block under trace_id: outbound calls send it as the request id (and in their
+    traceparent), and log lines carry it as `request_id`; when spans are exported, the block is
+    a span named `span` in that trace. Without one (work stored before trace ids were kept), a
+    new one."""
     trace_id = accept_request_id(trace_id)
     token = _request_id.set(trace_id)
     try:
-        with structlog.contextvars.bound_contextvars(request_id=trace_id):
+        with (
+            structlog.contextvars.bound_contextvars(request_id=trace_id),
+            tracing.background(span, trace_id, **attributes),
+        ):
             yield
     finally:
         _request_id.reset(token)

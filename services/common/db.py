@@ -26,6 +26,8 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
+from services.common.tracing import spanned, store_span
+
 T = TypeVar("T")
 
 _SYNCHRONOUS = {"OFF", "NORMAL", "FULL", "EXTRA"}
@@ -158,6 +160,7 @@ class Database:
             sync_executor=executor,
         )
 
+    @spanned("sqlite.transaction")
     async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run fn(conn) as one write transaction on the writer thread, in one thread hop:
         BEGIN IMMEDIATE, fn(conn), COMMIT; on any exception from fn (or from COMMIT), ROLLBACK
@@ -192,6 +195,7 @@ class Database:
             call.cancelled = True
             raise
 
+    @spanned("sqlite.transaction")
     async def run_grouped(
         self,
         fn: Callable[[sqlite3.Connection], T],
@@ -345,7 +349,7 @@ class Database:
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
         """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any exception (cancellation included)."""
-        async with self._lock:
+        async with store_span("sqlite.transaction"), self._lock:
             await self._writer.execute("BEGIN IMMEDIATE")
             try:
                 yield self._writer

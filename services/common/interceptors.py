@@ -37,6 +37,7 @@ from services.common.context import (
     REQUEST_ID_METADATA_KEY,
     SENT_AT_METADATA_KEY,
     accept_request_id,
+    is_valid_request_id,
     set_request_id,
 )
 from services.common.errors import (
@@ -56,6 +57,12 @@ from services.common.metrics import observe_rpc
 from services.common.overload import ConcurrencyLimiter, Overloaded, limited
 from services.common.ratelimit import RateLimited
 from services.common.status import STATUS_DETAILS_KEY
+from services.common.tracing import (
+    TRACEPARENT_METADATA_KEY,
+    server_span,
+    set_status_code,
+    trace_id_of,
+)
 
 log = structlog.get_logger("idmesh.rpc")
 
@@ -92,12 +99,20 @@ def metadata_identity(context: grpc.aio.ServicerContext[Any, Any]) -> Caller | N
     return None
 
 
-def _request_id(context: grpc.aio.ServicerContext[Any, Any]) -> str:
-    """The caller's request id if it sent a well-formed one, else a new one."""
+def _request_id(context: grpc.aio.ServicerContext[Any, Any]) -> tuple[str, str | None]:
+    """The call's request id and the caller's traceparent: the caller's request id if it sent
+    a well-formed one, else the trace id of its traceparent (so that log lines and spans share
+    it), else a new one."""
+    request_id: str | None = None
+    traceparent: str | None = None
     for key, value in context.invocation_metadata() or ():
         if key == REQUEST_ID_METADATA_KEY:
-            return accept_request_id(str(value))
-    return accept_request_id(None)
+            request_id = str(value)
+        elif key == TRACEPARENT_METADATA_KEY:
+            traceparent = str(value)
+    if request_id is None or not is_valid_request_id(request_id):
+        request_id = trace_id_of(traceparent)
+    return accept_request_id(request_id), traceparent
 
 
 def _sent_at(context: grpc.aio.ServicerContext[Any, Any]) -> float | None:
@@ -205,6 +220,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
     def _finish(self, method: str, started: float, code: grpc.StatusCode) -> None:
         elapsed = time.perf_counter() - started
         observe_rpc(method, code.name, elapsed)
+        set_status_code(code.name)
         log.info("rpc", status=code.name, duration_ms=round(elapsed * 1000, 3))
         structlog.contextvars.unbind_contextvars("request_id", "method", "caller")
 
@@ -226,28 +242,28 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                 # refused before any work: nothing changed
                 await self._shed(context, method, limiter, started)
             code = grpc.StatusCode.OK
-            request_id = ""
-            try:
-                request_id = _request_id(context)
-                self._enter(context, method, request_id)
-                if streaming:
-                    request = _bounded(request)
-                else:
-                    check_bounds(request)
-                return await behavior(request, context)
-            except asyncio.CancelledError:
-                code = grpc.StatusCode.CANCELLED
-                raise
-            except Exception as exc:
-                if _is_abort(exc):
-                    code = _context_code(context)
+            request_id, traceparent = _request_id(context)
+            with server_span(method, traceparent, request_id):
+                try:
+                    self._enter(context, method, request_id)
+                    if streaming:
+                        request = _bounded(request)
+                    else:
+                        check_bounds(request)
+                    return await behavior(request, context)
+                except asyncio.CancelledError:
+                    code = grpc.StatusCode.CANCELLED
                     raise
-                code = self._errors.code_for(exc) or grpc.StatusCode.INTERNAL
-                await self._fail(exc, context, request_id)
-            finally:
-                if limiter is not None:  # admitted
-                    limiter.release(time.perf_counter() - started)
-                self._finish(method, started, code)
+                except Exception as exc:
+                    if _is_abort(exc):
+                        code = _context_code(context)
+                        raise
+                    code = self._errors.code_for(exc) or grpc.StatusCode.INTERNAL
+                    await self._fail(exc, context, request_id)
+                finally:
+                    if limiter is not None:  # admitted
+                        limiter.release(time.perf_counter() - started)
+                    self._finish(method, started, code)
 
         return wrapped
 
@@ -281,23 +297,24 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         ) -> AsyncIterator[Any]:
             started = time.perf_counter()
             code = grpc.StatusCode.OK
-            request_id = _request_id(context)
-            try:
-                self._enter(context, method, request_id)
-                check_bounds(request)
-                async for item in behavior(request, context):
-                    yield item
-            except (asyncio.CancelledError, GeneratorExit):
-                code = grpc.StatusCode.CANCELLED
-                raise
-            except Exception as exc:
-                if _is_abort(exc):
-                    code = _context_code(context)
+            request_id, traceparent = _request_id(context)
+            with server_span(method, traceparent, request_id):
+                try:
+                    self._enter(context, method, request_id)
+                    check_bounds(request)
+                    async for item in behavior(request, context):
+                        yield item
+                except (asyncio.CancelledError, GeneratorExit):
+                    code = grpc.StatusCode.CANCELLED
                     raise
-                code = self._errors.code_for(exc) or grpc.StatusCode.INTERNAL
-                await self._fail(exc, context, request_id)
-            finally:
-                self._finish(method, started, code)
+                except Exception as exc:
+                    if _is_abort(exc):
+                        code = _context_code(context)
+                        raise
+                    code = self._errors.code_for(exc) or grpc.StatusCode.INTERNAL
+                    await self._fail(exc, context, request_id)
+                finally:
+                    self._finish(method, started, code)
 
         return wrapped
 

@@ -22,6 +22,7 @@ from asyncpg import Connection, Record
 
 from services.common.backoff import Backoff
 from services.common.logging import get_logger
+from services.common.tracing import store_span
 
 log = get_logger("idmesh.pg")
 
@@ -71,7 +72,11 @@ class PgDatabase:
     async def transaction(self, *, isolation: str = "read_committed") -> AsyncIterator[Connection]:
         """A connection in a transaction: committed when the block ends, rolled back when it
         raises (cancellation included)."""
-        async with self._pool.acquire() as conn, conn.transaction(isolation=isolation):
+        async with (
+            store_span("postgresql.transaction"),
+            self._pool.acquire() as conn,
+            conn.transaction(isolation=isolation),
+        ):
             yield conn
 
     async def fetch(self, sql: str, *args: Any) -> list[Record]:

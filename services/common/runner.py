@@ -23,6 +23,7 @@ from collections.abc import Callable, Coroutine
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol, TypeVar
 
+from services.common import tracing
 from services.common.config import ConfigError, Env, ServerSettings
 from services.common.interceptors import ErrorTable
 from services.common.logging import configure_logging, get_logger
@@ -54,13 +55,18 @@ async def serve(name: str, config: C, wiring: Wiring[C], errors: ErrorTable) -> 
         health_bind=settings.health_bind,
         load_shedding=settings.load_shedding,
     )
-    async with wiring(config, server):
-        await server.start()
-        try:
-            await server.set_serving()
-            await server.wait_for_signal(launcher_fd=settings.launcher_fd)
-        finally:
-            await server.stop(config.server.shutdown_grace)
+    if tracing.configure(name):
+        get_logger("idmesh.main").info("tracing.exporting", exporter=tracing.exporter_name())
+    try:
+        async with wiring(config, server):
+            await server.start()
+            try:
+                await server.set_serving()
+                await server.wait_for_signal(launcher_fd=settings.launcher_fd)
+            finally:
+                await server.stop(config.server.shutdown_grace)
+    finally:
+        await asyncio.to_thread(tracing.shutdown)  # exports what is buffered
 
 
 def event_loop_name(env: Env) -> str:
@@ -99,6 +105,7 @@ def run_main(name: str, load: Callable[[Env], C], wiring: Wiring[C], errors: Err
         env = Env()
         config = load(env)
         loop = event_loop_name(env)
+        tracing.exporter_name()  # OTEL_* read and checked now
     except ConfigError as exc:
         print(f"{name}: configuration error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -212,7 +212,8 @@ class Mesh:
             name=name,
             module=module,
             address=address,
-            env={**env, **security, "IDMESH_BIND": address},
+            # OTEL_SERVICE_NAME: the process's name in traces (exported only when OTEL_* ask)
+            env={"OTEL_SERVICE_NAME": name, **env, **security, "IDMESH_BIND": address},
             log_path=self.data_dir / "logs" / f"{name}.log",
             info=info,
             identity=identity,

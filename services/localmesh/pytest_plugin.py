@@ -63,8 +63,7 @@ def idmesh_spec(pytestconfig: pytest.Config) -> MeshSpec:
         replicas=replicas,
     )
     messengers = tuple(
-        MessengerSpec(m.messenger_id, verification_window_seconds=window)
-        for m in demo.messengers
+        MessengerSpec(m.messenger_id, verification_window_seconds=window) for m in demo.messengers
     )
     return MeshSpec(
         operators=demo.operators,

@@ -17,6 +17,7 @@ stored with it), so every VerifySubscriber call for it carries that id, after a 
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterable, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -27,6 +28,7 @@ from prometheus_client import Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
+from services.common import tracing
 from services.common.backoff import Backoff
 from services.common.context import trace_id_now, traced
 from services.common.errors import InvalidInput, quote
@@ -627,7 +629,7 @@ class GatewayService:
         return (ident.verification_deadline - self._clock.now()).total_seconds()
 
     async def _verify_traced(self, ident: Identification) -> None:
-        with traced(ident.trace_id):
+        with traced(ident.trace_id, span="verification", identification_id=ident.identification_id):
             await self._verify(ident)
 
     async def _verify(self, ident: Identification) -> None:
@@ -1047,9 +1049,13 @@ class GatewayService:
             batch.append((notice, ours))
         if not batch:
             return []
+        started = time.time_ns()
         results = await self._store.apply_notices(self.messenger_id, batch, now=self._clock.now())
         applied = revoked = 0
         for notice, result in zip(notices, results, strict=True):
+            tracing.record(
+                "notice.apply", notice.trace_id, started, seq=notice.seq, revoked=result.revoked
+            )
             applied += result.applied
             if result.revoked:
                 revoked += result.revoked

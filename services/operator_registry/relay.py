@@ -21,6 +21,7 @@ trace id in the `trace_id` field whatever the batch.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator, Sequence
 
 import grpc
@@ -30,6 +31,7 @@ from prometheus_client import Counter
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
+from services.common import tracing
 from services.common.backoff import Backoff
 from services.common.channels import open_channel
 from services.common.context import traced
@@ -239,9 +241,13 @@ class OutboxRelay:
         self, stub: notifier_pb2_grpc.NotifierServiceStub, batch: Sequence[TerminationNotice]
     ) -> notifier_pb2.PublishResponse:
         request = notifier_pb2.PublishRequest(events=[to_event(n) for n in batch])
-        trace_ids = {n.trace_id for n in batch}
-        with traced(trace_ids.pop() if len(trace_ids) == 1 else None):
+        trace_ids = _trace_ids(batch)
+        started = time.time_ns()
+        with traced(trace_ids[0] if len(trace_ids) == 1 else None, span="outbox.publish"):
             reply: notifier_pb2.PublishResponse = await stub.Publish(request, timeout=self._timeout)
+        if len(trace_ids) > 1:  # the terminations' own traces each get the publish
+            for trace_id in trace_ids:
+                tracing.record("outbox.publish", trace_id, started, events=len(batch))
         return reply
 
 
