@@ -30,7 +30,9 @@ async def cmd_watch(args: argparse.Namespace) -> int:
             )
             _say_if_waiting(args, status)
             call = stub.Subscribe(
-                notifier_pb2.SubscribeRequest(messenger_id=args.messenger, after_seq=args.after)
+                notifier_pb2.SubscribeRequest(
+                    messenger_id=args.messenger, after_seq=args.after, max_batch_size=1000
+                )
             )
             items = aiter(call)
             last = time.monotonic()
@@ -70,10 +72,11 @@ async def cmd_watch(args: argparse.Namespace) -> int:
 
 
 def _entries(item: notifier_pb2.SubscribeResponse) -> list[dict[str, Any]]:
-    """One shown item per notice (a stream message carries several) or progress mark."""
+    """One shown item per notice (a batch carries several, `notice` one) or progress mark."""
     if item.HasField("progress"):
         return [{"progress": as_dict(item.progress)}]
-    return [{"notice": as_dict(notice)} for notice in item.notices]
+    notices = [item.notice] if item.HasField("notice") else item.notices
+    return [{"notice": as_dict(notice)} for notice in notices]
 
 
 def _say_if_waiting(args: argparse.Namespace, status: Any) -> None:

@@ -169,8 +169,11 @@ class NoticeConsumer:
         head = cursor
         _track(head, cursor)
         log.info("notices.subscribing", after_seq=cursor)
+        # Batches (in `notices`), as large as the notifier sends (its IDMESH_STREAM_BATCH caps).
         call = self._stub.Subscribe(
-            notifier_pb2.SubscribeRequest(messenger_id=self._messenger_id, after_seq=cursor)
+            notifier_pb2.SubscribeRequest(
+                messenger_id=self._messenger_id, after_seq=cursor, max_batch_size=1000
+            )
         )
         try:
             async for item in call:

@@ -288,6 +288,17 @@ def validate_recipient(recipient_operator_id: str, operator_id: str) -> str:
 # --- rules --------------------------------------------------------------------------------------
 
 
+def one_idempotency_key(request_id: str, idempotency_key: str) -> str:
+    """A verification request's key from its two names for it, request_id and idempotency_key
+    (the API's first name and its second): either one, or both equal."""
+    if request_id and idempotency_key and request_id != idempotency_key:
+        raise InvalidInput(
+            f"idempotency_key {quote(idempotency_key)} differs from request_id "
+            f"{quote(request_id)}: both name the verification's key; set one of them"
+        )
+    return request_id or idempotency_key
+
+
 def validate_idempotency_key(value: str) -> str:
     if not _IDEMPOTENCY_KEY.match(value or ""):
         raise InvalidInput(

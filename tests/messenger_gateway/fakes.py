@@ -225,7 +225,8 @@ class FakeRegistry(registry_pb2_grpc.RegistryServiceServicer):
         self, request: registry_pb2.VerifySubscriberRequest, context: Any
     ) -> registry_pb2.VerifySubscriberResponse:
         caller = require_caller(Kind.MESSENGER)
-        self.requests.append((caller.uri, request.idempotency_key, request.phone_number))
+        key = request.request_id or request.idempotency_key  # the key's two names, as the real one
+        self.requests.append((caller.uri, key, request.phone_number))
         behaviour = self.behaviour.get(request.phone_number, "identified")
         if behaviour.startswith("ported:"):
             return registry_pb2.VerifySubscriberResponse(
@@ -329,7 +330,10 @@ class FakeNotifier(notifier_pb2_grpc.NotifierServiceServicer):
         while True:
             async with self.changed:
                 await self.changed.wait_for(lambda n=next_seq: len(self.log) >= n)  # type: ignore[misc]
-            if next_seq <= len(self.log):  # every notice there is, in one message
+            if not request.max_batch_size:  # one notice per message, as the real notifier
+                yield notifier_pb2.SubscribeResponse(notice=self.log[next_seq - 1])
+                next_seq += 1
+            elif next_seq <= len(self.log):  # every notice there is, in one message
                 yield notifier_pb2.SubscribeResponse(notices=self.log[next_seq - 1 :])
                 next_seq = len(self.log) + 1
 

@@ -92,11 +92,19 @@ class Notifier:
         return await self.operator(operator_id).Publish(notifier_pb2.PublishRequest(events=events))
 
     def subscribe(
-        self, messenger_id: str = "alpha", after_seq: int = 0, *, caller: Caller | None = None
+        self,
+        messenger_id: str = "alpha",
+        after_seq: int = 0,
+        *,
+        caller: Caller | None = None,
+        max_batch_size: int = 1000,
     ) -> Any:
-        """Open a stream as `caller` (by default the messenger itself)."""
+        """Open a stream as `caller` (by default the messenger itself), asking for batches of
+        up to max_batch_size notices (0: one notice per message, in `notice`)."""
         return self.stub(caller or Caller(Kind.MESSENGER, messenger_id)).Subscribe(
-            notifier_pb2.SubscribeRequest(messenger_id=messenger_id, after_seq=after_seq)
+            notifier_pb2.SubscribeRequest(
+                messenger_id=messenger_id, after_seq=after_seq, max_batch_size=max_batch_size
+            )
         )
 
     async def close_channels(self) -> None:
@@ -113,6 +121,8 @@ async def read_notices(call: Any, count: int, *, within: float = 5.0) -> list[no
             if item is grpc.aio.EOF:
                 break
             notices.extend(item.notices)
+            if item.HasField("notice"):
+                notices.append(item.notice)
     return notices
 
 
