@@ -76,6 +76,7 @@ proto: $(STAMP)
 # into this folder's node_modules/ (--prefix: never into a package.json npm finds above it).
 $(BUF): package.json package-lock.json
 	npm ci --prefix . --silent --no-audit --no-fund
+	@test -x $(BUF) || { echo "npm ci installed no $(BUF)" >&2; exit 1; }
 	@touch $(BUF)
 
 # buf breaking: the protos may not break the v1 API as first published, kept as a buf image of
