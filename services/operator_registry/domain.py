@@ -11,6 +11,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import Final
 
 from services.common.errors import DomainError, InvalidInput, quote
 from services.common.identity import validate_id
@@ -357,6 +358,16 @@ class AuditQuery:
 
 
 AUDIT_PAGE_MAX = 1000
+
+# A reused key's audit outcome has had two names: REQUEST_ID_REUSED (the first v1, and the
+# records written then: the trail is append-only) and IDEMPOTENCY_KEY_REUSED (written now).
+_SAME_OUTCOME: Final = ("IDEMPOTENCY_KEY_REUSED", "REQUEST_ID_REUSED")
+
+
+def audit_outcome_names(outcome: str) -> tuple[str, ...]:
+    """The stored outcomes an audit filter on `outcome` matches: itself, or for a reused key
+    both of its names."""
+    return _SAME_OUTCOME if outcome in _SAME_OUTCOME else (outcome,)
 
 
 def refusal_outcome(exc: BaseException) -> str:
