@@ -160,13 +160,29 @@ async def main(params: dict[str, Any]) -> dict[str, Any]:
             )
             for _ in range(2)
         ]
+        try:  # the same key for another number
+            await registry.VerifySubscriber(
+                registry_pb2.VerifySubscriberRequest(request_id=key, phone_number=phone),
+                timeout=10,
+            )
+            reused = "OK"
+        except grpc.aio.AioRpcError as exc:
+            reused = exc.code().name
         audit = await registry_admin.ListAuditRecords(
             registry_pb2.ListAuditRecordsRequest(messenger_id=messenger), timeout=10
+        )
+        audit_reused = await registry_admin.ListAuditRecords(
+            registry_pb2.ListAuditRecordsRequest(
+                messenger_id=messenger, outcome="REQUEST_ID_REUSED"
+            ),
+            timeout=10,
         )
         seen["verify"] = {
             "results": [registry_pb2.VerificationResult.Name(a.result) for a in asked],
             "same_code": asked[0].identification_code == asked[1].identification_code,
+            "reused": reused,
             "audited_request_ids": [r.request_id for r in audit.records if r.request_id == key],
+            "audited_reuses": [r.request_id for r in audit_reused.records],
         }
 
         # The imports, as the first v1 documented them.

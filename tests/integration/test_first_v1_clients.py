@@ -128,11 +128,15 @@ def test_the_termination_revokes_the_user_for_a_first_v1_client(seen: dict[str, 
 
 
 def test_verify_subscriber_takes_the_key_as_request_id(seen: dict[str, Any]) -> None:
+    """A repeat returns the first answer; the key for another number is refused and audited,
+    and the audit filter finds it under the outcome's first name."""
     key = f"v1-{seen['params']['user']}"
     assert seen["verify"] == {
         "results": ["VERIFICATION_RESULT_IDENTIFIED"] * 2,
         "same_code": True,
-        "audited_request_ids": [key, key],
+        "reused": "INVALID_ARGUMENT",
+        "audited_request_ids": [key, key, key],  # newest first: the reuse, then the two answers
+        "audited_reuses": [key],  # found by the outcome's first name
     }
 
 
