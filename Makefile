@@ -80,8 +80,8 @@ $(BUF): package.json package-lock.json
 	@touch $(BUF)
 
 # buf breaking: the protos may not break the v1 API as first published, kept as a buf image of
-# protos/ at commit $(PROTO_BASELINE_COMMIT) (BUF_AGAINST=<input> compares with another input,
-# for example `.git#branch=main`, a branch against main, as well).
+# protos/ at commit $(PROTO_BASELINE_COMMIT). BUF_AGAINST=<input> compares with another input
+# instead, for example `.git#branch=main` (a branch against main).
 PROTO_BASELINE := protos/baseline/v1.binpb
 PROTO_BASELINE_COMMIT := e44ebf8
 BUF_AGAINST ?= $(PROTO_BASELINE)
