@@ -9,7 +9,7 @@ DATA   ?= data
 BUF    := node_modules/.bin/buf
 
 .DEFAULT_GOAL := help
-.PHONY: help venv up up-pg down reset test chaos proto lint fmt bench clean promtool
+.PHONY: help venv up up-pg down reset test chaos proto proto-baseline lint fmt bench clean promtool
 
 help:
 	@echo "make up     run the local mesh (2 operators, notifier, 2 messengers) under ./$(DATA)"
@@ -22,7 +22,7 @@ help:
 	@echo "make test   run the test suite (unit + integration over real processes)"
 	@echo "make chaos  seeded fault run of the mesh, checked (CHAOS_ARGS=\"--seed N --rounds N\")"
 	@echo "make proto  regenerate gen/python from protos/"
-	@echo "make lint   buf lint, buf breaking (against main), ruff check, ruff format --check, mypy (CI runs it with make test)"
+	@echo "make lint   buf lint, buf breaking (against the published v1), ruff check, ruff format --check, mypy (CI runs it with make test)"
 	@echo "make bench  benchmarks against same-run baselines, SQLite and PostgreSQL -> docs/benchmarks.md (~9 min)"
 
 $(STAMP): pyproject.toml
@@ -90,12 +90,27 @@ promtool:
 proto: $(STAMP)
 	$(PY) tools/gen_protos.py
 
-$(BUF):
-	npm install --silent --no-audit --no-fund --no-save @bufbuild/buf@1.75.0
+# buf, pinned with its checksums in package.json and package-lock.json, installed by `npm ci`
+# into this folder's node_modules/ (--prefix: never into a package.json npm finds above it).
+$(BUF): package.json package-lock.json
+	npm ci --prefix . --silent --no-audit --no-fund
+	@test -x $(BUF) || { echo "npm ci installed no $(BUF)" >&2; exit 1; }
+	@touch $(BUF)
 
-# buf breaking: the protos may not break what main published (a branch is checked against main;
-# BUF_AGAINST=<input> compares with another, for example a CI checkout's origin/main).
-BUF_AGAINST ?= .git\#branch=main
+# buf breaking: the protos may not break the v1 API as first published, kept as a buf image of
+# protos/ at commit $(PROTO_BASELINE_COMMIT). BUF_AGAINST=<input> compares with another input
+# instead, for example `.git#branch=main` (a branch against main).
+PROTO_BASELINE := protos/baseline/v1.binpb
+PROTO_BASELINE_COMMIT := e44ebf8
+BUF_AGAINST ?= $(PROTO_BASELINE)
+
+# `make proto-baseline` builds the baseline image again from git (it needs the history); the
+# image only ever changes when a new published version is added beside it.
+proto-baseline: $(BUF)
+	rm -rf .proto-baseline && mkdir .proto-baseline
+	git archive $(PROTO_BASELINE_COMMIT) protos buf.yaml | tar -x -C .proto-baseline
+	cd .proto-baseline && ../$(BUF) build -o ../$(PROTO_BASELINE)
+	rm -rf .proto-baseline
 
 lint: $(STAMP) $(BUF)
 	$(BUF) lint

@@ -27,7 +27,6 @@ from typing import Any, TypeVar
 import asyncpg
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
-from idmesh.common.v1 import bulk_pb2
 from idmesh.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from idmesh.registry.v1 import registry_pb2, registry_pb2_grpc
 
@@ -795,7 +794,7 @@ def _import_batches(rows: int, batch: int) -> Iterator[bytes]:
     activated = Timestamp(seconds=1_700_000_000)
     for first in range(0, rows, batch):
         request = registry_pb2.ImportSubscribersRequest(
-            mode=bulk_pb2.IMPORT_MODE_VALID_ROWS,
+            mode=registry_pb2.IMPORT_MODE_VALID_ROWS,
             rows=[
                 registry_pb2.SubscriberRow(
                     line=i + 1,
@@ -912,7 +911,7 @@ async def bulk_import(ctx: Context) -> dict[str, Any]:
     if not import_implemented():
         _progress("bulk import: ImportSubscribers is not implemented yet: pending")
         return pending
-    empty = registry_pb2.ImportSubscribersRequest(mode=bulk_pb2.IMPORT_MODE_VALID_ROWS)
+    empty = registry_pb2.ImportSubscribersRequest(mode=registry_pb2.IMPORT_MODE_VALID_ROWS)
     try:
         await call(iter([empty.SerializeToString()]), timeout=30)
     except grpc.aio.AioRpcError as exc:

@@ -15,10 +15,13 @@ from services.cli.connection import GATEWAY_ADMIN
 PORTED_NUMBERS_CSV = csv_import.CsvFormat(
     columns=("phone_number", "recipient_operator_id", "ported_at"),
     time_column="ported_at",
-    new_request=lambda all_or_nothing: gateway_pb2.ImportPortedNumbersRequest(
-        mode=bulk_pb2.IMPORT_MODE_ALL_OR_NOTHING
+    # The mode in both fields that name it, so that gateways of every age read it.
+    new_request=lambda all_or_nothing: (
+        gateway_pb2.ImportPortedNumbersRequest(
+            all_or_nothing=True, mode=bulk_pb2.IMPORT_MODE_ALL_OR_NOTHING
+        )
         if all_or_nothing
-        else bulk_pb2.IMPORT_MODE_VALID_ROWS
+        else gateway_pb2.ImportPortedNumbersRequest(mode=bulk_pb2.IMPORT_MODE_VALID_ROWS)
     ),
     retry_hint="import with --valid-rows",
 )

@@ -39,7 +39,9 @@ async def cmd_watch(args: argparse.Namespace) -> int:
             head=f"head_seq {status.head_seq}",
         )
         call = stub.Subscribe(
-            notifier_pb2.SubscribeRequest(messenger_id=args.messenger, after_seq=args.after)
+            notifier_pb2.SubscribeRequest(
+                messenger_id=args.messenger, after_seq=args.after, max_batch_size=1000
+            )
         )
         try:
             return await follow.follow(args, aiter(call), lambda item: _entries(args, item))
@@ -50,10 +52,11 @@ async def cmd_watch(args: argparse.Namespace) -> int:
 def _entries(
     args: argparse.Namespace, item: notifier_pb2.SubscribeResponse
 ) -> list[dict[str, Any]]:
-    """One shown item per notice (a stream message carries several) or progress mark."""
+    """One shown item per notice (a batch carries several, `notice` one) or progress mark."""
     if item.HasField("progress"):
         return [{"progress": as_dict(item.progress)}] if args.progress else []
-    return [{"notice": as_dict(notice)} for notice in item.notices]
+    notices = [item.notice] if item.HasField("notice") else item.notices
+    return [{"notice": as_dict(notice)} for notice in notices]
 
 
 def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:

@@ -12,7 +12,6 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from idmesh.common.v1 import bulk_pb2
 from idmesh.events.v1 import events_pb2
 from idmesh.registry.v1 import registry_pb2
 
@@ -30,9 +29,9 @@ SUBSCRIBERS_CSV = csv_import.CsvFormat(
     columns=("phone_number", "contract_id", "activated_at"),
     time_column="activated_at",
     new_request=lambda all_or_nothing: registry_pb2.ImportSubscribersRequest(
-        mode=bulk_pb2.IMPORT_MODE_ALL_OR_NOTHING
+        mode=registry_pb2.IMPORT_MODE_ALL_OR_NOTHING
         if all_or_nothing
-        else bulk_pb2.IMPORT_MODE_VALID_ROWS
+        else registry_pb2.IMPORT_MODE_VALID_ROWS
     ),
     retry_hint="import with --valid-rows",
 )
@@ -377,7 +376,7 @@ def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
             REGISTRY_AS_MESSENGER,
             "VerifySubscriber",
             lambda a: registry_pb2.VerifySubscriberRequest(
-                idempotency_key=a.idempotency_key or uuid.uuid4().hex, phone_number=a.phone
+                request_id=a.idempotency_key or uuid.uuid4().hex, phone_number=a.phone
             ),
             timeout=lambda a: a.wait,
             note=_verify_note,

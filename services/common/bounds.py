@@ -32,6 +32,7 @@ MAX_CHARS: Mapping[str, int] = {
     "code": 16,
     "idempotency_key": 128,
     "VerifySubscriberRequest.idempotency_key": 64,
+    "VerifySubscriberRequest.request_id": 64,
     "trace_id": 64,
     "contract_id": 64,
     "messenger_id": 64,

@@ -231,7 +231,7 @@ class GatewayAdminServicer(PolicyAdminRpcs, gateway_pb2_grpc.GatewayAdminService
         return gateway_pb2.ImportPortedNumbersResponse(
             imported=outcome.imported,
             rejected=outcome.rejected,
-            errors=[bulk_pb2.RowError(line=e.line, message=e.message) for e in outcome.errors],
+            errors=[gateway_pb2.RowError(line=e.line, message=e.message) for e in outcome.errors],
             committed=outcome.committed,
             unchanged=outcome.unchanged,
         )
@@ -250,25 +250,30 @@ class GatewayAdminServicer(PolicyAdminRpcs, gateway_pb2_grpc.GatewayAdminService
         )
 
 
-# The shared ImportMode; unspecified means all or nothing, as for the registry's import.
-_ALL_OR_NOTHING = {
-    bulk_pb2.IMPORT_MODE_UNSPECIFIED: True,
-    bulk_pb2.IMPORT_MODE_ALL_OR_NOTHING: True,
-    bulk_pb2.IMPORT_MODE_VALID_ROWS: False,
-}
+def _all_or_nothing(request: gateway_pb2.ImportPortedNumbersRequest) -> bool:
+    """The import's mode: all_or_nothing, or mode when set (unset both: the valid rows commit)."""
+    if request.mode == bulk_pb2.IMPORT_MODE_UNSPECIFIED:
+        return request.all_or_nothing
+    if request.mode == bulk_pb2.IMPORT_MODE_ALL_OR_NOTHING:
+        return True
+    if request.mode == bulk_pb2.IMPORT_MODE_VALID_ROWS:
+        if request.all_or_nothing:
+            raise InvalidInput(
+                "all_or_nothing is set and mode is IMPORT_MODE_VALID_ROWS: set one of them"
+            )
+        return False
+    raise InvalidInput(
+        f"mode {request.mode} is not a known ImportMode: use "
+        "IMPORT_MODE_ALL_OR_NOTHING or IMPORT_MODE_VALID_ROWS"
+    )
 
 
 async def _batches(
     requests: AsyncIterator[gateway_pb2.ImportPortedNumbersRequest],
 ) -> AsyncIterator[PortedBatch]:
     async for request in requests:
-        if request.mode not in _ALL_OR_NOTHING:
-            raise InvalidInput(
-                f"mode {request.mode} is not a known ImportMode: use "
-                "IMPORT_MODE_ALL_OR_NOTHING or IMPORT_MODE_VALID_ROWS"
-            )
         yield PortedBatch(
-            all_or_nothing=_ALL_OR_NOTHING[request.mode],
+            all_or_nothing=_all_or_nothing(request),
             rows=[
                 PortedRowInput(
                     line=checked_line(row.line, field=f"rows[{index}].line"),

@@ -169,15 +169,20 @@ class NoticeConsumer:
         head = cursor
         _track(head, cursor)
         log.info("notices.subscribing", after_seq=cursor)
+        # Batches (in `notices`), as large as the notifier sends (its IDMESH_STREAM_BATCH caps).
         call = self._stub.Subscribe(
-            notifier_pb2.SubscribeRequest(messenger_id=self._messenger_id, after_seq=cursor)
+            notifier_pb2.SubscribeRequest(
+                messenger_id=self._messenger_id, after_seq=cursor, max_batch_size=1000
+            )
         )
         try:
             async for item in call:
-                if item.notices:
+                # A notifier that predates batches sends one notice per message, in `notice`.
+                notices = [item.notice] if item.HasField("notice") else item.notices
+                if notices:
                     # The notices that follow on from the cursor, applied in one transaction;
                     # a gap ends the stream after them, and it resumes from the cursor.
-                    batch = _following(item.notices, cursor)
+                    batch = _following(notices, cursor)
                     if batch:
                         results = await self._handler.apply_notices(batch)
                         # committed, not yet acked
@@ -187,8 +192,8 @@ class NoticeConsumer:
                         self._want_ack(results[-1].cursor)
                         head = max(head, cursor)
                         _track(head, cursor)
-                    if len(batch) < len(item.notices):
-                        raise SequenceGap(cursor + 1, item.notices[len(batch)].seq)
+                    if len(batch) < len(notices):
+                        raise SequenceGap(cursor + 1, notices[len(batch)].seq)
                 elif item.HasField("progress"):
                     head = item.progress.head_seq
                     self._progressed = True

@@ -118,8 +118,9 @@ class RegistryClients:
         await self._connected(operator_id, time_limit)
         try:
             reply = await stub.VerifySubscriber(
+                # request_id: the key's field that registries of every age read.
                 registry_pb2.VerifySubscriberRequest(
-                    idempotency_key=idempotency_key, phone_number=phone_number
+                    request_id=idempotency_key, phone_number=phone_number
                 ),
                 timeout=time_limit,
             )

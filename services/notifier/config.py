@@ -6,7 +6,7 @@ IDMESH_DB_SYNCHRONOUS              NORMAL (default), FULL, EXTRA or OFF (service
 IDMESH_BIND                        127.0.0.1:50060 (and the other ServerSettings variables)
 IDMESH_PROGRESS_INTERVAL_SECONDS   5: a progress mark after this long idle on a stream
 IDMESH_STREAM_BUFFER               256: notices buffered per stream
-IDMESH_STREAM_BATCH                256: notices per stream message at most (1 to 1000)
+IDMESH_STREAM_BATCH                256: most notices in a message of a batching stream (1 to 1000)
 IDMESH_SLOW_CONSUMER_SECONDS       10: a full buffer for this long ends the stream
 IDMESH_SLA_CHECK_SECONDS           60: how often the delivery SLA is checked
 IDMESH_SLA_WARNING_SECONDS         43200 (12 h): warn when the oldest unacked event is older

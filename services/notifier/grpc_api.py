@@ -69,12 +69,17 @@ def _event_to_pb(event: ContractTerminated) -> events_pb2.ContractTerminated:
     )
 
 
-def _item_to_pb(item: StreamItem) -> notifier_pb2.SubscribeResponse:
+def _item_to_pb(item: StreamItem, *, batched: bool) -> notifier_pb2.SubscribeResponse:
+    """A stream item as a message: a batch in `notices` when the subscriber asked for batches,
+    else its one notice in `notice` (the stream then carries one notice per item)."""
     if isinstance(item, ProgressMark):
         return notifier_pb2.SubscribeResponse(
             progress=notifier_pb2.ProgressMark(head_seq=item.head_seq)
         )
-    return notifier_pb2.SubscribeResponse(notices=[_notice_to_pb(e) for e in item.events])
+    if batched:
+        return notifier_pb2.SubscribeResponse(notices=[_notice_to_pb(e) for e in item.events])
+    (event,) = item.events
+    return notifier_pb2.SubscribeResponse(notice=_notice_to_pb(event))
 
 
 def _notice_to_pb(stored: StoredEvent) -> notifier_pb2.Notice:
@@ -106,9 +111,14 @@ class NotifierServicer(notifier_pb2_grpc.NotifierServiceServicer):
         self, request: notifier_pb2.SubscribeRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[notifier_pb2.SubscribeResponse]:
         messenger_id = _own_messenger(request.messenger_id)
-        async with self._service.subscribe(messenger_id, request.after_seq) as stream:
+        # max_batch_size 0: one notice per message, in `notice` (the first published form).
+        batched = request.max_batch_size > 0
+        max_batch = request.max_batch_size if batched else 1
+        async with self._service.subscribe(
+            messenger_id, request.after_seq, max_batch=max_batch
+        ) as stream:
             async for item in stream:
-                yield _item_to_pb(item)
+                yield _item_to_pb(item, batched=batched)
                 if not isinstance(item, ProgressMark):
                     await async_failpoint("notifier.stream.after_send")
 

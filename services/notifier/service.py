@@ -128,7 +128,8 @@ _END: Final = _End()
 
 class Subscription:
     """One messenger's stream from a cursor: `async with` checks the cursor and starts the
-    reader; iterating yields NoticeBatch and ProgressMark items, and raises what ended it."""
+    reader; iterating yields NoticeBatch (at most max_batch notices, and never more than the
+    policy's batch) and ProgressMark items, and raises what ended it."""
 
     def __init__(
         self,
@@ -138,10 +139,12 @@ class Subscription:
         stats: StreamStats,
         messenger_id: str,
         after_seq: int,
+        max_batch: int,
     ) -> None:
         self._store = store
         self._hub = hub
         self._policy = policy
+        self._batch = max(1, min(max_batch, policy.batch))
         self._stats = stats
         self._messenger_id = messenger_id
         self._after_seq = after_seq
@@ -204,7 +207,7 @@ class Subscription:
         if isinstance(item, ProgressMark):
             return item
         events = [item]
-        while len(events) < self._policy.batch and not self._buffer.empty():
+        while len(events) < self._batch and not self._buffer.empty():
             more = self._buffer.get_nowait()
             if not isinstance(more, StoredEvent):
                 self._held = more  # a mark or the end: the next message
@@ -347,9 +350,17 @@ class NotifierService:
         """Another process committed events for these messengers (none named: for any)."""
         self.hub.notify(messenger_ids or self.hub.watched_messengers())
 
-    def subscribe(self, messenger_id: str, after_seq: int) -> Subscription:
+    def subscribe(self, messenger_id: str, after_seq: int, *, max_batch: int) -> Subscription:
+        """The messenger's stream after after_seq, up to max_batch notices per item (1 to the
+        policy's batch size: a larger ask gets the policy's, a smaller one 1)."""
         return Subscription(
-            self._store, self.hub, self._streams, self.stream_stats, messenger_id, after_seq
+            self._store,
+            self.hub,
+            self._streams,
+            self.stream_stats,
+            messenger_id,
+            after_seq,
+            max_batch,
         )
 
     async def ack(self, messenger_id: str, up_to_seq: int) -> SequenceState:

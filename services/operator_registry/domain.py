@@ -11,6 +11,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import Final
 
 from services.common.errors import DomainError, InvalidInput, quote
 from services.common.identity import validate_id
@@ -288,6 +289,17 @@ def validate_recipient(recipient_operator_id: str, operator_id: str) -> str:
 # --- rules --------------------------------------------------------------------------------------
 
 
+def one_idempotency_key(request_id: str, idempotency_key: str) -> str:
+    """A verification request's key from its two names for it, request_id and idempotency_key
+    (the API's first name and its second): either one, or both equal."""
+    if request_id and idempotency_key and request_id != idempotency_key:
+        raise InvalidInput(
+            f"idempotency_key {quote(idempotency_key)} differs from request_id "
+            f"{quote(request_id)}: both name the verification's key; set one of them"
+        )
+    return request_id or idempotency_key
+
+
 def validate_idempotency_key(value: str) -> str:
     if not _IDEMPOTENCY_KEY.match(value or ""):
         raise InvalidInput(
@@ -346,6 +358,16 @@ class AuditQuery:
 
 
 AUDIT_PAGE_MAX = 1000
+
+# A reused key's audit outcome has had two names: REQUEST_ID_REUSED (the first v1, and the
+# records written then: the trail is append-only) and IDEMPOTENCY_KEY_REUSED (written now).
+_SAME_OUTCOME: Final = ("IDEMPOTENCY_KEY_REUSED", "REQUEST_ID_REUSED")
+
+
+def audit_outcome_names(outcome: str) -> tuple[str, ...]:
+    """The stored outcomes an audit filter on `outcome` matches: itself, or for a reused key
+    both of its names."""
+    return _SAME_OUTCOME if outcome in _SAME_OUTCOME else (outcome,)
 
 
 def refusal_outcome(exc: BaseException) -> str:

@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator
 from typing import Any, TypeAlias
 
 import grpc
-from idmesh.common.v1 import bulk_pb2
 from idmesh.events.v1 import events_pb2
 from idmesh.registry.v1 import registry_pb2, registry_pb2_grpc
 
@@ -92,9 +91,10 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         caller = require_caller(Kind.MESSENGER)
         answer = await self._service.verify_subscriber(
             caller.id,
-            request.idempotency_key,
+            request.request_id,
             request.phone_number,
             time_remaining=context.time_remaining(),
+            key_alias=request.idempotency_key,
         )
         return verification_to_pb(answer, self._service.operator_id)
 
@@ -219,8 +219,9 @@ class RegistryAdminServicer(registry_pb2_grpc.RegistryAdminServiceServicer):
                     recorded_at=to_timestamp(r.recorded_at),
                     messenger_id=r.messenger_id,
                     masked_phone_number=r.masked_phone_number,
-                    idempotency_key=r.idempotency_key,
+                    request_id=r.idempotency_key,
                     outcome=r.outcome,
+                    idempotency_key=r.idempotency_key,
                 )
                 for r in records
             ],
@@ -255,7 +256,7 @@ class RegistryAdminServicer(registry_pb2_grpc.RegistryAdminServiceServicer):
         return registry_pb2.ImportSubscribersResponse(
             imported=outcome.imported,
             rejected=outcome.rejected,
-            errors=[bulk_pb2.RowError(line=e.line, message=e.message) for e in outcome.errors],
+            errors=[registry_pb2.RowError(line=e.line, message=e.message) for e in outcome.errors],
             committed=outcome.committed,
         )
 
@@ -325,9 +326,9 @@ async def _termination_batches(
 
 
 _IMPORT_MODES = {
-    bulk_pb2.IMPORT_MODE_UNSPECIFIED: None,
-    bulk_pb2.IMPORT_MODE_ALL_OR_NOTHING: ImportMode.ALL_OR_NOTHING,
-    bulk_pb2.IMPORT_MODE_VALID_ROWS: ImportMode.VALID_ROWS,
+    registry_pb2.IMPORT_MODE_UNSPECIFIED: None,
+    registry_pb2.IMPORT_MODE_ALL_OR_NOTHING: ImportMode.ALL_OR_NOTHING,
+    registry_pb2.IMPORT_MODE_VALID_ROWS: ImportMode.VALID_ROWS,
 }
 
 

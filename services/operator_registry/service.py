@@ -60,6 +60,7 @@ from services.operator_registry.domain import (
     decide_reassignment,
     new_identification_code,
     normalise_display_name,
+    one_idempotency_key,
     refusal_outcome,
     validate_contract_id,
     validate_idempotency_key,
@@ -142,6 +143,7 @@ class RegistryService:
         phone_number: str,
         *,
         time_remaining: float | None,
+        key_alias: str = "",
     ) -> Verification:
         """Answer one verification request of messenger_id, and audit it whatever the outcome:
         an answer with its audit record in one function on the writer thread (one thread hop;
@@ -150,16 +152,21 @@ class RegistryService:
 
         time_remaining is the caller's remaining deadline in seconds (None: no deadline); the
         answer is committed only if the deadline has not passed right before the commit.
+        key_alias is the key under the request's second name for it (empty, or equal).
         """
         try:
             if self._verify_limiter is not None:
                 self._verify_limiter.acquire(
                     messenger_id, f"verification requests from messenger {messenger_id}"
                 )
-            return await self._verify(messenger_id, idempotency_key, phone_number, time_remaining)
+            return await self._verify(
+                messenger_id, idempotency_key, key_alias, phone_number, time_remaining
+            )
         except DomainError as exc:
             await self._store.add_audit(
-                self._audit(messenger_id, idempotency_key, phone_number, refusal_outcome(exc))
+                self._audit(
+                    messenger_id, idempotency_key or key_alias, phone_number, refusal_outcome(exc)
+                )
             )
             raise
 
@@ -178,12 +185,15 @@ class RegistryService:
         self,
         messenger_id: str,
         idempotency_key: str,
+        key_alias: str,
         phone_number: str,
         time_remaining: float | None,
     ) -> Verification:
         deadline = None if time_remaining is None else self._monotonic() + time_remaining
         try:
-            idempotency_key = validate_idempotency_key(idempotency_key)
+            idempotency_key = validate_idempotency_key(
+                one_idempotency_key(idempotency_key, key_alias)
+            )
             phone = require_e164(phone_number)
         except InvalidInput:
             # A messenger without an agreement is refused whatever it sends.

@@ -32,6 +32,7 @@ from services.operator_registry.domain import (
     TerminationReason,
     Verification,
     VerificationResult,
+    audit_outcome_names,
 )
 from services.operator_registry.import_store import SqliteImportStaging
 from services.operator_registry.ports import ImportStaging, TxFunction, VerificationSnapshot
@@ -218,8 +219,9 @@ class SqliteRegistryStore:
             where.append("messenger_id = ?")
             params.append(query.messenger_id)
         if query.outcome:
-            where.append("outcome = ?")
-            params.append(query.outcome)
+            names = audit_outcome_names(query.outcome)
+            where.append(f"outcome IN ({', '.join('?' * len(names))})")
+            params.extend(names)
         if query.since is not None:
             where.append("recorded_at >= ?")
             params.append(to_iso(query.since))

@@ -38,6 +38,7 @@ from services.operator_registry.domain import (
     TerminationNotice,
     TerminationReason,
     Verification,
+    audit_outcome_names,
 )
 from services.operator_registry.import_store_pg import PgImportStaging
 from services.operator_registry.ports import ImportStaging, TxFunction, VerificationSnapshot
@@ -242,7 +243,7 @@ class PgRegistryStore:
         if query.messenger_id:
             condition("messenger_id = {}", query.messenger_id)
         if query.outcome:
-            condition("outcome = {}", query.outcome)
+            condition("outcome = ANY({}::text[])", list(audit_outcome_names(query.outcome)))
         if query.since is not None:
             condition("recorded_at >= {}", query.since)
         if query.until is not None:

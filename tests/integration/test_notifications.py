@@ -219,7 +219,10 @@ async def test_gateway_down_for_a_burst_catches_up_in_order(client: MeshClient, 
     await wait_acked(client, "beta")
     # In order: the notices streamed after the cursor are the burst, with consecutive seqs.
     call = client.notifier_as("beta").Subscribe(
-        notifier_pb2.SubscribeRequest(messenger_id="beta", after_seq=before.head_seq), timeout=15
+        notifier_pb2.SubscribeRequest(
+            messenger_id="beta", after_seq=before.head_seq, max_batch_size=1000
+        ),
+        timeout=15,
     )
     seqs, numbers = [], []
     async for item in call:

@@ -296,7 +296,9 @@ async def test_import_errors_name_their_lines_and_all_or_nothing_stores_nothing(
         yield gateway_pb2.ImportPortedNumbersRequest(mode=mode, rows=batch[:2])
         yield gateway_pb2.ImportPortedNumbersRequest(rows=batch[2:])
 
-    refused = await admin.ImportPortedNumbers(stream(bulk_pb2.IMPORT_MODE_UNSPECIFIED), timeout=10)
+    refused = await admin.ImportPortedNumbers(
+        stream(bulk_pb2.IMPORT_MODE_ALL_OR_NOTHING), timeout=10
+    )
     assert (refused.imported, refused.rejected, refused.committed) == (0, 3, False)
     assert [e.line for e in refused.errors] == [3, 4, 5]
     assert "phone_number" in refused.errors[0].message

@@ -599,11 +599,25 @@ async def test_a_megabyte_in_any_string_field_is_refused_promptly_and_the_channe
     assert checked > 40
 
 
-def test_the_bulk_import_enum_is_shared() -> None:
-    """One ImportMode and one RowError for both imports (idmesh.common.v1)."""
+def test_the_bulk_imports_speak_one_vocabulary_on_the_wire() -> None:
+    """Each import keeps the ImportMode and RowError types its package first published; the
+    registry's ImportMode and the shared one (the gateway's mode) have the same values, and every
+    RowError the same fields, so one client code path reads both imports."""
+
+    def values(enum: Any) -> list[tuple[str, int]]:
+        return [(v.name, v.number) for v in enum.values]
+
+    def fields(message: Any) -> list[tuple[str, int, int]]:
+        return [(f.name, f.number, f.type) for f in message.fields]
+
     gateway_mode = gateway_pb2.ImportPortedNumbersRequest.DESCRIPTOR.fields_by_name["mode"]
     registry_mode = registry_pb2.ImportSubscribersRequest.DESCRIPTOR.fields_by_name["mode"]
-    assert gateway_mode.enum_type is registry_mode.enum_type is bulk_pb2.ImportMode.DESCRIPTOR
+    assert gateway_mode.enum_type is bulk_pb2.ImportMode.DESCRIPTOR
+    assert registry_mode.enum_type is registry_pb2.ImportMode.DESCRIPTOR
+    assert values(registry_mode.enum_type) == values(gateway_mode.enum_type)
     gateway_errors = gateway_pb2.ImportPortedNumbersResponse.DESCRIPTOR.fields_by_name["errors"]
     registry_errors = registry_pb2.ImportSubscribersResponse.DESCRIPTOR.fields_by_name["errors"]
-    assert gateway_errors.message_type is registry_errors.message_type
+    assert gateway_errors.message_type is gateway_pb2.RowError.DESCRIPTOR
+    assert registry_errors.message_type is registry_pb2.RowError.DESCRIPTOR
+    shared = fields(bulk_pb2.RowError.DESCRIPTOR)
+    assert fields(gateway_errors.message_type) == fields(registry_errors.message_type) == shared

@@ -232,8 +232,11 @@ class FakeRegistry(registry_pb2_grpc.RegistryServiceServicer):
         self, request: registry_pb2.VerifySubscriberRequest, context: Any
     ) -> registry_pb2.VerifySubscriberResponse:
         caller = require_caller(Kind.MESSENGER)
-        self.requests.append((caller.uri, request.idempotency_key, request.phone_number))
-        key = validate_idempotency_key(request.idempotency_key)
+        given = (
+            request.request_id or request.idempotency_key
+        )  # the key's two names, as the real one
+        self.requests.append((caller.uri, given, request.phone_number))
+        key = validate_idempotency_key(given)
         phone = require_e164(request.phone_number)
         earlier = self.answered.get((caller.id, key))
         if earlier is not None:
@@ -390,7 +393,11 @@ class FakeNotifier(notifier_pb2_grpc.NotifierServiceServicer):
                     progress=notifier_pb2.ProgressMark(head_seq=len(self.log))
                 )
                 continue
-            if next_seq <= len(self.log):  # every notice there is, in one message
+            if not request.max_batch_size:  # one notice per message, as the real notifier
+                if next_seq <= len(self.log):
+                    yield notifier_pb2.SubscribeResponse(notice=self.log[next_seq - 1])
+                    next_seq += 1
+            elif next_seq <= len(self.log):  # every notice there is, in one message
                 yield notifier_pb2.SubscribeResponse(notices=self.log[next_seq - 1 :])
                 next_seq = len(self.log) + 1
 

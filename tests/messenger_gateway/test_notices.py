@@ -154,6 +154,32 @@ async def test_the_same_event_delivered_twice_is_applied_once(rig: Rig) -> None:
     await eventually(lambda: consumer.acked == 2, what="ack of the duplicate")
 
 
+async def test_the_consumer_asks_for_batches_and_reads_a_notifier_that_sends_none(
+    rig: Rig,
+) -> None:
+    """A notifier of the first v1 knows no max_batch_size and sends one notice per message in
+    `notice`: the consumer applies those as it applies batches."""
+    ident = await identify(rig.service, rig.sms, "u1")
+    await rig.notifier.append(event_id="ev-1", identification_code="someone-else")
+    await rig.notifier.append(event_id="ev-2", identification_code=CODE)
+    asked: list[int] = []
+
+    async def one_per_message(
+        request: notifier_pb2.SubscribeRequest,
+    ) -> AsyncIterator[notifier_pb2.SubscribeResponse]:
+        asked.append(request.max_batch_size)
+        for notice in rig.notifier.log[request.after_seq :]:
+            yield notifier_pb2.SubscribeResponse(notice=notice)
+        await _hold_open().wait()
+
+    rig.notifier.scripts.append(one_per_message)
+    rig.start_consumer()
+    await rig.wait_cursor(2)
+    assert asked and asked[0] > 0
+    assert await rig.state(ident) == (State.REVOKED, Reason.CONTRACT_TERMINATED)
+    assert rig.notifier.subscribes == [0]  # no gap, no resubscription
+
+
 async def test_a_reconnect_resumes_from_the_cursor_and_loses_nothing(rig: Rig) -> None:
     ident = await identify(rig.service, rig.sms, "u1")
     await rig.notifier.append(event_id="ev-1", identification_code="someone-else")

@@ -637,6 +637,43 @@ async def test_a_hint_over_grpc_reaches_the_recipient_registry(gw: Harness, admi
         await server.stop(None)
 
 
+async def test_an_import_that_sets_no_mode_commits_the_valid_rows_as_first_published(
+    gw: Harness, admin: Any
+) -> None:
+    """all_or_nothing (the first field) and mode (the later one) agree on one rule: the import is
+    all or nothing only when one of them says so; both unset commit the valid rows."""
+    now = datetime.now(UTC)
+
+    def request(line: int, phone: str, **fields: Any) -> gateway_pb2.ImportPortedNumbersRequest:
+        row = gateway_pb2.PortedNumber(
+            line=line, phone_number=phone, recipient_operator_id="megafon"
+        )
+        row.ported_at.FromDatetime(now - DAY)
+        bad = gateway_pb2.PortedNumber(line=line + 1, phone_number="+7903")
+        return gateway_pb2.ImportPortedNumbersRequest(rows=[row, bad], **fields)
+
+    async def send(req: gateway_pb2.ImportPortedNumbersRequest) -> Any:
+        async def one() -> AsyncIterator[gateway_pb2.ImportPortedNumbersRequest]:
+            yield req
+
+        return await admin.ImportPortedNumbers(one())
+
+    refused = await send(request(2, NUMBER, all_or_nothing=True))
+    assert (refused.imported, refused.rejected, refused.committed) == (0, 1, False)
+    with pytest.raises(grpc.aio.AioRpcError) as contradiction:
+        await send(request(2, NUMBER, all_or_nothing=True, mode=bulk_pb2.IMPORT_MODE_VALID_ROWS))
+    assert contradiction.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "all_or_nothing is set and mode is IMPORT_MODE_VALID_ROWS" in (
+        contradiction.value.details() or ""
+    )
+    assert (await resolve(admin, NUMBER)).source == gateway_pb2.ROUTE_SOURCE_NUMBERING_PLAN
+
+    unset = await send(request(2, NUMBER))
+    assert (unset.imported, unset.rejected, unset.committed) == (1, 1, True)
+    assert [e.line for e in unset.errors] == [3]
+    assert (await resolve(admin, NUMBER)).source == gateway_pb2.ROUTE_SOURCE_PORTED_NUMBERS
+
+
 async def test_import_and_resolve_over_grpc(gw: Harness, admin: Any) -> None:
     now = datetime.now(UTC)
 
@@ -656,7 +693,7 @@ async def test_import_and_resolve_over_grpc(gw: Harness, admin: Any) -> None:
             rows=[pb_row(3, MTS_NUMBER, "mts", now - DAY), pb_row(4, "+7903", "megafon", None)]
         )
 
-    refused = await admin.ImportPortedNumbers(stream(bulk_pb2.IMPORT_MODE_UNSPECIFIED))
+    refused = await admin.ImportPortedNumbers(stream(bulk_pb2.IMPORT_MODE_ALL_OR_NOTHING))
     assert (refused.imported, refused.rejected, refused.committed) == (0, 1, False)
     assert [(e.line, "phone_number" in e.message) for e in refused.errors] == [(4, True)]
     assert (await resolve(admin, NUMBER)).source == gateway_pb2.ROUTE_SOURCE_NUMBERING_PLAN

@@ -98,10 +98,14 @@ class Notifier:
         *,
         caller: Caller | None = None,
         timeout: float = 60.0,
+        max_batch_size: int = 1000,
     ) -> Any:
-        """Open a stream as `caller` (by default the messenger itself), with a deadline."""
+        """Open a stream as `caller` (by default the messenger itself), with a deadline, asking
+        for batches of up to max_batch_size notices (0: one notice per message, in `notice`)."""
         return self.stub(caller or Caller(Kind.MESSENGER, messenger_id)).Subscribe(
-            notifier_pb2.SubscribeRequest(messenger_id=messenger_id, after_seq=after_seq),
+            notifier_pb2.SubscribeRequest(
+                messenger_id=messenger_id, after_seq=after_seq, max_batch_size=max_batch_size
+            ),
             timeout=timeout,
         )
 
@@ -119,6 +123,8 @@ async def read_notices(call: Any, count: int, *, within: float = 5.0) -> list[no
             if item is grpc.aio.EOF:
                 break
             notices.extend(item.notices)
+            if item.HasField("notice"):
+                notices.append(item.notice)
     return notices
 
 

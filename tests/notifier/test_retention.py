@@ -87,7 +87,7 @@ async def test_a_stream_that_falls_below_the_floor_ends_out_of_range(
     await notifier.publish(*batch)
     delivered: list[int] = []
     with pytest.raises(CursorOutOfRange) as e:
-        async with asyncio.timeout(10), service.subscribe("alpha", 0) as stream:
+        async with asyncio.timeout(10), service.subscribe("alpha", 0, max_batch=1000) as stream:
             async for item in stream:
                 assert isinstance(item, NoticeBatch)
                 delivered.extend(e.seq for e in item.events)

@@ -95,6 +95,51 @@ async def test_a_backlog_streams_several_notices_per_message_up_to_the_batch(
     assert len(messages) < 10  # the backlog was sent several notices per message
 
 
+async def test_a_subscriber_that_asks_for_no_batches_gets_one_notice_per_message_in_notice(
+    start_notifier: Callable[..., Any],
+) -> None:
+    """max_batch_size unset is the stream as first published: every message carries one notice
+    in `notice` (a consumer that knows no `notices` misses nothing), then progress marks."""
+    notifier: Notifier = await start_notifier(STREAM_BATCH="4", PROGRESS_INTERVAL_SECONDS="0.1")
+    await notifier.publish(*(event() for _ in range(10)))
+    call = notifier.subscribe(max_batch_size=0)
+    kinds: list[str | None] = []
+    seqs: list[int] = []
+    async with asyncio.timeout(5):
+        while len(seqs) < 10:
+            item = await call.read()
+            assert item is not grpc.aio.EOF
+            assert not item.notices
+            kinds.append(item.WhichOneof("kind"))
+            if item.HasField("notice"):
+                seqs.append(item.notice.seq)
+        mark = await call.read()
+    call.cancel()
+    assert seqs == list(range(1, 11))
+    assert kinds == ["notice"] * 10  # no message of the backlog went out without its notice
+    assert mark.WhichOneof("kind") == "progress" and mark.progress.head_seq == 10
+
+
+async def test_max_batch_size_bounds_the_notices_per_message(
+    start_notifier: Callable[..., Any],
+) -> None:
+    notifier: Notifier = await start_notifier(STREAM_BATCH="256")
+    await notifier.publish(*(event() for _ in range(10)))
+    call = notifier.subscribe(max_batch_size=3)
+    messages: list[list[int]] = []
+    async with asyncio.timeout(5):
+        while sum(map(len, messages)) < 10:
+            item = await call.read()
+            assert item is not grpc.aio.EOF
+            assert not item.HasField("notice")
+            if item.notices:
+                messages.append([n.seq for n in item.notices])
+    call.cancel()
+    assert [seq for message in messages for seq in message] == list(range(1, 11))
+    assert all(1 <= len(message) <= 3 for message in messages)
+    assert any(len(message) > 1 for message in messages)
+
+
 async def test_idle_stream_carries_progress_marks_at_the_head(
     start_notifier: Callable[..., Any],
 ) -> None:
@@ -212,7 +257,9 @@ async def test_slow_consumer_gets_resource_exhausted_and_resuming_loses_nothing(
     )
     try:
         stub = notifier_pb2_grpc.NotifierServiceStub(channel)
-        call = stub.Subscribe(notifier_pb2.SubscribeRequest(messenger_id="alpha"))
+        call = stub.Subscribe(
+            notifier_pb2.SubscribeRequest(messenger_id="alpha", max_batch_size=1000)
+        )
         await eventually(lambda: notifier.service.stream_stats.too_slow == 1)
         received: list[int] = []
         with pytest.raises(grpc.aio.AioRpcError) as e:

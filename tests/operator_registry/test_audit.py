@@ -10,7 +10,12 @@ import pytest
 
 from services.common.db import Database
 from services.common.ratelimit import RateLimit, RateLimited
-from services.operator_registry.domain import AgreementRequired, AuditQuery
+from services.operator_registry.domain import (
+    AgreementRequired,
+    AuditQuery,
+    AuditRecord,
+    IdempotencyKeyReused,
+)
 from services.operator_registry.ports import RegistryStore
 from services.operator_registry.service import RegistryService
 from tests.operator_registry.conftest import NUMBER, OPERATOR, FakeClock
@@ -75,6 +80,24 @@ async def test_audit_filters_and_pages(ready: RegistryService, clock: FakeClock)
     rest, last = await ready.list_audit(AuditQuery(page_size=4, before_id=token))
     assert last is None and len(rest) == 2
     assert [r.idempotency_key for r in page + rest] == ["x", "r4", "r3", "r2", "r1", "r0"]
+
+
+async def test_a_filter_on_a_reused_key_finds_the_outcome_under_both_its_names(
+    ready: RegistryService, store: RegistryStore, clock: FakeClock
+) -> None:
+    """The first v1 called it REQUEST_ID_REUSED (and the append-only trail keeps records written
+    then); it is written IDEMPOTENCY_KEY_REUSED now: a filter on either name finds both."""
+    await store.add_audit(
+        AuditRecord(clock.now(), "alpha", "+7903*****67", "k-old", "REQUEST_ID_REUSED")
+    )
+    clock.advance(60)
+    await ready.verify_subscriber("alpha", "k-new", NUMBER, time_remaining=None)
+    with pytest.raises(IdempotencyKeyReused):
+        await ready.verify_subscriber("alpha", "k-new", "+79051112233", time_remaining=None)
+    both = ["IDEMPOTENCY_KEY_REUSED", "REQUEST_ID_REUSED"]
+    assert await outcomes(ready, outcome="REQUEST_ID_REUSED") == both
+    assert await outcomes(ready, outcome="IDEMPOTENCY_KEY_REUSED") == both
+    assert await outcomes(ready, outcome="IDENTIFIED") == ["IDENTIFIED"]
 
 
 async def test_retention_prunes_only_records_older_than_the_retention(

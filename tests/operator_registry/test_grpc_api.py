@@ -101,6 +101,39 @@ async def status_of(call: Awaitable[Any]) -> grpc.aio.AioRpcError:
 # --- RegistryService --------------------------------------------------------------------------
 
 
+async def test_the_verification_key_answers_to_both_its_names(client: Client) -> None:
+    """request_id (field 1, the first published name) and idempotency_key (field 3) name one key:
+    a repeat under either name returns the first answer; two different values are refused and
+    audited; the audit record carries the key under both names."""
+    stub = client.registry(ALPHA)
+    Request = registry_pb2.VerifySubscriberRequest
+    first = await stub.VerifySubscriber(Request(request_id="k-1", phone_number=NUMBER))
+    assert first.result == registry_pb2.VERIFICATION_RESULT_IDENTIFIED
+    for again in (
+        Request(idempotency_key="k-1", phone_number=NUMBER),
+        Request(request_id="k-1", idempotency_key="k-1", phone_number=NUMBER),
+    ):
+        reply = await stub.VerifySubscriber(again)
+        assert (reply.identification_code, reply.identified_at) == (
+            first.identification_code,
+            first.identified_at,
+        )
+    refused = await status_of(
+        stub.VerifySubscriber(Request(request_id="k-2", idempotency_key="k-3", phone_number=NUMBER))
+    )
+    assert refused.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "idempotency_key 'k-3' differs from request_id 'k-2'" in (refused.details() or "")
+    assert error_details(refused).reason == "INVALID_FIELD"
+
+    audit = await client.admin().ListAuditRecords(registry_pb2.ListAuditRecordsRequest())
+    assert [(r.request_id, r.idempotency_key, r.outcome) for r in audit.records] == [
+        ("k-2", "k-2", "INVALID_REQUEST"),
+        ("k-1", "k-1", "IDENTIFIED"),
+        ("k-1", "k-1", "IDENTIFIED"),
+        ("k-1", "k-1", "IDENTIFIED"),
+    ]
+
+
 async def test_verify_identifies_the_subscriber_with_a_code(client: Client) -> None:
     reply = await verify(client, idempotency_key="r1")
     assert reply.result == registry_pb2.VERIFICATION_RESULT_IDENTIFIED

@@ -307,12 +307,22 @@ class PortedNumber(_message.Message):
     def __init__(self, line: _Optional[int] = ..., phone_number: _Optional[str] = ..., recipient_operator_id: _Optional[str] = ..., ported_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class ImportPortedNumbersRequest(_message.Message):
-    __slots__ = ("mode", "rows")
+    __slots__ = ("all_or_nothing", "mode", "rows")
+    ALL_OR_NOTHING_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
     ROWS_FIELD_NUMBER: _ClassVar[int]
+    all_or_nothing: bool
     mode: _bulk_pb2.ImportMode
     rows: _containers.RepeatedCompositeFieldContainer[PortedNumber]
-    def __init__(self, mode: _Optional[_Union[_bulk_pb2.ImportMode, str]] = ..., rows: _Optional[_Iterable[_Union[PortedNumber, _Mapping]]] = ...) -> None: ...
+    def __init__(self, all_or_nothing: _Optional[bool] = ..., mode: _Optional[_Union[_bulk_pb2.ImportMode, str]] = ..., rows: _Optional[_Iterable[_Union[PortedNumber, _Mapping]]] = ...) -> None: ...
+
+class RowError(_message.Message):
+    __slots__ = ("line", "message")
+    LINE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    line: int
+    message: str
+    def __init__(self, line: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
 
 class ImportPortedNumbersResponse(_message.Message):
     __slots__ = ("imported", "rejected", "errors", "committed", "unchanged")
@@ -323,10 +333,10 @@ class ImportPortedNumbersResponse(_message.Message):
     UNCHANGED_FIELD_NUMBER: _ClassVar[int]
     imported: int
     rejected: int
-    errors: _containers.RepeatedCompositeFieldContainer[_bulk_pb2.RowError]
+    errors: _containers.RepeatedCompositeFieldContainer[RowError]
     committed: bool
     unchanged: int
-    def __init__(self, imported: _Optional[int] = ..., rejected: _Optional[int] = ..., errors: _Optional[_Iterable[_Union[_bulk_pb2.RowError, _Mapping]]] = ..., committed: _Optional[bool] = ..., unchanged: _Optional[int] = ...) -> None: ...
+    def __init__(self, imported: _Optional[int] = ..., rejected: _Optional[int] = ..., errors: _Optional[_Iterable[_Union[RowError, _Mapping]]] = ..., committed: _Optional[bool] = ..., unchanged: _Optional[int] = ...) -> None: ...
 
 class ResolveOperatorRequest(_message.Message):
     __slots__ = ("phone_number",)

@@ -795,10 +795,12 @@ class GatewayAdminServiceServicer:
         """ImportPortedNumbers loads the messenger's copy of the central database of ported numbers
         (number, recipient operator, porting date). A number already present is replaced when the
         new porting date is later (else the row counts as unchanged). Invalid rows are reported by
-        line; in IMPORT_MODE_ALL_OR_NOTHING (the default) one invalid row commits nothing, in
-        IMPORT_MODE_VALID_ROWS the valid rows commit.
-        Errors: INVALID_ARGUMENT (INVALID_FIELD: an unknown mode, or more rows in a message than
-        allowed; nothing is imported). Invalid rows are not errors: the reply reports them.
+        line; the valid rows commit unless the import is all or nothing (all_or_nothing set, or
+        mode IMPORT_MODE_ALL_OR_NOTHING): then one invalid row commits nothing. A request that sets
+        neither commits the valid rows.
+        Errors: INVALID_ARGUMENT (INVALID_FIELD: an unknown mode, all_or_nothing set with mode
+        IMPORT_MODE_VALID_ROWS, or more rows in a message than allowed; nothing is imported).
+        Invalid rows are not errors: the reply reports them.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

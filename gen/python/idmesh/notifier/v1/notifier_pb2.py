@@ -27,7 +27,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from idmesh.events.v1 import events_pb2 as idmesh_dot_events_dot_v1_dot_events__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!idmesh/notifier/v1/notifier.proto\x12\x12idmesh.notifier.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1didmesh/events/v1/events.proto\"F\n\x0ePublishRequest\x12\x34\n\x06\x65vents\x18\x01 \x03(\x0b\x32$.idmesh.events.v1.ContractTerminated\"7\n\x0fPublishResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x05\x12\x12\n\nduplicates\x18\x02 \x01(\x05\";\n\x10SubscribeRequest\x12\x14\n\x0cmessenger_id\x18\x01 \x01(\t\x12\x11\n\tafter_seq\x18\x02 \x01(\x04\"|\n\x06Notice\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x33\n\x05\x65vent\x18\x02 \x01(\x0b\x32$.idmesh.events.v1.ContractTerminated\x12\x30\n\x0cpublished_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\" \n\x0cProgressMark\x12\x10\n\x08head_seq\x18\x01 \x01(\x04\"\x82\x01\n\x11SubscribeResponse\x12+\n\x07notices\x18\x03 \x03(\x0b\x32\x1a.idmesh.notifier.v1.Notice\x12\x32\n\x08progress\x18\x02 \x01(\x0b\x32 .idmesh.notifier.v1.ProgressMarkJ\x04\x08\x01\x10\x02R\x06notice\"5\n\nAckRequest\x12\x14\n\x0cmessenger_id\x18\x01 \x01(\t\x12\x11\n\tup_to_seq\x18\x02 \x01(\x04\" \n\x0b\x41\x63kResponse\x12\x11\n\tacked_seq\x18\x01 \x01(\x04\"0\n\x18GetDeliveryStatusRequest\x12\x14\n\x0cmessenger_id\x18\x01 \x01(\t\"\xae\x02\n\x19GetDeliveryStatusResponse\x12\x10\n\x08head_seq\x18\x01 \x01(\x04\x12\x11\n\tacked_seq\x18\x02 \x01(\x04\x12\x11\n\tfloor_seq\x18\x03 \x01(\x04\x12\x15\n\runacked_count\x18\x04 \x01(\x04\x12\x35\n\x12oldest_unacked_age\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x17\n\x0flate_deliveries\x18\x06 \x01(\x04\x12?\n\x1boldest_unacked_published_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\x0e\x64\x65livery_limit\x18\x08 \x01(\x0b\x32\x19.google.protobuf.Duration2\xfb\x02\n\x0fNotifierService\x12R\n\x07Publish\x12\".idmesh.notifier.v1.PublishRequest\x1a#.idmesh.notifier.v1.PublishResponse\x12Z\n\tSubscribe\x12$.idmesh.notifier.v1.SubscribeRequest\x1a%.idmesh.notifier.v1.SubscribeResponse0\x01\x12\x46\n\x03\x41\x63k\x12\x1e.idmesh.notifier.v1.AckRequest\x1a\x1f.idmesh.notifier.v1.AckResponse\x12p\n\x11GetDeliveryStatus\x12,.idmesh.notifier.v1.GetDeliveryStatusRequest\x1a-.idmesh.notifier.v1.GetDeliveryStatusResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!idmesh/notifier/v1/notifier.proto\x12\x12idmesh.notifier.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1didmesh/events/v1/events.proto\"F\n\x0ePublishRequest\x12\x34\n\x06\x65vents\x18\x01 \x03(\x0b\x32$.idmesh.events.v1.ContractTerminated\"7\n\x0fPublishResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x05\x12\x12\n\nduplicates\x18\x02 \x01(\x05\"S\n\x10SubscribeRequest\x12\x14\n\x0cmessenger_id\x18\x01 \x01(\t\x12\x11\n\tafter_seq\x18\x02 \x01(\x04\x12\x16\n\x0emax_batch_size\x18\x03 \x01(\r\"|\n\x06Notice\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x33\n\x05\x65vent\x18\x02 \x01(\x0b\x32$.idmesh.events.v1.ContractTerminated\x12\x30\n\x0cpublished_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\" \n\x0cProgressMark\x12\x10\n\x08head_seq\x18\x01 \x01(\x04\"\xac\x01\n\x11SubscribeResponse\x12,\n\x06notice\x18\x01 \x01(\x0b\x32\x1a.idmesh.notifier.v1.NoticeH\x00\x12\x34\n\x08progress\x18\x02 \x01(\x0b\x32 .idmesh.notifier.v1.ProgressMarkH\x00\x12+\n\x07notices\x18\x03 \x03(\x0b\x32\x1a.idmesh.notifier.v1.NoticeB\x06\n\x04kind\"5\n\nAckRequest\x12\x14\n\x0cmessenger_id\x18\x01 \x01(\t\x12\x11\n\tup_to_seq\x18\x02 \x01(\x04\" \n\x0b\x41\x63kResponse\x12\x11\n\tacked_seq\x18\x01 \x01(\x04\"0\n\x18GetDeliveryStatusRequest\x12\x14\n\x0cmessenger_id\x18\x01 \x01(\t\"\xae\x02\n\x19GetDeliveryStatusResponse\x12\x10\n\x08head_seq\x18\x01 \x01(\x04\x12\x11\n\tacked_seq\x18\x02 \x01(\x04\x12\x11\n\tfloor_seq\x18\x03 \x01(\x04\x12\x15\n\runacked_count\x18\x04 \x01(\x04\x12\x35\n\x12oldest_unacked_age\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x17\n\x0flate_deliveries\x18\x06 \x01(\x04\x12?\n\x1boldest_unacked_published_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\x0e\x64\x65livery_limit\x18\x08 \x01(\x0b\x32\x19.google.protobuf.Duration2\xfb\x02\n\x0fNotifierService\x12R\n\x07Publish\x12\".idmesh.notifier.v1.PublishRequest\x1a#.idmesh.notifier.v1.PublishResponse\x12Z\n\tSubscribe\x12$.idmesh.notifier.v1.SubscribeRequest\x1a%.idmesh.notifier.v1.SubscribeResponse0\x01\x12\x46\n\x03\x41\x63k\x12\x1e.idmesh.notifier.v1.AckRequest\x1a\x1f.idmesh.notifier.v1.AckResponse\x12p\n\x11GetDeliveryStatus\x12,.idmesh.notifier.v1.GetDeliveryStatusRequest\x1a-.idmesh.notifier.v1.GetDeliveryStatusResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,21 +39,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PUBLISHRESPONSE']._serialized_start=225
   _globals['_PUBLISHRESPONSE']._serialized_end=280
   _globals['_SUBSCRIBEREQUEST']._serialized_start=282
-  _globals['_SUBSCRIBEREQUEST']._serialized_end=341
-  _globals['_NOTICE']._serialized_start=343
-  _globals['_NOTICE']._serialized_end=467
-  _globals['_PROGRESSMARK']._serialized_start=469
-  _globals['_PROGRESSMARK']._serialized_end=501
-  _globals['_SUBSCRIBERESPONSE']._serialized_start=504
-  _globals['_SUBSCRIBERESPONSE']._serialized_end=634
-  _globals['_ACKREQUEST']._serialized_start=636
-  _globals['_ACKREQUEST']._serialized_end=689
-  _globals['_ACKRESPONSE']._serialized_start=691
-  _globals['_ACKRESPONSE']._serialized_end=723
-  _globals['_GETDELIVERYSTATUSREQUEST']._serialized_start=725
-  _globals['_GETDELIVERYSTATUSREQUEST']._serialized_end=773
-  _globals['_GETDELIVERYSTATUSRESPONSE']._serialized_start=776
-  _globals['_GETDELIVERYSTATUSRESPONSE']._serialized_end=1078
-  _globals['_NOTIFIERSERVICE']._serialized_start=1081
-  _globals['_NOTIFIERSERVICE']._serialized_end=1460
+  _globals['_SUBSCRIBEREQUEST']._serialized_end=365
+  _globals['_NOTICE']._serialized_start=367
+  _globals['_NOTICE']._serialized_end=491
+  _globals['_PROGRESSMARK']._serialized_start=493
+  _globals['_PROGRESSMARK']._serialized_end=525
+  _globals['_SUBSCRIBERESPONSE']._serialized_start=528
+  _globals['_SUBSCRIBERESPONSE']._serialized_end=700
+  _globals['_ACKREQUEST']._serialized_start=702
+  _globals['_ACKREQUEST']._serialized_end=755
+  _globals['_ACKRESPONSE']._serialized_start=757
+  _globals['_ACKRESPONSE']._serialized_end=789
+  _globals['_GETDELIVERYSTATUSREQUEST']._serialized_start=791
+  _globals['_GETDELIVERYSTATUSREQUEST']._serialized_end=839
+  _globals['_GETDELIVERYSTATUSRESPONSE']._serialized_start=842
+  _globals['_GETDELIVERYSTATUSRESPONSE']._serialized_end=1144
+  _globals['_NOTIFIERSERVICE']._serialized_start=1147
+  _globals['_NOTIFIERSERVICE']._serialized_end=1526
 # @@protoc_insertion_point(module_scope)

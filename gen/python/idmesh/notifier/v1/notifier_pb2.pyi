@@ -26,12 +26,14 @@ class PublishResponse(_message.Message):
     def __init__(self, accepted: _Optional[int] = ..., duplicates: _Optional[int] = ...) -> None: ...
 
 class SubscribeRequest(_message.Message):
-    __slots__ = ("messenger_id", "after_seq")
+    __slots__ = ("messenger_id", "after_seq", "max_batch_size")
     MESSENGER_ID_FIELD_NUMBER: _ClassVar[int]
     AFTER_SEQ_FIELD_NUMBER: _ClassVar[int]
+    MAX_BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     messenger_id: str
     after_seq: int
-    def __init__(self, messenger_id: _Optional[str] = ..., after_seq: _Optional[int] = ...) -> None: ...
+    max_batch_size: int
+    def __init__(self, messenger_id: _Optional[str] = ..., after_seq: _Optional[int] = ..., max_batch_size: _Optional[int] = ...) -> None: ...
 
 class Notice(_message.Message):
     __slots__ = ("seq", "event", "published_at")
@@ -50,12 +52,14 @@ class ProgressMark(_message.Message):
     def __init__(self, head_seq: _Optional[int] = ...) -> None: ...
 
 class SubscribeResponse(_message.Message):
-    __slots__ = ("notices", "progress")
-    NOTICES_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("notice", "progress", "notices")
+    NOTICE_FIELD_NUMBER: _ClassVar[int]
     PROGRESS_FIELD_NUMBER: _ClassVar[int]
-    notices: _containers.RepeatedCompositeFieldContainer[Notice]
+    NOTICES_FIELD_NUMBER: _ClassVar[int]
+    notice: Notice
     progress: ProgressMark
-    def __init__(self, notices: _Optional[_Iterable[_Union[Notice, _Mapping]]] = ..., progress: _Optional[_Union[ProgressMark, _Mapping]] = ...) -> None: ...
+    notices: _containers.RepeatedCompositeFieldContainer[Notice]
+    def __init__(self, notice: _Optional[_Union[Notice, _Mapping]] = ..., progress: _Optional[_Union[ProgressMark, _Mapping]] = ..., notices: _Optional[_Iterable[_Union[Notice, _Mapping]]] = ...) -> None: ...
 
 class AckRequest(_message.Message):
     __slots__ = ("messenger_id", "up_to_seq")

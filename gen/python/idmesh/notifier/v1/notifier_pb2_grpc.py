@@ -97,8 +97,9 @@ class NotifierServiceServicer:
 
     def Subscribe(self, request, context):
         """Subscribe streams every event of messenger_id with seq > after_seq, in order, then new
-        events as they are published, several per message (as many as are ready, up to the
-        notifier's batch size), with a progress mark on an idle stream. A cursor below the
+        events as they are published, with a progress mark on an idle stream. Each message carries
+        one event in `notice`, unless the request asks for batches (max_batch_size): then a message
+        carries as many events as are ready, up to that size, in `notices`. A cursor below the
         retained floor or beyond the head fails at once with OUT_OF_RANGE; the ErrorInfo metadata
         "floor_seq" and "head_seq" (and, for older clients, the trailing metadata "idmesh-floor-seq"
         and "idmesh-head-seq") carry the valid range. A consumer too slow for the

@@ -1,7 +1,6 @@
 import datetime
 
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
-from idmesh.common.v1 import bulk_pb2 as _bulk_pb2
 from idmesh.events.v1 import events_pb2 as _events_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -24,6 +23,12 @@ class ReassignmentStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     REASSIGNMENT_STATUS_REASSIGNED: _ClassVar[ReassignmentStatus]
     REASSIGNMENT_STATUS_NOT_REASSIGNED: _ClassVar[ReassignmentStatus]
     REASSIGNMENT_STATUS_NO_DATA: _ClassVar[ReassignmentStatus]
+
+class ImportMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    IMPORT_MODE_UNSPECIFIED: _ClassVar[ImportMode]
+    IMPORT_MODE_ALL_OR_NOTHING: _ClassVar[ImportMode]
+    IMPORT_MODE_VALID_ROWS: _ClassVar[ImportMode]
 
 class ContractState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -51,6 +56,9 @@ REASSIGNMENT_STATUS_UNSPECIFIED: ReassignmentStatus
 REASSIGNMENT_STATUS_REASSIGNED: ReassignmentStatus
 REASSIGNMENT_STATUS_NOT_REASSIGNED: ReassignmentStatus
 REASSIGNMENT_STATUS_NO_DATA: ReassignmentStatus
+IMPORT_MODE_UNSPECIFIED: ImportMode
+IMPORT_MODE_ALL_OR_NOTHING: ImportMode
+IMPORT_MODE_VALID_ROWS: ImportMode
 CONTRACT_STATE_UNSPECIFIED: ContractState
 CONTRACT_STATE_ACTIVE: ContractState
 CONTRACT_STATE_TERMINATED: ContractState
@@ -64,12 +72,14 @@ TERMINATION_OUTCOME_NOT_ACTIVE: TerminationOutcome
 TERMINATION_OUTCOME_INVALID: TerminationOutcome
 
 class VerifySubscriberRequest(_message.Message):
-    __slots__ = ("idempotency_key", "phone_number")
-    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("request_id", "phone_number", "idempotency_key")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     PHONE_NUMBER_FIELD_NUMBER: _ClassVar[int]
-    idempotency_key: str
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
     phone_number: str
-    def __init__(self, idempotency_key: _Optional[str] = ..., phone_number: _Optional[str] = ...) -> None: ...
+    idempotency_key: str
+    def __init__(self, request_id: _Optional[str] = ..., phone_number: _Optional[str] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
 
 class VerifySubscriberResponse(_message.Message):
     __slots__ = ("result", "identification_code", "operator_id", "identified_at", "recipient_operator_id")
@@ -255,9 +265,17 @@ class ImportSubscribersRequest(_message.Message):
     __slots__ = ("mode", "rows")
     MODE_FIELD_NUMBER: _ClassVar[int]
     ROWS_FIELD_NUMBER: _ClassVar[int]
-    mode: _bulk_pb2.ImportMode
+    mode: ImportMode
     rows: _containers.RepeatedCompositeFieldContainer[SubscriberRow]
-    def __init__(self, mode: _Optional[_Union[_bulk_pb2.ImportMode, str]] = ..., rows: _Optional[_Iterable[_Union[SubscriberRow, _Mapping]]] = ...) -> None: ...
+    def __init__(self, mode: _Optional[_Union[ImportMode, str]] = ..., rows: _Optional[_Iterable[_Union[SubscriberRow, _Mapping]]] = ...) -> None: ...
+
+class RowError(_message.Message):
+    __slots__ = ("line", "message")
+    LINE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    line: int
+    message: str
+    def __init__(self, line: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
 
 class ImportSubscribersResponse(_message.Message):
     __slots__ = ("imported", "rejected", "errors", "committed")
@@ -267,23 +285,25 @@ class ImportSubscribersResponse(_message.Message):
     COMMITTED_FIELD_NUMBER: _ClassVar[int]
     imported: int
     rejected: int
-    errors: _containers.RepeatedCompositeFieldContainer[_bulk_pb2.RowError]
+    errors: _containers.RepeatedCompositeFieldContainer[RowError]
     committed: bool
-    def __init__(self, imported: _Optional[int] = ..., rejected: _Optional[int] = ..., errors: _Optional[_Iterable[_Union[_bulk_pb2.RowError, _Mapping]]] = ..., committed: _Optional[bool] = ...) -> None: ...
+    def __init__(self, imported: _Optional[int] = ..., rejected: _Optional[int] = ..., errors: _Optional[_Iterable[_Union[RowError, _Mapping]]] = ..., committed: _Optional[bool] = ...) -> None: ...
 
 class AuditRecord(_message.Message):
-    __slots__ = ("recorded_at", "messenger_id", "masked_phone_number", "idempotency_key", "outcome")
+    __slots__ = ("recorded_at", "messenger_id", "masked_phone_number", "request_id", "outcome", "idempotency_key")
     RECORDED_AT_FIELD_NUMBER: _ClassVar[int]
     MESSENGER_ID_FIELD_NUMBER: _ClassVar[int]
     MASKED_PHONE_NUMBER_FIELD_NUMBER: _ClassVar[int]
-    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
     recorded_at: _timestamp_pb2.Timestamp
     messenger_id: str
     masked_phone_number: str
-    idempotency_key: str
+    request_id: str
     outcome: str
-    def __init__(self, recorded_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., messenger_id: _Optional[str] = ..., masked_phone_number: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., outcome: _Optional[str] = ...) -> None: ...
+    idempotency_key: str
+    def __init__(self, recorded_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., messenger_id: _Optional[str] = ..., masked_phone_number: _Optional[str] = ..., request_id: _Optional[str] = ..., outcome: _Optional[str] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
 
 class ListAuditRecordsRequest(_message.Message):
     __slots__ = ("messenger_id", "outcome", "since", "until", "page_size", "page_token")

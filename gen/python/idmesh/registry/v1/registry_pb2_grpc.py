@@ -79,8 +79,9 @@ class RegistryServiceServicer:
         and returns the identification code of the pair (contract, messenger); asking again returns
         the same code. The answer is committed only while the caller's deadline has not passed;
         past it the call fails with DEADLINE_EXCEEDED and records nothing.
-        Errors: INVALID_ARGUMENT (INVALID_PHONE_NUMBER; INVALID_FIELD: idempotency_key;
-        IDEMPOTENCY_KEY_REUSED: the idempotency key was used for another number), PERMISSION_DENIED
+        Errors: INVALID_ARGUMENT (INVALID_PHONE_NUMBER; INVALID_FIELD: request_id or idempotency_key,
+        missing, malformed or the two different; IDEMPOTENCY_KEY_REUSED: the key was used for
+        another number), PERMISSION_DENIED
         (AGREEMENT_MISSING: no active agreement), DEADLINE_EXCEEDED (DEADLINE_PASSED: nothing was
         recorded), RESOURCE_EXHAUSTED (RATE_LIMITED: too many requests from this messenger;
         RetryInfo). The call's trace id travels in the `x-request-id` metadata, not in the request.
