@@ -111,9 +111,15 @@ async def alpha(notifier: NotifierPeer) -> AsyncIterator[notifier_pb2_grpc.Notif
         yield notifier_pb2_grpc.NotifierServiceStub(channel)
 
 
-def subscribe(stub: notifier_pb2_grpc.NotifierServiceStub, after_seq: int) -> Any:
+def subscribe(
+    stub: notifier_pb2_grpc.NotifierServiceStub, after_seq: int, max_batch_size: int = 1000
+) -> Any:
+    """A stream asking for batches (as the gateway does; 0: one notice per message)."""
     return stub.Subscribe(
-        notifier_pb2.SubscribeRequest(messenger_id="alpha", after_seq=after_seq), timeout=10
+        notifier_pb2.SubscribeRequest(
+            messenger_id="alpha", after_seq=after_seq, max_batch_size=max_batch_size
+        ),
+        timeout=10,
     )
 
 
@@ -171,6 +177,23 @@ async def test_an_idle_stream_carries_progress_marks_at_the_head(
         item = await call.read()
     assert [(n.seq, n.event.event_id) for n in item.notices] == [(2, e.event_id)]
     assert (await next_progress_mark(call)).head_seq == 2
+    call.cancel()
+
+
+async def test_a_stream_that_asks_for_no_batches_gets_one_notice_per_message(
+    notifier: NotifierPeer, alpha: notifier_pb2_grpc.NotifierServiceStub
+) -> None:
+    first, second = event(), event()
+    await notifier.publish(first)
+    await notifier.publish(second)
+    call = subscribe(alpha, 0, max_batch_size=0)
+    seen = []
+    while len(seen) < 2:
+        item = await call.read()
+        if item.HasField("notice"):
+            assert not item.notices
+            seen.append((item.notice.seq, item.notice.event.event_id))
+    assert seen == [(1, first.event_id), (2, second.event_id)]
     call.cancel()
 
 
