@@ -23,6 +23,7 @@ PAGES = [
             "cli.md",
             "policy.md",
             "api.md",
+            "api-versions.md",
             "operations.md",
             "testing.md",
             "DESIGN.md",
