@@ -28,6 +28,7 @@ from services.common.interceptors import ErrorTable
 from services.common.logging import configure_logging, get_logger
 from services.common.metrics import serve_metrics
 from services.common.server import GrpcServer
+from services.common.storage import watching_stores
 
 
 class HasServerSettings(Protocol):
@@ -54,13 +55,15 @@ async def serve(name: str, config: C, wiring: Wiring[C], errors: ErrorTable) -> 
         health_bind=settings.health_bind,
         load_shedding=settings.load_shedding,
     )
-    async with wiring(config, server):
-        await server.start()
-        try:
-            await server.set_serving()
-            await server.wait_for_signal(launcher_fd=settings.launcher_fd)
-        finally:
-            await server.stop(config.server.shutdown_grace)
+    # the stores the wiring opens are watched: health NOT_SERVING while one cannot be reached
+    with watching_stores(server.watch_store):
+        async with wiring(config, server):
+            await server.start()
+            try:
+                await server.set_serving()
+                await server.wait_for_signal(launcher_fd=settings.launcher_fd)
+            finally:
+                await server.stop(config.server.shutdown_grace)
 
 
 def event_loop_name(env: Env) -> str:

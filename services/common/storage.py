@@ -6,23 +6,31 @@ IDMESH_DATABASE_URL     postgresql://user:password@host:5432/database (or postgr
 IDMESH_DB_PATH          the SQLite file (required without IDMESH_DATABASE_URL)
 IDMESH_DB_SYNCHRONOUS   SQLite synchronous: NORMAL (default), FULL, EXTRA or OFF
 IDMESH_DB_POOL_SIZE     PostgreSQL: connections per replica (default 10)
+
+A database opened by open_database inside `watching_stores(watch)` (the service runner wraps
+each service's wiring in it) is handed to watch: the server then reports NOT_SERVING while it
+cannot be reached (services.common.availability).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
+from services.common.availability import StoreAvailability
 from services.common.config import ConfigError, Env
 from services.common.db import Database
 from services.common.pg import PgDatabase
 
 SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
+StoreWatcher = Callable[[StoreAvailability], None]
+_WATCHER: ContextVar[StoreWatcher | None] = ContextVar("idmesh_store_watcher", default=None)
 _POSTGRES_SCHEMES = ("postgresql", "postgres")
 
 
@@ -86,6 +94,17 @@ class StoreSettings:
         return f"postgresql:{host}{parts.path}"
 
 
+@contextmanager
+def watching_stores(watch: StoreWatcher) -> Iterator[None]:
+    """Hand every database open_database opens in this context (and in tasks started from it)
+    to watch: GrpcServer.watch_store, so that health follows the stores' availability."""
+    token = _WATCHER.set(watch)
+    try:
+        yield
+    finally:
+        _WATCHER.reset(token)
+
+
 @asynccontextmanager
 async def open_database(
     settings: StoreSettings,
@@ -104,6 +123,9 @@ async def open_database(
     else:
         assert settings.db_path is not None
         db = await Database.open(settings.db_path, sqlite, synchronous=settings.db_synchronous)
+    watch = _WATCHER.get()
+    if watch is not None:
+        watch(db.availability)
     try:
         yield db
     finally:
