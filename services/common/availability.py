@@ -82,15 +82,19 @@ def sqlite_unreachable(exc: BaseException) -> bool:
     return text.startswith(("database is locked", "disk I/O error", "unable to open database"))
 
 
-def postgres_unreachable(exc: BaseException) -> bool:
-    """Whether exc says the PostgreSQL server cannot be reached or used now: a socket error
-    (refused, reset, timed out), a connection lost or closed under a statement, a server that
-    is starting up, in recovery, shutting down or a standby."""
-    if isinstance(exc, (OSError, *_POSTGRES_UNREACHABLE)):
+def postgres_unreachable(exc: BaseException, *, connecting: bool = False) -> bool:
+    """Whether exc says the PostgreSQL server cannot be reached or used now: a connection lost
+    or closed under a statement, a server that is starting up, in recovery, shutting down or a
+    standby; while connecting (a pool's acquire), any socket error too (refused, no route,
+    unknown host, timed out). A socket error raised from a transaction's body is the body's
+    own (a file it read), not the server's."""
+    if isinstance(exc, (ConnectionError, *_POSTGRES_UNREACHABLE)):
         return True
     if isinstance(exc, asyncpg.InterfaceError):
         return "connection is closed" in str(exc) or "connection was closed" in str(exc)
-    return isinstance(exc, asyncpg.TargetServerAttributeNotMatched)
+    if connecting:
+        return isinstance(exc, (OSError, asyncpg.TargetServerAttributeNotMatched))
+    return False
 
 
 Probe = Callable[[], Awaitable[None]]

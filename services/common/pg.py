@@ -116,7 +116,9 @@ class PgDatabase:
         """A pooled connection, waiting at most acquire_timeout for one."""
         try:
             conn = await self._pool.acquire(timeout=self.acquire_timeout)
-        except TimeoutError as exc:
+        except Exception as exc:  # a timeout, or the connection the pool made failed
+            if not postgres_unreachable(exc, connecting=True):
+                raise
             raise self.availability.refuse(exc) from exc
         try:
             yield conn

@@ -2,7 +2,10 @@
 
 IDMESH_DATABASE_URL     postgresql://user:password@host:5432/database (or postgres://...): the
                         service's stores on PostgreSQL (asyncpg pool), shared by its replicas;
-                        one database per service deployment. Unset: SQLite, as below.
+                        one database per service deployment. Unset: SQLite, as below. With a
+                        standby: every server, ...@primary:5432,standby:5432/database?
+                        target_session_attrs=read-write, and connections go to whichever is
+                        the primary (after a promotion, the new one).
 IDMESH_DB_PATH          the SQLite file (required without IDMESH_DATABASE_URL)
 IDMESH_DB_SYNCHRONOUS   SQLite synchronous: NORMAL (default), FULL, EXTRA or OFF
 IDMESH_DB_POOL_SIZE     PostgreSQL: connections per replica (default 10)
@@ -90,8 +93,9 @@ class StoreSettings:
         if self.database_url is None:
             return f"sqlite:{self.db_path}"
         parts = urlsplit(self.database_url)
-        host = parts.hostname or "local socket"
-        return f"postgresql:{host}{parts.path}"
+        # every host of a multi-host URL ("h1:5432,h2:5432"), without the user and password
+        hosts = parts.netloc.rpartition("@")[2] or "local socket"
+        return f"postgresql:{hosts}{parts.path}"
 
 
 @contextmanager
