@@ -93,9 +93,16 @@ class StoreSettings:
         if self.database_url is None:
             return f"sqlite:{self.db_path}"
         parts = urlsplit(self.database_url)
-        # every host of a multi-host URL ("h1:5432,h2:5432"), without the user and password
-        hosts = parts.netloc.rpartition("@")[2] or "local socket"
-        return f"postgresql:{hosts}{parts.path}"
+        # every host of a multi-host URL ("h1:5432,h2:5432"), without user, password and ports
+        hosts = [_host(h) for h in parts.netloc.rpartition("@")[2].split(",") if h]
+        return f"postgresql:{','.join(hosts) or 'local socket'}{parts.path}"
+
+
+def _host(address: str) -> str:
+    """"db:5432" -> "db", "[::1]:5432" -> "[::1]", "db" -> "db"."""
+    if address.startswith("["):
+        return address[: address.index("]") + 1].lower()
+    return address.rpartition(":")[0].lower() if ":" in address else address.lower()
 
 
 @contextmanager
