@@ -12,11 +12,10 @@ WAL with synchronous=NORMAL is durable across a killed process (the fault idmesh
 set synchronous=FULL (IDMESH_DB_SYNCHRONOUS) to be durable across power loss too.
 
 A file that cannot be used now (locked by another process beyond the busy timeout, read-only,
-moved or deleted while open, a disk I/O error, a full disk) raises StoreUnavailable from every
-method, and marks the store unavailable (services.common.availability) until a write succeeds
-again. A COMMIT either happens or not; only the `store.commit.after_commit` failpoint (armed with
-`error`) makes its outcome unknown to the caller (CommitOutcomeUnknown), as a lost connection
-does on PostgreSQL.
+gone, a disk I/O error, a full disk) raises StoreUnavailable from every method, and marks the
+store unavailable (services.common.availability) until a write succeeds again. A COMMIT either
+happens or not; only the `store.commit.after_commit` failpoint (armed with `error`) makes its
+outcome unknown to the caller (CommitOutcomeUnknown), as a lost connection does on PostgreSQL.
 """
 
 from __future__ import annotations

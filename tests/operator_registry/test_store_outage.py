@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
+import socket
 import sqlite3
 import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -42,6 +45,7 @@ from tests.postgres import PostgresCluster
 
 from .conftest import NUMBER, OPERATOR, OTHER_NUMBER, FakeClock
 
+ROOT = Path(__file__).resolve().parents[2]
 ALPHA = Caller(Kind.MESSENGER, "alpha")
 ADMIN = Caller(Kind.OPERATOR, OPERATOR, Role.ADMIN)
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -369,3 +373,82 @@ async def test_a_sqlite_file_on_a_full_disk_is_answered_unavailable(small_disk: 
         await registry.admin.CreateSubscriber(
             registry_pb2.CreateSubscriberRequest(phone_number=OTHER_NUMBER, contract_id="BEE-2")
         )
+
+
+# --- a real process: the runner watches the store its wiring opens ------------------------------
+
+
+@pytest.mark.sqlite_only
+async def test_a_registry_process_is_not_serving_while_its_file_is_locked(
+    settings: StoreSettings, tmp_path: Path
+) -> None:
+    assert settings.db_path is not None
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {
+        **os.environ,
+        "IDMESH_DB_PATH": str(settings.db_path),
+        "IDMESH_BIND": f"127.0.0.1:{port}",
+        "IDMESH_INSECURE_DEV_MODE": "true",
+        "IDMESH_OPERATOR_ID": OPERATOR,
+        "IDMESH_NOTIFIER_ADDRESS": "127.0.0.1:9",  # no notifier: the relay only retries
+        "IDMESH_LOG_FORMAT": "json",
+    }
+    log_path = tmp_path / "registry.log"
+    with log_path.open("wb") as log:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "services.operator_registry",
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
+    channels = [
+        open_channel(f"127.0.0.1:{port}", identity=who, options=[("grpc.enable_retries", 0)])
+        for who in (None, ADMIN)
+    ]
+    health = health_pb2_grpc.HealthStub(channels[0])
+    admin = registry_pb2_grpc.RegistryAdminServiceStub(channels[1])
+
+    async def status() -> int:
+        reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=5)
+        return int(reply.status)
+
+    try:
+        await eventually(lambda: _is(status(), SERVING), within=30, what="the process SERVING")
+        holder = sqlite3.connect(settings.db_path, isolation_level=None)
+        try:
+            holder.execute("BEGIN EXCLUSIVE")
+            for index in range(2):
+                assert_store_unavailable(
+                    await refusal(
+                        admin.CreateSubscriber(
+                            registry_pb2.CreateSubscriberRequest(
+                                phone_number=OTHER_NUMBER, contract_id=f"BEE-{index}"
+                            ),
+                            timeout=30,
+                        )
+                    )
+                )
+            assert await status() == NOT_SERVING
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        await eventually(lambda: _is(status(), SERVING), within=20, what="SERVING again")
+        await admin.CreateSubscriber(
+            registry_pb2.CreateSubscriberRequest(phone_number=OTHER_NUMBER, contract_id="BEE-9"),
+            timeout=30,
+        )
+    finally:
+        for channel in channels:
+            await channel.close()
+        process.terminate()
+        await asyncio.wait_for(process.wait(), 15)
+    events = [line for line in log_path.read_text().splitlines() if '"store.' in line]
+    assert [json.loads(line)["event"] for line in events] == [
+        "store.unavailable",
+        "store.available",
+    ]
