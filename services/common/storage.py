@@ -99,7 +99,7 @@ class StoreSettings:
 
 
 def _host(address: str) -> str:
-    """ "db:5432" -> "db", "[::1]:5432" -> "[::1]", "db" -> "db"."""
+    """The host of a URL's host:port, lowercased: db:5432 -> db, [::1]:5432 -> [::1]."""
     if address.startswith("["):
         return address[: address.index("]") + 1].lower()
     return address.rpartition(":")[0].lower() if ":" in address else address.lower()
