@@ -17,10 +17,11 @@ the gauge at 1, health SERVING). Every refused operation counts in
 from __future__ import annotations
 
 import asyncio
+import inspect
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable
-from typing import Final
+from typing import Any, Final, TypeVar, cast
 
 import asyncpg
 from prometheus_client import Counter, Gauge
@@ -97,7 +98,9 @@ def postgres_unreachable(exc: BaseException, *, connecting: bool = False) -> boo
     return False
 
 
+T = TypeVar("T")
 Probe = Callable[[], Awaitable[None]]
+Refusal = Callable[[BaseException], StoreUnavailable | None]
 Listener = Callable[[bool], None]
 
 
@@ -189,3 +192,34 @@ def _describe(exc: BaseException) -> str:
     """The cause for the log: its type and the first line of its message, shortened."""
     text = str(exc).splitlines()[0] if str(exc) else ""
     return f"{type(exc).__name__}: {text[:200]}" if text else type(exc).__name__
+
+
+def guarded(target: T, refusal: Refusal) -> T:
+    """target, with its coroutine methods raising refusal(exc) (a StoreUnavailable) instead of
+    a failure that says the store cannot be reached: for work on a connection of its own,
+    outside the database's methods (a bulk import's staging area). A method that returns
+    target itself returns the guarded one."""
+    return cast(T, _Guarded(target, refusal))
+
+
+class _Guarded:
+    def __init__(self, target: Any, refusal: Refusal) -> None:
+        self._target = target
+        self._refusal = refusal
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._target, name)
+        if not inspect.iscoroutinefunction(attr):
+            return attr
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                result = await attr(*args, **kwargs)
+            except Exception as exc:
+                refused = self._refusal(exc)
+                if refused is None:
+                    raise
+                raise refused from exc
+            return self if result is self._target else result
+
+        return call

@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
-from services.common.availability import StoreAvailability, sqlite_unreachable
+from services.common.availability import StoreAvailability, guarded, sqlite_unreachable
 from services.common.errors import StoreUnavailable
 from services.common.failpoints import InjectedFault, async_failpoint, failpoint
 
@@ -254,6 +254,12 @@ class Database:
             raise refusal from exc
         self.availability.mark_available()
         return result
+
+    def guard(self, target: T) -> T:
+        """target (work on a connection of its own to this file: a bulk import's staging)
+        with the failures that say the file cannot be used raised as StoreUnavailable, and
+        counted here, as this database's own methods do."""
+        return guarded(target, self._refusal)
 
     def _refusal(self, exc: BaseException) -> StoreUnavailable | None:
         """The StoreUnavailable to raise for exc, if it says the file cannot be used now."""

@@ -22,18 +22,19 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, Final, NoReturn
+from typing import Any, Final, NoReturn, TypeVar
 
 import asyncpg
 from asyncpg import Connection, Record
 
-from services.common.availability import StoreAvailability, postgres_unreachable
+from services.common.availability import StoreAvailability, guarded, postgres_unreachable
 from services.common.backoff import Backoff
 from services.common.errors import StoreUnavailable
 from services.common.failpoints import async_failpoint
 from services.common.logging import get_logger
 
 log = get_logger("idmesh.pg")
+T = TypeVar("T")
 
 # The advisory lock key of migrations ("idmesh" in ASCII): one per database.
 MIGRATION_LOCK: Final = 0x69646D657368
@@ -124,6 +125,18 @@ class PgDatabase:
             yield conn
         finally:
             await self._pool.release(conn)
+
+    def guard(self, target: T) -> T:
+        """target (work on a connection of its own: a bulk import's staging, with TEMP tables
+        and COPY) with the failures that say the server cannot be reached, connecting included,
+        raised as StoreUnavailable and counted here, as this database's own methods do."""
+
+        def refusal(exc: BaseException) -> StoreUnavailable | None:
+            if isinstance(exc, StoreUnavailable) or not postgres_unreachable(exc, connecting=True):
+                return None
+            return self.availability.refuse(exc)
+
+        return guarded(target, refusal)
 
     def _raise_refusal(self, exc: Exception, *, outcome_unknown: bool = False) -> NoReturn:
         """Raise StoreUnavailable (CommitOutcomeUnknown) for exc if it says the server cannot be

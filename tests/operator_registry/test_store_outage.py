@@ -26,6 +26,7 @@ from typing import Any
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from idmesh.common.v1 import bulk_pb2
 from idmesh.registry.v1 import registry_pb2, registry_pb2_grpc
 from prometheus_client import REGISTRY
 from structlog.testing import capture_logs
@@ -145,6 +146,21 @@ def outage_calls(registry: Registry) -> list[Callable[[], Awaitable[Any]]]:
             registry_pb2.GetSubscriberRequest(phone_number=NUMBER), timeout=30
         ),
         lambda: registry.admin.ListMessengers(registry_pb2.ListMessengersRequest(), timeout=30),
+        lambda: registry.admin.ImportSubscribers(  # a bulk import: a connection of its own
+            iter(
+                [
+                    registry_pb2.ImportSubscribersRequest(
+                        mode=bulk_pb2.IMPORT_MODE_VALID_ROWS,
+                        rows=[
+                            registry_pb2.SubscriberRow(
+                                line=1, phone_number="+79051112299", contract_id="BULK-1"
+                            )
+                        ],
+                    )
+                ]
+            ),
+            timeout=30,
+        ),
     ]
 
 
