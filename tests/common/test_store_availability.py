@@ -16,6 +16,7 @@ from structlog.testing import capture_logs
 from services.common import failpoints
 from services.common.availability import (
     StoreAvailability,
+    guarded,
     postgres_unreachable,
     sqlite_unreachable,
 )
@@ -171,3 +172,36 @@ async def test_a_locked_sqlite_file_refuses_writes_and_a_write_after_brings_it_b
         assert db.availability.available
     finally:
         await db.close()
+
+
+async def test_guarded_work_raises_store_unavailable_for_an_unreachable_store_only() -> None:
+    class Staging:
+        async def open(self) -> Staging:
+            return self
+
+        async def lost(self) -> None:
+            raise asyncpg.ConnectionDoesNotExistError("connection was closed in the middle")
+
+        async def bad(self) -> None:
+            raise ValueError("a bug")
+
+        def name(self) -> str:
+            return "staging"
+
+    store = StoreAvailability("test:guard", _never_probed)
+
+    def refusal(exc: BaseException) -> StoreUnavailable | None:
+        return store.refuse(exc) if postgres_unreachable(exc) else None
+
+    staging = await guarded(Staging(), refusal).open()
+    assert staging.name() == "staging"
+    with pytest.raises(StoreUnavailable):
+        await staging.lost()  # the guard survives open() returning the unguarded object
+    assert not store.available
+    with pytest.raises(ValueError, match="a bug"):
+        await staging.bad()
+    await store.close()
+
+
+async def _never_probed() -> None:
+    raise ConnectionRefusedError(111, "refused")
