@@ -205,24 +205,41 @@ class PgDatabase:
 
     async def _listen(self, channel: str, on_payloads: Callable[[list[str]], None]) -> None:
         delays = Backoff(initial=0.2, maximum=5.0).delays()
+        failing = False  # said once per outage, not at every attempt
         while True:
             lost = asyncio.Event()
+            conn: Connection | None = None
             try:
                 conn = await asyncpg.connect(self.url, timeout=CONNECT_TIMEOUT)
-            except (OSError, asyncpg.PostgresError, asyncpg.InternalClientError) as exc:
-                log.warning("pg.listen_connect_failed", channel=channel, error=str(exc))
+                conn.add_termination_listener(lambda _conn, lost=lost: lost.set())
+                await conn.add_listener(channel, lambda *args: on_payloads([str(args[3])]))
+            except (
+                OSError,
+                asyncpg.PostgresError,
+                asyncpg.InterfaceError,
+                asyncpg.InternalClientError,
+            ) as exc:  # no server, a server in recovery, or the connection lost at once
+                if conn is not None:
+                    conn.terminate()
+                if not failing:
+                    log.warning("pg.listen_connect_failed", channel=channel, error=str(exc))
+                    failing = True
                 await asyncio.sleep(next(delays))
                 continue
             try:
-                conn.add_termination_listener(lambda _conn, lost=lost: lost.set())
-                await conn.add_listener(channel, lambda *args: on_payloads([str(args[3])]))
+                if failing:
+                    log.info("pg.listen_reconnected", channel=channel)
+                    failing = False
                 on_payloads([])  # notifications sent before this LISTEN are lost
                 delays = Backoff(initial=0.2, maximum=5.0).delays()
                 await lost.wait()
                 log.warning("pg.listen_connection_lost", channel=channel)
             finally:
                 if not conn.is_closed():
-                    await asyncio.shield(conn.close())
+                    try:
+                        await asyncio.shield(conn.close(timeout=CONNECT_TIMEOUT))
+                    except Exception:  # the server went away meanwhile
+                        conn.terminate()
 
     async def close(self) -> None:
         await self.availability.close()
