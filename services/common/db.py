@@ -10,6 +10,12 @@ interleave statements inside one transaction. A write transaction is either
 A separate reader connection (aiosqlite) sees only committed data.
 WAL with synchronous=NORMAL is durable across a killed process (the fault idmesh guards against);
 set synchronous=FULL (IDMESH_DB_SYNCHRONOUS) to be durable across power loss too.
+
+A file that cannot be used now (locked by another process beyond the busy timeout, read-only,
+gone, a disk I/O error, a full disk) raises StoreUnavailable from every method, and marks the
+store unavailable (services.common.availability) until a write succeeds again. A COMMIT either
+happens or not; only the `store.commit.after_commit` failpoint (armed with `error`) makes its
+outcome unknown to the caller (CommitOutcomeUnknown), as a lost connection does on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -26,6 +32,9 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
+from services.common.availability import StoreAvailability, guarded, sqlite_unreachable
+from services.common.errors import StoreUnavailable
+from services.common.failpoints import InjectedFault, async_failpoint, failpoint
 from services.common.tracing import spanned, store_span
 
 T = TypeVar("T")
@@ -62,6 +71,11 @@ class _Call:
 
 class _Abandoned(Exception):
     """The transaction of a cancelled run() call was rolled back instead of committed."""
+
+
+class _CommitLost(Exception):
+    """The transaction was committed, and its outcome lost on the way back (the
+    store.commit.after_commit failpoint): the caller cannot know it took effect."""
 
 
 class _Member:
@@ -111,6 +125,9 @@ class Database:
         self._flushers: set[asyncio.Task[None]] = set()  # strong references to flush tasks
         self.path = path  # the file, for work on a connection of its own (bulk import)
         self.synchronous = synchronous
+        self.availability = StoreAvailability(
+            f"sqlite:{path.name}" if path is not None else "sqlite", self._probe
+        )
 
     @property
     def grouped_waiting(self) -> int:
@@ -190,10 +207,17 @@ class Database:
         # Released when the thread is done, not when the awaiting task stops waiting.
         future.add_done_callback(lambda _: self._lock.release())
         try:
-            return await asyncio.shield(future)
+            result = await asyncio.shield(future)
         except asyncio.CancelledError:
             call.cancelled = True
             raise
+        except Exception as exc:
+            refusal = self._refusal(exc)
+            if refusal is None:
+                raise
+            raise refusal from exc
+        self.availability.mark_available()
+        return result
 
     @spanned("sqlite.transaction")
     async def run_grouped(
@@ -231,7 +255,37 @@ class Database:
         except asyncio.CancelledError:
             member.cancelled = True
             raise
+        except Exception as exc:
+            refusal = self._refusal(exc)
+            if refusal is None:
+                raise
+            raise refusal from exc
+        self.availability.mark_available()
         return result
+
+    def guard(self, target: T) -> T:
+        """target (work on a connection of its own to this file: a bulk import's staging)
+        with the failures that say the file cannot be used raised as StoreUnavailable, and
+        counted here, as this database's own methods do."""
+        return guarded(target, self._refusal)
+
+    def _refusal(self, exc: BaseException) -> StoreUnavailable | None:
+        """The StoreUnavailable to raise for exc, if it says the file cannot be used now."""
+        if isinstance(exc, _CommitLost):
+            return self.availability.refuse(exc.__cause__ or exc, outcome_unknown=True)
+        if sqlite_unreachable(exc):
+            return self.availability.refuse(exc)
+        return None
+
+    async def _probe(self) -> None:
+        """Whether the file takes a write now: the schema version written back unchanged, in a
+        transaction of its own (StoreAvailability runs it while the store is unavailable)."""
+
+        def rewrite_version(conn: sqlite3.Connection) -> None:
+            version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+            conn.execute(f"PRAGMA user_version={version}")
+
+        await self.run(rewrite_version)
 
     def _schedule_flush(self, loop: asyncio.AbstractEventLoop) -> None:
         self._flush_scheduled = True
@@ -318,11 +372,20 @@ class Database:
                         final.update(refused)
                         todo = [i for i in todo if i not in final]
                         continue
+                    failpoint("store.commit.before_commit")
                     conn.execute("COMMIT")
                 except BaseException:
                     if conn.in_transaction:
                         conn.execute("ROLLBACK")
                     raise
+                try:
+                    failpoint("store.commit.after_commit")
+                except InjectedFault as exc:
+                    lost = _CommitLost()
+                    lost.__cause__ = exc
+                    tentative = {
+                        i: (False, lost) if ok else (ok, v) for i, (ok, v) in tentative.items()
+                    }
                 final.update(tentative)
                 todo = []
         except Exception as exc:  # BEGIN, SAVEPOINT or COMMIT failed: the group failed
@@ -339,24 +402,46 @@ class Database:
             result = fn(conn)
             if call.cancelled:
                 raise _Abandoned
+            failpoint("store.commit.before_commit")
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
+        try:
+            failpoint("store.commit.after_commit")
+        except InjectedFault as exc:
+            raise _CommitLost from exc
         return result
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
         """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any exception (cancellation included)."""
         async with store_span("sqlite.transaction"), self._lock:
-            await self._writer.execute("BEGIN IMMEDIATE")
             try:
-                yield self._writer
-            except BaseException:
-                await asyncio.shield(self._writer.rollback())
-                raise
-            await asyncio.shield(self._writer.commit())
+                await self._writer.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._writer
+                except BaseException:
+                    await asyncio.shield(self._writer.rollback())
+                    raise
+                try:
+                    await async_failpoint("store.commit.before_commit")
+                    await asyncio.shield(self._writer.commit())
+                except BaseException:
+                    if self._writer.in_transaction:
+                        await asyncio.shield(self._writer.rollback())
+                    raise
+                try:
+                    await async_failpoint("store.commit.after_commit")
+                except InjectedFault as exc:
+                    raise _CommitLost from exc
+            except Exception as exc:
+                refusal = self._refusal(exc)
+                if refusal is None:
+                    raise
+                raise refusal from exc
+        self.availability.mark_available()
 
     @asynccontextmanager
     async def write_lock(self) -> AsyncIterator[None]:
@@ -367,16 +452,23 @@ class Database:
             yield
 
     async def fetchone(self, sql: str, params: Iterable[Any] = ()) -> aiosqlite.Row | None:
-        rows = await self._reader.execute_fetchall(sql, tuple(params))
+        rows = await self.fetchall(sql, params)
         return next(iter(rows), None)
 
     async def fetchall(self, sql: str, params: Iterable[Any] = ()) -> list[aiosqlite.Row]:
         """One thread hop: execute and fetch together."""
-        return list(await self._reader.execute_fetchall(sql, tuple(params)))
+        try:
+            return list(await self._reader.execute_fetchall(sql, tuple(params)))
+        except Exception as exc:
+            refusal = self._refusal(exc)
+            if refusal is None:
+                raise
+            raise refusal from exc
 
     async def close(self) -> None:
         """Close the connections, after the transaction in progress (a cancelled run()'s
         included) has ended."""
+        await self.availability.close()
         async with self._lock:
             executor, self._executor = self._executor, None
             sync_writer, self._sync_writer = self._sync_writer, None

@@ -7,7 +7,8 @@ attaches the google.rpc details every refusal carries (the error model of Google
 - ErrorInfo: `reason` (a stable UPPER_SNAKE name, documented in the ErrorReason enum of
   protos/idmesh/common/v1/errors.proto), domain "idmesh", and `metadata` (for example
   attempts_left, field, state);
-- RetryInfo: `retry_after` (on RESOURCE_EXHAUSTED);
+- RetryInfo: `retry_after` (on RESOURCE_EXHAUSTED, and on UNAVAILABLE when the store cannot be
+  reached: StoreUnavailable);
 - BadRequest: one field violation naming `field` (on INVALID_ARGUMENT).
 
 Each class says its reason once (the class attribute); a raise site may give a narrower one.
@@ -94,3 +95,24 @@ class Forbidden(DomainError):
     """The caller is known but may not do this."""
 
     REASON = "CALLER_NOT_ALLOWED"
+
+
+class StoreUnavailable(DomainError):
+    """The service's database cannot be reached now (connection refused or lost, a server
+    starting up, in recovery or shutting down, no pooled connection in time; for SQLite a
+    file locked past the busy timeout, unwritable or gone): a transient fault, not a bug.
+    Answered UNAVAILABLE with RetryInfo; nothing of the call was committed."""
+
+    REASON = "STORE_UNAVAILABLE"
+    RETRY_AFTER = timedelta(seconds=1)
+
+    def __init__(self, message: str, *, retry_after: timedelta | None = None) -> None:
+        super().__init__(message, retry_after=retry_after or self.RETRY_AFTER)
+
+
+class CommitOutcomeUnknown(StoreUnavailable):
+    """The connection was lost while the transaction was committing: it may or may not have
+    been committed. Answered UNAVAILABLE with RetryInfo: the caller retries with the same
+    idempotency key, and the retry finds what happened (the stored outcome, or nothing)."""
+
+    REASON = "COMMIT_OUTCOME_UNKNOWN"

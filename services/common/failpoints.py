@@ -7,15 +7,18 @@ Modelled on etcd's gofail. ``IDMESH_FAILPOINTS`` arms them, a comma-separated li
     IDMESH_FAILPOINTS="notifier.stream.after_send=25%"               crash at a hit, p = 0.25
     IDMESH_FAILPOINTS="gateway.notice.after_apply=sleep(200)"        stall 200 ms at every hit
     IDMESH_FAILPOINTS="registry.relay.after_publish=50%sleep(1500)"  stall at half of the hits
+    IDMESH_FAILPOINTS="store.commit.after_commit=error"              lose the connection there
 
-An action is ``crash`` (the default) or ``sleep(MS)``, optionally prefixed by a probability
-``P%`` (0 < P <= 100). A crash does not clean up, flush or reply: it calls ``os._exit(137)``,
-which is what ``kill -9`` at that instant would leave behind (it prints one JSON line
-``failpoint.crash`` on stderr first). A sleep (after a ``failpoint.sleep`` line on stderr)
+An action is ``crash`` (the default), ``sleep(MS)`` or ``error``, optionally prefixed by a
+probability ``P%`` (0 < P <= 100). A crash does not clean up, flush or reply: it calls
+``os._exit(137)``, which is what ``kill -9`` at that instant would leave behind (it prints one
+JSON line ``failpoint.crash`` on stderr first). A sleep (after a ``failpoint.sleep`` line on stderr)
 pauses the code there: ``failpoint(name)``, on the database's writer thread, blocks that thread
 with the transaction open; ``await async_failpoint(name)``, in a coroutine, pauses only that
 coroutine while the rest of the process goes on (so a window is stretched: a notice can be
-applied while a verification holds an answer it has not recorded).
+applied while a verification holds an answer it has not recorded). An error raises
+``InjectedFault``, a ConnectionError: what a connection lost at that instant raises (gofail's
+``return``), so the code's handling of a lost store is what runs.
 
 The variable is read once, when this module is imported (a service's start); a bad value
 stops the service with a message naming the variable. Unarmed (always, outside fault tests) a
@@ -39,8 +42,19 @@ from typing import NoReturn
 ENV = "IDMESH_FAILPOINTS"
 
 # Every failpoint in the code: name -> the window it sits in. Names are <service>.<flow>.<where>;
-# the service prefix says which process a chaos run must restart to arm it.
+# the service prefix says which process a chaos run must restart to arm it; "store." ones sit
+# in the shared store layer, in every service (STORE_FAILPOINTS).
 CATALOGUE: Mapping[str, str] = {
+    "store.commit.before_commit": (
+        "any service's write transaction is written and about to COMMIT: a sleep here while "
+        "the database goes away sends the COMMIT on a dead connection (answered STORE_UNAVAILABLE "
+        "or COMMIT_OUTCOME_UNKNOWN, nothing committed)"
+    ),
+    "store.commit.after_commit": (
+        "any service's write transaction is committed, the database's answer not yet seen: "
+        "with `error` the commit reads as a lost connection, answered COMMIT_OUTCOME_UNKNOWN, "
+        "and the caller's retry with its idempotency key finds what was committed"
+    ),
     "registry.verify.before_commit": (
         "VerifySubscriber's transaction (binding and stored answer) is written but not "
         "committed: nothing of it survives"
@@ -88,18 +102,25 @@ CATALOGUE: Mapping[str, str] = {
     ),
 }
 
+STORE_FAILPOINTS: frozenset[str] = frozenset(n for n in CATALOGUE if n.startswith("store."))
+
 _TERM = re.compile(
     r"^(?P<name>[a-z0-9_.]+)"
-    r"(?:=(?:(?P<percent>\d+(?:\.\d+)?)%)?(?P<action>crash|sleep\((?P<ms>\d+)\))?)?$"
+    r"(?:=(?:(?P<percent>\d+(?:\.\d+)?)%)?(?P<action>crash|error|sleep\((?P<ms>\d+)\))?)?$"
 )
+
+
+class InjectedFault(ConnectionError):
+    """Raised by a failpoint armed with ``error``: a connection lost at that instant."""
 
 
 @dataclass(frozen=True, slots=True)
 class Action:
-    """What an armed failpoint does at a hit: crash or sleep, with a probability."""
+    """What an armed failpoint does at a hit: crash, sleep or raise, with a probability."""
 
-    sleep_ms: int | None = None  # None: crash
+    sleep_ms: int | None = None  # None: crash (or raise, with error)
     probability: float = 1.0
+    error: bool = False
 
     def _acts(self) -> bool:
         return self.probability >= 1.0 or random.random() < self.probability
@@ -107,6 +128,9 @@ class Action:
     def fire(self, name: str) -> None:
         if not self._acts():
             return
+        if self.error:
+            _say("failpoint.error", name)
+            raise InjectedFault(f"failpoint {name}: the connection was lost")
         if self.sleep_ms is not None:
             _say("failpoint.sleep", name)
             time.sleep(self.sleep_ms / 1000)
@@ -116,6 +140,9 @@ class Action:
     async def fire_async(self, name: str) -> None:
         if not self._acts():
             return
+        if self.error:
+            _say("failpoint.error", name)
+            raise InjectedFault(f"failpoint {name}: the connection was lost")
         if self.sleep_ms is not None:
             _say("failpoint.sleep", name)
             await asyncio.sleep(self.sleep_ms / 1000)
@@ -144,7 +171,8 @@ def parse(spec: str) -> dict[str, Action]:
         match = _TERM.match(term)
         if match is None or (match["percent"] is None and match["action"] is None and "=" in term):
             raise ValueError(
-                f"{ENV}: {term!r} is not name, name=crash, name=sleep(MS) or name=P%ACTION"
+                f"{ENV}: {term!r} is not name, name=crash, name=sleep(MS), name=error or "
+                "name=P%ACTION"
             )
         name = match["name"]
         if name not in CATALOGUE:
@@ -153,14 +181,20 @@ def parse(spec: str) -> dict[str, Action]:
         if not 0 < probability <= 1:
             raise ValueError(f"{ENV}: {term!r}: the probability must be above 0% and at most 100%")
         ms = match["ms"]
-        armed[name] = Action(sleep_ms=None if ms is None else int(ms), probability=probability)
+        armed[name] = Action(
+            sleep_ms=None if ms is None else int(ms),
+            probability=probability,
+            error=match["action"] == "error",
+        )
     return armed
 
 
 def term(name: str, action: Action) -> str:
     """The IDMESH_FAILPOINTS term that arms name with action (parse's inverse)."""
     percent = "" if action.probability >= 1.0 else f"{action.probability * 100:g}%"
-    what = "crash" if action.sleep_ms is None else f"sleep({action.sleep_ms})"
+    what = "error" if action.error else "crash"
+    if action.sleep_ms is not None:
+        what = f"sleep({action.sleep_ms})"
     return f"{name}={percent}{what}"
 
 

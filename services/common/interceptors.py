@@ -45,6 +45,7 @@ from services.common.errors import (
     DomainError,
     Forbidden,
     InvalidInput,
+    StoreUnavailable,
     Unauthenticated,
 )
 from services.common.identity import (
@@ -74,6 +75,8 @@ _COMMON_ERRORS: dict[type[BaseException], grpc.StatusCode] = {
     InvalidInput: grpc.StatusCode.INVALID_ARGUMENT,
     Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
     Forbidden: grpc.StatusCode.PERMISSION_DENIED,
+    # the database cannot be reached now (or a commit's outcome was lost): transient, retry
+    StoreUnavailable: grpc.StatusCode.UNAVAILABLE,
 }
 
 

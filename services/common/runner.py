@@ -29,6 +29,7 @@ from services.common.interceptors import ErrorTable
 from services.common.logging import configure_logging, get_logger
 from services.common.metrics import serve_metrics
 from services.common.server import GrpcServer
+from services.common.storage import watching_stores
 
 
 class HasServerSettings(Protocol):
@@ -58,13 +59,15 @@ async def serve(name: str, config: C, wiring: Wiring[C], errors: ErrorTable) -> 
     if tracing.configure(name):
         get_logger("idmesh.main").info("tracing.exporting", exporter=tracing.exporter_name())
     try:
-        async with wiring(config, server):
-            await server.start()
-            try:
-                await server.set_serving()
-                await server.wait_for_signal(launcher_fd=settings.launcher_fd)
-            finally:
-                await server.stop(config.server.shutdown_grace)
+        # the stores the wiring opens are watched: health NOT_SERVING while one cannot be reached
+        with watching_stores(server.watch_store):
+            async with wiring(config, server):
+                await server.start()
+                try:
+                    await server.set_serving()
+                    await server.wait_for_signal(launcher_fd=settings.launcher_fd)
+                finally:
+                    await server.stop(config.server.shutdown_grace)
     finally:
         await asyncio.to_thread(tracing.shutdown)  # exports what is buffered
 

@@ -8,8 +8,9 @@
     await server.set_serving()           # health: SERVING
     await server.wait_for_signal()       # SIGTERM/SIGINT: NOT_SERVING, drain, stop
 
-Health reports NOT_SERVING while starting and from the first shutdown signal on; a second
-signal exits at once.
+Health reports NOT_SERVING while starting, while a database the server watches cannot be
+reached (`watch_store`: the stores opened in a service's wiring are watched), and from the first
+shutdown signal on; a second signal exits at once.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from services.common.availability import StoreAvailability
 from services.common.channels import SERVER_KEEPALIVE_OPTIONS
 from services.common.config import LimiterSettings
 from services.common.interceptors import (
@@ -77,6 +79,32 @@ class GrpcServer:
         self._service_names: list[str] = []
         self._on_shutdown: list[Callable[[], Awaitable[None]]] = []
         self.port: int | None = None
+        self._serving = False  # set_serving() called, no shutdown yet
+        self._stores: list[StoreAvailability] = []
+        self._health_updates: set[asyncio.Task[None]] = set()
+
+    def watch_store(self, availability: StoreAvailability) -> None:
+        """Report NOT_SERVING while this store cannot be reached, SERVING again once it can
+        (after set_serving, and until shutdown)."""
+        self._stores.append(availability)
+        availability.watch(self._store_changed)
+
+    def _store_changed(self, _available: bool) -> None:
+        task = asyncio.get_running_loop().create_task(self._apply_health())
+        self._health_updates.add(task)
+        task.add_done_callback(self._health_updates.discard)
+
+    async def _apply_health(self) -> None:
+        if not self._serving:
+            return
+        up = all(store.available for store in self._stores)
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if up
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for service in ("", *self._service_names):
+            await self.health.set(service, status)
 
     def on_shutdown(self, hook: Callable[[], Awaitable[None]]) -> None:
         """Run hook once health is NOT_SERVING and before the drain: for example to end
@@ -124,11 +152,13 @@ class GrpcServer:
         return port
 
     async def set_serving(self) -> None:
-        for service in ("", *self._service_names):
-            await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        """SERVING from now on (NOT_SERVING meanwhile while a watched store is unavailable)."""
+        self._serving = True
+        await self._apply_health()
         log.info("server.serving")
 
     async def stop(self, grace: float | None) -> None:
+        self._serving = False
         await self.health.enter_graceful_shutdown()
         hooks, self._on_shutdown = self._on_shutdown, []
         for hook in hooks:
@@ -172,6 +202,7 @@ class GrpcServer:
             loop.add_reader(launcher_fd, on_launcher_readable)
         try:
             await stopping.wait()
+            self._serving = False
             await self.health.enter_graceful_shutdown()
         finally:
             for signum in (signal.SIGTERM, signal.SIGINT):

@@ -2,27 +2,38 @@
 
 IDMESH_DATABASE_URL     postgresql://user:password@host:5432/database (or postgres://...): the
                         service's stores on PostgreSQL (asyncpg pool), shared by its replicas;
-                        one database per service deployment. Unset: SQLite, as below.
+                        one database per service deployment. Unset: SQLite, as below. With a
+                        standby: every server, ...@primary:5432,standby:5432/database?
+                        target_session_attrs=read-write, and connections go to whichever is
+                        the primary (after a promotion, the new one).
 IDMESH_DB_PATH          the SQLite file (required without IDMESH_DATABASE_URL)
 IDMESH_DB_SYNCHRONOUS   SQLite synchronous: NORMAL (default), FULL, EXTRA or OFF
 IDMESH_DB_POOL_SIZE     PostgreSQL: connections per replica (default 10)
+
+A database opened by open_database inside `watching_stores(watch)` (the service runner wraps
+each service's wiring in it) is handed to watch: the server then reports NOT_SERVING while it
+cannot be reached (services.common.availability).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
+from services.common.availability import StoreAvailability
 from services.common.config import ConfigError, Env
 from services.common.db import Database
 from services.common.pg import PgDatabase
 
 SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
+StoreWatcher = Callable[[StoreAvailability], None]
+_WATCHER: ContextVar[StoreWatcher | None] = ContextVar("idmesh_store_watcher", default=None)
 _POSTGRES_SCHEMES = ("postgresql", "postgres")
 
 
@@ -82,8 +93,27 @@ class StoreSettings:
         if self.database_url is None:
             return f"sqlite:{self.db_path}"
         parts = urlsplit(self.database_url)
-        host = parts.hostname or "local socket"
-        return f"postgresql:{host}{parts.path}"
+        # every host of a multi-host URL ("h1:5432,h2:5432"), without user, password and ports
+        hosts = [_host(h) for h in parts.netloc.rpartition("@")[2].split(",") if h]
+        return f"postgresql:{','.join(hosts) or 'local socket'}{parts.path}"
+
+
+def _host(address: str) -> str:
+    """The host of a URL's host:port, lowercased: db:5432 -> db, [::1]:5432 -> [::1]."""
+    if address.startswith("["):
+        return address[: address.index("]") + 1].lower()
+    return address.rpartition(":")[0].lower() if ":" in address else address.lower()
+
+
+@contextmanager
+def watching_stores(watch: StoreWatcher) -> Iterator[None]:
+    """Hand every database open_database opens in this context (and in tasks started from it)
+    to watch: GrpcServer.watch_store, so that health follows the stores' availability."""
+    token = _WATCHER.set(watch)
+    try:
+        yield
+    finally:
+        _WATCHER.reset(token)
 
 
 @asynccontextmanager
@@ -104,6 +134,9 @@ async def open_database(
     else:
         assert settings.db_path is not None
         db = await Database.open(settings.db_path, sqlite, synchronous=settings.db_synchronous)
+    watch = _WATCHER.get()
+    if watch is not None:
+        watch(db.availability)
     try:
         yield db
     finally:

@@ -18,7 +18,7 @@ from typing import Final
 from prometheus_client import Counter
 
 from services.common.context import trace_id_now
-from services.common.errors import DomainError, InvalidInput, quote
+from services.common.errors import DomainError, InvalidInput, StoreUnavailable, quote
 from services.common.failpoints import async_failpoint, failpoint
 from services.common.identity import validate_id
 from services.common.logging import get_logger
@@ -163,11 +163,17 @@ class RegistryService:
                 messenger_id, idempotency_key, key_alias, phone_number, time_remaining
             )
         except DomainError as exc:
-            await self._store.add_audit(
-                self._audit(
-                    messenger_id, idempotency_key or key_alias, phone_number, refusal_outcome(exc)
+            try:
+                await self._store.add_audit(
+                    self._audit(
+                        messenger_id,
+                        idempotency_key or key_alias,
+                        phone_number,
+                        refusal_outcome(exc),
+                    )
                 )
-            )
+            except StoreUnavailable:
+                pass  # the store cannot take the audit record now: the refusal stands as it is
             raise
 
     def _audit(

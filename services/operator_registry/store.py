@@ -263,7 +263,7 @@ class SqliteRegistryStore:
 
     def import_staging(self) -> ImportStaging:
         """A bulk import's staging area (import_store.py), on a connection of its own."""
-        return SqliteImportStaging(self._db)
+        return self._db.guard(SqliteImportStaging(self._db))
 
     # --- reads (the reader connection: committed data only) ---------------------------------
 

@@ -280,7 +280,7 @@ class PgRegistryStore:
     def import_staging(self) -> ImportStaging:
         """A bulk import's staging area (import_store_pg.py: COPY into a TEMP table), on a
         connection of its own."""
-        return PgImportStaging(self._db.url)
+        return self._db.guard(PgImportStaging(self._db.url))
 
     # --- reads ------------------------------------------------------------------------------
 

@@ -92,6 +92,10 @@ def test_the_database_url_chooses_the_engine() -> None:
     )
     assert pg.engine is Engine.POSTGRESQL
     assert pg.describe() == "postgresql:db.internal/reg"
+    both = StoreSettings(
+        database_url="postgresql://u:secret@pg-a:5432,pg-b:5432/reg?target_session_attrs=read-write"
+    )
+    assert both.describe() == "postgresql:pg-a,pg-b/reg"
     with pytest.raises(ConfigError, match="IDMESH_DB_PATH: required"):
         StoreSettings.from_env(Env({}))
     with pytest.raises(ConfigError, match="IDMESH_DB_POOL_SIZE"):

@@ -38,6 +38,7 @@ from services.common.config import Env, ServerSettings
 from services.common.db import Database
 from services.common.identity import Caller, Kind, Role
 from services.common.server import GrpcServer
+from services.common.status import ErrorDetails, error_details
 from services.common.storage import StoreSettings
 from services.common.timeutil import SystemClock, to_timestamp, utcnow
 from services.messenger_gateway.config import GatewayConfig
@@ -128,6 +129,7 @@ class Outcome:
     details: str
     response: Message | None = None
     client_side: bool = False
+    error: ErrorDetails | None = None  # a refusal's google.rpc details
 
 
 class Mesh:
@@ -179,7 +181,7 @@ class Mesh:
                     path, request_serializer=serialize, response_deserializer=deserialize
                 )(requests[0], timeout=CALL_TIMEOUT)
         except grpc.aio.AioRpcError as error:
-            return Outcome(error.code(), error.details() or "")
+            return Outcome(error.code(), error.details() or "", error=error_details(error))
         return Outcome(grpc.StatusCode.OK, "", reply)
 
     async def _stream(
@@ -207,7 +209,9 @@ class Mesh:
         except grpc.aio.AioRpcError as error:
             code = error.code()
             client_side = code in _FAILURES and _server_failures(path) == failures_before
-            return Outcome(code, error.details() or "", client_side=client_side)
+            return Outcome(
+                code, error.details() or "", client_side=client_side, error=error_details(error)
+            )
         return Outcome(grpc.StatusCode.OK, "", reply)
 
     def snapshot(

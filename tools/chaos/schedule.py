@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from services.common.failpoints import CATALOGUE, Action, term
+from services.common.failpoints import CATALOGUE, STORE_FAILPOINTS, Action, term
 
 OPERATORS = {"beeline": "+7903", "megafon": "+7921"}  # operator -> its numbering-plan range
 MESSENGERS = ("alpha", "beta")
@@ -64,8 +64,8 @@ def plan_round(
     """The round's scenarios (the first always a race) starting within the first part of
     load_seconds, and its faults: one failpoint, then one or two more faults of any kind.
     failpoints: arm only these, names or IDMESH_FAILPOINTS terms (default: any of the
-    catalogue, each with a seeded action)."""
-    names = sorted(failpoints or CATALOGUE)
+    catalogue but the shared store layer's, each with a seeded action)."""
+    names = sorted(failpoints or set(CATALOGUE) - STORE_FAILPOINTS)
     rng = random.Random(f"{seed}/{round_no}")
     count = rng.randint(6, 9)
     scenarios = [

@@ -33,10 +33,11 @@ class GatewayServiceStub:
     is missing or malformed), PERMISSION_DENIED (CALLER_NOT_ALLOWED: the caller's identity may not
     call it), INVALID_ARGUMENT (FIELD_TOO_LONG: a field over its documented maximum size),
     RESOURCE_EXHAUSTED (OVERLOADED: the service is at its limit of calls in flight; RetryInfo),
-    UNAVAILABLE (the service is starting, stopping or unreachable), DEADLINE_EXCEEDED and CANCELLED
-    (the caller's deadline or cancellation), UNIMPLEMENTED (a server without the method) and INTERNAL
-    (INTERNAL: a bug; quote the request id). Every refusal carries a google.rpc.ErrorInfo with the
-    reason in parentheses (idmesh.common.v1.ErrorReason).
+    UNAVAILABLE (the service is starting, stopping or unreachable; STORE_UNAVAILABLE or
+    COMMIT_OUTCOME_UNKNOWN: its database cannot be reached now, RetryInfo), DEADLINE_EXCEEDED and
+    CANCELLED (the caller's deadline or cancellation), UNIMPLEMENTED (a server without the method)
+    and INTERNAL (INTERNAL: a bug; quote the request id). Every refusal carries a
+    google.rpc.ErrorInfo with the reason in parentheses (idmesh.common.v1.ErrorReason).
     """
 
     def __init__(self, channel):
@@ -120,10 +121,11 @@ class GatewayServiceServicer:
     is missing or malformed), PERMISSION_DENIED (CALLER_NOT_ALLOWED: the caller's identity may not
     call it), INVALID_ARGUMENT (FIELD_TOO_LONG: a field over its documented maximum size),
     RESOURCE_EXHAUSTED (OVERLOADED: the service is at its limit of calls in flight; RetryInfo),
-    UNAVAILABLE (the service is starting, stopping or unreachable), DEADLINE_EXCEEDED and CANCELLED
-    (the caller's deadline or cancellation), UNIMPLEMENTED (a server without the method) and INTERNAL
-    (INTERNAL: a bug; quote the request id). Every refusal carries a google.rpc.ErrorInfo with the
-    reason in parentheses (idmesh.common.v1.ErrorReason).
+    UNAVAILABLE (the service is starting, stopping or unreachable; STORE_UNAVAILABLE or
+    COMMIT_OUTCOME_UNKNOWN: its database cannot be reached now, RetryInfo), DEADLINE_EXCEEDED and
+    CANCELLED (the caller's deadline or cancellation), UNIMPLEMENTED (a server without the method)
+    and INTERNAL (INTERNAL: a bug; quote the request id). Every refusal carries a
+    google.rpc.ErrorInfo with the reason in parentheses (idmesh.common.v1.ErrorReason).
     """
 
     def StartIdentification(self, request, context):
@@ -366,10 +368,11 @@ class GatewayService:
     is missing or malformed), PERMISSION_DENIED (CALLER_NOT_ALLOWED: the caller's identity may not
     call it), INVALID_ARGUMENT (FIELD_TOO_LONG: a field over its documented maximum size),
     RESOURCE_EXHAUSTED (OVERLOADED: the service is at its limit of calls in flight; RetryInfo),
-    UNAVAILABLE (the service is starting, stopping or unreachable), DEADLINE_EXCEEDED and CANCELLED
-    (the caller's deadline or cancellation), UNIMPLEMENTED (a server without the method) and INTERNAL
-    (INTERNAL: a bug; quote the request id). Every refusal carries a google.rpc.ErrorInfo with the
-    reason in parentheses (idmesh.common.v1.ErrorReason).
+    UNAVAILABLE (the service is starting, stopping or unreachable; STORE_UNAVAILABLE or
+    COMMIT_OUTCOME_UNKNOWN: its database cannot be reached now, RetryInfo), DEADLINE_EXCEEDED and
+    CANCELLED (the caller's deadline or cancellation), UNIMPLEMENTED (a server without the method)
+    and INTERNAL (INTERNAL: a bug; quote the request id). Every refusal carries a
+    google.rpc.ErrorInfo with the reason in parentheses (idmesh.common.v1.ErrorReason).
     """
 
     @staticmethod
@@ -730,10 +733,11 @@ class GatewayAdminServiceStub:
     is missing or malformed), PERMISSION_DENIED (CALLER_NOT_ALLOWED: the caller's identity may not
     call it), INVALID_ARGUMENT (FIELD_TOO_LONG: a field over its documented maximum size),
     RESOURCE_EXHAUSTED (OVERLOADED: the service is at its limit of calls in flight; RetryInfo),
-    UNAVAILABLE (the service is starting, stopping or unreachable), DEADLINE_EXCEEDED and CANCELLED
-    (the caller's deadline or cancellation), UNIMPLEMENTED (a server without the method) and INTERNAL
-    (INTERNAL: a bug; quote the request id). Every refusal carries a google.rpc.ErrorInfo with the
-    reason in parentheses (idmesh.common.v1.ErrorReason).
+    UNAVAILABLE (the service is starting, stopping or unreachable; STORE_UNAVAILABLE or
+    COMMIT_OUTCOME_UNKNOWN: its database cannot be reached now, RetryInfo), DEADLINE_EXCEEDED and
+    CANCELLED (the caller's deadline or cancellation), UNIMPLEMENTED (a server without the method)
+    and INTERNAL (INTERNAL: a bug; quote the request id). Every refusal carries a
+    google.rpc.ErrorInfo with the reason in parentheses (idmesh.common.v1.ErrorReason).
     """
 
     def __init__(self, channel):
@@ -785,10 +789,11 @@ class GatewayAdminServiceServicer:
     is missing or malformed), PERMISSION_DENIED (CALLER_NOT_ALLOWED: the caller's identity may not
     call it), INVALID_ARGUMENT (FIELD_TOO_LONG: a field over its documented maximum size),
     RESOURCE_EXHAUSTED (OVERLOADED: the service is at its limit of calls in flight; RetryInfo),
-    UNAVAILABLE (the service is starting, stopping or unreachable), DEADLINE_EXCEEDED and CANCELLED
-    (the caller's deadline or cancellation), UNIMPLEMENTED (a server without the method) and INTERNAL
-    (INTERNAL: a bug; quote the request id). Every refusal carries a google.rpc.ErrorInfo with the
-    reason in parentheses (idmesh.common.v1.ErrorReason).
+    UNAVAILABLE (the service is starting, stopping or unreachable; STORE_UNAVAILABLE or
+    COMMIT_OUTCOME_UNKNOWN: its database cannot be reached now, RetryInfo), DEADLINE_EXCEEDED and
+    CANCELLED (the caller's deadline or cancellation), UNIMPLEMENTED (a server without the method)
+    and INTERNAL (INTERNAL: a bug; quote the request id). Every refusal carries a
+    google.rpc.ErrorInfo with the reason in parentheses (idmesh.common.v1.ErrorReason).
     """
 
     def ImportPortedNumbers(self, request_iterator, context):
@@ -917,10 +922,11 @@ class GatewayAdminService:
     is missing or malformed), PERMISSION_DENIED (CALLER_NOT_ALLOWED: the caller's identity may not
     call it), INVALID_ARGUMENT (FIELD_TOO_LONG: a field over its documented maximum size),
     RESOURCE_EXHAUSTED (OVERLOADED: the service is at its limit of calls in flight; RetryInfo),
-    UNAVAILABLE (the service is starting, stopping or unreachable), DEADLINE_EXCEEDED and CANCELLED
-    (the caller's deadline or cancellation), UNIMPLEMENTED (a server without the method) and INTERNAL
-    (INTERNAL: a bug; quote the request id). Every refusal carries a google.rpc.ErrorInfo with the
-    reason in parentheses (idmesh.common.v1.ErrorReason).
+    UNAVAILABLE (the service is starting, stopping or unreachable; STORE_UNAVAILABLE or
+    COMMIT_OUTCOME_UNKNOWN: its database cannot be reached now, RetryInfo), DEADLINE_EXCEEDED and
+    CANCELLED (the caller's deadline or cancellation), UNIMPLEMENTED (a server without the method)
+    and INTERNAL (INTERNAL: a bug; quote the request id). Every refusal carries a
+    google.rpc.ErrorInfo with the reason in parentheses (idmesh.common.v1.ErrorReason).
     """
 
     @staticmethod

@@ -34,10 +34,11 @@ class NotifierServiceStub:
     is missing or malformed), PERMISSION_DENIED (CALLER_NOT_ALLOWED: the caller's identity may not
     call it), INVALID_ARGUMENT (FIELD_TOO_LONG: a field over its documented maximum size),
     RESOURCE_EXHAUSTED (OVERLOADED: the service is at its limit of calls in flight; RetryInfo),
-    UNAVAILABLE (the service is starting, stopping or unreachable), DEADLINE_EXCEEDED and CANCELLED
-    (the caller's deadline or cancellation), UNIMPLEMENTED (a server without the method) and INTERNAL
-    (INTERNAL: a bug; quote the request id). Every refusal carries a google.rpc.ErrorInfo with the
-    reason in parentheses (idmesh.common.v1.ErrorReason).
+    UNAVAILABLE (the service is starting, stopping or unreachable; STORE_UNAVAILABLE or
+    COMMIT_OUTCOME_UNKNOWN: its database cannot be reached now, RetryInfo), DEADLINE_EXCEEDED and
+    CANCELLED (the caller's deadline or cancellation), UNIMPLEMENTED (a server without the method)
+    and INTERNAL (INTERNAL: a bug; quote the request id). Every refusal carries a
+    google.rpc.ErrorInfo with the reason in parentheses (idmesh.common.v1.ErrorReason).
     """
 
     def __init__(self, channel):
@@ -77,10 +78,11 @@ class NotifierServiceServicer:
     is missing or malformed), PERMISSION_DENIED (CALLER_NOT_ALLOWED: the caller's identity may not
     call it), INVALID_ARGUMENT (FIELD_TOO_LONG: a field over its documented maximum size),
     RESOURCE_EXHAUSTED (OVERLOADED: the service is at its limit of calls in flight; RetryInfo),
-    UNAVAILABLE (the service is starting, stopping or unreachable), DEADLINE_EXCEEDED and CANCELLED
-    (the caller's deadline or cancellation), UNIMPLEMENTED (a server without the method) and INTERNAL
-    (INTERNAL: a bug; quote the request id). Every refusal carries a google.rpc.ErrorInfo with the
-    reason in parentheses (idmesh.common.v1.ErrorReason).
+    UNAVAILABLE (the service is starting, stopping or unreachable; STORE_UNAVAILABLE or
+    COMMIT_OUTCOME_UNKNOWN: its database cannot be reached now, RetryInfo), DEADLINE_EXCEEDED and
+    CANCELLED (the caller's deadline or cancellation), UNIMPLEMENTED (a server without the method)
+    and INTERNAL (INTERNAL: a bug; quote the request id). Every refusal carries a
+    google.rpc.ErrorInfo with the reason in parentheses (idmesh.common.v1.ErrorReason).
     """
 
     def Publish(self, request, context):
@@ -172,10 +174,11 @@ class NotifierService:
     is missing or malformed), PERMISSION_DENIED (CALLER_NOT_ALLOWED: the caller's identity may not
     call it), INVALID_ARGUMENT (FIELD_TOO_LONG: a field over its documented maximum size),
     RESOURCE_EXHAUSTED (OVERLOADED: the service is at its limit of calls in flight; RetryInfo),
-    UNAVAILABLE (the service is starting, stopping or unreachable), DEADLINE_EXCEEDED and CANCELLED
-    (the caller's deadline or cancellation), UNIMPLEMENTED (a server without the method) and INTERNAL
-    (INTERNAL: a bug; quote the request id). Every refusal carries a google.rpc.ErrorInfo with the
-    reason in parentheses (idmesh.common.v1.ErrorReason).
+    UNAVAILABLE (the service is starting, stopping or unreachable; STORE_UNAVAILABLE or
+    COMMIT_OUTCOME_UNKNOWN: its database cannot be reached now, RetryInfo), DEADLINE_EXCEEDED and
+    CANCELLED (the caller's deadline or cancellation), UNIMPLEMENTED (a server without the method)
+    and INTERNAL (INTERNAL: a bug; quote the request id). Every refusal carries a
+    google.rpc.ErrorInfo with the reason in parentheses (idmesh.common.v1.ErrorReason).
     """
 
     @staticmethod

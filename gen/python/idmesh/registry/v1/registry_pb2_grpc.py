@@ -34,10 +34,11 @@ class RegistryServiceStub:
     is missing or malformed), PERMISSION_DENIED (CALLER_NOT_ALLOWED: the caller's identity may not
     call it), INVALID_ARGUMENT (FIELD_TOO_LONG: a field over its documented maximum size),
     RESOURCE_EXHAUSTED (OVERLOADED: the service is at its limit of calls in flight; RetryInfo),
-    UNAVAILABLE (the service is starting, stopping or unreachable), DEADLINE_EXCEEDED and CANCELLED
-    (the caller's deadline or cancellation), UNIMPLEMENTED (a server without the method) and INTERNAL
-    (INTERNAL: a bug; quote the request id). Every refusal carries a google.rpc.ErrorInfo with the
-    reason in parentheses (idmesh.common.v1.ErrorReason).
+    UNAVAILABLE (the service is starting, stopping or unreachable; STORE_UNAVAILABLE or
+    COMMIT_OUTCOME_UNKNOWN: its database cannot be reached now, RetryInfo), DEADLINE_EXCEEDED and
+    CANCELLED (the caller's deadline or cancellation), UNIMPLEMENTED (a server without the method)
+    and INTERNAL (INTERNAL: a bug; quote the request id). Every refusal carries a
+    google.rpc.ErrorInfo with the reason in parentheses (idmesh.common.v1.ErrorReason).
     """
 
     def __init__(self, channel):
@@ -67,10 +68,11 @@ class RegistryServiceServicer:
     is missing or malformed), PERMISSION_DENIED (CALLER_NOT_ALLOWED: the caller's identity may not
     call it), INVALID_ARGUMENT (FIELD_TOO_LONG: a field over its documented maximum size),
     RESOURCE_EXHAUSTED (OVERLOADED: the service is at its limit of calls in flight; RetryInfo),
-    UNAVAILABLE (the service is starting, stopping or unreachable), DEADLINE_EXCEEDED and CANCELLED
-    (the caller's deadline or cancellation), UNIMPLEMENTED (a server without the method) and INTERNAL
-    (INTERNAL: a bug; quote the request id). Every refusal carries a google.rpc.ErrorInfo with the
-    reason in parentheses (idmesh.common.v1.ErrorReason).
+    UNAVAILABLE (the service is starting, stopping or unreachable; STORE_UNAVAILABLE or
+    COMMIT_OUTCOME_UNKNOWN: its database cannot be reached now, RetryInfo), DEADLINE_EXCEEDED and
+    CANCELLED (the caller's deadline or cancellation), UNIMPLEMENTED (a server without the method)
+    and INTERNAL (INTERNAL: a bug; quote the request id). Every refusal carries a
+    google.rpc.ErrorInfo with the reason in parentheses (idmesh.common.v1.ErrorReason).
     """
 
     def VerifySubscriber(self, request, context):
@@ -133,10 +135,11 @@ class RegistryService:
     is missing or malformed), PERMISSION_DENIED (CALLER_NOT_ALLOWED: the caller's identity may not
     call it), INVALID_ARGUMENT (FIELD_TOO_LONG: a field over its documented maximum size),
     RESOURCE_EXHAUSTED (OVERLOADED: the service is at its limit of calls in flight; RetryInfo),
-    UNAVAILABLE (the service is starting, stopping or unreachable), DEADLINE_EXCEEDED and CANCELLED
-    (the caller's deadline or cancellation), UNIMPLEMENTED (a server without the method) and INTERNAL
-    (INTERNAL: a bug; quote the request id). Every refusal carries a google.rpc.ErrorInfo with the
-    reason in parentheses (idmesh.common.v1.ErrorReason).
+    UNAVAILABLE (the service is starting, stopping or unreachable; STORE_UNAVAILABLE or
+    COMMIT_OUTCOME_UNKNOWN: its database cannot be reached now, RetryInfo), DEADLINE_EXCEEDED and
+    CANCELLED (the caller's deadline or cancellation), UNIMPLEMENTED (a server without the method)
+    and INTERNAL (INTERNAL: a bug; quote the request id). Every refusal carries a
+    google.rpc.ErrorInfo with the reason in parentheses (idmesh.common.v1.ErrorReason).
     """
 
     @staticmethod
@@ -200,10 +203,11 @@ class RegistryAdminServiceStub:
     is missing or malformed), PERMISSION_DENIED (CALLER_NOT_ALLOWED: the caller's identity may not
     call it), INVALID_ARGUMENT (FIELD_TOO_LONG: a field over its documented maximum size),
     RESOURCE_EXHAUSTED (OVERLOADED: the service is at its limit of calls in flight; RetryInfo),
-    UNAVAILABLE (the service is starting, stopping or unreachable), DEADLINE_EXCEEDED and CANCELLED
-    (the caller's deadline or cancellation), UNIMPLEMENTED (a server without the method) and INTERNAL
-    (INTERNAL: a bug; quote the request id). Every refusal carries a google.rpc.ErrorInfo with the
-    reason in parentheses (idmesh.common.v1.ErrorReason).
+    UNAVAILABLE (the service is starting, stopping or unreachable; STORE_UNAVAILABLE or
+    COMMIT_OUTCOME_UNKNOWN: its database cannot be reached now, RetryInfo), DEADLINE_EXCEEDED and
+    CANCELLED (the caller's deadline or cancellation), UNIMPLEMENTED (a server without the method)
+    and INTERNAL (INTERNAL: a bug; quote the request id). Every refusal carries a
+    google.rpc.ErrorInfo with the reason in parentheses (idmesh.common.v1.ErrorReason).
     """
 
     def __init__(self, channel):
@@ -280,10 +284,11 @@ class RegistryAdminServiceServicer:
     is missing or malformed), PERMISSION_DENIED (CALLER_NOT_ALLOWED: the caller's identity may not
     call it), INVALID_ARGUMENT (FIELD_TOO_LONG: a field over its documented maximum size),
     RESOURCE_EXHAUSTED (OVERLOADED: the service is at its limit of calls in flight; RetryInfo),
-    UNAVAILABLE (the service is starting, stopping or unreachable), DEADLINE_EXCEEDED and CANCELLED
-    (the caller's deadline or cancellation), UNIMPLEMENTED (a server without the method) and INTERNAL
-    (INTERNAL: a bug; quote the request id). Every refusal carries a google.rpc.ErrorInfo with the
-    reason in parentheses (idmesh.common.v1.ErrorReason).
+    UNAVAILABLE (the service is starting, stopping or unreachable; STORE_UNAVAILABLE or
+    COMMIT_OUTCOME_UNKNOWN: its database cannot be reached now, RetryInfo), DEADLINE_EXCEEDED and
+    CANCELLED (the caller's deadline or cancellation), UNIMPLEMENTED (a server without the method)
+    and INTERNAL (INTERNAL: a bug; quote the request id). Every refusal carries a
+    google.rpc.ErrorInfo with the reason in parentheses (idmesh.common.v1.ErrorReason).
     """
 
     def CreateSubscriber(self, request, context):
@@ -489,10 +494,11 @@ class RegistryAdminService:
     is missing or malformed), PERMISSION_DENIED (CALLER_NOT_ALLOWED: the caller's identity may not
     call it), INVALID_ARGUMENT (FIELD_TOO_LONG: a field over its documented maximum size),
     RESOURCE_EXHAUSTED (OVERLOADED: the service is at its limit of calls in flight; RetryInfo),
-    UNAVAILABLE (the service is starting, stopping or unreachable), DEADLINE_EXCEEDED and CANCELLED
-    (the caller's deadline or cancellation), UNIMPLEMENTED (a server without the method) and INTERNAL
-    (INTERNAL: a bug; quote the request id). Every refusal carries a google.rpc.ErrorInfo with the
-    reason in parentheses (idmesh.common.v1.ErrorReason).
+    UNAVAILABLE (the service is starting, stopping or unreachable; STORE_UNAVAILABLE or
+    COMMIT_OUTCOME_UNKNOWN: its database cannot be reached now, RetryInfo), DEADLINE_EXCEEDED and
+    CANCELLED (the caller's deadline or cancellation), UNIMPLEMENTED (a server without the method)
+    and INTERNAL (INTERNAL: a bug; quote the request id). Every refusal carries a
+    google.rpc.ErrorInfo with the reason in parentheses (idmesh.common.v1.ErrorReason).
     """
 
     @staticmethod
