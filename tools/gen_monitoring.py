@@ -293,6 +293,11 @@ ROWS: list[tuple[str, list[Panel]]] = [
                 ],
             ),
             (
+                "Stores reachable (0: the service answers STORE_UNAVAILABLE)",
+                "short",
+                [("min by (job, store) (idmesh_store_available)", "{{job}} {{store}}")],
+            ),
+            (
                 "Calls shed (RESOURCE_EXHAUSTED at the concurrency limit)",
                 "ops",
                 [("sum by (job, method) (rate(idmesh_rpc_shed_total[5m]))", "{{job}} {{method}}")],

@@ -26,7 +26,13 @@ K8S_POSTGRES = DEPLOY / "k8s-postgres"
 K8S_DIRS = {"sqlite": K8S, "postgresql": K8S_POSTGRES}
 KUBERNETES_VERSION = "1.33.0"  # the oldest release the manifests are checked against
 # What a process gets from services/localmesh that a container gets differently.
-SECURITY = {"IDMESH_TLS_CA", "IDMESH_TLS_CERT", "IDMESH_TLS_KEY", "IDMESH_INSECURE_DEV_MODE"}
+SECURITY = {
+    "IDMESH_TLS_CA",
+    "IDMESH_TLS_CERT",
+    "IDMESH_TLS_KEY",
+    "IDMESH_INSECURE_DEV_MODE",
+    "OTEL_SERVICE_NAME",  # a container is named in traces by the service it runs
+}
 
 
 def _load_tool(name: str) -> ModuleType:
