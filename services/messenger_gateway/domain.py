@@ -145,6 +145,18 @@ def decide_access(user_id: str, current: Identification | None) -> Access:
     )
 
 
+# --- the one-time code's SMS ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SmsMessage:
+    messenger_id: str
+    identification_id: str
+    phone_number: str
+    code: str = field(repr=False)
+    text: str = field(repr=False)
+
+
 # --- the operator's answer -------------------------------------------------------------------
 
 

@@ -39,7 +39,8 @@ from services.messenger_gateway.policy_store_pg import PgPolicyStore
 from services.messenger_gateway.ports import GatewayStore, PolicyStore
 from services.messenger_gateway.registry_client import RegistryClients
 from services.messenger_gateway.routing import PortedNumbersTable, build_router
-from services.messenger_gateway.service import GatewayService, GatewaySettings
+from services.messenger_gateway.service import GatewayService
+from services.messenger_gateway.settings import GatewaySettings
 from services.messenger_gateway.sms import FileSmsSender
 from services.messenger_gateway.store import MIGRATIONS, SqliteGatewayStore
 from services.messenger_gateway.store_pg import PG_MIGRATIONS, SERVICE, PgGatewayStore
@@ -150,7 +151,7 @@ async def open_gateway(
             code_hasher=CodeHasher(
                 load_or_create_key(config.otp_key_file or config.db_path.parent / "otp-hmac.key")
             ),
-            on_identification_change=policy.on_identification_change,
+            policy=policy,
         )
         stack.push_async_callback(service.close)
         server.add(

@@ -355,6 +355,10 @@ class PolicyIndex:
     def is_identified(self, user_id: str) -> bool:
         return self._users.get(user_id) is not None
 
+    def identified_number(self, user_id: str) -> str | None:
+        """The number the user is identified by; None when not identified."""
+        return self._users.get(user_id)
+
     def is_known(self, user_id: str) -> bool:
         return user_id in self._users
 

@@ -6,8 +6,9 @@ the truth:
 - each write here commits (table row + change-log entry in one transaction) and then applies the
   log before acknowledging, so the next decision on this process sees it;
 - identification changes reach the log through triggers; the identification paths of this
-  process call catch_up() after their writes (GatewayService's `on_identification_change`), so a
-  revocation applies from the next decision here too;
+  process tell identification_changed() what their transaction wrote, and it catches up when the
+  change alters an answer (a user now known, identified or no longer), so the change applies
+  from the next decision here too; a batch of notices that revoked any catches up;
 - the tailer (run_tail) applies what other processes on the same database wrote (replicas): on
   PostgreSQL as soon as the store signals a commit (LISTEN/NOTIFY), and on either engine every
   `poll_interval` (on SQLite the only signal; on PostgreSQL the safety net for a lost
@@ -33,7 +34,12 @@ from services.common.errors import InvalidInput
 from services.common.logging import get_logger
 from services.common.phone import mask, parse_mobile
 from services.common.timeutil import Clock, SystemClock
-from services.messenger_gateway.domain import USER_ID_MAX_LENGTH, validate_user_id
+from services.messenger_gateway.domain import (
+    USER_ID_MAX_LENGTH,
+    Identification,
+    State,
+    validate_user_id,
+)
 from services.messenger_gateway.policy import (
     MAX_BATCH_PAIRS,
     ORDER_LIMIT,
@@ -198,8 +204,15 @@ class PolicyService:
         advanced, self._advanced = self._advanced, asyncio.Event()
         advanced.set()
 
-    async def on_identification_change(self) -> None:
-        """Called by the identification paths after their writes (the triggers logged them)."""
+    async def identification_changed(self, ident: Identification) -> None:
+        """An identification write committed `ident` (the triggers logged it): catch up when it
+        changes what the index answers for its user (known, identified, on which number);
+        otherwise the tail brings the version along without a read on the request path."""
+        identified = ident.state is State.IDENTIFIED
+        index = self.index
+        if index.is_known(ident.user_id) and index.is_identified(ident.user_id) == identified:
+            if not identified or index.identified_number(ident.user_id) == ident.phone_number:
+                return
         await self.catch_up()
 
     async def prune_changes(self) -> int:

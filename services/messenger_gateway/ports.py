@@ -5,26 +5,28 @@ store_pg.PgGatewayStore. PolicyStore (the delivery policy): policy_store.SqliteP
 policy_store_pg.PgPolicyStore. The PostgreSQL adapters serve several replicas on one database;
 both pairs pass the same tests (parametrised by engine).
 
-Each method of GatewayStore that writes is one transaction, and its guard (the state an
-identification must still be in, the request id it must still be verifying under, its window)
-is part of the write, so that the first of two racing writers wins and the other changes
-nothing.
+Identifications change only through the unit of work: a transaction function over an
+IdentificationTx (transactions.py) reads the rows, the state machine (transitions.py) decides,
+and the write is a compare-and-set on the state the row leaves, so that the first of two racing
+writers wins and the other changes nothing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 from services.common.lease import Lease, LeaseStore
+from services.common.logging import get_logger
 from services.messenger_gateway.domain import (
     Identification,
-    NoticeResult,
+    OperatorAnswer,
     PortedNumber,
-    Reason,
-    State,
+    Reassignment,
+    SmsMessage,
+    TerminationKind,
     TerminationNotice,
 )
 from services.messenger_gateway.policy import (
@@ -41,6 +43,125 @@ from services.messenger_gateway.policy import (
     SenderRule,
     UnacceptedPolicy,
 )
+from services.messenger_gateway.routing import Route
+
+log = get_logger("idmesh.gateway")
+T = TypeVar("T")
+
+
+class IdentificationTx(Protocol):
+    """Statements inside one write transaction of the identification store. The decisions are
+    the transaction functions' (transactions.py); these only read and write rows."""
+
+    async def lock_user(self, user_id: str) -> None:
+        """Serialise with the other transactions replacing the user's identification."""
+        ...
+
+    async def get(self, identification_id: str) -> Identification | None: ...
+
+    async def current(self, user_id: str) -> Identification | None: ...
+
+    async def by_idempotency_key(self, user_id: str, key: str) -> Identification | None: ...
+
+    async def insert(self, new: Identification, idempotency_key: str | None) -> None: ...
+
+    async def compare_and_set(
+        self, before: Identification, after: Identification, *, lease: Lease | None = None
+    ) -> bool:
+        """Write `after` over the row only if it is still as `before` left it (its state,
+        verify key and attempts left); with lease, the row is held by lease.holder until
+        lease.expires_at. Did it?"""
+        ...
+
+    async def ended_by_notice(self, operator_id: str, code: str) -> TerminationKind | None:
+        """The kind of the applied notice that ended (operator, code), if any; serialised until
+        the commit with add_to_inbox for the same pair."""
+        ...
+
+    async def overdue(self, now: datetime) -> list[Identification]:
+        """VERIFYING identifications whose deadline has passed at `now`, oldest first."""
+        ...
+
+    async def identified_with_code(self, operator_id: str, code: str) -> list[Identification]: ...
+
+    async def remember_route(self, entry: PortedNumber) -> bool:
+        """Insert or replace (by a strictly later ported_at) a ported-numbers row."""
+        ...
+
+    async def notice_cursor(self, messenger_id: str) -> int: ...
+
+    async def add_to_inbox(
+        self, notice: TerminationNotice, *, ends_code: bool, now: datetime
+    ) -> bool:
+        """The notice's event id into the inbox (with ends_code, the code it ends); False if it
+        was there already."""
+        ...
+
+    async def set_inbox_revoked(self, event_id: str, revoked: int) -> None: ...
+
+    async def advance_notice_cursor(self, messenger_id: str, seq: int) -> None:
+        """The cursor to seq, never backwards."""
+        ...
+
+
+TxFunction = Callable[[IdentificationTx], Coroutine[Any, Any, T]]
+
+# --- the identification flow's other ports ----------------------------------------------------
+
+
+class SmsSender(Protocol):
+    async def send(self, message: SmsMessage) -> None: ...
+
+
+class NumberRouter(Protocol):
+    async def resolve(self, e164: str) -> Route: ...
+
+
+class OperatorDirectory(Protocol):
+    """The operators' registries. verify() returns the operator's answer or raises
+    OperatorUnavailable when asking again may help. check_reassigned() raises
+    OperatorUnavailable when the operator could not be asked, OperatorRefused when it has no
+    agreement with this messenger."""
+
+    def knows(self, operator_id: str) -> bool: ...
+
+    async def verify(
+        self, operator_id: str, *, idempotency_key: str, phone_number: str, time_limit: float
+    ) -> OperatorAnswer: ...
+
+    async def check_reassigned(
+        self, operator_id: str, *, phone_number: str, since: datetime, time_limit: float
+    ) -> Reassignment: ...
+
+
+class IdentificationListener(Protocol):
+    """Told each identification change the identification writes committed, with the row as
+    the transaction wrote it (the delivery policy's index: whether a user is known and
+    identified)."""
+
+    async def identification_changed(self, ident: Identification) -> None: ...
+
+
+class PolicyRefresh(Protocol):
+    """The delivery policy's index, caught up from the change log on demand."""
+
+    async def catch_up(self) -> int: ...
+
+
+class PolicyFollower(IdentificationListener, PolicyRefresh, Protocol):
+    """The delivery policy as the identification flow sees it (policy_service.PolicyService)."""
+
+
+async def tell(listener: IdentificationListener | None, ident: Identification) -> None:
+    """Tell the listener of a committed change; its failure is logged, not raised (the change
+    is committed; the policy's tailer catches up on its own)."""
+    if listener is None:
+        return
+    try:
+        await listener.identification_changed(ident)
+    except Exception:
+        log.exception("identification.change_listener_failed")
+
 
 # Called when another process (a replica) may have committed policy changes.
 ChangeSignal = Callable[[], None]
@@ -75,72 +196,19 @@ class GatewayStore(LeaseStore, Protocol):
         """The identification the user started with this idempotency key, if any."""
         ...
 
-    # --- identification transitions -------------------------------------------------------------
+    # --- the unit of work ---------------------------------------------------------------------
 
-    async def replace_current(
-        self,
-        new: Identification,
-        *,
-        now: datetime,
-        change_number: bool,
-        idempotency_key: str | None = None,
-    ) -> Identification | None:
-        """Insert `new` as the user's current identification, ending the previous one, in one
-        transaction; the previous one as it is afterwards, or None. With an idempotency key
-        the user already started an identification with: nothing changes, IdempotentReplay."""
+    async def run(self, fn: TxFunction[T]) -> T:
+        """fn(tx) as one write transaction: committed when fn returns, rolled back when it
+        raises (the exception propagates as it is)."""
         ...
 
-    async def expire_code(self, identification_id: str, now: datetime) -> bool: ...
-
-    async def record_wrong_code(
-        self, identification_id: str, now: datetime
-    ) -> Identification | None: ...
-
-    async def begin_verification(
-        self,
-        identification_id: str,
-        *,
-        verify_key: str,
-        deadline: datetime,
-        now: datetime,
-        lease: Lease,
-    ) -> bool:
-        """AWAITING_CODE -> VERIFYING, held by lease.holder until lease.expires_at; stored
-        before the operator is asked."""
+    async def run_grouped(self, fn: TxFunction[T]) -> T:
+        """Like run(fn); on SQLite sharing one COMMIT with the calls that arrive together (group
+        commit), each in a savepoint of its own, so each is still all or nothing."""
         ...
-
-    async def finish_verification(
-        self,
-        identification_id: str,
-        verify_key: str,
-        *,
-        state: State,
-        reason: Reason,
-        now: datetime,
-        operator_id: str | None = None,
-        identification_code: str | None = None,
-        within_window: bool,
-    ) -> tuple[State, Reason] | None:
-        """VERIFYING -> state, only if still VERIFYING under verify_key (and, with
-        within_window, before its deadline); the (state, reason) recorded, None if nothing
-        changed."""
-        ...
-
-    async def follow_hint(
-        self,
-        identification_id: str,
-        verify_key: str,
-        *,
-        recipient: str,
-        donor: str,
-        now: datetime,
-    ) -> bool: ...
 
     async def remember_hint(self, phone_number: str, recipient: str, now: datetime) -> bool: ...
-
-    async def expire_overdue(self, now: datetime) -> list[str]:
-        """VERIFYING past its deadline -> NOT_COMPLETED OPERATOR_TIMEOUT; their ids."""
-        ...
 
     # --- verification leases --------------------------------------------------------------------
 
@@ -165,18 +233,6 @@ class GatewayStore(LeaseStore, Protocol):
         ...
 
     # --- notices and ported numbers ---------------------------------------------------------------
-
-    async def apply_notices(
-        self,
-        messenger_id: str,
-        notices: Sequence[tuple[TerminationNotice, bool]],
-        *,
-        now: datetime,
-    ) -> list[NoticeResult]:
-        """In one transaction, for each (notice, revoke) in order: the event id into the inbox
-        (a repeat, also within the batch, changes nothing), with revoke the identifications it
-        names revoked; then the cursor advanced to the last seq."""
-        ...
 
     async def stage_ported(
         self, import_id: str, rows: Sequence[tuple[int, PortedNumber]]

@@ -1,22 +1,21 @@
 """The gateway's SQLite store: identifications (history kept, the latest per user is current),
 the notice inbox (event ids applied) and the notice cursor.
 
-Every state change is a conditional UPDATE on the state it leaves, so concurrent actors (an RPC,
-a verification task, the watchdog, another gateway process on the same file) cannot both win,
-and an operator's late answer changes nothing. Leases (on pending verifications, and named ones
-such as the notice consumer's) are the same rows as on PostgreSQL; with one replica, whose id
-survives its restarts, they are always its own.
+Identifications change only through the unit of work (run, run_grouped): the transaction
+functions of transactions.py decide, and SqliteIdentificationTx only runs their statements, each
+state change a compare-and-set on the state the row leaves, so concurrent actors (an RPC, a
+verification task, the watchdog, another gateway process on the same file) cannot both win.
+Leases (on pending verifications, and named ones such as the notice consumer's) are the same
+rows as on PostgreSQL; with one replica, whose id survives its restarts, they are always its own.
 
-The identification and notice writes are each one function run on the database's writer thread
-(Database.run: the whole transaction in one thread hop); the ported-numbers import keeps its
-TEMP staging table on the aiosqlite writer connection (Database.transaction).
-
-The identification flow's writes (StartIdentification's replace_current, ConfirmPossession's
-record_wrong_code and begin_verification, the code's expiry, every finish_verification) use
-group commit (Database.run_grouped): the ones that arrive together share one transaction, one
-COMMIT and one writer-thread hop, each in a savepoint of its own, so each is still all or
-nothing (a refused one, IdempotentReplay say, undoes only its own writes) and each caller gets
-its own result. (On PostgreSQL, store_pg.py, the connection pool runs them concurrently.)
+A transaction function runs on the database's writer thread, driven to completion there (one
+thread hop however many statements); the ported-numbers import keeps its TEMP staging table on
+the aiosqlite writer connection (Database.transaction). The identification flow's writes
+(starting, confirming, the verification's outcome) use group commit (run_grouped): the ones
+that arrive together share one transaction, one COMMIT and one writer-thread hop, each in a
+savepoint of its own, so each is still all or nothing (a refused one, IdempotentReplay say,
+undoes only its own writes) and each caller gets its own result. (On PostgreSQL, store_pg.py,
+the connection pool runs them concurrently.)
 """
 
 from __future__ import annotations
@@ -24,28 +23,24 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
-from services.common.db import Database
-from services.common.errors import quote
-from services.common.failpoints import failpoint
+from services.common.db import Database, drive
 from services.common.lease import Lease
 from services.common.timeutil import from_iso, stored_time, to_iso
 from services.messenger_gateway.domain import (
-    IdempotentReplay,
     Identification,
-    IdentificationNotFound,
-    NoticeResult,
     PortedNumber,
     Reason,
     RouteOrigin,
-    SameNumber,
     State,
     TerminationKind,
     TerminationNotice,
-    hint_verify_key,
 )
 from services.messenger_gateway.policy_store import POLICY_MIGRATION
+from services.messenger_gateway.ports import TxFunction
+
+T = TypeVar("T")
 
 MIGRATIONS: list[str] = [
     """
@@ -253,278 +248,24 @@ class SqliteGatewayStore:
         row = await self._db.fetchone("SELECT 1 FROM notice_inbox WHERE event_id = ?", (event_id,))
         return row is not None
 
-    # --- starting --------------------------------------------------------------------------
+    # --- the unit of work (ports.IdentificationTx; decisions in transactions.py) ------------
 
-    async def replace_current(
-        self,
-        new: Identification,
-        *,
-        now: datetime,
-        change_number: bool,
-        idempotency_key: str | None = None,
-    ) -> Identification | None:
-        """Insert `new` as the user's current identification, ending the previous one
-        (NUMBER_CHANGED: NOT_COMPLETED if unfinished, REVOKED if IDENTIFIED), in one transaction.
-        Returns the previous identification as it is afterwards, or None.
+    async def run(self, fn: TxFunction[T]) -> T:
+        """fn(tx) as one write transaction on the writer thread, driven to completion there (it
+        awaits only the tx, whose methods never suspend): one thread hop however many
+        statements. See Database.run."""
+        return await self._db.run(lambda conn: drive(fn(SqliteIdentificationTx(conn))))
 
-        change_number: the user must have an identification (IdentificationNotFound) and the
-        number must differ from its number (SameNumber).
-
-        idempotency_key: stored with `new`; if the user already started an identification
-        with that key, nothing changes and IdempotentReplay carries that identification."""
-
-        def replace(conn: sqlite3.Connection) -> Identification | None:
-            if idempotency_key is not None:
-                earlier = _fetch(
-                    conn,
-                    "SELECT * FROM identifications WHERE user_id = ? AND idempotency_key = ?",
-                    (new.user_id, idempotency_key),
-                )
-                if earlier is not None:
-                    raise IdempotentReplay(earlier)
-            previous = _fetch(
-                conn,
-                "SELECT * FROM identifications WHERE user_id = ? ORDER BY seq DESC LIMIT 1",
-                (new.user_id,),
-            )
-            if change_number:
-                if previous is None:
-                    raise IdentificationNotFound(
-                        f"user {quote(new.user_id)} has no identification: use StartIdentification"
-                    )
-                if previous.phone_number == new.phone_number:
-                    raise SameNumber(
-                        "phone_number is the user's current number: give the new number, or "
-                        "use StartIdentification to identify the same number again"
-                    )
-            if previous is not None:
-                conn.execute(
-                    """UPDATE identifications
-                        SET state = CASE state WHEN 'IDENTIFIED' THEN 'REVOKED'
-                                               ELSE 'NOT_COMPLETED' END,
-                            reason = 'NUMBER_CHANGED', completed_at = ?, code_hash = ''
-                        WHERE identification_id = ?
-                          AND state IN ('IDENTIFIED', 'AWAITING_CODE', 'VERIFYING')""",
-                    (to_iso(now), previous.identification_id),
-                )
-            conn.execute(
-                """INSERT INTO identifications
-                   (identification_id, user_id, phone_number, state, reason, operator_id,
-                    started_at, code_hash, code_expires_at, attempts_left, idempotency_key,
-                    trace_id)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-                (
-                    new.identification_id,
-                    new.user_id,
-                    new.phone_number,
-                    new.state,
-                    new.reason,
-                    new.operator_id,
-                    to_iso(new.started_at),
-                    new.code_hash,
-                    to_iso(new.code_expires_at),
-                    new.attempts_left,
-                    idempotency_key,
-                    new.trace_id,
-                ),
-            )
-            if previous is None:
-                return None
-            return _fetch(
-                conn,
-                "SELECT * FROM identifications WHERE identification_id = ?",
-                (previous.identification_id,),
-            )
-
-        return await self._db.run_grouped(replace)
-
-    # --- the one-time code -------------------------------------------------------------------
-
-    async def expire_code(self, identification_id: str, now: datetime) -> bool:
-        return await self._update(
-            f"""UPDATE identifications
-                SET state = 'NOT_COMPLETED', reason = '{Reason.CODE_EXPIRED}',
-                    completed_at = ?, code_hash = ''
-                WHERE identification_id = ? AND state = 'AWAITING_CODE'""",
-            (to_iso(now), identification_id),
-        )
-
-    async def record_wrong_code(
-        self, identification_id: str, now: datetime
-    ) -> Identification | None:
-        """One attempt used; at zero the identification ends TOO_MANY_ATTEMPTS. None if the
-        identification was no longer AWAITING_CODE."""
-
-        def record(conn: sqlite3.Connection) -> Identification | None:
-            cursor = conn.execute(
-                f"""UPDATE identifications
-                    SET attempts_left = attempts_left - 1,
-                        state = CASE WHEN attempts_left <= 1 THEN 'NOT_COMPLETED' ELSE state END,
-                        reason = CASE WHEN attempts_left <= 1 THEN '{Reason.TOO_MANY_ATTEMPTS}'
-                                      ELSE reason END,
-                        completed_at = CASE WHEN attempts_left <= 1 THEN ? ELSE completed_at END,
-                        code_hash = CASE WHEN attempts_left <= 1 THEN '' ELSE code_hash END
-                    WHERE identification_id = ? AND state = 'AWAITING_CODE'
-                      AND attempts_left > 0""",
-                (to_iso(now), identification_id),
-            )
-            if cursor.rowcount != 1:
-                return None
-            return _fetch(
-                conn,
-                "SELECT * FROM identifications WHERE identification_id = ?",
-                (identification_id,),
-            )
-
-        return await self._db.run_grouped(record)
-
-    # --- verification ------------------------------------------------------------------------
-
-    async def begin_verification(
-        self,
-        identification_id: str,
-        *,
-        verify_key: str,
-        deadline: datetime,
-        now: datetime,
-        lease: Lease,
-    ) -> bool:
-        """AWAITING_CODE -> VERIFYING (only while the code is still valid), held by
-        lease.holder; stored before the operator is asked, so a restart resumes it with the
-        same verify_key."""
-        return await self._update(
-            """UPDATE identifications
-               SET state = 'VERIFYING', verify_key = ?, verification_deadline = ?,
-                   code_hash = '', lease_holder = ?, lease_expires_at = ?
-               WHERE identification_id = ? AND state = 'AWAITING_CODE'
-                 AND code_expires_at > ?""",
-            (
-                verify_key,
-                to_iso(deadline),
-                lease.holder,
-                to_iso(lease.expires_at),
-                identification_id,
-                to_iso(now),
-            ),
-        )
-
-    async def finish_verification(
-        self,
-        identification_id: str,
-        verify_key: str,
-        *,
-        state: State,
-        reason: Reason,
-        now: datetime,
-        operator_id: str | None = None,
-        identification_code: str | None = None,
-        within_window: bool,
-    ) -> tuple[State, Reason] | None:
-        """VERIFYING -> state, only if still VERIFYING under verify_key; with within_window, only
-        while the verification deadline has not passed at `now` (an operator's late answer
-        changes nothing). Returns the (state, reason) recorded, None if nothing changed.
-
-        An IDENTIFIED answer whose code a termination notice already ended (the notice inbox
-        has it) is recorded NOT_COMPLETED with the notice's reason instead: a termination wins
-        over any operator answer, whatever the order they arrive in. The check and the write
-        are one transaction, serialised with apply_notice by the database's single writer."""
-        sql = """UPDATE identifications
-                 SET state = ?, reason = ?, completed_at = ?,
-                     identified_at = CASE WHEN ? = 'IDENTIFIED' THEN ? ELSE identified_at END,
-                     operator_id = COALESCE(?, operator_id),
-                     identification_code = COALESCE(?, identification_code)
-                 WHERE identification_id = ? AND verify_key = ? AND state = 'VERIFYING'"""
-        if within_window:
-            sql += " AND verification_deadline > ?"
-
-        def finish(conn: sqlite3.Connection) -> tuple[State, Reason] | None:
-            final, why, code = state, reason, identification_code
-            if state is State.IDENTIFIED and code is not None:
-                ended = conn.execute(
-                    "SELECT reason FROM notice_inbox "
-                    "WHERE operator_id = COALESCE(?, ("
-                    "  SELECT operator_id FROM identifications WHERE identification_id = ?)) "
-                    "AND identification_code = ? LIMIT 1",
-                    (operator_id, identification_id, code),
-                ).fetchone()
-                if ended is not None:
-                    final, why, code = (
-                        State.NOT_COMPLETED,
-                        TerminationKind(ended[0]).revocation_reason,
-                        None,
-                    )
-            params: list[Any] = [
-                final,
-                why,
-                to_iso(now),
-                final,
-                to_iso(now),
-                operator_id,
-                code,
-                identification_id,
-                verify_key,
-            ]
-            if within_window:
-                params.append(to_iso(now))
-            changed = conn.execute(sql, params).rowcount == 1
-            return (final, why) if changed else None
-
-        return await self._db.run_grouped(finish)
-
-    async def follow_hint(
-        self,
-        identification_id: str,
-        verify_key: str,
-        *,
-        recipient: str,
-        donor: str,
-        now: datetime,
-    ) -> bool:
-        """A donor answered "ported to recipient": in one transaction, remember the route
-        (ported_numbers, origin hint, ported_at now) and move the verification to the recipient
-        under the derived verify_key; only if still VERIFYING under verify_key, within its
-        window, and no hint was followed yet. Stored before the recipient is asked, so a
-        restart resumes at the recipient."""
-
-        def follow(conn: sqlite3.Connection) -> bool:
-            cursor = conn.execute(
-                """UPDATE identifications
-                   SET operator_id = ?, verify_key = ?, hinted_by = ?
-                   WHERE identification_id = ? AND verify_key = ? AND state = 'VERIFYING'
-                     AND hinted_by IS NULL AND verification_deadline > ?
-                   RETURNING phone_number""",
-                (
-                    recipient,
-                    hint_verify_key(verify_key),
-                    donor,
-                    identification_id,
-                    verify_key,
-                    to_iso(now),
-                ),
-            )
-            row = cursor.fetchone()
-            if row is None:
-                return False
-            _upsert_ported(conn, [PortedNumber(row[0], recipient, now, RouteOrigin.HINT)], now)
-            return True
-
-        return await self._db.run(follow)
+    async def run_grouped(self, fn: TxFunction[T]) -> T:
+        """Like run(fn), sharing one transaction and COMMIT with the calls that arrive together,
+        fn in a savepoint of its own (Database.run_grouped)."""
+        return await self._db.run_grouped(lambda conn: drive(fn(SqliteIdentificationTx(conn))))
 
     async def remember_hint(self, phone_number: str, recipient: str, now: datetime) -> bool:
         """Remember a donor's hint as a route (origin hint, ported_at now); False if the table
         already has a later porting date for the number."""
         entry = PortedNumber(phone_number, recipient, now, RouteOrigin.HINT)
         return await self._db.run(lambda conn: _upsert_ported(conn, [entry], now) == 1)
-
-    async def expire_overdue(self, now: datetime) -> list[str]:
-        """VERIFYING past its deadline -> NOT_COMPLETED OPERATOR_TIMEOUT; returns their ids."""
-        sql = f"""UPDATE identifications
-                  SET state = 'NOT_COMPLETED', reason = '{Reason.OPERATOR_TIMEOUT}',
-                      completed_at = ?
-                  WHERE state = 'VERIFYING' AND verification_deadline <= ?
-                  RETURNING identification_id"""
-        params = (to_iso(now), to_iso(now))
-        return await self._db.run(lambda conn: [row[0] for row in conn.execute(sql, params)])
 
     # --- leases ------------------------------------------------------------------------------
 
@@ -608,21 +349,6 @@ class SqliteGatewayStore:
         )
         return None if row is None else Lease(row["holder"], from_iso(row["expires_at"]))
 
-    # --- notices -----------------------------------------------------------------------------
-
-    async def apply_notices(
-        self,
-        messenger_id: str,
-        notices: Sequence[tuple[TerminationNotice, bool]],
-        *,
-        now: datetime,
-    ) -> list[NoticeResult]:
-        """In one transaction, for each (notice, revoke) in order: record the event id in the
-        inbox (a repeat, also within the batch, changes nothing), with revoke revoke the
-        IDENTIFIED identifications the event names; then advance the cursor to the last seq.
-        Each result's cursor is the persisted cursor as of that notice."""
-        return await self._db.run(lambda conn: _apply_notices(conn, messenger_id, notices, now))
-
     # --- the ported-numbers table ---------------------------------------------------------------
 
     async def ported_number(self, phone_number: str) -> PortedNumber | None:
@@ -678,76 +404,165 @@ class SqliteGatewayStore:
                 "DELETE FROM temp.ported_import_staging WHERE import_id = ?", (import_id,)
             )
 
-    # --- helpers -----------------------------------------------------------------------------
 
-    async def _update(self, sql: str, params: Any) -> bool:
-        """One conditional UPDATE, committed with the others that arrive together (group
-        commit): did it change exactly one row?"""
-        values = tuple(params)
-        return await self._db.run_grouped(lambda conn: conn.execute(sql, values).rowcount == 1)
+# The columns a transition may change (compare_and_set writes them all).
+_MUTABLE = (
+    "state, reason, operator_id, code_hash, attempts_left, verify_key, verification_deadline, "
+    "identification_code, completed_at, hinted_by, identified_at"
+)
+_CAS = f"""UPDATE identifications SET ({_MUTABLE}) = (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+           WHERE identification_id = ? AND state = ? AND verify_key IS ?
+             AND attempts_left = ?"""
+_CAS_LEASED = f"""UPDATE identifications
+                  SET ({_MUTABLE}, lease_holder, lease_expires_at)
+                    = (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                  WHERE identification_id = ? AND state = ? AND verify_key IS ?
+                    AND attempts_left = ?"""
 
 
-def _apply_notices(
-    conn: sqlite3.Connection,
-    messenger_id: str,
-    notices: Sequence[tuple[TerminationNotice, bool]],
-    now: datetime,
-) -> list[NoticeResult]:
-    """On the writer thread: per notice inbox and revocations, then the cursor once."""
-    row = conn.execute(
-        "SELECT seq FROM notice_cursor WHERE messenger_id = ?", (messenger_id,)
-    ).fetchone()
-    cursor = 0 if row is None else int(row["seq"])
-    results: list[NoticeResult] = []
-    for notice, revoke in notices:
-        applied, revoked = _apply_notice(conn, notice, to_iso(now), revoke)
-        cursor = max(cursor, notice.seq)
-        results.append(NoticeResult(applied=applied, revoked=revoked, cursor=cursor))
-    if notices:
-        conn.execute(
+def _mutable(ident: Identification) -> tuple[Any, ...]:
+    return (
+        ident.state,
+        ident.reason,
+        ident.operator_id,
+        ident.code_hash,
+        ident.attempts_left,
+        ident.verify_key,
+        _opt_iso(ident.verification_deadline),
+        ident.identification_code,
+        _opt_iso(ident.completed_at),
+        ident.hinted_by,
+        _opt_iso(ident.identified_at),
+    )
+
+
+class SqliteIdentificationTx:
+    """ports.IdentificationTx on the writer thread's connection (SqliteGatewayStore.run):
+    `async def` for the port, but each does its work at once, never suspending."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    async def lock_user(self, user_id: str) -> None:
+        """The database's single writer serialises every write transaction."""
+
+    async def get(self, identification_id: str) -> Identification | None:
+        return _fetch(
+            self._conn,
+            "SELECT * FROM identifications WHERE identification_id = ?",
+            (identification_id,),
+        )
+
+    async def current(self, user_id: str) -> Identification | None:
+        return _fetch(
+            self._conn,
+            "SELECT * FROM identifications WHERE user_id = ? ORDER BY seq DESC LIMIT 1",
+            (user_id,),
+        )
+
+    async def by_idempotency_key(self, user_id: str, key: str) -> Identification | None:
+        return _fetch(
+            self._conn,
+            "SELECT * FROM identifications WHERE user_id = ? AND idempotency_key = ?",
+            (user_id, key),
+        )
+
+    async def insert(self, new: Identification, idempotency_key: str | None) -> None:
+        self._conn.execute(
+            """INSERT INTO identifications
+               (identification_id, user_id, phone_number, state, reason, operator_id,
+                started_at, code_hash, code_expires_at, attempts_left, idempotency_key,
+                trace_id)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+            (
+                new.identification_id,
+                new.user_id,
+                new.phone_number,
+                new.state,
+                new.reason,
+                new.operator_id,
+                to_iso(new.started_at),
+                new.code_hash,
+                to_iso(new.code_expires_at),
+                new.attempts_left,
+                idempotency_key,
+                new.trace_id,
+            ),
+        )
+
+    async def compare_and_set(
+        self, before: Identification, after: Identification, *, lease: Lease | None = None
+    ) -> bool:
+        guard = (before.identification_id, before.state, before.verify_key, before.attempts_left)
+        if lease is None:
+            cursor = self._conn.execute(_CAS, (*_mutable(after), *guard))
+        else:
+            held = (lease.holder, to_iso(lease.expires_at))
+            cursor = self._conn.execute(_CAS_LEASED, (*_mutable(after), *held, *guard))
+        return cursor.rowcount == 1
+
+    async def ended_by_notice(self, operator_id: str, code: str) -> TerminationKind | None:
+        row = self._conn.execute(
+            "SELECT reason FROM notice_inbox WHERE operator_id = ? AND identification_code = ? "
+            "LIMIT 1",
+            (operator_id, code),
+        ).fetchone()
+        return None if row is None else TerminationKind(row[0])
+
+    async def overdue(self, now: datetime) -> list[Identification]:
+        rows = self._conn.execute(
+            "SELECT * FROM identifications WHERE state = 'VERIFYING' "
+            "AND verification_deadline <= ? ORDER BY seq",
+            (to_iso(now),),
+        )
+        return [identification_from_row(row) for row in rows]
+
+    async def identified_with_code(self, operator_id: str, code: str) -> list[Identification]:
+        rows = self._conn.execute(
+            "SELECT * FROM identifications WHERE state = 'IDENTIFIED' AND operator_id = ? "
+            "AND identification_code = ? ORDER BY seq",
+            (operator_id, code),
+        )
+        return [identification_from_row(row) for row in rows]
+
+    async def remember_route(self, entry: PortedNumber) -> bool:
+        return _upsert_ported(self._conn, [entry], entry.ported_at) == 1
+
+    async def notice_cursor(self, messenger_id: str) -> int:
+        row = self._conn.execute(
+            "SELECT seq FROM notice_cursor WHERE messenger_id = ?", (messenger_id,)
+        ).fetchone()
+        return 0 if row is None else int(row[0])
+
+    async def add_to_inbox(
+        self, notice: TerminationNotice, *, ends_code: bool, now: datetime
+    ) -> bool:
+        cursor = self._conn.execute(
+            """INSERT INTO notice_inbox
+                   (event_id, seq, operator_id, reason, revoked, applied_at, identification_code)
+               VALUES (?, ?, ?, ?, 0, ?, ?) ON CONFLICT (event_id) DO NOTHING""",
+            (
+                notice.event_id,
+                notice.seq,
+                notice.operator_id,
+                notice.kind,
+                to_iso(now),
+                notice.identification_code if ends_code else None,
+            ),
+        )
+        return cursor.rowcount == 1
+
+    async def set_inbox_revoked(self, event_id: str, revoked: int) -> None:
+        self._conn.execute(
+            "UPDATE notice_inbox SET revoked = ? WHERE event_id = ?", (revoked, event_id)
+        )
+
+    async def advance_notice_cursor(self, messenger_id: str, seq: int) -> None:
+        self._conn.execute(
             """INSERT INTO notice_cursor (messenger_id, seq) VALUES (?, ?)
                ON CONFLICT (messenger_id) DO UPDATE SET seq = max(seq, excluded.seq)""",
-            (messenger_id, cursor),
+            (messenger_id, seq),
         )
-    failpoint("gateway.notice.before_commit")
-    return results
-
-
-def _apply_notice(
-    conn: sqlite3.Connection, notice: TerminationNotice, now: str, revoke: bool
-) -> tuple[bool, int]:
-    """The inbox row and the revocations of one notice: (applied, identifications revoked)."""
-    revoked = 0
-    cursor = conn.execute(
-        """INSERT INTO notice_inbox
-               (event_id, seq, operator_id, reason, revoked, applied_at, identification_code)
-           VALUES (?, ?, ?, ?, 0, ?, ?) ON CONFLICT (event_id) DO NOTHING""",
-        (
-            notice.event_id,
-            notice.seq,
-            notice.operator_id,
-            notice.kind,
-            now,
-            # only our own notices end our codes (another messenger's is logged and ignored)
-            notice.identification_code if revoke else None,
-        ),
-    )
-    applied = cursor.rowcount == 1
-    if applied and revoke:
-        cursor = conn.execute(
-            """UPDATE identifications
-               SET state = 'REVOKED', reason = ?, completed_at = ?
-               WHERE state = 'IDENTIFIED' AND operator_id = ?
-                 AND identification_code = ?""",
-            (notice.revocation_reason, now, notice.operator_id, notice.identification_code),
-        )
-        revoked = cursor.rowcount
-        if revoked:
-            conn.execute(
-                "UPDATE notice_inbox SET revoked = ? WHERE event_id = ?",
-                (revoked, notice.event_id),
-            )
-    return applied, revoked
 
 
 def _upsert_ported(conn: sqlite3.Connection, rows: Sequence[PortedNumber], now: datetime) -> int:

@@ -1,11 +1,13 @@
 """The gateway's PostgreSQL store (the GatewayStore port, ports.py).
 
-Every state change is a conditional UPDATE on the state it leaves, as on SQLite, so concurrent
-actors cannot both win. What SQLite's single writer serialised is serialised here by
-transaction-scoped advisory locks:
+Identifications change only through the unit of work (run): the transaction functions of
+transactions.py decide, and PgIdentificationTx only runs their statements, each state change a
+compare-and-set on the state the row leaves, as on SQLite, so concurrent actors cannot both
+win. What SQLite's single writer serialised is serialised here by transaction-scoped advisory
+locks:
 - replacing a user's current identification holds the user's lock (two StartIdentification
   calls for one user cannot both see "no previous identification" and leave two current ones);
-- recording an IDENTIFIED answer and applying a termination notice hold the lock of the
+- checking an IDENTIFIED answer's code and applying a termination notice hold the lock of the
   (operator, identification code) pair, so a termination wins whatever the order they commit.
 A partial unique index keeps at most one unfinished or IDENTIFIED identification per user, so
 even a writer that skipped the lock could not leave two current ones. Pending verifications and
@@ -19,30 +21,23 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
-from services.common.errors import quote
-from services.common.failpoints import failpoint
 from services.common.lease import Lease
 from services.common.pg import Connection, PgDatabase
 from services.messenger_gateway.domain import (
-    IdempotentReplay,
     Identification,
-    IdentificationNotFound,
-    NoticeResult,
     PortedNumber,
-    Reason,
     RouteOrigin,
-    SameNumber,
-    State,
     TerminationKind,
     TerminationNotice,
-    hint_verify_key,
 )
 from services.messenger_gateway.policy_store_pg import PG_POLICY_MIGRATION
+from services.messenger_gateway.ports import TxFunction
 from services.messenger_gateway.store import identification_from_row
 
 SERVICE: Final = "messenger_gateway"
+T = TypeVar("T")
 
 PG_MIGRATIONS: Final[list[str]] = [
     # 1: the schema of SQLite's migrations 1-5; ported-number imports staged in a shared table
@@ -210,236 +205,20 @@ class PgGatewayStore:
             origin=RouteOrigin(row["origin"]),
         )
 
-    # --- starting ----------------------------------------------------------------------------
+    # --- the unit of work (ports.IdentificationTx; decisions in transactions.py) ------------
 
-    async def replace_current(
-        self,
-        new: Identification,
-        *,
-        now: datetime,
-        change_number: bool,
-        idempotency_key: str | None = None,
-    ) -> Identification | None:
+    async def run(self, fn: TxFunction[T]) -> T:
+        """fn(tx) in a transaction of its own (the pool runs several at once)."""
         async with self._db.transaction() as conn:
-            await conn.execute(_LOCK_USER, new.user_id)
-            if idempotency_key is not None:
-                earlier = await _fetch(
-                    conn,
-                    "SELECT * FROM identifications WHERE user_id = $1 AND idempotency_key = $2",
-                    new.user_id,
-                    idempotency_key,
-                )
-                if earlier is not None:
-                    raise IdempotentReplay(earlier)
-            previous = await _fetch(
-                conn,
-                "SELECT * FROM identifications WHERE user_id = $1 ORDER BY seq DESC LIMIT 1",
-                new.user_id,
-            )
-            if change_number:
-                if previous is None:
-                    raise IdentificationNotFound(
-                        f"user {quote(new.user_id)} has no identification: use StartIdentification"
-                    )
-                if previous.phone_number == new.phone_number:
-                    raise SameNumber(
-                        "phone_number is the user's current number: give the new number, or "
-                        "use StartIdentification to identify the same number again"
-                    )
-            if previous is not None:
-                await conn.execute(
-                    """UPDATE identifications
-                        SET state = CASE state WHEN 'IDENTIFIED' THEN 'REVOKED'
-                                               ELSE 'NOT_COMPLETED' END,
-                            reason = 'NUMBER_CHANGED', completed_at = $1, code_hash = ''
-                        WHERE identification_id = $2
-                          AND state IN ('IDENTIFIED', 'AWAITING_CODE', 'VERIFYING')""",
-                    now,
-                    previous.identification_id,
-                )
-            await conn.execute(
-                """INSERT INTO identifications
-                   (identification_id, user_id, phone_number, state, reason, operator_id,
-                    started_at, code_hash, code_expires_at, attempts_left, idempotency_key,
-                    trace_id)
-                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)""",
-                new.identification_id,
-                new.user_id,
-                new.phone_number,
-                str(new.state),
-                str(new.reason),
-                new.operator_id,
-                new.started_at,
-                new.code_hash,
-                new.code_expires_at,
-                new.attempts_left,
-                idempotency_key,
-                new.trace_id,
-            )
-            if previous is None:
-                return None
-            return await _fetch(
-                conn,
-                "SELECT * FROM identifications WHERE identification_id = $1",
-                previous.identification_id,
-            )
+            return await fn(PgIdentificationTx(conn))
 
-    # --- the one-time code -------------------------------------------------------------------
-
-    async def expire_code(self, identification_id: str, now: datetime) -> bool:
-        status = await self._db.execute(
-            f"""UPDATE identifications
-                SET state = 'NOT_COMPLETED', reason = '{Reason.CODE_EXPIRED}',
-                    completed_at = $1, code_hash = ''
-                WHERE identification_id = $2 AND state = 'AWAITING_CODE'""",
-            now,
-            identification_id,
-        )
-        return _count(status) == 1
-
-    async def record_wrong_code(
-        self, identification_id: str, now: datetime
-    ) -> Identification | None:
-        row = await self._db.fetchrow(
-            f"""UPDATE identifications
-                SET attempts_left = attempts_left - 1,
-                    state = CASE WHEN attempts_left <= 1 THEN 'NOT_COMPLETED' ELSE state END,
-                    reason = CASE WHEN attempts_left <= 1 THEN '{Reason.TOO_MANY_ATTEMPTS}'
-                                  ELSE reason END,
-                    completed_at = CASE WHEN attempts_left <= 1 THEN $1 ELSE completed_at END,
-                    code_hash = CASE WHEN attempts_left <= 1 THEN '' ELSE code_hash END
-                WHERE identification_id = $2 AND state = 'AWAITING_CODE'
-                  AND attempts_left > 0
-                RETURNING *""",
-            now,
-            identification_id,
-        )
-        return None if row is None else identification_from_row(row)
-
-    # --- verification ------------------------------------------------------------------------
-
-    async def begin_verification(
-        self,
-        identification_id: str,
-        *,
-        verify_key: str,
-        deadline: datetime,
-        now: datetime,
-        lease: Lease,
-    ) -> bool:
-        status = await self._db.execute(
-            """UPDATE identifications
-               SET state = 'VERIFYING', verify_key = $1, verification_deadline = $2,
-                   code_hash = '', lease_holder = $5, lease_expires_at = $6
-               WHERE identification_id = $3 AND state = 'AWAITING_CODE'
-                 AND code_expires_at > $4""",
-            verify_key,
-            deadline,
-            identification_id,
-            now,
-            lease.holder,
-            lease.expires_at,
-        )
-        return _count(status) == 1
-
-    async def finish_verification(
-        self,
-        identification_id: str,
-        verify_key: str,
-        *,
-        state: State,
-        reason: Reason,
-        now: datetime,
-        operator_id: str | None = None,
-        identification_code: str | None = None,
-        within_window: bool,
-    ) -> tuple[State, Reason] | None:
-        sql = """UPDATE identifications
-                 SET state = $1, reason = $2, completed_at = $3,
-                     identified_at = CASE WHEN $1 = 'IDENTIFIED' THEN $3 ELSE identified_at END,
-                     operator_id = COALESCE($4, operator_id),
-                     identification_code = COALESCE($5, identification_code)
-                 WHERE identification_id = $6 AND verify_key = $7 AND state = 'VERIFYING'"""
-        if within_window:
-            sql += " AND verification_deadline > $3"
-        async with self._db.transaction() as conn:
-            final, why, code = state, reason, identification_code
-            if state is State.IDENTIFIED and code is not None:
-                operator = operator_id or await conn.fetchval(
-                    "SELECT operator_id FROM identifications WHERE identification_id = $1",
-                    identification_id,
-                )
-                # Serialised with apply_notice for the same code: a termination wins.
-                await conn.execute(_LOCK_CODE, operator or "", code)
-                ended = await conn.fetchval(
-                    "SELECT reason FROM notice_inbox "
-                    "WHERE operator_id = $1 AND identification_code = $2 LIMIT 1",
-                    operator or "",
-                    code,
-                )
-                if ended is not None:
-                    final, why, code = (
-                        State.NOT_COMPLETED,
-                        TerminationKind(ended).revocation_reason,
-                        None,
-                    )
-            status = await conn.execute(
-                sql,
-                str(final),
-                str(why),
-                now,
-                operator_id,
-                code,
-                identification_id,
-                verify_key,
-            )
-            return (final, why) if _count(status) == 1 else None
-
-    async def follow_hint(
-        self,
-        identification_id: str,
-        verify_key: str,
-        *,
-        recipient: str,
-        donor: str,
-        now: datetime,
-    ) -> bool:
-        async with self._db.transaction() as conn:
-            phone_number = await conn.fetchval(
-                """UPDATE identifications
-                   SET operator_id = $1, verify_key = $2, hinted_by = $3
-                   WHERE identification_id = $4 AND verify_key = $5 AND state = 'VERIFYING'
-                     AND hinted_by IS NULL AND verification_deadline > $6
-                   RETURNING phone_number""",
-                recipient,
-                hint_verify_key(verify_key),
-                donor,
-                identification_id,
-                verify_key,
-                now,
-            )
-            if phone_number is None:
-                return False
-            await _upsert_ported(
-                conn, [PortedNumber(phone_number, recipient, now, RouteOrigin.HINT)], now
-            )
-            return True
+    async def run_grouped(self, fn: TxFunction[T]) -> T:
+        return await self.run(fn)
 
     async def remember_hint(self, phone_number: str, recipient: str, now: datetime) -> bool:
         entry = PortedNumber(phone_number, recipient, now, RouteOrigin.HINT)
         async with self._db.transaction() as conn:
             return await _upsert_ported(conn, [entry], now) == 1
-
-    async def expire_overdue(self, now: datetime) -> list[str]:
-        rows = await self._db.fetch(
-            f"""UPDATE identifications
-                SET state = 'NOT_COMPLETED', reason = '{Reason.OPERATOR_TIMEOUT}',
-                    completed_at = $1
-                WHERE state = 'VERIFYING' AND verification_deadline <= $1
-                RETURNING identification_id""",
-            now,
-        )
-        return [row[0] for row in rows]
 
     # --- leases ------------------------------------------------------------------------------
 
@@ -513,36 +292,6 @@ class PgGatewayStore:
         row = await self._db.fetchrow("SELECT holder, expires_at FROM leases WHERE name = $1", name)
         return None if row is None else Lease(row["holder"], row["expires_at"])
 
-    # --- notices -----------------------------------------------------------------------------
-
-    async def apply_notices(
-        self,
-        messenger_id: str,
-        notices: Sequence[tuple[TerminationNotice, bool]],
-        *,
-        now: datetime,
-    ) -> list[NoticeResult]:
-        async with self._db.transaction() as conn:
-            stored = await conn.fetchval(
-                "SELECT seq FROM notice_cursor WHERE messenger_id = $1", messenger_id
-            )
-            cursor = 0 if stored is None else int(stored)
-            results: list[NoticeResult] = []
-            for notice, revoke in notices:
-                applied, revoked = await _apply_notice(conn, notice, now, revoke)
-                cursor = max(cursor, notice.seq)
-                results.append(NoticeResult(applied=applied, revoked=revoked, cursor=cursor))
-            if notices:
-                await conn.execute(
-                    """INSERT INTO notice_cursor (messenger_id, seq) VALUES ($1, $2)
-                       ON CONFLICT (messenger_id)
-                       DO UPDATE SET seq = greatest(notice_cursor.seq, excluded.seq)""",
-                    messenger_id,
-                    cursor,
-                )
-            failpoint("gateway.notice.before_commit")
-        return results
-
     # --- the ported-numbers table ---------------------------------------------------------------
 
     async def stage_ported(self, import_id: str, rows: Sequence[tuple[int, PortedNumber]]) -> None:
@@ -582,44 +331,174 @@ class PgGatewayStore:
         return None if row is None else identification_from_row(row)
 
 
-async def _apply_notice(
-    conn: Connection, notice: TerminationNotice, now: datetime, revoke: bool
-) -> tuple[bool, int]:
-    """The inbox row and the revocations of one notice: (applied, identifications revoked)."""
-    if revoke:  # serialised with finish_verification for the same code: a termination wins
-        await conn.execute(_LOCK_CODE, notice.operator_id, notice.identification_code)
-    inserted = await conn.fetchval(
-        """INSERT INTO notice_inbox
-               (event_id, seq, operator_id, reason, revoked, applied_at, identification_code)
-           VALUES ($1, $2, $3, $4, 0, $5, $6) ON CONFLICT (event_id) DO NOTHING
-           RETURNING 1""",
-        notice.event_id,
-        notice.seq,
-        notice.operator_id,
-        str(notice.kind),
-        now,
-        # only our own notices end our codes (another messenger's is logged and ignored)
-        notice.identification_code if revoke else None,
-    )
-    applied = inserted is not None
-    revoked = 0
-    if applied and revoke:
-        revoked = _count(
-            await conn.execute(
-                """UPDATE identifications
-                   SET state = 'REVOKED', reason = $1, completed_at = $2
-                   WHERE state = 'IDENTIFIED' AND operator_id = $3
-                     AND identification_code = $4""",
-                str(notice.revocation_reason),
-                now,
-                notice.operator_id,
-                notice.identification_code,
-            )
+# The columns a transition may change (compare_and_set writes them all).
+_MUTABLE: Final = (
+    "state, reason, operator_id, code_hash, attempts_left, verify_key, verification_deadline, "
+    "identification_code, completed_at, hinted_by, identified_at"
+)
+_GUARD: Final = (
+    "WHERE identification_id = $12 AND state = $13 AND verify_key IS NOT DISTINCT FROM $14 "
+    "AND attempts_left = $15"
+)
+_CAS: Final = (
+    f"UPDATE identifications SET ({_MUTABLE}) = "
+    f"($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) {_GUARD}"
+)
+_CAS_LEASED: Final = (
+    f"UPDATE identifications SET ({_MUTABLE}, lease_holder, lease_expires_at) = "
+    f"($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $16, $17) {_GUARD}"
+)
+
+
+class PgIdentificationTx:
+    """ports.IdentificationTx on one asyncpg transaction. What SQLite's single writer
+    serialises is serialised here by transaction-scoped advisory locks (lock_user; the
+    (operator, code) pair's in ended_by_notice and add_to_inbox)."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    async def lock_user(self, user_id: str) -> None:
+        await self._conn.execute(_LOCK_USER, user_id)
+
+    async def get(self, identification_id: str) -> Identification | None:
+        return await _fetch(
+            self._conn,
+            "SELECT * FROM identifications WHERE identification_id = $1",
+            identification_id,
         )
-        await conn.execute(
-            "UPDATE notice_inbox SET revoked = $1 WHERE event_id = $2", revoked, notice.event_id
+
+    async def current(self, user_id: str) -> Identification | None:
+        return await _fetch(
+            self._conn,
+            "SELECT * FROM identifications WHERE user_id = $1 ORDER BY seq DESC LIMIT 1",
+            user_id,
         )
-    return applied, revoked
+
+    async def by_idempotency_key(self, user_id: str, key: str) -> Identification | None:
+        return await _fetch(
+            self._conn,
+            "SELECT * FROM identifications WHERE user_id = $1 AND idempotency_key = $2",
+            user_id,
+            key,
+        )
+
+    async def insert(self, new: Identification, idempotency_key: str | None) -> None:
+        await self._conn.execute(
+            """INSERT INTO identifications
+               (identification_id, user_id, phone_number, state, reason, operator_id,
+                started_at, code_hash, code_expires_at, attempts_left, idempotency_key,
+                trace_id)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)""",
+            new.identification_id,
+            new.user_id,
+            new.phone_number,
+            str(new.state),
+            str(new.reason),
+            new.operator_id,
+            new.started_at,
+            new.code_hash,
+            new.code_expires_at,
+            new.attempts_left,
+            idempotency_key,
+            new.trace_id,
+        )
+
+    async def compare_and_set(
+        self, before: Identification, after: Identification, *, lease: Lease | None = None
+    ) -> bool:
+        values = (
+            str(after.state),
+            str(after.reason),
+            after.operator_id,
+            after.code_hash,
+            after.attempts_left,
+            after.verify_key,
+            after.verification_deadline,
+            after.identification_code,
+            after.completed_at,
+            after.hinted_by,
+            after.identified_at,
+            before.identification_id,
+            str(before.state),
+            before.verify_key,
+            before.attempts_left,
+        )
+        if lease is None:
+            status = await self._conn.execute(_CAS, *values)
+        else:
+            status = await self._conn.execute(_CAS_LEASED, *values, lease.holder, lease.expires_at)
+        return _count(status) == 1
+
+    async def ended_by_notice(self, operator_id: str, code: str) -> TerminationKind | None:
+        # Serialised with add_to_inbox for the same code: a termination wins.
+        await self._conn.execute(_LOCK_CODE, operator_id, code)
+        ended = await self._conn.fetchval(
+            "SELECT reason FROM notice_inbox "
+            "WHERE operator_id = $1 AND identification_code = $2 LIMIT 1",
+            operator_id,
+            code,
+        )
+        return None if ended is None else TerminationKind(ended)
+
+    async def overdue(self, now: datetime) -> list[Identification]:
+        rows = await self._conn.fetch(
+            "SELECT * FROM identifications WHERE state = 'VERIFYING' "
+            "AND verification_deadline <= $1 ORDER BY seq",
+            now,
+        )
+        return [identification_from_row(row) for row in rows]
+
+    async def identified_with_code(self, operator_id: str, code: str) -> list[Identification]:
+        rows = await self._conn.fetch(
+            "SELECT * FROM identifications WHERE state = 'IDENTIFIED' AND operator_id = $1 "
+            "AND identification_code = $2 ORDER BY seq",
+            operator_id,
+            code,
+        )
+        return [identification_from_row(row) for row in rows]
+
+    async def remember_route(self, entry: PortedNumber) -> bool:
+        return await _upsert_ported(self._conn, [entry], entry.ported_at) == 1
+
+    async def notice_cursor(self, messenger_id: str) -> int:
+        stored = await self._conn.fetchval(
+            "SELECT seq FROM notice_cursor WHERE messenger_id = $1", messenger_id
+        )
+        return 0 if stored is None else int(stored)
+
+    async def add_to_inbox(
+        self, notice: TerminationNotice, *, ends_code: bool, now: datetime
+    ) -> bool:
+        if ends_code:  # serialised with ended_by_notice for the same code: a termination wins
+            await self._conn.execute(_LOCK_CODE, notice.operator_id, notice.identification_code)
+        inserted = await self._conn.fetchval(
+            """INSERT INTO notice_inbox
+                   (event_id, seq, operator_id, reason, revoked, applied_at, identification_code)
+               VALUES ($1, $2, $3, $4, 0, $5, $6) ON CONFLICT (event_id) DO NOTHING
+               RETURNING 1""",
+            notice.event_id,
+            notice.seq,
+            notice.operator_id,
+            str(notice.kind),
+            now,
+            notice.identification_code if ends_code else None,
+        )
+        return inserted is not None
+
+    async def set_inbox_revoked(self, event_id: str, revoked: int) -> None:
+        await self._conn.execute(
+            "UPDATE notice_inbox SET revoked = $1 WHERE event_id = $2", revoked, event_id
+        )
+
+    async def advance_notice_cursor(self, messenger_id: str, seq: int) -> None:
+        await self._conn.execute(
+            """INSERT INTO notice_cursor (messenger_id, seq) VALUES ($1, $2)
+               ON CONFLICT (messenger_id)
+               DO UPDATE SET seq = greatest(notice_cursor.seq, excluded.seq)""",
+            messenger_id,
+            seq,
+        )
 
 
 async def _fetch(conn: Connection, sql: str, *args: Any) -> Identification | None:

@@ -29,12 +29,14 @@ from services.messenger_gateway.domain import (
     CodeHasher,
     OperatorAnswer,
     OperatorUnavailable,
+    SmsMessage,
     State,
     Verdict,
 )
-from services.messenger_gateway.ports import GatewayStore
+from services.messenger_gateway.ports import GatewayStore, PolicyFollower
 from services.messenger_gateway.routing import Route
-from services.messenger_gateway.service import GatewayService, GatewaySettings, SmsMessage
+from services.messenger_gateway.service import GatewayService
+from services.messenger_gateway.settings import GatewaySettings
 from services.messenger_gateway.store import MIGRATIONS, SqliteGatewayStore
 
 FAST_HASHER = CodeHasher(key=b"unit-test-otp-key-32-bytes-long!")
@@ -148,7 +150,7 @@ def make_service(
     otp_ttl: float = 300.0,
     attempts: int = 3,
     routes: dict[str, str] | None = None,
-    on_identification_change: Callable[[], Awaitable[object]] | None = None,
+    policy: PolicyFollower | None = None,
     replica_id: str = "replica-1",
     lease_ttl: float = 6.0,
 ) -> GatewayService:
@@ -172,7 +174,7 @@ def make_service(
         operators=operators or FakeOperators(),
         clock=clock or FakeClock(),
         code_hasher=FAST_HASHER,
-        on_identification_change=on_identification_change,
+        policy=policy,
     )
 
 

@@ -82,7 +82,7 @@ async def open_replica(settings: StoreSettings, clock: FakeClock, **options: obj
         sms=sms,
         clock=clock,
         routes=dict.fromkeys([*PHONES.values(), NEWCOMER_PHONE], "beeline"),
-        on_identification_change=policy.on_identification_change,
+        policy=policy,
     )
     return Replica(stores, service, policy, sms, exits)
 

@@ -26,11 +26,13 @@ from services.common.channels import open_channel
 from services.common.identity import Caller, Kind
 from services.common.lease import Lease, LeaseKeeper
 from services.common.pg import PgDatabase
+from services.messenger_gateway import transactions
 from services.messenger_gateway.domain import Reason, State, TerminationKind, TerminationNotice
 from services.messenger_gateway.notices import NoticeConsumer
 from services.messenger_gateway.ports import GatewayStore
 from services.messenger_gateway.service import GatewayService
 from services.messenger_gateway.store_pg import PG_MIGRATIONS, SERVICE, PgGatewayStore
+from services.messenger_gateway.transitions import Event
 from tests.eventually import eventually
 
 from .fakes import (
@@ -86,7 +88,7 @@ class _PausingConnection:
         return getattr(self._conn, name)
 
     async def execute(self, sql: str, *args: Any) -> Any:
-        if "verify_key = $7 AND state = 'VERIFYING'" in sql:
+        if sql.startswith("UPDATE identifications SET"):  # the answer's compare-and-set
             self._checked.set()
             await self._go.wait()
         return await self._conn.execute(sql, *args)
@@ -102,7 +104,8 @@ async def test_a_termination_wins_over_an_identified_answer_racing_it_at_another
         clock = FakeClock()
         now = clock.now()
         ident = await make_service(first, clock=clock).start_identification("u", BEELINE_PHONE)
-        assert await first.begin_verification(
+        assert await transactions.begin_verification(
+            first,
             ident.identification_id,
             verify_key="r",
             deadline=now + timedelta(minutes=20),
@@ -119,11 +122,11 @@ async def test_a_termination_wins_over_an_identified_answer_racing_it_at_another
 
         monkeypatch.setattr(first_db, "transaction", pausing)
         answer = asyncio.create_task(
-            first.finish_verification(
+            transactions.finish_verification(
+                first,
                 ident.identification_id,
                 "r",
-                state=State.IDENTIFIED,
-                reason=Reason.UNSPECIFIED,
+                event=Event.ANSWER_IDENTIFIED,
                 now=now,
                 operator_id="beeline",
                 identification_code="IC-1",
@@ -139,7 +142,9 @@ async def test_a_termination_wins_over_an_identified_answer_racing_it_at_another
             identification_code="IC-1",
             kind=TerminationKind.CONTRACT_ENDED,
         )
-        termination = asyncio.create_task(second.apply_notices("alpha", [(notice, True)], now=now))
+        termination = asyncio.create_task(
+            transactions.apply_notices(second, "alpha", [(notice, True)], now=now)
+        )
 
         async def termination_done_or_waiting() -> bool:
             waiting = await second_db.fetchval(
@@ -236,9 +241,11 @@ class _Replica:
         """Die without a word: the pool's connections dropped, every task cancelled, nothing
         released (the leases stay in the database until they expire)."""
         self.db._pool.terminate()
-        for task in [*self.tasks, *self.service._tasks.values()]:
+        for task in [*self.tasks, *self.service.verifier._tasks.values()]:
             task.cancel()
-        await asyncio.gather(*self.tasks, *self.service._tasks.values(), return_exceptions=True)
+        await asyncio.gather(
+            *self.tasks, *self.service.verifier._tasks.values(), return_exceptions=True
+        )
         self.tasks.clear()
 
     async def stop(self) -> None:
@@ -328,8 +335,8 @@ async def test_a_replica_whose_lease_was_taken_stops_its_verification(postgres_u
         assert await b.service.keep_verifications() == (1, 0)
         await eventually(lambda: len(b.operators.calls) == 1, what="b asked the operator")
         assert await a.service.keep_verifications() == (0, 1)
-        await eventually(lambda: a.service._tasks == {}, what="a stopped its verification")
-        assert ident.identification_id in b.service._tasks
+        await eventually(lambda: a.service.verifier._tasks == {}, what="a stopped its verification")
+        assert ident.identification_id in b.service.verifier._tasks
 
 
 async def test_two_replicas_expiring_overdue_verifications_at_once_fail_each_once(
@@ -342,7 +349,8 @@ async def test_two_replicas_expiring_overdue_verifications_at_once_fail_each_onc
         ids = []
         for n in range(30):
             ident = await a.service.start_identification(f"user-{n}", BEELINE_PHONE)
-            assert await a.store.begin_verification(
+            assert await transactions.begin_verification(
+                a.store,
                 ident.identification_id,
                 verify_key=f"key-{n}",
                 deadline=now + timedelta(seconds=60),

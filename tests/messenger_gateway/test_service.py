@@ -15,6 +15,7 @@ from services.common.context import traced
 from services.common.db import Database
 from services.common.errors import InvalidInput
 from services.common.phone import InvalidPhoneNumber
+from services.messenger_gateway import transactions
 from services.messenger_gateway.domain import (
     CodeExpired,
     CodeHasher,
@@ -33,6 +34,7 @@ from services.messenger_gateway.domain import (
     WrongState,
 )
 from services.messenger_gateway.ports import GatewayStore
+from services.messenger_gateway.transitions import Event
 from tests.eventually import eventually
 from tests.messenger_gateway.fakes import (
     BEELINE_PHONE,
@@ -316,11 +318,11 @@ async def test_a_late_answer_changes_nothing(store: GatewayStore) -> None:
     assert done.identification_code is None
     # and an answer recorded after the timeout is refused by the conditional update
     assert done.verify_key is not None
-    assert not await store.finish_verification(
+    assert not await transactions.finish_verification(
+        store,
         done.identification_id,
         done.verify_key,
-        state=State.IDENTIFIED,
-        reason=Reason.UNSPECIFIED,
+        event=Event.ANSWER_IDENTIFIED,
         now=clock.now(),
         identification_code="IC-later",
         within_window=False,
@@ -521,11 +523,11 @@ async def test_replacing_a_verifying_identification_ignores_its_answer(
     assert ended is not None
     assert (ended.state, ended.reason) == (State.NOT_COMPLETED, Reason.NUMBER_CHANGED)
     assert ended.verify_key is not None
-    assert not await store.finish_verification(
+    assert not await transactions.finish_verification(
+        store,
         old.identification_id,
         ended.verify_key,
-        state=State.IDENTIFIED,
-        reason=Reason.UNSPECIFIED,
+        event=Event.ANSWER_IDENTIFIED,
         now=FakeClock().now(),
         within_window=True,
     )
