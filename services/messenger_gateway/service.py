@@ -1,10 +1,10 @@
 """The gateway's use cases behind one face: what the servicers, the notice consumer and the
 composition root (main.py) call.
 
-Each job is its own module: identification.py (start, confirm, reads), verifier.py (the
-background verification: tasks, leases, watchdog, hints), notice_service.py (termination
-notices), routing_service.py (routing and the ported-numbers import). GatewayService builds them
-over the same ports and delegates.
+Each job is its own module: identification/service.py (start, confirm, reads),
+identification/verifier.py (the background verification: tasks, leases, watchdog, hints),
+notices/service.py (termination notices), routing/service.py (routing and the ported-numbers
+import). GatewayService builds them over the same ports and delegates.
 """
 
 from __future__ import annotations
@@ -14,27 +14,26 @@ from collections.abc import AsyncIterable, Sequence
 from prometheus_client.metrics_core import Metric
 
 from services.common.timeutil import Clock, SystemClock
-from services.messenger_gateway.domain import (
+from services.messenger_gateway.identification.codes import CodeHasher
+from services.messenger_gateway.identification.model import (
     Access,
-    CodeHasher,
     Identification,
-    ImportOutcome,
-    NoticeResult,
     ReassignmentCheck,
-    TerminationNotice,
 )
-from services.messenger_gateway.identification import IdentificationService
-from services.messenger_gateway.notice_service import NoticeService
-from services.messenger_gateway.ports import (
+from services.messenger_gateway.identification.ports import (
     GatewayStore,
     NumberRouter,
     OperatorDirectory,
     PolicyFollower,
     SmsSender,
 )
-from services.messenger_gateway.routing_service import PortedBatch, ResolvedRoute, RoutingService
-from services.messenger_gateway.settings import GatewaySettings
-from services.messenger_gateway.verifier import Verifier
+from services.messenger_gateway.identification.service import IdentificationService
+from services.messenger_gateway.identification.settings import GatewaySettings
+from services.messenger_gateway.identification.verifier import Verifier
+from services.messenger_gateway.notices.model import NoticeResult, TerminationNotice
+from services.messenger_gateway.notices.service import NoticeService
+from services.messenger_gateway.routing.model import ImportOutcome
+from services.messenger_gateway.routing.service import PortedBatch, ResolvedRoute, RoutingService
 
 __all__ = ["GatewayService", "GatewaySettings", "PortedBatch", "ResolvedRoute"]
 

@@ -25,19 +25,20 @@ from services.common.identity import Kind, require_caller
 from services.common.interceptors import ErrorTable
 from services.common.ratelimit import RateLimited
 from services.common.server import GrpcServer, service_name
-from services.messenger_gateway.domain import (
-    CodeHasher,
+from services.messenger_gateway.adapters.schema import MIGRATIONS
+from services.messenger_gateway.adapters.store import SqliteGatewayStore
+from services.messenger_gateway.identification.codes import CodeHasher
+from services.messenger_gateway.identification.model import (
     OperatorAnswer,
     OperatorUnavailable,
     SmsMessage,
     State,
     Verdict,
 )
-from services.messenger_gateway.ports import GatewayStore, PolicyFollower
-from services.messenger_gateway.routing import Route
+from services.messenger_gateway.identification.ports import GatewayStore, PolicyFollower
+from services.messenger_gateway.identification.settings import GatewaySettings
+from services.messenger_gateway.routing.router import Route
 from services.messenger_gateway.service import GatewayService
-from services.messenger_gateway.settings import GatewaySettings
-from services.messenger_gateway.store import MIGRATIONS, SqliteGatewayStore
 
 FAST_HASHER = CodeHasher(key=b"unit-test-otp-key-32-bytes-long!")
 FAST_RETRY = Backoff(initial=0.01, maximum=0.05)

@@ -21,10 +21,10 @@ from services.common.identity import Caller, Kind, Role
 from services.common.server import GrpcServer
 from services.common.status import error_details
 from services.common.storage import StoreSettings
+from services.messenger_gateway.api.gateway import ERRORS
 from services.messenger_gateway.config import GatewayConfig
-from services.messenger_gateway.grpc_api import ERRORS
 from services.messenger_gateway.main import Gateway, open_gateway
-from services.messenger_gateway.routing import NumberingPlan
+from services.messenger_gateway.routing.router import NumberingPlan
 from tests.eventually import eventually
 from tests.messenger_gateway.fakes import (
     FakeNotifier,

@@ -11,9 +11,9 @@ from datetime import datetime, timedelta
 from prometheus_client import REGISTRY
 
 from services.common.lease import Lease, LeaseKeeper
-from services.messenger_gateway import transactions
-from services.messenger_gateway.domain import State
-from services.messenger_gateway.ports import GatewayStore
+from services.messenger_gateway.identification import transactions
+from services.messenger_gateway.identification.model import State
+from services.messenger_gateway.identification.ports import GatewayStore
 from services.messenger_gateway.service import GatewayService
 from tests.eventually import eventually
 

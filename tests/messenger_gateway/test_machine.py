@@ -31,16 +31,15 @@ from hypothesis.stateful import (
 from services.common.config import Env
 from services.common.errors import DomainError
 from services.common.storage import StoreSettings
-from services.messenger_gateway.domain import (
+from services.messenger_gateway.identification.model import (
     OperatorAnswer,
     Reassignment,
     State,
-    TerminationKind,
-    TerminationNotice,
     Verdict,
 )
+from services.messenger_gateway.identification.ports import GatewayStore
 from services.messenger_gateway.main import open_store
-from services.messenger_gateway.ports import GatewayStore
+from services.messenger_gateway.notices.model import TerminationKind, TerminationNotice
 from services.messenger_gateway.service import GatewayService
 from tests.eventually import eventually
 from tests.messenger_gateway.fakes import (

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.metrics_core import Metric
 
-from services.messenger_gateway.domain import State
+from services.messenger_gateway.identification.model import State
 from tests.eventually import eventually
 from tests.messenger_gateway.fakes import (
     BEELINE_PHONE,

@@ -21,10 +21,10 @@ from services.common.channels import open_channel
 from services.common.db import Database
 from services.common.identity import Caller, Kind
 from services.common.server import GrpcServer
-from services.messenger_gateway import transactions
-from services.messenger_gateway.domain import Reason, State
-from services.messenger_gateway.notices import NoticeConsumer
-from services.messenger_gateway.ports import GatewayStore
+from services.messenger_gateway.identification import transactions
+from services.messenger_gateway.identification.model import Reason, State
+from services.messenger_gateway.identification.ports import GatewayStore
+from services.messenger_gateway.notices.consumer import NoticeConsumer
 from services.messenger_gateway.service import GatewayService
 from tests.eventually import eventually
 from tests.messenger_gateway.fakes import (

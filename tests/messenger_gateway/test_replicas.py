@@ -26,13 +26,15 @@ from services.common.channels import open_channel
 from services.common.identity import Caller, Kind
 from services.common.lease import Lease, LeaseKeeper
 from services.common.pg import PgDatabase
-from services.messenger_gateway import transactions
-from services.messenger_gateway.domain import Reason, State, TerminationKind, TerminationNotice
-from services.messenger_gateway.notices import NoticeConsumer
-from services.messenger_gateway.ports import GatewayStore
+from services.messenger_gateway.adapters.schema_pg import PG_MIGRATIONS, SERVICE
+from services.messenger_gateway.adapters.store_pg import PgGatewayStore
+from services.messenger_gateway.identification import transactions
+from services.messenger_gateway.identification.model import Reason, State
+from services.messenger_gateway.identification.ports import GatewayStore
+from services.messenger_gateway.identification.transitions import Event
+from services.messenger_gateway.notices.consumer import NoticeConsumer
+from services.messenger_gateway.notices.model import TerminationKind, TerminationNotice
 from services.messenger_gateway.service import GatewayService
-from services.messenger_gateway.store_pg import PG_MIGRATIONS, SERVICE, PgGatewayStore
-from services.messenger_gateway.transitions import Event
 from tests.eventually import eventually
 
 from .fakes import (

@@ -15,10 +15,10 @@ from services.common.context import traced
 from services.common.db import Database
 from services.common.errors import InvalidInput
 from services.common.phone import InvalidPhoneNumber
-from services.messenger_gateway import transactions
-from services.messenger_gateway.domain import (
+from services.messenger_gateway.identification import transactions
+from services.messenger_gateway.identification.codes import CodeHasher
+from services.messenger_gateway.identification.model import (
     CodeExpired,
-    CodeHasher,
     CountryNotAllowed,
     IdentificationNotFound,
     NumberNotServed,
@@ -27,14 +27,13 @@ from services.messenger_gateway.domain import (
     Reason,
     SameNumber,
     State,
-    TerminationKind,
-    TerminationNotice,
     Verdict,
     WrongCode,
     WrongState,
 )
-from services.messenger_gateway.ports import GatewayStore
-from services.messenger_gateway.transitions import Event
+from services.messenger_gateway.identification.ports import GatewayStore
+from services.messenger_gateway.identification.transitions import Event
+from services.messenger_gateway.notices.model import TerminationKind, TerminationNotice
 from tests.eventually import eventually
 from tests.messenger_gateway.fakes import (
     BEELINE_PHONE,

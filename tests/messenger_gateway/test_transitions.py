@@ -7,14 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from services.messenger_gateway.domain import (
-    Identification,
-    Reason,
-    State,
-    TerminationKind,
-    Verdict,
-)
-from services.messenger_gateway.transitions import (
+from services.messenger_gateway.identification.model import Identification, Reason, State, Verdict
+from services.messenger_gateway.identification.transitions import (
     TRANSITIONS,
     Event,
     advance,
@@ -23,6 +17,7 @@ from services.messenger_gateway.transitions import (
     transition,
     wrong_code_event,
 )
+from services.messenger_gateway.notices.model import TerminationKind
 
 A, V, ID, N, R = (
     State.AWAITING_CODE,

@@ -18,12 +18,13 @@ from services.common.logging import get_logger
 from services.common.phone import mask
 from services.common.ratelimit import KeyedTokenBucket
 from services.common.timeutil import Clock, SystemClock
-from services.messenger_gateway import transactions
-from services.messenger_gateway.domain import (
+from services.messenger_gateway.identification import transactions
+from services.messenger_gateway.identification.codes import CodeHasher, new_code
+from services.messenger_gateway.identification.metrics import completed, started
+from services.messenger_gateway.identification.model import (
     Access,
     AgreementMissing,
     CodeExpired,
-    CodeHasher,
     IdempotencyKeyReused,
     IdempotentReplay,
     Identification,
@@ -40,15 +41,13 @@ from services.messenger_gateway.domain import (
     State,
     WrongCode,
     decide_access,
-    new_code,
     validate_code_format,
     validate_idempotency_key,
     validate_user_id,
     wrong_state_error,
 )
-from services.messenger_gateway.metrics import completed, started
-from services.messenger_gateway.numbers import allowed_number
-from services.messenger_gateway.ports import (
+from services.messenger_gateway.identification.numbers import allowed_number
+from services.messenger_gateway.identification.ports import (
     GatewayStore,
     IdentificationListener,
     NumberRouter,
@@ -56,10 +55,10 @@ from services.messenger_gateway.ports import (
     SmsSender,
     tell,
 )
+from services.messenger_gateway.identification.settings import GatewaySettings
+from services.messenger_gateway.identification.transactions import Confirmation, Confirmed
+from services.messenger_gateway.identification.verifier import Outcome, Verifier
 from services.messenger_gateway.rpclog import annotate
-from services.messenger_gateway.settings import GatewaySettings
-from services.messenger_gateway.transactions import Confirmation, Confirmed
-from services.messenger_gateway.verifier import Outcome, Verifier
 
 log = get_logger("idmesh.gateway")
 

@@ -8,7 +8,7 @@ from functools import cache
 
 from prometheus_client import Counter, Histogram
 
-from services.messenger_gateway.domain import Identification, Reason, State
+from services.messenger_gateway.identification.model import Identification, Reason, State
 
 IDENTIFICATIONS_STARTED = Counter(
     "idmesh_gateway_identifications_started",

@@ -11,15 +11,19 @@ from services.common.errors import InvalidInput
 from services.common.logging import get_logger
 from services.common.phone import parse_mobile
 from services.common.timeutil import Clock
-from services.messenger_gateway.domain import ImportOutcome, PortedNumber, RowError
-from services.messenger_gateway.ported import (
+from services.messenger_gateway.identification.ports import (
+    GatewayStore,
+    NumberRouter,
+    OperatorDirectory,
+)
+from services.messenger_gateway.routing.model import ImportOutcome, PortedNumber, RowError
+from services.messenger_gateway.routing.ported import (
     MAX_ROW_ERRORS,
     MAX_ROWS_PER_BATCH,
     PortedRowInput,
     validate_row,
 )
-from services.messenger_gateway.ports import GatewayStore, NumberRouter, OperatorDirectory
-from services.messenger_gateway.routing import Route
+from services.messenger_gateway.routing.router import Route
 
 log = get_logger("idmesh.gateway")
 

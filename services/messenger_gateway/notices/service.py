@@ -6,14 +6,14 @@ from collections.abc import Sequence
 
 from services.common.logging import get_logger
 from services.common.timeutil import Clock
-from services.messenger_gateway import transactions
-from services.messenger_gateway.domain import NoticeResult, TerminationNotice
-from services.messenger_gateway.metrics import (
+from services.messenger_gateway.identification import transactions
+from services.messenger_gateway.identification.metrics import (
     NOTICES_APPLIED,
     NOTICES_DUPLICATE,
     REVOKED_BY_REASON,
 )
-from services.messenger_gateway.ports import GatewayStore, PolicyRefresh
+from services.messenger_gateway.identification.ports import GatewayStore, PolicyRefresh
+from services.messenger_gateway.notices.model import NoticeResult, TerminationNotice
 
 log = get_logger("idmesh.gateway")
 

@@ -1,12 +1,12 @@
 """The gateway's SQLite store: identifications (history kept, the latest per user is current),
 the notice inbox (event ids applied) and the notice cursor.
 
-Identifications change only through the unit of work (run, run_grouped): the transaction
-functions of transactions.py decide, and SqliteIdentificationTx only runs their statements, each
-state change a compare-and-set on the state the row leaves, so concurrent actors (an RPC, a
-verification task, the watchdog, another gateway process on the same file) cannot both win.
-Leases (on pending verifications, and named ones such as the notice consumer's) are the same
-rows as on PostgreSQL; with one replica, whose id survives its restarts, they are always its own.
+Identifications change only through the unit of work (run, run_grouped): the transaction functions
+of identification/transactions.py decide, and SqliteIdentificationTx only runs their statements,
+each state change a compare-and-set on the state the row leaves, so concurrent actors (an RPC, a
+verification task, the watchdog, another gateway process on the same file) cannot both win. Leases
+(on pending verifications, and named ones such as the notice consumer's) are the same rows as on
+PostgreSQL; with one replica, whose id survives its restarts, they are always its own.
 
 A transaction function runs on the database's writer thread, driven to completion there (one
 thread hop however many statements); the ported-numbers import keeps its TEMP staging table on
@@ -14,8 +14,8 @@ the aiosqlite writer connection (Database.transaction). The identification flow'
 (starting, confirming, the verification's outcome) use group commit (run_grouped): the ones
 that arrive together share one transaction, one COMMIT and one writer-thread hop, each in a
 savepoint of its own, so each is still all or nothing (a refused one, IdempotentReplay say,
-undoes only its own writes) and each caller gets its own result. (On PostgreSQL, store_pg.py,
-the connection pool runs them concurrently.)
+undoes only its own writes) and each caller gets its own result. (On PostgreSQL,
+adapters/store_pg.py, the connection pool runs them concurrently.)
 """
 
 from __future__ import annotations
@@ -28,119 +28,13 @@ from typing import Any, TypeVar
 from services.common.db import Database, drive
 from services.common.lease import Lease
 from services.common.timeutil import from_iso, stored_time, to_iso
-from services.messenger_gateway.domain import (
-    Identification,
-    PortedNumber,
-    Reason,
-    RouteOrigin,
-    State,
-    TerminationKind,
-    TerminationNotice,
-)
-from services.messenger_gateway.policy_store import POLICY_MIGRATION
-from services.messenger_gateway.ports import TxFunction
+from services.messenger_gateway.identification.model import Identification, Reason, State
+from services.messenger_gateway.identification.ports import TxFunction
+from services.messenger_gateway.notices.model import TerminationKind, TerminationNotice
+from services.messenger_gateway.routing.model import PortedNumber, RouteOrigin
 
 T = TypeVar("T")
 
-MIGRATIONS: list[str] = [
-    """
-    CREATE TABLE identifications (
-        seq                   INTEGER PRIMARY KEY AUTOINCREMENT,  -- order: latest is current
-        identification_id     TEXT NOT NULL UNIQUE,
-        user_id               TEXT NOT NULL,
-        phone_number          TEXT NOT NULL,
-        state                 TEXT NOT NULL CHECK (state IN
-                                  ('AWAITING_CODE', 'VERIFYING', 'IDENTIFIED', 'NOT_COMPLETED',
-                                   'REVOKED')),
-        reason                TEXT NOT NULL DEFAULT 'UNSPECIFIED',
-        operator_id           TEXT NOT NULL DEFAULT '',
-        started_at            TEXT NOT NULL,
-        code_hash             TEXT NOT NULL DEFAULT '',  -- cleared once the code is used up
-        code_expires_at       TEXT NOT NULL,
-        attempts_left         INTEGER NOT NULL CHECK (attempts_left >= 0),
-        request_id            TEXT UNIQUE,               -- VerifySubscriber's, once VERIFYING
-        verification_deadline TEXT,
-        identification_code   TEXT,
-        completed_at          TEXT
-    );
-    CREATE INDEX identifications_by_user ON identifications (user_id, seq);
-    CREATE INDEX identifications_verifying ON identifications (state)
-        WHERE state = 'VERIFYING';
-    CREATE INDEX identifications_by_code ON identifications (operator_id, identification_code)
-        WHERE state = 'IDENTIFIED';
-
-    CREATE TABLE notice_inbox (
-        event_id    TEXT PRIMARY KEY,
-        seq         INTEGER NOT NULL,
-        operator_id TEXT NOT NULL,
-        reason      TEXT NOT NULL,
-        revoked     INTEGER NOT NULL,
-        applied_at  TEXT NOT NULL
-    );
-
-    CREATE TABLE notice_cursor (
-        messenger_id TEXT PRIMARY KEY,
-        seq          INTEGER NOT NULL CHECK (seq >= 0)
-    );
-    """,
-    # 2 (ported numbers): the donor hint a verification followed, when an identification became
-    # IDENTIFIED (kept when it is REVOKED, for CheckNumberReassigned), and the ported-numbers
-    # table (imported rows and remembered hints), consulted before the numbering plan.
-    """
-    ALTER TABLE identifications ADD COLUMN hinted_by TEXT;
-    ALTER TABLE identifications ADD COLUMN identified_at TEXT;
-    UPDATE identifications SET identified_at = completed_at WHERE state = 'IDENTIFIED';
-    -- revoked before this column existed: the start is the best lower bound left
-    UPDATE identifications SET identified_at = started_at WHERE state = 'REVOKED';
-
-    CREATE TABLE ported_numbers (
-        phone_number TEXT PRIMARY KEY,      -- E.164
-        operator_id  TEXT NOT NULL,         -- the recipient, now serving the number
-        ported_at    TEXT NOT NULL,         -- a row is replaced only by a later ported_at
-        origin       TEXT NOT NULL CHECK (origin IN ('import', 'hint')),
-        updated_at   TEXT NOT NULL
-    );
-    """,
-    # 3 (a termination wins over any operator answer): the identification code each applied
-    # notice ended, so that an IDENTIFIED answer for it recorded later (late, replayed or resumed
-    # after a restart) cannot make a user identified on the ended contract.
-    """
-    ALTER TABLE notice_inbox ADD COLUMN identification_code TEXT;
-    CREATE INDEX notice_inbox_by_code ON notice_inbox (operator_id, identification_code)
-        WHERE identification_code IS NOT NULL;
-    """,
-    # 4 (idempotent retries): StartIdentification's client key; one identification per
-    # (user, key), so a retried call finds the identification its first attempt started.
-    """
-    ALTER TABLE identifications ADD COLUMN idempotency_key TEXT;
-    CREATE UNIQUE INDEX identifications_by_key ON identifications (user_id, idempotency_key)
-        WHERE idempotency_key IS NOT NULL;
-    """,
-    # 5 (trace ids): VerifySubscriber's idempotency key is named for what it is (verify_key:
-    # not the client's StartIdentification idempotency_key, nor the trace id), and each
-    # identification keeps the trace id of the request that started it (every VerifySubscriber
-    # call for it carries that id, after a restart too).
-    """
-    ALTER TABLE identifications RENAME COLUMN request_id TO verify_key;
-    ALTER TABLE identifications ADD COLUMN trace_id TEXT;
-    """,
-    # 6 (delivery policy, services/messenger_gateway/policy_store.py): preferences, restriction
-    # orders and their append-only audit, and the change log every replica's index tails.
-    POLICY_MIGRATION,
-    # 7 (leases, services/common/lease.py): the replica that runs a pending verification holds
-    # it until lease_expires_at (renewed while it runs; NULL: free, any replica may take it), and
-    # named leases (the notice consumer's: one active per messenger).
-    """
-    ALTER TABLE identifications ADD COLUMN lease_holder TEXT;
-    ALTER TABLE identifications ADD COLUMN lease_expires_at TEXT;
-
-    CREATE TABLE leases (
-        name       TEXT PRIMARY KEY,
-        holder     TEXT NOT NULL,
-        expires_at TEXT NOT NULL
-    );
-    """,
-]
 
 # An import's valid rows wait here (a temporary table: private to the writer connection, gone
 # with the process) until the stream ends, then go into ported_numbers in one transaction.
@@ -194,7 +88,7 @@ def identification_from_row(row: Any) -> Identification:
 
 
 class SqliteGatewayStore:
-    """The GatewayStore port (ports.py) on SQLite."""
+    """The GatewayStore port (identification/ports.py) on SQLite."""
 
     def __init__(self, db: Database) -> None:
         self._db = db
@@ -248,7 +142,7 @@ class SqliteGatewayStore:
         row = await self._db.fetchone("SELECT 1 FROM notice_inbox WHERE event_id = ?", (event_id,))
         return row is not None
 
-    # --- the unit of work (ports.IdentificationTx; decisions in transactions.py) ------------
+    # --- the unit of work (IdentificationTx; the decisions are identification/transactions.py's)
 
     async def run(self, fn: TxFunction[T]) -> T:
         """fn(tx) as one write transaction on the writer thread, driven to completion there (it

@@ -33,8 +33,9 @@ from services.common.logging import get_logger
 from services.common.metrics import ScrapeCollector, registered
 from services.common.phone import mask
 from services.common.timeutil import Clock
-from services.messenger_gateway import transactions
-from services.messenger_gateway.domain import (
+from services.messenger_gateway.identification import transactions
+from services.messenger_gateway.identification.metrics import completed, observe_verification
+from services.messenger_gateway.identification.model import (
     Identification,
     OperatorAnswer,
     OperatorUnavailable,
@@ -42,16 +43,15 @@ from services.messenger_gateway.domain import (
     State,
     Verdict,
 )
-from services.messenger_gateway.metrics import completed, observe_verification
-from services.messenger_gateway.ports import (
+from services.messenger_gateway.identification.ports import (
     GatewayStore,
     IdentificationListener,
     OperatorDirectory,
     tell,
 )
+from services.messenger_gateway.identification.settings import GatewaySettings
+from services.messenger_gateway.identification.transitions import Event, answer_event
 from services.messenger_gateway.rpclog import forget_annotations
-from services.messenger_gateway.settings import GatewaySettings
-from services.messenger_gateway.transitions import Event, answer_event
 
 log = get_logger("idmesh.gateway")
 

@@ -20,27 +20,25 @@ from enum import Enum, auto
 from services.common.errors import quote
 from services.common.failpoints import failpoint
 from services.common.lease import Lease
-from services.messenger_gateway.domain import (
+from services.messenger_gateway.identification.model import (
     IdempotentReplay,
     Identification,
     IdentificationNotFound,
-    NoticeResult,
-    PortedNumber,
-    RouteOrigin,
     SameNumber,
     State,
-    TerminationNotice,
     Verdict,
     hint_verify_key,
 )
-from services.messenger_gateway.ports import GatewayStore, IdentificationTx
-from services.messenger_gateway.transitions import (
+from services.messenger_gateway.identification.ports import GatewayStore, IdentificationTx
+from services.messenger_gateway.identification.transitions import (
     Event,
     advance,
     answer_event,
     notice_event,
     wrong_code_event,
 )
+from services.messenger_gateway.notices.model import NoticeResult, TerminationNotice
+from services.messenger_gateway.routing.model import PortedNumber, RouteOrigin
 
 # --- starting --------------------------------------------------------------------------------
 

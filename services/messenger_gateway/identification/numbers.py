@@ -7,7 +7,7 @@ import functools
 from collections.abc import Collection
 
 from services.common.phone import mask, parse_mobile, region_of
-from services.messenger_gateway.domain import CountryNotAllowed
+from services.messenger_gateway.identification.model import CountryNotAllowed
 
 
 @functools.lru_cache(maxsize=65536)

@@ -25,13 +25,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Final
 
-from services.messenger_gateway.domain import (
-    Identification,
-    Reason,
-    State,
-    TerminationKind,
-    Verdict,
-)
+from services.messenger_gateway.identification.model import Identification, Reason, State, Verdict
+from services.messenger_gateway.notices.model import TerminationKind
 
 
 class Event(StrEnum):

@@ -1,10 +1,9 @@
-"""The gateway's PostgreSQL store (the GatewayStore port, ports.py).
+"""The gateway's PostgreSQL store (the GatewayStore port, identification/ports.py).
 
 Identifications change only through the unit of work (run): the transaction functions of
-transactions.py decide, and PgIdentificationTx only runs their statements, each state change a
-compare-and-set on the state the row leaves, as on SQLite, so concurrent actors cannot both
-win. What SQLite's single writer serialised is serialised here by transaction-scoped advisory
-locks:
+identification/transactions.py decide, and PgIdentificationTx only runs their statements, each state
+change a compare-and-set on the state the row leaves, as on SQLite, so concurrent actors cannot both
+win. What SQLite's single writer serialised is serialised here by transaction-scoped advisory locks:
 - replacing a user's current identification holds the user's lock (two StartIdentification
   calls for one user cannot both see "no previous identification" and leave two current ones);
 - checking an IDENTIFIED answer's code and applying a termination notice hold the lock of the
@@ -14,7 +13,7 @@ even a writer that skipped the lock could not leave two current ones. Pending ve
 the notice consumer are held by leases (services/common/lease.py): claims take only free or
 expired rows, `FOR UPDATE SKIP LOCKED`, so two replicas never take the same one.
 The delivery policy's tables (and the triggers that log identification changes to its change
-log) are policy_store_pg.py's, migration 3 here.
+log) are policy_store_pg.py's, migration 3 of schema_pg.py.
 """
 
 from __future__ import annotations
@@ -25,108 +24,13 @@ from typing import Any, Final, TypeVar
 
 from services.common.lease import Lease
 from services.common.pg import Connection, PgDatabase
-from services.messenger_gateway.domain import (
-    Identification,
-    PortedNumber,
-    RouteOrigin,
-    TerminationKind,
-    TerminationNotice,
-)
-from services.messenger_gateway.policy_store_pg import PG_POLICY_MIGRATION
-from services.messenger_gateway.ports import TxFunction
-from services.messenger_gateway.store import identification_from_row
+from services.messenger_gateway.adapters.store import identification_from_row
+from services.messenger_gateway.identification.model import Identification
+from services.messenger_gateway.identification.ports import TxFunction
+from services.messenger_gateway.notices.model import TerminationKind, TerminationNotice
+from services.messenger_gateway.routing.model import PortedNumber, RouteOrigin
 
-SERVICE: Final = "messenger_gateway"
 T = TypeVar("T")
-
-PG_MIGRATIONS: Final[list[str]] = [
-    # 1: the schema of SQLite's migrations 1-5; ported-number imports staged in a shared table
-    # (any replica may receive the import's next message).
-    """
-    CREATE TABLE identifications (
-        seq                   BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-        identification_id     TEXT NOT NULL UNIQUE,
-        user_id               TEXT NOT NULL,
-        phone_number          TEXT NOT NULL,
-        state                 TEXT NOT NULL CHECK (state IN
-                                  ('AWAITING_CODE', 'VERIFYING', 'IDENTIFIED', 'NOT_COMPLETED',
-                                   'REVOKED')),
-        reason                TEXT NOT NULL DEFAULT 'UNSPECIFIED',
-        operator_id           TEXT NOT NULL DEFAULT '',
-        started_at            TIMESTAMPTZ NOT NULL,
-        code_hash             TEXT NOT NULL DEFAULT '',
-        code_expires_at       TIMESTAMPTZ NOT NULL,
-        attempts_left         INTEGER NOT NULL CHECK (attempts_left >= 0),
-        verify_key            TEXT UNIQUE,              -- VerifySubscriber's, once VERIFYING
-        verification_deadline TIMESTAMPTZ,
-        identification_code   TEXT,
-        completed_at          TIMESTAMPTZ,
-        hinted_by             TEXT,
-        identified_at         TIMESTAMPTZ,
-        idempotency_key       TEXT,
-        trace_id              TEXT
-    );
-    CREATE INDEX identifications_by_user ON identifications (user_id, seq);
-    CREATE INDEX identifications_verifying ON identifications (state)
-        WHERE state = 'VERIFYING';
-    CREATE INDEX identifications_by_code ON identifications (operator_id, identification_code)
-        WHERE state = 'IDENTIFIED';
-    CREATE UNIQUE INDEX identifications_by_key ON identifications (user_id, idempotency_key)
-        WHERE idempotency_key IS NOT NULL;
-
-    CREATE TABLE notice_inbox (
-        event_id            TEXT PRIMARY KEY,
-        seq                 BIGINT NOT NULL,
-        operator_id         TEXT NOT NULL,
-        reason              TEXT NOT NULL,
-        revoked             INTEGER NOT NULL,
-        applied_at          TIMESTAMPTZ NOT NULL,
-        identification_code TEXT
-    );
-    CREATE INDEX notice_inbox_by_code ON notice_inbox (operator_id, identification_code)
-        WHERE identification_code IS NOT NULL;
-
-    CREATE TABLE notice_cursor (
-        messenger_id TEXT PRIMARY KEY,
-        seq          BIGINT NOT NULL CHECK (seq >= 0)
-    );
-
-    CREATE TABLE ported_numbers (
-        phone_number TEXT PRIMARY KEY,
-        operator_id  TEXT NOT NULL,
-        ported_at    TIMESTAMPTZ NOT NULL,
-        origin       TEXT NOT NULL CHECK (origin IN ('import', 'hint')),
-        updated_at   TIMESTAMPTZ NOT NULL
-    );
-
-    CREATE UNLOGGED TABLE ported_import_staging (
-        import_id    TEXT NOT NULL,
-        line         BIGINT NOT NULL,
-        phone_number TEXT NOT NULL,
-        operator_id  TEXT NOT NULL,
-        ported_at    TIMESTAMPTZ NOT NULL
-    );
-    CREATE INDEX ported_import_staging_by_import ON ported_import_staging (import_id, line);
-    """,
-    # 2: leases (SQLite's migration 7): the replica running a pending verification holds it
-    # until lease_expires_at; named leases (one active notice consumer per messenger). And at
-    # most one unfinished or IDENTIFIED identification per user, whatever the writers do.
-    """
-    ALTER TABLE identifications ADD COLUMN lease_holder TEXT,
-                                ADD COLUMN lease_expires_at TIMESTAMPTZ;
-    CREATE UNIQUE INDEX identifications_one_live_per_user ON identifications (user_id)
-        WHERE state IN ('AWAITING_CODE', 'VERIFYING', 'IDENTIFIED');
-
-    CREATE TABLE leases (
-        name       TEXT PRIMARY KEY,
-        holder     TEXT NOT NULL,
-        expires_at TIMESTAMPTZ NOT NULL
-    );
-    """,
-    # 3: the delivery policy (policy_store_pg.py): preferences, restriction orders and their
-    # audit, the change log with commit-ordered versions, identification changes logged.
-    PG_POLICY_MIGRATION,
-]
 
 # Insert or replace by a strictly later porting date (ties keep the stored row).
 _UPSERT_PORTED: Final = """
@@ -205,7 +109,7 @@ class PgGatewayStore:
             origin=RouteOrigin(row["origin"]),
         )
 
-    # --- the unit of work (ports.IdentificationTx; decisions in transactions.py) ------------
+    # --- the unit of work (IdentificationTx; the decisions are identification/transactions.py's)
 
     async def run(self, fn: TxFunction[T]) -> T:
         """fn(tx) in a transaction of its own (the pool runs several at once)."""

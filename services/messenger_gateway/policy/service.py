@@ -34,13 +34,13 @@ from services.common.errors import InvalidInput
 from services.common.logging import get_logger
 from services.common.phone import mask, parse_mobile
 from services.common.timeutil import Clock, SystemClock
-from services.messenger_gateway.domain import (
+from services.messenger_gateway.identification.model import (
     USER_ID_MAX_LENGTH,
     Identification,
     State,
     validate_user_id,
 )
-from services.messenger_gateway.policy import (
+from services.messenger_gateway.policy.model import (
     MAX_BATCH_PAIRS,
     ORDER_LIMIT,
     AutomatedConsent,
@@ -68,7 +68,7 @@ from services.messenger_gateway.policy import (
     validate_received_at,
     validate_sender_id,
 )
-from services.messenger_gateway.ports import PolicyStore
+from services.messenger_gateway.policy.ports import PolicyStore
 
 log = get_logger("idmesh.gateway.policy")
 

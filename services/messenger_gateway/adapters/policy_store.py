@@ -1,6 +1,6 @@
-"""The delivery policy's SQLite store (the PolicyStore port, ports.py): preferences, restriction
-orders, their audit, and the change log. Its PostgreSQL twin is policy_store_pg.py; the row
-converters here serve both.
+"""The delivery policy's SQLite store (the PolicyStore port, policy/ports.py): preferences,
+restriction orders, their audit, and the change log. Its PostgreSQL twin is policy_store_pg.py;
+the row converters here serve both.
 
 Every write is one transaction (Database.run) that changes a table AND appends its entry to
 `policy_changes`, whose version (AUTOINCREMENT) is gap-free and in commit order (SQLite has one
@@ -24,7 +24,7 @@ from typing import Any
 from services.common.db import Database
 from services.common.phone import mask
 from services.common.timeutil import stored_time, to_iso
-from services.messenger_gateway.policy import (
+from services.messenger_gateway.policy.model import (
     ORDER_LIMIT,
     AutomatedConsent,
     ChangeKind,
@@ -48,7 +48,7 @@ from services.messenger_gateway.policy import (
     UserUnknown,
     order_transition,
 )
-from services.messenger_gateway.ports import ChangeSignal
+from services.messenger_gateway.policy.ports import ChangeSignal
 
 # SQLite's now in the storage form of timeutil.to_iso (microseconds, +00:00).
 _NOW_SQL = "strftime('%Y-%m-%dT%H:%M:%f', 'now') || '000+00:00'"
@@ -286,7 +286,7 @@ def _log_order(conn: sqlite3.Connection, now: datetime, order: RestrictionOrder)
 
 
 class SqlitePolicyStore:
-    """The PolicyStore port (ports.py) on SQLite."""
+    """The PolicyStore port (policy/ports.py) on SQLite."""
 
     def __init__(self, db: Database) -> None:
         self._db = db
