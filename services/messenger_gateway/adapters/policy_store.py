@@ -51,7 +51,7 @@ from services.messenger_gateway.policy.model import (
 from services.messenger_gateway.policy.ports import ChangeSignal
 
 # SQLite's now in the storage form of timeutil.to_iso (microseconds, +00:00).
-_NOW_SQL = "strftime('%Y-%m-%dT%H:%M:%f', 'now') || '000+00:00'"
+NOW_SQL = "strftime('%Y-%m-%dT%H:%M:%f', 'now') || '000+00:00'"
 
 POLICY_MIGRATION = f"""
     CREATE TABLE policy_changes (
@@ -133,19 +133,19 @@ POLICY_MIGRATION = f"""
     CREATE TRIGGER identifications_log_insert AFTER INSERT ON identifications
     BEGIN
         INSERT INTO policy_changes (changed_at, kind, user_id, phone_number, value)
-        SELECT {_NOW_SQL}, 'IDENTIFICATION', user_id, phone_number, state
+        SELECT {NOW_SQL}, 'IDENTIFICATION', user_id, phone_number, state
         FROM identifications WHERE user_id = NEW.user_id ORDER BY seq DESC LIMIT 1;
     END;
     CREATE TRIGGER identifications_log_state AFTER UPDATE OF state ON identifications
     WHEN NEW.state <> OLD.state
     BEGIN
         INSERT INTO policy_changes (changed_at, kind, user_id, phone_number, value)
-        SELECT {_NOW_SQL}, 'IDENTIFICATION', user_id, phone_number, state
+        SELECT {NOW_SQL}, 'IDENTIFICATION', user_id, phone_number, state
         FROM identifications WHERE user_id = NEW.user_id ORDER BY seq DESC LIMIT 1;
     END;
 """
 
-_CHANGE_COLUMNS = (
+CHANGE_COLUMNS = (
     "version, changed_at, kind, user_id, sender_id, phone_number, value, order_id, scope"
 )
 
@@ -155,7 +155,7 @@ def _opt(value: str | datetime | None) -> datetime | None:
 
 
 def change_from_row(row: Any) -> PolicyChange:
-    """A policy_changes row (_CHANGE_COLUMNS, either engine) as a PolicyChange."""
+    """A policy_changes row (CHANGE_COLUMNS, either engine) as a PolicyChange."""
     return PolicyChange(
         version=int(row[0]),
         changed_at=stored_time(row[1]),
@@ -540,7 +540,7 @@ class SqlitePolicyStore:
 
     async def changes_after(self, version: int, limit: int) -> list[PolicyChange]:
         rows = await self._db.fetchall(
-            f"SELECT {_CHANGE_COLUMNS} FROM policy_changes WHERE version > ? "
+            f"SELECT {CHANGE_COLUMNS} FROM policy_changes WHERE version > ? "
             "ORDER BY version LIMIT ?",
             (version, limit),
         )

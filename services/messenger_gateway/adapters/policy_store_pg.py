@@ -185,7 +185,7 @@ PG_POLICY_MIGRATION: Final = f"""
         FOR EACH ROW WHEN (NEW.state <> OLD.state) EXECUTE FUNCTION identifications_log();
 """
 
-_CHANGE_COLUMNS: Final = (
+CHANGE_COLUMNS: Final = (
     "version, changed_at, kind, user_id, sender_id, phone_number, value, order_id, scope"
 )
 # The entry with the next version, in the transaction's last statement (see the docstring).
@@ -495,7 +495,7 @@ class PgPolicyStore:
 
     async def changes_after(self, version: int, limit: int) -> list[PolicyChange]:
         rows = await self._db.fetch(
-            f"SELECT {_CHANGE_COLUMNS} FROM policy_changes WHERE version > $1 "
+            f"SELECT {CHANGE_COLUMNS} FROM policy_changes WHERE version > $1 "
             "ORDER BY version LIMIT $2",
             version,
             limit,

@@ -4,7 +4,7 @@ the notice inbox and cursor, the ported-numbers table, leases, and the delivery 
 
 from __future__ import annotations
 
-from services.messenger_gateway.adapters.policy_store import POLICY_MIGRATION
+from services.messenger_gateway.adapters.policy_store import NOW_SQL, POLICY_MIGRATION
 
 MIGRATIONS: list[str] = [
     """
@@ -88,7 +88,7 @@ MIGRATIONS: list[str] = [
     ALTER TABLE identifications RENAME COLUMN request_id TO verify_key;
     ALTER TABLE identifications ADD COLUMN trace_id TEXT;
     """,
-    # 6 (delivery policy, services/messenger_gateway/policy_store.py): preferences, restriction
+    # 6 (delivery policy, adapters/policy_store.py): preferences, restriction
     # orders and their append-only audit, and the change log every replica's index tails.
     POLICY_MIGRATION,
     # 7 (leases, services/common/lease.py): the replica that runs a pending verification holds
@@ -103,5 +103,18 @@ MIGRATIONS: list[str] = [
         holder     TEXT NOT NULL,
         expires_at TEXT NOT NULL
     );
+    """,
+    # 8 (the change log carries what its readers use): VERIFYING is not logged; for the delivery
+    # policy it is what AWAITING_CODE was (known, not identified), and how the verification
+    # ended is logged when it ends.
+    f"""
+    DROP TRIGGER identifications_log_state;
+    CREATE TRIGGER identifications_log_state AFTER UPDATE OF state ON identifications
+    WHEN NEW.state <> OLD.state AND NEW.state <> 'VERIFYING'
+    BEGIN
+        INSERT INTO policy_changes (changed_at, kind, user_id, phone_number, value)
+        SELECT {NOW_SQL}, 'IDENTIFICATION', user_id, phone_number, state
+        FROM identifications WHERE user_id = NEW.user_id ORDER BY seq DESC LIMIT 1;
+    END;
     """,
 ]

@@ -96,4 +96,11 @@ PG_MIGRATIONS: Final[list[str]] = [
     # 3: the delivery policy (policy_store_pg.py): preferences, restriction orders and their
     # audit, the change log with commit-ordered versions, identification changes logged.
     PG_POLICY_MIGRATION,
+    # 4: VERIFYING is not logged (SQLite's migration 8).
+    """
+    DROP TRIGGER identifications_log_state ON identifications;
+    CREATE TRIGGER identifications_log_state AFTER UPDATE OF state ON identifications
+        FOR EACH ROW WHEN (NEW.state <> OLD.state AND NEW.state <> 'VERIFYING')
+        EXECUTE FUNCTION identifications_log();
+    """,
 ]

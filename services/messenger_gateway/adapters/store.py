@@ -28,9 +28,11 @@ from typing import Any, TypeVar
 from services.common.db import Database, drive
 from services.common.lease import Lease
 from services.common.timeutil import from_iso, stored_time, to_iso
+from services.messenger_gateway.adapters.policy_store import CHANGE_COLUMNS, change_from_row
 from services.messenger_gateway.identification.model import Identification, Reason, State
 from services.messenger_gateway.identification.ports import TxFunction
 from services.messenger_gateway.notices.model import TerminationKind, TerminationNotice
+from services.messenger_gateway.policy.model import PolicyChange
 from services.messenger_gateway.routing.model import PortedNumber, RouteOrigin
 
 T = TypeVar("T")
@@ -421,6 +423,15 @@ class SqliteIdentificationTx:
 
     async def remember_route(self, entry: PortedNumber) -> bool:
         return _upsert_ported(self._conn, [entry], entry.ported_at) == 1
+
+    async def policy_changes_after(self, version: int, limit: int) -> list[PolicyChange] | None:
+        # versions are given at the insert, one writer at a time: complete as of this point
+        rows = self._conn.execute(
+            f"SELECT {CHANGE_COLUMNS} FROM policy_changes WHERE version > ? "
+            "ORDER BY version LIMIT ?",
+            (version, limit),
+        )
+        return [change_from_row(row) for row in rows]
 
     async def notice_cursor(self, messenger_id: str) -> int:
         row = self._conn.execute(

@@ -28,6 +28,7 @@ from services.messenger_gateway.adapters.store import identification_from_row
 from services.messenger_gateway.identification.model import Identification
 from services.messenger_gateway.identification.ports import TxFunction
 from services.messenger_gateway.notices.model import TerminationKind, TerminationNotice
+from services.messenger_gateway.policy.model import PolicyChange
 from services.messenger_gateway.routing.model import PortedNumber, RouteOrigin
 
 T = TypeVar("T")
@@ -364,6 +365,9 @@ class PgIdentificationTx:
 
     async def remember_route(self, entry: PortedNumber) -> bool:
         return await _upsert_ported(self._conn, [entry], entry.ported_at) == 1
+
+    async def policy_changes_after(self, version: int, limit: int) -> list[PolicyChange] | None:
+        return None  # this transaction's entries get their versions at its commit
 
     async def notice_cursor(self, messenger_id: str) -> int:
         stored = await self._conn.fetchval(

@@ -28,6 +28,7 @@ from services.messenger_gateway.identification.model import (
 )
 from services.messenger_gateway.notices.model import TerminationKind, TerminationNotice
 from services.messenger_gateway.notices.ports import NoticeStore
+from services.messenger_gateway.policy.model import PolicyChange
 from services.messenger_gateway.routing.model import PortedNumber
 from services.messenger_gateway.routing.ports import PortedNumbersStore
 from services.messenger_gateway.routing.router import Route
@@ -73,6 +74,12 @@ class IdentificationTx(Protocol):
 
     async def remember_route(self, entry: PortedNumber) -> bool:
         """Insert or replace (by a strictly later ported_at) a ported-numbers row."""
+        ...
+
+    async def policy_changes_after(self, version: int, limit: int) -> list[PolicyChange] | None:
+        """The delivery policy's change-log entries after version, this transaction's own
+        included, in version order (at most limit); None where versions are given only at the
+        commit (PostgreSQL: the caller catches up after it)."""
         ...
 
     async def notice_cursor(self, messenger_id: str) -> int: ...
@@ -182,10 +189,16 @@ class OperatorDirectory(Protocol):
 
 class IdentificationListener(Protocol):
     """Told each identification change the identification writes committed, with the row as
-    the transaction wrote it (the delivery policy's index: whether a user is known and
-    identified)."""
+    the transaction wrote it and the change-log entries the transaction read after `position`
+    (the delivery policy's index: whether a user is known and identified)."""
 
-    async def identification_changed(self, ident: Identification) -> None: ...
+    def position(self) -> int:
+        """The change-log version the listener has applied."""
+        ...
+
+    async def identification_changed(
+        self, ident: Identification, changes: Sequence[PolicyChange] | None
+    ) -> None: ...
 
 
 class PolicyRefresh(Protocol):
@@ -198,12 +211,21 @@ class PolicyFollower(IdentificationListener, PolicyRefresh, Protocol):
     """The delivery policy as the identification flow sees it (policy_service.PolicyService)."""
 
 
-async def tell(listener: IdentificationListener | None, ident: Identification) -> None:
+def position_of(listener: IdentificationListener | None) -> int | None:
+    """Where a write transaction reads the change log from for the listener; None: no need."""
+    return None if listener is None else listener.position()
+
+
+async def tell(
+    listener: IdentificationListener | None,
+    ident: Identification,
+    changes: Sequence[PolicyChange] | None = None,
+) -> None:
     """Tell the listener of a committed change; its failure is logged, not raised (the change
     is committed; the policy's tailer catches up on its own)."""
     if listener is None:
         return
     try:
-        await listener.identification_changed(ident)
+        await listener.identification_changed(ident, changes)
     except Exception:
         log.exception("identification.change_listener_failed")

@@ -53,6 +53,7 @@ from services.messenger_gateway.identification.ports import (
     NumberRouter,
     OperatorDirectory,
     SmsSender,
+    position_of,
     tell,
 )
 from services.messenger_gateway.identification.settings import GatewaySettings
@@ -176,10 +177,15 @@ class IdentificationService:
             trace_id=trace_id_now(),
         )
         result = await transactions.replace_current(
-            self._store, new, now=now, change_number=change_number, idempotency_key=idempotency_key
+            self._store,
+            new,
+            now=now,
+            change_number=change_number,
+            idempotency_key=idempotency_key,
+            log_after=position_of(self._listener),
         )
         previous = result.previous
-        await tell(self._listener, new)
+        await tell(self._listener, new, result.changes)
         if previous is not None:
             self._verifier.cancel(previous.identification_id)
         started(route.operator_id)

@@ -38,15 +38,32 @@ from services.messenger_gateway.identification.transitions import (
     wrong_code_event,
 )
 from services.messenger_gateway.notices.model import NoticeResult, TerminationNotice
+from services.messenger_gateway.policy.model import PolicyChange
 from services.messenger_gateway.routing.model import PortedNumber, RouteOrigin
 
 # --- starting --------------------------------------------------------------------------------
+
+
+# The delivery policy's change-log entries a write read after the listener's position, in its
+# own transaction (None: not read, or not knowable before the commit).
+Changes = list[PolicyChange] | None
+CHANGES_PAGE = 1_000
+
+
+async def _changes(tx: IdentificationTx, log_after: int | None) -> Changes:
+    """The entries after log_after, this transaction's own included; None when not all of them
+    are known here (a full page: the reader catches up instead)."""
+    if log_after is None:
+        return None
+    changes = await tx.policy_changes_after(log_after, CHANGES_PAGE)
+    return None if changes is None or len(changes) >= CHANGES_PAGE else changes
 
 
 @dataclass(frozen=True, slots=True)
 class Started:
     new: Identification
     previous: Identification | None  # the user's previous identification, as it is now
+    changes: Changes = None
 
 
 def no_identification(user_id: str) -> IdentificationNotFound:
@@ -77,6 +94,7 @@ async def replace_current(
     now: datetime,
     change_number: bool,
     idempotency_key: str | None = None,
+    log_after: int | None = None,
 ) -> Started:
     """`new` becomes the user's current identification and the previous one ends
     (NUMBER_CHANGED), in one transaction. change_number: check_number_change applies. With an
@@ -96,7 +114,7 @@ async def replace_current(
             if ended is not None and await tx.compare_and_set(previous, ended):
                 previous = ended
         await tx.insert(new, idempotency_key)
-        return Started(new, previous)
+        return Started(new, previous, await _changes(tx, log_after))
 
     return await store.run_grouped(replace)
 
@@ -213,13 +231,15 @@ async def finish_verification(
     operator_id: str | None = None,
     identification_code: str | None = None,
     within_window: bool,
-) -> Identification | None:
+    log_after: int | None = None,
+) -> tuple[Identification, Changes] | None:
     """The verification's outcome (an answer's event, WINDOW_PASSED or NO_OPERATOR), only if
     still VERIFYING under verify_key (and, with within_window, before its deadline): the
-    identification as recorded, None if nothing changed. An IDENTIFIED answer whose code a
+    identification as recorded (with the change-log entries after log_after), None if nothing
+    changed. An IDENTIFIED answer whose code a
     notice already ended becomes that notice's event (a termination wins)."""
 
-    async def finish(tx: IdentificationTx) -> Identification | None:
+    async def finish(tx: IdentificationTx) -> tuple[Identification, Changes] | None:
         ident = await tx.get(identification_id)
         if ident is None or not _verifying_under(ident, verify_key, now, within_window):
             return None
@@ -235,7 +255,7 @@ async def finish_verification(
         after = advance(ident, step, now=now, **changes)
         if after is None or not await tx.compare_and_set(ident, after):
             return None
-        return after
+        return after, await _changes(tx, log_after)
 
     return await store.run_grouped(finish)
 

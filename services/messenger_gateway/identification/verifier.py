@@ -47,6 +47,7 @@ from services.messenger_gateway.identification.ports import (
     GatewayStore,
     IdentificationListener,
     OperatorDirectory,
+    position_of,
     tell,
 )
 from services.messenger_gateway.identification.settings import GatewaySettings
@@ -436,7 +437,7 @@ class Verifier:
         """Record the verification's outcome if it is still VERIFYING under its verify key;
         counted, logged once and told to the listener. The identification as recorded."""
         assert ident.verify_key is not None
-        ended = await transactions.finish_verification(
+        recorded = await transactions.finish_verification(
             self._store,
             ident.identification_id,
             ident.verify_key,
@@ -445,9 +446,11 @@ class Verifier:
             operator_id=operator_id,
             identification_code=identification_code,
             within_window=within_window,
+            log_after=position_of(self._listener),
         )
-        if ended is None:
+        if recorded is None:
             return None
+        ended, changes = recorded
         completed(ended.state, ended.reason)
         observe_verification(ident, self.settings.verification_window, self._clock.now())
         log.info(
@@ -459,7 +462,7 @@ class Verifier:
             operator_id=ended.operator_id or None,
             answered=answered,
         )
-        await tell(self._listener, ended)
+        await tell(self._listener, ended, changes)
         return ended
 
     async def _finish_for_sure(self, ident: Identification, event: Event) -> Outcome:

@@ -204,10 +204,26 @@ class PolicyService:
         advanced, self._advanced = self._advanced, asyncio.Event()
         advanced.set()
 
-    async def identification_changed(self, ident: Identification) -> None:
-        """An identification write committed `ident` (the triggers logged it): catch up when it
-        changes what the index answers for its user (known, identified, on which number);
-        otherwise the tail brings the version along without a read on the request path."""
+    def position(self) -> int:
+        return self.index.version
+
+    async def identification_changed(
+        self, ident: Identification, changes: Sequence[PolicyChange] | None
+    ) -> None:
+        """An identification write committed `ident` (the triggers logged it). `changes`: the
+        log after position(), read by the writing transaction itself (SQLite): applied without
+        a read when they follow on the index. Else catch up when the change alters what the
+        index answers for its user (known, identified, on which number); otherwise the tail
+        brings the version along without a read on the request path."""
+        if changes is not None:
+            async with self._lock:
+                fresh = [c for c in changes if c.version > self.index.version]
+                if not fresh or fresh[0].version == self.index.version + 1:
+                    for change in fresh:  # synchronous: a decision sees the whole write
+                        self.index.apply(change)
+                    if fresh:
+                        self._wake()
+                    return
         identified = ident.state is State.IDENTIFIED
         index = self.index
         if index.is_known(ident.user_id) and index.is_identified(ident.user_id) == identified:
