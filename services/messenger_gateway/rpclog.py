@@ -25,6 +25,8 @@ FIELDS: Final = (
     "trace_id",
     "verification_deadline",
     "attempts_left",
+    "since",
+    "reassignment",
 )
 
 

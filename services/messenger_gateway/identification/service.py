@@ -373,8 +373,7 @@ class IdentificationService:
                 f"operator {operator_id} refused: it has no active identification agreement "
                 "with this messenger"
             ) from None
-        log.info(
-            "reassignment.checked",
+        annotate(
             user_id=user_id,
             operator_id=operator_id,
             phone=mask(current.phone_number),

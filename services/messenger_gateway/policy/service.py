@@ -87,6 +87,10 @@ PREFERENCE_CHANGES = Counter(
     "Preference changes stored, by kind (sender_rule, unaccepted_policy, automated_consent).",
     ["kind"],
 )
+_PREFERENCE_CHANGED = {
+    kind: PREFERENCE_CHANGES.labels(kind=kind)
+    for kind in ("sender_rule", "unaccepted_policy", "automated_consent")
+}
 ORDERS_RECEIVED = Counter(
     "idmesh_gateway_restriction_orders_received",
     "Restriction orders recorded (a repeated RecordRestrictionOrder of the same order is not "
@@ -303,7 +307,7 @@ class PolicyService:
             raise InvalidInput("sender_id is the user themself: name another user")
         version = await self._store.set_sender_rule(user_id, sender_id, rule, self._clock.now())
         await self.catch_up()
-        PREFERENCE_CHANGES.labels(kind="sender_rule").inc()
+        _PREFERENCE_CHANGED["sender_rule"].inc()
         log.info("policy.sender_rule_set", user_id=user_id, sender_id=sender_id, rule=rule)
         return version
 
@@ -311,7 +315,7 @@ class PolicyService:
         validate_user_id(user_id)
         version = await self._store.set_unaccepted_policy(user_id, policy, self._clock.now())
         await self.catch_up()
-        PREFERENCE_CHANGES.labels(kind="unaccepted_policy").inc()
+        _PREFERENCE_CHANGED["unaccepted_policy"].inc()
         log.info("policy.unaccepted_policy_set", user_id=user_id, policy=policy)
         return version
 
@@ -324,7 +328,7 @@ class PolicyService:
             user_id, sender_id, consent, self._clock.now()
         )
         await self.catch_up()
-        PREFERENCE_CHANGES.labels(kind="automated_consent").inc()
+        _PREFERENCE_CHANGED["automated_consent"].inc()
         log.info(
             "policy.automated_consent_set", user_id=user_id, sender_id=sender_id, consent=consent
         )
