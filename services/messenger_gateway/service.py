@@ -1,7 +1,7 @@
 """The gateway's use cases behind one face: what the servicers, the notice consumer and the
 composition root (main.py) call.
 
-Each job is its own module: identification/service.py (start, confirm, reads),
+Each job is its own module: identification/service.py (start, confirm), identification/reads.py,
 identification/verifier.py (the background verification: tasks, leases, watchdog, hints),
 notices/service.py (termination notices), routing/service.py (routing and the ported-numbers
 import). GatewayService builds them over the same ports and delegates.
@@ -27,6 +27,7 @@ from services.messenger_gateway.identification.ports import (
     PolicyFollower,
     SmsSender,
 )
+from services.messenger_gateway.identification.reads import IdentificationReads
 from services.messenger_gateway.identification.service import IdentificationService
 from services.messenger_gateway.identification.settings import GatewaySettings
 from services.messenger_gateway.identification.verifier import Verifier
@@ -69,6 +70,7 @@ class GatewayService:
             clock=clock,
             listener=policy,
         )
+        self.reads = IdentificationReads(store=store, operators=operators)
         self.notices = NoticeService(
             settings.messenger_id, store=store, clock=clock, refresh=policy
         )
@@ -98,15 +100,15 @@ class GatewayService:
         return await self.identifications.confirm_possession(identification_id, code, wait=wait)
 
     async def get_identification(self, user_id: str) -> Identification:
-        return await self.identifications.get_identification(user_id)
+        return await self.reads.get_identification(user_id)
 
     async def check_access(self, user_id: str) -> Access:
-        return await self.identifications.check_access(user_id)
+        return await self.reads.check_access(user_id)
 
     async def check_number_reassigned(
         self, user_id: str, *, time_limit: float = 10.0
     ) -> ReassignmentCheck:
-        return await self.identifications.check_number_reassigned(user_id, time_limit=time_limit)
+        return await self.reads.check_number_reassigned(user_id, time_limit=time_limit)
 
     # --- the verifier ------------------------------------------------------------------------
 

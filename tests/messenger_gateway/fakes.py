@@ -23,7 +23,7 @@ from services.common.db import Database
 from services.common.errors import DomainError, Forbidden
 from services.common.identity import Kind, require_caller
 from services.common.interceptors import ErrorTable
-from services.common.ratelimit import RateLimited
+from services.common.ratelimit import RateLimit, RateLimited
 from services.common.server import GrpcServer, service_name
 from services.messenger_gateway.adapters.schema import MIGRATIONS
 from services.messenger_gateway.adapters.store import SqliteGatewayStore
@@ -154,6 +154,7 @@ def make_service(
     policy: PolicyFollower | None = None,
     replica_id: str = "replica-1",
     lease_ttl: float = 6.0,
+    user_limit: RateLimit | None = None,
 ) -> GatewayService:
     return GatewayService(
         GatewaySettings(
@@ -164,6 +165,7 @@ def make_service(
             verify_retry=FAST_RETRY,
             replica_id=replica_id,
             lease_ttl=timedelta(seconds=lease_ttl),
+            otp_user_limit=user_limit,
         ),
         store=store,
         router=StaticRouter(

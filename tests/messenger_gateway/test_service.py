@@ -15,6 +15,7 @@ from services.common.context import traced
 from services.common.db import Database
 from services.common.errors import InvalidInput
 from services.common.phone import InvalidPhoneNumber
+from services.common.ratelimit import RateLimit, RateLimited
 from services.messenger_gateway.identification import transactions
 from services.messenger_gateway.identification.codes import CodeHasher
 from services.messenger_gateway.identification.model import (
@@ -749,3 +750,24 @@ async def test_malformed_idempotency_keys_are_refused(store: GatewayStore, key: 
     with pytest.raises(InvalidInput, match="idempotency_key") as e:
         await make_service(store).start_identification("user-1", BEELINE_PHONE, idempotency_key=key)
     assert e.value.field == "idempotency_key"
+
+
+async def test_retried_starts_return_the_first_even_at_the_code_limit_and_cost_no_code(
+    store: GatewayStore,
+) -> None:
+    sms = RecordingSms()
+    service = make_service(store, sms=sms, user_limit=RateLimit(per_second=1e-6, burst=2))
+    first = await service.start_identification("u", BEELINE_PHONE, idempotency_key="k1")
+    for _ in range(3):  # retries: the same identification, no code sent, no code counted
+        again = await service.start_identification("u", BEELINE_PHONE, idempotency_key="k1")
+        assert again.identification_id == first.identification_id
+    second = await service.start_identification("u", BEELINE_PHONE, idempotency_key="k2")
+    with pytest.raises(RateLimited):  # two codes: the limit
+        await service.start_identification("u", BEELINE_PHONE, idempotency_key="k3")
+    # at the limit, a retry of a call that started one still gets it
+    again = await service.start_identification("u", BEELINE_PHONE, idempotency_key="k2")
+    assert again.identification_id == second.identification_id
+    assert [m.identification_id for m in sms.sent] == [
+        first.identification_id,
+        second.identification_id,
+    ]

@@ -1,4 +1,5 @@
-"""The identification use cases: start, change number, confirm possession, and the reads.
+"""The identification use cases: start, change number, confirm possession (the reads are
+reads.py).
 
 Each write is one transaction function of transactions.py (the state machine decides, the store
 compare-and-sets); the verification itself runs in the background verifier (verifier.py).
@@ -16,31 +17,23 @@ from services.common.errors import InvalidInput, quote
 from services.common.failpoints import async_failpoint
 from services.common.logging import get_logger
 from services.common.phone import mask
-from services.common.ratelimit import KeyedTokenBucket
+from services.common.ratelimit import KeyedTokenBucket, RateLimited
 from services.common.timeutil import Clock, SystemClock
 from services.messenger_gateway.identification import transactions
 from services.messenger_gateway.identification.codes import CodeHasher, new_code
 from services.messenger_gateway.identification.metrics import completed, started
 from services.messenger_gateway.identification.model import (
-    Access,
-    AgreementMissing,
     CodeExpired,
     IdempotencyKeyReused,
     IdempotentReplay,
     Identification,
     IdentificationNotFound,
-    NeverIdentified,
     NumberNotServed,
-    OperatorRefused,
-    OperatorUnavailable,
-    OperatorUnreachable,
     Reason,
-    ReassignmentCheck,
     SmsMessage,
     SmsNotSent,
     State,
     WrongCode,
-    decide_access,
     validate_code_format,
     validate_idempotency_key,
     validate_user_id,
@@ -117,6 +110,13 @@ class IdentificationService:
             new, _ = await self._start(user_id, phone, change_number=False, idempotency_key=key)
         except IdempotentReplay as replay:  # the user started one with this key before
             return self._replayed(replay.identification, phone)
+        except (RateLimited, NumberNotServed):
+            # refused before the transaction: a retry of a call that started one still gets it
+            if key is not None:
+                earlier = await self._store.by_idempotency_key(user_id, key)
+                if earlier is not None:
+                    return self._replayed(earlier, phone)
+            raise
         return new
 
     def _replayed(self, earlier: Identification, phone: str) -> Identification:
@@ -150,8 +150,10 @@ class IdentificationService:
     ) -> tuple[Identification, Identification | None]:
         if change_number:  # refuse early, before a code is made; the transaction checks again
             transactions.check_number_change(await self._store.current(user_id), user_id, phone)
+        taken: list[tuple[KeyedTokenBucket, str]] = []
         for bucket, key, what in self._limits:
             bucket.acquire(phone if key == "phone" else user_id, what)
+            taken.append((bucket, phone if key == "phone" else user_id))
         route = await self._router.resolve(phone)
         annotate(operator_id=route.operator_id, carrier=route.carrier, route_source=route.source)
         if route.operator_id is None or not self._operators.knows(route.operator_id):
@@ -176,14 +178,19 @@ class IdentificationService:
             code_hash=self._hasher.hash(code),
             trace_id=trace_id_now(),
         )
-        result = await transactions.replace_current(
-            self._store,
-            new,
-            now=now,
-            change_number=change_number,
-            idempotency_key=idempotency_key,
-            log_after=position_of(self._listener),
-        )
+        try:
+            result = await transactions.replace_current(
+                self._store,
+                new,
+                now=now,
+                change_number=change_number,
+                idempotency_key=idempotency_key,
+                log_after=position_of(self._listener),
+            )
+        except IdempotentReplay:  # a retry: no code sent, the limits' tokens given back
+            for bucket, held in taken:
+                bucket.give_back(held)
+            raise
         previous = result.previous
         await tell(self._listener, new, result.changes)
         if previous is not None:
@@ -319,68 +326,6 @@ class IdentificationService:
                 assert ended is not None
                 return ended
         return await self._get(ident.identification_id)
-
-    # --- reading -----------------------------------------------------------------------------
-
-    async def get_identification(self, user_id: str) -> Identification:
-        validate_user_id(user_id)
-        current = await self._store.current(user_id)
-        if current is None:
-            raise IdentificationNotFound(
-                f"user {quote(user_id)} has no identification: start one with StartIdentification"
-            )
-        return current
-
-    async def check_access(self, user_id: str) -> Access:
-        validate_user_id(user_id)
-        return decide_access(user_id, await self._store.current(user_id))
-
-    async def check_number_reassigned(
-        self, user_id: str, *, time_limit: float = 10.0
-    ) -> ReassignmentCheck:
-        """Ask the operator that identified the user's current identification whether the
-        number changed hands after the identification (for dormant accounts)."""
-        validate_user_id(user_id)
-        current = await self._store.current(user_id)
-        if current is None:
-            raise IdentificationNotFound(
-                f"user {quote(user_id)} has no identification: start one with StartIdentification"
-            )
-        since = current.identified_at
-        if current.state not in (State.IDENTIFIED, State.REVOKED) or since is None:
-            raise NeverIdentified(
-                f"user {quote(user_id)}'s current identification {current.identification_id} is "
-                f"{current.state} and was never IDENTIFIED: there is no identification to ask "
-                "about; finish identifying the user first"
-            )
-        operator_id = current.operator_id
-        if not self._operators.knows(operator_id):
-            raise OperatorUnreachable(
-                f"operator {operator_id!r}, which identified user {quote(user_id)}, is not "
-                "configured at this gateway (IDMESH_OPERATORS): it cannot be asked"
-            )
-        try:
-            answer = await self._operators.check_reassigned(
-                operator_id, phone_number=current.phone_number, since=since, time_limit=time_limit
-            )
-        except OperatorUnavailable as exc:
-            raise OperatorUnreachable(
-                f"operator {operator_id} could not be asked whether {mask(current.phone_number)} "
-                f"changed hands ({exc}): try again later"
-            ) from None
-        except OperatorRefused:
-            raise AgreementMissing(
-                f"operator {operator_id} refused: it has no active identification agreement "
-                "with this messenger"
-            ) from None
-        annotate(
-            user_id=user_id,
-            operator_id=operator_id,
-            phone=mask(current.phone_number),
-            since=since.isoformat(),
-            reassignment=answer,
-        )
-        return ReassignmentCheck(answer, since, operator_id, current.phone_number)
 
     async def _get(self, identification_id: str) -> Identification:
         ident = await self._store.get(identification_id)
