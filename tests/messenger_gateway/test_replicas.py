@@ -29,7 +29,7 @@ from services.common.pg import PgDatabase
 from services.messenger_gateway.adapters.schema_pg import PG_MIGRATIONS, SERVICE
 from services.messenger_gateway.adapters.store_pg import PgGatewayStore
 from services.messenger_gateway.identification import transactions
-from services.messenger_gateway.identification.model import Reason, State
+from services.messenger_gateway.identification.model import Reason, State, WrongCode
 from services.messenger_gateway.identification.ports import GatewayStore
 from services.messenger_gateway.identification.transitions import Event
 from services.messenger_gateway.notices.consumer import NoticeConsumer
@@ -164,6 +164,47 @@ async def test_a_termination_wins_over_an_identified_answer_racing_it_at_another
     finally:
         await first_db.close()
         await second_db.close()
+
+
+async def test_wrong_codes_at_two_replicas_at_once_each_use_an_attempt(
+    replicas: list[GatewayStore],
+) -> None:
+    sms = RecordingSms()
+    services = [make_service(store, sms=sms, attempts=5) for store in replicas]
+    ident = await services[0].start_identification("user-1", BEELINE_PHONE)
+    code = sms.code_for(ident.identification_id)
+    wrong = f"{(int(code) + 1) % 1_000_000:06d}"
+
+    results = await asyncio.gather(
+        *(
+            services[n % 2].confirm_possession(ident.identification_id, wrong, wait=0)
+            for n in range(4)
+        ),
+        return_exceptions=True,
+    )
+
+    assert all(isinstance(r, WrongCode) for r in results), results
+    current = await replicas[1].get(ident.identification_id)
+    assert current is not None
+    assert (current.state, current.attempts_left) == (State.AWAITING_CODE, 1)
+
+
+async def test_the_right_code_at_two_replicas_at_once_starts_one_verification(
+    replicas: list[GatewayStore],
+) -> None:
+    sms, operators = RecordingSms(), FakeOperators(answers={BEELINE_PHONE: hang})
+    services = [make_service(store, sms=sms, operators=operators) for store in replicas]
+    ident = await services[0].start_identification("user-1", BEELINE_PHONE)
+    code = sms.code_for(ident.identification_id)
+
+    results = await asyncio.gather(
+        *(services[n].confirm_possession(ident.identification_id, code, wait=0) for n in (0, 1))
+    )
+
+    assert [r.state for r in results] == [State.VERIFYING, State.VERIFYING]
+    assert results[0].verify_key == results[1].verify_key  # one verification, shared
+    for service in services:
+        await service.close()
 
 
 async def test_concurrent_starts_with_one_idempotency_key_at_two_replicas_make_one_identification(

@@ -122,6 +122,9 @@ async def replace_current(
 # --- the one-time code -----------------------------------------------------------------------
 
 
+_CONFIRM_ROUNDS = 8  # each lost round used an attempt or ended the code: far more than enough
+
+
 class Confirmed(Enum):
     """What ConfirmPossession's transaction did."""
 
@@ -154,34 +157,34 @@ async def confirm_code(
     held by lease."""
 
     async def confirm(tx: IdentificationTx) -> Confirmation:
-        ident = await tx.get(identification_id)
-        if ident is None:
-            return Confirmation(Confirmed.NOT_FOUND, None)
-        if ident.state is not State.AWAITING_CODE:
-            if ident.verification_deadline is not None:
-                return Confirmation(Confirmed.ALREADY_CONFIRMED, ident)
-            return Confirmation(Confirmed.WRONG_STATE, ident)
-        if now >= ident.code_expires_at:
-            event, outcome = Event.CODE_EXPIRED, Confirmed.EXPIRED
-        elif not matches(ident.code_hash):
-            event, outcome = wrong_code_event(ident), Confirmed.WRONG_CODE
-        else:
-            event, outcome = Event.VERIFICATION_BEGUN, Confirmed.VERIFYING
-        after = advance(
-            ident,
-            event,
-            now=now,
-            **(
-                {"verify_key": verify_key, "verification_deadline": deadline}
-                if event is Event.VERIFICATION_BEGUN
-                else {}
-            ),
-        )
-        assert after is not None  # AWAITING_CODE has a row for each of them
-        lease_for = lease if event is Event.VERIFICATION_BEGUN else None
-        if not await tx.compare_and_set(ident, after, lease=lease_for):
-            return Confirmation(Confirmed.WRONG_STATE, await tx.get(identification_id))
-        return Confirmation(outcome, after)
+        # A lost compare-and-set (a concurrent confirm at another replica won) decides again
+        # on the row as the winner left it: each wrong code uses its own attempt, and a right
+        # code after another's shares its verification.
+        for _ in range(_CONFIRM_ROUNDS):
+            ident = await tx.get(identification_id)
+            if ident is None:
+                return Confirmation(Confirmed.NOT_FOUND, None)
+            if ident.state is not State.AWAITING_CODE:
+                if ident.verification_deadline is not None:
+                    return Confirmation(Confirmed.ALREADY_CONFIRMED, ident)
+                return Confirmation(Confirmed.WRONG_STATE, ident)
+            if now >= ident.code_expires_at:
+                event, outcome = Event.CODE_EXPIRED, Confirmed.EXPIRED
+            elif not matches(ident.code_hash):
+                event, outcome = wrong_code_event(ident), Confirmed.WRONG_CODE
+            else:
+                event, outcome = Event.VERIFICATION_BEGUN, Confirmed.VERIFYING
+            begun = event is Event.VERIFICATION_BEGUN
+            after = advance(
+                ident,
+                event,
+                now=now,
+                **({"verify_key": verify_key, "verification_deadline": deadline} if begun else {}),
+            )
+            assert after is not None  # AWAITING_CODE has a row for each of them
+            if await tx.compare_and_set(ident, after, lease=lease if begun else None):
+                return Confirmation(outcome, after)
+        return Confirmation(Confirmed.WRONG_STATE, await tx.get(identification_id))
 
     return await store.run_grouped(confirm)
 
