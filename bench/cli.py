@@ -32,7 +32,7 @@ from bench import procs, report, scenarios, seed, topology
 from bench.config import ENGINES, PRESETS, SCENARIOS, SQLITE, BenchConfig
 from services.localmesh import Mesh, MeshError, MeshSpec
 from services.localmesh.postgres import create_databases
-from services.messenger_gateway.store import MIGRATIONS as GATEWAY_MIGRATIONS
+from services.messenger_gateway.adapters.schema import MIGRATIONS as GATEWAY_MIGRATIONS
 from services.operator_registry.store import MIGRATIONS as REGISTRY_MIGRATIONS
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -970,7 +970,7 @@ async def pending_memory(config: BenchConfig, work_dir: Path) -> dict[str, Any]:
     that never answers, so all of them stay pending for the (hour-long) window."""
     from datetime import timedelta
 
-    from services.messenger_gateway.store import MIGRATIONS as GATEWAY_MIGRATIONS
+    from services.messenger_gateway.adapters.schema import MIGRATIONS as GATEWAY_MIGRATIONS
 
     hole = Blackhole()
     window = 3600.0

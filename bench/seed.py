@@ -324,7 +324,7 @@ _TIMESTAMPS = frozenset(
 
 async def seed_gateway_pg(url: str, rows: Iterable[tuple[object, ...]]) -> None:
     """seed_gateway's identifications, into the gateway's PostgreSQL database at url (COPY)."""
-    from services.messenger_gateway.store_pg import PG_MIGRATIONS, SERVICE
+    from services.messenger_gateway.adapters.schema_pg import PG_MIGRATIONS, SERVICE
 
     records = (
         tuple(

@@ -68,3 +68,10 @@ class KeyedTokenBucket:
         self._buckets[key] = (tokens - 1.0, now)
         while len(self._buckets) > self._max_keys:
             self._buckets.popitem(last=False)
+
+    def give_back(self, key: str) -> None:
+        """Return the token acquire() took for key (the request it let through did nothing)."""
+        held = self._buckets.get(key)
+        if held is not None:
+            tokens, last = held
+            self._buckets[key] = (min(float(self._limit.burst), tokens + 1.0), last)

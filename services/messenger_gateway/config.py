@@ -48,7 +48,7 @@ from services.common.errors import InvalidInput
 from services.common.identity import validate_id
 from services.common.ratelimit import RateLimit
 from services.common.storage import StoreSettings
-from services.messenger_gateway.routing import NumberingPlan, NumberingPlanError
+from services.messenger_gateway.routing.router import NumberingPlan, NumberingPlanError
 
 DEFAULT_BIND = "127.0.0.1:50070"
 

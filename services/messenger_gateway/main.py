@@ -28,21 +28,25 @@ from services.common.runner import run_main, serve
 from services.common.server import GrpcServer, service_name
 from services.common.storage import Engine, StoreSettings, open_database
 from services.common.timeutil import Clock, SystemClock
+from services.messenger_gateway.adapters.policy_store import SqlitePolicyStore
+from services.messenger_gateway.adapters.policy_store_pg import PgPolicyStore
+from services.messenger_gateway.adapters.registry_client import RegistryClients
+from services.messenger_gateway.adapters.schema import MIGRATIONS
+from services.messenger_gateway.adapters.schema_pg import PG_MIGRATIONS, SERVICE
+from services.messenger_gateway.adapters.sms import FileSmsSender
+from services.messenger_gateway.adapters.store import SqliteGatewayStore
+from services.messenger_gateway.adapters.store_pg import PgGatewayStore
+from services.messenger_gateway.api.gateway import ERRORS, GatewayAdminServicer, GatewayServicer
 from services.messenger_gateway.config import GatewayConfig
-from services.messenger_gateway.domain import CodeHasher
-from services.messenger_gateway.grpc_api import ERRORS, GatewayAdminServicer, GatewayServicer
-from services.messenger_gateway.notices import NoticeConsumer
-from services.messenger_gateway.policy import UnacceptedPolicy
-from services.messenger_gateway.policy_service import PolicyService, PolicySettings
-from services.messenger_gateway.policy_store import SqlitePolicyStore
-from services.messenger_gateway.policy_store_pg import PgPolicyStore
-from services.messenger_gateway.ports import GatewayStore, PolicyStore
-from services.messenger_gateway.registry_client import RegistryClients
-from services.messenger_gateway.routing import PortedNumbersTable, build_router
-from services.messenger_gateway.service import GatewayService, GatewaySettings
-from services.messenger_gateway.sms import FileSmsSender
-from services.messenger_gateway.store import MIGRATIONS, SqliteGatewayStore
-from services.messenger_gateway.store_pg import PG_MIGRATIONS, SERVICE, PgGatewayStore
+from services.messenger_gateway.identification.codes import CodeHasher
+from services.messenger_gateway.identification.ports import GatewayStore
+from services.messenger_gateway.identification.settings import GatewaySettings
+from services.messenger_gateway.notices.consumer import NoticeConsumer
+from services.messenger_gateway.policy.model import UnacceptedPolicy
+from services.messenger_gateway.policy.ports import PolicyStore
+from services.messenger_gateway.policy.service import PolicyService, PolicySettings
+from services.messenger_gateway.routing.router import PortedNumbersTable, build_router
+from services.messenger_gateway.service import GatewayService
 
 NAME = "messenger_gateway"
 log = get_logger("idmesh.gateway.main")
@@ -150,7 +154,7 @@ async def open_gateway(
             code_hasher=CodeHasher(
                 load_or_create_key(config.otp_key_file or config.db_path.parent / "otp-hmac.key")
             ),
-            on_identification_change=policy.on_identification_change,
+            policy=policy,
         )
         stack.push_async_callback(service.close)
         server.add(

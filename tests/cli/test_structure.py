@@ -43,3 +43,107 @@ def test_every_command_group_is_registered_once_and_builds_its_commands() -> Non
         "notifier",
         "pki",
     } <= commands
+
+
+# --- the messenger gateway's rooms -----------------------------------------------------------
+
+GATEWAY = Path(__file__).parents[2] / "services" / "messenger_gateway"
+GW = "services.messenger_gateway"
+FEATURES = ("identification", "notices", "routing", "policy")
+# What only adapters, entry points and the composition root may import.
+DRIVERS = ("grpc", "sqlite3", "aiosqlite", "asyncpg", "services.common.db", "services.common.pg")
+USE_CASES = tuple(f"{GW}.{f}.{m}" for f in FEATURES for m in ("service", "verifier"))
+# Files over ~400 lines, each with its reason.
+LONG_FILES = {
+    # the rules as data, the readable reference decision and the fast index that must agree
+    # with it, kept side by side on purpose (tests/messenger_gateway/test_policy.py)
+    "policy/model.py": 620,
+    # the policy's use cases: preferences, orders, the index's coherence and the change stream,
+    # all over the one in-memory index
+    "policy/service.py": 540,
+    # each engine's whole policy schema, snapshot and change log
+    "adapters/policy_store.py": 620,
+    "adapters/policy_store_pg.py": 560,
+    # one engine's whole identification store: reads, leases, the unit of work's statements
+    "adapters/store.py": 500,
+    "adapters/store_pg.py": 440,
+    # one job, the verification task's life: ask, retry, follow a hint, record, lease, sweep
+    "identification/verifier.py": 490,
+}
+
+
+def _gateway_files() -> list[Path]:
+    return sorted(GATEWAY.rglob("*.py"))
+
+
+def _room(path: Path) -> str:
+    return path.relative_to(GATEWAY).as_posix()
+
+
+def _starts(module: str, prefixes: tuple[str, ...]) -> bool:
+    return any(module == p or module.startswith(p + ".") for p in prefixes)
+
+
+def test_the_gateway_is_organised_by_feature() -> None:
+    rooms = {p.relative_to(GATEWAY).parts[0] for p in _gateway_files() if p.parent != GATEWAY}
+    assert rooms == {*FEATURES, "adapters", "api"}
+    top = {p.name for p in GATEWAY.glob("*.py")}
+    assert top == {"__init__.py", "__main__.py", "config.py", "main.py", "rpclog.py", "service.py"}
+
+
+def test_models_and_ports_import_no_driver_use_case_adapter_or_entry_point() -> None:
+    for path in _gateway_files():
+        if path.name not in ("model.py", "ports.py", "transitions.py"):
+            continue
+        bad = [
+            m
+            for m in _imports(path)
+            if _starts(m, DRIVERS) or "_pb2" in m or _starts(m, (*USE_CASES, f"{GW}.adapters"))
+        ]
+        bad += [m for m in _imports(path) if _starts(m, (f"{GW}.api", f"{GW}.main"))]
+        assert not bad, f"{_room(path)} imports {bad}: models and ports depend on nothing outer"
+
+
+def test_use_cases_import_no_driver_adapter_or_entry_point() -> None:
+    for path in _gateway_files():
+        room = _room(path)
+        if not room.startswith(FEATURES) or path.name in ("model.py", "ports.py"):
+            continue
+        if room == "notices/consumer.py":  # the notifier stream's client: an inbound adapter
+            continue
+        bad = [
+            m
+            for m in _imports(path)
+            if _starts(m, DRIVERS)
+            or "_pb2" in m
+            or _starts(m, (f"{GW}.adapters", f"{GW}.api", f"{GW}.main"))
+        ]
+        assert not bad, f"{room} imports {bad}: use cases reach the world through ports"
+
+
+def test_adapters_take_their_types_from_models_and_ports_never_from_use_cases() -> None:
+    for path in sorted((GATEWAY / "adapters").glob("*.py")):
+        bad = [
+            m
+            for m in _imports(path)
+            if m.startswith(GW)
+            and not m.startswith(f"{GW}.adapters")
+            and not m.endswith((".model", ".ports"))
+        ]
+        assert not bad, f"adapters/{path.name} imports {bad}: take types from a model or a port"
+
+
+def test_only_the_composition_root_wires_adapters_into_use_cases() -> None:
+    for path in _gateway_files():
+        room = _room(path)
+        if room.startswith("adapters/") or room == "main.py":
+            continue
+        bad = [m for m in _imports(path) if _starts(m, (f"{GW}.adapters",))]
+        assert not bad, f"{room} imports adapters {bad}: main.py wires them"
+
+
+def test_gateway_files_stay_short_or_say_why() -> None:
+    for path in _gateway_files():
+        lines = len(path.read_text(encoding="utf-8").splitlines())
+        limit = LONG_FILES.get(_room(path), 400)
+        assert lines <= limit, f"{_room(path)} has {lines} lines (limit {limit})"

@@ -41,10 +41,10 @@ from services.common.server import GrpcServer
 from services.common.status import ErrorDetails, error_details
 from services.common.storage import StoreSettings
 from services.common.timeutil import SystemClock, to_timestamp, utcnow
+from services.messenger_gateway.api.gateway import ERRORS as GATEWAY_ERRORS
 from services.messenger_gateway.config import GatewayConfig
-from services.messenger_gateway.grpc_api import ERRORS as GATEWAY_ERRORS
 from services.messenger_gateway.main import open_gateway
-from services.messenger_gateway.routing import NumberingPlan
+from services.messenger_gateway.routing.router import NumberingPlan
 from services.notifier.config import NotifierConfig
 from services.notifier.grpc_api import ERRORS as NOTIFIER_ERRORS
 from services.notifier.main import open_notifier

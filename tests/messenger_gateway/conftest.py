@@ -9,8 +9,8 @@ import pytest
 
 from services.common.config import Env
 from services.common.storage import StoreSettings
+from services.messenger_gateway.identification.ports import GatewayStore
 from services.messenger_gateway.main import open_store
-from services.messenger_gateway.ports import GatewayStore
 
 
 @pytest.fixture

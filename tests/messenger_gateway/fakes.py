@@ -24,19 +24,22 @@ from services.common.errors import DomainError, Forbidden
 from services.common.identity import Kind, require_caller
 from services.common.interceptors import ErrorTable
 from services.common.phone import require_e164
-from services.common.ratelimit import RateLimited
+from services.common.ratelimit import RateLimit, RateLimited
 from services.common.server import GrpcServer, service_name
-from services.messenger_gateway.domain import (
-    CodeHasher,
+from services.messenger_gateway.adapters.schema import MIGRATIONS
+from services.messenger_gateway.adapters.store import SqliteGatewayStore
+from services.messenger_gateway.identification.codes import CodeHasher
+from services.messenger_gateway.identification.model import (
     OperatorAnswer,
     OperatorUnavailable,
+    SmsMessage,
     State,
     Verdict,
 )
-from services.messenger_gateway.ports import GatewayStore
-from services.messenger_gateway.routing import Route
-from services.messenger_gateway.service import GatewayService, GatewaySettings, SmsMessage
-from services.messenger_gateway.store import MIGRATIONS, SqliteGatewayStore
+from services.messenger_gateway.identification.ports import GatewayStore, PolicyFollower
+from services.messenger_gateway.identification.settings import GatewaySettings
+from services.messenger_gateway.routing.router import Route
+from services.messenger_gateway.service import GatewayService
 from services.operator_registry.domain import IdempotencyKeyReused, validate_idempotency_key
 
 FAST_HASHER = CodeHasher(key=b"unit-test-otp-key-32-bytes-long!")
@@ -150,9 +153,10 @@ def make_service(
     otp_ttl: float = 300.0,
     attempts: int = 3,
     routes: dict[str, str] | None = None,
-    on_identification_change: Callable[[], Awaitable[object]] | None = None,
+    policy: PolicyFollower | None = None,
     replica_id: str = "replica-1",
     lease_ttl: float = 6.0,
+    user_limit: RateLimit | None = None,
 ) -> GatewayService:
     return GatewayService(
         GatewaySettings(
@@ -163,6 +167,7 @@ def make_service(
             verify_retry=FAST_RETRY,
             replica_id=replica_id,
             lease_ttl=timedelta(seconds=lease_ttl),
+            otp_user_limit=user_limit,
         ),
         store=store,
         router=StaticRouter(
@@ -174,7 +179,7 @@ def make_service(
         operators=operators or FakeOperators(),
         clock=clock or FakeClock(),
         code_hasher=FAST_HASHER,
-        on_identification_change=on_identification_change,
+        policy=policy,
     )
 
 

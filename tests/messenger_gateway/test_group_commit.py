@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from services.messenger_gateway.domain import SameNumber, State
+from services.messenger_gateway.identification.model import SameNumber, State
 from tests.common.test_db import Blocker, commits, queued
 from tests.messenger_gateway.fakes import (
     BEELINE_PHONE,

@@ -12,8 +12,10 @@ from typing import Any
 
 import grpc
 import pytest
+import structlog
 from google.protobuf import duration_pb2
 from idmesh.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from structlog.testing import capture_logs
 
 from services.common.channels import open_channel
 from services.common.config import ServerSettings
@@ -21,10 +23,10 @@ from services.common.identity import Caller, Kind, Role
 from services.common.server import GrpcServer
 from services.common.status import error_details
 from services.common.storage import StoreSettings
+from services.messenger_gateway.api.gateway import ERRORS
 from services.messenger_gateway.config import GatewayConfig
-from services.messenger_gateway.grpc_api import ERRORS
 from services.messenger_gateway.main import Gateway, open_gateway
-from services.messenger_gateway.routing import NumberingPlan
+from services.messenger_gateway.routing.router import NumberingPlan
 from tests.eventually import eventually
 from tests.messenger_gateway.fakes import (
     FakeNotifier,
@@ -544,3 +546,28 @@ async def test_a_registry_retry_delay_is_honoured_by_the_verification(gw: Harnes
     assert done.state == IDENTIFIED
     assert len(gw.registry.requests) == 2
     assert time.monotonic() - began >= 0.7  # waited the registry's RetryInfo
+
+
+async def test_each_rpc_logs_one_line_with_the_identifications_fields(gw: Harness) -> None:
+    with capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs:
+        started = await gw.start("u1", BEELINE)
+        await gw.confirm(started.identification_id)
+
+    def lines(method: str) -> list[str]:
+        return [e["event"] for e in logs if e.get("method", "").endswith(method)]
+
+    # the server's `rpc` line, and no other; the verification's outcome is logged by the
+    # background task it started (which carries the RPC's request id as its trace id)
+    assert lines("/StartIdentification") == ["rpc"]
+    assert sorted(lines("/ConfirmPossession")) == ["identification.finished", "rpc"]
+    start, confirm = (
+        next(e for e in logs if e["event"] == "rpc" and e["method"].endswith(m))
+        for m in ("/StartIdentification", "/ConfirmPossession")
+    )
+    assert start["identification_id"] == started.identification_id
+    assert (start["user_id"], start["operator_id"]) == ("u1", "beeline")
+    assert start["state"] == "AWAITING_CODE"
+    assert start["phone"] != BEELINE and start["phone"].endswith(BEELINE[-2:])  # masked
+    assert confirm["identification_id"] == started.identification_id
+    assert confirm["state"] == "IDENTIFIED"
+    assert confirm["trace_id"] == start["request_id"]  # the verification ran under it

@@ -11,8 +11,9 @@ from datetime import datetime, timedelta
 from prometheus_client import REGISTRY
 
 from services.common.lease import Lease, LeaseKeeper
-from services.messenger_gateway.domain import State
-from services.messenger_gateway.ports import GatewayStore
+from services.messenger_gateway.identification import transactions
+from services.messenger_gateway.identification.model import State
+from services.messenger_gateway.identification.ports import GatewayStore
 from services.messenger_gateway.service import GatewayService
 from tests.eventually import eventually
 
@@ -68,7 +69,8 @@ async def _verifying(store: GatewayStore, user_id: str, phone: str, holder: str)
     clock = FakeClock()
     ident = await make_service(store, clock=clock).start_identification(user_id, phone)
     now = clock.now()
-    assert await store.begin_verification(
+    assert await transactions.begin_verification(
+        store,
         ident.identification_id,
         verify_key=f"key-{user_id}",
         deadline=now + timedelta(seconds=60),
@@ -126,7 +128,7 @@ async def test_released_verifications_are_claimed_at_once_and_overdue_ones_never
     await store.release_verifications("b")
     past_window = now + timedelta(seconds=61)
     assert await store.claim_verifications(Lease("c", past_window + TERM), now=past_window) == []
-    assert sorted(await store.expire_overdue(past_window)) == sorted([first, second])
+    assert sorted(await transactions.expire_overdue(store, past_window)) == sorted([first, second])
 
 
 async def _pending(
@@ -154,7 +156,7 @@ async def test_a_shutdown_releases_its_verifications_to_another_replica_at_once(
     assert await other.keep_verifications() == (0, 0)  # a holds it
     await first.close()
     assert await other.keep_verifications() == (1, 0)  # no waiting for the lease to expire
-    await eventually(lambda: other._tasks == {}, what="b finished it")
+    await eventually(lambda: other.verifier._tasks == {}, what="b finished it")
     done = await store.get(pending)
     assert done is not None and done.state is State.IDENTIFIED
     await other.close()
@@ -167,18 +169,20 @@ async def test_a_replica_restarted_with_its_id_resumes_its_verifications_at_once
     replica, a pod restarted in place): it does not wait for its own leases to expire."""
     clock = FakeClock()
     crashed, first_ops, pending = await _pending(store, clock, "a")
-    for task in crashed._tasks.values():
+    for task in crashed.verifier._tasks.values():
         task.cancel()
-    await eventually(lambda: crashed._tasks == {}, what="the crashed tasks gone")
+    await eventually(lambda: crashed.verifier._tasks == {}, what="the crashed tasks gone")
     stranger = make_service(store, operators=FakeOperators(), clock=clock, replica_id="b")
     assert await stranger.resume_pending() == (0, 0)  # a's lease is live
 
     second_ops = FakeOperators()
     restarted = make_service(store, operators=second_ops, clock=clock, replica_id="a")
     assert await restarted.resume_pending() == (1, 0)
-    await eventually(lambda: restarted._tasks == {}, what="the resumed verification finished")
+    await eventually(
+        lambda: restarted.verifier._tasks == {}, what="the resumed verification finished"
+    )
     assert second_ops.calls == first_ops.calls  # the same idempotency key
-    assert stranger._tasks == {}
+    assert stranger.verifier._tasks == {}
     done = await store.get(pending)
     assert done is not None and done.state is State.IDENTIFIED
     await restarted.close()

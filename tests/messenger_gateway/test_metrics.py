@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.metrics_core import Metric
 
-from services.messenger_gateway.domain import State
+from services.messenger_gateway.identification.model import State
 from tests.eventually import eventually
 from tests.messenger_gateway.fakes import (
     BEELINE_PHONE,
@@ -51,7 +51,9 @@ async def test_pending_verifications_and_the_oldest_age_survive_a_restart(tmp_pa
         )
         assert got["idmesh_gateway_verification_window_seconds"] == 60
         await second.resume_pending()
-        await eventually(lambda: second._tasks == {}, what="the resumed verification finished")
+        await eventually(
+            lambda: second.verifier._tasks == {}, what="the resumed verification finished"
+        )
         done = await store.get(ident.identification_id)
         assert done is not None and done.state is State.IDENTIFIED
         assert (

@@ -21,10 +21,10 @@ from services.common.channels import open_channel
 from services.common.db import Database
 from services.common.identity import Caller, Kind
 from services.common.server import GrpcServer
-from services.messenger_gateway import store as gateway_store
-from services.messenger_gateway.domain import Reason, State
-from services.messenger_gateway.notices import NoticeConsumer
-from services.messenger_gateway.ports import GatewayStore
+from services.messenger_gateway.identification import transactions
+from services.messenger_gateway.identification.model import Reason, State
+from services.messenger_gateway.identification.ports import GatewayStore
+from services.messenger_gateway.notices.consumer import NoticeConsumer
 from services.messenger_gateway.service import GatewayService
 from tests.eventually import eventually
 from tests.messenger_gateway.fakes import (
@@ -234,22 +234,22 @@ async def test_a_gap_aborts_the_stream_and_resubscribes_from_the_cursor(
 
 
 async def test_a_message_of_several_notices_is_applied_in_one_transaction_and_acked_once(
-    rig: Rig,
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ident = await identify(rig.service, rig.sms, "u1")
     for n, code in ((1, "someone-else"), (2, CODE), (3, "another")):
         await rig.notifier.append(event_id=f"ev-{n}", identification_code=code)
-    transactions: list[list[int]] = []
-    apply_notices = rig.store.apply_notices
+    batches: list[list[int]] = []
+    apply_notices = transactions.apply_notices  # one store.run: one transaction
 
-    async def recording(messenger_id: str, notices: Any, *, now: Any) -> Any:
-        transactions.append([notice.seq for notice, _ in notices])
-        return await apply_notices(messenger_id, notices, now=now)
+    async def recording(store: Any, messenger_id: str, notices: Any, *, now: Any) -> Any:
+        batches.append([notice.seq for notice, _ in notices])
+        return await apply_notices(store, messenger_id, notices, now=now)
 
-    rig.store.apply_notices = recording  # type: ignore[method-assign]
+    monkeypatch.setattr(transactions, "apply_notices", recording)
     consumer = rig.start_consumer()  # the fake sends the three in one message
     await rig.wait_cursor(3)
-    assert transactions == [[1, 2, 3]]
+    assert batches == [[1, 2, 3]]
     assert await rig.state(ident) == (State.REVOKED, Reason.CONTRACT_TERMINATED)
     await eventually(lambda: consumer.acked == 3, what="ack")
     assert rig.notifier.acks == [3]  # up to the highest applied seq, not one per notice
@@ -283,7 +283,7 @@ async def test_a_batch_that_dies_before_its_commit_leaves_nothing_and_is_applied
             died.append(name)
             raise RuntimeError("killed inside the batch's transaction")
 
-    monkeypatch.setattr(gateway_store, "failpoint", die_once)
+    monkeypatch.setattr(transactions, "failpoint", die_once)
     rig.start_consumer()
     # generous: the test log renders the failed stream's traceback with its locals (seconds)
     await rig.wait_cursor(3, within=60)

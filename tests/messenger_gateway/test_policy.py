@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 import pytest
 
 from services.common.errors import InvalidInput
-from services.messenger_gateway.policy import (
+from services.messenger_gateway.policy.model import (
     RULES,
     ChangeKind,
     DeliveryReason,

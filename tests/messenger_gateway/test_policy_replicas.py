@@ -16,13 +16,8 @@ import pytest
 from services.common.config import Env
 from services.common.storage import StoreSettings
 from services.messenger_gateway.main import GatewayStores, open_stores
-from services.messenger_gateway.policy import (
-    ChangeKind,
-    Consent,
-    PolicyChange,
-    SenderRule,
-)
-from services.messenger_gateway.policy_service import PolicyService, PolicySettings
+from services.messenger_gateway.policy.model import ChangeKind, Consent, PolicyChange, SenderRule
+from services.messenger_gateway.policy.service import PolicyService, PolicySettings
 from tests.eventually import eventually
 from tests.messenger_gateway.fakes import FakeClock, make_service
 

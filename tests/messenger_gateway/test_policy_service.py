@@ -18,9 +18,9 @@ import pytest
 from services.common.config import Env
 from services.common.errors import InvalidInput
 from services.common.storage import StoreSettings
-from services.messenger_gateway.domain import TerminationKind, TerminationNotice
 from services.messenger_gateway.main import GatewayStores, open_stores
-from services.messenger_gateway.policy import (
+from services.messenger_gateway.notices.model import TerminationKind, TerminationNotice
+from services.messenger_gateway.policy.model import (
     MAX_BATCH_PAIRS,
     ChangeKind,
     ChangesPruned,
@@ -36,7 +36,7 @@ from services.messenger_gateway.policy import (
     UserUnknown,
     VersionAhead,
 )
-from services.messenger_gateway.policy_service import PolicyService, PolicySettings, WatchItem
+from services.messenger_gateway.policy.service import PolicyService, PolicySettings, WatchItem
 from services.messenger_gateway.service import GatewayService
 from tests.eventually import eventually
 from tests.messenger_gateway.fakes import (
@@ -82,7 +82,7 @@ async def open_replica(settings: StoreSettings, clock: FakeClock, **options: obj
         sms=sms,
         clock=clock,
         routes=dict.fromkeys([*PHONES.values(), NEWCOMER_PHONE], "beeline"),
-        on_identification_change=policy.on_identification_change,
+        policy=policy,
     )
     return Replica(stores, service, policy, sms, exits)
 

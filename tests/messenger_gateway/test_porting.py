@@ -21,27 +21,23 @@ from services.common.context import current_request_id
 from services.common.errors import InvalidInput
 from services.common.identity import Caller, Kind, Role
 from services.common.timeutil import to_timestamp
-from services.messenger_gateway.domain import (
+from services.messenger_gateway.identification.model import (
     AgreementMissing,
     IdentificationNotFound,
     NeverIdentified,
     OperatorAnswer,
     OperatorRefused,
     OperatorUnreachable,
-    PortedNumber,
     Reason,
     Reassignment,
-    RouteOrigin,
     State,
-    TerminationKind,
-    TerminationNotice,
     Verdict,
 )
-from services.messenger_gateway.ported import (
-    PortedRowInput,
-)
-from services.messenger_gateway.ports import GatewayStore
-from services.messenger_gateway.routing import (
+from services.messenger_gateway.identification.ports import GatewayStore
+from services.messenger_gateway.notices.model import TerminationKind, TerminationNotice
+from services.messenger_gateway.routing.model import PortedNumber, RouteOrigin
+from services.messenger_gateway.routing.ported import PortedRowInput
+from services.messenger_gateway.routing.router import (
     NumberingPlan,
     PortedNumbersTable,
     Route,

@@ -26,11 +26,15 @@ from services.common.channels import open_channel
 from services.common.identity import Caller, Kind
 from services.common.lease import Lease, LeaseKeeper
 from services.common.pg import PgDatabase
-from services.messenger_gateway.domain import Reason, State, TerminationKind, TerminationNotice
-from services.messenger_gateway.notices import NoticeConsumer
-from services.messenger_gateway.ports import GatewayStore
+from services.messenger_gateway.adapters.schema_pg import PG_MIGRATIONS, SERVICE
+from services.messenger_gateway.adapters.store_pg import PgGatewayStore
+from services.messenger_gateway.identification import transactions
+from services.messenger_gateway.identification.model import Reason, State, WrongCode
+from services.messenger_gateway.identification.ports import GatewayStore
+from services.messenger_gateway.identification.transitions import Event
+from services.messenger_gateway.notices.consumer import NoticeConsumer
+from services.messenger_gateway.notices.model import TerminationKind, TerminationNotice
 from services.messenger_gateway.service import GatewayService
-from services.messenger_gateway.store_pg import PG_MIGRATIONS, SERVICE, PgGatewayStore
 from tests.eventually import eventually
 
 from .fakes import (
@@ -86,7 +90,7 @@ class _PausingConnection:
         return getattr(self._conn, name)
 
     async def execute(self, sql: str, *args: Any) -> Any:
-        if "verify_key = $7 AND state = 'VERIFYING'" in sql:
+        if sql.startswith("UPDATE identifications SET"):  # the answer's compare-and-set
             self._checked.set()
             await self._go.wait()
         return await self._conn.execute(sql, *args)
@@ -102,7 +106,8 @@ async def test_a_termination_wins_over_an_identified_answer_racing_it_at_another
         clock = FakeClock()
         now = clock.now()
         ident = await make_service(first, clock=clock).start_identification("u", BEELINE_PHONE)
-        assert await first.begin_verification(
+        assert await transactions.begin_verification(
+            first,
             ident.identification_id,
             verify_key="r",
             deadline=now + timedelta(minutes=20),
@@ -119,11 +124,11 @@ async def test_a_termination_wins_over_an_identified_answer_racing_it_at_another
 
         monkeypatch.setattr(first_db, "transaction", pausing)
         answer = asyncio.create_task(
-            first.finish_verification(
+            transactions.finish_verification(
+                first,
                 ident.identification_id,
                 "r",
-                state=State.IDENTIFIED,
-                reason=Reason.UNSPECIFIED,
+                event=Event.ANSWER_IDENTIFIED,
                 now=now,
                 operator_id="beeline",
                 identification_code="IC-1",
@@ -139,7 +144,9 @@ async def test_a_termination_wins_over_an_identified_answer_racing_it_at_another
             identification_code="IC-1",
             kind=TerminationKind.CONTRACT_ENDED,
         )
-        termination = asyncio.create_task(second.apply_notices("alpha", [(notice, True)], now=now))
+        termination = asyncio.create_task(
+            transactions.apply_notices(second, "alpha", [(notice, True)], now=now)
+        )
 
         async def termination_done_or_waiting() -> bool:
             waiting = await second_db.fetchval(
@@ -157,6 +164,47 @@ async def test_a_termination_wins_over_an_identified_answer_racing_it_at_another
     finally:
         await first_db.close()
         await second_db.close()
+
+
+async def test_wrong_codes_at_two_replicas_at_once_each_use_an_attempt(
+    replicas: list[GatewayStore],
+) -> None:
+    sms = RecordingSms()
+    services = [make_service(store, sms=sms, attempts=5) for store in replicas]
+    ident = await services[0].start_identification("user-1", BEELINE_PHONE)
+    code = sms.code_for(ident.identification_id)
+    wrong = f"{(int(code) + 1) % 1_000_000:06d}"
+
+    results = await asyncio.gather(
+        *(
+            services[n % 2].confirm_possession(ident.identification_id, wrong, wait=0)
+            for n in range(4)
+        ),
+        return_exceptions=True,
+    )
+
+    assert all(isinstance(r, WrongCode) for r in results), results
+    current = await replicas[1].get(ident.identification_id)
+    assert current is not None
+    assert (current.state, current.attempts_left) == (State.AWAITING_CODE, 1)
+
+
+async def test_the_right_code_at_two_replicas_at_once_starts_one_verification(
+    replicas: list[GatewayStore],
+) -> None:
+    sms, operators = RecordingSms(), FakeOperators(answers={BEELINE_PHONE: hang})
+    services = [make_service(store, sms=sms, operators=operators) for store in replicas]
+    ident = await services[0].start_identification("user-1", BEELINE_PHONE)
+    code = sms.code_for(ident.identification_id)
+
+    results = await asyncio.gather(
+        *(services[n].confirm_possession(ident.identification_id, code, wait=0) for n in (0, 1))
+    )
+
+    assert [r.state for r in results] == [State.VERIFYING, State.VERIFYING]
+    assert results[0].verify_key == results[1].verify_key  # one verification, shared
+    for service in services:
+        await service.close()
 
 
 async def test_concurrent_starts_with_one_idempotency_key_at_two_replicas_make_one_identification(
@@ -236,9 +284,11 @@ class _Replica:
         """Die without a word: the pool's connections dropped, every task cancelled, nothing
         released (the leases stay in the database until they expire)."""
         self.db._pool.terminate()
-        for task in [*self.tasks, *self.service._tasks.values()]:
+        for task in [*self.tasks, *self.service.verifier._tasks.values()]:
             task.cancel()
-        await asyncio.gather(*self.tasks, *self.service._tasks.values(), return_exceptions=True)
+        await asyncio.gather(
+            *self.tasks, *self.service.verifier._tasks.values(), return_exceptions=True
+        )
         self.tasks.clear()
 
     async def stop(self) -> None:
@@ -328,8 +378,8 @@ async def test_a_replica_whose_lease_was_taken_stops_its_verification(postgres_u
         assert await b.service.keep_verifications() == (1, 0)
         await eventually(lambda: len(b.operators.calls) == 1, what="b asked the operator")
         assert await a.service.keep_verifications() == (0, 1)
-        await eventually(lambda: a.service._tasks == {}, what="a stopped its verification")
-        assert ident.identification_id in b.service._tasks
+        await eventually(lambda: a.service.verifier._tasks == {}, what="a stopped its verification")
+        assert ident.identification_id in b.service.verifier._tasks
 
 
 async def test_two_replicas_expiring_overdue_verifications_at_once_fail_each_once(
@@ -342,7 +392,8 @@ async def test_two_replicas_expiring_overdue_verifications_at_once_fail_each_onc
         ids = []
         for n in range(30):
             ident = await a.service.start_identification(f"user-{n}", BEELINE_PHONE)
-            assert await a.store.begin_verification(
+            assert await transactions.begin_verification(
+                a.store,
                 ident.identification_id,
                 verify_key=f"key-{n}",
                 deadline=now + timedelta(seconds=60),

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from services.messenger_gateway.routing import (
+from services.messenger_gateway.routing.router import (
     CarrierData,
     NumberingPlan,
     NumberingPlanError,

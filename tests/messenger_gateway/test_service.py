@@ -15,9 +15,11 @@ from services.common.context import traced
 from services.common.db import Database
 from services.common.errors import InvalidInput
 from services.common.phone import InvalidPhoneNumber
-from services.messenger_gateway.domain import (
+from services.common.ratelimit import RateLimit, RateLimited
+from services.messenger_gateway.identification import transactions
+from services.messenger_gateway.identification.codes import CodeHasher
+from services.messenger_gateway.identification.model import (
     CodeExpired,
-    CodeHasher,
     CountryNotAllowed,
     IdentificationNotFound,
     NumberNotServed,
@@ -26,13 +28,13 @@ from services.messenger_gateway.domain import (
     Reason,
     SameNumber,
     State,
-    TerminationKind,
-    TerminationNotice,
     Verdict,
     WrongCode,
     WrongState,
 )
-from services.messenger_gateway.ports import GatewayStore
+from services.messenger_gateway.identification.ports import GatewayStore
+from services.messenger_gateway.identification.transitions import Event
+from services.messenger_gateway.notices.model import TerminationKind, TerminationNotice
 from tests.eventually import eventually
 from tests.messenger_gateway.fakes import (
     BEELINE_PHONE,
@@ -316,11 +318,11 @@ async def test_a_late_answer_changes_nothing(store: GatewayStore) -> None:
     assert done.identification_code is None
     # and an answer recorded after the timeout is refused by the conditional update
     assert done.verify_key is not None
-    assert not await store.finish_verification(
+    assert not await transactions.finish_verification(
+        store,
         done.identification_id,
         done.verify_key,
-        state=State.IDENTIFIED,
-        reason=Reason.UNSPECIFIED,
+        event=Event.ANSWER_IDENTIFIED,
         now=clock.now(),
         identification_code="IC-later",
         within_window=False,
@@ -521,11 +523,11 @@ async def test_replacing_a_verifying_identification_ignores_its_answer(
     assert ended is not None
     assert (ended.state, ended.reason) == (State.NOT_COMPLETED, Reason.NUMBER_CHANGED)
     assert ended.verify_key is not None
-    assert not await store.finish_verification(
+    assert not await transactions.finish_verification(
+        store,
         old.identification_id,
         ended.verify_key,
-        state=State.IDENTIFIED,
-        reason=Reason.UNSPECIFIED,
+        event=Event.ANSWER_IDENTIFIED,
         now=FakeClock().now(),
         within_window=True,
     )
@@ -748,3 +750,24 @@ async def test_malformed_idempotency_keys_are_refused(store: GatewayStore, key: 
     with pytest.raises(InvalidInput, match="idempotency_key") as e:
         await make_service(store).start_identification("user-1", BEELINE_PHONE, idempotency_key=key)
     assert e.value.field == "idempotency_key"
+
+
+async def test_retried_starts_return_the_first_even_at_the_code_limit_and_cost_no_code(
+    store: GatewayStore,
+) -> None:
+    sms = RecordingSms()
+    service = make_service(store, sms=sms, user_limit=RateLimit(per_second=1e-6, burst=2))
+    first = await service.start_identification("u", BEELINE_PHONE, idempotency_key="k1")
+    for _ in range(3):  # retries: the same identification, no code sent, no code counted
+        again = await service.start_identification("u", BEELINE_PHONE, idempotency_key="k1")
+        assert again.identification_id == first.identification_id
+    second = await service.start_identification("u", BEELINE_PHONE, idempotency_key="k2")
+    with pytest.raises(RateLimited):  # two codes: the limit
+        await service.start_identification("u", BEELINE_PHONE, idempotency_key="k3")
+    # at the limit, a retry of a call that started one still gets it
+    again = await service.start_identification("u", BEELINE_PHONE, idempotency_key="k2")
+    assert again.identification_id == second.identification_id
+    assert [m.identification_id for m in sms.sent] == [
+        first.identification_id,
+        second.identification_id,
+    ]

@@ -29,7 +29,11 @@ from prometheus_client import Counter, Gauge
 from services.common.backoff import Backoff
 from services.common.failpoints import async_failpoint
 from services.common.logging import get_logger
-from services.messenger_gateway.domain import NoticeResult, TerminationKind, TerminationNotice
+from services.messenger_gateway.notices.model import (
+    NoticeResult,
+    TerminationKind,
+    TerminationNotice,
+)
 
 log = get_logger("idmesh.gateway.notices")
 

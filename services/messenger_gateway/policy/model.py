@@ -1,8 +1,8 @@
 """The delivery policy (149-FZ art. 10.1 part 4.2): may this message go from sender to recipient?
 
 Pure domain: the rules and their precedence as data, the preferences and restriction orders as
-values, the restriction-order state machine, and the in-memory index that decisions are read
-from. No grpc, no SQL: the store (policy_store.py) is the truth, and the index is rebuilt from
+values, the restriction-order state machine, and the in-memory index that decisions are read from.
+No grpc, no SQL: the store (adapters/policy_store.py) is the truth, and the index is rebuilt from
 its snapshot and kept current by applying its change log (PolicyChange, in version order).
 
 Precedence (the first rule that refuses decides; RULES below is this table):
@@ -30,7 +30,11 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from services.common.errors import DomainError, InvalidInput
-from services.messenger_gateway.domain import USER_ID_MAX_LENGTH, State, validate_user_id
+from services.messenger_gateway.identification.model import (
+    USER_ID_MAX_LENGTH,
+    State,
+    validate_user_id,
+)
 
 ORDER_ID_MAX_LENGTH = 64
 LIFT_REASON_MAX_LENGTH = 500
@@ -354,6 +358,10 @@ class PolicyIndex:
 
     def is_identified(self, user_id: str) -> bool:
         return self._users.get(user_id) is not None
+
+    def identified_number(self, user_id: str) -> str | None:
+        """The number the user is identified by; None when not identified."""
+        return self._users.get(user_id)
 
     def is_known(self, user_id: str) -> bool:
         return user_id in self._users

@@ -14,9 +14,6 @@ new one. Only IDENTIFIED lets the user send messages.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import secrets
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -145,6 +142,18 @@ def decide_access(user_id: str, current: Identification | None) -> Access:
     )
 
 
+# --- the one-time code's SMS ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SmsMessage:
+    messenger_id: str
+    identification_id: str
+    phone_number: str
+    code: str = field(repr=False)
+    text: str = field(repr=False)
+
+
 # --- the operator's answer -------------------------------------------------------------------
 
 
@@ -202,118 +211,6 @@ class ReassignmentCheck:
     since: datetime  # the identification time asked about
     operator_id: str
     phone_number: str
-
-
-# --- the ported-numbers table ----------------------------------------------------------------
-
-
-class RouteOrigin(StrEnum):
-    """Where a ported-numbers row came from."""
-
-    IMPORT = "import"  # the messenger's copy of the central database of ported numbers
-    HINT = "hint"  # a donor operator's hint, remembered
-
-
-@dataclass(frozen=True, slots=True)
-class PortedNumber:
-    phone_number: str  # E.164
-    operator_id: str  # the recipient, now serving the number
-    ported_at: datetime
-    origin: RouteOrigin = RouteOrigin.IMPORT
-
-
-@dataclass(frozen=True, slots=True)
-class RowError:
-    line: int
-    message: str
-
-
-@dataclass(frozen=True, slots=True)
-class ImportOutcome:
-    imported: int  # rows stored (new numbers, or a later porting date than the stored one)
-    rejected: int  # invalid rows
-    errors: tuple[RowError, ...]  # the first MAX_ROW_ERRORS of them, by line
-    committed: bool  # False: all-or-nothing and a row was invalid, so nothing was stored
-    unchanged: int = 0  # valid rows not stored: the table already had a later porting date
-
-
-# --- notices from the notifier ---------------------------------------------------------------
-
-
-class TerminationKind(StrEnum):
-    CONTRACT_ENDED = "CONTRACT_ENDED"
-    PORTED_OUT = "PORTED_OUT"
-
-    @property
-    def revocation_reason(self) -> Reason:
-        """Why an identification on the ended contract stops letting its user send."""
-        return (
-            Reason.PORTED_OUT if self is TerminationKind.PORTED_OUT else Reason.CONTRACT_TERMINATED
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class TerminationNotice:
-    seq: int
-    event_id: str
-    operator_id: str
-    messenger_id: str
-    identification_code: str = field(repr=False)
-    kind: TerminationKind
-    trace_id: str = ""  # the trace id of the operator's call that ended the contract
-
-    @property
-    def revocation_reason(self) -> Reason:
-        return self.kind.revocation_reason
-
-
-@dataclass(frozen=True, slots=True)
-class NoticeResult:
-    applied: bool  # False: the event id was already in the inbox
-    revoked: int  # identifications revoked by it
-    cursor: int  # the persisted cursor afterwards
-
-
-# --- one-time codes --------------------------------------------------------------------------
-
-
-def new_code() -> str:
-    """A uniformly random six-digit one-time code."""
-    return f"{secrets.randbelow(10**CODE_DIGITS):0{CODE_DIGITS}d}"
-
-
-@dataclass(frozen=True, slots=True)
-class CodeHasher:
-    """Stores one-time codes only as "hmac-sha256$salt$digest" (hex), keyed with a secret kept
-    outside the database (IDMESH_OTP_KEY_FILE), so a copy of the database reveals no code.
-
-    A six-digit code has 20 bits: what protects it in use is the attempt limit and the expiry,
-    not the hash's cost. A slow hash (scrypt, ~50 ms) bought nothing against an attacker without
-    the key and capped a gateway at ~10 identifications per second (docs/benchmarks.md)."""
-
-    key: bytes = field(repr=False)
-
-    def __post_init__(self) -> None:
-        if len(self.key) < 16:
-            raise ValueError("the one-time-code key must be at least 16 bytes")
-
-    def hash(self, code: str) -> str:
-        salt = secrets.token_bytes(16)
-        return f"hmac-sha256${salt.hex()}${self._digest(salt, code).hex()}"
-
-    def matches(self, code: str, stored: str) -> bool:
-        try:
-            scheme, salt, digest = stored.split("$")
-            if scheme != "hmac-sha256":
-                return False
-            expected = bytes.fromhex(digest)
-            actual = self._digest(bytes.fromhex(salt), code)
-        except ValueError:
-            return False
-        return hmac.compare_digest(actual, expected)
-
-    def _digest(self, salt: bytes, code: str) -> bytes:
-        return hmac.new(self.key, salt + code.encode(), hashlib.sha256).digest()
 
 
 # --- input rules -----------------------------------------------------------------------------

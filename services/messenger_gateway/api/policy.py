@@ -1,6 +1,6 @@
-"""The delivery policy's RPCs, as mixins of the gateway's two servicers (grpc_api.py): check the
+"""The delivery policy's RPCs, as mixins of the gateway's two servicers (api/gateway.py): check the
 caller, map pb2 to the domain, call PolicyService, map back. Errors go through the gateway's one
-error table (grpc_api.ERRORS)."""
+error table (api/gateway.py's ERRORS)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from idmesh.gateway.v1 import gateway_pb2
 from services.common.errors import InvalidInput
 from services.common.identity import Caller, Kind, Role, require_caller
 from services.common.timeutil import from_timestamp, to_timestamp
-from services.messenger_gateway.policy import (
+from services.messenger_gateway.policy.model import (
     DELIVERY_TEXT,
     AutomatedConsent,
     ChangeKind,
@@ -28,7 +28,7 @@ from services.messenger_gateway.policy import (
     SenderRule,
     UnacceptedPolicy,
 )
-from services.messenger_gateway.policy_service import PolicyService
+from services.messenger_gateway.policy.service import PolicyService
 from services.messenger_gateway.service import GatewayService
 
 KIND_FROM_PB: dict[int, MessageKind] = {

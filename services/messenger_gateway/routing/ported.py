@@ -19,7 +19,7 @@ from datetime import datetime
 from services.common.errors import InvalidInput
 from services.common.identity import validate_id
 from services.common.phone import parse_mobile
-from services.messenger_gateway.domain import PortedNumber, RouteOrigin
+from services.messenger_gateway.routing.model import PortedNumber, RouteOrigin
 
 MAX_ROWS_PER_BATCH = 10_000
 MAX_ROW_ERRORS = 1_000

@@ -6,8 +6,9 @@ the truth:
 - each write here commits (table row + change-log entry in one transaction) and then applies the
   log before acknowledging, so the next decision on this process sees it;
 - identification changes reach the log through triggers; the identification paths of this
-  process call catch_up() after their writes (GatewayService's `on_identification_change`), so a
-  revocation applies from the next decision here too;
+  process tell identification_changed() what their transaction wrote, and it catches up when the
+  change alters an answer (a user now known, identified or no longer), so the change applies
+  from the next decision here too; a batch of notices that revoked any catches up;
 - the tailer (run_tail) applies what other processes on the same database wrote (replicas): on
   PostgreSQL as soon as the store signals a commit (LISTEN/NOTIFY), and on either engine every
   `poll_interval` (on SQLite the only signal; on PostgreSQL the safety net for a lost
@@ -33,8 +34,13 @@ from services.common.errors import InvalidInput
 from services.common.logging import get_logger
 from services.common.phone import mask, parse_mobile
 from services.common.timeutil import Clock, SystemClock
-from services.messenger_gateway.domain import USER_ID_MAX_LENGTH, validate_user_id
-from services.messenger_gateway.policy import (
+from services.messenger_gateway.identification.model import (
+    USER_ID_MAX_LENGTH,
+    Identification,
+    State,
+    validate_user_id,
+)
+from services.messenger_gateway.policy.model import (
     MAX_BATCH_PAIRS,
     ORDER_LIMIT,
     AutomatedConsent,
@@ -62,7 +68,7 @@ from services.messenger_gateway.policy import (
     validate_received_at,
     validate_sender_id,
 )
-from services.messenger_gateway.ports import PolicyStore
+from services.messenger_gateway.policy.ports import PolicyStore
 
 log = get_logger("idmesh.gateway.policy")
 
@@ -81,6 +87,10 @@ PREFERENCE_CHANGES = Counter(
     "Preference changes stored, by kind (sender_rule, unaccepted_policy, automated_consent).",
     ["kind"],
 )
+_PREFERENCE_CHANGED = {
+    kind: PREFERENCE_CHANGES.labels(kind=kind)
+    for kind in ("sender_rule", "unaccepted_policy", "automated_consent")
+}
 ORDERS_RECEIVED = Counter(
     "idmesh_gateway_restriction_orders_received",
     "Restriction orders recorded (a repeated RecordRestrictionOrder of the same order is not "
@@ -198,8 +208,31 @@ class PolicyService:
         advanced, self._advanced = self._advanced, asyncio.Event()
         advanced.set()
 
-    async def on_identification_change(self) -> None:
-        """Called by the identification paths after their writes (the triggers logged them)."""
+    def position(self) -> int:
+        return self.index.version
+
+    async def identification_changed(
+        self, ident: Identification, changes: Sequence[PolicyChange] | None
+    ) -> None:
+        """An identification write committed `ident` (the triggers logged it). `changes`: the
+        log after position(), read by the writing transaction itself (SQLite): applied without
+        a read when they follow on the index. Else catch up when the change alters what the
+        index answers for its user (known, identified, on which number); otherwise the tail
+        brings the version along without a read on the request path."""
+        if changes is not None:
+            async with self._lock:
+                fresh = [c for c in changes if c.version > self.index.version]
+                if not fresh or fresh[0].version == self.index.version + 1:
+                    for change in fresh:  # synchronous: a decision sees the whole write
+                        self.index.apply(change)
+                    if fresh:
+                        self._wake()
+                    return
+        identified = ident.state is State.IDENTIFIED
+        index = self.index
+        if index.is_known(ident.user_id) and index.is_identified(ident.user_id) == identified:
+            if not identified or index.identified_number(ident.user_id) == ident.phone_number:
+                return
         await self.catch_up()
 
     async def prune_changes(self) -> int:
@@ -274,7 +307,7 @@ class PolicyService:
             raise InvalidInput("sender_id is the user themself: name another user")
         version = await self._store.set_sender_rule(user_id, sender_id, rule, self._clock.now())
         await self.catch_up()
-        PREFERENCE_CHANGES.labels(kind="sender_rule").inc()
+        _PREFERENCE_CHANGED["sender_rule"].inc()
         log.info("policy.sender_rule_set", user_id=user_id, sender_id=sender_id, rule=rule)
         return version
 
@@ -282,7 +315,7 @@ class PolicyService:
         validate_user_id(user_id)
         version = await self._store.set_unaccepted_policy(user_id, policy, self._clock.now())
         await self.catch_up()
-        PREFERENCE_CHANGES.labels(kind="unaccepted_policy").inc()
+        _PREFERENCE_CHANGED["unaccepted_policy"].inc()
         log.info("policy.unaccepted_policy_set", user_id=user_id, policy=policy)
         return version
 
@@ -295,7 +328,7 @@ class PolicyService:
             user_id, sender_id, consent, self._clock.now()
         )
         await self.catch_up()
-        PREFERENCE_CHANGES.labels(kind="automated_consent").inc()
+        _PREFERENCE_CHANGED["automated_consent"].inc()
         log.info(
             "policy.automated_consent_set", user_id=user_id, sender_id=sender_id, consent=consent
         )

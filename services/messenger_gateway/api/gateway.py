@@ -19,7 +19,8 @@ from services.common.identity import Kind, Role, require_caller
 from services.common.interceptors import ErrorTable
 from services.common.rows import checked_line
 from services.common.timeutil import from_timestamp, to_timestamp
-from services.messenger_gateway.domain import (
+from services.messenger_gateway.api.policy import PolicyAdminRpcs, PolicyRpcs
+from services.messenger_gateway.identification.model import (
     Identification,
     IdentificationNotFound,
     OperatorUnreachable,
@@ -30,7 +31,7 @@ from services.messenger_gateway.domain import (
     State,
     validate_max_wait,
 )
-from services.messenger_gateway.policy import (
+from services.messenger_gateway.policy.model import (
     ChangesPruned,
     OrderConflict,
     OrderNotFound,
@@ -38,10 +39,9 @@ from services.messenger_gateway.policy import (
     UserUnknown,
     VersionAhead,
 )
-from services.messenger_gateway.policy_grpc import PolicyAdminRpcs, PolicyRpcs
-from services.messenger_gateway.policy_service import PolicyService
-from services.messenger_gateway.ported import PortedRowInput
-from services.messenger_gateway.routing import (
+from services.messenger_gateway.policy.service import PolicyService
+from services.messenger_gateway.routing.ported import PortedRowInput
+from services.messenger_gateway.routing.router import (
     ROUTE_OPERATOR_HINT,
     ROUTE_PORTED_NUMBERS,
     CarrierData,

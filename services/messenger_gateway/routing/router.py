@@ -30,7 +30,7 @@ from typing import Protocol, TypeGuard
 import phonenumbers
 from phonenumbers import carrier as pn_carrier
 
-from services.messenger_gateway.domain import PortedNumber, RouteOrigin
+from services.messenger_gateway.routing.model import PortedNumber, RouteOrigin
 
 NUMBERING_PLAN_HEADER = ("code", "from", "to", "capacity", "operator", "region")
 

@@ -1,5 +1,5 @@
-"""The delivery policy's PostgreSQL store (the PolicyStore port, ports.py), for several gateway
-replicas on one database.
+"""The delivery policy's PostgreSQL store (the PolicyStore port, policy/ports.py), for several
+gateway replicas on one database.
 
 The change log's versions are what readers follow (`changes_after(v)`, WatchPolicyChanges, a
 CheckDelivery's min_version, every replica's index), so they must be gap-free AND in commit
@@ -30,7 +30,15 @@ from datetime import datetime
 from typing import Any, Final
 
 from services.common.pg import Connection, PgDatabase
-from services.messenger_gateway.policy import (
+from services.messenger_gateway.adapters.policy_store import (
+    audit_from_row,
+    change_from_row,
+    consent_from_row,
+    masked_target,
+    order_change,
+    order_from_row,
+)
+from services.messenger_gateway.policy.model import (
     ORDER_LIMIT,
     AutomatedConsent,
     ChangeKind,
@@ -52,15 +60,7 @@ from services.messenger_gateway.policy import (
     UserUnknown,
     order_transition,
 )
-from services.messenger_gateway.policy_store import (
-    audit_from_row,
-    change_from_row,
-    consent_from_row,
-    masked_target,
-    order_change,
-    order_from_row,
-)
-from services.messenger_gateway.ports import ChangeSignal
+from services.messenger_gateway.policy.ports import ChangeSignal
 
 CHANNEL: Final = "idmesh_gateway_policy"
 
@@ -185,7 +185,7 @@ PG_POLICY_MIGRATION: Final = f"""
         FOR EACH ROW WHEN (NEW.state <> OLD.state) EXECUTE FUNCTION identifications_log();
 """
 
-_CHANGE_COLUMNS: Final = (
+CHANGE_COLUMNS: Final = (
     "version, changed_at, kind, user_id, sender_id, phone_number, value, order_id, scope"
 )
 # The entry with the next version, in the transaction's last statement (see the docstring).
@@ -250,7 +250,7 @@ async def _log_order(conn: Connection, now: datetime, order: RestrictionOrder) -
 
 
 class PgPolicyStore:
-    """The PolicyStore port (ports.py) on PostgreSQL."""
+    """The PolicyStore port (policy/ports.py) on PostgreSQL."""
 
     def __init__(self, db: PgDatabase) -> None:
         self._db = db
@@ -495,7 +495,7 @@ class PgPolicyStore:
 
     async def changes_after(self, version: int, limit: int) -> list[PolicyChange]:
         rows = await self._db.fetch(
-            f"SELECT {_CHANGE_COLUMNS} FROM policy_changes WHERE version > $1 "
+            f"SELECT {CHANGE_COLUMNS} FROM policy_changes WHERE version > $1 "
             "ORDER BY version LIMIT $2",
             version,
             limit,

@@ -31,7 +31,7 @@ from services.common.logging import get_logger
 from services.common.status import error_details
 from services.common.timeutil import to_timestamp
 from services.common.tls import TlsFiles
-from services.messenger_gateway.domain import (
+from services.messenger_gateway.identification.model import (
     OperatorAnswer,
     OperatorRefused,
     OperatorUnavailable,

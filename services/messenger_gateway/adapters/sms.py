@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 
 from services.common.timeutil import Clock, SystemClock, to_iso
-from services.messenger_gateway.service import SmsMessage
+from services.messenger_gateway.identification.model import SmsMessage
 
 
 class FileSmsSender:

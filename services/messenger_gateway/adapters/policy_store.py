@@ -1,6 +1,6 @@
-"""The delivery policy's SQLite store (the PolicyStore port, ports.py): preferences, restriction
-orders, their audit, and the change log. Its PostgreSQL twin is policy_store_pg.py; the row
-converters here serve both.
+"""The delivery policy's SQLite store (the PolicyStore port, policy/ports.py): preferences,
+restriction orders, their audit, and the change log. Its PostgreSQL twin is policy_store_pg.py;
+the row converters here serve both.
 
 Every write is one transaction (Database.run) that changes a table AND appends its entry to
 `policy_changes`, whose version (AUTOINCREMENT) is gap-free and in commit order (SQLite has one
@@ -24,7 +24,7 @@ from typing import Any
 from services.common.db import Database
 from services.common.phone import mask
 from services.common.timeutil import stored_time, to_iso
-from services.messenger_gateway.policy import (
+from services.messenger_gateway.policy.model import (
     ORDER_LIMIT,
     AutomatedConsent,
     ChangeKind,
@@ -48,10 +48,10 @@ from services.messenger_gateway.policy import (
     UserUnknown,
     order_transition,
 )
-from services.messenger_gateway.ports import ChangeSignal
+from services.messenger_gateway.policy.ports import ChangeSignal
 
 # SQLite's now in the storage form of timeutil.to_iso (microseconds, +00:00).
-_NOW_SQL = "strftime('%Y-%m-%dT%H:%M:%f', 'now') || '000+00:00'"
+NOW_SQL = "strftime('%Y-%m-%dT%H:%M:%f', 'now') || '000+00:00'"
 
 POLICY_MIGRATION = f"""
     CREATE TABLE policy_changes (
@@ -133,19 +133,19 @@ POLICY_MIGRATION = f"""
     CREATE TRIGGER identifications_log_insert AFTER INSERT ON identifications
     BEGIN
         INSERT INTO policy_changes (changed_at, kind, user_id, phone_number, value)
-        SELECT {_NOW_SQL}, 'IDENTIFICATION', user_id, phone_number, state
+        SELECT {NOW_SQL}, 'IDENTIFICATION', user_id, phone_number, state
         FROM identifications WHERE user_id = NEW.user_id ORDER BY seq DESC LIMIT 1;
     END;
     CREATE TRIGGER identifications_log_state AFTER UPDATE OF state ON identifications
     WHEN NEW.state <> OLD.state
     BEGIN
         INSERT INTO policy_changes (changed_at, kind, user_id, phone_number, value)
-        SELECT {_NOW_SQL}, 'IDENTIFICATION', user_id, phone_number, state
+        SELECT {NOW_SQL}, 'IDENTIFICATION', user_id, phone_number, state
         FROM identifications WHERE user_id = NEW.user_id ORDER BY seq DESC LIMIT 1;
     END;
 """
 
-_CHANGE_COLUMNS = (
+CHANGE_COLUMNS = (
     "version, changed_at, kind, user_id, sender_id, phone_number, value, order_id, scope"
 )
 
@@ -155,7 +155,7 @@ def _opt(value: str | datetime | None) -> datetime | None:
 
 
 def change_from_row(row: Any) -> PolicyChange:
-    """A policy_changes row (_CHANGE_COLUMNS, either engine) as a PolicyChange."""
+    """A policy_changes row (CHANGE_COLUMNS, either engine) as a PolicyChange."""
     return PolicyChange(
         version=int(row[0]),
         changed_at=stored_time(row[1]),
@@ -286,7 +286,7 @@ def _log_order(conn: sqlite3.Connection, now: datetime, order: RestrictionOrder)
 
 
 class SqlitePolicyStore:
-    """The PolicyStore port (ports.py) on SQLite."""
+    """The PolicyStore port (policy/ports.py) on SQLite."""
 
     def __init__(self, db: Database) -> None:
         self._db = db
@@ -540,7 +540,7 @@ class SqlitePolicyStore:
 
     async def changes_after(self, version: int, limit: int) -> list[PolicyChange]:
         rows = await self._db.fetchall(
-            f"SELECT {_CHANGE_COLUMNS} FROM policy_changes WHERE version > ? "
+            f"SELECT {CHANGE_COLUMNS} FROM policy_changes WHERE version > ? "
             "ORDER BY version LIMIT ?",
             (version, limit),
         )

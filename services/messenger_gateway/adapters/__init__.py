@@ -1,0 +1,1 @@
+"""The adapters: the SQLite and PostgreSQL stores, the SMS outbox, the registries' clients."""

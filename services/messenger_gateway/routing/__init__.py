@@ -1,0 +1,2 @@
+"""Which operator serves a number: the numbering plan, carrier data, the ported-numbers table
+and its import."""
