@@ -27,8 +27,12 @@ class InvalidPhoneNumber(InvalidInput):
     REASON = "INVALID_PHONE_NUMBER"
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_e164(raw: str, *, region: str = DEFAULT_REGION) -> str:
-    """Normalise any form phonenumbers accepts to E.164; the number must be valid."""
+    """Normalise any form phonenumbers accepts to E.164; the number must be valid.
+
+    Cached (a refusal is not): phonenumbers' parse and validity check take tens of
+    microseconds, and one request meets the same number in several places."""
     text = (raw or "").strip()
     if not text:
         raise InvalidPhoneNumber("phone_number is empty: give a number such as +79031234567")
@@ -52,8 +56,10 @@ def parse_e164(raw: str, *, region: str = DEFAULT_REGION) -> str:
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_mobile(raw: str, *, region: str = DEFAULT_REGION) -> str:
-    """Normalise to E.164 and require a mobile number (identification is by mobile number)."""
+    """Normalise to E.164 and require a mobile number (identification is by mobile number).
+    Cached as parse_e164 is."""
     e164 = parse_e164(raw, region=region)
     if phonenumbers.number_type(phonenumbers.parse(e164)) not in _MOBILE_TYPES:
         raise InvalidPhoneNumber(

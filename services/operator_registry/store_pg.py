@@ -152,6 +152,13 @@ PG_MIGRATIONS: Final[list[str]] = [
     CREATE TRIGGER audit_log_append_only BEFORE UPDATE ON audit_log
         FOR EACH ROW EXECUTE FUNCTION audit_log_append_only();
     """,
+    # 2 (index maintenance, as SQLite's migration 5): bindings.identification_code is no longer
+    # UNIQUE: no query looks a code up, a code is 128 random bits, and the unique index cost an
+    # insert at a random place of a large index for every binding. verifications_by_time stays:
+    # retention's DELETE reads it (there is no rowid order to delete in here).
+    """
+    ALTER TABLE bindings DROP CONSTRAINT IF EXISTS bindings_identification_code_key;
+    """,
 ]
 
 _AUDIT_INSERT: Final = (
