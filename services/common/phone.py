@@ -58,10 +58,19 @@ def parse_e164(raw: str, *, region: str = DEFAULT_REGION) -> str:
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
 
 
-@functools.lru_cache(maxsize=4096)
 def parse_mobile(raw: str, *, region: str = DEFAULT_REGION) -> str:
     """Normalise to E.164 and require a mobile number (identification is by mobile number).
-    Cached as parse_e164 is."""
+
+    Fast for a number already in +7 E.164 form (its prefix's verdict, PrefixVerdicts), and for
+    a number seen lately (a cache of answers; a refusal is not cached)."""
+    if region != DEFAULT_REGION:
+        return _parse_mobile(raw or "", region=region)
+    return _parse_mobile_by_prefix(raw or "")
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_mobile(raw: str, *, region: str = DEFAULT_REGION) -> str:
+    """parse_mobile itself: phonenumbers' parse, validity and type."""
     e164 = parse_e164(raw, region=region)
     if phonenumbers.number_type(phonenumbers.parse(e164)) not in _MOBILE_TYPES:
         raise InvalidPhoneNumber(
@@ -125,6 +134,7 @@ def _require_e164(raw: str) -> str:
 
 
 _require_e164_by_prefix = PrefixVerdicts(_require_e164)
+_parse_mobile_by_prefix = PrefixVerdicts(_parse_mobile)
 
 
 def require_e164(raw: str) -> str:

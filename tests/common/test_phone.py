@@ -12,6 +12,7 @@ from services.common.phone import (
     PLUS7_PREFIX_LEN,
     InvalidPhoneNumber,
     PrefixVerdicts,
+    _parse_mobile,
     _require_e164,
     mask,
     parse_mobile,
@@ -142,3 +143,12 @@ def test_require_e164_by_prefix_gives_the_parsers_answers() -> None:
     fast = PrefixVerdicts(_require_e164)
     for number in numbers * 2:  # the second time from the cached verdicts
         assert _answer(fast, number) == _answer(_require_e164, number), number
+
+
+def test_parse_mobile_by_prefix_gives_the_parsers_answers() -> None:
+    rnd = random.Random(1801)
+    numbers = [f"+79{rnd.randrange(10**9):09d}" for _ in range(2000)]
+    numbers += [f"+7{rnd.randrange(10**10):010d}" for _ in range(2000)]
+    numbers += ["+74951234567", "8 903 123-45-67", "+7 (903) 123 45 67", "+4402071234567"]
+    for number in numbers * 2:  # the second time from the cached verdicts
+        assert _answer(parse_mobile, number) == _answer(_parse_mobile, number), number

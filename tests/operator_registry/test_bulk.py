@@ -15,7 +15,7 @@ from idmesh.registry.v1 import registry_pb2
 
 from services.common.errors import InvalidInput
 from services.common.identity import Caller, Kind, Role
-from services.common.phone import InvalidPhoneNumber, parse_mobile
+from services.common.phone import InvalidPhoneNumber, _parse_mobile
 from services.common.timeutil import to_iso
 from services.operator_registry import bulk
 from services.operator_registry.bulk import (
@@ -78,7 +78,7 @@ def test_the_fast_path_gives_parse_mobiles_answers() -> None:
     numbers += ["+74951234567", "+78001234567", "8 903 123-45-67", "+7 903 1234567", "garbage"]
     fast = MobileNumbers()
     for number in numbers + numbers:  # the second round is answered from the cache
-        assert _verdict(fast.check, number) == _verdict(parse_mobile, number), number
+        assert _verdict(fast.check, number) == _verdict(_parse_mobile, number), number
 
 
 def test_activation_text_is_the_storage_form() -> None:
