@@ -28,6 +28,8 @@ SENT_AT_METADATA_KEY = "x-idmesh-sent-at"
 _VALID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
 _request_id: ContextVar[str | None] = ContextVar("idmesh_request_id", default=None)
+# The fields a use case adds to its RPC's one log line (see log_with_rpc).
+_rpc_fields: ContextVar[RpcFields | None] = ContextVar("idmesh_rpc_fields", default=None)
 
 
 def new_request_id() -> str:
@@ -73,3 +75,39 @@ def traced(trace_id: str | None, span: str = "background", **attributes: Any) ->
             yield
     finally:
         _request_id.reset(token)
+
+
+class RpcFields:
+    """One RPC's fields for its canonical log line: added to by log_with_rpc while the RPC
+    runs, written and closed by the server interceptor when it ends."""
+
+    __slots__ = ("fields", "open")
+
+    def __init__(self) -> None:
+        self.fields: dict[str, Any] = {}
+        self.open = True
+
+    def close(self) -> dict[str, Any]:
+        """The fields, and no more of them: a task the RPC started that outlives it logs its
+        own lines (log_with_rpc answers False to it)."""
+        self.open = False
+        return self.fields
+
+
+def start_rpc_fields() -> RpcFields:
+    """For the server interceptor: the fields of the RPC starting in this context."""
+    fields = RpcFields()
+    _rpc_fields.set(fields)
+    return fields
+
+
+def log_with_rpc(**fields: Any) -> bool:
+    """Put fields in the current RPC's canonical log line (the server interceptor's `rpc`
+    line), instead of a log line of their own: one line per RPC carries what the use case did.
+    False outside an RPC, or after it ended (nothing is kept): the caller logs a line of its
+    own then."""
+    current = _rpc_fields.get()
+    if current is None or not current.open:
+        return False
+    current.fields.update(fields)
+    return True

@@ -1,6 +1,7 @@
 """The one server interceptor every service installs.
 
 Per RPC it:
+- reads the call's metadata once (request id, sent-at time, and the development identity);
 - accepts or creates the request id and binds it, with the method and caller, into
   structlog.contextvars (so every log line of the RPC carries them);
 - resolves the caller's identity (IdentityResolver) and hands it to handlers via
@@ -11,7 +12,8 @@ Per RPC it:
   logged and answered INTERNAL with the request id, never UNKNOWN;
 - refuses a request (each message of a request stream) with a field over its size bound before
   any work (services.common.bounds);
-- writes one canonical log line: method, status code, duration.
+- writes one canonical log line: method, status code, duration, and the fields the use case
+  added with services.common.context.log_with_rpc (what it did: one line per RPC).
 
 A unary call beyond the concurrency limit (services.common.overload) is refused first of all,
 before any of that: RESOURCE_EXHAUSTED with its ErrorInfo and RetryInfo built once per retry
@@ -25,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -36,9 +39,11 @@ from services.common.bounds import check_bounds
 from services.common.context import (
     REQUEST_ID_METADATA_KEY,
     SENT_AT_METADATA_KEY,
+    RpcFields,
     accept_request_id,
     is_valid_request_id,
     set_request_id,
+    start_rpc_fields,
 )
 from services.common.errors import (
     ERROR_DOMAIN,
@@ -67,7 +72,20 @@ from services.common.tracing import (
 
 log = structlog.get_logger("idmesh.rpc")
 
-IdentityResolver = Callable[[grpc.aio.ServicerContext[Any, Any]], Caller | None]
+
+@dataclass(frozen=True, slots=True)
+class CallMetadata:
+    """What the interceptor reads from a call's metadata, in one walk (the first value of each
+    key): the request id, the caller's send time, the development identity header."""
+
+    request_id: str | None = None
+    sent_at: str | None = None
+    identity: str | None = None
+    traceparent: str | None = None  # W3C trace context (services.common.tracing)
+
+
+# Who is calling: from the transport (tls.tls_identity) or, in development, the metadata.
+IdentityResolver = Callable[[grpc.aio.ServicerContext[Any, Any], CallMetadata], Caller | None]
 
 _COMMON_ERRORS: dict[type[BaseException], grpc.StatusCode] = {
     NotImplementedError: grpc.StatusCode.UNIMPLEMENTED,
@@ -94,39 +112,45 @@ class ErrorTable:
         return None
 
 
-def metadata_identity(context: grpc.aio.ServicerContext[Any, Any]) -> Caller | None:
+def metadata_identity(
+    context: grpc.aio.ServicerContext[Any, Any], metadata: CallMetadata
+) -> Caller | None:
     """The development identity resolver: the caller names itself in request metadata."""
-    for key, value in context.invocation_metadata() or ():
-        if key == IDENTITY_METADATA_KEY:
-            return parse_identity(str(value))
-    return None
+    return None if metadata.identity is None else parse_identity(metadata.identity)
 
 
-def _request_id(context: grpc.aio.ServicerContext[Any, Any]) -> tuple[str, str | None]:
-    """The call's request id and the caller's traceparent: the caller's request id if it sent
-    a well-formed one, else the trace id of its traceparent (so that log lines and spans share
-    it), else a new one."""
-    request_id: str | None = None
-    traceparent: str | None = None
+def read_metadata(context: grpc.aio.ServicerContext[Any, Any]) -> CallMetadata:
+    """The call's metadata that the interceptor uses, in one walk."""
+    request_id = sent_at = identity = traceparent = None
     for key, value in context.invocation_metadata() or ():
         if key == REQUEST_ID_METADATA_KEY:
-            request_id = str(value)
+            request_id = request_id if request_id is not None else str(value)
+        elif key == SENT_AT_METADATA_KEY:
+            sent_at = sent_at if sent_at is not None else str(value)
+        elif key == IDENTITY_METADATA_KEY:
+            identity = identity if identity is not None else str(value)
         elif key == TRACEPARENT_METADATA_KEY:
-            traceparent = str(value)
+            traceparent = traceparent if traceparent is not None else str(value)
+    return CallMetadata(request_id, sent_at, identity, traceparent)
+
+
+def request_id_of(metadata: CallMetadata) -> str:
+    """The call's request id: the caller's if it sent a well-formed one, else the trace id of
+    its traceparent (so that log lines and spans share it), else a new one."""
+    request_id = metadata.request_id
     if request_id is None or not is_valid_request_id(request_id):
-        request_id = trace_id_of(traceparent)
-    return accept_request_id(request_id), traceparent
+        request_id = trace_id_of(metadata.traceparent)
+    return accept_request_id(request_id)
 
 
-def _sent_at(context: grpc.aio.ServicerContext[Any, Any]) -> float | None:
+def _sent_at(metadata: CallMetadata) -> float | None:
     """When the caller says it sent the call (x-idmesh-sent-at), if it says so legibly."""
-    for key, value in context.invocation_metadata() or ():
-        if key == SENT_AT_METADATA_KEY:
-            try:
-                return float(value)
-            except ValueError:
-                return None
-    return None
+    if metadata.sent_at is None:
+        return None
+    try:
+        return float(metadata.sent_at)
+    except ValueError:
+        return None
 
 
 class ServerInterceptor(grpc.aio.ServerInterceptor):
@@ -185,12 +209,16 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         return handler  # bidirectional streams: none in idmesh's APIs
 
     def _enter(
-        self, context: grpc.aio.ServicerContext[Any, Any], method: str, request_id: str
+        self,
+        context: grpc.aio.ServicerContext[Any, Any],
+        method: str,
+        request_id: str,
+        metadata: CallMetadata,
     ) -> None:
         set_request_id(request_id)
         structlog.contextvars.bind_contextvars(request_id=request_id, method=method)
         context.set_trailing_metadata(((REQUEST_ID_METADATA_KEY, request_id),))
-        caller = self._identity(context)
+        caller = self._identity(context, metadata)
         set_current_caller(caller)
         if caller is not None:
             structlog.contextvars.bind_contextvars(caller=caller.uri)
@@ -220,11 +248,16 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         )
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _finish(self, method: str, started: float, code: grpc.StatusCode) -> None:
+    def _finish(
+        self, method: str, started: float, code: grpc.StatusCode, fields: RpcFields
+    ) -> None:
         elapsed = time.perf_counter() - started
         observe_rpc(method, code.name, elapsed)
         set_status_code(code.name)
-        log.info("rpc", status=code.name, duration_ms=round(elapsed * 1000, 3))
+        line = fields.close()
+        line["status"] = code.name
+        line["duration_ms"] = round(elapsed * 1000, 3)
+        log.info("rpc", **line)
         structlog.contextvars.unbind_contextvars("request_id", "method", "caller")
 
     def _wrap_unary(
@@ -239,16 +272,18 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
 
         async def wrapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             started = time.perf_counter()
+            metadata = read_metadata(context)
             if limiter is not None:
-                limiter.arrived(method, context.peer(), _sent_at(context))
+                limiter.arrived(method, context.peer(), _sent_at(metadata))
             if limiter is not None and not limiter.try_acquire():
                 # refused before any work: nothing changed
                 await self._shed(context, method, limiter, started)
             code = grpc.StatusCode.OK
-            request_id, traceparent = _request_id(context)
-            with server_span(method, traceparent, request_id):
+            fields = start_rpc_fields()
+            request_id = request_id_of(metadata)
+            with server_span(method, metadata.traceparent, request_id):
                 try:
-                    self._enter(context, method, request_id)
+                    self._enter(context, method, request_id, metadata)
                     if streaming:
                         request = _bounded(request)
                     else:
@@ -266,7 +301,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                 finally:
                     if limiter is not None:  # admitted
                         limiter.release(time.perf_counter() - started)
-                    self._finish(method, started, code)
+                    self._finish(method, started, code, fields)
 
         return wrapped
 
@@ -300,10 +335,12 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         ) -> AsyncIterator[Any]:
             started = time.perf_counter()
             code = grpc.StatusCode.OK
-            request_id, traceparent = _request_id(context)
-            with server_span(method, traceparent, request_id):
+            metadata = read_metadata(context)
+            request_id = request_id_of(metadata)
+            fields = start_rpc_fields()
+            with server_span(method, metadata.traceparent, request_id):
                 try:
-                    self._enter(context, method, request_id)
+                    self._enter(context, method, request_id, metadata)
                     check_bounds(request)
                     async for item in behavior(request, context):
                         yield item
@@ -317,7 +354,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                     code = self._errors.code_for(exc) or grpc.StatusCode.INTERNAL
                     await self._fail(exc, context, request_id)
                 finally:
-                    self._finish(method, started, code)
+                    self._finish(method, started, code, fields)
 
         return wrapped
 

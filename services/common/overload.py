@@ -34,6 +34,7 @@ import math
 import time
 from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 import structlog
 from prometheus_client import Counter, Gauge
@@ -112,6 +113,7 @@ class ConcurrencyLimiter:
         self.queue_delay = 0.0
         # refusals not yet logged, by method (one summary line per second: rpc.shed)
         self._shed_counts: dict[str, int] = {}
+        self._shed_children: dict[str, Any] = {}
         self._shed_logged_at = clock()
         self._refusals: dict[tuple[int, int], Overloaded] = {}  # by (limit, retry delay in ms)
         LIMIT.set(self.limit)
@@ -209,7 +211,10 @@ class ConcurrencyLimiter:
         """The refusal of a call beyond the limit: the same object for the same limit and
         delay (its google.rpc.Status is built once, see interceptors); counted, and logged in a
         summary line at most once a second."""
-        SHED.labels(method=method).inc()
+        shed = self._shed_children.get(method)
+        if shed is None:  # SHED's child per method, looked up once (not .labels() per call)
+            shed = self._shed_children[method] = SHED.labels(method=method)
+        shed.inc()
         self._refused += 1
         self._shed_counts[method] = self._shed_counts.get(method, 0) + 1
         now = self._clock()

@@ -104,15 +104,21 @@ def certificate_identity(cert: x509.Certificate) -> str | None:
     return None
 
 
-def tls_identity(context: grpc.aio.ServicerContext[Any, Any]) -> Caller | None:
-    """The identity resolver under mutual TLS: the peer certificate's URI SAN. Metadata is
-    never consulted: a caller cannot name itself."""
-    values = context.auth_context().get("peer_spiffe_id") or []
-    if not values:
+def tls_identity(context: grpc.aio.ServicerContext[Any, Any], metadata: object = None) -> Caller:
+    """The identity resolver under mutual TLS: the peer certificate's URI SAN (what gRPC names
+    the auth context's `peer_spiffe_id`: the certificate's one URI, a spiffe:// one). Metadata
+    is never consulted: a caller cannot name itself.
+
+    Read from the call's peer identities (the certificate's subject alternative names, which
+    gRPC keeps with the connection), not from the whole auth context, which gRPC copies into a
+    new dict, the peer's PEM certificate included, on every call."""
+    uris = [name for name in context.peer_identities() or () if b"://" in name]
+    if len(uris) != 1 or not uris[0].startswith(b"spiffe://"):
         raise Unauthenticated(
-            "the client certificate carries no idmesh identity (URI SAN spiffe://idmesh.local/...)"
+            "the client certificate carries no idmesh identity (one URI SAN "
+            "spiffe://idmesh.local/...)"
         )
-    return _identity_of(values[0])
+    return _identity_of(uris[0])
 
 
 @functools.lru_cache(maxsize=1024)

@@ -23,17 +23,15 @@ The report lists the first MAX_REPORTED_ERRORS problems by line and counts all o
 
 Numbers: services.common.phone.parse_mobile takes ~60 us a row (10M rows: ten minutes). Rows
 already in the E.164 form +7XXXXXXXXXX take a fast path with the same answers: whether such a
-number is a valid mobile number depends only on its first 6 national digits (every pattern of the
-numbering metadata for +7, Russia's and Kazakhstan's, ends in a run of at least 4 free digits; a
-test proves it from the metadata, so a phonenumbers upgrade that changes this fails the test),
-so parse_mobile's verdict is cached per "+7" and 6-digit prefix; every number that is not valid
-goes through parse_mobile itself for its exact message.
+number is a valid mobile number depends only on its first 6 national digits, so parse_mobile's
+verdict is cached per "+7" and 6-digit prefix (services.common.phone.PrefixVerdicts, where the
+reason is explained and tested); every number that is not valid goes through parse_mobile itself
+for its exact message.
 """
 
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from collections.abc import AsyncIterable, Callable, Sequence
 from dataclasses import dataclass
@@ -45,7 +43,7 @@ from prometheus_client import Counter
 
 from services.common.errors import InvalidInput, quote
 from services.common.logging import get_logger
-from services.common.phone import InvalidPhoneNumber, mask, parse_mobile
+from services.common.phone import PrefixVerdicts, mask, parse_mobile
 from services.common.timeutil import Clock
 from services.operator_registry.domain import validate_contract_id
 from services.operator_registry.import_store import (
@@ -113,38 +111,13 @@ class ImportOutcome:
 
 # --- row checks ---------------------------------------------------------------------------------
 
-_FAST_E164 = re.compile(r"\+7\d{10}")
-_PREFIX_LEN: Final = 8  # "+7" and 6 national digits (tests/operator_registry/test_bulk.py)
-_PREFIX_CACHE_MAX: Final = 1 << 17
-
 
 class MobileNumbers:
-    """parse_mobile's answers, with a per-prefix cache for numbers already in +7 E.164 form."""
+    """parse_mobile's answers, with its verdict cached per +7 prefix (PrefixVerdicts); one per
+    import."""
 
     def __init__(self) -> None:
-        self._valid_prefix: dict[str, bool] = {}
-
-    def check(self, raw: str) -> str:
-        """The number in E.164 form; raises InvalidPhoneNumber as parse_mobile does."""
-        if _FAST_E164.fullmatch(raw):
-            prefix = raw[:_PREFIX_LEN]
-            verdict = self._valid_prefix.get(prefix)
-            if verdict:
-                return raw
-            if verdict is None:
-                try:
-                    e164 = parse_mobile(raw)
-                except InvalidPhoneNumber:
-                    self._remember(prefix, False)
-                    raise
-                self._remember(prefix, e164 == raw)
-                return e164
-        return parse_mobile(raw)
-
-    def _remember(self, prefix: str, valid: bool) -> None:
-        if len(self._valid_prefix) >= _PREFIX_CACHE_MAX:
-            self._valid_prefix.clear()  # bounded memory, whatever the file holds
-        self._valid_prefix[prefix] = valid
+        self.check = PrefixVerdicts(parse_mobile)
 
 
 _DAYS: dict[int, str] = {}

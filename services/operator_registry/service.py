@@ -13,11 +13,11 @@ from collections.abc import AsyncIterable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from functools import partial
-from typing import Final
+from typing import Any, Final
 
 from prometheus_client import Counter
 
-from services.common.context import trace_id_now
+from services.common.context import log_with_rpc, trace_id_now
 from services.common.errors import DomainError, InvalidInput, StoreUnavailable, quote
 from services.common.failpoints import async_failpoint, failpoint
 from services.common.identity import validate_id
@@ -81,6 +81,21 @@ VERIFICATIONS = Counter(
 )
 
 
+class _VerificationCounts:
+    """VERIFICATIONS' children per (messenger, result), looked up once: .labels() takes a
+    lock and builds its key on every call. Bounded by the messengers with an agreement."""
+
+    def __init__(self) -> None:
+        self._children: dict[tuple[str, VerificationResult], Any] = {}
+
+    def inc(self, messenger_id: str, result: VerificationResult) -> None:
+        child = self._children.get((messenger_id, result))
+        if child is None:
+            child = VERIFICATIONS.labels(messenger_id=messenger_id, result=result.value)
+            self._children[(messenger_id, result)] = child
+        child.inc()
+
+
 TERMINATION_ROWS = Counter(
     "idmesh_registry_bulk_termination_rows",
     "Rows of bulk terminations (TerminateContracts), by outcome (ended, refused).",
@@ -133,6 +148,7 @@ class RegistryService:
         self._monotonic = monotonic
         self._new_code = new_code
         self._notices_queued = asyncio.Event()
+        self._verifications = _VerificationCounts()
 
     # --- RegistryService --------------------------------------------------------------------
 
@@ -278,24 +294,18 @@ class RegistryService:
         # outcome; the deadline is checked right before the commit that would store the answer.
         answer, how = await self._store.run_grouped(verify, before_commit=before_commit)
         await async_failpoint("registry.verify.after_commit")
-        if how is _Answered.REPLAYED:
-            log.info(
-                "verification.replayed",
-                messenger_id=messenger_id,
-                phone=mask(phone),
-                result=answer.result.value,
-            )
-            return answer
-        new_binding = how is _Answered.NEW_BINDING
-        log.info(
-            "verification.answered",
-            messenger_id=messenger_id,
-            phone=mask(phone),
-            result=answer.result.value,
-            new_binding=new_binding,
-            recipient_operator_id=answer.recipient_operator_id,
-        )
-        VERIFICATIONS.labels(messenger_id=messenger_id, result=answer.result.value).inc()
+        # The outcome goes in the RPC's one log line (a line of its own outside an RPC).
+        fields: dict[str, object] = {
+            "phone": mask(phone),
+            "result": answer.result.value,
+            "replayed": how is _Answered.REPLAYED,
+        }
+        if how is not _Answered.REPLAYED:
+            fields["new_binding"] = how is _Answered.NEW_BINDING
+            fields["recipient_operator_id"] = answer.recipient_operator_id
+            self._verifications.inc(messenger_id, answer.result)
+        if not log_with_rpc(**fields):
+            log.info("verification.answered", messenger_id=messenger_id, **fields)
         return answer
 
     async def list_audit(self, query: AuditQuery) -> tuple[list[AuditRecord], int | None]:

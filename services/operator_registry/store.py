@@ -4,7 +4,8 @@ Times are stored as ISO text in UTC (services.common.timeutil.to_iso), enums as 
 Writes happen in `RegistryStore.run(fn)`: fn(tx) is the whole transaction, a plain function over
 a `RegistryTx` run on the database's writer thread (Database.run: BEGIN IMMEDIATE, fn, COMMIT in
 one thread hop), so a use case pays one hop however many statements it makes. VerifySubscriber
-is one SELECT and at most three INSERTs.
+is one SELECT and at most three INSERTs, into tables that keep no index a query does not read
+(migration 5).
 """
 
 from __future__ import annotations
@@ -146,6 +147,48 @@ MIGRATIONS: list[str] = [
     CREATE INDEX outbox_parked ON outbox (seq) WHERE parked_at IS NOT NULL;
     CREATE INDEX verifications_by_time ON verifications (answered_at);
     """,
+    # 5 (index maintenance): a VerifySubscriber writes only the b-trees a query reads.
+    # - bindings.identification_code is no longer UNIQUE: no query looks a code up, a code is
+    #   128 random bits (new_identification_code), and the unique index cost a write at a
+    #   random place of a large index for every binding.
+    # - verifications_by_time goes: retention deletes in rowid order (prune_verifications).
+    # - audit_log ids without AUTOINCREMENT (its sqlite_sequence row was updated on every
+    #   record): ids still only grow, as prune_audit never deletes the newest record.
+    """
+    CREATE TABLE bindings_new (
+        contract_id         TEXT NOT NULL REFERENCES contracts (contract_id),
+        messenger_id        TEXT NOT NULL REFERENCES agreements (messenger_id),
+        identification_code TEXT NOT NULL,
+        bound_at            TEXT NOT NULL,
+        PRIMARY KEY (contract_id, messenger_id)
+    );
+    INSERT INTO bindings_new (contract_id, messenger_id, identification_code, bound_at)
+        SELECT contract_id, messenger_id, identification_code, bound_at FROM bindings;
+    DROP TABLE bindings;
+    ALTER TABLE bindings_new RENAME TO bindings;
+
+    DROP INDEX verifications_by_time;
+
+    CREATE TABLE audit_log_new (
+        id                  INTEGER PRIMARY KEY,
+        recorded_at         TEXT NOT NULL,
+        messenger_id        TEXT NOT NULL,
+        masked_phone_number TEXT NOT NULL,
+        idempotency_key     TEXT NOT NULL,
+        outcome             TEXT NOT NULL
+    );
+    INSERT INTO audit_log_new
+        (id, recorded_at, messenger_id, masked_phone_number, idempotency_key, outcome)
+        SELECT id, recorded_at, messenger_id, masked_phone_number, idempotency_key, outcome
+        FROM audit_log;
+    DROP TABLE audit_log;
+    ALTER TABLE audit_log_new RENAME TO audit_log;
+    CREATE INDEX audit_log_time ON audit_log (recorded_at);
+    CREATE TRIGGER audit_log_append_only BEFORE UPDATE ON audit_log
+    BEGIN
+        SELECT RAISE(ABORT, 'audit records are append-only');
+    END;
+    """,
 ]
 
 _AUDIT_INSERT = (
@@ -253,11 +296,17 @@ class SqliteRegistryStore:
         ]
 
     async def prune_audit(self, before: datetime) -> int:
-        """Retention: delete audit records older than `before`."""
+        """Retention: delete audit records older than `before`, but never the newest record
+        (ids are rowids without AUTOINCREMENT: keeping the highest one keeps them growing, so a
+        page token never names a later record)."""
         cutoff = to_iso(before)
         return await self._db.run(
             lambda conn: (
-                conn.execute("DELETE FROM audit_log WHERE recorded_at < ?", (cutoff,)).rowcount
+                conn.execute(
+                    "DELETE FROM audit_log WHERE recorded_at < ? "
+                    "AND id < (SELECT max(id) FROM audit_log)",
+                    (cutoff,),
+                ).rowcount
             )
         )
 
@@ -390,11 +439,22 @@ class SqliteRegistryStore:
 
     async def prune_verifications(self, before: datetime) -> int:
         """Retention: delete stored VerifySubscriber answers given before `before` (a replay
-        of their idempotency key is then answered afresh)."""
+        of their idempotency key is then answered afresh).
+
+        In rowid (insertion) order, without an index on answered_at: every answer stored
+        before the first one given at or after `before` goes. An answer is never deleted
+        early; one given out of order (a clock stepped back, a stale answer replaced in its
+        row) only holds back those after it until it is old itself."""
         cutoff = to_iso(before)
         return await self._db.run(
             lambda conn: (
-                conn.execute("DELETE FROM verifications WHERE answered_at < ?", (cutoff,)).rowcount
+                conn.execute(
+                    "DELETE FROM verifications WHERE rowid < coalesce("
+                    "(SELECT rowid FROM verifications WHERE answered_at >= ? "
+                    "ORDER BY rowid LIMIT 1), "
+                    "(SELECT max(rowid) + 1 FROM verifications))",
+                    (cutoff,),
+                ).rowcount
             )
         )
 
@@ -428,10 +488,14 @@ class SqliteRegistryTx:
                 v.recipient_operator_id AS v_recipient,
                 c.contract_id AS c_contract_id,
                 b.identification_code AS b_code, b.bound_at AS b_bound_at,
-                (SELECT CASE WHEN last.termination_reason = 'ported_out'
-                             THEN last.recipient_operator_id END
-                 FROM contracts AS last WHERE last.phone_number = :p
-                 ORDER BY last.id DESC LIMIT 1) AS ported_to
+                -- the recipient of the most recent contract if it was ported out: only asked when
+                -- there is no active contract (the hint of a NO_SUBSCRIBER answer)
+                CASE WHEN c.contract_id IS NULL THEN
+                    (SELECT CASE WHEN last.termination_reason = 'ported_out'
+                                 THEN last.recipient_operator_id END
+                     FROM contracts AS last WHERE last.phone_number = :p
+                     ORDER BY last.id DESC LIMIT 1)
+                END AS ported_to
             FROM (SELECT 1) AS one
             LEFT JOIN verifications AS v ON v.messenger_id = :m AND v.idempotency_key = :r
             LEFT JOIN contracts AS c ON c.phone_number = :p AND c.state = 'active'

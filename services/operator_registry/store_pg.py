@@ -153,6 +153,13 @@ PG_MIGRATIONS: Final[list[str]] = [
     CREATE TRIGGER audit_log_append_only BEFORE UPDATE ON audit_log
         FOR EACH ROW EXECUTE FUNCTION audit_log_append_only();
     """,
+    # 2 (index maintenance, as SQLite's migration 5): bindings.identification_code is no longer
+    # UNIQUE: no query looks a code up, a code is 128 random bits, and the unique index cost an
+    # insert at a random place of a large index for every binding. verifications_by_time stays:
+    # retention's DELETE reads it (there is no rowid order to delete in here).
+    """
+    ALTER TABLE bindings DROP CONSTRAINT IF EXISTS bindings_identification_code_key;
+    """,
 ]
 
 _AUDIT_INSERT: Final = (
@@ -180,10 +187,14 @@ _SNAPSHOT_SQL: Final = """
         v.recipient_operator_id AS v_recipient,
         c.contract_id AS c_contract_id,
         b.identification_code AS b_code, b.bound_at AS b_bound_at,
-        (SELECT CASE WHEN last.termination_reason = 'ported_out'
-                     THEN last.recipient_operator_id END
-         FROM contracts AS last WHERE last.phone_number = $3
-         ORDER BY last.id DESC LIMIT 1) AS ported_to
+        -- the recipient of the most recent contract if it was ported out: only asked when
+        -- there is no active contract (the hint of a NO_SUBSCRIBER answer)
+        CASE WHEN c.contract_id IS NULL THEN
+            (SELECT CASE WHEN last.termination_reason = 'ported_out'
+                         THEN last.recipient_operator_id END
+             FROM contracts AS last WHERE last.phone_number = $3
+             ORDER BY last.id DESC LIMIT 1)
+        END AS ported_to
     FROM (SELECT 1) AS one
     LEFT JOIN verifications AS v ON v.messenger_id = $1 AND v.idempotency_key = $2
     LEFT JOIN contracts AS c ON c.phone_number = $3 AND c.state = 'active'

@@ -16,7 +16,7 @@ from idmesh.notifier.v1 import notifier_pb2, notifier_pb2_grpc
 from idmesh.registry.v1 import registry_pb2, registry_pb2_grpc
 
 from services.common.channels import open_channel
-from services.common.context import REQUEST_ID_METADATA_KEY, current_request_id
+from services.common.context import REQUEST_ID_METADATA_KEY, current_request_id, log_with_rpc
 from services.common.errors import DomainError, InvalidInput, quote
 from services.common.identity import Caller, Kind, Role, current_caller, require_caller
 from services.common.interceptors import ErrorTable
@@ -294,3 +294,7 @@ async def test_the_server_stops_waiting_when_its_launcher_pipe_closes() -> None:
     finally:
         os.close(read_fd)
         await server.stop(None)
+
+
+def test_fields_for_an_rpc_line_outside_an_rpc_are_not_kept() -> None:
+    assert log_with_rpc(result="x") is False  # the caller logs a line of its own then

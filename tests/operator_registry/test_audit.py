@@ -150,3 +150,21 @@ async def test_a_messenger_over_its_rate_is_refused_with_the_retry_delay_and_aud
         "IDENTIFIED",
         "IDENTIFIED",
     ]
+
+
+async def test_retention_never_deletes_an_answer_given_within_it_whatever_the_order(
+    ready: RegistryService, clock: FakeClock
+) -> None:
+    old = await ready.verify_subscriber("alpha", "old", NUMBER, time_remaining=None)
+    clock.advance(86400 * 40)
+    recent = await ready.verify_subscriber("alpha", "recent", NUMBER, time_remaining=None)
+    clock.advance(-86400 * 35)  # a clock stepped back: stored after "recent", given earlier
+    await ready.verify_subscriber("alpha", "stepped-back", NUMBER, time_remaining=None)
+    clock.advance(86400 * 35)
+    # The cutoff is 10 days after "old": "old" goes, "recent" stays ("stepped-back", older
+    # than the cutoff too, may be left for a later run).
+    assert await ready.prune_verifications(timedelta(days=30)) >= 1
+    replay = await ready.verify_subscriber("alpha", "recent", NUMBER, time_remaining=None)
+    assert replay.answered_at == recent.answered_at  # the stored answer, replayed
+    again = await ready.verify_subscriber("alpha", "old", NUMBER, time_remaining=None)
+    assert again.answered_at > old.answered_at  # answered afresh: its stored answer was pruned

@@ -5,21 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import random
-import re._constants as sre_constants
-import re._parser as sre_parser
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 
 import grpc
-import phonenumbers
 import pytest
 from idmesh.common.v1 import bulk_pb2
 from idmesh.registry.v1 import registry_pb2
-from phonenumbers import PhoneMetadata
 
 from services.common.errors import InvalidInput
 from services.common.identity import Caller, Kind, Role
-from services.common.phone import InvalidPhoneNumber, parse_mobile
+from services.common.phone import InvalidPhoneNumber, _parse_mobile
 from services.common.timeutil import to_iso
 from services.operator_registry import bulk
 from services.operator_registry.bulk import (
@@ -66,60 +62,6 @@ async def contracts(store: RegistryStore) -> int:
 # --- the fast number path -----------------------------------------------------------------------
 
 
-def _free_digit_depth(pattern: str, length: int = 10) -> int:
-    """How many leading digits decide whether a `length`-digit string matches pattern: every
-    top-level alternative that can match `length` digits must end in a fixed run of free digits
-    (\\d{m}), and then only its first length - m digits matter. Fails when that is not so."""
-    tree = sre_parser.parse(pattern)
-    items = list(tree)
-    alternatives = [tree]
-    if len(items) == 1 and items[0][0] is sre_constants.BRANCH:
-        alternatives = items[0][1][1]
-    deepest = 0
-    for alternative in alternatives:
-        low, high = alternative.getwidth()
-        if high < length or low > length:
-            continue
-        op, arg = list(alternative)[-1]
-        assert op is sre_constants.MAX_REPEAT, f"{pattern}: does not end in \\d{{m}}"
-        least, most, body = arg
-        digit = [(sre_constants.IN, [(sre_constants.CATEGORY, sre_constants.CATEGORY_DIGIT)])]
-        assert least == most and list(body) == digit, f"{pattern}: does not end in \\d{{m}}"
-        deepest = max(deepest, length - least)
-    return deepest
-
-
-def test_the_numbering_metadata_of_plus_7_decides_validity_within_the_cached_prefix() -> None:
-    """The proof behind the per-prefix cache: for +7 numbers with 10 national digits, every
-    pattern phonenumbers consults (region choice, validity, type) depends on at most the first
-    6 national digits, the cache key's length."""
-    regions = phonenumbers.COUNTRY_CODE_TO_REGION_CODE[7]
-    assert set(regions) == {"RU", "KZ"}
-    deepest = 0
-    for region in regions:
-        metadata = PhoneMetadata.metadata_for_region(region)
-        assert metadata is not None
-        if metadata.leading_digits:  # which of RU and KZ a +7 number belongs to
-            deepest = max(deepest, sre_parser.parse(metadata.leading_digits).getwidth()[1])
-        for name in (
-            "general_desc",
-            "fixed_line",
-            "mobile",
-            "toll_free",
-            "premium_rate",
-            "shared_cost",
-            "personal_number",
-            "voip",
-            "pager",
-            "uan",
-            "voicemail",
-        ):
-            desc = getattr(metadata, name)
-            if desc is not None and desc.national_number_pattern:
-                deepest = max(deepest, _free_digit_depth(desc.national_number_pattern))
-    assert deepest <= bulk._PREFIX_LEN - 2
-
-
 def _verdict(check: object, number: str) -> tuple[str, str]:
     try:
         return "ok", check(number)  # type: ignore[operator]
@@ -136,7 +78,7 @@ def test_the_fast_path_gives_parse_mobiles_answers() -> None:
     numbers += ["+74951234567", "+78001234567", "8 903 123-45-67", "+7 903 1234567", "garbage"]
     fast = MobileNumbers()
     for number in numbers + numbers:  # the second round is answered from the cache
-        assert _verdict(fast.check, number) == _verdict(parse_mobile, number), number
+        assert _verdict(fast.check, number) == _verdict(_parse_mobile, number), number
 
 
 def test_activation_text_is_the_storage_form() -> None:

@@ -11,6 +11,7 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 from idmesh.events.v1 import events_pb2
 from idmesh.registry.v1 import registry_pb2, registry_pb2_grpc
+from structlog.testing import capture_logs
 
 from services.common.channels import open_channel
 from services.common.context import traced
@@ -563,3 +564,15 @@ async def test_bulk_terminations_notices_carry_the_streams_trace_id(
         )
     assert reply.notices_queued == 2
     assert {n.trace_id for n in await service.pending_notices(10)} == {"trace-billing-run-7"}
+
+
+async def test_a_verification_writes_one_log_line_with_its_outcome(client: Client) -> None:
+    with capture_logs() as logs:
+        await verify(client, idempotency_key="one-line")
+        await verify(client, idempotency_key="one-line")  # a replay
+    assert [line["event"] for line in logs] == ["rpc", "rpc"]
+    first, replay = logs
+    masked = NUMBER[:5] + "*" * (len(NUMBER) - 7) + NUMBER[-2:]
+    assert first["status"] == "OK" and first["phone"] == masked
+    assert first["result"] == "identified" and first["new_binding"] is True
+    assert first["replayed"] is False and replay["replayed"] is True
