@@ -160,11 +160,13 @@ class LeaseKeeper:
 
     async def _stop(self, why: str) -> None:
         self._held_until = None
-        task, self._task = self._task, None
+        task = self._task
         self._gauge.set(0)
         if task is None:
             return
         if not task.done() and why != "shutdown":
             log.warning("lease.lost", lease=self.name, replica=self.holder, why=why)
         task.cancel()
+        # active until the work has really stopped (its cleanup included), never before
         await asyncio.gather(task, return_exceptions=True)
+        self._task = None

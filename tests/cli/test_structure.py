@@ -88,7 +88,7 @@ def test_the_gateway_is_organised_by_feature() -> None:
     rooms = {p.relative_to(GATEWAY).parts[0] for p in _gateway_files() if p.parent != GATEWAY}
     assert rooms == {*FEATURES, "adapters", "api"}
     top = {p.name for p in GATEWAY.glob("*.py")}
-    assert top == {"__init__.py", "__main__.py", "config.py", "main.py", "rpclog.py", "service.py"}
+    assert top == {"__init__.py", "__main__.py", "config.py", "main.py", "service.py"}
 
 
 def test_models_and_ports_import_no_driver_use_case_adapter_or_entry_point() -> None:

@@ -50,3 +50,47 @@ async def test_a_shutdown_that_arrives_as_the_lease_is_granted_still_stops_the_k
     assert started == []
     # the grant may have been written: the shutdown gives it back, so a standby need not wait
     assert store.released == ["a"]
+
+
+class TakenStore(GatedStore):
+    """Grants the lease once, then answers that another replica holds it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.grants = 1
+
+    async def acquire_lease(self, name: str, lease: Lease, *, now: datetime) -> bool:
+        self.asked.set()
+        granted = self.grants > 0
+        self.grants -= 1
+        return granted
+
+
+async def test_a_lost_lease_reads_inactive_only_once_the_work_has_stopped() -> None:
+    """A replica reports it no longer holds the lease only when its work (cleanup included)
+    has stopped, so that whoever reads `active` never sees two holders acting at once."""
+    store = TakenStore()
+    cleaning = asyncio.Event()
+    cleaned = asyncio.Event()
+
+    async def work() -> None:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            cleaning.set()
+            await asyncio.sleep(0.05)  # cleanup that takes a few turns of the loop
+            cleaned.set()
+
+    keeper = LeaseKeeper(store, "notices:alpha", holder="a", work=work, ttl=0.3)
+    task = asyncio.create_task(keeper.run())
+    try:
+        async with asyncio.timeout(10):
+            while not keeper.active:
+                await asyncio.sleep(0.01)
+            await cleaning.wait()  # the lease was taken away: the work is being cancelled
+            while keeper.active:
+                await asyncio.sleep(0)
+            assert cleaned.is_set(), "active went False while the work was still cleaning up"
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

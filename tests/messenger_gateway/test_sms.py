@@ -5,10 +5,9 @@ from __future__ import annotations
 import stat
 from pathlib import Path
 
-from services.cli.sms import latest_code, read_outbox
-from services.messenger_gateway.sms import FileSmsSender
-
-from services.messenger_gateway.service import SmsMessage
+from services.localmesh.sms import latest_code, read_outbox
+from services.messenger_gateway.adapters.sms import FileSmsSender
+from services.messenger_gateway.identification.model import SmsMessage
 
 
 def message(i: int) -> SmsMessage:

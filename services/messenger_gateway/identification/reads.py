@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from services.common.context import log_with_rpc
 from services.common.errors import quote
 from services.common.phone import mask
 from services.messenger_gateway.identification.model import (
@@ -20,7 +21,6 @@ from services.messenger_gateway.identification.model import (
     validate_user_id,
 )
 from services.messenger_gateway.identification.ports import GatewayStore, OperatorDirectory
-from services.messenger_gateway.rpclog import annotate
 
 
 class IdentificationReads:
@@ -79,7 +79,7 @@ class IdentificationReads:
                 f"operator {operator_id} refused: it has no active identification agreement "
                 "with this messenger"
             ) from None
-        annotate(
+        log_with_rpc(
             user_id=user_id,
             operator_id=operator_id,
             phone=mask(current.phone_number),

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-from services.common.context import trace_id_now
+from services.common.context import log_with_rpc, trace_id_now
 from services.common.errors import InvalidInput, quote
 from services.common.failpoints import async_failpoint
 from services.common.logging import get_logger
@@ -52,7 +52,6 @@ from services.messenger_gateway.identification.ports import (
 from services.messenger_gateway.identification.settings import GatewaySettings
 from services.messenger_gateway.identification.transactions import Confirmation, Confirmed
 from services.messenger_gateway.identification.verifier import Outcome, Verifier
-from services.messenger_gateway.rpclog import annotate
 
 log = get_logger("idmesh.gateway")
 
@@ -105,7 +104,7 @@ class IdentificationService:
         validate_user_id(user_id)
         key = validate_idempotency_key(idempotency_key)
         phone = allowed_number(phone_number, self.settings.allowed_countries)
-        annotate(user_id=user_id, phone=mask(phone))
+        log_with_rpc(user_id=user_id, phone=mask(phone))
         try:
             new, _ = await self._start(user_id, phone, change_number=False, idempotency_key=key)
         except IdempotentReplay as replay:  # the user started one with this key before
@@ -125,7 +124,9 @@ class IdentificationService:
                 "idempotency_key was already used by this user for another number: use a new "
                 "key for every new identification"
             )
-        annotate(identification_id=earlier.identification_id, state=earlier.state, replayed=True)
+        log_with_rpc(
+            identification_id=earlier.identification_id, state=earlier.state, replayed=True
+        )
         return earlier
 
     async def change_phone_number(
@@ -135,7 +136,7 @@ class IdentificationService:
         number. Returns (new, previous)."""
         validate_user_id(user_id)
         phone = allowed_number(phone_number, self.settings.allowed_countries)
-        annotate(user_id=user_id, phone=mask(phone))
+        log_with_rpc(user_id=user_id, phone=mask(phone))
         new, previous = await self._start(user_id, phone, change_number=True)
         assert previous is not None  # replace_current(change_number=True) guarantees it
         return new, previous
@@ -155,7 +156,9 @@ class IdentificationService:
             bucket.acquire(phone if key == "phone" else user_id, what)
             taken.append((bucket, phone if key == "phone" else user_id))
         route = await self._router.resolve(phone)
-        annotate(operator_id=route.operator_id, carrier=route.carrier, route_source=route.source)
+        log_with_rpc(
+            operator_id=route.operator_id, carrier=route.carrier, route_source=route.source
+        )
         if route.operator_id is None or not self._operators.knows(route.operator_id):
             raise NumberNotServed(
                 f"phone_number {mask(phone)} is served by "
@@ -196,7 +199,7 @@ class IdentificationService:
         if previous is not None:
             self._verifier.cancel(previous.identification_id)
         started(route.operator_id)
-        annotate(
+        log_with_rpc(
             identification_id=new.identification_id,
             state=new.state,
             replaced=previous.identification_id if previous else None,
@@ -238,7 +241,7 @@ class IdentificationService:
                 "identification_id is empty: give the id StartIdentification returned"
             )
         validate_code_format(code)
-        annotate(identification_id=identification_id)
+        log_with_rpc(identification_id=identification_id)
         # shielded: once VERIFYING is stored its task must start, even if this RPC is cancelled
         confirmation, task = await asyncio.shield(self._confirm(identification_id, code))
         ident = confirmation.identification
@@ -251,7 +254,7 @@ class IdentificationService:
                 raise wrong_state_error(ident)
             case Confirmed.EXPIRED:
                 completed(State.NOT_COMPLETED, Reason.CODE_EXPIRED)
-                annotate(state=State.NOT_COMPLETED, reason=Reason.CODE_EXPIRED)
+                log_with_rpc(state=State.NOT_COMPLETED, reason=Reason.CODE_EXPIRED)
                 raise CodeExpired(
                     "code expired; start again: call StartIdentification for a new code"
                 )
@@ -259,7 +262,7 @@ class IdentificationService:
                 assert ident is not None
                 raise self._wrong_code(ident)
         assert ident is not None
-        annotate(
+        log_with_rpc(
             trace_id=ident.trace_id,
             user_id=ident.user_id,
             operator_id=ident.operator_id or None,
@@ -268,7 +271,7 @@ class IdentificationService:
             ),
         )
         outcome = await self._await_outcome(ident, task, wait)
-        annotate(state=outcome.state, reason=outcome.reason)
+        log_with_rpc(state=outcome.state, reason=outcome.reason)
         return outcome
 
     async def _confirm(
@@ -293,7 +296,7 @@ class IdentificationService:
         return confirmation, self._verifier.spawn(confirmation.identification)
 
     def _wrong_code(self, after: Identification) -> WrongCode:
-        annotate(attempts_left=after.attempts_left, state=after.state)
+        log_with_rpc(attempts_left=after.attempts_left, state=after.state)
         if after.state is State.NOT_COMPLETED:
             completed(State.NOT_COMPLETED, after.reason)
             return WrongCode(

@@ -52,7 +52,6 @@ from services.messenger_gateway.identification.ports import (
 )
 from services.messenger_gateway.identification.settings import GatewaySettings
 from services.messenger_gateway.identification.transitions import Event, answer_event
-from services.messenger_gateway.rpclog import forget_annotations
 
 log = get_logger("idmesh.gateway")
 
@@ -251,7 +250,6 @@ class Verifier:
         return (ident.verification_deadline - self._clock.now()).total_seconds()
 
     async def _verify_traced(self, ident: Identification) -> Outcome:
-        forget_annotations()
         with traced(ident.trace_id, span="verification", identification_id=ident.identification_id):
             return await self._verify(ident)
 
