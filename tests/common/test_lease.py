@@ -6,6 +6,7 @@ import asyncio
 from datetime import datetime
 
 from services.common.lease import Lease, LeaseKeeper
+from tests.eventually import eventually
 
 
 class GatedStore:
@@ -84,13 +85,10 @@ async def test_a_lost_lease_reads_inactive_only_once_the_work_has_stopped() -> N
     keeper = LeaseKeeper(store, "notices:alpha", holder="a", work=work, ttl=0.3)
     task = asyncio.create_task(keeper.run())
     try:
-        async with asyncio.timeout(10):
-            while not keeper.active:
-                await asyncio.sleep(0.01)
-            await cleaning.wait()  # the lease was taken away: the work is being cancelled
-            while keeper.active:
-                await asyncio.sleep(0)
-            assert cleaned.is_set(), "active went False while the work was still cleaning up"
+        await eventually(lambda: keeper.active, what="the lease held")
+        await asyncio.wait_for(cleaning.wait(), 10)  # taken away: the work is being cancelled
+        await eventually(lambda: not keeper.active, what="the keeper to stand by")
+        assert cleaned.is_set(), "active went False while the work was still cleaning up"
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
