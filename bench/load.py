@@ -3,7 +3,7 @@
 closed_loop: `concurrency` workers each run one operation after another for warmup + duration
 seconds; the operations that finish inside the measured window count (throughput = those / the
 window), so the cold start and the tail do not bias the figures, and operations slower than the
-window (scrypt-bound identifications at concurrency 64) still count. open_loop: operations
+window (identifications at concurrency 64 on a loaded machine) still count. open_loop: operations
 started on a fixed schedule (a steady rate) whatever the latency, so a slow system is not let
 off by a slower client (no coordinated omission).
 """
