@@ -1,17 +1,24 @@
-"""docs/benchmarks.png: throughput and p99 against concurrency, for every scenario that sweeps
-concurrency levels: the real services and their same-run baselines on SQLite, the real services
-on each PostgreSQL pass."""
+"""docs/benchmarks.png: throughput and p99 against concurrency, for each scenario that declares
+what to plot of its levels (Scenario.plotted): the real services and their same-run baselines
+on SQLite, the real services on each PostgreSQL pass."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from bench.config import SQLITE, engine_label
 from bench.report.result import ok, passes
+from bench.scenarios import ALL, Scenario
 
 
-def plot(result: dict[str, Any], path: Path) -> None:
+def plot(
+    result: dict[str, Any], path: Path, scenarios_plotted: Sequence[Scenario] | None = None
+) -> None:
+    """The scenarios that declare what to plot (Scenario.plotted), of ALL unless given."""
+    if scenarios_plotted is None:
+        scenarios_plotted = [scenario for scenario in ALL if scenario.plotted]
     import matplotlib
 
     matplotlib.use("Agg")
@@ -20,14 +27,8 @@ def plot(result: dict[str, Any], path: Path) -> None:
     s = result["scenarios"]
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     series: list[tuple[str, list[int], list[float], list[float], str]] = []
-    for key, label, kinds in (
-        ("identification", "identification", {"mesh": "mesh", "echo": "echo mesh"}),
-        (
-            "verify",
-            "VerifySubscriber",
-            {"mesh": "registry", "echo": "echo (same stack)", "raw": "bare grpc.aio"},
-        ),
-    ):
+    for declared in scenarios_plotted:
+        key, label, kinds = declared.name, declared.title, dict(declared.plotted)
         scenario = s.get(key, {})
         for kind, kind_label in kinds.items() if ok(scenario) else ():
             levels = scenario["levels"]

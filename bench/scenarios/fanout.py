@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -111,15 +111,6 @@ class FanoutProbe:
 
 
 async def run(ctx: Context) -> dict[str, Any]:
-    probe = FanoutProbe.of(ctx)
-    try:
-        return await _fanout(ctx, probe)
-    finally:
-        await probe.close()
-
-
-async def _fanout(ctx: Context, probe: FanoutProbe) -> dict[str, Any]:
-    cfg = ctx.config
     registry_name = f"registry-{topology.SEEDED_OPERATOR}"
     admins = [
         registry_pb2_grpc.RegistryAdminServiceStub(channel)
@@ -127,9 +118,47 @@ async def _fanout(ctx: Context, probe: FanoutProbe) -> dict[str, Any]:
             registry_name, Caller(Kind.OPERATOR, topology.SEEDED_OPERATOR, Role.ADMIN)
         )
     ]
-    admin = admins[0]  # the bulk stream's: one billing system, one stream
     names = ctx.names(registry_name, "notifier", *(f"gateway-{m}" for m in topology.MESSENGERS))
-    send_times: dict[int, float] = {}
+    phases = Phases(ctx, FanoutProbe.of(ctx), admins, names)
+    try:
+        burst = await _burst(phases)
+        steady = await _overload(phases, burst["terminations_per_second"])
+        bulk = await _bulk(phases, first=ctx.config.terminations + ctx.config.steady_terminations)
+    finally:
+        await phases.probe.close()
+    return {
+        "status": "ok",
+        "full": ctx.config.terminations >= 100_000,
+        "burst": burst,
+        "steady": steady,
+        "bulk": bulk,
+    }
+
+
+@dataclass
+class Phases:
+    """What the fan-out's three phases share: the registry's admin stubs (one per replica),
+    the processes whose CPU counts, and when each termination was first sent."""
+
+    ctx: Context
+    probe: FanoutProbe
+    admins: list[registry_pb2_grpc.RegistryAdminServiceStub]
+    names: tuple[str, ...]
+    send_times: dict[int, float] = field(default_factory=dict)  # index -> time.time()
+
+    async def not_drained(self, phase: str) -> BenchFailure:
+        return BenchFailure(
+            f"fan-out {phase} not drained within {self.ctx.config.drain_timeout_seconds:.0f}s: "
+            f"applied {await self.probe.applied()}, notifier {await self.probe.acked()}"
+        )
+
+
+async def _burst(phases: Phases) -> dict[str, Any]:
+    """TerminateContract as fast as the registry takes them; events/s end to end (terminate ->
+    revoked in both gateways -> acked at the notifier)."""
+    ctx, probe, admins, names = phases.ctx, phases.probe, phases.admins, phases.names
+    cfg = ctx.config
+    send_times = phases.send_times
 
     async def terminate(i: int) -> None:
         send_times.setdefault(i, time.time())  # a retried call keeps its first send time
@@ -140,8 +169,6 @@ async def _fanout(ctx: Context, probe: FanoutProbe) -> dict[str, Any]:
         if reply.notices_queued != len(topology.MESSENGERS):
             raise BenchFailure(f"termination queued {reply.notices_queued} notices, not 2")
 
-    # Burst: as fast as the registry takes them; events/s end to end (terminate -> revoked in
-    # both gateways -> acked at the notifier).
     burst = cfg.terminations
     events = burst * len(topology.MESSENGERS)
     with ctx.profiling("fanout-burst", names):
@@ -156,18 +183,14 @@ async def _fanout(ctx: Context, probe: FanoutProbe) -> dict[str, Any]:
         seen = await probe.wait_done(burst, cfg.drain_timeout_seconds)
         cpu = procs.cpu_since(mark, pids)
     if seen["acked"] is None:
-        raise BenchFailure(
-            f"fan-out burst not drained within {cfg.drain_timeout_seconds:.0f}s: "
-            f"applied {await probe.applied()}, notifier {await probe.acked()}"
-        )
+        raise await phases.not_drained("burst")
     assert seen["applied"] is not None
     burst_latency = await _revocation_latency(probe, send_times, range(burst))
-    capacity = round(burst / (calls_done - wall_start), 1)
-    burst_result = {
+    result = {
         "terminations": burst,
         "events": events,
         "terminate_calls": calls.as_dict(),
-        "terminations_per_second": capacity,
+        "terminations_per_second": round(burst / (calls_done - wall_start), 1),
         "seconds_to_revoked": round(seen["applied"] - wall_start, 3),
         "seconds_to_acked": round(seen["acked"] - wall_start, 3),
         "events_per_second": round(events / (seen["acked"] - wall_start), 1),
@@ -175,13 +198,20 @@ async def _fanout(ctx: Context, probe: FanoutProbe) -> dict[str, Any]:
         "cpu_ms_per_event": {n: round(cpu[n] * 1000 / events, 3) for n in cpu},
     }
     progress(
-        f"fan-out burst: {burst} terminations, {burst_result['events_per_second']} events/s "
-        f"end to end; terminate calls {burst_result['terminations_per_second']}/s"
+        f"fan-out burst: {burst} terminations, {result['events_per_second']} events/s "
+        f"end to end; terminate calls {result['terminations_per_second']}/s"
     )
+    return result
 
-    # Overload: an open loop at steady_overload x the capacity the burst measured. The
-    # registry sheds what it cannot take (RESOURCE_EXHAUSTED at once); every accepted
-    # termination must reach both gateways, and no shed one may.
+
+async def _overload(phases: Phases, capacity: float) -> dict[str, Any]:
+    """An open loop at steady_overload x the capacity the burst measured. The registry sheds
+    what it cannot take (RESOURCE_EXHAUSTED at once); every accepted termination must reach
+    both gateways, and no shed one may."""
+    ctx, probe, names = phases.ctx, phases.probe, phases.names
+    cfg = ctx.config
+    send_times = phases.send_times
+    burst = cfg.terminations
     heads_before = {m: head for m, (head, _acked) in (await probe.acked()).items()}
     rate = min(cfg.steady_rate_cap, cfg.steady_overload * capacity)
     steady = max(1, int(rate * cfg.steady_seconds))
@@ -199,10 +229,10 @@ async def _fanout(ctx: Context, probe: FanoutProbe) -> dict[str, Any]:
             registry_pb2_grpc.RegistryAdminServiceStub(
                 ctx.raw_channel(ctx.mesh.address(name), admin_id)
             )
-            for name in topology.replicas(ctx.mesh, registry_name)
+            for name in topology.replicas(ctx.mesh, f"registry-{topology.SEEDED_OPERATOR}")
         ]
         if ctx.mesh.credentials(admin_id) is not None
-        else admins
+        else phases.admins
     )
 
     async def terminate_under_overload(i: int) -> None:
@@ -229,14 +259,17 @@ async def _fanout(ctx: Context, probe: FanoutProbe) -> dict[str, Any]:
         run = await open_loop(terminate_under_overload, rate=rate, count=steady, first_index=burst)
         seen = await probe.wait_done(burst + len(accepted), cfg.drain_timeout_seconds)
     if seen["acked"] is None:
-        raise BenchFailure(
-            f"fan-out overload run not drained within {cfg.drain_timeout_seconds:.0f}s: "
-            f"applied {await probe.applied()}, notifier {await probe.acked()}"
-        )
+        raise await phases.not_drained("overload run")
     await _check_overload(probe, heads_before, burst, steady, set(accepted), shed, failed)
     steady_latency = await _revocation_latency(probe, send_times, sorted(accepted))
     accepted_latency = latency_dict(Latencies.of(list(accepted.values())))
-    steady_result = {
+    progress(
+        f"fan-out overload {rate:.0f}/s ({cfg.steady_overload:g}x capacity): accepted "
+        f"{len(accepted)}, shed {len(shed)}, failed {len(failed)}; accepted call p99 "
+        f"{accepted_latency['p99_ms']:.0f} ms, terminate->revoked p99 "
+        f"{steady_latency['p99_ms']:.0f} ms"
+    )
+    return {
         "capacity_terminations_per_second": capacity,
         "overload": cfg.steady_overload,
         "rate_terminations_per_second": round(rate, 1),
@@ -253,35 +286,14 @@ async def _fanout(ctx: Context, probe: FanoutProbe) -> dict[str, Any]:
         },
         "terminate_to_revoked": steady_latency,
     }
-    progress(
-        f"fan-out overload {rate:.0f}/s ({cfg.steady_overload:g}x capacity): accepted "
-        f"{len(accepted)}, shed {len(shed)}, failed {len(failed)}; accepted call p99 "
-        f"{accepted_latency['p99_ms']:.0f} ms, terminate->revoked p99 "
-        f"{steady_latency['p99_ms']:.0f} ms"
-    )
-    bulk_result = await _bulk_fanout(
-        ctx, admin, probe, names, first=burst + cfg.steady_terminations
-    )
-    return {
-        "status": "ok",
-        "full": cfg.terminations >= 100_000,
-        "burst": burst_result,
-        "steady": steady_result,
-        "bulk": bulk_result,
-    }
 
 
-async def _bulk_fanout(
-    ctx: Context,
-    admin: registry_pb2_grpc.RegistryAdminServiceStub,
-    probe: FanoutProbe,
-    names: Sequence[str],
-    *,
-    first: int,
-) -> dict[str, Any]:
+async def _bulk(phases: Phases, *, first: int) -> dict[str, Any]:
     """The same fan-out from TerminateContracts: one stream of `bulk_terminations` rows in
     batches of `bulk_batch`, each committed as it arrives; events/s from the first row sent
     until every event is revoked in its gateway and acked at the notifier."""
+    ctx, probe, names = phases.ctx, phases.probe, phases.names
+    admin = phases.admins[0]  # one billing system, one stream
     cfg = ctx.config
     count, size = cfg.bulk_terminations, cfg.bulk_batch
     heads_before = {m: head for m, (head, _acked) in (await probe.acked()).items()}

@@ -131,6 +131,7 @@ SCENARIO = Scenario(
     title="identification",
     run=run,
     needs_gateways=True,
+    plotted=(("mesh", "mesh"), ("echo", ECHO_MESH)),
     targets=(
         Target(
             name="identification c={level.concurrency}: throughput",

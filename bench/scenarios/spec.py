@@ -79,6 +79,8 @@ class Scenario:
     run: Callable[[Context], Awaitable[Result]] | None = None
     run_alone: Callable[[BenchConfig, Path], Awaitable[Result]] | None = None
     needs_gateways: bool = False  # the pass starts the gateways (and the notifier) for it
+    # the plot's series of its levels, in order: (kind in each level, label); "mesh" first
+    plotted: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if (self.run is None) == (self.run_alone is None):

@@ -79,6 +79,7 @@ SCENARIO = Scenario(
     name="verify",
     title="VerifySubscriber",
     run=run,
+    plotted=(("mesh", "registry"), ("echo", "echo (same stack)"), ("raw", "bare grpc.aio")),
     targets=(
         Target(
             name="VerifySubscriber c={levels.top.concurrency}: throughput",
