@@ -3,7 +3,8 @@ the scenario declares (bench.scenarios.spec.Target), read from the pass's result
 that should have run and did not gives one row saying so.
 
 A row: the figure's name, engine, value and unit, the same-run baseline and what it is, the
-ratio, the goal and whether this run met it (None: no goal, or not measured)."""
+ratio, the goal, whether this run met it (None: no goal), its status (a scenario that did not
+run: "skipped", "failed", "pending") and the scenario that declares it."""
 
 from __future__ import annotations
 
