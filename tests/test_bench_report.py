@@ -255,6 +255,20 @@ def test_a_ratio_goal_reads_the_scenarios_ratio_and_an_absolute_goal_the_value()
     assert (p99["target"], p99["met"]) == ("(none)", None)
 
 
+def test_a_result_without_the_import_baselines_name_names_sqlite() -> None:
+    result = made_up_result()
+    del result["scenarios"]["import"]["baseline_name"]
+    (row,) = (
+        r
+        for r in report.targets(result)
+        if r["name"] == "bulk import 1,000 rows" and r["engine"] == "SQLite"
+    )
+    assert row["baseline_name"] == "sqlite3 executemany"
+    del result["scenarios"]["import"]["rows"]
+    with pytest.raises(KeyError, match="'rows'"):
+        report.targets(result)
+
+
 def test_a_target_refuses_a_goal_it_cannot_evaluate() -> None:
     with pytest.raises(ValueError, match="not one of"):
         Target(name="x", figure="x", unit="", op="=>", threshold=1.0)

@@ -24,8 +24,9 @@ COMPARE: dict[str, Callable[[float, float], bool]] = {
     "<": operator.lt,
     ">": operator.gt,
 }
-# "{burst.terminations:,}" in a name: a path, then an optional format spec
-FIELD = re.compile(r"\{([^{}:]+)(?::([^{}]*))?\}")
+# "{burst.terminations:,}" in a name: a path, then an optional format spec; "{path|text}": text
+# when the result has no such path (a result written before the scenario recorded it)
+FIELD = re.compile(r"\{([^{}:|]+)(?:\|([^{}:]*))?(?::([^{}]*))?\}")
 
 
 def targets(result: dict[str, Any], scenarios: Sequence[Scenario] = ALL) -> list[dict[str, Any]]:
@@ -81,13 +82,15 @@ class Scope:
         return node
 
     def format(self, template: str) -> str:
-        """The template with each {path} or {path:spec} field filled in."""
+        """The template with each {path}, {path:spec} or {path|default} field filled in."""
 
         def fill(match: re.Match[str]) -> str:
             value = self.get(match[1])
             if value is None:
-                raise KeyError(f"{template!r}: the result has no {match[1]!r}")
-            return format(value, match[2] or "")
+                if match[2] is None:
+                    raise KeyError(f"{template!r}: the result has no {match[1]!r}")
+                return match[2]
+            return format(value, match[3] or "")
 
         return FIELD.sub(fill, template)
 

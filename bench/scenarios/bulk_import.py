@@ -209,7 +209,7 @@ SCENARIO = Scenario(
             figure="rows_per_second",
             unit="rows/s",
             baseline="baseline_rows_per_second",
-            baseline_name="{baseline_name}",
+            baseline_name="{baseline_name|sqlite3 executemany}",
             ratio="ratio",
             op=">=",
             threshold=0.8,

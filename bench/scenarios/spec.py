@@ -6,8 +6,8 @@ table of targets, for every pass that ran the scenario. Paths are dotted keys in
 scenario's result ("burst.events_per_second"); in a list of levels, "top" is the level of the
 highest concurrency ("levels.top.raw.throughput"); a target declared `each_level` gives a row per
 level, the level read as "level" ("level.mesh.throughput"); "verify:levels.top.raw.throughput"
-reads another scenario of the same pass. A row's name and baseline name may hold {path} and
-{path:format} fields ("fan-out: {burst.terminations:,} terminations").
+reads another scenario of the same pass. A row's name and baseline name may hold {path},
+{path:format} and {path|default} fields ("fan-out: {burst.terminations:,} terminations").
 """
 
 from __future__ import annotations
