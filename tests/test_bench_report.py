@@ -15,6 +15,7 @@ import pytest
 from bench import report
 from bench.config import POSTGRES_SCENARIOS, SCENARIOS
 from bench.scenarios import ALL, Scenario, Target, identification, verify
+from bench.scenarios.sweep import sweep
 
 
 def run(throughput: float, p99: float, cpu: dict[str, float]) -> dict[str, Any]:
@@ -304,3 +305,22 @@ def test_the_scenarios_know_nothing_of_the_report() -> None:
         }
         wrong = sorted(m for m in imported if m.startswith(("bench.report", "bench.cli")))
         assert not wrong, f"{path.name} imports {wrong}"
+
+
+def test_top_is_the_level_of_the_highest_concurrency_in_any_order() -> None:
+    result = made_up_result()
+    verify_result = result["scenarios"]["verify"]
+    verify_result["levels"] = list(reversed(verify_result["levels"]))  # 64, 16, 1
+    verify_result["levels"].insert(1, verify_result["levels"].pop(0))  # 16, 64, 1
+    rows = [r for r in report.targets(result) if r["scenario"] == "verify"]
+    assert rows[0]["name"] == "VerifySubscriber c=64: throughput"
+    assert rows[0]["value"] == 6_400.0
+
+
+async def test_a_sweep_measures_the_real_server_first_against_an_echo() -> None:
+    async def op(i: int) -> None:
+        del i
+
+    for ops in ({"echo": op, "mesh": op}, {"mesh": op, "raw": op}):
+        with pytest.raises(ValueError, match="runs 'mesh' first and needs 'echo'"):
+            await sweep(None, label="x", levels=(1,), seconds=0.1, ops=ops, names={})  # type: ignore[arg-type]
