@@ -11,7 +11,10 @@ mesh of the same shape, in the same run, and reports each figure as a ratio to i
     bench.topology   the real mesh (services.localmesh), the echo mesh (bench.echo), the
                      embedded PostgreSQL server of a PostgreSQL pass
     bench.echo       echo services on the same stack (GrpcServer, open_channel) doing nothing
-    bench.scenarios  the six scenarios: identification, VerifySubscriber, termination fan-out,
-                     bulk import, memory, delivery policy
-    bench.report     the result JSON, the table of targets, docs/benchmarks.md and the plot
+    bench.scenarios  a module per scenario (identification, VerifySubscriber, termination
+                     fan-out, bulk import, memory, delivery policy), each declaring its targets;
+                     the context they share and the level sweep they run
+    bench.report     the table of targets (read through those declarations), the result JSON,
+                     the text table, the markdown of docs/benchmarks.md, the plot, the docs
+                     rewrite
 """

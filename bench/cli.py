@@ -23,6 +23,7 @@ import dataclasses
 import shutil
 import sys
 import time
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,8 @@ from services.messenger_gateway.adapters.schema import MIGRATIONS as GATEWAY_MIG
 from services.operator_registry.store import MIGRATIONS as REGISTRY_MIGRATIONS
 
 ROOT = Path(__file__).resolve().parents[1]
+# The scenario whose result also holds every service's resident memory after each scenario.
+MEMORY = "memory"
 RESULTS = ROOT / "bench" / "results"
 DOCS = ROOT / "docs"
 
@@ -113,7 +116,7 @@ def build_config(args: argparse.Namespace) -> BenchConfig:
 
 # The scenarios that need the gateways (and so the notifier): without them a pass starts the
 # registries only (`--only verify,import`).
-GATEWAY_SCENARIOS = frozenset({"identification", "fanout", "policy"})
+GATEWAY_SCENARIOS = frozenset(s.name for s in scenarios.ALL if s.needs_gateways)
 
 
 def spec_for(config: BenchConfig, server: topology.PostgresServer | None) -> MeshSpec:
@@ -188,15 +191,6 @@ class Pass:
         }
 
 
-STEPS = {
-    "identification": scenarios.identification,
-    "verify": scenarios.verify,
-    "fanout": scenarios.fanout,
-    "import": scenarios.bulk_import,
-    "policy": scenarios.policy,
-}
-
-
 async def run_pass(config: BenchConfig, work_dir: Path) -> Pass:
     """One engine's pass: fresh stores, its meshes, its scenarios; every process (and the
     PostgreSQL server) stopped at the end."""
@@ -223,21 +217,21 @@ async def run_pass(config: BenchConfig, work_dir: Path) -> Pass:
         ctx = scenarios.Context(config, mesh, echo, work_dir, RESULTS / "profiles", postgres=server)
         rss["start"] = procs.rss_all(ctx.mesh_pids())
         idle_cpu = await scenarios.idle_cpu(ctx)
-        for name, step in STEPS.items():
-            if name not in config.scenarios:
-                results[name] = {"status": "skipped"}
+        for scenario in scenarios.ALL:
+            if scenario.run is None:  # (it runs alone, below)
                 continue
-            try:
-                results[name] = await step(ctx)
-            except scenarios.BenchFailure as exc:
-                print(f"  {name}: FAILED: {exc}", flush=True)
-                results[name] = {"status": "failed", "reason": str(exc)}
-            rss[name] = procs.rss_all(ctx.mesh_pids())
+            if scenario.name not in config.scenarios:
+                results[scenario.name] = {"status": "skipped"}
+                continue
+            results[scenario.name] = await _attempt(scenario.name, scenario.run(ctx))
+            rss[scenario.name] = procs.rss_all(ctx.mesh_pids())
     except MeshError as exc:
         print(f"  {config.engine}: the mesh did not start: {exc}", flush=True)
-        for name in STEPS:
-            status = "failed" if name in config.scenarios else "skipped"
-            results.setdefault(name, {"status": status, "reason": f"the mesh did not start: {exc}"})
+        for scenario in scenarios.ALL:
+            if scenario.run is not None:
+                status = "failed" if scenario.name in config.scenarios else "skipped"
+                reason = f"the mesh did not start: {exc}"
+                results.setdefault(scenario.name, {"status": status, "reason": reason})
     finally:
         if ctx is not None:
             await ctx.close()
@@ -245,20 +239,30 @@ async def run_pass(config: BenchConfig, work_dir: Path) -> Pass:
             await asyncio.to_thread(meshes.stop)
         if server is not None:
             await asyncio.to_thread(server.stop)
-    if "memory" in config.scenarios:
-        try:
-            results["memory"] = await scenarios.pending_memory(config, work_dir)
-        except scenarios.BenchFailure as exc:
-            print(f"  memory: FAILED: {exc}", flush=True)
-            results["memory"] = {"status": "failed", "reason": str(exc)}
-    else:
-        results["memory"] = {"status": "skipped"}
-    results["memory"]["rss_after_scenario_mb"] = rss
+    for scenario in scenarios.ALL:
+        if scenario.run_alone is None:
+            continue
+        if scenario.name in config.scenarios:
+            run_alone = scenario.run_alone(config, work_dir)
+            results[scenario.name] = await _attempt(scenario.name, run_alone)
+        else:
+            results[scenario.name] = {"status": "skipped"}
+    results[MEMORY]["rss_after_scenario_mb"] = rss
     profiles = {}
     if ctx is not None:
         for profile_label, profiler in ctx.profiles.items():
             profiles[profile_label] = profiler.summaries()
     return Pass(config, time.perf_counter() - began, seed_seconds, results, profiles, idle_cpu)
+
+
+async def _attempt(name: str, run: Awaitable[dict[str, Any]]) -> dict[str, Any]:
+    """A scenario's result; a scenario that failed (scenarios.BenchFailure), a result saying
+    so and why."""
+    try:
+        return await run
+    except scenarios.BenchFailure as exc:
+        print(f"  {name}: FAILED: {exc}", flush=True)
+        return {"status": "failed", "reason": str(exc)}
 
 
 async def run(config: BenchConfig, work_dir: Path) -> dict[str, Any]:

@@ -1,13 +1,21 @@
-"""The bench's report over a run with PostgreSQL passes (bench.report), on a made-up result:
-rows per engine, failures from any pass, the engines side by side."""
+"""The bench's report (bench.report) on a made-up result: the rows of the table of targets come
+from the targets each scenario declares (bench.scenarios), per engine; failures from any pass;
+the engines side by side."""
 
 from __future__ import annotations
 
+import ast
+import dataclasses
+import math
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from bench import report
 from bench.config import POSTGRES_SCENARIOS, SCENARIOS
+from bench.scenarios import ALL, Scenario, Target, identification, verify
+from bench.scenarios.sweep import sweep
 
 
 def run(throughput: float, p99: float, cpu: dict[str, float]) -> dict[str, Any]:
@@ -159,3 +167,186 @@ def test_the_committed_page_has_the_shape_the_generator_keeps() -> None:
     assert "## Method" in head and "## Results" in results
     assert tail.lstrip().startswith("## Where the time goes")
     assert "scrypt" not in page.lower() and "what changed" not in page.lower()
+
+
+# --- the rows come from the scenarios' declared targets -----------------------------------
+
+
+def test_every_scenario_declares_targets_in_the_configs_order() -> None:
+    assert tuple(s.name for s in ALL) == SCENARIOS
+    for scenario in ALL:
+        assert scenario.targets, f"{scenario.name} declares no target"
+        for target in scenario.targets:
+            assert target.doc, f"{scenario.name}: {target.name} has no doc"
+    with pytest.raises(ValueError, match="declares no target"):
+        Scenario(name="empty", title="empty", targets=(), run=identification.run)
+
+
+def test_each_row_is_a_declared_target_of_a_scenario_that_ran() -> None:
+    result = made_up_result()
+    declared = {s.name: s.targets for s in ALL}
+    for row in result["targets"]:
+        if row["status"] != "ok":
+            title = next(s.title for s in ALL if s.name == row["scenario"])
+            assert row["name"] == title  # the scenario's one row saying it did not run
+            continue
+        goals = {t.goal for t in declared[row["scenario"]]}
+        units = {t.unit for t in declared[row["scenario"]]}
+        assert row["target"] in goals and row["unit"] in units, row
+    sqlite = [r for r in result["targets"] if r["engine"] == "SQLite"]
+    # identification: each declared target at each of the three levels, level by level
+    ident = [r["name"] for r in sqlite if r["scenario"] == "identification"]
+    assert ident == [
+        f"identification c={c}: {what}" for c in (1, 16, 64) for what in ("throughput", "p99")
+    ]
+    # VerifySubscriber: its three targets, at its highest level
+    verify_rows = [r for r in sqlite if r["scenario"] == "verify"]
+    assert [r["baseline_name"] for r in verify_rows] == [
+        "echo, same stack",
+        "bare grpc.aio echo",
+        "echo, same stack",
+    ]
+    assert all(r["name"].startswith("VerifySubscriber c=64") for r in verify_rows)
+
+
+def test_a_target_added_to_a_declaration_becomes_a_row_and_its_goal_is_evaluated() -> None:
+    result = made_up_result()
+    extra = (
+        Target(
+            name="VerifySubscriber c={levels.top.concurrency}: p50",
+            figure="levels.top.mesh.latency.p50_ms",
+            unit="ms",
+            baseline="levels.top.echo.latency.p50_ms",
+            baseline_name="echo",
+            op="<=",
+            threshold=1.9,
+            doc="made up",
+        ),
+        Target(
+            name="VerifySubscriber: errors at c={levels.top.concurrency}",
+            figure="levels.top.mesh.errors",
+            unit="",
+            against="value",
+            op="<",
+            threshold=1,
+            doc="made up",
+        ),
+    )
+    verify_with_more = dataclasses.replace(verify.SCENARIO, targets=extra)
+    rows = report.targets(result, [verify_with_more])
+    sqlite = [r for r in rows if r["engine"] == "SQLite"]
+    # identification and the others are no longer declared: no rows but the missing ones
+    assert {r["scenario"] for r in rows} == {"verify"}
+    p50, errors = sqlite
+    # mesh p50 = 320, echo p50 = 160 at c=64 (made_up_result): 2.0x, over 1.9x
+    assert p50["name"] == "VerifySubscriber c=64: p50"
+    assert (p50["value"], p50["baseline"], p50["ratio"]) == (320.0, 160.0, 2.0)
+    assert (p50["target"], p50["met"]) == ("<= 1.9x", False)
+    assert (errors["value"], errors["target"], errors["met"]) == (0, "< 1", True)
+    # the PostgreSQL pass's verify failed: its one row says so
+    pg = [r for r in rows if r["engine"] == "PostgreSQL x2"]
+    assert [(r["status"], r["baseline_name"]) for r in pg] == [("failed", "made up too")]
+
+
+def test_a_ratio_goal_reads_the_scenarios_ratio_and_an_absolute_goal_the_value() -> None:
+    result = made_up_result()
+    result["scenarios"]["fanout"] = {
+        "status": "ok",
+        "burst": {
+            "terminations": 10,
+            "events_per_second": 6_000.0,
+        },
+        "steady": {
+            "overload": 3.0,
+            "rate_terminations_per_second": 30.0,
+            "terminate_to_revoked": {"p99_ms": math.nan},
+        },
+    }
+    result["scenarios"]["identification"]["levels"][0]["throughput_ratio"] = 0.61
+    rows = {r["name"]: r for r in report.targets(result) if r["engine"] == "SQLite"}
+    burst = rows["fan-out: 10 terminations, events/s end to end"]
+    # the same pass's bare echo at VerifySubscriber's highest level: 3 x 100 x 64 calls/s
+    assert burst["baseline"] == 19_200.0 and burst["ratio"] == 0.312
+    assert burst["met"] is True and burst["target"] == ">= 5,000/s"
+    # no bulk phase: that optional target gives no row
+    assert not any("TerminateContracts" in name for name in rows)
+    steady = rows[
+        "fan-out under overload (3x capacity, 30 terminations/s): accepted terminate->revoked p99"
+    ]
+    assert steady["met"] is False and steady["baseline"] is None  # NaN never meets a goal
+    # identification's ratio is the scenario's own, not value / baseline recomputed (0.5)
+    ident = rows["identification c=1: throughput"]
+    assert (ident["value"], ident["baseline"], ident["ratio"]) == (10.0, 20.0, 0.61)
+    assert ident["met"] is True
+    p99 = rows["VerifySubscriber c=64: p99"]
+    assert (p99["target"], p99["met"]) == ("(none)", None)
+
+
+def test_a_result_without_the_import_baselines_name_names_sqlite() -> None:
+    result = made_up_result()
+    del result["scenarios"]["import"]["baseline_name"]
+    (row,) = (
+        r
+        for r in report.targets(result)
+        if r["name"] == "bulk import 1,000 rows" and r["engine"] == "SQLite"
+    )
+    assert row["baseline_name"] == "sqlite3 executemany"
+    del result["scenarios"]["import"]["rows"]
+    with pytest.raises(KeyError, match="'rows'"):
+        report.targets(result)
+
+
+def test_a_target_refuses_a_goal_it_cannot_evaluate() -> None:
+    with pytest.raises(ValueError, match="not one of"):
+        Target(name="x", figure="x", unit="", op="=>", threshold=1.0)
+    with pytest.raises(ValueError, match="needs a threshold"):
+        Target(name="x", figure="x", unit="", op=">=")
+    with pytest.raises(ValueError, match="needs a baseline"):
+        Target(name="x", figure="x", unit="", op=">=", threshold=1.0)
+
+
+def test_the_docs_list_what_every_declared_target_means() -> None:
+    text = report.markdown(made_up_result(), "benchmarks.png")
+    section = text.split("### The targets", 1)[1].split("###", 1)[0]
+    for scenario in ALL:
+        for target in scenario.targets:
+            assert f"- {scenario.title}: {target.doc}." in section
+
+
+def test_the_scenarios_know_nothing_of_the_report() -> None:
+    """Declarations point one way: the report reads the scenarios' targets; a scenario module
+    imports no part of bench.report (nor bench.cli)."""
+    folder = Path(verify.__file__).parent
+    for path in sorted(folder.glob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        imported = {
+            node.module
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom) and node.module
+        } | {
+            alias.name
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Import)
+            for alias in node.names
+        }
+        wrong = sorted(m for m in imported if m.startswith(("bench.report", "bench.cli")))
+        assert not wrong, f"{path.name} imports {wrong}"
+
+
+def test_top_is_the_level_of_the_highest_concurrency_in_any_order() -> None:
+    result = made_up_result()
+    verify_result = result["scenarios"]["verify"]
+    verify_result["levels"] = list(reversed(verify_result["levels"]))  # 64, 16, 1
+    verify_result["levels"].insert(1, verify_result["levels"].pop(0))  # 16, 64, 1
+    rows = [r for r in report.targets(result) if r["scenario"] == "verify"]
+    assert rows[0]["name"] == "VerifySubscriber c=64: throughput"
+    assert rows[0]["value"] == 6_400.0
+
+
+async def test_a_sweep_measures_the_real_server_first_against_an_echo() -> None:
+    async def op(i: int) -> None:
+        del i
+
+    for ops in ({"echo": op, "mesh": op}, {"mesh": op, "raw": op}):
+        with pytest.raises(ValueError, match="runs 'mesh' first and needs 'echo'"):
+            await sweep(None, label="x", levels=(1,), seconds=0.1, ops=ops, names={})  # type: ignore[arg-type]

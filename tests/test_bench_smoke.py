@@ -8,18 +8,20 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from bench import report
-from bench.config import POSTGRES_SCENARIOS, SCENARIOS
+from bench.config import POSTGRES_SCENARIOS, SCENARIOS, engine_label
+from bench.scenarios import ALL
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN_KEYS = {"concurrency", "seconds", "completed", "errors", "throughput", "latency"}
 
 
 @pytest.fixture(scope="module")
-def smoke_result(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+def smoke_result(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     folder = tmp_path_factory.mktemp("bench")
     out = folder / "latest.json"
     proc = subprocess.run(
@@ -41,12 +43,12 @@ def smoke_result(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "figure" in proc.stdout  # the table of targets was printed
     assert not (folder / "work").exists(), "the work folder is removed after the run"
-    result: dict[str, object] = json.loads(out.read_text())
+    result: dict[str, Any] = json.loads(out.read_text())
     return result
 
 
 @pytest.mark.mesh
-def test_smoke_run_reports_every_scenario(smoke_result: dict[str, object]) -> None:
+def test_smoke_run_reports_every_scenario(smoke_result: dict[str, Any]) -> None:
     scenarios = smoke_result["scenarios"]
     assert isinstance(scenarios, dict)
     assert set(scenarios) == set(SCENARIOS)
@@ -86,7 +88,7 @@ def test_smoke_run_reports_every_scenario(smoke_result: dict[str, object]) -> No
 
 
 @pytest.mark.mesh
-def test_smoke_run_has_a_target_row_per_figure(smoke_result: dict[str, object]) -> None:
+def test_smoke_run_has_a_target_row_per_figure(smoke_result: dict[str, Any]) -> None:
     targets = smoke_result["targets"]
     assert isinstance(targets, list) and targets
     for row in targets:
@@ -105,7 +107,31 @@ def test_smoke_run_has_a_target_row_per_figure(smoke_result: dict[str, object]) 
 
 
 @pytest.mark.mesh
-def test_smoke_result_renders_the_docs(smoke_result: dict[str, object], tmp_path: Path) -> None:
+def test_every_declared_target_is_read_from_the_smoke_result(
+    smoke_result: dict[str, Any],
+) -> None:
+    """Each target a scenario declares gives its rows (one per level where declared so), each
+    with its figure found in the real result."""
+    rows = smoke_result["targets"]
+    assert isinstance(rows, list)
+    for engine, results, _ran in report.passes(smoke_result):
+        for scenario in ALL:
+            if results[scenario.name]["status"] != "ok":
+                continue
+            levels = len(results[scenario.name].get("levels", []))
+            expected = sum(levels if t.each_level else 1 for t in scenario.targets)
+            got = [
+                r
+                for r in rows
+                if r["engine"] == engine_label(engine) and r["scenario"] == scenario.name
+            ]
+            assert len(got) == expected, (engine, scenario.name, got)
+            for row in got:
+                assert row["status"] == "ok" and row["value"] is not None, row
+
+
+@pytest.mark.mesh
+def test_smoke_result_renders_the_docs(smoke_result: dict[str, Any], tmp_path: Path) -> None:
     text = report.markdown(smoke_result, "benchmarks.png")
     assert text.startswith(report.BEGIN) and text.rstrip().endswith(report.END)
     assert "| figure |" in text
@@ -115,7 +141,7 @@ def test_smoke_result_renders_the_docs(smoke_result: dict[str, object], tmp_path
 
 
 @pytest.mark.mesh
-def test_smoke_run_has_a_postgresql_pass_with_two_replicas(smoke_result: dict[str, object]) -> None:
+def test_smoke_run_has_a_postgresql_pass_with_two_replicas(smoke_result: dict[str, Any]) -> None:
     passes = smoke_result["postgresql"]
     assert isinstance(passes, dict) and set(passes) == {"postgresql-x2"}
     pg = passes["postgresql-x2"]
@@ -140,7 +166,7 @@ def test_smoke_run_has_a_postgresql_pass_with_two_replicas(smoke_result: dict[st
     assert fanout["bulk"]["terminations"] == 16
     imported = scenarios["import"]
     assert imported["rows"] == 300 and imported["baseline_name"] == "asyncpg COPY"
-    engines = {row["engine"] for row in smoke_result["targets"]}  # type: ignore[union-attr]
+    engines = {row["engine"] for row in smoke_result["targets"]}
     assert engines == {"SQLite", "PostgreSQL x2"}
     text = report.markdown(smoke_result, "benchmarks.png")
     assert "### VerifySubscriber over" in text and ", PostgreSQL x2" in text
