@@ -4,27 +4,17 @@ fixtures from the `pytest11` entry point of the installed idmesh)."""
 
 from __future__ import annotations
 
-import ast
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import services.localmesh
+from tests.cli.test_structure import _imports
 
 ROOT = Path(__file__).resolve().parents[2]
 LIBRARY = Path(services.localmesh.__file__).parent
 SERVICES = ("services.operator_registry", "services.notifier", "services.messenger_gateway")
-
-
-def _imports(path: Path) -> set[str]:
-    names: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.ImportFrom) and node.module:
-            names.add(node.module)
-        elif isinstance(node, ast.Import):
-            names.update(alias.name for alias in node.names)
-    return names
 
 
 def test_the_library_uses_no_service_internals_and_nothing_of_the_cli() -> None:
