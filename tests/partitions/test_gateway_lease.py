@@ -5,7 +5,6 @@ partition heals, none is finished twice and none is lost."""
 
 from __future__ import annotations
 
-import asyncio
 import signal
 from collections import Counter
 from pathlib import Path
@@ -15,11 +14,12 @@ import grpc
 import pytest
 from idmesh.registry.v1 import registry_pb2
 
-from services.localmesh import Mesh, MeshSpec, MessengerSpec, OperatorSpec, PostgresSpec
+from services.localmesh import Mesh
 from services.localmesh.client import MeshClient, State, log_lines_with, mesh_client
 from services.localmesh.eventually import eventually
 from services.localmesh.netns import Host, Network
-from services.localmesh.postgres import PostgresCluster
+
+from .conftest import hosted_mesh
 
 pytestmark = pytest.mark.mesh
 
@@ -28,62 +28,26 @@ USERS = 4
 CUT, OTHER = "gateway-alpha", "gateway-alpha-2"
 
 
-def spec(database_url: str) -> MeshSpec:
-    return MeshSpec(
-        operators=(OperatorSpec("beeline", "Beeline"),),
-        messengers=(
-            MessengerSpec(
-                "alpha",
-                verification_window_seconds=300,
-                env={"IDMESH_LEASE_SECONDS": str(LEASE_SECONDS)},
-            ),
-        ),
-        tls=False,  # addresses on the bridge: the development PKI names 127.0.0.1
-        postgres=PostgresSpec(url=database_url, pool_size=3),
-        replicas=2,
-        common_env={
-            "IDMESH_VERIFY_RETRY_MAX_SECONDS": "1",
-            "IDMESH_NOTIFIER_RETRY_MAX_SECONDS": "1",
-            "IDMESH_LOG_LEVEL": "info",
-        },
-    )
+@pytest.mark.timeout(300)
+async def test_a_gateway_cut_from_the_database_hands_its_verifications_over(
+    network: Network, tmp_path: Path
+) -> None:
+    env = {"IDMESH_LEASE_SECONDS": str(LEASE_SECONDS)}
+    async with hosted_mesh(network, tmp_path / "mesh", gateway_env=env) as hosted:
+        await cut_while_holding_leases(network, hosted.mesh, hosted.hosts[CUT], hosted.hosts["db"])
 
 
 async def verifications(url: str) -> list[asyncpg.Record]:
     conn = await asyncpg.connect(url, timeout=10)
     try:
-        return await conn.fetch(
-            "SELECT identification_id, user_id, state, identification_code, lease_holder "
-            "FROM identifications ORDER BY seq"
+        return list(
+            await conn.fetch(
+                "SELECT identification_id, user_id, state, identification_code, lease_holder "
+                "FROM identifications ORDER BY seq"
+            )
         )
     finally:
         await conn.close()
-
-
-@pytest.mark.timeout(300)
-async def test_a_gateway_cut_from_the_database_hands_its_verifications_over(
-    network: Network, tmp_path: Path
-) -> None:
-    db = network.add("db")
-    names = (
-        "notifier",
-        "notifier-2",
-        "registry-beeline",
-        "registry-beeline-2",
-        "gateway-alpha",
-        "gateway-alpha-2",
-    )
-    hosts = {
-        name: network.add(name.replace("gateway", "gw").replace("registry", "reg"))
-        for name in names
-    }
-    with PostgresCluster.create(host=db.ip, netns=db.netns) as pg:
-        mesh = Mesh(spec(pg.url), tmp_path / "mesh", hosts=hosts)
-        await asyncio.to_thread(mesh.start, 120.0)
-        try:
-            await cut_while_holding_leases(network, mesh, hosts[CUT], db)
-        finally:
-            await asyncio.to_thread(mesh.stop)
 
 
 async def cut_while_holding_leases(network: Network, mesh: Mesh, cut: Host, db: Host) -> None:
