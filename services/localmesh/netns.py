@@ -1,7 +1,7 @@
 """Hosts of their own for a local mesh's processes: Linux network namespaces on a bridge, and
-the faults of a network between hosts (a link cut, a partition between two hosts, latency and
-loss with tc netem). Needs root (or CAP_NET_ADMIN): `Network.available()` says whether this
-machine allows it.
+the faults of a network between hosts (a link cut, a partition between two hosts that drops their
+packets silently, latency and loss with tc netem where the kernel has it). Needs root (or
+CAP_NET_ADMIN): `Network.available()` says whether this machine allows it.
 
     with Network.create() as net:
         db = net.add("db")                  # a namespace, its address on the bridge
@@ -25,6 +25,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from services.localmesh.spec import MeshError
+
+NOWHERE = "02:00:00:00:0d:ad"  # a locally administered address: no host on the bridge has it
 
 
 @dataclass(frozen=True)
@@ -113,16 +115,41 @@ class Network:
     # -- faults -----------------------------------------------------------------------------
 
     def partition(self, a: Host, b: Host) -> None:
-        """Drop every packet between a and b, both ways (each side routes the other's address
-        to a blackhole); either keeps reaching every other host. Connections between them
-        hang, as over a broken network, until TCP gives up."""
-        _ip("route", "add", "blackhole", f"{b.ip}/32", netns=a.netns)
-        _ip("route", "add", "blackhole", f"{a.ip}/32", netns=b.netns)
+        """Drop every packet between a and b, both ways, silently: each side's neighbour entry
+        for the other names a hardware address nobody has, so what it sends is flooded by the
+        bridge and taken by no one. Connections between them hang, as over a broken network
+        (a connect times out, an established connection retransmits until TCP gives up),
+        while both keep reaching every other host."""
+        _ip(
+            "neigh",
+            "replace",
+            b.ip,
+            "lladdr",
+            NOWHERE,
+            "dev",
+            "eth0",
+            "nud",
+            "permanent",
+            netns=a.netns,
+        )
+        _ip(
+            "neigh",
+            "replace",
+            a.ip,
+            "lladdr",
+            NOWHERE,
+            "dev",
+            "eth0",
+            "nud",
+            "permanent",
+            netns=b.netns,
+        )
         self._cuts.add((a.name, b.name))
 
     def heal(self, a: Host, b: Host) -> None:
-        _ip("route", "del", "blackhole", f"{b.ip}/32", netns=a.netns)
-        _ip("route", "del", "blackhole", f"{a.ip}/32", netns=b.netns)
+        """Forget the false neighbour entries: the next packet asks for the real address."""
+        _ip("neigh", "del", b.ip, "dev", "eth0", netns=a.netns)
+        _ip("neigh", "del", a.ip, "dev", "eth0", netns=b.netns)
         self._cuts.discard((a.name, b.name))
 
     def link(self, host: Host, *, up: bool) -> None:

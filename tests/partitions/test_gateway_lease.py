@@ -94,17 +94,19 @@ async def cut_while_holding_leases(network: Network, mesh: Mesh, cut: Host, db: 
         ids = [r["identification_id"] for r in rows]
         for r in rows:  # taken over by the replica that can reach the database
             assert not (r["lease_holder"] or "").endswith(f"-{cut_pid}")
-        finished_by_other = Counter(
-            line["identification_id"]
-            for line in log_lines_with(mesh, OTHER, "identification.finished")
-        )
-        assert finished_by_other == Counter(ids)
+
+        def finished_by_other() -> bool:  # its log line follows the commit
+            lines = log_lines_with(mesh, OTHER, "identification.finished")
+            return Counter(line["identification_id"] for line in lines) == Counter(ids)
+
+        await eventually(finished_by_other, within=30, what="the other replica's log lines")
 
         network.heal(cut, db)
         # healed: the cut replica reaches the database again and finds every verification it
         # held finished by the other: the answer it had kept is refused (the store only
         # finishes a VERIFYING identification), or its renewal finds the lease taken and
-        # stops the verification first
+        # stops the verification first, or the verification's task ended on the unreachable
+        # store during the cut
         await eventually(
             lambda: _serving(client, CUT), within=60, what="the cut replica SERVING again"
         )
@@ -112,7 +114,11 @@ async def cut_while_holding_leases(network: Network, mesh: Mesh, cut: Host, db: 
         def stopped_at_the_cut_replica() -> set[str]:
             return {
                 line["identification_id"]
-                for event in ("verification.answer_ignored", "verification.lease_lost")
+                for event in (
+                    "verification.answer_ignored",
+                    "verification.lease_lost",
+                    "verification.task_failed",
+                )
                 for line in log_lines_with(mesh, CUT, event)
             }
 
