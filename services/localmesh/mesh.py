@@ -29,6 +29,7 @@ import os
 import signal
 import time
 import weakref
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ import asyncpg
 from services.common import pki
 from services.common.identity import Caller, Kind, Role
 from services.common.tls import TlsFiles
+from services.localmesh.netns import Host
 from services.localmesh.postgres import (
     EmbeddedPostgres,
     create_databases,
@@ -49,12 +51,19 @@ from services.localmesh.process import ServiceProcess, free_port, port_free, wai
 from services.localmesh.spec import MeshError, MeshSpec, PostgresSpec
 
 MESH_FILE = "mesh.json"
+HOSTED_PORT = 50051  # a service in a namespace of its own (Mesh's hosts): its gRPC port
+HOSTED_METRICS_PORT = 9100
 
 
 class Mesh:
     """Start, stop, kill and restart the processes of a MeshSpec under data_dir."""
 
-    def __init__(self, spec: MeshSpec, data_dir: Path) -> None:
+    def __init__(
+        self, spec: MeshSpec, data_dir: Path, *, hosts: Mapping[str, Host] | None = None
+    ) -> None:
+        """hosts: service replica name -> the network namespace it runs in (netns.py), where
+        it listens on the host's address (gRPC on HOSTED_PORT, /metrics on
+        HOSTED_METRICS_PORT); the others run on 127.0.0.1."""
         self.spec = spec
         self.data_dir = data_dir.resolve()
         self.pki_dir = self.data_dir / "pki"
@@ -68,6 +77,7 @@ class Mesh:
         self._postgres: EmbeddedPostgres | None = None  # the embedded server, while it runs
         self._build()
         self._add_metrics_ports()
+        self._place(hosts or {})
 
     def identities(self) -> list[Caller]:
         """Every identity of the mesh: its services, and the roles people and tools act in."""
@@ -234,6 +244,29 @@ class Mesh:
             reserved.add(port)
             svc.env["IDMESH_METRICS_BIND"] = svc.info["metrics"] = f"127.0.0.1:{port}"
 
+    def _place(self, hosts: Mapping[str, Host]) -> None:
+        """Move each hosted service into its namespace, and point its callers at it."""
+        moved: dict[str, str] = {}
+        for name, host in hosts.items():
+            svc = self.services[name]
+            address = f"{host.ip}:{HOSTED_PORT}"
+            moved[svc.address] = address
+            svc.address = svc.env["IDMESH_BIND"] = address
+            svc.env["IDMESH_METRICS_BIND"] = svc.info["metrics"] = (
+                f"{host.ip}:{HOSTED_METRICS_PORT}"
+            )
+            svc.netns = host.netns
+        for svc in self.services.values():
+            notifier = svc.env.get("IDMESH_NOTIFIER_ADDRESS")
+            if notifier is not None:
+                svc.env["IDMESH_NOTIFIER_ADDRESS"] = moved.get(notifier, notifier)
+            routes = svc.env.get("IDMESH_OPERATORS")
+            if routes:
+                pairs = (route.split("=", 1) for route in routes.split(","))
+                svc.env["IDMESH_OPERATORS"] = ",".join(
+                    f"{op}={moved.get(address, address)}" for op, address in pairs
+                )
+
     def address(self, name: str) -> str:
         return self.services[name].address
 
@@ -247,6 +280,8 @@ class Mesh:
         if self.spec.tls:
             pki.ensure_pki(self.pki_dir, self.identities())
         for name, svc in self.services.items():
+            if svc.netns is not None:
+                continue  # a namespace of its own: its ports are free
             for address in (svc.address, svc.info["metrics"]):
                 if not port_free(address):
                     raise MeshError(f"{name}: {address} is already in use (is a mesh running?)")

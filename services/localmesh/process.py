@@ -31,6 +31,7 @@ class ServiceProcess:
     tls: TlsFiles | None = None
     process: subprocess.Popen[bytes] | None = None
     launcher_fd: int | None = None  # the read end of the launcher's pipe (IDMESH_LAUNCHER_FD)
+    netns: str | None = None  # runs in this network namespace (`ip netns exec`; netns.py)
 
     def start(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -40,8 +41,10 @@ class ServiceProcess:
         if self.launcher_fd is not None:
             env["IDMESH_LAUNCHER_FD"] = str(self.launcher_fd)
         with self.log_path.open("ab") as log:
+            # `ip netns exec` enters the namespace and execs the service: same process id
+            netns = ["ip", "netns", "exec", self.netns] if self.netns is not None else []
             self.process = subprocess.Popen(
-                [sys.executable, "-m", self.module],
+                [*netns, sys.executable, "-m", self.module],
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,

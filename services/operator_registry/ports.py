@@ -190,6 +190,11 @@ class RegistryStore(Protocol):
 
     async def mark_published(self, event_ids: Sequence[str], at: datetime) -> int: ...
 
+    async def release_notices(self, event_ids: Sequence[str]) -> int:
+        """Give up this relay's claims on these unpublished notices (its Publish failed), so
+        that another replica's relay may take them at once; how many it gave up."""
+        ...
+
     async def count_parked_notices(self) -> int: ...
 
     async def list_parked_notices(self, after_seq: int, limit: int) -> list[ParkedNotice]:

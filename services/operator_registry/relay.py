@@ -185,6 +185,7 @@ class OutboxRelay:
                     details=exc.details(),
                     batch=len(batch),
                 )
+                await self._release(batch)
             except Exception as exc:
                 RELAY_FAILURES.labels(reason=type(exc).__name__).inc()
                 log.error("relay.failed", error=type(exc).__name__, exc_info=exc)
@@ -193,6 +194,18 @@ class OutboxRelay:
                 continue
             delays = delays or self._backoff.delays()
             await asyncio.sleep(max(next(delays), retry_after))
+
+    async def _release(self, batch: Sequence[TerminationNotice]) -> None:
+        """After a failed Publish, give the batch's claims up before backing off: a replica
+        that cannot reach its notifier (a partition, a notifier down) leaves the notices to a
+        replica that can, instead of renewing its claim on them at every retry."""
+        try:
+            released = await self._service.release_notices([n.event_id for n in batch])
+        except Exception as exc:  # the claims expire on their own
+            log.warning("relay.release_failed", error=type(exc).__name__)
+            return
+        if released:
+            log.info("relay.released", count=released)
 
     async def _deliver(
         self, stub: notifier_pb2_grpc.NotifierServiceStub, batch: Sequence[TerminationNotice]

@@ -630,6 +630,10 @@ class RegistryService:
         """Up to limit unpublished notices, oldest first."""
         return await self._store.pending_notices(limit)
 
+    async def release_notices(self, event_ids: Sequence[str]) -> int:
+        """The relay could not publish these: another replica's relay may take them."""
+        return await self._store.release_notices(event_ids)
+
     async def count_pending_notices(self) -> int:
         return await self._store.count_pending_notices()
 

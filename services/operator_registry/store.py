@@ -330,6 +330,10 @@ class SqliteRegistryStore:
         rows = await self._db.fetchall("SELECT * FROM agreements ORDER BY messenger_id")
         return [agreement_from_row(row) for row in rows]
 
+    async def release_notices(self, event_ids: Sequence[str]) -> int:
+        """One process owns a SQLite store: its relay holds no claims to give up."""
+        return 0
+
     async def pending_notices(self, limit: int) -> list[TerminationNotice]:
         rows = await self._db.fetchall(
             f"SELECT {_NOTICE_COLUMNS} FROM outbox WHERE {_QUEUED} ORDER BY seq LIMIT ?",

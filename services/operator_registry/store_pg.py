@@ -330,6 +330,18 @@ class PgRegistryStore:
         )
         return [notice_from_row(row) for row in sorted(rows, key=lambda row: row["seq"])]
 
+    async def release_notices(self, event_ids: Sequence[str]) -> int:
+        if not event_ids:
+            return 0
+        return _count(
+            await self._db.execute(
+                "UPDATE outbox SET claimed_by = NULL, claimed_until = NULL "
+                "WHERE claimed_by = $1 AND published_at IS NULL AND event_id = ANY($2::text[])",
+                self._relay_id,
+                list(event_ids),
+            )
+        )
+
     async def count_pending_notices(self) -> int:
         return int(await self._db.fetchval(f"SELECT count(*) FROM outbox WHERE {_QUEUED}"))
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
+
 from tools.chaos.checker import check
 from tools.chaos.history import Record
 from tools.chaos.state import Snapshot, outstanding
@@ -195,3 +197,25 @@ def test_a_revocation_without_a_termination_is_found() -> None:
     snap.identifications["alpha"][0] |= {"state": "REVOKED", "reason": "CONTRACT_TERMINATED"}
     snap.access[("alpha", "u1")] = False
     assert invariants(records, snap) == {"revoked_without_termination"}
+
+
+@pytest.mark.parametrize("code", ["INTERNAL", "UNKNOWN"])
+def test_an_answer_that_says_bug_is_a_violation(code: str) -> None:
+    """A store out of reach, a lost commit or a killed peer is UNAVAILABLE; an INTERNAL or
+    UNKNOWN answer is a violation whatever the state says."""
+    records, snap = identified_world()
+    failed = op("create", ok=None, operator="beeline", phone="+79030000002", contract_id="C2")
+    failed.code = code
+    records.append(failed)
+    assert invariants(records, snap) == {"bug_answer"}
+
+
+def test_unavailable_and_refusals_are_not_bug_answers() -> None:
+    records, snap = identified_world()
+    for code, ok in (("UNAVAILABLE", None), ("FAILED_PRECONDITION", False)):
+        answer = op("terminate", ok=ok, operator="beeline", phone="+79030000001")
+        answer.code = code
+        records.append(answer)
+    report = check(records, snap)
+    assert report.violations == []
+    assert report.counts["answers"] == len(records)

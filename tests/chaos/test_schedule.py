@@ -41,3 +41,29 @@ def test_a_failpoint_term_keeps_its_own_action() -> None:
         if f.kind == "failpoint"
     ]
     assert armed and set(armed) == set(only)
+
+
+def test_replicas_and_the_database_widen_what_faults_strike() -> None:
+    """On PostgreSQL every round crash-restarts the database or (with a standby) fails it over;
+    faults strike every replica of a service; without those options the schedule of a seed is
+    the one it always was."""
+    plans = [
+        plan_round(7, round_no, load_seconds=10, window=12, replicas=2, database="standby")
+        for round_no in range(1, 30)
+    ]
+    kinds = [f.kind for plan in plans for f in plan.faults]
+    for plan in plans:
+        assert sum(f.kind in ("db_crash", "failover") for f in plan.faults) == 1
+    assert {"db_crash", "failover", "db_latency"} <= set(kinds)
+    services = {f.service for plan in plans for f in plan.faults}
+    assert any(s.endswith("-2") for s in services)
+    assert "postgres" in services
+    single = [
+        plan_round(7, n, load_seconds=10, window=12, database="postgres") for n in range(1, 30)
+    ]
+    assert "failover" not in {f.kind for plan in single for f in plan.faults}
+    for round_no in (1, 2, 3):
+        sqlite = plan_round(7, round_no, load_seconds=10, window=12)
+        assert all(f.service != "postgres" and not f.service.endswith("-2") for f in sqlite.faults)
+        no_database = plan_round(7, round_no, load_seconds=10, window=12, replicas=1)
+        assert sqlite == no_database

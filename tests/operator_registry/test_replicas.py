@@ -112,3 +112,22 @@ async def test_two_relays_claim_disjoint_notices_and_a_dead_relays_claim_expires
     await replicas[1].mark_published([first[0].event_id])
     assert await replicas[0].pending_notices(10) == []
     assert await replicas[0].count_pending_notices() == 0
+
+
+async def test_a_relay_that_could_not_publish_gives_its_claims_up_at_once(
+    replicas: list[RegistryService],
+) -> None:
+    await verify(replicas[0], "a")
+    await replicas[0].terminate_contract(NUMBER)
+    claimed = await replicas[0].pending_notices(10)
+    assert len(claimed) == 1
+    assert await replicas[1].pending_notices(10) == []  # claimed by the first relay
+    # another relay's release gives up nothing of the first relay's claim
+    assert await replicas[1].release_notices([claimed[0].event_id]) == 0
+    assert await replicas[1].pending_notices(10) == []
+    # the first relay's Publish failed: its claim is given up, the other relay takes the notice
+    # before the claim's term ends
+    assert await replicas[0].release_notices([claimed[0].event_id]) == 1
+    assert [n.event_id for n in await replicas[1].pending_notices(10)] == [claimed[0].event_id]
+    await replicas[1].mark_published([claimed[0].event_id])
+    assert await replicas[0].release_notices([claimed[0].event_id]) == 0  # published: nobody's

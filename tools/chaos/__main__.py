@@ -1,5 +1,5 @@
 """python -m tools.chaos [--seed N] [--rounds N] [--window S] [--load-seconds S]
-[--failpoints A,B] [--out DIR]"""
+[--failpoints A,B] [--postgres [--replicas N] [--no-standby]] [--out DIR]"""
 
 from __future__ import annotations
 
@@ -40,11 +40,32 @@ def main(argv: list[str] | None = None) -> int:
         "gateway.verify.after_answer=sleep(2000)): arm only these (default: all; docs/chaos.md)",
     )
     parser.add_argument(
+        "--postgres",
+        action="store_true",
+        help="every service on PostgreSQL (a primary and a streaming standby from the embedded "
+        "binaries), with the database faults: crash-restart, failover, latency",
+    )
+    parser.add_argument(
+        "--replicas",
+        type=int,
+        default=2,
+        help="with --postgres: replicas of every service (default 2)",
+    )
+    parser.add_argument(
+        "--no-standby",
+        action="store_true",
+        help="with --postgres: one server, no standby (crash-restarts and latency, no failover)",
+    )
+    parser.add_argument(
         "--out", type=Path, help="the run folder (default data/chaos/<time>-seed<seed>)"
     )
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.window <= 0 or args.load_seconds <= 0:
         parser.error("--rounds, --window and --load-seconds must be positive")
+    if args.replicas < 1:
+        parser.error("--replicas must be at least 1")
+    if not args.postgres and ("--replicas" in (argv or sys.argv) or args.no_standby):
+        parser.error("--replicas and --no-standby need --postgres")
     failpoints = tuple(sorted({n.strip() for n in args.failpoints.split(",") if n.strip()}))
     try:
         parse(",".join(failpoints))
@@ -59,6 +80,9 @@ def main(argv: list[str] | None = None) -> int:
         window=args.window,
         load_seconds=args.load_seconds,
         failpoints=failpoints,
+        postgres=args.postgres,
+        standby=not args.no_standby,
+        replicas=args.replicas if args.postgres else 1,
     )
     return asyncio.run(run(options))
 

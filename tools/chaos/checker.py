@@ -21,6 +21,9 @@ LATER = {
     "IDENTIFICATION_STATE_REVOKED": {"REVOKED"},
 }
 ENDS = ("terminate", "port_out")
+# Answers that say "a bug": never the right answer to a fault (an unreachable store, a lost
+# commit, a killed peer are UNAVAILABLE; bad input its own code).
+BUG_ANSWERS = ("INTERNAL", "UNKNOWN")
 
 
 @dataclass
@@ -34,6 +37,7 @@ class Report:
 
 def check(records: Sequence[Record], snap: Snapshot) -> Report:
     report = Report()
+    _answers(records, report)
     by_code = _codes(snap, report)
     _terminations(records, snap, by_code, report)
     _sequences(snap, report)
@@ -41,6 +45,19 @@ def check(records: Sequence[Record], snap: Snapshot) -> Report:
     _identified(snap, by_code, report)
     _writes(records, snap, by_code, report)
     return report
+
+
+def _answers(records: Sequence[Record], report: Report) -> None:
+    """No request was answered INTERNAL or UNKNOWN."""
+    for r in records:
+        if r.kind != "op":
+            continue
+        report.counts["answers"] += 1
+        if r.code in BUG_ANSWERS:
+            report.fail(
+                "bug_answer",
+                f"round {r.round}: {r.name} (attempt {r.args.get('attempt')}) answered {r.code}",
+            )
 
 
 def _short(code: str | None) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 import grpc
@@ -25,12 +26,21 @@ UNKNOWN_OUTCOME = frozenset(
 
 
 class Client:
-    """One channel per (service, identity), kept for the whole run (gRPC reconnects it after
-    the service restarts)."""
+    """One channel per (service replica, identity), kept for the whole run (gRPC reconnects it
+    after the service restarts). With replicas, each stub asked for goes to the deployment's
+    next replica in turn, as a round-robin balancer would send it."""
 
     def __init__(self, mesh: Mesh) -> None:
         self.mesh = mesh
         self._channels: dict[tuple[str, Caller], grpc.aio.Channel] = {}
+        self._turn: Counter[str] = Counter()
+
+    def _replica(self, deployment: str) -> str:
+        names = [deployment]
+        while f"{deployment}-{len(names) + 1}" in self.mesh.services:
+            names.append(f"{deployment}-{len(names) + 1}")
+        self._turn[deployment] += 1
+        return names[self._turn[deployment] % len(names)]
 
     def _channel(self, service: str, identity: Caller) -> grpc.aio.Channel:
         key = (service, identity)
@@ -46,17 +56,21 @@ class Client:
 
     def gateway(self, messenger: str) -> gateway_pb2_grpc.GatewayServiceStub:
         identity = Caller(Kind.MESSENGER, messenger, Role.FRONTEND)
-        return gateway_pb2_grpc.GatewayServiceStub(self._channel(f"gateway-{messenger}", identity))
+        return gateway_pb2_grpc.GatewayServiceStub(
+            self._channel(self._replica(f"gateway-{messenger}"), identity)
+        )
 
     def registry_admin(self, operator: str) -> registry_pb2_grpc.RegistryAdminServiceStub:
         identity = Caller(Kind.OPERATOR, operator, Role.ADMIN)
         return registry_pb2_grpc.RegistryAdminServiceStub(
-            self._channel(f"registry-{operator}", identity)
+            self._channel(self._replica(f"registry-{operator}"), identity)
         )
 
     def notifier(self, messenger: str) -> notifier_pb2_grpc.NotifierServiceStub:
         identity = Caller(Kind.MESSENGER, messenger)
-        return notifier_pb2_grpc.NotifierServiceStub(self._channel("notifier", identity))
+        return notifier_pb2_grpc.NotifierServiceStub(
+            self._channel(self._replica("notifier"), identity)
+        )
 
     async def close(self) -> None:
         for channel in self._channels.values():

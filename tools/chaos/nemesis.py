@@ -1,4 +1,5 @@
-"""The faults: SIGKILL and restart, restart with a failpoint armed, SIGSTOP and SIGCONT.
+"""The faults: SIGKILL and restart, restart with a failpoint armed, SIGSTOP and SIGCONT; on
+PostgreSQL a crash-restart of the database, a failover to its standby, and latency to it.
 
 The Mesh's process control blocks (it waits for exits and health), so it runs in a thread;
 one fault at a time, in the plan's order, never before its time.
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from services.common.failpoints import ENV as FAILPOINTS
 from services.localmesh import Mesh, MeshError
+from tools.chaos.database import Database
 from tools.chaos.history import History
 from tools.chaos.schedule import Fault
 
@@ -27,13 +29,17 @@ class FaultStats:
     armed: Counter[str] = field(default_factory=Counter)  # by failpoint name
     fired: Counter[str] = field(default_factory=Counter)  # crashed (exit 137) while armed
     hit: Counter[str] = field(default_factory=Counter)  # armings that were hit (crash or sleep)
+    database: Counter[str] = field(default_factory=Counter)  # db_crash, failover, db_latency
 
 
 class Nemesis:
-    def __init__(self, mesh: Mesh, history: History, stats: FaultStats) -> None:
+    def __init__(
+        self, mesh: Mesh, history: History, stats: FaultStats, database: Database | None = None
+    ) -> None:
         self.mesh = mesh
         self.history = history
         self.stats = stats
+        self.database = database
         self.stopped: set[str] = set()
 
     async def play(self, round_no: int, faults: tuple[Fault, ...], began: float) -> None:
@@ -47,6 +53,7 @@ class Nemesis:
                 service=fault.service,
                 seconds=fault.seconds,
                 failpoint=fault.failpoint,
+                delay_ms=fault.delay_ms,
             )
             result = await getattr(self, f"_{fault.kind}")(fault)
             self.history.end(record, True, **result)
@@ -102,6 +109,35 @@ class Nemesis:
             self.stopped.discard(fault.service)
         return {}
 
+    def _db(self) -> Database:
+        if self.database is None:
+            raise RuntimeError("a database fault in a run without PostgreSQL")
+        return self.database
+
+    async def _db_crash(self, fault: Fault) -> dict[str, object]:
+        """pg_ctl stop -m immediate of the primary; started again fault.seconds later."""
+        await asyncio.to_thread(self._db().crash_restart, fault.seconds)
+        self.stats.database["db_crash"] += 1
+        return {}
+
+    async def _failover(self, fault: Fault) -> dict[str, object]:
+        """The primary crashes, the standby is promoted, the old primary follows it."""
+        database = self._db()
+        promoted = database.standby.port if database.standby is not None else 0
+        await asyncio.to_thread(database.failover)
+        self.stats.database["failover"] += 1
+        return {"promoted_port": promoted}
+
+    async def _db_latency(self, fault: Fault) -> dict[str, object]:
+        database = self._db()
+        database.set_latency(fault.delay_ms / 1000)
+        self.stats.database["db_latency"] += 1
+        try:
+            await asyncio.sleep(fault.seconds)
+        finally:
+            database.set_latency(0.0)
+        return {}
+
     async def _start(self, name: str) -> None:
         svc = self.mesh.services[name]
         if not svc.running:
@@ -109,7 +145,9 @@ class Nemesis:
         await asyncio.to_thread(self.mesh.wait_serving, name, START_TIMEOUT)
 
     async def heal(self, round_no: int) -> None:
-        """Every service running, unarmed and not stopped."""
+        """The database up (and its standby), no latency; every service running, unarmed and
+        not stopped."""
+        database = await asyncio.to_thread(self.database.heal) if self.database else []
         for name in sorted(self.stopped):
             self.mesh.services[name].signal(signal.SIGCONT)
         self.stopped.clear()
@@ -118,7 +156,7 @@ class Nemesis:
             if not svc.running:
                 restarted.append(name)
                 await self._start(name)
-        self.history.note("heal", round_no, restarted=restarted)
+        self.history.note("heal", round_no, restarted=restarted, database=database)
 
 
 def _hits(log: Path, offset: int, name: str) -> int:

@@ -7,14 +7,16 @@ import json
 import time
 import traceback
 from collections import Counter
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from idmesh.registry.v1 import registry_pb2
 
-from services.localmesh import Mesh, MeshSpec, MessengerSpec, OperatorSpec
+from services.localmesh import Mesh, MeshSpec, MessengerSpec, OperatorSpec, PostgresSpec
 from tools.chaos.checker import Report, check, group
 from tools.chaos.client import Client
+from tools.chaos.database import Database
 from tools.chaos.history import History, Record
 from tools.chaos.nemesis import FaultStats, Nemesis
 from tools.chaos.schedule import MESSENGERS, OPERATORS, RoundPlan, filler, filler_gap, plan_round
@@ -34,12 +36,25 @@ class Options:
     window: float = 12.0  # the gateways' verification window, seconds
     load_seconds: float = 10.0  # how long a round's scenarios keep starting and faults strike
     failpoints: tuple[str, ...] = ()  # arm only these (default: the whole catalogue)
+    postgres: bool = False  # every service on PostgreSQL, with the database faults
+    standby: bool = True  # on PostgreSQL: a synchronous streaming standby, and failovers
+    replicas: int = 1  # of every service (more than one: PostgreSQL only)
+
+    @property
+    def database(self) -> str:
+        """The database faults the schedule plans (schedule.plan_round)."""
+        if not self.postgres:
+            return ""
+        return "standby" if self.standby else "postgres"
 
 
-def chaos_spec(window: float) -> MeshSpec:
+def chaos_spec(window: float, *, database_url: str | None = None, replicas: int = 1) -> MeshSpec:
     """Two registries, the notifier, two gateways; generous rate limits (the load identifies
-    many numbers quickly), quick reconnects and progress marks (faults last seconds)."""
+    many numbers quickly), quick reconnects and progress marks (faults last seconds).
+    database_url: every service on that PostgreSQL server, `replicas` of each."""
     return MeshSpec(
+        postgres=PostgresSpec(url=database_url) if database_url else None,
+        replicas=replicas,
         operators=tuple(OperatorSpec(op, CARRIERS[op]) for op in OPERATORS),
         messengers=tuple(MessengerSpec(m, verification_window_seconds=window) for m in MESSENGERS),
         common_env={
@@ -65,17 +80,28 @@ def replay_command(options: Options) -> str:
         args += f" --load-seconds {options.load_seconds:g}"
     if options.failpoints:
         args += f" --failpoints {','.join(options.failpoints)}"
+    if options.postgres:
+        args += f" --postgres --replicas {options.replicas}"
+        if not options.standby:
+            args += " --no-standby"
     return f'make chaos CHAOS_ARGS="{args}"'
 
 
 class Run:
-    def __init__(self, options: Options, mesh: Mesh, client: Client, history: History) -> None:
+    def __init__(
+        self,
+        options: Options,
+        mesh: Mesh,
+        client: Client,
+        history: History,
+        database: Database | None = None,
+    ) -> None:
         self.options = options
         self.mesh = mesh
         self.client = client
         self.history = history
         self.faults = FaultStats()
-        self.nemesis = Nemesis(mesh, history, self.faults)
+        self.nemesis = Nemesis(mesh, history, self.faults, database)
         self.races = 0
         self._scenarios = 0
         self.report = Report()
@@ -97,6 +123,8 @@ class Run:
             load_seconds=o.load_seconds,
             window=o.window,
             failpoints=o.failpoints,
+            replicas=o.replicas,
+            database=o.database,
         )
         self.history.note("plan", round_no, plan=asdict(plan))
         self.races += sum(1 for s in plan.scenarios if s.kind == "race")
@@ -166,6 +194,12 @@ class Run:
                 faults.append(f"{r.args['failpoint']}@{r.args['service']} {what}")
             elif r.name == "stall":
                 faults.append(f"stall {r.args['service']} {r.args['seconds']:.1f}s")
+            elif r.name == "db_crash":
+                faults.append(f"database crash-restart {r.args['seconds']:.1f}s")
+            elif r.name == "failover":
+                faults.append("database failover")
+            elif r.name == "db_latency":
+                faults.append(f"database latency {r.args['delay_ms']}ms {r.args['seconds']:.1f}s")
             else:
                 faults.append(f"kill {r.args['service']}")
         verdict = "ok" if not self.report.violations else "VIOLATION"
@@ -189,6 +223,7 @@ class Run:
             "kills": sum(self.faults.kills.values()),
             "kills_by_service": dict(self.faults.kills),
             "stalls_by_service": dict(self.faults.stalls),
+            "database_faults": dict(self.faults.database),
             "failpoints_armed": dict(self.faults.armed),
             "failpoints_fired": dict(self.faults.fired),
             "failpoints_hit": dict(self.faults.hit),
@@ -202,11 +237,26 @@ async def run(options: Options) -> int:
     itself failed."""
     options.out.mkdir(parents=True, exist_ok=True)
     print(f"chaos: seed {options.seed}, {options.rounds} rounds, run folder {options.out}")
-    mesh = Mesh(chaos_spec(options.window), options.out / "mesh")
+    with ExitStack() as stack:
+        database = None
+        if options.postgres:
+            database = stack.enter_context(Database.create(standby=options.standby))
+            where = "a primary and a synchronous standby" if options.standby else "one server"
+            print(f"chaos: every service on PostgreSQL ({where}), {options.replicas} replicas")
+        return await _run(options, database)
+
+
+async def _run(options: Options, database: Database | None) -> int:
+    spec = chaos_spec(
+        options.window,
+        database_url=database.url if database else None,
+        replicas=options.replicas,
+    )
+    mesh = Mesh(spec, options.out / "mesh")
     await asyncio.to_thread(mesh.start, 60.0)
     client = Client(mesh)
     history = History(options.out / "history.jsonl")
-    chaos = Run(options, mesh, client, history)
+    chaos = Run(options, mesh, client, history, database)
     passed = True
     try:
         await chaos.setup()
@@ -250,6 +300,7 @@ def _print_totals(totals: dict[str, object]) -> None:
         "kills",
         "kills_by_service",
         "stalls_by_service",
+        "database_faults",
         "failpoints_armed",
         "failpoints_fired",
         "failpoints_hit",

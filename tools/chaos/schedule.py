@@ -37,13 +37,24 @@ class Scenario:
     race_offset: float  # race: seconds from the confirmation to the termination
 
 
+DATABASE = "postgres"  # the service name of the database faults
+
+
 @dataclass(frozen=True)
 class Fault:
     at: float  # seconds into the round (faults run one after another, never before `at`)
-    kind: str  # kill | failpoint | stall
-    service: str
-    seconds: float  # kill: downtime; failpoint: longest it stays armed; stall: SIGSTOP length
+    kind: str  # kill | failpoint | stall | db_crash | failover | db_latency
+    service: str  # a service replica ("gateway-alpha-2"), or DATABASE
+    # kill: downtime; failpoint: longest it stays armed; stall: SIGSTOP length; db_crash: the
+    # database's downtime; db_latency: how long the latency lasts
+    seconds: float
     failpoint: str = ""  # an IDMESH_FAILPOINTS term
+    delay_ms: int = 0  # db_latency: added to every chunk either way
+
+
+def replicas_of(deployments: tuple[str, ...], replicas: int) -> tuple[str, ...]:
+    """Every replica's name: "notifier", "notifier-2", ... (the local mesh's names)."""
+    return tuple(d if r == 1 else f"{d}-{r}" for d in deployments for r in range(1, replicas + 1))
 
 
 @dataclass(frozen=True)
@@ -60,34 +71,42 @@ def plan_round(
     load_seconds: float,
     window: float,
     failpoints: tuple[str, ...] = (),
+    replicas: int = 1,
+    database: str = "",
 ) -> RoundPlan:
     """The round's scenarios (the first always a race) starting within the first part of
-    load_seconds, and its faults: one failpoint, then one or two more faults of any kind.
-    failpoints: arm only these, names or IDMESH_FAILPOINTS terms (default: any of the
-    catalogue but the shared store layer's, each with a seeded action)."""
+    load_seconds, and its faults: one failpoint, then one or two more faults of any kind, on
+    any replica of a service. failpoints: arm only these, names or IDMESH_FAILPOINTS terms
+    (default: any of the catalogue but the shared store layer's, each with a seeded action).
+    database: "" (SQLite: no database faults), "postgres" (a crash-restart of the server, and
+    sometimes latency) or "standby" (a crash-restart or a failover, and sometimes latency)."""
     names = sorted(failpoints or set(CATALOGUE) - STORE_FAILPOINTS)
     rng = random.Random(f"{seed}/{round_no}")
+    services = replicas_of(SERVICES, replicas)
     count = rng.randint(6, 9)
     scenarios = [
         scenario(rng, index, start=rng.uniform(0.0, load_seconds * 0.6), race=index == 0)
         for index in range(count)
     ]
-    faults = [_failpoint_fault(rng, load_seconds, names)]  # every round arms at least one failpoint
+    # every round arms at least one failpoint
+    faults = [_failpoint_fault(rng, load_seconds, names, replicas)]
     for _ in range(rng.randint(1, 2)):
         pick = rng.choices(["kill", "failpoint", "stall"], [3, 4, 2])[0]
         if pick == "failpoint":
-            faults.append(_failpoint_fault(rng, load_seconds, names))
+            faults.append(_failpoint_fault(rng, load_seconds, names, replicas))
         elif pick == "kill":
             faults.append(
                 Fault(
                     at=round(rng.uniform(0.3, load_seconds * 0.8), 3),
                     kind="kill",
-                    service=rng.choice(SERVICES),
+                    service=rng.choice(services),
                     seconds=round(rng.uniform(0.1, 2.0), 3),
                 )
             )
         else:
-            faults.append(_stall_fault(rng, load_seconds, window))
+            faults.append(_stall_fault(rng, load_seconds, window, replicas))
+    if database:
+        faults += _database_faults(rng, load_seconds, standby=database == "standby")
     faults.sort(key=lambda f: f.at)
     return RoundPlan(round=round_no, scenarios=tuple(scenarios), faults=tuple(faults))
 
@@ -119,15 +138,42 @@ def scenario(rng: random.Random, index: int, *, start: float, race: bool = False
     )
 
 
-def _failpoint_fault(rng: random.Random, load_seconds: float, terms: list[str]) -> Fault:
+def _database_faults(rng: random.Random, load_seconds: float, *, standby: bool) -> list[Fault]:
+    """One crash-restart of the primary (down 2 to 5 s) or, with a standby, as often a
+    failover; and in half the rounds 20 to 150 ms of latency for 2 to 5 s."""
+    kind = rng.choice(["db_crash", "failover"]) if standby else "db_crash"
+    faults = [
+        Fault(
+            at=round(rng.uniform(0.5, load_seconds * 0.6), 3),
+            kind=kind,
+            service=DATABASE,
+            seconds=round(rng.uniform(2.0, 5.0), 3) if kind == "db_crash" else 0.0,
+        )
+    ]
+    if rng.random() < 0.5:
+        faults.append(
+            Fault(
+                at=round(rng.uniform(0.3, load_seconds * 0.8), 3),
+                kind="db_latency",
+                service=DATABASE,
+                seconds=round(rng.uniform(2.0, 5.0), 3),
+                delay_ms=rng.choice([20, 50, 150]),
+            )
+        )
+    return faults
+
+
+def _failpoint_fault(
+    rng: random.Random, load_seconds: float, terms: list[str], replicas: int = 1
+) -> Fault:
     """Arm one of terms: a name gets a seeded action, a name=ACTION term its own action."""
     chosen = rng.choice(terms)
     name, forced, _ = chosen.partition("=")
     prefix = name.split(".", 1)[0]
     service = {
-        "registry": rng.choice(REGISTRIES),
-        "gateway": rng.choice(GATEWAYS),
-        "notifier": "notifier",
+        "registry": rng.choice(replicas_of(REGISTRIES, replicas)),
+        "gateway": rng.choice(replicas_of(GATEWAYS, replicas)),
+        "notifier": rng.choice(replicas_of(("notifier",), replicas)),
     }[prefix]
     roll = rng.random()
     if roll < 0.7:
@@ -145,14 +191,16 @@ def _failpoint_fault(rng: random.Random, load_seconds: float, terms: list[str]) 
     )
 
 
-def _stall_fault(rng: random.Random, load_seconds: float, window: float) -> Fault:
+def _stall_fault(
+    rng: random.Random, load_seconds: float, window: float, replicas: int = 1
+) -> Fault:
     if rng.random() < 0.6:
-        service = rng.choice(REGISTRIES)
+        service = rng.choice(replicas_of(REGISTRIES, replicas))
         # Sometimes past the verification window: the gateway must fail those identifications
         # OPERATOR_TIMEOUT, and the registry's late answers must change nothing.
         seconds = window + rng.uniform(1.0, 3.0) if rng.random() < 0.35 else rng.uniform(1.0, 4.0)
     else:
-        service = "notifier"
+        service = rng.choice(replicas_of(("notifier",), replicas))
         seconds = rng.uniform(2.0, 6.0)
     return Fault(
         at=round(rng.uniform(0.3, load_seconds * 0.7), 3),

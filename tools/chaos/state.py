@@ -1,5 +1,6 @@
 """The mesh's state once quiesced: the stores (read directly, SELECTs only, while the services
-run: WAL readers do not block them) and the public APIs (CheckAccess, GetDeliveryStatus)."""
+run: WAL readers do not block them; on PostgreSQL through the services' own URLs) and the public
+APIs (CheckAccess, GetDeliveryStatus)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+import asyncpg
 import grpc
 from idmesh.gateway.v1 import gateway_pb2
 from idmesh.notifier.v1 import notifier_pb2
@@ -46,33 +48,59 @@ class Snapshot:
         return latest
 
 
-def _select(path: Path, sql: str) -> list[Row]:
+Select = Callable[[str, str], Awaitable[list[Row]]]  # (service, sql) -> rows
+
+
+def _select_sqlite(path: Path, sql: str) -> list[Row]:
     with closing(sqlite3.connect(path, timeout=30)) as conn:
         conn.row_factory = sqlite3.Row
         return [dict(row) for row in conn.execute(sql)]
 
 
-def _db(mesh: Mesh, service: str) -> Path:
-    return Path(mesh.services[service].env["IDMESH_DB_PATH"])
-
-
 def read_stores(mesh: Mesh) -> Snapshot:
     """The stores of every service (blocking: run it in a thread)."""
+    return asyncio.run(_read_stores(mesh))
+
+
+async def _read_stores(mesh: Mesh) -> Snapshot:
+    connections: dict[str, asyncpg.Connection] = {}
+
+    async def select(service: str, sql: str) -> list[Row]:
+        env = mesh.services[service].env
+        url = env.get("IDMESH_DATABASE_URL")
+        if url is None:
+            return _select_sqlite(Path(env["IDMESH_DB_PATH"]), sql)
+        if service not in connections:
+            connections[service] = await asyncpg.connect(url, timeout=30)
+        return [dict(row) for row in await connections[service].fetch(sql)]
+
+    try:
+        return await _read(select)
+    finally:
+        for conn in connections.values():
+            await conn.close()
+
+
+async def _read(select: Select) -> Snapshot:
     snap = Snapshot(taken_at=datetime.now(UTC))
     for op in OPERATORS:
-        path = _db(mesh, f"registry-{op}")
-        for row in _select(path, "SELECT * FROM contracts"):
+        registry = f"registry-{op}"
+        for row in await select(registry, "SELECT * FROM contracts"):
             snap.contracts[(op, row["contract_id"])] = row
-        snap.bindings += [{**r, "operator": op} for r in _select(path, "SELECT * FROM bindings")]
-        snap.outbox += [{**r, "operator": op} for r in _select(path, "SELECT * FROM outbox")]
-    path = _db(mesh, "notifier")
-    snap.sequences = {r["messenger_id"]: r for r in _select(path, "SELECT * FROM sequences")}
-    snap.events = _select(path, "SELECT * FROM events ORDER BY messenger_id, seq")
+        bindings = await select(registry, "SELECT * FROM bindings")
+        snap.bindings += [{**r, "operator": op} for r in bindings]
+        outbox = await select(registry, "SELECT * FROM outbox")
+        snap.outbox += [{**r, "operator": op} for r in outbox]
+    sequences = await select("notifier", "SELECT * FROM sequences")
+    snap.sequences = {r["messenger_id"]: r for r in sequences}
+    snap.events = await select("notifier", "SELECT * FROM events ORDER BY messenger_id, seq")
     for m in MESSENGERS:
-        path = _db(mesh, f"gateway-{m}")
-        snap.identifications[m] = _select(path, "SELECT * FROM identifications ORDER BY seq")
-        snap.inbox[m] = _select(path, "SELECT * FROM notice_inbox ORDER BY seq")
-        cursors = _select(path, "SELECT * FROM notice_cursor")
+        gateway = f"gateway-{m}"
+        snap.identifications[m] = await select(
+            gateway, "SELECT * FROM identifications ORDER BY seq"
+        )
+        snap.inbox[m] = await select(gateway, "SELECT * FROM notice_inbox ORDER BY seq")
+        cursors = await select(gateway, "SELECT * FROM notice_cursor")
         snap.cursors[m] = max((int(r["seq"]) for r in cursors), default=0)
     return snap
 
