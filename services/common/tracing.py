@@ -42,6 +42,27 @@ from opentelemetry.trace import (
 
 from services.common.config import ConfigError
 
+__all__ = [
+    "TRACEPARENT_METADATA_KEY",
+    "Span",
+    "background",
+    "configure",
+    "enabled",
+    "end_client_span",
+    "exporter_name",
+    "is_trace_id",
+    "outbound_traceparent",
+    "record",
+    "server_span",
+    "set_status_code",
+    "shutdown",
+    "spanned",
+    "start_client_span",
+    "store_span",
+    "trace_id_of",
+    "traceparent_of",
+]
+
 TRACEPARENT_METADATA_KEY = "traceparent"
 _HEX = frozenset("0123456789abcdef")
 
