@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import Counter as Tally
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -430,7 +430,7 @@ class PolicyService:
 
     # --- the change stream -----------------------------------------------------------------
 
-    async def watch(self, after_version: int) -> AsyncIterator[WatchItem]:
+    async def watch(self, after_version: int) -> AsyncGenerator[WatchItem, None]:
         """The change log after after_version, then its changes as they come (from any replica:
         read from the store, woken by this process's tailer); a progress mark first and every
         progress_interval while idle. OUT_OF_RANGE (ChangesPruned) once the log no longer
