@@ -230,9 +230,12 @@ class PolicyService:
                     return
         identified = ident.state is State.IDENTIFIED
         index = self.index
-        if index.is_known(ident.user_id) and index.is_identified(ident.user_id) == identified:
-            if not identified or index.identified_number(ident.user_id) == ident.phone_number:
-                return
+        if (
+            index.is_known(ident.user_id)
+            and index.is_identified(ident.user_id) == identified
+            and (not identified or index.identified_number(ident.user_id) == ident.phone_number)
+        ):
+            return
         await self.catch_up()
 
     async def prune_changes(self) -> int:
