@@ -22,7 +22,7 @@ help:
 	@echo "make test   run the test suite (unit + integration over real processes)"
 	@echo "make chaos  seeded fault run of the mesh, checked (CHAOS_ARGS=\"--seed N --rounds N\")"
 	@echo "make proto  regenerate gen/python from protos/"
-	@echo "make lint   buf lint, buf breaking (against the published v1), ruff check, ruff format --check, mypy (CI runs it with make test)"
+	@echo "make lint   buf lint, buf breaking (against the published v1), ruff check, ruff format --check, mypy strict (CI runs it with make test)"
 	@echo "make bench  benchmarks against same-run baselines, SQLite and PostgreSQL -> docs/benchmarks.md (~9 min)"
 
 $(STAMP): pyproject.toml
@@ -112,6 +112,8 @@ proto-baseline: $(BUF)
 	cd .proto-baseline && ../$(BUF) build -o ../$(PROTO_BASELINE)
 	rm -rf .proto-baseline
 
+# ruff and mypy check the same folders: services, tests, tools and bench (mypy's in pyproject.toml's
+# [tool.mypy] packages, strict).
 lint: $(STAMP) $(BUF)
 	$(BUF) lint
 	$(BUF) breaking --against '$(BUF_AGAINST)'

@@ -63,10 +63,10 @@ class EchoServer:
             "IDMESH_TLS_CERT": str(tls.cert),
             "IDMESH_TLS_KEY": str(tls.key),
         }
-        self._log = open(logs / f"{role}.log", "wb")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "bench.echo"], env=env, stderr=self._log, stdout=self._log
-        )
+        with open(logs / f"{role}.log", "wb") as log:  # the child holds its own descriptor
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "bench.echo"], env=env, stderr=log, stdout=log
+            )
 
     def cpu(self) -> float:
         value = cpu_seconds(self.process.pid)
@@ -81,7 +81,6 @@ class EchoServer:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait(5)
-        self._log.close()
 
 
 async def _calls(address: str, tls: TlsFiles, calls: int, concurrency: int) -> float:

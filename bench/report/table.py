@@ -23,8 +23,9 @@ def num(value: Any, digits: int = 1) -> str:
 
 
 def result_cell(row: dict[str, Any]) -> str:
-    if row["status"] != "ok":
-        return row["status"]
+    status: str = row["status"]
+    if status != "ok":
+        return status
     if row["met"] is None:
         return "-"
     return "met" if row["met"] else "MISSED"

@@ -100,10 +100,7 @@ def scenario_rows(scenario: Scenario, scope: Scope) -> Iterator[dict[str, Any]]:
     declared each_level, level by level."""
     for each_level, group in itertools.groupby(scenario.targets, lambda t: t.each_level):
         declared = list(group)
-        if not each_level:
-            scopes = [scope]
-        else:
-            scopes = [scope.at_level(level) for level in scope.levels()]
+        scopes = [scope.at_level(level) for level in scope.levels()] if each_level else [scope]
         for at in scopes:
             for target in declared:
                 if (row := _row(target, at)) is not None:

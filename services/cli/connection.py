@@ -22,6 +22,7 @@ from services.common.channels import open_channel
 from services.common.identity import Caller, Kind, Role
 from services.common.tls import CredentialsError, TlsFiles
 from services.localmesh import mesh as meshlib
+from services.localmesh.spec import MeshError
 
 
 class CliError(Exception):
@@ -36,7 +37,7 @@ def layout(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     """The services of the running mesh."""
     try:
         return meshlib.load_layout(data_dir(args))
-    except meshlib.MeshError as exc:
+    except MeshError as exc:
         raise CliError(str(exc)) from None
 
 
@@ -77,7 +78,7 @@ def credentials(args: argparse.Namespace, identity: Caller) -> TlsFiles | None:
     else:
         try:
             pki_dir = meshlib.load_pki_dir(data_dir(args))
-        except meshlib.MeshError as exc:
+        except MeshError as exc:
             raise CliError(f"{exc}; or pass --ca/--cert/--key, or --insecure") from None
         if pki_dir is None:
             return None
@@ -123,7 +124,7 @@ def _mesh_ca(args: argparse.Namespace) -> Path:
     """The running mesh's CA certificate, for --cert/--key given without --ca."""
     try:
         pki_dir = meshlib.load_pki_dir(data_dir(args))
-    except meshlib.MeshError as exc:
+    except MeshError as exc:
         raise CliError(f"{exc}; or pass --ca (or IDMESH_TLS_CA)") from None
     if pki_dir is None:
         raise CliError(f"the mesh at {data_dir(args)} runs without TLS: pass --ca")

@@ -19,6 +19,7 @@ from services.cli import mesh as meshlib
 from services.cli.command import Subparsers, bounded_int
 from services.cli.connection import CliError, data_dir, layout, open_to, service_info
 from services.common.identity import Caller, Kind, parse_identity
+from services.localmesh.mesh import MESH_FILE
 from services.localmesh.spec import BASE_PORT_RANGE, PostgresSpec
 
 
@@ -49,9 +50,9 @@ def cmd_down(args: argparse.Namespace) -> int:
     ./data and ./data-pg (`make up`'s and `make up-pg`'s), so that one command stops either."""
     if args.data_dir or os.environ.get("IDMESH_DATA_DIR"):
         return meshlib.run_down(data_dir(args), timeout=args.timeout)
-    found = [d for d in DEFAULT_DATA_DIRS if (d / meshlib.MESH_FILE).exists()]
+    found = [d for d in DEFAULT_DATA_DIRS if (d / MESH_FILE).exists()]
     if not found:
-        names = " or ".join(f"{d}/{meshlib.MESH_FILE}" for d in DEFAULT_DATA_DIRS)
+        names = " or ".join(f"{d}/{MESH_FILE}" for d in DEFAULT_DATA_DIRS)
         print(f"no mesh found ({names}): nothing to stop", file=sys.stderr)
         return 0
     codes = [meshlib.run_down(d, timeout=args.timeout) for d in found]

@@ -10,9 +10,9 @@ import asyncio
 import csv
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from google.protobuf.timestamp_pb2 import Timestamp
 from idmesh.gateway.v1 import gateway_pb2
@@ -61,10 +61,17 @@ STATES = {
 BATCH = 1_000  # pairs per CheckDeliveryBatch call of `policy check-batch`
 
 
+def _csv_source(path: str) -> AbstractContextManager[TextIO]:
+    """The text of path, opened now ("-": stdin, left open when done)."""
+    if path == "-":
+        return nullcontext(sys.stdin)
+    return Path(path).open(encoding="utf-8")
+
+
 def _pairs(path: str) -> Iterator[tuple[int, gateway_pb2.DeliveryPair]]:
     """(line, pair) from a CSV with the header sender_id,recipient_id,kind ("-": stdin)."""
     try:
-        opened = nullcontext(sys.stdin) if path == "-" else Path(path).open(encoding="utf-8")
+        opened = _csv_source(path)
     except OSError as exc:
         raise CliError(f"cannot read {path}: {exc}") from None
     with opened as text:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 from pathlib import Path
@@ -18,10 +19,8 @@ def load_or_create_key(path: Path, *, size: int = 32) -> bytes:
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(secrets.token_bytes(size))
-            try:
+            with contextlib.suppress(FileExistsError):  # another process won: use its key
                 os.link(tmp, path)
-            except FileExistsError:
-                pass  # another process won: use its key
         finally:
             tmp.unlink()
     key = path.read_bytes()

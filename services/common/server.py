@@ -125,7 +125,7 @@ class GrpcServer:
         for service in ("", *self._service_names):
             await self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
         if self._tls is not None:
-            port = self._server.add_secure_port(self._bind, self._tls.server_credentials())
+            port: int = self._server.add_secure_port(self._bind, self._tls.server_credentials())
         else:
             log.warning(
                 "server.plaintext",

@@ -24,7 +24,7 @@ from __future__ import annotations
 import functools
 import os
 import random
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from contextlib import nullcontext
 from typing import Any, ParamSpec, TypeVar
 
@@ -41,6 +41,27 @@ from opentelemetry.trace import (
 )
 
 from services.common.config import ConfigError
+
+__all__ = [
+    "TRACEPARENT_METADATA_KEY",
+    "Span",
+    "background",
+    "configure",
+    "enabled",
+    "end_client_span",
+    "exporter_name",
+    "is_trace_id",
+    "outbound_traceparent",
+    "record",
+    "server_span",
+    "set_status_code",
+    "shutdown",
+    "spanned",
+    "start_client_span",
+    "store_span",
+    "trace_id_of",
+    "traceparent_of",
+]
 
 TRACEPARENT_METADATA_KEY = "traceparent"
 _HEX = frozenset("0123456789abcdef")
@@ -294,10 +315,12 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
-def spanned(name: str) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]:
+def spanned(
+    name: str,
+) -> Callable[[Callable[P, Coroutine[Any, Any, R]]], Callable[P, Coroutine[Any, Any, R]]]:
     """A coroutine function run in a store span (store_span(name))."""
 
-    def decorate(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    def decorate(fn: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]:
         @functools.wraps(fn)
         async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
             if _tracer is None:

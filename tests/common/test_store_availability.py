@@ -29,7 +29,7 @@ from tests.eventually import eventually
 
 def _sqlite_error(code: int, message: str) -> sqlite3.OperationalError:
     exc = sqlite3.OperationalError(message)
-    exc.sqlite_errorcode = code  # type: ignore[attr-defined]
+    exc.sqlite_errorcode = code
     return exc
 
 

@@ -71,7 +71,7 @@ def request_messages() -> list[Descriptor]:
             return
         seen[message.full_name] = message
         for field in message.fields:
-            if field.type == FieldDescriptor.TYPE_MESSAGE:
+            if field.type == FieldDescriptor.TYPE_MESSAGE and field.message_type is not None:
                 visit(field.message_type)
 
     for service in services():

@@ -6,6 +6,7 @@ import importlib
 import pkgutil
 import re
 from pathlib import Path
+from typing import TypeVar
 
 from idmesh.common.v1 import errors_pb2
 
@@ -14,6 +15,7 @@ from services.common.errors import DomainError
 
 ROOT = Path(__file__).resolve().parents[2]
 PREFIX = "ERROR_REASON_"
+T = TypeVar("T")
 
 
 def documented_reasons() -> set[str]:
@@ -21,8 +23,8 @@ def documented_reasons() -> set[str]:
     return {n.removeprefix(PREFIX) for n in names if n != f"{PREFIX}UNSPECIFIED"}
 
 
-def _all_subclasses(klass: type) -> list[type]:
-    found = []
+def _all_subclasses(klass: type[T]) -> list[type[T]]:
+    found: list[type[T]] = []
     for sub in klass.__subclasses__():
         found.extend([sub, *_all_subclasses(sub)])
     return found

@@ -187,7 +187,7 @@ async def test_a_stream_that_asks_for_no_batches_gets_one_notice_per_message(
     await notifier.publish(first)
     await notifier.publish(second)
     call = subscribe(alpha, 0, max_batch_size=0)
-    seen = []
+    seen: list[tuple[int, str]] = []
     while len(seen) < 2:
         item = await call.read()
         if item.HasField("notice"):

@@ -209,7 +209,7 @@ async def main(params: dict[str, Any]) -> dict[str, Any]:
         }
 
         async def subscriber_rows(
-            mode: int,
+            mode: registry_pb2.ImportMode,
         ) -> AsyncIterator[registry_pb2.ImportSubscribersRequest]:
             good = registry_pb2.SubscriberRow(
                 line=2,

@@ -5,12 +5,14 @@ request earns (OK, or the domain error of an empty request), never a transport f
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import grpc
 import pytest
 from google.protobuf import message_factory
 from google.protobuf.descriptor import MethodDescriptor
+from google.protobuf.message import Message
 from idmesh.events.v1 import events_pb2
 from idmesh.gateway.v1 import gateway_pb2
 from idmesh.notifier.v1 import notifier_pb2
@@ -82,7 +84,8 @@ def expected_when_allowed(method: MethodDescriptor) -> grpc.StatusCode:
 def _requests(method: MethodDescriptor) -> list[Any]:
     """The request to send: empty, except where the request names the scope (a messenger or
     the publishing operator), which is then the scope under test."""
-    request_class = message_factory.GetMessageClass(method.input_type)
+    # a generated class: its constructor takes the message's fields as keywords
+    request_class: Callable[..., Message] = message_factory.GetMessageClass(method.input_type)
     if method.full_name.startswith("idmesh.notifier.v1.NotifierService."):
         if method.name == "Publish":
             event = events_pb2.ContractTerminated(operator_id="beeline")

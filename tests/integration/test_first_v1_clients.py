@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 
-from services.cli.mesh import Mesh
 from services.common.identity import Caller, Kind, Role
+from services.localmesh.mesh import Mesh
 from tools.gen_protos import generate
 
 pytestmark = pytest.mark.mesh

@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 import grpc
 import pytest
@@ -289,14 +290,14 @@ async def test_one_time_codes_are_rate_limited_per_number_and_per_user(
     assert "this user" in (e.value.details() or "")
 
 
-async def logged_call(mesh: Mesh, service: str, trace_id: str, method: str) -> list[dict]:
+async def logged_call(mesh: Mesh, service: str, trace_id: str, method: str) -> list[dict[str, Any]]:
     """The log lines of `service` that carry trace_id, once one of them is a `method` RPC."""
 
-    def lines() -> list[dict]:
+    def lines() -> list[dict[str, Any]]:
         found = log_lines_with(mesh, service, trace_id)
         return found if any(f.get("method", "").endswith(f"/{method}") for f in found) else []
 
-    result: list[dict] = await eventually(
+    result: list[dict[str, Any]] = await eventually(
         lines, within=30, what=f"{service} to log {method} with {trace_id}"
     )
     return result
@@ -305,7 +306,9 @@ async def logged_call(mesh: Mesh, service: str, trace_id: str, method: str) -> l
 async def start_traced(
     client: MeshClient, messenger: str, user_id: str, phone: str, trace_id: str
 ) -> gateway_pb2.Identification:
-    reply = await client.gateway(messenger).StartIdentification(
+    reply: gateway_pb2.StartIdentificationResponse = await client.gateway(
+        messenger
+    ).StartIdentification(
         gateway_pb2.StartIdentificationRequest(user_id=user_id, phone_number=phone),
         metadata=(("x-request-id", trace_id),),
         timeout=10,

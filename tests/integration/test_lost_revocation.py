@@ -54,9 +54,10 @@ async def client(mesh: Mesh) -> AsyncIterator[MeshClient]:
 
 
 async def delivery(client: MeshClient) -> notifier_pb2.GetDeliveryStatusResponse:
-    return await client.notifier_as("beta").GetDeliveryStatus(
-        notifier_pb2.GetDeliveryStatusRequest(messenger_id="beta"), timeout=5
-    )
+    reply: notifier_pb2.GetDeliveryStatusResponse = await client.notifier_as(
+        "beta"
+    ).GetDeliveryStatus(notifier_pb2.GetDeliveryStatusRequest(messenger_id="beta"), timeout=5)
+    return reply
 
 
 async def eventually_status(

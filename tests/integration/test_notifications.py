@@ -69,17 +69,25 @@ async def identified(client: MeshClient, messenger: str, phone: str) -> str:
     return u
 
 
-async def terminate(client: MeshClient, operator: str, phone: str, reason: int = 0) -> int:
-    reply = await client.registry_admin(operator).TerminateContract(
+async def terminate(
+    client: MeshClient,
+    operator: str,
+    phone: str,
+    reason: events_pb2.TerminationReason = events_pb2.TERMINATION_REASON_UNSPECIFIED,
+) -> int:
+    reply: registry_pb2.TerminateContractResponse = await client.registry_admin(
+        operator
+    ).TerminateContract(
         registry_pb2.TerminateContractRequest(phone_number=phone, reason=reason), timeout=5
     )
     return reply.notices_queued
 
 
 async def status(client: MeshClient, messenger: str) -> notifier_pb2.GetDeliveryStatusResponse:
-    return await client.notifier_as(messenger).GetDeliveryStatus(
-        notifier_pb2.GetDeliveryStatusRequest(messenger_id=messenger), timeout=5
-    )
+    reply: notifier_pb2.GetDeliveryStatusResponse = await client.notifier_as(
+        messenger
+    ).GetDeliveryStatus(notifier_pb2.GetDeliveryStatusRequest(messenger_id=messenger), timeout=5)
+    return reply
 
 
 async def wait_acked(client: MeshClient, messenger: str, timeout: float = 30) -> None:
@@ -224,7 +232,8 @@ async def test_gateway_down_for_a_burst_catches_up_in_order(client: MeshClient, 
         ),
         timeout=15,
     )
-    seqs, numbers = [], []
+    seqs: list[int] = []
+    numbers: list[str] = []
     async for item in call:
         seqs.extend(n.seq for n in item.notices)
         numbers.extend(n.event.phone_number for n in item.notices)

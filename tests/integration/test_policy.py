@@ -56,7 +56,11 @@ async def identified_pair(client: MeshClient) -> tuple[str, str, str]:
 
 
 async def reason(
-    client: MeshClient, replica: str, sender: str, recipient: str, kind: int = PERSONAL
+    client: MeshClient,
+    replica: str,
+    sender: str,
+    recipient: str,
+    kind: gateway_pb2.MessageKind = PERSONAL,
 ) -> int:
     reply = await client.gateway("alpha", replica).CheckDelivery(
         PB.CheckDeliveryRequest(sender_id=sender, recipient_id=recipient, kind=kind), timeout=5

@@ -82,9 +82,10 @@ async def create(client: MeshClient, operator: str, phone: str) -> None:
 
 
 async def route(client: MeshClient, phone: str) -> gateway_pb2.ResolveOperatorResponse:
-    return await client.gateway_admin("alpha").ResolveOperator(
-        gateway_pb2.ResolveOperatorRequest(phone_number=phone), timeout=5
-    )
+    reply: gateway_pb2.ResolveOperatorResponse = await client.gateway_admin(
+        "alpha"
+    ).ResolveOperator(gateway_pb2.ResolveOperatorRequest(phone_number=phone), timeout=5)
+    return reply
 
 
 async def identified_then_ported(client: MeshClient, to: str = "megafon") -> tuple[str, str, str]:
@@ -241,9 +242,10 @@ async def test_the_gateway_asks_whether_the_users_number_changed_hands(client: M
     gateway = client.gateway("alpha")
 
     async def reassigned(u: str) -> gateway_pb2.CheckNumberReassignedResponse:
-        return await gateway.CheckNumberReassigned(
+        reply: gateway_pb2.CheckNumberReassignedResponse = await gateway.CheckNumberReassigned(
             gateway_pb2.CheckNumberReassignedRequest(user_id=u), timeout=10
         )
+        return reply
 
     phone = await new_subscriber(client, "megafon", "+7926")
     u = user()
@@ -291,7 +293,9 @@ async def test_import_errors_name_their_lines_and_all_or_nothing_stores_nothing(
             pb(5, good, "megafon", ported_at=None),
         ]
 
-    async def stream(mode: int) -> AsyncIterator[gateway_pb2.ImportPortedNumbersRequest]:
+    async def stream(
+        mode: bulk_pb2.ImportMode,
+    ) -> AsyncIterator[gateway_pb2.ImportPortedNumbersRequest]:
         batch = rows()
         yield gateway_pb2.ImportPortedNumbersRequest(mode=mode, rows=batch[:2])
         yield gateway_pb2.ImportPortedNumbersRequest(rows=batch[2:])

@@ -11,9 +11,9 @@ from __future__ import annotations
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import grpc
 import pytest
@@ -23,6 +23,7 @@ from google.protobuf.message import Message
 from google.protobuf.message_factory import GetMessageClass
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from idmesh.common.v1 import bulk_pb2
+from idmesh.events.v1 import events_pb2
 from idmesh.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from idmesh.notifier.v1 import notifier_pb2, notifier_pb2_grpc
 from idmesh.registry.v1 import registry_pb2, registry_pb2_grpc
@@ -42,7 +43,8 @@ AWAITING_NUMBER = "+79035550199"  # a Beeline number some user is asked the code
 
 # --- calling any RPC as the caller it is for ---------------------------------------------------
 
-_STUBS = {
+# Service full name -> its stub class (generated, untyped): called with a channel.
+_STUBS: dict[str, Callable[[Any], Any]] = {
     "idmesh.gateway.v1.GatewayService": gateway_pb2_grpc.GatewayServiceStub,
     "idmesh.gateway.v1.GatewayAdminService": gateway_pb2_grpc.GatewayAdminServiceStub,
     "idmesh.registry.v1.RegistryService": registry_pb2_grpc.RegistryServiceStub,
@@ -303,7 +305,9 @@ def _scenarios(
         ],
         "CheckDeliveryBatch": [
             (
-                g.CheckDeliveryBatchRequest(pairs=[g.DeliveryPair(recipient_id="b", kind=1)]),
+                g.CheckDeliveryBatchRequest(
+                    pairs=[g.DeliveryPair(recipient_id="b", kind=g.MESSAGE_KIND_PERSONAL)]
+                ),
                 "INVALID_ARGUMENT",
                 "INVALID_FIELD",
             ),
@@ -311,7 +315,9 @@ def _scenarios(
         "WatchPolicyChanges": [],
         "RecordRestrictionOrder": [
             (
-                g.RecordRestrictionOrderRequest(order_id="", user_id=user, scope=1),
+                g.RecordRestrictionOrderRequest(
+                    order_id="", user_id=user, scope=g.RESTRICTION_SCOPE_ALL_MESSAGES
+                ),
                 "INVALID_ARGUMENT",
                 "INVALID_FIELD",
             ),
@@ -319,7 +325,7 @@ def _scenarios(
                 g.RecordRestrictionOrderRequest(
                     order_id="W-1",
                     phone_number="nonsense",
-                    scope=1,
+                    scope=g.RESTRICTION_SCOPE_ALL_MESSAGES,
                     received_at=timestamp_pb2.Timestamp(seconds=1_700_000_000),
                 ),
                 "INVALID_ARGUMENT",
@@ -399,10 +405,13 @@ def _scenarios(
         "TerminateContract": [
             (r.TerminateContractRequest(phone_number=UNKNOWN), "NOT_FOUND", "SUBSCRIBER_NOT_FOUND"),
             (
-                r.TerminateContractRequest(phone_number=SUBSCRIBER, reason=9),
+                # 9: no TerminationReason (a proto3 enum field carries any number)
+                r.TerminateContractRequest(
+                    phone_number=SUBSCRIBER, reason=cast(events_pb2.TerminationReason, 9)
+                ),
                 "INVALID_ARGUMENT",
                 "INVALID_FIELD",
-            ),  # type: ignore[arg-type]
+            ),
         ],
         "RegisterMessenger": [
             (
@@ -551,6 +560,7 @@ def _string_paths(message: Descriptor, prefix: str = "") -> Iterator[tuple[str, 
             yield f"{prefix}{field.name}{index}", [field.name]
         elif (
             field.type == FieldDescriptor.TYPE_MESSAGE
+            and field.message_type is not None
             and not field.message_type.full_name.startswith("google.protobuf.")
         ):
             index = "[0]" if field.is_repeated else ""

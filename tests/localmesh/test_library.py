@@ -55,7 +55,9 @@ def test_a_downstream_project_tests_against_the_mesh_with_the_plugin() -> None:
 
 
 def _python_blocks(doc: Path) -> list[str]:
-    blocks, current, inside = [], [], False
+    blocks: list[str] = []
+    current: list[str] = []
+    inside = False
     for line in doc.read_text().splitlines():
         if line.strip() == "```python":
             inside, current = True, []

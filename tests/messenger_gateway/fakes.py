@@ -32,6 +32,7 @@ from services.messenger_gateway.identification.codes import CodeHasher
 from services.messenger_gateway.identification.model import (
     OperatorAnswer,
     OperatorUnavailable,
+    Reassignment,
     SmsMessage,
     State,
     Verdict,
@@ -92,13 +93,17 @@ Behaviour = Callable[[str, float], Awaitable[OperatorAnswer]]
 class FakeOperators:
     """The OperatorDirectory port. answers: phone -> an answer, an exception to raise, or an
     async behaviour(idempotency_key, time_limit). calls records (operator, idempotency_key,
-    phone); traces the request id each call would carry (the identification's trace id)."""
+    phone); traces the request id each call would carry (the identification's trace id).
+    reassigned: operator -> its answer to check_reassigned() or an exception to raise (NO_DATA
+    when not set); reassigned_calls records (operator, phone, since)."""
 
     known: set[str] = field(default_factory=lambda: {"beeline", "megafon"})
     answers: dict[str, Any] = field(default_factory=dict)
     calls: list[tuple[str, str, str]] = field(default_factory=list)
     traces: list[str | None] = field(default_factory=list)
     on_call: Callable[[str, str], Awaitable[None]] | None = None
+    reassigned: dict[str, Reassignment | BaseException] = field(default_factory=dict)
+    reassigned_calls: list[tuple[str, str, datetime]] = field(default_factory=list)
 
     def knows(self, operator_id: str) -> bool:
         return operator_id in self.known
@@ -119,6 +124,15 @@ class FakeOperators:
             result: OperatorAnswer = await answer(idempotency_key, time_limit)
             return result
         assert isinstance(answer, OperatorAnswer)
+        return answer
+
+    async def check_reassigned(
+        self, operator_id: str, *, phone_number: str, since: datetime, time_limit: float
+    ) -> Reassignment:
+        self.reassigned_calls.append((operator_id, phone_number, since))
+        answer = self.reassigned.get(operator_id, Reassignment.NO_DATA)
+        if isinstance(answer, BaseException):
+            raise answer
         return answer
 
 

@@ -62,7 +62,7 @@ class Harness:
     address: str  # the gateway's
 
     async def start(self, user_id: str, phone: str) -> gateway_pb2.Identification:
-        reply = await self.stub.StartIdentification(
+        reply: gateway_pb2.StartIdentificationResponse = await self.stub.StartIdentification(
             gateway_pb2.StartIdentificationRequest(user_id=user_id, phone_number=phone)
         )
         return reply.identification
@@ -70,7 +70,7 @@ class Harness:
     async def confirm(
         self, identification_id: str, code: str | None = None, *, deadline: float = 10.0
     ) -> gateway_pb2.Identification:
-        reply = await self.stub.ConfirmPossession(
+        reply: gateway_pb2.ConfirmPossessionResponse = await self.stub.ConfirmPossession(
             gateway_pb2.ConfirmPossessionRequest(
                 identification_id=identification_id,
                 code=code if code is not None else outbox_code(self.outbox, identification_id),
@@ -80,13 +80,16 @@ class Harness:
         return reply.identification
 
     async def get(self, user_id: str) -> gateway_pb2.Identification:
-        reply = await self.stub.GetIdentification(
+        reply: gateway_pb2.GetIdentificationResponse = await self.stub.GetIdentification(
             gateway_pb2.GetIdentificationRequest(user_id=user_id)
         )
         return reply.identification
 
     async def access(self, user_id: str) -> gateway_pb2.CheckAccessResponse:
-        return await self.stub.CheckAccess(gateway_pb2.CheckAccessRequest(user_id=user_id))
+        reply: gateway_pb2.CheckAccessResponse = await self.stub.CheckAccess(
+            gateway_pb2.CheckAccessRequest(user_id=user_id)
+        )
+        return reply
 
     async def identify(self, user_id: str, phone: str = BEELINE) -> gateway_pb2.Identification:
         started = await self.start(user_id, phone)

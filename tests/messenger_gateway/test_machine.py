@@ -14,7 +14,7 @@ import asyncio
 import itertools
 import uuid
 from collections.abc import Coroutine, Iterator
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, suppress
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -187,10 +187,9 @@ class IdentificationMachine(RuleBasedStateMachine):
 
     def change_number(self, user: int, phone: str) -> None:
         async def change() -> None:
-            try:
+            # no identification to change, or the same number: refused, nothing changed
+            with suppress(DomainError):
                 await self.service.change_phone_number(self.users[user], phone)
-            except DomainError:
-                pass  # no identification to change, or the same number: refused, nothing changed
 
         self.run(change())
 
@@ -202,10 +201,9 @@ class IdentificationMachine(RuleBasedStateMachine):
             code = self.sms.code_for(current.identification_id)
             if not right:
                 code = f"{(int(code) + 1) % 1_000_000:06d}"
-            try:
+            # wrong code, expired, wrong state: each recorded or refused
+            with suppress(DomainError):
                 await self.service.confirm_possession(current.identification_id, code, wait=0)
-            except DomainError:
-                pass  # wrong code, expired, wrong state: each recorded or refused
             await self._settle(self.users[user])
 
         self.run(confirm())

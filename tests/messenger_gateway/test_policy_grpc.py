@@ -45,7 +45,9 @@ async def _refused(call: Any) -> grpc.aio.AioRpcError:
     return failure.value
 
 
-async def check(gw: Harness, sender: str, recipient: str, kind: int = PERSONAL) -> Any:
+async def check(
+    gw: Harness, sender: str, recipient: str, kind: gateway_pb2.MessageKind = PERSONAL
+) -> Any:
     return await gw.stub.CheckDelivery(
         PB.CheckDeliveryRequest(sender_id=sender, recipient_id=recipient, kind=kind)
     )
@@ -75,7 +77,9 @@ async def test_bad_requests_name_the_field_and_unknown_users_are_not_found(gw: H
             PB.CheckDeliveryBatchRequest(
                 pairs=[
                     PB.DeliveryPair(sender_id="s", recipient_id="r", kind=PERSONAL),
-                    PB.DeliveryPair(sender_id="s", recipient_id="r", kind=0),
+                    PB.DeliveryPair(
+                        sender_id="s", recipient_id="r", kind=PB.MESSAGE_KIND_UNSPECIFIED
+                    ),
                 ]
             )
         )

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 
 import asyncpg
@@ -350,16 +351,20 @@ async def test_recording_an_order_again_is_idempotent_and_another_under_its_id_c
     gw: Replica, clock: FakeClock
 ) -> None:
     received = clock.now() - timedelta(hours=25)
-    fields = dict(order_id="RKN-3", user_id="t", phone_number="", received_at=received)
-    first, created = await gw.policy.record_order(
-        **fields, scope=OrderScope.ALL_MESSAGES, hold=False, actor=ADMIN
+    record = partial(
+        gw.policy.record_order,
+        order_id="RKN-3",
+        user_id="t",
+        phone_number="",
+        received_at=received,
+        hold=False,
+        actor=ADMIN,
     )
-    again, created_again = await gw.policy.record_order(
-        **fields, scope=OrderScope.ALL_MESSAGES, hold=False, actor=ADMIN
-    )
+    first, created = await record(scope=OrderScope.ALL_MESSAGES)
+    again, created_again = await record(scope=OrderScope.ALL_MESSAGES)
     assert created and not created_again and again == first
     with pytest.raises(OrderConflict, match="RKN-3"):
-        await gw.policy.record_order(**fields, scope=OrderScope.AUTOMATED, hold=False, actor=ADMIN)
+        await record(scope=OrderScope.AUTOMATED)
     assert len(await gw.policy.order_audit("RKN-3", 0)) == 1
     sla = await gw.stores.policy.order_sla()
     assert (sla.in_force, sla.late) == (1, 1)  # received 25 hours before it was in force

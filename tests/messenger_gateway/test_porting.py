@@ -338,7 +338,7 @@ async def test_the_window_covers_the_hint_too(store: GatewayStore, sms: Recordin
 async def test_an_unavailable_recipient_is_asked_again_within_the_window(
     store: GatewayStore, sms: RecordingSms
 ) -> None:
-    flaky = [UNAVAILABLE, identified("megafon")]
+    flaky: list[OperatorAnswer | BaseException] = [UNAVAILABLE, identified("megafon")]
 
     async def recipient(idempotency_key: str, time_limit: float) -> OperatorAnswer:
         answer = flaky.pop(0)
@@ -607,7 +607,10 @@ async def admin(gw: Harness) -> AsyncIterator[gateway_pb2_grpc.GatewayAdminServi
 
 
 async def resolve(admin: Any, phone: str) -> gateway_pb2.ResolveOperatorResponse:
-    return await admin.ResolveOperator(gateway_pb2.ResolveOperatorRequest(phone_number=phone))
+    reply: gateway_pb2.ResolveOperatorResponse = await admin.ResolveOperator(
+        gateway_pb2.ResolveOperatorRequest(phone_number=phone)
+    )
+    return reply
 
 
 async def test_a_hint_over_grpc_reaches_the_recipient_registry(gw: Harness, admin: Any) -> None:
@@ -681,7 +684,9 @@ async def test_import_and_resolve_over_grpc(gw: Harness, admin: Any) -> None:
             ported_at=to_timestamp(ported_at),
         )
 
-    async def stream(mode: int) -> AsyncIterator[gateway_pb2.ImportPortedNumbersRequest]:
+    async def stream(
+        mode: bulk_pb2.ImportMode,
+    ) -> AsyncIterator[gateway_pb2.ImportPortedNumbersRequest]:
         yield gateway_pb2.ImportPortedNumbersRequest(
             mode=mode, rows=[pb_row(2, NUMBER, "megafon", now - DAY)]
         )

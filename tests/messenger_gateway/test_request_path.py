@@ -80,7 +80,7 @@ async def rig(tmp_path: Path, store_env: dict[str, str]) -> AsyncIterator[Rig]:
         sms = RecordingSms()
         service = make_service(gateway, sms=sms, clock=clock, policy=policy)
         # the router asks the ported-numbers table first, as the gateway's does
-        service.identifications._router = Router(  # type: ignore[attr-defined]
+        service.identifications._router = Router(
             [PortedNumbersTable(gateway), _Carriers()],
             carriers={"beeline": "beeline"},
             operators={"beeline", "megafon"},

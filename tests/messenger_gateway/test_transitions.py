@@ -26,7 +26,7 @@ A, V, ID, N, R = (
     State.NOT_COMPLETED,
     State.REVOKED,
 )
-_ = None  # no row: the event changes nothing in that state
+_: None = None  # no row: the event changes nothing in that state
 KEEP = "keep"  # the reason stays what it was
 
 # One line per event: the outcome (next state, reason) from no identification, AWAITING_CODE,

@@ -4,9 +4,8 @@ PostgreSQL database)."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -14,6 +13,9 @@ from services.common.server import GrpcServer
 from services.notifier.grpc_api import ERRORS
 from services.notifier.main import open_notifier
 from tests.notifier.support import FakeClock, Notifier, config
+
+# start(**env) -> a started notifier
+StartNotifier = Callable[..., Awaitable[Notifier]]
 
 
 @pytest.fixture
@@ -24,7 +26,7 @@ def clock() -> FakeClock:
 @pytest.fixture
 async def start_notifier(
     tmp_path: Path, clock: FakeClock, store_env: dict[str, str]
-) -> AsyncIterator[Callable[..., Any]]:
+) -> AsyncIterator[StartNotifier]:
     """start_notifier(**env) -> Notifier, on each engine (see tests/conftest.py); everything
     started is stopped at teardown."""
     async with _starter(tmp_path, clock, store_env) as start:
@@ -34,7 +36,7 @@ async def start_notifier(
 @pytest.fixture
 async def start_replica(
     tmp_path: Path, clock: FakeClock, postgres_url: str
-) -> AsyncIterator[Callable[..., Any]]:
+) -> AsyncIterator[StartNotifier]:
     """start_replica(**env) -> Notifier: each call another replica over one PostgreSQL store."""
     async with _starter(tmp_path, clock, {"DATABASE_URL": postgres_url}) as start:
         yield start
@@ -43,7 +45,7 @@ async def start_replica(
 @contextlib.asynccontextmanager
 async def _starter(
     tmp_path: Path, clock: FakeClock, store_env: dict[str, str]
-) -> AsyncIterator[Callable[..., Any]]:
+) -> AsyncIterator[StartNotifier]:
     stack = contextlib.AsyncExitStack()
 
     async def start(**overrides: str) -> Notifier:
@@ -61,6 +63,6 @@ async def _starter(
 
 
 @pytest.fixture
-async def notifier(start_notifier: Callable[..., Any]) -> Notifier:
+async def notifier(start_notifier: StartNotifier) -> Notifier:
     result: Notifier = await start_notifier()
     return result

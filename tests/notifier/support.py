@@ -89,7 +89,10 @@ class Notifier:
     async def publish(
         self, *events: events_pb2.ContractTerminated, operator_id: str = "beeline"
     ) -> notifier_pb2.PublishResponse:
-        return await self.operator(operator_id).Publish(notifier_pb2.PublishRequest(events=events))
+        reply: notifier_pb2.PublishResponse = await self.operator(operator_id).Publish(
+            notifier_pb2.PublishRequest(events=events)
+        )
+        return reply
 
     def subscribe(
         self,

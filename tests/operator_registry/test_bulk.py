@@ -10,7 +10,6 @@ from datetime import UTC, datetime, timedelta
 
 import grpc
 import pytest
-from idmesh.common.v1 import bulk_pb2
 from idmesh.registry.v1 import registry_pb2
 
 from services.common.errors import InvalidInput
@@ -28,6 +27,7 @@ from services.operator_registry.bulk import (
 from services.operator_registry.domain import ContractState
 from services.operator_registry.ports import RegistryStore
 from services.operator_registry.service import RegistryService
+from services.operator_registry.store import SqliteRegistryStore
 
 from .conftest import NUMBER, OPERATOR, START, FakeClock
 from .test_grpc_api import ALPHA, Client, start_server, status_of
@@ -223,6 +223,7 @@ async def test_a_large_import_rebuilds_the_indexes_and_keeps_them(
     mode: ImportMode,
 ) -> None:
     monkeypatch.setattr(bulk, "REBUILD_MIN_ROWS", 100)
+    assert isinstance(store, SqliteRegistryStore)
     before = await store._db.fetchall(
         "SELECT name, sql FROM sqlite_schema WHERE tbl_name = 'contracts' ORDER BY name"
     )
@@ -334,7 +335,7 @@ def _pb_rows(rows: Sequence[RawRow]) -> list[registry_pb2.SubscriberRow]:
 
 
 async def _requests(
-    mode: bulk_pb2.ImportMode, *batches: Sequence[RawRow]
+    mode: registry_pb2.ImportMode, *batches: Sequence[RawRow]
 ) -> AsyncIterator[registry_pb2.ImportSubscribersRequest]:
     for rows in batches:
         yield registry_pb2.ImportSubscribersRequest(mode=mode, rows=_pb_rows(rows))
@@ -346,7 +347,7 @@ async def test_import_subscribers_over_grpc_streams_batches_and_reports_rows(
     rows = numbered(3000)
     rows[100] = row(102, "+74951234567", "C-land")
     reply = await rpc.admin().ImportSubscribers(
-        _requests(bulk_pb2.IMPORT_MODE_VALID_ROWS, rows[:1000], rows[1000:2000], rows[2000:]),
+        _requests(registry_pb2.IMPORT_MODE_VALID_ROWS, rows[:1000], rows[1000:2000], rows[2000:]),
         timeout=30,
     )
     assert (reply.imported, reply.rejected, reply.committed) == (2999, 1, True)
@@ -366,7 +367,7 @@ async def test_import_subscribers_is_for_this_operators_admin_only(
 ) -> None:
     failed = await status_of(
         rpc.admin(identity).ImportSubscribers(
-            _requests(bulk_pb2.IMPORT_MODE_VALID_ROWS, numbered(10)), timeout=10
+            _requests(registry_pb2.IMPORT_MODE_VALID_ROWS, numbered(10)), timeout=10
         )
     )
     assert failed.code() in {grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED}
@@ -376,7 +377,7 @@ async def test_import_subscribers_is_for_this_operators_admin_only(
 async def test_too_many_rows_in_one_message_is_invalid_argument(rpc: Client) -> None:
     failed = await status_of(
         rpc.admin().ImportSubscribers(
-            _requests(bulk_pb2.IMPORT_MODE_ALL_OR_NOTHING, numbered(10_001)), timeout=30
+            _requests(registry_pb2.IMPORT_MODE_ALL_OR_NOTHING, numbered(10_001)), timeout=30
         )
     )
     assert failed.code() == grpc.StatusCode.INVALID_ARGUMENT

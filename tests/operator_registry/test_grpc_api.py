@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 import grpc
 import pytest
@@ -85,12 +85,13 @@ _idempotency_keys = (f"req-{n}" for n in itertools.count())
 async def verify(
     client: Client, identity: Caller | None = ALPHA, number: str = NUMBER, idempotency_key: str = ""
 ) -> registry_pb2.VerifySubscriberResponse:
-    return await client.registry(identity).VerifySubscriber(
+    reply: registry_pb2.VerifySubscriberResponse = await client.registry(identity).VerifySubscriber(
         registry_pb2.VerifySubscriberRequest(
             idempotency_key=idempotency_key or next(_idempotency_keys), phone_number=number
         ),
         timeout=10,
     )
+    return reply
 
 
 async def status_of(call: Awaitable[Any]) -> grpc.aio.AioRpcError:
@@ -460,7 +461,9 @@ async def test_retrying_too_many_or_too_long_event_ids_is_invalid_naming_the_fie
 # --- TerminateContracts (bulk) -------------------------------------------------------------
 
 
-def _rows(*rows: tuple[int, str, int, str]) -> registry_pb2.TerminateContractsRequest:
+def _rows(
+    *rows: tuple[int, str, events_pb2.TerminationReason, str],
+) -> registry_pb2.TerminateContractsRequest:
     return registry_pb2.TerminateContractsRequest(
         rows=[
             registry_pb2.TerminationRow(
@@ -499,7 +502,7 @@ async def test_bulk_termination_ends_each_row_or_says_why_and_queues_the_notices
             _rows(
                 (5, "not a number", unspecified, ""),
                 (6, ported, ported_out, ""),  # a port-out needs the recipient
-                (7, ported, 99, ""),  # an unknown reason
+                (7, ported, cast(events_pb2.TerminationReason, 99), ""),  # an unknown reason
                 (8, ported, ported_out, "megafon"),  # ends: 1 notice
             ),
         ),
@@ -532,7 +535,8 @@ async def test_bulk_termination_ends_each_row_or_says_why_and_queues_the_notices
 async def test_bulk_termination_refuses_an_oversized_batch_and_ends_nothing_of_it(
     client: Client, service: RegistryService
 ) -> None:
-    rows = [(n, NUMBER, 0, "") for n in range(2, 10_003)]  # 10,001 rows
+    unspecified = events_pb2.TERMINATION_REASON_UNSPECIFIED
+    rows = [(n, NUMBER, unspecified, "") for n in range(2, 10_003)]  # 10,001 rows
     error = await status_of(client.admin().TerminateContracts(_stream(_rows(*rows)), timeout=30))
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "rows" in (error.details() or "")
@@ -544,7 +548,9 @@ async def test_bulk_termination_refuses_an_oversized_batch_and_ends_nothing_of_i
 
 async def test_bulk_termination_needs_the_operators_admin_identity(client: Client) -> None:
     error = await status_of(
-        client.admin(ALPHA).TerminateContracts(_stream(_rows((2, NUMBER, 0, ""))), timeout=10)
+        client.admin(ALPHA).TerminateContracts(
+            _stream(_rows((2, NUMBER, events_pb2.TERMINATION_REASON_UNSPECIFIED, ""))), timeout=10
+        )
     )
     assert error.code() == grpc.StatusCode.PERMISSION_DENIED
     reply = await client.admin().GetSubscriber(
@@ -560,7 +566,7 @@ async def test_bulk_terminations_notices_carry_the_streams_trace_id(
     await verify(client, identity=BETA)
     with traced("trace-billing-run-7"):
         reply = await client.admin().TerminateContracts(
-            _stream(_rows((2, NUMBER, 0, ""))), timeout=10
+            _stream(_rows((2, NUMBER, events_pb2.TERMINATION_REASON_UNSPECIFIED, ""))), timeout=10
         )
     assert reply.notices_queued == 2
     assert {n.trace_id for n in await service.pending_notices(10)} == {"trace-billing-run-7"}

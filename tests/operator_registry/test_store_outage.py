@@ -26,7 +26,6 @@ from typing import Any
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from idmesh.common.v1 import bulk_pb2
 from idmesh.registry.v1 import registry_pb2, registry_pb2_grpc
 from prometheus_client import REGISTRY
 from structlog.testing import capture_logs
@@ -70,7 +69,10 @@ class Registry:
 
     async def verify(self, key: str, number: str = NUMBER) -> registry_pb2.VerifySubscriberResponse:
         request = registry_pb2.VerifySubscriberRequest(idempotency_key=key, phone_number=number)
-        return await self.registry.VerifySubscriber(request, timeout=30)
+        reply: registry_pb2.VerifySubscriberResponse = await self.registry.VerifySubscriber(
+            request, timeout=30
+        )
+        return reply
 
 
 @contextlib.asynccontextmanager
@@ -150,7 +152,7 @@ def outage_calls(registry: Registry) -> list[Callable[[], Awaitable[Any]]]:
             iter(
                 [
                     registry_pb2.ImportSubscribersRequest(
-                        mode=bulk_pb2.IMPORT_MODE_VALID_ROWS,
+                        mode=registry_pb2.IMPORT_MODE_VALID_ROWS,
                         rows=[
                             registry_pb2.SubscriberRow(
                                 line=1, phone_number="+79051112299", contract_id="BULK-1"

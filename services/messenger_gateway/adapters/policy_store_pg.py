@@ -29,7 +29,9 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any, Final
 
-from services.common.pg import Connection, PgDatabase
+from asyncpg import Connection
+
+from services.common.pg import PgDatabase
 from services.messenger_gateway.adapters.policy_store import (
     audit_from_row,
     change_from_row,

@@ -22,8 +22,10 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Final, TypeVar
 
+from asyncpg import Connection
+
 from services.common.lease import Lease
-from services.common.pg import Connection, PgDatabase
+from services.common.pg import PgDatabase
 from services.messenger_gateway.adapters.store import identification_from_row
 from services.messenger_gateway.identification.model import Identification
 from services.messenger_gateway.identification.ports import TxFunction

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import Counter as Tally
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -230,9 +230,12 @@ class PolicyService:
                     return
         identified = ident.state is State.IDENTIFIED
         index = self.index
-        if index.is_known(ident.user_id) and index.is_identified(ident.user_id) == identified:
-            if not identified or index.identified_number(ident.user_id) == ident.phone_number:
-                return
+        if (
+            index.is_known(ident.user_id)
+            and index.is_identified(ident.user_id) == identified
+            and (not identified or index.identified_number(ident.user_id) == ident.phone_number)
+        ):
+            return
         await self.catch_up()
 
     async def prune_changes(self) -> int:
@@ -430,7 +433,7 @@ class PolicyService:
 
     # --- the change stream -----------------------------------------------------------------
 
-    async def watch(self, after_version: int) -> AsyncIterator[WatchItem]:
+    async def watch(self, after_version: int) -> AsyncGenerator[WatchItem, None]:
         """The change log after after_version, then its changes as they come (from any replica:
         read from the store, woken by this process's tailer); a progress mark first and every
         progress_interval while idle. OUT_OF_RANGE (ChangesPruned) once the log no longer
