@@ -52,7 +52,8 @@ async def verifications(url: str) -> list[asyncpg.Record]:
 
 async def cut_while_holding_leases(network: Network, mesh: Mesh, cut: Host, db: Host) -> None:
     url = mesh.services[CUT].env["IDMESH_DATABASE_URL"]
-    cut_pid = mesh.services[CUT].process.pid if mesh.services[CUT].process else 0
+    process = mesh.services[CUT].process
+    cut_pid = process.pid if process is not None else 0
     async with mesh_client(mesh) as client:
         await client.registry_admin("beeline").RegisterMessenger(
             registry_pb2.RegisterMessengerRequest(messenger_id="alpha"), timeout=10
@@ -142,5 +143,5 @@ async def _serving(client: MeshClient, service: str) -> bool:
     try:
         await client.identification("alpha", "nobody", replica=service.removeprefix(CUT))
     except grpc.aio.AioRpcError as exc:
-        return exc.code() == grpc.StatusCode.NOT_FOUND
+        return bool(exc.code() == grpc.StatusCode.NOT_FOUND)
     return True
