@@ -445,7 +445,7 @@ class Rule:
     reason: DeliveryReason
     kinds: frozenset[MessageKind]
     refuses: Callable[[PolicyIndex, str, str, MessageKind], bool]
-    text: str  # the README's wording of the rule
+    text: str  # the wording of the rule in docs/policy.md
 
 
 EVERY_KIND = frozenset(MessageKind)

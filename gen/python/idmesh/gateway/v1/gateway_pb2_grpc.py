@@ -253,7 +253,7 @@ class GatewayServiceServicer:
 
     def CheckDelivery(self, request, context):
         """CheckDelivery says whether a message of the given kind may go from sender_id to
-        recipient_id, or the reason it may not (README, "Delivery policy", has the precedence).
+        recipient_id, or the reason it may not (docs/policy.md has the precedence).
         Answered from memory. INVALID_ARGUMENT names a bad field.
         Errors: INVALID_ARGUMENT (INVALID_FIELD: sender_id, recipient_id or kind), OUT_OF_RANGE
         (POLICY_VERSION_OUT_OF_RANGE: min_version beyond the log's head).
