@@ -28,7 +28,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequen
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import aiosqlite
 
@@ -212,10 +212,7 @@ class Database:
             call.cancelled = True
             raise
         except Exception as exc:
-            refusal = self._refusal(exc)
-            if refusal is None:
-                raise
-            raise refusal from exc
+            self._raise_refusal(exc)
         self.availability.mark_available()
         return result
 
@@ -256,10 +253,7 @@ class Database:
             member.cancelled = True
             raise
         except Exception as exc:
-            refusal = self._refusal(exc)
-            if refusal is None:
-                raise
-            raise refusal from exc
+            self._raise_refusal(exc)
         self.availability.mark_available()
         return result
 
@@ -268,6 +262,14 @@ class Database:
         with the failures that say the file cannot be used raised as StoreUnavailable, and
         counted here, as this database's own methods do."""
         return guarded(target, self._refusal)
+
+    def _raise_refusal(self, exc: Exception) -> NoReturn:
+        """Raise StoreUnavailable (CommitOutcomeUnknown) for exc if it says the file cannot be
+        used now, else exc itself (as the PostgreSQL database does)."""
+        refusal = self._refusal(exc)
+        if refusal is None:
+            raise exc
+        raise refusal from exc
 
     def _refusal(self, exc: BaseException) -> StoreUnavailable | None:
         """The StoreUnavailable to raise for exc, if it says the file cannot be used now."""
@@ -437,10 +439,7 @@ class Database:
                 except InjectedFault as exc:
                     raise _CommitLost from exc
             except Exception as exc:
-                refusal = self._refusal(exc)
-                if refusal is None:
-                    raise
-                raise refusal from exc
+                self._raise_refusal(exc)
         self.availability.mark_available()
 
     @asynccontextmanager
@@ -460,10 +459,7 @@ class Database:
         try:
             return list(await self._reader.execute_fetchall(sql, tuple(params)))
         except Exception as exc:
-            refusal = self._refusal(exc)
-            if refusal is None:
-                raise
-            raise refusal from exc
+            self._raise_refusal(exc)
 
     async def close(self) -> None:
         """Close the connections, after the transaction in progress (a cancelled run()'s

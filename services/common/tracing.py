@@ -156,9 +156,9 @@ def outbound_traceparent(request_id: str) -> str:
     """The traceparent of a call made now: the current span's when spans are made, else one
     that carries the request id as the trace id (a new parent span id, not sampled)."""
     if _tracer is not None:
-        ctx = trace.get_current_span().get_span_context()
-        if ctx.is_valid:
-            return f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{int(ctx.trace_flags):02x}"
+        current = trace.get_current_span()
+        if current.get_span_context().is_valid:
+            return traceparent_of(current)
     trace_id = request_id if is_trace_id(request_id) else f"{random.getrandbits(128):032x}"
     return f"00-{trace_id}-{random.getrandbits(64) | 1:016x}-00"
 
@@ -229,20 +229,20 @@ class _Span:
         self.__exit__(kind, exc, tb)
 
 
-def _span(name: str, kind: SpanKind, parent: Any, attributes: Mapping[str, Any] | None) -> _Span:
-    return _Span(name, kind, parent, attributes)
+def _rpc_attributes(method: str) -> dict[str, str]:
+    service, _, rpc = method.lstrip("/").rpartition("/")
+    return {"rpc.system": "grpc", "rpc.service": service, "rpc.method": rpc}
 
 
 def server_span(method: str, traceparent: str | None, request_id: str) -> Any:
     """The SERVER span of an RPC (a no-op context when not exporting)."""
     if _tracer is None:
         return _NO_SPAN
-    service, _, rpc = method.lstrip("/").rpartition("/")
-    return _span(
+    return _Span(
         method.lstrip("/"),
         SpanKind.SERVER,
         _remote_parent(traceparent, request_id),
-        {"rpc.system": "grpc", "rpc.service": service, "rpc.method": rpc},
+        _rpc_attributes(method),
     )
 
 
@@ -251,11 +251,8 @@ def start_client_span(method: str) -> Span | None:
     end it with end_client_span when the call is done."""
     if _tracer is None:
         return None
-    service, _, rpc = method.lstrip("/").rpartition("/")
     return _tracer.start_span(
-        method.lstrip("/"),
-        kind=SpanKind.CLIENT,
-        attributes={"rpc.system": "grpc", "rpc.service": service, "rpc.method": rpc},
+        method.lstrip("/"), kind=SpanKind.CLIENT, attributes=_rpc_attributes(method)
     )
 
 
@@ -281,7 +278,7 @@ def background(name: str, trace_id: str | None, **attributes: Any) -> Any:
         parent = otel_context.get_current()
     else:
         parent = _remote_parent(None, trace_id)
-    return _span(name, SpanKind.INTERNAL, parent, attributes or None)
+    return _Span(name, SpanKind.INTERNAL, parent, attributes or None)
 
 
 def record(name: str, trace_id: str | None, start_ns: int, **attributes: Any) -> None:
@@ -303,7 +300,7 @@ def store_span(name: str) -> Any:
     """A span around a store transaction, under the current span (none outside a trace)."""
     if _tracer is None or not trace.get_current_span().get_span_context().is_valid:
         return _NO_SPAN
-    return _span(name, SpanKind.INTERNAL, otel_context.get_current(), None)
+    return _Span(name, SpanKind.INTERNAL, otel_context.get_current(), None)
 
 
 _SERVER_FAULTS = frozenset(

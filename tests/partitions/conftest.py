@@ -13,8 +13,10 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from idmesh.gateway.v1 import gateway_pb2
+from idmesh.registry.v1 import registry_pb2
 
-from services.localmesh import Mesh, MeshSpec, MessengerSpec, OperatorSpec, PostgresSpec
+from services.localmesh import Mesh, MeshClient, MeshSpec, MessengerSpec, OperatorSpec, PostgresSpec
 from services.localmesh.netns import Host, Network
 from services.localmesh.postgres import PostgresCluster
 
@@ -89,3 +91,15 @@ async def hosted_mesh(
             yield HostedMesh(mesh, {**hosts, "db": db})
         finally:
             await asyncio.to_thread(mesh.stop)
+
+
+async def identified_user(client: MeshClient, user: str = "user-1") -> str:
+    """Beeline agrees with alpha, and user is identified at alpha on a new subscriber's number
+    (returned): what each partition test starts from."""
+    await client.registry_admin("beeline").RegisterMessenger(
+        registry_pb2.RegisterMessengerRequest(messenger_id="alpha"), timeout=10
+    )
+    number = await client.create_subscriber("beeline")
+    identified = await client.identify("alpha", user, number)
+    assert identified.state == gateway_pb2.IdentificationState.IDENTIFICATION_STATE_IDENTIFIED
+    return number

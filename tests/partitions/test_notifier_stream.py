@@ -8,13 +8,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from idmesh.registry.v1 import registry_pb2
 
 from services.localmesh.client import State, log_lines_with, mesh_client
 from services.localmesh.eventually import eventually
 from services.localmesh.netns import Network
 
-from .conftest import hosted_mesh
+from .conftest import hosted_mesh, identified_user
 
 pytestmark = pytest.mark.mesh
 
@@ -31,12 +30,7 @@ async def test_a_notifier_cut_off_while_streaming_loses_and_repeats_nothing(
         mesh_client(hosted.mesh) as client,
     ):
         mesh = hosted.mesh
-        await client.registry_admin("beeline").RegisterMessenger(
-            registry_pb2.RegisterMessengerRequest(messenger_id="alpha"), timeout=10
-        )
-        number = await client.create_subscriber("beeline")
-        identified = await client.identify("alpha", "user-1", number)
-        assert identified.state == State.IDENTIFICATION_STATE_IDENTIFIED
+        number = await identified_user(client)
 
         async def consumer() -> str | None:
             """The gateway replica holding the notice stream's lease."""
