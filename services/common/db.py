@@ -11,6 +11,13 @@ A separate reader connection (aiosqlite) sees only committed data.
 WAL with synchronous=NORMAL is durable across a killed process (the fault idmesh guards against);
 set synchronous=FULL (IDMESH_DB_SYNCHRONOUS) to be durable across power loss too.
 
+Checkpoints (copying the WAL back into the database file, and its fsync) are off the request
+path: no connection checkpoints at its commit (wal_autocheckpoint=0); a checkpointer thread of
+its own, on a connection of its own, runs a PASSIVE checkpoint every CHECKPOINT_INTERVAL, which
+never waits for a writer or a reader and never blocks one. Each connection's page cache is
+CACHE_KIB (the default 2 MB would hold a fraction of the hot pages of a store of a million
+users).
+
 A file that cannot be used now (locked by another process beyond the busy timeout, read-only,
 gone, a disk I/O error, a full disk) raises StoreUnavailable from every method, and marks the
 store unavailable (services.common.availability) until a write succeeds again. A COMMIT either
@@ -21,9 +28,11 @@ outcome unknown to the caller (CommitOutcomeUnknown), as a lost connection does 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import os
 import sqlite3
+import threading
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -100,6 +109,8 @@ class _Member:
 _Outcome = tuple[bool, Any]
 
 GROUP_MAX = 128  # members per grouped transaction; more wait for the next one
+CHECKPOINT_INTERVAL = 0.25  # seconds between the checkpointer's PASSIVE checkpoints
+CACHE_KIB = 65_536  # each connection's page cache, at most (allocated as pages are read)
 
 
 class Database:
@@ -123,6 +134,7 @@ class Database:
         self._group: list[_Member] = []  # run_grouped() calls waiting for their transaction
         self._flush_scheduled = False  # a flush that has not yet taken its calls
         self._flushers: set[asyncio.Task[None]] = set()  # strong references to flush tasks
+        self._checkpointer: _Checkpointer | None = None  # Database.open starts one
         self.path = path  # the file, for work on a connection of its own (bulk import)
         self.synchronous = synchronous
         self.availability = StoreAvailability(
@@ -168,7 +180,7 @@ class Database:
             await writer.close()
             executor.shutdown(wait=False)
             raise
-        return cls(
+        db = cls(
             writer,
             reader,
             path=path,
@@ -176,6 +188,8 @@ class Database:
             sync_writer=sync_writer,
             sync_executor=executor,
         )
+        db._checkpointer = _Checkpointer(path, synchronous)
+        return db
 
     @spanned("sqlite.transaction")
     async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -465,6 +479,9 @@ class Database:
         """Close the connections, after the transaction in progress (a cancelled run()'s
         included) has ended."""
         await self.availability.close()
+        checkpointer, self._checkpointer = self._checkpointer, None
+        if checkpointer is not None:
+            await asyncio.to_thread(checkpointer.stop)
         async with self._lock:
             executor, self._executor = self._executor, None
             sync_writer, self._sync_writer = self._sync_writer, None
@@ -483,7 +500,40 @@ def _check_synchronous(synchronous: str) -> None:
 
 # busy_timeout first: switching a new file to WAL takes a lock that another process (or
 # connection) opening the same file may hold for a moment.
-_PRAGMAS = ("PRAGMA busy_timeout=5000", "PRAGMA journal_mode=WAL", "PRAGMA foreign_keys=ON")
+_PRAGMAS = (
+    "PRAGMA busy_timeout=5000",
+    "PRAGMA journal_mode=WAL",
+    "PRAGMA foreign_keys=ON",
+    "PRAGMA wal_autocheckpoint=0",  # the checkpointer's job (_Checkpointer)
+    f"PRAGMA cache_size=-{CACHE_KIB}",
+)
+
+
+class _Checkpointer:
+    """A thread that checkpoints the WAL every CHECKPOINT_INTERVAL on a connection of its own
+    (PASSIVE: as much as it can without waiting for anyone), so that no commit pays for a
+    checkpoint. A failed checkpoint is retried at the next turn; the WAL only grows meanwhile."""
+
+    def __init__(self, path: Path, synchronous: str) -> None:
+        self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._conn.execute("PRAGMA busy_timeout=0")
+        self._conn.execute(f"PRAGMA synchronous={synchronous.upper()}")
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name=f"sqlite-checkpoint-{path.name}", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stopping.wait(CHECKPOINT_INTERVAL):
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
+    def stop(self) -> None:
+        """Stop the thread (after the checkpoint in progress) and close its connection."""
+        self._stopping.set()
+        self._thread.join()
+        self._conn.close()
 
 
 async def _connect(path: Path, synchronous: str) -> aiosqlite.Connection:

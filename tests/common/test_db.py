@@ -97,6 +97,27 @@ async def test_run_gives_rows_by_name_on_a_connection_with_foreign_keys_on(db: D
     assert await db.run(read) == (7, 1, "wal")
 
 
+async def test_commits_never_checkpoint_the_checkpointer_thread_does(db: Database) -> None:
+    """No connection checkpoints at its commit (a commit that crosses the WAL's size would
+    pay the copy and its fsync on the request path); the checkpointer's thread copies the WAL
+    into the database file in the background."""
+    assert db.path is not None
+
+    def autocheckpoint(conn: sqlite3.Connection) -> int:
+        return int(conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0])
+
+    assert await db.run(autocheckpoint) == 0
+    before = db.path.stat().st_size
+    blob = "x" * 3000  # about a page per row: the database file grows by ~2,000 pages
+    for start in range(0, 2000, 200):
+        await db.run(
+            lambda conn, start=start: conn.executemany(
+                "INSERT INTO b (y) VALUES (?)", [(f"{i}{blob}",) for i in range(start, start + 200)]
+            )
+        )
+    await eventually(lambda: db.path is not None and db.path.stat().st_size > before + 4_000_000)
+
+
 async def test_run_rolls_back_everything_when_the_function_raises(db: Database) -> None:
     def half(conn: sqlite3.Connection) -> None:
         conn.execute("INSERT INTO a (x) VALUES (1)")
