@@ -109,12 +109,17 @@ async def test_commits_never_checkpoint_the_checkpointer_thread_does(db: Databas
     assert await db.run(autocheckpoint) == 0
     before = db.path.stat().st_size
     blob = "x" * 3000  # about a page per row: the database file grows by ~2,000 pages
-    for start in range(0, 2000, 200):
-        await db.run(
-            lambda conn, start=start: conn.executemany(
+
+    def rows_from(start: int) -> Callable[[sqlite3.Connection], None]:
+        def fn(conn: sqlite3.Connection) -> None:
+            conn.executemany(
                 "INSERT INTO b (y) VALUES (?)", [(f"{i}{blob}",) for i in range(start, start + 200)]
             )
-        )
+
+        return fn
+
+    for start in range(0, 2000, 200):
+        await db.run(rows_from(start))
     await eventually(lambda: db.path is not None and db.path.stat().st_size > before + 4_000_000)
 
 
