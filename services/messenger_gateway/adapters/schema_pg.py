@@ -103,4 +103,20 @@ PG_MIGRATIONS: Final[list[str]] = [
         FOR EACH ROW WHEN (NEW.state <> OLD.state AND NEW.state <> 'VERIFYING')
         EXECUTE FUNCTION identifications_log();
     """,
+    # 5: an identification write versions its own entries as its last statement (store_pg.py,
+    # own_policy_changes), so the deferred trigger versions only the entries still without one;
+    # the unversioned entries (this transaction's) are found by a partial index.
+    """
+    CREATE OR REPLACE FUNCTION policy_changes_take_version() RETURNS trigger
+    LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+    BEGIN
+        IF EXISTS (SELECT 1 FROM policy_changes WHERE id = NEW.id AND version IS NULL) THEN
+            WITH head AS (UPDATE policy_log_head SET version = version + 1 RETURNING version)
+            UPDATE policy_changes SET version = head.version FROM head
+            WHERE policy_changes.id = NEW.id;
+        END IF;
+        RETURN NULL;
+    END $$;
+    CREATE INDEX policy_changes_unversioned ON policy_changes (id) WHERE version IS NULL;
+    """,
 ]

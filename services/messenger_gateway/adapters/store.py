@@ -424,12 +424,16 @@ class SqliteIdentificationTx:
     async def remember_route(self, entry: PortedNumber) -> bool:
         return _upsert_ported(self._conn, [entry], entry.ported_at) == 1
 
-    async def policy_changes_after(self, version: int, limit: int) -> list[PolicyChange] | None:
-        # versions are given at the insert, one writer at a time: complete as of this point
+    async def log_mark(self) -> int:
+        # versions are given at the insert, one writer at a time: this transaction's own
+        # entries are the ones after the highest now
+        row = self._conn.execute("SELECT coalesce(max(version), 0) FROM policy_changes").fetchone()
+        return int(row[0])
+
+    async def own_policy_changes(self, mark: int) -> list[PolicyChange]:
         rows = self._conn.execute(
-            f"SELECT {CHANGE_COLUMNS} FROM policy_changes WHERE version > ? "
-            "ORDER BY version LIMIT ?",
-            (version, limit),
+            f"SELECT {CHANGE_COLUMNS} FROM policy_changes WHERE version > ? ORDER BY version",
+            (mark,),
         )
         return [change_from_row(row) for row in rows]
 

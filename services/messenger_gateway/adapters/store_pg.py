@@ -26,6 +26,8 @@ from asyncpg import Connection
 
 from services.common.lease import Lease
 from services.common.pg import PgDatabase
+from services.messenger_gateway.adapters.policy_store import change_from_row
+from services.messenger_gateway.adapters.policy_store_pg import CHANGE_COLUMNS
 from services.messenger_gateway.adapters.store import identification_from_row
 from services.messenger_gateway.identification.model import Identification
 from services.messenger_gateway.identification.ports import TxFunction
@@ -257,6 +259,25 @@ _CAS_LEASED: Final = (
 )
 
 
+# This transaction's unversioned change-log entries take the next versions, in the order they
+# were logged, as its last statement (policy_store_pg.py: the head's row lock is held until the
+# commit, so versions stay gap-free and in commit order); the deferred trigger then has nothing
+# left to version. No entry: the head is not touched.
+_TAKE_VERSIONS: Final = f"""
+    WITH mine AS (
+        SELECT id, row_number() OVER (ORDER BY id) AS n, count(*) OVER () AS total
+        FROM policy_changes WHERE version IS NULL
+    ), head AS (
+        UPDATE policy_log_head SET version = version + (SELECT max(total) FROM mine)
+        WHERE EXISTS (SELECT 1 FROM mine)
+        RETURNING version
+    )
+    UPDATE policy_changes SET version = head.version - mine.total + mine.n
+    FROM mine, head WHERE policy_changes.id = mine.id
+    RETURNING {", ".join(f"policy_changes.{c}" for c in CHANGE_COLUMNS.split(", "))}
+"""
+
+
 class PgIdentificationTx:
     """ports.IdentificationTx on one asyncpg transaction. What SQLite's single writer
     serialises is serialised here by transaction-scoped advisory locks (lock_user; the
@@ -368,8 +389,14 @@ class PgIdentificationTx:
     async def remember_route(self, entry: PortedNumber) -> bool:
         return await _upsert_ported(self._conn, [entry], entry.ported_at) == 1
 
-    async def policy_changes_after(self, version: int, limit: int) -> list[PolicyChange] | None:
-        return None  # this transaction's entries get their versions at its commit
+    async def log_mark(self) -> int:
+        return 0  # own_policy_changes finds this transaction's entries by their missing version
+
+    async def own_policy_changes(self, mark: int) -> list[PolicyChange]:
+        # the entries without a version are this transaction's own (the others' are invisible
+        # until their commit, which versions them): versioned now, the head held to the commit
+        rows = await self._conn.fetch(_TAKE_VERSIONS)
+        return sorted((change_from_row(row) for row in rows), key=lambda c: c.version)
 
     async def notice_cursor(self, messenger_id: str) -> int:
         stored = await self._conn.fetchval(

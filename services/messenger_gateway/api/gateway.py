@@ -7,8 +7,8 @@ staff only (Kind.MESSENGER, Role.ADMIN, the configured messenger id).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterable, AsyncIterator
+from typing import Any, Protocol
 
 import grpc
 from idmesh.common.v1 import bulk_pb2
@@ -19,14 +19,16 @@ from services.common.identity import Kind, Role, require_caller
 from services.common.interceptors import ErrorTable
 from services.common.rows import checked_line
 from services.common.timeutil import from_timestamp, to_timestamp
-from services.messenger_gateway.api.policy import PolicyAdminRpcs, PolicyRpcs
+from services.messenger_gateway.api.policy import OwnMessenger, PolicyAdminRpcs, PolicyRpcs
 from services.messenger_gateway.identification.model import (
+    Access,
     Identification,
     IdentificationNotFound,
     OperatorUnreachable,
     PreconditionFailed,
     Reason,
     Reassignment,
+    ReassignmentCheck,
     SmsNotSent,
     State,
     validate_max_wait,
@@ -40,6 +42,7 @@ from services.messenger_gateway.policy.model import (
     VersionAhead,
 )
 from services.messenger_gateway.policy.service import PolicyService
+from services.messenger_gateway.routing.model import ImportOutcome
 from services.messenger_gateway.routing.ported import PortedRowInput
 from services.messenger_gateway.routing.router import (
     ROUTE_OPERATOR_HINT,
@@ -47,7 +50,7 @@ from services.messenger_gateway.routing.router import (
     CarrierData,
     NumberingPlan,
 )
-from services.messenger_gateway.service import GatewayService, PortedBatch
+from services.messenger_gateway.routing.service import PortedBatch, ResolvedRoute
 
 ERRORS = ErrorTable(
     {
@@ -131,8 +134,38 @@ def wait_budget(time_remaining: float | None) -> float:
     return max(0.0, time_remaining - min(WAIT_MARGIN, time_remaining / 2))
 
 
+class IdentificationUseCases(OwnMessenger, Protocol):
+    """What the identification and routing RPCs call (service.GatewayService provides it)."""
+
+    async def start_identification(
+        self, user_id: str, phone_number: str, *, idempotency_key: str = ""
+    ) -> Identification: ...
+
+    async def confirm_possession(
+        self, identification_id: str, code: str, *, wait: float
+    ) -> Identification: ...
+
+    async def change_phone_number(
+        self, user_id: str, phone_number: str
+    ) -> tuple[Identification, Identification]: ...
+
+    async def get_identification(self, user_id: str) -> Identification: ...
+
+    async def check_access(self, user_id: str) -> Access: ...
+
+    async def check_number_reassigned(
+        self, user_id: str, *, time_limit: float = ...
+    ) -> ReassignmentCheck: ...
+
+    async def resolve_operator(self, phone_number: str) -> ResolvedRoute: ...
+
+    async def import_ported_numbers(self, batches: AsyncIterable[PortedBatch]) -> ImportOutcome: ...
+
+
 class GatewayServicer(PolicyRpcs, gateway_pb2_grpc.GatewayServiceServicer):
-    def __init__(self, service: GatewayService, policy: PolicyService) -> None:
+    _service: IdentificationUseCases
+
+    def __init__(self, service: IdentificationUseCases, policy: PolicyService) -> None:
         self._service = service
         self._policy = policy
 
@@ -216,7 +249,9 @@ class GatewayAdminServicer(PolicyAdminRpcs, gateway_pb2_grpc.GatewayAdminService
     """For the messenger's operations staff: the ported-numbers table, routing, and the
     regulator's restriction orders."""
 
-    def __init__(self, service: GatewayService, policy: PolicyService) -> None:
+    _service: IdentificationUseCases
+
+    def __init__(self, service: IdentificationUseCases, policy: PolicyService) -> None:
         self._service = service
         self._policy = policy
 

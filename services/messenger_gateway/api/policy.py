@@ -5,7 +5,7 @@ error table (api/gateway.py's ERRORS)."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Protocol
 
 from idmesh.gateway.v1 import gateway_pb2
 
@@ -29,7 +29,6 @@ from services.messenger_gateway.policy.model import (
     UnacceptedPolicy,
 )
 from services.messenger_gateway.policy.service import PolicyService
-from services.messenger_gateway.service import GatewayService
 
 KIND_FROM_PB: dict[int, MessageKind] = {
     gateway_pb2.MESSAGE_KIND_PERSONAL: MessageKind.PERSONAL,
@@ -141,10 +140,17 @@ def change_pb(change: PolicyChange) -> gateway_pb2.PolicyChange:
     )
 
 
+class OwnMessenger(Protocol):
+    """Whose gateway this is: the one messenger whose callers the policy RPCs serve."""
+
+    @property
+    def messenger_id(self) -> str: ...
+
+
 class PolicyRpcs:
     """GatewayService's policy RPCs: the messenger's front end only."""
 
-    _service: GatewayService
+    _service: OwnMessenger
     _policy: PolicyService
 
     def _frontend(self) -> Caller:
@@ -243,7 +249,7 @@ class PolicyRpcs:
 class PolicyAdminRpcs:
     """GatewayAdminService's restriction-order RPCs: the messenger's admin only."""
 
-    _service: GatewayService
+    _service: OwnMessenger
     _policy: PolicyService
 
     def _admin(self) -> Caller:

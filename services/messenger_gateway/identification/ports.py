@@ -76,10 +76,15 @@ class IdentificationTx(Protocol):
         """Insert or replace (by a strictly later ported_at) a ported-numbers row."""
         ...
 
-    async def policy_changes_after(self, version: int, limit: int) -> list[PolicyChange] | None:
-        """The delivery policy's change-log entries after version, this transaction's own
-        included, in version order (at most limit); None where versions are given only at the
-        commit (PostgreSQL: the caller catches up after it)."""
+    async def log_mark(self) -> int:
+        """Where the delivery policy's change log stands before this transaction logs anything:
+        what own_policy_changes() is given."""
+        ...
+
+    async def own_policy_changes(self, mark: int) -> list[PolicyChange]:
+        """The change-log entries this transaction logged since log_mark() gave mark, with their
+        versions, in version order: the transaction's last statement (on PostgreSQL it gives
+        them their versions now, holding the log's head until the commit)."""
         ...
 
     async def notice_cursor(self, messenger_id: str) -> int: ...
@@ -189,12 +194,8 @@ class OperatorDirectory(Protocol):
 
 class IdentificationListener(Protocol):
     """Told each identification change the identification writes committed, with the row as
-    the transaction wrote it and the change-log entries the transaction read after `position`
-    (the delivery policy's index: whether a user is known and identified)."""
-
-    def position(self) -> int:
-        """The change-log version the listener has applied."""
-        ...
+    the transaction wrote it and the change-log entries the transaction logged, versions
+    included (the delivery policy's index: whether a user is known and identified)."""
 
     async def identification_changed(
         self, ident: Identification, changes: Sequence[PolicyChange] | None
@@ -209,11 +210,6 @@ class PolicyRefresh(Protocol):
 
 class PolicyFollower(IdentificationListener, PolicyRefresh, Protocol):
     """The delivery policy as the identification flow sees it (policy_service.PolicyService)."""
-
-
-def position_of(listener: IdentificationListener | None) -> int | None:
-    """Where a write transaction reads the change log from for the listener; None: no need."""
-    return None if listener is None else listener.position()
 
 
 async def tell(

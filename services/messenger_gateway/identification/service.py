@@ -46,7 +46,6 @@ from services.messenger_gateway.identification.ports import (
     NumberRouter,
     OperatorDirectory,
     SmsSender,
-    position_of,
     tell,
 )
 from services.messenger_gateway.identification.settings import GatewaySettings
@@ -188,7 +187,7 @@ class IdentificationService:
                 now=now,
                 change_number=change_number,
                 idempotency_key=idempotency_key,
-                log_after=position_of(self._listener),
+                with_changes=self._listener is not None,
             )
         except IdempotentReplay:  # a retry: no code sent, the limits' tokens given back
             for bucket, held in taken:

@@ -44,19 +44,18 @@ from services.messenger_gateway.routing.model import PortedNumber, RouteOrigin
 # --- starting --------------------------------------------------------------------------------
 
 
-# The delivery policy's change-log entries a write read after the listener's position, in its
-# own transaction (None: not read, or not knowable before the commit).
+# The delivery policy's change-log entries a write logged itself, with their versions, read in
+# its own transaction (None: not asked for, no listener).
 Changes = list[PolicyChange] | None
-CHANGES_PAGE = 1_000
 
 
-async def _changes(tx: IdentificationTx, log_after: int | None) -> Changes:
-    """The entries after log_after, this transaction's own included; None when not all of them
-    are known here (a full page: the reader catches up instead)."""
-    if log_after is None:
-        return None
-    changes = await tx.policy_changes_after(log_after, CHANGES_PAGE)
-    return None if changes is None or len(changes) >= CHANGES_PAGE else changes
+async def _mark(tx: IdentificationTx, wanted: bool) -> int | None:
+    return await tx.log_mark() if wanted else None
+
+
+async def _changes(tx: IdentificationTx, mark: int | None) -> Changes:
+    """This transaction's own change-log entries (logged since mark); None when not asked."""
+    return None if mark is None else await tx.own_policy_changes(mark)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,14 +93,16 @@ async def replace_current(
     now: datetime,
     change_number: bool,
     idempotency_key: str | None = None,
-    log_after: int | None = None,
+    with_changes: bool = False,
 ) -> Started:
     """`new` becomes the user's current identification and the previous one ends
     (NUMBER_CHANGED), in one transaction. change_number: check_number_change applies. With an
-    idempotency key the user already started an identification with: IdempotentReplay."""
+    idempotency key the user already started an identification with: IdempotentReplay.
+    with_changes: the result carries the change-log entries the transaction logged."""
 
     async def replace(tx: IdentificationTx) -> Started:
         await tx.lock_user(new.user_id)
+        mark = await _mark(tx, with_changes)
         if idempotency_key is not None:
             earlier = await tx.by_idempotency_key(new.user_id, idempotency_key)
             if earlier is not None:
@@ -114,7 +115,7 @@ async def replace_current(
             if ended is not None and await tx.compare_and_set(previous, ended):
                 previous = ended
         await tx.insert(new, idempotency_key)
-        return Started(new, previous, await _changes(tx, log_after))
+        return Started(new, previous, await _changes(tx, mark))
 
     return await store.run_grouped(replace)
 
@@ -234,11 +235,11 @@ async def finish_verification(
     operator_id: str | None = None,
     identification_code: str | None = None,
     within_window: bool,
-    log_after: int | None = None,
+    with_changes: bool = False,
 ) -> tuple[Identification, Changes] | None:
     """The verification's outcome (an answer's event, WINDOW_PASSED or NO_OPERATOR), only if
     still VERIFYING under verify_key (and, with within_window, before its deadline): the
-    identification as recorded (with the change-log entries after log_after), None if nothing
+    identification as recorded (with_changes: and the change-log entries it logged), None if nothing
     changed. An IDENTIFIED answer whose code a
     notice already ended becomes that notice's event (a termination wins)."""
 
@@ -246,6 +247,7 @@ async def finish_verification(
         ident = await tx.get(identification_id)
         if ident is None or not _verifying_under(ident, verify_key, now, within_window):
             return None
+        mark = await _mark(tx, with_changes)
         step, code = event, identification_code
         changes: dict[str, object] = {}
         if operator_id is not None:
@@ -258,7 +260,7 @@ async def finish_verification(
         after = advance(ident, step, now=now, **changes)
         if after is None or not await tx.compare_and_set(ident, after):
             return None
-        return after, await _changes(tx, log_after)
+        return after, await _changes(tx, mark)
 
     return await store.run_grouped(finish)
 

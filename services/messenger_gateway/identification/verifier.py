@@ -47,7 +47,6 @@ from services.messenger_gateway.identification.ports import (
     GatewayStore,
     IdentificationListener,
     OperatorDirectory,
-    position_of,
     tell,
 )
 from services.messenger_gateway.identification.settings import GatewaySettings
@@ -444,7 +443,7 @@ class Verifier:
             operator_id=operator_id,
             identification_code=identification_code,
             within_window=within_window,
-            log_after=position_of(self._listener),
+            with_changes=self._listener is not None,
         )
         if recorded is None:
             return None

@@ -6,8 +6,10 @@ the truth:
 - each write here commits (table row + change-log entry in one transaction) and then applies the
   log before acknowledging, so the next decision on this process sees it;
 - identification changes reach the log through triggers; the identification paths of this
-  process tell identification_changed() what their transaction wrote, and it catches up when the
-  change alters an answer (a user now known, identified or no longer), so the change applies
+  process tell identification_changed() the entries their transaction logged, versions
+  included, and it applies them in version order without a read (entries that arrive ahead of
+  a missing version wait for it, at most PENDING_MAX); only when the user's answer would still
+  be stale (the missing version is another process's) does it catch up, so the change applies
   from the next decision here too; a batch of notices that revoked any catches up;
 - the tailer (run_tail) applies what other processes on the same database wrote (replicas): on
   PostgreSQL as soon as the store signals a commit (LISTEN/NOTIFY), and on either engine every
@@ -73,6 +75,7 @@ from services.messenger_gateway.policy.ports import PolicyStore
 log = get_logger("idmesh.gateway.policy")
 
 CATCH_UP_PAGE = 5_000
+PENDING_MAX = 10_000  # told entries kept ahead of a missing version; beyond, the tailer brings them
 WATCH_PAGE = 500
 MAX_LIST = 1_000
 
@@ -139,6 +142,8 @@ class PolicyService:
         )
         self._lock = asyncio.Lock()
         self._advanced = asyncio.Event()  # replaced each time the index advances
+        # entries told by identification writes, ahead of the index's next version
+        self._pending: dict[int, PolicyChange] = {}
 
     # --- coherence -----------------------------------------------------------------------------
 
@@ -185,6 +190,7 @@ class PolicyService:
                 self.index.apply(change)
             if len(changes) < CATCH_UP_PAGE:
                 break
+        self._apply_pending()
         if self.index.version != before:
             self._wake()
 
@@ -208,26 +214,20 @@ class PolicyService:
         advanced, self._advanced = self._advanced, asyncio.Event()
         advanced.set()
 
-    def position(self) -> int:
-        return self.index.version
-
     async def identification_changed(
         self, ident: Identification, changes: Sequence[PolicyChange] | None
     ) -> None:
-        """An identification write committed `ident` (the triggers logged it). `changes`: the
-        log after position(), read by the writing transaction itself (SQLite): applied without
-        a read when they follow on the index. Else catch up when the change alters what the
-        index answers for its user (known, identified, on which number); otherwise the tail
-        brings the version along without a read on the request path."""
-        if changes is not None:
+        """An identification write committed `ident`, logging `changes` (with their versions).
+        They apply in version order, at once when they follow on the index; else they wait for
+        the versions before them (another write of this process resumes in a moment, or the
+        tailer brings another process's), and the index catches up now only if its answer for
+        the user (known, identified, on which number) is still stale."""
+        if changes:
             async with self._lock:
-                fresh = [c for c in changes if c.version > self.index.version]
-                if not fresh or fresh[0].version == self.index.version + 1:
-                    for change in fresh:  # synchronous: a decision sees the whole write
-                        self.index.apply(change)
-                    if fresh:
-                        self._wake()
-                    return
+                for change in changes:
+                    if change.version > self.index.version and len(self._pending) < PENDING_MAX:
+                        self._pending[change.version] = change
+                self._apply_pending()
         identified = ident.state is State.IDENTIFIED
         index = self.index
         if (
@@ -237,6 +237,21 @@ class PolicyService:
         ):
             return
         await self.catch_up()
+
+    def _apply_pending(self) -> None:
+        """Apply the told entries that follow on the index (synchronously: a decision sees
+        whole writes); drop those the index has passed."""
+        pending = self._pending
+        if not pending:
+            return
+        before = self.index.version
+        while (change := pending.pop(self.index.version + 1, None)) is not None:
+            self.index.apply(change)
+        if pending:
+            for version in [v for v in pending if v <= self.index.version]:
+                del pending[version]
+        if self.index.version != before:
+            self._wake()
 
     async def prune_changes(self) -> int:
         pruned = await self._store.prune_changes(self._clock.now() - self.settings.change_retention)
