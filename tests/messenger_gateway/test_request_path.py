@@ -16,8 +16,9 @@ import pytest
 
 from services.common.config import Env
 from services.common.storage import StoreSettings
-from services.messenger_gateway.identification.model import State
+from services.messenger_gateway.identification.model import Identification, Reason, State
 from services.messenger_gateway.main import open_stores
+from services.messenger_gateway.policy.model import ChangeKind, PolicyChange
 from services.messenger_gateway.policy.service import PolicyService, PolicySettings
 from services.messenger_gateway.routing.router import PortedNumbersTable, Router
 from services.messenger_gateway.service import GatewayService
@@ -118,3 +119,59 @@ async def test_an_identification_takes_three_writes_and_one_read(
     # transactions (each returns the change-log entries it logged, with their versions), with no
     # read of its own, on either engine
     assert reads == {"ported_number": 1}
+
+
+class _LogNotRead:
+    """A policy store whose change log is never read in these tests (counted if it is)."""
+
+    def __init__(self) -> None:
+        self.reads = 0
+
+    async def changes_after(self, version: int, limit: int) -> list[PolicyChange]:
+        self.reads += 1
+        return []
+
+
+def make_identification(user: str, state: State) -> Identification:
+    now = FakeClock().now()
+    return Identification(
+        identification_id=f"id-{user}",
+        user_id=user,
+        phone_number=BEELINE_PHONE,
+        state=state,
+        reason=Reason.UNSPECIFIED,
+        operator_id="beeline",
+        started_at=now,
+        code_expires_at=now,
+        attempts_left=3,
+    )
+
+
+def _entry(version: int, user: str, state: State) -> PolicyChange:
+    return PolicyChange(
+        version=version,
+        changed_at=FakeClock().now(),
+        kind=ChangeKind.IDENTIFICATION,
+        user_id=user,
+        phone_number=BEELINE_PHONE,
+        value=state.value,
+    )
+
+
+async def test_entries_told_out_of_order_apply_in_version_order_without_a_read() -> None:
+    """Two writes committed as versions 1 and 2 resume in the other order: the second's entry
+    waits for the first's, and both apply, in order, once it comes; an entry the index has
+    passed is dropped."""
+    store = _LogNotRead()
+    policy = PolicyService(PolicySettings(), store=store, clock=FakeClock())  # type: ignore[arg-type]
+    first = make_identification("a", State.AWAITING_CODE)
+    second = make_identification("b", State.IDENTIFIED)
+    await policy.identification_changed(second, [_entry(2, "b", State.IDENTIFIED)])
+    assert policy.index.version == 0  # version 1 is missing: nothing applied out of order
+    assert store.reads == 1  # b's answer is stale until then: the log is asked (empty here)
+    await policy.identification_changed(first, [_entry(1, "a", State.AWAITING_CODE)])
+    assert policy.index.version == 2
+    assert policy.index.is_known("a") and policy.index.is_identified("b")
+    assert store.reads == 1  # the gap filled by the told entry itself
+    await policy.identification_changed(first, [_entry(1, "a", State.AWAITING_CODE)])
+    assert policy.index.version == 2 and store.reads == 1  # passed: dropped, nothing read
