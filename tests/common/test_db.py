@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from services.common.db import Database
+from services.common.errors import StoreUnavailable
 from tests.eventually import eventually
 
 MIGRATIONS = ["CREATE TABLE a (x INTEGER PRIMARY KEY);", "CREATE TABLE b (y TEXT);"]
@@ -407,3 +408,49 @@ async def test_grouped_calls_and_run_calls_interleave_safely(db: Database) -> No
         *(db.run_grouped(insert(v)) if v % 3 else db.run(insert(v)) for v in range(1, 61))
     )
     assert await rows(db) == list(range(1, 61))
+
+
+# --- point_read(): a row by its key, on the event loop's thread ------------------------------
+
+
+async def test_point_read_sees_committed_rows_only(db: Database) -> None:
+    await db.run(insert(1))
+    async with db.transaction() as conn:
+        await conn.execute("INSERT INTO a (x) VALUES (2)")
+        assert await db.point_read("SELECT x FROM a WHERE x = ?", (2,)) is None  # not committed
+        row = await db.point_read("SELECT x FROM a WHERE x = ?", (1,))
+        assert row is not None and row["x"] == 1
+    row = await db.point_read("SELECT x FROM a WHERE x = ?", (2,))
+    assert row is not None and row["x"] == 2
+
+
+class _BusyConnection:
+    """The loop's connection as a busy file leaves it: every statement refused at once."""
+
+    def execute(self, sql: str, params: object = ()) -> sqlite3.Cursor:
+        busy = sqlite3.OperationalError("database is locked")
+        busy.sqlite_errorcode = sqlite3.SQLITE_BUSY
+        raise busy
+
+    def close(self) -> None:
+        pass
+
+
+async def test_a_point_read_that_would_wait_goes_to_the_readers_thread(db: Database) -> None:
+    await db.run(insert(5))
+    db._point_reader = _BusyConnection()  # type: ignore[assignment]
+    row = await db.point_read("SELECT x FROM a WHERE x = ?", (5,))
+    assert row is not None and row["x"] == 5
+
+
+async def test_a_point_read_of_a_broken_file_is_refused_as_unavailable(db: Database) -> None:
+    broken = sqlite3.OperationalError("disk I/O error")
+    broken.sqlite_errorcode = sqlite3.SQLITE_IOERR
+
+    class _Broken(_BusyConnection):
+        def execute(self, sql: str, params: object = ()) -> sqlite3.Cursor:
+            raise broken
+
+    db._point_reader = _Broken()  # type: ignore[assignment]
+    with pytest.raises(StoreUnavailable):
+        await db.point_read("SELECT x FROM a WHERE x = ?", (5,))

@@ -98,13 +98,13 @@ class SqliteGatewayStore:
     # --- reads -------------------------------------------------------------------------------
 
     async def get(self, identification_id: str) -> Identification | None:
-        row = await self._db.fetchone(
+        row = await self._db.point_read(
             "SELECT * FROM identifications WHERE identification_id = ?", (identification_id,)
         )
         return None if row is None else identification_from_row(row)
 
     async def current(self, user_id: str) -> Identification | None:
-        row = await self._db.fetchone(
+        row = await self._db.point_read(
             "SELECT * FROM identifications WHERE user_id = ? ORDER BY seq DESC LIMIT 1",
             (user_id,),
         )
@@ -112,7 +112,7 @@ class SqliteGatewayStore:
 
     async def by_idempotency_key(self, user_id: str, key: str) -> Identification | None:
         """The identification the user started with this idempotency key, if any."""
-        row = await self._db.fetchone(
+        row = await self._db.point_read(
             "SELECT * FROM identifications WHERE user_id = ? AND idempotency_key = ?",
             (user_id, key),
         )
@@ -141,7 +141,9 @@ class SqliteGatewayStore:
         return 0 if row is None else int(row["seq"])
 
     async def inbox_has(self, event_id: str) -> bool:
-        row = await self._db.fetchone("SELECT 1 FROM notice_inbox WHERE event_id = ?", (event_id,))
+        row = await self._db.point_read(
+            "SELECT 1 FROM notice_inbox WHERE event_id = ?", (event_id,)
+        )
         return row is not None
 
     # --- the unit of work (IdentificationTx; the decisions are identification/transactions.py's)
@@ -248,7 +250,7 @@ class SqliteGatewayStore:
     # --- the ported-numbers table ---------------------------------------------------------------
 
     async def ported_number(self, phone_number: str) -> PortedNumber | None:
-        row = await self._db.fetchone(
+        row = await self._db.point_read(
             "SELECT * FROM ported_numbers WHERE phone_number = ?", (phone_number,)
         )
         if row is None:
