@@ -212,3 +212,30 @@ class RegistryStore(Protocol):
     async def prune_verifications(self, before: datetime) -> int:
         """Retention: delete stored VerifySubscriber answers given before `before`."""
         ...
+
+
+class NoticeOutbox(Protocol):
+    """The transactional outbox as the relay (relay.py) and its metrics see it: the use cases'
+    side of it (RegistryService provides it)."""
+
+    operator_id: str
+
+    async def pending_notices(self, limit: int) -> list[TerminationNotice]:
+        """Up to limit unpublished notices, oldest first, claimed for this replica."""
+        ...
+
+    async def wait_for_notices(self, max_wait: float) -> None:
+        """Return when a termination queued notices, or after max_wait seconds."""
+        ...
+
+    async def release_notices(self, event_ids: Sequence[str]) -> int: ...
+
+    async def mark_published(self, event_ids: Sequence[str]) -> int: ...
+
+    async def park_notice(self, event_id: str, status: str, message: str) -> None: ...
+
+    async def outbox_backlog(self) -> tuple[int, float]:
+        """(unpublished notices, the oldest one's age in seconds)."""
+        ...
+
+    async def count_parked_notices(self) -> int: ...

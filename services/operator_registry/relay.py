@@ -43,7 +43,7 @@ from services.common.status import error_details
 from services.common.timeutil import to_timestamp
 from services.common.tls import TlsFiles
 from services.operator_registry.domain import TerminationNotice, TerminationReason
-from services.operator_registry.service import RegistryService
+from services.operator_registry.ports import NoticeOutbox
 
 log = get_logger("idmesh.operator_registry.relay")
 
@@ -76,7 +76,7 @@ REFUSED_FOR_GOOD = frozenset(
 )
 
 
-def outbox_metrics(service: RegistryService) -> ScrapeCollector:
+def outbox_metrics(service: NoticeOutbox) -> ScrapeCollector:
     """The outbox backlog, read from the store at scrape time (right after a restart too)."""
 
     async def collect() -> list[Metric]:
@@ -132,7 +132,7 @@ def to_event(notice: TerminationNotice) -> events_pb2.ContractTerminated:
 class OutboxRelay:
     def __init__(
         self,
-        service: RegistryService,
+        service: NoticeOutbox,
         *,
         notifier_address: str,
         tls: TlsFiles | None = None,

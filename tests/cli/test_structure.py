@@ -133,6 +133,13 @@ def test_adapters_take_their_types_from_models_and_ports_never_from_use_cases() 
         assert not bad, f"adapters/{path.name} imports {bad}: take types from a model or a port"
 
 
+def test_the_registrys_adapters_and_relay_never_import_its_use_cases() -> None:
+    registry = GATEWAY.parent / "operator_registry"
+    for name in ("store.py", "store_pg.py", "import_store.py", "import_store_pg.py", "relay.py"):
+        bad = {m for m in _imports(registry / name) if m == "services.operator_registry.service"}
+        assert not bad, f"operator_registry/{name} imports the use cases: depend on ports.py"
+
+
 def test_only_the_composition_root_wires_adapters_into_use_cases() -> None:
     for path in _gateway_files():
         room = _room(path)
