@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 import grpc
 import pytest
@@ -17,6 +20,9 @@ from services.common.backoff import Backoff
 from services.common.channels import open_channel
 from services.common.identity import Caller, Kind
 from services.common.lease import Fence, Lease, LeaseFenced
+from services.common.pg import PgDatabase
+from services.messenger_gateway.adapters.schema_pg import PG_MIGRATIONS, SERVICE
+from services.messenger_gateway.adapters.store_pg import PgGatewayStore
 from services.messenger_gateway.identification import transactions, verifier
 from services.messenger_gateway.identification.model import Reason, State
 from services.messenger_gateway.identification.ports import GatewayStore
@@ -186,37 +192,41 @@ class _Pause:
         await self.go[hit].wait()
 
 
+@dataclass
+class Stream:
+    """The fake notifier, and the channels consumers opened to it."""
+
+    fake: FakeNotifier
+    port: int
+    channels: list[grpc.aio.Channel] = field(default_factory=list)
+
+    def consumer(self, service: GatewayService) -> NoticeConsumer:
+        channel = open_channel(f"127.0.0.1:{self.port}", identity=Caller(Kind.MESSENGER, "alpha"))
+        self.channels.append(channel)
+        return NoticeConsumer(service, channel, backoff=Backoff(initial=0.01, maximum=0.05))
+
+
 @pytest.fixture
-async def notifier() -> AsyncIterator[tuple[FakeNotifier, list[grpc.aio.Channel], int]]:
+async def stream() -> AsyncIterator[Stream]:
     server, fake = await start_notifier()
-    channels: list[grpc.aio.Channel] = []
+    assert server.port is not None
+    opened = Stream(fake, server.port)
     try:
-        yield fake, channels, server.port
+        yield opened
     finally:
-        for channel in channels:
+        for channel in opened.channels:
             await channel.close()
         await server.stop(None)
 
 
-def _consumer(
-    service: GatewayService, notifier: tuple[FakeNotifier, list[grpc.aio.Channel], int]
-) -> NoticeConsumer:
-    _, channels, port = notifier
-    channel = open_channel(f"127.0.0.1:{port}", identity=Caller(Kind.MESSENGER, "alpha"))
-    channels.append(channel)
-    return NoticeConsumer(service, channel, backoff=Backoff(initial=0.01, maximum=0.05))
-
-
 async def test_a_consumer_paused_until_its_lease_changed_hands_applies_nothing(
-    store: GatewayStore,
-    notifier: tuple[FakeNotifier, list[grpc.aio.Channel], int],
-    monkeypatch: pytest.MonkeyPatch,
+    store: GatewayStore, stream: Stream, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The replica holding the consumer's lease stalls with a batch in hand (a pause, a clock
     behind the others') past its lease's expiry; another replica takes the lease. When the
     stalled one goes on, its batch is refused whole, it stops, and the new holder applies
     every notice once."""
-    fake, _, _ = notifier
+    fake = stream.fake
     clock, sms = FakeClock(), RecordingSms()
     service = make_service(store, sms=sms, clock=clock)
     ident = await identify(service, sms, "u1")
@@ -228,7 +238,7 @@ async def test_a_consumer_paused_until_its_lease_changed_hands_applies_nothing(
     now = clock.now()
     a = await store.acquire_lease(LEASE, Lease("a", now + TERM), now=now)
     assert a is not None
-    stalled = asyncio.create_task(_consumer(service, notifier).run(Fence(LEASE, "a", a)))
+    stalled = asyncio.create_task(stream.consumer(service).run(Fence(LEASE, "a", a)))
     await asyncio.wait_for(pause.entered[0].wait(), 10)  # the batch in hand, not applied
     later = now + TERM + timedelta(seconds=1)
     b = await store.acquire_lease(LEASE, Lease("b", later + TERM), now=later)
@@ -243,7 +253,7 @@ async def test_a_consumer_paused_until_its_lease_changed_hands_applies_nothing(
     assert await store.notice_cursor("alpha") == 0
     assert await _state(store, ident) == (State.IDENTIFIED, Reason.UNSPECIFIED)
 
-    holder = _consumer(service, notifier)
+    holder = stream.consumer(service)
     running = asyncio.create_task(holder.run(Fence(LEASE, "b", b)))
     try:
 
@@ -313,3 +323,88 @@ async def test_a_verification_paused_until_another_replica_took_it_records_nothi
             pending_go.set()
         await a.close()
         await b.close()
+
+
+class _PausingFenceCheck:
+    """A connection whose lease check (the batch's last statement: its inbox rows, revocations
+    and cursor written) waits until the test lets it go."""
+
+    def __init__(self, conn: Any, reached: asyncio.Event, go: asyncio.Event) -> None:
+        self._conn, self._reached, self._go = conn, reached, go
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
+
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        if sql.startswith("SELECT 1 FROM leases"):
+            self._reached.set()
+            await self._go.wait()
+        return await self._conn.fetchval(sql, *args)
+
+
+async def test_a_batch_written_before_its_lease_changed_hands_is_refused_before_its_commit(
+    postgres_url: str, stream: Stream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL, two replicas: a's batch is written (inbox, revocation, cursor) and its
+    transaction stalls before its lease check; a's lease expires and b takes it (the lease row
+    is not locked until that check); b's batch waits on a's rows. When a goes on, its lease
+    check refuses the batch, nothing of it is committed, and b applies every notice once."""
+    async with AsyncExitStack() as stack:
+        dbs = []
+        for _ in range(2):
+            db = await PgDatabase.open(postgres_url, SERVICE, PG_MIGRATIONS)
+            stack.push_async_callback(db.close)
+            dbs.append(db)
+        first, second = PgGatewayStore(dbs[0]), PgGatewayStore(dbs[1])
+        clock, sms = FakeClock(), RecordingSms()
+        ident = await identify(make_service(second, sms=sms, clock=clock), sms, "u1")
+        for n, code in ((1, "someone-else"), (2, CODE), (3, "another")):
+            await stream.fake.append(event_id=f"ev-{n}", identification_code=code)
+        reached, go = asyncio.Event(), asyncio.Event()
+        transaction = dbs[0].transaction
+
+        @asynccontextmanager
+        async def pausing() -> AsyncIterator[Any]:
+            async with transaction() as conn:
+                yield _PausingFenceCheck(conn, reached, go)
+
+        monkeypatch.setattr(dbs[0], "transaction", pausing)
+        now = clock.now()
+        a = await first.acquire_lease(LEASE, Lease("a", now + TERM), now=now)
+        assert a is not None
+        stalled = asyncio.create_task(
+            stream.consumer(make_service(first, clock=clock)).run(Fence(LEASE, "a", a))
+        )
+        await asyncio.wait_for(reached.wait(), 10)
+        later = now + TERM + timedelta(seconds=1)
+        b = await second.acquire_lease(LEASE, Lease("b", later + TERM), now=later)
+        assert b == a + 1
+        holder = stream.consumer(make_service(second, clock=clock))
+        running = asyncio.create_task(holder.run(Fence(LEASE, "b", b)))
+        stack.push_async_callback(_cancel, running)
+
+        async def b_waits_on_a() -> bool:
+            waiting = await dbs[1].fetchval("SELECT count(*) FROM pg_locks WHERE NOT granted")
+            return bool(waiting)
+
+        await eventually(b_waits_on_a, what="b's batch to wait on a's uncommitted rows")
+        with capture_logs() as logs:
+            go.set()
+            await asyncio.wait_for(stalled, 10)
+
+            async def applied() -> bool:
+                return await second.notice_cursor("alpha") == 3
+
+            await eventually(applied, what="b to apply the batch")
+        fenced = [line for line in logs if line["event"] == "lease.fenced"]
+        assert [(f["replica"], f["token"]) for f in fenced] == [("a", a)]
+        batches = [line for line in logs if line["event"] == "notices.applied"]
+        assert [(line["applied"], line["duplicates"]) for line in batches] == [(3, 0)]
+        assert await _state(second, ident) == (State.REVOKED, Reason.CONTRACT_TERMINATED)
+        revoked = await dbs[1].fetchval("SELECT revoked FROM notice_inbox WHERE event_id = 'ev-2'")
+        assert revoked == 1
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
