@@ -92,3 +92,44 @@ async def test_a_lost_lease_reads_inactive_only_once_the_work_has_stopped() -> N
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+class RetakenStore(GatedStore):
+    """Grants the lease under the tokens given, one per renewal (the last one for ever)."""
+
+    def __init__(self, tokens: list[int]) -> None:
+        super().__init__()
+        self.tokens = tokens
+
+    async def acquire_lease(self, name: str, lease: Lease, *, now: datetime) -> int | None:
+        self.asked.set()
+        return self.tokens.pop(0) if len(self.tokens) > 1 else self.tokens[0]
+
+
+async def test_the_work_runs_with_the_lease_fence_and_again_under_a_new_token() -> None:
+    """A renewal keeps the token and the work goes on; a lease taken again under a new token
+    (it had expired meanwhile) stops the work, whose writes would be refused, and starts it
+    again with the new fence."""
+    store = RetakenStore([1, 1, 2])
+    fences: list[Fence] = []
+    running: list[Fence] = []
+
+    async def work(fence: Fence) -> None:
+        fences.append(fence)
+        running.append(fence)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            running.remove(fence)
+
+    keeper = LeaseKeeper(store, "notices:alpha", holder="a", work=work, ttl=0.3)
+    task = asyncio.create_task(keeper.run())
+    try:
+        await eventually(lambda: len(fences) == 2, what="the work started again")
+        assert fences == [Fence("notices:alpha", "a", 1), Fence("notices:alpha", "a", 2)]
+        assert running == [Fence("notices:alpha", "a", 2)]
+        assert keeper.fence == Fence("notices:alpha", "a", 2)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert keeper.fence is None
