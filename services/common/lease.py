@@ -95,7 +95,7 @@ def log_fenced(fence: Fence, *, action: str, **fields: object) -> None:
         "lease.fenced",
         lease=fence.name,
         replica=fence.holder,
-        token=fence.token,
+        lease_token=fence.token,  # not "token": the logs redact that key as a secret
         action=action,
         **fields,
     )
@@ -224,7 +224,7 @@ class LeaseKeeper:
                 failure = None if self._task.cancelled() else self._task.exception()
                 if failure is not None and not isinstance(failure, LeaseFenced):
                     log.error("lease.work_failed", lease=self.name, exc_info=failure)
-            log.info("lease.acquired", lease=self.name, replica=self.holder, token=token)
+            log.info("lease.acquired", lease=self.name, replica=self.holder, lease_token=token)
             self._task = asyncio.create_task(self._work(fence), name=f"lease-{self.name}")
             self._gauge.set(1)
 

@@ -248,7 +248,7 @@ async def test_a_consumer_paused_until_its_lease_changed_hands_applies_nothing(
         pause.go[0].set()
         await asyncio.wait_for(stalled, 10)  # refused: it stopped consuming
     fenced = [line for line in logs if line["event"] == "lease.fenced"]
-    assert [(f["lease"], f["replica"], f["token"]) for f in fenced] == [(LEASE, "a", a)]
+    assert [(f["lease"], f["replica"], f["lease_token"]) for f in fenced] == [(LEASE, "a", a)]
     assert await _inbox(store, 3) == []
     assert await store.notice_cursor("alpha") == 0
     assert await _state(store, ident) == (State.IDENTIFIED, Reason.UNSPECIFIED)
@@ -312,7 +312,7 @@ async def test_a_verification_paused_until_another_replica_took_it_records_nothi
             CODE,
         )
         fenced = [line for line in logs if line["event"] == "lease.fenced"]
-        assert [(f["identification_id"], f["replica"], f["token"]) for f in fenced] == [
+        assert [(f["identification_id"], f["replica"], f["lease_token"]) for f in fenced] == [
             (identification_id, "a", 1)
         ]
         finished = [line for line in logs if line["event"] == "identification.finished"]
@@ -397,7 +397,7 @@ async def test_a_batch_written_before_its_lease_changed_hands_is_refused_before_
 
             await eventually(applied, what="b to apply the batch")
         fenced = [line for line in logs if line["event"] == "lease.fenced"]
-        assert [(f["replica"], f["token"]) for f in fenced] == [("a", a)]
+        assert [(f["replica"], f["lease_token"]) for f in fenced] == [("a", a)]
         batches = [line for line in logs if line["event"] == "notices.applied"]
         assert [(line["applied"], line["duplicates"]) for line in batches] == [(3, 0)]
         assert await _state(second, ident) == (State.REVOKED, Reason.CONTRACT_TERMINATED)
