@@ -350,6 +350,8 @@ class Verifier:
             current = await self._store.get(ident.identification_id)
             if current is None or current.state is not State.VERIFYING:
                 return None, True, None  # ended elsewhere (replaced, another gateway process)
+            if not fence.admits(current.lease_holder, current.lease_token):
+                raise LeaseFenced(fence)  # taken over: its writes would be refused
             wait = max(next(delays), asked)
             await asyncio.sleep(min(wait, max(self._remaining(ident), 0.0)))
         return None, False, None
