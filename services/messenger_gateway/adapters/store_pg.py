@@ -11,7 +11,9 @@ win. What SQLite's single writer serialised is serialised here by transaction-sc
 A partial unique index keeps at most one unfinished or IDENTIFIED identification per user, so
 even a writer that skipped the lock could not leave two current ones. Pending verifications and
 the notice consumer are held by leases (services/common/lease.py): claims take only free or
-expired rows, `FOR UPDATE SKIP LOCKED`, so two replicas never take the same one.
+expired rows, `FOR UPDATE SKIP LOCKED`, so two replicas never take the same one, and raise the
+lease's fencing token; the holder's writes re-check it in their own statement (a verification's
+compare-and-set) or lock the lease row to the commit (holds_lease, a notice batch's last).
 The delivery policy's tables (and the triggers that log identification changes to its change
 log) are policy_store_pg.py's, migration 3 of schema_pg.py.
 """
