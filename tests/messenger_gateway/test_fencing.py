@@ -19,7 +19,7 @@ from structlog.testing import capture_logs
 from services.common.backoff import Backoff
 from services.common.channels import open_channel
 from services.common.identity import Caller, Kind
-from services.common.lease import Fence, Lease, LeaseFenced
+from services.common.lease import Fence, Lease, LeaseFenced, LeaseKeeper
 from services.common.pg import PgDatabase
 from services.messenger_gateway.adapters.schema_pg import PG_MIGRATIONS, SERVICE
 from services.messenger_gateway.adapters.store_pg import PgGatewayStore
@@ -268,6 +268,45 @@ async def test_a_consumer_paused_until_its_lease_changed_hands_applies_nothing(
     finally:
         running.cancel()
         await asyncio.gather(running, return_exceptions=True)
+
+
+async def test_a_keepers_consumer_refused_by_the_fence_stops_at_once(
+    store: GatewayStore, stream: Stream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The consumer runs under its keeper's fence. Another replica, its clock ahead of this
+    one's, takes the lease while this replica still believes it holds it (its own clock says
+    the lease is live): the batch in hand is refused, and the work stops at once, without
+    waiting for the keeper's next renewal."""
+    clock, sms = FakeClock(), RecordingSms()
+    service = make_service(store, sms=sms, clock=clock)
+    ident = await identify(service, sms, "u1")
+    await stream.fake.append(event_id="ev-1", identification_code=CODE)
+    pause = _Pause("gateway.notice.before_apply", 1)
+    monkeypatch.setattr(consumer_module, "async_failpoint", pause)
+    # a long term: no renewal of this keeper's comes between the takeover and the refusal
+    keeper = LeaseKeeper(
+        store, LEASE, holder="a", work=stream.consumer(service).run, ttl=60.0, clock=clock
+    )
+    task = asyncio.create_task(keeper.run())
+    try:
+        await asyncio.wait_for(pause.entered[0].wait(), 10)
+        fence = keeper.fence
+        assert fence is not None and keeper.active
+        ahead = clock.now() + timedelta(seconds=61)  # b's clock: a's lease has expired
+        b = await store.acquire_lease(LEASE, Lease("b", ahead + TERM), now=ahead)
+        assert b == fence.token + 1
+
+        with capture_logs() as logs:
+            pause.go[0].set()
+            await eventually(lambda: not keeper.active, what="the consumer to stop")
+        fenced = [line for line in logs if line["event"] == "lease.fenced"]
+        assert [(f["replica"], f["lease_token"]) for f in fenced] == [("a", fence.token)]
+        assert not [line for line in logs if line["event"] == "lease.work_failed"]
+        assert await _inbox(store, 1) == []
+        assert await _state(store, ident) == (State.IDENTIFIED, Reason.UNSPECIFIED)
+        assert await store.lease_of(LEASE) == Lease("b", ahead + TERM, b)
+    finally:
+        await _cancel(task)
 
 
 async def test_a_verification_paused_until_another_replica_took_it_records_nothing(
