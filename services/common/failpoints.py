@@ -92,6 +92,11 @@ CATALOGUE: Mapping[str, str] = {
         "the operator's answer was received, not yet recorded: the restarted gateway asks again "
         "with the same request id"
     ),
+    "gateway.notice.before_apply": (
+        "a stream message's notices were received, not yet applied: a consumer paused here "
+        "until its lease expired and another replica took it has its batch refused (the lease's "
+        "fencing token), and the new holder applies it"
+    ),
     "gateway.notice.before_commit": (
         "a stream message's notices are written (inbox, revocations, cursor) but not committed: "
         "nothing of the batch survives, and the restarted gateway applies it all from its cursor"

@@ -208,8 +208,8 @@ async def open_gateway(
                 maximum=config.notifier_retry_max_seconds,
             ),
         )
-        # One replica of the messenger consumes the stream; the others stand by (the inbox
-        # would keep the effect single anyway, the lease keeps the work single).
+        # One replica of the messenger consumes the stream; the others stand by. The consumer
+        # runs with the lease's fence: a batch is applied only while its token is the lease's.
         consumer_lease = LeaseKeeper(
             store,
             notice_consumer_lease(config.messenger_id),

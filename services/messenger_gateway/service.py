@@ -13,6 +13,7 @@ from collections.abc import AsyncIterable, Sequence
 
 from prometheus_client.metrics_core import Metric
 
+from services.common.lease import Fence
 from services.common.timeutil import Clock, SystemClock
 from services.messenger_gateway.identification.codes import CodeHasher
 from services.messenger_gateway.identification.model import (
@@ -146,5 +147,7 @@ class GatewayService:
     async def apply_notice(self, notice: TerminationNotice) -> NoticeResult:
         return await self.notices.apply_notice(notice)
 
-    async def apply_notices(self, notices: Sequence[TerminationNotice]) -> list[NoticeResult]:
-        return await self.notices.apply_notices(notices)
+    async def apply_notices(
+        self, notices: Sequence[TerminationNotice], *, fence: Fence | None = None
+    ) -> list[NoticeResult]:
+        return await self.notices.apply_notices(notices, fence=fence)

@@ -64,11 +64,13 @@ LONG_FILES = {
     # each engine's whole policy schema, snapshot and change log
     "adapters/policy_store.py": 620,
     "adapters/policy_store_pg.py": 560,
-    # one engine's whole identification store: reads, leases, the unit of work's statements
-    "adapters/store.py": 500,
-    "adapters/store_pg.py": 470,
-    # one job, the verification task's life: ask, retry, follow a hint, record, lease, sweep
-    "identification/verifier.py": 490,
+    # one engine's whole identification store: reads, leases and their fencing tokens, the unit
+    # of work's statements
+    "adapters/store.py": 530,
+    "adapters/store_pg.py": 500,
+    # one job, the verification task's life: ask, retry, follow a hint, record, lease and its
+    # fence, sweep
+    "identification/verifier.py": 510,
 }
 
 

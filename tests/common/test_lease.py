@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from datetime import datetime
 
-from services.common.lease import Lease, LeaseKeeper
+from services.common.lease import Fence, Lease, LeaseKeeper
 from tests.eventually import eventually
 
 
@@ -14,10 +14,10 @@ class GatedStore:
 
     def __init__(self) -> None:
         self.asked = asyncio.Event()
-        self.gate: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self.gate: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
         self.released: list[str] = []
 
-    async def acquire_lease(self, name: str, lease: Lease, *, now: datetime) -> bool:
+    async def acquire_lease(self, name: str, lease: Lease, *, now: datetime) -> int | None:
         self.asked.set()
         return await self.gate
 
@@ -35,14 +35,14 @@ async def test_a_shutdown_that_arrives_as_the_lease_is_granted_still_stops_the_k
     store = GatedStore()
     started: list[bool] = []
 
-    async def work() -> None:
+    async def work(fence: Fence) -> None:
         started.append(True)
         await asyncio.Event().wait()
 
     keeper = LeaseKeeper(store, "notices:alpha", holder="a", work=work, ttl=3.0)
     task = asyncio.create_task(keeper.run())
     await asyncio.wait_for(store.asked.wait(), 5)
-    store.gate.set_result(True)  # the grant and the shutdown in the same turn of the loop
+    store.gate.set_result(1)  # the grant and the shutdown in the same turn of the loop
     task.cancel()
     done, _ = await asyncio.wait({task}, timeout=5)
     assert done == {task}, "the keeper ran on after it was cancelled"
@@ -60,11 +60,11 @@ class TakenStore(GatedStore):
         super().__init__()
         self.grants = 1
 
-    async def acquire_lease(self, name: str, lease: Lease, *, now: datetime) -> bool:
+    async def acquire_lease(self, name: str, lease: Lease, *, now: datetime) -> int | None:
         self.asked.set()
         granted = self.grants > 0
         self.grants -= 1
-        return granted
+        return 1 if granted else None
 
 
 async def test_a_lost_lease_reads_inactive_only_once_the_work_has_stopped() -> None:
@@ -74,7 +74,7 @@ async def test_a_lost_lease_reads_inactive_only_once_the_work_has_stopped() -> N
     cleaning = asyncio.Event()
     cleaned = asyncio.Event()
 
-    async def work() -> None:
+    async def work(fence: Fence) -> None:
         try:
             await asyncio.Event().wait()
         finally:
@@ -92,3 +92,44 @@ async def test_a_lost_lease_reads_inactive_only_once_the_work_has_stopped() -> N
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+class RetakenStore(GatedStore):
+    """Grants the lease under the tokens given, one per renewal (the last one for ever)."""
+
+    def __init__(self, tokens: list[int]) -> None:
+        super().__init__()
+        self.tokens = tokens
+
+    async def acquire_lease(self, name: str, lease: Lease, *, now: datetime) -> int | None:
+        self.asked.set()
+        return self.tokens.pop(0) if len(self.tokens) > 1 else self.tokens[0]
+
+
+async def test_the_work_runs_with_the_lease_fence_and_again_under_a_new_token() -> None:
+    """A renewal keeps the token and the work goes on; a lease taken again under a new token
+    (it had expired meanwhile) stops the work, whose writes would be refused, and starts it
+    again with the new fence."""
+    store = RetakenStore([1, 1, 2])
+    fences: list[Fence] = []
+    running: list[Fence] = []
+
+    async def work(fence: Fence) -> None:
+        fences.append(fence)
+        running.append(fence)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            running.remove(fence)
+
+    keeper = LeaseKeeper(store, "notices:alpha", holder="a", work=work, ttl=0.3)
+    task = asyncio.create_task(keeper.run())
+    try:
+        await eventually(lambda: len(fences) == 2, what="the work started again")
+        assert fences == [Fence("notices:alpha", "a", 1), Fence("notices:alpha", "a", 2)]
+        assert running == [Fence("notices:alpha", "a", 2)]
+        assert keeper.fence == Fence("notices:alpha", "a", 2)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert keeper.fence is None

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from services.common.lease import LeaseKeeper
+from services.common.lease import Fence, LeaseKeeper
 from services.common.storage import StoreSettings
 from services.messenger_gateway.main import open_store
 from tests.eventually import eventually
@@ -24,7 +24,7 @@ async def test_a_lease_holder_fences_itself_during_a_failover_and_resumes_on_the
             runs = 0
             running = asyncio.Event()
 
-            async def work() -> None:
+            async def work(fence: Fence) -> None:
                 nonlocal runs
                 runs += 1
                 running.set()

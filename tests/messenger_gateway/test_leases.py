@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 
 from prometheus_client import REGISTRY
 
-from services.common.lease import Lease, LeaseKeeper
+from services.common.lease import RELEASED_AT, Fence, Lease, LeaseKeeper
 from services.messenger_gateway.identification import transactions
 from services.messenger_gateway.identification.model import State
 from services.messenger_gateway.identification.ports import GatewayStore
@@ -37,28 +37,36 @@ async def test_a_live_lease_is_refused_to_others_until_it_expires_or_is_released
     store: GatewayStore,
 ) -> None:
     now = FakeClock().now()
-    assert await store.acquire_lease("notices:alpha", Lease("a", now + TERM), now=now)
-    assert not await store.acquire_lease("notices:alpha", Lease("b", now + TERM), now=now)
-    # the holder renews; the other still cannot take it
+
+    async def take(holder: str, at: datetime, name: str = "notices:alpha") -> int | None:
+        return await store.acquire_lease(name, Lease(holder, at + TERM), now=at)
+
+    assert await take("a", now) == 1
+    assert await take("b", now) is None
+    # the holder renews, under the same token; the other still cannot take it
     later = now + timedelta(seconds=4)
-    assert await store.acquire_lease("notices:alpha", Lease("a", later + TERM), now=later)
-    assert not await store.acquire_lease("notices:alpha", Lease("b", later + TERM), now=later)
-    assert await store.lease_of("notices:alpha") == Lease("a", later + TERM)
+    assert await take("a", later) == 1
+    assert await take("b", later) is None
+    assert await store.lease_of("notices:alpha") == Lease("a", later + TERM, 1)
     # a lease of another name is another lease
-    assert await store.acquire_lease("notices:beta", Lease("b", now + TERM), now=now)
+    assert await take("b", now, "notices:beta") == 1
 
-    # unrenewed, it expires: the other takes it, and the old holder's renewal is refused
+    # unrenewed, it expires: the other takes it under a new token, and the old holder's
+    # renewal is refused
     expired = later + TERM
-    assert await store.acquire_lease("notices:alpha", Lease("b", expired + TERM), now=expired)
-    assert not await store.acquire_lease("notices:alpha", Lease("a", expired + TERM), now=expired)
-    assert await store.lease_of("notices:alpha") == Lease("b", expired + TERM)
+    assert await take("b", expired) == 2
+    assert await take("a", expired) is None
+    assert await store.lease_of("notices:alpha") == Lease("b", expired + TERM, 2)
 
-    # released by a non-holder: nothing; by its holder: free at once
+    # released by a non-holder: nothing; by its holder: free at once, its token kept
     await store.release_lease("notices:alpha", "a")
-    assert not await store.acquire_lease("notices:alpha", Lease("a", expired + TERM), now=expired)
+    assert await take("a", expired) is None
     await store.release_lease("notices:alpha", "b")
-    assert await store.lease_of("notices:alpha") is None
-    assert await store.acquire_lease("notices:alpha", Lease("a", expired + TERM), now=expired)
+    assert await store.lease_of("notices:alpha") == Lease("b", RELEASED_AT, 2)
+    assert await take("a", expired) == 3
+
+    # the holder's own lease, expired and taken again: a new term, a new token
+    assert await take("a", expired + TERM) == 4
 
 
 # --- pending verifications -------------------------------------------------------------------
@@ -197,8 +205,8 @@ async def test_one_keeper_of_two_runs_the_work_and_the_other_takes_over_when_it_
     running: set[str] = set()
     starts: list[str] = []
 
-    def work(name: str) -> Callable[[], Coroutine[object, object, None]]:
-        async def run() -> None:
+    def work(name: str) -> Callable[[Fence], Coroutine[object, object, None]]:
+        async def run(fence: Fence) -> None:
             running.add(name)
             starts.append(name)
             try:
@@ -243,7 +251,7 @@ async def test_a_keeper_that_cannot_renew_stops_the_work_by_the_lease_expiry(
     running = asyncio.Event()
     stopped = asyncio.Event()
 
-    async def run() -> None:
+    async def run(fence: Fence) -> None:
         running.set()
         try:
             await asyncio.Event().wait()
@@ -255,7 +263,7 @@ async def test_a_keeper_that_cannot_renew_stops_the_work_by_the_lease_expiry(
 
         broken = False
 
-        async def acquire_lease(self, name: str, lease: Lease, *, now: datetime) -> bool:
+        async def acquire_lease(self, name: str, lease: Lease, *, now: datetime) -> int | None:
             if self.broken:
                 raise ConnectionError("the database went away")
             return await store.acquire_lease(name, lease, now=now)

@@ -242,9 +242,11 @@ async def test_a_message_of_several_notices_is_applied_in_one_transaction_and_ac
     batches: list[list[int]] = []
     apply_notices = transactions.apply_notices  # one store.run: one transaction
 
-    async def recording(store: Any, messenger_id: str, notices: Any, *, now: Any) -> Any:
+    async def recording(
+        store: Any, messenger_id: str, notices: Any, *, now: Any, fence: Any = None
+    ) -> Any:
         batches.append([notice.seq for notice, _ in notices])
-        return await apply_notices(store, messenger_id, notices, now=now)
+        return await apply_notices(store, messenger_id, notices, now=now, fence=fence)
 
     monkeypatch.setattr(transactions, "apply_notices", recording)
     consumer = rig.start_consumer()  # the fake sends the three in one message

@@ -1,7 +1,8 @@
 """A gateway replica cut from the database while it holds verification leases: each replica and
 the database run on a host of their own (a network namespace on a bridge). The cut replica's
-leases expire, the other replica takes the verifications over and finishes them; once the
-partition heals, none is finished twice and none is lost."""
+leases expire, the other replica takes the verifications over (under new fencing tokens) and
+finishes them; once the partition heals, the cut replica's writes are refused, none is finished
+twice and none is lost."""
 
 from __future__ import annotations
 
@@ -42,8 +43,8 @@ async def verifications(url: str) -> list[asyncpg.Record]:
     try:
         return list(
             await conn.fetch(
-                "SELECT identification_id, user_id, state, identification_code, lease_holder "
-                "FROM identifications ORDER BY seq"
+                "SELECT identification_id, user_id, state, identification_code, lease_holder, "
+                "lease_token FROM identifications ORDER BY seq"
             )
         )
     finally:
@@ -73,7 +74,9 @@ async def cut_while_holding_leases(network: Network, mesh: Mesh, cut: Host, db: 
             async def all_leased_by_the_cut_replica() -> bool:
                 rows = await verifications(url)
                 return len(rows) == USERS and all(
-                    r["state"] == "VERIFYING" and (r["lease_holder"] or "").endswith(f"-{cut_pid}")
+                    r["state"] == "VERIFYING"
+                    and (r["lease_holder"] or "").endswith(f"-{cut_pid}")
+                    and r["lease_token"] == 1
                     for r in rows
                 )
 
@@ -93,8 +96,10 @@ async def cut_while_holding_leases(network: Network, mesh: Mesh, cut: Host, db: 
             all_identified, within=LEASE_SECONDS * 4 + 60, what="the other replica to finish"
         )
         ids = [r["identification_id"] for r in rows]
-        for r in rows:  # taken over by the replica that can reach the database
+        for r in rows:  # taken over by the replica that can reach the database, once: the
+            # claim raised the token, and the cut replica's writes (under token 1) are refused
             assert not (r["lease_holder"] or "").endswith(f"-{cut_pid}")
+            assert r["lease_token"] == 2
 
         def finished_by_other() -> bool:  # its log line follows the commit
             lines = log_lines_with(mesh, OTHER, "identification.finished")
@@ -104,10 +109,10 @@ async def cut_while_holding_leases(network: Network, mesh: Mesh, cut: Host, db: 
 
         network.heal(cut, db)
         # healed: the cut replica reaches the database again and finds every verification it
-        # held finished by the other: the answer it had kept is refused (the store only
-        # finishes a VERIFYING identification), or its renewal finds the lease taken and
-        # stops the verification first, or the verification's task ended on the unreachable
-        # store during the cut
+        # held taken over by the other: the answer it had kept is refused (its fencing token
+        # is no longer the row's: lease.fenced), or its renewal finds the lease taken and stops
+        # the verification first, or the verification's task ended on the unreachable store
+        # during the cut
         await eventually(
             lambda: _serving(client, CUT), within=60, what="the cut replica SERVING again"
         )
@@ -116,11 +121,12 @@ async def cut_while_holding_leases(network: Network, mesh: Mesh, cut: Host, db: 
             return {
                 line["identification_id"]
                 for event in (
-                    "verification.answer_ignored",
+                    "lease.fenced",
                     "verification.lease_lost",
                     "verification.task_failed",
                 )
                 for line in log_lines_with(mesh, CUT, event)
+                if "identification_id" in line  # not the notice consumer's lease
             }
 
         await eventually(

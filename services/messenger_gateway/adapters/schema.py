@@ -117,4 +117,12 @@ MIGRATIONS: list[str] = [
         FROM identifications WHERE user_id = NEW.user_id ORDER BY seq DESC LIMIT 1;
     END;
     """,
+    # 9 (fencing tokens, services/common/lease.py): each lease has a token that every take by
+    # another holder (or after it was free or expired) raises and renewals keep; a write made
+    # under a lease checks it in its own transaction. A released lease keeps its row (its expiry
+    # set to the epoch), so that tokens only grow.
+    """
+    ALTER TABLE leases ADD COLUMN token INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE identifications ADD COLUMN lease_token INTEGER NOT NULL DEFAULT 0;
+    """,
 ]

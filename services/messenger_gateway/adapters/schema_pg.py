@@ -119,4 +119,10 @@ PG_MIGRATIONS: Final[list[str]] = [
     END $$;
     CREATE INDEX policy_changes_unversioned ON policy_changes (id) WHERE version IS NULL;
     """,
+    # 6: fencing tokens (SQLite's migration 9): a lease's token, raised by every take, checked
+    # by the writes made under it; a verification's lease_token, raised by every claim.
+    """
+    ALTER TABLE leases ADD COLUMN token BIGINT NOT NULL DEFAULT 1;
+    ALTER TABLE identifications ADD COLUMN lease_token BIGINT NOT NULL DEFAULT 0;
+    """,
 ]

@@ -26,7 +26,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from services.common.db import Database, drive
-from services.common.lease import Lease
+from services.common.lease import RELEASED_AT, Fence, Lease
 from services.common.timeutil import from_iso, stored_time, to_iso
 from services.messenger_gateway.adapters.policy_store import CHANGE_COLUMNS, change_from_row
 from services.messenger_gateway.identification.model import Identification, Reason, State
@@ -86,6 +86,8 @@ def identification_from_row(row: Any) -> Identification:
         code_hash=row["code_hash"],
         hinted_by=row["hinted_by"],
         identified_at=_opt_dt(row["identified_at"]),
+        lease_holder=row["lease_holder"],
+        lease_token=row["lease_token"],
     )
 
 
@@ -171,8 +173,10 @@ class SqliteGatewayStore:
         self, lease: Lease, *, now: datetime, limit: int = 1000
     ) -> list[Identification]:
         """Take the VERIFYING identifications within their window that nobody holds (free, or
-        their lease expired at `now`), oldest first, at most `limit`; the ones taken."""
-        sql = """UPDATE identifications SET lease_holder = ?, lease_expires_at = ?
+        their lease expired at `now`), oldest first, at most `limit`; the ones taken, each
+        under a new lease token."""
+        sql = """UPDATE identifications
+                 SET lease_holder = ?, lease_expires_at = ?, lease_token = lease_token + 1
                  WHERE identification_id IN (
                      SELECT identification_id FROM identifications
                      WHERE state = 'VERIFYING' AND verification_deadline > ?
@@ -225,27 +229,39 @@ class SqliteGatewayStore:
         )
         return await self._db.run(lambda conn: conn.execute(sql, (holder,)).rowcount)
 
-    async def acquire_lease(self, name: str, lease: Lease, *, now: datetime) -> bool:
-        sql = """INSERT INTO leases (name, holder, expires_at) VALUES (?, ?, ?)
+    async def acquire_lease(self, name: str, lease: Lease, *, now: datetime) -> int | None:
+        # the token is kept by a renewal of a live lease, raised by any other take
+        sql = """INSERT INTO leases (name, holder, expires_at, token) VALUES (?, ?, ?, 1)
                  ON CONFLICT (name) DO UPDATE
-                 SET holder = excluded.holder, expires_at = excluded.expires_at
-                 WHERE leases.holder = excluded.holder OR leases.expires_at <= ?
-                 RETURNING holder"""
+                 SET holder = excluded.holder, expires_at = excluded.expires_at,
+                     token = CASE WHEN leases.holder = excluded.holder
+                                   AND leases.expires_at > ?4
+                                  THEN leases.token ELSE leases.token + 1 END
+                 WHERE leases.holder = excluded.holder OR leases.expires_at <= ?4
+                 RETURNING token"""
         params = (name, lease.holder, to_iso(lease.expires_at), to_iso(now))
-        return await self._db.run(lambda conn: conn.execute(sql, params).fetchone() is not None)
+
+        def acquire(conn: sqlite3.Connection) -> int | None:
+            row = conn.execute(sql, params).fetchone()
+            return None if row is None else int(row[0])
+
+        return await self._db.run(acquire)
 
     async def release_lease(self, name: str, holder: str) -> None:
         await self._db.run(
             lambda conn: conn.execute(
-                "DELETE FROM leases WHERE name = ? AND holder = ?", (name, holder)
+                "UPDATE leases SET expires_at = ? WHERE name = ? AND holder = ?",
+                (to_iso(RELEASED_AT), name, holder),
             )
         )
 
     async def lease_of(self, name: str) -> Lease | None:
         row = await self._db.fetchone(
-            "SELECT holder, expires_at FROM leases WHERE name = ?", (name,)
+            "SELECT holder, expires_at, token FROM leases WHERE name = ?", (name,)
         )
-        return None if row is None else Lease(row["holder"], from_iso(row["expires_at"]))
+        if row is None:
+            return None
+        return Lease(row["holder"], from_iso(row["expires_at"]), row["token"])
 
     # --- the ported-numbers table ---------------------------------------------------------------
 
@@ -312,10 +328,12 @@ _CAS = f"""UPDATE identifications SET ({_MUTABLE}) = (?, ?, ?, ?, ?, ?, ?, ?, ?,
            WHERE identification_id = ? AND state = ? AND verify_key IS ?
              AND attempts_left = ?"""
 _CAS_LEASED = f"""UPDATE identifications
-                  SET ({_MUTABLE}, lease_holder, lease_expires_at)
-                    = (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                  SET ({_MUTABLE}, lease_holder, lease_expires_at, lease_token)
+                    = (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                   WHERE identification_id = ? AND state = ? AND verify_key IS ?
                     AND attempts_left = ?"""
+# A write by the replica verifying it: only while its lease is still the one it began with.
+_FENCED = " AND lease_holder = ? AND lease_token = ?"
 
 
 def _mutable(ident: Identification) -> tuple[Any, ...]:
@@ -389,15 +407,35 @@ class SqliteIdentificationTx:
         )
 
     async def compare_and_set(
-        self, before: Identification, after: Identification, *, lease: Lease | None = None
+        self,
+        before: Identification,
+        after: Identification,
+        *,
+        lease: Lease | None = None,
+        fence: Fence | None = None,
     ) -> bool:
-        guard = (before.identification_id, before.state, before.verify_key, before.attempts_left)
-        if lease is None:
-            cursor = self._conn.execute(_CAS, (*_mutable(after), *guard))
-        else:
-            held = (lease.holder, to_iso(lease.expires_at))
-            cursor = self._conn.execute(_CAS_LEASED, (*_mutable(after), *held, *guard))
+        sql, values = _CAS, _mutable(after)
+        if lease is not None:
+            sql = _CAS_LEASED
+            values = (*values, lease.holder, to_iso(lease.expires_at), after.lease_token)
+        guard: tuple[Any, ...] = (
+            before.identification_id,
+            before.state,
+            before.verify_key,
+            before.attempts_left,
+        )
+        if fence is not None:
+            sql += _FENCED
+            guard = (*guard, fence.holder, fence.token)
+        cursor = self._conn.execute(sql, (*values, *guard))
         return cursor.rowcount == 1
+
+    async def holds_lease(self, fence: Fence) -> bool:
+        row = self._conn.execute(
+            "SELECT 1 FROM leases WHERE name = ? AND holder = ? AND token = ?",
+            (fence.name, fence.holder, fence.token),
+        ).fetchone()
+        return row is not None
 
     async def ended_by_notice(self, operator_id: str, code: str) -> TerminationKind | None:
         row = self._conn.execute(

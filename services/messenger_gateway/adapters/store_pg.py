@@ -11,7 +11,9 @@ win. What SQLite's single writer serialised is serialised here by transaction-sc
 A partial unique index keeps at most one unfinished or IDENTIFIED identification per user, so
 even a writer that skipped the lock could not leave two current ones. Pending verifications and
 the notice consumer are held by leases (services/common/lease.py): claims take only free or
-expired rows, `FOR UPDATE SKIP LOCKED`, so two replicas never take the same one.
+expired rows, `FOR UPDATE SKIP LOCKED`, so two replicas never take the same one, and raise the
+lease's fencing token; the holder's writes re-check it in their own statement (a verification's
+compare-and-set) or lock the lease row to the commit (holds_lease, a notice batch's last).
 The delivery policy's tables (and the triggers that log identification changes to its change
 log) are policy_store_pg.py's, migration 3 of schema_pg.py.
 """
@@ -24,7 +26,7 @@ from typing import Any, Final, TypeVar
 
 from asyncpg import Connection
 
-from services.common.lease import Lease
+from services.common.lease import RELEASED_AT, Fence, Lease
 from services.common.pg import PgDatabase
 from services.messenger_gateway.adapters.policy_store import change_from_row
 from services.messenger_gateway.adapters.policy_store_pg import CHANGE_COLUMNS
@@ -137,7 +139,8 @@ class PgGatewayStore:
         # SKIP LOCKED: rows another replica is claiming (or finishing) are left to it; a row
         # claimed and committed meanwhile is re-checked against the WHERE when locked.
         rows = await self._db.fetch(
-            """UPDATE identifications SET lease_holder = $1, lease_expires_at = $2
+            """UPDATE identifications
+               SET lease_holder = $1, lease_expires_at = $2, lease_token = lease_token + 1
                WHERE identification_id IN (
                    SELECT identification_id FROM identifications
                    WHERE state = 'VERIFYING' AND verification_deadline > $3
@@ -180,26 +183,36 @@ class PgGatewayStore:
             )
         )
 
-    async def acquire_lease(self, name: str, lease: Lease, *, now: datetime) -> bool:
-        held = await self._db.fetchval(
-            """INSERT INTO leases (name, holder, expires_at) VALUES ($1, $2, $3)
+    async def acquire_lease(self, name: str, lease: Lease, *, now: datetime) -> int | None:
+        # the token is kept by a renewal of a live lease, raised by any other take
+        token = await self._db.fetchval(
+            """INSERT INTO leases (name, holder, expires_at, token) VALUES ($1, $2, $3, 1)
                ON CONFLICT (name) DO UPDATE
-               SET holder = excluded.holder, expires_at = excluded.expires_at
+               SET holder = excluded.holder, expires_at = excluded.expires_at,
+                   token = CASE WHEN leases.holder = excluded.holder AND leases.expires_at > $4
+                                THEN leases.token ELSE leases.token + 1 END
                WHERE leases.holder = excluded.holder OR leases.expires_at <= $4
-               RETURNING holder""",
+               RETURNING token""",
             name,
             lease.holder,
             lease.expires_at,
             now,
         )
-        return held is not None
+        return None if token is None else int(token)
 
     async def release_lease(self, name: str, holder: str) -> None:
-        await self._db.execute("DELETE FROM leases WHERE name = $1 AND holder = $2", name, holder)
+        await self._db.execute(
+            "UPDATE leases SET expires_at = $3 WHERE name = $1 AND holder = $2",
+            name,
+            holder,
+            RELEASED_AT,
+        )
 
     async def lease_of(self, name: str) -> Lease | None:
-        row = await self._db.fetchrow("SELECT holder, expires_at FROM leases WHERE name = $1", name)
-        return None if row is None else Lease(row["holder"], row["expires_at"])
+        row = await self._db.fetchrow(
+            "SELECT holder, expires_at, token FROM leases WHERE name = $1", name
+        )
+        return None if row is None else Lease(row["holder"], row["expires_at"], row["token"])
 
     # --- the ported-numbers table ---------------------------------------------------------------
 
@@ -254,8 +267,15 @@ _CAS: Final = (
     f"($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) {_GUARD}"
 )
 _CAS_LEASED: Final = (
-    f"UPDATE identifications SET ({_MUTABLE}, lease_holder, lease_expires_at) = "
-    f"($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $16, $17) {_GUARD}"
+    f"UPDATE identifications SET ({_MUTABLE}, lease_holder, lease_expires_at, lease_token) = "
+    f"($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $16, $17, $18) {_GUARD}"
+)
+# A write by the replica verifying it: only while its lease is still the one it began with
+# (the last two parameters). Read committed re-checks it on the row as a concurrent claim left it.
+_FENCED: Final = " AND lease_holder = ${} AND lease_token = ${}"
+# The lease a write is made under, still held (locked until the commit: a take waits for it).
+_HOLDS_LEASE: Final = (
+    "SELECT 1 FROM leases WHERE name = $1 AND holder = $2 AND token = $3 FOR SHARE"
 )
 
 
@@ -333,9 +353,14 @@ class PgIdentificationTx:
         )
 
     async def compare_and_set(
-        self, before: Identification, after: Identification, *, lease: Lease | None = None
+        self,
+        before: Identification,
+        after: Identification,
+        *,
+        lease: Lease | None = None,
+        fence: Fence | None = None,
     ) -> bool:
-        values = (
+        values: tuple[Any, ...] = (
             str(after.state),
             str(after.reason),
             after.operator_id,
@@ -352,11 +377,18 @@ class PgIdentificationTx:
             before.verify_key,
             before.attempts_left,
         )
-        if lease is None:
-            status = await self._conn.execute(_CAS, *values)
-        else:
-            status = await self._conn.execute(_CAS_LEASED, *values, lease.holder, lease.expires_at)
-        return _count(status) == 1
+        sql = _CAS
+        if lease is not None:
+            sql = _CAS_LEASED
+            values = (*values, lease.holder, lease.expires_at, after.lease_token)
+        if fence is not None:
+            sql += _FENCED.format(len(values) + 1, len(values) + 2)
+            values = (*values, fence.holder, fence.token)
+        return _count(await self._conn.execute(sql, *values)) == 1
+
+    async def holds_lease(self, fence: Fence) -> bool:
+        held = await self._conn.fetchval(_HOLDS_LEASE, fence.name, fence.holder, fence.token)
+        return held is not None
 
     async def ended_by_notice(self, operator_id: str, code: str) -> TerminationKind | None:
         # Serialised with add_to_inbox for the same code: a termination wins.

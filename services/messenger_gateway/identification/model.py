@@ -93,6 +93,12 @@ class Identification:
     # The trace id of the request that started it: every VerifySubscriber call for it carries
     # it as its request id (first, retried, resumed after a restart, following a hint).
     trace_id: str | None = None
+    # The replica whose lease holds the pending verification, and the lease's fencing token:
+    # raised each time a replica takes it (begins or claims it), kept by renewals. The
+    # verifying replica's writes carry the token they began with and are refused once another
+    # replica took the verification over.
+    lease_holder: str | None = None
+    lease_token: int = 0
 
 
 @dataclass(frozen=True, slots=True)

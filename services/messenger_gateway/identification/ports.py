@@ -18,7 +18,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
-from services.common.lease import Lease, LeaseStore
+from services.common.lease import Fence, Lease, LeaseStore
 from services.common.logging import get_logger
 from services.messenger_gateway.identification.model import (
     Identification,
@@ -54,11 +54,22 @@ class IdentificationTx(Protocol):
     async def insert(self, new: Identification, idempotency_key: str | None) -> None: ...
 
     async def compare_and_set(
-        self, before: Identification, after: Identification, *, lease: Lease | None = None
+        self,
+        before: Identification,
+        after: Identification,
+        *,
+        lease: Lease | None = None,
+        fence: Fence | None = None,
     ) -> bool:
         """Write `after` over the row only if it is still as `before` left it (its state,
-        verify key and attempts left); with lease, the row is held by lease.holder until
-        lease.expires_at. Did it?"""
+        verify key and attempts left) and, with fence, its lease is still held by fence.holder
+        under fence.token; with lease, the row is held by lease.holder until lease.expires_at
+        under after.lease_token. Did it?"""
+        ...
+
+    async def holds_lease(self, fence: Fence) -> bool:
+        """Whether the named lease fence.name is still held by fence.holder under fence.token;
+        if so, nobody takes it before this transaction ends."""
         ...
 
     async def ended_by_notice(self, operator_id: str, code: str) -> TerminationKind | None:

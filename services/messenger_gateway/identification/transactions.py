@@ -8,18 +8,22 @@ and so changes nothing; a write the machine has no row for returns None and chan
 
 Transaction functions may run more than once (a grouped SQLite transaction redone), so they
 have no effect outside the database.
+
+Writes made under a lease (the verifying replica's, the notice consumer's) take its Fence and
+check it in the same transaction: when another replica has taken the lease since, they raise
+LeaseFenced and change nothing (services/common/lease.py).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import Enum, auto
 
 from services.common.errors import quote
 from services.common.failpoints import failpoint
-from services.common.lease import Lease
+from services.common.lease import Fence, Lease, LeaseFenced
 from services.messenger_gateway.identification.model import (
     IdempotentReplay,
     Identification,
@@ -155,7 +159,7 @@ async def confirm_code(
 ) -> Confirmation:
     """Check the code (matches(code_hash)) against the identification and record the outcome,
     in one transaction: expired, a wrong code, or VERIFYING under verify_key until deadline,
-    held by lease."""
+    held by lease under a new lease token (the returned identification carries it)."""
 
     async def confirm(tx: IdentificationTx) -> Confirmation:
         # A lost compare-and-set (a concurrent confirm at another replica won) decides again
@@ -183,6 +187,8 @@ async def confirm_code(
                 **({"verify_key": verify_key, "verification_deadline": deadline} if begun else {}),
             )
             assert after is not None  # AWAITING_CODE has a row for each of them
+            if begun:  # taken: a new token fences off any earlier holder of the row
+                after = replace(after, lease_holder=lease.holder, lease_token=ident.lease_token + 1)
             if await tx.compare_and_set(ident, after, lease=lease if begun else None):
                 return Confirmation(outcome, after)
         return Confirmation(Confirmed.WRONG_STATE, await tx.get(identification_id))
@@ -216,6 +222,27 @@ async def begin_verification(
 # --- verification ----------------------------------------------------------------------------
 
 
+def _check_fence(ident: Identification | None, fence: Fence | None) -> None:
+    """A write by the replica verifying ident, whose lease another replica has taken since:
+    LeaseFenced (the transaction changes nothing)."""
+    if (
+        fence is not None
+        and ident is not None
+        and not fence.admits(ident.lease_holder, ident.lease_token)
+    ):
+        raise LeaseFenced(fence)
+
+
+async def _fenced_compare_and_set(
+    tx: IdentificationTx, before: Identification, after: Identification, fence: Fence | None
+) -> bool:
+    """compare_and_set under fence; lost to a claim that came in meanwhile: LeaseFenced."""
+    if await tx.compare_and_set(before, after, fence=fence):
+        return True
+    _check_fence(await tx.get(before.identification_id), fence)
+    return False
+
+
 def _verifying_under(
     ident: Identification | None, verify_key: str, now: datetime, within_window: bool
 ) -> bool:
@@ -236,15 +263,18 @@ async def finish_verification(
     identification_code: str | None = None,
     within_window: bool,
     with_changes: bool = False,
+    fence: Fence | None = None,
 ) -> tuple[Identification, Changes] | None:
     """The verification's outcome (an answer's event, WINDOW_PASSED or NO_OPERATOR), only if
     still VERIFYING under verify_key (and, with within_window, before its deadline): the
-    identification as recorded (with_changes: and the change-log entries it logged), None if nothing
-    changed. An IDENTIFIED answer whose code a
-    notice already ended becomes that notice's event (a termination wins)."""
+    identification as recorded (with_changes: and the change-log entries it logged), None if
+    nothing changed. An IDENTIFIED answer whose code a notice already ended becomes that
+    notice's event (a termination wins). With fence (the verifying replica's lease on the row):
+    LeaseFenced if another replica has taken the verification over since."""
 
     async def finish(tx: IdentificationTx) -> tuple[Identification, Changes] | None:
         ident = await tx.get(identification_id)
+        _check_fence(ident, fence)
         if ident is None or not _verifying_under(ident, verify_key, now, within_window):
             return None
         mark = await _mark(tx, with_changes)
@@ -258,7 +288,7 @@ async def finish_verification(
             if ended is None:
                 changes["identification_code"] = code
         after = advance(ident, step, now=now, **changes)
-        if after is None or not await tx.compare_and_set(ident, after):
+        if after is None or not await _fenced_compare_and_set(tx, ident, after, fence):
             return None
         return after, await _changes(tx, mark)
 
@@ -273,14 +303,16 @@ async def follow_hint(
     recipient: str,
     donor: str,
     now: datetime,
+    fence: Fence | None = None,
 ) -> Identification | None:
     """A donor answered "ported to recipient": remember the route (ported_numbers, origin
     hint) and move the verification to the recipient under the derived verify key, in one
     transaction; only if still VERIFYING under verify_key, within its window, and no hint was
-    followed yet. The moved identification, or None."""
+    followed yet. The moved identification, or None. With fence: as finish_verification."""
 
     async def follow(tx: IdentificationTx) -> Identification | None:
         ident = await tx.get(identification_id)
+        _check_fence(ident, fence)
         if not _verifying_under(ident, verify_key, now, within_window=True):
             return None
         assert ident is not None
@@ -294,7 +326,7 @@ async def follow_hint(
             verify_key=hint_verify_key(verify_key),
             hinted_by=donor,
         )
-        if after is None or not await tx.compare_and_set(ident, after):
+        if after is None or not await _fenced_compare_and_set(tx, ident, after, fence):
             return None
         await tx.remember_route(PortedNumber(ident.phone_number, recipient, now, RouteOrigin.HINT))
         return after
@@ -325,12 +357,15 @@ async def apply_notices(
     notices: Sequence[tuple[TerminationNotice, bool]],
     *,
     now: datetime,
+    fence: Fence | None = None,
 ) -> list[NoticeResult]:
     """In one transaction, for each (notice, revoke) in order: the event id into the inbox (a
     repeat, also within the batch, changes nothing); with revoke the notice ends its code (an
     answer recorded later cannot identify on it) and revokes the IDENTIFIED identifications
     with it; then the cursor advances to the last seq. Each result's cursor is the persisted
-    cursor as of that notice."""
+    cursor as of that notice. With fence (the consumer's lease): the last statement checks that
+    the lease is still held under it, and holds it until the commit; when another replica has
+    taken it, LeaseFenced and nothing of the batch is kept."""
 
     async def apply(tx: IdentificationTx) -> list[NoticeResult]:
         cursor = await tx.notice_cursor(messenger_id)
@@ -353,6 +388,9 @@ async def apply_notices(
         if notices:
             await tx.advance_notice_cursor(messenger_id, cursor)
         failpoint("gateway.notice.before_commit")
+        # last: the lease row stays locked only from here to the commit (a take waits that long)
+        if fence is not None and not await tx.holds_lease(fence):
+            raise LeaseFenced(fence)
         return results
 
     return await store.run(apply)

@@ -10,7 +10,11 @@ pending verification is held by one replica under a lease (settings.lease_ttl) t
 while it runs (keep_verifications); when a replica dies, another claims the verifications it
 held once their leases expire and resumes them, with the same verify_key; a replica that finds
 one of its verifications taken by another stops its own. A shutdown releases them for the
-others at once.
+others at once. Each take of a verification's lease (beginning it, claiming it) raises the row's
+lease token, and the task's writes carry the token it began with (a Fence): a replica that
+comes back after its lease expired and another took the verification over (a pause, a
+partition) has its answer refused in the same transaction (LeaseFenced), logs `lease.fenced`
+and stops, and the verification is finished once, by the replica that holds it.
 
 The task runs under the identification's trace id (the request id of StartIdentification,
 stored with it), so every VerifySubscriber call for it carries that id, after a restart too.
@@ -28,7 +32,7 @@ from prometheus_client.metrics_core import Metric
 
 from services.common.context import traced
 from services.common.failpoints import async_failpoint
-from services.common.lease import Lease
+from services.common.lease import Fence, Lease, LeaseFenced, log_fenced
 from services.common.logging import get_logger
 from services.common.metrics import ScrapeCollector, registered
 from services.common.phone import mask
@@ -85,12 +89,16 @@ class Verifier:
         return self._tasks.get(identification_id)
 
     def spawn(self, ident: Identification) -> asyncio.Task[Outcome] | None:
-        """Start verifying ident (VERIFYING, stored); the task, None when shutting down (the
-        row stays VERIFYING for the next start)."""
+        """Start verifying ident (VERIFYING, stored, its lease just taken by this replica: its
+        writes are fenced by ident.lease_token); the task, None when shutting down (the row
+        stays VERIFYING for the next start)."""
         if self._closed:
             return None
         identification_id = ident.identification_id
-        task = asyncio.create_task(self._verify_traced(ident), name=f"verify-{identification_id}")
+        fence = Fence(identification_id, self.settings.replica_id, ident.lease_token)
+        task = asyncio.create_task(
+            self._verify_traced(ident, fence), name=f"verify-{identification_id}"
+        )
         self._tasks[identification_id] = task
 
         def forget(done: asyncio.Task[Outcome]) -> None:
@@ -248,28 +256,37 @@ class Verifier:
         assert ident.verification_deadline is not None
         return (ident.verification_deadline - self._clock.now()).total_seconds()
 
-    async def _verify_traced(self, ident: Identification) -> Outcome:
+    async def _verify_traced(self, ident: Identification, fence: Fence) -> Outcome:
         with traced(ident.trace_id, span="verification", identification_id=ident.identification_id):
-            return await self._verify(ident)
+            try:
+                return await self._verify(ident, fence)
+            except LeaseFenced:
+                log_fenced(
+                    fence,
+                    action="stopped here; the replica that took it over finishes it",
+                    identification_id=ident.identification_id,
+                )
+                return None
 
-    async def _verify(self, ident: Identification) -> Outcome:
+    async def _verify(self, ident: Identification, fence: Fence) -> Outcome:
         """Ask the operator until it answers or the window ends; an identification not ended by
         an answer ends OPERATOR_TIMEOUT (the only write after the answers). A donor's "ported
         to X" hint is followed once, within the same window (see _follow_hint). Cancellation
-        (shutdown, replacement) leaves the row for resume_pending or for whoever replaced it."""
+        (shutdown, replacement) leaves the row for resume_pending or for whoever replaced it.
+        Every write carries fence: LeaseFenced once another replica took the verification."""
         if not ident.operator_id or not self._operators.knows(ident.operator_id):
-            return await self._finish_for_sure(ident, Event.NO_OPERATOR)
+            return await self._finish_for_sure(ident, Event.NO_OPERATOR, fence)
         hop: Identification | None = ident
         try:
             async with asyncio.timeout(max(self._remaining(ident), 0.0)):
                 while hop is not None:
                     ident = hop
-                    hop, done, outcome = await self._ask_operator(ident)
+                    hop, done, outcome = await self._ask_operator(ident, fence)
                     if done:
                         return outcome
         except TimeoutError:
             ident = await self._latest_hop(ident)
-        return await self._finish_for_sure(ident, Event.WINDOW_PASSED)
+        return await self._finish_for_sure(ident, Event.WINDOW_PASSED, fence)
 
     async def _latest_hop(self, ident: Identification) -> Identification:
         """The window ended, maybe just as a hint's move to the recipient was committed: finish
@@ -286,7 +303,7 @@ class Verifier:
         return ident
 
     async def _ask_operator(
-        self, ident: Identification
+        self, ident: Identification, fence: Fence
     ) -> tuple[Identification | None, bool, Outcome]:
         """Ask ident's operator until it answers or the window ends: (the identification moved
         to a recipient operator when the answer was a hint to follow, whether it ended here or
@@ -306,12 +323,14 @@ class Verifier:
                 )
                 await async_failpoint("gateway.verify.after_answer")  # answered, not yet recorded
                 if self._hint_to_follow(ident, answer):
-                    return await self._follow_hint(ident, answer.recipient_operator_id)
+                    return await self._follow_hint(ident, answer.recipient_operator_id, fence)
                 if answer.verdict is Verdict.TIMED_OUT:
                     return None, False, None  # the caller fails it OPERATOR_TIMEOUT
-                recorded = await self._record(ident, answer)
+                recorded = await self._record(ident, answer, fence)
                 # an answer too late to record: the caller fails it OPERATOR_TIMEOUT
                 return None, recorded is not None, recorded
+            except LeaseFenced:
+                raise
             except OperatorUnavailable as exc:
                 asked = exc.retry_after
                 log.warning(
@@ -330,6 +349,8 @@ class Verifier:
             current = await self._store.get(ident.identification_id)
             if current is None or current.state is not State.VERIFYING:
                 return None, True, None  # ended elsewhere (replaced, another gateway process)
+            if not fence.admits(current.lease_holder, current.lease_token):
+                raise LeaseFenced(fence)  # taken over: its writes would be refused
             wait = max(next(delays), asked)
             await asyncio.sleep(min(wait, max(self._remaining(ident), 0.0)))
         return None, False, None
@@ -352,7 +373,7 @@ class Verifier:
         return True
 
     async def _follow_hint(
-        self, ident: Identification, recipient: str
+        self, ident: Identification, recipient: str, fence: Fence
     ) -> tuple[Identification | None, bool, Outcome]:
         """The donor says the number was ported to `recipient`: remember the route and move the
         verification there (stored first: a restart resumes at the recipient with the derived
@@ -368,7 +389,7 @@ class Verifier:
                 operator_id=ident.operator_id,
                 recipient_operator_id=recipient,
             )
-            ended = await self._finish(ident, Event.NO_OPERATOR, operator_id=recipient)
+            ended = await self._finish(ident, Event.NO_OPERATOR, fence, operator_id=recipient)
             return None, True, ended
         moved = await transactions.follow_hint(
             self._store,
@@ -377,6 +398,7 @@ class Verifier:
             recipient=recipient,
             donor=ident.operator_id,
             now=now,
+            fence=fence,
         )
         if moved is None:
             # Another task (a second gateway process resuming it) may have moved it already.
@@ -393,7 +415,7 @@ class Verifier:
         )
         return moved, False, None
 
-    async def _record(self, ident: Identification, answer: OperatorAnswer) -> Outcome:
+    async def _record(self, ident: Identification, answer: OperatorAnswer, fence: Fence) -> Outcome:
         operator_id = ident.operator_id
         if answer.verdict is Verdict.IDENTIFIED and answer.operator_id:
             operator_id = answer.operator_id
@@ -408,6 +430,7 @@ class Verifier:
         ended = await self._finish(
             ident,
             answer_event(answer.verdict),
+            fence,
             operator_id=operator_id,
             identification_code=code,
             answered=answer.verdict,
@@ -425,14 +448,16 @@ class Verifier:
         self,
         ident: Identification,
         event: Event,
+        fence: Fence,
         *,
         operator_id: str | None = None,
         identification_code: str | None = None,
         answered: Verdict | None = None,
         within_window: bool = True,
     ) -> Outcome:
-        """Record the verification's outcome if it is still VERIFYING under its verify key;
-        counted, logged once and told to the listener. The identification as recorded."""
+        """Record the verification's outcome if it is still VERIFYING under its verify key and
+        this replica's lease on it (fence); counted, logged once and told to the listener. The
+        identification as recorded."""
         assert ident.verify_key is not None
         recorded = await transactions.finish_verification(
             self._store,
@@ -444,6 +469,7 @@ class Verifier:
             identification_code=identification_code,
             within_window=within_window,
             with_changes=self._listener is not None,
+            fence=fence,
         )
         if recorded is None:
             return None
@@ -462,13 +488,15 @@ class Verifier:
         await tell(self._listener, ended, changes)
         return ended
 
-    async def _finish_for_sure(self, ident: Identification, event: Event) -> Outcome:
+    async def _finish_for_sure(self, ident: Identification, event: Event, fence: Fence) -> Outcome:
         """VERIFYING -> NOT_COMPLETED by event (no answer came) if still VERIFYING, retrying a
-        failed write."""
+        failed write (not a fenced one)."""
         delays = self.settings.verify_retry.delays()
         while True:
             try:
-                return await self._finish(ident, event, within_window=False)
+                return await self._finish(ident, event, fence, within_window=False)
+            except LeaseFenced:
+                raise
             except Exception:
                 log.exception(
                     "verification.finish_failed", identification_id=ident.identification_id

@@ -12,7 +12,9 @@ floor or beyond its head) is logged as an error and retried, never skipped: skip
 revocations. With several replicas of a messenger's gateway on one database, one consumes and
 the others stand by: main.py runs the consumer under the lease `notices:<messenger>`
 (services/common/lease.py), and a standby takes over, from the stored cursor, when the holder
-dies. Were two to consume for a moment, the inbox keeps the effect single.
+dies. The consumer runs with the lease's fence, and each batch's transaction checks it: a
+consumer whose lease another replica has taken (it was paused or cut off past the expiry) has
+its batch refused, logs `lease.fenced` and stops, so two never apply notices at once.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from prometheus_client import Counter, Gauge
 
 from services.common.backoff import Backoff
 from services.common.failpoints import async_failpoint
+from services.common.lease import Fence, LeaseFenced, log_fenced
 from services.common.logging import get_logger
 from services.messenger_gateway.notices.model import (
     NoticeResult,
@@ -70,7 +73,12 @@ class NoticeHandler(Protocol):
 
     async def notice_cursor(self) -> int: ...
 
-    async def apply_notices(self, notices: Sequence[TerminationNotice]) -> list[NoticeResult]: ...
+    async def apply_notices(
+        self, notices: Sequence[TerminationNotice], *, fence: Fence | None = None
+    ) -> list[NoticeResult]:
+        """Applied in one transaction; with fence, refused (LeaseFenced) once another replica
+        holds the lease."""
+        ...
 
 
 class SequenceGap(Exception):
@@ -135,24 +143,29 @@ class NoticeConsumer:
     def _messenger_id(self) -> str:
         return self._handler.messenger_id
 
-    async def run(self) -> None:
-        """Consume until cancelled."""
+    async def run(self, fence: Fence | None = None) -> None:
+        """Consume until cancelled; with fence (the lease this consumer holds), until a batch
+        is refused because another replica took the lease."""
         acker = asyncio.create_task(self._ack_loop(), name="notice-acker")
         try:
-            await self._subscribe_loop()
+            await self._subscribe_loop(fence)
+        except LeaseFenced as fenced:
+            log_fenced(fenced.fence, action="stopped consuming; the lease's holder goes on")
         finally:
             acker.cancel()
             await asyncio.gather(acker, return_exceptions=True)
 
     # --- the stream --------------------------------------------------------------------------
 
-    async def _subscribe_loop(self) -> None:
+    async def _subscribe_loop(self, fence: Fence | None) -> None:
         delays = self._backoff.delays()
         while True:
             self._progressed = False
             try:
-                await self._stream_once()
+                await self._stream_once(fence)
                 log.info("notices.stream_ended")
+            except LeaseFenced:
+                raise
             except SequenceGap as gap:
                 log.warning(
                     "notices.sequence_gap", expected=gap.expected, got=gap.got, action="resubscribe"
@@ -165,7 +178,7 @@ class NoticeConsumer:
                 delays = self._backoff.delays()
             await asyncio.sleep(next(delays))
 
-    async def _stream_once(self) -> None:
+    async def _stream_once(self, fence: Fence | None) -> None:
         cursor = await self._handler.notice_cursor()
         self._want_ack(cursor)  # an ack lost before a reconnect is sent again
         self.subscriptions += 1
@@ -188,7 +201,8 @@ class NoticeConsumer:
                     # a gap ends the stream after them, and it resumes from the cursor.
                     batch = _following(notices, cursor)
                     if batch:
-                        results = await self._handler.apply_notices(batch)
+                        await async_failpoint("gateway.notice.before_apply")
+                        results = await self._handler.apply_notices(batch, fence=fence)
                         # committed, not yet acked
                         await async_failpoint("gateway.notice.after_apply")
                         cursor = batch[-1].seq

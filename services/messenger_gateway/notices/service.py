@@ -6,6 +6,7 @@ import time
 from collections.abc import Sequence
 
 from services.common import tracing
+from services.common.lease import Fence
 from services.common.logging import get_logger
 from services.common.timeutil import Clock
 from services.messenger_gateway.identification import transactions
@@ -46,11 +47,15 @@ class NoticeService:
         [result] = await self.apply_notices([notice])
         return result
 
-    async def apply_notices(self, notices: Sequence[TerminationNotice]) -> list[NoticeResult]:
+    async def apply_notices(
+        self, notices: Sequence[TerminationNotice], *, fence: Fence | None = None
+    ) -> list[NoticeResult]:
         """Apply a stream message's notices in order, in one transaction, each once (the inbox
         keeps event ids, so a repeat, even within the batch, changes nothing): revoke the
         IDENTIFIED identifications with its operator and identification code; advance the
-        cursor. One log line per batch at info (counts, seqs, event and trace ids), one per
+        cursor. With fence (the consumer's lease), the same transaction checks that the lease
+        is still this consumer's: LeaseFenced, and nothing applied, when another replica has
+        taken it. One log line per batch at info (counts, seqs, event and trace ids), one per
         notice at debug."""
         batch: list[tuple[TerminationNotice, bool]] = []
         for notice in notices:
@@ -67,7 +72,7 @@ class NoticeService:
             return []
         started = time.time_ns()
         results = await transactions.apply_notices(
-            self._store, self.messenger_id, batch, now=self._clock.now()
+            self._store, self.messenger_id, batch, now=self._clock.now(), fence=fence
         )
         applied = revoked = 0
         for notice, result in zip(notices, results, strict=True):
