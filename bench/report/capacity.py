@@ -70,12 +70,16 @@ the figure and the run.
   deliveries a second at its peak and identifying 500 users a second at a launch; an operator of
   80 million subscribers ending 1 million contracts in a day and re-importing all 80 million
   rows; the notifier between them. They and the headroom (the cores provisioned over the cores
-  computed, {headroom:g}x) are the only constants; nothing else is assumed.
+  computed, {headroom:g}x) are the only constants. Where a workload leaves a share open, the page
+  takes it whole and says so: every identification of the launch asks this operator, every
+  terminated subscriber is bound to the messenger (one event each), each user keeps as many
+  preference rows as the bench seeded (and the page gives what each further rule adds).
 - Cores: the CPU milliseconds one operation costs each process (from /proc, every replica and
   the PostgreSQL server counted) times the rate, times the headroom. A replica is one Python
-  process with one event loop: it uses one core at most, so the cores a service needs are
-  also the replicas it needs. On SQLite a store is one file that one process owns: one
-  replica, whatever the load, and its ceiling is what that one process measured.
+  process with one event loop, its Python under one interpreter lock: about one core at most,
+  so the cores a service needs are also the replicas it needs. On SQLite there is exactly one
+  replica per store ([operations.md](operations.md#deploying)), whatever the load: its
+  ceiling is what that one process measured.
 - Memory: the resident memory of an idle process plus what each user or entry adds, as the
   bench measured it (the policy index's bytes per user and per rule when the run measured the
   index alone; otherwise the resident memory of a gateway holding the seeded users, which the
@@ -83,6 +87,10 @@ the figure and the run.
 - Database size: rows times the bytes per row each store measured (bench.report.stores), and
   growth per day from the daily rates. Write rate: the operation rate times the rows each
   operation added in the bench.
+- What breaks first: on SQLite, each stated rate against what the store's one process
+  measured (above 1x it is past it); on PostgreSQL, what replicas do not divide: the one
+  database server's cores, and the gateway's memory per replica when every replica holds the
+  whole policy index.
 - The bench runs on a small shared machine, every service and the database on the same cores:
   the CPU per operation carries to other machines better than any throughput, and the figures
   are the run's, not a promise.
