@@ -10,6 +10,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from bench import report
 from bench.config import SCENARIOS
 from bench.report import capacity
@@ -249,12 +251,25 @@ def test_a_figure_the_run_did_not_measure_is_missing_and_so_is_what_needs_it() -
     assert "did not measure the index alone" in text
 
 
-def test_the_index_measured_alone_and_the_shards_replace_the_resident_memory_figure() -> None:
+@pytest.mark.parametrize(
+    ("scenario", "figures"),
+    [
+        ("memory", {"index": {"bytes_per_user": 33.0, "bytes_per_rule": 5.0}}),
+        ("policy", {"index_bytes_per_user": 33.0, "index_bytes_per_rule": 5.0}),
+    ],
+)
+def test_the_index_measured_alone_and_the_shards_replace_the_resident_memory_figure(
+    scenario: str, figures: dict[str, Any]
+) -> None:
     result = made_up_result()
-    result["scenarios"]["memory"]["index"] = {"bytes_per_user": 33.0, "bytes_per_rule": 5.0}
+    result["scenarios"][scenario].update(figures)
     result["scenarios"]["policy"]["two_replicas"] = {"max_share_of_index": 0.5}
     text = capacity.generated(result)
     assert "did not measure the index alone" not in text
+    index = next(x for x in text.splitlines() if "| policy index bytes per user |" in x)
+    assert cells(index)[2] == "33.0 bytes/user" and cells(index)[3].startswith(
+        f"{scenario}, SQLite"
+    )
     line = next(x for x in text.splitlines() if x.startswith("| memory of the policy index"))
     # 100M users x 33 bytes + 100M x (1,700 preference rows / 1M users) x 5 bytes
     expected = (100_000_000 * 33 + 100_000_000 * 1700 / 1_000_000 * 5) / 1e9

@@ -284,15 +284,28 @@ class Reader:
         )
 
     def figure(
-        self, scenario: str, engine: str, path: str, name: str, unit: str, label: str
+        self,
+        scenario: str,
+        engine: str,
+        path: str,
+        name: str,
+        unit: str,
+        label: str,
+        also: Sequence[tuple[str, str]] = (),
     ) -> Input:
-        """A figure at a dotted path of a scenario's result."""
-        node: Any = _pass_scenarios(self.result, engine).get(scenario, {})
-        ran = ok(node)
-        for part in path.split("."):
-            node = node.get(part) if isinstance(node, Mapping) else None
+        """A figure at a dotted path of a scenario's result; or, when it has none there, at the
+        first of `also` (scenario, path) that has it."""
+        results = _pass_scenarios(self.result, engine)
+        for where, at in ((scenario, path), *also):
+            node: Any = results.get(where, {})
+            ran = ok(node)
+            for part in at.split("."):
+                node = node.get(part) if isinstance(node, Mapping) else None
+            if ran and finite(node):
+                return self.inputs.add(name, node, unit, self.source(where, engine, label))
+        ran = ok(results.get(scenario, {}))
         reason = "" if ran else f"{scenario} did not run on {engine_label(engine)}"
-        return self.inputs.add(name, node, unit, self.source(scenario, engine, label), reason)
+        return self.inputs.add(name, None, unit, self.source(scenario, engine, label), reason)
 
     def store(self, engine: str, key: str) -> Input:
         """A bytes-per-row figure of bench.report.stores."""
@@ -416,16 +429,18 @@ def model(result: Mapping[str, Any]) -> tuple[Reader, list[Section]]:
         SQLITE,
         "index.bytes_per_user",
         "policy index bytes per user",
-        "bytes",
+        "bytes/user",
         "the index measured alone, bytes per user",
+        also=[("memory", "index_bytes_per_user"), ("policy", "index_bytes_per_user")],
     )
     index_rule = r.figure(
         "memory",
         SQLITE,
         "index.bytes_per_rule",
         "policy index bytes per rule",
-        "bytes",
+        "bytes/rule",
         "the index measured alone, bytes per rule or consent",
+        also=[("memory", "index_bytes_per_rule"), ("policy", "index_bytes_per_rule")],
     )
     users_seeded = r.figure(
         "policy",

@@ -193,7 +193,7 @@ def _store_size_sections(result: dict[str, Any]) -> list[str]:
     lines += [
         "On disk after the last scenario of each pass:",
         "",
-        *md_table(["engine", "store", "tables, MB", "on disk"], disk),
+        *md_table(["engine", "store", "data, MB", "on disk"], disk),
         "",
     ]
     writes = []

@@ -165,7 +165,7 @@ WRITES: tuple[Writes, ...] = (
         NOTIFIER,
         "events",
         "burst.events_per_second",
-        "events/s end to end (TerminateContract burst)",
+        "events/s end to end, TerminateContract burst",
     ),
     Writes(
         "import",
