@@ -114,14 +114,6 @@ class Input:
     missing: str = ""
 
 
-class Missing(Exception):
-    """A quantity needs an input the run did not measure."""
-
-    def __init__(self, inputs: Sequence[Input]) -> None:
-        super().__init__(", ".join(i.key for i in inputs))
-        self.inputs = list(inputs)
-
-
 @dataclass(slots=True)
 class Inputs:
     """The inputs, numbered in the order the model asks for them."""
@@ -188,10 +180,6 @@ def replicas(v: float) -> str:
 
 def hours(v: float) -> str:
     return f"{v / 3600:,.1f} h"
-
-
-def count(v: float) -> str:
-    return f"{v:,.0f}"
 
 
 def times(v: float) -> str:
@@ -712,7 +700,7 @@ def model(result: Mapping[str, Any]) -> tuple[Reader, list[Section]]:
         },
     )
     reg.add(
-        "memory per replica (resident, after the fan-out; every replica's on PostgreSQL)",
+        "memory per replica (resident, after the fan-out)",
         {e: compute(reg_rss[e].key, [reg_rss[e]], lambda v: v, mb) for e in engines},
     )
     reg.add(
