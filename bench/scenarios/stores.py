@@ -54,12 +54,12 @@ def sqlite_fetch(path: Path, sql: str) -> list[Sequence[Any]]:
         conn.close()
 
 
-# The tables of a PostgreSQL store: the service's own (schema public), with their rows and bytes
+# The tables of a PostgreSQL store: the service's own (its schema), with their rows and bytes
 # (pg_total_relation_size: the table, its indexes and its TOAST).
 PG_TABLES_SQL = (
     "SELECT c.relname, pg_total_relation_size(c.oid) FROM pg_class c "
     "JOIN pg_namespace n ON n.oid = c.relnamespace "
-    "WHERE n.nspname = 'public' AND c.relkind = 'r' ORDER BY c.relname"
+    "WHERE n.nspname = current_schema() AND c.relkind = 'r' ORDER BY c.relname"
 )
 # SQLite: each b-tree's bytes in use (dbstat, aggregated), a table's indexes counted with it.
 SQLITE_TABLES_SQL = (
@@ -69,26 +69,34 @@ SQLITE_TABLES_SQL = (
 
 
 async def snapshot(ctx: Context, deployment: str, *, table_bytes: bool) -> dict[str, Any]:
-    """The size of one deployment's store: `bytes`, the data the service holds (SQLite: the
-    pages in use; PostgreSQL: its tables with their indexes and TOAST), `tables` (name -> rows,
-    and with table_bytes, or always on PostgreSQL, bytes: its indexes counted with it) and what
-    lies on disk: on SQLite `file_bytes` (the main file and its -wal), on PostgreSQL
-    `database_bytes` (pg_database_size, the system catalogs included). SQLite's bytes per table
-    (dbstat) read every page: a second or more for a store of a million rows."""
+    """The size of one deployment's store (snapshot_sqlite, snapshot_pg)."""
     if ctx.postgres is not None:
-        reader = StoreReader(url=ctx.postgres.database_url(deployment))
-        try:
-            sizes = {str(name): int(size) for name, size in await reader.fetch(PG_TABLES_SQL)}
-            rows = {name: await _count(reader, name) for name in sizes}
-            (database,) = await reader.fetch("SELECT pg_database_size(current_database())")
-        finally:
-            await reader.close()
-        return {
-            "bytes": sum(sizes.values()),
-            "database_bytes": int(database[0]),
-            "tables": {name: {"rows": rows[name], "bytes": sizes[name]} for name in sizes},
-        }
-    path = topology.db_path(ctx.mesh, deployment)
+        return await snapshot_pg(ctx.postgres.database_url(deployment))
+    return await snapshot_sqlite(topology.db_path(ctx.mesh, deployment), table_bytes=table_bytes)
+
+
+async def snapshot_pg(url: str) -> dict[str, Any]:
+    """A PostgreSQL store's size: `bytes`, its tables with their indexes and TOAST; `tables`,
+    name -> rows and bytes; `database_bytes`, pg_database_size (the system catalogs too)."""
+    reader = StoreReader(url=url)
+    try:
+        sizes = {str(name): int(size) for name, size in await reader.fetch(PG_TABLES_SQL)}
+        rows = {name: await _count(reader, name) for name in sizes}
+        (database,) = await reader.fetch("SELECT pg_database_size(current_database())")
+    finally:
+        await reader.close()
+    return {
+        "bytes": sum(sizes.values()),
+        "database_bytes": int(database[0]),
+        "tables": {name: {"rows": rows[name], "bytes": sizes[name]} for name in sizes},
+    }
+
+
+async def snapshot_sqlite(path: Path, *, table_bytes: bool) -> dict[str, Any]:
+    """A SQLite store's size: `bytes`, the pages in use; `tables`, name -> rows (and with
+    table_bytes, the bytes of the pages it and its indexes use, from dbstat, which reads every
+    page: a second or more for a store of a million rows); `file_bytes`, the main file and its
+    -wal on disk."""
     reader = StoreReader(path=path)
     names = [
         str(name)
