@@ -175,7 +175,8 @@ def per_s(v: float) -> str:
 
 
 def replicas(v: float) -> str:
-    return f"{max(1, math.ceil(v)):,} replicas"
+    n = max(1, math.ceil(v))
+    return f"{n:,} replica{'s' if n > 1 else ''}"
 
 
 def hours(v: float) -> str:
@@ -685,6 +686,19 @@ def model(result: Mapping[str, Any]) -> tuple[Reader, list[Section]]:
             for e in engines
         },
     )
+    pg = engines[1]
+    reg.add(
+        "replicas (one core each) for the VerifySubscriber calls and the terminations together",
+        {
+            SQLITE: Cell("1 (the store's one process)", "SQLite: one process owns the file"),
+            pg: compute(
+                f"(W3 x {verify[pg].key} + W5 / 86,400 s x {term_cpu[pg].key}) / 1000 {h}",
+                [verify[pg], term_cpu[pg]],
+                lambda v, t: (W["W3"] * v + per_day * t) / 1000 * HEADROOM,
+                replicas,
+            ),
+        },
+    )
     reg.add(
         "the W6-row re-import at the measured rate",
         {
@@ -821,15 +835,39 @@ def model(result: Mapping[str, Any]) -> tuple[Reader, list[Section]]:
     g_notice = {e: r.store(e, "gateway_per_notice") for e in engines}
     n_rss = {e: r.rss(e, "fanout", NOTIFIER) for e in engines}
     nt.add(
-        "cores for W5 events spread over the day: notifier + the gateway applying them",
+        "cores for W5 events spread over the day: the notifier's",
         {
             e: compute(
-                f"W5 / 86,400 s x ({n_cpu[e].key} + {g_cpu[e].key}) / 1000 {h}",
-                [n_cpu[e], g_cpu[e]],
-                lambda a, b: per_day * (a + b) / 1000 * HEADROOM,
+                f"W5 / 86,400 s x {n_cpu[e].key} / 1000 {h}",
+                [n_cpu[e]],
+                lambda c: per_day * c / 1000 * HEADROOM,
                 cores,
             )
             for e in engines
+        },
+    )
+    nt.add(
+        "cores for W5 events spread over the day: the gateway's, applying them",
+        {
+            e: compute(
+                f"W5 / 86,400 s x {g_cpu[e].key} / 1000 {h}",
+                [g_cpu[e]],
+                lambda c: per_day * c / 1000 * HEADROOM,
+                cores,
+            )
+            for e in engines
+        },
+    )
+    nt.add(
+        "replicas (one core each)",
+        {
+            SQLITE: Cell("1 (the store's one process)", "SQLite: one process owns the file"),
+            pg: compute(
+                f"W5 / 86,400 s x {n_cpu[pg].key} / 1000 {h}",
+                [n_cpu[pg]],
+                lambda c: per_day * c / 1000 * HEADROOM,
+                replicas,
+            ),
         },
     )
     nt.add(
