@@ -13,8 +13,9 @@ mesh of the same shape, in the same run, and reports each figure as a ratio to i
     bench.echo       echo services on the same stack (GrpcServer, open_channel) doing nothing
     bench.scenarios  a module per scenario (identification, VerifySubscriber, termination
                      fan-out, bulk import, memory, delivery policy), each declaring its targets;
-                     the context they share and the level sweep they run
+                     the context they share, the level sweep they run, the stores' sizes
     bench.report     the table of targets (read through those declarations), the result JSON,
                      the text table, the markdown of docs/benchmarks.md, the plot, the docs
-                     rewrite
+                     rewrite; the stores' bytes per row and rows per operation, and the
+                     capacity model of docs/capacity.md
 """

@@ -12,7 +12,8 @@ fresh stores, starts its own meshes, runs its scenarios and stops them before th
 PostgreSQL pass starts an embedded server of its own (bench.topology.PostgresServer).
 
 Writes bench/results/latest.json (--out), prints the table of targets, and with --docs rewrites
-the generated part of docs/benchmarks.md and docs/benchmarks.png.
+the generated parts of docs/benchmarks.md and docs/capacity.md (bench.report.capacity: the
+capacity model over the run's figures), and docs/benchmarks.png.
 """
 
 from __future__ import annotations
@@ -61,7 +62,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=RESULTS / "latest.json")
     parser.add_argument("--work-dir", type=Path, default=RESULTS / "work")
     parser.add_argument(
-        "--docs", action="store_true", help="rewrite docs/benchmarks.md and docs/benchmarks.png"
+        "--docs",
+        action="store_true",
+        help="rewrite docs/benchmarks.md, docs/capacity.md and docs/benchmarks.png",
     )
     parser.add_argument("--docs-dir", type=Path, default=DOCS)
     parser.add_argument(
@@ -180,6 +183,8 @@ class Pass:
     scenarios: dict[str, Any]
     profiles: dict[str, Any]
     idle_cpu: dict[str, float]  # process -> CPU seconds per second with the mesh idle
+    # the stores' sizes before the scenarios ("start") and after each: deployment -> snapshot
+    stores: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -189,6 +194,10 @@ class Pass:
             "idle_cpu": self.idle_cpu,
             "scenarios": self.scenarios,
         }
+
+    def stores_dict(self) -> dict[str, Any]:
+        """The pass's store snapshots and what they measured (bench.report.stores)."""
+        return report.derive_stores(self.stores, self.scenarios)
 
 
 async def run_pass(config: BenchConfig, work_dir: Path) -> Pass:
@@ -201,6 +210,7 @@ async def run_pass(config: BenchConfig, work_dir: Path) -> Pass:
     server: topology.PostgresServer | None = None
     results: dict[str, Any] = {}
     rss: dict[str, dict[str, float]] = {}
+    stores: dict[str, dict[str, Any]] = {}
     ctx: scenarios.Context | None = None
     started: list[Mesh | topology.EchoMesh] = []  # stopped at the end, the last first
     seed_seconds = 0.0
@@ -216,6 +226,8 @@ async def run_pass(config: BenchConfig, work_dir: Path) -> Pass:
         await asyncio.to_thread(echo.wait, 60.0)
         ctx = scenarios.Context(config, mesh, echo, work_dir, RESULTS / "profiles", postgres=server)
         rss["start"] = procs.rss_all(ctx.mesh_pids())
+        # the bytes of each table once, over the seeded stores; the rows after every scenario
+        stores["start"] = await scenarios.snapshot_all(ctx, table_bytes=True)
         idle_cpu = await scenarios.idle_cpu(ctx)
         for scenario in scenarios.ALL:
             if scenario.run is None:  # (it runs alone, below)
@@ -225,6 +237,7 @@ async def run_pass(config: BenchConfig, work_dir: Path) -> Pass:
                 continue
             results[scenario.name] = await _attempt(scenario.name, scenario.run(ctx))
             rss[scenario.name] = procs.rss_all(ctx.mesh_pids())
+            stores[scenario.name] = await scenarios.snapshot_all(ctx, table_bytes=False)
     except MeshError as exc:
         print(f"  {config.engine}: the mesh did not start: {exc}", flush=True)
         for scenario in scenarios.ALL:
@@ -252,7 +265,9 @@ async def run_pass(config: BenchConfig, work_dir: Path) -> Pass:
     if ctx is not None:
         for profile_label, profiler in ctx.profiles.items():
             profiles[profile_label] = profiler.summaries()
-    return Pass(config, time.perf_counter() - began, seed_seconds, results, profiles, idle_cpu)
+    return Pass(
+        config, time.perf_counter() - began, seed_seconds, results, profiles, idle_cpu, stores
+    )
 
 
 async def _attempt(name: str, run: Awaitable[dict[str, Any]]) -> dict[str, Any]:
@@ -281,6 +296,7 @@ async def run(config: BenchConfig, work_dir: Path) -> dict[str, Any]:
         seconds=time.time() - began,
         seed_seconds=sqlite.seed_seconds if sqlite is not None else 0.0,
         idle_cpu={e: run.idle_cpu for e, run in passes.items()},
+        stores={e: run.stores_dict() for e, run in passes.items()},
         scenarios=(
             sqlite.scenarios
             if sqlite is not None
@@ -297,7 +313,8 @@ def main(argv: list[str] | None = None) -> int:
         result = report.read_json(args.docs_from)
         print(report.text_table(result))
         md, png = report.write_docs(result, args.docs_dir)
-        print(f"docs: {md} {png}")
+        capacity = report.write_capacity(result, args.docs_dir)
+        print(f"docs: {md} {png} {capacity}")
         return 0
     config = build_config(args)
     result = asyncio.run(run(config, args.work_dir.resolve()))
@@ -308,7 +325,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nresults: {args.out}")
     if args.docs:
         md, png = report.write_docs(result, args.docs_dir)
-        print(f"docs: {md} {png}")
+        capacity = report.write_capacity(result, args.docs_dir)
+        print(f"docs: {md} {png} {capacity}")
     if not args.keep_work:
         shutil.rmtree(args.work_dir, ignore_errors=True)
     failed = report.failed(result)

@@ -138,6 +138,33 @@ def test_smoke_result_renders_the_docs(smoke_result: dict[str, Any], tmp_path: P
     md, png = report.write_docs(smoke_result, tmp_path)
     assert png.stat().st_size > 0
     assert report.BEGIN in md.read_text()
+    assert "### Store sizes" in md.read_text()
+    capacity = report.write_capacity(smoke_result, tmp_path).read_text()
+    assert f"From the run of {smoke_result['started_at']}" in capacity
+
+
+@pytest.mark.mesh
+def test_smoke_run_measures_the_stores_of_every_pass(smoke_result: dict[str, Any]) -> None:
+    """Bytes per row of every store, on both engines, from the stores the scenarios filled (the
+    delivery policy's preferences on SQLite only), and the rows each operation wrote."""
+    stores = smoke_result["stores"]
+    assert set(stores) == {"sqlite", "postgresql-x2"}
+    for engine, measured in stores.items():
+        for figure in measured["figures"]:
+            if engine != "sqlite" and figure["key"] == "gateway_per_preference_row":
+                assert figure["missing"] == "no rows"
+                continue
+            assert "missing" not in figure, (engine, figure)
+            assert figure["rows"] > 0 and figure["bytes_per_row"] > 0, (engine, figure)
+        start = measured["snapshots"]["start"]["registry-beeline"]
+        assert start["tables"]["contracts"]["rows"] == 2_000
+        files = start.get("file_bytes", {})
+        disk = files["main"] + files["wal"] if engine == "sqlite" else start["database_bytes"]
+        assert disk >= start["bytes"] > 0
+        writes = {w["scenario"]: w for w in measured["writes"]}
+        assert writes["import"]["rows_per_operation"]["registry-megafon.contracts"] == 1.0
+        assert writes["verify"]["rows_per_operation"]["registry-beeline.verifications"] == 1.0
+        assert writes["fanout"]["rows_per_operation"]["notifier.events"] == 1.0
 
 
 @pytest.mark.mesh

@@ -30,6 +30,7 @@ PAGES = [
             "CONVENTIONS.md",
             "chaos.md",
             "benchmarks.md",
+            "capacity.md",
         )
     ),
 ]

@@ -1,7 +1,9 @@
 """The result of a run as JSON (bench/results/latest.json): everything measured. `scenarios`
 holds the SQLite pass's, `postgresql` each PostgreSQL pass's (its config and scenarios, by
 engine: "postgresql-x1", "postgresql-x2"), `targets` the rows of the table of targets
-(bench.report.targets), `idle_cpu` each pass's idle mesh, `profiles` the py-spy summaries."""
+(bench.report.targets), `idle_cpu` each pass's idle mesh, `stores` each pass's store sizes
+(bench.report.stores: the snapshots, bytes per row, rows written per operation), `profiles` the
+py-spy summaries."""
 
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ def build(
     profiles: dict[str, Any],
     postgresql: dict[str, Any] | None = None,
     idle_cpu: dict[str, dict[str, float]] | None = None,
+    stores: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     result = {
         "schema": SCHEMA,
@@ -39,6 +42,7 @@ def build(
         "scenarios": scenarios,
         "postgresql": postgresql or {},
         "idle_cpu": idle_cpu or {},
+        "stores": stores or {},
         "profiles": profiles,
     }
     result["targets"] = targets(result)

@@ -44,6 +44,7 @@ def markdown(result: dict[str, Any], png_name: str) -> str:
     lines.append("")
     lines += _target_docs()
     lines += _engine_comparison(result)
+    lines += _store_size_sections(result)
     for engine, scenarios, _ran in passes(result):
         lines += _store_sections(scenarios, "" if engine == SQLITE else f", {engine_label(engine)}")
     lines += _gateway_sections(s)
@@ -148,6 +149,77 @@ def _engine_comparison(result: dict[str, Any]) -> list[str]:
         *md_table(header, rows),
         "",
     ]
+
+
+def _store_size_sections(result: dict[str, Any]) -> list[str]:
+    """Bytes per row of each store, per engine, and the rows each scenario's operations wrote
+    (bench.report.stores)."""
+    stores = result.get("stores") or {}
+    engines = [engine for engine, _s, _r in passes(result) if engine in stores]
+    if not engines:
+        return []
+    header = ["bytes per row", *(engine_label(e) for e in engines)]
+    rows = []
+    for i, figure in enumerate(stores[engines[0]]["figures"]):
+        cells = []
+        for engine in engines:
+            f = stores[engine]["figures"][i]
+            cells.append(
+                f"{num(f['bytes_per_row'])} ({f['rows']:,} rows)" if "missing" not in f else "-"
+            )
+        rows.append([figure["name"], *cells])
+    lines = [
+        "### Store sizes",
+        "",
+        "Each store measured before the scenarios and after each one (SQLite: the bytes of the "
+        "pages each table and its indexes use, from dbstat; PostgreSQL: "
+        "pg_total_relation_size of the service's tables); a figure is bytes over the rows of "
+        "its table, at a snapshot or over what one scenario added.",
+        "",
+        *md_table(header, rows),
+        "",
+    ]
+    disk = []
+    for engine in engines:
+        last = list(stores[engine]["snapshots"].values())[-1]
+        for deployment, snap in last.items():
+            on_disk = (
+                f"{snap['file_bytes']['main'] / 1e6:,.1f} MB + "
+                f"{snap['file_bytes']['wal'] / 1e6:,.1f} MB -wal"
+                if "file_bytes" in snap
+                else f"{snap['database_bytes'] / 1e6:,.1f} MB (pg_database_size)"
+            )
+            disk.append([engine_label(engine), deployment, f"{snap['bytes'] / 1e6:,.1f}", on_disk])
+    lines += [
+        "On disk after the last scenario of each pass:",
+        "",
+        *md_table(["engine", "store", "data, MB", "on disk"], disk),
+        "",
+    ]
+    writes = []
+    for engine in engines:
+        for w in stores[engine]["writes"]:
+            if "missing" in w:
+                continue
+            per_op = ", ".join(f"{t} {num(n, 2)}" for t, n in w["rows_per_operation"].items())
+            writes.append(
+                [
+                    w["operation"],
+                    engine_label(engine),
+                    per_op,
+                    f"{num(w['throughput'])} ({w['throughput_name']})",
+                    num(w.get("rows_per_second")),
+                ]
+            )
+    if writes:
+        lines += [
+            "Rows each operation added (net: updates are not counted), and the write rate the "
+            "scenario drove at its throughput:",
+            "",
+            *md_table(["operation", "engine", "rows per operation", "rate", "rows/s"], writes),
+            "",
+        ]
+    return lines
 
 
 def _store_sections(s: dict[str, Any], where: str) -> list[str]:

@@ -8,7 +8,7 @@ machine is shared and noisy: only ratios carry from one run to the next.
     context         what the scenarios of a pass share (Context), CPU per operation, ratios
     sweep           the level sweep: a closed loop of the real server and its baselines at
                     each concurrency
-    stores          read-only queries on the services' stores
+    stores          read-only queries on the services' stores, and their sizes
     spec            Scenario and Target, what a scenario declares
     identification, verify, fanout, bulk_import, memory, policy    the scenarios
 """
@@ -18,6 +18,7 @@ from __future__ import annotations
 from bench.scenarios import bulk_import, fanout, identification, memory, policy, verify
 from bench.scenarios.context import BenchFailure, Context, idle_cpu
 from bench.scenarios.spec import Scenario, Target
+from bench.scenarios.stores import snapshot_all
 
 # In the order of bench.config.SCENARIOS: the order of the results and of the table's rows.
 ALL: tuple[Scenario, ...] = (
@@ -30,4 +31,13 @@ ALL: tuple[Scenario, ...] = (
 )
 BY_NAME = {scenario.name: scenario for scenario in ALL}
 
-__all__ = ["ALL", "BY_NAME", "BenchFailure", "Context", "Scenario", "Target", "idle_cpu"]
+__all__ = [
+    "ALL",
+    "BY_NAME",
+    "BenchFailure",
+    "Context",
+    "Scenario",
+    "Target",
+    "idle_cpu",
+    "snapshot_all",
+]
