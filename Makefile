@@ -25,7 +25,7 @@ help:
 	@echo "make chaos  seeded fault run of the mesh, checked (CHAOS_ARGS=\"--seed N --rounds N\")"
 	@echo "make proto  regenerate gen/python from protos/"
 	@echo "make lint   buf lint, buf breaking (against the published v1), ruff check, ruff format --check, mypy strict (CI runs it with make test)"
-	@echo "make bench  benchmarks against same-run baselines, SQLite and PostgreSQL -> docs/benchmarks.md (~9 min)"
+	@echo "make bench  benchmarks against same-run baselines, SQLite and PostgreSQL -> docs/benchmarks.md (~10 min)"
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,8 +35,8 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# `make bench`: the benchmarks (not part of `make test`; under 10 minutes on 2 cores: SQLite,
-# then PostgreSQL with one and two replicas of every service). Writes bench/results/latest.json,
+# `make bench`: the benchmarks (not part of `make test`; about 10 minutes on 2 cores: SQLite,
+# then PostgreSQL with one and two replicas of every service, and a synchronous standby's cost). Writes bench/results/latest.json,
 # docs/benchmarks.md and docs/benchmarks.png, with a py-spy profile of the services during each
 # scenario (bench/results/profiles/; sampled at 67 Hz without stopping them).
 # BENCH_ARGS=--full for the full counts (100,000 terminations, 10,000,000 rows), BENCH_ARGS="--only verify" for one scenario,

@@ -258,9 +258,12 @@ class PostgresCluster:
         )
         return [line.split("\t") for line in out.splitlines() if line]
 
-    def wait_synchronous(self, standby: str = "standby", timeout: float = 60.0) -> None:
+    def wait_streaming(
+        self, *, sync_state: str = "sync", standby: str = "standby", timeout: float = 60.0
+    ) -> None:
         """Wait until the standby named standby (its application_name) streams from this
-        server synchronously (pg_stat_replication: state streaming, sync_state sync)."""
+        server, synchronously or not as sync_state says (pg_stat_replication's "sync" or
+        "async")."""
         deadline = time.monotonic() + timeout
         seen: list[list[str]] = []
         while time.monotonic() < deadline:
@@ -268,11 +271,11 @@ class PostgresCluster:
                 "SELECT state, sync_state FROM pg_stat_replication "
                 f"WHERE application_name = '{standby}'"
             )
-            if ["streaming", "sync"] in seen:
+            if ["streaming", sync_state] in seen:
                 return
             time.sleep(0.1)
         raise MeshError(
-            f"the standby {standby!r} does not stream synchronously from {self.host}:"
+            f"the standby {standby!r} does not stream ({sync_state}) from {self.host}:"
             f"{self.port} after {timeout:g}s (pg_stat_replication: {seen or 'no row'})"
         )
 
@@ -447,7 +450,7 @@ class PostgresPair:
             primary = self.primary
             primary.start()
             self.standby.follow(primary)
-            primary.wait_synchronous()
+            primary.wait_streaming()
 
     def failover(self) -> Failover:
         """The primary crashes (pg_ctl stop -m immediate, as a power cut), the standby is
@@ -468,7 +471,7 @@ class PostgresPair:
             self.primary_name = promoted
             self._save()
             old.follow(new)
-            new.wait_synchronous()
+            new.wait_streaming()
             return Failover(
                 crashed=crashed,
                 promoted=promoted,
