@@ -72,7 +72,7 @@ def mesh_spec(server_url: str, pool_size: int) -> MeshSpec:
 
 
 class Load:
-    """The two operations, over subscribers none of the steps has used: terminations of the
+    """The two operations, over subscribers no slice has used yet: terminations of the
     first half (bound to alpha: each queues one notice), identifications of the second."""
 
     def __init__(self, config: BenchConfig, mesh: Mesh) -> None:

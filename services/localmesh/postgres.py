@@ -231,7 +231,10 @@ class PostgresCluster:
     def start(self) -> None:
         """Start and wait until it accepts connections (crash recovery included)."""
         log = self.pgdata.parent / "postgres.log"
-        self._pg("pg_ctl", "-D", str(self.pgdata), "-l", str(log), "-w", "-t", "60", "start")
+        try:
+            self._pg("pg_ctl", "-D", str(self.pgdata), "-l", str(log), "-w", "-t", "60", "start")
+        except MeshError as exc:
+            raise MeshError(f"{exc} (the server's log: {log})") from None
 
     def stop(self, mode: str = "immediate") -> None:
         """pg_ctl stop -m mode: "immediate" quits at once, without a checkpoint (a crash)."""
