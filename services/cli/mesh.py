@@ -165,6 +165,7 @@ def run_failover(data_dir: Path) -> int:
         return 1
     try:
         pair = PostgresPair(Path(folder))
+        pair.check_failover()
         old, new = pair.primary_name, pair.standby_name
         print(
             f"crashing the primary {old} (pg_ctl stop -m immediate) and promoting {new} ...",

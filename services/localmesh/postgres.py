@@ -461,11 +461,8 @@ class PostgresPair:
         standby. Between the promotion and the rebuilt standby's start, commits are
         acknowledged by the new primary alone."""
         with self._locked():
+            self.check_failover()
             old, new = self.primary, self.standby
-            if not old.alive():
-                raise MeshError(f"the primary {self.primary_name} is not running")
-            if not new.alive() or new.query("SELECT pg_is_in_recovery()") != [["t"]]:
-                raise MeshError(f"{self.standby_name} is not a running standby: nothing to promote")
             crashed, promoted = self.primary_name, self.standby_name
             began = time.monotonic()
             old.stop("immediate")
@@ -481,6 +478,15 @@ class PostgresPair:
                 promote_seconds=round(promoted_at - began, 2),
                 rejoin_seconds=round(time.monotonic() - promoted_at, 2),
             )
+
+    def check_failover(self) -> None:
+        """Refuse (MeshError) a failover that cannot be done: a primary and a standby in
+        recovery must be running."""
+        if not self.primary.alive():
+            raise MeshError(f"the primary {self.primary_name} is not running")
+        standby = self.standby
+        if not standby.alive() or standby.query("SELECT pg_is_in_recovery()") != [["t"]]:
+            raise MeshError(f"{self.standby_name} is not a running standby: nothing to promote")
 
     def describe(self) -> list[str]:
         """A line per server: its name, address and role."""
