@@ -2,7 +2,8 @@
 an embedded primary with a synchronous streaming standby, the services given both servers in one
 URL; the primary crashed and the standby promoted under the running mesh, which answers on the
 new primary with everything acknowledged before; `make down` stops the services and both
-servers. The commands are the ones `make -n` prints, run in a folder of their own."""
+servers, also after the launcher was killed; the next start keeps the data. The commands are the
+ones `make -n` prints, run in a folder of their own."""
 
 from __future__ import annotations
 
@@ -165,3 +166,25 @@ def test_a_mesh_with_a_synchronous_standby_fails_over_and_answers_on_the_new_pri
         assert not (tmp_path / "data-pg" / MESH_FILE).exists()
     finally:
         mesh.close()
+
+    # the next start keeps the data, pg-b the primary; a launcher killed with -9 leaves the
+    # servers running (nothing stops them but itself), and `make down` stops them then
+    again = Launcher(tmp_path / "data-pg", 0, argv=up, cwd=tmp_path)
+    try:
+        again.wait_serving()
+        assert b.query("SELECT pg_is_in_recovery()") == [["f"]]
+        assert b.query(replication) == [["streaming", "sync"]]
+        assert cli.shown("u2") == "IDENTIFICATION_STATE_IDENTIFIED"
+        again.process.kill()
+        again.process.wait(30)
+        eventually_sync(
+            lambda: not any(meshlib.is_running(p, meshlib.SERVICE_MARK) for p in again.pids()),
+            within=60,
+            what="the killed launcher's services to exit",
+        )
+        assert a.alive() and b.alive()
+        down = Cli(tmp_path, None).run(*make_command("down"))
+        assert down.returncode == 0, down.stderr
+        assert not a.alive() and not b.alive()
+    finally:
+        again.close()
