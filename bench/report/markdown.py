@@ -282,6 +282,10 @@ def _replication_section(rep: dict[str, Any]) -> list[str]:
                     num(r["throughput"]),
                     num(r["latency"]["p50_ms"]),
                     num(r["latency"]["p99_ms"]),
+                    " + ".join(
+                        f"{num(v, 2)} {server}"
+                        for server, v in r.get("server_cpu_ms_per_op", {}).items()
+                    ),
                     ", ".join(num(v) for v in r["slices_throughput"]),
                 ]
             )
@@ -298,7 +302,15 @@ def _replication_section(rep: dict[str, Any]) -> list[str]:
         f"With the synchronous standby, of the primary alone: {ratios}.",
         "",
         *md_table(
-            ["setup", "operation", "per second", "p50 ms", "p99 ms", "each slice, per second"],
+            [
+                "setup",
+                "operation",
+                "per second",
+                "p50 ms",
+                "p99 ms",
+                "server CPU ms per op",
+                "each slice, per second",
+            ],
             rows,
         ),
         "",

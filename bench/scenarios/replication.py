@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,7 @@ from typing import Any
 from idmesh.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from idmesh.registry.v1 import registry_pb2, registry_pb2_grpc
 
-from bench import seed, topology
+from bench import procs, seed, topology
 from bench.config import BenchConfig
 from bench.load import Latencies, closed_loop, honouring_shedding
 from bench.scenarios.context import CALL_TIMEOUT, BenchFailure, latency_dict, progress, ratio
@@ -90,6 +90,7 @@ class Load:
         self.terminated = itertools.count()
         self.identified = itertools.count(self.bound)
         self.users = itertools.count()
+        self.done = dict.fromkeys(KINDS, 0)  # operations completed, warm-ups included
 
     async def close(self) -> None:
         for channel in self.channels:
@@ -123,6 +124,7 @@ class Load:
                 "identification ended "
                 f"{gateway_pb2.IdentificationState.Name(confirmed.identification.state)}"
             )
+        self.done["identification"] += 1
 
     def operations(self) -> dict[str, Callable[[int], Awaitable[None]]]:
         """KINDS' operations."""
@@ -136,6 +138,7 @@ class Load:
         )
         if reply.notices_queued != 1:
             raise BenchFailure(f"termination queued {reply.notices_queued} notices, not 1")
+        self.done["terminations"] += 1
 
 
 async def _drained(registry: StoreReader, notifier: StoreReader, timeout: float) -> None:
@@ -216,7 +219,10 @@ async def _run(config: BenchConfig, work_dir: Path) -> dict[str, Any]:
                 )
                 if replicas != ([["sync"]] if setup == SYNC else []):
                     raise BenchFailure(f"primary {setup}: pg_stat_replication shows {replicas}")
-                await _slice(config, setup, load, pooled)
+                servers = {"primary": primary}
+                if streaming and standby is not None:
+                    servers["standby"] = standby
+                await _slice(config, setup, load, pooled, servers)
                 await _drained(registry, notifier, config.drain_timeout_seconds)
         finally:
             await load.close()
@@ -229,29 +235,57 @@ async def _run(config: BenchConfig, work_dir: Path) -> dict[str, Any]:
 
 
 class Pooled:
-    """Each setup's and operation's measured latencies and seconds, over its slices."""
+    """Each setup's and operation's measured latencies and seconds, over its slices, and the
+    CPU time the servers spent per operation."""
 
     def __init__(self) -> None:
         self.latencies: dict[tuple[str, str], list[float]] = {}
         self.seconds: dict[tuple[str, str], float] = {}
         self.slices: dict[tuple[str, str], list[float]] = {}  # each slice's throughput
+        self.cpu: dict[tuple[str, str], dict[str, float]] = {}  # server -> CPU seconds
+        self.ops: dict[tuple[str, str], int] = {}  # operations the CPU time was spent on
 
     def figures(self, setup: str, kind: str) -> dict[str, Any]:
-        latencies = self.latencies[setup, kind]
+        key = (setup, kind)
+        latencies = self.latencies[key]
+        ops = max(self.ops.get(key, 0), 1)
         return {
             "completed": len(latencies),
-            "seconds": self.seconds[setup, kind],
-            "throughput": round(len(latencies) / self.seconds[setup, kind], 1),
+            "seconds": self.seconds[key],
+            "throughput": round(len(latencies) / self.seconds[key], 1),
             "latency": latency_dict(Latencies.of(latencies)),
-            "slices_throughput": self.slices[setup, kind],
+            "slices_throughput": self.slices[key],
+            "server_cpu_ms_per_op": {
+                server: round(seconds * 1000 / ops, 3)
+                for server, seconds in self.cpu.get(key, {}).items()
+            },
         }
 
 
-async def _slice(config: BenchConfig, setup: str, load: Load, pooled: Pooled) -> None:
+def _server_cpu(servers: Mapping[str, PostgresCluster]) -> dict[str, float]:
+    """Each server's CPU seconds so far: its postmaster and backends (procs.tree_cpu_seconds)."""
+    result = {}
+    for name, server in servers.items():
+        pid = server.pid()
+        seconds = procs.tree_cpu_seconds(pid) if pid is not None else None
+        if seconds is not None:
+            result[name] = seconds
+    return result
+
+
+async def _slice(
+    config: BenchConfig,
+    setup: str,
+    load: Load,
+    pooled: Pooled,
+    servers: Mapping[str, PostgresCluster],
+) -> None:
     """Identifications, then terminations, each a closed loop; their latencies pooled with
-    the setup's other slices."""
+    the setup's other slices, and the servers' CPU time over the whole loop (its warm-up
+    included) with the operations it completed."""
     for kind, op in load.operations().items():
         key = (setup, kind)
+        cpu_before, done_before = _server_cpu(servers), load.done[kind]
         run = await closed_loop(
             op,
             concurrency=config.replication_concurrency,
@@ -261,6 +295,12 @@ async def _slice(config: BenchConfig, setup: str, load: Load, pooled: Pooled) ->
         )
         if run.errors:
             raise BenchFailure(f"{kind}, primary {setup}: {run.error_samples}")
+        cpu_after = _server_cpu(servers)
+        spent = pooled.cpu.setdefault(key, {})
+        for server, seconds in cpu_after.items():
+            if server in cpu_before:
+                spent[server] = spent.get(server, 0.0) + seconds - cpu_before[server]
+        pooled.ops[key] = pooled.ops.get(key, 0) + load.done[kind] - done_before
         pooled.seconds[key] = pooled.seconds.get(key, 0.0) + run.seconds
         pooled.slices.setdefault(key, []).append(round(run.throughput, 1))
         progress(

@@ -243,6 +243,13 @@ class PostgresCluster:
     def running(self) -> bool:
         return (self.pgdata / "postmaster.pid").exists()
 
+    def pid(self) -> int | None:
+        """The postmaster's process id, from its pid file (None: no pid file)."""
+        try:
+            return int((self.pgdata / "postmaster.pid").read_text().split()[0])
+        except (FileNotFoundError, ValueError, IndexError):
+            return None
+
     def alive(self) -> bool:
         """Whether its postmaster runs (pg_ctl status: a pid file left by a killed server does
         not count)."""
