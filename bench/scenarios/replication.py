@@ -351,9 +351,11 @@ SCENARIO = Scenario(
             ratio="identification_ratio.throughput",
             op=">=",
             threshold=0.7,
-            doc="identifications per second on PostgreSQL with a synchronous standby (on the "
-            "same box): at least 0.7 of the same primary's alone, in the same run (slices "
-            "taking turns)",
+            doc="identifications per second on PostgreSQL with a synchronous standby on the "
+            "same box: at least 0.7 of the same primary's alone, in the same run (slices taking "
+            "turns); on one box the standby's replay and the primary's WAL sender take the "
+            "services' cores (the servers' CPU per operation is in the scenario's section), "
+            "so a change that adds commits, not the wait itself, is what falls below",
         ),
         Target(
             name="identification c={concurrency}, synchronous standby: p99",
@@ -363,9 +365,10 @@ SCENARIO = Scenario(
             baseline_name="primary alone",
             ratio="identification_ratio.p99",
             op="<=",
-            threshold=1.5,
-            doc="the identification's p99 with a synchronous standby: at most 1.5 times the "
-            "primary's alone",
+            threshold=2.0,
+            doc="the identification's p99 with a synchronous standby: at most twice the "
+            "primary's alone (each of its commits, in the gateway and the registry, waits "
+            "for the standby's flush)",
         ),
         Target(
             name="TerminateContract c={concurrency}, synchronous standby: throughput",
@@ -387,8 +390,8 @@ SCENARIO = Scenario(
             baseline_name="primary alone",
             ratio="terminations_ratio.p99",
             op="<=",
-            threshold=1.5,
-            doc="TerminateContract's p99 with a synchronous standby: at most 1.5 times the "
+            threshold=2.0,
+            doc="TerminateContract's p99 with a synchronous standby: at most twice the "
             "primary's alone",
         ),
     ),
