@@ -97,7 +97,7 @@ class BenchConfig:
     # of them bound to a messenger: the terminations')
     replication_concurrency: int = 16
     replication_seconds: float = 2.0
-    replication_subscribers: int = 80_000
+    replication_subscribers: int = 120_000
     scenarios: tuple[str, ...] = SCENARIOS
     # the passes of the run, of ENGINES, in this order; and this pass's engine
     engines: tuple[str, ...] = ENGINES
@@ -227,7 +227,7 @@ def smoke() -> BenchConfig:
         policy_batch_seconds=0.3,
         replication_concurrency=2,
         replication_seconds=0.5,
-        replication_subscribers=2_000,
+        replication_subscribers=10_000,
         # the PostgreSQL path once, with two replicas (the replica paths), tiny
         engines=(SQLITE, "postgresql-x2"),
         postgres_sizes=(("terminations", 10), ("bulk_terminations", 16), ("import_rows", 300)),
