@@ -9,13 +9,15 @@ DATA   ?= data
 BUF    := node_modules/.bin/buf
 
 .DEFAULT_GOAL := help
-.PHONY: help venv up up-pg down reset test chaos proto proto-baseline lint fmt bench clean promtool
+.PHONY: help venv up up-pg failover down reset test chaos proto proto-baseline lint fmt bench clean promtool
 
 help:
 	@echo "make up     run the local mesh (2 operators, notifier, 2 messengers) under ./$(DATA)"
 	@echo "            (BASE_PORT=N: its ports from N, beside another mesh with DATA=other)"
 	@echo "make up-pg  the same mesh on PostgreSQL (embedded, under ./$(DATA)-pg/postgres, or the"
-	@echo "            server of IDMESH_DATABASE_URL), REPLICAS=2 replicas of every service"
+	@echo "            server of IDMESH_DATABASE_URL), REPLICAS=2 replicas of every service;"
+	@echo "            STANDBY=1: an embedded primary and a synchronous streaming standby"
+	@echo "make failover  (with make up-pg STANDBY=1) crash the primary, promote the standby"
 	@echo "make down   stop the running mesh, from any terminal (make up's or make up-pg's;"
 	@echo "            DATA=dir: only the one of ./dir)"
 	@echo "make reset  stop the mesh and delete its data (./$(DATA), ./$(DATA)-pg), not the venv"
@@ -23,7 +25,7 @@ help:
 	@echo "make chaos  seeded fault run of the mesh, checked (CHAOS_ARGS=\"--seed N --rounds N\")"
 	@echo "make proto  regenerate gen/python from protos/"
 	@echo "make lint   buf lint, buf breaking (against the published v1), ruff check, ruff format --check, mypy strict (CI runs it with make test)"
-	@echo "make bench  benchmarks against same-run baselines, SQLite and PostgreSQL -> docs/benchmarks.md, docs/capacity.md (~9 min)"
+	@echo "make bench  benchmarks against same-run baselines, SQLite and PostgreSQL -> docs/benchmarks.md, docs/capacity.md (~10 min)"
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,10 +35,11 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# `make bench`: the benchmarks (not part of `make test`; under 10 minutes on 2 cores: SQLite,
-# then PostgreSQL with one and two replicas of every service). Writes bench/results/latest.json,
-# docs/benchmarks.md, docs/capacity.md and docs/benchmarks.png, with a py-spy profile of the
-# services during each scenario (bench/results/profiles/; sampled at 67 Hz without stopping them).
+# `make bench`: the benchmarks (not part of `make test`; about 10 minutes on 2 cores: SQLite,
+# then PostgreSQL with one and two replicas of every service, and a synchronous standby's cost).
+# Writes bench/results/latest.json, docs/benchmarks.md, docs/capacity.md and docs/benchmarks.png,
+# with a py-spy profile of the services during each scenario (bench/results/profiles/; sampled at
+# 67 Hz without stopping them).
 # BENCH_ARGS=--full for the full counts (100,000 terminations, 10,000,000 rows), BENCH_ARGS="--only verify" for one scenario,
 # BENCH_ARGS="--engines sqlite" for SQLite alone.
 BENCH_STAMP := $(VENV)/.bench-installed-stamp
@@ -52,12 +55,19 @@ up: $(STAMP)
 	$(VENV)/bin/idmesh up --data-dir $(DATA) $(if $(BASE_PORT),--base-port $(BASE_PORT))
 
 # `make up-pg`: its own data folder (./data-pg), so that `make up` and `make up-pg` never mix
-# SQLite files and databases; stop it with Ctrl-C or `make down`.
+# SQLite files and databases; stop it with Ctrl-C or `make down`. STANDBY=1: a primary and a
+# synchronous streaming standby (under ./data-pg/postgres-pair) instead of the one server, and
+# `make failover` crashes the primary and promotes the standby while the mesh runs.
 REPLICAS ?= 2
+STANDBY ?=
 
 up-pg: $(STAMP)
 	$(VENV)/bin/idmesh up --postgres --replicas $(REPLICAS) --data-dir $(DATA)-pg \
-		$(if $(BASE_PORT),--base-port $(BASE_PORT))
+		$(if $(BASE_PORT),--base-port $(BASE_PORT)) \
+		$(if $(filter-out 0 no false,$(STANDBY)),--standby)
+
+failover: $(STAMP)
+	$(VENV)/bin/idmesh failover --data-dir $(DATA)-pg
 
 # `make down`: without DATA=..., `idmesh down` stops whichever of ./data and ./data-pg runs.
 DATA_GIVEN := $(filter command line environment,$(origin DATA))

@@ -1,6 +1,6 @@
 """`python -m bench`: seed, start the meshes, run the scenarios, write the results.
 
-    python -m bench                 the default run (`make bench`, under 10 minutes)
+    python -m bench                 the default run (`make bench`, about 10 minutes)
     python -m bench --full          100,000 terminations and 10,000,000 imported rows
     python -m bench --smoke         tiny counts, seconds (what tests/test_bench_smoke.py runs)
     python -m bench --only verify,import --profile
@@ -207,10 +207,46 @@ async def run_pass(config: BenchConfig, work_dir: Path) -> Pass:
     label = config.engine if config.engine == SQLITE else f"{config.engine} (PostgreSQL)"
     print(f"bench: {label}, scenarios {', '.join(config.scenarios)}", flush=True)
     await asyncio.to_thread(shutil.rmtree, work_dir, ignore_errors=True)
-    server: topology.PostgresServer | None = None
     results: dict[str, Any] = {}
     rss: dict[str, dict[str, float]] = {}
     stores: dict[str, dict[str, Any]] = {}
+    ctx: scenarios.Context | None = None
+    seed_seconds = 0.0
+    idle_cpu: dict[str, float] = {}
+    if any(s.run is not None and s.name in config.scenarios for s in scenarios.ALL):
+        ctx, seed_seconds, idle_cpu = await _run_in_meshes(config, work_dir, results, rss, stores)
+    else:  # only scenarios with meshes of their own (`--only replication`): no pass meshes
+        results |= {s.name: {"status": "skipped"} for s in scenarios.ALL if s.run is not None}
+    for scenario in scenarios.ALL:
+        if scenario.run_alone is None:
+            continue
+        if scenario.name in config.scenarios:
+            run_alone = scenario.run_alone(config, work_dir)
+            results[scenario.name] = await _attempt(scenario.name, run_alone)
+        else:
+            results[scenario.name] = {"status": "skipped"}
+    results[MEMORY]["rss_after_scenario_mb"] = rss
+    profiles = {}
+    if ctx is not None:
+        for profile_label, profiler in ctx.profiles.items():
+            profiles[profile_label] = profiler.summaries()
+    return Pass(
+        config, time.perf_counter() - began, seed_seconds, results, profiles, idle_cpu, stores
+    )
+
+
+async def _run_in_meshes(
+    config: BenchConfig,
+    work_dir: Path,
+    results: dict[str, Any],
+    rss: dict[str, dict[str, float]],
+    stores: dict[str, dict[str, Any]],
+) -> tuple[scenarios.Context | None, float, dict[str, float]]:
+    """The pass's server and meshes, started for the scenarios that run in them, and stopped;
+    their results into results, every service's memory after each into rss, the stores'
+    snapshots (bench.report.stores) at the start and after each into stores. Returns the
+    scenarios' context (its profiles), the seeding's seconds and the idle mesh's CPU."""
+    server: topology.PostgresServer | None = None
     ctx: scenarios.Context | None = None
     started: list[Mesh | topology.EchoMesh] = []  # stopped at the end, the last first
     seed_seconds = 0.0
@@ -252,22 +288,7 @@ async def run_pass(config: BenchConfig, work_dir: Path) -> Pass:
             await asyncio.to_thread(meshes.stop)
         if server is not None:
             await asyncio.to_thread(server.stop)
-    for scenario in scenarios.ALL:
-        if scenario.run_alone is None:
-            continue
-        if scenario.name in config.scenarios:
-            run_alone = scenario.run_alone(config, work_dir)
-            results[scenario.name] = await _attempt(scenario.name, run_alone)
-        else:
-            results[scenario.name] = {"status": "skipped"}
-    results[MEMORY]["rss_after_scenario_mb"] = rss
-    profiles = {}
-    if ctx is not None:
-        for profile_label, profiler in ctx.profiles.items():
-            profiles[profile_label] = profiler.summaries()
-    return Pass(
-        config, time.perf_counter() - began, seed_seconds, results, profiles, idle_cpu, stores
-    )
+    return ctx, seed_seconds, idle_cpu
 
 
 async def _attempt(name: str, run: Awaitable[dict[str, Any]]) -> dict[str, Any]:

@@ -1,11 +1,12 @@
 """The sizes of a bench run. Three presets: `smoke` (the test suite: seconds), `default`
-(`make bench`: under 10 minutes on a 2-core machine) and `full` (--full: the full
+(`make bench`: about 10 minutes on a 2-core machine) and `full` (--full: the full
 counts, 100,000 terminations and 10,000,000 imported rows; well over 10 minutes).
 
-A run is one pass per engine: SQLite (every scenario), then PostgreSQL with one replica and
-with two replicas of every service over one embedded server (the scenarios of
-POSTGRES_SCENARIOS, at the preset's `postgres_sizes`: smaller, to keep the run inside its
-budget). `BenchConfig.for_engine` gives a pass its config."""
+A run is one pass per engine: SQLite (every scenario but those of POSTGRES_ONCE), then
+PostgreSQL with one replica and with two replicas of every service over one embedded server (the
+scenarios of POSTGRES_SCENARIOS, at the preset's `postgres_sizes`: smaller, to keep the run
+inside its budget; and, in the first PostgreSQL pass only, those of POSTGRES_ONCE, which start
+servers of their own). `BenchConfig.for_engine` gives a pass its config."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ SCENARIOS: tuple[str, ...] = (
     "import",
     "memory",
     "policy",
+    "replication",
 )
 
 # The engines a run can pass over: SQLite, and PostgreSQL with 1 or 2 replicas of every service.
@@ -27,6 +29,11 @@ ENGINES: tuple[str, ...] = (SQLITE, "postgresql-x1", "postgresql-x2")
 # On PostgreSQL: the scenarios whose figures depend on the store. The pending-verifications
 # memory and the delivery policy's decisions are the gateway's own memory on either engine.
 POSTGRES_SCENARIOS: tuple[str, ...] = ("identification", "verify", "fanout", "import")
+# PostgreSQL scenarios with servers of their own (not the pass's): they run once, in the run's
+# first PostgreSQL pass.
+POSTGRES_ONCE: tuple[str, ...] = ("replication",)
+# What a SQLite pass runs of the run's scenarios.
+SQLITE_SCENARIOS: tuple[str, ...] = tuple(s for s in SCENARIOS if s not in POSTGRES_ONCE)
 
 
 def engine_replicas(engine: str) -> int:
@@ -83,6 +90,14 @@ class BenchConfig:
     policy_batch: int = 1_000
     policy_batch_concurrency: int = 2
     policy_batch_seconds: float = 8.0
+    # 7. synchronous replication's cost, on PostgreSQL servers of its own: slices of
+    # identifications, then TerminateContract calls, each a closed loop at
+    # `replication_concurrency` for `replication_seconds`, with the primary alone and with a
+    # synchronous standby taking turns (four slices each); over `replication_subscribers` (half
+    # of them bound to a messenger: the terminations')
+    replication_concurrency: int = 16
+    replication_seconds: float = 2.0
+    replication_subscribers: int = 120_000
     scenarios: tuple[str, ...] = SCENARIOS
     # the passes of the run, of ENGINES, in this order; and this pass's engine
     engines: tuple[str, ...] = ENGINES
@@ -117,11 +132,20 @@ class BenchConfig:
     def for_engine(self, engine: str) -> BenchConfig:
         """This run's config for one pass: on PostgreSQL, its sizes and scenarios."""
         if engine == SQLITE:
-            return replace(self, engine=engine)
+            return replace(
+                self,
+                engine=engine,
+                scenarios=tuple(s for s in self.scenarios if s not in POSTGRES_ONCE),
+            )
+        first = next((e for e in self.engines if e != SQLITE), engine)
         config = replace(
             self,
             engine=engine,
-            scenarios=tuple(s for s in self.scenarios if s in POSTGRES_SCENARIOS),
+            scenarios=tuple(
+                s
+                for s in self.scenarios
+                if s in POSTGRES_SCENARIOS or (s in POSTGRES_ONCE and engine == first)
+            ),
             **dict(self.postgres_sizes),
         )
         if config.fanout_subscribers >= config.subscribers:
@@ -161,6 +185,9 @@ def default() -> BenchConfig:
             "fan-out burst of 1,000 terminations, 3 s of overload (at most 1,000/s) and 3,000 "
             "through TerminateContracts, 50,000 imported rows; the memory and delivery-policy "
             "scenarios run on SQLite only (the gateway's own memory on either engine)",
+            "the synchronous standby's cost runs once, in the first PostgreSQL pass, on a "
+            "durable primary and standby of its own (16 clients, slices of 2 s per operation, "
+            "four slices per setup)",
         ),
     )
 
@@ -198,6 +225,9 @@ def smoke() -> BenchConfig:
         policy_seconds=0.3,
         policy_batch=100,
         policy_batch_seconds=0.3,
+        replication_concurrency=2,
+        replication_seconds=0.5,
+        replication_subscribers=10_000,
         # the PostgreSQL path once, with two replicas (the replica paths), tiny
         engines=(SQLITE, "postgresql-x2"),
         postgres_sizes=(("terminations", 10), ("bulk_terminations", 16), ("import_rows", 300)),

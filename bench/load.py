@@ -89,11 +89,15 @@ async def closed_loop(
     warmup: float,
     first_index: int = 0,
     grace: float = 90.0,
+    samples: list[float] | None = None,
 ) -> RunResult:
     """Run op(i) (i = first_index, first_index+1, ... across all workers) in `concurrency`
-    closed loops; measure the operations that end in the window [warmup, warmup + duration]."""
+    closed loops; measure the operations that end in the window [warmup, warmup + duration].
+    samples: a list that receives each measured operation's latency (seconds), to pool the
+    latencies of several runs."""
     counter = itertools.count(first_index)
-    latencies: list[float] = []
+    latencies: list[float] = samples if samples is not None else []
+    already = len(latencies)
     errors = _Errors()
     start = time.perf_counter()
     window_start = start + warmup
@@ -118,13 +122,14 @@ async def closed_loop(
     for task in pending:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
+    measured = latencies[already:]
     return RunResult(
         concurrency=concurrency,
         seconds=duration,
-        completed=len(latencies),
+        completed=len(measured),
         errors=errors.count,
-        throughput=len(latencies) / duration,
-        latency=Latencies.of(latencies),
+        throughput=len(measured) / duration,
+        latency=Latencies.of(measured),
         error_samples=errors.samples,
     )
 

@@ -47,6 +47,7 @@ def markdown(result: dict[str, Any], png_name: str) -> str:
     lines += _store_size_sections(result)
     for engine, scenarios, _ran in passes(result):
         lines += _store_sections(scenarios, "" if engine == SQLITE else f", {engine_label(engine)}")
+        lines += _replication_section(scenarios.get("replication", {}))
     lines += _gateway_sections(s)
     lines += _profile_sections(result.get("profiles") or {})
     lines.append(END)
@@ -335,6 +336,57 @@ def _store_sections(s: dict[str, Any], where: str) -> list[str]:
     elif imp:
         lines += [f"{imp.get('status', 'skipped')}: {imp.get('reason', '')}", ""]
     return lines
+
+
+def _replication_section(rep: dict[str, Any]) -> list[str]:
+    """What a synchronous standby costs (PostgreSQL, on servers of the scenario's own)."""
+    if not ok(rep):
+        return []
+    kinds = (("identification", "identifications"), ("terminations", "TerminateContract"))
+    rows = []
+    for setup, label in (("alone", "primary alone"), ("sync", "with a synchronous standby")):
+        for kind, name in kinds:
+            r = rep[setup][kind]
+            rows.append(
+                [
+                    label,
+                    name,
+                    num(r["throughput"]),
+                    num(r["latency"]["p50_ms"]),
+                    num(r["latency"]["p99_ms"]),
+                    " + ".join(
+                        f"{num(v, 2)} {server}"
+                        for server, v in r.get("server_cpu_ms_per_op", {}).items()
+                    ),
+                    ", ".join(num(v) for v in r["slices_throughput"]),
+                ]
+            )
+    ratios = "; ".join(
+        f"{name} x{num(rep[f'{kind}_ratio']['throughput'], 2)} throughput, "
+        f"x{num(rep[f'{kind}_ratio']['p99'], 2)} p99"
+        for kind, name in kinds
+    )
+    return [
+        "### Synchronous standby (PostgreSQL, fsync and synchronous_commit on)",
+        "",
+        f"At concurrency {rep['concurrency']}, in slices of {rep['slice_seconds']:g} s per "
+        f"operation taking turns ({', '.join(rep['schedule'])}); the standby on the same box. "
+        f"With the synchronous standby, of the primary alone: {ratios}.",
+        "",
+        *md_table(
+            [
+                "setup",
+                "operation",
+                "per second",
+                "p50 ms",
+                "p99 ms",
+                "server CPU ms per op",
+                "each slice, per second",
+            ],
+            rows,
+        ),
+        "",
+    ]
 
 
 def _gateway_sections(s: dict[str, Any]) -> list[str]:

@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
-from bench.config import SCENARIOS, SQLITE, engine_label
+from bench.config import SQLITE, SQLITE_SCENARIOS, engine_label
 from bench.report.result import finite, ok, passes
 from bench.scenarios import ALL, Scenario, Target
 
@@ -30,11 +30,11 @@ FIELD = re.compile(r"\{([^{}:|]+)(?:\|([^{}:]*))?(?::([^{}]*))?\}")
 
 
 def targets(result: dict[str, Any], scenarios: Sequence[Scenario] = ALL) -> list[dict[str, Any]]:
-    """Every pass's rows, SQLite first. On SQLite every scenario has rows (or one saying it did
-    not run); on PostgreSQL, the scenarios of its pass."""
+    """Every pass's rows, SQLite first. On SQLite every scenario of SQLITE_SCENARIOS has rows
+    (or one saying it did not run); on PostgreSQL, the scenarios of its pass."""
     rows: list[dict[str, Any]] = []
     for engine, results, ran in passes(result):
-        wanted = SCENARIOS if engine == SQLITE else ran
+        wanted = SQLITE_SCENARIOS if engine == SQLITE else ran
         for scenario in scenarios:
             got = results.get(scenario.name, {})
             if ok(got):

@@ -10,12 +10,20 @@ machine is shared and noisy: only ratios carry from one run to the next.
                     each concurrency
     stores          read-only queries on the services' stores, and their sizes
     spec            Scenario and Target, what a scenario declares
-    identification, verify, fanout, bulk_import, memory, policy    the scenarios
+    identification, verify, fanout, bulk_import, memory, policy, replication    the scenarios
 """
 
 from __future__ import annotations
 
-from bench.scenarios import bulk_import, fanout, identification, memory, policy, verify
+from bench.scenarios import (
+    bulk_import,
+    fanout,
+    identification,
+    memory,
+    policy,
+    replication,
+    verify,
+)
 from bench.scenarios.context import BenchFailure, Context, idle_cpu
 from bench.scenarios.spec import Scenario, Target
 from bench.scenarios.stores import snapshot_all
@@ -28,6 +36,7 @@ ALL: tuple[Scenario, ...] = (
     bulk_import.SCENARIO,
     memory.SCENARIO,
     policy.SCENARIO,
+    replication.SCENARIO,
 )
 BY_NAME = {scenario.name: scenario for scenario in ALL}
 

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from services.localmesh.mesh import MESH_FILE, Mesh, load_layout, read_mesh_file
+from services.localmesh.postgres import PostgresPair
 from services.localmesh.spec import MeshError, PostgresSpec, demo_spec
 
 
@@ -101,6 +102,8 @@ def run_up(
             print(json.dumps(load_layout(mesh.data_dir)), flush=True)
         else:
             print(mesh.table())
+            if mesh.postgres_pair is not None:
+                print(_pair_summary(mesh.postgres_pair, data_dir))
             print(
                 "\nall services SERVING. Try: idmesh status | idmesh identify --help. "
                 "Ctrl-C (or idmesh down) stops."
@@ -128,6 +131,55 @@ def run_up(
         for name, code in codes.items():
             print(f"  {name}: exit {code}", flush=True)
         (mesh.data_dir / MESH_FILE).unlink(missing_ok=True)
+    return 0
+
+
+def _pair_summary(pair: PostgresPair, data_dir: Path) -> str:
+    servers = "\n".join(f"  {line}" for line in pair.describe())
+    return (
+        f"\nPostgreSQL (data under {pair.folder}), the services' URL naming both:\n{servers}\n"
+        f"Fail over: make failover (idmesh failover --data-dir {data_dir}) crashes the primary,\n"
+        "promotes the standby and rebuilds the old primary as its standby; the services follow."
+    )
+
+
+def run_failover(data_dir: Path) -> int:
+    """`idmesh failover`: the PostgreSQL primary of the running mesh of data_dir crashes, its
+    synchronous standby is promoted, the old primary is rebuilt as the new one's standby. The
+    services are not told: they follow through their multi-host URL."""
+    try:
+        document = read_mesh_file(data_dir)
+    except MeshError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    folder = document.get("postgres_pair")
+    if not folder:
+        print(
+            f"error: the mesh at {data_dir} runs without a standby: start it with "
+            "`make up-pg STANDBY=1` (idmesh up --postgres --standby)",
+            file=sys.stderr,
+        )
+        return 1
+    if running_launcher(data_dir) is None:
+        print(f"error: the mesh at {data_dir} is not running (no idmesh up)", file=sys.stderr)
+        return 1
+    try:
+        pair = PostgresPair(Path(folder))
+        pair.check_failover()
+        old, new = pair.primary_name, pair.standby_name
+        print(
+            f"crashing the primary {old} (pg_ctl stop -m immediate) and promoting {new} ...",
+            flush=True,
+        )
+        done = pair.failover()
+    except MeshError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"{done.promoted} is the primary {done.promote_seconds:.1f} s after the crash; "
+        f"{done.crashed} rebuilt as its synchronous standby in {done.rejoin_seconds:.1f} s"
+    )
+    print("\n".join(f"  {line}" for line in pair.describe()))
     return 0
 
 
@@ -160,6 +212,12 @@ def run_down(data_dir: Path, *, timeout: float = 60.0) -> int:
     while time.monotonic() < deadline:
         left = [n for n, p in services.items() if is_running(p, SERVICE_MARK)]
         if not left and not is_running(launcher, LAUNCHER_MARK):
+            if document.get("postgres_pair"):  # a launcher that was killed left them running
+                try:
+                    PostgresPair(Path(document["postgres_pair"])).stop()
+                except MeshError as exc:
+                    print(f"error: {exc}", file=sys.stderr)
+                    return 1
             (data_dir / MESH_FILE).unlink(missing_ok=True)
             print("stopped", flush=True)
             return 0

@@ -28,9 +28,17 @@ def cmd_up(args: argparse.Namespace) -> int:
     postgres = None
     if args.postgres:
         server = os.environ.get("IDMESH_DATABASE_URL", "").strip() or None
-        postgres = PostgresSpec(url=server)
-    elif args.replicas > 1:
-        print("error: --replicas needs --postgres (SQLite: one process per store)", file=sys.stderr)
+        if args.standby and server is not None:
+            print(
+                "error: --standby starts a primary and its standby of its own; unset "
+                "IDMESH_DATABASE_URL (a server of yours gets its standby from your tooling)",
+                file=sys.stderr,
+            )
+            return 2
+        postgres = PostgresSpec(url=server, standby=args.standby)
+    elif args.replicas > 1 or args.standby:
+        option = "--standby" if args.standby else "--replicas"
+        print(f"error: {option} needs --postgres (SQLite: one process per store)", file=sys.stderr)
         return 2
     return meshlib.run_up(
         data_dir(args),
@@ -57,6 +65,12 @@ def cmd_down(args: argparse.Namespace) -> int:
         return 0
     codes = [meshlib.run_down(d, timeout=args.timeout) for d in found]
     return max(codes)
+
+
+def cmd_failover(args: argparse.Namespace) -> int:
+    """A plain function: it runs the PostgreSQL binaries and waits for them."""
+    folder = args.data_dir or os.environ.get("IDMESH_DATA_DIR") or "data-pg"
+    return meshlib.run_failover(Path(folder))
 
 
 async def cmd_status(args: argparse.Namespace) -> int:
@@ -170,8 +184,24 @@ def register(sub: Subparsers, common: argparse.ArgumentParser) -> None:
         default=1,
         help="replicas of every service (with --postgres; default 1)",
     )
+    p.add_argument(
+        "--standby",
+        action="store_true",
+        help="with --postgres: an embedded primary and a synchronous streaming standby under "
+        "<data-dir>/postgres-pair, both in the services' URL; `idmesh failover` promotes it",
+    )
     p.add_argument("--json", action="store_true", help="print the layout as JSON once serving")
     p.set_defaults(func=cmd_up)
+
+    p = sub.add_parser(
+        "failover",
+        help="crash the PostgreSQL primary of a mesh started with --standby, promote the "
+        "standby, and rebuild the old primary as the new one's standby",
+    )
+    p.add_argument(
+        "--data-dir", help="the mesh's data folder (env IDMESH_DATA_DIR, default ./data-pg)"
+    )
+    p.set_defaults(func=cmd_failover)
 
     p = sub.add_parser(
         "down", help="stop a running mesh (given no folder: those of ./data and ./data-pg)"

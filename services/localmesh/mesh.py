@@ -9,7 +9,9 @@ the data folder records where each service listens (and the processes' ids), for
 
 On PostgreSQL the replicas of a service share its database; the mesh creates the databases
 (`<prefix>_<service>`, e.g. idmesh_registry_beeline) on the server of PostgresSpec.url, or on an
-embedded server that it starts with its data under data_dir/postgres and stops with the mesh.
+embedded server that it starts with its data under data_dir/postgres and stops with the mesh, or
+(PostgresSpec.standby) on an embedded primary with a synchronous streaming standby under
+data_dir/postgres-pair, which the services reach through one multi-host URL.
 The local mesh has no load balancer: replica i of a service calls replica i of the services it
 depends on (a lane; gateway-alpha-2 calls registry-beeline-2 and notifier-2), so that killing
 replica i of every service leaves the other lanes whole.
@@ -42,6 +44,7 @@ from services.common.tls import TlsFiles
 from services.localmesh.netns import Host
 from services.localmesh.postgres import (
     EmbeddedPostgres,
+    PostgresPair,
     create_databases,
     database_name,
     describe_url,
@@ -52,6 +55,9 @@ from services.localmesh.process import ServiceProcess, free_port, port_free, wai
 from services.localmesh.spec import MeshError, MeshSpec, PostgresSpec
 
 MESH_FILE = "mesh.json"
+# PostgresSpec.standby: the primary's and the standby's folder under data_dir (mesh.json names
+# it as "postgres_pair", for `idmesh failover`)
+PAIR_FOLDER = "postgres-pair"
 HOSTED_PORT = 50051  # a service in a namespace of its own (Mesh's hosts): its gRPC port
 HOSTED_METRICS_PORT = 9100
 
@@ -76,6 +82,7 @@ class Mesh:
         self._launcher_fd = read_fd
         self._deployments: dict[str, str] = {}  # service deployment -> its PostgreSQL database
         self._postgres: EmbeddedPostgres | None = None  # the embedded server, while it runs
+        self.postgres_pair: PostgresPair | None = None  # or the primary and standby (standby)
         self._build()
         self._add_metrics_ports()
         self._place(hosts or {})
@@ -302,7 +309,11 @@ class Mesh:
         """The server (the embedded one started if no URL is given), a database per service
         deployment (created if missing), and each service's IDMESH_DATABASE_URL."""
         server_url = postgres.url
-        if server_url is None:
+        if postgres.standby:
+            self.postgres_pair = PostgresPair(self.data_dir / PAIR_FOLDER)
+            self.postgres_pair.start()
+            server_url = self.postgres_pair.url
+        elif server_url is None:
             self._postgres = EmbeddedPostgres(self.data_dir / "postgres")
             server_url = self._postgres.url
         databases = sorted(set(self._deployments.values()))
@@ -341,6 +352,8 @@ class Mesh:
         if self._postgres is not None:
             self._postgres.stop()  # its data stays
             self._postgres = None
+        if self.postgres_pair is not None:
+            self.postgres_pair.stop()  # their data stays
         return codes
 
     def terminate(self, name: str, timeout: float = 15.0) -> int | None:
@@ -378,7 +391,9 @@ class Mesh:
         path = self.data_dir / MESH_FILE
         tmp = path.with_suffix(".tmp")
         pki_dir = str(self.pki_dir) if self.spec.tls else None
-        document = {"services": layout, "pki": pki_dir, "launcher": launcher_pid}
+        document: dict[str, Any] = {"services": layout, "pki": pki_dir, "launcher": launcher_pid}
+        if self.spec.postgres is not None and self.spec.postgres.standby:
+            document["postgres_pair"] = str(self.data_dir / PAIR_FOLDER)
         tmp.write_text(json.dumps(document, indent=2))
         tmp.replace(path)
 

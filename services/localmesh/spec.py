@@ -40,11 +40,22 @@ class MessengerSpec:
 @dataclass(frozen=True)
 class PostgresSpec:
     """Every service on PostgreSQL: url names a server (its user may CREATE DATABASE), or None
-    for an embedded server under data_dir/postgres; the databases are `<prefix>_<service>`."""
+    for an embedded server under data_dir/postgres; the databases are `<prefix>_<service>`.
+    standby: instead of the one embedded server, a primary and its synchronous streaming
+    standby under data_dir/postgres-pair (services.localmesh.postgres.PostgresPair), and the
+    services given both in one URL (target_session_attrs=read-write)."""
 
     url: str | None = None
     database_prefix: str = "idmesh"
     pool_size: int = 4  # connections per replica (IDMESH_DB_POOL_SIZE): 100 in all by default
+    standby: bool = False
+
+    def __post_init__(self) -> None:
+        if self.standby and self.url is not None:
+            raise MeshError(
+                "a standby is started only beside the embedded server: without a url (a "
+                "server of your own gets its standby from your own tooling)"
+            )
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,13 +36,22 @@ def _ignore_sigint() -> None:
 class Launcher:
     """`idmesh up --json` in a process of its own; layout: mesh.json's services once serving."""
 
-    def __init__(self, data_dir: Path, base_port: int, *, background: bool = False) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        base_port: int,
+        *,
+        background: bool = False,
+        argv: Sequence[str] = (),
+        cwd: Path | None = None,
+    ) -> None:
+        """argv: idmesh's arguments (`up ...`, as a make target's plan has them) instead of
+        `up --data-dir data_dir --base-port base_port`, run in cwd."""
         self.data_dir = data_dir
+        argv = argv or ("up", "--data-dir", str(data_dir), "--base-port", str(base_port))
         self.process = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "services.cli.main", "up", "--json"),
-                *("--data-dir", str(data_dir), "--base-port", str(base_port)),
-            ],
+            [sys.executable, "-m", "services.cli.main", *argv, "--json"],
+            cwd=cwd,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

@@ -85,3 +85,36 @@ def test_up_refuses_replicas_without_postgres(
         text=True,
     )
     assert usage.returncode == 2 and "--replicas" in usage.stderr
+
+
+def test_a_standby_is_started_only_beside_the_embedded_server(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(MeshError, match="only beside the embedded server"):
+        PostgresSpec(url="postgresql://u@db.example/postgres", standby=True)
+    with pytest.raises(SystemExit) as exited:
+        main(["up", "--standby", "--data-dir", str(tmp_path)])
+    assert exited.value.code == 2
+    assert "--standby needs --postgres" in capsys.readouterr().err
+    monkeypatch.setenv("IDMESH_DATABASE_URL", "postgresql://u@db.example/postgres")
+    with pytest.raises(SystemExit) as exited:
+        main(["up", "--postgres", "--standby", "--data-dir", str(tmp_path)])
+    assert exited.value.code == 2
+    assert "unset IDMESH_DATABASE_URL" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # refused before anything started
+
+
+def test_failover_needs_a_mesh_with_a_standby(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["failover", "--data-dir", str(tmp_path)])
+    assert exited.value.code == 1
+    assert "no mesh found" in capsys.readouterr().err
+    Mesh(demo_spec(postgres=POSTGRES, replicas=2), tmp_path).write_mesh_file()
+    with pytest.raises(SystemExit) as exited:
+        main(["failover", "--data-dir", str(tmp_path)])
+    assert exited.value.code == 1
+    assert "runs without a standby: start it with `make up-pg STANDBY=1`" in (
+        capsys.readouterr().err
+    )
