@@ -35,6 +35,7 @@ from bench.procs import cpu_seconds
 from services.common import pki
 from services.common.identity import Caller, Kind
 from services.common.tls import TlsFiles
+from services.localmesh.process import free_port
 
 SERVER = Caller(Kind.OPERATOR, "beeline")
 CLIENT = Caller(Kind.MESSENGER, "alpha")
@@ -42,11 +43,7 @@ ROLES = ("raw", "registry")
 
 
 def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return free_port()
 
 
 class EchoServer:

@@ -8,7 +8,6 @@ import fcntl
 import json
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -22,6 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
+from services.localmesh.process import free_port
 from services.localmesh.spec import MeshError
 
 
@@ -519,10 +519,5 @@ def multi_host_url(*servers: PostgresCluster) -> str:
 
 
 def _free_port(taken: set[int] | None = None) -> int:
-    """A free port on 127.0.0.1, not one of taken."""
-    while True:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port: int = sock.getsockname()[1]
-        if port not in (taken or set()):
-            return port
+    """A free port on 127.0.0.1 for a server, not one of taken (process.free_port)."""
+    return free_port(set() if taken is None else taken)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -100,15 +101,32 @@ def wait_serving(svc: ServiceProcess, timeout: float = 30.0) -> None:
             time.sleep(0.05)
 
 
-def free_port(reserved: set[int]) -> int:
-    """A free TCP port on 127.0.0.1 not in reserved, added to it."""
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        if port not in reserved:
+# Ports for the mesh's servers are taken below the kernel's ephemeral range: the ports every
+# outgoing connection (and every bind to port 0) takes come from that range, so a port chosen
+# there could be taken by another process's connection between the choice and the server's
+# bind (a PostgreSQL pool opening its connections while the mesh starts, say).
+_EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_LOWEST = 10_000
+
+
+def ephemeral_low() -> int:
+    """The lowest port of the kernel's ephemeral range (32768 where it cannot be read)."""
+    try:
+        return int(_EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32_768
+
+
+def free_port(reserved: set[int] | None = None) -> int:
+    """A free TCP port on 127.0.0.1 below the ephemeral range, not in reserved (added to it)."""
+    reserved = set() if reserved is None else reserved
+    high = max(_LOWEST + 1, ephemeral_low())
+    for _ in range(10_000):
+        port = random.randrange(_LOWEST, high)
+        if port not in reserved and port_free(f"127.0.0.1:{port}"):
             reserved.add(port)
             return port
+    raise MeshError(f"no free TCP port on 127.0.0.1 between {_LOWEST} and {high}")
 
 
 def port_free(address: str) -> bool:

@@ -20,7 +20,7 @@ import pytest
 
 from services.cli import mesh as meshlib
 from services.localmesh.mesh import MESH_FILE
-from services.localmesh.process import port_free
+from services.localmesh.process import ephemeral_low, port_free
 from services.localmesh.spec import DEMO_OFFSETS
 from tests.eventually import eventually_sync
 
@@ -95,9 +95,7 @@ def _free_base(*, besides: int | None = None) -> int:
     the kernel's ephemeral range: the ports other meshes on the machine take with port 0 (and
     every outgoing connection) come from that range, so one of them could take a port between
     this check and the launcher's bind."""
-    low, _high = (
-        int(n) for n in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
-    )
+    low = ephemeral_low()
     for _ in range(200):
         base = random.randrange(10_000, max(10_100, low - 100), 100)
         if besides is not None and abs(base - besides) < 100:

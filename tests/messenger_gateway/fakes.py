@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -26,6 +25,7 @@ from services.common.interceptors import ErrorTable
 from services.common.phone import require_e164
 from services.common.ratelimit import RateLimit, RateLimited
 from services.common.server import GrpcServer, service_name
+from services.localmesh.process import free_port as localmesh_free_port
 from services.messenger_gateway.adapters.schema import MIGRATIONS
 from services.messenger_gateway.adapters.store import SqliteGatewayStore
 from services.messenger_gateway.identification.codes import CodeHasher
@@ -213,10 +213,9 @@ async def identify(
 
 
 def free_port() -> int:
-    """A port nothing listens on now (for a server started later in the test)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port nothing listens on now, below the ephemeral range (for a server started later in
+    the test: no outgoing connection takes it meanwhile)."""
+    return localmesh_free_port()
 
 
 class FakeRegistry(registry_pb2_grpc.RegistryServiceServicer):

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -22,6 +21,7 @@ from services.common.identity import Kind, require_caller
 from services.common.interceptors import ErrorTable
 from services.common.server import GrpcServer, service_name
 from services.common.timeutil import from_timestamp
+from services.localmesh.process import free_port as localmesh_free_port
 from services.operator_registry.domain import TerminationNotice
 from services.operator_registry.relay import OutboxRelay, outbox_metrics
 from services.operator_registry.service import RegistryService
@@ -149,9 +149,7 @@ async def bound_subscriber(
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return localmesh_free_port()
 
 
 async def test_relay_publishes_pending_notices_and_marks_them_published(

@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import json
 import os
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -37,6 +36,7 @@ from services.common.identity import Caller, Kind, Role
 from services.common.server import GrpcServer
 from services.common.status import ErrorDetails, error_details
 from services.common.storage import StoreSettings, watching_stores
+from services.localmesh.process import free_port
 from services.operator_registry.grpc_api import ERRORS
 from services.operator_registry.main import add_servicers, open_store
 from services.operator_registry.service import RegistryService
@@ -401,9 +401,7 @@ async def test_a_registry_process_is_not_serving_while_its_file_is_locked(
     settings: StoreSettings, tmp_path: Path
 ) -> None:
     assert settings.db_path is not None
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     env = {
         **os.environ,
         "IDMESH_DB_PATH": str(settings.db_path),
