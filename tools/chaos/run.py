@@ -63,17 +63,13 @@ class Options:
         return "standby" if self.standby else "postgres"
 
 
-def chaos_spec(
-    window: float, *, database_url: str | None = None, replicas: int = 1, tls: bool = True
-) -> MeshSpec:
+def chaos_spec(window: float, *, database_url: str | None = None, replicas: int = 1) -> MeshSpec:
     """Two registries, the notifier, two gateways; generous rate limits (the load identifies
     many numbers quickly), quick reconnects and progress marks (faults last seconds).
-    database_url: every service on that PostgreSQL server, `replicas` of each. tls: False on a
-    network of hosts, whose addresses the development PKI's certificates do not name."""
+    database_url: every service on that PostgreSQL server, `replicas` of each."""
     return MeshSpec(
         postgres=PostgresSpec(url=database_url) if database_url else None,
         replicas=replicas,
-        tls=tls,
         operators=tuple(OperatorSpec(op, CARRIERS[op]) for op in OPERATORS),
         messengers=tuple(MessengerSpec(m, verification_window_seconds=window) for m in MESSENGERS),
         common_env={
@@ -307,7 +303,6 @@ async def _run(
         options.window,
         database_url=database.url if database else None,
         replicas=options.replicas,
-        tls=network is None,
     )
     replica_hosts = {name: host for name, host in hosts.items() if name != DATABASE}
     mesh = Mesh(spec, options.out / "mesh", hosts=replica_hosts)
