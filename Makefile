@@ -84,8 +84,10 @@ reset: down
 test: $(STAMP) $(BUF) promtool
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# `make chaos`: the mesh under kills, failpoints and stalls with a mixed load, then a checker over
-# the recorded history (docs/chaos.md). A few minutes by default; CHAOS_ARGS="--seed N --rounds N".
+# `make chaos`: the mesh under kills, failpoints and stalls with a mixed load (CHAOS_ARGS="--postgres":
+# database crash-restarts, failovers, latency and, as root, partitions between hosts too), then a
+# checker over the recorded history (docs/chaos.md). A few minutes by default;
+# CHAOS_ARGS="--seed N --rounds N".
 chaos: $(STAMP)
 	$(PY) -m tools.chaos $(CHAOS_ARGS)
 

@@ -111,7 +111,8 @@ def issue(
     dns_names: Iterable[str] = (),
 ) -> TlsFiles:
     """Issue a certificate for identity signed by ca, written under folder. Besides localhost
-    and 127.0.0.1 it names dns_names, the host names peers dial it by (Compose services)."""
+    and 127.0.0.1 it names dns_names, the host names peers dial it by (Compose services) or
+    their IP addresses (a local mesh's hosts in network namespaces): an address is an IP SAN."""
     ca_cert, ca_key = ca
     key = ec.generate_private_key(ec.SECP256R1())
     start = not_before or datetime.now(UTC) - timedelta(minutes=5)
@@ -128,7 +129,7 @@ def issue(
                 [
                     x509.UniformResourceIdentifier(identity.uri),
                     x509.DNSName("localhost"),
-                    *(x509.DNSName(name) for name in dns_names),
+                    *(_subject_name(name) for name in dns_names),
                     x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
                 ]
             ),
@@ -148,6 +149,14 @@ def issue(
     _write_private(files.key, _key_pem(key))
     files.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return files
+
+
+def _subject_name(name: str) -> x509.GeneralName:
+    """An IP SAN for an address (which a TLS client checks when it dials one), else DNS."""
+    try:
+        return x509.IPAddress(ipaddress.ip_address(name))
+    except ValueError:
+        return x509.DNSName(name)
 
 
 def ensure_pki(

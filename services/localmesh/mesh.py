@@ -70,7 +70,7 @@ class Mesh:
     ) -> None:
         """hosts: service replica name -> the network namespace it runs in (netns.py), where
         it listens on the host's address (gRPC on HOSTED_PORT, /metrics on
-        HOSTED_METRICS_PORT); the others run on 127.0.0.1."""
+        HOSTED_METRICS_PORT), which its certificate names; the others run on 127.0.0.1."""
         self.spec = spec
         self.data_dir = data_dir.resolve()
         self.pki_dir = self.data_dir / "pki"
@@ -81,6 +81,8 @@ class Mesh:
         weakref.finalize(self, _close_fds, read_fd, write_fd)
         self._launcher_fd = read_fd
         self._deployments: dict[str, str] = {}  # service deployment -> its PostgreSQL database
+        # identity -> the addresses its hosted replicas listen on (their certificates name them)
+        self._host_addresses: dict[Caller, list[str]] = {}
         self._postgres: EmbeddedPostgres | None = None  # the embedded server, while it runs
         self.postgres_pair: PostgresPair | None = None  # or the primary and standby (standby)
         self._build()
@@ -264,6 +266,7 @@ class Mesh:
                 f"{host.ip}:{HOSTED_METRICS_PORT}"
             )
             svc.netns = host.netns
+            self._host_addresses.setdefault(svc.identity, []).append(host.ip)
         for svc in self.services.values():
             notifier = svc.env.get("IDMESH_NOTIFIER_ADDRESS")
             if notifier is not None:
@@ -286,7 +289,7 @@ class Mesh:
     def start(self, timeout: float = 30.0) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if self.spec.tls:
-            pki.ensure_pki(self.pki_dir, self.identities())
+            pki.ensure_pki(self.pki_dir, self.identities(), self._host_addresses)
         for name, svc in self.services.items():
             if svc.netns is not None:
                 continue  # a namespace of its own: its ports are free

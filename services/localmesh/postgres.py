@@ -294,10 +294,12 @@ class PostgresCluster:
         """A streaming standby of this server (pg_basebackup -R: standby.signal and
         primary_conninfo), started; `promote()` makes it a primary. synchronous: this server
         waits for the standby to have flushed each commit before acknowledging it
-        (synchronous_standby_names), so a promotion loses nothing acknowledged."""
+        (synchronous_standby_names), so a promotion loses nothing acknowledged. A server in a
+        network namespace gets its standby beside it, on the same address at the next port."""
         folder = Path(tempfile.mkdtemp(prefix="idmesh-pg-standby-"))
         try:
-            standby = PostgresCluster(folder / "pgdata", _free_port())
+            port = _free_port() if self.netns is None else self.port + 1
+            standby = PostgresCluster(folder / "pgdata", port, host=self.host, netns=self.netns)
             standby._settings = self._settings
             standby.follow(self, synchronous=synchronous)
             try:

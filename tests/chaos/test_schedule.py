@@ -67,3 +67,34 @@ def test_replicas_and_the_database_widen_what_faults_strike() -> None:
         assert all(f.service != "postgres" and not f.service.endswith("-2") for f in sqlite.faults)
         no_database = plan_round(7, round_no, load_seconds=10, window=12, replicas=1)
         assert sqlite == no_database
+
+
+def test_partitions_cut_a_replica_from_the_database_or_from_the_peer_of_its_lane() -> None:
+    links = set()
+    for round_no in range(1, 40):
+        without = plan_round(
+            5, round_no, load_seconds=10, window=12, replicas=2, database="standby"
+        )
+        plan = plan_round(
+            5, round_no, load_seconds=10, window=12, replicas=2, database="standby", partitions=True
+        )
+        cuts = [f for f in plan.faults if f.kind == "partition"]
+        # drawn apart: the rest of the round's plan is the same with or without partitions
+        assert [f for f in plan.faults if f.kind != "partition"] == list(without.faults)
+        assert plan.scenarios == without.scenarios
+        assert 1 <= len(cuts) <= 2
+        for cut in cuts:
+            assert 2.0 <= cut.seconds <= 10.0
+            if cut.peer == "postgres":
+                links.add(("replica", "postgres"))
+                continue
+            kind = cut.service.split("-", 1)[0]
+            links.add((kind, cut.peer.split("-", 1)[0]))
+            # replica i calls replica i of its peers (the local mesh's lanes)
+            assert cut.service.endswith("-2") == cut.peer.endswith("-2")
+    assert links == {
+        ("replica", "postgres"),
+        ("registry", "notifier"),
+        ("gateway", "notifier"),
+        ("gateway", "registry"),
+    }

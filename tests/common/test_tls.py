@@ -178,3 +178,33 @@ async def test_probes_get_health_in_plaintext_on_a_separate_port_and_nothing_els
             assert e.value.code() == grpc.StatusCode.UNIMPLEMENTED
     finally:
         await server.stop(None)
+
+
+@pytest.mark.parametrize("named", [True, False])
+async def test_a_server_dialled_by_address_is_trusted_when_its_certificate_names_it(
+    tmp_path: Path, named: bool
+) -> None:
+    """A replica on a host of its own (services/localmesh/netns.py) is dialled at its host's
+    address: its certificate names it as an IP SAN, or the client refuses the handshake."""
+    folder = tmp_path / "pki"
+    files = ensure_pki(folder, [SERVER, ALPHA], {SERVER: ["127.0.0.2"] if named else []})
+    server = GrpcServer(name="t", bind="127.0.0.2:0", errors=ErrorTable({}), tls=files[SERVER])
+    server.add(
+        registry_pb2_grpc.add_RegistryServiceServicer_to_server,
+        WhoAmI(),
+        service_name(registry_pb2.DESCRIPTOR, "RegistryService"),
+    )
+    await server.start()
+    try:
+        async with open_channel(f"127.0.0.2:{server.port}", identity=None, tls=files[ALPHA]) as ch:
+            call = registry_pb2_grpc.RegistryServiceStub(ch).VerifySubscriber(
+                registry_pb2.VerifySubscriberRequest(), timeout=5
+            )
+            if named:
+                assert (await call).operator_id == ALPHA.uri
+            else:
+                with pytest.raises(grpc.aio.AioRpcError) as refused:
+                    await call
+                assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        await server.stop(None)

@@ -73,7 +73,6 @@ async def hosted_mesh(
                     "alpha", verification_window_seconds=300, env=dict(gateway_env or {})
                 ),
             ),
-            tls=False,  # addresses on the bridge: the development PKI names 127.0.0.1
             postgres=PostgresSpec(url=pg.url, pool_size=3),
             replicas=2,
             common_env={

@@ -1,5 +1,5 @@
 """python -m tools.chaos [--seed N] [--rounds N] [--window S] [--load-seconds S]
-[--failpoints A,B] [--postgres [--replicas N] [--no-standby]] [--out DIR]"""
+[--failpoints A,B] [--postgres [--replicas N] [--no-standby] [--[no-]partitions]] [--out DIR]"""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from services.common.failpoints import parse
+from services.localmesh.netns import Network
 from tools.chaos.run import Options, run
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -57,6 +58,13 @@ def main(argv: list[str] | None = None) -> int:
         help="with --postgres: one server, no standby (crash-restarts and latency, no failover)",
     )
     parser.add_argument(
+        "--partitions",
+        action=argparse.BooleanOptionalAction,
+        help="with --postgres: every replica and the database on a host of its own (a network "
+        "namespace), and partitions between hosts among the faults (default: on where network "
+        "namespaces can be made, that is as root; --partitions fails where they cannot)",
+    )
+    parser.add_argument(
         "--out", type=Path, help="the run folder (default data/chaos/<time>-seed<seed>)"
     )
     args = parser.parse_args(argv)
@@ -66,6 +74,17 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--replicas must be at least 1")
     if not args.postgres and ("--replicas" in (argv or sys.argv) or args.no_standby):
         parser.error("--replicas and --no-standby need --postgres")
+    if not args.postgres and args.partitions is not None:
+        parser.error("--partitions and --no-partitions need --postgres")
+    partitions = bool(args.partitions)
+    if args.postgres and args.partitions is not False:
+        why = Network.available()
+        if why is not None and args.partitions:
+            print(f"chaos: cannot inject partitions: {why}", file=sys.stderr)
+            return 2
+        if why is not None:
+            print(f"chaos: partitions skipped: {why}")
+        partitions = why is None
     failpoints = tuple(sorted({n.strip() for n in args.failpoints.split(",") if n.strip()}))
     try:
         parse(",".join(failpoints))
@@ -83,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         postgres=args.postgres,
         standby=not args.no_standby,
         replicas=args.replicas if args.postgres else 1,
+        partitions=partitions,
     )
     return asyncio.run(run(options))
 

@@ -1,5 +1,6 @@
 """The faults: SIGKILL and restart, restart with a failpoint armed, SIGSTOP and SIGCONT; on
-PostgreSQL a crash-restart of the database, a failover to its standby, and latency to it.
+PostgreSQL a crash-restart of the database, a failover to its standby, and latency to it; on a
+network of hosts (services.localmesh.netns) a partition between two hosts, healed after a while.
 
 The Mesh's process control blocks (it waits for exits and health), so it runs in a thread;
 one fault at a time, in the plan's order, never before its time.
@@ -10,11 +11,13 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from services.common.failpoints import ENV as FAILPOINTS
 from services.localmesh import Mesh, MeshError
+from services.localmesh.netns import Host, Network
 from tools.chaos.database import Database
 from tools.chaos.history import History
 from tools.chaos.schedule import Fault
@@ -30,17 +33,30 @@ class FaultStats:
     fired: Counter[str] = field(default_factory=Counter)  # crashed (exit 137) while armed
     hit: Counter[str] = field(default_factory=Counter)  # armings that were hit (crash or sleep)
     database: Counter[str] = field(default_factory=Counter)  # db_crash, failover, db_latency
+    partitions: Counter[str] = field(default_factory=Counter)  # by link, "a|b"
+    by_kind: Counter[str] = field(default_factory=Counter)  # every fault injected, by kind
 
 
 class Nemesis:
     def __init__(
-        self, mesh: Mesh, history: History, stats: FaultStats, database: Database | None = None
+        self,
+        mesh: Mesh,
+        history: History,
+        stats: FaultStats,
+        database: Database | None = None,
+        network: Network | None = None,
+        hosts: Mapping[str, Host] | None = None,
     ) -> None:
+        """network, hosts: partitions cut links between these hosts (a service replica, or
+        schedule.DATABASE, -> its host)."""
         self.mesh = mesh
         self.history = history
         self.stats = stats
         self.database = database
+        self.network = network
+        self.hosts = dict(hosts or {})
         self.stopped: set[str] = set()
+        self.cuts: set[tuple[str, str]] = set()
 
     async def play(self, round_no: int, faults: tuple[Fault, ...], began: float) -> None:
         loop = asyncio.get_running_loop()
@@ -54,7 +70,9 @@ class Nemesis:
                 seconds=fault.seconds,
                 failpoint=fault.failpoint,
                 delay_ms=fault.delay_ms,
+                peer=fault.peer,
             )
+            self.stats.by_kind[fault.kind] += 1
             result = await getattr(self, f"_{fault.kind}")(fault)
             self.history.end(record, True, **result)
 
@@ -138,6 +156,22 @@ class Nemesis:
             database.set_latency(0.0)
         return {}
 
+    async def _partition(self, fault: Fault) -> dict[str, object]:
+        """Every packet between the two hosts dropped, both ways, for fault.seconds; then the
+        link healed. Each keeps reaching every other host (and the run's client)."""
+        if self.network is None:
+            raise RuntimeError("a partition in a run without a network of hosts")
+        a, b = self.hosts[fault.service], self.hosts[fault.peer]
+        await asyncio.to_thread(self.network.partition, a, b)
+        self.cuts.add((fault.service, fault.peer))
+        self.stats.partitions[f"{fault.service}|{fault.peer}"] += 1
+        try:
+            await asyncio.sleep(fault.seconds)
+        finally:
+            await asyncio.to_thread(self.network.heal, a, b)
+            self.cuts.discard((fault.service, fault.peer))
+        return {}
+
     async def _start(self, name: str) -> None:
         svc = self.mesh.services[name]
         if not svc.running:
@@ -145,8 +179,12 @@ class Nemesis:
         await asyncio.to_thread(self.mesh.wait_serving, name, START_TIMEOUT)
 
     async def heal(self, round_no: int) -> None:
-        """The database up (and its standby), no latency; every service running, unarmed and
-        not stopped."""
+        """No partition; the database up (and its standby), no latency; every service
+        running, unarmed and not stopped."""
+        if self.network is not None:
+            for a, b in sorted(self.cuts):
+                await asyncio.to_thread(self.network.heal, self.hosts[a], self.hosts[b])
+            self.cuts.clear()
         database = await asyncio.to_thread(self.database.heal) if self.database else []
         for name in sorted(self.stopped):
             self.mesh.services[name].signal(signal.SIGCONT)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import time
 import traceback
 from collections import Counter
@@ -14,12 +15,23 @@ from pathlib import Path
 from idmesh.registry.v1 import registry_pb2
 
 from services.localmesh import Mesh, MeshSpec, MessengerSpec, OperatorSpec, PostgresSpec
+from services.localmesh.netns import Host, Network
 from tools.chaos.checker import Report, check, group
 from tools.chaos.client import Client
 from tools.chaos.database import Database
 from tools.chaos.history import History, Record
 from tools.chaos.nemesis import FaultStats, Nemesis
-from tools.chaos.schedule import MESSENGERS, OPERATORS, RoundPlan, filler, filler_gap, plan_round
+from tools.chaos.schedule import (
+    DATABASE,
+    MESSENGERS,
+    OPERATORS,
+    SERVICES,
+    RoundPlan,
+    filler,
+    filler_gap,
+    plan_round,
+    replicas_of,
+)
 from tools.chaos.state import outstanding, read_apis, read_stores
 from tools.chaos.workload import Workload
 
@@ -39,6 +51,9 @@ class Options:
     postgres: bool = False  # every service on PostgreSQL, with the database faults
     standby: bool = True  # on PostgreSQL: a synchronous streaming standby, and failovers
     replicas: int = 1  # of every service (more than one: PostgreSQL only)
+    # on PostgreSQL: every replica and the database on a host of its own (a network namespace),
+    # and partitions between hosts among the faults
+    partitions: bool = False
 
     @property
     def database(self) -> str:
@@ -84,6 +99,7 @@ def replay_command(options: Options) -> str:
         args += f" --postgres --replicas {options.replicas}"
         if not options.standby:
             args += " --no-standby"
+        args += " --partitions" if options.partitions else " --no-partitions"
     return f'make chaos CHAOS_ARGS="{args}"'
 
 
@@ -95,14 +111,17 @@ class Run:
         client: Client,
         history: History,
         database: Database | None = None,
+        network: Network | None = None,
+        hosts: dict[str, Host] | None = None,
     ) -> None:
         self.options = options
         self.mesh = mesh
         self.client = client
         self.history = history
         self.faults = FaultStats()
-        self.nemesis = Nemesis(mesh, history, self.faults, database)
+        self.nemesis = Nemesis(mesh, history, self.faults, database, network, hosts)
         self.races = 0
+        self.rounds_run = 0
         self._scenarios = 0
         self.report = Report()
 
@@ -125,6 +144,7 @@ class Run:
             failpoints=o.failpoints,
             replicas=o.replicas,
             database=o.database,
+            partitions=o.partitions,
         )
         self.history.note("plan", round_no, plan=asdict(plan))
         self.races += sum(1 for s in plan.scenarios if s.kind == "race")
@@ -144,6 +164,7 @@ class Run:
         if left:
             self.report.fail("not_quiesced", f"after {quiet_after:.0f}s: {'; '.join(left)}")
         self.history.note("check", round_no, counts=dict(self.report.counts))
+        self.rounds_run = round_no
         print(self._line(plan, self.history.records[first:], time.monotonic() - began), flush=True)
         return not self.report.violations
 
@@ -200,6 +221,9 @@ class Run:
                 faults.append("database failover")
             elif r.name == "db_latency":
                 faults.append(f"database latency {r.args['delay_ms']}ms {r.args['seconds']:.1f}s")
+            elif r.name == "partition":
+                link = f"{r.args['service']}|{r.args['peer']}"
+                faults.append(f"partition {link} {r.args['seconds']:.1f}s")
             else:
                 faults.append(f"kill {r.args['service']}")
         verdict = "ok" if not self.report.violations else "VIOLATION"
@@ -214,6 +238,8 @@ class Run:
         return {
             "seed": self.options.seed,
             "rounds": self.options.rounds,
+            "rounds_run": self.rounds_run,
+            "faults_by_kind": dict(self.faults.by_kind),
             "requests": len(ops),
             "requests_by_outcome": dict(
                 Counter("ok" if r.ok else "refused" if r.ok is False else "unknown" for r in ops)
@@ -224,6 +250,7 @@ class Run:
             "kills_by_service": dict(self.faults.kills),
             "stalls_by_service": dict(self.faults.stalls),
             "database_faults": dict(self.faults.database),
+            "partitions_by_link": dict(self.faults.partitions),
             "failpoints_armed": dict(self.faults.armed),
             "failpoints_fired": dict(self.faults.fired),
             "failpoints_hit": dict(self.faults.hit),
@@ -235,28 +262,54 @@ class Run:
 async def run(options: Options) -> int:
     """0: every round passed; 1: a violation (the seed to replay is printed); 2: the run
     itself failed."""
+    if options.partitions:
+        why = (
+            "they need --postgres"
+            if not options.postgres
+            else await asyncio.to_thread(Network.available)
+        )
+        if why is not None:
+            print(f"chaos: cannot inject partitions: {why}", file=sys.stderr)
+            return 2
     options.out.mkdir(parents=True, exist_ok=True)
     print(f"chaos: seed {options.seed}, {options.rounds} rounds, run folder {options.out}")
     with ExitStack() as stack:
         database = None
+        network = None
+        hosts: dict[str, Host] = {}
+        if options.partitions:
+            network = stack.enter_context(Network.create())
+            hosts[DATABASE] = network.add("db")
         if options.postgres:
-            database = stack.enter_context(Database.create(standby=options.standby))
+            database = stack.enter_context(
+                Database.create(standby=options.standby, host=hosts.get(DATABASE))
+            )
             where = "a primary and a synchronous standby" if options.standby else "one server"
             print(f"chaos: every service on PostgreSQL ({where}), {options.replicas} replicas")
-        return await _run(options, database)
+        if network is not None:
+            for name in replicas_of(SERVICES, options.replicas):
+                hosts[name] = network.add(name.replace("registry", "reg").replace("gateway", "gw"))
+            print(
+                f"chaos: every replica and the database on a host of its own "
+                f"({network.subnet}.0/24), partitions among the faults"
+            )
+        return await _run(options, database, network, hosts)
 
 
-async def _run(options: Options, database: Database | None) -> int:
+async def _run(
+    options: Options, database: Database | None, network: Network | None, hosts: dict[str, Host]
+) -> int:
     spec = chaos_spec(
         options.window,
         database_url=database.url if database else None,
         replicas=options.replicas,
     )
-    mesh = Mesh(spec, options.out / "mesh")
+    replica_hosts = {name: host for name, host in hosts.items() if name != DATABASE}
+    mesh = Mesh(spec, options.out / "mesh", hosts=replica_hosts)
     await asyncio.to_thread(mesh.start, 60.0)
     client = Client(mesh)
     history = History(options.out / "history.jsonl")
-    chaos = Run(options, mesh, client, history, database)
+    chaos = Run(options, mesh, client, history, database, network, hosts)
     passed = True
     try:
         await chaos.setup()
@@ -293,6 +346,8 @@ async def _run(options: Options, database: Database | None) -> int:
 def _print_totals(totals: dict[str, object]) -> None:
     print("\ntotals:")
     for key in (
+        "rounds_run",
+        "faults_by_kind",
         "requests",
         "requests_by_outcome",
         "requests_by_kind",
@@ -301,6 +356,7 @@ def _print_totals(totals: dict[str, object]) -> None:
         "kills_by_service",
         "stalls_by_service",
         "database_faults",
+        "partitions_by_link",
         "failpoints_armed",
         "failpoints_fired",
         "failpoints_hit",

@@ -43,13 +43,14 @@ DATABASE = "postgres"  # the service name of the database faults
 @dataclass(frozen=True)
 class Fault:
     at: float  # seconds into the round (faults run one after another, never before `at`)
-    kind: str  # kill | failpoint | stall | db_crash | failover | db_latency
+    kind: str  # kill | failpoint | stall | db_crash | failover | db_latency | partition
     service: str  # a service replica ("gateway-alpha-2"), or DATABASE
     # kill: downtime; failpoint: longest it stays armed; stall: SIGSTOP length; db_crash: the
-    # database's downtime; db_latency: how long the latency lasts
+    # database's downtime; db_latency: how long the latency lasts; partition: how long it lasts
     seconds: float
     failpoint: str = ""  # an IDMESH_FAILPOINTS term
     delay_ms: int = 0  # db_latency: added to every chunk either way
+    peer: str = ""  # partition: the other end (a replica, or DATABASE)
 
 
 def replicas_of(deployments: tuple[str, ...], replicas: int) -> tuple[str, ...]:
@@ -73,13 +74,16 @@ def plan_round(
     failpoints: tuple[str, ...] = (),
     replicas: int = 1,
     database: str = "",
+    partitions: bool = False,
 ) -> RoundPlan:
     """The round's scenarios (the first always a race) starting within the first part of
     load_seconds, and its faults: one failpoint, then one or two more faults of any kind, on
     any replica of a service. failpoints: arm only these, names or IDMESH_FAILPOINTS terms
     (default: any of the catalogue but the shared store layer's, each with a seeded action).
     database: "" (SQLite: no database faults), "postgres" (a crash-restart of the server, and
-    sometimes latency) or "standby" (a crash-restart or a failover, and sometimes latency)."""
+    sometimes latency) or "standby" (a crash-restart or a failover, and sometimes latency).
+    partitions: one or two partitions between hosts too (_partition_faults), drawn from a
+    generator of their own, so that the rest of the plan is the same with or without them."""
     names = sorted(failpoints or set(CATALOGUE) - STORE_FAILPOINTS)
     rng = random.Random(f"{seed}/{round_no}")
     services = replicas_of(SERVICES, replicas)
@@ -107,6 +111,10 @@ def plan_round(
             faults.append(_stall_fault(rng, load_seconds, window, replicas))
     if database:
         faults += _database_faults(rng, load_seconds, standby=database == "standby")
+    if partitions:
+        faults += _partition_faults(
+            random.Random(f"{seed}/{round_no}/partitions"), load_seconds, replicas
+        )
     faults.sort(key=lambda f: f.at)
     return RoundPlan(round=round_no, scenarios=tuple(scenarios), faults=tuple(faults))
 
@@ -158,6 +166,54 @@ def _database_faults(rng: random.Random, load_seconds: float, *, standby: bool) 
                 service=DATABASE,
                 seconds=round(rng.uniform(2.0, 5.0), 3),
                 delay_ms=rng.choice([20, 50, 150]),
+            )
+        )
+    return faults
+
+
+def lane_peer(replica: str, deployment: str) -> str:
+    """The replica of deployment that replica calls: the same replica number (the local
+    mesh's lanes; a mesh with as many replicas of each)."""
+    number = replica.rpartition("-")[2]
+    return f"{deployment}-{number}" if number.isdigit() else deployment
+
+
+# The links a partition cuts, and their weights: a replica and the database; a registry and
+# the notifier it publishes to; a gateway and the notifier it streams from; a gateway and the
+# registry it asks.
+PARTITION_LINKS = {
+    "database": 3,
+    "registry-notifier": 2,
+    "gateway-notifier": 2,
+    "gateway-registry": 1,
+}
+
+
+def _partition_faults(rng: random.Random, load_seconds: float, replicas: int) -> list[Fault]:
+    """One partition (in half the rounds two) between two hosts, lasting 2 to 10 seconds: past
+    a gateway's 6-second lease term in some rounds."""
+    faults = []
+    for _ in range(rng.choice([1, 2])):
+        link = rng.choices(list(PARTITION_LINKS), list(PARTITION_LINKS.values()))[0]
+        if link == "database":
+            service = rng.choice(replicas_of(SERVICES, replicas))
+            peer = DATABASE
+        elif link == "registry-notifier":
+            service = rng.choice(replicas_of(REGISTRIES, replicas))
+            peer = lane_peer(service, "notifier")
+        elif link == "gateway-notifier":
+            service = rng.choice(replicas_of(GATEWAYS, replicas))
+            peer = lane_peer(service, "notifier")
+        else:
+            service = rng.choice(replicas_of(GATEWAYS, replicas))
+            peer = lane_peer(service, rng.choice(REGISTRIES))
+        faults.append(
+            Fault(
+                at=round(rng.uniform(0.3, load_seconds * 0.7), 3),
+                kind="partition",
+                service=service,
+                seconds=round(rng.uniform(2.0, 10.0), 3),
+                peer=peer,
             )
         )
     return faults
