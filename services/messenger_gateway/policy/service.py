@@ -40,6 +40,7 @@ from services.messenger_gateway.identification.model import (
     State,
     validate_user_id,
 )
+from services.messenger_gateway.policy.index import PolicyIndex
 from services.messenger_gateway.policy.model import (
     MAX_BATCH_PAIRS,
     ORDER_LIMIT,
@@ -55,7 +56,6 @@ from services.messenger_gateway.policy.model import (
     OrderState,
     OrderTarget,
     PolicyChange,
-    PolicyIndex,
     Preferences,
     RestrictionOrder,
     SenderRule,

@@ -1,0 +1,691 @@
+"""The delivery policy's in-memory index, compact: no Python object per user or per rule.
+
+Everything a decision reads lives in a few numpy arrays:
+
+- ids -> rows. Every id the index has heard of (a user, or a sender named in a rule or a
+  consent) has a dense row number. Its lookup key is a 64-bit keyed hash of the id (the
+  interpreter's SipHash of the string, whose key is random per process), held in one sorted
+  array (`_keys`, beside the row of each key, `_krow`), with a table of where each range of keys
+  starts (`_bucket`) so that a lookup bisects a few entries only. Each row also holds a second
+  64-bit keyed hash of its id (`_check`), compared on every lookup: a key that matches but
+  belongs to another id is not mistaken for it. Two ids that share a lookup key (a collision)
+  are kept in a side table (`_collided`, (key, check) -> row) and their key's row in `_krow` is
+  -1; collisions are found when ids are added (load, apply, merge). Two different ids are
+  taken for one only if both 64-bit hashes agree (odds of 2^-128 per pair, and the keys are
+  secret to the process).
+- per row: the identified number (`_phone`: the E.164 digits as an integer, 0 when not
+  identified; a number that is not E.164 is kept as it is in `_odd_phones`) and a byte of flags
+  (known user, unaccepted-sender policy set, and its value).
+- per (recipient, sender) pair with a rule or a consent, a compressed sparse row layout: for
+  recipient row r, `_senders[_start[r]:_start[r + 1]]` are the sender rows, sorted, and `_vals`
+  beside them the pair's bits (accepted, refused, consented). A pair whose bits all clear (a
+  rule set back to NONE and no consent) stays as a tombstone until the next merge.
+- restriction orders: few, in small dicts keyed by the exact user id or number.
+
+Changes from the change log apply in place where the arrays have room for them (a user's
+state, number and policy; a pair that exists); what needs a new slot in a sorted array (a new
+id, a new pair) goes to a small overlay (`_fresh`: id -> row, `_pairs`: pair -> bits), read
+before the arrays and merged into them once it holds `merge_threshold` entries (a merge is a
+few passes over the arrays: about a tenth of a second per 10 million pairs).
+"""
+
+from __future__ import annotations
+
+import itertools
+import operator
+import sys
+from bisect import bisect_left
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from services.messenger_gateway.identification.model import State
+from services.messenger_gateway.policy.model import (
+    DECISIONS,
+    ChangeKind,
+    Consent,
+    Decision,
+    DeliveryReason,
+    MessageKind,
+    OrderScope,
+    OrderState,
+    OrderTarget,
+    PolicyChange,
+    SenderRule,
+    Snapshot,
+    UnacceptedPolicy,
+    decide_by_rules,
+)
+
+I64 = npt.NDArray[np.int64]
+I32 = npt.NDArray[np.int32]
+U8 = npt.NDArray[np.uint8]
+
+# Row flags.
+KNOWN = 1  # the user started an identification here
+POLICY_SET = 2  # the user chose an unaccepted-sender policy (else the gateway's default)
+POLICY_REFUSE = 4  # ... and it is REFUSE
+# Pair bits.
+ACCEPTED = 1
+REFUSED = 2
+CONSENTED = 4
+_RULE_BITS = ACCEPTED | REFUSED
+
+MERGE_THRESHOLD = 1 << 16  # overlay entries (new ids + new pairs) that trigger a merge
+_CHUNK = 1 << 16  # snapshot rows read at a time
+_BUCKET_KEYS = 8  # lookup keys per bucket of the bucket table, on average
+_ODD_PHONE = -1  # identified, the number kept in _odd_phones
+_ROW_BITS = 32  # a pair is recipient_row << 32 | sender_row
+_MAX_LOAD_ROWS = 1 << 28  # a pair and its 3 bits in one int64 while a snapshot loads
+
+
+def _phone_code(phone: str) -> int:
+    """An E.164 number as the integer of its digits (exact: E.164 has no leading zero);
+    _ODD_PHONE for anything else."""
+    digits = phone[1:]
+    if phone[:1] == "+" and 0 < len(digits) <= 15 and digits.isdigit() and digits[0] != "0":
+        return int(digits)
+    return _ODD_PHONE
+
+
+@dataclass(frozen=True, slots=True)
+class Footprint:
+    """What the index holds, in bytes: arrays per row (users and senders), arrays per pair
+    (rules and consents), and the overlay and side tables (estimated from the dicts)."""
+
+    users: int
+    rows: int
+    pairs: int
+    row_bytes: int
+    pair_bytes: int
+    overlay_bytes: int
+
+    @property
+    def total_bytes(self) -> int:
+        return self.row_bytes + self.pair_bytes + self.overlay_bytes
+
+
+class PolicyIndex:
+    """Everything a decision reads, in memory: users (identified or not), sender rules,
+    unaccepted-sender policies, automated consents, and the restriction orders in force.
+
+    Changed only by load() and apply(), each synchronous (no await inside), so a decision on
+    the event loop always sees the index at one version."""
+
+    def __init__(
+        self,
+        *,
+        refuse_unaccepted_by_default: bool = False,
+        key_bits: int = 64,
+        merge_threshold: int = MERGE_THRESHOLD,
+    ) -> None:
+        if not 1 <= key_bits <= 64:
+            raise ValueError("key_bits must be 1 to 64")
+        self.refuse_unaccepted_by_default = refuse_unaccepted_by_default
+        self.key_bits = key_bits  # fewer than 64 only in tests: collisions made common
+        self.merge_threshold = merge_threshold
+        self.version = 0
+        self._mask = (1 << key_bits) - 1 if key_bits < 64 else 0
+        self._kbase = 1 << 63 if key_bits == 64 else 0  # makes keys non-negative for buckets
+        self._users = 0  # rows with KNOWN
+        # rows: the per-row arrays have room for _cap rows, _nrows of them used
+        self._nrows = 0
+        self._check: I64 = np.zeros(0, np.int64)
+        self._phone: I64 = np.zeros(0, np.int64)
+        self._flags: U8 = np.zeros(0, np.uint8)
+        self._odd_phones: dict[int, str] = {}
+        # the merged ids: sorted lookup keys, their rows (-1: collided), the bucket table
+        self._keys: I64 = np.zeros(0, np.int64)
+        self._krow: I32 = np.zeros(0, np.int32)
+        self._collided: dict[tuple[int, int], int] = {}
+        self._bucket: I32 = np.zeros(2, np.int32)
+        self._bucket_shift = key_bits
+        # the merged pairs (CSR over the first _csr_rows rows)
+        self._csr_rows = 0
+        self._start: I64 = np.zeros(1, np.int64)
+        self._senders: I32 = np.zeros(0, np.int32)
+        self._vals: U8 = np.zeros(0, np.uint8)
+        self._tombstones = 0
+        # the overlay
+        self._fresh: dict[str, int] = {}  # ids given a row since the last merge
+        self._pairs: dict[int, int] = {}  # new pairs since the last merge -> bits (never 0)
+        # restriction orders in force (few): exact ids and numbers
+        self._orders: dict[str, tuple[OrderTarget, str, OrderScope]] = {}
+        self._restricted_users: dict[str, dict[str, OrderScope]] = {}
+        self._restricted_phones: dict[str, dict[str, OrderScope]] = {}
+        self._refresh_views()
+
+    # --- keys and rows -------------------------------------------------------------------------
+
+    def _key(self, user_id: str) -> int:
+        return hash(user_id) & self._mask if self._mask else hash(user_id)
+
+    def _refresh_views(self) -> None:
+        """memoryviews for scalar reads and writes (a Python int per access, no numpy scalar)."""
+        self._keys_v = _view(self._keys)
+        self._krow_v = _view(self._krow)
+        self._bucket_v = _view(self._bucket)
+        self._check_v = _view(self._check)
+        self._phone_v = _view(self._phone)
+        self._flags_v = _view(self._flags)
+        self._start_v = _view(self._start)
+        self._senders_v = _view(self._senders)
+        self._vals_v = _view(self._vals)
+
+    def _row(self, user_id: str) -> int:
+        """The id's row; -1 when the index never heard of it."""
+        row = self._fresh.get(user_id)
+        if row is not None:
+            return row
+        key = hash(user_id) & self._mask if self._mask else hash(user_id)
+        bucket = (key + self._kbase) >> self._bucket_shift
+        hi = self._bucket_v[bucket + 1]
+        i = bisect_left(self._keys_v, key, self._bucket_v[bucket], hi)
+        if i == hi or self._keys_v[i] != key:
+            return -1
+        row = self._krow_v[i]
+        check = hash(user_id + "\x00")
+        if row >= 0:
+            return row if self._check_v[row] == check else -1
+        return self._collided.get((key, check), -1)
+
+    def _row_or_new(self, user_id: str) -> int:
+        row = self._row(user_id)
+        if row >= 0:
+            return row
+        row = self._add_rows(1)
+        self._check_v[row] = hash(user_id + "\x00")
+        self._fresh[user_id] = row
+        self._maybe_merge()
+        return row
+
+    def _add_rows(self, count: int) -> int:
+        """Room for `count` more rows (zeroed); returns the first one's number."""
+        first, need = self._nrows, self._nrows + count
+        if need > len(self._check):
+            cap = max(need, len(self._check) * 5 // 4 + 16)
+            self._check = _grown(self._check, cap)
+            self._phone = _grown(self._phone, cap)
+            self._flags = _grown(self._flags, cap)
+            self._refresh_views()
+        self._nrows = need
+        return first
+
+    # --- building ----------------------------------------------------------------------------
+
+    def load(self, snapshot: Snapshot) -> None:
+        """Replace the whole index with the snapshot (each table streamed in chunks; a user
+        listed more than once takes their last row)."""
+        fresh = PolicyIndex(
+            refuse_unaccepted_by_default=self.refuse_unaccepted_by_default,
+            key_bits=self.key_bits,
+            merge_threshold=self.merge_threshold,
+        )
+        fresh._load_users(snapshot.users)
+        fresh._load_pairs(snapshot.sender_rules, snapshot.consents)
+        for user_id, policy in snapshot.unaccepted:
+            fresh._set_policy(fresh._row_or_new(user_id), policy)
+        for order_id, target, value, scope in snapshot.orders:
+            fresh._enforce(order_id, OrderTarget(target), value, OrderScope(scope))
+        fresh._merge()
+        fresh.version = snapshot.version
+        self.__dict__.update(fresh.__dict__)
+
+    def _hashes(self, ids: tuple[str, ...]) -> tuple[I64, I64]:
+        keys = np.fromiter(map(hash, ids), np.int64, len(ids))
+        if self._mask:
+            keys &= self._mask
+        checks = np.fromiter(
+            map(hash, map(operator.add, ids, itertools.repeat("\x00"))), np.int64, len(ids)
+        )
+        return keys, checks
+
+    def _load_users(self, users: Iterable[tuple[str, str, str]]) -> None:
+        identified = State.IDENTIFIED.value
+        keys, checks, phones = [], [], []
+        odd: dict[int, str] = {}  # position in the snapshot -> a number that is not E.164
+        seen = 0
+        for chunk in _chunks(users):
+            ids, numbers, states = zip(*chunk, strict=True)
+            k, c = self._hashes(ids)
+            codes = [
+                _phone_code(p) if s == identified else 0
+                for p, s in zip(numbers, states, strict=True)
+            ]
+            if _ODD_PHONE in codes:
+                odd.update((seen + i, numbers[i]) for i, v in enumerate(codes) if v == _ODD_PHONE)
+            keys.append(k)
+            checks.append(c)
+            phones.append(np.array(codes, np.int64))
+            seen += len(ids)
+        key = np.concatenate(keys) if keys else np.zeros(0, np.int64)
+        check = np.concatenate(checks) if checks else np.zeros(0, np.int64)
+        phone = np.concatenate(phones) if phones else np.zeros(0, np.int64)
+        # one row per user: sorted by (key, check, position), the last of equal (key, check)
+        order = np.lexsort((np.arange(len(key)), check, key))
+        key, check, phone = key[order], check[order], phone[order]
+        last = np.ones(len(key), bool)
+        if len(key):
+            last[:-1] = (key[1:] != key[:-1]) | (check[1:] != check[:-1])
+        kept = np.flatnonzero(last)
+        n = len(kept)
+        self._add_rows(n)
+        self._check[:n] = check[kept]
+        self._phone[:n] = phone[kept]
+        self._flags[:n] = KNOWN
+        self._users = n
+        if odd:
+            sorted_at = np.empty_like(order)
+            sorted_at[order] = np.arange(len(order))
+            new_row = np.cumsum(last) - 1
+            for position, number in odd.items():
+                j = int(sorted_at[position])
+                if last[j]:
+                    self._odd_phones[int(new_row[j])] = number
+        self._set_keys(key[kept], np.arange(n, dtype=np.int32))
+
+    def _set_keys(self, keys: I64, rows: I32) -> None:
+        """The merged ids (keys sorted): a key shared by several ids goes to the side table."""
+        dup = np.zeros(len(keys), bool)
+        if len(keys) > 1:
+            same = keys[1:] == keys[:-1]
+            dup[1:] |= same
+            dup[:-1] |= same
+        if dup.any():
+            for i in np.flatnonzero(dup).tolist():
+                row = int(rows[i])
+                self._collided[int(keys[i]), int(self._check[row])] = row
+            first = np.ones(len(keys), bool)
+            first[1:] = keys[1:] != keys[:-1]
+            rows = np.where(dup, -1, rows).astype(np.int32)[first]
+            keys = keys[first]
+        self._keys, self._krow = keys, rows
+        buckets = max(1, len(keys) // _BUCKET_KEYS)
+        bits = min(self.key_bits, max(0, buckets.bit_length() - 1))
+        self._bucket_shift = self.key_bits - bits
+        bounds = (np.arange((1 << bits) + 1, dtype=object) << self._bucket_shift) - self._kbase
+        self._bucket = np.searchsorted(
+            keys, np.clip(bounds, -(1 << 63), (1 << 63) - 1).astype(np.int64)
+        ).astype(np.int32)
+        self._bucket[-1] = len(keys)
+        self._refresh_views()
+
+    def _rows_of(self, ids: tuple[str, ...]) -> I64:
+        """The rows of ids (vectorised lookup), new rows for ids not seen yet."""
+        keys, checks = self._hashes(ids)
+        rows = np.full(len(ids), -1, np.int64)
+        if len(self._keys):
+            at = np.minimum(np.searchsorted(self._keys, keys), len(self._keys) - 1)
+            found = self._keys[at] == keys
+            krow = np.where(found, self._krow[at], -1).astype(np.int64)
+            ok = (krow >= 0) & (self._check[np.maximum(krow, 0)] == checks)
+            rows = np.where(ok, krow, -1)
+        for i in np.flatnonzero(rows < 0).tolist():
+            rows[i] = self._row_or_new(ids[i])
+        return rows
+
+    def _load_pairs(
+        self, rules: Iterable[tuple[str, str, str]], consents: Iterable[tuple[str, str]]
+    ) -> None:
+        refused = SenderRule.REFUSED.value
+        parts: list[I64] = []
+        for chunk in _chunks(rules):
+            recipients, senders, values = zip(*chunk, strict=True)
+            bits = np.fromiter(
+                (REFUSED if v == refused else ACCEPTED for v in values), np.int64, len(values)
+            )
+            parts.append(self._packed(recipients, senders, bits))
+        for chunk in _chunks(consents):
+            recipients, senders = zip(*chunk, strict=True)
+            parts.append(self._packed(recipients, senders, np.full(len(chunk), CONSENTED)))
+        packed = np.concatenate(parts) if parts else np.zeros(0, np.int64)
+        packed.sort()  # by recipient row, sender row: a pair's rule and consent side by side
+        pair = packed >> 3
+        first = np.ones(len(pair), bool)
+        first[1:] = pair[1:] != pair[:-1]
+        starts = np.flatnonzero(first)
+        vals = (packed & 7).astype(np.uint8)
+        if len(starts):
+            vals = np.bitwise_or.reduceat(vals, starts).astype(np.uint8)
+        pair = pair[starts]
+        self._merge_rows()
+        self._senders = (pair & ((1 << _ROW_BITS) - 1)).astype(np.int32)
+        self._vals = vals
+        self._start = np.searchsorted(pair >> _ROW_BITS, np.arange(self._nrows + 1))
+        self._csr_rows = self._nrows
+        self._refresh_views()
+
+    def _packed(self, recipients: tuple[str, ...], senders: tuple[str, ...], bits: Any) -> I64:
+        """(recipient row << 32 | sender row) << 3 | bits, for one sort of every pair."""
+        r = self._rows_of(recipients)
+        s = self._rows_of(senders)
+        if self._nrows >= _MAX_LOAD_ROWS:
+            raise ValueError(f"a snapshot of more than {_MAX_LOAD_ROWS:,} ids")
+        packed: I64 = (((r << _ROW_BITS) | s) << 3) | bits
+        return packed
+
+    def apply(self, change: PolicyChange) -> None:
+        """Apply one change-log entry (the next version)."""
+        kind = change.kind
+        if kind is ChangeKind.IDENTIFICATION:
+            row = self._row_or_new(change.user_id)
+            if not self._flags_v[row] & KNOWN:
+                self._flags_v[row] |= KNOWN
+                self._users += 1
+            self._odd_phones.pop(row, None)
+            code = 0
+            if change.value == State.IDENTIFIED.value:
+                code = _phone_code(change.phone_number)
+                if code == _ODD_PHONE:
+                    self._odd_phones[row] = change.phone_number
+            self._phone_v[row] = code
+        elif kind is ChangeKind.SENDER_RULE:
+            bits = {SenderRule.ACCEPTED.value: ACCEPTED, SenderRule.REFUSED.value: REFUSED}
+            self._set_pair(change.user_id, change.sender_id, _RULE_BITS, bits.get(change.value, 0))
+        elif kind is ChangeKind.UNACCEPTED_POLICY:
+            self._set_policy(self._row_or_new(change.user_id), change.value)
+        elif kind is ChangeKind.AUTOMATED_CONSENT:
+            granted = CONSENTED if change.value == Consent.GRANTED.value else 0
+            self._set_pair(change.user_id, change.sender_id, CONSENTED, granted)
+        elif kind is ChangeKind.RESTRICTION_ORDER:
+            if change.value == OrderState.IN_FORCE.value:
+                target = OrderTarget.PHONE if change.phone_number else OrderTarget.USER
+                value = change.phone_number or change.user_id
+                self._enforce(change.order_id, target, value, OrderScope(change.scope))
+            else:
+                self._lift(change.order_id)
+        self.version = change.version
+
+    def _set_policy(self, row: int, policy: str) -> None:
+        flags = self._flags_v[row] & ~(POLICY_SET | POLICY_REFUSE)
+        if policy == UnacceptedPolicy.REFUSE.value:
+            flags |= POLICY_SET | POLICY_REFUSE
+        elif policy == UnacceptedPolicy.ALLOW.value:
+            flags |= POLICY_SET
+        self._flags_v[row] = flags
+
+    def _set_pair(self, recipient: str, sender: str, mask: int, bits: int) -> None:
+        """Set the pair's bits under mask: in place when the pair is in the arrays (a
+        tombstone when none are left), else in the overlay."""
+        r = self._row_or_new(recipient)
+        s = self._row_or_new(sender)
+        i = self._slot(r, s)
+        if i >= 0:
+            old = self._vals_v[i]
+            new = (old & ~mask) | bits
+            self._vals_v[i] = new
+            self._tombstones += (new == 0) - (old == 0)
+            return
+        pair = r << _ROW_BITS | s
+        new = (self._pairs.get(pair, 0) & ~mask) | bits
+        if new:
+            self._pairs[pair] = new
+            self._maybe_merge()
+        else:
+            self._pairs.pop(pair, None)
+
+    def _slot(self, r: int, s: int) -> int:
+        """The pair's position in the merged arrays; -1 when it is not there."""
+        if r >= self._csr_rows:
+            return -1
+        lo, hi = self._start_v[r], self._start_v[r + 1]
+        if lo == hi:
+            return -1
+        i = bisect_left(self._senders_v, s, lo, hi)
+        return i if i < hi and self._senders_v[i] == s else -1
+
+    def _bits(self, r: int, s: int) -> int:
+        i = self._slot(r, s)
+        if i >= 0:
+            return int(self._vals_v[i])
+        return self._pairs.get(r << _ROW_BITS | s, 0) if self._pairs else 0
+
+    def _enforce(self, order_id: str, target: OrderTarget, value: str, scope: OrderScope) -> None:
+        self._lift(order_id)  # an order is in force once, on what it names last
+        self._orders[order_id] = (target, value, scope)
+        by = self._restricted_phones if target is OrderTarget.PHONE else self._restricted_users
+        by.setdefault(value, {})[order_id] = scope
+
+    def _lift(self, order_id: str) -> None:
+        entry = self._orders.pop(order_id, None)
+        if entry is None:
+            return
+        target, value, _ = entry
+        by = self._restricted_phones if target is OrderTarget.PHONE else self._restricted_users
+        orders = by.get(value)
+        if orders is not None:
+            orders.pop(order_id, None)
+            if not orders:
+                del by[value]
+
+    # --- merging the overlay -------------------------------------------------------------------
+
+    @property
+    def overlay_size(self) -> int:
+        """Entries waiting in the overlay: ids given a row and pairs added since the merge."""
+        return len(self._fresh) + len(self._pairs)
+
+    def key_collisions(self) -> int:
+        """Ids in the side table: ids whose lookup key another merged id shares."""
+        return len(self._collided)
+
+    def _maybe_merge(self) -> None:
+        if len(self._fresh) + len(self._pairs) >= self.merge_threshold:
+            self._merge()
+
+    def merge(self) -> None:
+        """Merge the overlay into the arrays now (apply() does it past merge_threshold)."""
+        self._merge()
+
+    def _merge(self) -> None:
+        self._merge_rows()
+        self._merge_pairs()
+
+    def _merge_rows(self) -> None:
+        """Ids given a row since the last merge join the sorted keys; new rows get empty pair
+        ranges."""
+        if self._fresh:
+            fresh = sorted((self._key(u), row) for u, row in self._fresh.items())
+            keys = np.fromiter((k for k, _ in fresh), np.int64, len(fresh))
+            rows = np.fromiter((r for _, r in fresh), np.int32, len(fresh))
+            old_rows = np.where(self._krow >= 0, self._krow, -1).astype(np.int32)
+            # the side table's rows come back into the arrays and are split out again
+            side = sorted((k, r) for (k, _), r in self._collided.items())
+            self._collided = {}
+            keep = old_rows >= 0
+            all_keys = np.concatenate(
+                [self._keys[keep], np.array([k for k, _ in side], np.int64), keys]
+            )
+            all_rows = np.concatenate(
+                [old_rows[keep], np.array([r for _, r in side], np.int32), rows]
+            )
+            order = np.argsort(all_keys, kind="stable")
+            self._set_keys(all_keys[order], all_rows[order])
+            self._fresh = {}
+        if self._csr_rows < self._nrows:
+            extra = np.full(self._nrows - self._csr_rows, self._start[-1], np.int64)
+            self._start = np.concatenate([self._start, extra])
+            self._csr_rows = self._nrows
+            self._refresh_views()
+
+    def _merge_pairs(self) -> None:
+        """Tombstones leave the arrays, and the overlay's pairs join them in order."""
+        if self._tombstones:
+            keep = self._vals != 0
+            before = np.zeros(len(keep) + 1, np.int64)
+            np.cumsum(keep, out=before[1:])
+            self._start = before[self._start]
+            self._senders = self._senders[keep]
+            self._vals = self._vals[keep]
+            self._tombstones = 0
+            self._refresh_views()
+        if self._pairs:
+            new = sorted(self._pairs.items())
+            pairs = np.fromiter((p for p, _ in new), np.int64, len(new))
+            bits = np.fromiter((b for _, b in new), np.uint8, len(new))
+            recipients = pairs >> _ROW_BITS
+            senders = (pairs & ((1 << _ROW_BITS) - 1)).astype(np.int32)
+            at = np.fromiter(
+                (
+                    bisect_left(self._senders_v, s, self._start_v[r], self._start_v[r + 1])
+                    for r, s in zip(recipients.tolist(), senders.tolist(), strict=True)
+                ),
+                np.int64,
+                len(new),
+            )
+            self._senders = np.insert(self._senders, at, senders)
+            self._vals = np.insert(self._vals, at, bits)
+            added = np.bincount(recipients, minlength=self._csr_rows)
+            self._start[1:] += np.cumsum(added)
+            self._pairs = {}
+            self._refresh_views()
+
+    # --- reading -------------------------------------------------------------------------------
+
+    @property
+    def users(self) -> int:
+        return self._users
+
+    @property
+    def orders_in_force(self) -> int:
+        return len(self._orders)
+
+    def is_identified(self, user_id: str) -> bool:
+        row = self._row(user_id)
+        return row >= 0 and self._phone_v[row] != 0
+
+    def identified_number(self, user_id: str) -> str | None:
+        """The number the user is identified by; None when not identified."""
+        row = self._row(user_id)
+        return None if row < 0 else self._number(row)
+
+    def _number(self, row: int) -> str | None:
+        code = self._phone_v[row]
+        if code == 0:
+            return None
+        return self._odd_phones[row] if code == _ODD_PHONE else f"+{code}"
+
+    def is_known(self, user_id: str) -> bool:
+        row = self._row(user_id)
+        return row >= 0 and bool(self._flags_v[row] & KNOWN)
+
+    def is_restricted(self, user_id: str, kind: MessageKind) -> bool:
+        return self._restricted(user_id, self._row(user_id), kind)
+
+    def _restricted(self, user_id: str, row: int, kind: MessageKind) -> bool:
+        scopes = self._restricted_users.get(user_id)
+        if scopes and _restricts(scopes, kind):
+            return True
+        if row < 0 or not self._restricted_phones:
+            return False
+        phone = self._number(row)
+        if phone is None:
+            return False
+        scopes = self._restricted_phones.get(phone)
+        return bool(scopes) and _restricts(scopes, kind)  # type: ignore[arg-type]
+
+    def _pair_bits(self, recipient: str, sender: str) -> int:
+        r, s = self._row(recipient), self._row(sender)
+        return 0 if r < 0 or s < 0 else self._bits(r, s)
+
+    def refused(self, recipient: str, sender: str) -> bool:
+        return bool(self._pair_bits(recipient, sender) & REFUSED)
+
+    def accepted(self, recipient: str, sender: str) -> bool:
+        return bool(self._pair_bits(recipient, sender) & ACCEPTED)
+
+    def refuses_unaccepted(self, recipient: str) -> bool:
+        row = self._row(recipient)
+        flags = self._flags_v[row] if row >= 0 else 0
+        if flags & POLICY_SET:
+            return bool(flags & POLICY_REFUSE)
+        return self.refuse_unaccepted_by_default
+
+    def consented(self, recipient: str, sender: str) -> bool:
+        return bool(self._pair_bits(recipient, sender) & CONSENTED)
+
+    def decide_by_rules(self, sender: str, recipient: str, kind: MessageKind) -> Decision:
+        """The reference: the first rule of RULES (in order) that refuses, or ALLOWED."""
+        return decide_by_rules(self, sender, recipient, kind)
+
+    def decide(self, sender: str, recipient: str, kind: MessageKind) -> Decision:
+        """decide_by_rules, written out for speed (it runs for every message): the same rules
+        in the same order, each lookup done once. test_policy.py checks that the two agree on
+        the table of cases and on random indexes."""
+        s = self._row(sender)
+        if s < 0 or self._phone_v[s] == 0:  # unknown, or known and not IDENTIFIED
+            return _NOT_IDENTIFIED
+        if (self._restricted_users or self._restricted_phones) and self._restricted(
+            sender, s, kind
+        ):
+            return _RESTRICTED
+        r = self._row(recipient)
+        if r < 0:
+            return _UNKNOWN
+        flags = self._flags_v[r]
+        if not flags & KNOWN:
+            return _UNKNOWN
+        if kind is _STATE_MAILING:
+            return ALLOWED
+        bits = self._bits(r, s)
+        if bits & REFUSED:
+            return _REFUSED
+        if kind is _AUTOMATED:
+            return ALLOWED if bits & CONSENTED else _NO_CONSENT
+        if not bits & ACCEPTED and (
+            flags & POLICY_REFUSE if flags & POLICY_SET else self.refuse_unaccepted_by_default
+        ):
+            return _NOT_ACCEPTED
+        return ALLOWED
+
+    # --- size --------------------------------------------------------------------------------
+
+    def footprint(self) -> Footprint:
+        row_arrays = (self._check, self._phone, self._flags, self._keys, self._krow)
+        row_bytes = sum(a.nbytes for a in row_arrays) + self._bucket.nbytes + self._start.nbytes
+        overlay = (self._fresh, self._pairs, self._collided, self._odd_phones)
+        overlay_bytes = sum(sys.getsizeof(d) for d in overlay)
+        overlay_bytes += sum(sys.getsizeof(u) for u in self._fresh)
+        return Footprint(
+            users=self._users,
+            rows=self._nrows,
+            pairs=len(self._senders) - self._tombstones + len(self._pairs),
+            row_bytes=row_bytes,
+            pair_bytes=self._senders.nbytes + self._vals.nbytes,
+            overlay_bytes=overlay_bytes,
+        )
+
+
+def _view(array: Any) -> memoryview:
+    return memoryview(array)
+
+
+def _grown(array: Any, capacity: int) -> Any:
+    grown = np.zeros(capacity, array.dtype)
+    grown[: len(array)] = array
+    return grown
+
+
+def _chunks(rows: Iterable[Any]) -> Iterator[tuple[Any, ...]]:
+    it = iter(rows)
+    while chunk := tuple(itertools.islice(it, _CHUNK)):
+        yield chunk
+
+
+def _restricts(scopes: Mapping[str, OrderScope], kind: MessageKind) -> bool:
+    if kind is MessageKind.AUTOMATED:
+        return True  # every scope restricts automated sending
+    return any(scope is OrderScope.ALL_MESSAGES for scope in scopes.values())
+
+
+ALLOWED = DECISIONS[DeliveryReason.ALLOWED]
+_NOT_IDENTIFIED = DECISIONS[DeliveryReason.SENDER_NOT_IDENTIFIED]
+_RESTRICTED = DECISIONS[DeliveryReason.SENDER_RESTRICTED]
+_UNKNOWN = DECISIONS[DeliveryReason.RECIPIENT_UNKNOWN]
+_REFUSED = DECISIONS[DeliveryReason.RECIPIENT_REFUSED_SENDER]
+_NO_CONSENT = DECISIONS[DeliveryReason.NO_AUTOMATED_CONSENT]
+_NOT_ACCEPTED = DECISIONS[DeliveryReason.SENDER_NOT_ACCEPTED]
+_STATE_MAILING, _AUTOMATED = MessageKind.STATE_MAILING, MessageKind.AUTOMATED
