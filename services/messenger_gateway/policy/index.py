@@ -35,7 +35,7 @@ import itertools
 import operator
 import sys
 from bisect import bisect_left
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,6 +78,7 @@ MERGE_THRESHOLD = 1 << 16  # overlay entries (new ids + new pairs) that trigger 
 _CHUNK = 1 << 16  # snapshot rows read at a time
 _BUCKET_KEYS = 8  # lookup keys per bucket of the bucket table, on average
 _ODD_PHONE = -1  # identified, the number kept in _odd_phones
+_IDENTIFIED = State.IDENTIFIED.value
 _ROW_BITS = 32  # a pair is recipient_row << 32 | sender_row
 _MAX_LOAD_ROWS = 1 << 28  # a pair and its 3 bits in one int64 while a snapshot loads
 
@@ -142,10 +143,11 @@ class PolicyIndex:
         self._krow: I32 = np.zeros(0, np.int32)
         self._collided: dict[tuple[int, int], int] = {}
         self._bucket: I32 = np.zeros(2, np.int32)
-        self._bucket_shift = key_bits
+        self._bucket_shift = key_bits  # a key's bucket: (key >> shift) + offset
+        self._bucket_offset = 0
         # the merged pairs (CSR over the first _csr_rows rows)
         self._csr_rows = 0
-        self._start: I64 = np.zeros(1, np.int64)
+        self._start: Any = np.zeros(1, np.int32)  # int32 below 2^31 pairs, else int64
         self._senders: I32 = np.zeros(0, np.int32)
         self._vals: U8 = np.zeros(0, np.uint8)
         self._tombstones = 0
@@ -181,7 +183,7 @@ class PolicyIndex:
         if row is not None:
             return row
         key = hash(user_id) & self._mask if self._mask else hash(user_id)
-        bucket = (key + self._kbase) >> self._bucket_shift
+        bucket = (key >> self._bucket_shift) + self._bucket_offset
         hi = self._bucket_v[bucket + 1]
         i = bisect_left(self._keys_v, key, self._bucket_v[bucket], hi)
         if i == hi or self._keys_v[i] != key:
@@ -234,7 +236,7 @@ class PolicyIndex:
         fresh.version = snapshot.version
         self.__dict__.update(fresh.__dict__)
 
-    def _hashes(self, ids: tuple[str, ...]) -> tuple[I64, I64]:
+    def _hashes(self, ids: Sequence[str]) -> tuple[I64, I64]:
         keys = np.fromiter(map(hash, ids), np.int64, len(ids))
         if self._mask:
             keys &= self._mask
@@ -244,32 +246,27 @@ class PolicyIndex:
         return keys, checks
 
     def _load_users(self, users: Iterable[tuple[str, str, str]]) -> None:
-        identified = State.IDENTIFIED.value
         keys, checks, phones = [], [], []
         odd: dict[int, str] = {}  # position in the snapshot -> a number that is not E.164
         seen = 0
         for chunk in _chunks(users):
-            ids, numbers, states = zip(*chunk, strict=True)
+            ids, numbers, states = _columns(chunk, 3)
             k, c = self._hashes(ids)
-            codes = [
-                _phone_code(p) if s == identified else 0
-                for p, s in zip(numbers, states, strict=True)
-            ]
-            if _ODD_PHONE in codes:
-                odd.update((seen + i, numbers[i]) for i, v in enumerate(codes) if v == _ODD_PHONE)
             keys.append(k)
             checks.append(c)
-            phones.append(np.array(codes, np.int64))
+            codes = _phone_codes(numbers, odd, seen)
+            codes[np.fromiter(map(_IDENTIFIED.__ne__, states), bool, len(states))] = 0
+            phones.append(codes)
             seen += len(ids)
         key = np.concatenate(keys) if keys else np.zeros(0, np.int64)
         check = np.concatenate(checks) if checks else np.zeros(0, np.int64)
         phone = np.concatenate(phones) if phones else np.zeros(0, np.int64)
-        # one row per user: sorted by (key, check, position), the last of equal (key, check)
-        order = np.lexsort((np.arange(len(key)), check, key))
+        order = np.argsort(key, kind="stable")  # equal keys in snapshot order
         key, check, phone = key[order], check[order], phone[order]
-        last = np.ones(len(key), bool)
-        if len(key):
-            last[:-1] = (key[1:] != key[:-1]) | (check[1:] != check[:-1])
+        last = np.ones(len(key), bool)  # one row per user: the last of its rows
+        shared = np.flatnonzero(key[1:] == key[:-1]) if len(key) else np.zeros(0, np.int64)
+        if len(shared):
+            _last_of_each_id(check, shared, last)
         kept = np.flatnonzero(last)
         n = len(kept)
         self._add_rows(n)
@@ -283,7 +280,7 @@ class PolicyIndex:
             new_row = np.cumsum(last) - 1
             for position, number in odd.items():
                 j = int(sorted_at[position])
-                if last[j]:
+                if last[j] and phone[j] == _ODD_PHONE:
                     self._odd_phones[int(new_row[j])] = number
         self._set_keys(key[kept], np.arange(n, dtype=np.int32))
 
@@ -304,8 +301,9 @@ class PolicyIndex:
             keys = keys[first]
         self._keys, self._krow = keys, rows
         buckets = max(1, len(keys) // _BUCKET_KEYS)
-        bits = min(self.key_bits, max(0, buckets.bit_length() - 1))
+        bits = min(self.key_bits, max(1 if self._kbase else 0, buckets.bit_length() - 1))
         self._bucket_shift = self.key_bits - bits
+        self._bucket_offset = self._kbase >> self._bucket_shift
         bounds = (np.arange((1 << bits) + 1, dtype=object) << self._bucket_shift) - self._kbase
         self._bucket = np.searchsorted(
             keys, np.clip(bounds, -(1 << 63), (1 << 63) - 1).astype(np.int64)
@@ -313,7 +311,7 @@ class PolicyIndex:
         self._bucket[-1] = len(keys)
         self._refresh_views()
 
-    def _rows_of(self, ids: tuple[str, ...]) -> I64:
+    def _rows_of(self, ids: Sequence[str]) -> I64:
         """The rows of ids (vectorised lookup), new rows for ids not seen yet."""
         keys, checks = self._hashes(ids)
         rows = np.full(len(ids), -1, np.int64)
@@ -333,13 +331,13 @@ class PolicyIndex:
         refused = SenderRule.REFUSED.value
         parts: list[I64] = []
         for chunk in _chunks(rules):
-            recipients, senders, values = zip(*chunk, strict=True)
+            recipients, senders, values = _columns(chunk, 3)
             bits = np.fromiter(
                 (REFUSED if v == refused else ACCEPTED for v in values), np.int64, len(values)
             )
             parts.append(self._packed(recipients, senders, bits))
         for chunk in _chunks(consents):
-            recipients, senders = zip(*chunk, strict=True)
+            recipients, senders = _columns(chunk, 2)
             parts.append(self._packed(recipients, senders, np.full(len(chunk), CONSENTED)))
         packed = np.concatenate(parts) if parts else np.zeros(0, np.int64)
         packed.sort()  # by recipient row, sender row: a pair's rule and consent side by side
@@ -354,11 +352,11 @@ class PolicyIndex:
         self._merge_rows()
         self._senders = (pair & ((1 << _ROW_BITS) - 1)).astype(np.int32)
         self._vals = vals
-        self._start = np.searchsorted(pair >> _ROW_BITS, np.arange(self._nrows + 1))
+        self._start = _offsets(np.searchsorted(pair >> _ROW_BITS, np.arange(self._nrows + 1)))
         self._csr_rows = self._nrows
         self._refresh_views()
 
-    def _packed(self, recipients: tuple[str, ...], senders: tuple[str, ...], bits: Any) -> I64:
+    def _packed(self, recipients: Sequence[str], senders: Sequence[str], bits: Any) -> I64:
         """(recipient row << 32 | sender row) << 3 | bits, for one sort of every pair."""
         r = self._rows_of(recipients)
         s = self._rows_of(senders)
@@ -506,7 +504,7 @@ class PolicyIndex:
             self._set_keys(all_keys[order], all_rows[order])
             self._fresh = {}
         if self._csr_rows < self._nrows:
-            extra = np.full(self._nrows - self._csr_rows, self._start[-1], np.int64)
+            extra = np.full(self._nrows - self._csr_rows, self._start[-1], self._start.dtype)
             self._start = np.concatenate([self._start, extra])
             self._csr_rows = self._nrows
             self._refresh_views()
@@ -517,7 +515,7 @@ class PolicyIndex:
             keep = self._vals != 0
             before = np.zeros(len(keep) + 1, np.int64)
             np.cumsum(keep, out=before[1:])
-            self._start = before[self._start]
+            self._start = _offsets(before[self._start])
             self._senders = self._senders[keep]
             self._vals = self._vals[keep]
             self._tombstones = 0
@@ -539,7 +537,9 @@ class PolicyIndex:
             self._senders = np.insert(self._senders, at, senders)
             self._vals = np.insert(self._vals, at, bits)
             added = np.bincount(recipients, minlength=self._csr_rows)
-            self._start[1:] += np.cumsum(added)
+            start = self._start.astype(np.int64)
+            start[1:] += np.cumsum(added)
+            self._start = _offsets(start)
             self._pairs = {}
             self._refresh_views()
 
@@ -659,6 +659,43 @@ class PolicyIndex:
         )
 
 
+def _phone_codes(numbers: Sequence[str], odd: dict[int, str], offset: int) -> I64:
+    """_phone_code of each number, in C where every number is E.164 (the store's are); the
+    others noted in odd by position (offset + index)."""
+    codes: list[int] | None = None
+    if max(map(len, numbers), default=0) <= 16:
+        try:
+            codes = list(map(int, numbers))
+        except ValueError:
+            codes = None
+    if codes is None or not all(map(operator.eq, numbers, map("+{}".format, codes))):
+        codes = list(map(_phone_code, numbers))
+    array = np.array(codes, np.int64)
+    array[array <= 0] = _ODD_PHONE  # "+0" and the like
+    for i in np.flatnonzero(array == _ODD_PHONE).tolist():
+        odd[offset + i] = numbers[i]
+    return array
+
+
+def _last_of_each_id(check: I64, shared: Any, last: npt.NDArray[np.bool_]) -> None:
+    """Rows sorted by key, equal keys in snapshot order; shared: positions whose key the next
+    row shares. Within each run of one key, only the last row of each id (check) stays."""
+    runs = np.split(shared, np.flatnonzero(np.diff(shared) != 1) + 1)
+    for run in runs:
+        positions = [*run.tolist(), int(run[-1]) + 1]
+        seen: set[int] = set()
+        for position in reversed(positions):
+            c = int(check[position])
+            last[position] = c not in seen
+            seen.add(c)
+
+
+def _offsets(start: Any) -> Any:
+    """Pair offsets in 4 bytes each while they fit, else 8."""
+    small = len(start) == 0 or int(start[-1]) < (1 << 31) - 1
+    return start.astype(np.int32 if small else np.int64, copy=False)
+
+
 def _view(array: Any) -> memoryview:
     return memoryview(array)
 
@@ -667,6 +704,11 @@ def _grown(array: Any, capacity: int) -> Any:
     grown = np.zeros(capacity, array.dtype)
     grown[: len(array)] = array
     return grown
+
+
+def _columns(chunk: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
+    """The chunk's rows as columns (itemgetter in C: no object per row, no GC pass)."""
+    return [list(map(operator.itemgetter(i), chunk)) for i in range(width)]
 
 
 def _chunks(rows: Iterable[Any]) -> Iterator[tuple[Any, ...]]:
