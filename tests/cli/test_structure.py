@@ -58,9 +58,9 @@ LONG_FILES = {
     # the rules as data and the readable reference decision, the values, the order state
     # machine, the input rules and the errors
     "policy/model.py": 440,
-    # the compact index: ids to rows, the pairs' arrays, the overlay and its merge, and the
-    # fast decision, which must agree with the rules
-    "policy/index.py": 700,
+    # the compact index: ids to rows, the pairs' arrays, the load, the overlay and its merge,
+    # and the fast decisions (one pair, a batch over the arrays) that must agree with the rules
+    "policy/index.py": 860,
     # the policy's use cases: preferences, orders, the index's coherence and the change stream,
     # all over the one in-memory index
     "policy/service.py": 540,

@@ -468,8 +468,8 @@ def random_changes(rng: random.Random, people: list[str], count: int) -> list[Po
 def assert_same_answers(
     index: PolicyIndex, reference: ReferenceIndex, people: list[str], context: object
 ) -> None:
-    """Every decision of the compact index (fast and by the rules) is the reference's, and so
-    is every fact a caller reads."""
+    """Every decision of the compact index (fast, by the rules, and in a batch over the arrays)
+    is the reference's, and so is every fact a caller reads."""
     for sender in people:
         assert index.is_known(sender) == reference.is_known(sender), (sender, context)
         assert index.identified_number(sender) == reference.identified_number(sender), context
@@ -483,7 +483,9 @@ def assert_same_answers(
                     context,
                 )
                 assert index.decide_by_rules(sender, recipient, kind) is expected
-    assert index.users == reference.users.__len__()
+    batch = [(s, r, k) for s in people for r in people for k in MessageKind]
+    assert index.decide_batch(batch) == [reference.decide(*pair) for pair in batch], context
+    assert index.users == len(reference.users)
     assert index.orders_in_force == len(reference.orders)
 
 

@@ -134,9 +134,10 @@ class PolicyIndex:
         self._users = 0  # rows with KNOWN
         # rows: the per-row arrays have room for _cap rows, _nrows of them used
         self._nrows = 0
-        self._check: I64 = np.zeros(0, np.int64)
-        self._phone: I64 = np.zeros(0, np.int64)
-        self._flags: U8 = np.zeros(0, np.uint8)
+        # (room for one row from the start: a batch gathers from them before any row exists)
+        self._check: I64 = np.zeros(1, np.int64)
+        self._phone: I64 = np.zeros(1, np.int64)
+        self._flags: U8 = np.zeros(1, np.uint8)
         self._odd_phones: dict[int, str] = {}
         # the merged ids: sorted lookup keys, their rows (-1: collided), the bucket table
         self._keys: I64 = np.zeros(0, np.int64)
@@ -641,6 +642,91 @@ class PolicyIndex:
             return _NOT_ACCEPTED
         return ALLOWED
 
+    def decide_batch(self, pairs: Sequence[tuple[str, str, MessageKind]]) -> list[Decision]:
+        """decide() for each (sender, recipient, kind), computed over the arrays for the whole
+        batch at once: the ids hashed and looked up together, the rules applied as array
+        operations in their order. test_policy.py checks it against decide()."""
+        count = len(pairs)
+        if count < _BATCH_MIN:
+            return [self.decide(s, r, k) for s, r, k in pairs]
+        senders, recipients, kinds = _columns(pairs, 3)
+        s = self._lookup(senders)
+        r = self._lookup(recipients)
+        known_s = s >= 0
+        phone = np.where(known_s, self._phone[np.maximum(s, 0)], 0)
+        kind = np.fromiter(map(_KIND_CODE.__getitem__, kinds), np.int8, count)
+        restricted = np.zeros(count, bool)
+        if self._restricted_users or self._restricted_phones:
+            for i in np.flatnonzero(phone != 0).tolist():
+                restricted[i] = self._restricted(senders[i], int(s[i]), kinds[i])
+        known_r = r >= 0
+        flags = np.where(known_r, self._flags[np.maximum(r, 0)], 0)
+        bits = self._bits_of(r, s, known_r & known_s)
+        refuses = np.where(
+            flags & POLICY_SET, (flags & POLICY_REFUSE) != 0, self.refuse_unaccepted_by_default
+        )
+        automated, personal = kind == _KIND_CODE[_AUTOMATED], kind == _KIND_CODE[_PERSONAL]
+        reason = np.select(
+            [
+                phone == 0,
+                restricted,
+                (flags & KNOWN) == 0,
+                kind == _KIND_CODE[_STATE_MAILING],
+                (bits & REFUSED) != 0,
+                automated & ((bits & CONSENTED) == 0),
+                personal & ((bits & ACCEPTED) == 0) & refuses,
+            ],
+            _CHOICES,
+            0,
+        )
+        return list(map(_BY_CODE.__getitem__, reason.tolist()))
+
+    def _lookup(self, ids: list[str]) -> I64:
+        """_row() of each id, the arrays searched for all of them at once."""
+        keys, checks = self._hashes(ids)
+        rows = np.full(len(ids), -1, np.int64)
+        collided = np.zeros(0, np.int64)
+        if len(self._keys):
+            at = np.minimum(np.searchsorted(self._keys, keys), len(self._keys) - 1)
+            krow = self._krow[at].astype(np.int64)
+            found = self._keys[at] == keys
+            ok = found & (krow >= 0) & (self._check[np.maximum(krow, 0)] == checks)
+            rows = np.where(ok, krow, -1)
+            collided = np.flatnonzero(found & (krow < 0))
+        for i in collided.tolist():
+            rows[i] = self._collided.get((int(keys[i]), int(checks[i])), -1)
+        if self._fresh:
+            fresh = self._fresh
+            for i in np.flatnonzero(rows < 0).tolist():
+                rows[i] = fresh.get(ids[i], -1)
+        return rows
+
+    def _bits_of(self, r: I64, s: I64, both: npt.NDArray[np.bool_]) -> I64:
+        """_bits() of each pair (0 where either id is unknown): a binary search within each
+        recipient's range of the pair arrays, all pairs a step at a time."""
+        bits = np.zeros(len(r), np.int64)
+        inside = both & (r < self._csr_rows)
+        if inside.any() and len(self._senders):
+            rr, ss = r[inside], s[inside]
+            lo = self._start[rr].astype(np.int64)
+            end = self._start[rr + 1].astype(np.int64)
+            hi = end.copy()
+            last = len(self._senders) - 1
+            while (lo < hi).any():
+                mid = (lo + hi) >> 1
+                less = self._senders[np.minimum(mid, last)] < ss
+                open_ = lo < hi
+                lo = np.where(open_ & less, mid + 1, lo)
+                hi = np.where(open_ & ~less, mid, hi)
+            at = np.minimum(lo, last)
+            hit = (lo < end) & (self._senders[at] == ss)
+            bits[inside] = np.where(hit, self._vals[at], 0)
+        if self._pairs:
+            pairs = self._pairs
+            for i in np.flatnonzero(both).tolist():
+                bits[i] |= pairs.get(int(r[i]) << _ROW_BITS | int(s[i]), 0)
+        return bits
+
     # --- size --------------------------------------------------------------------------------
 
     def footprint(self) -> Footprint:
@@ -731,3 +817,26 @@ _REFUSED = DECISIONS[DeliveryReason.RECIPIENT_REFUSED_SENDER]
 _NO_CONSENT = DECISIONS[DeliveryReason.NO_AUTOMATED_CONSENT]
 _NOT_ACCEPTED = DECISIONS[DeliveryReason.SENDER_NOT_ACCEPTED]
 _STATE_MAILING, _AUTOMATED = MessageKind.STATE_MAILING, MessageKind.AUTOMATED
+_PERSONAL = MessageKind.PERSONAL
+_KIND_CODE = {kind: code for code, kind in enumerate(MessageKind)}
+# decide_batch's reason codes: 0 is ALLOWED
+_BY_CODE = [ALLOWED, _NOT_IDENTIFIED, _RESTRICTED, _UNKNOWN, _REFUSED, _NO_CONSENT, _NOT_ACCEPTED]
+(
+    _CODE_NOT_IDENTIFIED,
+    _CODE_RESTRICTED,
+    _CODE_UNKNOWN,
+    _CODE_REFUSED,
+    _CODE_NO_CONSENT,
+    _CODE_NOT_ACCEPTED,
+) = range(1, 7)
+# the reason code of each condition of decide_batch's np.select, in the rules' order
+_CHOICES = (
+    _CODE_NOT_IDENTIFIED,
+    _CODE_RESTRICTED,
+    _CODE_UNKNOWN,
+    0,  # a state mailing past rule 3
+    _CODE_REFUSED,
+    _CODE_NO_CONSENT,
+    _CODE_NOT_ACCEPTED,
+)
+_BATCH_MIN = 32  # smaller batches: decide() pair by pair
