@@ -317,7 +317,7 @@ class PolicyIndex:
         keys, checks = self._hashes(ids)
         rows = np.full(len(ids), -1, np.int64)
         if len(self._keys):
-            at = np.minimum(np.searchsorted(self._keys, keys), len(self._keys) - 1)
+            at = np.minimum(_search(self._keys, keys), len(self._keys) - 1)
             found = self._keys[at] == keys
             krow = np.where(found, self._krow[at], -1).astype(np.int64)
             ok = (krow >= 0) & (self._check[np.maximum(krow, 0)] == checks)
@@ -687,7 +687,7 @@ class PolicyIndex:
         rows = np.full(len(ids), -1, np.int64)
         collided = np.zeros(0, np.int64)
         if len(self._keys):
-            at = np.minimum(np.searchsorted(self._keys, keys), len(self._keys) - 1)
+            at = np.minimum(_search(self._keys, keys), len(self._keys) - 1)
             krow = self._krow[at].astype(np.int64)
             found = self._keys[at] == keys
             ok = found & (krow >= 0) & (self._check[np.maximum(krow, 0)] == checks)
@@ -743,6 +743,15 @@ class PolicyIndex:
             pair_bytes=self._senders.nbytes + self._vals.nbytes,
             overlay_bytes=overlay_bytes,
         )
+
+
+def _search(haystack: I64, needles: I64) -> Any:
+    """np.searchsorted, the needles sorted first: the search then walks the haystack in order
+    (several times faster over arrays larger than the caches)."""
+    order = np.argsort(needles)
+    at = np.empty(len(needles), np.int64)
+    at[order] = np.searchsorted(haystack, needles[order])
+    return at
 
 
 def _phone_codes(numbers: Sequence[str], odd: dict[int, str], offset: int) -> I64:
