@@ -26,7 +26,8 @@ Changes from the change log apply in place where the arrays have room for them (
 state, number and policy; a pair that exists); what needs a new slot in a sorted array (a new
 id, a new pair) goes to a small overlay (`_fresh`: id -> row, `_pairs`: pair -> bits), read
 before the arrays and merged into them once it holds `merge_threshold` entries (a merge is a
-few passes over the arrays: about a tenth of a second per 10 million pairs).
+few passes over the arrays: 0.2 s for 65,536 new pairs into 3 million on a loaded 2-core
+machine). Batches are decided over the arrays for all their pairs at once (decide_batch).
 """
 
 from __future__ import annotations
@@ -527,14 +528,7 @@ class PolicyIndex:
             bits = np.fromiter((b for _, b in new), np.uint8, len(new))
             recipients = pairs >> _ROW_BITS
             senders = (pairs & ((1 << _ROW_BITS) - 1)).astype(np.int32)
-            at = np.fromiter(
-                (
-                    bisect_left(self._senders_v, s, self._start_v[r], self._start_v[r + 1])
-                    for r, s in zip(recipients.tolist(), senders.tolist(), strict=True)
-                ),
-                np.int64,
-                len(new),
-            )
+            at = self._bisect(recipients, senders)
             self._senders = np.insert(self._senders, at, senders)
             self._vals = np.insert(self._vals, at, bits)
             added = np.bincount(recipients, minlength=self._csr_rows)
@@ -708,17 +702,9 @@ class PolicyIndex:
         inside = both & (r < self._csr_rows)
         if inside.any() and len(self._senders):
             rr, ss = r[inside], s[inside]
-            lo = self._start[rr].astype(np.int64)
             end = self._start[rr + 1].astype(np.int64)
-            hi = end.copy()
-            last = len(self._senders) - 1
-            while (lo < hi).any():
-                mid = (lo + hi) >> 1
-                less = self._senders[np.minimum(mid, last)] < ss
-                open_ = lo < hi
-                lo = np.where(open_ & less, mid + 1, lo)
-                hi = np.where(open_ & ~less, mid, hi)
-            at = np.minimum(lo, last)
+            lo = self._bisect(rr, ss)
+            at = np.minimum(lo, len(self._senders) - 1)
             hit = (lo < end) & (self._senders[at] == ss)
             bits[inside] = np.where(hit, self._vals[at], 0)
         if self._pairs:
@@ -726,6 +712,21 @@ class PolicyIndex:
             for i in np.flatnonzero(both).tolist():
                 bits[i] |= pairs.get(int(r[i]) << _ROW_BITS | int(s[i]), 0)
         return bits
+
+    def _bisect(self, r: Any, s: Any) -> I64:
+        """bisect_left of each sender row s[i] within recipient r[i]'s range of the pair
+        arrays: a binary search for every pair at once, a step at a time."""
+        lo: I64 = self._start[r].astype(np.int64)
+        hi: I64 = self._start[r + 1].astype(np.int64)
+        last = len(self._senders) - 1
+        if last < 0:
+            return lo
+        while (open_ := lo < hi).any():
+            mid = (lo + hi) >> 1
+            less = self._senders[np.minimum(mid, last)] < s
+            lo = np.where(open_ & less, mid + 1, lo)
+            hi = np.where(open_ & ~less, mid, hi)
+        return lo
 
     # --- size --------------------------------------------------------------------------------
 
