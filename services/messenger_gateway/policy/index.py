@@ -32,6 +32,8 @@ machine). Batches are decided over the arrays for all their pairs at once (decid
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import itertools
 import operator
 import sys
@@ -237,6 +239,7 @@ class PolicyIndex:
         fresh._merge()
         fresh.version = snapshot.version
         self.__dict__.update(fresh.__dict__)
+        _release_free_heap()
 
     def _hashes(self, ids: Sequence[str]) -> tuple[I64, I64]:
         keys = np.fromiter(map(hash, ids), np.int64, len(ids))
@@ -790,6 +793,17 @@ def _offsets(start: Any) -> Any:
     """Pair offsets in 4 bytes each while they fit, else 8."""
     small = len(start) == 0 or int(start[-1]) < (1 << 31) - 1
     return start.astype(np.int32 if small else np.int64, copy=False)
+
+
+def _release_free_heap() -> None:
+    """Give the C heap that a load left free (its chunks of rows, its sorting buffers) back to
+    the system, where the C library can (glibc's malloc_trim): otherwise the process keeps
+    several times the index's size resident after a load."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):
+        pass  # not glibc: the memory stays with the process, reused by the next load
 
 
 def _view(array: Any) -> memoryview:
