@@ -601,3 +601,12 @@ def test_a_number_not_in_e164_is_kept_as_it_is() -> None:
     )
     assert index.identified_number("b") is None
     assert index.is_known("b") and not index.is_identified("b")
+
+
+def test_an_empty_index_knows_nobody() -> None:
+    for index in (PolicyIndex(), PolicyIndex(key_bits=3)):
+        assert index.decide("s", "r", PERSONAL).reason is R.SENDER_NOT_IDENTIFIED
+        batch = [("s", "r", PERSONAL)] * 40
+        assert {d.reason for d in index.decide_batch(batch)} == {R.SENDER_NOT_IDENTIFIED}
+        assert not index.is_known("s") and index.identified_number("s") is None
+        assert index.users == 0 and index.overlay_size == 0

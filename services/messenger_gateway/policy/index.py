@@ -135,7 +135,7 @@ class PolicyIndex:
         self._mask = (1 << key_bits) - 1 if key_bits < 64 else 0
         self._kbase = 1 << 63 if key_bits == 64 else 0  # makes keys non-negative for buckets
         self._users = 0  # rows with KNOWN
-        # rows: the per-row arrays have room for _cap rows, _nrows of them used
+        # rows: the per-row arrays have room for len(self._check) rows, _nrows of them used
         self._nrows = 0
         # (room for one row from the start: a batch gathers from them before any row exists)
         self._check: I64 = np.zeros(1, np.int64)
@@ -147,7 +147,7 @@ class PolicyIndex:
         self._krow: I32 = np.zeros(0, np.int32)
         self._collided: dict[tuple[int, int], int] = {}
         self._bucket: I32 = np.zeros(2, np.int32)
-        self._bucket_shift = key_bits  # a key's bucket: (key >> shift) + offset
+        self._bucket_shift = key_bits  # a key's bucket: (key >> shift) + offset (_set_keys)
         self._bucket_offset = 0
         # the merged pairs (CSR over the first _csr_rows rows)
         self._csr_rows = 0
@@ -162,7 +162,7 @@ class PolicyIndex:
         self._orders: dict[str, tuple[OrderTarget, str, OrderScope]] = {}
         self._restricted_users: dict[str, dict[str, OrderScope]] = {}
         self._restricted_phones: dict[str, dict[str, OrderScope]] = {}
-        self._refresh_views()
+        self._set_keys(self._keys, self._krow)  # the bucket table of no keys; the views
 
     # --- keys and rows -------------------------------------------------------------------------
 
