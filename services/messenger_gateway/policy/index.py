@@ -266,8 +266,12 @@ class PolicyIndex:
         key = np.concatenate(keys) if keys else np.zeros(0, np.int64)
         check = np.concatenate(checks) if checks else np.zeros(0, np.int64)
         phone = np.concatenate(phones) if phones else np.zeros(0, np.int64)
+        for columns in (keys, checks, phones):
+            columns.clear()
         order = np.argsort(key, kind="stable")  # equal keys in snapshot order
-        key, check, phone = key[order], check[order], phone[order]
+        key = key[order]  # one at a time: each old array freed as the next is made
+        check = check[order]
+        phone = phone[order]
         last = np.ones(len(key), bool)  # one row per user: the last of its rows
         shared = np.flatnonzero(key[1:] == key[:-1]) if len(key) else np.zeros(0, np.int64)
         if len(shared):
@@ -344,20 +348,24 @@ class PolicyIndex:
         for chunk in _chunks(consents):
             recipients, senders = _columns(chunk, 2)
             parts.append(self._packed(recipients, senders, np.full(len(chunk), CONSENTED)))
-        packed = np.concatenate(parts) if parts else np.zeros(0, np.int64)
-        packed.sort()  # by recipient row, sender row: a pair's rule and consent side by side
-        pair = packed >> 3
+        # in place where it can be: the peak is a few times the pairs' final size
+        pair = np.concatenate(parts) if parts else np.zeros(0, np.int64)
+        parts.clear()
+        pair.sort()  # by recipient row, sender row: a pair's rule and consent side by side
+        vals: Any = pair.astype(np.uint8) & 7
+        pair >>= 3
         first = np.ones(len(pair), bool)
         first[1:] = pair[1:] != pair[:-1]
-        starts = np.flatnonzero(first)
-        vals = (packed & 7).astype(np.uint8)
-        if len(starts):
+        if not first.all():  # a pair with a rule and a consent: one entry, the bits joined
+            starts = np.flatnonzero(first)
             vals = np.bitwise_or.reduceat(vals, starts).astype(np.uint8)
-        pair = pair[starts]
+            pair = pair[starts]
+        del first
         self._merge_rows()
-        self._senders = (pair & ((1 << _ROW_BITS) - 1)).astype(np.int32)
+        self._senders = pair.astype(np.int32)  # the low 32 bits: the sender's row
         self._vals = vals
-        self._start = _offsets(np.searchsorted(pair >> _ROW_BITS, np.arange(self._nrows + 1)))
+        pair >>= _ROW_BITS
+        self._start = _offsets(np.searchsorted(pair, np.arange(self._nrows + 1)))
         self._csr_rows = self._nrows
         self._refresh_views()
 
