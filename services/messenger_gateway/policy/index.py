@@ -692,7 +692,10 @@ class PolicyIndex:
         rows = np.full(len(ids), -1, np.int64)
         collided = np.zeros(0, np.int64)
         if len(self._keys):
-            at = np.minimum(_search(self._keys, keys), len(self._keys) - 1)
+            bucket = (keys >> self._bucket_shift) + self._bucket_offset
+            lo = self._bucket[bucket].astype(np.int64)
+            hi = self._bucket[bucket + 1].astype(np.int64)
+            at = np.minimum(_bisect_ranges(self._keys, lo, hi, keys), len(self._keys) - 1)
             krow = self._krow[at].astype(np.int64)
             found = self._keys[at] == keys
             ok = found & (krow >= 0) & (self._check[np.maximum(krow, 0)] == checks)
@@ -729,15 +732,7 @@ class PolicyIndex:
         arrays: a binary search for every pair at once, a step at a time."""
         lo: I64 = self._start[r].astype(np.int64)
         hi: I64 = self._start[r + 1].astype(np.int64)
-        last = len(self._senders) - 1
-        if last < 0:
-            return lo
-        while (open_ := lo < hi).any():
-            mid = (lo + hi) >> 1
-            less = self._senders[np.minimum(mid, last)] < s
-            lo = np.where(open_ & less, mid + 1, lo)
-            hi = np.where(open_ & ~less, mid, hi)
-        return lo
+        return _bisect_ranges(self._senders, lo, hi, s)
 
     # --- size --------------------------------------------------------------------------------
 
@@ -755,6 +750,20 @@ class PolicyIndex:
             pair_bytes=self._senders.nbytes + self._vals.nbytes,
             overlay_bytes=overlay_bytes,
         )
+
+
+def _bisect_ranges(haystack: Any, lo: I64, hi: I64, needles: Any) -> I64:
+    """bisect_left of each needles[i] within haystack[lo[i]:hi[i]] (each range sorted): a
+    binary search for all needles at once, a step at a time."""
+    last = len(haystack) - 1
+    if last < 0:
+        return lo
+    while (open_ := lo < hi).any():
+        mid = (lo + hi) >> 1
+        less = haystack[np.minimum(mid, last)] < needles
+        lo = np.where(open_ & less, mid + 1, lo)
+        hi = np.where(open_ & ~less, mid, hi)
+    return lo
 
 
 def _search(haystack: I64, needles: I64) -> Any:
