@@ -78,6 +78,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--terminations", type=int)
     parser.add_argument("--import-rows", type=int)
     parser.add_argument("--pending", type=int, dest="pending_verifications")
+    parser.add_argument("--index-users", type=int, help="users in the policy index (memory)")
+    parser.add_argument("--index-rules", type=int, help="rules in the policy index (memory)")
     parser.add_argument("--keep-work", action="store_true", help="keep the stores and logs")
     return parser.parse_args(argv)
 
@@ -102,6 +104,8 @@ def build_config(args: argparse.Namespace) -> BenchConfig:
         "terminations": args.terminations,
         "import_rows": args.import_rows,
         "pending_verifications": args.pending_verifications,
+        "index_users": args.index_users,
+        "index_rules": args.index_rules,
     }
     given = {k for k, v in sizes.items() if v is not None}
     config = config.with_overrides(

@@ -81,6 +81,10 @@ class BenchConfig:
     # 5. a gateway holding this many pending verifications (its operator never answers)
     pending_verifications: int = 10_000
     pending_settle_seconds: float = 8.0
+    # ... and the delivery policy's index alone: `index_users` users with `index_rules` rules
+    # between them, seeded into a gateway store and loaded in a process of its own
+    index_users: int = 1_000_000
+    index_rules: int = 3_000_000
     # 6. delivery policy: gateway-alpha holds `policy_users` identified users and their
     # preferences (seeded with sqlite3); single CheckDelivery at `policy_levels` against the
     # echo gateway, then CheckDeliveryBatch of `policy_batch` pairs at `policy_batch_concurrency`
@@ -194,7 +198,12 @@ def default() -> BenchConfig:
 
 def full() -> BenchConfig:
     return BenchConfig(
-        preset="full", terminations=100_000, bulk_terminations=100_000, import_rows=10_000_000
+        preset="full",
+        terminations=100_000,
+        bulk_terminations=100_000,
+        import_rows=10_000_000,
+        index_users=10_000_000,
+        index_rules=30_000_000,
     )
 
 
@@ -220,6 +229,8 @@ def smoke() -> BenchConfig:
         import_batch=200,
         pending_verifications=20,
         pending_settle_seconds=0.2,
+        index_users=2_000,
+        index_rules=6_000,
         policy_users=2_000,
         policy_levels=(2,),
         policy_seconds=0.3,

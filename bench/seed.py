@@ -197,11 +197,14 @@ def policy_number(i: int) -> str:
     return f"+7905{i:07d}"
 
 
-def seed_policy(path: Path, users: int, now: datetime) -> None:
+def seed_policy(
+    path: Path, users: int, now: datetime, *, rules_per_user: int | None = None
+) -> None:
     """`users` IDENTIFIED users of the gateway at `path` (seeded already: this adds to it) and
-    their preferences, by the rules of policy_preferences. Like a restored backup, the rows
-    are not in the policy change log (its triggers are dropped for the insert and recreated):
-    a gateway loads them from the tables at start, and logs every change after."""
+    their preferences, by the rules of policy_preferences (or of many_rules, `rules_per_user`
+    rules each). Like a restored backup, the rows are not in the policy change log (its
+    triggers are dropped for the insert and recreated): a gateway loads them from the tables at
+    start, and logs every change after."""
     conn = sqlite3.connect(path, isolation_level=None)
     at = to_iso(now - timedelta(days=1))
     try:
@@ -237,6 +240,8 @@ def seed_policy(path: Path, users: int, now: datetime) -> None:
             ),
         )
         rules, policies, consents = policy_preferences(users)
+        if rules_per_user is not None:
+            rules = many_rules(users, rules_per_user)
         conn.executemany(
             "INSERT INTO policy_sender_rules (recipient_id, sender_id, rule, updated_at) "
             "VALUES (?, ?, ?, ?)",
@@ -274,6 +279,15 @@ def policy_preferences(
     policies = ((u(i), "REFUSE") for i in range(0, users, 10))
     consents = ((u(i), u((i + 3) % users)) for i in range(0, users, 5))
     return rules, policies, consents
+
+
+def many_rules(users: int, per_user: int) -> Iterator[tuple[str, str, str]]:
+    """per_user rules for each user i: senders i + 1 + k * 7919 (k < per_user), refused for
+    even k, accepted for odd."""
+    u = policy_user
+    for i in range(users):
+        for k in range(per_user):
+            yield u(i), u((i + 1 + k * 7919) % users), "ACCEPTED" if k % 2 else "REFUSED"
 
 
 # --- PostgreSQL ----------------------------------------------------------------------------

@@ -1,12 +1,17 @@
 """5. Memory: a gateway holding `pending_verifications` pending verifications (its operator
-accepts TCP and never answers, the window an hour long), against the same gateway idle. It runs
+accepts TCP and never answers, the window an hour long), against the same gateway idle; then the
+delivery policy's index of `index_users` users and `index_rules` rules, loaded from a seeded
+gateway store in a process of its own (bench.index_probe): its bytes per user and per rule, the
+load's seconds per million users, the process's resident memory before and after. It runs
 with a mesh of its own once the pass's meshes have stopped; the pass records every service's
 resident memory after each scenario beside it."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import math
+import sys
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -66,6 +71,7 @@ async def run_alone(config: BenchConfig, work_dir: Path) -> dict[str, Any]:
         hole.close()
     if still_pending != count:
         raise BenchFailure(f"{count - still_pending} of {count} pending verifications ended")
+    index = await measure_index(config, work_dir)
     final = samples[-1] if samples else math.nan
     peak = max(samples) if samples else math.nan
     progress(
@@ -82,7 +88,46 @@ async def run_alone(config: BenchConfig, work_dir: Path) -> dict[str, Any]:
         "seconds_to_serving_with_pending": round(resumed_seconds, 2),
         "cpu_seconds_total": cpu,
         "ratio": ratio(peak, idle or math.nan),
+        "index": index,
     }
+
+
+async def measure_index(config: BenchConfig, work_dir: Path) -> dict[str, Any]:
+    """The policy index of config.index_users users with config.index_rules rules between them
+    (and one in five users consenting to an automated sender, one in ten refusing senders not
+    accepted), seeded into a gateway store with sqlite3 and loaded by bench.index_probe."""
+    users, per_user = config.index_users, max(1, config.index_rules // config.index_users)
+    path = work_dir / "index-gateway.db"
+    path.unlink(missing_ok=True)
+    started = time.perf_counter()
+    await asyncio.to_thread(seed.seed_gateway, path, GATEWAY_MIGRATIONS, ())
+    await asyncio.to_thread(seed.seed_policy, path, users, seed.utcnow(), rules_per_user=per_user)
+    seeded = time.perf_counter() - started
+    probe = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bench.index_probe",
+        str(path),
+        str(users),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await probe.communicate()
+    path.unlink(missing_ok=True)
+    if probe.returncode != 0:
+        raise BenchFailure(f"the index probe failed: {err.decode()[-2000:]}")
+    result: dict[str, Any] = json.loads(out)
+    result["rules"] = users * per_user
+    result["seed_seconds"] = round(seeded, 1)
+    if result["users"] != users:
+        raise BenchFailure(f"the index holds {result['users']} users of {users} seeded")
+    progress(
+        f"policy index: {users:,} users, {result['pairs']:,} rules and consents: "
+        f"{result['bytes_per_user']} bytes/user, {result['bytes_per_rule']} bytes/rule, "
+        f"loaded in {result['load_seconds']} s ({result['load_seconds_per_million_users']} s "
+        f"per million users), RSS {result['rss_before_mb']:.0f} -> {result['rss_after_mb']:.0f} MB"
+    )
+    return result
 
 
 SCENARIO = Scenario(
@@ -102,6 +147,48 @@ SCENARIO = Scenario(
             goal_unit=" MB",
             doc="the gateway's peak resident memory while it holds the pending verifications: "
             "under 150 MB (the same gateway idle is shown beside it)",
+        ),
+        Target(
+            name="policy index ({index.users:,} users, {index.rules:,} rules): bytes per user",
+            figure="index.bytes_per_user",
+            unit="bytes/user",
+            against="value",
+            op="<=",
+            threshold=40.0,
+            goal_unit=" bytes",
+            optional=True,
+            doc="the policy index's arrays per user (ids, numbers, flags, lookup keys, pair "
+            "offsets): at most 40 bytes",
+        ),
+        Target(
+            name="policy index ({index.users:,} users, {index.rules:,} rules): bytes per rule",
+            figure="index.bytes_per_rule",
+            unit="bytes/rule",
+            against="value",
+            op="<=",
+            threshold=16.0,
+            goal_unit=" bytes",
+            optional=True,
+            doc="the policy index's arrays per rule or consent (the sender's row and the "
+            "pair's bits): at most 16 bytes",
+        ),
+        Target(
+            name="policy index ({index.users:,} users): load from the store",
+            figure="index.load_seconds_per_million_users",
+            unit="s per million users",
+            optional=True,
+            doc="the seconds to read the store's snapshot and build the index, per million "
+            "users, shown without a goal",
+        ),
+        Target(
+            name="policy index ({index.users:,} users): resident memory after the load",
+            figure="index.rss_after_mb",
+            unit="MB",
+            baseline="index.rss_before_mb",
+            baseline_name="the same process before the load",
+            optional=True,
+            doc="the probe process's resident memory holding the index, beside the same "
+            "process before the load, shown without a goal",
         ),
     ),
 )

@@ -199,6 +199,19 @@ SCENARIO = Scenario(
             "what one core gives whatever share of the shared machine it got",
         ),
         Target(
+            name="CheckDeliveryBatch of {batch.pairs_per_call:,} pairs ({users:,} users): "
+            "decisions per second against the echo's",
+            figure="batch.mesh.decisions_per_second",
+            unit="decisions/s",
+            baseline="batch.echo.decisions_per_second",
+            baseline_name="echo, same stack",
+            ratio="batch.ratio",
+            op=">=",
+            threshold=0.6,
+            doc="decisions per second in batches: at least 0.6 of the echo gateway's, the same "
+            "stack answering ALLOWED to every pair at once",
+        ),
+        Target(
             name="CheckDeliveryBatch of {batch.pairs_per_call:,} pairs, c={batch.mesh.concurrency}",
             figure="batch.mesh.decisions_per_second",
             unit="decisions/s",

@@ -24,6 +24,7 @@ from typing import Any
 from services.common.db import Database
 from services.common.phone import mask
 from services.common.timeutil import stored_time, to_iso
+from services.messenger_gateway.policy.index import PolicyIndex
 from services.messenger_gateway.policy.model import (
     ORDER_LIMIT,
     AutomatedConsent,
@@ -38,7 +39,6 @@ from services.messenger_gateway.policy.model import (
     OrderState,
     OrderTarget,
     PolicyChange,
-    PolicyIndex,
     Preferences,
     RestrictionOrder,
     SenderRule,

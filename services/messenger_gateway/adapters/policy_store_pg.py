@@ -40,6 +40,7 @@ from services.messenger_gateway.adapters.policy_store import (
     order_change,
     order_from_row,
 )
+from services.messenger_gateway.policy.index import PolicyIndex
 from services.messenger_gateway.policy.model import (
     ORDER_LIMIT,
     AutomatedConsent,
@@ -52,7 +53,6 @@ from services.messenger_gateway.policy.model import (
     OrderSla,
     OrderState,
     PolicyChange,
-    PolicyIndex,
     Preferences,
     RestrictionOrder,
     SenderRule,

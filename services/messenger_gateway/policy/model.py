@@ -1,9 +1,9 @@
 """The delivery policy (149-FZ art. 10.1 part 4.2): may this message go from sender to recipient?
 
 Pure domain: the rules and their precedence as data, the preferences and restriction orders as
-values, the restriction-order state machine, and the in-memory index that decisions are read from.
-No grpc, no SQL: the store (adapters/policy_store.py) is the truth, and the index is rebuilt from
-its snapshot and kept current by applying its change log (PolicyChange, in version order).
+values, the restriction-order state machine, and what the in-memory index (policy/index.py) is
+built from: the store's Snapshot and its change log (PolicyChange, in version order). No grpc,
+no SQL: the store (adapters/policy_store.py) is the truth.
 
 Precedence (the first rule that refuses decides; RULES below is this table):
 
@@ -24,15 +24,15 @@ the messenger let users receive them, so a recipient's refusals do not apply to 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Protocol
 
 from services.common.errors import DomainError, InvalidInput
 from services.messenger_gateway.identification.model import (
     USER_ID_MAX_LENGTH,
-    State,
     validate_user_id,
 )
 
@@ -43,8 +43,6 @@ MAX_BATCH_PAIRS = 10_000
 ORDER_LIMIT = timedelta(hours=24)
 # How far in the future a received_at may be (clock skew between the messenger's systems).
 RECEIVED_AT_SKEW = timedelta(minutes=5)
-# Separates recipient and sender in index keys: user ids are printable, so it cannot occur.
-_SEP = "\x00"
 
 
 class MessageKind(StrEnum):
@@ -253,198 +251,26 @@ class Snapshot:
     orders: Iterable[tuple[str, str, str, str]]  # (order_id, target, value, scope) in force
 
 
-# --- the index -------------------------------------------------------------------------------
-
-
-class PolicyIndex:
-    """Everything a decision reads, in memory: users (identified or not), sender rules,
-    unaccepted-sender policies, automated consents, and the restriction orders in force.
-
-    Changed only by load() and apply(), each synchronous (no await inside), so a decision on
-    the event loop always sees the index at one version."""
-
-    def __init__(self, *, refuse_unaccepted_by_default: bool = False) -> None:
-        self.refuse_unaccepted_by_default = refuse_unaccepted_by_default
-        self.version = 0
-        # user -> their phone number while IDENTIFIED, else None (known, not identified)
-        self._users: dict[str, str | None] = {}
-        self._rules: dict[str, bool] = {}  # recipient\0sender -> refused (False: accepted)
-        self._refuse_unaccepted: dict[str, bool] = {}  # explicit policies only
-        self._consents: set[str] = set()  # recipient\0sender with consent granted
-        self._orders: dict[str, tuple[OrderTarget, str, OrderScope]] = {}  # in force
-        self._restricted_users: dict[str, dict[str, OrderScope]] = {}
-        self._restricted_phones: dict[str, dict[str, OrderScope]] = {}
-
-    # --- building --------------------------------------------------------------------------
-
-    def load(self, snapshot: Snapshot) -> None:
-        """Replace the whole index with the snapshot."""
-        fresh = PolicyIndex(refuse_unaccepted_by_default=self.refuse_unaccepted_by_default)
-        users = fresh._users
-        identified = State.IDENTIFIED.value
-        for user_id, phone, state in snapshot.users:
-            users[user_id] = phone if state == identified else None
-        refused = SenderRule.REFUSED.value
-        fresh._rules = {r + _SEP + s: rule == refused for r, s, rule in snapshot.sender_rules}
-        fresh._refuse_unaccepted = {
-            u: p == UnacceptedPolicy.REFUSE.value for u, p in snapshot.unaccepted
-        }
-        fresh._consents = {r + _SEP + s for r, s in snapshot.consents}
-        for order_id, target, value, scope in snapshot.orders:
-            fresh._enforce(order_id, OrderTarget(target), value, OrderScope(scope))
-        fresh.version = snapshot.version
-        self.__dict__.update(fresh.__dict__)
-
-    def apply(self, change: PolicyChange) -> None:
-        """Apply one change-log entry (the next version)."""
-        kind = change.kind
-        if kind is ChangeKind.IDENTIFICATION:
-            identified = change.value == State.IDENTIFIED.value
-            self._users[change.user_id] = change.phone_number if identified else None
-        elif kind is ChangeKind.SENDER_RULE:
-            key = change.user_id + _SEP + change.sender_id
-            if change.value == SenderRule.NONE.value:
-                self._rules.pop(key, None)
-            else:
-                self._rules[key] = change.value == SenderRule.REFUSED.value
-        elif kind is ChangeKind.UNACCEPTED_POLICY:
-            if change.value == UnacceptedPolicy.DEFAULT.value:
-                self._refuse_unaccepted.pop(change.user_id, None)
-            else:
-                self._refuse_unaccepted[change.user_id] = (
-                    change.value == UnacceptedPolicy.REFUSE.value
-                )
-        elif kind is ChangeKind.AUTOMATED_CONSENT:
-            key = change.user_id + _SEP + change.sender_id
-            if change.value == Consent.GRANTED.value:
-                self._consents.add(key)
-            else:
-                self._consents.discard(key)
-        elif kind is ChangeKind.RESTRICTION_ORDER:
-            if change.value == OrderState.IN_FORCE.value:
-                target = OrderTarget.PHONE if change.phone_number else OrderTarget.USER
-                value = change.phone_number or change.user_id
-                self._enforce(change.order_id, target, value, OrderScope(change.scope))
-            else:
-                self._lift(change.order_id)
-        self.version = change.version
-
-    def _enforce(self, order_id: str, target: OrderTarget, value: str, scope: OrderScope) -> None:
-        self._orders[order_id] = (target, value, scope)
-        by = self._restricted_phones if target is OrderTarget.PHONE else self._restricted_users
-        by.setdefault(value, {})[order_id] = scope
-
-    def _lift(self, order_id: str) -> None:
-        entry = self._orders.pop(order_id, None)
-        if entry is None:
-            return
-        target, value, _ = entry
-        by = self._restricted_phones if target is OrderTarget.PHONE else self._restricted_users
-        orders = by.get(value)
-        if orders is not None:
-            orders.pop(order_id, None)
-            if not orders:
-                del by[value]
-
-    # --- reading ---------------------------------------------------------------------------
-
-    @property
-    def users(self) -> int:
-        return len(self._users)
-
-    @property
-    def orders_in_force(self) -> int:
-        return len(self._orders)
-
-    def is_identified(self, user_id: str) -> bool:
-        return self._users.get(user_id) is not None
-
-    def identified_number(self, user_id: str) -> str | None:
-        """The number the user is identified by; None when not identified."""
-        return self._users.get(user_id)
-
-    def is_known(self, user_id: str) -> bool:
-        return user_id in self._users
-
-    def is_restricted(self, user_id: str, kind: MessageKind) -> bool:
-        scopes = self._restricted_users.get(user_id)
-        if scopes and _restricts(scopes, kind):
-            return True
-        phone = self._users.get(user_id)
-        if phone is None:
-            return False
-        scopes = self._restricted_phones.get(phone)
-        return bool(scopes) and _restricts(scopes, kind)  # type: ignore[arg-type]
-
-    def refused(self, recipient: str, sender: str) -> bool:
-        return self._rules.get(recipient + _SEP + sender) is True
-
-    def accepted(self, recipient: str, sender: str) -> bool:
-        return self._rules.get(recipient + _SEP + sender) is False
-
-    def refuses_unaccepted(self, recipient: str) -> bool:
-        return self._refuse_unaccepted.get(recipient, self.refuse_unaccepted_by_default)
-
-    def consented(self, recipient: str, sender: str) -> bool:
-        return recipient + _SEP + sender in self._consents
-
-    def decide_by_rules(self, sender: str, recipient: str, kind: MessageKind) -> Decision:
-        """The reference: the first rule of RULES (in order) that refuses, or ALLOWED."""
-        for rule in RULES_BY_KIND[kind]:
-            if rule.refuses(self, sender, recipient, kind):
-                return DECISIONS[rule.reason]
-        return ALLOWED
-
-    def decide(self, sender: str, recipient: str, kind: MessageKind) -> Decision:
-        """decide_by_rules, written out for speed (it runs for every message): the same rules
-        in the same order, each lookup done once. test_policy.py checks that the two agree on
-        the table of cases and on random indexes."""
-        users = self._users
-        if users.get(sender) is None:  # unknown, or known and not IDENTIFIED
-            return _NOT_IDENTIFIED
-        if (self._restricted_users or self._restricted_phones) and self.is_restricted(sender, kind):
-            return _RESTRICTED
-        if recipient not in users:
-            return _UNKNOWN
-        if kind is _STATE_MAILING:
-            return ALLOWED
-        key = recipient + _SEP + sender
-        refused = self._rules.get(key)  # True: refused, False: accepted, None: no rule
-        if refused:
-            return _REFUSED
-        if kind is _AUTOMATED:
-            return ALLOWED if key in self._consents else _NO_CONSENT
-        if refused is None and self._refuse_unaccepted.get(
-            recipient, self.refuse_unaccepted_by_default
-        ):
-            return _NOT_ACCEPTED
-        return ALLOWED
-
-
-def _restricts(scopes: Mapping[str, OrderScope], kind: MessageKind) -> bool:
-    if kind is MessageKind.AUTOMATED:
-        return True  # every scope restricts automated sending
-    return any(scope is OrderScope.ALL_MESSAGES for scope in scopes.values())
-
-
-ALLOWED = DECISIONS[DeliveryReason.ALLOWED]
-_NOT_IDENTIFIED = DECISIONS[DeliveryReason.SENDER_NOT_IDENTIFIED]
-_RESTRICTED = DECISIONS[DeliveryReason.SENDER_RESTRICTED]
-_UNKNOWN = DECISIONS[DeliveryReason.RECIPIENT_UNKNOWN]
-_REFUSED = DECISIONS[DeliveryReason.RECIPIENT_REFUSED_SENDER]
-_NO_CONSENT = DECISIONS[DeliveryReason.NO_AUTOMATED_CONSENT]
-_NOT_ACCEPTED = DECISIONS[DeliveryReason.SENDER_NOT_ACCEPTED]
-_STATE_MAILING, _AUTOMATED = MessageKind.STATE_MAILING, MessageKind.AUTOMATED
-
-
 # --- the rules, in precedence order --------------------------------------------------------
+
+
+class PolicyFacts(Protocol):
+    """What the rules read: the index (policy/index.py) answers these."""
+
+    def is_identified(self, user_id: str) -> bool: ...
+    def is_restricted(self, user_id: str, kind: MessageKind) -> bool: ...
+    def is_known(self, user_id: str) -> bool: ...
+    def refused(self, recipient: str, sender: str) -> bool: ...
+    def accepted(self, recipient: str, sender: str) -> bool: ...
+    def refuses_unaccepted(self, recipient: str) -> bool: ...
+    def consented(self, recipient: str, sender: str) -> bool: ...
 
 
 @dataclass(frozen=True, slots=True)
 class Rule:
     reason: DeliveryReason
     kinds: frozenset[MessageKind]
-    refuses: Callable[[PolicyIndex, str, str, MessageKind], bool]
+    refuses: Callable[[PolicyFacts, str, str, MessageKind], bool]
     text: str  # the wording of the rule in docs/policy.md
 
 
@@ -491,6 +317,14 @@ RULES: tuple[Rule, ...] = (
 RULES_BY_KIND: dict[MessageKind, tuple[Rule, ...]] = {
     kind: tuple(rule for rule in RULES if kind in rule.kinds) for kind in MessageKind
 }
+
+
+def decide_by_rules(facts: PolicyFacts, sender: str, recipient: str, kind: MessageKind) -> Decision:
+    """The reference decision: the first rule of RULES (in order) that refuses, or ALLOWED."""
+    for rule in RULES_BY_KIND[kind]:
+        if rule.refuses(facts, sender, recipient, kind):
+            return DECISIONS[rule.reason]
+    return DECISIONS[DeliveryReason.ALLOWED]
 
 
 # --- input rules -----------------------------------------------------------------------------

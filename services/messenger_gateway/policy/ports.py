@@ -8,6 +8,7 @@ from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Protocol
 
+from services.messenger_gateway.policy.index import PolicyIndex
 from services.messenger_gateway.policy.model import (
     AutomatedConsent,
     Consent,
@@ -16,7 +17,6 @@ from services.messenger_gateway.policy.model import (
     OrderSla,
     OrderState,
     PolicyChange,
-    PolicyIndex,
     Preferences,
     RestrictionOrder,
     SenderRule,

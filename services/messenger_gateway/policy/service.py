@@ -42,6 +42,7 @@ from services.messenger_gateway.identification.model import (
     State,
     validate_user_id,
 )
+from services.messenger_gateway.policy.index import PolicyIndex
 from services.messenger_gateway.policy.model import (
     MAX_BATCH_PAIRS,
     ORDER_LIMIT,
@@ -57,7 +58,6 @@ from services.messenger_gateway.policy.model import (
     OrderState,
     OrderTarget,
     PolicyChange,
-    PolicyIndex,
     Preferences,
     RestrictionOrder,
     SenderRule,
@@ -294,10 +294,7 @@ class PolicyService:
             raise InvalidInput(
                 f"pairs has {len(pairs)} entries: send at most {MAX_BATCH_PAIRS} per call"
             )
-        decide = self.index.decide
-        decisions: list[Decision] = []
-        append = decisions.append
-        for sender, recipient, kind in pairs:
+        for i, (sender, recipient, _) in enumerate(pairs):
             if (
                 0 < len(sender) <= USER_ID_MAX_LENGTH
                 and 0 < len(recipient) <= USER_ID_MAX_LENGTH
@@ -306,11 +303,11 @@ class PolicyService:
                 and not sender.isspace()
                 and not recipient.isspace()
             ):
-                append(decide(sender, recipient, kind))
                 continue
-            i = len(decisions)  # the first bad pair: say which and why
+            # the first bad pair: say which and why
             validate_pair_user(sender, f"pairs[{i}].sender_id")
             validate_pair_user(recipient, f"pairs[{i}].recipient_id")
+        decisions = self.index.decide_batch(pairs)  # over the index's arrays, all at once
         tally = Tally(zip([k for _, _, k in pairs], decisions, strict=True))
         for (kind, decision), count in tally.items():
             _DECISION_CHILDREN[kind, decision.reason].inc(count)
