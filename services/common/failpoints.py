@@ -92,6 +92,11 @@ CATALOGUE: Mapping[str, str] = {
         "the operator's answer was received, not yet recorded: the restarted gateway asks again "
         "with the same request id"
     ),
+    "gateway.policy.shard_load": (
+        "a replica holds a policy shard's lease and has read the shard's snapshot, not yet "
+        "caught up and served it: decisions that need the shard wait (forwarded ones are asked "
+        "again), none is answered from it"
+    ),
     "gateway.notice.before_commit": (
         "a stream message's notices are written (inbox, revocations, cursor) but not committed: "
         "nothing of the batch survives, and the restarted gateway applies it all from its cursor"

@@ -24,10 +24,11 @@ The restriction audit is append-only as on SQLite: triggers refuse UPDATE, DELET
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from asyncpg import Connection
 
@@ -63,6 +64,8 @@ from services.messenger_gateway.policy.model import (
     order_transition,
 )
 from services.messenger_gateway.policy.ports import ChangeSignal
+
+T = TypeVar("T")
 
 CHANNEL: Final = "idmesh_gateway_policy"
 
@@ -519,8 +522,19 @@ class PgPolicyStore:
         return int(status.rsplit(" ", 1)[-1])
 
     async def load_index(self, *, refuse_unaccepted_by_default: bool) -> PolicyIndex:
-        """A new index from one snapshot (a repeatable-read transaction: every SELECT sees the
-        same commits, and the head version is theirs)."""
+        """A new index built from the whole store at one version (read_snapshot)."""
+
+        def build(snapshot: Snapshot) -> PolicyIndex:
+            index = PolicyIndex(refuse_unaccepted_by_default=refuse_unaccepted_by_default)
+            index.load(snapshot)
+            return index
+
+        return await self.read_snapshot(build)
+
+    async def read_snapshot(self, build: Callable[[Snapshot], T]) -> T:
+        """build(the store at one version): one repeatable-read transaction (every SELECT sees
+        the same commits, and the head version is theirs); build runs off the event loop, so
+        decisions go on while a large snapshot is read into an index."""
         async with self._db.transaction(isolation="repeatable_read") as conn:
             snapshot = Snapshot(
                 version=int(await conn.fetchval("SELECT version FROM policy_log_head")),
@@ -542,9 +556,7 @@ class PgPolicyStore:
                     "WHERE state = 'IN_FORCE'",
                 ),
             )
-        index = PolicyIndex(refuse_unaccepted_by_default=refuse_unaccepted_by_default)
-        index.load(snapshot)
-        return index
+        return await asyncio.to_thread(build, snapshot)
 
 
 async def _rows(conn: Connection, sql: str) -> list[Any]:

@@ -15,6 +15,12 @@ the truth:
   notification), so another replica's change applies there within that interval at worst;
 - a log pruned past the index's version (a replica stopped for longer than the retention)
   triggers a reload from a new snapshot.
+
+With `shards` set (policy/shards.py) the process holds only the shards it serves: each one is
+loaded from a filtered snapshot when the replica takes its lease (add_shards), caught up to the
+version of the others and only then served; the tail applies each change to the served shards it
+concerns. The whole index's version, min_version and the change stream keep their meaning: the
+version is the store's change-log version, common to every shard.
 """
 
 from __future__ import annotations
@@ -30,7 +36,8 @@ from prometheus_client import Counter
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
-from services.common.errors import InvalidInput
+from services.common.errors import DomainError, InvalidInput
+from services.common.failpoints import async_failpoint
 from services.common.logging import get_logger
 from services.common.phone import mask, parse_mobile
 from services.common.timeutil import Clock, SystemClock
@@ -69,6 +76,13 @@ from services.messenger_gateway.policy.model import (
     validate_sender_id,
 )
 from services.messenger_gateway.policy.ports import PolicyStore
+from services.messenger_gateway.policy.shards import (
+    LoadedShard,
+    ShardedIndex,
+    apply_to,
+    recipient_part,
+    sender_part,
+)
 
 log = get_logger("idmesh.gateway.policy")
 
@@ -114,6 +128,7 @@ class PolicySettings:
     poll_interval: float = 0.25  # other processes' changes applied at least this often
     change_retention: timedelta = timedelta(days=7)  # how far back WatchPolicyChanges resumes
     progress_interval: float = 10.0  # an idle change stream's progress marks
+    shards: int = 0  # 0: the whole index here; N: N shards, this process serving those it owns
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,12 +152,25 @@ class PolicyService:
         self.index = PolicyIndex(
             refuse_unaccepted_by_default=settings.unaccepted_default is UnacceptedPolicy.REFUSE
         )
+        self.sharded: ShardedIndex | None = None
+        if settings.shards:
+            self.sharded = ShardedIndex(
+                settings.shards,
+                refuse_unaccepted_by_default=self.index.refuse_unaccepted_by_default,
+            )
+        self._loading: set[int] = set()  # shards owned here, their index not yet served
+        self._installed = asyncio.Event()  # replaced each time shards are installed
         self._lock = asyncio.Lock()
         self._advanced = asyncio.Event()  # replaced each time the index advances
 
     # --- coherence -----------------------------------------------------------------------------
 
     async def start(self) -> None:
+        if self.sharded is not None:
+            # no shard yet (the ownership keeper adds them): follow the log from its head
+            _, self.sharded.version = await self._store.log_bounds()
+            log.info("policy.sharded", shards=self.sharded.count, version=self.sharded.version)
+            return
         async with self._lock:
             await self._reload()
             await self._catch_up()
@@ -157,36 +185,151 @@ class PolicyService:
         """Apply the change log after the index's version; returns the version reached."""
         async with self._lock:
             await self._catch_up()
-        return self.index.version
+        return self.position()
 
     async def _reload(self) -> None:
         # built aside and swapped in one step: no decision sees half an index
-        self.index = await self._store.load_index(
-            refuse_unaccepted_by_default=self.index.refuse_unaccepted_by_default
-        )
+        sharded = self.sharded
+        if sharded is not None:
+            loaded = await self._store.read_snapshot(
+                lambda snapshot: sharded.load(snapshot, list(sharded.shards))
+            )
+            version = next(iter(loaded.values())).load.version if loaded else sharded.version
+            sharded.drop(list(sharded.shards))
+            sharded.version = version
+            sharded.install(loaded, version)
+        else:
+            self.index = await self._store.load_index(
+                refuse_unaccepted_by_default=self.index.refuse_unaccepted_by_default
+            )
         INDEX_RELOADS.inc()
         self._wake()
 
     async def _catch_up(self) -> None:
-        before = self.index.version
+        live: PolicyIndex | ShardedIndex = self.sharded or self.index
+        before = live.version
         while True:
-            changes = await self._store.changes_after(self.index.version, CATCH_UP_PAGE)
+            live = self.sharded or self.index
+            changes = await self._store.changes_after(live.version, CATCH_UP_PAGE)
             if not changes:
                 break
-            if changes[0].version != self.index.version + 1:
+            if changes[0].version != live.version + 1:
                 log.warning(
                     "policy.log_pruned_past_index",
-                    index_version=self.index.version,
+                    index_version=live.version,
                     oldest_kept=changes[0].version,
                 )
                 await self._reload()
                 continue
             for change in changes:  # synchronous: a decision sees whole pages only
-                self.index.apply(change)
+                live.apply(change)
             if len(changes) < CATCH_UP_PAGE:
                 break
-        if self.index.version != before:
+        if (self.sharded or self.index).version != before:
             self._wake()
+
+    # --- shards (only with settings.shards) ----------------------------------------------------
+
+    async def add_shards(self, shards: Sequence[int]) -> None:
+        """Serve these shards (their leases are this replica's): load their index from one
+        snapshot, catch it up to the version of the served shards, and only then serve it.
+        Until then a decision that needs one of them waits (wait_served)."""
+        sharded = self.sharded
+        if sharded is None:
+            raise RuntimeError("add_shards needs settings.shards")
+        wanted = [s for s in shards if not sharded.serves(s)]
+        if not wanted:
+            return
+        self._loading.update(wanted)
+        try:
+            loaded = await self._store.read_snapshot(lambda snap: sharded.load(snap, wanted))
+            await async_failpoint("gateway.policy.shard_load")
+            async with self._lock:
+                await self._catch_up()  # the served shards to at least the snapshot's version
+                version = await self._gap(loaded, sharded.version)
+                sharded.install(loaded, version)
+        finally:
+            self._loading.difference_update(wanted)
+            installed, self._installed = self._installed, asyncio.Event()
+            installed.set()
+        log.info(
+            "policy.shards_served",
+            shards=sorted(loaded),
+            version=sharded.version,
+            users=sum(s.load.users for s in loaded.values()),
+            entries=sum(s.load.entries for s in loaded.values()),
+        )
+
+    async def _gap(self, loaded: dict[int, LoadedShard], target: int) -> int:
+        """Apply to the new shards the log between their snapshot and target (the version of
+        the served ones, which the tail has reached under the lock); target when done."""
+        sharded = self.sharded
+        assert sharded is not None
+        indexes = {shard: part.index for shard, part in loaded.items()}
+        version = min(part.load.version for part in loaded.values())
+        while version < target:
+            changes = await self._store.changes_after(version, CATCH_UP_PAGE)
+            if not changes or changes[0].version != version + 1:
+                raise ChangesPruned(_pruned_message(version, changes[0].version if changes else 0))
+            for change in changes:
+                if change.version > target:
+                    break
+                apply_to(indexes, change, sharded.count)
+                version = change.version
+        return target
+
+    def drop_shards(self, shards: Sequence[int]) -> None:
+        """Stop serving these shards (their leases are given up or lost)."""
+        if self.sharded is not None:
+            self.sharded.drop(shards)
+            log.info("policy.shards_dropped", shards=sorted(shards))
+
+    def served_shards(self) -> frozenset[int]:
+        return frozenset(self.sharded.shards) if self.sharded is not None else frozenset()
+
+    async def wait_served(self, shards: set[int], timeout: float) -> None:
+        """Until every shard of `shards` is served here: ShardNotServed at once for one neither
+        served nor being loaded, or when `timeout` passes first."""
+        sharded = self.sharded
+        assert sharded is not None
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            missing = {s for s in shards if not sharded.serves(s)}
+            if not missing:
+                return
+            idle = missing - self._loading
+            if idle:
+                raise ShardNotServed.of(min(idle), loading=False)
+            installed = self._installed
+            left = deadline - asyncio.get_running_loop().time()
+            try:
+                async with asyncio.timeout(max(0.0, left)):
+                    await installed.wait()
+            except TimeoutError:
+                raise ShardNotServed.of(min(missing), loading=True) from None
+
+    def decide_parts(
+        self,
+        senders: Sequence[tuple[str, MessageKind]],
+        recipients: Sequence[tuple[str, str, MessageKind]],
+    ) -> tuple[list[Decision], list[Decision], int]:
+        """The sender's side of each (sender, kind) and the recipient's side of each (sender,
+        recipient, kind), from the served shards (wait_served first), at one version."""
+        sharded = self.sharded
+        assert sharded is not None
+        sender_parts: list[Decision] = []
+        for sender, kind in senders:
+            index = sharded.index_of(sender)
+            if index is None:
+                raise ShardNotServed.of(sharded.shard(sender), loading=False)
+            sender_parts.append(sender_part(index, sender, kind))
+        recipient_parts: list[Decision] = []
+        for sender, recipient, kind in recipients:
+            index = sharded.index_of(recipient)
+            if index is None:
+                raise ShardNotServed.of(sharded.shard(recipient), loading=False)
+            recipient_parts.append(recipient_part(index, sender, recipient, kind))
+        return sender_parts, recipient_parts, sharded.version
 
     async def run_tail(self) -> None:
         """Keep the index current with other processes' writes until cancelled: catch up when
@@ -209,7 +352,7 @@ class PolicyService:
         advanced.set()
 
     def position(self) -> int:
-        return self.index.version
+        return self.sharded.version if self.sharded is not None else self.index.version
 
     async def identification_changed(
         self, ident: Identification, changes: Sequence[PolicyChange] | None
@@ -221,15 +364,21 @@ class PolicyService:
         brings the version along without a read on the request path."""
         if changes is not None:
             async with self._lock:
-                fresh = [c for c in changes if c.version > self.index.version]
-                if not fresh or fresh[0].version == self.index.version + 1:
+                live = self.sharded or self.index
+                fresh = [c for c in changes if c.version > live.version]
+                if not fresh or fresh[0].version == live.version + 1:
                     for change in fresh:  # synchronous: a decision sees the whole write
-                        self.index.apply(change)
+                        live.apply(change)
                     if fresh:
                         self._wake()
                     return
         identified = ident.state is State.IDENTIFIED
         index = self.index
+        if self.sharded is not None:
+            served = self.sharded.index_of(ident.user_id)
+            if served is None:
+                return  # another replica's shard: the tail brings the version along
+            index = served
         if (
             index.is_known(ident.user_id)
             and index.is_identified(ident.user_id) == identified
@@ -249,10 +398,10 @@ class PolicyService:
     async def reach(self, min_version: int) -> None:
         """Make sure decisions are made at min_version or later: catch up from the store if
         the index is behind it (read-your-writes across replicas). Free when it is not."""
-        if min_version <= self.index.version:
+        if min_version <= self.position():
             return
         await self.catch_up()
-        if min_version > self.index.version:
+        if min_version > self.position():
             oldest, head = await self._store.log_bounds()
             raise VersionAhead(
                 f"min_version {min_version} is beyond the policy log's head {head}: pass a "
@@ -446,7 +595,7 @@ class PolicyService:
                 _pruned_message(after_version, oldest),
                 metadata={"oldest_version": oldest, "head_version": head},
             )
-        yield WatchItem((), self.index.version)
+        yield WatchItem((), self.position())
         cursor = after_version
         while True:
             advanced = self._advanced  # before reading: a change after the read wakes us
@@ -457,17 +606,17 @@ class PolicyService:
                         _pruned_message(cursor, changes[0].version),
                         metadata={
                             "oldest_version": changes[0].version,
-                            "head_version": self.index.version,
+                            "head_version": self.position(),
                         },
                     )
                 cursor = changes[-1].version
-                yield WatchItem(tuple(changes), max(cursor, self.index.version))
+                yield WatchItem(tuple(changes), max(cursor, self.position()))
                 continue
             try:
                 async with asyncio.timeout(self.settings.progress_interval):
                     await advanced.wait()
             except TimeoutError:
-                yield WatchItem((), max(cursor, self.index.version))
+                yield WatchItem((), max(cursor, self.position()))
 
     # --- metrics ---------------------------------------------------------------------------
 
@@ -507,7 +656,7 @@ class PolicyService:
             GaugeMetricFamily(
                 "idmesh_gateway_policy_index_version",
                 "The change-log version this process's decisions are made at.",
-                value=self.index.version,
+                value=self.position(),
             ),
             GaugeMetricFamily(
                 "idmesh_gateway_policy_log_head",
@@ -517,7 +666,31 @@ class PolicyService:
             GaugeMetricFamily(
                 "idmesh_gateway_policy_index_users",
                 "Users in the policy index (every user with an identification).",
-                value=self.index.users,
+                value=self.sharded.users if self.sharded is not None else self.index.users,
+            ),
+            *self._shard_metrics(),
+        ]
+
+    def _shard_metrics(self) -> list[Metric]:
+        sharded = self.sharded
+        if sharded is None:
+            return []
+        return [
+            GaugeMetricFamily(
+                "idmesh_gateway_policy_shards_served",
+                "Shards of the delivery policy this replica serves (loaded and caught up).",
+                value=len(sharded.shards),
+            ),
+            GaugeMetricFamily(
+                "idmesh_gateway_policy_shards_loading",
+                "Shards this replica owns whose index is being loaded (not yet served).",
+                value=len(self._loading),
+            ),
+            GaugeMetricFamily(
+                "idmesh_gateway_policy_index_entries",
+                "Entries loaded into the served shards' indexes (users, sender rules, "
+                "unaccepted-sender policies, consents).",
+                value=sharded.entries,
             ),
         ]
 
@@ -534,3 +707,19 @@ def _pruned_message(after: int, oldest: int) -> str:
         "rebuild the cache (ListPreferences, ListRestrictionOrders) and watch from the "
         "version of the first message"
     )
+
+
+class ShardNotServed(DomainError):
+    """This replica does not serve the shard (UNAVAILABLE): it is another's, or its index is
+    still loading; metadata "shard". A forwarding replica asks the owner again."""
+
+    REASON = "POLICY_SHARD_NOT_SERVED"
+
+    @classmethod
+    def of(cls, shard: int, *, loading: bool) -> ShardNotServed:
+        why = "its index is still loading" if loading else "this replica does not own it"
+        return cls(
+            f"policy shard {shard} is not served here: {why}; ask again shortly",
+            retry_after=timedelta(milliseconds=200),
+            metadata={"shard": shard, "loading": str(loading).lower()},
+        )
