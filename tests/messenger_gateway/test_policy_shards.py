@@ -23,9 +23,10 @@ from services.messenger_gateway.policy.model import (
     PolicyIndex,
     SenderRule,
 )
-from services.messenger_gateway.policy.service import PolicyService, PolicySettings, ShardNotServed
+from services.messenger_gateway.policy.service import PolicyService, PolicySettings
 from services.messenger_gateway.policy.shards import (
     ShardedIndex,
+    ShardNotServed,
     combine,
     recipient_part,
     sender_part,

@@ -18,6 +18,7 @@ import contextlib
 import sqlite3
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -570,13 +571,7 @@ class SqlitePolicyStore:
 
     async def load_index(self, *, refuse_unaccepted_by_default: bool) -> PolicyIndex:
         """A new index built from the whole store at one version (read_snapshot)."""
-
-        def build(snapshot: Snapshot) -> PolicyIndex:
-            index = PolicyIndex(refuse_unaccepted_by_default=refuse_unaccepted_by_default)
-            index.load(snapshot)
-            return index
-
-        return await self.read_snapshot(build)
+        return await self.read_snapshot(partial(built_index, refuse_unaccepted_by_default))
 
     async def read_snapshot(self, build: Callable[[Snapshot], T]) -> T:
         """build(the store at one version): read on a connection of its own in one read
@@ -586,6 +581,13 @@ class SqlitePolicyStore:
         if path is None:
             raise RuntimeError("SqlitePolicyStore.read_snapshot needs the database file")
         return await asyncio.to_thread(_read_snapshot, path, build)
+
+
+def built_index(refuse_unaccepted_by_default: bool, snapshot: Snapshot) -> PolicyIndex:
+    """The whole index from a snapshot (each store's load_index)."""
+    index = PolicyIndex(refuse_unaccepted_by_default=refuse_unaccepted_by_default)
+    index.load(snapshot)
+    return index
 
 
 def _read_snapshot(path: Path, build: Callable[[Snapshot], T]) -> T:

@@ -28,6 +28,7 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
+from functools import partial
 from typing import Any, Final, TypeVar
 
 from asyncpg import Connection
@@ -35,6 +36,7 @@ from asyncpg import Connection
 from services.common.pg import PgDatabase
 from services.messenger_gateway.adapters.policy_store import (
     audit_from_row,
+    built_index,
     change_from_row,
     consent_from_row,
     masked_target,
@@ -523,13 +525,7 @@ class PgPolicyStore:
 
     async def load_index(self, *, refuse_unaccepted_by_default: bool) -> PolicyIndex:
         """A new index built from the whole store at one version (read_snapshot)."""
-
-        def build(snapshot: Snapshot) -> PolicyIndex:
-            index = PolicyIndex(refuse_unaccepted_by_default=refuse_unaccepted_by_default)
-            index.load(snapshot)
-            return index
-
-        return await self.read_snapshot(build)
+        return await self.read_snapshot(partial(built_index, refuse_unaccepted_by_default))
 
     async def read_snapshot(self, build: Callable[[Snapshot], T]) -> T:
         """build(the store at one version): one repeatable-read transaction (every SELECT sees

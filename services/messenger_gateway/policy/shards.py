@@ -22,7 +22,9 @@ from __future__ import annotations
 import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 
+from services.common.errors import DomainError
 from services.messenger_gateway.policy.model import (
     ALLOWED,
     DECISIONS,
@@ -245,3 +247,19 @@ class _Rows:
         self.rules: list[tuple[str, str, str]] = []
         self.unaccepted: list[tuple[str, str]] = []
         self.consents: list[tuple[str, str]] = []
+
+
+class ShardNotServed(DomainError):
+    """This replica does not serve the shard (UNAVAILABLE): it is another's, or its index is
+    still loading; metadata "shard". A forwarding replica asks the owner again."""
+
+    REASON = "POLICY_SHARD_NOT_SERVED"
+
+    @classmethod
+    def of(cls, shard: int, *, loading: bool) -> ShardNotServed:
+        why = "its index is still loading" if loading else "this replica does not own it"
+        return cls(
+            f"policy shard {shard} is not served here: {why}; ask again shortly",
+            retry_after=timedelta(milliseconds=200),
+            metadata={"shard": shard, "loading": str(loading).lower()},
+        )
