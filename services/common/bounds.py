@@ -64,6 +64,8 @@ MAX_ITEMS: Mapping[str, int] = {
     "events": 1_000,
     "event_ids": 1_000,
     "pairs": 10_000,
+    "senders": 10_000,  # DecideShardPartsRequest, between a gateway's replicas
+    "recipients": 10_000,
 }
 
 

@@ -185,10 +185,9 @@ class PolicyService(ShardServing):
         # built aside and swapped in one step: no decision sees half an index
         sharded = self.sharded
         if sharded is not None:
-            loaded = await self._store.read_snapshot(
-                lambda snapshot: sharded.load(snapshot, list(sharded.shards))
+            loaded, version = await self._store.read_snapshot(
+                lambda snapshot: (sharded.load(snapshot, list(sharded.shards)), snapshot.version)
             )
-            version = next(iter(loaded.values())).load.version if loaded else sharded.version
             sharded.drop(list(sharded.shards))
             sharded.version = version
             sharded.install(loaded, version)
@@ -303,7 +302,10 @@ class PolicyService(ShardServing):
     def check_delivery(
         self, sender_id: str, recipient_id: str, kind: MessageKind
     ) -> tuple[Decision, int]:
-        """The decision and the index version it was made at."""
+        """The decision and the index version it was made at (the whole index: with shards,
+        decisions go through ShardedDecisions, policy/forwarding.py)."""
+        if self.sharded is not None:
+            raise RuntimeError("with shards, decide through ShardedDecisions")
         validate_pair_user(sender_id, "sender_id")
         validate_pair_user(recipient_id, "recipient_id")
         decision = self.index.decide(sender_id, recipient_id, kind)
@@ -315,6 +317,8 @@ class PolicyService(ShardServing):
     ) -> tuple[list[Decision], int]:
         """Decisions for up to MAX_BATCH_PAIRS (sender, recipient, kind), all at one version.
         One invalid pair refuses the whole batch (INVALID_ARGUMENT naming it)."""
+        if self.sharded is not None:
+            raise RuntimeError("with shards, decide through ShardedDecisions")
         if len(pairs) > MAX_BATCH_PAIRS:
             raise InvalidInput(
                 f"pairs has {len(pairs)} entries: send at most {MAX_BATCH_PAIRS} per call"
