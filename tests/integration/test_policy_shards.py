@@ -266,19 +266,26 @@ async def test_the_owner_killed_under_load_every_decision_is_right_and_its_shard
         stalls_before = _stalls(mesh)
         killed_at = time.monotonic()
         await asyncio.to_thread(mesh.kill, VICTIM)
+
+        async def loading() -> bool:
+            samples = await asyncio.to_thread(scrape, mesh.metrics_address(SURVIVOR))
+            return (value(samples, "idmesh_gateway_policy_shards_loading") or 0) > 0
+
+        # the survivor owns the victim's shards and has read their snapshot, not served them:
+        # a rule written now is in no snapshot, only in the log after it
+        await eventually(loading, within=30, interval=0.05, what="the takeover's load")
         reply = await client.gateway("alpha").SetSenderRule(
             PB.SetSenderRuleRequest(user_id=target, sender_id=sender, rule=PB.SENDER_RULE_REFUSED)
         )
+        pair = (sender, target, MessageKind.PERSONAL)
+        got = await single(client, "", pair, min_version=reply.version)  # waits for the shard
+        assert got == PB.DELIVERY_REASON_RECIPIENT_REFUSED_SENDER
 
         async def all_served() -> bool:
             return await served_counts(mesh, SURVIVOR) == [SHARDS]
 
         await eventually(all_served, within=60, what="the survivor serving every shard")
         took = time.monotonic() - killed_at
-        # the rule written while the shard was dead or loading is in its decisions
-        pair = (sender, target, MessageKind.PERSONAL)
-        got = await single(client, "", pair, min_version=reply.version)
-        assert got == PB.DELIVERY_REASON_RECIPIENT_REFUSED_SENDER
         done = checked
         await eventually(lambda: checked > done + 1000, within=60, what="decisions after")
     finally:
