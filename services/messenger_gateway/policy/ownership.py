@@ -2,7 +2,9 @@
 
 Every replica with IDMESH_POLICY_SHARDS runs a ShardOwnership. Every third of the lease term it
 - renews its member lease (`policy-member:<messenger>:<replica>`): the live replicas are the
-  holders of unexpired member leases, and a fair share is ceil(shards / live replicas);
+  holders of unexpired member leases, and a fair share is ceil(shards / live replicas); a
+  replica takes nothing in its first round, so that replicas started together see each other
+  and take their shares at once, instead of one loading every shard and giving half up;
 - renews the leases of the shards it holds (`policy-shard:<messenger>:<n>`), and stops serving
   one it could not renew (taken by another, or not renewed by its expiry: it fences itself);
 - gives up, above its share, the highest-numbered shards it holds (stops serving, then releases:
@@ -100,6 +102,7 @@ class ShardOwnership:
         self.held: dict[int, datetime] = {}  # shard -> the expiry this replica last wrote
         self.owners: dict[int, Owner] = {}  # every shard with a live lease, from the last read
         self.members = 0
+        self._rounds = 0
         self._to_load: set[int] = set()
         self._loading: asyncio.Task[None] | None = None
         self._refreshed_at = float("-inf")
@@ -177,6 +180,9 @@ class ShardOwnership:
                 with contextlib.suppress(Exception):
                     await self._store.release_lease(name, member.holder)
         share = math.ceil(self.count / self.members)
+        self._rounds += 1
+        if self._rounds == 1:
+            return  # announced: replicas started together see each other before taking shares
         if len(self.held) > share:
             await self._give_up(sorted(self.held)[share:])
         elif len(self.held) < share:
