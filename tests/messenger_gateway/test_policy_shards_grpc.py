@@ -67,23 +67,39 @@ async def test_a_lone_sharded_gateway_decides_as_without_shards(gw: Harness) -> 
 
 
 async def test_the_peer_service_answers_the_gateways_own_replicas_only(gw: Harness) -> None:
+    automated = PB.MESSAGE_KIND_AUTOMATED
     request = peer_pb2.DecideShardPartsRequest(
         shard_count=SHARDS,
-        senders=[peer_pb2.SenderCheck(sender_id="s", kind=PB.MESSAGE_KIND_AUTOMATED)],
-        recipients=[
-            PB.DeliveryPair(sender_id="s", recipient_id="r", kind=PB.MESSAGE_KIND_AUTOMATED)
-        ],
+        sender_ids=["s"],
+        sender_kinds=[automated],
+        recipient_ids=["r"],
+        recipient_senders=["s"],
+        recipient_kinds=[automated],
     )
     replica = Caller(Kind.MESSENGER, "alpha")
     async with open_channel(gw.address, identity=replica) as channel:
         reply = await peer_pb2_grpc.GatewayPeerServiceStub(channel).DecideShardParts(request)
         assert list(reply.sender_reasons) == [PB.DELIVERY_REASON_ALLOWED]
         assert list(reply.recipient_reasons) == [PB.DELIVERY_REASON_NO_AUTOMATED_CONSENT]
-        request.shard_count = SHARDS * 2
-        with pytest.raises(grpc.aio.AioRpcError) as mismatch:
-            await peer_pb2_grpc.GatewayPeerServiceStub(channel).DecideShardParts(request)
-        assert mismatch.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-        assert error_details(mismatch.value).field_violations[0][0] == "shard_count"
+        stub = peer_pb2_grpc.GatewayPeerServiceStub(channel)
+        for field, bad in (
+            ("shard_count", {"shard_count": SHARDS * 2}),
+            ("sender_kinds", {"sender_kinds": []}),
+            ("sender_ids[0]", {"sender_ids": [" "]}),
+            ("recipient_kinds[0]", {"recipient_kinds": [0]}),
+        ):
+            wrong = peer_pb2.DecideShardPartsRequest()
+            wrong.CopyFrom(request)
+            for name, value in bad.items():
+                if isinstance(value, list):
+                    wrong.ClearField(name)
+                    getattr(wrong, name).extend(value)
+                else:
+                    setattr(wrong, name, value)
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await stub.DecideShardParts(wrong)
+            assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT, field
+            assert error_details(refused.value).field_violations[0][0] == field
     for caller in (Caller(Kind.MESSENGER, "alpha", Role.FRONTEND), Caller(Kind.MESSENGER, "beta")):
         async with open_channel(gw.address, identity=caller) as channel:
             with pytest.raises(grpc.aio.AioRpcError) as refused:

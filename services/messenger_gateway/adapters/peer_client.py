@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from typing import Any
 
 import grpc
 from idmesh.gateway.v1 import gateway_pb2, peer_pb2, peer_pb2_grpc
@@ -15,7 +16,10 @@ from services.common.identity import Caller
 from services.common.tls import TlsFiles
 from services.messenger_gateway.policy.model import DeliveryReason, MessageKind
 
-KIND_TO_PB = {k: gateway_pb2.MessageKind.Value(f"MESSAGE_KIND_{k.value}") for k in MessageKind}
+# gateway_pb2.MessageKind values (typed Any: the stubs type enum fields by their own ValueType)
+KIND_TO_PB: dict[MessageKind, Any] = {
+    k: gateway_pb2.MessageKind.Value(f"MESSAGE_KIND_{k.value}") for k in MessageKind
+}
 REASON_FROM_PB = {
     gateway_pb2.DeliveryReason.Value(f"DELIVERY_REASON_{r.value}"): r for r in DeliveryReason
 }
@@ -57,26 +61,27 @@ class PeerClients:
         recipients: Sequence[tuple[str, str, MessageKind]],
         timeout: float,
     ) -> tuple[list[DeliveryReason], list[DeliveryReason], int]:
-        request = peer_pb2.DecideShardPartsRequest(shard_count=shard_count, min_version=min_version)
-        for sender, kind in senders:
-            request.senders.add(sender_id=sender, kind=KIND_TO_PB[kind])
-        for sender, recipient, kind in recipients:
-            request.recipients.add(
-                sender_id=sender,
-                recipient_id=recipient,
-                kind=KIND_TO_PB[kind],
-            )
+        kinds = KIND_TO_PB
+        request = peer_pb2.DecideShardPartsRequest(
+            shard_count=shard_count,
+            min_version=min_version,
+            sender_ids=[s for s, _ in senders],
+            sender_kinds=[kinds[k] for _, k in senders],
+            recipient_ids=[r for _, r, _ in recipients],
+            recipient_senders=[s for s, _, _ in recipients],
+            recipient_kinds=[kinds[k] for _, _, k in recipients],
+        )
         reply = await self._stub(address).DecideShardParts(
             request,
             timeout=timeout,
         )
-        if len(reply.sender_reasons) != len(senders) or len(reply.recipient_reasons) != len(
-            recipients
-        ):
+        sender_reasons, recipient_reasons = reply.sender_reasons, reply.recipient_reasons
+        if len(sender_reasons) != len(senders) or len(recipient_reasons) != len(recipients):
             raise ValueError(f"replica {address} answered another number of sides than asked")
+        reasons = REASON_FROM_PB
         return (
-            [REASON_FROM_PB[r] for r in reply.sender_reasons],
-            [REASON_FROM_PB[r] for r in reply.recipient_reasons],
+            [reasons[r] for r in sender_reasons],
+            [reasons[r] for r in recipient_reasons],
             reply.version,
         )
 

@@ -16,8 +16,10 @@ from services.messenger_gateway.api.policy import (
     message_kind,
     wait_budget,
 )
-from services.messenger_gateway.policy.model import MAX_BATCH_PAIRS, MessageKind, validate_pair_user
+from services.messenger_gateway.identification.model import USER_ID_MAX_LENGTH
+from services.messenger_gateway.policy.model import validate_pair_user
 from services.messenger_gateway.policy.service import PolicyService
+from services.messenger_gateway.policy.shards import ShardNotServed
 
 
 class GatewayPeerServicer(peer_pb2_grpc.GatewayPeerServiceServicer):
@@ -39,26 +41,58 @@ class GatewayPeerServicer(peer_pb2_grpc.GatewayPeerServiceServicer):
                 "every replica of a gateway must have the same IDMESH_POLICY_SHARDS",
                 field="shard_count",
             )
-        if len(request.senders) > MAX_BATCH_PAIRS or len(request.recipients) > MAX_BATCH_PAIRS:
-            raise InvalidInput(f"send at most {MAX_BATCH_PAIRS} senders and recipients per call")
-        senders: list[tuple[str, MessageKind]] = []
-        for i, check in enumerate(request.senders):
-            validate_pair_user(check.sender_id, f"senders[{i}].sender_id")
-            kind = KIND_FROM_PB.get(check.kind) or message_kind(check.kind, f"senders[{i}].kind")
-            senders.append((check.sender_id, kind))
-        recipients: list[tuple[str, str, MessageKind]] = []
-        for i, pair in enumerate(request.recipients):
-            validate_pair_user(pair.sender_id, f"recipients[{i}].sender_id")
-            validate_pair_user(pair.recipient_id, f"recipients[{i}].recipient_id")
-            kind = KIND_FROM_PB.get(pair.kind) or message_kind(pair.kind, f"recipients[{i}].kind")
-            recipients.append((pair.sender_id, pair.recipient_id, kind))
+        sender_ids, recipient_ids = request.sender_ids, request.recipient_ids
+        if len(request.sender_kinds) != len(sender_ids):
+            raise InvalidInput(
+                "sender_kinds must have one entry per sender_ids", field="sender_kinds"
+            )
+        if not len(request.recipient_senders) == len(request.recipient_kinds) == len(recipient_ids):
+            raise InvalidInput(
+                "recipient_senders and recipient_kinds must have one entry per recipient_ids",
+                field="recipient_ids",
+            )
+        kinds = KIND_FROM_PB
+        senders = list(zip(sender_ids, [kinds.get(k) for k in request.sender_kinds], strict=True))
+        recipients = list(
+            zip(
+                request.recipient_senders,
+                recipient_ids,
+                [kinds.get(k) for k in request.recipient_kinds],
+                strict=True,
+            )
+        )
+        for i, (sender, kind) in enumerate(senders):
+            if kind is None or not _user_id(sender):
+                validate_pair_user(sender, f"sender_ids[{i}]")
+                message_kind(request.sender_kinds[i], f"sender_kinds[{i}]")
+        for i, (sender, recipient, kind) in enumerate(recipients):
+            if kind is None or not (_user_id(sender) and _user_id(recipient)):
+                validate_pair_user(sender, f"recipient_senders[{i}]")
+                validate_pair_user(recipient, f"recipient_ids[{i}]")
+                message_kind(request.recipient_kinds[i], f"recipient_kinds[{i}]")
         await self._policy.reach(request.min_version)
-        shards = {sharded.shard(s) for s, _ in senders}
-        shards |= {sharded.shard(r) for _, r, _ in recipients}
-        await self._policy.wait_served(shards, timeout=wait_budget(context.time_remaining()))
-        sender_parts, recipient_parts, version = self._policy.decide_parts(senders, recipients)
+        try:
+            sender_parts, recipient_parts, version = self._policy.decide_parts(
+                senders,  # type: ignore[arg-type]  # every kind checked above
+                recipients,  # type: ignore[arg-type]
+            )
+        except ShardNotServed:
+            # one is loading here (or not ours): wait for the load, or refuse as it says
+            shards = {sharded.shard(s) for s, _ in senders}
+            shards |= {sharded.shard(r) for _, r, _ in recipients}
+            await self._policy.wait_served(shards, timeout=wait_budget(context.time_remaining()))
+            sender_parts, recipient_parts, version = self._policy.decide_parts(
+                senders,  # type: ignore[arg-type]
+                recipients,  # type: ignore[arg-type]
+            )
         return peer_pb2.DecideShardPartsResponse(
             sender_reasons=[REASON_TO_PB[d.reason] for d in sender_parts],  # type: ignore[misc]
             recipient_reasons=[REASON_TO_PB[d.reason] for d in recipient_parts],  # type: ignore[misc]
             version=version,
         )
+
+
+def _user_id(value: str) -> bool:
+    """validate_pair_user's test, inline (it runs for every entry): 1 to 128 printable
+    characters, not only spaces."""
+    return 0 < len(value) <= USER_ID_MAX_LENGTH and value.isprintable() and not value.isspace()

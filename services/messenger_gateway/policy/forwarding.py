@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import zlib
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -101,12 +102,28 @@ class ShardedDecisions:
         deadline = loop.time() + timeout
         sharded = self._sharded
         version = self._policy.position()
-        decisions: list[Decision | None] = [sharded.decide(s, r, k) for s, r, k in pairs]
-        todo = [i for i, d in enumerate(decisions) if d is None]
+        crc, count, served = zlib.crc32, sharded.count, sharded.shards
+        # each user's shard, once: (sender's, recipient's) per pair
+        where = [(crc(s.encode()) % count, crc(r.encode()) % count) for s, r, _ in pairs]
+        decisions: list[Decision | None] = []
+        todo: list[int] = []
+        for i, ((sender, recipient, kind), (ss, rs)) in enumerate(zip(pairs, where, strict=True)):
+            sx, rx = served.get(ss), served.get(rs)
+            if sx is None or rx is None:
+                decisions.append(None)
+                todo.append(i)
+            elif sx is rx:
+                decisions.append(sx.decide(sender, recipient, kind))
+            else:
+                decisions.append(
+                    combine(
+                        sender_part(sx, sender, kind), recipient_part(rx, sender, recipient, kind)
+                    )
+                )
         delay = RETRY_INITIAL
         while todo:
             todo, reached, waiting = await self._round(
-                pairs, todo, decisions, min_version, deadline
+                pairs, where, todo, decisions, min_version, deadline
             )
             version = min(version, reached)
             if not todo:
@@ -129,6 +146,7 @@ class ShardedDecisions:
     async def _round(
         self,
         pairs: Sequence[tuple[str, str, MessageKind]],
+        where: Sequence[tuple[int, int]],
         todo: list[int],
         decisions: list[Decision | None],
         min_version: int,
@@ -137,6 +155,7 @@ class ShardedDecisions:
         """Ask every owner once for the sides of the pairs in todo; (the pairs still undecided,
         the lowest version answered, a shard that kept one undecided)."""
         sharded = self._sharded
+        served = sharded.shards
         version = self._policy.position()
         sides: dict[tuple[str, MessageKind], Decision] = {}
         recipient_sides: dict[int, Decision] = {}
@@ -144,23 +163,24 @@ class ShardedDecisions:
         unowned = -1
         for i in todo:
             sender, recipient, kind = pairs[i]
+            ss, rs = where[i]
             if (sender, kind) not in sides:
-                index = sharded.index_of(sender)
+                index = served.get(ss)
                 if index is not None:
                     sides[sender, kind] = sender_part(index, sender, kind)
                 else:
-                    address = self._address(sharded.shard(sender))
+                    address = self._address(ss)
                     if address is None:
-                        unowned = sharded.shard(sender)
+                        unowned = ss
                     else:
                         plans.setdefault(address, _Plan()).senders[sender, kind] = None
-            index = sharded.index_of(recipient)
+            index = served.get(rs)
             if index is not None:
                 recipient_sides[i] = recipient_part(index, sender, recipient, kind)
             else:
-                address = self._address(sharded.shard(recipient))
+                address = self._address(rs)
                 if address is None:
-                    unowned = sharded.shard(recipient)
+                    unowned = rs
                 else:
                     plans.setdefault(address, _Plan()).recipients[i] = None
         loop = asyncio.get_running_loop()
@@ -200,7 +220,7 @@ class ShardedDecisions:
             else:
                 left.append(i)
                 if waiting < 0:
-                    waiting = sharded.shard(sender if s_side is None else recipient)
+                    waiting = where[i][0] if s_side is None else where[i][1]
         return left, version, waiting
 
     def _address(self, shard: int) -> str | None:

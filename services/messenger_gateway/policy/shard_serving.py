@@ -9,6 +9,7 @@ off meanwhile), so no decision is read from a shard half loaded or behind the ot
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 
 from prometheus_client.core import GaugeMetricFamily
@@ -55,6 +56,7 @@ class ShardServing:
         if not wanted:
             return
         self._loading.update(wanted)
+        began = time.monotonic()
         try:
             loaded = await self._store.read_snapshot(lambda snap: sharded.load(snap, wanted))
             await async_failpoint("gateway.policy.shard_load")
@@ -72,6 +74,7 @@ class ShardServing:
             version=sharded.version,
             users=sum(s.load.users for s in loaded.values()),
             entries=sum(s.load.entries for s in loaded.values()),
+            seconds=round(time.monotonic() - began, 3),
         )
 
     async def _gap(self, loaded: dict[int, LoadedShard], target: int) -> int:

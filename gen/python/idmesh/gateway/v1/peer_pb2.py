@@ -25,19 +25,17 @@ _sym_db = _symbol_database.Default()
 from idmesh.gateway.v1 import gateway_pb2 as idmesh_dot_gateway_dot_v1_dot_gateway__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cidmesh/gateway/v1/peer.proto\x12\x11idmesh.gateway.v1\x1a\x1fidmesh/gateway/v1/gateway.proto\"N\n\x0bSenderCheck\x12\x11\n\tsender_id\x18\x01 \x01(\t\x12,\n\x04kind\x18\x02 \x01(\x0e\x32\x1e.idmesh.gateway.v1.MessageKind\"\xa9\x01\n\x17\x44\x65\x63ideShardPartsRequest\x12\x13\n\x0bshard_count\x18\x01 \x01(\r\x12\x13\n\x0bmin_version\x18\x02 \x01(\x04\x12/\n\x07senders\x18\x03 \x03(\x0b\x32\x1e.idmesh.gateway.v1.SenderCheck\x12\x33\n\nrecipients\x18\x04 \x03(\x0b\x32\x1f.idmesh.gateway.v1.DeliveryPair\"\xa4\x01\n\x18\x44\x65\x63ideShardPartsResponse\x12\x39\n\x0esender_reasons\x18\x01 \x03(\x0e\x32!.idmesh.gateway.v1.DeliveryReason\x12<\n\x11recipient_reasons\x18\x02 \x03(\x0e\x32!.idmesh.gateway.v1.DeliveryReason\x12\x0f\n\x07version\x18\x03 \x01(\x04\x32\x81\x01\n\x12GatewayPeerService\x12k\n\x10\x44\x65\x63ideShardParts\x12*.idmesh.gateway.v1.DecideShardPartsRequest\x1a+.idmesh.gateway.v1.DecideShardPartsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cidmesh/gateway/v1/peer.proto\x12\x11idmesh.gateway.v1\x1a\x1fidmesh/gateway/v1/gateway.proto\"\xf8\x01\n\x17\x44\x65\x63ideShardPartsRequest\x12\x13\n\x0bshard_count\x18\x01 \x01(\r\x12\x13\n\x0bmin_version\x18\x02 \x01(\x04\x12\x12\n\nsender_ids\x18\x03 \x03(\t\x12\x34\n\x0csender_kinds\x18\x04 \x03(\x0e\x32\x1e.idmesh.gateway.v1.MessageKind\x12\x15\n\rrecipient_ids\x18\x05 \x03(\t\x12\x19\n\x11recipient_senders\x18\x06 \x03(\t\x12\x37\n\x0frecipient_kinds\x18\x07 \x03(\x0e\x32\x1e.idmesh.gateway.v1.MessageKind\"\xa4\x01\n\x18\x44\x65\x63ideShardPartsResponse\x12\x39\n\x0esender_reasons\x18\x01 \x03(\x0e\x32!.idmesh.gateway.v1.DeliveryReason\x12<\n\x11recipient_reasons\x18\x02 \x03(\x0e\x32!.idmesh.gateway.v1.DeliveryReason\x12\x0f\n\x07version\x18\x03 \x01(\x04\x32\x81\x01\n\x12GatewayPeerService\x12k\n\x10\x44\x65\x63ideShardParts\x12*.idmesh.gateway.v1.DecideShardPartsRequest\x1a+.idmesh.gateway.v1.DecideShardPartsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'idmesh.gateway.v1.peer_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SENDERCHECK']._serialized_start=84
-  _globals['_SENDERCHECK']._serialized_end=162
-  _globals['_DECIDESHARDPARTSREQUEST']._serialized_start=165
-  _globals['_DECIDESHARDPARTSREQUEST']._serialized_end=334
-  _globals['_DECIDESHARDPARTSRESPONSE']._serialized_start=337
-  _globals['_DECIDESHARDPARTSRESPONSE']._serialized_end=501
-  _globals['_GATEWAYPEERSERVICE']._serialized_start=504
-  _globals['_GATEWAYPEERSERVICE']._serialized_end=633
+  _globals['_DECIDESHARDPARTSREQUEST']._serialized_start=85
+  _globals['_DECIDESHARDPARTSREQUEST']._serialized_end=333
+  _globals['_DECIDESHARDPARTSRESPONSE']._serialized_start=336
+  _globals['_DECIDESHARDPARTSRESPONSE']._serialized_end=500
+  _globals['_GATEWAYPEERSERVICE']._serialized_start=503
+  _globals['_GATEWAYPEERSERVICE']._serialized_end=632
 # @@protoc_insertion_point(module_scope)
