@@ -9,6 +9,7 @@ off meanwhile), so no decision is read from a shard half loaded or behind the ot
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from collections.abc import Sequence
 
@@ -64,6 +65,9 @@ class ShardServing:
                 await self._catch_up()  # the served shards to at least the snapshot's version
                 version = await self._gap(loaded, sharded.version)
                 sharded.install(loaded, version)
+            # the shards' dictionaries hold millions of entries for as long as they are served:
+            # keep the collector's full passes from walking them (as main.py does at start)
+            gc.freeze()
         finally:
             self._loading.difference_update(wanted)
             installed, self._installed = self._installed, asyncio.Event()
