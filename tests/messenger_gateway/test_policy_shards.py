@@ -6,15 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import pytest
 
 from services.common import failpoints
 from services.common.config import Env
+from services.common.errors import InvalidInput
 from services.common.storage import StoreSettings
 from services.messenger_gateway.main import GatewayStores, open_stores
+from services.messenger_gateway.policy.forwarding import ShardedDecisions
 from services.messenger_gateway.policy.model import (
     ChangeKind,
     DeliveryReason,
@@ -248,3 +250,92 @@ async def test_a_replica_without_shards_follows_the_log_and_refuses_parts(
     assert replica.position() == head
     with pytest.raises(ShardNotServed):
         replica.decide_parts([("u0", MessageKind.PERSONAL)], [])
+
+
+# --- decisions over the owners of the shards (policy/forwarding.py) ---------------------------
+
+
+class FakeOwners:
+    """Shards 0-1 here, 2-3 at "other" (or nowhere while `gone`)."""
+
+    address = "here"
+
+    def __init__(self) -> None:
+        self.gone = False
+        self.refreshed = 0
+
+    def owner_address(self, shard: int) -> str | None:
+        if shard < 2:
+            return "here"
+        return None if self.gone else "other"
+
+    async def refresh(self) -> None:
+        self.refreshed += 1
+
+
+class FakePeers:
+    """The other replica, in-process; refuses its first `failures` calls."""
+
+    def __init__(self, other: PolicyService, failures: int = 0) -> None:
+        self.other, self.failures, self.calls = other, failures, 0
+
+    async def decide_parts(
+        self,
+        address: str,
+        *,
+        shard_count: int,
+        min_version: int,
+        senders: Sequence[tuple[str, MessageKind]],
+        recipients: Sequence[tuple[str, str, MessageKind]],
+        timeout: float,
+    ) -> tuple[list[DeliveryReason], list[DeliveryReason], int]:
+        assert (address, shard_count) == ("other", SHARDS)
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise ConnectionError("the owner cannot be reached")
+        await self.other.reach(min_version)
+        s, r, version = self.other.decide_parts(senders, recipients)
+        return [d.reason for d in s], [d.reason for d in r], version
+
+
+async def _two_halves(stores: GatewayStores) -> tuple[PolicyService, PolicyService]:
+    here, other = (PolicyService(PolicySettings(shards=SHARDS), store=stores.policy) for _ in "ab")
+    for replica, shards in ((here, [0, 1]), (other, [2, 3])):
+        await replica.start()
+        await replica.add_shards(shards)
+    return here, other
+
+
+async def test_forwarded_decisions_equal_the_whole_index_and_survive_a_failing_owner(
+    stores: GatewayStores,
+) -> None:
+    whole = await _whole(stores)
+    here, other = await _two_halves(stores)
+    owners, peers = FakeOwners(), FakePeers(other, failures=2)
+    decisions = ShardedDecisions(here, owners, peers)
+    pairs = [(s, r, k) for s in [*USERS, "nobody"] for r in [*USERS, "nobody"] for k in MessageKind]
+    got, version = await decisions.decide(pairs, 0, timeout=10)
+    assert [d.reason for d in got] == [whole.index.decide(s, r, k).reason for s, r, k in pairs]
+    assert version == whole.position()
+    assert peers.calls == 3 and owners.refreshed == 2  # asked again after each failure
+
+
+async def test_a_shard_nobody_serves_is_refused_when_the_deadline_passes(
+    stores: GatewayStores,
+) -> None:
+    here, other = await _two_halves(stores)
+    owners = FakeOwners()
+    owners.gone = True
+    decisions = ShardedDecisions(here, owners, FakePeers(other))
+    remote = next(u for u in USERS if shard_of(u, SHARDS) >= 2)
+    local = next(u for u in USERS if shard_of(u, SHARDS) < 2)
+    # the sender's side is another replica's, and nobody serves it now
+    with pytest.raises(ShardNotServed) as refused:
+        await decisions.decide([(remote, local, MessageKind.PERSONAL)], 0, timeout=0.3)
+    assert refused.value.metadata["shard"] == str(shard_of(remote, SHARDS))
+    # a sender refused here needs no recipient's side: decided without the missing owner
+    decided, _ = await decisions.decide([(local, remote, MessageKind.PERSONAL)], 0, timeout=0.3)
+    assert decided[0].reason is DeliveryReason.SENDER_NOT_IDENTIFIED
+    assert owners.refreshed >= 1
+    with pytest.raises(InvalidInput, match="recipient_id"):
+        await decisions.decide([(local, " ", MessageKind.PERSONAL)], 0, timeout=0.3)
