@@ -31,7 +31,9 @@ from services.messenger_gateway.policy.shards import (
     ShardNotServed,
     combine,
     recipient_part,
+    recipient_part_by_rules,
     sender_part,
+    sender_part_by_rules,
     shard_of,
 )
 from tests.messenger_gateway.fakes import FakeClock, make_service
@@ -108,6 +110,11 @@ def test_decisions_over_shards_agree_with_the_whole_index_on_random_indexes() ->
                         sender_part(sx, sender, kind), recipient_part(rx, sender, recipient, kind)
                     )
                     assert split is expected, (sender, recipient, kind)
+                    # the fast sides are the rules' sides written out
+                    assert sender_part(sx, sender, kind) is sender_part_by_rules(sx, sender, kind)
+                    assert recipient_part(rx, sender, recipient, kind) is (
+                        recipient_part_by_rules(rx, sender, recipient, kind)
+                    )
 
 
 def test_a_shard_not_served_here_gives_no_decision() -> None:
