@@ -21,6 +21,7 @@ No grpc, no SQL.
 
 from __future__ import annotations
 
+import sys
 import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -173,37 +174,50 @@ class ShardedIndex:
                 raise ValueError(f"shard {shard} is not in 0..{count - 1}")
         parts = {s: _Rows() for s in wanted}
         crc = zlib.crc32
-        for row in snapshot.users:
-            part = parts.get(crc(row[0].encode()) % count)
+        # The rows kept until each shard's index is built hold only what the index may keep:
+        # columns of the strings (no tuple per row), the few values of a state, rule or policy
+        # shared (sys.intern), so a replica's memory at the load is about its share's.
+        intern = sys.intern
+        for user_id, phone, state in snapshot.users:
+            part = parts.get(crc(user_id.encode()) % count)
             if part is not None:
-                part.users.append(row)
-        for rule in snapshot.sender_rules:
-            part = parts.get(crc(rule[0].encode()) % count)
+                part.user_ids.append(user_id)
+                part.phones.append(phone)
+                part.states.append(intern(state))
+        for recipient, sender, rule in snapshot.sender_rules:
+            part = parts.get(crc(recipient.encode()) % count)
             if part is not None:
-                part.rules.append(rule)
-        for policy in snapshot.unaccepted:
-            part = parts.get(crc(policy[0].encode()) % count)
+                part.rule_recipients.append(recipient)
+                part.rule_senders.append(sender)
+                part.rules.append(intern(rule))
+        for user_id, policy in snapshot.unaccepted:
+            part = parts.get(crc(user_id.encode()) % count)
             if part is not None:
-                part.unaccepted.append(policy)
-        for consent in snapshot.consents:
-            part = parts.get(crc(consent[0].encode()) % count)
+                part.policy_users.append(user_id)
+                part.policies.append(intern(policy))
+        for recipient, sender in snapshot.consents:
+            part = parts.get(crc(recipient.encode()) % count)
             if part is not None:
-                part.consents.append(consent)
+                part.consent_recipients.append(recipient)
+                part.consent_senders.append(sender)
         orders = list(snapshot.orders)
         loaded: dict[int, LoadedShard] = {}
-        for shard, part in parts.items():
+        for shard in wanted:
+            part = parts.pop(shard)  # its rows freed once its index is built
             index = self.new_index()
             index.load(
                 Snapshot(
                     version=snapshot.version,
-                    users=part.users,
-                    sender_rules=part.rules,
-                    unaccepted=part.unaccepted,
-                    consents=part.consents,
+                    users=zip(part.user_ids, part.phones, part.states, strict=True),
+                    sender_rules=zip(
+                        part.rule_recipients, part.rule_senders, part.rules, strict=True
+                    ),
+                    unaccepted=zip(part.policy_users, part.policies, strict=True),
+                    consents=zip(part.consent_recipients, part.consent_senders, strict=True),
                     orders=orders,
                 )
             )
-            entries = index.users + len(part.rules) + len(part.unaccepted) + len(part.consents)
+            entries = index.users + len(part.rules) + len(part.policies) + len(part.consent_senders)
             loaded[shard] = LoadedShard(index, ShardLoad(snapshot.version, index.users, entries))
         return loaded
 
@@ -277,13 +291,32 @@ def apply_to(indexes: Mapping[int, PolicyIndex], change: PolicyChange, count: in
 
 
 class _Rows:
-    __slots__ = ("consents", "rules", "unaccepted", "users")
+    """A shard's rows of a snapshot, in columns."""
+
+    __slots__ = (
+        "consent_recipients",
+        "consent_senders",
+        "phones",
+        "policies",
+        "policy_users",
+        "rule_recipients",
+        "rule_senders",
+        "rules",
+        "states",
+        "user_ids",
+    )
 
     def __init__(self) -> None:
-        self.users: list[tuple[str, str, str]] = []
-        self.rules: list[tuple[str, str, str]] = []
-        self.unaccepted: list[tuple[str, str]] = []
-        self.consents: list[tuple[str, str]] = []
+        self.user_ids: list[str] = []
+        self.phones: list[str] = []
+        self.states: list[str] = []
+        self.rule_recipients: list[str] = []
+        self.rule_senders: list[str] = []
+        self.rules: list[str] = []
+        self.policy_users: list[str] = []
+        self.policies: list[str] = []
+        self.consent_recipients: list[str] = []
+        self.consent_senders: list[str] = []
 
 
 class ShardNotServed(DomainError):
