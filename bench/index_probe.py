@@ -15,13 +15,14 @@ import os
 import random
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from bench import procs, seed
 
 # the store's own snapshot read and load, as a gateway starting on this file runs it
-from services.messenger_gateway.adapters.policy_store import _load_index as load_index_from
+from services.messenger_gateway.adapters.policy_store import _read_snapshot, built_index
 from services.messenger_gateway.policy.model import MessageKind
 
 DECISIONS = 200_000
@@ -39,7 +40,7 @@ def probe(path: Path, users: int) -> dict[str, Any]:
     pid = os.getpid()
     rss_before = procs.rss_mb(pid) or float("nan")
     started, cpu = time.perf_counter(), time.process_time()
-    index = load_index_from(path, False)
+    index = _read_snapshot(path, partial(built_index, False))
     load_seconds = time.perf_counter() - started
     load_cpu = time.process_time() - cpu
     rss_after = procs.rss_mb(pid) or float("nan")

@@ -220,24 +220,7 @@ def seed_policy(
         conn.executemany(
             f"INSERT INTO identifications ({', '.join(IDENTIFICATION_COLUMNS)}) "
             f"VALUES ({', '.join('?' * len(IDENTIFICATION_COLUMNS))})",
-            (
-                (
-                    f"pol-{i}",
-                    policy_user(i),
-                    policy_number(i),
-                    "IDENTIFIED",
-                    "UNSPECIFIED",
-                    "beeline",
-                    at,
-                    at,
-                    5,
-                    f"pol-req-{i}",
-                    at,
-                    f"pol-code-{i}",
-                    at,
-                )
-                for i in range(users)
-            ),
+            policy_identification_rows(users, at),
         )
         rules, policies, consents = policy_preferences(users)
         if rules_per_user is not None:
@@ -261,6 +244,26 @@ def seed_policy(
         conn.execute("COMMIT")
     finally:
         conn.close()
+
+
+def policy_identification_rows(users: int, at: str) -> Iterator[tuple[object, ...]]:
+    """The IDENTIFIED identifications of the policy scenario's users (IDENTIFICATION_COLUMNS)."""
+    for i in range(users):
+        yield (
+            f"pol-{i}",
+            policy_user(i),
+            policy_number(i),
+            "IDENTIFIED",
+            "UNSPECIFIED",
+            "beeline",
+            at,
+            at,
+            5,
+            f"pol-req-{i}",
+            at,
+            f"pol-code-{i}",
+            at,
+        )
 
 
 def policy_preferences(
@@ -359,5 +362,34 @@ async def seed_gateway_pg(url: str, rows: Iterable[tuple[object, ...]]) -> None:
             )
             await conn.execute("ALTER TABLE identifications ENABLE TRIGGER USER")
         await conn.execute("ANALYZE identifications")
+    finally:
+        await conn.close()
+
+
+async def seed_policy_pg(url: str, users: int, now: datetime) -> None:
+    """seed_policy into the gateway's PostgreSQL database at url (migrated here if new): the
+    identifications by seed_gateway_pg, the preferences by COPY, none of it in the change log."""
+    at = now - timedelta(days=1)
+    await seed_gateway_pg(url, policy_identification_rows(users, to_iso(at)))
+    rules, policies, consents = policy_preferences(users)
+    conn = await asyncpg.connect(url)
+    try:
+        async with conn.transaction():
+            await conn.copy_records_to_table(
+                "policy_sender_rules",
+                records=[(r, s, rule, at) for r, s, rule in rules],
+                columns=("recipient_id", "sender_id", "rule", "updated_at"),
+            )
+            await conn.copy_records_to_table(
+                "policy_unaccepted",
+                records=[(u, p, at) for u, p in policies],
+                columns=("user_id", "policy", "updated_at"),
+            )
+            await conn.copy_records_to_table(
+                "policy_automated_consents",
+                records=[(r, s, True, at, at) for r, s in consents],
+                columns=("recipient_id", "sender_id", "granted", "granted_at", "updated_at"),
+            )
+        await conn.execute("ANALYZE")
     finally:
         await conn.close()

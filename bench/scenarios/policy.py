@@ -14,6 +14,7 @@ from idmesh.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 
 from bench import seed
 from bench.load import Operation
+from bench.scenarios import policy_shards
 from bench.scenarios.context import CALL_TIMEOUT, BenchFailure, Context, progress, ratio
 from bench.scenarios.spec import Scenario, Target
 from bench.scenarios.sweep import sweep
@@ -142,11 +143,15 @@ async def run(ctx: Context) -> dict[str, Any]:
         f"({batch['mesh']['decisions_per_cpu_second']:,.0f} per CPU-second), echo "
         f"{batch['echo']['decisions_per_second']:,.0f}/s"
     )
+    two = await policy_shards.run(
+        ctx, singles=singles, batch_bodies=batch_bodies, level=max(cfg.policy_levels)
+    )
     return {
         "status": "ok",
         "users": cfg.policy_users,
         "levels": levels,
         "batch": batch,
+        "two_replicas": two,
         "decisions_seen": {gateway_pb2.DeliveryReason.Name(r): n for r, n in sorted(seen.items())},
         "batch_decisions_sampled": {
             gateway_pb2.DeliveryReason.Name(r): n for r, n in sorted(batch_seen.items())
@@ -223,6 +228,49 @@ SCENARIO = Scenario(
             goal_unit="/s",
             doc="decisions per second in batches, wall clock: at least 100,000 (the echo "
             "gateway's batches shown beside it)",
+        ),
+        Target(
+            name="two replicas x {two_replicas.shards:,} shards: the largest replica's share of "
+            "the index",
+            figure="two_replicas.max_share_of_index_percent",
+            unit="%",
+            against="value",
+            op="<=",
+            threshold=55.0,
+            goal_unit="%",
+            optional=True,
+            doc="with two replicas each owning half the shards, each holds at most 55% of the "
+            "index entries one replica holds alone",
+        ),
+        Target(
+            name="two replicas: a replica's load of its shards, per million users",
+            figure="two_replicas.load_seconds_per_million_users",
+            unit="s",
+            against="value",
+            op="<=",
+            threshold=10.0,
+            goal_unit=" s",
+            optional=True,
+            doc="from taking the shards' leases to serving them (one read of the whole snapshot, "
+            "filtered, caught up), per million users of the store: what a takeover of a dead "
+            "replica's shards costs after its leases expire",
+        ),
+        Target(
+            name="two replicas: CheckDeliveryBatch of {batch.pairs_per_call:,} pairs",
+            figure="two_replicas.batch.decisions_per_second",
+            unit="decisions/s",
+            baseline="batch.mesh.decisions_per_second",
+            baseline_name="one gateway, the whole index",
+            optional=True,
+            doc="decisions per second in batches sent to two replicas in turn, each forwarding "
+            "the sides it does not hold to the other (no goal: the cost of the forwarding)",
+        ),
+        Target(
+            name="two replicas: CheckDelivery c={two_replicas.single.concurrency}",
+            figure="two_replicas.single.throughput",
+            unit="calls/s",
+            optional=True,
+            doc="single CheckDelivery calls per second sent to two replicas in turn (no goal)",
         ),
     ),
 )

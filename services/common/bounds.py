@@ -45,6 +45,9 @@ MAX_CHARS: Mapping[str, int] = {
     "event_ids": 64,  # each item of RetryParkedNoticesRequest.event_ids
     "identification_code": 256,
     "sender_id": 128,
+    "sender_ids": 128,  # each item of DecideShardPartsRequest.sender_ids
+    "recipient_ids": 128,
+    "recipient_senders": 128,
     "recipient_id": 128,
     "order_id": 64,
     "LiftRestrictionOrderRequest.reason": 500,
@@ -64,6 +67,12 @@ MAX_ITEMS: Mapping[str, int] = {
     "events": 1_000,
     "event_ids": 1_000,
     "pairs": 10_000,
+    # DecideShardPartsRequest, between a gateway's replicas
+    "sender_ids": 10_000,
+    "sender_kinds": 10_000,
+    "recipient_ids": 10_000,
+    "recipient_senders": 10_000,
+    "recipient_kinds": 10_000,
 }
 
 

@@ -97,6 +97,11 @@ CATALOGUE: Mapping[str, str] = {
         "until its lease expired and another replica took it has its batch refused (the lease's "
         "fencing token), and the new holder applies it"
     ),
+    "gateway.policy.shard_load": (
+        "a replica holds a policy shard's lease and has read the shard's snapshot, not yet "
+        "caught up and served it: decisions that need the shard wait (forwarded ones are asked "
+        "again), none is answered from it"
+    ),
     "gateway.notice.before_commit": (
         "a stream message's notices are written (inbox, revocations, cursor) but not committed: "
         "nothing of the batch survives, and the restarted gateway applies it all from its cursor"

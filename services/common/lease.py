@@ -119,6 +119,13 @@ class LeaseStore(Protocol):
         ...
 
 
+class LeaseTable(LeaseStore, Protocol):
+    async def leases(self, prefix: str) -> dict[str, Lease]:
+        """Every lease whose name starts with prefix, as stored (possibly expired): name ->
+        lease."""
+        ...
+
+
 def default_replica_id(*, single: bool) -> str:
     """A replica's id when IDMESH_REPLICA_ID is not set: the host's name, plus the process id
     when several replicas may share the store (two on one host must differ). With a single

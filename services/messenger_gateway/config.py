@@ -31,6 +31,12 @@ IDMESH_REPLICA_ID                    this replica's id, the holder of its leases
 IDMESH_LEASE_SECONDS                 the term of a replica's leases on its pending verifications
                                      and on the notice consumer (default 6): renewed every third
                                      of it, taken over by another replica after it
+IDMESH_POLICY_SHARDS                 divide the delivery policy into this many shards by user, each
+                                     served by one replica (default 0: every replica holds the
+                                     whole policy); the same on every replica (docs/policy.md)
+IDMESH_ADVERTISE_ADDRESS             host:port the other replicas reach this one's gRPC port at,
+                                     for decisions on its shards (default IDMESH_BIND, unless it
+                                     binds every interface: then required with POLICY_SHARDS)
 IDMESH_DB_SYNCHRONOUS                SQLite synchronous: NORMAL (default) or FULL, ...
 plus ServerSettings: IDMESH_BIND (default 127.0.0.1:50070), IDMESH_LOG_LEVEL, ...
 """
@@ -48,6 +54,7 @@ from services.common.errors import InvalidInput
 from services.common.identity import validate_id
 from services.common.ratelimit import RateLimit
 from services.common.storage import StoreSettings
+from services.messenger_gateway.policy.shards import MAX_SHARDS
 from services.messenger_gateway.routing.router import NumberingPlan, NumberingPlanError
 
 DEFAULT_BIND = "127.0.0.1:50070"
@@ -85,6 +92,9 @@ class GatewayConfig:
     # the term of its leases.
     replica_id: str | None = None
     lease_seconds: float = 6.0
+    # The delivery policy in shards (0: the whole of it here) and where this replica is reached.
+    policy_shards: int = 0
+    advertise_address: str = ""
 
     @classmethod
     def from_env(cls, env: Env) -> GatewayConfig:
@@ -165,7 +175,28 @@ class GatewayConfig:
             ),
             replica_id=_replica_id(env),
             lease_seconds=env.float("LEASE_SECONDS", 6.0, minimum=0.3, maximum=3600.0),
+            policy_shards=env.int("POLICY_SHARDS", 0, minimum=0, maximum=MAX_SHARDS),
+            advertise_address=_advertise_address(env, server.bind),
         )
+
+
+def _advertise_address(env: Env, bind: str) -> str:
+    """IDMESH_ADVERTISE_ADDRESS, or the bind address when it names one interface; required
+    (ConfigError) with POLICY_SHARDS when the bind address is every interface's."""
+    value = env.str("ADVERTISE_ADDRESS", "")
+    if value:
+        _require_address(env, "ADVERTISE_ADDRESS", value)
+        return value
+    host = bind.rpartition(":")[0].strip("[]")
+    if host in ("0.0.0.0", "::", ""):
+        if env.int("POLICY_SHARDS", 0, minimum=0, maximum=MAX_SHARDS):
+            raise ConfigError(
+                f"{env.name('ADVERTISE_ADDRESS')}: required with {env.name('POLICY_SHARDS')} "
+                f"when {env.name('BIND')} ({bind}) binds every interface: give the host:port "
+                "the other replicas reach this one at"
+            )
+        return ""
+    return bind
 
 
 def _allowed_countries(env: Env) -> frozenset[str]:

@@ -13,7 +13,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 
-from idmesh.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from idmesh.gateway.v1 import gateway_pb2, gateway_pb2_grpc, peer_pb2, peer_pb2_grpc
 
 from services.common.backoff import Backoff
 from services.common.channels import open_channel
@@ -28,6 +28,7 @@ from services.common.runner import run_main, serve
 from services.common.server import GrpcServer, service_name
 from services.common.storage import Engine, StoreSettings, open_database
 from services.common.timeutil import Clock, SystemClock
+from services.messenger_gateway.adapters.peer_client import PeerClients
 from services.messenger_gateway.adapters.policy_store import SqlitePolicyStore
 from services.messenger_gateway.adapters.policy_store_pg import PgPolicyStore
 from services.messenger_gateway.adapters.registry_client import RegistryClients
@@ -37,12 +38,15 @@ from services.messenger_gateway.adapters.sms import FileSmsSender
 from services.messenger_gateway.adapters.store import SqliteGatewayStore
 from services.messenger_gateway.adapters.store_pg import PgGatewayStore
 from services.messenger_gateway.api.gateway import ERRORS, GatewayAdminServicer, GatewayServicer
+from services.messenger_gateway.api.peer import GatewayPeerServicer
 from services.messenger_gateway.config import GatewayConfig
 from services.messenger_gateway.identification.codes import CodeHasher
 from services.messenger_gateway.identification.ports import GatewayStore
 from services.messenger_gateway.identification.settings import GatewaySettings
 from services.messenger_gateway.notices.consumer import NoticeConsumer
+from services.messenger_gateway.policy.forwarding import ShardedDecisions
 from services.messenger_gateway.policy.model import UnacceptedPolicy
+from services.messenger_gateway.policy.ownership import ShardOwnership
 from services.messenger_gateway.policy.ports import PolicyStore
 from services.messenger_gateway.policy.service import PolicyService, PolicySettings
 from services.messenger_gateway.routing.router import PortedNumbersTable, build_router
@@ -63,6 +67,7 @@ class Gateway:
     consumer_lease: LeaseKeeper  # runs the consumer while this replica holds the lease
     consumer_task: asyncio.Task[None]
     policy: PolicyService
+    ownership: ShardOwnership | None = None  # with IDMESH_POLICY_SHARDS: the shards held here
 
 
 @dataclass(frozen=True)
@@ -113,6 +118,7 @@ async def open_gateway(
                 ),
                 poll_interval=config.policy_poll_seconds,
                 change_retention=timedelta(seconds=config.policy_change_retention_seconds),
+                shards=config.policy_shards,
             ),
             store=stores.policy,
             clock=clock,
@@ -157,9 +163,29 @@ async def open_gateway(
             policy=policy,
         )
         stack.push_async_callback(service.close)
+        ownership, sharded = None, None
+        if policy.sharded is not None:
+            ownership = ShardOwnership(
+                store,
+                policy,
+                messenger_id=config.messenger_id,
+                replica_id=replica_id,
+                address=config.advertise_address,
+                count=policy.sharded.count,
+                ttl=config.lease_seconds,
+                clock=clock,
+            )
+            peers = PeerClients(identity=identity, tls=config.server.tls)
+            stack.push_async_callback(peers.close)
+            sharded = ShardedDecisions(policy, ownership, peers)
+            server.add(
+                peer_pb2_grpc.add_GatewayPeerServiceServicer_to_server,
+                GatewayPeerServicer(config.messenger_id, policy),
+                service_name(peer_pb2.DESCRIPTOR, "GatewayPeerService"),
+            )
         server.add(
             gateway_pb2_grpc.add_GatewayServiceServicer_to_server,
-            GatewayServicer(service, policy),
+            GatewayServicer(service, policy, sharded),
             service_name(gateway_pb2.DESCRIPTOR, "GatewayService"),
         )
         server.add(
@@ -179,6 +205,8 @@ async def open_gateway(
             verification_window_seconds=config.verification_window_seconds,
             replica_id=replica_id,
             lease_seconds=config.lease_seconds,
+            policy_shards=config.policy_shards,
+            advertise_address=config.advertise_address or None,
         )
         await service.resume_pending()
         for name, job in (
@@ -190,6 +218,10 @@ async def open_gateway(
         ):
             task = asyncio.create_task(job, name=name)
             stack.push_async_callback(_cancel, task)
+        if ownership is not None:
+            # cancelled before the tail: the shards are given up while the index still follows
+            shards_task = asyncio.create_task(ownership.run(), name="policy-shard-ownership")
+            stack.push_async_callback(_cancel, shards_task)
         stack.enter_context(registered(ScrapeCollector("gateway_policy", policy.policy_metrics)))
         watchdog = asyncio.create_task(
             service.run_watchdog(
@@ -220,7 +252,9 @@ async def open_gateway(
         )
         consumer_task = asyncio.create_task(consumer_lease.run(), name="notice-consumer")
         stack.push_async_callback(_cancel, consumer_task)
-        yield Gateway(config, store, service, consumer, consumer_lease, consumer_task, policy)
+        yield Gateway(
+            config, store, service, consumer, consumer_lease, consumer_task, policy, ownership
+        )
 
 
 def notice_consumer_lease(messenger_id: str) -> str:

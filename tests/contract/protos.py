@@ -12,13 +12,15 @@ from pathlib import Path
 from typing import Any
 
 from google.protobuf.descriptor import Descriptor, FieldDescriptor, ServiceDescriptor
-from idmesh.gateway.v1 import gateway_pb2
+from idmesh.gateway.v1 import gateway_pb2, peer_pb2
 from idmesh.notifier.v1 import notifier_pb2
 from idmesh.registry.v1 import registry_pb2
 
 ROOT = Path(__file__).resolve().parents[2]
 PROTOS = ROOT / "protos"
 API_FILES = (gateway_pb2.DESCRIPTOR, notifier_pb2.DESCRIPTOR, registry_pb2.DESCRIPTOR)
+# Spoken between the replicas of one service: bounded and documented as the APIs are.
+PEER_FILES = (peer_pb2.DESCRIPTOR,)
 
 _BLOCK = re.compile(r"^(message|service|enum) (\w+) \{")
 _FIELD = re.compile(r"^\s+(?:repeated\s+)?[\w.]+\s+(\w+)\s*=\s*\d+;")
@@ -63,7 +65,8 @@ def services() -> Iterator[ServiceDescriptor]:
 
 
 def request_messages() -> list[Descriptor]:
-    """Every message a request of the three APIs carries, the request messages included."""
+    """Every message a request of the three APIs (and of the replicas' peer services) carries,
+    the request messages included."""
     seen: dict[str, Descriptor] = {}
 
     def visit(message: Descriptor) -> None:
@@ -74,7 +77,7 @@ def request_messages() -> list[Descriptor]:
             if field.type == FieldDescriptor.TYPE_MESSAGE and field.message_type is not None:
                 visit(field.message_type)
 
-    for service in services():
+    for service in [*services(), *(s for f in PEER_FILES for s in f.services_by_name.values())]:
         for method in service.methods:
             visit(method.input_type)
     return list(seen.values())

@@ -129,3 +129,31 @@ def test_the_replica_id_and_the_lease_term() -> None:
 def test_bad_replica_settings_name_the_variable(overrides: dict[str, str], problem: str) -> None:
     with pytest.raises(ConfigError, match=problem):
         GatewayConfig.from_env(_env(**overrides))
+
+
+def test_policy_shards_are_off_by_default_and_advertise_the_bind_address() -> None:
+    config = GatewayConfig.from_env(_env())
+    assert config.policy_shards == 0
+    sharded = GatewayConfig.from_env(_env(POLICY_SHARDS="64", BIND="10.0.0.7:50070"))
+    assert sharded.policy_shards == 64
+    assert sharded.advertise_address == "10.0.0.7:50070"
+    given = GatewayConfig.from_env(
+        _env(POLICY_SHARDS="64", BIND="0.0.0.0:50070", ADVERTISE_ADDRESS="10.0.0.7:50070")
+    )
+    assert given.advertise_address == "10.0.0.7:50070"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "named"),
+    [
+        ({"POLICY_SHARDS": "64", "BIND": "0.0.0.0:50070"}, "IDMESH_ADVERTISE_ADDRESS"),
+        ({"POLICY_SHARDS": "5000"}, "IDMESH_POLICY_SHARDS"),
+        ({"POLICY_SHARDS": "-1"}, "IDMESH_POLICY_SHARDS"),
+        ({"ADVERTISE_ADDRESS": "no-port"}, "IDMESH_ADVERTISE_ADDRESS"),
+    ],
+)
+def test_bad_shard_settings_are_refused_naming_the_variable(
+    overrides: dict[str, str], named: str
+) -> None:
+    with pytest.raises(ConfigError, match=named):
+        GatewayConfig.from_env(_env(**overrides))

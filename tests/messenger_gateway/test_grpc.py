@@ -106,16 +106,17 @@ async def running_gateway(
     attempts: int = 5,
     megafon_port: int | None = None,
     store: StoreSettings | None = None,
+    shards: int = 0,
 ) -> AsyncIterator[Harness]:
     """The production wiring on port 0 with fake servers around it; the store a SQLite file
-    under tmp_path unless given (as a replica's: several may share one database)."""
+    under tmp_path unless given (as a replica's: several may share one database). With shards,
+    the policy in that many shards, on a port chosen first (the replica advertises it)."""
     registry_server, registry = await start_registry("beeline")
     notifier_server, notifier = await start_notifier()
     megafon_port = megafon_port or free_port()  # nothing listens there unless a test starts it
+    bind = f"127.0.0.1:{free_port() if shards else 0}"
     config = GatewayConfig(
-        server=ServerSettings(
-            bind="127.0.0.1:0", log_level="info", log_format="json", shutdown_grace=0
-        ),
+        server=ServerSettings(bind=bind, log_level="info", log_format="json", shutdown_grace=0),
         messenger_id="alpha",
         db_path=tmp_path / "gateway.db",
         store=store or StoreSettings(db_path=tmp_path / "gateway.db"),
@@ -133,8 +134,11 @@ async def running_gateway(
         verify_retry_max_seconds=0.2,
         notifier_retry_initial_seconds=0.02,
         notifier_retry_max_seconds=0.1,
+        policy_shards=shards,
+        advertise_address=bind if shards else "",
+        lease_seconds=0.9 if shards else 6.0,
     )
-    server = GrpcServer(name="messenger_gateway", bind="127.0.0.1:0", errors=ERRORS)
+    server = GrpcServer(name="messenger_gateway", bind=bind, errors=ERRORS)
     try:
         async with open_gateway(config, server) as gateway:
             await server.start()

@@ -16,10 +16,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from services.common.db import Database
 from services.common.phone import mask
@@ -49,6 +50,8 @@ from services.messenger_gateway.policy.model import (
     order_transition,
 )
 from services.messenger_gateway.policy.ports import ChangeSignal
+
+T = TypeVar("T")
 
 # SQLite's now in the storage form of timeutil.to_iso (microseconds, +00:00).
 NOW_SQL = "strftime('%Y-%m-%dT%H:%M:%f', 'now') || '000+00:00'"
@@ -567,16 +570,27 @@ class SqlitePolicyStore:
         return await self._db.run(prune)
 
     async def load_index(self, *, refuse_unaccepted_by_default: bool) -> PolicyIndex:
-        """A new index built from the whole store at one version: read on a connection of its
-        own in one read transaction (WAL: every SELECT sees the same commit), streamed into the
-        index row by row, off the event loop."""
+        """A new index built from the whole store at one version (read_snapshot)."""
+        return await self.read_snapshot(partial(built_index, refuse_unaccepted_by_default))
+
+    async def read_snapshot(self, build: Callable[[Snapshot], T]) -> T:
+        """build(the store at one version): read on a connection of its own in one read
+        transaction (WAL: every SELECT sees the same commit), streamed into build row by row,
+        off the event loop."""
         path = self._db.path
         if path is None:
-            raise RuntimeError("SqlitePolicyStore.load_index needs the database file")
-        return await asyncio.to_thread(_load_index, path, refuse_unaccepted_by_default)
+            raise RuntimeError("SqlitePolicyStore.read_snapshot needs the database file")
+        return await asyncio.to_thread(_read_snapshot, path, build)
 
 
-def _load_index(path: Path, refuse_unaccepted_by_default: bool) -> PolicyIndex:
+def built_index(refuse_unaccepted_by_default: bool, snapshot: Snapshot) -> PolicyIndex:
+    """The whole index from a snapshot (each store's load_index)."""
+    index = PolicyIndex(refuse_unaccepted_by_default=refuse_unaccepted_by_default)
+    index.load(snapshot)
+    return index
+
+
+def _read_snapshot(path: Path, build: Callable[[Snapshot], T]) -> T:
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None, timeout=30)
     try:
         conn.execute("BEGIN")  # one read transaction: every SELECT sees the same version
@@ -599,9 +613,8 @@ def _load_index(path: Path, refuse_unaccepted_by_default: bool) -> PolicyIndex:
                 "WHERE state = 'IN_FORCE'"
             ),
         )
-        index = PolicyIndex(refuse_unaccepted_by_default=refuse_unaccepted_by_default)
-        index.load(snapshot)
+        built = build(snapshot)
         conn.execute("COMMIT")
     finally:
         conn.close()
-    return index
+    return built

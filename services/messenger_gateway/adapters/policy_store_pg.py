@@ -24,16 +24,19 @@ The restriction audit is append-only as on SQLite: triggers refuse UPDATE, DELET
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import Any, Final
+from functools import partial
+from typing import Any, Final, TypeVar
 
 from asyncpg import Connection
 
 from services.common.pg import PgDatabase
 from services.messenger_gateway.adapters.policy_store import (
     audit_from_row,
+    built_index,
     change_from_row,
     consent_from_row,
     masked_target,
@@ -63,6 +66,8 @@ from services.messenger_gateway.policy.model import (
     order_transition,
 )
 from services.messenger_gateway.policy.ports import ChangeSignal
+
+T = TypeVar("T")
 
 CHANNEL: Final = "idmesh_gateway_policy"
 
@@ -519,8 +524,13 @@ class PgPolicyStore:
         return int(status.rsplit(" ", 1)[-1])
 
     async def load_index(self, *, refuse_unaccepted_by_default: bool) -> PolicyIndex:
-        """A new index from one snapshot (a repeatable-read transaction: every SELECT sees the
-        same commits, and the head version is theirs)."""
+        """A new index built from the whole store at one version (read_snapshot)."""
+        return await self.read_snapshot(partial(built_index, refuse_unaccepted_by_default))
+
+    async def read_snapshot(self, build: Callable[[Snapshot], T]) -> T:
+        """build(the store at one version): one repeatable-read transaction (every SELECT sees
+        the same commits, and the head version is theirs); build runs off the event loop, so
+        decisions go on while a large snapshot is read into an index."""
         async with self._db.transaction(isolation="repeatable_read") as conn:
             snapshot = Snapshot(
                 version=int(await conn.fetchval("SELECT version FROM policy_log_head")),
@@ -542,9 +552,7 @@ class PgPolicyStore:
                     "WHERE state = 'IN_FORCE'",
                 ),
             )
-        index = PolicyIndex(refuse_unaccepted_by_default=refuse_unaccepted_by_default)
-        index.load(snapshot)
-        return index
+        return await asyncio.to_thread(build, snapshot)
 
 
 async def _rows(conn: Connection, sql: str) -> list[Any]:

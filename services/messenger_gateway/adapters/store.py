@@ -263,6 +263,13 @@ class SqliteGatewayStore:
             return None
         return Lease(row["holder"], from_iso(row["expires_at"]), row["token"])
 
+    async def leases(self, prefix: str) -> dict[str, Lease]:
+        rows = await self._db.fetchall(
+            "SELECT name, holder, expires_at FROM leases WHERE substr(name, 1, ?) = ?",
+            (len(prefix), prefix),
+        )
+        return {r["name"]: Lease(r["holder"], from_iso(r["expires_at"])) for r in rows}
+
     # --- the ported-numbers table ---------------------------------------------------------------
 
     async def ported_number(self, phone_number: str) -> PortedNumber | None:

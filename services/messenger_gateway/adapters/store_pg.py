@@ -214,6 +214,14 @@ class PgGatewayStore:
         )
         return None if row is None else Lease(row["holder"], row["expires_at"], row["token"])
 
+    async def leases(self, prefix: str) -> dict[str, Lease]:
+        rows = await self._db.fetch(
+            "SELECT name, holder, expires_at FROM leases WHERE substr(name, 1, $1) = $2",
+            len(prefix),
+            prefix,
+        )
+        return {r["name"]: Lease(r["holder"], r["expires_at"]) for r in rows}
+
     # --- the ported-numbers table ---------------------------------------------------------------
 
     async def stage_ported(self, import_id: str, rows: Sequence[tuple[int, PortedNumber]]) -> None:

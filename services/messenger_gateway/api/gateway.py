@@ -19,7 +19,12 @@ from services.common.identity import Kind, Role, require_caller
 from services.common.interceptors import ErrorTable
 from services.common.rows import checked_line
 from services.common.timeutil import from_timestamp, to_timestamp
-from services.messenger_gateway.api.policy import OwnMessenger, PolicyAdminRpcs, PolicyRpcs
+from services.messenger_gateway.api.policy import (
+    OwnMessenger,
+    PolicyAdminRpcs,
+    PolicyRpcs,
+    wait_budget,
+)
 from services.messenger_gateway.identification.model import (
     Access,
     Identification,
@@ -33,6 +38,7 @@ from services.messenger_gateway.identification.model import (
     State,
     validate_max_wait,
 )
+from services.messenger_gateway.policy.forwarding import ShardedDecisions
 from services.messenger_gateway.policy.model import (
     ChangesPruned,
     OrderConflict,
@@ -42,6 +48,7 @@ from services.messenger_gateway.policy.model import (
     VersionAhead,
 )
 from services.messenger_gateway.policy.service import PolicyService
+from services.messenger_gateway.policy.shards import ShardNotServed
 from services.messenger_gateway.routing.model import ImportOutcome
 from services.messenger_gateway.routing.ported import PortedRowInput
 from services.messenger_gateway.routing.router import (
@@ -64,13 +71,9 @@ ERRORS = ErrorTable(
         PreconditionFailed: grpc.StatusCode.FAILED_PRECONDITION,
         SmsNotSent: grpc.StatusCode.UNAVAILABLE,
         OperatorUnreachable: grpc.StatusCode.UNAVAILABLE,
+        ShardNotServed: grpc.StatusCode.UNAVAILABLE,
     }
 )
-
-# ConfirmPossession waits for the operator's answer until the caller's deadline less a margin
-# (so that the reply still arrives in time), or WAIT_CAP seconds when the caller set none.
-WAIT_MARGIN = 0.5
-WAIT_CAP = 30.0
 
 STATE_PB: dict[State, gateway_pb2.IdentificationState] = {
     State.AWAITING_CODE: gateway_pb2.IDENTIFICATION_STATE_AWAITING_CODE,
@@ -128,12 +131,6 @@ def identification_pb(ident: Identification) -> gateway_pb2.Identification:
     )
 
 
-def wait_budget(time_remaining: float | None) -> float:
-    if time_remaining is None:
-        return WAIT_CAP
-    return max(0.0, time_remaining - min(WAIT_MARGIN, time_remaining / 2))
-
-
 class IdentificationUseCases(OwnMessenger, Protocol):
     """What the identification and routing RPCs call (service.GatewayService provides it)."""
 
@@ -165,9 +162,15 @@ class IdentificationUseCases(OwnMessenger, Protocol):
 class GatewayServicer(PolicyRpcs, gateway_pb2_grpc.GatewayServiceServicer):
     _service: IdentificationUseCases
 
-    def __init__(self, service: IdentificationUseCases, policy: PolicyService) -> None:
+    def __init__(
+        self,
+        service: IdentificationUseCases,
+        policy: PolicyService,
+        sharded: ShardedDecisions | None = None,
+    ) -> None:
         self._service = service
         self._policy = policy
+        self._sharded = sharded
 
     def _authorize(self) -> None:
         require_caller(Kind.MESSENGER, Role.FRONTEND, id=self._service.messenger_id)

@@ -12,6 +12,7 @@ from idmesh.gateway.v1 import gateway_pb2
 from services.common.errors import InvalidInput
 from services.common.identity import Caller, Kind, Role, require_caller
 from services.common.timeutil import from_timestamp, to_timestamp
+from services.messenger_gateway.policy.forwarding import ShardedDecisions
 from services.messenger_gateway.policy.model import (
     DELIVERY_TEXT,
     AutomatedConsent,
@@ -30,14 +31,28 @@ from services.messenger_gateway.policy.model import (
 )
 from services.messenger_gateway.policy.service import PolicyService
 
+# ConfirmPossession waits for the operator's answer until the caller's deadline less a margin
+# (so that the reply still arrives in time), or WAIT_CAP seconds when the caller set none.
+WAIT_MARGIN = 0.5
+WAIT_CAP = 30.0
+
+
+def wait_budget(time_remaining: float | None) -> float:
+    if time_remaining is None:
+        return WAIT_CAP
+    return max(0.0, time_remaining - min(WAIT_MARGIN, time_remaining / 2))
+
+
 KIND_FROM_PB: dict[int, MessageKind] = {
     gateway_pb2.MESSAGE_KIND_PERSONAL: MessageKind.PERSONAL,
     gateway_pb2.MESSAGE_KIND_AUTOMATED: MessageKind.AUTOMATED,
     gateway_pb2.MESSAGE_KIND_STATE_MAILING: MessageKind.STATE_MAILING,
 }
+KIND_TO_PB: dict[MessageKind, int] = {v: k for k, v in KIND_FROM_PB.items()}
 REASON_TO_PB: dict[DeliveryReason, int] = {
     r: gateway_pb2.DeliveryReason.Value(f"DELIVERY_REASON_{r.value}") for r in DeliveryReason
 }
+REASON_FROM_PB: dict[int, DeliveryReason] = {v: k for k, v in REASON_TO_PB.items()}
 RULE_FROM_PB: dict[int, SenderRule] = {
     gateway_pb2.SENDER_RULE_ACCEPTED: SenderRule.ACCEPTED,
     gateway_pb2.SENDER_RULE_REFUSED: SenderRule.REFUSED,
@@ -148,10 +163,12 @@ class OwnMessenger(Protocol):
 
 
 class PolicyRpcs:
-    """GatewayService's policy RPCs: the messenger's front end only."""
+    """GatewayService's policy RPCs: the messenger's front end only. With shards, decisions go
+    through ShardedDecisions (policy/forwarding.py)."""
 
     _service: OwnMessenger
     _policy: PolicyService
+    _sharded: ShardedDecisions | None
 
     def _frontend(self) -> Caller:
         return require_caller(Kind.MESSENGER, Role.FRONTEND, id=self._service.messenger_id)
@@ -206,10 +223,19 @@ class PolicyRpcs:
         self, request: gateway_pb2.CheckDeliveryRequest, context: Any
     ) -> gateway_pb2.CheckDeliveryResponse:
         self._frontend()
-        await self._policy.reach(request.min_version)
-        decision, version = self._policy.check_delivery(
-            request.sender_id, request.recipient_id, message_kind(request.kind)
-        )
+        kind = message_kind(request.kind)
+        if self._sharded is not None:
+            decisions, version = await self._sharded.decide(
+                [(request.sender_id, request.recipient_id, kind)],
+                request.min_version,
+                timeout=wait_budget(context.time_remaining()),
+            )
+            decision = decisions[0]
+        else:
+            await self._policy.reach(request.min_version)
+            decision, version = self._policy.check_delivery(
+                request.sender_id, request.recipient_id, kind
+            )
         return gateway_pb2.CheckDeliveryResponse(
             allowed=decision.allowed,
             reason=REASON_TO_PB[decision.reason],  # type: ignore[arg-type]
@@ -228,8 +254,13 @@ class PolicyRpcs:
             if kind is None:
                 kind = message_kind(pair.kind, f"pairs[{i}].kind")
             pairs.append((pair.sender_id, pair.recipient_id, kind))
-        await self._policy.reach(request.min_version)
-        decisions, version = self._policy.check_delivery_batch(pairs)
+        if self._sharded is not None:
+            decisions, version = await self._sharded.decide(
+                pairs, request.min_version, timeout=wait_budget(context.time_remaining())
+            )
+        else:
+            await self._policy.reach(request.min_version)
+            decisions, version = self._policy.check_delivery_batch(pairs)
         to_pb = REASON_TO_PB
         return gateway_pb2.CheckDeliveryBatchResponse(
             reasons=[to_pb[d.reason] for d in decisions],  # type: ignore[misc]

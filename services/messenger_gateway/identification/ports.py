@@ -18,7 +18,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
-from services.common.lease import Fence, Lease, LeaseStore
+from services.common.lease import Fence, Lease, LeaseTable
 from services.common.logging import get_logger
 from services.messenger_gateway.identification.model import (
     Identification,
@@ -117,8 +117,8 @@ class IdentificationTx(Protocol):
 TxFunction = Callable[[IdentificationTx], Coroutine[Any, Any, T]]
 
 
-class GatewayStore(NoticeStore, PortedNumbersStore, LeaseStore, Protocol):
-    """Named leases (acquire_lease, release_lease, lease_of: LeaseStore) hold the notice
+class GatewayStore(NoticeStore, PortedNumbersStore, LeaseTable, Protocol):
+    """Named leases (acquire_lease, release_lease, lease_of, leases: LeaseTable) hold the notice
     consumer; pending verifications carry a lease of their own (begin_verification,
     claim_verifications, renew_verifications, release_verifications)."""
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from services.messenger_gateway.policy.index import PolicyIndex
 from services.messenger_gateway.policy.model import (
@@ -20,8 +20,11 @@ from services.messenger_gateway.policy.model import (
     Preferences,
     RestrictionOrder,
     SenderRule,
+    Snapshot,
     UnacceptedPolicy,
 )
+
+T = TypeVar("T")
 
 # Called when another process (a replica) may have committed policy changes.
 ChangeSignal = Callable[[], None]
@@ -96,6 +99,11 @@ class PolicyStore(Protocol):
 
     async def load_index(self, *, refuse_unaccepted_by_default: bool) -> PolicyIndex:
         """A new index built from the whole store at one version (one snapshot)."""
+        ...
+
+    async def read_snapshot(self, build: Callable[[Snapshot], T]) -> T:
+        """build(the whole store at one version), run off the event loop: a sharded replica
+        builds the indexes of some shards from it (policy/shards.py)."""
         ...
 
     def changes_signalled(self, wake: ChangeSignal) -> AbstractAsyncContextManager[None]:

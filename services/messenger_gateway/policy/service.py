@@ -17,6 +17,12 @@ the truth:
   notification), so another replica's change applies there within that interval at worst;
 - a log pruned past the index's version (a replica stopped for longer than the retention)
   triggers a reload from a new snapshot.
+
+With `shards` set (policy/shards.py) the process holds only the shards it serves: each one is
+loaded from a filtered snapshot when the replica takes its lease (add_shards), caught up to the
+version of the others and only then served; the tail applies each change to the served shards it
+concerns. The whole index's version, min_version and the change stream keep their meaning: the
+version is the store's change-log version, common to every shard.
 """
 
 from __future__ import annotations
@@ -71,6 +77,8 @@ from services.messenger_gateway.policy.model import (
     validate_sender_id,
 )
 from services.messenger_gateway.policy.ports import PolicyStore
+from services.messenger_gateway.policy.shard_serving import ShardServing
+from services.messenger_gateway.policy.shards import ShardedIndex
 
 log = get_logger("idmesh.gateway.policy")
 
@@ -117,6 +125,7 @@ class PolicySettings:
     poll_interval: float = 0.25  # other processes' changes applied at least this often
     change_retention: timedelta = timedelta(days=7)  # how far back WatchPolicyChanges resumes
     progress_interval: float = 10.0  # an idle change stream's progress marks
+    shards: int = 0  # 0: the whole index here; N: N shards, this process serving those it owns
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +137,7 @@ class WatchItem:
     head_version: int
 
 
-class PolicyService:
+class PolicyService(ShardServing):
     def __init__(
         self, settings: PolicySettings, *, store: PolicyStore, clock: Clock | None = None
     ) -> None:
@@ -140,6 +149,14 @@ class PolicyService:
         self.index = PolicyIndex(
             refuse_unaccepted_by_default=settings.unaccepted_default is UnacceptedPolicy.REFUSE
         )
+        self.sharded: ShardedIndex | None = None
+        if settings.shards:
+            self.sharded = ShardedIndex(
+                settings.shards,
+                refuse_unaccepted_by_default=self.index.refuse_unaccepted_by_default,
+            )
+        self._loading: set[int] = set()  # shards owned here, their index not yet served
+        self._installed = asyncio.Event()  # replaced each time shards are installed
         self._lock = asyncio.Lock()
         self._advanced = asyncio.Event()  # replaced each time the index advances
         # entries told by identification writes, ahead of the index's next version
@@ -148,6 +165,11 @@ class PolicyService:
     # --- coherence -----------------------------------------------------------------------------
 
     async def start(self) -> None:
+        if self.sharded is not None:
+            # no shard yet (the ownership keeper adds them): follow the log from its head
+            _, self.sharded.version = await self._store.log_bounds()
+            log.info("policy.sharded", shards=self.sharded.count, version=self.sharded.version)
+            return
         async with self._lock:
             await self._reload()
             await self._catch_up()
@@ -162,36 +184,47 @@ class PolicyService:
         """Apply the change log after the index's version; returns the version reached."""
         async with self._lock:
             await self._catch_up()
-        return self.index.version
+        return self.position()
 
     async def _reload(self) -> None:
         # built aside and swapped in one step: no decision sees half an index
-        self.index = await self._store.load_index(
-            refuse_unaccepted_by_default=self.index.refuse_unaccepted_by_default
-        )
+        sharded = self.sharded
+        if sharded is not None:
+            loaded, version = await self._store.read_snapshot(
+                lambda snapshot: (sharded.load(snapshot, list(sharded.shards)), snapshot.version)
+            )
+            sharded.drop(list(sharded.shards))
+            sharded.version = version
+            sharded.install(loaded, version)
+        else:
+            self.index = await self._store.load_index(
+                refuse_unaccepted_by_default=self.index.refuse_unaccepted_by_default
+            )
         INDEX_RELOADS.inc()
         self._wake()
 
     async def _catch_up(self) -> None:
-        before = self.index.version
+        live: PolicyIndex | ShardedIndex = self.sharded or self.index
+        before = live.version
         while True:
-            changes = await self._store.changes_after(self.index.version, CATCH_UP_PAGE)
+            live = self.sharded or self.index
+            changes = await self._store.changes_after(live.version, CATCH_UP_PAGE)
             if not changes:
                 break
-            if changes[0].version != self.index.version + 1:
+            if changes[0].version != live.version + 1:
                 log.warning(
                     "policy.log_pruned_past_index",
-                    index_version=self.index.version,
+                    index_version=live.version,
                     oldest_kept=changes[0].version,
                 )
                 await self._reload()
                 continue
             for change in changes:  # synchronous: a decision sees whole pages only
-                self.index.apply(change)
+                live.apply(change)
             if len(changes) < CATCH_UP_PAGE:
                 break
         self._apply_pending()
-        if self.index.version != before:
+        if (self.sharded or self.index).version != before:
             self._wake()
 
     async def run_tail(self) -> None:
@@ -214,6 +247,10 @@ class PolicyService:
         advanced, self._advanced = self._advanced, asyncio.Event()
         advanced.set()
 
+    def position(self) -> int:
+        """The change-log version the index (or the shards served here) has applied."""
+        return self.sharded.version if self.sharded is not None else self.index.version
+
     async def identification_changed(
         self, ident: Identification, changes: Sequence[PolicyChange] | None
     ) -> None:
@@ -224,12 +261,18 @@ class PolicyService:
         the user (known, identified, on which number) is still stale."""
         if changes:
             async with self._lock:
+                live = self.sharded or self.index
                 for change in changes:
-                    if change.version > self.index.version and len(self._pending) < PENDING_MAX:
+                    if change.version > live.version and len(self._pending) < PENDING_MAX:
                         self._pending[change.version] = change
                 self._apply_pending()
         identified = ident.state is State.IDENTIFIED
         index = self.index
+        if self.sharded is not None:
+            served = self.sharded.index_of(ident.user_id)
+            if served is None:
+                return  # another replica's shard: the tail brings the version along
+            index = served
         if (
             index.is_known(ident.user_id)
             and index.is_identified(ident.user_id) == identified
@@ -244,13 +287,14 @@ class PolicyService:
         pending = self._pending
         if not pending:
             return
-        before = self.index.version
-        while (change := pending.pop(self.index.version + 1, None)) is not None:
-            self.index.apply(change)
+        live = self.sharded or self.index
+        before = live.version
+        while (change := pending.pop(live.version + 1, None)) is not None:
+            live.apply(change)
         if pending:
-            for version in [v for v in pending if v <= self.index.version]:
+            for version in [v for v in pending if v <= live.version]:
                 del pending[version]
-        if self.index.version != before:
+        if live.version != before:
             self._wake()
 
     async def prune_changes(self) -> int:
@@ -264,10 +308,10 @@ class PolicyService:
     async def reach(self, min_version: int) -> None:
         """Make sure decisions are made at min_version or later: catch up from the store if
         the index is behind it (read-your-writes across replicas). Free when it is not."""
-        if min_version <= self.index.version:
+        if min_version <= self.position():
             return
         await self.catch_up()
-        if min_version > self.index.version:
+        if min_version > self.position():
             oldest, head = await self._store.log_bounds()
             raise VersionAhead(
                 f"min_version {min_version} is beyond the policy log's head {head}: pass a "
@@ -278,7 +322,10 @@ class PolicyService:
     def check_delivery(
         self, sender_id: str, recipient_id: str, kind: MessageKind
     ) -> tuple[Decision, int]:
-        """The decision and the index version it was made at."""
+        """The decision and the index version it was made at (the whole index: with shards,
+        decisions go through ShardedDecisions, policy/forwarding.py)."""
+        if self.sharded is not None:
+            raise RuntimeError("with shards, decide through ShardedDecisions")
         validate_pair_user(sender_id, "sender_id")
         validate_pair_user(recipient_id, "recipient_id")
         decision = self.index.decide(sender_id, recipient_id, kind)
@@ -290,6 +337,8 @@ class PolicyService:
     ) -> tuple[list[Decision], int]:
         """Decisions for up to MAX_BATCH_PAIRS (sender, recipient, kind), all at one version.
         One invalid pair refuses the whole batch (INVALID_ARGUMENT naming it)."""
+        if self.sharded is not None:
+            raise RuntimeError("with shards, decide through ShardedDecisions")
         if len(pairs) > MAX_BATCH_PAIRS:
             raise InvalidInput(
                 f"pairs has {len(pairs)} entries: send at most {MAX_BATCH_PAIRS} per call"
@@ -308,9 +357,7 @@ class PolicyService:
             validate_pair_user(sender, f"pairs[{i}].sender_id")
             validate_pair_user(recipient, f"pairs[{i}].recipient_id")
         decisions = self.index.decide_batch(pairs)  # over the index's arrays, all at once
-        tally = Tally(zip([k for _, _, k in pairs], decisions, strict=True))
-        for (kind, decision), count in tally.items():
-            _DECISION_CHILDREN[kind, decision.reason].inc(count)
+        count_decisions(pairs, decisions)
         return decisions, self.index.version
 
     # --- preferences -----------------------------------------------------------------------
@@ -458,7 +505,7 @@ class PolicyService:
                 _pruned_message(after_version, oldest),
                 metadata={"oldest_version": oldest, "head_version": head},
             )
-        yield WatchItem((), self.index.version)
+        yield WatchItem((), self.position())
         cursor = after_version
         while True:
             advanced = self._advanced  # before reading: a change after the read wakes us
@@ -469,17 +516,17 @@ class PolicyService:
                         _pruned_message(cursor, changes[0].version),
                         metadata={
                             "oldest_version": changes[0].version,
-                            "head_version": self.index.version,
+                            "head_version": self.position(),
                         },
                     )
                 cursor = changes[-1].version
-                yield WatchItem(tuple(changes), max(cursor, self.index.version))
+                yield WatchItem(tuple(changes), max(cursor, self.position()))
                 continue
             try:
                 async with asyncio.timeout(self.settings.progress_interval):
                     await advanced.wait()
             except TimeoutError:
-                yield WatchItem((), max(cursor, self.index.version))
+                yield WatchItem((), max(cursor, self.position()))
 
     # --- metrics ---------------------------------------------------------------------------
 
@@ -519,7 +566,7 @@ class PolicyService:
             GaugeMetricFamily(
                 "idmesh_gateway_policy_index_version",
                 "The change-log version this process's decisions are made at.",
-                value=self.index.version,
+                value=self.position(),
             ),
             GaugeMetricFamily(
                 "idmesh_gateway_policy_log_head",
@@ -529,9 +576,19 @@ class PolicyService:
             GaugeMetricFamily(
                 "idmesh_gateway_policy_index_users",
                 "Users in the policy index (every user with an identification).",
-                value=self.index.users,
+                value=self.sharded.users if self.sharded is not None else self.index.users,
             ),
+            *self._shard_metrics(),
         ]
+
+
+def count_decisions(
+    pairs: Sequence[tuple[str, str, MessageKind]], decisions: list[Decision]
+) -> None:
+    """The decisions metric, by kind and reason."""
+    tally = Tally(zip([k for _, _, k in pairs], decisions, strict=True))
+    for (kind, decision), count in tally.items():
+        _DECISION_CHILDREN[kind, decision.reason].inc(count)
 
 
 def _limit(limit: int) -> int:

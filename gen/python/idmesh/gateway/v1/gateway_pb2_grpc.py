@@ -255,8 +255,12 @@ class GatewayServiceServicer:
         """CheckDelivery says whether a message of the given kind may go from sender_id to
         recipient_id, or the reason it may not (docs/policy.md has the precedence).
         Answered from memory. INVALID_ARGUMENT names a bad field.
+        With the policy in shards (IDMESH_POLICY_SHARDS) any replica answers, asking the owners of
+        the shards it does not serve.
         Errors: INVALID_ARGUMENT (INVALID_FIELD: sender_id, recipient_id or kind), OUT_OF_RANGE
-        (POLICY_VERSION_OUT_OF_RANGE: min_version beyond the log's head).
+        (POLICY_VERSION_OUT_OF_RANGE: min_version beyond the log's head), UNAVAILABLE
+        (POLICY_SHARD_NOT_SERVED: with shards, one the decision needs was not served before the
+        deadline, as when its replica died and its shards are being taken over; RetryInfo).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -266,7 +270,8 @@ class GatewayServiceServicer:
         """CheckDeliveryBatch decides up to 10,000 pairs in one call, all at one policy version, in
         the order given. One invalid pair refuses the whole call (INVALID_ARGUMENT naming it).
         Errors: INVALID_ARGUMENT (INVALID_FIELD: pairs[i].sender_id, pairs[i].recipient_id or
-        pairs[i].kind), OUT_OF_RANGE (POLICY_VERSION_OUT_OF_RANGE: min_version beyond the log's head).
+        pairs[i].kind), OUT_OF_RANGE (POLICY_VERSION_OUT_OF_RANGE: min_version beyond the log's head),
+        UNAVAILABLE (POLICY_SHARD_NOT_SERVED: as for CheckDelivery).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
