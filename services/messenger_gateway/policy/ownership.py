@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from services.common.lease import Lease, LeaseTable
+from services.common.lease import RELEASED_AT, Lease, LeaseTable
 from services.common.logging import get_logger
 from services.common.timeutil import Clock, SystemClock
 
@@ -175,8 +175,8 @@ class ShardOwnership:
             self._lose(lost, "taken by another replica")
         live = [m for m in members.values() if m.expires_at > now]
         self.members = max(1, len(live))
-        for name, member in members.items():  # rows of replicas gone long ago
-            if member.expires_at + self._ttl < now:
+        for name, member in members.items():  # rows of replicas gone long ago, not released
+            if member.expires_at != RELEASED_AT and member.expires_at + self._ttl < now:
                 with contextlib.suppress(Exception):
                     await self._store.release_lease(name, member.holder)
         share = math.ceil(self.count / self.members)
