@@ -263,7 +263,7 @@ def test_the_index_measured_alone_and_the_shards_replace_the_resident_memory_fig
 ) -> None:
     result = made_up_result()
     result["scenarios"][scenario].update(figures)
-    result["scenarios"]["policy"]["two_replicas"] = {"max_share_of_index": 0.5}
+    result["scenarios"]["policy"]["two_replicas"] = {"max_share_of_index_percent": 50.0}
     text = capacity.generated(result)
     assert "did not measure the index alone" not in text
     index = next(x for x in text.splitlines() if "| policy index bytes per user |" in x)

@@ -454,9 +454,9 @@ def model(result: Mapping[str, Any]) -> tuple[Reader, list[Section]]:
     share = r.figure(
         "policy",
         SQLITE,
-        "two_replicas.max_share_of_index",
+        "two_replicas.max_share_of_index_percent",
         "largest replica's share of the index, two replicas with shards",
-        "of the index",
+        "% of the index",
         "two replicas each owning half the shards, the largest share",
     )
     g_user = {e: r.store(e, "gateway_per_identified_user") for e in engines}
@@ -557,9 +557,9 @@ def model(result: Mapping[str, Any]) -> tuple[Reader, list[Section]]:
         {
             SQLITE: Cell("-", "SQLite: one replica"),
             engines[1]: compute(
-                f"{idle.key} + ({index_formula}) x {share.key}",
+                f"{idle.key} + ({index_formula}) x {share.key} / 100",
                 [idle, share, *index_uses],
-                lambda i, sh, *rest: i + index_fn(*rest) * sh,
+                lambda i, sh, *rest: i + index_fn(*rest) * sh / 100,
                 gb,
             ),
         },
