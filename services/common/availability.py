@@ -223,3 +223,13 @@ class _Guarded:
             return self if result is self._target else result
 
         return call
+
+
+def log_failure(logger: Any, event: str, exc: BaseException | None, **fields: Any) -> None:
+    """A background job's failure, logged once: a store that cannot be reached now
+    (StoreUnavailable: a transient fault, whose coming and going StoreAvailability reports
+    once) as a warning with its message; anything else as an error with its traceback."""
+    if isinstance(exc, StoreUnavailable):
+        logger.warning(event, error=str(exc), **fields)
+    else:
+        logger.error(event, exc_info=exc, **fields)

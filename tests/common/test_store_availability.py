@@ -17,6 +17,7 @@ from services.common import failpoints
 from services.common.availability import (
     StoreAvailability,
     guarded,
+    log_failure,
     postgres_unreachable,
     sqlite_unreachable,
 )
@@ -24,6 +25,7 @@ from services.common.backoff import Backoff
 from services.common.db import Database
 from services.common.errors import CommitOutcomeUnknown, StoreUnavailable
 from services.common.failpoints import Action, InjectedFault, parse, term
+from services.common.logging import get_logger
 from tests.eventually import eventually
 
 
@@ -205,3 +207,18 @@ async def test_guarded_work_raises_store_unavailable_for_an_unreachable_store_on
 
 async def _never_probed() -> None:
     raise ConnectionRefusedError(111, "refused")
+
+
+def test_a_background_failure_of_an_unreachable_store_is_a_warning_without_a_trace() -> None:
+    """An unreachable store is a transient fault (its coming and going is reported once): a
+    background job that fails on it logs a warning with the message; anything else is an error
+    with its traceback."""
+    logger = get_logger("idmesh.test")
+    with capture_logs() as logs:
+        log_failure(logger, "job.failed", StoreUnavailable("the database cannot be reached"))
+        log_failure(logger, "job.failed", RuntimeError("a bug"), job="sweep")
+    transient, bug = logs
+    assert transient["log_level"] == "warning" and "exc_info" not in transient
+    assert transient["error"] == "the database cannot be reached"
+    assert bug["log_level"] == "error" and isinstance(bug["exc_info"], RuntimeError)
+    assert bug["job"] == "sweep"

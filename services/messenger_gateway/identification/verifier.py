@@ -30,6 +30,7 @@ from datetime import datetime
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
+from services.common.availability import log_failure
 from services.common.context import traced
 from services.common.failpoints import async_failpoint
 from services.common.lease import Fence, Lease, LeaseFenced, log_fenced
@@ -105,10 +106,11 @@ class Verifier:
             if self._tasks.get(identification_id) is done:
                 del self._tasks[identification_id]
             if not done.cancelled() and done.exception() is not None:
-                log.error(
+                log_failure(
+                    log,
                     "verification.task_failed",
+                    done.exception(),
                     identification_id=identification_id,
-                    exc_info=done.exception(),
                 )
 
         task.add_done_callback(forget)
@@ -216,8 +218,8 @@ class Verifier:
                 for job in (self.keep_verifications, self.expire_overdue):
                     try:
                         await job()
-                    except Exception:
-                        log.exception("verification.watchdog_failed", job=job.__name__)
+                    except Exception as exc:
+                        log_failure(log, "verification.watchdog_failed", exc, job=job.__name__)
 
     async def verification_metrics(self) -> list[Metric]:
         pending, first_deadline = await self._store.verifying_summary()
@@ -295,8 +297,13 @@ class Verifier:
             return ident
         try:
             stored = await self._store.get(ident.identification_id)
-        except Exception:
-            log.exception("verification.reread_failed", identification_id=ident.identification_id)
+        except Exception as exc:
+            log_failure(
+                log,
+                "verification.reread_failed",
+                exc,
+                identification_id=ident.identification_id,
+            )
             return ident
         if stored is not None and stored.state is State.VERIFYING and stored.hinted_by:
             return stored
@@ -340,9 +347,11 @@ class Verifier:
                     attempt=attempt,
                     error=str(exc),
                 )
-            except Exception:
-                log.exception(
+            except Exception as exc:
+                log_failure(
+                    log,
                     "verification.attempt_failed",
+                    exc,
                     identification_id=ident.identification_id,
                     attempt=attempt,
                 )
@@ -497,8 +506,11 @@ class Verifier:
                 return await self._finish(ident, event, fence, within_window=False)
             except LeaseFenced:
                 raise
-            except Exception:
-                log.exception(
-                    "verification.finish_failed", identification_id=ident.identification_id
+            except Exception as exc:
+                log_failure(
+                    log,
+                    "verification.finish_failed",
+                    exc,
+                    identification_id=ident.identification_id,
                 )
                 await asyncio.sleep(next(delays))

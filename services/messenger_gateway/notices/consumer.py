@@ -28,6 +28,7 @@ from idmesh.events.v1 import events_pb2
 from idmesh.notifier.v1 import notifier_pb2, notifier_pb2_grpc
 from prometheus_client import Counter, Gauge
 
+from services.common.availability import log_failure
 from services.common.backoff import Backoff
 from services.common.failpoints import async_failpoint
 from services.common.lease import Fence, LeaseFenced, log_fenced
@@ -172,8 +173,8 @@ class NoticeConsumer:
                 )
             except grpc.aio.AioRpcError as exc:
                 self._log_rpc_error(exc)
-            except Exception:
-                log.exception("notices.stream_error")
+            except Exception as exc:
+                log_failure(log, "notices.stream_error", exc)
             if self._progressed:
                 delays = self._backoff.delays()
             await asyncio.sleep(next(delays))

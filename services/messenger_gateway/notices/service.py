@@ -6,6 +6,7 @@ import time
 from collections.abc import Sequence
 
 from services.common import tracing
+from services.common.availability import log_failure
 from services.common.lease import Fence
 from services.common.logging import get_logger
 from services.common.timeutil import Clock
@@ -115,5 +116,5 @@ class NoticeService:
             return
         try:
             await self._refresh.catch_up()
-        except Exception:  # committed already; the policy's tailer catches up on its own
-            log.exception("notices.policy_refresh_failed")
+        except Exception as exc:  # committed already; the policy's tailer catches up on its own
+            log_failure(log, "notices.policy_refresh_failed", exc)

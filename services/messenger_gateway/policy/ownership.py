@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
+from services.common.availability import log_failure
 from services.common.lease import RELEASED_AT, Lease, LeaseTable
 from services.common.logging import get_logger
 from services.common.timeutil import Clock, SystemClock
@@ -144,8 +145,8 @@ class ShardOwnership:
             while True:
                 try:
                     await self.tick()
-                except Exception:
-                    log.exception("policy.ownership_failed")
+                except Exception as exc:
+                    log_failure(log, "policy.ownership_failed", exc)
                 await asyncio.sleep(self._interval)
         finally:
             await self._give_up_all()

@@ -38,6 +38,7 @@ from prometheus_client import Counter
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
+from services.common.availability import log_failure
 from services.common.errors import InvalidInput
 from services.common.logging import get_logger
 from services.common.phone import mask, parse_mobile
@@ -236,8 +237,8 @@ class PolicyService(ShardServing):
                 signalled.clear()  # a signal from here on means another round
                 try:
                     await self.catch_up()
-                except Exception:
-                    log.exception("policy.catch_up_failed")
+                except Exception as exc:
+                    log_failure(log, "policy.catch_up_failed", exc)
                 # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self.settings.poll_interval):
