@@ -42,14 +42,10 @@ CLIENT = Caller(Kind.MESSENGER, "alpha")
 ROLES = ("raw", "registry")
 
 
-def _free_port() -> int:
-    return free_port()
-
-
 class EchoServer:
     def __init__(self, role: str, tls: TlsFiles, logs: Path, event_loop: str) -> None:
         self.role = role
-        self.address = f"127.0.0.1:{_free_port()}"
+        self.address = f"127.0.0.1:{free_port()}"
         env = {
             **os.environ,
             "IDMESH_ECHO_ROLE": role,

@@ -151,7 +151,7 @@ class PostgresCluster:
         standbys."""
         folder = Path(tempfile.mkdtemp(prefix="idmesh-pg-"))
         try:
-            port = _free_port() if netns is None else 5432  # a namespace has its ports free
+            port = free_port() if netns is None else 5432  # a namespace has its ports free
             cluster = cls(folder / "pgdata", port, host=host, netns=netns, settings=settings)
             cluster.initdb()
             if netns is not None:  # replication and clients from the other namespaces
@@ -298,7 +298,7 @@ class PostgresCluster:
         network namespace gets its standby beside it, on the same address at the next port."""
         folder = Path(tempfile.mkdtemp(prefix="idmesh-pg-standby-"))
         try:
-            port = _free_port() if self.netns is None else self.port + 1
+            port = free_port() if self.netns is None else self.port + 1
             standby = PostgresCluster(folder / "pgdata", port, host=self.host, netns=self.netns)
             standby._settings = self._settings
             standby.follow(self, synchronous=synchronous)
@@ -454,7 +454,7 @@ class PostgresPair:
                 self.primary_name = self.NAMES[0]
                 taken: set[int] = set()
                 for name in self.NAMES:
-                    self.ports[name] = _free_port(taken)
+                    self.ports[name] = free_port(taken)
                     taken.add(self.ports[name])
                     shutil.rmtree(self.folder / name, ignore_errors=True)
                 self.primary.initdb()
@@ -518,8 +518,3 @@ def multi_host_url(*servers: PostgresCluster) -> str:
     multi-host form with target_session_attrs=read-write."""
     hosts = ",".join(f"{server.host}:{server.port}" for server in servers)
     return f"postgresql://postgres@{hosts}/postgres?target_session_attrs=read-write"
-
-
-def _free_port(taken: set[int] | None = None) -> int:
-    """A free port on 127.0.0.1 for a server, not one of taken (process.free_port)."""
-    return free_port(set() if taken is None else taken)
